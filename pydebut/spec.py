@@ -1,0 +1,556 @@
+"""Shapes of DeBut factors and chains, and their interchange formats.
+
+A DeBut factor with superscript ``(p, q)`` and subscript ``(r, s, t)`` is a
+``p x q`` block-diagonal matrix with ``k = p/(r*t) = q/(s*t)`` blocks, each an
+``r x s`` grid of ``t x t`` diagonal matrices. A :class:`Chain` is the product
+``F_1 F_2 ... F_L``, listed left to right as it is written: ``F_1`` is on the
+output side and ``F_L`` is applied to the input first.
+
+Factor numbers in messages are 1-based, as in the product ``F_1 ... F_L``.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Literal, overload
+
+import numpy as np
+
+__all__ = ["FactorSpec", "Chain"]
+
+ChainKind = Literal["monotonic", "bulging", "other"]
+
+
+def _as_positive_int(value: Any, name: str, where: str) -> int:
+    """Return ``value`` as a Python int, or raise naming ``where`` and ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be an integer, got a boolean {value!r}")
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        raise TypeError(f"{where}: {name} must be an integer, got the float {value!r}")
+    try:
+        as_int = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{where}: {name} must be an integer, got {type(value).__name__} {value!r}"
+        ) from None
+    if as_int < 1:
+        raise ValueError(f"{where}: {name} must be positive, got {as_int}")
+    return as_int
+
+
+def _describe(p: Any, q: Any, r: Any, s: Any, t: Any) -> str:
+    return f"(p={p}, q={q}, r={r}, s={s}, t={t})"
+
+
+@dataclass(frozen=True)
+class FactorSpec:
+    """Shape of one DeBut factor: superscript ``(p, q)``, subscript ``(r, s, t)``.
+
+    The factor is a ``p x q`` block-diagonal matrix with ``k = p/(r*t)``
+    blocks of size ``(r*t) x (s*t)``; each block is an ``r x s`` grid of
+    ``t x t`` diagonal matrices. Entry ``(i, j)`` may be non-zero iff
+    ``i // (r*t) == j // (s*t)`` and ``i % t == j % t``.
+
+    Parameters
+    ----------
+    p, q : int
+        Number of rows and columns.
+    r, s : int
+        Rows and columns of the grid of diagonal matrices in each block.
+    t : int
+        Size of each diagonal matrix.
+
+    Raises
+    ------
+    TypeError
+        If a field is not an integer.
+    ValueError
+        If a field is not positive or a divisibility rule is broken.
+
+    Examples
+    --------
+    >>> f = FactorSpec(8, 4, 2, 1, 2)
+    >>> f.n_blocks, f.nnz, f.weight_shape
+    (2, 8, (2, 2, 1, 2))
+    >>> f.T
+    FactorSpec(p=4, q=8, r=1, s=2, t=2)
+    """
+
+    p: int
+    q: int
+    r: int
+    s: int
+    t: int
+
+    def __post_init__(self) -> None:
+        _check_factor(self, label=f"FactorSpec{_describe(*self.as_tuple())}")
+
+    @classmethod
+    def _validated(cls, fields: Any, label: str) -> FactorSpec:
+        """Build a spec from a 5-sequence or a spec, naming ``label`` on error."""
+        if isinstance(fields, FactorSpec):
+            return fields
+        if isinstance(fields, (str, bytes)) or not isinstance(fields, Iterable):
+            raise TypeError(
+                f"{label}: expected a FactorSpec or a sequence (p, q, r, s, t), "
+                f"got {type(fields).__name__} {fields!r}"
+            )
+        values = list(fields)
+        if len(values) != 5:
+            raise ValueError(
+                f"{label}: expected 5 integers (p, q, r, s, t), got {len(values)}: {values!r}"
+            )
+        spec = object.__new__(cls)
+        for name, value in zip("pqrst", values, strict=True):
+            object.__setattr__(spec, name, value)
+        _check_factor(spec, label=f"{label} {_describe(*values)}")
+        return spec
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        """Return ``(p, q, r, s, t)``."""
+        return (self.p, self.q, self.r, self.s, self.t)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number ``k = p/(r*t) = q/(s*t)`` of diagonal blocks."""
+        return self.p // (self.r * self.t)
+
+    @property
+    def nnz(self) -> int:
+        """Number of structurally non-zero entries, ``p*s == q*r``."""
+        return self.p * self.s
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Matrix shape ``(p, q)``."""
+        return (self.p, self.q)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        """Shape ``(k, r, s, t)`` of the weight array ``W[b, rho, sigma, alpha]``."""
+        return (self.n_blocks, self.r, self.s, self.t)
+
+    @property
+    def density(self) -> float:
+        """Fraction ``nnz / (p*q)`` of entries in the support."""
+        return self.nnz / (self.p * self.q)
+
+    @property
+    def T(self) -> FactorSpec:  # noqa: N802 - matches numpy's ``.T``
+        """Spec of the transpose, ``(q, p, s, r, t)``."""
+        return FactorSpec(self.q, self.p, self.s, self.r, self.t)
+
+    def support_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of every weight, in the C order of ``W[b, rho, sigma, alpha]``.
+
+        Row ``i = (b*r + rho)*t + alpha`` and column ``j = (b*s + sigma)*t + alpha``.
+
+        Returns
+        -------
+        rows, cols : ndarray of int64, shape (nnz,)
+
+        Examples
+        --------
+        >>> rows, cols = FactorSpec(2, 2, 2, 2, 1).support_indices()
+        >>> rows.tolist(), cols.tolist()
+        ([0, 0, 1, 1], [0, 1, 0, 1])
+        """
+        k, r, s, t = self.weight_shape
+        block, rho, sigma, alpha = np.indices((k, r, s, t), dtype=np.int64)
+        rows = (block * r + rho) * t + alpha
+        cols = (block * s + sigma) * t + alpha
+        return rows.ravel(), cols.ravel()
+
+    def support(self) -> np.ndarray:
+        """Boolean ``(p, q)`` mask of the entries that may be non-zero.
+
+        Examples
+        --------
+        >>> FactorSpec(4, 4, 2, 2, 2).support().astype(int)
+        array([[1, 0, 1, 0],
+               [0, 1, 0, 1],
+               [1, 0, 1, 0],
+               [0, 1, 0, 1]])
+        """
+        mask = np.zeros(self.shape, dtype=bool)
+        mask[self.support_indices()] = True
+        return mask
+
+    def __repr__(self) -> str:
+        return f"FactorSpec{_describe(*self.as_tuple())}"
+
+
+def _check_factor(spec: FactorSpec, label: str) -> None:
+    """Validate the five fields of ``spec`` in place, naming ``label`` on error."""
+    for name in "pqrst":
+        object.__setattr__(spec, name, _as_positive_int(getattr(spec, name), name, label))
+    p, q, r, s, t = spec.as_tuple()
+    if p % (r * t):
+        raise ValueError(f"{label}: p is not divisible by r*t = {r * t}")
+    if q % (s * t):
+        raise ValueError(f"{label}: q is not divisible by s*t = {s * t}")
+    if p // (r * t) != q // (s * t):
+        raise ValueError(
+            f"{label}: block counts differ, p/(r*t) = {p // (r * t)} "
+            f"but q/(s*t) = {q // (s * t)}"
+        )
+
+
+class Chain(Sequence[FactorSpec]):
+    """A validated chain of DeBut factors ``F_1 F_2 ... F_L``, listed left to right.
+
+    ``F_1`` is the output side (``p_1 = m``) and ``F_L`` is applied to the input
+    first (``q_L = n``); consecutive factors connect, ``q_l == p_{l+1}``.
+
+    Parameters
+    ----------
+    factors : iterable of FactorSpec or of (p, q, r, s, t)
+        The factors, left to right.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a factor is malformed or two neighbours do not connect; the message
+        names the factor (1-based, as ``F_l``) and the broken rule.
+
+    Examples
+    --------
+    >>> chain = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+    >>> chain.shape, chain.n_params, chain.is_chainable, chain.kind
+    ((4, 4), 16, True, 'monotonic')
+    >>> Chain([(4, 4, 2, 2, 2), (8, 8, 2, 2, 1)])
+    Traceback (most recent call last):
+    ...
+    ValueError: factors 1 and 2 do not connect: q of factor 1 (4) != p of factor 2 (8)
+    """
+
+    __slots__ = ("_factors",)
+
+    def __init__(self, factors: Iterable[FactorSpec | Sequence[int]]) -> None:
+        if isinstance(factors, Chain):
+            self._factors: tuple[FactorSpec, ...] = factors._factors
+            return
+        if isinstance(factors, (str, bytes)) or not isinstance(factors, Iterable):
+            raise TypeError(f"a chain needs an iterable of factors, got {type(factors).__name__}")
+        items = list(factors)
+        if not items:
+            raise ValueError("a chain needs at least one factor")
+        specs = tuple(
+            FactorSpec._validated(item, label=f"factor {i} of {len(items)}")
+            for i, item in enumerate(items, start=1)
+        )
+        for i, (left, right) in enumerate(zip(specs, specs[1:]), start=1):
+            if left.q != right.p:
+                raise ValueError(
+                    f"factors {i} and {i + 1} do not connect: q of factor {i} ({left.q}) "
+                    f"!= p of factor {i + 1} ({right.p})"
+                )
+        self._factors = specs
+
+    # --- sequence protocol -------------------------------------------------
+    @overload
+    def __getitem__(self, index: int) -> FactorSpec: ...
+    @overload
+    def __getitem__(self, index: slice) -> Chain: ...
+    def __getitem__(self, index: int | slice) -> FactorSpec | Chain:
+        if isinstance(index, slice):
+            return Chain(self._factors[index])
+        return self._factors[index]
+
+    def __len__(self) -> int:
+        return len(self._factors)
+
+    def __iter__(self) -> Iterator[FactorSpec]:
+        return iter(self._factors)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Chain):
+            return NotImplemented
+        return self._factors == other._factors
+
+    def __hash__(self) -> int:
+        return hash(self._factors)
+
+    def __add__(self, other: Chain) -> Chain:
+        """Concatenate: ``chain_a + chain_b`` is the chain of ``A @ B``."""
+        if not isinstance(other, Chain):
+            return NotImplemented
+        return Chain(self._factors + other._factors)
+
+    # --- shape and cost ----------------------------------------------------
+    @property
+    def factors(self) -> tuple[FactorSpec, ...]:
+        """The factors, left to right."""
+        return self._factors
+
+    @property
+    def n_factors(self) -> int:
+        """Number ``L`` of factors."""
+        return len(self._factors)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape ``(m, n) = (p_1, q_L)`` of the product."""
+        return (self._factors[0].p, self._factors[-1].q)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """Dimensions ``(p_1, p_2, ..., p_L, q_L)`` from output to input."""
+        return tuple(f.p for f in self._factors) + (self._factors[-1].q,)
+
+    @property
+    def max_dim(self) -> int:
+        """Largest dimension met while applying the chain (inputs and outputs included)."""
+        return max(self.dims)
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights, ``sum_l p_l * s_l``."""
+        return sum(f.nnz for f in self._factors)
+
+    nnz = n_params
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations to apply the chain to one vector, ``2 * sum_l nnz_l``."""
+        return 2 * self.n_params
+
+    @property
+    def compression_ratio(self) -> float:
+        """Dense entries per weight, ``m*n / n_params``."""
+        m, n = self.shape
+        return m * n / self.n_params
+
+    @property
+    def T(self) -> Chain:  # noqa: N802 - matches numpy's ``.T``
+        """Chain of the transposed product: factors reversed and transposed."""
+        return Chain(f.T for f in reversed(self._factors))
+
+    # --- structure ---------------------------------------------------------
+    @property
+    def is_chainable(self) -> bool:
+        """Whether ``k_1 = 1``, ``t_L = 1``, ``t_l = r_{l+1} t_{l+1}`` and ``k_{l+1} = k_l s_l``."""
+        first, last = self._factors[0], self._factors[-1]
+        if first.n_blocks != 1 or last.t != 1:
+            return False
+        return all(
+            left.t == right.r * right.t and right.n_blocks == left.n_blocks * left.s
+            for left, right in zip(self._factors, self._factors[1:])
+        )
+
+    @property
+    def is_monotonic(self) -> bool:
+        """Whether every factor has ``r <= s``, or every factor has ``r >= s``."""
+        return all(f.r <= f.s for f in self._factors) or all(f.r >= f.s for f in self._factors)
+
+    @property
+    def is_bulging(self) -> bool:
+        """Whether some intermediate dimension exceeds ``max(m, n)``."""
+        return max(self.dims[1:-1], default=0) > max(self.shape)
+
+    @property
+    def kind(self) -> ChainKind:
+        """``"monotonic"``, ``"bulging"`` or ``"other"`` (DESIGN.md section 2)."""
+        if self.is_monotonic:
+            return "monotonic"
+        if self.is_bulging:
+            return "bulging"
+        return "other"
+
+    # --- constructors and exporters -----------------------------------------
+    @classmethod
+    def from_factorizations(cls, rs: Sequence[int], ss: Sequence[int]) -> Chain:
+        """Chainable chain from ordered factorizations ``m = r_1...r_L``, ``n = s_1...s_L``.
+
+        Parameters
+        ----------
+        rs, ss : sequence of int
+            ``r_l`` and ``s_l`` of each factor, left to right; equal lengths.
+
+        Examples
+        --------
+        >>> Chain.from_factorizations([2, 2], [2, 2])
+        Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+        """
+        rs, ss = list(rs), list(ss)
+        if len(rs) != len(ss):
+            raise ValueError(f"rs and ss must have equal lengths, got {len(rs)} and {len(ss)}")
+        if not rs:
+            raise ValueError("a chain needs at least one factor")
+        for name, values in (("rs", rs), ("ss", ss)):
+            for i, value in enumerate(values, start=1):
+                _as_positive_int(value, f"{name}[{i - 1}]", f"factor {i} of {len(rs)}")
+        factors = []
+        for l in range(len(rs)):  # noqa: E741 - l is the factor index of the maths
+            k = prod(ss[:l])
+            t = prod(rs[l + 1 :])
+            factors.append((k * rs[l] * t, k * ss[l] * t, rs[l], ss[l], t))
+        return cls(factors)
+
+    @classmethod
+    def from_sup_sub(cls, sup: Any, sub: Any) -> Chain:
+        """Chain from the paper's ``--sup`` / ``--sub`` lists, left to right.
+
+        Parameters
+        ----------
+        sup : sequence or str
+            The ``(p, q)`` pairs, flat (``512 512 512 1024``) or nested
+            (``[[512, 512], [512, 1024]]``); a string may be space/comma
+            separated or JSON.
+        sub : sequence or str
+            The ``(r, s, t)`` triples, flat or nested.
+
+        Examples
+        --------
+        >>> Chain.from_sup_sub("4 4 4 4", [[2, 2, 2], [2, 2, 1]]).shape
+        (4, 4)
+        """
+        pairs = _group(_flatten_ints(sup, "sup"), 2, "sup", "(p, q) pairs")
+        triples = _group(_flatten_ints(sub, "sub"), 3, "sub", "(r, s, t) triples")
+        if len(pairs) != len(triples):
+            raise ValueError(
+                f"sup has {len(pairs)} (p, q) pairs but sub has {len(triples)} (r, s, t) triples"
+            )
+        return cls(pq + rst for pq, rst in zip(pairs, triples, strict=True))
+
+    def to_sup_sub(self) -> tuple[list[list[int]], list[list[int]]]:
+        """Return ``(sup, sub)`` as nested lists, left to right.
+
+        Examples
+        --------
+        >>> Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)]).to_sup_sub()
+        ([[4, 4], [4, 4]], [[2, 2, 2], [2, 2, 1]])
+        """
+        sup = [[f.p, f.q] for f in self._factors]
+        sub = [[f.r, f.s, f.t] for f in self._factors]
+        return sup, sub
+
+    @classmethod
+    def from_r_shapes(cls, r_shapes: Any) -> Chain:
+        """Chain from the reference PyTorch layer's ``R_shapes``, in application order.
+
+        ``R_shapes`` lists ``[p, q, r, s, t]`` starting with the factor applied
+        to the input first, i.e. right to left.
+
+        Examples
+        --------
+        >>> Chain.from_r_shapes([[4, 4, 2, 2, 1], [4, 4, 2, 2, 2]])
+        Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+        """
+        rows = _group(_flatten_ints(r_shapes, "R_shapes"), 5, "R_shapes", "[p, q, r, s, t] rows")
+        return cls(reversed(rows))
+
+    def to_r_shapes(self) -> list[list[int]]:
+        """Return ``R_shapes``: ``[p, q, r, s, t]`` per factor in application order."""
+        return [list(f.as_tuple()) for f in reversed(self._factors)]
+
+    @classmethod
+    def from_abcd(cls, tuples: Any) -> Chain:
+        """Chain from Le et al.'s ``(a, b, c, d)`` or ``(a, b, c, d, p, q)`` tuples.
+
+        The support of a factor is ``kron(I_a, kron(ones(b*p, c*q), I_d))``
+        (``p = q = 1`` for 4-tuples), so ``k = a``, ``r = b*p``, ``s = c*q``,
+        ``t = d``. Tuples are listed left to right, as the product is written.
+
+        Examples
+        --------
+        >>> Chain.from_abcd([(1, 2, 2, 2), (2, 2, 2, 1)])
+        Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+        """
+        if isinstance(tuples, str):
+            tuples = json.loads(tuples)
+        factors = []
+        for i, item in enumerate(tuples, start=1):
+            values = list(item)
+            if len(values) not in (4, 6):
+                raise ValueError(
+                    f"factor {i}: expected (a, b, c, d) or (a, b, c, d, p, q), got {values!r}"
+                )
+            where = f"factor {i} (a, b, c, d{', p, q' if len(values) == 6 else ''})"
+            names = ("a", "b", "c", "d", "p", "q")[: len(values)]
+            a, b, c, d, *ranks = (
+                _as_positive_int(v, n, where) for v, n in zip(values, names, strict=True)
+            )
+            rank_out, rank_in = ranks or (1, 1)
+            r, s = b * rank_out, c * rank_in
+            factors.append((a * r * d, a * s * d, r, s, d))
+        return cls(factors)
+
+    def to_abcd(self) -> list[tuple[int, int, int, int]]:
+        """Return the ``(a, b, c, d) = (k, r, s, t)`` tuple of each factor, left to right."""
+        return [(f.n_blocks, f.r, f.s, f.t) for f in self._factors]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the chain as the JSON-ready dict ``{"sup": [...], "sub": [...]}``."""
+        sup, sub = self.to_sup_sub()
+        return {"sup": sup, "sub": sub}
+
+    # --- display -------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Chain({[f.as_tuple() for f in self._factors]!r})"
+
+    def describe(self) -> str:
+        """Multi-line summary: one line per factor, then totals.
+
+        Examples
+        --------
+        >>> print(Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)]).describe())
+        Chain 4 x 4, 2 factors, 16 params (compression 1.00x), monotonic, chainable
+          F_1  (p=4, q=4, r=2, s=2, t=2)  blocks=1  nnz=8  density=0.500
+          F_2  (p=4, q=4, r=2, s=2, t=1)  blocks=2  nnz=8  density=0.500
+        """
+        m, n = self.shape
+        head = (
+            f"Chain {m} x {n}, {self.n_factors} factors, {self.n_params} params "
+            f"(compression {self.compression_ratio:.2f}x), {self.kind}, "
+            f"{'chainable' if self.is_chainable else 'not chainable'}"
+        )
+        width = len(str(self.n_factors))
+        lines = [
+            f"  F_{i:<{width}}  {_describe(*f.as_tuple())}  blocks={f.n_blocks}  "
+            f"nnz={f.nnz}  density={f.density:.3f}"
+            for i, f in enumerate(self._factors, start=1)
+        ]
+        return "\n".join([head, *lines])
+
+
+def _flatten_ints(value: Any, name: str) -> list[Any]:
+    """Flatten a nested list (or a string of numbers / JSON) into a flat list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{name}: malformed JSON list: {err.msg}") from None
+        else:
+            tokens = text.replace(",", " ").split()
+            try:
+                return [int(token) for token in tokens]
+            except ValueError:
+                raise ValueError(f"{name}: expected integers, got {value!r}") from None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{name}: expected a list of integers, got {type(value).__name__}")
+    flat: list[Any] = []
+    for item in value:
+        if isinstance(item, (list, tuple, np.ndarray)):
+            flat.extend(_flatten_ints(item, name))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _group(flat: list[Any], size: int, name: str, what: str) -> list[list[Any]]:
+    if not flat:
+        raise ValueError(f"{name} is empty")
+    if len(flat) % size:
+        raise ValueError(
+            f"{name} has {len(flat)} numbers, which is not a whole number of {what}"
+        )
+    return [flat[i : i + size] for i in range(0, len(flat), size)]
