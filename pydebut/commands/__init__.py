@@ -1,0 +1,5 @@
+"""Subcommands of the ``pydebut`` command line, one module each."""
+
+
+
+COMMANDS: list = []
