@@ -6,8 +6,9 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 ``LinearOperator`` (:class:`DeButOperator`).
 """
 
+from .operator import DeButOperator
 from .spec import Chain, FactorSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["Chain", "FactorSpec", "__version__"]
+__all__ = ["Chain", "DeButOperator", "FactorSpec", "__version__"]
