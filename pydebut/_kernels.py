@@ -30,15 +30,13 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
-import numpy as np
-
 # Lanes per work buffer in the batched kernel: wide enough for the innermost loop
 # to vectorise, narrow enough that two buffers of the largest dimension stay in cache.
 LANE_WIDTH = 16
 
 
 def _jit(**options):
-    """``numba.njit(cache=True, nogil=True, **options)``, without the cache where it cannot be written.
+    """``numba.njit(cache=True, nogil=True, ...)``, uncached where no cache can be written.
 
     Numba raises ``RuntimeError`` at decoration time when neither the package
     folder nor a user-wide cache folder is writable (e.g. a read-only install

@@ -18,9 +18,7 @@ from .spec import Chain, FactorSpec
 __all__ = ["DeButOperator"]
 
 #: The dtypes the kernels are compiled for.
-SUPPORTED_DTYPES = tuple(
-    np.dtype(d) for d in (np.float32, np.float64, np.complex64, np.complex128)
-)
+SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.complex64, np.complex128))
 
 
 def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
@@ -95,7 +93,9 @@ class _Plan(NamedTuple):
     max_dim: int
 
 
-def _make_plan(specs: Sequence[FactorSpec], weights: Sequence[np.ndarray], dtype: np.dtype) -> _Plan:
+def _make_plan(
+    specs: Sequence[FactorSpec], weights: Sequence[np.ndarray], dtype: np.dtype
+) -> _Plan:
     table = np.array([f.as_tuple() for f in specs], dtype=np.int64)
     offsets = np.zeros(len(specs) + 1, dtype=np.int64)
     np.cumsum([w.size for w in weights], out=offsets[1:])
@@ -257,9 +257,7 @@ class DeButOperator(LinearOperator):
                     f"{_factor_label(chain, index)} is not square (r != s), so the chain "
                     "has no identity weights"
                 )
-        weights = [
-            np.broadcast_to(np.eye(f.r)[None, :, :, None], f.weight_shape) for f in chain
-        ]
+        weights = [np.broadcast_to(np.eye(f.r)[None, :, :, None], f.weight_shape) for f in chain]
         return cls(chain, weights, dtype)
 
     @classmethod
@@ -298,7 +296,7 @@ class DeButOperator(LinearOperator):
         return cls(chain, weights_applied[::-1], dtype)
 
     def to_twiddle(self) -> tuple[list[list[int]], np.ndarray]:
-        """Return ``(R_shapes, vector)`` in the reference layer's layout (see :meth:`from_twiddle`)."""
+        """Return ``(R_shapes, vector)`` in the reference layer's layout (:meth:`from_twiddle`)."""
         pieces = [w.transpose(0, 3, 1, 2).ravel() for w in reversed(self._weights)]
         return self._chain.to_r_shapes(), np.concatenate(pieces)
 
@@ -424,7 +422,7 @@ class DeButOperator(LinearOperator):
             out = np.empty(n_out, dtype=dtype)
             work = _workspace.get((2, plan.max_dim), dtype)
             _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
-            return out.reshape((n_out,) + x.shape[1:])
+            return out.reshape((n_out, *x.shape[1:]))
         batch = x.shape[1]
         out = np.empty((n_out, batch), dtype=dtype)
         if batch == 0:
@@ -432,9 +430,7 @@ class DeButOperator(LinearOperator):
         n_workers = max(1, min(numba.get_num_threads(), batch))
         width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
         work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
-        _kernels.apply_chain_matrix(
-            plan.specs, plan.offsets, plan.weights, x, out, work, width
-        )
+        _kernels.apply_chain_matrix(plan.specs, plan.offsets, plan.weights, x, out, work, width)
         return out
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:

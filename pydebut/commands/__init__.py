@@ -1,5 +1,3 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
-
-
 COMMANDS: list = []
