@@ -6,9 +6,19 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 ``LinearOperator`` (:class:`DeButOperator`).
 """
 
+from . import special
+from .io import load, save
 from .operator import DeButOperator
 from .spec import Chain, FactorSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["Chain", "DeButOperator", "FactorSpec", "__version__"]
+__all__ = [
+    "Chain",
+    "DeButOperator",
+    "FactorSpec",
+    "__version__",
+    "load",
+    "save",
+    "special",
+]
