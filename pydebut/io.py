@@ -102,8 +102,7 @@ def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
         raise ValueError(f"{name}: format_version must be an integer scalar")
     if int(version) != FORMAT_VERSION:
         raise ValueError(
-            f"{name} has format version {int(version)}; this pydebut reads version "
-            f"{FORMAT_VERSION}"
+            f"{name} has format version {int(version)}; this pydebut reads version {FORMAT_VERSION}"
         )
     specs = archive["specs"]
     if specs.ndim != 2 or specs.shape[1] != 5 or specs.dtype.kind not in "iu":
@@ -114,9 +113,7 @@ def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
         chain = Chain(specs.tolist())
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: invalid chain: {err}") from None
-    expected = {"format", "format_version", "specs"} | {
-        f"weights_{i}" for i in range(len(chain))
-    }
+    expected = {"format", "format_version", "specs"} | {f"weights_{i}" for i in range(len(chain))}
     if keys != expected:
         missing, extra = sorted(expected - keys), sorted(keys - expected)
         raise ValueError(f"{name}: arrays missing {missing} and unexpected {extra}")

@@ -36,9 +36,7 @@ def tolerance(dtype: DTypeLike) -> float:
     return 1e-4 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-10
 
 
-def _random_like(
-    rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype
-) -> np.ndarray:
+def _random_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     values = rng.standard_normal(shape)
     if np.dtype(dtype).kind == "c":
         values = values + 1j * rng.standard_normal(shape)
@@ -213,8 +211,9 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
     @st.composite
     def draw_chain(draw: Any) -> Chain:
         n_factors = draw(st.integers(1, max_factors))
-        dims = draw(st.lists(st.integers(1, max_dim), min_size=n_factors + 1,
-                             max_size=n_factors + 1))
+        dims = draw(
+            st.lists(st.integers(1, max_dim), min_size=n_factors + 1, max_size=n_factors + 1)
+        )
         factors = []
         for p, q in zip(dims, dims[1:]):  # noqa: B905 - lengths differ by design
             kt = draw(st.sampled_from(_divisors(gcd(p, q))))

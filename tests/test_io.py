@@ -44,8 +44,10 @@ def write(path, **arrays):
         (lambda a: a.update(format_version=np.array(7)), "format version 7"),
         (lambda a: a.update(format_version=np.array(1.0)), "format_version must be an integer"),
         (lambda a: a.update(specs=np.array([[8, 8, 2, 2]])), r"specs must be .* shape \(L, 5\)"),
-        (lambda a: a.update(specs=np.array([[8, 8, 2, 2, 2], [8, 12, 2, 3, 5]])),
-         "invalid chain: factor 2 of 2"),
+        (
+            lambda a: a.update(specs=np.array([[8, 8, 2, 2, 2], [8, 12, 2, 3, 5]])),
+            "invalid chain: factor 2 of 2",
+        ),
         (lambda a: a.pop("weights_1"), r"arrays missing \['weights_1'\]"),
         (lambda a: a.update(extra=np.zeros(2)), r"unexpected \['extra'\]"),
         (lambda a: a.update(weights_0=np.zeros((1, 2, 2))), "factor 1 of 2 .* must have shape"),

@@ -30,7 +30,8 @@ def lanes(x):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width", [1, 2, 5, 16])
 @pytest.mark.parametrize(
-    "fields", [(8, 8, 2, 2, 4), (8, 8, 2, 2, 1), (12, 8, 3, 2, 2), (6, 12, 1, 2, 3), (5, 5, 5, 5, 1)]
+    "fields",
+    [(8, 8, 2, 2, 4), (8, 8, 2, 2, 1), (12, 8, 3, 2, 2), (6, 12, 1, 2, 3), (5, 5, 5, 5, 1)],
 )
 def test_apply_factor_matches_reference(fields, width, dtype):
     from pydebut import FactorSpec
@@ -47,14 +48,17 @@ def test_apply_factor_matches_reference(fields, width, dtype):
     assert np.allclose(out.reshape(spec.p, width), expected, rtol=1e-5, atol=1e-5)
     if spec.r == spec.s == 2:
         general = np.full_like(out, np.nan)
-        _kernels.apply_factor_general(
-            spec.p, 2, 2, spec.t, flat, pad, lanes(x), general, width
-        )
+        _kernels.apply_factor_general(spec.p, 2, 2, spec.t, flat, pad, lanes(x), general, width)
         assert np.allclose(general, out, rtol=1e-5, atol=1e-5)
 
 
-@given(st.one_of(chains(max_dim=36, max_factors=5), dense_chains(max_dim=32)),
-       st.sampled_from(DTYPES), st.integers(1, 40), st.integers(1, 4), st.integers(1, 20))
+@given(
+    st.one_of(chains(max_dim=36, max_factors=5), dense_chains(max_dim=32)),
+    st.sampled_from(DTYPES),
+    st.integers(1, 40),
+    st.integers(1, 4),
+    st.integers(1, 20),
+)
 def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
     rng = np.random.default_rng(batch)
     weights = weights_for(chain, rng, dtype)

@@ -38,8 +38,12 @@ def assert_close(actual, expected, dtype):
     assert np.abs(actual - expected).max(initial=0.0) <= 50 * tolerance(dtype) * scale
 
 
-@given(ANY_CHAIN, st.sampled_from(DTYPES), st.integers(0, 2**32 - 1),
-       st.sampled_from([1, 2, 3, 16, 17, 40]))
+@given(
+    ANY_CHAIN,
+    st.sampled_from(DTYPES),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 2, 3, 16, 17, 40]),
+)
 def test_apply_equals_dense_product(chain, dtype, seed, batch):
     rng = np.random.default_rng(seed)
     op = DeButOperator.random(chain, rng=rng, dtype=dtype)
@@ -94,8 +98,9 @@ def test_paper_chain_against_dense(dtype):
     ],
 )
 def test_result_dtype_follows_numpy(op_dtype, data_dtype, result):
-    op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)], rng=0,
-                              dtype=op_dtype)
+    op = DeButOperator.random(
+        [(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)], rng=0, dtype=op_dtype
+    )
     x = np.ones(8, dtype=data_dtype)
     assert (op @ x).dtype == result
     assert (op @ np.ones((8, 5), dtype=data_dtype)).dtype == result
@@ -139,8 +144,11 @@ def test_bad_weights():
         DeButOperator(chain, good[:1])
     with pytest.raises(TypeError, match="weights must be a sequence of 2 arrays"):
         DeButOperator(chain, np.ones((2, 2, 2, 2, 2)))
-    with pytest.raises(ValueError, match=r"factor 2 of 2 \(p=8, q=8, r=2, s=2, t=1\) must have "
-                                         r"shape \(k, r, s, t\) = \(4, 2, 2, 1\), got \(4, 2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"factor 2 of 2 \(p=8, q=8, r=2, s=2, t=1\) must have "
+        r"shape \(k, r, s, t\) = \(4, 2, 2, 1\), got \(4, 2, 2\)",
+    ):
         DeButOperator(chain, [good[0], np.ones((4, 2, 2))])
     with pytest.raises(TypeError, match="factor 1 of 2 .* have dtype object"):
         DeButOperator(chain, [good[0].astype(object), good[1]])
@@ -210,10 +218,13 @@ def test_composition_is_a_longer_chain():
 
 
 def test_adjoint_and_transpose_are_debut_operators():
-    op = DeButOperator.random(Chain.from_factorizations([2, 4], [3, 2]), rng=0,
-                              dtype=np.complex128)
-    for other, expected in [(op.H, op.toarray().conj().T), (op.T, op.toarray().T),
-                            (op.H.H, op.toarray()), (op.adjoint(), op.toarray().conj().T)]:
+    op = DeButOperator.random(Chain.from_factorizations([2, 4], [3, 2]), rng=0, dtype=np.complex128)
+    for other, expected in [
+        (op.H, op.toarray().conj().T),
+        (op.T, op.toarray().T),
+        (op.H.H, op.toarray()),
+        (op.adjoint(), op.toarray().conj().T),
+    ]:
         assert isinstance(other, DeButOperator)
         assert np.allclose(other.toarray(), expected)
 
@@ -260,8 +271,9 @@ def test_krylov_solvers_and_svds():
     x, info = spla.gmres(shifted, b, rtol=1e-12, atol=0, restart=n)
     assert info == 0 and np.allclose(op @ x + 5 * x, b, atol=1e-9)
     spd = op.H @ op
-    x, info = spla.cg(spla.aslinearoperator(spd) + spla.aslinearoperator(np.eye(n)), b,
-                      rtol=1e-12, atol=0)
+    x, info = spla.cg(
+        spla.aslinearoperator(spd) + spla.aslinearoperator(np.eye(n)), b, rtol=1e-12, atol=0
+    )
     assert info == 0 and np.allclose(op.H @ (op @ x) + x, b, atol=1e-8)
     top = spla.svds(op, k=3, return_singular_vectors=False, random_state=0)
     assert np.allclose(np.sort(top), np.linalg.svd(op.toarray(), compute_uv=False)[:3][::-1])

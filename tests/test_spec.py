@@ -16,8 +16,13 @@ PAPER_512x2048 = Chain.from_sup_sub(
 )
 PAPER_VGG = Chain([(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)])
 PAPER_LENET = Chain(
-    [(128, 256, 2, 4, 64), (256, 512, 1, 2, 64), (512, 512, 2, 2, 32), (512, 256, 2, 1, 16),
-     (256, 400, 16, 25, 1)]
+    [
+        (128, 256, 2, 4, 64),
+        (256, 512, 1, 2, 64),
+        (512, 512, 2, 2, 32),
+        (512, 256, 2, 1, 16),
+        (256, 400, 16, 25, 1),
+    ]
 )
 NON_CHAINABLE_3_TO_64 = Chain.from_r_shapes(
     [[4, 3, 4, 3, 1], [8, 4, 2, 1, 4], [16, 8, 2, 1, 4], [32, 16, 2, 1, 16], [64, 32, 2, 1, 32]]
@@ -60,8 +65,9 @@ def test_support_indices_follow_weight_order():
     ],
 )
 def test_invalid_factor_spec(fields, error, message):
-    with pytest.raises(error, match=message.replace("*", r"\*").replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        error, match=message.replace("*", r"\*").replace("(", r"\(").replace(")", r"\)")
+    ):
         FactorSpec(*fields)
     with pytest.raises(error, match="factor 2 of 2"):
         Chain([(4, 4, 2, 2, 1), fields])

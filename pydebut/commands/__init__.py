@@ -1,3 +1,5 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
-COMMANDS: list = []
+from . import demo
+
+COMMANDS = [demo]
