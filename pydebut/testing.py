@@ -6,6 +6,7 @@ import hypothesis when called, so the rest of this module works without it.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from math import gcd, prod
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def _radices(draw: Any, n_factors: int, max_product: int, max_radix: int) -> list[int]:
-    """Draw ``n_factors`` integers in ``[1, max_radix]`` whose product is at most ``max_product``."""
+    """Draw ``n_factors`` integers in ``[1, max_radix]`` with product at most ``max_product``."""
     from hypothesis import strategies as st
 
     values: list[int] = []
@@ -215,7 +216,7 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
             st.lists(st.integers(1, max_dim), min_size=n_factors + 1, max_size=n_factors + 1)
         )
         factors = []
-        for p, q in zip(dims, dims[1:]):  # noqa: B905 - lengths differ by design
+        for p, q in pairwise(dims):
             kt = draw(st.sampled_from(_divisors(gcd(p, q))))
             t = draw(st.sampled_from(_divisors(kt)))
             factors.append(FactorSpec(p, q, p // kt, q // kt, t))
