@@ -37,7 +37,7 @@ def test_demo_reports_agreement_and_solves(capsys):
     ],
 )
 def test_usage_errors_are_one_line_with_status_2(capsys, argv, message):
-    status, out, err = run(capsys, *argv)
+    status, _, err = run(capsys, *argv)
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("pydebut: error:") and message in err
     assert "Traceback" not in err
