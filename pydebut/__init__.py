@@ -6,8 +6,34 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 ``LinearOperator`` (:class:`DeButOperator`).
 """
 
+from .chains import (
+    ChainClass,
+    DensityResult,
+    classify,
+    count_chains,
+    enumerate_chains,
+    is_dense,
+    min_param_chain,
+    pareto_front,
+    product_support,
+    rank_weights,
+)
 from .spec import Chain, FactorSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["Chain", "FactorSpec", "__version__"]
+__all__ = [
+    "Chain",
+    "ChainClass",
+    "DensityResult",
+    "FactorSpec",
+    "__version__",
+    "classify",
+    "count_chains",
+    "enumerate_chains",
+    "is_dense",
+    "min_param_chain",
+    "pareto_front",
+    "product_support",
+    "rank_weights",
+]
