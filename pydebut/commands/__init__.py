@@ -1,5 +1,5 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
+from . import chains, check
 
-
-COMMANDS: list = []
+COMMANDS: list = [chains, check]
