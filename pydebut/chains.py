@@ -572,31 +572,6 @@ def _request(
     return _Request(m, n, counts, kind, max_params, max_dim, rank, bool(allow_diagonal))
 
 
-_REQUEST_PARAMETERS = """\
-    m, n : int
-        Shape of the product, below ``2**40``.
-    n_factors : int or range
-        Number of factors ``L`` (at most 64), or a range of them.
-    kind : {"any", "monotonic", "bulging", "other"}
-        Keep only chains of this kind (DESIGN.md section 2).
-    max_params : int, optional
-        Keep only chains with at most this many weights.
-    max_dim : int, optional
-        Keep only chains whose dimensions are all at most this; it must be at
-        least ``max(m, n)``.
-    rank : int
-        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
-        rank-weighted chains.
-    allow_diagonal : bool
-        Allow factors with ``r = s = 1`` (plain diagonal scalings)."""
-
-
-def _with_parameters(function: Any) -> Any:
-    function.__doc__ = function.__doc__.replace("    {parameters}", _REQUEST_PARAMETERS)
-    return function
-
-
-@_with_parameters
 def enumerate_chains(
     m: int,
     n: int,
@@ -613,7 +588,22 @@ def enumerate_chains(
 
     Parameters
     ----------
-    {parameters}
+    m, n : int
+        Shape of the product, below ``2**40``.
+    n_factors : int or range
+        Number of factors ``L`` (at most 64), or a range of them.
+    kind : {"any", "monotonic", "bulging", "other"}
+        Keep only chains of this kind (DESIGN.md section 2).
+    max_params : int, optional
+        Keep only chains with at most this many weights.
+    max_dim : int, optional
+        Keep only chains whose dimensions are all at most this; it must be at
+        least ``max(m, n)``.
+    rank : int
+        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
+        rank-weighted chains.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1`` (plain diagonal scalings).
     order : {"lex", "params", "max_dim"}
         ``"lex"``: by number of factors, then lexicographically by
         ``(b_1, c_1, w_1, b_2, ...)`` (for ``rank=1``, by
@@ -708,7 +698,6 @@ def _walk_best_first(request: _Request, by_dim: bool) -> Iterator[Chain]:
             heapq.heappush(frontier, item)
 
 
-@_with_parameters
 def count_chains(
     m: int,
     n: int,
@@ -724,7 +713,22 @@ def count_chains(
 
     Parameters
     ----------
-    {parameters}
+    m, n : int
+        Shape of the product, below ``2**40``.
+    n_factors : int or range
+        Number of factors ``L`` (at most 64), or a range of them.
+    kind : {"any", "monotonic", "bulging", "other"}
+        Keep only chains of this kind (DESIGN.md section 2).
+    max_params : int, optional
+        Keep only chains with at most this many weights.
+    max_dim : int, optional
+        Keep only chains whose dimensions are all at most this; it must be at
+        least ``max(m, n)``.
+    rank : int
+        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
+        rank-weighted chains.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1`` (plain diagonal scalings).
 
     Returns
     -------
@@ -833,7 +837,6 @@ def min_param_chain(
     return Chain(factors)
 
 
-@_with_parameters
 def pareto_front(
     m: int,
     n: int,
@@ -858,7 +861,22 @@ def pareto_front(
 
     Parameters
     ----------
-    {parameters}
+    m, n : int
+        Shape of the product, below ``2**40``.
+    n_factors : int or range
+        Number of factors ``L`` (at most 64), or a range of them.
+    kind : {"any", "monotonic", "bulging", "other"}
+        Keep only chains of this kind (DESIGN.md section 2).
+    max_params : int, optional
+        Keep only chains with at most this many weights.
+    max_dim : int, optional
+        Keep only chains whose dimensions are all at most this; it must be at
+        least ``max(m, n)``.
+    rank : int
+        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
+        rank-weighted chains.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1`` (plain diagonal scalings).
 
     Returns
     -------
