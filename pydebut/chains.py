@@ -521,9 +521,7 @@ class _Request:
 
 
 def _factor_counts(n_factors: Any) -> tuple[int, ...]:
-    if isinstance(n_factors, range) or (
-        isinstance(n_factors, Iterable) and not isinstance(n_factors, (str, bytes))
-    ):
+    if isinstance(n_factors, Iterable) and not isinstance(n_factors, (str, bytes)):
         values = list(n_factors)
         if not values:
             raise ValueError(f"n_factors is empty: {n_factors!r}")
