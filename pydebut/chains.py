@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
-from math import inf
+from math import comb, inf, prod
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -735,10 +735,15 @@ def count_chains(
 
     Notes
     -----
-    Without ``max_params`` the count is a sum over the state graph (dynamic
-    programming). With it, a recursion descends only into states whose
-    completions straddle the remaining budget: a state whose largest
-    completion fits contributes its whole count at once.
+    With no filter but ``allow_diagonal``, the count is combinatorial: ``x``
+    has ``f_L(x) = prod_p C(e_p + L - 1, L - 1)`` ordered factorizations into
+    ``L`` parts (``x = prod_p p^e_p``), and inclusion-exclusion over the
+    factors forced to ``r = s = 1`` gives
+    ``sum_j (-1)^j C(L, j) f_{L-j}(m) f_{L-j}(n)``. Otherwise, without
+    ``max_params``, it is a sum over the state graph (dynamic programming);
+    with it, a recursion descends only into states whose completions straddle
+    the remaining budget: a state whose largest completion fits contributes
+    its whole count at once.
 
     Examples
     --------
@@ -748,6 +753,12 @@ def count_chains(
     5857628
     """
     request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
+    unfiltered = (request.kind, request.max_params, request.max_dim, request.rank)
+    if unfiltered == ("any", None, None, 1):
+        return sum(
+            _count_factorization_pairs(request.m, request.n, count, request.allow_diagonal)
+            for count in request.n_factors
+        )
     graph = request.graph()
     roots = [graph.root(n_factors) for n_factors in request.n_factors]
     if request.max_params is None:
@@ -768,6 +779,40 @@ def count_chains(
         return memo[key]
 
     return sum(within(root, request.max_params) for root in roots)
+
+
+def _count_factorization_pairs(m: int, n: int, n_factors: int, allow_diagonal: bool) -> int:
+    """Pairs of ordered factorizations ``m = r_1...r_L``, ``n = s_1...s_L``.
+
+    Without ``allow_diagonal``, no ``l`` may have ``r_l = s_l = 1``.
+    """
+
+    def ordered(x: int, parts: int) -> int:
+        if parts == 0:
+            return int(x == 1)
+        return prod(comb(e + parts - 1, parts - 1) for e in _prime_exponents(x))
+
+    if allow_diagonal:
+        return ordered(m, n_factors) * ordered(n, n_factors)
+    return sum(
+        (-1) ** j * comb(n_factors, j) * ordered(m, n_factors - j) * ordered(n, n_factors - j)
+        for j in range(n_factors + 1)
+    )
+
+
+def _prime_exponents(x: int) -> list[int]:
+    exponents, p = [], 2
+    while p * p <= x:
+        if x % p == 0:
+            e = 0
+            while x % p == 0:
+                x //= p
+                e += 1
+            exponents.append(e)
+        p += 1
+    if x > 1:
+        exponents.append(1)
+    return exponents
 
 
 def min_param_chain(

@@ -405,3 +405,16 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+@given(
+    m=st.integers(1, 400),
+    n=st.integers(1, 400),
+    n_factors=st.integers(1, 5),
+    allow_diagonal=st.booleans(),
+)
+def test_closed_form_count_equals_the_state_graph(m, n, n_factors, allow_diagonal):
+    # max_dim = m * n never binds (q_l <= m * n) but sends the count through the graph.
+    closed = count_chains(m, n, n_factors=n_factors, allow_diagonal=allow_diagonal)
+    walked = count_chains(m, n, n_factors=n_factors, allow_diagonal=allow_diagonal, max_dim=m * n)
+    assert closed == walked
