@@ -413,6 +413,7 @@ def _escape(text: str) -> str:
     n_factors=st.integers(1, 5),
     allow_diagonal=st.booleans(),
 )
+@settings(deadline=None)
 def test_closed_form_count_equals_the_state_graph(m, n, n_factors, allow_diagonal):
     # max_dim = m * n never binds (q_l <= m * n) but sends the count through the graph.
     closed = count_chains(m, n, n_factors=n_factors, allow_diagonal=allow_diagonal)
