@@ -2,8 +2,9 @@
 
 A DeBut matrix is a product ``F_1 F_2 ... F_L`` of block-diagonal factors made of
 grids of diagonal matrices (Lin et al., NeurIPS 2021). pydebut describes such
-chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
-``LinearOperator`` (:class:`DeButOperator`).
+chains (:class:`FactorSpec`, :class:`Chain`), helps choose them
+(:func:`enumerate_chains`, :func:`min_param_chain`, :func:`is_dense`) and
+applies them as a SciPy ``LinearOperator`` (:class:`DeButOperator`).
 """
 
 from .chains import (

@@ -42,6 +42,7 @@ __all__ = [
     "is_dense_numeric",
     "min_param_chain",
     "pareto_front",
+    "partial_supports",
     "product_support",
     "rank_weights",
 ]
