@@ -71,7 +71,7 @@ def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure
             (axes[0, l], spec.support(), f"{label}  {spec.p}x{spec.q}\n(r, s, t) = "
              f"({spec.r}, {spec.s}, {spec.t})"),
             (axes[1, l], product, f"{tail}  {product.shape[0]}x{product.shape[1]}\n"
-             f"{product.mean():.1%} non-zero"),
+             f"{100 * product.mean():.3g}% non-zero"),
         )  # fmt: skip
         for ax, mask, title in panels:
             ax.imshow(_pool(mask, max_pixels), cmap="Greys", vmin=0, vmax=1,
