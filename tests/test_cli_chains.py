@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pydebut import Chain, count_chains, enumerate_chains, is_dense
+from pydebut import Chain, count_chains, enumerate_chains, is_dense, rank_weights
 from pydebut.cli import main
 
 # A 512 x 4608 chain (512 channels x 3x3 kernels), like the paper's density example.
@@ -48,8 +48,8 @@ def test_json_rows_round_trip_into_chains(capsys, tmp_path):
     for row in document["chains"]:
         chain = Chain.from_sup_sub(row["sup"], row["sub"])
         assert chain == expected[row["row"] - 1]
-        assert (row["params"], row["kind"], row["max_dim"]) == (
-            chain.n_params, chain.kind, chain.max_dim)  # fmt: skip
+        assert (row["params"], row["kind"], row["max_dim"], row["rank"]) == (
+            chain.n_params, chain.kind, chain.max_dim, 1)  # fmt: skip
         single = tmp_path / f"row{row['row']}.json"
         single.write_text(json.dumps(row))
         status, out, _ = run(capsys, "check", "--chain", str(single), "--format", "json")
@@ -85,7 +85,7 @@ def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
     status, out, _ = run(capsys, "chains", "16", "12", "--factors", "2", "--limit", "1000")
     lines = out.splitlines()
     assert lines[0].split() == ["row", "factors", "params", "compression", "flops", "kind",
-                                "max_dim", "sup", "sub"]  # fmt: skip
+                                "max_dim", "rank", "sup", "sub"]  # fmt: skip
     assert lines[-1] == f"{len(rows)} chains"
 
 
@@ -226,3 +226,16 @@ def test_plot_shows_factors_and_partial_products():
     assert is_dense(LENET)
     with pytest.raises(ValueError, match="max_pixels must be positive"):
         plot_chain(LENET, max_pixels=0)
+
+
+def test_rank_column_shows_the_largest_weight(capsys):
+    status, out, _ = run(capsys, "chains", "4", "6", "--factors", "2", "--rank", "3",
+                         "--format", "json", "--limit", "1000")  # fmt: skip
+    assert status == 0
+    rows = json.loads(out)["chains"]
+    assert len(rows) == count_chains(4, 6, n_factors=2, rank=3)
+    ranks = {row["rank"] for row in rows}
+    assert ranks == {1, 2, 3}
+    for row in rows:
+        chain = Chain.from_sup_sub(row["sup"], row["sub"])
+        assert row["rank"] == max(rank_weights(chain))

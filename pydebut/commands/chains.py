@@ -9,13 +9,14 @@ import json
 import sys
 from collections.abc import Iterator
 
-from ..chains import KINDS, count_chains, enumerate_chains
+from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
 from ..cli import UsageError
 from ..spec import Chain
 
 SORTS = ("params", "flops", "max_dim", "factors")
 FORMATS = ("table", "json", "csv")
-COLUMNS = ("row", "factors", "params", "compression", "flops", "kind", "max_dim", "sup", "sub")
+COLUMNS = ("row", "factors", "params", "compression", "flops", "kind", "max_dim", "rank", "sup",
+           "sub")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,6 +122,7 @@ def _row(index: int, chain: Chain) -> dict:
         "flops": chain.flops,
         "kind": chain.kind,
         "max_dim": chain.max_dim,
+        "rank": max(rank_weights(chain), default=1),
         "sup": sup,
         "sub": sub,
     }
@@ -150,7 +152,7 @@ def _print_table(rows: list[dict]) -> None:
     widths = [
         max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(COLUMNS)
     ]
-    numeric = {"row", "factors", "params", "compression", "flops", "max_dim"}
+    numeric = {"row", "factors", "params", "compression", "flops", "max_dim", "rank"}
 
     def line(values: list[str]) -> str:
         return "  ".join(
