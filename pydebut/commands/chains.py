@@ -15,8 +15,18 @@ from ..spec import Chain
 
 SORTS = ("params", "flops", "max_dim", "factors")
 FORMATS = ("table", "json", "csv")
-COLUMNS = ("row", "factors", "params", "compression", "flops", "kind", "max_dim", "rank")
-COLUMNS += ("sup", "sub")
+COLUMNS = (
+    "row",
+    "factors",
+    "params",
+    "compression",
+    "flops",
+    "kind",
+    "max_dim",
+    "rank",
+    "sup",
+    "sub",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
