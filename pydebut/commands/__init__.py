@@ -1,5 +1,5 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
-from . import demo
+from . import chains, check, demo
 
-COMMANDS = [demo]
+COMMANDS = [chains, check, demo]
