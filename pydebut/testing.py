@@ -229,7 +229,7 @@ def operators(
     chain_strategy: SearchStrategy[Chain] | None = None,
     dtypes: tuple[DTypeLike, ...] = (np.float32, np.float64, np.complex64, np.complex128),
 ) -> SearchStrategy[DeButOperator]:
-    """Strategy for ``DeButOperator``s with random weights on drawn chains and dtypes."""
+    """Strategy for ``DeButOperator`` instances with random weights on drawn chains and dtypes."""
     from hypothesis import strategies as st
 
     chain_strategy = chains() if chain_strategy is None else chain_strategy

@@ -1,0 +1,116 @@
+"""
+(e) The command line
+====================
+
+Installing pydebut installs a ``pydebut`` command with these subcommands:
+
+* ``pydebut chains M N``: list the chains of an ``M x N`` product, filtered
+  and sorted;
+* ``pydebut check``: describe one chain and decide whether it is dense;
+* ``pydebut demo``: a one-minute tour of the package.
+
+Each is a thin layer over the library, and each prints one line, without a
+traceback, when the input is wrong. This page runs the commands through
+:func:`pydebut.cli.main`, which takes the same arguments as the shell command
+and returns its exit status; type them in a shell without the ``run(...)``.
+"""
+
+import contextlib
+import io
+import json
+import shlex
+import tempfile
+from pathlib import Path
+
+from pydebut.cli import main
+
+workdir = Path(tempfile.mkdtemp())
+
+
+def run(command):
+    """Run a ``pydebut ...`` command line in ``workdir``; show its output and exit status."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        status = main(shlex.split(command.replace("./", f"{workdir}/"))[1:])
+    print(f"$ {command}")
+    print(output.getvalue().replace(f"{workdir}/", "./"), end="")
+    print(f"[exit status {status}]\n")
+    return status
+
+
+# %%
+# Listing chains
+# --------------
+# The monotonic chains of 2 to 4 factors for VGG-16's first convolution
+# (64 x 576) with at most 3,000 weights, smallest first. Each row gives the
+# ``--sup``/``--sub`` spelling of the paper's scripts, the parameter count,
+# the compression ratio, the flops per vector, the kind and the largest
+# intermediate dimension. ``--limit`` caps the rows and the command says how
+# many it left out.
+
+run("pydebut chains 64 576 --factors 2-4 --kind monotonic --max-params 3000 --limit 8")
+
+# %%
+# The same listing as JSON, saved to a file: every command that takes
+# ``--chain FILE.json`` reads it back (see :doc:`/chain-json`).
+
+output = io.StringIO()
+with contextlib.redirect_stdout(output):
+    main(
+        shlex.split(
+            "chains 64 576 --factors 2-4 --kind monotonic --max-params 3000 --limit 8 --format json"
+        )
+    )
+(workdir / "chains.json").write_text(output.getvalue())
+print(
+    "$ pydebut chains 64 576 --factors 2-4 --kind monotonic --max-params 3000 "
+    "--limit 8 --format json > chains.json"
+)
+document = json.loads(output.getvalue())
+print(f"chains.json: {document['total']} chains match, {document['shown']} shown; first row:")
+print(json.dumps(document["chains"][0]))
+
+# %%
+# Checking a chain
+# ----------------
+# ``pydebut check`` prints a table of the factors, the totals, the kind, and the
+# density verdict. Its exit status is 0 for a valid dense chain, 1 for a valid
+# chain that is not dense, and 2 for invalid input. Here is row 1 of the
+# listing, then the paper's chain for LeNet's fc1 written as ``--sup/--sub``:
+
+run("pydebut check --chain ./chains.json --row 1")
+run(
+    "pydebut check --sup 128 256 256 512 512 512 512 256 256 400 "
+    "--sub 2 4 64 1 2 64 2 2 32 2 1 16 16 25 1"
+)
+
+# %%
+# A chain that is valid but not dense, given as the reference layer's
+# ``R_shapes`` (application order): the verdict names an output and an input
+# that no path connects, and the exit status is 1.
+
+run("pydebut check --r-shapes '[[16, 16, 2, 2, 4], [16, 16, 2, 2, 4]]'")
+
+# %%
+# Invalid input gets one line naming the broken rule, and exit status 2:
+
+run("pydebut check --sup 64 72 72 144 --sub 8 9 8 2 4 5")
+
+# %%
+# ``--plot out.png`` draws each factor's support and the partial products
+# (it needs matplotlib, the ``plot`` extra):
+
+run(
+    "pydebut check --sup 64 72 72 144 144 288 288 576 --sub 8 9 8 2 4 4 1 2 4 4 8 1 "
+    "--plot ./vgg.png"
+)
+print("picture written:", (workdir / "vgg.png").stat().st_size > 0)
+
+# %%
+# The tour
+# --------
+# ``pydebut demo`` builds the paper's 512 x 2048 chain, applies it against the
+# dense product and solves a least-squares problem with it. It is the first
+# command of the README and takes well under a minute.
+
+run("pydebut demo")
