@@ -105,7 +105,9 @@ def detached_figure_scraper(block: Any, block_vars: dict[str, Any], gallery_conf
     figures = [
         value
         for value in block_vars["example_globals"].values()
-        if isinstance(value, Figure) and value.canvas.manager is None and id(value) not in seen
+        if isinstance(value, Figure)
+        and not hasattr(value, "number")  # pyplot numbers the figures it manages
+        and id(value) not in seen
     ]
     paths = []
     for figure, path in zip(figures, block_vars["image_path_iterator"]):
