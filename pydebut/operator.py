@@ -89,6 +89,8 @@ class _Plan(NamedTuple):
 
     specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
     offsets: np.ndarray  # (L + 1,) int64
+    paired: np.ndarray  # (L,) bool: factor l and l + 1 run as one radix-4 pass (batches)
+    unpaired: np.ndarray  # (L,) bool, all False: single vectors run factor by factor
     weights: np.ndarray  # flat, of the data's dtype
     max_dim: int
 
@@ -101,7 +103,34 @@ def _make_plan(
     np.cumsum([w.size for w in weights], out=offsets[1:])
     flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    return _Plan(table, offsets, flat, max_dim)
+    paired = _pair_radix4_steps(specs)
+    return _Plan(table, offsets, paired, np.zeros_like(paired), flat, max_dim)
+
+
+def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
+    """Whether ``outer @ inner`` is a radix-4 butterfly step (:func:`_kernels.apply_pair_2x2`)."""
+    return (
+        inner.r == inner.s == outer.r == outer.s == 2
+        and inner.p == inner.q == outer.p == outer.q
+        and (outer.t == 2 * inner.t or inner.t == 2 * outer.t)
+    )
+
+
+def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
+    """Greedily pair consecutive factors (application order) that form radix-4 steps.
+
+    Pairing pays for blocks of vectors; a single vector runs faster factor by
+    factor, where the kernels vectorise along ``alpha`` instead of the lanes.
+    """
+    paired = np.zeros(len(specs), dtype=np.bool_)
+    index = 0
+    while index + 1 < len(specs):
+        if _forms_radix4_step(specs[index], specs[index + 1]):
+            paired[index] = True
+            index += 2
+        else:
+            index += 1
+    return paired
 
 
 class _Workspace(threading.local):
@@ -421,7 +450,9 @@ class DeButOperator(LinearOperator):
             vector = x.reshape(n_in)
             out = np.empty(n_out, dtype=dtype)
             work = _workspace.get((2, plan.max_dim), dtype)
-            _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
+            _kernels.apply_chain_vector(
+                plan.specs, plan.offsets, plan.unpaired, plan.weights, vector, out, work
+            )
             return out.reshape((n_out, *x.shape[1:]))
         batch = x.shape[1]
         out = np.empty((n_out, batch), dtype=dtype)
@@ -430,7 +461,9 @@ class DeButOperator(LinearOperator):
         n_workers = max(1, min(numba.get_num_threads(), batch))
         width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
         work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
-        _kernels.apply_chain_matrix(plan.specs, plan.offsets, plan.weights, x, out, work, width)
+        _kernels.apply_chain_matrix(
+            plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
+        )
         return out
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
