@@ -21,7 +21,6 @@ innermost loop runs over contiguous memory whatever ``t`` is.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 try:
@@ -42,23 +41,33 @@ def _jit(**options):
 
     Numba raises ``RuntimeError`` at decoration time when neither the package
     folder nor a user-wide cache folder is writable (e.g. a read-only install
-    with no home directory); the kernels then compile on first use instead.
+    with no writable home); the kernels then compile on first use instead,
+    and one ``RuntimeWarning`` says so.
     """
 
     def decorate(function):
         try:
             return numba.njit(cache=True, nogil=True, **options)(function)
         except RuntimeError as err:
-            if os.environ.get("PYDEBUT_WARN_NO_CACHE", "1") != "0":
-                warnings.warn(
-                    f"pydebut: numba cannot cache compiled kernels ({err}); "
-                    "they will be compiled on first use in every process",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            if not _cache_warning_issued:
+                _warn_no_cache(err)
             return numba.njit(cache=False, nogil=True, **options)(function)
 
     return decorate
+
+
+_cache_warning_issued = False
+
+
+def _warn_no_cache(err: RuntimeError) -> None:
+    global _cache_warning_issued
+    _cache_warning_issued = True
+    warnings.warn(
+        f"pydebut: numba cannot cache compiled kernels ({err}); they will be compiled "
+        "on first use in every process (set NUMBA_CACHE_DIR to a writable folder to cache them)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 @_jit(fastmath={"contract"}, inline="always")

@@ -139,12 +139,19 @@ def test_uncacheable_kernels_fall_back_with_a_warning(monkeypatch):
         return lambda function: function
 
     monkeypatch.setattr(_kernels.numba, "njit", fake_njit)
+    monkeypatch.setattr(_kernels, "_cache_warning_issued", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compiled = _kernels._jit(parallel=True)(len)
+        _kernels._jit(parallel=True)(abs)
     assert compiled is len
-    assert calls == [
-        {"cache": True, "nogil": True, "parallel": True},
-        {"cache": False, "nogil": True, "parallel": True},
-    ]
+    assert len(caught) == 1
+    assert (
+        calls
+        == [
+            {"cache": True, "nogil": True, "parallel": True},
+            {"cache": False, "nogil": True, "parallel": True},
+        ]
+        * 2
+    )
     assert "cannot cache compiled kernels" in str(caught[0].message)
