@@ -150,6 +150,11 @@ class _Workspace(threading.local):
 
 _workspace = _Workspace()
 
+# Numba's fallback threading layer ("workqueue") aborts the process when two threads
+# launch parallel kernels at once; the parallel kernel already uses every core, so
+# serialising its launches costs little and makes the operator safe to share.
+_parallel_launch = threading.Lock()
+
 
 class DeButOperator(LinearOperator):
     r"""A Deformable Butterfly product ``F_1 F_2 ... F_L`` as a ``LinearOperator``.
@@ -461,9 +466,10 @@ class DeButOperator(LinearOperator):
         n_workers = max(1, min(numba.get_num_threads(), batch))
         width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
         work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
-        _kernels.apply_chain_matrix(
-            plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
-        )
+        with _parallel_launch:
+            _kernels.apply_chain_matrix(
+                plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
+            )
         return out
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
