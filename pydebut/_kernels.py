@@ -153,12 +153,22 @@ def apply_factor_general(p, r, s, t, weights, w_start, src, dst, width):  # prag
             y = dst[out : out + run]
             w_row = w_start + (block * r + rho) * s * t
             w = weights[w_row : w_row + s * t]
-            if run == 1:  # one vector and t == 1: a short dot product
-                x = src[block * s : (block + 1) * s]
-                acc = w[0] * x[0]
+            if width == 1:  # one vector
+                x = src[block * s * t : (block + 1) * s * t]
+                if t == 1:  # a short dot product
+                    acc = w[0] * x[0]
+                    for sigma in range(1, s):
+                        acc += w[sigma] * x[sigma]
+                    y[0] = acc
+                    continue
+                w_first, x_first = w[:t], x[:t]  # vectorise along alpha
+                for alpha in range(y.shape[0]):
+                    y[alpha] = w_first[alpha] * x_first[alpha]
                 for sigma in range(1, s):
-                    acc += w[sigma] * x[sigma]
-                y[0] = acc
+                    w_sigma = w[sigma * t : (sigma + 1) * t]
+                    x_sigma = x[sigma * t : (sigma + 1) * t]
+                    for alpha in range(y.shape[0]):
+                        y[alpha] += w_sigma[alpha] * x_sigma[alpha]
                 continue
             for i in range(run):
                 y[i] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -28,6 +29,14 @@ def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
         names = ", ".join(d.name for d in SUPPORTED_DTYPES)
         raise TypeError(f"{what} has dtype {dtype.name}; pydebut supports {names}")
     return dtype
+
+
+@functools.lru_cache(maxsize=64)
+def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
+    """NumPy's result type of operator and data, checked to be supported."""
+    if data_dtype.kind not in "biufc":
+        raise TypeError(f"cannot apply a DeButOperator to an array of dtype {data_dtype}")
+    return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -140,7 +149,9 @@ class _Workspace(threading.local):
         self.buffers: dict[np.dtype, np.ndarray] = {}
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        size = int(np.prod(shape))
+        size = 1
+        for extent in shape:
+            size *= extent
         buffer = self.buffers.get(dtype)
         if buffer is None or buffer.size < size:
             buffer = np.empty(size, dtype=dtype)
@@ -441,15 +452,13 @@ class DeButOperator(LinearOperator):
 
     def _apply(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
         x = np.asarray(x)
-        if x.dtype.kind not in "biufc":
-            raise TypeError(f"cannot apply a DeButOperator to an array of dtype {x.dtype}")
-        dtype = _supported_dtype(np.result_type(self.dtype, x.dtype), "the result")
+        dtype = _result_dtype(self.dtype, x.dtype)
         n_out, n_in = self.shape[::-1] if adjoint else self.shape
         if x.ndim not in (1, 2) or x.shape[0] != n_in:
             raise ValueError(
                 f"expected an array of shape ({n_in},) or ({n_in}, batch), got {x.shape}"
             )
-        plan = self._plan(dtype, adjoint)
+        plan = self._plans.get((dtype, adjoint)) or self._plan(dtype, adjoint)
         x = np.ascontiguousarray(x, dtype=dtype)
         if x.ndim == 1 or x.shape[1] == 1:
             vector = x.reshape(n_in)
