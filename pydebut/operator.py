@@ -7,7 +7,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
@@ -472,7 +471,7 @@ class DeButOperator(LinearOperator):
         out = np.empty((n_out, batch), dtype=dtype)
         if batch == 0:
             return out
-        n_workers = max(1, min(numba.get_num_threads(), batch))
+        n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
         width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
         work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
         with _parallel_launch:
