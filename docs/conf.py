@@ -100,4 +100,9 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_static_path = []
+# Pages without sub-pages get no (empty) left sidebar.
+html_sidebars = {
+    page: []
+    for page in ("index", "quickstart", "concepts", "fitting", "benchmarks", "chain-json", "api")
+}
 html_show_sourcelink = False

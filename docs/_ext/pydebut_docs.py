@@ -195,8 +195,29 @@ def _patch_autosummary_summaries() -> None:
     autosummary.extract_summary = extract_summary
 
 
+# --- class signatures hidden by LinearOperator.__new__ ------------------------------
+
+
+def class_signature_from_init(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, annotation: Any
+) -> tuple[str, Any] | None:
+    """Show ``__init__``'s signature for classes that inherit a ``(*args, **kwargs)`` ``__new__``.
+
+    SciPy's ``LinearOperator.__new__`` takes ``*args, **kwargs``, and autodoc
+    prefers it to the subclass's ``__init__`` (e.g. :class:`pydebut.DeButOperator`).
+    """
+    if what != "class" or signature != "(*args, **kwargs)" or "__init__" not in vars(obj):
+        return None
+    parameters = [
+        parameter.replace(annotation=inspect.Parameter.empty)
+        for parameter in list(inspect.signature(obj.__init__).parameters.values())[1:]
+    ]
+    return str(inspect.Signature(parameters)), annotation
+
+
 def setup(app: Any) -> dict[str, Any]:
     _patch_autosummary_summaries()
+    app.connect("autodoc-process-signature", class_signature_from_init)
     app.add_directive("chain-figure", ChainFigure)
     app.connect("config-inited", write_offline_inventories)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
