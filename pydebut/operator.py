@@ -472,7 +472,7 @@ class DeButOperator(LinearOperator):
         if batch == 0:
             return out
         n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
-        width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
+        width = min(_kernels.LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
         work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
         with _parallel_launch:
             _kernels.apply_chain_matrix(
