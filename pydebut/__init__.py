@@ -6,8 +6,17 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 ``LinearOperator`` (:class:`DeButOperator`).
 """
 
+from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
 from .spec import Chain, FactorSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["Chain", "FactorSpec", "__version__"]
+__all__ = [
+    "Chain",
+    "FactorSpec",
+    "FitResult",
+    "__version__",
+    "fit_als",
+    "fit_hierarchical",
+    "hierarchy_ranks",
+]

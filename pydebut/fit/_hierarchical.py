@@ -146,10 +146,11 @@ def _support_entries(matrix: np.ndarray, chain: Chain) -> tuple[np.ndarray, floa
     rows, cols = m // (k * t), n // (k * t)
     if k == 1 and t == 1:
         return matrix.reshape(1, rows, cols, 1), 0.0
-    blocks = matrix.reshape(k, rows, t, k, cols, t)
-    entries = np.einsum("brabsa->brsa", blocks).copy()
-    outside = float(np.linalg.norm(matrix)) ** 2 - float(np.linalg.norm(entries)) ** 2
-    return entries, max(outside, 0.0)
+    entries = np.einsum("brabsa->brsa", matrix.reshape(k, rows, t, k, cols, t)).copy()
+    row_block, row_alpha = np.divmod(np.arange(m), rows * t)[0], np.arange(m) % t
+    col_block, col_alpha = np.divmod(np.arange(n), cols * t)[0], np.arange(n) % t
+    inside = (row_block[:, None] == col_block) & (row_alpha[:, None] == col_alpha)
+    return entries, float(np.linalg.norm(matrix[~inside])) ** 2
 
 
 def _factor(

@@ -1,0 +1,60 @@
+"""Chains and random data shared by the fitting tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pydebut import Chain
+from pydebut.fit._common import apply_factor
+
+PAPER_512 = Chain(
+    [
+        (512, 512, 2, 2, 256),
+        (512, 1024, 2, 4, 128),
+        (1024, 1024, 2, 2, 64),
+        (1024, 1024, 2, 2, 32),
+        (1024, 1024, 2, 2, 16),
+        (1024, 2048, 2, 4, 8),
+        (2048, 2048, 2, 2, 4),
+        (2048, 2048, 2, 2, 2),
+        (2048, 2048, 2, 2, 1),
+    ]
+)
+POINTWISE_3_TO_64 = Chain.from_r_shapes(
+    [[4, 3, 4, 3, 1], [8, 4, 2, 1, 4], [16, 8, 2, 1, 4], [32, 16, 2, 1, 16], [64, 32, 2, 1, 32]]
+)
+# Not chainable, with coupled unknowns: F_1 mixes all rows, so G is full.
+COUPLED = [
+    Chain([(2, 2, 2, 2, 1), (2, 2, 2, 2, 1)]),
+    Chain([(4, 4, 2, 2, 1), (4, 8, 2, 4, 1)]),
+    Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 2), (4, 8, 1, 2, 2)]),
+]
+CHAINABLE = [
+    Chain.from_factorizations([2, 3], [3, 2]),
+    Chain.from_factorizations([2, 2, 2], [2, 4, 1]),
+]
+
+
+def random_weights(chain, rng, dtype=np.float64):
+    weights = []
+    for spec in chain:
+        w = rng.standard_normal(spec.weight_shape)
+        if np.issubdtype(dtype, np.complexfloating):
+            w = w + 1j * rng.standard_normal(spec.weight_shape)
+        weights.append(w.astype(dtype))
+    return weights
+
+
+def random_target(shape, rng, dtype=np.float64):
+    target = rng.standard_normal(shape)
+    if np.issubdtype(dtype, np.complexfloating):
+        target = target + 1j * rng.standard_normal(shape)
+    return target.astype(dtype)
+
+
+def dense_product(chain, weights):
+    """``F_1 ... F_L`` as a dense array, by applying the factors to the identity."""
+    product = np.eye(chain.shape[1], dtype=np.result_type(*weights))
+    for spec, w in zip(reversed(chain.factors), reversed(weights), strict=True):
+        product = apply_factor(spec, w, product)
+    return product
