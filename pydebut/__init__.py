@@ -6,6 +6,7 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 ``LinearOperator`` (:class:`DeButOperator`).
 """
 
+from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
 from .spec import Chain, FactorSpec
 
@@ -16,7 +17,11 @@ __all__ = [
     "FactorSpec",
     "FitResult",
     "__version__",
+    "conv2d",
     "fit_als",
     "fit_hierarchical",
     "hierarchy_ranks",
+    "im2col",
+    "kernel_to_matrix",
+    "matrix_to_kernel",
 ]
