@@ -10,17 +10,17 @@ The unknowns couple only through structurally non-zero entries of ``G`` and
 ``E[i, j] / (G[i, i] H[j, j])``.
 
 The problem is oriented so that ``m <= n`` (otherwise the transposed problem
-is solved), and the sweeper keeps, for every factor, the blocks that its
-update needs, all of shape ``(dimension, m)`` or smaller:
+is solved). For every factor the sweeper keeps what its update needs:
 
 - ``Ah_l = A_l^H`` (``p_l x m``), built left to right as ``Ah_{l+1} = F_l^H Ah_l``;
 - ``Nh_l = B_l D^H`` (``q_l x m``), built right to left as ``Nh_{l-1} = F_l Nh_l``;
-- ``diag(H_l)`` (and the coupled entries of ``H_l``) from ``B_l`` (``q_l x n``),
-  built right to left as ``B_{l-1} = F_l B_l``.
+- ``H_l`` (``q_l x q_l``) on its structural support, built right to left as
+  ``H_{l-1} = F_l H_l F_l^H`` from ``H_L = I``: sparse (block diagonal with
+  blocks of ``t_l`` for chainable chains), dense once it fills in.
 
-Then ``E = Ah Nh^H`` on the support costs ``nnz_l * m`` and a whole half-sweep
-costs ``O(sum_l nnz_l * n)``; the full product ``Ah_{L+1}^H`` or ``B_0``
-falls out at the end of each pass and gives the exact error.
+``E = Ah Nh^H`` on the support costs ``nnz_l * m``, ``diag(G)`` is the row
+norms of ``Ah``, and ``F_L^H ... F_1^H`` applied to ``I_m`` gives the exact
+error after a pass: no ``n``-sized dense block is ever formed besides ``D``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from ..spec import Chain
+from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
     apply_factor,
@@ -51,6 +51,11 @@ from ._hierarchical import fit_hierarchical, hierarchy_ranks
 __all__ = ["fit_als"]
 
 INIT_METHODS = ("auto", "random", "hierarchical")
+
+# H_l is kept sparse while at most this fraction of its entries is stored.
+SPARSE_GRAM_DENSITY = 0.25
+
+Gram = np.ndarray | scipy.sparse.csr_array
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,21 @@ class _RightData:
     h_blocks: tuple[np.ndarray, ...]
 
 
+class _SparseFactor:
+    """CSR pattern of a factor, refilled with new weights in O(nnz)."""
+
+    def __init__(self, spec: FactorSpec) -> None:
+        rows, cols = spec.support_indices()
+        self.order = np.lexsort((cols, rows))
+        self.indices = cols[self.order]
+        self.indptr = np.searchsorted(rows[self.order], np.arange(spec.p + 1))
+        self.shape = spec.shape
+
+    def matrix(self, weights: np.ndarray) -> scipy.sparse.csr_array:
+        data = weights.reshape(-1)[self.order]
+        return scipy.sparse.csr_array((data, self.indices, self.indptr), shape=self.shape)
+
+
 class _Sweeper:
     """ALS passes over a chain with ``m <= n``; ``weights`` is updated in place (list)."""
 
@@ -87,47 +107,67 @@ class _Sweeper:
     ) -> None:
         self.chain = chain
         self.weights = weights
-        self.matrix = np.ascontiguousarray(matrix)
         self.matrix_h = np.ascontiguousarray(matrix.conj().T)
-        self.norm = float(np.linalg.norm(self.matrix))
+        self.norm = float(np.linalg.norm(self.matrix_h))
         self.couplings = couplings or [_Coupling(()) for _ in chain]
         self.supports = [spec.support_indices() for spec in chain]
-        self.left: list[np.ndarray | None] = [None] * len(chain)
+        self.sparse = [_SparseFactor(spec) for spec in chain]
+        self.left: list[np.ndarray] = [np.empty(0)] * len(chain)
         self.right: list[_RightData | None] = [None] * len(chain)
 
     # --- passes ----------------------------------------------------------------
     def forward(self, update: bool = True, skip: int | None = None) -> float:
         """Left-to-right pass; updates every factor but ``skip`` when ``update``."""
         m = self.chain.shape[0]
-        ah = np.eye(m, dtype=self.matrix.dtype)
-        for l, spec in enumerate(self.chain):  # noqa: E741
-            self.left[l] = ah
-            if update and l != skip:
-                self.weights[l] = self._solve(l, ah, self.right[l])
-            ah = apply_factor_adjoint(spec, self.weights[l], ah)
+        ah = np.eye(m, dtype=self.matrix_h.dtype)
+        for index, spec in enumerate(self.chain):
+            self.left[index] = ah
+            if update and index != skip:
+                self.weights[index] = self._solve(index, ah, self.right[index])
+            ah = apply_factor_adjoint(spec, self.weights[index], ah)
         return relative_error(ah, self.matrix_h, self.norm)
 
     def backward(
         self,
         update: bool = True,
         skip: int | None = None,
-        on_factor: Callable[[int, np.ndarray], None] | None = None,
+        on_factor: Callable[[int, Gram], None] | None = None,
     ) -> float:
-        """Right-to-left pass; ``on_factor(l, B_l)`` is called before each update."""
+        """Right-to-left pass; ``on_factor(l, H_l)`` is called before each update."""
         n = self.chain.shape[1]
-        nh, b = self.matrix_h, np.eye(n, dtype=self.matrix.dtype)
-        for l in reversed(range(len(self.chain))):  # noqa: E741
-            spec = self.chain[l]
-            cols = self.supports[l][1]
-            h_blocks = tuple(_gram_blocks(b, cols[idx]) for idx in self.couplings[l].groups)
-            self.right[l] = _RightData(nh, _squared_norms(b), h_blocks)
+        nh = self.matrix_h
+        gram: Gram = scipy.sparse.eye_array(n, dtype=self.matrix_h.dtype, format="csr")
+        for index in reversed(range(len(self.chain))):
+            cols = self.supports[index][1]
+            h_blocks = tuple(_gram_entries(gram, cols[idx]) for idx in self.couplings[index].groups)
+            self.right[index] = _RightData(nh, gram.diagonal().real, h_blocks)
             if on_factor is not None:
-                on_factor(l, b)
-            if update and l != skip:
-                self.weights[l] = self._solve(l, self.left[l], self.right[l])
-            nh = apply_factor(spec, self.weights[l], nh)
-            b = apply_factor(spec, self.weights[l], b)
-        return relative_error(b, self.matrix, self.norm)
+                on_factor(index, gram)
+            if update and index != skip:
+                self.weights[index] = self._solve(index, self.left[index], self.right[index])
+            nh = apply_factor(self.chain[index], self.weights[index], nh)
+            if index:
+                gram = self._congruence(index, gram)
+        return self.error()
+
+    def error(self) -> float:
+        """Relative error of the current product, from ``F_L^H ... F_1^H I_m``."""
+        product_h = np.eye(self.chain.shape[0], dtype=self.matrix_h.dtype)
+        for spec, w in zip(self.chain, self.weights, strict=True):
+            product_h = apply_factor_adjoint(spec, w, product_h)
+        return relative_error(product_h, self.matrix_h, self.norm)
+
+    def _congruence(self, index: int, gram: Gram) -> Gram:
+        """``F_l H F_l^H``, sparse while the result stays sparse enough."""
+        spec, weights = self.chain[index], self.weights[index]
+        if isinstance(gram, np.ndarray):
+            half = apply_factor(spec, weights, gram)
+            return apply_factor(spec, weights, np.ascontiguousarray(half.conj().T)).conj().T
+        factor = self.sparse[index].matrix(weights)
+        result = (factor @ gram @ factor.conj().T).tocsr()
+        if result.nnz > SPARSE_GRAM_DENSITY * spec.p**2:
+            return result.toarray()
+        return result
 
     # --- one factor --------------------------------------------------------------
     def normal_terms(
@@ -153,8 +193,9 @@ class _Sweeper:
         flat_rhs, flat = rhs.reshape(-1), weights.reshape(-1)
         rows = self.supports[index][0]
         for idx, h_block in zip(self.couplings[index].groups, right.h_blocks, strict=True):
-            system = _gram_blocks(ah, rows[idx]) * np.swapaxes(h_block, -1, -2)
-            flat[idx] = _min_norm_solve(system, flat_rhs[idx])
+            picked = ah[rows[idx]]
+            g_block = np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
+            flat[idx] = _min_norm_solve(g_block * np.swapaxes(h_block, -1, -2), flat_rhs[idx])
         return weights
 
 
@@ -167,10 +208,12 @@ def _squared_norms(rows: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", rows, rows)
 
 
-def _gram_blocks(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``out[c, a, b] = <rows[index[c, a]], rows[index[c, b]]>`` (conjugating the second)."""
-    picked = rows[index]
-    return np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
+def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
+    """``out[c, a, b] = gram[index[c, a], index[c, b]]``."""
+    size = index.shape[-1]
+    rows = np.repeat(index, size, axis=-1).reshape(-1)
+    cols = np.tile(index, size).reshape(-1)
+    return np.asarray(gram[rows, cols]).reshape(*index.shape, size)
 
 
 def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -192,42 +235,44 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
     """Coupled unknowns of every factor update of ``chain`` (with ``m <= n``), exactly.
 
-    With all weights set to one, ``G`` and ``H`` count paths, and the
-    normal-equation product ``P_S(G 1_S H)`` at a weight counts, with
-    multiplicity, the unknowns it couples with. It exceeds the diagonal term
-    ``G[i, i] H[j, j]`` exactly when the weight couples with another; only those
-    weights enter the (sparse) coupling graph, whose components are returned.
+    With all weights set to one, ``G`` and ``H`` count paths, and with the
+    target ``D = 1_chain`` (the all-ones product) the right-hand side
+    ``P_S(A^H D B^H) = P_S(G 1_S H)`` counts, with multiplicity, the unknowns a
+    weight couples with. It exceeds the diagonal term ``G[i, i] H[j, j]``
+    exactly when the weight couples with another; only those weights enter the
+    coupling graph, whose components are returned.
     """
     ones = [np.ones(spec.weight_shape) for spec in chain]
-    product = np.eye(chain.shape[1])
-    for spec, w in zip(reversed(chain.factors), reversed(ones), strict=True):
-        product = apply_factor(spec, w, product)
-    sweeper = _Sweeper(chain, ones, product, None)
+    product_h = np.eye(chain.shape[0])
+    for spec, w in zip(chain, ones, strict=True):
+        product_h = apply_factor_adjoint(spec, w, product_h)
+    sweeper = _Sweeper(chain, ones, product_h.T, None)
     sweeper.forward(update=False)
     groups: list[tuple[np.ndarray, ...]] = [()] * len(chain)
 
-    def find_components(l: int, b: np.ndarray) -> None:  # noqa: E741
-        rhs, diagonal = sweeper.normal_terms(l, sweeper.left[l], sweeper.right[l])
+    def find_components(index: int, gram: Gram) -> None:
+        ah = sweeper.left[index]
+        rhs, diagonal = sweeper.normal_terms(index, ah, sweeper.right[index])
         coupled = np.flatnonzero((rhs - diagonal).reshape(-1) > 0.5)
         if coupled.size:
-            rows, cols = sweeper.supports[l]
-            groups[l] = _components(sweeper.left[l][rows[coupled]], b[cols[coupled]], coupled)
+            rows, cols = sweeper.supports[index]
+            groups[index] = _components(ah[rows[coupled]], gram, cols[coupled], coupled)
 
     sweeper.backward(update=False, on_factor=find_components)
     return tuple(_Coupling(g) for g in groups)
 
 
 def _components(
-    a_columns: np.ndarray, b_rows: np.ndarray, weights: np.ndarray
+    a_columns: np.ndarray, gram: Gram, cols: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, ...]:
     """Connected components (size >= 2) of the coupling graph on ``weights``.
 
     Weights ``w`` and ``w'`` couple when their columns of ``A`` share an output
-    (``G[i, i'] != 0``) and their rows of ``B`` share an input (``H[j, j'] != 0``).
+    (``G[i, i'] != 0``) and ``H[j, j'] != 0`` (``gram`` is ``H`` with counts).
     """
     a = scipy.sparse.csr_array(a_columns != 0, dtype=np.int64)
-    b = scipy.sparse.csr_array(b_rows != 0, dtype=np.int64)
-    graph = (a @ a.T).multiply(b @ b.T)
+    h_pattern = scipy.sparse.csr_array(gram)[cols][:, cols] != 0
+    graph = (a @ a.T).multiply(h_pattern)
     _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
     starts = np.flatnonzero(np.diff(labels[order], prepend=-1))

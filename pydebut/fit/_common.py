@@ -82,8 +82,11 @@ def load_target(target: Any, chain: Chain) -> np.ndarray:
 
 
 def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -> float:
-    """Return ``||target - approx||_F / ||target||_F`` (the absolute error if the target is 0)."""
-    residual = float(np.linalg.norm(target - approx))
+    """Return ``||target - approx||_F / ||target||_F`` (the absolute error if the target is 0).
+
+    ``approx`` is overwritten with the residual.
+    """
+    residual = float(np.linalg.norm(np.subtract(approx, target, out=approx)))
     return residual / target_norm if target_norm > 0 else residual
 
 
