@@ -172,8 +172,8 @@ def _factor(
     right_weights, right_hat = _factor(right, specs[h:], ranks[h:], order)
     u_hat = left_hat.reshape(k, R1, C1, w, B2, t).transpose(0, 2, 4, 5, 1, 3)
     v_hat = right_hat.reshape(k, C1, w, B2, S2, t).transpose(0, 1, 3, 5, 2, 4)
-    product = np.matmul(u_hat, v_hat)  # (k, C1, B2, t, R1, S2)
-    approx = product.transpose(0, 4, 2, 1, 5, 3).reshape(k, R, S, t)
+    approx = np.empty(entries.shape, dtype=np.result_type(u_hat, v_hat))
+    np.matmul(u_hat, v_hat, out=approx.reshape(k, R1, B2, C1, S2, t).transpose(0, 3, 2, 5, 1, 4))
     return left_weights + right_weights, approx
 
 
