@@ -12,6 +12,7 @@ independent rank-``w_l`` approximations of ``R1 x S2`` sub-blocks of ``T``
 from __future__ import annotations
 
 import time
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -95,13 +96,20 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     Splitting the sub-chain ``F_i ... F_j`` with entries ``T`` of shape
     ``(k, R, S, t)`` after ``F_l`` writes ``R = R1 * B2`` (``B2 = t_l / t_j``)
     and ``S = C1 * S2`` (``C1 = k_{l+1} / k_i``). For every ``(b, c1, b2, alpha)``
-    the ``R1 x S2`` sub-block ``T[b, (., b2), (c1, .), alpha]`` is a product of a
-    column block of the left part and a row block of the right part, of rank at
-    most ``w_l``: its truncated SVD ``U (U^H M)`` solves the two-factor problem
-    exactly, and the halves are factored recursively. The left singular vectors
-    are kept orthonormal on the smaller side. All sub-blocks of a level are
-    decomposed at once, through the eigendecompositions of their stacked Gram
-    matrices. A matrix that admits the chain is recovered to rounding error.
+    the ``R1 x S2`` sub-block ``M = T[b, (., b2), (c1, .), alpha]`` is a product of
+    a column block of the left part and a row block of the right part, of rank
+    at most ``w_l``: the truncated SVD ``U (U^H M)``, with ``U`` the leading
+    ``w_l`` left singular vectors, solves the two-factor problem exactly, and
+    the halves are factored recursively. All sub-blocks of a level are
+    decomposed at once, through the eigendecompositions of their stacked
+    ``R1 x R1`` Gram matrices ``M M^H`` (much faster than a stacked SVD of the
+    blocks, and as accurate for the leading subspace).
+
+    ``U`` has orthonormal columns, so in the left-to-right order the squared
+    error is the sum over levels of ``||U_perp^H M||^2`` (the energy outside the
+    kept subspace, computed directly rather than by cancellation), and no
+    product is formed. The balanced order multiplies the halves back together.
+    A matrix that admits the chain is recovered to rounding error.
 
     References
     ----------
@@ -128,8 +136,12 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     matrix = load_target(target, chain)
     dtype = working_dtype(matrix.dtype)
     entries, outside = _support_entries(np.asarray(matrix, dtype=dtype), chain)
-    weights, approx = _factor(entries, chain.factors, ranks, order)
-    residual2 = float(np.linalg.norm(entries - approx)) ** 2 + outside
+    if order == "left-to-right":
+        weights, residual2 = _peel(entries, chain.factors, ranks)
+    else:
+        weights, approx = _bisect(entries, chain.factors, ranks)
+        residual2 = float(np.linalg.norm(np.subtract(approx, entries, out=approx))) ** 2
+    residual2 += outside
     total2 = float(np.linalg.norm(entries)) ** 2 + outside
     error = np.sqrt(residual2 / total2) if total2 > 0 else np.sqrt(residual2)
     operator = make_operator(chain, weights)
@@ -153,47 +165,94 @@ def _support_entries(matrix: np.ndarray, chain: Chain) -> tuple[np.ndarray, floa
     return entries, float(np.linalg.norm(matrix[~inside])) ** 2
 
 
-def _factor(
-    entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...], order: Order
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Factor the sub-chain ``specs`` with entries ``T``; return weights and ``T_hat``."""
-    if len(specs) == 1:
-        return [entries], entries
-    h = 1 if order == "left-to-right" else len(specs) // 2
-    k, R, S, t = entries.shape
-    B2 = specs[h - 1].t // t
-    C1 = specs[h].n_blocks // k
-    R1, S2, w = R // B2, S // C1, ranks[h - 1]
-    blocks = entries.reshape(k, R1, B2, C1, S2, t).transpose(0, 3, 2, 5, 1, 4)
-    u, v = _low_rank(blocks, w)  # (k, C1, B2, t, R1, w) and (k, C1, B2, t, w, S2)
-    left = u.transpose(0, 4, 1, 5, 2, 3).reshape(k, R1, C1 * w, B2 * t)
-    right = v.transpose(0, 1, 4, 2, 5, 3).reshape(k * C1, w * B2, S2, t)
-    left_weights, left_hat = _factor(left, specs[:h], ranks[: h - 1], order)
-    right_weights, right_hat = _factor(right, specs[h:], ranks[h:], order)
-    u_hat = left_hat.reshape(k, R1, C1, w, B2, t).transpose(0, 2, 4, 5, 1, 3)
-    v_hat = right_hat.reshape(k, C1, w, B2, S2, t).transpose(0, 1, 3, 5, 2, 4)
-    approx = np.empty(entries.shape, dtype=np.result_type(u_hat, v_hat))
-    np.matmul(u_hat, v_hat, out=approx.reshape(k, R1, B2, C1, S2, t).transpose(0, 3, 2, 5, 1, 4))
-    return left_weights + right_weights, approx
+@dataclass(frozen=True)
+class _Split:
+    """Sizes of the split of entries ``T`` of shape ``(k, R1*B2, C1*S2, t)`` into
+    ``R1 x S2`` sub-blocks of rank ``w``, with views between the layouts."""
+
+    k: int
+    R1: int
+    B2: int
+    C1: int
+    S2: int
+    t: int
+    w: int
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], left: FactorSpec, right: FactorSpec, rank: int) -> _Split:
+        """Split of entries of ``shape`` between factors ``left`` and ``right``."""
+        k, R, S, t = shape
+        B2, C1 = left.t // t, right.n_blocks // k
+        return cls(k, R // B2, B2, C1, S // C1, t, rank)
+
+    def blocks(self, entries: np.ndarray) -> np.ndarray:
+        """``(k, C1, B2, t, R1, S2)`` view of entries ``(k, R, S, t)``: the sub-blocks."""
+        k, R1, B2, C1, S2, t = self.k, self.R1, self.B2, self.C1, self.S2, self.t
+        return entries.reshape(k, R1, B2, C1, S2, t).transpose(0, 3, 2, 5, 1, 4)
+
+    def left_blocks(self, left: np.ndarray) -> np.ndarray:
+        """``(k, C1, B2, t, R1, w)`` view of the left part ``(k, R1, C1*w, B2*t)``."""
+        k, R1, B2, C1, t, w = self.k, self.R1, self.B2, self.C1, self.t, self.w
+        return left.reshape(k, R1, C1, w, B2, t).transpose(0, 2, 4, 5, 1, 3)
+
+    def right_blocks(self, right: np.ndarray) -> np.ndarray:
+        """``(k, C1, B2, t, w, S2)`` view of the right part ``(k*C1, w*B2, S2, t)``."""
+        k, B2, C1, S2, t, w = self.k, self.B2, self.C1, self.S2, self.t, self.w
+        return right.reshape(k, C1, w, B2, S2, t).transpose(0, 1, 3, 5, 2, 4)
 
 
-def _low_rank(blocks: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best rank-``rank`` factors ``u @ v`` of every matrix in the stack ``blocks``.
+def _split(
+    entries: np.ndarray, split: _Split, with_residual: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Best rank-``w`` split of every sub-block: left part ``U``, right part ``U^H M``.
 
-    The side with orthonormal columns (``u``) or rows (``v``) is the smaller
-    one; its vectors are the leading eigenvectors of the stacked Gram matrices,
-    and the other factor is the projection of the block onto them.
+    Returns the left part ``(k, R1, C1*w, B2*t)`` with orthonormal ``U``, the right
+    part ``(k*C1, w*B2, S2, t)`` and, if asked, ``sum ||U_perp^H M||^2``.
     """
-    rows, cols = blocks.shape[-2:]
-    tall = rows > cols
-    work = np.conj(np.swapaxes(blocks, -1, -2)) if tall else blocks
-    gram = np.matmul(work, np.conj(np.swapaxes(work, -1, -2)))
-    _, vectors = np.linalg.eigh(gram)
-    basis = vectors[..., ::-1][..., :rank]
-    if basis.shape[-1] < rank:
-        pad = [(0, 0)] * (basis.ndim - 1) + [(0, rank - basis.shape[-1])]
-        basis = np.pad(basis, pad)
-    coefficients = np.matmul(np.conj(np.swapaxes(basis, -1, -2)), work)
-    if tall:
-        return np.conj(np.swapaxes(coefficients, -1, -2)), np.conj(np.swapaxes(basis, -1, -2))
-    return basis, coefficients
+    k, R1, B2, C1, S2, t, w = astuple(split)
+    blocks = split.blocks(entries)
+    _, vectors = np.linalg.eigh(np.matmul(blocks, np.conj(np.swapaxes(blocks, -1, -2))))
+    kept = min(w, R1)
+    basis_h = np.conj(np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2))
+    left = np.zeros((k, R1, C1 * w, B2 * t), dtype=vectors.dtype)
+    split.left_blocks(left)[..., :kept] = np.conj(np.swapaxes(basis_h, -1, -2))
+    right = np.zeros((k * C1, w * B2, S2, t), dtype=vectors.dtype)
+    np.matmul(basis_h, blocks, out=split.right_blocks(right)[..., :kept, :])
+    residual2 = 0.0
+    if with_residual and kept < R1:
+        complement_h = np.conj(np.swapaxes(vectors[..., : R1 - kept], -1, -2))
+        residual2 = float(np.linalg.norm(np.matmul(complement_h, blocks))) ** 2
+    return left, right, residual2
+
+
+def _peel(
+    entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> tuple[list[np.ndarray], float]:
+    """Left-to-right order: split ``F_1`` off, then ``F_2`` off the rest, and so on.
+
+    Returns the weights and the squared error, the sum of the levels' residuals.
+    """
+    weights, residual2 = [], 0.0
+    for index, rank in enumerate(ranks):
+        split = _Split.of(entries.shape, specs[index], specs[index + 1], rank)
+        left, entries, level_residual2 = _split(entries, split, with_residual=True)
+        weights.append(left)
+        residual2 += level_residual2
+    weights.append(entries)
+    return weights, residual2
+
+
+def _bisect(
+    entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Balanced order: split in the middle, recurse on both halves; weights and product."""
+    if len(specs) == 1:
+        return [entries], entries.copy()
+    h = len(specs) // 2
+    split = _Split.of(entries.shape, specs[h - 1], specs[h], ranks[h - 1])
+    left, right, _ = _split(entries, split, with_residual=False)
+    left_weights, left_hat = _bisect(left, specs[:h], ranks[: h - 1])
+    right_weights, right_hat = _bisect(right, specs[h:], ranks[h:])
+    approx = np.empty(entries.shape, dtype=np.result_type(left_hat, right_hat))
+    np.matmul(split.left_blocks(left_hat), split.right_blocks(right_hat), out=split.blocks(approx))
+    return left_weights + right_weights, approx
