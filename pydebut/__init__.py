@@ -8,12 +8,14 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 
 from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
+from .operator import DeButOperator
 from .spec import Chain, FactorSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Chain",
+    "DeButOperator",
     "FactorSpec",
     "FitResult",
     "__version__",

@@ -20,7 +20,7 @@ def apply_factor(spec: FactorSpec, weights: np.ndarray, x: np.ndarray) -> np.nda
 
     ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``.
     """
-    k, r, s, t = spec.weight_shape
+    k, _, s, t = spec.weight_shape
     batch = x.shape[1]
     x_blocks = x.reshape(k, s, t, batch)
     y = np.einsum("krst,kstn->krtn", weights, x_blocks)
@@ -29,7 +29,7 @@ def apply_factor(spec: FactorSpec, weights: np.ndarray, x: np.ndarray) -> np.nda
 
 def apply_factor_adjoint(spec: FactorSpec, weights: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Return ``F^H @ y`` for one factor; ``y`` has shape ``(p, batch)``."""
-    k, r, s, t = spec.weight_shape
+    k, r, _, t = spec.weight_shape
     batch = y.shape[1]
     y_blocks = y.reshape(k, r, t, batch)
     x = np.einsum("krst,krtn->kstn", weights.conj(), y_blocks)
@@ -43,9 +43,7 @@ def apply_chain(chain: Chain, weights: Sequence[np.ndarray], x: np.ndarray) -> n
     return x
 
 
-def apply_chain_adjoint(
-    chain: Chain, weights: Sequence[np.ndarray], y: np.ndarray
-) -> np.ndarray:
+def apply_chain_adjoint(chain: Chain, weights: Sequence[np.ndarray], y: np.ndarray) -> np.ndarray:
     """Return ``(F_1 ... F_L)^H @ y``; ``y`` has shape ``(m, batch)``."""
     for spec, w in zip(chain.factors, weights, strict=True):
         y = apply_factor_adjoint(spec, w, y)

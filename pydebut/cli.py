@@ -80,7 +80,9 @@ def load_chain_json(path: str | Path) -> Chain:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise UsageError(f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})")
+        raise UsageError(
+            f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})"
+        ) from None
     if not isinstance(data, dict):
         raise UsageError(f"chain file {path}: expected a JSON object with 'sup' and 'sub'")
     if "sup" in data and "sub" in data:

@@ -15,12 +15,13 @@ import json
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from math import prod
 from typing import Any, Literal, overload
 
 import numpy as np
 
-__all__ = ["FactorSpec", "Chain"]
+__all__ = ["Chain", "FactorSpec"]
 
 ChainKind = Literal["monotonic", "bulging", "other"]
 
@@ -195,8 +196,7 @@ def _check_factor(spec: FactorSpec, label: str) -> None:
         raise ValueError(f"{label}: q is not divisible by s*t = {s * t}")
     if p // (r * t) != q // (s * t):
         raise ValueError(
-            f"{label}: block counts differ, p/(r*t) = {p // (r * t)} "
-            f"but q/(s*t) = {q // (s * t)}"
+            f"{label}: block counts differ, p/(r*t) = {p // (r * t)} but q/(s*t) = {q // (s * t)}"
         )
 
 
@@ -243,7 +243,7 @@ class Chain(Sequence[FactorSpec]):
             FactorSpec._validated(item, label=f"factor {i} of {len(items)}")
             for i, item in enumerate(items, start=1)
         )
-        for i, (left, right) in enumerate(zip(specs, specs[1:]), start=1):
+        for i, (left, right) in enumerate(pairwise(specs), start=1):
             if left.q != right.p:
                 raise ValueError(
                     f"factors {i} and {i + 1} do not connect: q of factor {i} ({left.q}) "
@@ -300,7 +300,7 @@ class Chain(Sequence[FactorSpec]):
     @property
     def dims(self) -> tuple[int, ...]:
         """Dimensions ``(p_1, p_2, ..., p_L, q_L)`` from output to input."""
-        return tuple(f.p for f in self._factors) + (self._factors[-1].q,)
+        return (*(f.p for f in self._factors), self._factors[-1].q)
 
     @property
     def max_dim(self) -> int:
@@ -339,7 +339,7 @@ class Chain(Sequence[FactorSpec]):
             return False
         return all(
             left.t == right.r * right.t and right.n_blocks == left.n_blocks * left.s
-            for left, right in zip(self._factors, self._factors[1:])
+            for left, right in pairwise(self._factors)
         )
 
     @property
@@ -550,7 +550,5 @@ def _group(flat: list[Any], size: int, name: str, what: str) -> list[list[Any]]:
     if not flat:
         raise ValueError(f"{name} is empty")
     if len(flat) % size:
-        raise ValueError(
-            f"{name} has {len(flat)} numbers, which is not a whole number of {what}"
-        )
+        raise ValueError(f"{name} has {len(flat)} numbers, which is not a whole number of {what}")
     return [flat[i : i + size] for i in range(0, len(flat), size)]

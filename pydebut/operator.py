@@ -1,0 +1,456 @@
+"""``DeButOperator``: a DeBut chain with weights, as a SciPy ``LinearOperator``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, DTypeLike
+from scipy.sparse.linalg import LinearOperator
+
+from . import _kernels
+from .spec import Chain, FactorSpec
+
+__all__ = ["DeButOperator"]
+
+#: The dtypes the kernels are compiled for.
+SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.complex64, np.complex128))
+
+
+def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
+    """Return ``dtype`` as one of :data:`SUPPORTED_DTYPES`, or raise ``TypeError``."""
+    dtype = np.dtype(dtype)
+    if dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        raise TypeError(f"{what} has dtype {dtype.name}; pydebut supports {names}")
+    return dtype
+
+
+def _factor_label(chain: Chain, index: int) -> str:
+    spec = chain[index]
+    return f"factor {index + 1} of {len(chain)} {spec!r}".replace("FactorSpec", "", 1)
+
+
+def _check_weights(
+    chain: Chain, weights: Any, dtype: DTypeLike | None, check_finite: bool
+) -> tuple[tuple[np.ndarray, ...], np.dtype]:
+    """Validate one weight array per factor; return read-only copies and their dtype."""
+    if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence):
+        raise TypeError(
+            f"weights must be a sequence of {len(chain)} arrays (one per factor, shape "
+            f"(k, r, s, t)), got {type(weights).__name__}"
+        )
+    if len(weights) != len(chain):
+        raise ValueError(
+            f"the chain has {len(chain)} factors but {len(weights)} weight arrays were given"
+        )
+    arrays = []
+    for index, (spec, w) in enumerate(zip(chain, weights, strict=True)):
+        label = _factor_label(chain, index)
+        w = np.asarray(w)
+        if w.dtype.kind not in "biufc":
+            raise TypeError(
+                f"weights of {label} have dtype {w.dtype}; expected real or complex numbers"
+            )
+        if w.shape != spec.weight_shape:
+            raise ValueError(
+                f"weights of {label} must have shape (k, r, s, t) = {spec.weight_shape}, "
+                f"got {w.shape}"
+            )
+        if check_finite and w.dtype.kind in "fc" and not np.isfinite(w).all():
+            raise ValueError(f"weights of {label} contain NaN or infinity")
+        arrays.append(w)
+    if dtype is None:
+        dtype = np.result_type(np.float32, *(w.dtype for w in arrays))
+        if dtype.kind in "biu" or dtype == np.longdouble:
+            dtype = np.dtype(np.float64)
+        elif dtype == np.clongdouble:
+            dtype = np.dtype(np.complex128)
+    dtype = _supported_dtype(dtype, "the operator")
+    owned = []
+    for index, w in enumerate(arrays):
+        if w.dtype.kind == "c" and dtype.kind != "c" and np.any(w.imag):
+            raise TypeError(
+                f"weights of {_factor_label(chain, index)} are complex but dtype {dtype} is real"
+            )
+        w = w.real if dtype.kind != "c" and w.dtype.kind == "c" else w
+        owned_w = np.array(w, dtype=dtype, order="C", copy=True)
+        owned_w.flags.writeable = False
+        owned.append(owned_w)
+    return tuple(owned), dtype
+
+
+class _Plan(NamedTuple):
+    """A chain laid out for the kernels, factors in application order."""
+
+    specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
+    offsets: np.ndarray  # (L + 1,) int64
+    weights: np.ndarray  # flat, of the data's dtype
+    max_dim: int
+
+
+def _make_plan(
+    specs: Sequence[FactorSpec], weights: Sequence[np.ndarray], dtype: np.dtype
+) -> _Plan:
+    table = np.array([f.as_tuple() for f in specs], dtype=np.int64)
+    offsets = np.zeros(len(specs) + 1, dtype=np.int64)
+    np.cumsum([w.size for w in weights], out=offsets[1:])
+    flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
+    max_dim = max(max(f.p, f.q) for f in specs)
+    return _Plan(table, offsets, flat, max_dim)
+
+
+class _Workspace(threading.local):
+    """Per-thread work buffers, reused across calls so no call pays for fresh pages."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[np.dtype, np.ndarray] = {}
+
+    def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        buffer = self.buffers.get(dtype)
+        if buffer is None or buffer.size < size:
+            buffer = np.empty(size, dtype=dtype)
+            self.buffers[dtype] = buffer
+        return buffer[:size].reshape(shape)
+
+
+_workspace = _Workspace()
+
+
+class DeButOperator(LinearOperator):
+    r"""A Deformable Butterfly product ``F_1 F_2 ... F_L`` as a ``LinearOperator``.
+
+    Parameters
+    ----------
+    chain : Chain or sequence of (p, q, r, s, t)
+        The factors' shapes, left to right (``F_1`` on the output side).
+    weights : sequence of array_like
+        One array per factor, ``weights[l][b, rho, sigma, alpha]`` of shape
+        ``(k, r, s, t)`` (DESIGN.md section 1). The arrays are copied.
+    dtype : dtype, optional
+        float32, float64, complex64 or complex128. By default the result type
+        of the weights (at least float32; integers become float64).
+    check_finite : bool, default True
+        Reject weights that contain NaN or infinity.
+
+    Attributes
+    ----------
+    chain : Chain
+    weights : tuple of ndarray
+        Read-only weight arrays, left to right.
+
+    Raises
+    ------
+    TypeError
+        If ``weights`` is not a sequence of numeric arrays or the dtype is
+        not supported.
+    ValueError
+        If the number or the shape of the weight arrays does not match the
+        chain, or a weight is not finite; the message names the factor.
+
+    Notes
+    -----
+    Forward: :math:`y_{b\rho\alpha} = \sum_\sigma W_{b\rho\sigma\alpha}\, x_{b\sigma\alpha}`
+    for each factor, from ``F_L`` to ``F_1``. Adjoint:
+    :math:`x_{b\sigma\alpha} = \sum_\rho \overline{W_{b\rho\sigma\alpha}}\, y_{b\rho\alpha}`
+    for each factor, from ``F_1`` to ``F_L``. Both cost ``sum_l p_l s_l``
+    multiply-adds per vector. The whole chain runs in one Numba call; blocks
+    of vectors are split into chunks of columns processed in parallel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import Chain, DeButOperator
+    >>> chain = Chain.from_factorizations([2, 2], [2, 2])
+    >>> op = DeButOperator.random(chain, rng=0)
+    >>> x = np.ones(4)
+    >>> np.allclose(op @ x, op.toarray() @ x)
+    True
+    >>> np.allclose(op.H @ x, op.toarray().conj().T @ x)
+    True
+    """
+
+    def __init__(
+        self,
+        chain: Chain | Sequence[FactorSpec | Sequence[int]],
+        weights: Sequence[ArrayLike],
+        dtype: DTypeLike | None = None,
+        *,
+        check_finite: bool = True,
+    ) -> None:
+        chain = chain if isinstance(chain, Chain) else Chain(chain)
+        owned, dtype = _check_weights(chain, weights, dtype, check_finite)
+        super().__init__(dtype, chain.shape)
+        self._chain = chain
+        self._weights = owned
+        self._plans: dict[tuple[np.dtype, bool], _Plan] = {}
+
+    # --- construction ---------------------------------------------------------
+    @classmethod
+    def random(
+        cls,
+        chain: Chain | Sequence[FactorSpec | Sequence[int]],
+        rng: int | np.random.Generator | None = None,
+        dtype: DTypeLike = np.float64,
+    ) -> DeButOperator:
+        """Operator with independent Gaussian weights of variance ``1/s_l``.
+
+        Each factor then maps a vector ``x`` to one of expected squared norm
+        ``(r_l / s_l) ||x||^2``, so for a chainable ``m x n`` chain the
+        product behaves like a dense matrix with ``N(0, 1/n)`` entries.
+
+        Parameters
+        ----------
+        chain : Chain or sequence of (p, q, r, s, t)
+        rng : int, Generator or None
+            Seed or generator for ``np.random.default_rng``.
+        dtype : dtype, default float64
+            Complex dtypes draw real and imaginary parts of variance ``1/(2 s_l)``.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=1)
+        >>> op.shape, op.dtype
+        ((4, 4), dtype('float64'))
+        """
+        chain = chain if isinstance(chain, Chain) else Chain(chain)
+        dtype = _supported_dtype(dtype, "DeButOperator.random")
+        generator = np.random.default_rng(rng)
+        weights = []
+        for spec in chain:
+            scale = 1.0 / np.sqrt(spec.s)
+            w = generator.standard_normal(spec.weight_shape)
+            if dtype.kind == "c":
+                w = (w + 1j * generator.standard_normal(spec.weight_shape)) / np.sqrt(2)
+            weights.append((scale * w).astype(dtype))
+        return cls(chain, weights, dtype)
+
+    @classmethod
+    def identity(
+        cls, chain: Chain | Sequence[FactorSpec | Sequence[int]], dtype: DTypeLike = np.float64
+    ) -> DeButOperator:
+        """Operator whose every factor is the identity, so the product is the identity.
+
+        Possible when every factor is square (``p = q``, hence ``r = s``):
+        ``W[b, rho, sigma, alpha] = 1`` if ``rho == sigma`` else ``0``.
+
+        Raises
+        ------
+        ValueError
+            Naming the first factor that is not square.
+
+        Examples
+        --------
+        >>> op = DeButOperator.identity([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+        >>> op.toarray().tolist() == np.eye(4).tolist()
+        True
+        """
+        chain = chain if isinstance(chain, Chain) else Chain(chain)
+        for index, spec in enumerate(chain):
+            if spec.r != spec.s:
+                raise ValueError(
+                    f"{_factor_label(chain, index)} is not square (r != s), so the chain "
+                    "has no identity weights"
+                )
+        weights = [np.broadcast_to(np.eye(f.r)[None, :, :, None], f.weight_shape) for f in chain]
+        return cls(chain, weights, dtype)
+
+    @classmethod
+    def from_twiddle(
+        cls, r_shapes: Any, vector: ArrayLike, dtype: DTypeLike | None = None
+    ) -> DeButOperator:
+        """Operator from the reference PyTorch layer's ``R_shapes`` and flat weight vector.
+
+        ``R_shapes`` lists ``[p, q, r, s, t]`` in application order; ``vector``
+        holds, for each factor in that order, ``p*s`` values viewed as
+        ``(k, t, r, s)`` (block, diagonal index, row, column).
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+        >>> r_shapes, vector = op.to_twiddle()
+        >>> np.array_equal(DeButOperator.from_twiddle(r_shapes, vector).toarray(), op.toarray())
+        True
+        """
+        chain = Chain.from_r_shapes(r_shapes)
+        vector = np.asarray(vector)
+        if vector.ndim != 1:
+            raise ValueError(f"the twiddle vector must be 1-D, got shape {vector.shape}")
+        if vector.size != chain.n_params:
+            raise ValueError(
+                f"R_shapes needs {chain.n_params} weights (sum of p*s), "
+                f"the vector has {vector.size}"
+            )
+        weights_applied = []
+        start = 0
+        for spec in reversed(chain.factors):
+            k, r, s, t = spec.weight_shape
+            block = vector[start : start + spec.nnz].reshape(k, t, r, s)
+            weights_applied.append(block.transpose(0, 2, 3, 1))
+            start += spec.nnz
+        return cls(chain, weights_applied[::-1], dtype)
+
+    def to_twiddle(self) -> tuple[list[list[int]], np.ndarray]:
+        """Return ``(R_shapes, vector)`` in the reference layer's layout (:meth:`from_twiddle`)."""
+        pieces = [w.transpose(0, 3, 1, 2).ravel() for w in reversed(self._weights)]
+        return self._chain.to_r_shapes(), np.concatenate(pieces)
+
+    # --- properties -------------------------------------------------------------
+    @property
+    def chain(self) -> Chain:
+        """The chain of factor shapes, left to right."""
+        return self._chain
+
+    @property
+    def weights(self) -> tuple[np.ndarray, ...]:
+        """Read-only weight arrays ``W[b, rho, sigma, alpha]``, left to right."""
+        return self._weights
+
+    @property
+    def n_factors(self) -> int:
+        """Number of factors."""
+        return len(self._chain)
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights, ``sum_l p_l s_l``."""
+        return self._chain.n_params
+
+    nnz = n_params
+
+    @property
+    def density(self) -> float:
+        """Weights per entry of the product, ``n_params / (m*n)``."""
+        m, n = self.shape
+        return self.n_params / (m * n)
+
+    @property
+    def compression_ratio(self) -> float:
+        """Entries of the product per weight, ``m*n / n_params``."""
+        return self._chain.compression_ratio
+
+    def factor(self, index: int) -> sp.csr_array:
+        """Factor ``F_{index+1}`` (0-based, as ``chain[index]``) as a SciPy CSR array.
+
+        Examples
+        --------
+        >>> op = DeButOperator.identity([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+        >>> op.factor(0).shape, op.factor(0).nnz
+        ((4, 4), 8)
+        """
+        spec = self._chain[index]
+        weights = self._weights[index]
+        rows, cols = spec.support_indices()
+        return sp.csr_array((weights.ravel(), (rows, cols)), shape=spec.shape)
+
+    def factors(self) -> list[sp.csr_array]:
+        """All factors as SciPy CSR arrays, left to right."""
+        return [self.factor(i) for i in range(len(self._chain))]
+
+    def toarray(self) -> np.ndarray:
+        """Return the dense ``m x n`` product (for tests and small sizes)."""
+        return self.matmat(np.eye(self.shape[1], dtype=self.dtype))
+
+    todense = toarray
+
+    def astype(self, dtype: DTypeLike) -> DeButOperator:
+        """Copy of the operator with weights cast to ``dtype``."""
+        return DeButOperator(self._chain, self._weights, dtype)
+
+    # --- algebra ------------------------------------------------------------------
+    def _transpose(self) -> DeButOperator:
+        transposed = [w.transpose(0, 2, 1, 3) for w in reversed(self._weights)]
+        return DeButOperator(self._chain.T, transposed, self.dtype, check_finite=False)
+
+    def _adjoint(self) -> DeButOperator:
+        adjoint = [w.transpose(0, 2, 1, 3).conj() for w in reversed(self._weights)]
+        return DeButOperator(self._chain.T, adjoint, self.dtype, check_finite=False)
+
+    def dot(self, x: Any) -> Any:
+        """``self @ x``; with another ``DeButOperator`` the result is the longer chain.
+
+        Examples
+        --------
+        >>> a = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+        >>> b = DeButOperator.random([(8, 8, 2, 2, 4)], rng=1)
+        >>> (a @ b).chain
+        Chain([(4, 8, 1, 2, 4), (8, 8, 2, 2, 4)])
+        """
+        if isinstance(x, DeButOperator):
+            if self.shape[1] != x.shape[0]:
+                raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
+            dtype = np.result_type(self.dtype, x.dtype)
+            return DeButOperator(
+                self._chain + x._chain, self._weights + x._weights, dtype, check_finite=False
+            )
+        return super().dot(x)
+
+    # --- application ----------------------------------------------------------------
+    def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:
+        key = (dtype, adjoint)
+        plan = self._plans.get(key)
+        if plan is None:
+            if adjoint:  # apply F_1^H first, F_L^H last
+                specs = [f.T for f in self._chain]
+                weights = [w.transpose(0, 2, 1, 3).conj() for w in self._weights]
+            else:  # apply F_L first, F_1 last
+                specs = list(reversed(self._chain.factors))
+                weights = list(reversed(self._weights))
+            plan = _make_plan(specs, weights, dtype)
+            self._plans[key] = plan
+        return plan
+
+    def _apply(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind not in "biufc":
+            raise TypeError(f"cannot apply a DeButOperator to an array of dtype {x.dtype}")
+        dtype = _supported_dtype(np.result_type(self.dtype, x.dtype), "the result")
+        n_out, n_in = self.shape[::-1] if adjoint else self.shape
+        if x.ndim not in (1, 2) or x.shape[0] != n_in:
+            raise ValueError(
+                f"expected an array of shape ({n_in},) or ({n_in}, batch), got {x.shape}"
+            )
+        plan = self._plan(dtype, adjoint)
+        x = np.ascontiguousarray(x, dtype=dtype)
+        if x.ndim == 1 or x.shape[1] == 1:
+            vector = x.reshape(n_in)
+            out = np.empty(n_out, dtype=dtype)
+            work = _workspace.get((2, plan.max_dim), dtype)
+            _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
+            return out.reshape((n_out, *x.shape[1:]))
+        batch = x.shape[1]
+        out = np.empty((n_out, batch), dtype=dtype)
+        if batch == 0:
+            return out
+        n_workers = max(1, min(numba.get_num_threads(), batch))
+        width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
+        work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
+        _kernels.apply_chain_matrix(plan.specs, plan.offsets, plan.weights, x, out, work, width)
+        return out
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._apply(x, adjoint=False)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        return self._apply(X, adjoint=False)
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        return self._apply(x, adjoint=True)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        return self._apply(X, adjoint=True)
+
+    # --- display ----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        m, n = self.shape
+        head = (
+            f"<{m}x{n} DeButOperator with dtype={self.dtype}, {self.n_factors} factors, "
+            f"{self.n_params} params, density {self.density:.4f} "
+            f"(compression {self.compression_ratio:.2f}x)>"
+        )
+        return "\n".join([head, *self._chain.describe().splitlines()[1:]])
