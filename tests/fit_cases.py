@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pydebut import Chain
-from pydebut.fit._common import apply_factor
+from pydebut import Chain, DeButOperator
 
 PAPER_512 = Chain(
     [
@@ -53,8 +52,5 @@ def random_target(shape, rng, dtype=np.float64):
 
 
 def dense_product(chain, weights):
-    """``F_1 ... F_L`` as a dense array, by applying the factors to the identity."""
-    product = np.eye(chain.shape[1], dtype=np.result_type(*weights))
-    for spec, w in zip(reversed(chain.factors), reversed(weights), strict=True):
-        product = apply_factor(spec, w, product)
-    return product
+    """``F_1 ... F_L`` as a dense array (through the operator's kernels)."""
+    return DeButOperator(chain, weights).toarray()

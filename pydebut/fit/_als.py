@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
+from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
@@ -465,8 +466,6 @@ def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
         if init == "hierarchical":
             hierarchy_ranks(chain)
         return None
-    from ..operator import DeButOperator
-
     if not isinstance(init, DeButOperator):
         raise TypeError(f"init must be a method name or a DeButOperator, got {type(init).__name__}")
     if init.chain != chain:
@@ -502,17 +501,4 @@ def _initial_weights(
             init = "random"
     if init == "hierarchical":
         return [w.astype(dtype) for w in fit_hierarchical(matrix, chain).operator.weights]
-    return _random_weights(chain, dtype, np.random.default_rng(rng))
-
-
-def _random_weights(chain: Chain, dtype: np.dtype, rng: np.random.Generator) -> list[np.ndarray]:
-    """Gaussian weights with variance ``1/s`` per factor, so each factor keeps norms on average."""
-    weights = []
-    for spec in chain:
-        shape = spec.weight_shape
-        if np.issubdtype(dtype, np.complexfloating):
-            w = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
-        else:
-            w = rng.standard_normal(shape)
-        weights.append((w / np.sqrt(spec.s)).astype(dtype))
-    return weights
+    return list(DeButOperator.random(chain, rng, dtype).weights)

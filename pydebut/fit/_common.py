@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
-
-if TYPE_CHECKING:
-    from ..operator import DeButOperator
 
 __all__ = ["FitResult"]
 
@@ -92,8 +90,6 @@ def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -
 
 def make_operator(chain: Chain, weights: Sequence[np.ndarray]) -> DeButOperator:
     """Wrap fitted weights in a :class:`~pydebut.DeButOperator`."""
-    from ..operator import DeButOperator
-
     return DeButOperator(chain, tuple(weights))
 
 
