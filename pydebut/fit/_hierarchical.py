@@ -159,9 +159,8 @@ def _support_entries(matrix: np.ndarray, chain: Chain) -> tuple[np.ndarray, floa
     if k == 1 and t == 1:
         return matrix.reshape(1, rows, cols, 1), 0.0
     entries = np.einsum("brabsa->brsa", matrix.reshape(k, rows, t, k, cols, t)).copy()
-    row_block, row_alpha = np.divmod(np.arange(m), rows * t)[0], np.arange(m) % t
-    col_block, col_alpha = np.divmod(np.arange(n), cols * t)[0], np.arange(n) % t
-    inside = (row_block[:, None] == col_block) & (row_alpha[:, None] == col_alpha)
+    i, j = np.arange(m)[:, None], np.arange(n)
+    inside = (i // (rows * t) == j // (cols * t)) & (i % t == j % t)
     return entries, float(np.linalg.norm(matrix[~inside])) ** 2
 
 
@@ -221,7 +220,8 @@ def _split(
     residual2 = 0.0
     if with_residual and kept < R1:
         complement_h = np.conj(np.swapaxes(vectors[..., : R1 - kept], -1, -2))
-        residual2 = float(np.linalg.norm(np.matmul(complement_h, blocks))) ** 2
+        outside = np.empty((k, C1, B2, t, R1 - kept, S2), dtype=vectors.dtype)
+        residual2 = float(np.linalg.norm(np.matmul(complement_h, blocks, out=outside))) ** 2
     return left, right, residual2
 
 
