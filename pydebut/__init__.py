@@ -6,8 +6,10 @@ chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
 ``LinearOperator`` (:class:`DeButOperator`).
 """
 
+from . import special
 from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
+from .io import load, save
 from .operator import DeButOperator
 from .spec import Chain, FactorSpec
 
@@ -25,5 +27,8 @@ __all__ = [
     "hierarchy_ranks",
     "im2col",
     "kernel_to_matrix",
+    "load",
     "matrix_to_kernel",
+    "save",
+    "special",
 ]

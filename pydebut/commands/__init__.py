@@ -1,5 +1,5 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
-from . import fit
+from . import demo, fit
 
-COMMANDS: list = [fit]
+COMMANDS = [demo, fit]

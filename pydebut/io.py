@@ -1,0 +1,124 @@
+"""Saving and loading ``DeButOperator``s as ``.npz`` files, without pickle.
+
+A pydebut file is an ``.npz`` archive holding:
+
+- ``format``: the string ``"pydebut"``;
+- ``format_version``: an integer, currently 1;
+- ``specs``: int64 array ``(L, 5)`` of ``(p, q, r, s, t)``, left to right;
+- ``weights_0`` ... ``weights_{L-1}``: each factor's ``(k, r, s, t)`` weights.
+
+Everything is read with ``allow_pickle=False`` and validated before an
+operator is built, so a truncated or tampered file raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .operator import DeButOperator
+from .spec import Chain
+
+__all__ = ["load", "save"]
+
+FORMAT_NAME = "pydebut"
+FORMAT_VERSION = 1
+_MAX_FACTORS = 10_000
+
+
+def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: bool = False) -> None:
+    """Save ``operator`` to ``path`` (an ``.npz`` file; the suffix is not added).
+
+    Parameters
+    ----------
+    path : str or path-like
+    operator : DeButOperator
+    compress : bool, default False
+        Use ``np.savez_compressed``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from pydebut import DeButOperator, load, save
+    >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "op.npz"
+    >>> save(path, op)
+    >>> bool((load(path).toarray() == op.toarray()).all())
+    True
+    """
+    if not isinstance(operator, DeButOperator):
+        raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}")
+    arrays = {
+        "format": np.array(FORMAT_NAME),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "specs": np.array([f.as_tuple() for f in operator.chain], dtype=np.int64),
+    }
+    for index, weights in enumerate(operator.weights):
+        arrays[f"weights_{index}"] = weights
+    writer = np.savez_compressed if compress else np.savez
+    with open(path, "wb") as handle:
+        writer(handle, **arrays)
+
+
+def load(path: str | os.PathLike[str]) -> DeButOperator:
+    """Load a ``DeButOperator`` saved by :func:`save`.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be opened.
+    ValueError
+        If the file is not a valid pydebut archive: not a zip, truncated, of
+        another format or version, with missing, extra or malformed arrays,
+        or with weights that do not fit the chain or are not finite.
+    """
+    name = Path(path)
+    try:
+        archive = np.load(name, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise ValueError(f"{name} is not a pydebut .npz file: {err}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
+    try:
+        with archive:
+            return _read(archive, name)
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{name} is damaged or truncated: {err}") from None
+
+
+def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
+    keys = set(archive.files)
+    for required in ("format", "format_version", "specs"):
+        if required not in keys:
+            raise ValueError(f"{name} is not a pydebut file: the array {required!r} is missing")
+    fmt = archive["format"]
+    if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
+        raise ValueError(f"{name} is not a pydebut file (format {fmt!r})")
+    version = archive["format_version"]
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise ValueError(f"{name}: format_version must be an integer scalar")
+    if int(version) != FORMAT_VERSION:
+        raise ValueError(
+            f"{name} has format version {int(version)}; this pydebut reads version {FORMAT_VERSION}"
+        )
+    specs = archive["specs"]
+    if specs.ndim != 2 or specs.shape[1] != 5 or specs.dtype.kind not in "iu":
+        raise ValueError(f"{name}: specs must be an integer array of shape (L, 5)")
+    if not 1 <= specs.shape[0] <= _MAX_FACTORS:
+        raise ValueError(f"{name}: specs has {specs.shape[0]} factors")
+    try:
+        chain = Chain(specs.tolist())
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: invalid chain: {err}") from None
+    expected = {"format", "format_version", "specs"} | {f"weights_{i}" for i in range(len(chain))}
+    if keys != expected:
+        missing, extra = sorted(expected - keys), sorted(keys - expected)
+        raise ValueError(f"{name}: arrays missing {missing} and unexpected {extra}")
+    weights = [archive[f"weights_{i}"] for i in range(len(chain))]
+    try:
+        return DeButOperator(chain, weights)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: {err}") from None

@@ -1,0 +1,78 @@
+"""Exact DeBut chains of classical transforms and classical butterfly shapes."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from .operator import DeButOperator
+from .spec import Chain
+
+__all__ = ["butterfly_chain", "hadamard", "monarch_chain"]
+
+
+def _log2_exact(n: int, name: str) -> int:
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}") from None
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"{name} must be a power of two >= 2, got {n}")
+    return n.bit_length() - 1
+
+
+def butterfly_chain(n: int) -> Chain:
+    """The standard butterfly chain of size ``n = 2**L``: ``L`` factors with ``r = s = 2``.
+
+    Examples
+    --------
+    >>> butterfly_chain(8)
+    Chain([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
+    """
+    levels = _log2_exact(n, "n")
+    return Chain.from_factorizations([2] * levels, [2] * levels)
+
+
+def monarch_chain(b: int) -> Chain:
+    """The Monarch chain of size ``b**2``: two factors with ``r = s = b``.
+
+    Examples
+    --------
+    >>> monarch_chain(3)
+    Chain([(9, 9, 3, 3, 3), (9, 9, 3, 3, 1)])
+    """
+    b = operator.index(b)
+    if b < 1:
+        raise ValueError(f"b must be positive, got {b}")
+    return Chain.from_factorizations([b, b], [b, b])
+
+
+def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
+    """The ``n x n`` Sylvester-Hadamard matrix as an exact DeBut chain.
+
+    Every ``2 x 2`` block of every factor of :func:`butterfly_chain` is
+    ``[[1, 1], [1, -1]]``, so the product is ``H_2 ⊗ H_2 ⊗ ... ⊗ H_2``, the
+    matrix of :func:`scipy.linalg.hadamard`. Applying it costs ``2 n log2 n``
+    operations instead of ``2 n**2``.
+
+    Parameters
+    ----------
+    n : int
+        A power of two, at least 2.
+    dtype : dtype, default float64
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.linalg
+    >>> H = hadamard(8)
+    >>> np.array_equal(H.toarray(), scipy.linalg.hadamard(8))
+    True
+    >>> H.n_params
+    48
+    """
+    chain = butterfly_chain(n)
+    h2 = np.array([[1, 1], [1, -1]])
+    weights = [np.broadcast_to(h2[None, :, :, None], spec.weight_shape) for spec in chain]
+    return DeButOperator(chain, weights, dtype)

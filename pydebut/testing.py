@@ -1,0 +1,241 @@
+"""Test helpers: the dot (adjoint) test, dense comparisons and hypothesis strategies.
+
+The strategies need the ``test`` extra (``pip install pydebut[test]``); they
+import hypothesis when called, so the rest of this module works without it.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from math import gcd, prod
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+from scipy.sparse.linalg import LinearOperator
+
+from .operator import DeButOperator
+from .spec import Chain, FactorSpec
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
+
+__all__ = [
+    "assert_debut_close",
+    "chainable_chains",
+    "chains",
+    "dense_chains",
+    "dottest",
+    "operators",
+    "rank_weighted_chains",
+    "tolerance",
+]
+
+
+def tolerance(dtype: DTypeLike) -> float:
+    """A relative tolerance suited to ``dtype``: 1e-4 in single, 1e-10 in double precision."""
+    return 1e-4 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-10
+
+
+def _random_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    values = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
+def dottest(
+    op: LinearOperator, rtol: float | None = None, rng: int | np.random.Generator | None = None
+) -> bool:
+    """Check ``<A u, v> == <u, A^H v>`` for random ``u`` and ``v``.
+
+    Parameters
+    ----------
+    op : LinearOperator
+    rtol : float, optional
+        Relative tolerance; :func:`tolerance` of the operator's dtype by default.
+    rng : seed or Generator, optional
+
+    Returns
+    -------
+    bool
+        True; failures raise.
+
+    Raises
+    ------
+    AssertionError
+        If the two inner products differ by more than ``rtol``.
+
+    Examples
+    --------
+    >>> from pydebut import DeButOperator
+    >>> dottest(DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0), rng=0)
+    True
+    """
+    generator = np.random.default_rng(rng)
+    m, n = op.shape
+    u = _random_like(generator, (n,), op.dtype)
+    v = _random_like(generator, (m,), op.dtype)
+    forward = np.vdot(v, op.matvec(u))
+    adjoint = np.vdot(op.rmatvec(v), u)
+    rtol = tolerance(op.dtype) if rtol is None else rtol
+    scale = np.linalg.norm(op.matvec(u)) * np.linalg.norm(v) + 1e-300
+    if abs(forward - adjoint) > rtol * scale:
+        raise AssertionError(
+            f"dot test failed: <A u, v> = {forward}, <u, A^H v> = {adjoint} (rtol {rtol})"
+        )
+    return True
+
+
+def assert_debut_close(
+    op: DeButOperator, expected: np.ndarray, rtol: float | None = None, atol: float = 0.0
+) -> None:
+    """Assert that ``op.toarray()`` equals ``expected``, relative to ``expected``'s largest entry.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import DeButOperator
+    >>> op = DeButOperator.identity([(4, 4, 2, 2, 1)])
+    >>> assert_debut_close(op, np.eye(4))
+    """
+    actual = op.toarray()
+    expected = np.asarray(expected)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shapes differ: {actual.shape} != {expected.shape}")
+    rtol = tolerance(op.dtype) if rtol is None else rtol
+    error = np.abs(actual - expected).max(initial=0.0)
+    bound = rtol * np.abs(expected).max(initial=0.0) + atol
+    if error > bound:
+        raise AssertionError(f"largest difference {error:.3e} exceeds {bound:.3e}")
+
+
+# --- hypothesis strategies --------------------------------------------------------
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _radices(draw: Any, n_factors: int, max_product: int, max_radix: int) -> list[int]:
+    """Draw ``n_factors`` integers in ``[1, max_radix]`` with product at most ``max_product``."""
+    from hypothesis import strategies as st
+
+    values: list[int] = []
+    for _ in range(n_factors):
+        room = max(1, min(max_radix, max_product // max(1, prod(values))))
+        values.append(draw(st.integers(1, room)))
+    return values
+
+
+def chainable_chains(
+    max_dim: int = 64, max_factors: int = 4, max_radix: int = 4
+) -> SearchStrategy[Chain]:
+    """Strategy for chainable chains: ordered factorizations ``m = prod r_l``, ``n = prod s_l``.
+
+    Every draw is valid and has ``m, n <= max_dim``.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def draw_chain(draw: Any) -> Chain:
+        n_factors = draw(st.integers(1, max_factors))
+        rs = _radices(draw, n_factors, max_dim, max_radix)
+        ss = _radices(draw, n_factors, max_dim, max_radix)
+        return Chain.from_factorizations(rs, ss)
+
+    return draw_chain()
+
+
+def rank_weighted_chains(
+    max_dim: int = 96, max_factors: int = 4, max_radix: int = 3, max_rank: int = 3
+) -> SearchStrategy[Chain]:
+    """Strategy for Le et al.'s rank-weighted chainable chains ``(a, b, c, d, p, q)``.
+
+    Factor ``l`` is ``(a_l, b_l, c_l, d_l, w_{l-1}, w_l)`` with ``a_l = prod_{i<l} c_i``,
+    ``d_l = prod_{i>l} b_i``, ``w_0 = w_L = 1``; intermediate dimensions are
+    kept at most ``max_dim``.
+    """
+    from hypothesis import assume
+    from hypothesis import strategies as st
+
+    @st.composite
+    def draw_chain(draw: Any) -> Chain:
+        n_factors = draw(st.integers(2, max(2, max_factors)))
+        bs = _radices(draw, n_factors, max_dim, max_radix)
+        cs = _radices(draw, n_factors, max_dim, max_radix)
+        ranks = [1, *(draw(st.integers(1, max_rank)) for _ in range(n_factors - 1)), 1]
+        tuples = [
+            (prod(cs[:l]), bs[l], cs[l], prod(bs[l + 1 :]), ranks[l], ranks[l + 1])
+            for l in range(n_factors)  # noqa: E741
+        ]
+        chain = Chain.from_abcd(tuples)
+        assume(chain.max_dim <= max_dim)
+        return chain
+
+    return draw_chain()
+
+
+def dense_chains(max_dim: int = 64, max_factors: int = 5) -> SearchStrategy[Chain]:
+    """Strategy for dense chains that are usually *not* chainable.
+
+    A chainable chain with square factors (``r = s``, arbitrary ``k`` and
+    ``t``) inserted: such a factor's support holds the identity, so the
+    product's support contains that of the chainable chain, which is full.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def draw_chain(draw: Any) -> Chain:
+        base = draw(chainable_chains(max_dim, max(1, max_factors - 1)))
+        factors = list(base.factors)
+        for _ in range(draw(st.integers(1, max(1, max_factors - len(factors))))):
+            position = draw(st.integers(0, len(factors)))
+            dim = factors[position].p if position < len(factors) else factors[-1].q
+            kt = draw(st.sampled_from(_divisors(dim)))
+            t = draw(st.sampled_from(_divisors(kt)))
+            r = dim // kt
+            factors.insert(position, FactorSpec(dim, dim, r, r, t))
+        return Chain(factors)
+
+    return draw_chain()
+
+
+def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
+    """Strategy for arbitrary valid chains (dense or not) with dimensions up to ``max_dim``.
+
+    Dimensions ``d_0, ..., d_L`` are drawn first; factor ``l`` then takes
+    ``k*t`` among the divisors of ``gcd(d_{l-1}, d_l)``.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def draw_chain(draw: Any) -> Chain:
+        n_factors = draw(st.integers(1, max_factors))
+        dims = draw(
+            st.lists(st.integers(1, max_dim), min_size=n_factors + 1, max_size=n_factors + 1)
+        )
+        factors = []
+        for p, q in pairwise(dims):
+            kt = draw(st.sampled_from(_divisors(gcd(p, q))))
+            t = draw(st.sampled_from(_divisors(kt)))
+            factors.append(FactorSpec(p, q, p // kt, q // kt, t))
+        return Chain(factors)
+
+    return draw_chain()
+
+
+def operators(
+    chain_strategy: SearchStrategy[Chain] | None = None,
+    dtypes: tuple[DTypeLike, ...] = (np.float32, np.float64, np.complex64, np.complex128),
+) -> SearchStrategy[DeButOperator]:
+    """Strategy for ``DeButOperator``s with random weights on drawn chains and dtypes."""
+    from hypothesis import strategies as st
+
+    chain_strategy = chains() if chain_strategy is None else chain_strategy
+    return st.builds(
+        DeButOperator.random,
+        chain_strategy,
+        rng=st.integers(0, 2**32 - 1),
+        dtype=st.sampled_from(dtypes),
+    )

@@ -1,0 +1,108 @@
+"""save/load: round trips, and a clear error for every damaged or foreign file."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from pydebut import Chain, DeButOperator, load, save
+from pydebut.special import hadamard
+
+CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("compress", [False, True])
+def test_round_trip(tmp_path, dtype, compress):
+    op = DeButOperator.random(CHAIN, rng=0, dtype=dtype)
+    save(tmp_path / "op.npz", op, compress=compress)
+    back = load(tmp_path / "op.npz")
+    assert back.chain == op.chain and back.dtype == op.dtype
+    assert all(np.array_equal(a, b) for a, b in zip(back.weights, op.weights))
+
+
+def arrays_of(op):
+    return {
+        "format": np.array("pydebut"),
+        "format_version": np.array(1),
+        "specs": np.array([f.as_tuple() for f in op.chain]),
+        **{f"weights_{i}": w for i, w in enumerate(op.weights)},
+    }
+
+
+def write(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("specs"), "the array 'specs' is missing"),
+        (lambda a: a.update(format=np.array("other")), "is not a pydebut file"),
+        (lambda a: a.update(format_version=np.array(7)), "format version 7"),
+        (lambda a: a.update(format_version=np.array(1.0)), "format_version must be an integer"),
+        (lambda a: a.update(specs=np.array([[8, 8, 2, 2]])), r"specs must be .* shape \(L, 5\)"),
+        (
+            lambda a: a.update(specs=np.array([[8, 8, 2, 2, 2], [8, 12, 2, 3, 5]])),
+            "invalid chain: factor 2 of 2",
+        ),
+        (lambda a: a.pop("weights_1"), r"arrays missing \['weights_1'\]"),
+        (lambda a: a.update(extra=np.zeros(2)), r"unexpected \['extra'\]"),
+        (lambda a: a.update(weights_0=np.zeros((1, 2, 2))), "factor 1 of 2 .* must have shape"),
+        (lambda a: a.update(weights_1=np.full((4, 2, 3, 1), np.inf)), "NaN or infinity"),
+        (lambda a: a.update(weights_1=np.full((4, 2, 3, 1), "x")), "dtype <U1"),
+    ],
+)
+def test_tampered_files_are_rejected(tmp_path, change, message):
+    arrays = arrays_of(DeButOperator.random(CHAIN, rng=0))
+    change(arrays)
+    path = write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        load(path)
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    arrays = arrays_of(DeButOperator.random(CHAIN, rng=0))
+    arrays["weights_0"] = np.array([object()], dtype=object)
+    path = write(tmp_path / "pickle.npz", **arrays)
+    with pytest.raises(ValueError, match="pickle"):
+        load(path)
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    good = tmp_path / "good.npz"
+    save(good, hadamard(16))
+    data = good.read_bytes()
+    for size in (10, len(data) // 2, len(data) - 30):
+        cut = tmp_path / f"cut{size}.npz"
+        cut.write_bytes(data[:size])
+        with pytest.raises(ValueError):
+            load(cut)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a pydebut .npz file"):
+        load(text)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(ValueError, match="single .npy array"):
+        load(single)
+    with pytest.raises(OSError):
+        load(tmp_path / "missing.npz")
+    with pytest.raises(TypeError, match="needs a DeButOperator"):
+        save(tmp_path / "x.npz", np.eye(3))
+
+
+def test_corrupted_member_is_reported(tmp_path):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays_of(DeButOperator.random(CHAIN, rng=0)))
+    raw = bytearray(buffer.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as archive:
+        info = archive.getinfo("weights_1.npy")
+    start = info.header_offset + 30 + len(info.filename) + 80
+    raw[start : start + 16] = b"\xff" * 16  # flip data bytes: CRC no longer matches
+    path = tmp_path / "crc.npz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged or truncated|pydebut"):
+        load(path)

@@ -1,0 +1,111 @@
+"""Each Numba kernel against its NumPy twin in ``pydebut._reference``.
+
+CI runs this file once more with ``NUMBA_BOUNDSCHECK=1``, so any index the
+kernels compute out of bounds fails loudly.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pydebut import _kernels, _reference
+from pydebut.operator import _make_plan
+from pydebut.testing import chains, dense_chains
+
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+
+
+def weights_for(chain, rng, dtype):
+    return [rng.standard_normal(f.weight_shape).astype(dtype) for f in chain]
+
+
+def lanes(x):
+    """(n, width) -> the kernels' interleaved layout, entry i of lane c at i*width + c."""
+    return np.ascontiguousarray(x).ravel()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 2, 5, 16])
+@pytest.mark.parametrize(
+    "fields",
+    [(8, 8, 2, 2, 4), (8, 8, 2, 2, 1), (12, 8, 3, 2, 2), (6, 12, 1, 2, 3), (5, 5, 5, 5, 1)],
+)
+def test_apply_factor_matches_reference(fields, width, dtype):
+    from pydebut import FactorSpec
+
+    spec = FactorSpec(*fields)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(spec.weight_shape).astype(dtype)
+    x = rng.standard_normal((spec.q, width)).astype(dtype)
+    pad = 3  # weights start at an offset, as inside a chain's flat buffer
+    flat = np.concatenate([np.zeros(pad, dtype), w.ravel()])
+    out = np.full(spec.p * width, np.nan, dtype=dtype)
+    _kernels.apply_factor(spec.p, spec.r, spec.s, spec.t, flat, pad, lanes(x), out, width)
+    expected = _reference.apply_factor(spec, w, x)
+    assert np.allclose(out.reshape(spec.p, width), expected, rtol=1e-5, atol=1e-5)
+    if spec.r == spec.s == 2:
+        general = np.full_like(out, np.nan)
+        _kernels.apply_factor_general(spec.p, 2, 2, spec.t, flat, pad, lanes(x), general, width)
+        assert np.allclose(general, out, rtol=1e-5, atol=1e-5)
+
+
+@given(
+    st.one_of(chains(max_dim=36, max_factors=5), dense_chains(max_dim=32)),
+    st.sampled_from(DTYPES),
+    st.integers(1, 40),
+    st.integers(1, 4),
+    st.integers(1, 20),
+)
+def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
+    rng = np.random.default_rng(batch)
+    weights = weights_for(chain, rng, dtype)
+    applied = list(reversed(chain.factors))
+    plan = _make_plan(applied, weights[::-1], np.dtype(dtype))
+    m, n = chain.shape
+    x = rng.standard_normal((n, batch)).astype(dtype)
+    expected = _reference.apply_chain(chain, weights, x)
+
+    out = np.empty(m, dtype=dtype)
+    work = np.empty((2, plan.max_dim), dtype=dtype)
+    _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, x[:, 0].copy(), out, work)
+    assert np.allclose(out, expected[:, 0], rtol=1e-4, atol=1e-4)
+
+    out = np.empty((m, batch), dtype=dtype)
+    work = np.empty((n_workers, 4, plan.max_dim * width), dtype=dtype)
+    _kernels.apply_chain_matrix(plan.specs, plan.offsets, plan.weights, x, out, work, width)
+    assert np.allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_adjoint_reference_matches_dense():
+    from pydebut import Chain
+
+    chain = Chain.from_factorizations([2, 3], [3, 2])
+    rng = np.random.default_rng(0)
+    weights = [w + 1j * w[::-1] for w in weights_for(chain, rng, np.float64)]
+    dense = _reference.chain_to_dense(chain, weights)
+    y = rng.standard_normal((6, 4))
+    assert np.allclose(_reference.apply_chain_adjoint(chain, weights, y), dense.conj().T @ y)
+
+
+def test_uncacheable_kernels_fall_back_with_a_warning(monkeypatch):
+    calls = []
+
+    def fake_njit(**options):
+        calls.append(options)
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return lambda function: function
+
+    monkeypatch.setattr(_kernels.numba, "njit", fake_njit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = _kernels._jit(parallel=True)(len)
+    assert compiled is len
+    assert calls == [
+        {"cache": True, "nogil": True, "parallel": True},
+        {"cache": False, "nogil": True, "parallel": True},
+    ]
+    assert "cannot cache compiled kernels" in str(caught[0].message)

@@ -1,0 +1,279 @@
+"""DeButOperator against dense references: apply, adjoint, dtypes, errors, interop."""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pydebut import Chain, DeButOperator, special
+from pydebut._reference import chain_to_dense
+from pydebut.testing import (
+    assert_debut_close,
+    chainable_chains,
+    chains,
+    dense_chains,
+    dottest,
+    rank_weighted_chains,
+    tolerance,
+)
+
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+ANY_CHAIN = st.one_of(chains(), dense_chains(), rank_weighted_chains(), chainable_chains())
+PAPER_512x2048 = Chain.from_sup_sub(
+    "512 512 512 1024 1024 1024 1024 1024 1024 1024 1024 2048 2048 2048 2048 2048 2048 2048",
+    "2 2 256 2 4 128 2 2 64 2 2 32 2 2 16 2 4 8 2 2 4 2 2 2 2 2 1",
+)
+
+
+def random_data(rng, shape, dtype):
+    data = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        data = data + 1j * rng.standard_normal(shape)
+    return data.astype(dtype)
+
+
+def assert_close(actual, expected, dtype):
+    scale = max(1.0, np.abs(expected).max(initial=0.0))
+    assert np.abs(actual - expected).max(initial=0.0) <= 50 * tolerance(dtype) * scale
+
+
+@given(
+    ANY_CHAIN,
+    st.sampled_from(DTYPES),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 2, 3, 16, 17, 40]),
+)
+def test_apply_equals_dense_product(chain, dtype, seed, batch):
+    rng = np.random.default_rng(seed)
+    op = DeButOperator.random(chain, rng=rng, dtype=dtype)
+    dense = chain_to_dense(chain, [w.astype(np.complex128) for w in op.weights])
+    m, n = op.shape
+    x = random_data(rng, n, dtype)
+    X = random_data(rng, (n, batch), dtype)
+    y = random_data(rng, m, dtype)
+    Y = random_data(rng, (m, batch), dtype)
+    for result, expected in [
+        (op @ x, dense @ x),
+        (op.matvec(x[:, None]), dense @ x[:, None]),
+        (op @ X, dense @ X),
+        (op.rmatvec(y), dense.conj().T @ y),
+        (op.rmatmat(Y), dense.conj().T @ Y),
+        (op.H @ Y, dense.conj().T @ Y),
+        (op.T @ Y, dense.T @ Y),
+    ]:
+        assert result.dtype == np.dtype(dtype)
+        assert result.shape == expected.shape
+        assert_close(result, expected, dtype)
+    assert_debut_close(op, dense, rtol=50 * tolerance(dtype))
+    dottest(op, rtol=50 * tolerance(dtype), rng=rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_paper_chain_against_dense(dtype):
+    rng = np.random.default_rng(3)
+    op = DeButOperator.random(PAPER_512x2048, rng=rng, dtype=dtype)
+    dense = chain_to_dense(op.chain, op.weights)
+    X = random_data(rng, (2048, 70), dtype)
+    assert_close(op @ X, dense @ X, dtype)
+    Y = random_data(rng, (512, 3), dtype)
+    assert_close(op.H @ Y, dense.conj().T @ Y, dtype)
+    dottest(op, rng=rng)
+    dottest(op.H, rng=rng)
+    dottest(op.T, rng=rng)
+
+
+@pytest.mark.parametrize(
+    ("op_dtype", "data_dtype", "result"),
+    [
+        (np.float32, np.float32, np.float32),
+        (np.float32, np.float64, np.float64),
+        (np.float64, np.float32, np.float64),
+        (np.float32, np.complex64, np.complex64),
+        (np.float32, np.int64, np.float64),
+        (np.float32, np.int8, np.float32),
+        (np.float32, np.float16, np.float32),
+        (np.float64, np.bool_, np.float64),
+        (np.complex64, np.float64, np.complex128),
+    ],
+)
+def test_result_dtype_follows_numpy(op_dtype, data_dtype, result):
+    op = DeButOperator.random(
+        [(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)], rng=0, dtype=op_dtype
+    )
+    x = np.ones(8, dtype=data_dtype)
+    assert (op @ x).dtype == result
+    assert (op @ np.ones((8, 5), dtype=data_dtype)).dtype == result
+    assert op.rmatvec(x).dtype == result
+    assert np.allclose(op @ x, op.toarray() @ np.ones(8), rtol=1e-4)
+
+
+def test_non_contiguous_and_empty_inputs():
+    op = DeButOperator.random(Chain.from_factorizations([2, 3], [4, 2]), rng=1)
+    dense = op.toarray()
+    X = np.random.default_rng(0).standard_normal((24, 30))
+    assert np.allclose(op @ X[::3, ::2], dense @ X[::3, ::2])
+    Xf = np.asfortranarray(np.random.default_rng(1).standard_normal((8, 7)))
+    assert np.allclose(op @ Xf, dense @ Xf)
+    assert (op @ np.zeros((8, 0))).shape == (6, 0)
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "message"),
+    [
+        (np.ones(7), ValueError, "dimension mismatch"),
+        (np.ones((7, 2)), ValueError, "dimension mismatch"),
+        (np.ones((8, 2, 2)), ValueError, "expected 2-d"),
+        (np.array(["a"] * 8), TypeError, "dtype <U1"),
+        (np.empty(8, dtype=object), TypeError, "dtype object"),
+        (np.ones(8, dtype=np.longdouble), TypeError, "pydebut supports"),
+    ],
+)
+def test_bad_vectors(x, error, message):
+    op = DeButOperator.random([(6, 8, 3, 4, 2)], rng=0)
+    with pytest.raises(error, match=message):
+        op.matmat(x) if x.ndim > 1 else op.matvec(x)
+    with pytest.raises(error):
+        op @ x
+
+
+def test_bad_weights():
+    chain = Chain([(8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
+    good = [np.ones(f.weight_shape) for f in chain]
+    with pytest.raises(ValueError, match="the chain has 2 factors but 1 weight arrays"):
+        DeButOperator(chain, good[:1])
+    with pytest.raises(TypeError, match="weights must be a sequence of 2 arrays"):
+        DeButOperator(chain, np.ones((2, 2, 2, 2, 2)))
+    with pytest.raises(
+        ValueError,
+        match=r"factor 2 of 2 \(p=8, q=8, r=2, s=2, t=1\) must have "
+        r"shape \(k, r, s, t\) = \(4, 2, 2, 1\), got \(4, 2, 2\)",
+    ):
+        DeButOperator(chain, [good[0], np.ones((4, 2, 2))])
+    with pytest.raises(TypeError, match="factor 1 of 2 .* have dtype object"):
+        DeButOperator(chain, [good[0].astype(object), good[1]])
+    bad = good[1].copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="factor 2 of 2 .* contain NaN or infinity"):
+        DeButOperator(chain, [good[0], bad])
+    assert not np.isfinite(DeButOperator(chain, [good[0], bad], check_finite=False).toarray()).all()
+    with pytest.raises(TypeError, match="are complex but dtype float64 is real"):
+        DeButOperator(chain, [good[0] * 1j, good[1]], dtype=np.float64)
+    with pytest.raises(TypeError, match="pydebut supports"):
+        DeButOperator(chain, good, dtype=np.int32)
+
+
+def test_weights_are_copied_and_read_only():
+    chain = Chain([(4, 4, 2, 2, 1)])
+    w = np.ones(chain[0].weight_shape)
+    op = DeButOperator(chain, [w])
+    w[:] = 5
+    assert (op.weights[0] == 1).all()
+    with pytest.raises(ValueError, match="read-only"):
+        op.weights[0][0, 0, 0, 0] = 2
+    assert DeButOperator(chain, [w.astype(np.int64)]).dtype == np.float64
+    assert DeButOperator(chain, [w.astype(np.float16)]).dtype == np.float32
+
+
+def test_random_scaling_gives_unit_variance_entries():
+    op = DeButOperator.random(PAPER_512x2048, rng=0)
+    entries = op.toarray()
+    # Each factor maps E||x||^2 to (r/s)||x||^2, so the entries have variance 1/n.
+    assert entries.var() * 2048 == pytest.approx(1.0, rel=0.25)
+    complex_op = DeButOperator.random(PAPER_512x2048, rng=0, dtype=np.complex128)
+    assert np.abs(complex_op.toarray()).var() * 2048 == pytest.approx(1.0, rel=0.6)
+    same = DeButOperator.random(PAPER_512x2048, rng=0)
+    assert all(np.array_equal(a, b) for a, b in zip(op.weights, same.weights))
+
+
+def test_identity():
+    chain = Chain.from_factorizations([2, 3, 2], [2, 3, 2])
+    assert np.array_equal(DeButOperator.identity(chain).toarray(), np.eye(12))
+    with pytest.raises(ValueError, match=r"factor 1 of 1 \(p=4, q=8.*is not square"):
+        DeButOperator.identity([(4, 8, 1, 2, 4)])
+
+
+@given(ANY_CHAIN, st.integers(0, 2**32 - 1))
+def test_factors_as_sparse_arrays_multiply_to_the_product(chain, seed):
+    op = DeButOperator.random(chain, rng=seed)
+    product = np.eye(op.shape[0])
+    for index in range(op.n_factors):
+        factor = op.factor(index)
+        assert factor.nnz == chain[index].nnz
+        assert np.array_equal(factor.toarray() != 0, chain[index].support())
+        product = product @ factor.toarray()
+    assert np.allclose(product, op.toarray())
+
+
+def test_composition_is_a_longer_chain():
+    a = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 2]), rng=0)
+    b = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 3]), rng=1, dtype=np.float32)
+    product = a @ b
+    assert isinstance(product, DeButOperator) and product.n_factors == 4
+    assert product.dtype == np.float64
+    assert np.allclose(product.toarray(), a.toarray() @ b.toarray())
+    with pytest.raises(ValueError, match="cannot multiply operators of shapes"):
+        b @ a
+    assert isinstance(a @ spla.aslinearoperator(np.eye(4)), spla.LinearOperator)
+
+
+def test_adjoint_and_transpose_are_debut_operators():
+    op = DeButOperator.random(Chain.from_factorizations([2, 4], [3, 2]), rng=0, dtype=np.complex128)
+    for other, expected in [
+        (op.H, op.toarray().conj().T),
+        (op.T, op.toarray().T),
+        (op.H.H, op.toarray()),
+        (op.adjoint(), op.toarray().conj().T),
+    ]:
+        assert isinstance(other, DeButOperator)
+        assert np.allclose(other.toarray(), expected)
+
+
+def test_twiddle_round_trip_and_layout():
+    chain = Chain([(4, 4, 2, 2, 2), (4, 8, 1, 2, 4)])
+    op = DeButOperator.random(chain, rng=0)
+    r_shapes, vector = op.to_twiddle()
+    assert r_shapes == [[4, 8, 1, 2, 4], [4, 4, 2, 2, 2]]
+    assert vector.size == op.n_params
+    # first the factor applied first, F_2 = (4, 8, 1, 2, 4): (k, t, r, s) = (1, 4, 1, 2)
+    w2 = op.weights[1]
+    assert vector[0] == w2[0, 0, 0, 0] and vector[1] == w2[0, 0, 1, 0]
+    assert vector[2] == w2[0, 0, 0, 1]
+    back = DeButOperator.from_twiddle(r_shapes, vector)
+    assert back.chain == chain and np.array_equal(back.toarray(), op.toarray())
+    with pytest.raises(ValueError, match="R_shapes needs 16 weights"):
+        DeButOperator.from_twiddle(r_shapes, vector[:-1])
+
+
+def test_repr_has_one_line_per_factor():
+    text = repr(DeButOperator.random(PAPER_512x2048, rng=0, dtype=np.float32))
+    lines = text.splitlines()
+    assert lines[0].startswith("<512x2048 DeButOperator with dtype=float32, 9 factors, 25600")
+    assert len(lines) == 10 and "F_9" in lines[-1]
+
+
+def test_lsqr_agrees_with_dense_lstsq():
+    chain = Chain.from_factorizations([2, 2, 2, 2], [2, 2, 2, 4])
+    op = DeButOperator.random(chain, rng=4)
+    dense = op.toarray()
+    b = np.random.default_rng(5).standard_normal(op.shape[0])
+    x = spla.lsqr(op, b, atol=1e-14, btol=1e-14, iter_lim=2000)[0]
+    x_min_norm = np.linalg.lstsq(dense, b, rcond=None)[0]
+    assert np.allclose(x, x_min_norm, atol=1e-8)
+
+
+def test_krylov_solvers_and_svds():
+    n = 64
+    rng = np.random.default_rng(6)
+    op = DeButOperator.random(special.butterfly_chain(n), rng=rng)
+    shifted = spla.aslinearoperator(op) + spla.aslinearoperator(5 * np.eye(n))
+    b = rng.standard_normal(n)
+    x, info = spla.gmres(shifted, b, rtol=1e-12, atol=0, restart=n)
+    assert info == 0 and np.allclose(op @ x + 5 * x, b, atol=1e-9)
+    spd = op.H @ op
+    x, info = spla.cg(
+        spla.aslinearoperator(spd) + spla.aslinearoperator(np.eye(n)), b, rtol=1e-12, atol=0
+    )
+    assert info == 0 and np.allclose(op.H @ (op @ x) + x, b, atol=1e-8)
+    top = spla.svds(op, k=3, return_singular_vectors=False, random_state=0)
+    assert np.allclose(np.sort(top), np.linalg.svd(op.toarray(), compute_uv=False)[:3][::-1])

@@ -1,0 +1,36 @@
+"""Exact transforms and classical chain shapes."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from pydebut.special import butterfly_chain, hadamard, monarch_chain
+from pydebut.testing import dottest
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 64, 1024])
+def test_hadamard_is_exact(n):
+    H = hadamard(n)
+    assert np.array_equal(H.toarray(), scipy.linalg.hadamard(n))
+    assert H.n_params == 2 * n * int(np.log2(n)) and H.chain.is_chainable
+    x = np.random.default_rng(n).standard_normal(n)
+    assert np.allclose(H @ x, scipy.linalg.hadamard(n) @ x)
+    assert np.allclose(H.H @ (H @ x), n * x)
+    dottest(H)
+
+
+def test_hadamard_dtypes_and_errors():
+    assert hadamard(8, dtype=np.float32).dtype == np.float32
+    for bad in (0, 1, 6, 12):
+        with pytest.raises(ValueError, match="power of two"):
+            hadamard(bad)
+    with pytest.raises(TypeError, match="must be an integer"):
+        hadamard(8.0)
+
+
+def test_classical_chain_shapes():
+    chain = butterfly_chain(16)
+    assert all(f.r == f.s == 2 for f in chain) and chain.shape == (16, 16) and len(chain) == 4
+    monarch = monarch_chain(4)
+    assert monarch.shape == (16, 16) and [f.r for f in monarch] == [4, 4]
+    assert monarch.is_chainable
