@@ -9,6 +9,7 @@ import pytest
 from fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
 
 from pydebut.cli import main
+from pydebut.commands.demo import fit_tour
 from pydebut.io import load
 
 
@@ -98,3 +99,14 @@ def test_hierarchical_init_on_a_non_chainable_chain(tmp_path, capsys):
     argv = ["fit", str(path), *chain_args(POINTWISE_3_TO_64), "--init", "hierarchical"]
     assert main([*argv, "-o", str(tmp_path / "f.npz")]) == 2
     assert "use fit_als" in capsys.readouterr().err
+
+
+def test_demo_fit_tour_reports_errors_and_compression(capsys):
+    chain = CHAINABLE[1]
+    rng = np.random.default_rng(4)
+    fit_tour(chain, dense_product(chain, random_weights(chain, rng)), rng)
+    printed = capsys.readouterr().out
+    hierarchical = float(printed.split("fit_hierarchical")[1].split()[0])
+    als = float(printed.split("fit_als, 3 sweeps from it")[1].split()[0])
+    assert 0 < als <= hierarchical < 0.06
+    assert f"compression {chain.compression_ratio:.2f}x" in printed
