@@ -1,0 +1,235 @@
+"""Apply benchmark: DeButOperator against dense BLAS, a CSR chain and NumPy einsum.
+
+Run from the repository root::
+
+    python benchmarks/bench_apply.py            # full table (a few minutes)
+    python benchmarks/bench_apply.py --quick    # fewer repeats
+
+Every implementation is timed in interleaved rounds within one run (the best
+round counts), so the ratios compare like with like on a shared, noisy
+machine; absolute times mean little. Each result is checked against the dense
+product before it is timed. The first-call JIT cost and the cost of a cached
+import are measured in fresh subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+import scipy
+import scipy.sparse as sp
+
+import pydebut
+from pydebut import Chain, DeButOperator
+from pydebut._reference import apply_chain as einsum_chain
+from pydebut.special import butterfly_chain
+
+CHAINS = {
+    "VGG conv1 64x576": Chain(
+        [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
+    ),
+    "LeNet fc1 128x400": Chain(
+        [
+            (128, 256, 2, 4, 64),
+            (256, 512, 1, 2, 64),
+            (512, 512, 2, 2, 32),
+            (512, 256, 2, 1, 16),
+            (256, 400, 16, 25, 1),
+        ]
+    ),
+    "ResNet 512x2048": Chain.from_sup_sub(
+        "512 512 512 1024 1024 1024 1024 1024 1024 1024 1024 2048 2048 2048 2048 2048 2048 2048",
+        "2 2 256 2 4 128 2 2 64 2 2 32 2 2 16 2 4 8 2 2 4 2 2 2 2 2 1",
+    ),
+    "butterfly 4096 (12 x 2x2)": butterfly_chain(4096),
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    import numba
+
+    blas = ""
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(
+            f"{i['internal_api']} {i.get('architecture', '')} ({i['num_threads']} threads)"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        )
+    except ImportError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"NumPy {np.__version__}, SciPy {scipy.__version__}, Numba {numba.__version__}, "
+        f"numba threads {numba.get_num_threads()}" + (f"; BLAS: {blas}" if blas else "")
+    )
+
+
+def time_interleaved(
+    functions: dict[str, Callable[[], object]], rounds: int, budget: float
+) -> dict[str, float]:
+    """Best time per call of each function, measured round-robin."""
+    numbers = {}
+    for name, function in functions.items():
+        function()
+        start = time.perf_counter()
+        function()
+        elapsed = time.perf_counter() - start
+        numbers[name] = max(1, int(budget / max(elapsed, 1e-7)))
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in range(numbers[name]):
+                function()
+            best[name] = min(best[name], (time.perf_counter() - start) / numbers[name])
+    return best
+
+
+def optional_faust(op: DeButOperator) -> Callable[[np.ndarray], np.ndarray] | None:
+    try:
+        import pyfaust
+    except ImportError:
+        return None
+    faust = pyfaust.Faust([f.tocsr() for f in op.factors()])
+    return lambda x: faust @ x
+
+
+def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
+    rng = np.random.default_rng(0)
+    op = DeButOperator.random(chain, rng=rng, dtype=dtype)
+    dense = op.toarray()
+    factors_csr = [sp.csr_array(f) for f in op.factors()]
+    weights = op.weights
+    shape = (chain.shape[1],) if batch == 1 else (chain.shape[1], batch)
+    x = rng.standard_normal(shape).astype(dtype)
+    x2 = x.reshape(chain.shape[1], -1)
+
+    def csr_chain():
+        y = x
+        for factor in reversed(factors_csr):
+            y = factor @ y
+        return y
+
+    functions = {
+        "debut": lambda: op @ x,
+        "dense": lambda: dense @ x,
+        "csr": csr_chain,
+        "einsum": lambda: einsum_chain(chain, weights, x2),
+    }
+    faust = optional_faust(op)
+    if faust is not None:
+        functions["pyfaust"] = lambda: faust(x)
+    expected = dense.astype(np.float64) @ x.astype(np.float64)
+    tolerance = 1e-3 if dtype == np.float32 else 1e-10
+    for label, function in functions.items():
+        result = np.asarray(function()).reshape(expected.shape)
+        error = np.abs(result - expected).max() / np.abs(expected).max()
+        if error > tolerance:
+            raise AssertionError(f"{name}: {label} differs from the dense product by {error:.1e}")
+    times = time_interleaved(functions, args.rounds, args.budget)
+    flops = 2 * chain.n_params * batch
+    return {
+        "chain": name,
+        "dtype": np.dtype(dtype).name,
+        "batch": batch,
+        "times": times,
+        "gflops_debut": flops / times["debut"] / 1e9,
+        "gflops_dense": 2 * chain.shape[0] * chain.shape[1] * batch / times["dense"] / 1e9,
+    }
+
+
+def startup_costs() -> tuple[float, float]:
+    """Seconds for import + first apply with an empty Numba cache, then with a warm one."""
+    code = (
+        "import time; t = time.perf_counter(); import numpy as np, pydebut; "
+        "from pydebut.special import butterfly_chain; "
+        "op = pydebut.DeButOperator.random(butterfly_chain(64), rng=0); "
+        "op @ np.ones(64); op @ np.ones((64, 8)); print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            for _ in range(2)
+        ]
+    return runs[0], runs[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter budget")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--chains", nargs="+", default=list(CHAINS), choices=list(CHAINS))
+    args = parser.parse_args()
+    args.rounds = 3 if args.quick else 7
+    args.budget = 0.01 if args.quick else 0.03
+
+    print(f"pydebut {pydebut.__version__} apply benchmark")
+    print(f"machine: {machine()}\n")
+    cold, warm = startup_costs()
+    print(f"import + first apply, empty Numba cache (JIT compile): {cold:.2f} s")
+    print(f"import + first apply, cached kernels:                  {warm:.2f} s\n")
+
+    rows = [
+        bench_chain(name, CHAINS[name], np.dtype(dtype).type, batch, args)
+        for name in args.chains
+        for dtype in args.dtypes
+        for batch in args.batches
+    ]
+    has_faust = any("pyfaust" in row["times"] for row in rows)
+    header = (
+        "| chain | dtype | batch | DeBut time | vs dense @ | vs CSR chain | vs einsum |"
+        + (" vs pyfaust |" if has_faust else "")
+        + " DeBut GFLOP/s | dense GFLOP/s | DeBut / dense rate |"
+    )
+    print(header)
+    print("|" + " --- |" * (header.count("|") - 1))
+    for row in rows:
+        t = row["times"]
+        cells = [
+            row["chain"],
+            row["dtype"],
+            str(row["batch"]),
+            f"{t['debut'] * 1e6:,.0f} us",
+            f"{t['dense'] / t['debut']:.1f}x",
+            f"{t['csr'] / t['debut']:.1f}x",
+            f"{t['einsum'] / t['debut']:.1f}x",
+        ]
+        if has_faust:
+            cells.append(f"{t['pyfaust'] / t['debut']:.1f}x" if "pyfaust" in t else "-")
+        cells += [
+            f"{row['gflops_debut']:.2f}",
+            f"{row['gflops_dense']:.1f}",
+            f"{row['gflops_debut'] / row['gflops_dense']:.0%}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    print("\nRatios are (other time) / (DeBut time): above 1 means DeBut is faster.")
+
+
+if __name__ == "__main__":
+    main()
