@@ -13,10 +13,13 @@ from fit_cases import (
     random_target,
     random_weights,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pydebut import Chain, fit_als, fit_hierarchical
 from pydebut._reference import factor_to_dense
 from pydebut.fit._als import _couplings, _Sweeper
+from pydebut.testing import chains, dense_chains
 
 
 def kronecker_update(chain, weights, target, index):
@@ -47,6 +50,32 @@ def test_update_equals_kronecker_lstsq(chain, dtype):
         expected = kronecker_update(chain, weights, target, index)
         got = structured_update(chain, weights, target, index)
         np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    chain=chains(max_dim=12, max_factors=3),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float64, np.complex128]),
+)
+def test_update_equals_kronecker_lstsq_on_drawn_chains(chain, seed, dtype):
+    rng = np.random.default_rng(seed)
+    weights = random_weights(chain, rng, dtype)
+    target = random_target(chain.shape, rng, dtype)
+    index = int(rng.integers(len(chain)))
+    expected = kronecker_update(chain, weights, target, index)
+    got = structured_update(chain, weights, target, index)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(chain=dense_chains(max_dim=16, max_factors=4), seed=st.integers(0, 2**32 - 1))
+def test_error_never_increases_on_drawn_dense_chains(chain, seed):
+    target = random_target(chain.shape, np.random.default_rng(seed))
+    errors = np.array(fit_als(target, chain, n_sweeps=3, init="random", rng=seed).errors)
+    # Over-parametrised drawn chains fit the target exactly; the error then only
+    # wanders at the rounding level of the coupled normal equations (eps * cond(K)).
+    assert np.all(np.diff(errors) <= 1e-8)
 
 
 def test_coupled_chains_have_coupled_components():

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scipy.linalg import hadamard
 
 from pydebut import Chain, fit_hierarchical, hierarchy_ranks
+from pydebut.testing import chainable_chains, rank_weighted_chains
 
 VGG_64x576 = Chain(
     [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
@@ -55,21 +56,13 @@ def test_exact_recovery_paper_512x2048(order):
     assert relative_error(PAPER_512, result.operator.weights, target) < 1e-10
 
 
-@st.composite
-def chainable_chains(draw, max_factors=4, max_dim=48):
-    n_factors = draw(st.integers(1, max_factors))
-    rs = draw(st.lists(st.integers(1, 4), min_size=n_factors, max_size=n_factors))
-    ss = draw(st.lists(st.integers(1, 4), min_size=n_factors, max_size=n_factors))
-    while np.prod(rs) > max_dim:
-        rs[rs.index(max(rs))] = 1
-    while np.prod(ss) > max_dim:
-        ss[ss.index(max(ss))] = 1
-    return Chain.from_factorizations(rs, ss)
-
-
 @settings(max_examples=40, deadline=None)
-@given(chain=chainable_chains(), seed=st.integers(0, 2**32 - 1), order=st.sampled_from(ORDERS))
-def test_exact_recovery_of_drawn_chainable_chains(chain, seed, order):
+@given(
+    chain=st.one_of(chainable_chains(max_dim=48), rank_weighted_chains(max_dim=48)),
+    seed=st.integers(0, 2**32 - 1),
+    order=st.sampled_from(ORDERS),
+)
+def test_exact_recovery_of_drawn_chains(chain, seed, order):
     target = dense_product(chain, random_weights(chain, np.random.default_rng(seed)))
     result = fit_hierarchical(target, chain, order=order)
     assert relative_error(chain, result.operator.weights, target) < 1e-10
