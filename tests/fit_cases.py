@@ -27,6 +27,7 @@ COUPLED = [
     Chain([(2, 2, 2, 2, 1), (2, 2, 2, 2, 1)]),
     Chain([(4, 4, 2, 2, 1), (4, 8, 2, 4, 1)]),
     Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 2), (4, 8, 1, 2, 2)]),
+    Chain([(2, 2, 2, 2, 1)] * 3),  # H_1 = F_3 F_3^H is full: the dense Gram branch
 ]
 CHAINABLE = [
     Chain.from_factorizations([2, 3], [3, 2]),

@@ -97,7 +97,7 @@ class _SparseFactor:
 
 
 class _Sweeper:
-    """ALS passes over a chain with ``m <= n``; ``weights`` is updated in place (list)."""
+    """ALS passes over a chain (cheapest with ``m <= n``); updates the list ``weights``."""
 
     def __init__(
         self,
