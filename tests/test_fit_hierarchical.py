@@ -28,6 +28,7 @@ RANK_WEIGHTED = [
     Chain.from_abcd([(1, 2, 2, 2, 1, 2), (2, 2, 2, 1, 2, 1)]),
     Chain.from_abcd([(1, 2, 3, 2, 1, 2), (3, 2, 1, 1, 2, 3), (3, 1, 2, 1, 3, 1)]),
     Chain([(2, 2, 2, 2, 1), (2, 2, 2, 2, 1)]),
+    Chain.from_abcd([(1, 1, 2, 2, 1, 3), (2, 2, 1, 1, 3, 1)]),  # rank 3 > R1 = 1: padded
 ]
 ORDERS = ["left-to-right", "balanced"]
 
