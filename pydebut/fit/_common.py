@@ -22,21 +22,25 @@ __all__ = ["FitResult"]
 def apply_factor(spec: FactorSpec, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Return ``F @ x`` for a block ``x`` of shape ``(q, batch)``.
 
-    ``y[b, rho, alpha, :] = sum_sigma W[b, rho, sigma, alpha] x[b, sigma, alpha, :]``,
-    one small matrix product per ``(b, alpha)``.
+    ``y[b, rho, alpha, :] = sum_sigma W[b, rho, sigma, alpha] x[b, sigma, alpha, :]``:
+    one small matrix product per ``(b, alpha)``, written in place into ``y``.
     """
-    k, _, s, t = spec.weight_shape
-    x_blocks = x.reshape(k, s, t, -1).transpose(0, 2, 1, 3)
-    y = np.matmul(weights.transpose(0, 3, 1, 2), x_blocks)
-    return y.transpose(0, 2, 1, 3).reshape(spec.p, -1)
+    k, r, s, t = spec.weight_shape
+    batch = x.shape[1]
+    y = np.empty((k, r, t, batch), dtype=np.result_type(weights, x))
+    x_blocks = x.reshape(k, s, t, batch).transpose(0, 2, 1, 3)
+    np.matmul(weights.transpose(0, 3, 1, 2), x_blocks, out=y.transpose(0, 2, 1, 3))
+    return y.reshape(spec.p, batch)
 
 
 def apply_factor_adjoint(spec: FactorSpec, weights: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Return ``F^H @ y`` for a block ``y`` of shape ``(p, batch)``."""
-    k, r, _, t = spec.weight_shape
-    y_blocks = y.reshape(k, r, t, -1).transpose(0, 2, 1, 3)
-    x = np.matmul(weights.conj().transpose(0, 3, 2, 1), y_blocks)
-    return x.transpose(0, 2, 1, 3).reshape(spec.q, -1)
+    k, r, s, t = spec.weight_shape
+    batch = y.shape[1]
+    x = np.empty((k, s, t, batch), dtype=np.result_type(weights, y))
+    y_blocks = y.reshape(k, r, t, batch).transpose(0, 2, 1, 3)
+    np.matmul(weights.conj().transpose(0, 3, 2, 1), y_blocks, out=x.transpose(0, 2, 1, 3))
+    return x.reshape(spec.q, batch)
 
 
 def working_dtype(dtype: np.dtype) -> np.dtype:
