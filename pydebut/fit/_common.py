@@ -54,8 +54,8 @@ def working_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def load_target(target: Any, chain: Chain) -> np.ndarray:
-    """Return ``target`` as a finite 2-D floating array of shape ``chain.shape``.
+def load_target(target: Any, chain: Chain | None) -> np.ndarray:
+    """Return ``target`` as a finite 2-D numeric array, of shape ``chain.shape`` if given.
 
     A ``str`` or path names a ``.npy`` file, which is memory-mapped.
 
@@ -73,7 +73,7 @@ def load_target(target: Any, chain: Chain) -> np.ndarray:
         raise TypeError(f"the target must hold numbers, got dtype {array.dtype}")
     if array.ndim != 2:
         raise ValueError(f"the target must be a 2-D matrix, got shape {array.shape}")
-    if array.shape != chain.shape:
+    if chain is not None and array.shape != chain.shape:
         raise ValueError(
             f"the target has shape {array.shape} but the chain is "
             f"{chain.shape[0]} x {chain.shape[1]}"
