@@ -291,7 +291,7 @@ def fit_als(
     *,
     n_sweeps: int = 5,
     tol: float | None = None,
-    init: str | Any = "auto",
+    init: str | DeButOperator = "auto",
     rng: Any = None,
     callback: Callable[[FitResult], bool | None] | None = None,
     progress: bool = False,
