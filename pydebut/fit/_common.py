@@ -112,6 +112,15 @@ class FitResult:
         Seconds since the fit started, at the moment of each entry of ``errors``.
     method : str
         ``"als"`` or ``"hierarchical"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import Chain, fit_als
+    >>> chain = Chain.from_factorizations([2, 2], [2, 2])
+    >>> result = fit_als(np.eye(4), chain, n_sweeps=2, init="random", rng=0)
+    >>> result.n_sweeps, len(result.errors), result.operator.shape
+    (2, 5, (4, 4))
     """
 
     operator: DeButOperator
