@@ -2,11 +2,24 @@
 
 A DeBut matrix is a product ``F_1 F_2 ... F_L`` of block-diagonal factors made of
 grids of diagonal matrices (Lin et al., NeurIPS 2021). pydebut describes such
-chains (:class:`FactorSpec`, :class:`Chain`) and applies them as a SciPy
-``LinearOperator`` (:class:`DeButOperator`).
+chains (:class:`FactorSpec`, :class:`Chain`), helps choose them
+(:func:`enumerate_chains`, :func:`min_param_chain`, :func:`is_dense`) and
+applies them as a SciPy ``LinearOperator`` (:class:`DeButOperator`).
 """
 
 from . import special
+from .chains import (
+    ChainClass,
+    DensityResult,
+    classify,
+    count_chains,
+    enumerate_chains,
+    is_dense,
+    min_param_chain,
+    pareto_front,
+    product_support,
+    rank_weights,
+)
 from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
 from .io import load, save
@@ -17,18 +30,28 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Chain",
+    "ChainClass",
     "DeButOperator",
+    "DensityResult",
     "FactorSpec",
     "FitResult",
     "__version__",
+    "classify",
     "conv2d",
+    "count_chains",
+    "enumerate_chains",
     "fit_als",
     "fit_hierarchical",
     "hierarchy_ranks",
     "im2col",
+    "is_dense",
     "kernel_to_matrix",
     "load",
     "matrix_to_kernel",
+    "min_param_chain",
+    "pareto_front",
+    "product_support",
+    "rank_weights",
     "save",
     "special",
 ]

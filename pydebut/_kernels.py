@@ -59,16 +59,47 @@ def _jit(**options):
     return decorate
 
 
+@_jit(fastmath={"contract"}, inline="always")
+def _vector_2x2_small_t(n_blocks, t, w, x, y):  # pragma: no cover
+    """One vector through an ``r = s = 2`` factor with small ``t``, by plain indexing.
+
+    Called with a literal ``t`` and inlined, so the compiler sees the strides
+    as constants and vectorises across blocks.
+    """
+    for block in range(n_blocks):
+        i0 = 2 * block * t
+        w0 = 4 * block * t
+        for alpha in range(t):
+            a = x[i0 + alpha]
+            b = x[i0 + t + alpha]
+            y[i0 + alpha] = w[w0 + alpha] * a + w[w0 + t + alpha] * b
+            y[i0 + t + alpha] = w[w0 + 2 * t + alpha] * a + w[w0 + 3 * t + alpha] * b
+
+
 @_jit(fastmath={"contract"})
 def apply_factor_2x2(p, t, weights, w_start, src, dst, width):  # pragma: no cover
     """``dst = F @ src`` for a factor with ``r = s = 2`` on ``width`` interleaved vectors.
 
     Each pair of inputs is loaded once and both outputs are formed from it:
     ``y0 = W[b,0,0,a] x0 + W[b,0,1,a] x1`` and ``y1 = W[b,1,0,a] x0 + W[b,1,1,a] x1``.
-    Slicing into views lets Numba drop negative-index checks, so the
-    innermost loop vectorises.
+    Loops run over slices (views) whose length Numba knows, which drops its
+    negative-index checks and lets the innermost loop vectorise.
     """
     n_blocks = p // (2 * t)
+    if width == 1 and t <= 8 and (t & (t - 1)) == 0:
+        size = 2 * n_blocks * t
+        w = weights[w_start : w_start + 2 * size]
+        x = src[:size]
+        y = dst[:size]
+        if t == 1:
+            _vector_2x2_small_t(n_blocks, 1, w, x, y)
+        elif t == 2:
+            _vector_2x2_small_t(n_blocks, 2, w, x, y)
+        elif t == 4:
+            _vector_2x2_small_t(n_blocks, 4, w, x, y)
+        else:
+            _vector_2x2_small_t(n_blocks, 8, w, x, y)
+        return
     run = t * width
     for block in range(n_blocks):
         x0 = src[2 * block * run : (2 * block + 1) * run]
@@ -76,20 +107,21 @@ def apply_factor_2x2(p, t, weights, w_start, src, dst, width):  # pragma: no cov
         y0 = dst[2 * block * run : (2 * block + 1) * run]
         y1 = dst[(2 * block + 1) * run : (2 * block + 2) * run]
         w = weights[w_start + 4 * block * t : w_start + 4 * (block + 1) * t]
-        if width == 1:
+        if width == 1:  # vectorise over alpha: four weight streams
             w00, w01, w10, w11 = w[:t], w[t : 2 * t], w[2 * t : 3 * t], w[3 * t :]
-            for alpha in range(t):
+            for alpha in range(x0.shape[0]):
                 a = x0[alpha]
                 b = x1[alpha]
                 y0[alpha] = w00[alpha] * a + w01[alpha] * b
                 y1[alpha] = w10[alpha] * a + w11[alpha] * b
             continue
-        for alpha in range(t):
+        for alpha in range(t):  # vectorise over the lanes
             w00, w01, w10, w11 = w[alpha], w[t + alpha], w[2 * t + alpha], w[3 * t + alpha]
-            at = alpha * width
-            x0a, x1a = x0[at : at + width], x1[at : at + width]
-            y0a, y1a = y0[at : at + width], y1[at : at + width]
-            for lane in range(width):
+            x0a = x0[alpha * width : (alpha + 1) * width]
+            x1a = x1[alpha * width : (alpha + 1) * width]
+            y0a = y0[alpha * width : (alpha + 1) * width]
+            y1a = y1[alpha * width : (alpha + 1) * width]
+            for lane in range(x0a.shape[0]):
                 a = x0a[lane]
                 b = x1a[lane]
                 y0a[lane] = w00 * a + w01 * b

@@ -39,6 +39,9 @@ def add_chain_arguments(parser: argparse.ArgumentParser, required: bool = True) 
     group.add_argument(
         "--r-shapes", metavar="JSON", help="reference layer R_shapes, application order"
     )
+    group.add_argument(
+        "--row", type=int, metavar="N", help="with --chain: which chain of a listing (1-based)"
+    )
     parser.set_defaults(_chain_required=required)
 
 
@@ -55,6 +58,8 @@ def chain_from_args(args: argparse.Namespace) -> Chain | None:
     ]
     if len(given) > 1:
         raise UsageError(f"give the chain once, not with {' and '.join(given)}")
+    if args.row is not None and not args.chain:
+        raise UsageError("--row only applies to --chain FILE.json")
     if not given:
         if args._chain_required:
             raise UsageError("no chain given: use --sup/--sub, --chain FILE.json or --r-shapes")
@@ -64,14 +69,53 @@ def chain_from_args(args: argparse.Namespace) -> Chain | None:
             raise UsageError("--sup and --sub must be given together")
         return Chain.from_sup_sub(" ".join(args.sup), " ".join(args.sub))
     if args.chain:
-        return load_chain_json(args.chain)
+        return load_chain_json(args.chain, row=args.row)
     return Chain.from_r_shapes(args.r_shapes)
 
 
-def load_chain_json(path: str | Path) -> Chain:
-    """Read a chain file: ``{"sup": [[p, q], ...], "sub": [[r, s, t], ...]}``.
+def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
+    """Read a chain file (the one chain JSON schema of every command).
 
-    ``{"r_shapes": [[p, q, r, s, t], ...]}`` (application order) is accepted too.
+    A chain is a JSON object with
+
+    - ``"sup"``: the ``(p, q)`` pairs, left to right, nested ``[[p, q], ...]``
+      or flat ``[p, q, p, q, ...]``;
+    - ``"sub"``: the ``(r, s, t)`` triples, left to right, nested or flat;
+
+    or, instead of both, ``"r_shapes"``: ``[[p, q, r, s, t], ...]`` in
+    application order (the reference PyTorch layer). Any other key (``"params"``,
+    ``"kind"``, ... as written by ``pydebut chains`` and ``pydebut check``) is
+    ignored. A file may also list chains, as ``pydebut chains --format json``
+    writes them: an object with a ``"chains"`` array, or a bare array. Then
+    ``row`` (1-based, as the ``#`` column of the table) picks one; it may be
+    left out only when the list has exactly one chain.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+    row : int, optional
+        Which chain of a listing to read (1-based).
+
+    Returns
+    -------
+    Chain
+
+    Raises
+    ------
+    UsageError
+        If the file cannot be read, is not JSON or does not match the schema.
+    ValueError, TypeError
+        If the numbers do not make a valid chain (the message names the factor).
+
+    Examples
+    --------
+    >>> import json, tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+    ...     json.dump({"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]]}, f)
+    >>> load_chain_json(f.name)
+    Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+    >>> os.remove(f.name)
     """
     try:
         text = Path(path).read_text()
@@ -83,6 +127,12 @@ def load_chain_json(path: str | Path) -> Chain:
         raise UsageError(
             f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})"
         ) from None
+    if isinstance(data, dict) and "chains" in data:
+        data = data["chains"]
+    if isinstance(data, list):
+        data = _pick_row(data, row, path)
+    elif row is not None:
+        raise UsageError(f"chain file {path} holds one chain, so --row does not apply")
     if not isinstance(data, dict):
         raise UsageError(f"chain file {path}: expected a JSON object with 'sup' and 'sub'")
     if "sup" in data and "sub" in data:
@@ -90,6 +140,20 @@ def load_chain_json(path: str | Path) -> Chain:
     if "r_shapes" in data:
         return Chain.from_r_shapes(data["r_shapes"])
     raise UsageError(f"chain file {path}: expected keys 'sup' and 'sub' (or 'r_shapes')")
+
+
+def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
+    if not rows:
+        raise UsageError(f"chain file {path} lists no chains")
+    if row is None:
+        if len(rows) > 1:
+            raise UsageError(
+                f"chain file {path} lists {len(rows)} chains: choose one with --row 1..{len(rows)}"
+            )
+        row = 1
+    if not 1 <= row <= len(rows):
+        raise UsageError(f"chain file {path} lists {len(rows)} chains, so there is no row {row}")
+    return rows[row - 1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +181,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pydebut: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -58,7 +58,8 @@ def test_chain_json_files(tmp_path):
     assert load_chain_json(path) == pydebut.Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
     for text, message in [
         ("{", "not valid JSON"),
-        ("[1, 2]", "expected a JSON object"),
+        ("[1, 2]", "lists 2 chains: choose one with --row"),
+        ("5", "expected a JSON object"),
         ('{"sup": []}', "expected keys 'sup' and 'sub'"),
     ]:
         path.write_text(text)
@@ -70,6 +71,6 @@ def test_chain_json_files(tmp_path):
 
 def test_console_script_entry_point():
     result = subprocess.run(
-        [sys.executable, "-m", "pydebut.cli", "bogus"], capture_output=True, text=True
+        [sys.executable, "-m", "pydebut", "bogus"], capture_output=True, text=True
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1

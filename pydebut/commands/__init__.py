@@ -1,5 +1,5 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
-from . import demo, fit
+from . import chains, check, demo, fit
 
-COMMANDS = [demo, fit]
+COMMANDS = [chains, check, demo, fit]

@@ -1,0 +1,990 @@
+"""Choosing a chain: exact density, classification, enumeration and smallest chains.
+
+A chain ``F_1 ... F_L`` is *dense* (the paper's "bipolar test") when every
+output of the product is connected to every input through the supports of the
+factors. Chainable chains (DESIGN.md section 2) are always dense; so are the
+rank-weighted chains of Le et al. For any other chain :func:`is_dense` decides
+it exactly by propagating boolean reachability through the factors.
+
+A chainable chain of ``L`` factors for an ``m x n`` product is a pair of ordered
+factorizations ``m = r_1 ... r_L`` and ``n = s_1 ... s_L``. With rank weights
+``w_1, ..., w_{L-1}`` (``w_0 = w_L = 1``) the factor ``l`` has
+``r_l = b_l w_{l-1}`` and ``s_l = c_l w_l`` where ``m = b_1 ... b_L`` and
+``n = c_1 ... c_L``; its ``k_l = c_1 ... c_{l-1}`` blocks have diagonals of size
+``t_l = b_{l+1} ... b_L``. :func:`enumerate_chains`, :func:`count_chains`,
+:func:`min_param_chain` and :func:`pareto_front` all walk the same graph whose
+states are ``(factors left, b_l ... b_L, c_1 ... c_{l-1}, w_{l-1})``, with
+counts and bounds computed once per state by dynamic programming.
+"""
+
+from __future__ import annotations
+
+import heapq
+import operator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
+from math import comb, inf, prod
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from .spec import Chain, ChainKind, _as_positive_int
+
+__all__ = [
+    "ChainClass",
+    "DensityResult",
+    "classify",
+    "count_chains",
+    "enumerate_chains",
+    "is_dense",
+    "is_dense_numeric",
+    "min_param_chain",
+    "pareto_front",
+    "partial_supports",
+    "product_support",
+    "rank_weights",
+]
+
+KindFilter = Literal["any", "monotonic", "bulging", "other"]
+Order = Literal["lex", "params", "max_dim"]
+
+KINDS: tuple[str, ...] = ("any", "monotonic", "bulging", "other")
+ORDERS: tuple[str, ...] = ("lex", "params", "max_dim")
+MAX_FACTORS = 64
+"""Largest accepted ``n_factors``; ``m, n < 2**40`` have at most 39 prime factors each."""
+MAX_SIZE = 2**40
+"""Largest accepted ``m`` or ``n``."""
+
+_REACH_CHUNK_BYTES = 1 << 24
+
+
+# --- density -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """Verdict of a density check; true in a boolean context when the product is dense.
+
+    Attributes
+    ----------
+    dense : bool
+        Whether every output is connected to every input.
+    missing : tuple of int or None
+        The first ``(output, input)`` pair, in row-major order, that no path
+        connects; ``None`` when dense.
+    method : str
+        How it was decided: ``"chainable"``, ``"rank-weighted"`` (dense by
+        structure, O(L)), ``"reachability"`` (boolean propagation) or
+        ``"numeric"`` (:func:`is_dense_numeric`).
+    """
+
+    dense: bool
+    missing: tuple[int, int] | None
+    method: str
+
+    def __bool__(self) -> bool:
+        return self.dense
+
+    def __str__(self) -> str:
+        if self.dense:
+            return f"dense ({self.method})"
+        i, j = self.missing  # type: ignore[misc]
+        return f"not dense: output {i} is not connected to input {j} ({self.method})"
+
+
+def _as_chain(chain: Any) -> Chain:
+    return chain if isinstance(chain, Chain) else Chain(chain)
+
+
+def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
+    """Decide exactly whether the product of a chain can be fully dense.
+
+    The product ``F_1 ... F_L`` with generic (e.g. positive) weights has a
+    non-zero at ``(i, j)`` iff some path ``i = i_0, i_1, ..., i_L = j`` has
+    every ``(i_{l-1}, i_l)`` in the support of ``F_l``.
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
+    Returns
+    -------
+    DensityResult
+        True in a boolean context when dense; otherwise ``missing`` is the
+        first disconnected ``(output, input)`` pair in row-major order.
+
+    Notes
+    -----
+    Chainable and rank-weighted chains are recognised in O(L) and are dense.
+    Any other chain is decided by propagating, from the input side, the set of
+    inputs each intermediate coordinate reaches, as packed bits. Factor ``l``
+    maps the reach sets ``R`` of its ``q`` columns, viewed as ``(k, s, t)``, to
+    those of its rows, ``(k, r, t)``, by
+
+        R'[b, rho, alpha] = OR_sigma R[b, sigma, alpha],
+
+    which costs ``q_l`` word operations per 64 inputs. The smaller of ``m`` and
+    ``n`` is the bit axis (the transposed chain is used when ``m < n``), cut in
+    chunks that keep the working set near 16 MB.
+
+    Examples
+    --------
+    >>> bool(is_dense(Chain.from_factorizations([2, 4], [4, 2])))
+    True
+    >>> result = is_dense([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)])
+    >>> result.dense, result.missing, result.method
+    (False, (0, 2), 'reachability')
+    >>> print(result)
+    not dense: output 0 is not connected to input 2 (reachability)
+    """
+    chain = _as_chain(chain)
+    if chain.is_chainable:
+        return DensityResult(True, None, "chainable")
+    if rank_weights(chain) is not None:
+        return DensityResult(True, None, "rank-weighted")
+    missing = _first_missing(chain)
+    return DensityResult(missing is None, missing, "reachability")
+
+
+def _first_missing(chain: Chain) -> tuple[int, int] | None:
+    """First ``(output, input)`` pair that no path connects, in row-major order."""
+    m, n = chain.shape
+    if m < n:
+        # Bits over the outputs (rows of the transposed chain's reach sets are
+        # inputs): the first chunk with a gap holds the smallest output that
+        # misses some input.
+        for start, size, words in _reach_chunks(chain.T):
+            common = np.bitwise_and.reduce(words, axis=0)
+            outputs = np.flatnonzero(~_unpack(common[None], size)[0])
+            if outputs.size:
+                i = int(outputs[0])
+                byte, bit = divmod(i, 8)
+                column = words.view(np.uint8)[:, byte] & (1 << (7 - bit))
+                return start + i, int(np.flatnonzero(column == 0)[0])
+        return None
+    best: tuple[int, int] | None = None
+    for start, size, words in _reach_chunks(chain):
+        everything = _pack_ones(size, words.shape[1])
+        rows = np.flatnonzero((words != everything).any(axis=1))
+        if rows.size:
+            i = int(rows[0])
+            pair = (i, start + int(np.flatnonzero(~_unpack(words[i : i + 1], size)[0])[0]))
+            best = pair if best is None else min(best, pair)
+    return best
+
+
+def _pack_ones(size: int, n_words: int) -> np.ndarray:
+    """One row of ``n_words`` words with the first ``size`` bits set."""
+    bits = np.zeros(n_words * 64, dtype=bool)
+    bits[:size] = True
+    return np.packbits(bits).view(np.uint64)
+
+
+def _unpack(words: np.ndarray, size: int) -> np.ndarray:
+    """Boolean ``(rows, size)`` view of rows of packed bits."""
+    return np.unpackbits(words.view(np.uint8), axis=1, count=size).astype(bool)
+
+
+def _reach_chunks(chain: Chain) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start, size, words)``: bit ``j`` of row ``i`` of ``words`` is set
+    iff output ``i`` reaches input ``start + j``.
+
+    Inputs are taken in chunks of at most 16 MB of reach sets; within a chunk
+    the reach sets travel as rows of 64-bit words from ``F_L`` to ``F_1``.
+    """
+    n = chain.shape[1]
+    width = max(64, (_REACH_CHUNK_BYTES * 8 // chain.max_dim) // 64 * 64)
+    for start in range(0, n, width):
+        size = min(width, n - start)
+        bits = np.zeros((n, -(-size // 64) * 8), dtype=np.uint8)
+        offsets = np.arange(size)
+        bits[start + offsets, offsets // 8] = np.left_shift(1, 7 - offsets % 8).astype(np.uint8)
+        words = bits.view(np.uint64)
+        for spec in reversed(chain.factors):
+            words = _propagate(spec.weight_shape, words)
+        yield start, size, words
+
+
+def _propagate(weight_shape: tuple[int, int, int, int], words: np.ndarray) -> np.ndarray:
+    """Reach sets of a factor's rows from those of its columns (``OR`` over ``sigma``)."""
+    k, r, s, t = weight_shape
+    n_words = words.shape[1]
+    blocks = words.reshape(k, s, t, n_words)
+    merged = np.bitwise_or.reduce(blocks, axis=1) if s > 1 else blocks[:, 0]
+    rows = np.broadcast_to(merged[:, None], (k, r, t, n_words))
+    return rows.reshape(k * r * t, n_words)
+
+
+def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
+    """Boolean ``(m, n)`` support of the product ``F_1 ... F_L``.
+
+    Entry ``(i, j)`` is True iff some path connects output ``i`` to input ``j``;
+    with generic weights these are exactly the non-zeros of the product.
+
+    Examples
+    --------
+    >>> product_support([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)]).astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0],
+           [0, 0, 1, 1],
+           [0, 0, 1, 1]])
+    """
+    chain = _as_chain(chain)
+    return np.concatenate([_unpack(words, size) for _, size, words in _reach_chunks(chain)], axis=1)
+
+
+def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
+    """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``.
+
+    The densification seen while applying the chain, from the input side.
+
+    Examples
+    --------
+    >>> [int(s.sum()) for s in partial_supports(Chain.from_factorizations([2, 2], [2, 2]))]
+    [8, 16]
+    """
+    chain = _as_chain(chain)
+    return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
+
+
+def is_dense_numeric(
+    chain: Chain | Iterable[Any], *, random_state: int | np.random.Generator | None = None
+) -> DensityResult:
+    """Density by multiplying dense factors with random positive weights.
+
+    The slow twin of :func:`is_dense` used in tests: positive weights cannot
+    cancel, so the product is positive exactly where a path exists.
+
+    Examples
+    --------
+    >>> bool(is_dense_numeric([(4, 4, 2, 2, 1), (4, 4, 2, 2, 2)], random_state=0))
+    True
+    """
+    from ._reference import chain_to_dense
+
+    chain = _as_chain(chain)
+    rng = np.random.default_rng(random_state)
+    weights = [rng.uniform(0.5, 1.5, size=spec.weight_shape) for spec in chain]
+    gaps = np.argwhere(chain_to_dense(chain, weights) <= 0)
+    if gaps.size:
+        return DensityResult(False, (int(gaps[0, 0]), int(gaps[0, 1])), "numeric")
+    return DensityResult(True, None, "numeric")
+
+
+# --- classification ------------------------------------------------------------
+
+
+def rank_weights(chain: Chain | Iterable[Any]) -> tuple[int, ...] | None:
+    """Recognise a rank-weighted chainable chain of Le et al.; return its weights.
+
+    A chain is in the family when ``k_1 = 1``, ``t_L = 1`` and, with
+    ``b_l = t_{l-1} / t_l`` (``b_1 = r_1``) and ``c_l = k_{l+1} / k_l``
+    (``c_L = s_L``), every ``r_l = b_l w_{l-1}`` and ``s_l = c_l w_l`` for
+    integers ``w_l >= 1`` (``w_0 = w_L = 1``). The weights are then unique.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(w_1, ..., w_{L-1})``, all ones for a chainable chain; ``None``
+        when the chain is not in the family.
+
+    Examples
+    --------
+    >>> rank_weights(Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)]))
+    (3,)
+    >>> rank_weights(Chain.from_factorizations([2, 2], [2, 2]))
+    (1,)
+    >>> rank_weights([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)]) is None
+    True
+    """
+    chain = _as_chain(chain)
+    factors = chain.factors
+    if factors[0].n_blocks != 1 or factors[-1].t != 1:
+        return None
+    weights = [1]
+    for left, right in pairwise(factors):
+        if left.t % right.t or right.n_blocks % left.n_blocks:
+            return None
+        b, c = left.t // right.t, right.n_blocks // left.n_blocks
+        if right.r % b or left.s % c:
+            return None
+        w = right.r // b
+        if w != left.s // c:
+            return None
+        weights.append(w)
+    # The last factor has w_L = 1: its columns are c_L = s_L and t_L = 1.
+    return tuple(weights[1:])
+
+
+@dataclass(frozen=True)
+class ChainClass:
+    """Structural classification of a chain (see :func:`classify`).
+
+    Attributes
+    ----------
+    chainable : bool
+        ``k_1 = 1``, ``t_L = 1``, ``t_l = r_{l+1} t_{l+1}``, ``k_{l+1} = k_l s_l``.
+    kind : {"monotonic", "bulging", "other"}
+        As :attr:`Chain.kind` (DESIGN.md section 2).
+    rank_weights : tuple of int or None
+        Le et al.'s weights ``(w_1, ..., w_{L-1})`` when the chain is in the
+        rank-weighted family (all ones when chainable), else ``None``.
+    """
+
+    chainable: bool
+    kind: ChainKind
+    rank_weights: tuple[int, ...] | None
+
+    @property
+    def family(self) -> str:
+        """``"chainable"``, ``"rank-weighted"`` or ``"general"``."""
+        if self.chainable:
+            return "chainable"
+        return "general" if self.rank_weights is None else "rank-weighted"
+
+    @property
+    def rank(self) -> int | None:
+        """Largest rank weight (1 for chainable chains), ``None`` outside the family."""
+        return None if self.rank_weights is None else max(self.rank_weights, default=1)
+
+
+def classify(chain: Chain | Iterable[Any]) -> ChainClass:
+    """Classify a chain: chainable, kind, and membership of the rank-weighted family.
+
+    Examples
+    --------
+    >>> info = classify(Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)]))
+    >>> info.family, info.rank, info.kind
+    ('rank-weighted', 3, 'bulging')
+    """
+    chain = _as_chain(chain)
+    return ChainClass(chain.is_chainable, chain.kind, rank_weights(chain))
+
+
+# --- the graph of chainable chains ----------------------------------------------
+
+_LT, _GT, _BULGED = 1, 2, 4
+
+
+class _State(NamedTuple):
+    left: int  # factors still to choose
+    m_rest: int  # b_l ... b_L
+    n_done: int  # c_1 ... c_{l-1}
+    w_in: int  # w_{l-1}
+    flags: int  # _LT | _GT | _BULGED seen so far, reduced to what the kind needs
+
+
+class _Move(NamedTuple):
+    factor: tuple[int, int, int, int, int]  # (p, q, r, s, t)
+    nnz: int
+    child: _State
+
+
+class _Summary(NamedTuple):
+    count: int  # chains that complete the state
+    min_params: float  # their smallest, largest parameter total
+    max_params: float
+    min_dim: float  # smallest largest q among their factors
+
+
+_EMPTY = _Summary(0, inf, -inf, inf)
+
+
+@lru_cache(maxsize=4096)
+def _divisors(x: int) -> tuple[int, ...]:
+    small, large = [], []
+    d = 1
+    while d * d <= x:
+        if x % d == 0:
+            small.append(d)
+            if d * d != x:
+                large.append(x // d)
+        d += 1
+    return tuple(small + large[::-1])
+
+
+class _Graph:
+    """States and moves of the chains of one request, with per-state summaries."""
+
+    def __init__(
+        self, m: int, n: int, kind: str, max_dim: int | None, rank: int, allow_diagonal: bool
+    ) -> None:
+        self.m, self.n, self.kind = m, n, kind
+        self.max_dim = inf if max_dim is None else max_dim
+        self.rank, self.allow_diagonal = rank, allow_diagonal
+        self.bulge_above = max(m, n)
+        self._moves: dict[_State, tuple[_Move, ...]] = {}
+        self._summaries: dict[_State, _Summary] = {}
+
+    def root(self, n_factors: int) -> _State:
+        return _State(n_factors, self.m, 1, 1, 0)
+
+    def _reduce(self, flags: int) -> int | None:
+        """Keep the flags the kind needs; ``None`` when the kind is already ruled out."""
+        if self.kind == "any":
+            return 0
+        if self.kind == "bulging":
+            return flags & _BULGED
+        mixed = flags & (_LT | _GT) == _LT | _GT
+        if self.kind == "monotonic":
+            return None if mixed else flags & (_LT | _GT)
+        return None if flags & _BULGED else flags  # "other"
+
+    def _accepts(self, flags: int) -> bool:
+        if self.kind == "bulging":
+            return bool(flags & _BULGED)
+        if self.kind == "other":
+            return flags & (_LT | _GT) == _LT | _GT
+        return True
+
+    def moves(self, state: _State) -> tuple[_Move, ...]:
+        """Choices ``(b_l, c_l, w_l)`` in lexicographic order, as factors."""
+        cached = self._moves.get(state)
+        if cached is not None:
+            return cached
+        left, m_rest, n_done, w_in, flags = state
+        n_rest = self.n // n_done
+        if left == 1:
+            choices: Iterable[tuple[int, int, int]] = [(m_rest, n_rest, 1)]
+        else:
+            choices = (
+                (b, c, w)
+                for b in _divisors(m_rest)
+                for c in _divisors(n_rest)
+                for w in range(1, self.rank + 1)
+            )
+        moves = []
+        for b, c, w_out in choices:
+            r, s, t = b * w_in, c * w_out, m_rest // b
+            if r == s == 1 and not self.allow_diagonal:
+                continue
+            p, q = n_done * m_rest * w_in, n_done * c * w_out * t
+            if q > self.max_dim:
+                continue
+            seen = flags | (_LT if r < s else 0) | (_GT if r > s else 0)
+            if left > 1 and q > self.bulge_above:
+                seen |= _BULGED
+            reduced = self._reduce(seen)
+            if reduced is None:
+                continue
+            child = _State(left - 1, t, n_done * c, w_out, reduced)
+            moves.append(_Move((p, q, r, s, t), p * s, child))
+        self._moves[state] = result = tuple(moves)
+        return result
+
+    def summary(self, state: _State) -> _Summary:
+        """Count, parameter range and smallest largest dimension of the completions."""
+        cached = self._summaries.get(state)
+        if cached is not None:
+            return cached
+        if state.left == 0:
+            result = _Summary(1, 0, 0, 0) if self._accepts(state.flags) else _EMPTY
+        else:
+            count, lo, hi, dim = 0, inf, -inf, inf
+            for move in self.moves(state):
+                below = self.summary(move.child)
+                if below.count:
+                    count += below.count
+                    lo = min(lo, move.nnz + below.min_params)
+                    hi = max(hi, move.nnz + below.max_params)
+                    dim = min(dim, max(move.factor[1], below.min_dim))
+            result = _Summary(count, lo, hi, dim)
+        self._summaries[state] = result
+        return result
+
+    def live_moves(self, state: _State) -> Iterator[tuple[_Move, _Summary]]:
+        """Moves that lead to at least one chain."""
+        for move in self.moves(state):
+            below = self.summary(move.child)
+            if below.count:
+                yield move, below
+
+
+# --- requests ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Request:
+    m: int
+    n: int
+    n_factors: tuple[int, ...]
+    kind: str
+    max_params: int | None
+    max_dim: int | None
+    rank: int
+    allow_diagonal: bool
+
+    def graph(self) -> _Graph:
+        return _Graph(self.m, self.n, self.kind, self.max_dim, self.rank, self.allow_diagonal)
+
+
+def _factor_counts(n_factors: Any) -> tuple[int, ...]:
+    if isinstance(n_factors, Iterable) and not isinstance(n_factors, (str, bytes)):
+        values = list(n_factors)
+        if not values:
+            raise ValueError(f"n_factors is empty: {n_factors!r}")
+    else:
+        values = [n_factors]
+    counts = sorted({_as_positive_int(v, "n_factors", "chain request") for v in values})
+    if counts[-1] > MAX_FACTORS:
+        raise ValueError(f"n_factors must be at most {MAX_FACTORS}, got {counts[-1]}")
+    return tuple(counts)
+
+
+def _request(
+    m: Any,
+    n: Any,
+    n_factors: Any,
+    kind: Any,
+    max_params: Any,
+    max_dim: Any,
+    rank: Any,
+    allow_diagonal: Any,
+) -> _Request:
+    """Validate a request and raise on contradictory filters, before any work."""
+    m = _as_positive_int(m, "m", "chain request")
+    n = _as_positive_int(n, "n", "chain request")
+    for name, value in (("m", m), ("n", n)):
+        if value >= MAX_SIZE:
+            raise ValueError(f"chain request: {name} must be below 2**40, got {value}")
+    counts = _factor_counts(n_factors)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    if max_params is not None:
+        max_params = _as_positive_int(max_params, "max_params", "chain request")
+    if max_dim is not None:
+        max_dim = _as_positive_int(max_dim, "max_dim", "chain request")
+        if max_dim < max(m, n):
+            raise ValueError(f"max_dim={max_dim} is below max(m, n) = {max(m, n)}: no chain fits")
+    rank = _as_positive_int(rank, "rank", "chain request")
+    if not isinstance(allow_diagonal, (bool, np.bool_)):
+        raise TypeError(f"allow_diagonal must be a bool, got {type(allow_diagonal).__name__}")
+    if kind in ("bulging", "other") and counts[-1] == 1:
+        raise ValueError(f'kind="{kind}" needs at least 2 factors, but n_factors is 1')
+    if kind == "bulging" and max_dim is not None and max_dim <= max(m, n):
+        raise ValueError(
+            f'kind="bulging" needs a dimension above max(m, n) = {max(m, n)}, but max_dim={max_dim}'
+        )
+    return _Request(m, n, counts, kind, max_params, max_dim, rank, bool(allow_diagonal))
+
+
+def enumerate_chains(
+    m: int,
+    n: int,
+    *,
+    n_factors: int | range,
+    kind: KindFilter = "any",
+    max_params: int | None = None,
+    max_dim: int | None = None,
+    rank: int = 1,
+    allow_diagonal: bool = False,
+    order: Order = "lex",
+) -> Iterator[Chain]:
+    """Yield every chainable (or rank-weighted) chain of an ``m x n`` product, lazily.
+
+    Parameters
+    ----------
+    m, n : int
+        Shape of the product, below ``2**40``.
+    n_factors : int or range
+        Number of factors ``L`` (at most 64), or a range of them.
+    kind : {"any", "monotonic", "bulging", "other"}
+        Keep only chains of this kind (DESIGN.md section 2).
+    max_params : int, optional
+        Keep only chains with at most this many weights.
+    max_dim : int, optional
+        Keep only chains whose dimensions are all at most this; it must be at
+        least ``max(m, n)``.
+    rank : int
+        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
+        rank-weighted chains.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1`` (plain diagonal scalings).
+    order : {"lex", "params", "max_dim"}
+        ``"lex"``: by number of factors, then lexicographically by
+        ``(b_1, c_1, w_1, b_2, ...)`` (for ``rank=1``, by
+        ``(r_1, s_1, r_2, s_2, ...)``); memory stays flat. ``"params"``: by
+        parameter count, then largest dimension, then as ``"lex"``;
+        ``"max_dim"``: by largest dimension, then parameters. The ordered modes
+        run a best-first search and keep its frontier in memory.
+
+    Yields
+    ------
+    Chain
+        Valid, dense chains of shape ``(m, n)``, each once.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On malformed or contradictory arguments, when called.
+
+    Notes
+    -----
+    Every branch the search enters completes to at least one chain that passes
+    the filters: each state knows how many chains complete it, their smallest
+    parameter total and smallest largest dimension.
+
+    Examples
+    --------
+    >>> for chain in enumerate_chains(4, 4, n_factors=2, kind="other"):
+    ...     print(chain.to_sup_sub()[1])
+    [[2, 1, 2], [2, 4, 1]]
+    [[4, 1, 1], [1, 4, 1]]
+    [[4, 2, 1], [1, 2, 1]]
+    >>> next(enumerate_chains(4, 4, n_factors=2, order="params"))
+    Chain([(4, 1, 4, 1, 1), (1, 4, 1, 4, 1)])
+    """
+    request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {order!r}")
+    if order == "lex":
+        return _walk_lex(request)
+    return _walk_best_first(request, by_dim=order == "max_dim")
+
+
+def _walk_lex(request: _Request) -> Iterator[Chain]:
+    graph = request.graph()
+    budget = inf if request.max_params is None else request.max_params
+    for n_factors in request.n_factors:
+        root = graph.root(n_factors)
+        if graph.summary(root).count:
+            yield from _descend(graph, root, budget, [])
+
+
+def _descend(
+    graph: _Graph, state: _State, budget: float, factors: list[tuple[int, ...]]
+) -> Iterator[Chain]:
+    if state.left == 0:
+        yield Chain(factors)
+        return
+    for move, below in graph.live_moves(state):
+        if move.nnz + below.min_params <= budget:
+            factors.append(move.factor)
+            yield from _descend(graph, move.child, budget - move.nnz, factors)
+            factors.pop()
+
+
+def _walk_best_first(request: _Request, by_dim: bool) -> Iterator[Chain]:
+    graph = request.graph()
+    budget = inf if request.max_params is None else request.max_params
+    m, n = request.m, request.n
+
+    def key(params: float, dim: float) -> tuple[float, float]:
+        return (dim, params) if by_dim else (params, dim)
+
+    frontier: list[tuple[Any, ...]] = []
+    for n_factors in request.n_factors:
+        root = graph.root(n_factors)
+        top = graph.summary(root)
+        if top.count and top.min_params <= budget:
+            lower = key(top.min_params, max(m, n, top.min_dim))
+            heapq.heappush(frontier, (*lower, (n_factors,), 0, max(m, n), root, ()))
+    while frontier:
+        *_, path, params, dim, state, factors = heapq.heappop(frontier)
+        if state.left == 0:
+            yield Chain(factors)
+            continue
+        for index, (move, below) in enumerate(graph.live_moves(state)):
+            total = params + move.nnz
+            if total + below.min_params > budget:
+                continue
+            reached = max(dim, move.factor[1])
+            lower = key(total + below.min_params, max(reached, below.min_dim))
+            item = (*lower, (*path, index), total, reached, move.child, (*factors, move.factor))
+            heapq.heappush(frontier, item)
+
+
+def count_chains(
+    m: int,
+    n: int,
+    *,
+    n_factors: int | range,
+    kind: KindFilter = "any",
+    max_params: int | None = None,
+    max_dim: int | None = None,
+    rank: int = 1,
+    allow_diagonal: bool = False,
+) -> int:
+    """Count the chains :func:`enumerate_chains` yields, without building them.
+
+    Parameters
+    ----------
+    m, n : int
+        Shape of the product, below ``2**40``.
+    n_factors : int or range
+        Number of factors ``L`` (at most 64), or a range of them.
+    kind : {"any", "monotonic", "bulging", "other"}
+        Keep only chains of this kind (DESIGN.md section 2).
+    max_params : int, optional
+        Keep only chains with at most this many weights.
+    max_dim : int, optional
+        Keep only chains whose dimensions are all at most this; it must be at
+        least ``max(m, n)``.
+    rank : int
+        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
+        rank-weighted chains.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1`` (plain diagonal scalings).
+
+    Returns
+    -------
+    int
+        The exact count (a Python int, however large).
+
+    Notes
+    -----
+    With no filter but ``allow_diagonal``, the count is combinatorial: ``x``
+    has ``f_L(x) = prod_p C(e_p + L - 1, L - 1)`` ordered factorizations into
+    ``L`` parts (``x = prod_p p^e_p``), and inclusion-exclusion over the
+    factors forced to ``r = s = 1`` gives
+    ``sum_j (-1)^j C(L, j) f_{L-j}(m) f_{L-j}(n)``. Otherwise, without
+    ``max_params``, it is a sum over the state graph (dynamic programming);
+    with it, a recursion descends only into states whose completions straddle
+    the remaining budget: a state whose largest completion fits contributes
+    its whole count at once.
+
+    Examples
+    --------
+    >>> count_chains(4, 4, n_factors=2), len(list(enumerate_chains(4, 4, n_factors=2)))
+    (7, 7)
+    >>> count_chains(512, 4608, n_factors=range(1, 6))
+    5857628
+    """
+    request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
+    unfiltered = (request.kind, request.max_params, request.max_dim, request.rank)
+    if unfiltered == ("any", None, None, 1):
+        return sum(
+            _count_factorization_pairs(request.m, request.n, count, request.allow_diagonal)
+            for count in request.n_factors
+        )
+    graph = request.graph()
+    roots = [graph.root(n_factors) for n_factors in request.n_factors]
+    if request.max_params is None:
+        return sum(graph.summary(root).count for root in roots)
+    memo: dict[tuple[_State, int], int] = {}
+
+    def within(state: _State, budget: int) -> int:
+        below = graph.summary(state)
+        if below.count == 0 or below.min_params > budget:
+            return 0
+        if below.max_params <= budget:
+            return below.count
+        key = (state, budget)
+        if key not in memo:
+            memo[key] = sum(
+                within(move.child, budget - move.nnz) for move, _ in graph.live_moves(state)
+            )
+        return memo[key]
+
+    return sum(within(root, request.max_params) for root in roots)
+
+
+def _count_factorization_pairs(m: int, n: int, n_factors: int, allow_diagonal: bool) -> int:
+    """Pairs of ordered factorizations ``m = r_1...r_L``, ``n = s_1...s_L``.
+
+    Without ``allow_diagonal``, no ``l`` may have ``r_l = s_l = 1``.
+    """
+
+    def ordered(x: int, parts: int) -> int:
+        if parts == 0:
+            return int(x == 1)
+        return prod(comb(e + parts - 1, parts - 1) for e in _prime_exponents(x))
+
+    if allow_diagonal:
+        return ordered(m, n_factors) * ordered(n, n_factors)
+    return sum(
+        (-1) ** j * comb(n_factors, j) * ordered(m, n_factors - j) * ordered(n, n_factors - j)
+        for j in range(n_factors + 1)
+    )
+
+
+def _prime_exponents(x: int) -> list[int]:
+    exponents, p = [], 2
+    while p * p <= x:
+        if x % p == 0:
+            e = 0
+            while x % p == 0:
+                x //= p
+                e += 1
+            exponents.append(e)
+        p += 1
+    if x > 1:
+        exponents.append(1)
+    return exponents
+
+
+def min_param_chain(
+    m: int,
+    n: int,
+    n_factors: int | range,
+    kind: KindFilter = "monotonic",
+    rank: int = 1,
+    *,
+    max_dim: int | None = None,
+    allow_diagonal: bool = False,
+) -> Chain | None:
+    """The chain with the fewest parameters, by dynamic programming over divisor pairs.
+
+    Parameters
+    ----------
+    m, n : int
+        Shape of the product.
+    n_factors : int or range
+        Number of factors, or a range of them (the best over all).
+    kind : {"monotonic", "any", "bulging", "other"}
+        Kind of chain to search.
+    rank : int
+        Largest rank weight (``rank > 1`` includes rank-weighted chains).
+    max_dim : int, optional
+        Largest allowed dimension.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1``.
+
+    Returns
+    -------
+    Chain or None
+        The smallest chain, the first in :func:`enumerate_chains` order among
+        equals; ``None`` when no chain satisfies the request.
+
+    Notes
+    -----
+    The smallest completion of a state ``(L', b_l...b_L, c_1...c_{l-1}, w_{l-1})``
+    is ``min over (b_l, c_l, w_l) of nnz_l + best(child)`` with
+    ``nnz_l = c_1...c_l * b_l...b_L * w_{l-1} w_l``; there are at most
+    ``L * d(m) * d(n) * rank`` states (``d`` = number of divisors).
+
+    Examples
+    --------
+    >>> chain = min_param_chain(512, 2048, 9)
+    >>> chain.n_params, chain.kind
+    (11264, 'monotonic')
+    >>> min_param_chain(7, 7, 3) is None
+    True
+    """
+    request = _request(m, n, n_factors, kind, None, max_dim, rank, allow_diagonal)
+    graph = request.graph()
+    roots = [graph.root(count) for count in request.n_factors]
+    best = min(roots, key=lambda root: graph.summary(root).min_params)
+    if not graph.summary(best).count:
+        return None
+    factors, state = [], best
+    while state.left:
+        target = graph.summary(state).min_params
+        move = next(
+            move for move, below in graph.live_moves(state) if move.nnz + below.min_params == target
+        )
+        factors.append(move.factor)
+        state = move.child
+    return Chain(factors)
+
+
+def pareto_front(
+    m: int,
+    n: int,
+    *,
+    n_factors: int | range,
+    kind: KindFilter = "monotonic",
+    max_params: int | None = None,
+    max_dim: int | None = None,
+    rank: int = 1,
+    allow_diagonal: bool = False,
+) -> list[Chain]:
+    """Chains not beaten on parameters, number of factors and largest dimension together.
+
+    A chain is on the front when no other chain has at most as many
+    parameters, at most as many factors and at most as large a largest
+    dimension (:attr:`Chain.max_dim`), with at least one strictly smaller.
+    Flops are ``2 * params`` (:attr:`Chain.flops`), so they order chains as
+    parameters do. ``kind`` defaults to ``"monotonic"``: among all chains, the
+    two factors through a bottleneck of dimension 1 (``r = (m, 1)``,
+    ``s = (1, n)``, ``m + n`` parameters, a rank-one product) beat every other
+    chain on all three counts.
+
+    Parameters
+    ----------
+    m, n : int
+        Shape of the product, below ``2**40``.
+    n_factors : int or range
+        Number of factors ``L`` (at most 64), or a range of them.
+    kind : {"any", "monotonic", "bulging", "other"}
+        Keep only chains of this kind (DESIGN.md section 2).
+    max_params : int, optional
+        Keep only chains with at most this many weights.
+    max_dim : int, optional
+        Keep only chains whose dimensions are all at most this; it must be at
+        least ``max(m, n)``.
+    rank : int
+        Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
+        rank-weighted chains.
+    allow_diagonal : bool
+        Allow factors with ``r = s = 1`` (plain diagonal scalings).
+
+    Returns
+    -------
+    list of Chain
+        One chain per front point, sorted by parameters, then factors, then
+        largest dimension; among equals, the first in :func:`enumerate_chains` order.
+
+    Notes
+    -----
+    Each state keeps the front of its completions' ``(parameters, largest q)``
+    pairs: both grow monotonically along a chain, so a state's front is made
+    of its moves' costs added to its children's fronts.
+
+    Examples
+    --------
+    >>> front = pareto_front(64, 576, n_factors=range(1, 6))
+    >>> [(c.n_params, c.n_factors, c.max_dim) for c in front]
+    [(1344, 4, 576), (1600, 3, 576), (3200, 2, 576), (36864, 1, 576)]
+    """
+    request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
+    graph = request.graph()
+    budget = inf if request.max_params is None else request.max_params
+    fronts: dict[_State, list[tuple[float, float, tuple[tuple[int, ...], ...]]]] = {}
+
+    def front(state: _State) -> list[tuple[float, float, tuple[tuple[int, ...], ...]]]:
+        if state not in fronts:
+            if state.left == 0:
+                fronts[state] = [(0, 0, ())]
+            else:
+                points = [
+                    (move.nnz + params, max(move.factor[1], dim), (move.factor, *rest))
+                    for move, _ in graph.live_moves(state)
+                    for params, dim, rest in front(move.child)
+                ]
+                fronts[state] = _nondominated(points)
+        return fronts[state]
+
+    candidates = [
+        (params, count, max(request.m, request.n, dim), factors)
+        for count in request.n_factors
+        for params, dim, factors in front(graph.root(count))
+        if params <= budget
+    ]
+    kept = [
+        point
+        for point in candidates
+        if not any(_dominates(other[:3], point[:3]) for other in candidates)
+    ]
+    unique: dict[tuple[float, ...], Any] = {}
+    for params, count, dim, factors in kept:
+        unique.setdefault((params, count, dim), factors)
+    return [Chain(unique[key]) for key in sorted(unique)]
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def _nondominated(points: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Front of ``(params, dim, payload)`` points; the first point wins among equals."""
+    front: list[tuple[Any, ...]] = []
+    best_dim = inf
+    for point in sorted(points, key=operator.itemgetter(0, 1)):
+        if point[1] < best_dim:
+            front.append(point)
+            best_dim = point[1]
+    return front

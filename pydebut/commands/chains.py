@@ -1,0 +1,175 @@
+"""``pydebut chains M N``: list the chainable chains of an ``M x N`` product."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+
+from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
+from ..cli import UsageError
+from ..spec import Chain
+
+SORTS = ("params", "flops", "max_dim", "factors")
+FORMATS = ("table", "json", "csv")
+COLUMNS = (
+    "row",
+    "factors",
+    "params",
+    "compression",
+    "flops",
+    "kind",
+    "max_dim",
+    "rank",
+    "sup",
+    "sub",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "chains",
+        help="list the chains of an M x N product",
+        description="List the chainable (and, with --rank, rank-weighted) DeBut chains of an "
+        "M x N product, filtered and sorted; at most --limit rows are shown.",
+    )
+    parser.add_argument("m", type=int, metavar="M", help="rows of the product")
+    parser.add_argument("n", type=int, metavar="N", help="columns of the product")
+    parser.add_argument(
+        "--factors", default="1-4", metavar="L", help="number of factors: 3, 2-5 or 2,4 (1-4)"
+    )
+    parser.add_argument("--kind", choices=KINDS, default="any", help="kind of chain (any)")
+    parser.add_argument("--max-params", type=int, metavar="P", help="largest parameter count")
+    parser.add_argument("--max-dim", type=int, metavar="D", help="largest dimension")
+    parser.add_argument("--rank", type=int, default=1, help="largest rank weight (1)")
+    parser.add_argument(
+        "--allow-diagonal", action="store_true", help="allow factors with r = s = 1"
+    )
+    parser.add_argument("--sort", choices=SORTS, default="params", help="order of rows (params)")
+    parser.add_argument("--limit", type=int, default=50, help="rows to show (50)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output (table)")
+    parser.set_defaults(func=run)
+
+
+def parse_factors(text: str) -> range | list[int]:
+    """``"3"``, ``"2-5"`` or ``"2,4"`` as the ``n_factors`` of :func:`enumerate_chains`."""
+    try:
+        if "-" in text:
+            low, high = (int(part) for part in text.split("-"))
+            if low > high:
+                raise UsageError(f"--factors {text}: the range is empty")
+            return range(low, high + 1)
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--factors must look like 3, 2-5 or 2,4; got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise UsageError(f"--limit must be at least 0, got {args.limit}")
+    request = dict(
+        n_factors=parse_factors(args.factors),
+        kind=args.kind,
+        max_params=args.max_params,
+        max_dim=args.max_dim,
+        rank=args.rank,
+        allow_diagonal=args.allow_diagonal,
+    )
+    total = count_chains(args.m, args.n, **request)
+    shown = list(itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), args.limit))
+    rows = [_row(i, chain) for i, chain in enumerate(shown, start=1)]
+    left_out = total - len(rows)
+    if args.format == "json":
+        document = {
+            "m": args.m,
+            "n": args.n,
+            "filters": {**request, "n_factors": list(request["n_factors"])},
+            "sort": args.sort,
+            "total": total,
+            "shown": len(rows),
+            "left_out": left_out,
+            "chains": rows,
+        }
+        print(_json_lines(document))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows([_flat(row)[column] for column in COLUMNS] for row in rows)
+    else:
+        _print_table(rows)
+    if left_out:
+        note = f"{left_out} of {total} chains left out by --limit {args.limit}"
+        print(note, file=sys.stdout if args.format == "table" else sys.stderr)
+    elif args.format == "table":
+        print(f"{total} chains")
+    return 0
+
+
+def _sorted_chains(m: int, n: int, sort: str, request: dict) -> Iterator[Chain]:
+    if sort in ("params", "flops"):
+        return enumerate_chains(m, n, order="params", **request)
+    if sort == "max_dim":
+        return enumerate_chains(m, n, order="max_dim", **request)
+    # "factors": by number of factors, then by parameters.
+    per_count = {**request}
+    counts = per_count.pop("n_factors")
+    return itertools.chain.from_iterable(
+        enumerate_chains(m, n, n_factors=count, order="params", **per_count)
+        for count in sorted(set(counts))
+    )
+
+
+def _row(index: int, chain: Chain) -> dict:
+    sup, sub = chain.to_sup_sub()
+    return {
+        "row": index,
+        "factors": chain.n_factors,
+        "params": chain.n_params,
+        "compression": round(chain.compression_ratio, 3),
+        "flops": chain.flops,
+        "kind": chain.kind,
+        "max_dim": chain.max_dim,
+        "rank": max(rank_weights(chain), default=1),
+        "sup": sup,
+        "sub": sub,
+    }
+
+
+def _flat(row: dict) -> dict:
+    """The row with ``sup``/``sub`` spelled flat, as on the paper's command lines."""
+    return {
+        **row,
+        "sup": " ".join(str(x) for pair in row["sup"] for x in pair),
+        "sub": " ".join(str(x) for triple in row["sub"] for x in triple),
+    }
+
+
+def _json_lines(document: dict) -> str:
+    """JSON with one chain per line."""
+    head = {key: value for key, value in document.items() if key != "chains"}
+    chains = ",\n".join(f"  {json.dumps(row)}" for row in document["chains"])
+    body = f"[\n{chains}\n ]" if chains else "[]"
+    return f'{json.dumps(head)[:-1]},\n "chains": {body}}}'
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    cells = [[str(_flat(row)[column]) for column in COLUMNS] for row in rows]
+    widths = [
+        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(COLUMNS)
+    ]
+    numeric = {"row", "factors", "params", "compression", "flops", "max_dim", "rank"}
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            value.rjust(width) if column in numeric else value.ljust(width)
+            for column, value, width in zip(COLUMNS, values, widths, strict=True)
+        ).rstrip()
+
+    print(line(list(COLUMNS)))
+    for values in cells:
+        print(line(values))

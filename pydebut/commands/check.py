@@ -1,0 +1,114 @@
+"""``pydebut check``: describe a chain and decide whether its product is dense.
+
+Exit status 0 for a valid dense chain, 1 for a valid chain that is not dense,
+2 for invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..chains import DensityResult, classify, is_dense
+from ..cli import UsageError, add_chain_arguments, chain_from_args
+from ..spec import Chain
+
+EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="describe a chain and check that its product is dense",
+        description="Per-factor table, totals, kind and the exact density verdict. "
+        "Exit status: 0 dense, 1 valid but not dense, 2 invalid input.",
+    )
+    add_chain_arguments(parser)
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--plot", metavar="OUT.png", help="draw factor supports and partial products (matplotlib)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    chain = chain_from_args(args)
+    assert chain is not None  # add_chain_arguments(required=True)
+    report = build_report(chain)
+    if args.plot:
+        _save_plot(chain, args.plot)
+    if args.format == "json":
+        lines = ",\n".join(
+            f" {json.dumps(key)}: {json.dumps(value)}" for key, value in report.items()
+        )
+        print(f"{{\n{lines}\n}}")
+    else:
+        print(_table(chain, report))
+    return EXIT_DENSE if report["dense"] else EXIT_NOT_DENSE
+
+
+def build_report(chain: Chain) -> dict:
+    """Everything ``check`` says about a chain, as a JSON-ready dict (a chain JSON file)."""
+    info = classify(chain)
+    density = is_dense(chain)
+    sup, sub = chain.to_sup_sub()
+    m, n = chain.shape
+    return {
+        "sup": sup,
+        "sub": sub,
+        "shape": [m, n],
+        "n_factors": chain.n_factors,
+        "params": chain.n_params,
+        "flops": chain.flops,
+        "compression": round(chain.compression_ratio, 3),
+        "max_dim": chain.max_dim,
+        "kind": info.kind,
+        "chainable": info.chainable,
+        "family": info.family,
+        "rank_weights": None if info.rank_weights is None else list(info.rank_weights),
+        "dense": density.dense,
+        "missing": None if density.missing is None else list(density.missing),
+        "density_method": density.method,
+        "factors": [
+            {"p": f.p, "q": f.q, "r": f.r, "s": f.s, "t": f.t, "blocks": f.n_blocks, "nnz": f.nnz}
+            for f in chain
+        ],
+    }
+
+
+def _table(chain: Chain, report: dict) -> str:
+    header = ("factor", "p", "q", "r", "s", "t", "blocks", "nnz")
+    cells = [
+        (f"F_{i}", *(str(f[key]) for key in ("p", "q", "r", "s", "t", "blocks", "nnz")))
+        for i, f in enumerate(report["factors"], start=1)
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in [header, *cells]
+    ]
+    m, n = chain.shape
+    missing = None if report["missing"] is None else tuple(report["missing"])
+    family = report["family"]
+    if family == "rank-weighted":
+        family += f" (weights {', '.join(map(str, report['rank_weights']))})"
+    lines += [
+        "",
+        f"shape {m} x {n}, {chain.n_factors} factors, {chain.n_params} params "
+        f"(compression {chain.compression_ratio:.2f}x), {chain.flops} flops per vector",
+        f"kind {report['kind']}, largest dimension {chain.max_dim}, "
+        f"{'chainable' if report['chainable'] else 'not chainable'}, family {family}",
+        f"density: {DensityResult(report['dense'], missing, report['density_method'])}",
+    ]
+    return "\n".join(lines)
+
+
+def _save_plot(chain: Chain, path: str) -> None:
+    try:
+        from ..plotting import plot_chain
+
+        figure = plot_chain(chain)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    figure.savefig(path, dpi=100)
+    print(f"wrote {path}", file=sys.stderr)

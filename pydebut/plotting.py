@@ -1,0 +1,95 @@
+"""Pictures of chains: factor supports and the densification of partial products.
+
+Matplotlib is an optional dependency (``pip install pydebut[plot]``); it is
+imported only when a picture is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .chains import partial_supports
+from .spec import Chain
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_chain"]
+
+
+def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure:
+    """Draw each factor's support and the support of each partial product.
+
+    Column ``l`` shows ``F_l`` on top and, below it, ``F_l F_{l+1} ... F_L``:
+    reading the bottom row from right to left shows how the product fills in
+    as the chain is applied (as in the paper's figure of a bulging chain).
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+    max_pixels : int
+        Larger matrices are shown pooled into at most this many cells a side;
+        a cell is dark when any entry inside it may be non-zero.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A figure not attached to pyplot; save it with ``fig.savefig(path)``.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+
+    Examples
+    --------
+    >>> fig = plot_chain(Chain.from_factorizations([2, 2], [2, 2]))
+    >>> len(fig.axes)
+    4
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "plotting needs matplotlib: install it with pip install pydebut[plot]"
+        ) from None
+    chain = chain if isinstance(chain, Chain) else Chain(chain)
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    products = partial_supports(chain)[::-1]  # products[l] = F_l ... F_L
+    n_factors = chain.n_factors
+    figure = Figure(figsize=(2.4 * n_factors, 5.0), layout="constrained")
+    axes = figure.subplots(2, n_factors, squeeze=False)
+    for l, (spec, product) in enumerate(zip(chain, products, strict=True)):  # noqa: E741
+        label = f"F_{l + 1}"
+        tail = label if l == n_factors - 1 else f"F_{l + 1}…F_{n_factors}"
+        panels = (
+            (axes[0, l], spec.support(), f"{label}  {spec.p}x{spec.q}\n(r, s, t) = "
+             f"({spec.r}, {spec.s}, {spec.t})"),
+            (axes[1, l], product, f"{tail}  {product.shape[0]}x{product.shape[1]}\n"
+             f"{100 * product.mean():.3g}% non-zero"),
+        )  # fmt: skip
+        for ax, mask, title in panels:
+            ax.imshow(_pool(mask, max_pixels), cmap="Greys", vmin=0, vmax=1,
+                      interpolation="nearest", aspect="auto")  # fmt: skip
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    m, n = chain.shape
+    figure.suptitle(f"{m} x {n}: {n_factors} factors, {chain.n_params} params, {chain.kind}")
+    return figure
+
+
+def _pool(mask: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Shrink a boolean matrix to at most ``max_pixels`` a side by ``any`` over cells."""
+    rows, cols = mask.shape
+    fr, fc = -(-rows // max_pixels), -(-cols // max_pixels)
+    if fr == fc == 1:
+        return mask
+    padded = np.zeros((-(-rows // fr) * fr, -(-cols // fc) * fc), dtype=bool)
+    padded[:rows, :cols] = mask
+    return padded.reshape(padded.shape[0] // fr, fr, padded.shape[1] // fc, fc).any(axis=(1, 3))

@@ -1,0 +1,241 @@
+"""The ``pydebut chains`` and ``pydebut check`` commands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from pydebut import Chain, count_chains, enumerate_chains, is_dense, rank_weights
+from pydebut.cli import main
+
+# A 512 x 4608 chain (512 channels x 3x3 kernels), like the paper's density example.
+VGG_512 = Chain.from_factorizations([8, 4, 4, 2, 2], [9, 4, 4, 4, 8])
+LENET = Chain([(128, 256, 2, 4, 64), (256, 512, 1, 2, 64), (512, 512, 2, 2, 32),
+               (512, 256, 2, 1, 16), (256, 400, 16, 25, 1)])  # fmt: skip
+NOT_DENSE = Chain([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)])
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def sup_sub_arguments(chain: Chain) -> list[str]:
+    sup, sub = chain.to_sup_sub()
+    flat_sup = " ".join(str(x) for pair in sup for x in pair)
+    return ["--sup", flat_sup, "--sub", json.dumps(sub)]
+
+
+# --- pydebut chains ----------------------------------------------------------------
+
+
+def test_json_rows_round_trip_into_chains(capsys, tmp_path):
+    arguments = ["chains", "64", "576", "--factors", "2-4", "--kind", "monotonic",
+                 "--max-params", "3000", "--limit", "7", "--format", "json"]  # fmt: skip
+    status, out, _ = run(capsys, *arguments)
+    assert status == 0
+    document = json.loads(out)
+    request = dict(n_factors=range(2, 5), kind="monotonic", max_params=3000)
+    total = count_chains(64, 576, **request)
+    assert (document["total"], document["shown"], document["left_out"]) == (total, 7, total - 7)
+    expected = list(enumerate_chains(64, 576, order="params", **request))[:7]
+    path = tmp_path / "chains.json"
+    path.write_text(out)
+    for row in document["chains"]:
+        chain = Chain.from_sup_sub(row["sup"], row["sub"])
+        assert chain == expected[row["row"] - 1]
+        assert (row["params"], row["kind"], row["max_dim"], row["rank"]) == (
+            chain.n_params, chain.kind, chain.max_dim, 1)  # fmt: skip
+        single = tmp_path / f"row{row['row']}.json"
+        single.write_text(json.dumps(row))
+        status, out, _ = run(capsys, "check", "--chain", str(single), "--format", "json")
+        assert status == 0
+        assert Chain.from_sup_sub(**{k: json.loads(out)[k] for k in ("sup", "sub")}) == chain
+        status, _, _ = run(capsys, "check", "--chain", str(path), "--row", str(row["row"]))
+        assert status == 0
+
+
+def test_listing_needs_a_row(capsys, tmp_path):
+    path = tmp_path / "chains.json"
+    _, out, _ = run(capsys, "chains", "8", "8", "--factors", "2", "--format", "json")
+    path.write_text(out)
+    status, _, err = run(capsys, "check", "--chain", str(path))
+    assert status == 2
+    assert "choose one with --row 1.." in err
+    status, _, err = run(capsys, "check", "--chain", str(path), "--row", "999")
+    assert status == 2 and "there is no row 999" in err
+
+
+def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
+    status, out, err = run(capsys, "chains", "16", "12", "--factors", "2", "--format", "csv",
+                           "--sort", "max_dim", "--limit", "1000")  # fmt: skip
+    assert status == 0 and err == ""
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == count_chains(16, 12, n_factors=2)
+    dims = [int(row["max_dim"]) for row in rows]
+    assert dims == sorted(dims)
+    for row in rows:
+        chain = Chain.from_sup_sub(row["sup"], row["sub"])
+        assert (chain.n_params, chain.flops) == (int(row["params"]), int(row["flops"]))
+        assert chain.compression_ratio == pytest.approx(float(row["compression"]), abs=1e-3)
+    status, out, _ = run(capsys, "chains", "16", "12", "--factors", "2", "--limit", "1000")
+    lines = out.splitlines()
+    assert lines[0].split() == ["row", "factors", "params", "compression", "flops", "kind",
+                                "max_dim", "rank", "sup", "sub"]  # fmt: skip
+    assert lines[-1] == f"{len(rows)} chains"
+
+
+def test_limit_says_how_many_rows_it_left_out(capsys):
+    total = count_chains(512, 4608, n_factors=range(1, 4))
+    status, out, _ = run(capsys, "chains", "512", "4608", "--factors", "1-3", "--limit", "3")
+    assert status == 0
+    assert out.splitlines()[-1] == f"{total - 3} of {total} chains left out by --limit 3"
+    assert len(out.splitlines()) == 5
+    status, _, err = run(capsys, "chains", "512", "4608", "--factors", "1-3", "--format", "csv")
+    assert err.strip() == f"{total - 50} of {total} chains left out by --limit 50"
+
+
+def test_sort_by_factors_then_params(capsys):
+    _, out, _ = run(capsys, "chains", "24", "36", "--factors", "1-3", "--sort", "factors",
+                         "--format", "json", "--limit", "100000")  # fmt: skip
+    keys = [(row["factors"], row["params"]) for row in json.loads(out)["chains"]]
+    assert keys == sorted(keys)
+    assert len(keys) == count_chains(24, 36, n_factors=range(1, 4))
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["chains", "0", "8"], "m must be positive"),
+        (["chains", "8", "x"], "invalid int value"),
+        (["chains", "8", "8", "--factors", "5-2"], "the range is empty"),
+        (["chains", "8", "8", "--factors", "two"], "--factors must look like"),
+        (["chains", "8", "8", "--factors", "99"], "at most 64"),
+        (["chains", "8", "8", "--kind", "flat"], "invalid choice"),
+        (["chains", "8", "8", "--max-dim", "4"], "below max(m, n) = 8"),
+        (["chains", "8", "8", "--kind", "bulging", "--max-dim", "8"], "needs a dimension above"),
+        (["chains", "8", "8", "--limit", "-1"], "--limit must be at least 0"),
+        (["check", "--sup", "4 4 4", "--sub", "2 2 1"], "not a whole number of (p, q) pairs"),
+        (["check", "--sup", "4 4 4 4", "--sub", "2 2 1"], "sup has 2 (p, q) pairs but sub has 1"),
+        (["check", "--sup", "4 4", "--sub", "2 2 3"], "factor 1 of 1"),
+        (["check", "--sup", "4 4"], "--sup and --sub must be given together"),
+        (["check"], "no chain given"),
+        (["check", "--r-shapes", "[[4, 4, 2, 2"], "malformed JSON"),
+        (["check", "--chain", "/nonexistent/chain.json"], "cannot read chain file"),
+        (["check", "--sup", "4 4", "--sub", "4 4 1", "--row", "2"], "--row only applies"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(capsys, argv, words):
+    status, out, err = run(capsys, *argv)
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("pydebut")
+    assert words in err
+    assert "Traceback" not in err
+
+
+def test_malformed_chain_files(capsys, tmp_path):
+    cases = {
+        "not json": "is not valid JSON",
+        "[1]": "expected a JSON object with 'sup' and 'sub'",
+        '{"sup": [[4, 4]]}': "expected keys 'sup' and 'sub'",
+        '{"chains": []}': "lists no chains",
+        '{"sup": [[4, 4]], "sub": [[4, 4, 1]]}': None,
+    }
+    for i, (text, words) in enumerate(cases.items()):
+        path = tmp_path / f"case{i}.json"
+        path.write_text(text)
+        status, _, err = run(capsys, "check", "--chain", str(path))
+        if words is None:
+            assert status == 0
+        else:
+            assert status == 2 and words in err and err.count("\n") == 1
+
+
+# --- pydebut check -------------------------------------------------------------------
+
+
+def test_check_exit_status_follows_density(capsys):
+    assert run(capsys, "check", *sup_sub_arguments(VGG_512))[0] == 0
+    status, out, _ = run(capsys, "check", *sup_sub_arguments(NOT_DENSE))
+    assert status == 1
+    assert "not dense: output 0 is not connected to input 2" in out
+
+
+def test_check_of_the_512_by_4608_example(capsys):
+    status, out, _ = run(capsys, "check", *sup_sub_arguments(VGG_512), "--format", "json")
+    assert status == 0
+    report = json.loads(out)
+    assert report["shape"] == [512, 4608]
+    assert report["dense"] is True and report["missing"] is None
+    assert report["chainable"] is True and report["kind"] == VGG_512.kind
+    assert [f["nnz"] for f in report["factors"]] == [f.nnz for f in VGG_512]
+    assert report["params"] == sum(f["nnz"] for f in report["factors"])
+
+
+def test_check_table_for_a_non_chainable_dense_chain(capsys):
+    r_shapes = "[[4,3,4,3,1],[8,4,2,1,4],[16,8,2,1,4],[32,16,2,1,16],[64,32,2,1,32]]"
+    status, out, _ = run(capsys, "check", "--r-shapes", r_shapes)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["factor", "p", "q", "r", "s", "t", "blocks", "nnz"]
+    assert lines[1].split() == ["F_1", "64", "32", "2", "1", "32", "1", "64"]
+    assert "not chainable, family general" in out
+    assert out.rstrip().endswith("density: dense (reachability)")
+
+
+def test_check_reports_rank_weights(capsys):
+    chain = Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)])
+    status, out, _ = run(capsys, "check", *sup_sub_arguments(chain))
+    assert status == 0
+    assert "family rank-weighted (weights 3)" in out
+    assert "density: dense (rank-weighted)" in out
+
+
+def test_check_plot_writes_a_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "lenet.png"
+    status, _, err = run(capsys, "check", *sup_sub_arguments(LENET), "--plot", str(path))
+    assert status == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {path}" in err
+
+
+def test_plot_without_matplotlib_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    status, _, err = run(capsys, "check", *sup_sub_arguments(LENET), "--plot",
+                         str(tmp_path / "x.png"))  # fmt: skip
+    assert status == 2
+    assert "pip install pydebut[plot]" in err and err.count("\n") == 1
+
+
+def test_plot_shows_factors_and_partial_products():
+    pytest.importorskip("matplotlib")
+    from pydebut.plotting import plot_chain
+
+    figure = plot_chain(LENET, max_pixels=64)
+    assert len(figure.axes) == 2 * LENET.n_factors
+    full = figure.axes[LENET.n_factors].images[0].get_array()
+    assert full.shape == (64, 58) and full.all()  # 128 x 400 pooled by cells of 2 x 7
+    assert is_dense(LENET)
+    with pytest.raises(ValueError, match="max_pixels must be positive"):
+        plot_chain(LENET, max_pixels=0)
+
+
+def test_rank_column_shows_the_largest_weight(capsys):
+    status, out, _ = run(capsys, "chains", "4", "6", "--factors", "2", "--rank", "3",
+                         "--format", "json", "--limit", "1000")  # fmt: skip
+    assert status == 0
+    rows = json.loads(out)["chains"]
+    assert len(rows) == count_chains(4, 6, n_factors=2, rank=3)
+    ranks = {row["rank"] for row in rows}
+    assert ranks == {1, 2, 3}
+    for row in rows:
+        chain = Chain.from_sup_sub(row["sup"], row["sub"])
+        assert row["rank"] == max(rank_weights(chain))

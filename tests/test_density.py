@@ -1,0 +1,163 @@
+"""Exact density (the paper's bipolar test) against boolean and numeric products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from pydebut import Chain, classify, is_dense, product_support, rank_weights
+from pydebut import chains as chains_module
+from pydebut.chains import DensityResult, is_dense_numeric, partial_supports
+
+from .strategies_chains import chainable_chains, general_chains, rank_weighted_chains
+
+# The 3 -> 64 point-wise convolution chain of DESIGN.md section 2, application order.
+R_SHAPES_3_TO_64 = [[4, 3, 4, 3, 1], [8, 4, 2, 1, 4], [16, 8, 2, 1, 4], [32, 16, 2, 1, 16],
+                    [64, 32, 2, 1, 32]]  # fmt: skip
+
+
+def boolean_product(chain: Chain) -> np.ndarray:
+    """Support of F_1 ... F_L from dense boolean matrices, multiplied as integers."""
+    product = chain[0].support().astype(np.int64)
+    for spec in chain.factors[1:]:
+        product = ((product @ spec.support().astype(np.int64)) > 0).astype(np.int64)
+    return product > 0
+
+
+def first_gap(support: np.ndarray) -> tuple[int, int] | None:
+    gaps = np.argwhere(~support)
+    return None if gaps.size == 0 else (int(gaps[0, 0]), int(gaps[0, 1]))
+
+
+def assert_agrees(chain: Chain) -> None:
+    expected = boolean_product(chain)
+    result = is_dense(chain)
+    assert result.dense == expected.all()
+    assert bool(result) == result.dense
+    assert result.missing == first_gap(expected)
+    np.testing.assert_array_equal(product_support(chain), expected)
+    numeric = is_dense_numeric(chain, random_state=0)
+    assert numeric.dense == result.dense
+    assert numeric.missing == result.missing
+
+
+@given(general_chains())
+def test_is_dense_agrees_with_boolean_product_on_any_valid_chain(chain):
+    assert_agrees(chain)
+
+
+@given(general_chains(max_dim=200, max_factors=3))
+@settings(deadline=None)
+def test_reachability_in_small_chunks_agrees(chain):
+    saved = chains_module._REACH_CHUNK_BYTES
+    chains_module._REACH_CHUNK_BYTES = 1  # one 64-bit word of inputs per chunk
+    try:
+        n_chunks = len(list(chains_module._reach_chunks(chain)))
+        assert n_chunks == -(-chain.shape[1] // 64)
+        assert_agrees(chain)
+    finally:
+        chains_module._REACH_CHUNK_BYTES = saved
+
+
+@given(chainable_chains())
+def test_chainable_chains_are_dense_in_constant_time(chain):
+    result = is_dense(chain)
+    assert result == DensityResult(True, None, "chainable")
+    assert boolean_product(chain).all()
+
+
+@given(rank_weighted_chains())
+def test_rank_weighted_chains_are_recognised_and_dense(drawn):
+    chain, weights = drawn
+    assert rank_weights(chain) == weights
+    assert classify(chain).rank == max(weights)
+    expected_method = "chainable" if set(weights) == {1} else "rank-weighted"
+    assert is_dense(chain).method == expected_method
+    assert classify(chain).family == expected_method
+    assert boolean_product(chain).all()
+
+
+@given(general_chains())
+def test_recognised_rank_weights_rebuild_the_chain(chain):
+    weights = rank_weights(chain)
+    if weights is None:
+        assert classify(chain).family == "general"
+        return
+    # Rebuild through Le et al.'s (a, b, c, d, p, q) tuples, as DESIGN.md writes them.
+    ws = (1, *weights, 1)
+    bs = [f.r // ws[l] for l, f in enumerate(chain)]  # noqa: E741
+    cs = [f.s // ws[l + 1] for l, f in enumerate(chain)]  # noqa: E741
+    tuples = [
+        (int(np.prod(cs[:l])), bs[l], cs[l], int(np.prod(bs[l + 1 :])), ws[l], ws[l + 1])
+        for l in range(len(chain))  # noqa: E741
+    ]
+    assert Chain.from_abcd(tuples) == chain
+
+
+def test_design_three_to_sixty_four_chain_is_dense_but_not_chainable():
+    chain = Chain.from_r_shapes(R_SHAPES_3_TO_64)
+    assert chain.shape == (64, 3)
+    assert not chain.is_chainable
+    assert rank_weights(chain) is None
+    result = is_dense(chain)
+    assert result.dense and result.method == "reachability"
+    assert_agrees(chain)
+
+
+def radix2_stages(n_bits: int, strides: list[int]) -> Chain:
+    """Butterfly stages ``(N, N, 2, 2, 2**b)`` in the given order; each toggles bit ``b``."""
+    size = 2**n_bits
+    return Chain([(size, size, 2, 2, 2**b) for b in strides])
+
+
+def test_butterfly_stages_in_reverse_order_are_dense_not_chainable():
+    chain = radix2_stages(8, list(range(8)))  # t grows left to right: k_1 = 128
+    assert not chain.is_chainable
+    assert_agrees(chain)
+    assert is_dense(chain).dense
+
+
+def test_butterfly_missing_a_bit_reports_first_unreachable_input():
+    strides = [0, 1, 2, 3, 4, 5, 6, 6]  # bit 7 is never toggled
+    chain = radix2_stages(8, strides)
+    assert_agrees(chain)
+    assert is_dense(chain).missing == (0, 128)
+
+
+def test_large_non_chainable_chain_is_decided_exactly():
+    strides = [11, 0, 10, 1, 9, 2, 8, 3, 7, 4, 6, 5]
+    assert is_dense(radix2_stages(12, strides)).dense
+    broken = radix2_stages(12, [*strides[:-1], 4])  # bit 5 is never toggled
+    result = is_dense(broken)
+    assert not result.dense
+    assert result.missing == (0, 32)
+    assert result.method == "reachability"
+
+
+def test_wide_chain_uses_outputs_as_bits():
+    # m < n: the transposed chain is propagated; the first gap is still row-major.
+    chain = Chain([(2, 2, 1, 1, 2), (2, 8, 1, 4, 2)])
+    assert chain.shape == (2, 8)
+    assert_agrees(chain)
+    assert is_dense(chain).missing == (0, 1)
+
+
+def test_partial_supports_densify_towards_the_output():
+    chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    supports = partial_supports(chain)
+    assert [s.shape for s in supports] == [(8, 8)] * 3
+    assert [int(s.sum()) for s in supports] == [16, 32, 64]
+    np.testing.assert_array_equal(supports[-1], boolean_product(chain))
+
+
+def test_density_result_reads_as_a_sentence():
+    assert str(is_dense(Chain.from_factorizations([2], [3]))) == "dense (chainable)"
+    text = str(is_dense([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)]))
+    assert text == "not dense: output 0 is not connected to input 2 (reachability)"
+
+
+@pytest.mark.parametrize("bad", [[], "chain", [(4, 4, 2, 2, 3)]])
+def test_is_dense_rejects_invalid_chains(bad):
+    with pytest.raises((TypeError, ValueError)):
+        is_dense(bad)
