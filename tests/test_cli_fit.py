@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
 
 from pydebut.cli import main
 from pydebut.commands.demo import fit_tour
 from pydebut.io import load
+
+from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
 
 
 @pytest.fixture
@@ -110,3 +111,36 @@ def test_demo_fit_tour_reports_errors_and_compression(capsys):
     als = float(printed.split("fit_als, 3 sweeps from it")[1].split()[0])
     assert 0 < als <= hierarchical < 0.06
     assert f"compression {chain.compression_ratio:.2f}x" in printed
+
+
+def test_auto_chooses_a_chain_under_the_budget(tmp_path, capsys):
+    chain = CHAINABLE[1]  # 8 x 8, 3 factors, 48 parameters
+    target = dense_product(chain, random_weights(chain, np.random.default_rng(5)))
+    path, out = tmp_path / "target.npy", tmp_path / "factors.npz"
+    np.save(path, target)
+    argv = ["fit", str(path), "--auto", "--max-params", "48", "--candidates", "8"]
+    assert main([*argv, "--refine", "2", "--sweeps", "2", "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "explored" in printed and "<- chosen" in printed
+    op = load(out)
+    assert op.chain.n_params <= 48 and op.chain.is_chainable and op.chain.is_monotonic
+    error = np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
+    final = float(printed.split("error      ")[1].split()[0])
+    assert error == pytest.approx(final, rel=1e-4, abs=1e-12)
+    chosen = next(line for line in printed.splitlines() if "<- chosen" in line)
+    assert float(chosen.split()[-3]) == pytest.approx(final, rel=1e-4, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--auto"], "--auto needs --max-params N"),
+        (["--auto", "--max-params", "1"], "has at most 1 parameters"),
+        (["--auto", "--max-params", "64", "--sup", "8 8", "--sub", "2 2 4"], "not both"),
+        ([], "no chain given"),
+    ],
+)
+def test_auto_usage_errors(target_file, tmp_path, capsys, extra, message):
+    _, _, path = target_file
+    assert main(["fit", str(path), *extra, "-o", str(tmp_path / "f.npz")]) == 2
+    assert message in capsys.readouterr().err

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fit_cases import dense_product, random_weights
 
 from pydebut import Chain
 from pydebut.conv import LAYOUTS, conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from pydebut.operator import DeButOperator
+
+from .fit_cases import dense_product, random_weights
 
 
 def direct_conv2d(x, kernel, stride, padding, dilation):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fit_cases import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydebut import Chain, fit_als, fit_hierarchical
+from pydebut._reference import factor_to_dense
+from pydebut.fit._als import _couplings, _Sweeper
+from pydebut.testing import chains, dense_chains
+
+from .fit_cases import (
     CHAINABLE,
     COUPLED,
     PAPER_512,
@@ -13,13 +21,6 @@ from fit_cases import (
     random_target,
     random_weights,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from pydebut import Chain, fit_als, fit_hierarchical
-from pydebut._reference import factor_to_dense
-from pydebut.fit._als import _couplings, _Sweeper
-from pydebut.testing import chains, dense_chains
 
 
 def kronecker_update(chain, weights, target, index):

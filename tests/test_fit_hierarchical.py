@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fit_cases import PAPER_512, POINTWISE_3_TO_64, dense_product, random_weights
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.linalg import hadamard
 
 from pydebut import Chain, fit_hierarchical, hierarchy_ranks
 from pydebut.testing import chainable_chains, rank_weighted_chains
+
+from .fit_cases import PAPER_512, POINTWISE_3_TO_64, dense_product, random_weights
 
 VGG_64x576 = Chain(
     [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
