@@ -50,9 +50,11 @@ def register(subparsers: Any) -> None:
         "--max-factors", type=int, default=10, metavar="L", help="most factors for --auto (10)"
     )
     auto.add_argument(
-        "--candidates", type=int, default=48, help="chains scored hierarchically (48)"
+        "--candidates", type=int, default=48, metavar="K", help="chains scored hierarchically (48)"
     )
-    auto.add_argument("--refine", type=int, default=3, help="best candidates refined by ALS (3)")
+    auto.add_argument(
+        "--refine", type=int, default=3, metavar="K", help="best candidates refined by ALS (3)"
+    )
     parser.add_argument(
         "--sweeps", type=int, default=5, help="ALS sweeps (left to right and back); default 5"
     )

@@ -32,7 +32,9 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     and ``t_l = b_{l+1} t_{l+1}`` for integers ``c_l`` dividing ``s_l`` and
     ``b_{l+1}`` dividing ``r_{l+1}``, with ``w_l = s_l / c_l = r_{l+1} / b_{l+1}``
     (the ``(a, b, c, d, p, q)`` format of Le et al.). Chainable links have
-    ``w_l = 1``.
+    ``w_l = 1``. Unlike :func:`pydebut.rank_weights`, the ends are free: with
+    ``k_1 > 1`` or ``t_L > 1`` the product is block diagonal (and diagonal
+    within blocks), and each of its ``k_1 * t_L`` dense parts is factored.
 
     Raises
     ------
