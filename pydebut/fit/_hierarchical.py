@@ -33,8 +33,9 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     ``b_{l+1}`` dividing ``r_{l+1}``, with ``w_l = s_l / c_l = r_{l+1} / b_{l+1}``
     (the ``(a, b, c, d, p, q)`` format of Le et al.). Chainable links have
     ``w_l = 1``. Unlike :func:`pydebut.rank_weights`, the ends are free: with
-    ``k_1 > 1`` or ``t_L > 1`` the product is block diagonal (and diagonal
-    within blocks), and each of its ``k_1 * t_L`` dense parts is factored.
+    ``k_1 > 1`` or ``t_L > 1`` the product has the support of a single factor
+    ``(k_1, R, S, t_L)``, and each of its ``k_1 * t_L`` dense ``R x S`` parts
+    is factored.
 
     Raises
     ------
