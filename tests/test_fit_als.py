@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -253,3 +255,10 @@ def test_progress_bar(capsys):
     chain = CHAINABLE[0]
     fit_als(np.ones(chain.shape), chain, n_sweeps=2, init="random", progress=True)
     assert "ALS" in capsys.readouterr().err
+
+
+def test_progress_without_tqdm_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # makes "from tqdm.auto import" fail
+    chain = CHAINABLE[0]
+    with pytest.raises(ImportError, match=r"pip install pydebut\[progress\]"):
+        fit_als(np.ones(chain.shape), chain, progress=True)
