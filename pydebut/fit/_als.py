@@ -55,6 +55,8 @@ INIT_METHODS = ("auto", "random", "hierarchical")
 
 # H_l is kept sparse while at most this fraction of its entries is stored.
 SPARSE_GRAM_DENSITY = 0.25
+# Candidate pairs of coupled weights are filtered this many at a time.
+PAIR_CHUNK = 1 << 18
 
 Gram = np.ndarray | scipy.sparse.csr_array
 
@@ -270,10 +272,31 @@ def _components(
 
     Weights ``w`` and ``w'`` couple when their columns of ``A`` share an output
     (``G[i, i'] != 0``) and ``H[j, j'] != 0`` (``gram`` is ``H`` with counts).
+    The candidate pairs come from the sparser of the two relations and are
+    then filtered by the other, so a full ``G`` (or ``H``) is never expanded
+    into all pairs of weights.
     """
-    a = scipy.sparse.csr_array(a_columns != 0, dtype=np.int64)
-    h_pattern = scipy.sparse.csr_array(gram)[cols][:, cols] != 0
-    graph = (a @ a.T).multiply(h_pattern)
+    a = a_columns != 0
+    h = scipy.sparse.csr_array(gram != 0, dtype=np.int64)
+    per_col = np.bincount(cols, minlength=h.shape[0])
+    h_pairs = per_col @ (h @ per_col)
+    g_pairs = np.sum(a.sum(axis=0, dtype=np.int64) ** 2)  # upper bound: shared outputs
+    if h_pairs <= g_pairs:
+        candidates = h[cols][:, cols].tocoo()
+        u, v = candidates.row, candidates.col
+        bits = np.packbits(a, axis=1)
+        keep = np.zeros(u.size, dtype=bool)
+        for start in range(0, u.size, PAIR_CHUNK):
+            part = slice(start, start + PAIR_CHUNK)
+            keep[part] = np.any(bits[u[part]] & bits[v[part]], axis=1)
+    else:
+        a_sparse = scipy.sparse.csr_array(a, dtype=np.int64)
+        candidates = (a_sparse @ a_sparse.T).tocoo()
+        u, v = candidates.row, candidates.col
+        keep = np.asarray(h[cols[u], cols[v]]).ravel() != 0
+    graph = scipy.sparse.coo_array(
+        (np.ones(keep.sum()), (u[keep], v[keep])), shape=(a.shape[0],) * 2
+    )
     _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
     starts = np.flatnonzero(np.diff(labels[order], prepend=-1))
