@@ -323,7 +323,8 @@ def fit_als(
 
     Every factor update is the exact least-squares solution on the factor's
     support, with all other factors fixed; a sweep updates the factors left
-    to right, then right to left, and the error never increases.
+    to right, then right to left, and the error never increases (up to the
+    rounding of the normal equations, which act on the squared error).
 
     Parameters
     ----------
