@@ -10,6 +10,8 @@ A chain is passed as a *plan*:
 - ``offsets``: int64 array ``(L + 1,)``; factor ``l``'s weights are
   ``weights[offsets[l]:offsets[l + 1]]``, the C-order ravel of
   ``W[b, rho, sigma, alpha]``;
+- ``paired``: bool array ``(L,)``; ``paired[l]`` means factors ``l`` and
+  ``l + 1`` form a radix-4 butterfly step applied in one pass;
 - ``weights``: the flat weight buffer, of the dtype of the data.
 
 A block of vectors is processed in *lanes*: a work buffer holds ``width``
@@ -19,7 +21,6 @@ innermost loop runs over contiguous memory whatever ``t`` is.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 try:
@@ -30,9 +31,10 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
-# Lanes per work buffer in the batched kernel: wide enough for the innermost loop
-# to vectorise, narrow enough that two buffers of the largest dimension stay in cache.
-LANE_WIDTH = 16
+# Bytes of each entry's lanes in the batched kernel (64 float64 or 128 float32 vectors):
+# the innermost loops run over this many contiguous bytes per weight, which amortises
+# the per-weight work; measured best among 128-1024 on the 4096 butterfly chain.
+LANE_BYTES = 512
 
 
 def _jit(**options):
@@ -40,23 +42,33 @@ def _jit(**options):
 
     Numba raises ``RuntimeError`` at decoration time when neither the package
     folder nor a user-wide cache folder is writable (e.g. a read-only install
-    with no home directory); the kernels then compile on first use instead.
+    with no writable home); the kernels then compile on first use instead,
+    and one ``RuntimeWarning`` says so.
     """
 
     def decorate(function):
         try:
             return numba.njit(cache=True, nogil=True, **options)(function)
         except RuntimeError as err:
-            if os.environ.get("PYDEBUT_WARN_NO_CACHE", "1") != "0":
-                warnings.warn(
-                    f"pydebut: numba cannot cache compiled kernels ({err}); "
-                    "they will be compiled on first use in every process",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            if not _cache_warning_issued:
+                _warn_no_cache(err)
             return numba.njit(cache=False, nogil=True, **options)(function)
 
     return decorate
+
+
+_cache_warning_issued = False
+
+
+def _warn_no_cache(err: RuntimeError) -> None:
+    global _cache_warning_issued
+    _cache_warning_issued = True
+    warnings.warn(
+        f"pydebut: numba cannot cache compiled kernels ({err}); they will be compiled "
+        "on first use in every process (set NUMBA_CACHE_DIR to a writable folder to cache them)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 @_jit(fastmath={"contract"}, inline="always")
@@ -142,12 +154,22 @@ def apply_factor_general(p, r, s, t, weights, w_start, src, dst, width):  # prag
             y = dst[out : out + run]
             w_row = w_start + (block * r + rho) * s * t
             w = weights[w_row : w_row + s * t]
-            if run == 1:  # one vector and t == 1: a short dot product
-                x = src[block * s : (block + 1) * s]
-                acc = w[0] * x[0]
+            if width == 1:  # one vector
+                x = src[block * s * t : (block + 1) * s * t]
+                if t == 1:  # a short dot product
+                    acc = w[0] * x[0]
+                    for sigma in range(1, s):
+                        acc += w[sigma] * x[sigma]
+                    y[0] = acc
+                    continue
+                w_first, x_first = w[:t], x[:t]  # vectorise along alpha
+                for alpha in range(y.shape[0]):
+                    y[alpha] = w_first[alpha] * x_first[alpha]
                 for sigma in range(1, s):
-                    acc += w[sigma] * x[sigma]
-                y[0] = acc
+                    w_sigma = w[sigma * t : (sigma + 1) * t]
+                    x_sigma = x[sigma * t : (sigma + 1) * t]
+                    for alpha in range(y.shape[0]):
+                        y[alpha] += w_sigma[alpha] * x_sigma[alpha]
                 continue
             for i in range(run):
                 y[i] = 0
@@ -173,34 +195,129 @@ def apply_factor(p, r, s, t, weights, w_start, src, dst, width):  # pragma: no c
         apply_factor_general(p, r, s, t, weights, w_start, src, dst, width)
 
 
+@_jit(fastmath={"contract"})
+def apply_pair_2x2(
+    p, t, weights, w_fine, w_coarse, coarse_first, src, dst, width
+):  # pragma: no cover
+    """Apply two ``p x p`` factors with ``r = s = 2`` in one pass: a radix-4 butterfly step.
+
+    The *fine* factor has ``t`` and ``2k`` blocks, the *coarse* one ``2t`` and
+    ``k`` blocks. Entry ``(4b + 2u + v) t + alpha`` is ``(block 2b+u, rho v,
+    alpha)`` of the fine factor and ``(block b, rho u, alpha' = v t + alpha)``
+    of the coarse one, so each group of four entries is read once, mixed along
+    ``v`` by the fine factor and along ``u`` by the coarse one (in the order
+    the chain applies them) and written once: half the memory traffic of two
+    separate passes.
+    """
+    run = t * width
+    for block in range(p // (4 * t)):
+        base = 4 * block * run
+        x00, x01 = src[base : base + run], src[base + run : base + 2 * run]
+        x10, x11 = src[base + 2 * run : base + 3 * run], src[base + 3 * run : base + 4 * run]
+        y00, y01 = dst[base : base + run], dst[base + run : base + 2 * run]
+        y10, y11 = dst[base + 2 * run : base + 3 * run], dst[base + 3 * run : base + 4 * run]
+        fine0 = weights[w_fine + 8 * block * t : w_fine + (8 * block + 4) * t]
+        fine1 = weights[w_fine + (8 * block + 4) * t : w_fine + (8 * block + 8) * t]
+        coarse = weights[w_coarse + 8 * block * t : w_coarse + 8 * (block + 1) * t]
+        for alpha in range(t):
+            # fine block 2b + u mixes (x[u, 0], x[u, 1])
+            a00, a01, a10, a11 = (
+                fine0[alpha],
+                fine0[t + alpha],
+                fine0[2 * t + alpha],
+                fine0[3 * t + alpha],
+            )
+            b00, b01, b10, b11 = (
+                fine1[alpha],
+                fine1[t + alpha],
+                fine1[2 * t + alpha],
+                fine1[3 * t + alpha],
+            )
+            # coarse W[b, rho, sigma, alpha'] mixes (x[0, v], x[1, v]) at alpha' = v t + alpha
+            c00, c01, c10, c11 = (
+                coarse[alpha],
+                coarse[2 * t + alpha],
+                coarse[4 * t + alpha],
+                coarse[6 * t + alpha],
+            )
+            d00, d01, d10, d11 = (
+                coarse[t + alpha],
+                coarse[3 * t + alpha],
+                coarse[5 * t + alpha],
+                coarse[7 * t + alpha],
+            )
+            lo = alpha * width
+            hi = lo + width
+            s00, s01, s10, s11 = x00[lo:hi], x01[lo:hi], x10[lo:hi], x11[lo:hi]
+            o00, o01, o10, o11 = y00[lo:hi], y01[lo:hi], y10[lo:hi], y11[lo:hi]
+            if coarse_first:
+                for lane in range(s00.shape[0]):
+                    m00 = c00 * s00[lane] + c01 * s10[lane]
+                    m10 = c10 * s00[lane] + c11 * s10[lane]
+                    m01 = d00 * s01[lane] + d01 * s11[lane]
+                    m11 = d10 * s01[lane] + d11 * s11[lane]
+                    o00[lane] = a00 * m00 + a01 * m01
+                    o01[lane] = a10 * m00 + a11 * m01
+                    o10[lane] = b00 * m10 + b01 * m11
+                    o11[lane] = b10 * m10 + b11 * m11
+            else:
+                for lane in range(s00.shape[0]):
+                    m00 = a00 * s00[lane] + a01 * s01[lane]
+                    m01 = a10 * s00[lane] + a11 * s01[lane]
+                    m10 = b00 * s10[lane] + b01 * s11[lane]
+                    m11 = b10 * s10[lane] + b11 * s11[lane]
+                    o00[lane] = c00 * m00 + c01 * m10
+                    o10[lane] = c10 * m00 + c11 * m10
+                    o01[lane] = d00 * m01 + d01 * m11
+                    o11[lane] = d10 * m01 + d11 * m11
+
+
 @_jit()
-def apply_chain_lanes(specs, offsets, weights, src, buf_a, buf_b, out, width):  # pragma: no cover
+def apply_chain_lanes(
+    specs, offsets, paired, weights, src, buf_a, buf_b, out, width
+):  # pragma: no cover
     """Apply every factor to the ``width`` lanes in ``src``, writing the result to ``out``.
 
-    The first factor reads ``src``, the last writes ``out`` and the others
-    alternate between the work buffers ``buf_a`` and ``buf_b``.
+    Factor ``l`` with ``paired[l]`` set is applied together with factor
+    ``l + 1`` by :func:`apply_pair_2x2` (one of the two has twice the other's
+    ``t``). The first pass reads ``src``, the last writes ``out`` and the
+    others alternate between ``buf_a`` and ``buf_b``.
     """
     n_factors = specs.shape[0]
-    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
-        p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
-        if l == n_factors - 1:
+    l = 0  # noqa: E741 - l numbers factors, as in the maths
+    n_passes = 0
+    while l < n_factors:
+        step = 2 if paired[l] else 1
+        if l + step == n_factors:
             dst = out
-        elif l % 2 == 0:
+        elif n_passes % 2 == 0:
             dst = buf_a
         else:
             dst = buf_b
-        apply_factor(p, r, s, t, weights, offsets[l], src, dst, width)
+        p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
+        if step == 2:
+            if specs[l + 1, 4] == 2 * t:  # fine factor first
+                apply_pair_2x2(p, t, weights, offsets[l], offsets[l + 1], False, src, dst, width)
+            else:
+                fine_t = specs[l + 1, 4]
+                apply_pair_2x2(
+                    p, fine_t, weights, offsets[l + 1], offsets[l], True, src, dst, width
+                )
+        else:
+            apply_factor(p, r, s, t, weights, offsets[l], src, dst, width)
         src = dst
+        l += step  # noqa: E741
+        n_passes += 1
 
 
 @_jit()
-def apply_chain_vector(specs, offsets, weights, x, out, work):  # pragma: no cover
+def apply_chain_vector(specs, offsets, paired, weights, x, out, work):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for one contiguous vector; ``work`` is ``(2, max_dim)``."""
-    apply_chain_lanes(specs, offsets, weights, x, work[0], work[1], out, 1)
+    apply_chain_lanes(specs, offsets, paired, weights, x, work[0], work[1], out, 1)
 
 
 @_jit(parallel=True)
-def apply_chain_matrix(specs, offsets, weights, x, out, work, width):  # pragma: no cover
+def apply_chain_matrix(specs, offsets, paired, weights, x, out, work, width):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C-contiguous).
 
     Columns are split into chunks of at most ``width`` lanes. ``work`` has
@@ -219,12 +336,24 @@ def apply_chain_matrix(specs, offsets, weights, x, out, work, width):  # pragma:
             lanes = min(width, batch - first)
             gathered = work[worker, 0]
             for i in range(n):
-                for lane in range(lanes):
-                    gathered[i * lanes + lane] = x[i, first + lane]
+                row = x[i, first : first + lanes]
+                chunk_row = gathered[i * lanes : (i + 1) * lanes]
+                for lane in range(row.shape[0]):
+                    chunk_row[lane] = row[lane]
             result = work[worker, 3]
             apply_chain_lanes(
-                specs, offsets, weights, gathered, work[worker, 1], work[worker, 2], result, lanes
+                specs,
+                offsets,
+                paired,
+                weights,
+                gathered,
+                work[worker, 1],
+                work[worker, 2],
+                result,
+                lanes,
             )
             for i in range(m):
-                for lane in range(lanes):
-                    out[i, first + lane] = result[i * lanes + lane]
+                row = out[i, first : first + lanes]
+                chunk_row = result[i * lanes : (i + 1) * lanes]
+                for lane in range(row.shape[0]):
+                    row[lane] = chunk_row[lane]

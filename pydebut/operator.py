@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
@@ -28,6 +28,14 @@ def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
         names = ", ".join(d.name for d in SUPPORTED_DTYPES)
         raise TypeError(f"{what} has dtype {dtype.name}; pydebut supports {names}")
     return dtype
+
+
+@functools.lru_cache(maxsize=64)
+def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
+    """NumPy's result type of operator and data, checked to be supported."""
+    if data_dtype.kind not in "biufc":
+        raise TypeError(f"cannot apply a DeButOperator to an array of dtype {data_dtype}")
+    return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -89,6 +97,8 @@ class _Plan(NamedTuple):
 
     specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
     offsets: np.ndarray  # (L + 1,) int64
+    paired: np.ndarray  # (L,) bool: factor l and l + 1 run as one radix-4 pass (batches)
+    unpaired: np.ndarray  # (L,) bool, all False: single vectors run factor by factor
     weights: np.ndarray  # flat, of the data's dtype
     max_dim: int
 
@@ -101,7 +111,34 @@ def _make_plan(
     np.cumsum([w.size for w in weights], out=offsets[1:])
     flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    return _Plan(table, offsets, flat, max_dim)
+    paired = _pair_radix4_steps(specs)
+    return _Plan(table, offsets, paired, np.zeros_like(paired), flat, max_dim)
+
+
+def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
+    """Whether ``outer @ inner`` is a radix-4 butterfly step (:func:`_kernels.apply_pair_2x2`)."""
+    return (
+        inner.r == inner.s == outer.r == outer.s == 2
+        and inner.p == inner.q == outer.p == outer.q
+        and (outer.t == 2 * inner.t or inner.t == 2 * outer.t)
+    )
+
+
+def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
+    """Greedily pair consecutive factors (application order) that form radix-4 steps.
+
+    Pairing pays for blocks of vectors; a single vector runs faster factor by
+    factor, where the kernels vectorise along ``alpha`` instead of the lanes.
+    """
+    paired = np.zeros(len(specs), dtype=np.bool_)
+    index = 0
+    while index + 1 < len(specs):
+        if _forms_radix4_step(specs[index], specs[index + 1]):
+            paired[index] = True
+            index += 2
+        else:
+            index += 1
+    return paired
 
 
 class _Workspace(threading.local):
@@ -111,7 +148,9 @@ class _Workspace(threading.local):
         self.buffers: dict[np.dtype, np.ndarray] = {}
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        size = int(np.prod(shape))
+        size = 1
+        for extent in shape:
+            size *= extent
         buffer = self.buffers.get(dtype)
         if buffer is None or buffer.size < size:
             buffer = np.empty(size, dtype=dtype)
@@ -120,6 +159,11 @@ class _Workspace(threading.local):
 
 
 _workspace = _Workspace()
+
+# Numba's fallback threading layer ("workqueue") aborts the process when two threads
+# launch parallel kernels at once; the parallel kernel already uses every core, so
+# serialising its launches costs little and makes the operator safe to share.
+_parallel_launch = threading.Lock()
 
 
 class DeButOperator(LinearOperator):
@@ -407,30 +451,33 @@ class DeButOperator(LinearOperator):
 
     def _apply(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
         x = np.asarray(x)
-        if x.dtype.kind not in "biufc":
-            raise TypeError(f"cannot apply a DeButOperator to an array of dtype {x.dtype}")
-        dtype = _supported_dtype(np.result_type(self.dtype, x.dtype), "the result")
+        dtype = _result_dtype(self.dtype, x.dtype)
         n_out, n_in = self.shape[::-1] if adjoint else self.shape
         if x.ndim not in (1, 2) or x.shape[0] != n_in:
             raise ValueError(
                 f"expected an array of shape ({n_in},) or ({n_in}, batch), got {x.shape}"
             )
-        plan = self._plan(dtype, adjoint)
+        plan = self._plans.get((dtype, adjoint)) or self._plan(dtype, adjoint)
         x = np.ascontiguousarray(x, dtype=dtype)
         if x.ndim == 1 or x.shape[1] == 1:
             vector = x.reshape(n_in)
             out = np.empty(n_out, dtype=dtype)
             work = _workspace.get((2, plan.max_dim), dtype)
-            _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
+            _kernels.apply_chain_vector(
+                plan.specs, plan.offsets, plan.unpaired, plan.weights, vector, out, work
+            )
             return out.reshape((n_out, *x.shape[1:]))
         batch = x.shape[1]
         out = np.empty((n_out, batch), dtype=dtype)
         if batch == 0:
             return out
-        n_workers = max(1, min(numba.get_num_threads(), batch))
-        width = min(_kernels.LANE_WIDTH, -(-batch // n_workers))
+        n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
+        width = min(_kernels.LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
         work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
-        _kernels.apply_chain_matrix(plan.specs, plan.offsets, plan.weights, x, out, work, width)
+        with _parallel_launch:
+            _kernels.apply_chain_matrix(
+                plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
+            )
         return out
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:

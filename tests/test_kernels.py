@@ -68,15 +68,54 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
     x = rng.standard_normal((n, batch)).astype(dtype)
     expected = _reference.apply_chain(chain, weights, x)
 
-    out = np.empty(m, dtype=dtype)
-    work = np.empty((2, plan.max_dim), dtype=dtype)
-    _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, x[:, 0].copy(), out, work)
-    assert np.allclose(out, expected[:, 0], rtol=1e-4, atol=1e-4)
+    for paired in (plan.paired, plan.unpaired):
+        out = np.empty(m, dtype=dtype)
+        work = np.empty((2, plan.max_dim), dtype=dtype)
+        _kernels.apply_chain_vector(
+            plan.specs, plan.offsets, paired, plan.weights, x[:, 0].copy(), out, work
+        )
+        assert np.allclose(out, expected[:, 0], rtol=1e-4, atol=1e-4)
 
-    out = np.empty((m, batch), dtype=dtype)
-    work = np.empty((n_workers, 4, plan.max_dim * width), dtype=dtype)
-    _kernels.apply_chain_matrix(plan.specs, plan.offsets, plan.weights, x, out, work, width)
-    assert np.allclose(out, expected, rtol=1e-4, atol=1e-4)
+        out = np.empty((m, batch), dtype=dtype)
+        work = np.empty((n_workers, 4, plan.max_dim * width), dtype=dtype)
+        _kernels.apply_chain_matrix(
+            plan.specs, plan.offsets, paired, plan.weights, x, out, work, width
+        )
+        assert np.allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 16])
+@pytest.mark.parametrize(("p", "t_fine"), [(4, 1), (16, 2), (16, 4), (32, 1)])
+@pytest.mark.parametrize("coarse_first", [False, True])
+def test_radix4_pair_matches_two_reference_factors(p, t_fine, coarse_first, width, dtype):
+    from pydebut import FactorSpec
+
+    fine = FactorSpec(p, p, 2, 2, t_fine)
+    coarse = FactorSpec(p, p, 2, 2, 2 * t_fine)
+    first, second = (coarse, fine) if coarse_first else (fine, coarse)
+    rng = np.random.default_rng(p + t_fine)
+    w_first, w_second = (rng.standard_normal(f.weight_shape).astype(dtype) for f in (first, second))
+    x = rng.standard_normal((p, width)).astype(dtype)
+    expected = _reference.apply_factor(second, w_second, _reference.apply_factor(first, w_first, x))
+    flat = np.concatenate([w_first.ravel(), w_second.ravel()])
+    w_fine, w_coarse = (w_first.size, 0) if coarse_first else (0, w_first.size)
+    out = np.full(p * width, np.nan, dtype=dtype)
+    _kernels.apply_pair_2x2(p, t_fine, flat, w_fine, w_coarse, coarse_first, lanes(x), out, width)
+    assert np.allclose(out.reshape(p, width), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_plans_pair_radix4_steps_greedily():
+    from pydebut import Chain
+    from pydebut.operator import _pair_radix4_steps
+    from pydebut.special import butterfly_chain
+
+    applied = list(reversed(butterfly_chain(32).factors))  # t = 1, 2, 4, 8, 16
+    assert _pair_radix4_steps(applied).tolist() == [True, False, True, False, False]
+    adjoint = [f.T for f in butterfly_chain(32)]  # t = 16, 8, 4, 2, 1
+    assert _pair_radix4_steps(adjoint).tolist() == [True, False, True, False, False]
+    mixed = list(reversed(Chain([(8, 8, 2, 2, 4), (8, 16, 2, 4, 2), (16, 16, 2, 2, 1)]).factors))
+    assert not _pair_radix4_steps(mixed).any()
 
 
 def test_adjoint_reference_matches_dense():
@@ -100,12 +139,19 @@ def test_uncacheable_kernels_fall_back_with_a_warning(monkeypatch):
         return lambda function: function
 
     monkeypatch.setattr(_kernels.numba, "njit", fake_njit)
+    monkeypatch.setattr(_kernels, "_cache_warning_issued", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compiled = _kernels._jit(parallel=True)(len)
+        _kernels._jit(parallel=True)(abs)
     assert compiled is len
-    assert calls == [
-        {"cache": True, "nogil": True, "parallel": True},
-        {"cache": False, "nogil": True, "parallel": True},
-    ]
+    assert len(caught) == 1
+    assert (
+        calls
+        == [
+            {"cache": True, "nogil": True, "parallel": True},
+            {"cache": False, "nogil": True, "parallel": True},
+        ]
+        * 2
+    )
     assert "cannot cache compiled kernels" in str(caught[0].message)

@@ -277,3 +277,16 @@ def test_krylov_solvers_and_svds():
     assert info == 0 and np.allclose(op.H @ (op @ x) + x, b, atol=1e-8)
     top = spla.svds(op, k=3, return_singular_vectors=False, random_state=0)
     assert np.allclose(np.sort(top), np.linalg.svd(op.toarray(), compute_uv=False)[:3][::-1])
+
+
+def test_operator_is_safe_to_share_between_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    op = DeButOperator.random(special.butterfly_chain(256), rng=0)
+    dense = op.toarray()
+    blocks = [np.random.default_rng(i).standard_normal((256, 1 + 7 * i)) for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda X: (op @ X, op.H @ X[:, 0]), blocks * 4))
+    for X, (forward, adjoint) in zip(blocks * 4, results):
+        assert np.allclose(forward, dense @ X)
+        assert np.allclose(adjoint, dense.T @ X[:, 0])
