@@ -57,6 +57,9 @@ INIT_METHODS = ("auto", "random", "hierarchical")
 SPARSE_GRAM_DENSITY = 0.25
 # Candidate pairs of coupled weights are filtered this many at a time.
 PAIR_CHUNK = 1 << 18
+# Largest number of coupled pairs (and of entries of the dense systems of the
+# coupled components) of one factor update that fit_als accepts.
+MAX_SYSTEM_ENTRIES = 1 << 26
 
 Gram = np.ndarray | scipy.sparse.csr_array
 
@@ -67,11 +70,15 @@ class _Coupling:
 
     ``groups[g]`` is an int array ``(n_components, size)`` of flat weight
     indices (C order of ``W[b, rho, sigma, alpha]``), one row per connected
-    component of the coupling graph with ``size >= 2`` unknowns. Every other
-    weight is a component of its own.
+    component of the coupling graph with ``size >= 2`` unknowns.
+    ``rectangles[g]`` is an int array ``(n_components, a, b)`` for components
+    that fill a whole ``a x b`` block of rows times columns of the factor:
+    their system is the Kronecker product of two small Gram blocks. Every
+    other weight is a component of its own.
     """
 
-    groups: tuple[np.ndarray, ...]
+    groups: tuple[np.ndarray, ...] = ()
+    rectangles: tuple[np.ndarray, ...] = ()
 
 
 @dataclass
@@ -80,7 +87,8 @@ class _RightData:
 
     nh: np.ndarray
     h_diag: np.ndarray
-    h_blocks: tuple[np.ndarray, ...]
+    h_blocks: tuple[np.ndarray, ...] = ()
+    h_rectangles: tuple[np.ndarray, ...] = ()
 
 
 class _SparseFactor:
@@ -112,7 +120,7 @@ class _Sweeper:
         self.weights = weights
         self.matrix_h = np.ascontiguousarray(matrix.conj().T)
         self.norm = float(np.linalg.norm(self.matrix_h))
-        self.couplings = couplings or [_Coupling(()) for _ in chain]
+        self.couplings = couplings or [_Coupling() for _ in chain]
         self.supports = [spec.support_indices() for spec in chain]
         self.sparse = [_SparseFactor(spec) for spec in chain]
         self.left: list[np.ndarray] = [np.empty(0)] * len(chain)
@@ -141,9 +149,13 @@ class _Sweeper:
         nh = self.matrix_h
         gram: Gram = scipy.sparse.eye_array(n, dtype=self.matrix_h.dtype, format="csr")
         for index in reversed(range(len(self.chain))):
-            cols = self.supports[index][1]
-            h_blocks = tuple(_gram_entries(gram, cols[idx]) for idx in self.couplings[index].groups)
-            self.right[index] = _RightData(nh, gram.diagonal().real, h_blocks)
+            cols, coupling = self.supports[index][1], self.couplings[index]
+            self.right[index] = _RightData(
+                nh,
+                gram.diagonal().real,
+                tuple(_gram_entries(gram, cols[idx]) for idx in coupling.groups),
+                tuple(_gram_entries(gram, cols[idx[:, 0, :]]) for idx in coupling.rectangles),
+            )
             if on_factor is not None:
                 on_factor(index, gram)
             if update and index != skip:
@@ -194,11 +206,13 @@ class _Sweeper:
         weights = np.zeros_like(rhs)
         np.divide(rhs, diagonal, out=weights, where=diagonal > tiny)
         flat_rhs, flat = rhs.reshape(-1), weights.reshape(-1)
-        rows = self.supports[index][0]
-        for idx, h_block in zip(self.couplings[index].groups, right.h_blocks, strict=True):
-            picked = ah[rows[idx]]
-            g_block = np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
-            flat[idx] = _min_norm_solve(g_block * np.swapaxes(h_block, -1, -2), flat_rhs[idx])
+        rows, coupling = self.supports[index][0], self.couplings[index]
+        for idx, h_block in zip(coupling.groups, right.h_blocks, strict=True):
+            system = _row_grams(ah, rows[idx]) * np.swapaxes(h_block, -1, -2)
+            flat[idx] = _min_norm_solve(system, flat_rhs[idx])
+        for idx, h_block in zip(coupling.rectangles, right.h_rectangles, strict=True):
+            g_block = _row_grams(ah, rows[idx[:, :, 0]])
+            flat[idx] = _kronecker_solve(g_block, h_block, flat_rhs[idx])
         return weights
 
 
@@ -209,6 +223,12 @@ def _squared_norms(rows: np.ndarray) -> np.ndarray:
             "ij,ij->i", rows.imag, rows.imag
         )
     return np.einsum("ij,ij->i", rows, rows)
+
+
+def _row_grams(vectors: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``out[c, a, b] = <vectors[index[c, a]], vectors[index[c, b]]>`` (conjugating the second)."""
+    picked = vectors[index]
+    return np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
 
 
 def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
@@ -234,6 +254,25 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.einsum("cij,cj->ci", vectors, coefficients)
 
 
+def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Minimum-norm solutions ``X`` of stacked ``g X h = rhs`` (``g``, ``h`` Hermitian PSD).
+
+    The system matrix is the Kronecker product of ``g`` and ``h^T``; with
+    ``g = U diag(lam) U^H`` and ``h = V diag(mu) V^H``,
+    ``X = U [(U^H rhs V) / (lam mu^T)] V^H``, dropping the products below
+    ``size * eps * max`` as :func:`_min_norm_solve` does.
+    """
+    lam, u = np.linalg.eigh(g)
+    mu, v = np.linalg.eigh(h)
+    products = lam[:, :, None] * mu[:, None, :]
+    size = products.shape[1] * products.shape[2]
+    top = np.maximum(lam[:, -1:, None], 0) * np.maximum(mu[:, None, -1:], 0)
+    keep = products > size * np.finfo(lam.dtype).eps * top
+    coefficients = np.conj(np.swapaxes(u, -1, -2)) @ rhs @ v
+    coefficients = np.where(keep, coefficients / np.where(keep, products, 1), 0)
+    return u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
+
+
 @functools.lru_cache(maxsize=16)
 def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
     """Coupled unknowns of every factor update of ``chain`` (with ``m <= n``), exactly.
@@ -251,7 +290,6 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
         product_h = apply_factor_adjoint(spec, w, product_h)
     sweeper = _Sweeper(chain, ones, product_h.T, None)
     sweeper.forward(update=False)
-    groups: list[tuple[np.ndarray, ...]] = [()] * len(chain)
 
     def find_components(index: int, gram: Gram) -> None:
         ah = sweeper.left[index]
@@ -259,10 +297,48 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
         coupled = np.flatnonzero((rhs - diagonal).reshape(-1) > 0.5)
         if coupled.size:
             rows, cols = sweeper.supports[index]
-            groups[index] = _components(ah[rows[coupled]], gram, cols[coupled], coupled)
+            try:
+                components = _components(ah[rows[coupled]], gram, cols[coupled], coupled)
+            except ValueError as err:
+                raise ValueError(f"factor {index + 1} of the chain: {err}") from None
+            couplings[index] = coupling = _rectangles_apart(components, rows, cols)
+            entries = sum(g.shape[0] * g.shape[1] ** 2 for g in coupling.groups)
+            if entries > MAX_SYSTEM_ENTRIES:
+                largest = max(g.shape[1] for g in coupling.groups)
+                raise ValueError(
+                    f"factor {index + 1} of the chain: its unknowns couple in components of "
+                    f"up to {largest} weights, whose dense systems would hold {entries:,} "
+                    "entries; fit_als does not support chains whose factor updates couple "
+                    "this much (chainable and rank-weighted chains couple little or not at all)"
+                )
 
+    couplings = [_Coupling() for _ in chain]
     sweeper.backward(update=False, on_factor=find_components)
-    return tuple(_Coupling(g) for g in groups)
+    return tuple(couplings)
+
+
+def _rectangles_apart(
+    components: tuple[np.ndarray, ...], rows: np.ndarray, cols: np.ndarray
+) -> _Coupling:
+    """Sort components into full ``a x b`` rectangles of rows times columns and the rest.
+
+    A component with ``a`` distinct rows and ``b`` distinct columns is a full
+    rectangle exactly when it has ``a * b`` weights; its members are then
+    ordered by row, then column, into an ``(a, b)`` grid.
+    """
+    groups, rectangles = [], []
+    for members in components:
+        order = np.lexsort((cols[members], rows[members]), axis=-1)
+        members = np.take_along_axis(members, order, axis=-1)
+        n_rows = 1 + np.count_nonzero(np.diff(rows[members], axis=-1), axis=-1)
+        distinct_cols = np.diff(np.sort(cols[members], axis=-1), axis=-1)
+        n_cols = 1 + np.count_nonzero(distinct_cols, axis=-1)
+        full = n_rows * n_cols == members.shape[1]
+        groups.append(members[~full])
+        for a in np.unique(n_rows[full]):
+            block = members[full & (n_rows == a)]
+            rectangles.append(block.reshape(len(block), a, -1))
+    return _Coupling(tuple(g for g in groups if g.size), tuple(r for r in rectangles if r.size))
 
 
 def _components(
@@ -281,6 +357,12 @@ def _components(
     per_col = np.bincount(cols, minlength=h.shape[0])
     h_pairs = per_col @ (h @ per_col)
     g_pairs = np.sum(a.sum(axis=0, dtype=np.int64) ** 2)  # upper bound: shared outputs
+    if min(h_pairs, g_pairs) > MAX_SYSTEM_ENTRIES:
+        raise ValueError(
+            f"{a.shape[0]:,} coupled weights with about {min(h_pairs, g_pairs):,} coupled "
+            "pairs: fit_als does not support chains whose factor updates couple this much "
+            "(chainable and rank-weighted chains couple little or not at all)"
+        )
     if h_pairs <= g_pairs:
         candidates = h[cols][:, cols].tocoo()
         u, v = candidates.row, candidates.col
@@ -415,15 +497,15 @@ def fit_als(
     dtype = working_dtype(np.result_type(matrix.dtype, *(w.dtype for w in init_weights or ())))
     bar = _progress_bar(n_sweeps) if progress else None
 
+    transposed = chain.shape[0] > chain.shape[1]
+    work_chain = chain.T if transposed else chain
+    couplings = _couplings(work_chain)
     matrix = np.asarray(matrix, dtype=dtype)
     weights = _initial_weights(init, init_weights, matrix, chain, dtype, rng)
-    transposed = chain.shape[0] > chain.shape[1]
     if transposed:
-        work_chain, matrix = chain.T, matrix.T
+        matrix = matrix.T
         weights = [np.swapaxes(w, 1, 2) for w in reversed(weights)]
-    else:
-        work_chain = chain
-    sweeper = _Sweeper(work_chain, weights, matrix, _couplings(work_chain))
+    sweeper = _Sweeper(work_chain, weights, matrix, couplings)
     last = len(chain) - 1
     # Original left-to-right is the forward pass, or the backward pass of the transpose.
     if transposed:
