@@ -30,6 +30,9 @@ COUPLED = [
     Chain([(2, 2, 2, 2, 1)] * 3),  # H_1 = F_3 F_3^H is full: the dense Gram branch
     # F_2's coupled components are not full rectangles of rows x columns.
     Chain([(4, 12, 1, 3, 4), (12, 9, 4, 3, 1), (9, 9, 9, 9, 1), (9, 9, 1, 1, 1)]),
+    # F_2's weights couple across different (b, alpha) rectangles.
+    Chain([(3, 3, 3, 3, 1), (3, 3, 1, 1, 1), (3, 4, 3, 4, 1)]),
+    Chain([(2, 9, 2, 9, 1), (9, 9, 3, 3, 3), (9, 1, 9, 1, 1)]),
 ]
 CHAINABLE = [
     Chain.from_factorizations([2, 3], [3, 2]),

@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.sparse.csgraph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydebut import Chain, fit_als, fit_hierarchical
 from pydebut._reference import factor_to_dense
-from pydebut.fit._als import _couplings, _Sweeper
+from pydebut.fit import _als as als
+from pydebut.fit._als import _across_from_columns, _across_from_rows, _couplings, _Sweeper
 from pydebut.testing import chains, dense_chains
 
 from .fit_cases import (
@@ -267,3 +269,79 @@ def test_progress_without_tqdm_names_the_extra(monkeypatch):
     chain = CHAINABLE[0]
     with pytest.raises(ImportError, match=r"pip install pydebut\[progress\]"):
         fit_als(np.ones(chain.shape), chain, progress=True)
+
+
+def brute_force_partition(chain, index):
+    """Components of the coupling graph from dense boolean G and H (small chains)."""
+    dense = [factor_to_dense(spec, np.ones(spec.weight_shape)) != 0 for spec in chain]
+    a = np.eye(chain.shape[0], dtype=bool)
+    for f in dense[:index]:
+        a = (a.astype(int) @ f) > 0
+    b = np.eye(chain[index].q, dtype=bool)
+    for f in dense[index + 1 :]:
+        b = (b.astype(int) @ f) > 0
+    g, h = (a.T.astype(int) @ a) > 0, (b.astype(int) @ b.T) > 0
+    rows, cols = chain[index].support_indices()
+    coupled = g[rows][:, rows] & h[cols][:, cols]
+    _, labels = scipy.sparse.csgraph.connected_components(coupled, directed=False)
+    return labels
+
+
+def partition_from(coupling, nnz):
+    labels = np.arange(nnz)
+    for members in (*coupling.groups, *(r.reshape(len(r), -1) for r in coupling.rectangles)):
+        labels[members] = members[:, :1]
+    return labels
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain=chains(max_dim=12, max_factors=4))
+def test_coupling_components_match_a_brute_force_graph(chain):
+    for index, coupling in enumerate(_couplings(chain)):
+        expected = brute_force_partition(chain, index)
+        got = partition_from(coupling, chain[index].nnz)
+        # Same partition: labels correspond one to one.
+        pairs = set(zip(expected.tolist(), got.tolist(), strict=True))
+        assert len(pairs) == len(set(expected.tolist())) == len(set(got.tolist()))
+
+
+def assert_cross_edges_agree(chain):
+    """Both enumerations of cross-rectangle edges give the same set; return its size."""
+    dense = [factor_to_dense(spec, np.ones(spec.weight_shape)) for spec in chain]
+    found = 0
+    for index, spec in enumerate(chain):
+        a = np.linalg.multi_dot([np.eye(chain.shape[0]), *dense[:index], np.eye(spec.p)])
+        b = np.linalg.multi_dot([np.eye(spec.q), *dense[index + 1 :], np.eye(chain.shape[1])])
+        pattern, gram = (a.T != 0).astype(float), b @ b.T
+        flat = np.arange(spec.nnz).reshape(spec.weight_shape)
+        col_pairs = np.nonzero(gram)
+        same = (col_pairs[0] // (spec.s * spec.t) == col_pairs[1] // (spec.s * spec.t)) & (
+            col_pairs[0] % spec.t == col_pairs[1] % spec.t
+        )
+        cross = (col_pairs[0][~same], col_pairs[1][~same])
+        from_columns = _across_from_columns(spec, pattern, cross, flat)
+        from_rows = _across_from_rows(spec, pattern, gram, flat)
+        as_set = lambda edges: {frozenset(e) for e in zip(*edges, strict=True)}  # noqa: E731
+        assert as_set(from_columns) == as_set(from_rows)
+        found += len(as_set(from_rows))
+    return found
+
+
+def test_cross_rectangle_edges_agree_on_cross_coupled_chains():
+    for chain in COUPLED[-2:]:
+        assert assert_cross_edges_agree(chain) > 0, chain
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain=chains(max_dim=12, max_factors=4))
+def test_cross_rectangle_edges_agree_from_rows_and_from_columns(chain):
+    assert_cross_edges_agree(chain)
+
+
+@pytest.mark.parametrize("chain", [COUPLED[4], COUPLED[-1]], ids=repr)
+def test_too_much_coupling_is_refused_before_any_work(monkeypatch, chain):
+    monkeypatch.setattr(als, "MAX_SYSTEM_ENTRIES", 10)
+    _couplings.cache_clear()
+    with pytest.raises(ValueError, match=r"factor \d of the chain: .*fit_als does not support"):
+        fit_als(np.ones(chain.shape), chain, init="random")
+    _couplings.cache_clear()

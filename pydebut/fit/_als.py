@@ -236,7 +236,17 @@ def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
     size = index.shape[-1]
     rows = np.repeat(index, size, axis=-1).reshape(-1)
     cols = np.tile(index, size).reshape(-1)
-    return np.asarray(gram[rows, cols]).reshape(*index.shape, size)
+    return _lookup(gram, rows, cols).reshape(*index.shape, size)
+
+
+def _lookup(gram: Gram, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The entries ``gram[rows[i], cols[i]]`` as a 1-D array, dense or sparse ``gram``."""
+    if not isinstance(gram, np.ndarray):
+        gram = gram.tocsr()
+        if rows.size == 0:
+            return np.zeros(0, dtype=gram.dtype)
+    values = gram[rows, cols]
+    return values.toarray().reshape(-1) if scipy.sparse.issparse(values) else values
 
 
 def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -245,11 +255,7 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     Eigenvalues below ``size * eps * max eigenvalue`` are treated as zero, the
     default cut-off of :func:`numpy.linalg.pinv` and ``lstsq``.
     """
-    values, vectors = np.linalg.eigh(systems)
-    size = systems.shape[-1]
-    cutoff = size * np.finfo(values.dtype).eps * np.maximum(values[..., -1:], 0)
-    safe = np.where(values > cutoff, values, 1)
-    inverse = np.where(values > cutoff, 1 / safe, 0)
+    inverse, vectors = _pinv_eigen(systems)
     coefficients = np.einsum("cji,cj->ci", vectors.conj(), rhs) * inverse
     return np.einsum("cij,cj->ci", vectors, coefficients)
 
@@ -257,20 +263,29 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Minimum-norm solutions ``X`` of stacked ``g X h = rhs`` (``g``, ``h`` Hermitian PSD).
 
-    The system matrix is the Kronecker product of ``g`` and ``h^T``; with
+    The system matrix is the Kronecker product of ``g`` and ``h^T``, whose
+    pseudo-inverse is that of ``g`` times that of ``h^T``: with
     ``g = U diag(lam) U^H`` and ``h = V diag(mu) V^H``,
-    ``X = U [(U^H rhs V) / (lam mu^T)] V^H``, dropping the products below
-    ``size * eps * max`` as :func:`_min_norm_solve` does.
+    ``X = g^+ rhs h^+ = U [(U^H rhs V) / (lam mu^T)] V^H``, each factor's small
+    eigenvalues dropped as in :func:`_min_norm_solve`.
     """
-    lam, u = np.linalg.eigh(g)
-    mu, v = np.linalg.eigh(h)
-    products = lam[:, :, None] * mu[:, None, :]
-    size = products.shape[1] * products.shape[2]
-    top = np.maximum(lam[:, -1:, None], 0) * np.maximum(mu[:, None, -1:], 0)
-    keep = products > size * np.finfo(lam.dtype).eps * top
+    lam_inverse, u = _pinv_eigen(g)
+    mu_inverse, v = _pinv_eigen(h)
     coefficients = np.conj(np.swapaxes(u, -1, -2)) @ rhs @ v
-    coefficients = np.where(keep, coefficients / np.where(keep, products, 1), 0)
+    coefficients *= lam_inverse[:, :, None] * mu_inverse[:, None, :]
     return u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
+
+
+def _pinv_eigen(systems: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors of stacked Hermitian PSD matrices and their pseudo-inverse eigenvalues.
+
+    Eigenvalues below ``size * eps * max eigenvalue`` count as zero, the
+    default cut-off of :func:`numpy.linalg.pinv` and ``lstsq``.
+    """
+    values, vectors = np.linalg.eigh(systems)
+    cutoff = systems.shape[-1] * np.finfo(values.dtype).eps * np.maximum(values[..., -1:], 0)
+    inverse = np.where(values > cutoff, 1 / np.where(values > cutoff, values, 1), 0)
+    return inverse, vectors
 
 
 @functools.lru_cache(maxsize=16)
@@ -298,7 +313,7 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
         if coupled.size:
             rows, cols = sweeper.supports[index]
             try:
-                components = _components(ah[rows[coupled]], gram, cols[coupled], coupled)
+                components = _components(chain[index], ah, gram)
             except ValueError as err:
                 raise ValueError(f"factor {index + 1} of the chain: {err}") from None
             couplings[index] = coupling = _rectangles_apart(components, rows, cols)
@@ -341,44 +356,34 @@ def _rectangles_apart(
     return _Coupling(tuple(g for g in groups if g.size), tuple(r for r in rectangles if r.size))
 
 
-def _components(
-    a_columns: np.ndarray, gram: Gram, cols: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    """Connected components (size >= 2) of the coupling graph on ``weights``.
+def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarray, ...]:
+    """Connected components (size >= 2) of the coupling graph of a factor's weights.
 
-    Weights ``w`` and ``w'`` couple when their columns of ``A`` share an output
-    (``G[i, i'] != 0``) and ``H[j, j'] != 0`` (``gram`` is ``H`` with counts).
-    The candidate pairs come from the sparser of the two relations and are
-    then filtered by the other, so a full ``G`` (or ``H``) is never expanded
-    into all pairs of weights.
+    Weights ``(i, j)`` and ``(i', j')`` couple when ``G[i, i'] != 0`` (their
+    columns of ``A``, rows of ``ah``, share an output) and ``H[j, j'] != 0``
+    (``gram`` is ``H`` with path counts). The support is a union of
+    rectangles, one per ``(b, alpha)``: rows ``(b, ., alpha)`` times columns
+    ``(b, ., alpha)``. Within one rectangle the graph is generated by the
+    edges along rows and along columns (a diagonal edge ``(i, j) - (i', j')``
+    follows from ``(i, j) - (i, j') - (i', j')``), so only edges between
+    different rectangles are enumerated pair by pair, from the sparser of
+    ``G`` and ``H``.
     """
-    a = a_columns != 0
-    h = scipy.sparse.csr_array(gram != 0, dtype=np.int64)
-    per_col = np.bincount(cols, minlength=h.shape[0])
-    h_pairs = per_col @ (h @ per_col)
-    g_pairs = np.sum(a.sum(axis=0, dtype=np.int64) ** 2)  # upper bound: shared outputs
-    if min(h_pairs, g_pairs) > MAX_SYSTEM_ENTRIES:
-        raise ValueError(
-            f"{a.shape[0]:,} coupled weights with about {min(h_pairs, g_pairs):,} coupled "
-            "pairs: fit_als does not support chains whose factor updates couple this much "
-            "(chainable and rank-weighted chains couple little or not at all)"
-        )
-    if h_pairs <= g_pairs:
-        candidates = h[cols][:, cols].tocoo()
-        u, v = candidates.row, candidates.col
-        bits = np.packbits(a, axis=1)
-        keep = np.zeros(u.size, dtype=bool)
-        for start in range(0, u.size, PAIR_CHUNK):
-            part = slice(start, start + PAIR_CHUNK)
-            keep[part] = np.any(bits[u[part]] & bits[v[part]], axis=1)
-    else:
-        a_sparse = scipy.sparse.csr_array(a, dtype=np.int64)
-        candidates = (a_sparse @ a_sparse.T).tocoo()
-        u, v = candidates.row, candidates.col
-        keep = np.asarray(h[cols[u], cols[v]]).ravel() != 0
-    graph = scipy.sparse.coo_array(
-        (np.ones(keep.sum()), (u[keep], v[keep])), shape=(a.shape[0],) * 2
-    )
+    k, r, s, t = spec.weight_shape
+    flat = np.arange(spec.nnz).reshape(k, r, s, t)
+    row_of = (np.arange(k)[:, None, None] * r + np.arange(r)[:, None]) * t + np.arange(t)
+    col_of = (np.arange(k)[:, None, None] * s + np.arange(s)[:, None]) * t + np.arange(t)
+    row_index = row_of.transpose(0, 2, 1).reshape(k * t, r)  # rows of rectangle (b, alpha)
+    col_index = col_of.transpose(0, 2, 1).reshape(k * t, s)
+    pattern = (ah != 0).astype(np.float64)
+    g_local = _row_grams(pattern, row_index) > 0  # (k*t, r, r)
+    h_local = _gram_entries(gram, col_index) != 0  # (k*t, s, s)
+    weights = flat.transpose(0, 3, 1, 2).reshape(k * t, r, s)  # rectangle (b, alpha), rho, sigma
+    edges = [_along(weights, h_local), _along(weights.swapaxes(1, 2), g_local)]
+    edges.append(_across(spec, pattern, gram, flat))
+    u = np.concatenate([e[0] for e in edges])
+    v = np.concatenate([e[1] for e in edges])
+    graph = scipy.sparse.coo_array((np.ones(u.size), (u, v)), shape=(spec.nnz, spec.nnz))
     _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
     starts = np.flatnonzero(np.diff(labels[order], prepend=-1))
@@ -386,8 +391,85 @@ def _components(
     groups = []
     for size in np.unique(sizes[sizes > 1]):
         members = starts[sizes == size][:, None] + np.arange(size)
-        groups.append(weights[order[members]])
+        groups.append(order[members])
     return tuple(groups)
+
+
+def _along(weights: np.ndarray, related: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges between weights of one line of a rectangle whose positions are related.
+
+    ``weights`` is ``(n_rectangles, n_lines, n_positions)``; ``related`` is
+    ``(n_rectangles, n_positions, n_positions)``, shared by all lines.
+    """
+    rect, first, second = np.nonzero(np.triu(related, k=1))
+    return (
+        weights[rect, :, first].reshape(-1),
+        weights[rect, :, second].reshape(-1),
+    )
+
+
+def _across(
+    spec: FactorSpec, pattern: np.ndarray, gram: Gram, flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coupling edges between weights of different ``(b, alpha)`` rectangles.
+
+    Candidates come from the cross-rectangle pairs of columns related by ``H``
+    (``r * r`` weight pairs each) or of rows related by ``G`` (``s * s`` each),
+    whichever is fewer, and are filtered by the other relation.
+    """
+    _, r, s, _ = spec.weight_shape
+    h_rows, h_cols = _cross_pairs(scipy.sparse.coo_array(gram != 0), s, spec.weight_shape[3])
+    h_candidates = h_rows.size * r * r
+    # Upper bound on the row pairs sharing an output, all rectangles included.
+    g_candidates = int(np.sum(pattern.sum(axis=0) ** 2)) * s * s
+    if min(h_candidates, g_candidates) > MAX_SYSTEM_ENTRIES:
+        raise ValueError(
+            f"about {min(h_candidates, g_candidates):,} pairs of weights to examine for "
+            "coupling: fit_als does not support chains whose factor updates couple this "
+            "much (chainable and rank-weighted chains couple little or not at all)"
+        )
+    if h_candidates <= g_candidates:
+        return _across_from_columns(spec, pattern, (h_rows, h_cols), flat)
+    return _across_from_rows(spec, pattern, gram, flat)
+
+
+def _cross_pairs(pairs: scipy.sparse.coo_array, per_block: int, t: int) -> tuple[np.ndarray, ...]:
+    """Pairs of indices ``(b * per_block + .) * t + alpha`` whose ``(b, alpha)`` differ."""
+    row, col = pairs.row, pairs.col
+    same = (row // (per_block * t) == col // (per_block * t)) & (row % t == col % t)
+    return row[~same], col[~same]
+
+
+def _across_from_columns(
+    spec: FactorSpec, pattern: np.ndarray, col_pairs: tuple[np.ndarray, ...], flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-rectangle edges from column pairs related by ``H``, filtered by ``G``."""
+    r = spec.r
+    by_col = flat.transpose(0, 2, 3, 1).reshape(spec.q, r)  # the r weights of each column
+    u = np.repeat(by_col[col_pairs[0]], r, axis=1).reshape(-1)
+    v = np.tile(by_col[col_pairs[1]], r).reshape(-1)
+    rows_of_weight = spec.support_indices()[0]
+    bits = np.packbits(pattern != 0, axis=1)
+    keep = np.zeros(u.size, dtype=bool)
+    for start in range(0, u.size, PAIR_CHUNK):
+        part = slice(start, start + PAIR_CHUNK)
+        keep[part] = np.any(bits[rows_of_weight[u[part]]] & bits[rows_of_weight[v[part]]], axis=1)
+    return u[keep], v[keep]
+
+
+def _across_from_rows(
+    spec: FactorSpec, pattern: np.ndarray, gram: Gram, flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-rectangle edges from row pairs related by ``G``, filtered by ``H``."""
+    s = spec.s
+    a = scipy.sparse.csr_array(pattern != 0, dtype=np.int64)
+    g_rows, g_cols = _cross_pairs((a @ a.T).tocoo(), spec.r, spec.t)
+    by_row = flat.transpose(0, 1, 3, 2).reshape(spec.p, s)  # the s weights of each row
+    u = np.repeat(by_row[g_rows], s, axis=1).reshape(-1)
+    v = np.tile(by_row[g_cols], s).reshape(-1)
+    cols_of_weight = spec.support_indices()[1]
+    keep = _lookup(gram, cols_of_weight[u], cols_of_weight[v]) != 0
+    return u[keep], v[keep]
 
 
 def fit_als(
