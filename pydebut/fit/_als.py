@@ -541,11 +541,15 @@ def fit_als(
     ``(i', j')`` interact only if ``(A^H A)[i, i']`` and ``(B B^H)[j', j]`` are
     structurally non-zero; the components of this coupling graph are found
     exactly from the supports once per chain. Single unknowns get
-    ``E[i, j] / (G[i, i] H[j, j])`` (every weight of a chainable chain), larger
-    components a small Hermitian solve, with the minimum-norm solution when
-    singular. ``E``, ``diag(G)`` and ``diag(H)`` come from partial products of
-    the sparse factors, updated along each pass: a half-sweep costs
-    ``O(nnz * max(m, n))`` and never forms the ``(m n) x nnz`` Kronecker system.
+    ``E[i, j] / (G[i, i] H[j, j])`` (every weight of a chainable chain); a
+    component filling a block of rows ``I`` times columns ``J`` gets
+    ``G_I^+ E H_J^+`` (two small eigendecompositions), any other a small
+    Hermitian solve; singular systems get the minimum-norm solution. ``E``,
+    ``diag(G)`` and ``H`` come from partial products of the sparse factors,
+    updated along each pass: a half-sweep costs ``O(nnz * min(m, n))`` plus
+    sparse Gram updates, and never forms the ``(m n) x nnz`` Kronecker system.
+    Chains whose updates couple too many unknowns for dense solves are
+    refused (ValueError) before any work.
 
     A factor updated at the end of a half-sweep is not updated again at the
     start of the next one: with the other factors unchanged, the update would
