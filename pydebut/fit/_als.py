@@ -528,8 +528,10 @@ def fit_als(
         If the target is not numeric, or an argument has the wrong type.
     ValueError
         If the target is not finite or does not have the chain's shape, if
-        ``n_sweeps`` is negative, ``tol`` negative, ``init`` unknown, or an
-        initial operator has another chain. All checks happen before any work.
+        ``n_sweeps`` is negative, ``tol`` negative, ``init`` unknown, an
+        initial operator has another chain, or the chain's factor updates
+        couple too many unknowns for dense solves. All checks happen before
+        any work.
     ImportError
         If ``progress=True`` and tqdm is not installed.
 
