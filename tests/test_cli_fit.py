@@ -138,6 +138,7 @@ def test_auto_chooses_a_chain_under_the_budget(tmp_path, capsys):
         (["--auto", "--max-params", "1"], "has at most 1 parameters"),
         (["--auto", "--max-params", "64", "--sup", "8 8", "--sub", "2 2 4"], "not both"),
         ([], "no chain given"),
+        (["--max-params", "64"], "--max-params only applies with --auto"),
     ],
 )
 def test_auto_usage_errors(target_file, tmp_path, capsys, extra, message):

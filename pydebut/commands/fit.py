@@ -109,6 +109,8 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
     if args.sweeps < 0:
         raise UsageError(f"--sweeps must be >= 0, got {args.sweeps}")
     if not args.auto:
+        if args.max_params is not None:
+            raise UsageError("--max-params only applies with --auto")
         if chain is None:
             raise UsageError(
                 "no chain given: use --sup/--sub, --chain FILE.json, --r-shapes, "
