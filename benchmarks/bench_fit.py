@@ -24,23 +24,10 @@ from scipy.linalg import hadamard
 from pydebut import Chain, fit_als, fit_hierarchical
 from pydebut.fit._als import _couplings, _Sweeper
 from pydebut.fit._common import apply_factor
+from pydebut.special import PAPER_CHAINS
 
-PAPER_512x2048 = Chain(
-    [
-        (512, 512, 2, 2, 256),
-        (512, 1024, 2, 4, 128),
-        (1024, 1024, 2, 2, 64),
-        (1024, 1024, 2, 2, 32),
-        (1024, 1024, 2, 2, 16),
-        (1024, 2048, 2, 4, 8),
-        (2048, 2048, 2, 2, 4),
-        (2048, 2048, 2, 2, 2),
-        (2048, 2048, 2, 2, 1),
-    ]
-)
-VGG_64x576 = Chain(
-    [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
-)
+PAPER_512x2048 = PAPER_CHAINS["resnet50-layer4"]
+VGG_64x576 = PAPER_CHAINS["vgg16-conv1"]
 HADAMARD_4096 = Chain.from_factorizations([2] * 12, [2] * 12)
 KRONECKER_CHAIN = Chain.from_factorizations([2] * 8, [2] * 8)  # 256 x 256: 65536 x 512 system
 

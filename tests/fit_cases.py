@@ -5,23 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from pydebut import Chain, DeButOperator
+from pydebut.special import PAPER_CHAINS
 
-PAPER_512 = Chain(
-    [
-        (512, 512, 2, 2, 256),
-        (512, 1024, 2, 4, 128),
-        (1024, 1024, 2, 2, 64),
-        (1024, 1024, 2, 2, 32),
-        (1024, 1024, 2, 2, 16),
-        (1024, 2048, 2, 4, 8),
-        (2048, 2048, 2, 2, 4),
-        (2048, 2048, 2, 2, 2),
-        (2048, 2048, 2, 2, 1),
-    ]
-)
-POINTWISE_3_TO_64 = Chain.from_r_shapes(
-    [[4, 3, 4, 3, 1], [8, 4, 2, 1, 4], [16, 8, 2, 1, 4], [32, 16, 2, 1, 16], [64, 32, 2, 1, 32]]
-)
+PAPER_512 = PAPER_CHAINS["resnet50-layer4"]
+POINTWISE_3_TO_64 = PAPER_CHAINS["pointwise-3-to-64"]
 # Not chainable, with coupled unknowns: F_1 mixes all rows, so G is full.
 COUPLED = [
     Chain([(2, 2, 2, 2, 1), (2, 2, 2, 2, 1)]),

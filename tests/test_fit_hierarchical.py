@@ -9,22 +9,13 @@ from hypothesis import strategies as st
 from scipy.linalg import hadamard
 
 from pydebut import Chain, fit_hierarchical, hierarchy_ranks
+from pydebut.special import PAPER_CHAINS
 from pydebut.testing import chainable_chains, rank_weighted_chains
 
 from .fit_cases import PAPER_512, POINTWISE_3_TO_64, dense_product, random_weights
 
-VGG_64x576 = Chain(
-    [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
-)
-LENET_128x400 = Chain(
-    [
-        (128, 256, 2, 4, 64),
-        (256, 512, 1, 2, 64),
-        (512, 512, 2, 2, 32),
-        (512, 256, 2, 1, 16),
-        (256, 400, 16, 25, 1),
-    ]
-)
+VGG_64x576 = PAPER_CHAINS["vgg16-conv1"]
+LENET_128x400 = PAPER_CHAINS["lenet-fc1"]
 RANK_WEIGHTED = [
     Chain.from_abcd([(1, 2, 2, 2, 1, 2), (2, 2, 2, 1, 2, 1)]),
     Chain.from_abcd([(1, 2, 3, 2, 1, 2), (3, 2, 1, 1, 2, 3), (3, 1, 2, 1, 3, 1)]),

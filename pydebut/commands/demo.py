@@ -20,21 +20,8 @@ from ..chains import count_chains, enumerate_chains, is_dense, min_param_chain
 from ..fit import FitResult, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
+from ..special import PAPER_CHAINS
 
-#: ResNet-50 layer4.1.conv1 as 512 x 2048 (DESIGN.md section 6), left to right.
-PAPER_CHAIN_512x2048 = Chain(
-    [
-        (512, 512, 2, 2, 256),
-        (512, 1024, 2, 4, 128),
-        (1024, 1024, 2, 2, 64),
-        (1024, 1024, 2, 2, 32),
-        (1024, 1024, 2, 2, 16),
-        (1024, 2048, 2, 4, 8),
-        (2048, 2048, 2, 2, 4),
-        (2048, 2048, 2, 2, 2),
-        (2048, 2048, 2, 2, 1),
-    ]
-)
 NOISE = 0.05
 ALS_SWEEPS = 3
 RIDGE = 0.05
@@ -73,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         _require_matplotlib()
         plot_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    chain = PAPER_CHAIN_512x2048
+    chain = PAPER_CHAINS["resnet50-layer4"]
     choose_chain(chain)
     target = noisy_target(chain, rng)
     hierarchical, als = fit_target(chain, target)
