@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pydebut.cli import main
-from pydebut.commands.demo import fit_tour
+from pydebut.commands.demo import fit_target, noisy_target
 from pydebut.io import load
 
 from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
@@ -102,13 +102,15 @@ def test_hierarchical_init_on_a_non_chainable_chain(tmp_path, capsys):
     assert "use fit_als" in capsys.readouterr().err
 
 
-def test_demo_fit_tour_reports_errors_and_compression(capsys):
+def test_demo_fit_reports_errors_and_compression(capsys):
     chain = CHAINABLE[1]
-    rng = np.random.default_rng(4)
-    fit_tour(chain, dense_product(chain, random_weights(chain, rng)), rng)
+    target = noisy_target(chain, np.random.default_rng(4))
+    hierarchical_result, als_result = fit_target(chain, target)
+    assert als_result.error <= hierarchical_result.error
     printed = capsys.readouterr().out
     hierarchical = float(printed.split("fit_hierarchical")[1].split()[0])
     als = float(printed.split("fit_als, 3 sweeps from it")[1].split()[0])
+    assert hierarchical == pytest.approx(hierarchical_result.error, abs=1e-6)
     assert 0 < als <= hierarchical < 0.06
     assert f"compression {chain.compression_ratio:.2f}x" in printed
 
