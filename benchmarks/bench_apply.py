@@ -30,25 +30,12 @@ import scipy.sparse as sp
 import pydebut
 from pydebut import Chain, DeButOperator
 from pydebut._reference import apply_chain as einsum_chain
-from pydebut.special import butterfly_chain
+from pydebut.special import PAPER_CHAINS, butterfly_chain
 
 CHAINS = {
-    "VGG conv1 64x576": Chain(
-        [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
-    ),
-    "LeNet fc1 128x400": Chain(
-        [
-            (128, 256, 2, 4, 64),
-            (256, 512, 1, 2, 64),
-            (512, 512, 2, 2, 32),
-            (512, 256, 2, 1, 16),
-            (256, 400, 16, 25, 1),
-        ]
-    ),
-    "ResNet 512x2048": Chain.from_sup_sub(
-        "512 512 512 1024 1024 1024 1024 1024 1024 1024 1024 2048 2048 2048 2048 2048 2048 2048",
-        "2 2 256 2 4 128 2 2 64 2 2 32 2 2 16 2 4 8 2 2 4 2 2 2 2 2 1",
-    ),
+    "VGG conv1 64x576": PAPER_CHAINS["vgg16-conv1"],
+    "LeNet fc1 128x400": PAPER_CHAINS["lenet-fc1"],
+    "ResNet 512x2048": PAPER_CHAINS["resnet50-layer4"],
     "butterfly 4096 (12 x 2x2)": butterfly_chain(4096),
 }
 

@@ -20,6 +20,8 @@ from .chains import (
     product_support,
     rank_weights,
 )
+from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
+from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
 from .io import load, save
 from .operator import DeButOperator
 from .spec import Chain, FactorSpec
@@ -32,12 +34,20 @@ __all__ = [
     "DeButOperator",
     "DensityResult",
     "FactorSpec",
+    "FitResult",
     "__version__",
     "classify",
+    "conv2d",
     "count_chains",
     "enumerate_chains",
+    "fit_als",
+    "fit_hierarchical",
+    "hierarchy_ranks",
+    "im2col",
     "is_dense",
+    "kernel_to_matrix",
     "load",
+    "matrix_to_kernel",
     "min_param_chain",
     "pareto_front",
     "product_support",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -10,7 +12,53 @@ from numpy.typing import DTypeLike
 from .operator import DeButOperator
 from .spec import Chain
 
-__all__ = ["butterfly_chain", "hadamard", "monarch_chain"]
+__all__ = ["PAPER_CHAINS", "butterfly_chain", "hadamard", "monarch_chain"]
+
+#: The chains of the DeBut paper's public scripts (DESIGN.md sections 2 and 6), left to right:
+#:
+#: - ``"vgg16-conv1"``: VGG-16 conv1 as ``64 x 576``, monotonic;
+#: - ``"lenet-fc1"``: LeNet fc1 as ``128 x 400``, bulging (400, 256, 512, 512, 256, 128);
+#: - ``"resnet50-layer4"``: ResNet-50 layer4.1.conv1 as ``512 x 2048``, 25,600 weights;
+#: - ``"pointwise-3-to-64"``: a dense *non-chainable* chain for a 3 -> 64 point-wise
+#:   convolution (``64 x 3``).
+PAPER_CHAINS: Mapping[str, Chain] = MappingProxyType(
+    {
+        "vgg16-conv1": Chain(
+            [(64, 72, 8, 9, 8), (72, 144, 2, 4, 4), (144, 288, 1, 2, 4), (288, 576, 4, 8, 1)]
+        ),
+        "lenet-fc1": Chain(
+            [
+                (128, 256, 2, 4, 64),
+                (256, 512, 1, 2, 64),
+                (512, 512, 2, 2, 32),
+                (512, 256, 2, 1, 16),
+                (256, 400, 16, 25, 1),
+            ]
+        ),
+        "resnet50-layer4": Chain(
+            [
+                (512, 512, 2, 2, 256),
+                (512, 1024, 2, 4, 128),
+                (1024, 1024, 2, 2, 64),
+                (1024, 1024, 2, 2, 32),
+                (1024, 1024, 2, 2, 16),
+                (1024, 2048, 2, 4, 8),
+                (2048, 2048, 2, 2, 4),
+                (2048, 2048, 2, 2, 2),
+                (2048, 2048, 2, 2, 1),
+            ]
+        ),
+        "pointwise-3-to-64": Chain.from_r_shapes(
+            [
+                [4, 3, 4, 3, 1],
+                [8, 4, 2, 1, 4],
+                [16, 8, 2, 1, 4],
+                [32, 16, 2, 1, 16],
+                [64, 32, 2, 1, 32],
+            ]
+        ),
+    }
+)
 
 
 def _log2_exact(n: int, name: str) -> int:

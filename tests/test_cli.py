@@ -16,16 +16,23 @@ def run(capsys, *argv):
     return status, captured.out, captured.err
 
 
-def test_demo_reports_agreement_and_solves(capsys):
-    status, out, err = run(capsys, "demo", "--seed", "1")
+def test_demo_chooses_fits_applies_and_solves(capsys, tmp_path):
+    status, out, err = run(capsys, "demo", "--seed", "1", "--plot", str(tmp_path / "figures"))
     assert status == 0, err
-    assert "Chain 512 x 2048, 9 factors, 25600 params" in out
-    assert "== apply: DeBut chain vs dense matrix ==" in out
-    difference_lines = [line for line in out.splitlines() if line.strip().startswith(("1 ", "64 "))]
-    assert len(difference_lines) == 2
-    assert all(float(line.split()[1]) < 1e-12 for line in difference_lines)
-    solution_line = next(line for line in out.splitlines() if "dense normal-equations" in line)
-    assert float(solution_line.rsplit(" ", 1)[1]) < 1e-6
+    for heading in ("1. choosing a chain", "2. fitting the chain", "3. applying", "4. ridge"):
+        assert f"== {heading}" in out
+    assert "the paper's 9-factor chain (25,600 params, 40.96x) is among them" in out
+    assert "density check: dense" in out
+    lines = out.splitlines()
+    fits = {line[:26].strip(): float(line.split()[-2]) for line in lines if line.startswith("fit_")}
+    assert fits["fit_als, 3 sweeps from it"] <= fits["fit_hierarchical"] < 0.0505
+    differences = [line for line in lines if line.strip().startswith(("1 ", "64 "))]
+    assert len(differences) == 2
+    assert all(float(line.split()[1]) < 1e-12 for line in differences)
+    solution = next(line for line in lines if "dense normal-equations" in line)
+    assert float(solution.rsplit(" ", 1)[1]) < 1e-6
+    for name in ("chain_supports.png", "fit_errors.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import pytest
 
 from pydebut import Chain, count_chains, enumerate_chains, is_dense, rank_weights
 from pydebut.cli import main
+from pydebut.special import PAPER_CHAINS
 
 # A 512 x 4608 chain (512 channels x 3x3 kernels), like the paper's density example.
 VGG_512 = Chain.from_factorizations([8, 4, 4, 2, 2], [9, 4, 4, 4, 8])
-LENET = Chain([(128, 256, 2, 4, 64), (256, 512, 1, 2, 64), (512, 512, 2, 2, 32),
-               (512, 256, 2, 1, 16), (256, 400, 16, 25, 1)])  # fmt: skip
+LENET = PAPER_CHAINS["lenet-fc1"]
 NOT_DENSE = Chain([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)])
 
 

@@ -20,10 +20,7 @@ from pydebut.testing import (
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 ANY_CHAIN = st.one_of(chains(), dense_chains(), rank_weighted_chains(), chainable_chains())
-PAPER_512x2048 = Chain.from_sup_sub(
-    "512 512 512 1024 1024 1024 1024 1024 1024 1024 1024 2048 2048 2048 2048 2048 2048 2048",
-    "2 2 256 2 4 128 2 2 64 2 2 32 2 2 16 2 4 8 2 2 4 2 2 2 2 2 1",
-)
+PAPER_512x2048 = special.PAPER_CHAINS["resnet50-layer4"]
 
 
 def random_data(rng, shape, dtype):

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pydebut import Chain, FactorSpec
+from pydebut.special import PAPER_CHAINS
 from pydebut.testing import chainable_chains, chains, dense_chains, rank_weighted_chains
 
 PAPER_512x2048 = Chain.from_sup_sub(
@@ -107,6 +108,12 @@ def test_chain_must_connect():
 
 
 def test_paper_chains_structure():
+    assert dict(PAPER_CHAINS) == {
+        "resnet50-layer4": PAPER_512x2048,
+        "vgg16-conv1": PAPER_VGG,
+        "lenet-fc1": PAPER_LENET,
+        "pointwise-3-to-64": NON_CHAINABLE_3_TO_64,
+    }
     assert PAPER_512x2048.shape == (512, 2048) and PAPER_512x2048.n_params == 25_600
     assert PAPER_512x2048.is_chainable and PAPER_512x2048.kind == "monotonic"
     assert PAPER_VGG.shape == (64, 576) and PAPER_VGG.kind == "monotonic"

@@ -1,5 +1,5 @@
 """Subcommands of the ``pydebut`` command line, one module each."""
 
-from . import chains, check, demo
+from . import chains, check, demo, fit
 
-COMMANDS = [chains, check, demo]
+COMMANDS = [chains, check, demo, fit]

@@ -1,0 +1,277 @@
+"""Convolutions whose kernel matrix is a DeBut chain (or any linear operator).
+
+A 2-D convolution kernel ``K`` of shape ``(c_out, c_in, kh, kw)`` acts as a
+``c_out x (c_in * kh * kw)`` matrix on unfolded input patches, one row per
+output channel. Two unfoldings are in use (DESIGN.md section 6):
+
+``"channel-major"``
+    The paper's: channel by channel, so kernel entry ``(o, c, i, j)`` is in
+    column ``c * kh * kw + i * kw + j`` (``K.reshape(c_out, -1)``).
+``"position-major"``
+    The reference PyTorch layer's: kernel position first, channel last, so
+    entry ``(o, c, i, j)`` is in column ``(i * kw + j) * c_in + c``.
+
+:func:`im2col` unfolds a batch of ``NCHW`` images with the matching row order,
+and :func:`conv2d` applies the kernel matrix to those patches with one
+``matmat`` call.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from scipy.sparse.linalg import aslinearoperator
+
+__all__ = ["LAYOUTS", "conv2d", "im2col", "kernel_to_matrix", "matrix_to_kernel"]
+
+Layout = Literal["channel-major", "position-major"]
+LAYOUTS: tuple[str, ...] = ("channel-major", "position-major")
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+
+
+def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
+    """``value`` as a pair of ints ``>= minimum`` (an int stands for both)."""
+    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if item < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def kernel_to_matrix(kernel: Any, layout: Layout = "channel-major") -> np.ndarray:
+    """Unfold a kernel ``(c_out, c_in, kh, kw)`` into its ``c_out x (c_in kh kw)`` matrix.
+
+    Parameters
+    ----------
+    kernel : array_like, shape (c_out, c_in, kh, kw)
+    layout : {"channel-major", "position-major"}
+        Column order, see the module notes.
+
+    Returns
+    -------
+    ndarray, shape (c_out, c_in * kh * kw)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel = np.arange(8).reshape(1, 2, 2, 2)
+    >>> kernel_to_matrix(kernel)
+    array([[0, 1, 2, 3, 4, 5, 6, 7]])
+    >>> kernel_to_matrix(kernel, "position-major")
+    array([[0, 4, 1, 5, 2, 6, 3, 7]])
+    """
+    _check_layout(layout)
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4:
+        raise ValueError(f"a kernel has shape (c_out, c_in, kh, kw), got {kernel.shape}")
+    if layout == "position-major":
+        kernel = kernel.transpose(0, 2, 3, 1)
+    return kernel.reshape(kernel.shape[0], -1)
+
+
+def matrix_to_kernel(
+    matrix: Any, in_channels: int, kernel_size: Any, layout: Layout = "channel-major"
+) -> np.ndarray:
+    """Fold a ``c_out x (c_in kh kw)`` matrix back into a kernel ``(c_out, c_in, kh, kw)``.
+
+    The inverse of :func:`kernel_to_matrix` for the same ``layout``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel = np.random.default_rng(0).standard_normal((4, 3, 3, 2))
+    >>> matrix = kernel_to_matrix(kernel, "position-major")
+    >>> np.array_equal(matrix_to_kernel(matrix, 3, (3, 2), "position-major"), kernel)
+    True
+    """
+    _check_layout(layout)
+    kh, kw = _pair(kernel_size, "kernel_size", 1)
+    if isinstance(in_channels, (bool, np.bool_)) or not isinstance(in_channels, numbers.Integral):
+        raise TypeError(f"in_channels must be an int, got {in_channels!r}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    c_in = int(in_channels)
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[1] != c_in * kh * kw:
+        raise ValueError(
+            f"a kernel matrix for {c_in} channels and a {kh} x {kw} kernel has "
+            f"{c_in * kh * kw} columns, got shape {matrix.shape}"
+        )
+    if layout == "position-major":
+        return matrix.reshape(-1, kh, kw, c_in).transpose(0, 3, 1, 2)
+    return matrix.reshape(-1, c_in, kh, kw)
+
+
+def im2col(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    layout: Layout = "channel-major",
+) -> np.ndarray:
+    """Unfold a batch of images into the columns a kernel matrix multiplies.
+
+    Parameters
+    ----------
+    x : array_like, shape (batch, c_in, height, width)
+        Images in ``NCHW`` order.
+    kernel_size, stride, dilation : int or (int, int)
+        Positive; an int stands for both directions.
+    padding : int or (int, int)
+        Zeros added on both sides of each spatial direction.
+    layout : {"channel-major", "position-major"}
+        Row order of the patches, matching :func:`kernel_to_matrix`.
+
+    Returns
+    -------
+    ndarray, shape (c_in * kh * kw, batch * out_h * out_w)
+        Column ``(b * out_h + y) * out_w + x`` is the patch of output pixel
+        ``(y, x)`` of image ``b``, where
+        ``out_h = (height + 2 pad_h - dil_h (kh - 1) - 1) // stride_h + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> im2col(x, 2)
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
+    """
+    _check_layout(layout)
+    x = np.asarray(x)
+    geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
+    return geometry.unfold(x, layout)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Checked sizes of a convolution: kernel, stride, padding, dilation and output."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    out: tuple[int, int]
+
+    @classmethod
+    def of(
+        cls, x: np.ndarray, kernel_size: Any, stride: Any, padding: Any, dilation: Any
+    ) -> _Geometry:
+        if x.ndim != 4:
+            raise ValueError(f"x must have shape (batch, channels, height, width), got {x.shape}")
+        kernel = _pair(kernel_size, "kernel_size", 1)
+        steps = _pair(stride, "stride", 1)
+        pads = _pair(padding, "padding", 0)
+        dilations = _pair(dilation, "dilation", 1)
+        spans = [d * (k - 1) + 1 for d, k in zip(dilations, kernel, strict=True)]
+        padded = [size + 2 * p for size, p in zip(x.shape[2:], pads, strict=True)]
+        if spans[0] > padded[0] or spans[1] > padded[1]:
+            raise ValueError(
+                f"the dilated kernel ({spans[0]} x {spans[1]}) does not fit "
+                f"the padded {padded[0]} x {padded[1]} input"
+            )
+        out = tuple(
+            (p - span) // step + 1 for p, span, step in zip(padded, spans, steps, strict=True)
+        )
+        return cls(kernel, steps, pads, dilations, out)
+
+    def unfold(self, x: np.ndarray, layout: str) -> np.ndarray:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
+        out_h, out_w = self.out
+        batch, channels = x.shape[:2]
+        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        s_b, s_c, s_h, s_w = padded.strides
+        windows = as_strided(
+            padded,
+            shape=(batch, channels, out_h, out_w, kh, kw),
+            strides=(s_b, s_c, s_h * sh, s_w * sw, s_h * dh, s_w * dw),
+            writeable=False,
+        )
+        if layout == "channel-major":
+            patches = windows.transpose(1, 4, 5, 0, 2, 3)
+        else:
+            patches = windows.transpose(4, 5, 1, 0, 2, 3)
+        return patches.reshape(channels * kh * kw, batch * out_h * out_w)
+
+
+def conv2d(
+    x: Any,
+    operator: Any,
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    layout: Layout = "channel-major",
+) -> np.ndarray:
+    """2-D convolution (cross-correlation, as in deep learning) with a kernel matrix.
+
+    Parameters
+    ----------
+    x : array_like, shape (batch, c_in, height, width)
+    operator : DeButOperator, LinearOperator, sparse matrix or 2-D array
+        The ``c_out x (c_in * kh * kw)`` kernel matrix in the given ``layout``.
+    kernel_size, stride, padding, dilation, layout
+        As in :func:`im2col`.
+
+    Returns
+    -------
+    ndarray, shape (batch, c_out, out_h, out_w)
+
+    Raises
+    ------
+    ValueError
+        If the operator's column count is not ``c_in * kh * kw``, or as :func:`im2col`.
+
+    Notes
+    -----
+    ``out[b, o, y, x] = sum_{c, i, j} K[o, c, i, j] *
+    x_pad[b, c, y * stride_h + i * dil_h, x * stride_w + j * dil_w]``, computed as
+    ``operator.matmat(im2col(x, ...))``: a DeBut kernel costs ``nnz`` instead of
+    ``c_out * c_in * kh * kw`` multiply-adds per output pixel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((2, 3, 8, 8))
+    >>> kernel = rng.standard_normal((4, 3, 3, 3))
+    >>> out = conv2d(x, kernel_to_matrix(kernel), 3, padding=1)
+    >>> out.shape
+    (2, 4, 8, 8)
+    >>> from scipy.signal import correlate
+    >>> direct = sum(correlate(x[0, c], kernel[1, c], mode="same") for c in range(3))
+    >>> bool(np.allclose(out[0, 1], direct))
+    True
+    """
+    _check_layout(layout)
+    x = np.asarray(x)
+    geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
+    op = aslinearoperator(operator)
+    n_cols = x.shape[1] * geometry.kernel[0] * geometry.kernel[1]
+    if op.shape[1] != n_cols:
+        raise ValueError(
+            f"the kernel matrix has {op.shape[1]} columns but {x.shape[1]} channels with a "
+            f"{geometry.kernel[0]} x {geometry.kernel[1]} kernel need {n_cols}"
+        )
+    out = np.asarray(op.matmat(geometry.unfold(x, layout)))
+    return out.reshape(op.shape[0], x.shape[0], *geometry.out).transpose(1, 0, 2, 3)

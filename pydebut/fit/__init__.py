@@ -1,0 +1,7 @@
+"""Fitting DeBut chains to a matrix: ALS and hierarchical factorization."""
+
+from ._als import fit_als
+from ._common import FitResult
+from ._hierarchical import fit_hierarchical, hierarchy_ranks
+
+__all__ = ["FitResult", "fit_als", "fit_hierarchical", "hierarchy_ranks"]

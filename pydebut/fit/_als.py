@@ -1,0 +1,698 @@
+"""Alternating least squares with exact, structure-exploiting factor updates.
+
+See DESIGN.md section 4. With every factor but ``F_l`` fixed, ``A = F_1 ... F_{l-1}``
+and ``B = F_{l+1} ... F_L``, the best ``F_l`` on its support ``S`` solves
+
+    P_S(G F_l H) = P_S(E),   G = A^H A,  H = B B^H,  E = A^H D B^H.
+
+The unknowns couple only through structurally non-zero entries of ``G`` and
+``H``; for chainable chains nothing couples and every weight is
+``E[i, j] / (G[i, i] H[j, j])``.
+
+The problem is oriented so that ``m <= n`` (otherwise the transposed problem
+is solved). For every factor the sweeper keeps what its update needs:
+
+- ``Ah_l = A_l^H`` (``p_l x m``), built left to right as ``Ah_{l+1} = F_l^H Ah_l``;
+- ``Nh_l = B_l D^H`` (``q_l x m``), built right to left as ``Nh_{l-1} = F_l Nh_l``;
+- ``H_l`` (``q_l x q_l``) on its structural support, built right to left as
+  ``H_{l-1} = F_l H_l F_l^H`` from ``H_L = I``: sparse (block diagonal with
+  blocks of ``t_l`` for chainable chains), dense once it fills in.
+
+``E = Ah Nh^H`` on the support costs ``nnz_l * m``, ``diag(G)`` is the row
+norms of ``Ah``, and ``F_L^H ... F_1^H`` applied to ``I_m`` gives the exact
+error after a pass: no ``n``-sized dense block is ever formed besides ``D``.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+
+from ..operator import DeButOperator
+from ..spec import Chain, FactorSpec
+from ._common import (
+    FitResult,
+    apply_factor,
+    apply_factor_adjoint,
+    load_target,
+    make_operator,
+    relative_error,
+    working_dtype,
+)
+from ._hierarchical import fit_hierarchical, hierarchy_ranks
+
+__all__ = ["fit_als"]
+
+INIT_METHODS = ("auto", "random", "hierarchical")
+
+# H_l is kept sparse while at most this fraction of its entries is stored.
+SPARSE_GRAM_DENSITY = 0.25
+# Candidate pairs of coupled weights are filtered this many at a time.
+PAIR_CHUNK = 1 << 18
+# Largest number of coupled pairs (and of entries of the dense systems of the
+# coupled components) of one factor update that fit_als accepts.
+MAX_SYSTEM_ENTRIES = 1 << 26
+
+Gram = np.ndarray | scipy.sparse.csr_array
+
+
+@dataclass(frozen=True)
+class _Coupling:
+    """Coupled unknowns of one factor update.
+
+    ``groups[g]`` is an int array ``(n_components, size)`` of flat weight
+    indices (C order of ``W[b, rho, sigma, alpha]``), one row per connected
+    component of the coupling graph with ``size >= 2`` unknowns.
+    ``rectangles[g]`` is an int array ``(n_components, a, b)`` for components
+    that fill a whole ``a x b`` block of rows times columns of the factor:
+    their system is the Kronecker product of two small Gram blocks. Every
+    other weight is a component of its own.
+    """
+
+    groups: tuple[np.ndarray, ...] = ()
+    rectangles: tuple[np.ndarray, ...] = ()
+
+
+@dataclass
+class _RightData:
+    """What the update of ``F_l`` needs from the right: ``Nh_l``, ``diag(H_l)``, coupled ``H_l``."""
+
+    nh: np.ndarray
+    h_diag: np.ndarray
+    h_blocks: tuple[np.ndarray, ...] = ()
+    h_rectangles: tuple[np.ndarray, ...] = ()
+
+
+class _SparseFactor:
+    """CSR pattern of a factor, refilled with new weights in O(nnz)."""
+
+    def __init__(self, spec: FactorSpec) -> None:
+        rows, cols = spec.support_indices()
+        self.order = np.lexsort((cols, rows))
+        self.indices = cols[self.order]
+        self.indptr = np.searchsorted(rows[self.order], np.arange(spec.p + 1))
+        self.shape = spec.shape
+
+    def matrix(self, weights: np.ndarray) -> scipy.sparse.csr_array:
+        data = weights.reshape(-1)[self.order]
+        return scipy.sparse.csr_array((data, self.indices, self.indptr), shape=self.shape)
+
+
+class _Sweeper:
+    """ALS passes over a chain (cheapest with ``m <= n``); updates the list ``weights``."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        weights: list[np.ndarray],
+        matrix: np.ndarray,
+        couplings: Sequence[_Coupling] | None,
+    ) -> None:
+        self.chain = chain
+        self.weights = weights
+        self.matrix_h = np.ascontiguousarray(matrix.conj().T)
+        self.norm = float(np.linalg.norm(self.matrix_h))
+        self.couplings = couplings or [_Coupling() for _ in chain]
+        self.supports = [spec.support_indices() for spec in chain]
+        self.sparse = [_SparseFactor(spec) for spec in chain]
+        self.left: list[np.ndarray] = [np.empty(0)] * len(chain)
+        self.right: list[_RightData | None] = [None] * len(chain)
+
+    # --- passes ----------------------------------------------------------------
+    def forward(self, update: bool = True, skip: int | None = None) -> float:
+        """Left-to-right pass; updates every factor but ``skip`` when ``update``."""
+        m = self.chain.shape[0]
+        ah = np.eye(m, dtype=self.matrix_h.dtype)
+        for index, spec in enumerate(self.chain):
+            self.left[index] = ah
+            if update and index != skip:
+                self.weights[index] = self._solve(index, ah, self.right[index])
+            ah = apply_factor_adjoint(spec, self.weights[index], ah)
+        return relative_error(ah, self.matrix_h, self.norm)
+
+    def backward(
+        self,
+        update: bool = True,
+        skip: int | None = None,
+        on_factor: Callable[[int, Gram], None] | None = None,
+    ) -> float:
+        """Right-to-left pass; ``on_factor(l, H_l)`` is called before each update."""
+        n = self.chain.shape[1]
+        nh = self.matrix_h
+        gram: Gram = scipy.sparse.eye_array(n, dtype=self.matrix_h.dtype, format="csr")
+        for index in reversed(range(len(self.chain))):
+            cols, coupling = self.supports[index][1], self.couplings[index]
+            self.right[index] = _RightData(
+                nh,
+                gram.diagonal().real,
+                tuple(_gram_entries(gram, cols[idx]) for idx in coupling.groups),
+                tuple(_gram_entries(gram, cols[idx[:, 0, :]]) for idx in coupling.rectangles),
+            )
+            if on_factor is not None:
+                on_factor(index, gram)
+            if update and index != skip:
+                self.weights[index] = self._solve(index, self.left[index], self.right[index])
+            nh = apply_factor(self.chain[index], self.weights[index], nh)
+            if index:
+                gram = self._congruence(index, gram)
+        return self.error()
+
+    def error(self) -> float:
+        """Relative error of the current product, from ``F_L^H ... F_1^H I_m``."""
+        product_h = np.eye(self.chain.shape[0], dtype=self.matrix_h.dtype)
+        for spec, w in zip(self.chain, self.weights, strict=True):
+            product_h = apply_factor_adjoint(spec, w, product_h)
+        return relative_error(product_h, self.matrix_h, self.norm)
+
+    def _congruence(self, index: int, gram: Gram) -> Gram:
+        """``F_l H F_l^H``, sparse while the result stays sparse enough."""
+        spec, weights = self.chain[index], self.weights[index]
+        if isinstance(gram, np.ndarray):
+            half = apply_factor(spec, weights, gram)
+            return apply_factor(spec, weights, np.ascontiguousarray(half.conj().T)).conj().T
+        factor = self.sparse[index].matrix(weights)
+        result = (factor @ gram @ factor.conj().T).tocsr()
+        if result.nnz > SPARSE_GRAM_DENSITY * spec.p**2:
+            return result.toarray()
+        return result
+
+    # --- one factor --------------------------------------------------------------
+    def normal_terms(
+        self, index: int, ah: np.ndarray, right: _RightData
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``E`` on the support of factor ``index`` and ``G[i, i] H[j, j]``, as ``(k, r, s, t)``."""
+        spec = self.chain[index]
+        k, r, s, t = spec.weight_shape
+        m = ah.shape[1]
+        ah_blocks = ah.reshape(k, r, t, m).transpose(0, 2, 1, 3)
+        nh_blocks = right.nh.reshape(k, s, t, m).transpose(0, 2, 3, 1).conj()
+        rhs = np.ascontiguousarray(np.matmul(ah_blocks, nh_blocks).transpose(0, 2, 3, 1))
+        g_diag = _squared_norms(ah).reshape(k, r, 1, t)
+        diagonal = g_diag * right.h_diag.reshape(k, 1, s, t)
+        return rhs, diagonal
+
+    def _solve(self, index: int, ah: np.ndarray, right: _RightData) -> np.ndarray:
+        """Exact least-squares weights of factor ``index`` (minimum norm if singular)."""
+        rhs, diagonal = self.normal_terms(index, ah, right)
+        tiny = np.finfo(diagonal.dtype).tiny
+        weights = np.zeros_like(rhs)
+        np.divide(rhs, diagonal, out=weights, where=diagonal > tiny)
+        flat_rhs, flat = rhs.reshape(-1), weights.reshape(-1)
+        rows, coupling = self.supports[index][0], self.couplings[index]
+        for idx, h_block in zip(coupling.groups, right.h_blocks, strict=True):
+            system = _row_grams(ah, rows[idx]) * np.swapaxes(h_block, -1, -2)
+            flat[idx] = _min_norm_solve(system, flat_rhs[idx])
+        for idx, h_block in zip(coupling.rectangles, right.h_rectangles, strict=True):
+            g_block = _row_grams(ah, rows[idx[:, :, 0]])
+            flat[idx] = _kronecker_solve(g_block, h_block, flat_rhs[idx])
+        return weights
+
+
+def _squared_norms(rows: np.ndarray) -> np.ndarray:
+    """Squared Euclidean norm of every row of a 2-D array, as a real array."""
+    if np.iscomplexobj(rows):
+        return np.einsum("ij,ij->i", rows.real, rows.real) + np.einsum(
+            "ij,ij->i", rows.imag, rows.imag
+        )
+    return np.einsum("ij,ij->i", rows, rows)
+
+
+def _row_grams(vectors: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``out[c, a, b] = <vectors[index[c, a]], vectors[index[c, b]]>`` (conjugating the second)."""
+    picked = vectors[index]
+    return np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
+
+
+def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
+    """``out[c, a, b] = gram[index[c, a], index[c, b]]``."""
+    size = index.shape[-1]
+    rows = np.repeat(index, size, axis=-1).reshape(-1)
+    cols = np.tile(index, size).reshape(-1)
+    return _lookup(gram, rows, cols).reshape(*index.shape, size)
+
+
+def _lookup(gram: Gram, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The entries ``gram[rows[i], cols[i]]`` as a 1-D array, dense or sparse ``gram``."""
+    if not isinstance(gram, np.ndarray):
+        gram = gram.tocsr()
+        if rows.size == 0:
+            return np.zeros(0, dtype=gram.dtype)
+    values = gram[rows, cols]
+    return values.toarray().reshape(-1) if scipy.sparse.issparse(values) else values
+
+
+def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Minimum-norm solutions of stacked Hermitian positive semi-definite systems.
+
+    Eigenvalues below ``size * eps * max eigenvalue`` are treated as zero, the
+    default cut-off of :func:`numpy.linalg.pinv` and ``lstsq``.
+    """
+    inverse, vectors = _pinv_eigen(systems)
+    coefficients = np.einsum("cji,cj->ci", vectors.conj(), rhs) * inverse
+    return np.einsum("cij,cj->ci", vectors, coefficients)
+
+
+def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Minimum-norm solutions ``X`` of stacked ``g X h = rhs`` (``g``, ``h`` Hermitian PSD).
+
+    The system matrix is the Kronecker product of ``g`` and ``h^T``, whose
+    pseudo-inverse is that of ``g`` times that of ``h^T``: with
+    ``g = U diag(lam) U^H`` and ``h = V diag(mu) V^H``,
+    ``X = g^+ rhs h^+ = U [(U^H rhs V) / (lam mu^T)] V^H``, each factor's small
+    eigenvalues dropped as in :func:`_min_norm_solve`.
+    """
+    lam_inverse, u = _pinv_eigen(g)
+    mu_inverse, v = _pinv_eigen(h)
+    coefficients = np.conj(np.swapaxes(u, -1, -2)) @ rhs @ v
+    coefficients *= lam_inverse[:, :, None] * mu_inverse[:, None, :]
+    return u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
+
+
+def _pinv_eigen(systems: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors of stacked Hermitian PSD matrices and their pseudo-inverse eigenvalues.
+
+    Eigenvalues below ``size * eps * max eigenvalue`` count as zero, the
+    default cut-off of :func:`numpy.linalg.pinv` and ``lstsq``.
+    """
+    values, vectors = np.linalg.eigh(systems)
+    cutoff = systems.shape[-1] * np.finfo(values.dtype).eps * np.maximum(values[..., -1:], 0)
+    inverse = np.where(values > cutoff, 1 / np.where(values > cutoff, values, 1), 0)
+    return inverse, vectors
+
+
+@functools.lru_cache(maxsize=16)
+def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
+    """Coupled unknowns of every factor update of ``chain`` (with ``m <= n``), exactly.
+
+    With all weights set to one, ``G`` and ``H`` count paths, and with the
+    target ``D = 1_chain`` (the all-ones product) the right-hand side
+    ``P_S(A^H D B^H) = P_S(G 1_S H)`` counts, with multiplicity, the unknowns a
+    weight couples with. It exceeds the diagonal term ``G[i, i] H[j, j]``
+    exactly when the weight couples with another; only those weights enter the
+    coupling graph, whose components are returned.
+    """
+    ones = [np.ones(spec.weight_shape) for spec in chain]
+    product_h = np.eye(chain.shape[0])
+    for spec, w in zip(chain, ones, strict=True):
+        product_h = apply_factor_adjoint(spec, w, product_h)
+    sweeper = _Sweeper(chain, ones, product_h.T, None)
+    sweeper.forward(update=False)
+
+    def find_components(index: int, gram: Gram) -> None:
+        ah = sweeper.left[index]
+        rhs, diagonal = sweeper.normal_terms(index, ah, sweeper.right[index])
+        coupled = np.flatnonzero((rhs - diagonal).reshape(-1) > 0.5)
+        if coupled.size:
+            rows, cols = sweeper.supports[index]
+            try:
+                components = _components(chain[index], ah, gram)
+            except ValueError as err:
+                raise ValueError(f"factor {index + 1} of the chain: {err}") from None
+            couplings[index] = coupling = _rectangles_apart(components, rows, cols)
+            entries = sum(g.shape[0] * g.shape[1] ** 2 for g in coupling.groups)
+            if entries > MAX_SYSTEM_ENTRIES:
+                largest = max(g.shape[1] for g in coupling.groups)
+                raise ValueError(
+                    f"factor {index + 1} of the chain: its unknowns couple in components of "
+                    f"up to {largest} weights, whose dense systems would hold {entries:,} "
+                    "entries; fit_als does not support chains whose factor updates couple "
+                    "this much (chainable and rank-weighted chains couple little or not at all)"
+                )
+
+    couplings = [_Coupling() for _ in chain]
+    sweeper.backward(update=False, on_factor=find_components)
+    return tuple(couplings)
+
+
+def _rectangles_apart(
+    components: tuple[np.ndarray, ...], rows: np.ndarray, cols: np.ndarray
+) -> _Coupling:
+    """Sort components into full ``a x b`` rectangles of rows times columns and the rest.
+
+    A component with ``a`` distinct rows and ``b`` distinct columns is a full
+    rectangle exactly when it has ``a * b`` weights; its members are then
+    ordered by row, then column, into an ``(a, b)`` grid.
+    """
+    groups, rectangles = [], []
+    for members in components:
+        order = np.lexsort((cols[members], rows[members]), axis=-1)
+        members = np.take_along_axis(members, order, axis=-1)
+        n_rows = 1 + np.count_nonzero(np.diff(rows[members], axis=-1), axis=-1)
+        distinct_cols = np.diff(np.sort(cols[members], axis=-1), axis=-1)
+        n_cols = 1 + np.count_nonzero(distinct_cols, axis=-1)
+        full = n_rows * n_cols == members.shape[1]
+        groups.append(members[~full])
+        for a in np.unique(n_rows[full]):
+            block = members[full & (n_rows == a)]
+            rectangles.append(block.reshape(len(block), a, -1))
+    return _Coupling(tuple(g for g in groups if g.size), tuple(r for r in rectangles if r.size))
+
+
+def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarray, ...]:
+    """Connected components (size >= 2) of the coupling graph of a factor's weights.
+
+    Weights ``(i, j)`` and ``(i', j')`` couple when ``G[i, i'] != 0`` (their
+    columns of ``A``, rows of ``ah``, share an output) and ``H[j, j'] != 0``
+    (``gram`` is ``H`` with path counts). The support is a union of
+    rectangles, one per ``(b, alpha)``: rows ``(b, ., alpha)`` times columns
+    ``(b, ., alpha)``. Within one rectangle the graph is generated by the
+    edges along rows and along columns (a diagonal edge ``(i, j) - (i', j')``
+    follows from ``(i, j) - (i, j') - (i', j')``), so only edges between
+    different rectangles are enumerated pair by pair, from the sparser of
+    ``G`` and ``H``.
+    """
+    k, r, s, t = spec.weight_shape
+    flat = np.arange(spec.nnz).reshape(k, r, s, t)
+    row_of = (np.arange(k)[:, None, None] * r + np.arange(r)[:, None]) * t + np.arange(t)
+    col_of = (np.arange(k)[:, None, None] * s + np.arange(s)[:, None]) * t + np.arange(t)
+    row_index = row_of.transpose(0, 2, 1).reshape(k * t, r)  # rows of rectangle (b, alpha)
+    col_index = col_of.transpose(0, 2, 1).reshape(k * t, s)
+    pattern = (ah != 0).astype(np.float64)
+    g_local = _row_grams(pattern, row_index) > 0  # (k*t, r, r)
+    h_local = _gram_entries(gram, col_index) != 0  # (k*t, s, s)
+    weights = flat.transpose(0, 3, 1, 2).reshape(k * t, r, s)  # rectangle (b, alpha), rho, sigma
+    edges = [_along(weights, h_local), _along(weights.swapaxes(1, 2), g_local)]
+    edges.append(_across(spec, pattern, gram, flat))
+    u = np.concatenate([e[0] for e in edges])
+    v = np.concatenate([e[1] for e in edges])
+    graph = scipy.sparse.coo_array((np.ones(u.size), (u, v)), shape=(spec.nnz, spec.nnz))
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.diff(labels[order], prepend=-1))
+    sizes = np.diff(np.append(starts, labels.size))
+    groups = []
+    for size in np.unique(sizes[sizes > 1]):
+        members = starts[sizes == size][:, None] + np.arange(size)
+        groups.append(order[members])
+    return tuple(groups)
+
+
+def _along(weights: np.ndarray, related: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges between weights of one line of a rectangle whose positions are related.
+
+    ``weights`` is ``(n_rectangles, n_lines, n_positions)``; ``related`` is
+    ``(n_rectangles, n_positions, n_positions)``, shared by all lines.
+    """
+    rect, first, second = np.nonzero(np.triu(related, k=1))
+    return (
+        weights[rect, :, first].reshape(-1),
+        weights[rect, :, second].reshape(-1),
+    )
+
+
+def _across(
+    spec: FactorSpec, pattern: np.ndarray, gram: Gram, flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coupling edges between weights of different ``(b, alpha)`` rectangles.
+
+    Candidates come from the cross-rectangle pairs of columns related by ``H``
+    (``r * r`` weight pairs each) or of rows related by ``G`` (``s * s`` each),
+    whichever is fewer, and are filtered by the other relation.
+    """
+    _, r, s, _ = spec.weight_shape
+    h_rows, h_cols = _cross_pairs(scipy.sparse.coo_array(gram != 0), s, spec.weight_shape[3])
+    h_candidates = h_rows.size * r * r
+    # Upper bound on the row pairs sharing an output, all rectangles included.
+    g_candidates = int(np.sum(pattern.sum(axis=0) ** 2)) * s * s
+    if min(h_candidates, g_candidates) > MAX_SYSTEM_ENTRIES:
+        raise ValueError(
+            f"about {min(h_candidates, g_candidates):,} pairs of weights to examine for "
+            "coupling: fit_als does not support chains whose factor updates couple this "
+            "much (chainable and rank-weighted chains couple little or not at all)"
+        )
+    if h_candidates <= g_candidates:
+        return _across_from_columns(spec, pattern, (h_rows, h_cols), flat)
+    return _across_from_rows(spec, pattern, gram, flat)
+
+
+def _cross_pairs(pairs: scipy.sparse.coo_array, per_block: int, t: int) -> tuple[np.ndarray, ...]:
+    """Pairs of indices ``(b * per_block + .) * t + alpha`` whose ``(b, alpha)`` differ."""
+    row, col = pairs.row, pairs.col
+    same = (row // (per_block * t) == col // (per_block * t)) & (row % t == col % t)
+    return row[~same], col[~same]
+
+
+def _across_from_columns(
+    spec: FactorSpec, pattern: np.ndarray, col_pairs: tuple[np.ndarray, ...], flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-rectangle edges from column pairs related by ``H``, filtered by ``G``."""
+    r = spec.r
+    by_col = flat.transpose(0, 2, 3, 1).reshape(spec.q, r)  # the r weights of each column
+    u = np.repeat(by_col[col_pairs[0]], r, axis=1).reshape(-1)
+    v = np.tile(by_col[col_pairs[1]], r).reshape(-1)
+    rows_of_weight = spec.support_indices()[0]
+    bits = np.packbits(pattern != 0, axis=1)
+    keep = np.zeros(u.size, dtype=bool)
+    for start in range(0, u.size, PAIR_CHUNK):
+        part = slice(start, start + PAIR_CHUNK)
+        keep[part] = np.any(bits[rows_of_weight[u[part]]] & bits[rows_of_weight[v[part]]], axis=1)
+    return u[keep], v[keep]
+
+
+def _across_from_rows(
+    spec: FactorSpec, pattern: np.ndarray, gram: Gram, flat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-rectangle edges from row pairs related by ``G``, filtered by ``H``."""
+    s = spec.s
+    a = scipy.sparse.csr_array(pattern != 0, dtype=np.int64)
+    g_rows, g_cols = _cross_pairs((a @ a.T).tocoo(), spec.r, spec.t)
+    by_row = flat.transpose(0, 1, 3, 2).reshape(spec.p, s)  # the s weights of each row
+    u = np.repeat(by_row[g_rows], s, axis=1).reshape(-1)
+    v = np.tile(by_row[g_cols], s).reshape(-1)
+    cols_of_weight = spec.support_indices()[1]
+    keep = _lookup(gram, cols_of_weight[u], cols_of_weight[v]) != 0
+    return u[keep], v[keep]
+
+
+def fit_als(
+    target: Any,
+    chain: Chain,
+    *,
+    n_sweeps: int = 5,
+    tol: float | None = None,
+    init: str | DeButOperator = "auto",
+    rng: Any = None,
+    callback: Callable[[FitResult], bool | None] | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Fit a DeBut chain to ``target`` by alternating least squares (ALS).
+
+    Every factor update is the exact least-squares solution on the factor's
+    support, with all other factors fixed; a sweep updates the factors left
+    to right, then right to left, and the error never increases (up to the
+    rounding of the normal equations, which act on the squared error).
+
+    Parameters
+    ----------
+    target : array_like or path
+        The ``m x n`` matrix ``D``, real or complex; a path names a ``.npy``
+        file, which is memory-mapped. float32/complex64 targets are fitted in
+        single precision, everything else in double precision.
+    chain : Chain
+        The chain to fit, of shape ``(m, n)``; any valid chain.
+    n_sweeps : int, default 5
+        Number of sweeps (the paper's scripts count 2 iterations per sweep).
+    tol : float, optional
+        Stop when a sweep improves the error by less than ``tol`` relatively.
+    init : {"auto", "random", "hierarchical"} or DeButOperator, default "auto"
+        Initial factors: random (seeded by ``rng``), :func:`fit_hierarchical`
+        (chainable and rank-weighted chains), ``"auto"`` (hierarchical when
+        the chain allows it, random otherwise), or an operator on ``chain`` to
+        continue from.
+    rng : None, int or numpy.random.Generator
+        Seed for ``init="random"`` (through :func:`numpy.random.default_rng`).
+    callback : callable, optional
+        Called after every sweep with the :class:`FitResult` so far; returning
+        True stops the fit.
+    progress : bool, default False
+        Show a progress bar with the current error (needs ``tqdm``).
+
+    Returns
+    -------
+    FitResult
+        ``errors`` holds the relative error ``||D - D_hat||_F / ||D||_F`` after
+        the initialisation and after every half-sweep; ``times`` the elapsed
+        seconds at those moments.
+
+    Raises
+    ------
+    TypeError
+        If the target is not numeric, or an argument has the wrong type.
+    ValueError
+        If the target is not finite or does not have the chain's shape, if
+        ``n_sweeps`` is negative, ``tol`` negative, ``init`` unknown, an
+        initial operator has another chain, or the chain's factor updates
+        couple too many unknowns for dense solves. All checks happen before
+        any work.
+    ImportError
+        If ``progress=True`` and tqdm is not installed.
+
+    Notes
+    -----
+    With ``A = F_1 ... F_{l-1}`` and ``B = F_{l+1} ... F_L`` fixed, the update
+    of ``F_l`` solves the normal equations restricted to its support ``S``,
+    ``P_S(A^H A F_l B B^H) = P_S(A^H D B^H)``. Unknowns ``(i, j)`` and
+    ``(i', j')`` interact only if ``(A^H A)[i, i']`` and ``(B B^H)[j', j]`` are
+    structurally non-zero; the components of this coupling graph are found
+    exactly from the supports once per chain. Single unknowns get
+    ``E[i, j] / (G[i, i] H[j, j])`` (every weight of a chainable chain); a
+    component filling a block of rows ``I`` times columns ``J`` gets
+    ``G_I^+ E H_J^+`` (two small eigendecompositions), any other a small
+    Hermitian solve; singular systems get the minimum-norm solution. ``E``,
+    ``diag(G)`` and ``H`` come from partial products of the sparse factors,
+    updated along each pass: a half-sweep costs ``O(nnz * min(m, n))`` plus
+    sparse Gram updates, and never forms the ``(m n) x nnz`` Kronecker system.
+    Chains whose updates couple too many unknowns for dense solves are
+    refused (ValueError) before any work.
+
+    A factor updated at the end of a half-sweep is not updated again at the
+    start of the next one: with the other factors unchanged, the update would
+    return the same weights.
+
+    References
+    ----------
+    .. [1] R. Lin, J. Ran, K. H. Chiu, G. Chesi, N. Wong, "Deformable
+       Butterfly: A Highly Structured and Sparse Linear Transform", NeurIPS 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import Chain, fit_als
+    >>> chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    >>> target = np.random.default_rng(0).standard_normal((8, 8))
+    >>> result = fit_als(target, chain, n_sweeps=3, init="random", rng=0)
+    >>> len(result.errors)
+    7
+    >>> bool(np.all(np.diff(result.errors) <= 1e-12))
+    True
+    """
+    start = time.perf_counter()
+    chain = Chain(chain)
+    n_sweeps = _check_sweeps(n_sweeps)
+    tol = _check_tol(tol)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    init_weights = _check_init(init, chain)
+    matrix = load_target(target, chain)
+    dtype = working_dtype(np.result_type(matrix.dtype, *(w.dtype for w in init_weights or ())))
+    bar = _progress_bar(n_sweeps) if progress else None
+
+    transposed = chain.shape[0] > chain.shape[1]
+    work_chain = chain.T if transposed else chain
+    couplings = _couplings(work_chain)
+    matrix = np.asarray(matrix, dtype=dtype)
+    weights = _initial_weights(init, init_weights, matrix, chain, dtype, rng)
+    if transposed:
+        matrix = matrix.T
+        weights = [np.swapaxes(w, 1, 2) for w in reversed(weights)]
+    sweeper = _Sweeper(work_chain, weights, matrix, couplings)
+    last = len(chain) - 1
+    # Original left-to-right is the forward pass, or the backward pass of the transpose.
+    if transposed:
+        errors = [sweeper.forward(update=False)]
+        passes = ((sweeper.backward, 0), (sweeper.forward, last))
+    else:
+        errors = [sweeper.backward(update=False)]
+        passes = ((sweeper.forward, last), (sweeper.backward, 0))
+    times = [time.perf_counter() - start]
+
+    def current_result() -> FitResult:
+        fitted = sweeper.weights
+        if transposed:
+            fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
+        return FitResult(make_operator(chain, fitted), list(errors), list(times), "als")
+
+    skip = None
+    try:
+        for _ in range(n_sweeps):
+            for run, ends_at in passes:
+                errors.append(run(skip=skip))
+                times.append(time.perf_counter() - start)
+                skip = ends_at
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(error=f"{errors[-1]:.4g}")
+            if callback is not None and callback(current_result()):
+                break
+            before = errors[-3]
+            if tol is not None and (before == 0 or (before - errors[-1]) < tol * before):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return current_result()
+
+
+def _check_sweeps(n_sweeps: Any) -> int:
+    if isinstance(n_sweeps, (bool, np.bool_)) or not isinstance(n_sweeps, numbers.Integral):
+        raise TypeError(f"n_sweeps must be an integer, got {type(n_sweeps).__name__} {n_sweeps!r}")
+    if n_sweeps < 0:
+        raise ValueError(f"n_sweeps must be >= 0, got {n_sweeps}")
+    return int(n_sweeps)
+
+
+def _check_tol(tol: Any) -> float | None:
+    if tol is None:
+        return None
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a real number or None, got {type(tol).__name__}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be finite and >= 0, got {tol}")
+    return float(tol)
+
+
+def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
+    """Validate ``init``; return the weights of an initial operator (None for a name)."""
+    if isinstance(init, str):
+        if init not in INIT_METHODS:
+            raise ValueError(
+                f"unknown init {init!r}; expected one of {', '.join(INIT_METHODS)} "
+                "or a DeButOperator"
+            )
+        if init == "hierarchical":
+            hierarchy_ranks(chain)
+        return None
+    if not isinstance(init, DeButOperator):
+        raise TypeError(f"init must be a method name or a DeButOperator, got {type(init).__name__}")
+    if init.chain != chain:
+        raise ValueError(f"the initial operator's chain {init.chain!r} is not {chain!r}")
+    return [np.asarray(w) for w in init.weights]
+
+
+def _progress_bar(n_sweeps: int) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError(
+            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
+        ) from None
+    return tqdm(total=n_sweeps, desc="ALS", unit="sweep")
+
+
+def _initial_weights(
+    init: Any,
+    init_weights: list[np.ndarray] | None,
+    matrix: np.ndarray,
+    chain: Chain,
+    dtype: np.dtype,
+    rng: Any,
+) -> list[np.ndarray]:
+    if init_weights is not None:
+        return [w.astype(dtype, copy=True) for w in init_weights]
+    if init == "auto":
+        try:
+            hierarchy_ranks(chain)
+            init = "hierarchical"
+        except ValueError:
+            init = "random"
+    if init == "hierarchical":
+        return [w.astype(dtype) for w in fit_hierarchical(matrix, chain).operator.weights]
+    return list(DeButOperator.random(chain, rng, dtype).weights)

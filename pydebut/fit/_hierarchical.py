@@ -1,0 +1,265 @@
+"""Hierarchical factorization of chainable and rank-weighted chains by block SVDs.
+
+For a chain whose links satisfy the conditions of :func:`hierarchy_ranks`, the
+product of any contiguous sub-chain ``F_i ... F_j`` has the support of a single
+DeBut factor ``(k_i, R, S, t_j)``. Its entries are therefore stored as an array
+``T[b, rho, sigma, alpha]`` exactly like factor weights, and splitting the
+sub-chain after factor ``l`` turns the two-factor fixed-support problem into
+independent rank-``w_l`` approximations of ``R1 x S2`` sub-blocks of ``T``
+(Zheng, Riccietti, Gribonval 2023; Le, Zheng, Riccietti, Gribonval 2025).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import astuple, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..spec import Chain, FactorSpec
+from ._common import FitResult, load_target, make_operator, working_dtype
+
+__all__ = ["fit_hierarchical", "hierarchy_ranks"]
+
+Order = Literal["left-to-right", "balanced"]
+
+
+def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
+    """Ranks ``w_1 ... w_{L-1}`` of the links of a chainable or rank-weighted chain.
+
+    Link ``l`` (between ``F_l`` and ``F_{l+1}``) qualifies when ``k_{l+1} = k_l c_l``
+    and ``t_l = b_{l+1} t_{l+1}`` for integers ``c_l`` dividing ``s_l`` and
+    ``b_{l+1}`` dividing ``r_{l+1}``, with ``w_l = s_l / c_l = r_{l+1} / b_{l+1}``
+    (the ``(a, b, c, d, p, q)`` format of Le et al.). Chainable links have
+    ``w_l = 1``. Unlike :func:`pydebut.rank_weights`, the ends are free: with
+    ``k_1 > 1`` or ``t_L > 1`` the product has the support of a single factor
+    ``(k_1, R, S, t_L)``, and each of its ``k_1 * t_L`` dense ``R x S`` parts
+    is factored.
+
+    Raises
+    ------
+    ValueError
+        Naming the first link that does not qualify.
+
+    Examples
+    --------
+    >>> hierarchy_ranks(Chain.from_factorizations([2, 2, 2], [2, 2, 2]))
+    (1, 1)
+    >>> hierarchy_ranks(Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)]))
+    (3,)
+    """
+    ranks = []
+    links = zip(chain.factors[:-1], chain.factors[1:], strict=True)
+    for l, (left, right) in enumerate(links, start=1):  # noqa: E741
+        k_left, k_right = left.n_blocks, right.n_blocks
+        c = k_right // k_left if k_right % k_left == 0 else 0
+        b = left.t // right.t if left.t % right.t == 0 else 0
+        if c and b and left.s % c == 0 and right.r % b == 0 and left.s // c == right.r // b:
+            ranks.append(left.s // c)
+            continue
+        raise ValueError(
+            f"factors {l} and {l + 1} ({left!r}, {right!r}) are neither chainable nor "
+            f"rank-weighted (need k_{l + 1} = k_{l} * c and t_{l} = b * t_{l + 1} with "
+            f"s_{l} / c == r_{l + 1} / b), so fit_hierarchical does not apply; "
+            "use fit_als for this chain"
+        )
+    return tuple(ranks)
+
+
+def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right") -> FitResult:
+    """Factor ``target`` on a chainable or rank-weighted chain by hierarchical block SVDs.
+
+    Parameters
+    ----------
+    target : array_like or path
+        The ``m x n`` matrix ``D``; a path names a ``.npy`` file (memory-mapped).
+    chain : Chain
+        A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`).
+    order : {"left-to-right", "balanced"}
+        Split the chain after its first factor at every level (peeling
+        ``F_1, F_2, ...`` off in turn), or in the middle.
+
+    Returns
+    -------
+    FitResult
+        ``errors`` holds the single relative error ``||D - D_hat||_F / ||D||_F``.
+
+    Raises
+    ------
+    ValueError
+        If the chain does not qualify (the message suggests :func:`fit_als`), if
+        the target does not have the chain's shape or is not finite, or if
+        ``order`` is unknown.
+    TypeError
+        If the target is not numeric.
+
+    Notes
+    -----
+    Splitting the sub-chain ``F_i ... F_j`` with entries ``T`` of shape
+    ``(k, R, S, t)`` after ``F_l`` writes ``R = R1 * B2`` (``B2 = t_l / t_j``)
+    and ``S = C1 * S2`` (``C1 = k_{l+1} / k_i``). For every ``(b, c1, b2, alpha)``
+    the ``R1 x S2`` sub-block ``M = T[b, (., b2), (c1, .), alpha]`` is a product of
+    a column block of the left part and a row block of the right part, of rank
+    at most ``w_l``: the truncated SVD ``U (U^H M)``, with ``U`` the leading
+    ``w_l`` left singular vectors, solves the two-factor problem exactly, and
+    the halves are factored recursively. All sub-blocks of a level are
+    decomposed at once, through the eigendecompositions of their stacked
+    ``R1 x R1`` Gram matrices ``M M^H``: on Hadamard 4096 the first level
+    takes 0.05 s this way against 0.48 s for ``np.linalg.svd`` of the stacked
+    blocks. The Gram squares the singular values, so a block's rank-``w``
+    approximation is accurate to about ``eps * sigma_1 / sigma_w`` of the
+    block: full accuracy for rank-one links (chainable chains), less for
+    rank-weighted links whose blocks are ill-conditioned.
+
+    ``U`` has orthonormal columns, so in the left-to-right order the squared
+    error is the sum over levels of ``||U_perp^H M||^2`` (the energy outside the
+    kept subspace, computed directly rather than by cancellation), and no
+    product is formed. The balanced order multiplies the halves back together.
+    A matrix that admits the chain is recovered to rounding error.
+
+    References
+    ----------
+    .. [1] L. Zheng, E. Riccietti, R. Gribonval, "Efficient identification of
+       butterfly sparse matrix factorizations", SIAM J. Math. Data Sci., 2023.
+    .. [2] Q.-T. Le, L. Zheng, E. Riccietti, R. Gribonval, "Butterfly
+       factorization with error guarantees", SIAM J. Matrix Anal. Appl., 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.linalg import hadamard
+    >>> from pydebut import Chain, fit_hierarchical
+    >>> chain = Chain.from_factorizations([2] * 6, [2] * 6)
+    >>> result = fit_hierarchical(hadamard(64), chain)
+    >>> result.error < 1e-14
+    True
+    """
+    start = time.perf_counter()
+    chain = Chain(chain)
+    if order not in ("left-to-right", "balanced"):
+        raise ValueError(f"order must be 'left-to-right' or 'balanced', got {order!r}")
+    ranks = hierarchy_ranks(chain)
+    matrix = load_target(target, chain)
+    dtype = working_dtype(matrix.dtype)
+    entries, outside = _support_entries(np.asarray(matrix, dtype=dtype), chain)
+    if order == "left-to-right":
+        weights, residual2 = _peel(entries, chain.factors, ranks)
+    else:
+        weights, approx = _bisect(entries, chain.factors, ranks)
+        residual2 = float(np.linalg.norm(np.subtract(approx, entries, out=approx))) ** 2
+    residual2 += outside
+    total2 = float(np.linalg.norm(entries)) ** 2 + outside
+    error = np.sqrt(residual2 / total2) if total2 > 0 else np.sqrt(residual2)
+    operator = make_operator(chain, weights)
+    return FitResult(operator, [float(error)], [time.perf_counter() - start], "hierarchical")
+
+
+def _support_entries(matrix: np.ndarray, chain: Chain) -> tuple[np.ndarray, float]:
+    """Entries of ``matrix`` on the product's support as ``T[b, rho, sigma, alpha]``.
+
+    Also returns ``||matrix||^2`` outside that support (0 when ``k_1 = t_L = 1``).
+    """
+    k, t = chain[0].n_blocks, chain[-1].t
+    m, n = chain.shape
+    rows, cols = m // (k * t), n // (k * t)
+    if k == 1 and t == 1:
+        return matrix.reshape(1, rows, cols, 1), 0.0
+    entries = np.einsum("brabsa->brsa", matrix.reshape(k, rows, t, k, cols, t)).copy()
+    i, j = np.arange(m)[:, None], np.arange(n)
+    inside = (i // (rows * t) == j // (cols * t)) & (i % t == j % t)
+    return entries, float(np.linalg.norm(matrix[~inside])) ** 2
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Sizes of the split of entries ``T`` of shape ``(k, R1*B2, C1*S2, t)`` into
+    ``R1 x S2`` sub-blocks of rank ``w``, with views between the layouts."""
+
+    k: int
+    R1: int
+    B2: int
+    C1: int
+    S2: int
+    t: int
+    w: int
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], left: FactorSpec, right: FactorSpec, rank: int) -> _Split:
+        """Split of entries of ``shape`` between factors ``left`` and ``right``."""
+        k, R, S, t = shape
+        B2, C1 = left.t // t, right.n_blocks // k
+        return cls(k, R // B2, B2, C1, S // C1, t, rank)
+
+    def blocks(self, entries: np.ndarray) -> np.ndarray:
+        """``(k, C1, B2, t, R1, S2)`` view of entries ``(k, R, S, t)``: the sub-blocks."""
+        k, R1, B2, C1, S2, t = self.k, self.R1, self.B2, self.C1, self.S2, self.t
+        return entries.reshape(k, R1, B2, C1, S2, t).transpose(0, 3, 2, 5, 1, 4)
+
+    def left_blocks(self, left: np.ndarray) -> np.ndarray:
+        """``(k, C1, B2, t, R1, w)`` view of the left part ``(k, R1, C1*w, B2*t)``."""
+        k, R1, B2, C1, t, w = self.k, self.R1, self.B2, self.C1, self.t, self.w
+        return left.reshape(k, R1, C1, w, B2, t).transpose(0, 2, 4, 5, 1, 3)
+
+    def right_blocks(self, right: np.ndarray) -> np.ndarray:
+        """``(k, C1, B2, t, w, S2)`` view of the right part ``(k*C1, w*B2, S2, t)``."""
+        k, B2, C1, S2, t, w = self.k, self.B2, self.C1, self.S2, self.t, self.w
+        return right.reshape(k, C1, w, B2, S2, t).transpose(0, 1, 3, 5, 2, 4)
+
+
+def _split(
+    entries: np.ndarray, split: _Split, with_residual: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Best rank-``w`` split of every sub-block: left part ``U``, right part ``U^H M``.
+
+    Returns the left part ``(k, R1, C1*w, B2*t)`` with orthonormal ``U``, the right
+    part ``(k*C1, w*B2, S2, t)`` and, if asked, ``sum ||U_perp^H M||^2``.
+    """
+    k, R1, B2, C1, S2, t, w = astuple(split)
+    blocks = split.blocks(entries)
+    _, vectors = np.linalg.eigh(np.matmul(blocks, np.conj(np.swapaxes(blocks, -1, -2))))
+    kept = min(w, R1)
+    basis_h = np.conj(np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2))
+    left = np.zeros((k, R1, C1 * w, B2 * t), dtype=vectors.dtype)
+    split.left_blocks(left)[..., :kept] = np.conj(np.swapaxes(basis_h, -1, -2))
+    right = np.zeros((k * C1, w * B2, S2, t), dtype=vectors.dtype)
+    np.matmul(basis_h, blocks, out=split.right_blocks(right)[..., :kept, :])
+    residual2 = 0.0
+    if with_residual and kept < R1:
+        complement_h = np.conj(np.swapaxes(vectors[..., : R1 - kept], -1, -2))
+        outside = np.empty((k, C1, B2, t, R1 - kept, S2), dtype=vectors.dtype)
+        residual2 = float(np.linalg.norm(np.matmul(complement_h, blocks, out=outside))) ** 2
+    return left, right, residual2
+
+
+def _peel(
+    entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> tuple[list[np.ndarray], float]:
+    """Left-to-right order: split ``F_1`` off, then ``F_2`` off the rest, and so on.
+
+    Returns the weights and the squared error, the sum of the levels' residuals.
+    """
+    weights, residual2 = [], 0.0
+    for index, rank in enumerate(ranks):
+        split = _Split.of(entries.shape, specs[index], specs[index + 1], rank)
+        left, entries, level_residual2 = _split(entries, split, with_residual=True)
+        weights.append(left)
+        residual2 += level_residual2
+    weights.append(entries)
+    return weights, residual2
+
+
+def _bisect(
+    entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Balanced order: split in the middle, recurse on both halves; weights and product."""
+    if len(specs) == 1:
+        return [entries], entries.copy()
+    h = len(specs) // 2
+    split = _Split.of(entries.shape, specs[h - 1], specs[h], ranks[h - 1])
+    left, right, _ = _split(entries, split, with_residual=False)
+    left_weights, left_hat = _bisect(left, specs[:h], ranks[: h - 1])
+    right_weights, right_hat = _bisect(right, specs[h:], ranks[h:])
+    approx = np.empty(entries.shape, dtype=np.result_type(left_hat, right_hat))
+    np.matmul(split.left_blocks(left_hat), split.right_blocks(right_hat), out=split.blocks(approx))
+    return left_weights + right_weights, approx

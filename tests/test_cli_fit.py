@@ -1,0 +1,149 @@
+"""The ``pydebut fit`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pydebut.cli import main
+from pydebut.commands.demo import fit_target, noisy_target
+from pydebut.io import load
+
+from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
+
+
+@pytest.fixture
+def target_file(tmp_path):
+    chain = CHAINABLE[1]
+    target = dense_product(chain, random_weights(chain, np.random.default_rng(0)))
+    path = tmp_path / "target.npy"
+    np.save(path, target)
+    return chain, target, path
+
+
+def chain_args(chain):
+    sup, sub = chain.to_sup_sub()
+    return ["--sup", json.dumps(sup), "--sub", json.dumps(sub)]
+
+
+def test_fit_saves_factors_and_prints_the_table(target_file, tmp_path, capsys):
+    chain, target, path = target_file
+    out = tmp_path / "factors.npz"
+    argv = ["fit", str(path), *chain_args(chain), "--sweeps", "2", "--init", "random"]
+    status = main([*argv, "--seed", "3", "--no-progress", "-o", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    for word in ("init", "sweep 1", "sweep 2", "compression", f"params     {chain.n_params}"):
+        assert word in printed
+    op = load(out)
+    assert op.chain == chain
+    error = np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
+    final = float(printed.split("error      ")[1].split()[0])
+    assert error == pytest.approx(final, rel=1e-4, abs=1e-12)
+
+
+def test_fit_with_a_chain_file_and_hierarchical_init(target_file, tmp_path, capsys):
+    chain, target, path = target_file
+    chain_file = tmp_path / "chain.json"
+    chain_file.write_text(json.dumps(chain.to_json()))
+    out = tmp_path / "factors.npz"
+    status = main(["fit", str(path), "--chain", str(chain_file), "--sweeps", "0", "-o", str(out)])
+    assert status == 0
+    assert np.allclose(load(out).toarray(), target)
+    assert "sweep 1" not in capsys.readouterr().out
+
+
+def test_progress_bar_goes_to_stderr(target_file, tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    chain, _, path = target_file
+    out = tmp_path / "factors.npz"
+    assert main(["fit", str(path), *chain_args(chain), "--sweeps", "1", "-o", str(out)]) == 0
+    assert "ALS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sweeps", "-1"], "--sweeps must be >= 0"),
+        (["--init", "svd"], "invalid choice: 'svd'"),
+        (["--tol", "-1"], "tol must be finite and >= 0"),
+    ],
+)
+def test_bad_options(target_file, tmp_path, capsys, extra, message):
+    chain, _, path = target_file
+    argv = ["fit", str(path), *chain_args(chain), "-o", str(tmp_path / "f.npz"), *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_bad_targets(tmp_path, capsys):
+    chain = CHAINABLE[1]
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones((3, 3)))
+    out = str(tmp_path / "f.npz")
+    assert main(["fit", str(wrong), *chain_args(chain), "-o", out]) == 2
+    assert "the target has shape (3, 3) but the chain is 8 x 8" in capsys.readouterr().err
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full(chain.shape, np.nan))
+    assert main(["fit", str(bad), *chain_args(chain), "-o", out]) == 2
+    assert "non-finite" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "missing.npy"), *chain_args(chain), "-o", out]) == 2
+    assert "missing.npy" in capsys.readouterr().err
+
+
+def test_hierarchical_init_on_a_non_chainable_chain(tmp_path, capsys):
+    path = tmp_path / "t.npy"
+    np.save(path, np.ones(POINTWISE_3_TO_64.shape))
+    argv = ["fit", str(path), *chain_args(POINTWISE_3_TO_64), "--init", "hierarchical"]
+    assert main([*argv, "-o", str(tmp_path / "f.npz")]) == 2
+    assert "use fit_als" in capsys.readouterr().err
+
+
+def test_demo_fit_reports_errors_and_compression(capsys):
+    chain = CHAINABLE[1]
+    target = noisy_target(chain, np.random.default_rng(4))
+    hierarchical_result, als_result = fit_target(chain, target)
+    assert als_result.error <= hierarchical_result.error
+    printed = capsys.readouterr().out
+    hierarchical = float(printed.split("fit_hierarchical")[1].split()[0])
+    als = float(printed.split("fit_als, 3 sweeps from it")[1].split()[0])
+    assert hierarchical == pytest.approx(hierarchical_result.error, abs=1e-6)
+    assert 0 < als <= hierarchical < 0.06
+    assert f"compression {chain.compression_ratio:.2f}x" in printed
+
+
+def test_auto_chooses_a_chain_under_the_budget(tmp_path, capsys):
+    chain = CHAINABLE[1]  # 8 x 8, 3 factors, 48 parameters
+    target = dense_product(chain, random_weights(chain, np.random.default_rng(5)))
+    path, out = tmp_path / "target.npy", tmp_path / "factors.npz"
+    np.save(path, target)
+    argv = ["fit", str(path), "--auto", "--max-params", "48", "--candidates", "8"]
+    assert main([*argv, "--refine", "2", "--sweeps", "2", "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "explored" in printed and "<- chosen" in printed
+    op = load(out)
+    assert op.chain.n_params <= 48 and op.chain.is_chainable and op.chain.is_monotonic
+    error = np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
+    final = float(printed.split("error      ")[1].split()[0])
+    assert error == pytest.approx(final, rel=1e-4, abs=1e-12)
+    chosen = next(line for line in printed.splitlines() if "<- chosen" in line)
+    assert float(chosen.split()[-3]) == pytest.approx(final, rel=1e-4, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--auto"], "--auto needs --max-params N"),
+        (["--auto", "--max-params", "1"], "has at most 1 parameters"),
+        (["--auto", "--max-params", "64", "--sup", "8 8", "--sub", "2 2 4"], "not both"),
+        ([], "no chain given"),
+        (["--max-params", "64"], "--max-params only applies with --auto"),
+    ],
+)
+def test_auto_usage_errors(target_file, tmp_path, capsys, extra, message):
+    _, _, path = target_file
+    assert main(["fit", str(path), *extra, "-o", str(tmp_path / "f.npz")]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Convolutions through kernel matrices, against a direct loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pydebut import Chain
+from pydebut.conv import LAYOUTS, conv2d, im2col, kernel_to_matrix, matrix_to_kernel
+from pydebut.operator import DeButOperator
+
+from .fit_cases import dense_product, random_weights
+
+
+def direct_conv2d(x, kernel, stride, padding, dilation):
+    """Cross-correlation by explicit loops over output pixels and kernel taps."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    batch, _, height, width = x.shape
+    c_out, _, kh, kw = kernel.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((batch, c_out, out_h, out_w), dtype=np.result_type(x, kernel))
+    for y in range(out_h):
+        for z in range(out_w):
+            for i in range(kh):
+                for j in range(kw):
+                    pixels = padded[:, :, y * sh + i * dh, z * sw + j * dw]  # (batch, c_in)
+                    out[:, :, y, z] += pixels @ kernel[:, :, i, j].T
+    return out
+
+
+GEOMETRIES = [
+    # kernel, stride, padding, dilation
+    ((3, 3), (1, 1), (0, 0), (1, 1)),
+    ((3, 3), (1, 1), (1, 1), (1, 1)),
+    ((3, 2), (2, 1), (1, 0), (1, 1)),
+    ((3, 3), (2, 3), (2, 1), (2, 1)),
+    ((1, 1), (1, 1), (0, 0), (1, 1)),
+    ((2, 3), (1, 2), (0, 3), (3, 2)),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(("kernel_size", "stride", "padding", "dilation"), GEOMETRIES)
+def test_conv2d_equals_direct_convolution(layout, kernel_size, stride, padding, dilation):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 8))
+    kernel = rng.standard_normal((4, 3, *kernel_size))
+    matrix = kernel_to_matrix(kernel, layout)
+    got = conv2d(x, matrix, kernel_size, stride, padding, dilation, layout=layout)
+    expected = direct_conv2d(x, kernel, stride, padding, dilation)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv2d_with_a_debut_kernel(layout):
+    rng = np.random.default_rng(1)
+    chain = Chain.from_factorizations([2, 4], [6, 3])  # 8 output channels, 2 x 3 x 3 inputs
+    weights = random_weights(chain, rng, np.complex128)
+    op = DeButOperator(chain, weights)
+    kernel = matrix_to_kernel(dense_product(chain, weights), 2, 3, layout)
+    x = rng.standard_normal((3, 2, 7, 6))
+    got = conv2d(x, op, 3, stride=2, padding=1, dilation=1, layout=layout)
+    expected = direct_conv2d(x, kernel, (2, 2), (1, 1), (1, 1))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_layouts_are_the_documented_column_orders():
+    c_out, c_in, kh, kw = 2, 3, 2, 4
+    kernel = np.random.default_rng(2).standard_normal((c_out, c_in, kh, kw))
+    channel, position = kernel_to_matrix(kernel), kernel_to_matrix(kernel, "position-major")
+    for c in range(c_in):
+        for i in range(kh):
+            for j in range(kw):
+                assert np.array_equal(channel[:, c * kh * kw + i * kw + j], kernel[:, c, i, j])
+                assert np.array_equal(position[:, (i * kw + j) * c_in + c], kernel[:, c, i, j])
+    for layout in LAYOUTS:
+        matrix = kernel_to_matrix(kernel, layout)
+        assert np.array_equal(matrix_to_kernel(matrix, c_in, (kh, kw), layout), kernel)
+
+
+def test_im2col_rows_follow_the_layout():
+    x = np.random.default_rng(3).standard_normal((1, 2, 4, 4))
+    channel = im2col(x, 3)
+    position = im2col(x, 3, layout="position-major")
+    # Row c*9 + i*3 + j in channel-major is row (i*3 + j)*2 + c in position-major.
+    order = [(i * 3 + j) * 2 + c for c in range(2) for i in range(3) for j in range(3)]
+    assert np.array_equal(channel, position[order])
+    assert np.array_equal(channel[:, 0], x[0, :, :3, :3].ravel())
+
+
+def test_bad_arguments():
+    x = np.zeros((1, 2, 5, 5))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        im2col(x, 3, layout="rows")
+    with pytest.raises(ValueError, match="does not fit"):
+        im2col(x, 3, dilation=3)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        im2col(x, 3, stride=0)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        im2col(x, 3, padding=-1)
+    with pytest.raises(TypeError, match="kernel_size must be an int"):
+        im2col(x, 2.5)
+    with pytest.raises(ValueError, match="batch, channels, height, width"):
+        im2col(np.zeros((2, 5, 5)), 3)
+    with pytest.raises(ValueError, match="has 10 columns but 2 channels"):
+        conv2d(x, np.zeros((4, 10)), 3)
+    with pytest.raises(ValueError, match=r"has 27 columns, got shape \(4, 18\)"):
+        matrix_to_kernel(np.zeros((4, 18)), 3, 3)

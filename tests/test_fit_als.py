@@ -1,0 +1,347 @@
+"""ALS: exact factor updates, monotone histories, reproducibility, argument checks."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse.csgraph
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydebut import Chain, fit_als, fit_hierarchical
+from pydebut._reference import factor_to_dense
+from pydebut.fit import _als as als
+from pydebut.fit._als import _across_from_columns, _across_from_rows, _couplings, _Sweeper
+from pydebut.testing import chains, dense_chains
+
+from .fit_cases import (
+    CHAINABLE,
+    COUPLED,
+    PAPER_512,
+    POINTWISE_3_TO_64,
+    dense_product,
+    random_target,
+    random_weights,
+)
+
+
+def kronecker_update(chain, weights, target, index):
+    """Brute force: minimum-norm lstsq of vec(A F B) = vec(D) over F's support."""
+    dense = [factor_to_dense(spec, w) for spec, w in zip(chain, weights, strict=True)]
+    a = np.linalg.multi_dot([np.eye(chain.shape[0]), *dense[:index], np.eye(chain[index].p)])
+    b = np.linalg.multi_dot([np.eye(chain[index].q), *dense[index + 1 :], np.eye(chain.shape[1])])
+    rows, cols = chain[index].support_indices()
+    system = np.stack([np.outer(a[:, i], b[j]).ravel() for i, j in zip(rows, cols, strict=True)], 1)
+    solution = np.linalg.lstsq(system, target.ravel(), rcond=None)[0]
+    return solution.reshape(chain[index].weight_shape)
+
+
+def structured_update(chain, weights, target, index):
+    sweeper = _Sweeper(chain, list(weights), target, _couplings(chain))
+    sweeper.forward(update=False)
+    sweeper.backward(update=False)
+    return sweeper._solve(index, sweeper.left[index], sweeper.right[index])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("chain", CHAINABLE + COUPLED + [POINTWISE_3_TO_64.T], ids=repr)
+def test_update_equals_kronecker_lstsq(chain, dtype):
+    rng = np.random.default_rng(1)
+    weights = random_weights(chain, rng, dtype)
+    target = random_target(chain.shape, rng, dtype)
+    for index in range(len(chain)):
+        expected = kronecker_update(chain, weights, target, index)
+        got = structured_update(chain, weights, target, index)
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    chain=chains(max_dim=12, max_factors=3),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float64, np.complex128]),
+)
+def test_update_equals_kronecker_lstsq_on_drawn_chains(chain, seed, dtype):
+    rng = np.random.default_rng(seed)
+    weights = random_weights(chain, rng, dtype)
+    target = random_target(chain.shape, rng, dtype)
+    index = int(rng.integers(len(chain)))
+    expected = kronecker_update(chain, weights, target, index)
+    got = structured_update(chain, weights, target, index)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(chain=dense_chains(max_dim=16, max_factors=4), seed=st.integers(0, 2**32 - 1))
+def test_error_never_increases_on_drawn_dense_chains(chain, seed):
+    target = random_target(chain.shape, np.random.default_rng(seed))
+    errors = np.array(fit_als(target, chain, n_sweeps=3, init="random", rng=seed).errors)
+    # Over-parametrised drawn chains fit the target exactly; the error then only
+    # wanders at the rounding level of the coupled normal equations, which act on
+    # the squared error: a change of eps * cond(K) there is sqrt of it in the error.
+    assert np.all(np.diff(errors**2) <= 1e-10)
+
+
+def test_coupled_chains_have_coupled_components():
+    for chain in COUPLED:
+        assert any(c.groups or c.rectangles for c in _couplings(chain)), chain
+    # Both solvers are exercised: general components and full rectangles.
+    assert any(c.groups for chain in COUPLED for c in _couplings(chain))
+    assert any(c.rectangles for chain in COUPLED for c in _couplings(chain))
+
+
+def test_chainable_and_pointwise_chains_decouple():
+    for chain in [*CHAINABLE, PAPER_512, POINTWISE_3_TO_64.T]:
+        assert not any(c.groups for c in _couplings(chain)), chain
+
+
+@pytest.mark.parametrize("chain", [CHAINABLE[1], COUPLED[1]], ids=repr)
+def test_singular_update_is_minimum_norm(chain):
+    rng = np.random.default_rng(2)
+    weights = random_weights(chain, rng)
+    weights[0][..., 0] = 0  # zero columns of A and rows of B: singular normal equations
+    weights[-1][:, 0] = 0
+    target = random_target(chain.shape, rng)
+    for index in range(len(chain)):
+        expected = kronecker_update(chain, weights, target, index)
+        got = structured_update(chain, weights, target, index)
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_all_zero_start_gives_zero_not_nan():
+    chain = CHAINABLE[0]
+    zeros = [np.zeros(spec.weight_shape) for spec in chain]
+    op = fit_als(np.ones(chain.shape), chain, n_sweeps=1, init="random", rng=0).operator
+    start = type(op)(chain, zeros)
+    result = fit_als(np.ones(chain.shape), chain, n_sweeps=2, init=start)
+    assert all(np.all(w == 0) for w in result.operator.weights)
+    assert result.errors == [1.0] * 5
+
+
+@pytest.mark.parametrize(
+    "chain", [*CHAINABLE, *COUPLED, POINTWISE_3_TO_64, POINTWISE_3_TO_64.T], ids=repr
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32, np.complex64])
+def test_error_never_increases(chain, dtype):
+    rng = np.random.default_rng(3)
+    target = random_target(chain.shape, rng, dtype)
+    result = fit_als(target, chain, n_sweeps=6, init="random", rng=4)
+    errors = np.array(result.errors)
+    assert len(errors) == 13 and len(result.times) == 13
+    single = dtype in (np.float32, np.complex64)
+    # The normal equations act on the squared error: rounding there is eps * cond.
+    slack = 1e-5 if single else 1e-12
+    assert np.all(np.diff(errors**2) <= slack * errors[0] ** 2)
+    assert result.operator.weights[0].dtype == dtype
+    dense = dense_product(chain, result.operator.weights)
+    true_error = np.linalg.norm(target - dense) / np.linalg.norm(target)
+    assert true_error == pytest.approx(
+        errors[-1], rel=1e-3 if single else 1e-9, abs=1e-5 if single else 1e-12
+    )
+
+
+def test_fixed_seed_reproduces_history():
+    chain, rng = COUPLED[2], np.random.default_rng(5)
+    target = random_target(chain.shape, rng)
+    first = fit_als(target, chain, n_sweeps=3, init="random", rng=7)
+    second = fit_als(target, chain, n_sweeps=3, init="random", rng=7)
+    other = fit_als(target, chain, n_sweeps=3, init="random", rng=8)
+    assert first.errors == second.errors
+    assert first.errors != other.errors
+
+
+def test_recovers_a_product_of_random_factors():
+    chain = CHAINABLE[1]
+    target = dense_product(chain, random_weights(chain, np.random.default_rng(6)))
+    assert fit_als(target, chain, n_sweeps=1, init="hierarchical").errors[-1] < 1e-10
+    assert fit_als(target, chain, n_sweeps=200, tol=0, init="random", rng=0).errors[-1] < 1e-6
+
+
+@pytest.mark.slow
+def test_als_from_hierarchical_never_ends_above_it_on_the_paper_chain():
+    target = np.random.default_rng(9).standard_normal(PAPER_512.shape)
+    hierarchical = fit_hierarchical(target, PAPER_512).error
+    result = fit_als(target, PAPER_512, n_sweeps=2, init="hierarchical")
+    assert result.errors[0] == pytest.approx(hierarchical, rel=1e-10)
+    assert result.errors[-1] < hierarchical
+
+
+def test_hierarchical_init_is_not_worse_than_hierarchical():
+    chain = Chain.from_factorizations([2, 2, 2], [3, 2, 2])
+    target = np.random.default_rng(10).standard_normal(chain.shape)
+    hierarchical = fit_hierarchical(target, chain).error
+    for init in ("hierarchical", "auto"):
+        result = fit_als(target, chain, n_sweeps=3, init=init)
+        assert result.errors[0] == pytest.approx(hierarchical, rel=1e-10)
+        assert result.errors[-1] <= hierarchical * (1 + 1e-12)
+
+
+def test_tol_and_callback_stop_early():
+    chain = CHAINABLE[1]
+    target = np.random.default_rng(11).standard_normal(chain.shape)
+    assert len(fit_als(target, chain, n_sweeps=50, tol=1e30, init="random").errors) == 3
+    seen = []
+
+    def stop_after_two(result):
+        seen.append(len(result.errors))
+        return len(seen) == 2
+
+    result = fit_als(target, chain, n_sweeps=50, init="random", callback=stop_after_two)
+    assert seen == [3, 5] and len(result.errors) == 5
+
+
+def test_zero_sweeps_reports_the_initial_error():
+    chain = CHAINABLE[0]
+    target = np.random.default_rng(12).standard_normal(chain.shape)
+    result = fit_als(target, chain, n_sweeps=0, init="random", rng=3)
+    dense = dense_product(chain, result.operator.weights)
+    assert result.errors == [pytest.approx(np.linalg.norm(target - dense) / np.linalg.norm(target))]
+    assert "als fit" in result.summary()
+
+
+def test_npy_path_and_lists(tmp_path):
+    chain = CHAINABLE[0]
+    target = np.random.default_rng(13).standard_normal(chain.shape)
+    np.save(tmp_path / "target.npy", target)
+    from_path = fit_als(tmp_path / "target.npy", chain, n_sweeps=1, init="random", rng=1)
+    from_str = fit_als(str(tmp_path / "target.npy"), chain, n_sweeps=1, init="random", rng=1)
+    from_list = fit_als(target.tolist(), chain, n_sweeps=1, init="random", rng=1)
+    assert from_path.errors == from_str.errors == from_list.errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_sweeps": -1}, ValueError, "n_sweeps must be >= 0"),
+        ({"n_sweeps": 2.0}, TypeError, "n_sweeps must be an integer"),
+        ({"n_sweeps": True}, TypeError, "n_sweeps must be an integer"),
+        ({"init": "svd"}, ValueError, "unknown init 'svd'"),
+        ({"init": 3}, TypeError, "init must be a method name"),
+        ({"tol": -1.0}, ValueError, "tol must be finite"),
+        ({"callback": 5}, TypeError, "callback must be callable"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    chain = CHAINABLE[0]
+    with pytest.raises(error, match=match):
+        fit_als(np.ones(chain.shape), chain, **kwargs)
+
+
+def test_bad_targets():
+    chain = CHAINABLE[0]
+    bad = np.ones(chain.shape)
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_als(bad, chain)
+    with pytest.raises(ValueError, match=r"shape \(6, 5\) but the chain is 6 x 6"):
+        fit_als(np.ones((6, 5)), chain)
+    with pytest.raises(ValueError, match="2-D"):
+        fit_als(np.ones(36), chain)
+    with pytest.raises(TypeError, match="dtype object"):
+        fit_als(np.full(chain.shape, None), chain)
+
+
+def test_hierarchical_init_on_non_chainable_chain_fails_before_work():
+    with pytest.raises(ValueError, match="use fit_als"):
+        fit_als(np.ones(POINTWISE_3_TO_64.shape), POINTWISE_3_TO_64, init="hierarchical")
+
+
+def test_init_operator_with_another_chain():
+    chain = CHAINABLE[0]
+    op = fit_als(np.ones(chain.shape), chain, n_sweeps=0, init="random").operator
+    other = Chain.from_factorizations([3, 2], [2, 3])
+    with pytest.raises(ValueError, match="initial operator's chain"):
+        fit_als(np.ones(other.shape), other, init=op)
+
+
+def test_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    chain = CHAINABLE[0]
+    fit_als(np.ones(chain.shape), chain, n_sweeps=2, init="random", progress=True)
+    assert "ALS" in capsys.readouterr().err
+
+
+def test_progress_without_tqdm_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # makes "from tqdm.auto import" fail
+    chain = CHAINABLE[0]
+    with pytest.raises(ImportError, match=r"pip install pydebut\[progress\]"):
+        fit_als(np.ones(chain.shape), chain, progress=True)
+
+
+def brute_force_partition(chain, index):
+    """Components of the coupling graph from dense boolean G and H (small chains)."""
+    dense = [factor_to_dense(spec, np.ones(spec.weight_shape)) != 0 for spec in chain]
+    a = np.eye(chain.shape[0], dtype=bool)
+    for f in dense[:index]:
+        a = (a.astype(int) @ f) > 0
+    b = np.eye(chain[index].q, dtype=bool)
+    for f in dense[index + 1 :]:
+        b = (b.astype(int) @ f) > 0
+    g, h = (a.T.astype(int) @ a) > 0, (b.astype(int) @ b.T) > 0
+    rows, cols = chain[index].support_indices()
+    coupled = g[rows][:, rows] & h[cols][:, cols]
+    _, labels = scipy.sparse.csgraph.connected_components(coupled, directed=False)
+    return labels
+
+
+def partition_from(coupling, nnz):
+    labels = np.arange(nnz)
+    for members in (*coupling.groups, *(r.reshape(len(r), -1) for r in coupling.rectangles)):
+        labels[members] = members[:, :1]
+    return labels
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain=chains(max_dim=12, max_factors=4))
+def test_coupling_components_match_a_brute_force_graph(chain):
+    for index, coupling in enumerate(_couplings(chain)):
+        expected = brute_force_partition(chain, index)
+        got = partition_from(coupling, chain[index].nnz)
+        # Same partition: labels correspond one to one.
+        pairs = set(zip(expected.tolist(), got.tolist(), strict=True))
+        assert len(pairs) == len(set(expected.tolist())) == len(set(got.tolist()))
+
+
+def assert_cross_edges_agree(chain):
+    """Both enumerations of cross-rectangle edges give the same set; return its size."""
+    dense = [factor_to_dense(spec, np.ones(spec.weight_shape)) for spec in chain]
+    found = 0
+    for index, spec in enumerate(chain):
+        a = np.linalg.multi_dot([np.eye(chain.shape[0]), *dense[:index], np.eye(spec.p)])
+        b = np.linalg.multi_dot([np.eye(spec.q), *dense[index + 1 :], np.eye(chain.shape[1])])
+        pattern, gram = (a.T != 0).astype(float), b @ b.T
+        flat = np.arange(spec.nnz).reshape(spec.weight_shape)
+        col_pairs = np.nonzero(gram)
+        same = (col_pairs[0] // (spec.s * spec.t) == col_pairs[1] // (spec.s * spec.t)) & (
+            col_pairs[0] % spec.t == col_pairs[1] % spec.t
+        )
+        cross = (col_pairs[0][~same], col_pairs[1][~same])
+        from_columns = _across_from_columns(spec, pattern, cross, flat)
+        from_rows = _across_from_rows(spec, pattern, gram, flat)
+        as_set = lambda edges: {frozenset(e) for e in zip(*edges, strict=True)}  # noqa: E731
+        assert as_set(from_columns) == as_set(from_rows)
+        found += len(as_set(from_rows))
+    return found
+
+
+def test_cross_rectangle_edges_agree_on_cross_coupled_chains():
+    for chain in COUPLED[-2:]:
+        assert assert_cross_edges_agree(chain) > 0, chain
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain=chains(max_dim=12, max_factors=4))
+def test_cross_rectangle_edges_agree_from_rows_and_from_columns(chain):
+    assert_cross_edges_agree(chain)
+
+
+@pytest.mark.parametrize("chain", [COUPLED[4], COUPLED[-1]], ids=repr)
+def test_too_much_coupling_is_refused_before_any_work(monkeypatch, chain):
+    monkeypatch.setattr(als, "MAX_SYSTEM_ENTRIES", 10)
+    _couplings.cache_clear()
+    with pytest.raises(ValueError, match=r"factor \d of the chain: .*fit_als does not support"):
+        fit_als(np.ones(chain.shape), chain, init="random")
+    _couplings.cache_clear()
