@@ -39,6 +39,7 @@ import numpy as np
 
 import pydebut
 from pydebut import Chain, fit_als, is_dense, min_param_chain
+from pydebut.special import PAPER_CHAINS
 
 README = Path(__file__).resolve().parent / "README.md"
 HEADING = "## Paper layers"
@@ -56,32 +57,14 @@ class Layer:
 def layers() -> list[Layer]:
     """The four layer shapes; the paper's chains where its scripts give one."""
     return [
+        Layer("LeNet fc1", PAPER_CHAINS["lenet-fc1"], "paper"),
+        Layer("VGG-16 conv1", PAPER_CHAINS["vgg16-conv1"], "paper"),
         Layer(
-            "LeNet fc1",
-            Chain.from_sup_sub(
-                "128 256 256 512 512 512 512 256 256 400", "2 4 64 1 2 64 2 2 32 2 1 16 16 25 1"
-            ),
-            "paper",
-        ),
-        Layer(
-            "VGG-16 conv1",
-            Chain.from_sup_sub("64 72 72 144 144 288 288 576", "8 9 8 2 4 4 1 2 4 4 8 1"),
-            "paper",
-        ),
-        Layer(
-            "3x3 conv, 512 ch.",
+            "512-ch. 3x3 conv",
             min_param_chain(512, 4608, 4, kind="monotonic"),
             "pydebut: smallest monotonic, 4 factors",
         ),
-        Layer(
-            "ResNet-50 layer4",
-            Chain.from_sup_sub(
-                "512 512 512 1024 1024 1024 1024 1024 1024 1024 1024 "
-                "2048 2048 2048 2048 2048 2048 2048",
-                "2 2 256 2 4 128 2 2 64 2 2 32 2 2 16 2 4 8 2 2 4 2 2 2 2 2 1",
-            ),
-            "paper",
-        ),
+        Layer("ResNet-50 layer4", PAPER_CHAINS["resnet50-layer4"], "paper"),
     ]
 
 
@@ -191,6 +174,17 @@ def verdict(records: list[dict]) -> list[str]:
             + ", ".join(f"{r['layer']} {r['e10']:.3f} vs {r['svd']:.3f}" for r in rows)
             + ")."
         )
+    kernel_rows = [r for r in records if r["target"] == "kernel"]
+    spread = max(
+        abs(a["e10"] - b["e10"])
+        for a in kernel_rows
+        for b in kernel_rows
+        if a["layer"] == b["layer"] and a["init"] != b["init"]
+    )
+    lines.append(
+        f"- `kernel` target: the random and the hierarchical start end within {spread:.1e} "
+        "of each other after 10 sweeps, on every layer."
+    )
     rose = [r for r in records if not r["monotone"]]
     lines.append(
         f"- the error never rose during a fit in {len(records) - len(rose)} of {len(records)} fits."
@@ -247,7 +241,12 @@ def section(structure: list[str], fits: list[str], summary: list[str], total: fl
             "not the paper's; they are for two fixed, reproducible targets. The last column is",
             "the truncated SVD with at most the chain's parameter count, a baseline the paper does",
             "not report. A Gaussian matrix has no structure to exploit, so every fit stays close",
-            "to an error of 1 there and converges quickly because it has little to gain.",
+            "to an error of 1 there and converges quickly because it has little to gain. A smooth",
+            "kernel matrix is numerically low-rank, which the truncated SVD captures with few",
+            "parameters; the paper's chains stop at a much larger error there, whatever the start.",
+            "Butterfly-type chains suit transforms such as Hadamard's, which they represent",
+            "exactly, rather than smooth low-rank matrices: the ALS sweeps converge quickly, but",
+            "to an error that both starts reach and that more sweeps do not lower.",
             "",
         ]
     )

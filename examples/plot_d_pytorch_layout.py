@@ -21,7 +21,7 @@ fine-tuning.
 
 import numpy as np
 
-from pydebut import Chain, DeButOperator
+from pydebut import Chain, DeButOperator, fit_als
 
 # %%
 # Two orders
@@ -41,6 +41,22 @@ print("application order (R_shapes):", r_shapes)
 assert Chain.from_r_shapes(r_shapes) == chain
 
 # %%
+# Weights to export
+# -----------------
+# In practice the weights come from fitting a pretrained layer. As a stand-in
+# for one, take a 128 x 400 matrix with a decaying spectrum, fit the chain to
+# it (the hierarchical factorization, then 5 ALS sweeps) and export the
+# result.
+
+rng = np.random.default_rng(0)
+left, _ = np.linalg.qr(rng.standard_normal((128, 128)))
+right, _ = np.linalg.qr(rng.standard_normal((400, 128)))
+pretrained = (left * 0.9 ** np.arange(128)) @ right.T
+fit = fit_als(pretrained, chain, n_sweeps=5)
+print(fit.summary())
+op = fit.operator
+
+# %%
 # The flat weight vector
 # ----------------------
 # pydebut stores factor ``l`` as an array ``W[b, rho, sigma, alpha]`` of shape
@@ -49,7 +65,6 @@ assert Chain.from_r_shapes(r_shapes) == chain
 # order, ``p*s`` values viewed as ``(k, t, r, s)``: the same numbers with the
 # diagonal index moved forward.
 
-op = DeButOperator.random(chain, rng=0)
 r_shapes, vector = op.to_twiddle()
 print(f"{vector.size} weights in the vector, {op.n_params} in the operator")
 offset = 0
@@ -88,7 +103,7 @@ def forward_from_vector(r_shapes, vector, x):
     return x
 
 
-x = np.random.default_rng(1).standard_normal((8, 400))
+x = rng.standard_normal((8, 400))
 y = forward_from_vector(r_shapes, vector, x)
 print("max |difference| from (A @ x.T).T:", np.abs(y - (op @ x.T).T).max())
 
@@ -109,12 +124,13 @@ print("round trip exact:", np.array_equal(back.toarray(), op.toarray()))
 # (not run here: pydebut does not depend on PyTorch)::
 #
 #     import torch
-#     r_shapes, vector = operator.to_twiddle()   # operator: fitted DeButOperator
+#     r_shapes, vector = fit.operator.to_twiddle()
 #     layer = ...                                # the reference layer built with r_shapes
 #     with torch.no_grad():
 #         flat_weight_parameter.copy_(torch.from_numpy(vector))
 #
 # and after training, ``DeButOperator.from_twiddle(r_shapes, tensor.numpy())``
 # brings the weights back for analysis, saving (:func:`pydebut.save`) or fast
-# inference on the CPU. The tutorial on compressing a layer shows how to
-# compute the initial weights.
+# inference on the CPU. :doc:`plot_c_compress_layers` shows fitting in more
+# detail, including convolution kernels and the two ways of unfolding them
+# (the reference layer unfolds ``"position-major"``).
