@@ -1,6 +1,6 @@
 """Layer-level results of the DeBut paper, reproduced with pydebut.
 
-For the chains of the paper's public scripts (DESIGN.md section 6) and the layer
+For the chains of the paper's public scripts (``pydebut.special.PAPER_CHAINS``) and the layer
 shapes of its experiments, report the cost of each chain (parameters, layer-wise
 compression, flops, density verdict) and how well alternating least squares
 (ALS) fits it: relative Frobenius error ``||D - D_hat|| / ||D||`` after 1, 5 and
@@ -213,7 +213,7 @@ def section(structure: list[str], fits: list[str], summary: list[str], total: fl
             HEADING,
             "",
             "The layer shapes of the paper's experiments with the chains of its public scripts",
-            "(DESIGN.md section 6; the paper's scripts give no chain for the 512 x 4608 layer, so",
+            "(`pydebut.special.PAPER_CHAINS`; they give no chain for the 512 x 4608 layer, so",
             "pydebut's smallest monotonic 4-factor chain stands in). Errors are the relative",
             "Frobenius error `||D - D_hat|| / ||D||` of `pydebut.fit_als` after 1, 5 and 10 sweeps",
             "(one sweep = left to right, then right to left = 2 of the paper's iterations), from a",
