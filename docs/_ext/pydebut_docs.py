@@ -20,6 +20,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
@@ -137,6 +138,8 @@ def _inventory_lines(modules: tuple[str, ...]) -> list[str]:
             obj = getattr(module, name, None)
             if obj is None or inspect.ismodule(obj) or not callable(obj):
                 continue
+            if inspect.isclass(obj) and issubclass(obj, np.generic):
+                continue  # scalar types share one page, not one each
             role = "py:class" if inspect.isclass(obj) else "py:function"
             full = f"{module_name}.{name}"
             lines.append(f"{full} {role} 1 reference/generated/{full}.html#$ -")
