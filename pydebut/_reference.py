@@ -1,7 +1,7 @@
 """Slow, obviously correct NumPy twins of the Numba kernels.
 
 Every kernel in :mod:`pydebut._kernels` is tested against the function of the
-same job here. Arrays follow DESIGN.md section 1: a factor's weights are
+same job here. Arrays follow the Concepts page of the documentation: a factor's weights are
 ``W[b, rho, sigma, alpha]`` of shape ``(k, r, s, t)``; a block of vectors
 ``X`` has shape ``(q, batch)``.
 """

@@ -2,7 +2,7 @@
 
 A chain ``F_1 ... F_L`` is *dense* (the paper's "bipolar test") when every
 output of the product is connected to every input through the supports of the
-factors. Chainable chains (DESIGN.md section 2) are always dense; so are the
+factors. Chainable chains (Concepts page of the documentation) are always dense; so are the
 rank-weighted chains of Le et al. For any other chain :func:`is_dense` decides
 it exactly by propagating boolean reachability through the factors.
 
@@ -328,7 +328,7 @@ class ChainClass:
     chainable : bool
         ``k_1 = 1``, ``t_L = 1``, ``t_l = r_{l+1} t_{l+1}``, ``k_{l+1} = k_l s_l``.
     kind : {"monotonic", "bulging", "other"}
-        As :attr:`Chain.kind` (DESIGN.md section 2).
+        As :attr:`Chain.kind` (see the Concepts page of the documentation).
     rank_weights : tuple of int or None
         Le et al.'s weights ``(w_1, ..., w_{L-1})`` when the chain is in the
         rank-weighted family (all ones when chainable), else ``None``.
@@ -592,7 +592,7 @@ def enumerate_chains(
     n_factors : int or range
         Number of factors ``L`` (at most 64), or a range of them.
     kind : {"any", "monotonic", "bulging", "other"}
-        Keep only chains of this kind (DESIGN.md section 2).
+        Keep only chains of this kind (see the Concepts page of the documentation).
     max_params : int, optional
         Keep only chains with at most this many weights.
     max_dim : int, optional
@@ -717,7 +717,7 @@ def count_chains(
     n_factors : int or range
         Number of factors ``L`` (at most 64), or a range of them.
     kind : {"any", "monotonic", "bulging", "other"}
-        Keep only chains of this kind (DESIGN.md section 2).
+        Keep only chains of this kind (see the Concepts page of the documentation).
     max_params : int, optional
         Keep only chains with at most this many weights.
     max_dim : int, optional
@@ -910,7 +910,7 @@ def pareto_front(
     n_factors : int or range
         Number of factors ``L`` (at most 64), or a range of them.
     kind : {"any", "monotonic", "bulging", "other"}
-        Keep only chains of this kind (DESIGN.md section 2).
+        Keep only chains of this kind (see the Concepts page of the documentation).
     max_params : int, optional
         Keep only chains with at most this many weights.
     max_dim : int, optional

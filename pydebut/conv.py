@@ -2,7 +2,7 @@
 
 A 2-D convolution kernel ``K`` of shape ``(c_out, c_in, kh, kw)`` acts as a
 ``c_out x (c_in * kh * kw)`` matrix on unfolded input patches, one row per
-output channel. Two unfoldings are in use (DESIGN.md section 6):
+output channel. Two unfoldings are in use:
 
 ``"channel-major"``
     The paper's: channel by channel, so kernel entry ``(o, c, i, j)`` is in

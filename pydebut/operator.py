@@ -175,7 +175,7 @@ class DeButOperator(LinearOperator):
         The factors' shapes, left to right (``F_1`` on the output side).
     weights : sequence of array_like
         One array per factor, ``weights[l][b, rho, sigma, alpha]`` of shape
-        ``(k, r, s, t)`` (DESIGN.md section 1). The arrays are copied.
+        ``(k, r, s, t)`` (see the Concepts page of the documentation). The arrays are copied.
     dtype : dtype, optional
         float32, float64, complex64 or complex128. By default the result type
         of the weights (at least float32; integers become float64).

@@ -354,7 +354,7 @@ class Chain(Sequence[FactorSpec]):
 
     @property
     def kind(self) -> ChainKind:
-        """``"monotonic"``, ``"bulging"`` or ``"other"`` (DESIGN.md section 2)."""
+        """``"monotonic"``, ``"bulging"`` or ``"other"`` (see Concepts in the documentation)."""
         if self.is_monotonic:
             return "monotonic"
         if self.is_bulging:

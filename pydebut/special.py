@@ -14,7 +14,7 @@ from .spec import Chain
 
 __all__ = ["PAPER_CHAINS", "butterfly_chain", "hadamard", "monarch_chain"]
 
-#: The chains of the DeBut paper's public scripts (DESIGN.md sections 2 and 6), left to right:
+#: The chains of the DeBut paper's public scripts, left to right:
 #:
 #: - ``"vgg16-conv1"``: VGG-16 conv1 as ``64 x 576``, monotonic;
 #: - ``"lenet-fc1"``: LeNet fc1 as ``128 x 400``, bulging (400, 256, 512, 512, 256, 128);

@@ -1,7 +1,8 @@
 """Alternating least squares with exact, structure-exploiting factor updates.
 
-See DESIGN.md section 4. With every factor but ``F_l`` fixed, ``A = F_1 ... F_{l-1}``
-and ``B = F_{l+1} ... F_L``, the best ``F_l`` on its support ``S`` solves
+See the fitting pages of the documentation. With every factor but ``F_l``
+fixed, ``A = F_1 ... F_{l-1}`` and ``B = F_{l+1} ... F_L``, the best ``F_l``
+on its support ``S`` solves
 
     P_S(G F_l H) = P_S(E),   G = A^H A,  H = B B^H,  E = A^H D B^H.
 

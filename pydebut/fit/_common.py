@@ -1,6 +1,6 @@
 """Pieces shared by the fitting methods: target loading, validation, results.
 
-Factor products here are the structured ones of DESIGN.md section 1, written
+Factor products here are the structured ones of the Concepts page of the documentation, written
 for blocks of vectors ``X`` of shape ``(q, batch)`` with the batch innermost.
 """
 
