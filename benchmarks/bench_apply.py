@@ -40,6 +40,9 @@ CHAINS = {
 }
 
 
+SETTLE_SECONDS = 0.1
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -70,7 +73,11 @@ def machine() -> str:
 def time_interleaved(
     functions: dict[str, Callable[[], object]], rounds: int, budget: float
 ) -> dict[str, float]:
-    """Best time per call of each function, measured round-robin."""
+    """Best time per call of each function, measured round-robin.
+
+    A short pause follows each function's turn, so worker threads it left
+    spinning (OpenBLAS's, Numba's) go to sleep before the next one is timed.
+    """
     numbers = {}
     for name, function in functions.items():
         function()
@@ -85,6 +92,7 @@ def time_interleaved(
             for _ in range(numbers[name]):
                 function()
             best[name] = min(best[name], (time.perf_counter() - start) / numbers[name])
+            time.sleep(SETTLE_SECONDS)
     return best
 
 

@@ -11,12 +11,16 @@ A chain is passed as a *plan*:
   ``weights[offsets[l]:offsets[l + 1]]``, the C-order ravel of
   ``W[b, rho, sigma, alpha]``;
 - ``paired``: bool array ``(L,)``; ``paired[l]`` means factors ``l`` and
-  ``l + 1`` form a radix-4 butterfly step applied in one pass;
+  ``l + 1`` form a radix-4 butterfly step applied in one pass (blocks of
+  vectors only);
 - ``weights``: the flat weight buffer, of the dtype of the data.
 
-A block of vectors is processed in *lanes*: a work buffer holds ``width``
-vectors interleaved, entry ``i`` of lane ``c`` at ``i * width + c``, so the
-innermost loop runs over contiguous memory whatever ``t`` is.
+One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
+diagonal index ``alpha``. A block of vectors is a C-ordered ``(rows, batch)``
+array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
+starting at a given column, so the innermost loop runs over contiguous
+columns whatever ``t`` is, and the input and output blocks are read and
+written in place, with no copies.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
-# Bytes of each entry's lanes in the batched kernel (64 float64 or 128 float32 vectors):
+# Bytes of each row's window in the batched kernel (64 float64 or 128 float32 columns):
 # the innermost loops run over this many contiguous bytes per weight, which amortises
 # the per-weight work; measured best among 128-1024 on the 4096 butterfly chain.
 LANE_BYTES = 512
@@ -89,16 +93,16 @@ def _vector_2x2_small_t(n_blocks, t, w, x, y):  # pragma: no cover
 
 
 @_jit(fastmath={"contract"})
-def apply_factor_2x2(p, t, weights, w_start, src, dst, width):  # pragma: no cover
-    """``dst = F @ src`` for a factor with ``r = s = 2`` on ``width`` interleaved vectors.
+def vector_2x2(p, t, weights, w_start, src, dst):  # pragma: no cover
+    """``dst = F @ src`` for one vector and a factor with ``r = s = 2``.
 
     Each pair of inputs is loaded once and both outputs are formed from it:
     ``y0 = W[b,0,0,a] x0 + W[b,0,1,a] x1`` and ``y1 = W[b,1,0,a] x0 + W[b,1,1,a] x1``.
     Loops run over slices (views) whose length Numba knows, which drops its
-    negative-index checks and lets the innermost loop vectorise.
+    negative-index checks and lets the loop over ``alpha`` vectorise.
     """
     n_blocks = p // (2 * t)
-    if width == 1 and t <= 8 and (t & (t - 1)) == 0:
+    if t <= 8 and (t & (t - 1)) == 0:
         size = 2 * n_blocks * t
         w = weights[w_start : w_start + 2 * size]
         x = src[:size]
@@ -112,110 +116,136 @@ def apply_factor_2x2(p, t, weights, w_start, src, dst, width):  # pragma: no cov
         else:
             _vector_2x2_small_t(n_blocks, 8, w, x, y)
         return
-    run = t * width
     for block in range(n_blocks):
-        x0 = src[2 * block * run : (2 * block + 1) * run]
-        x1 = src[(2 * block + 1) * run : (2 * block + 2) * run]
-        y0 = dst[2 * block * run : (2 * block + 1) * run]
-        y1 = dst[(2 * block + 1) * run : (2 * block + 2) * run]
+        x0 = src[2 * block * t : (2 * block + 1) * t]
+        x1 = src[(2 * block + 1) * t : (2 * block + 2) * t]
+        y0 = dst[2 * block * t : (2 * block + 1) * t]
+        y1 = dst[(2 * block + 1) * t : (2 * block + 2) * t]
         w = weights[w_start + 4 * block * t : w_start + 4 * (block + 1) * t]
-        if width == 1:  # vectorise over alpha: four weight streams
-            w00, w01, w10, w11 = w[:t], w[t : 2 * t], w[2 * t : 3 * t], w[3 * t :]
-            for alpha in range(x0.shape[0]):
-                a = x0[alpha]
-                b = x1[alpha]
-                y0[alpha] = w00[alpha] * a + w01[alpha] * b
-                y1[alpha] = w10[alpha] * a + w11[alpha] * b
-            continue
-        for alpha in range(t):  # vectorise over the lanes
-            w00, w01, w10, w11 = w[alpha], w[t + alpha], w[2 * t + alpha], w[3 * t + alpha]
-            x0a = x0[alpha * width : (alpha + 1) * width]
-            x1a = x1[alpha * width : (alpha + 1) * width]
-            y0a = y0[alpha * width : (alpha + 1) * width]
-            y1a = y1[alpha * width : (alpha + 1) * width]
-            for lane in range(x0a.shape[0]):
-                a = x0a[lane]
-                b = x1a[lane]
-                y0a[lane] = w00 * a + w01 * b
-                y1a[lane] = w10 * a + w11 * b
+        w00, w01, w10, w11 = w[:t], w[t : 2 * t], w[2 * t : 3 * t], w[3 * t :]
+        for alpha in range(x0.shape[0]):
+            a = x0[alpha]
+            b = x1[alpha]
+            y0[alpha] = w00[alpha] * a + w01[alpha] * b
+            y1[alpha] = w10[alpha] * a + w11[alpha] * b
 
 
 @_jit(fastmath={"contract"})
-def apply_factor_general(p, r, s, t, weights, w_start, src, dst, width):  # pragma: no cover
-    """``dst = F @ src`` for any factor on ``width`` interleaved vectors.
+def vector_general(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
+    """``dst = F @ src`` for one vector and any factor.
 
-    ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``.
+    ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
+    vectorised along ``alpha`` (a short dot product per row when ``t = 1``).
     """
-    n_blocks = p // (r * t)
-    run = t * width  # contiguous entries sharing (b, rho), or (b, sigma)
-    for block in range(n_blocks):
+    for block in range(p // (r * t)):
+        x = src[block * s * t : (block + 1) * s * t]
         for rho in range(r):
-            out = (block * r + rho) * run
-            y = dst[out : out + run]
+            out = (block * r + rho) * t
+            y = dst[out : out + t]
             w_row = w_start + (block * r + rho) * s * t
             w = weights[w_row : w_row + s * t]
-            if width == 1:  # one vector
-                x = src[block * s * t : (block + 1) * s * t]
-                if t == 1:  # a short dot product
-                    acc = w[0] * x[0]
-                    for sigma in range(1, s):
-                        acc += w[sigma] * x[sigma]
-                    y[0] = acc
-                    continue
-                w_first, x_first = w[:t], x[:t]  # vectorise along alpha
-                for alpha in range(y.shape[0]):
-                    y[alpha] = w_first[alpha] * x_first[alpha]
+            if t == 1:
+                acc = w[0] * x[0]
                 for sigma in range(1, s):
-                    w_sigma = w[sigma * t : (sigma + 1) * t]
-                    x_sigma = x[sigma * t : (sigma + 1) * t]
-                    for alpha in range(y.shape[0]):
-                        y[alpha] += w_sigma[alpha] * x_sigma[alpha]
+                    acc += w[sigma] * x[sigma]
+                y[0] = acc
                 continue
-            for i in range(run):
-                y[i] = 0
-            for sigma in range(s):
-                inp = (block * s + sigma) * run
-                x = src[inp : inp + run]
+            w_first, x_first = w[:t], x[:t]
+            for alpha in range(y.shape[0]):
+                y[alpha] = w_first[alpha] * x_first[alpha]
+            for sigma in range(1, s):
                 w_sigma = w[sigma * t : (sigma + 1) * t]
-                for alpha in range(t):
-                    weight = w_sigma[alpha]
-                    at = alpha * width
-                    x_lanes = x[at : at + width]
-                    y_lanes = y[at : at + width]
-                    for lane in range(width):
-                        y_lanes[lane] += weight * x_lanes[lane]
+                x_sigma = x[sigma * t : (sigma + 1) * t]
+                for alpha in range(y.shape[0]):
+                    y[alpha] += w_sigma[alpha] * x_sigma[alpha]
 
 
 @_jit()
-def apply_factor(p, r, s, t, weights, w_start, src, dst, width):  # pragma: no cover
-    """``dst = F @ src`` on ``width`` interleaved vectors; picks the specialised kernel."""
+def vector_factor(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
+    """``dst = F @ src`` for one vector; picks the specialised kernel."""
     if r == 2 and s == 2:
-        apply_factor_2x2(p, t, weights, w_start, src, dst, width)
+        vector_2x2(p, t, weights, w_start, src, dst)
     else:
-        apply_factor_general(p, r, s, t, weights, w_start, src, dst, width)
+        vector_general(p, r, s, t, weights, w_start, src, dst)
+
+
+@_jit()
+def apply_chain_vector(specs, offsets, weights, x, out, work):  # pragma: no cover
+    """``out = F_1 ... F_L @ x`` for one contiguous vector; ``work`` is ``(2, max_dim)``.
+
+    The first factor reads ``x``, the last writes ``out`` and the others
+    alternate between the two rows of ``work``.
+    """
+    n_factors = specs.shape[0]
+    src = x
+    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
+        p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
+        dst = out if l == n_factors - 1 else work[l % 2]
+        vector_factor(p, r, s, t, weights, offsets[l], src[: specs[l, 1]], dst[:p])
+        src = dst
 
 
 @_jit(fastmath={"contract"})
-def apply_pair_2x2(
-    p, t, weights, w_fine, w_coarse, coarse_first, src, dst, width
+def lanes_2x2(p, t, weights, w_start, src, s0, dst, d0, lanes):  # pragma: no cover
+    """``dst = F @ src`` on columns ``s0:s0+lanes`` of ``src`` (into ``d0:d0+lanes`` of ``dst``).
+
+    For a factor with ``r = s = 2``: rows ``(2b) t + alpha`` and
+    ``(2b + 1) t + alpha`` are mixed by the 2x2 matrix ``W[b, :, :, alpha]``,
+    each pair loaded once.
+    """
+    for block in range(p // (2 * t)):
+        w = weights[w_start + 4 * block * t : w_start + 4 * (block + 1) * t]
+        for alpha in range(t):
+            w00, w01, w10, w11 = w[alpha], w[t + alpha], w[2 * t + alpha], w[3 * t + alpha]
+            row0 = 2 * block * t + alpha
+            row1 = row0 + t
+            x0, x1 = src[row0, s0 : s0 + lanes], src[row1, s0 : s0 + lanes]
+            y0, y1 = dst[row0, d0 : d0 + lanes], dst[row1, d0 : d0 + lanes]
+            for lane in range(x0.shape[0]):
+                a = x0[lane]
+                b = x1[lane]
+                y0[lane] = w00 * a + w01 * b
+                y1[lane] = w10 * a + w11 * b
+
+
+@_jit(fastmath={"contract"})
+def lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes):  # pragma: no cover
+    """``dst = F @ src`` on a window of ``lanes`` columns, for any factor.
+
+    ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
+    one output row at a time so it stays in cache while ``sigma`` runs.
+    """
+    for block in range(p // (r * t)):
+        for rho in range(r):
+            w_row = w_start + (block * r + rho) * s * t
+            for alpha in range(t):
+                y = dst[(block * r + rho) * t + alpha, d0 : d0 + lanes]
+                weight = weights[w_row + alpha]
+                x = src[block * s * t + alpha, s0 : s0 + lanes]
+                for lane in range(y.shape[0]):
+                    y[lane] = weight * x[lane]
+                for sigma in range(1, s):
+                    weight = weights[w_row + sigma * t + alpha]
+                    x = src[(block * s + sigma) * t + alpha, s0 : s0 + lanes]
+                    for lane in range(y.shape[0]):
+                        y[lane] += weight * x[lane]
+
+
+@_jit(fastmath={"contract"})
+def lanes_pair_2x2(
+    p, t, weights, w_fine, w_coarse, coarse_first, src, s0, dst, d0, lanes
 ):  # pragma: no cover
-    """Apply two ``p x p`` factors with ``r = s = 2`` in one pass: a radix-4 butterfly step.
+    """Two ``p x p`` factors with ``r = s = 2`` in one pass: a radix-4 butterfly step.
 
     The *fine* factor has ``t`` and ``2k`` blocks, the *coarse* one ``2t`` and
-    ``k`` blocks. Entry ``(4b + 2u + v) t + alpha`` is ``(block 2b+u, rho v,
+    ``k`` blocks. Row ``(4b + 2u + v) t + alpha`` is ``(block 2b+u, rho v,
     alpha)`` of the fine factor and ``(block b, rho u, alpha' = v t + alpha)``
-    of the coarse one, so each group of four entries is read once, mixed along
+    of the coarse one, so each group of four rows is read once, mixed along
     ``v`` by the fine factor and along ``u`` by the coarse one (in the order
     the chain applies them) and written once: half the memory traffic of two
     separate passes.
     """
-    run = t * width
     for block in range(p // (4 * t)):
-        base = 4 * block * run
-        x00, x01 = src[base : base + run], src[base + run : base + 2 * run]
-        x10, x11 = src[base + 2 * run : base + 3 * run], src[base + 3 * run : base + 4 * run]
-        y00, y01 = dst[base : base + run], dst[base + run : base + 2 * run]
-        y10, y11 = dst[base + 2 * run : base + 3 * run], dst[base + 3 * run : base + 4 * run]
         fine0 = weights[w_fine + 8 * block * t : w_fine + (8 * block + 4) * t]
         fine1 = weights[w_fine + (8 * block + 4) * t : w_fine + (8 * block + 8) * t]
         coarse = weights[w_coarse + 8 * block * t : w_coarse + 8 * (block + 1) * t]
@@ -246,10 +276,11 @@ def apply_pair_2x2(
                 coarse[5 * t + alpha],
                 coarse[7 * t + alpha],
             )
-            lo = alpha * width
-            hi = lo + width
-            s00, s01, s10, s11 = x00[lo:hi], x01[lo:hi], x10[lo:hi], x11[lo:hi]
-            o00, o01, o10, o11 = y00[lo:hi], y01[lo:hi], y10[lo:hi], y11[lo:hi]
+            row = 4 * block * t + alpha
+            s00, s01 = src[row, s0 : s0 + lanes], src[row + t, s0 : s0 + lanes]
+            s10, s11 = src[row + 2 * t, s0 : s0 + lanes], src[row + 3 * t, s0 : s0 + lanes]
+            o00, o01 = dst[row, d0 : d0 + lanes], dst[row + t, d0 : d0 + lanes]
+            o10, o11 = dst[row + 2 * t, d0 : d0 + lanes], dst[row + 3 * t, d0 : d0 + lanes]
             if coarse_first:
                 for lane in range(s00.shape[0]):
                     m00 = c00 * s00[lane] + c01 * s10[lane]
@@ -273,87 +304,53 @@ def apply_pair_2x2(
 
 
 @_jit()
-def apply_chain_lanes(
-    specs, offsets, paired, weights, src, buf_a, buf_b, out, width
-):  # pragma: no cover
-    """Apply every factor to the ``width`` lanes in ``src``, writing the result to ``out``.
-
-    Factor ``l`` with ``paired[l]`` set is applied together with factor
-    ``l + 1`` by :func:`apply_pair_2x2` (one of the two has twice the other's
-    ``t``). The first pass reads ``src``, the last writes ``out`` and the
-    others alternate between ``buf_a`` and ``buf_b``.
-    """
-    n_factors = specs.shape[0]
-    l = 0  # noqa: E741 - l numbers factors, as in the maths
-    n_passes = 0
-    while l < n_factors:
-        step = 2 if paired[l] else 1
-        if l + step == n_factors:
-            dst = out
-        elif n_passes % 2 == 0:
-            dst = buf_a
+def lanes_pass(specs, offsets, paired, weights, index, src, s0, dst, d0, lanes):  # pragma: no cover
+    """Apply factor ``index`` (and the next one if paired) to a window of columns."""
+    p, r, s, t = specs[index, 0], specs[index, 2], specs[index, 3], specs[index, 4]
+    if paired[index]:
+        if specs[index + 1, 4] == 2 * t:  # the fine factor comes first
+            lanes_pair_2x2(
+                p, t, weights, offsets[index], offsets[index + 1], False, src, s0, dst, d0, lanes
+            )
         else:
-            dst = buf_b
-        p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
-        if step == 2:
-            if specs[l + 1, 4] == 2 * t:  # fine factor first
-                apply_pair_2x2(p, t, weights, offsets[l], offsets[l + 1], False, src, dst, width)
-            else:
-                fine_t = specs[l + 1, 4]
-                apply_pair_2x2(
-                    p, fine_t, weights, offsets[l + 1], offsets[l], True, src, dst, width
-                )
-        else:
-            apply_factor(p, r, s, t, weights, offsets[l], src, dst, width)
-        src = dst
-        l += step  # noqa: E741
-        n_passes += 1
-
-
-@_jit()
-def apply_chain_vector(specs, offsets, paired, weights, x, out, work):  # pragma: no cover
-    """``out = F_1 ... F_L @ x`` for one contiguous vector; ``work`` is ``(2, max_dim)``."""
-    apply_chain_lanes(specs, offsets, paired, weights, x, work[0], work[1], out, 1)
+            lanes_pair_2x2(
+                p, specs[index + 1, 4], weights, offsets[index + 1], offsets[index], True,
+                src, s0, dst, d0, lanes,
+            )  # fmt: skip
+    elif r == 2 and s == 2:
+        lanes_2x2(p, t, weights, offsets[index], src, s0, dst, d0, lanes)
+    else:
+        lanes_general(p, r, s, t, weights, offsets[index], src, s0, dst, d0, lanes)
 
 
 @_jit(parallel=True)
 def apply_chain_matrix(specs, offsets, paired, weights, x, out, work, width):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C-contiguous).
 
-    Columns are split into chunks of at most ``width`` lanes. ``work`` has
-    shape ``(n_workers, 4, max_dim * width)``: worker ``w`` runs the whole
-    chain on chunks ``w, w + n_workers, ...``, gathering each chunk into its
-    first buffer, ping-ponging between the next two and scattering from the
-    last.
+    Columns are split into chunks of at most ``width``. ``work`` has shape
+    ``(n_workers, 2, max_dim, width)``: worker ``w`` runs the whole chain on
+    chunks ``w, w + n_workers, ...``, the first pass reading its columns of
+    ``x`` in place, the last writing its columns of ``out`` and the others
+    alternating between the worker's two buffers.
     """
-    n, batch = x.shape
-    m = out.shape[0]
+    batch = x.shape[1]
+    n_factors = specs.shape[0]
     n_workers = work.shape[0]
     n_chunks = (batch + width - 1) // width
     for worker in numba.prange(n_workers):
         for chunk in range(worker, n_chunks, n_workers):
             first = chunk * width
             lanes = min(width, batch - first)
-            gathered = work[worker, 0]
-            for i in range(n):
-                row = x[i, first : first + lanes]
-                chunk_row = gathered[i * lanes : (i + 1) * lanes]
-                for lane in range(row.shape[0]):
-                    chunk_row[lane] = row[lane]
-            result = work[worker, 3]
-            apply_chain_lanes(
-                specs,
-                offsets,
-                paired,
-                weights,
-                gathered,
-                work[worker, 1],
-                work[worker, 2],
-                result,
-                lanes,
-            )
-            for i in range(m):
-                row = out[i, first : first + lanes]
-                chunk_row = result[i * lanes : (i + 1) * lanes]
-                for lane in range(row.shape[0]):
-                    row[lane] = chunk_row[lane]
+            src, s0 = x, first
+            l = 0  # noqa: E741 - l numbers factors, as in the maths
+            n_passes = 0
+            while l < n_factors:
+                step = 2 if paired[l] else 1
+                if l + step == n_factors:
+                    dst, d0 = out, first
+                else:
+                    dst, d0 = work[worker, n_passes % 2], 0
+                lanes_pass(specs, offsets, paired, weights, l, src, s0, dst, d0, lanes)
+                src, s0 = dst, d0
+                l += step  # noqa: E741
+                n_passes += 1

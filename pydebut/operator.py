@@ -98,7 +98,6 @@ class _Plan(NamedTuple):
     specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
     offsets: np.ndarray  # (L + 1,) int64
     paired: np.ndarray  # (L,) bool: factor l and l + 1 run as one radix-4 pass (batches)
-    unpaired: np.ndarray  # (L,) bool, all False: single vectors run factor by factor
     weights: np.ndarray  # flat, of the data's dtype
     max_dim: int
 
@@ -111,8 +110,7 @@ def _make_plan(
     np.cumsum([w.size for w in weights], out=offsets[1:])
     flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    paired = _pair_radix4_steps(specs)
-    return _Plan(table, offsets, paired, np.zeros_like(paired), flat, max_dim)
+    return _Plan(table, offsets, _pair_radix4_steps(specs), flat, max_dim)
 
 
 def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
@@ -463,9 +461,7 @@ class DeButOperator(LinearOperator):
             vector = x.reshape(n_in)
             out = np.empty(n_out, dtype=dtype)
             work = _workspace.get((2, plan.max_dim), dtype)
-            _kernels.apply_chain_vector(
-                plan.specs, plan.offsets, plan.unpaired, plan.weights, vector, out, work
-            )
+            _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
             return out.reshape((n_out, *x.shape[1:]))
         batch = x.shape[1]
         out = np.empty((n_out, batch), dtype=dtype)
@@ -473,7 +469,7 @@ class DeButOperator(LinearOperator):
             return out
         n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
         width = min(_kernels.LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
-        work = _workspace.get((n_workers, 4, plan.max_dim * width), dtype)
+        work = _workspace.get((n_workers, 2, plan.max_dim, width), dtype)
         with _parallel_launch:
             _kernels.apply_chain_matrix(
                 plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
