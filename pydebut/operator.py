@@ -114,7 +114,7 @@ def _make_plan(
 
 
 def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
-    """Whether ``outer @ inner`` is a radix-4 butterfly step (:func:`_kernels.apply_pair_2x2`)."""
+    """Whether ``outer @ inner`` is a radix-4 butterfly step (:func:`_kernels.lanes_pair_2x2`)."""
     return (
         inner.r == inner.s == outer.r == outer.s == 2
         and inner.p == inner.q == outer.p == outer.q
