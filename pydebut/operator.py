@@ -173,7 +173,8 @@ class DeButOperator(LinearOperator):
         The factors' shapes, left to right (``F_1`` on the output side).
     weights : sequence of array_like
         One array per factor, ``weights[l][b, rho, sigma, alpha]`` of shape
-        ``(k, r, s, t)`` (see the Concepts page of the documentation). The arrays are copied.
+        ``(k, r, s, t)`` (see the Concepts page of the documentation). The
+        arrays are copied.
     dtype : dtype, optional
         float32, float64, complex64 or complex128. By default the result type
         of the weights (at least float32; integers become float64).
@@ -202,7 +203,11 @@ class DeButOperator(LinearOperator):
     :math:`x_{b\sigma\alpha} = \sum_\rho \overline{W_{b\rho\sigma\alpha}}\, y_{b\rho\alpha}`
     for each factor, from ``F_1`` to ``F_L``. Both cost ``sum_l p_l s_l``
     multiply-adds per vector. The whole chain runs in one Numba call; blocks
-    of vectors are split into chunks of columns processed in parallel.
+    of vectors are split into chunks of columns processed in parallel by
+    ``numba.get_num_threads()`` threads. On a machine whose cores are busy
+    with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
+    avoids waiting on descheduled threads. One operator may be shared by
+    several Python threads.
 
     Examples
     --------
