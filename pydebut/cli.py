@@ -87,7 +87,7 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     ``"kind"``, ... as written by ``pydebut chains`` and ``pydebut check``) is
     ignored. A file may also list chains, as ``pydebut chains --format json``
     writes them: an object with a ``"chains"`` array, or a bare array. Then
-    ``row`` (1-based, as the ``#`` column of the table) picks one; it may be
+    ``row`` (1-based, as the ``row`` column of the table) picks one; it may be
     left out only when the list has exactly one chain.
 
     Parameters

@@ -62,7 +62,8 @@ def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     products = partial_supports(chain)[::-1]  # products[l] = F_l ... F_L
     n_factors = chain.n_factors
-    figure = Figure(figsize=(2.4 * n_factors, 5.0), layout="constrained")
+    # at least 4.5 inches wide, so the title fits above a short chain
+    figure = Figure(figsize=(max(2.4 * n_factors, 4.5), 5.0), layout="constrained")
     axes = figure.subplots(2, n_factors, squeeze=False)
     for l, (spec, product) in enumerate(zip(chain, products, strict=True)):  # noqa: E741
         label = f"F_{l + 1}"
@@ -80,7 +81,8 @@ def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure
             ax.set_xticks([])
             ax.set_yticks([])
     m, n = chain.shape
-    figure.suptitle(f"{m} x {n}: {n_factors} factors, {chain.n_params} params, {chain.kind}")
+    factors = f"{n_factors} factor{'s' if n_factors > 1 else ''}"
+    figure.suptitle(f"{m} x {n}: {factors}, {chain.n_params} params, {chain.kind}")
     return figure
 
 
