@@ -10,17 +10,15 @@ applies them as a SciPy ``LinearOperator`` (:class:`DeButOperator`).
 from . import special
 from .chains import (
     ChainClass,
-    DensityResult,
     classify,
     count_chains,
     enumerate_chains,
-    is_dense,
     min_param_chain,
     pareto_front,
-    product_support,
     rank_weights,
 )
 from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
+from .density import DensityResult, is_dense, product_support
 from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
 from .io import load, save
 from .operator import DeButOperator

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .chains import partial_supports
+from .density import partial_supports
 from .spec import Chain
 
 if TYPE_CHECKING:

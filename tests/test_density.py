@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 
 from pydebut import Chain, classify, is_dense, product_support, rank_weights
-from pydebut import chains as chains_module
-from pydebut.chains import DensityResult, is_dense_numeric, partial_supports
+from pydebut import density as density_module
+from pydebut.density import DensityResult, is_dense_numeric, partial_supports
 
 from .strategies_chains import chainable_chains, general_chains, rank_weighted_chains
 
@@ -50,14 +50,14 @@ def test_is_dense_agrees_with_boolean_product_on_any_valid_chain(chain):
 @given(general_chains(max_dim=200, max_factors=3))
 @settings(deadline=None)
 def test_reachability_in_small_chunks_agrees(chain):
-    saved = chains_module._REACH_CHUNK_BYTES
-    chains_module._REACH_CHUNK_BYTES = 1  # one 64-bit word of inputs per chunk
+    saved = density_module._REACH_CHUNK_BYTES
+    density_module._REACH_CHUNK_BYTES = 1  # one 64-bit word of inputs per chunk
     try:
-        n_chunks = len(list(chains_module._reach_chunks(chain)))
+        n_chunks = len(list(density_module._reach_chunks(chain)))
         assert n_chunks == -(-chain.shape[1] // 64)
         assert_agrees(chain)
     finally:
-        chains_module._REACH_CHUNK_BYTES = saved
+        density_module._REACH_CHUNK_BYTES = saved
 
 
 @given(chainable_chains())

@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 
-from ..chains import DensityResult, classify, is_dense
+from ..chains import classify
 from ..cli import UsageError, add_chain_arguments, chain_from_args
+from ..density import DensityResult, is_dense
 from ..spec import Chain
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from ..chains import count_chains, enumerate_chains, is_dense, min_param_chain
+from ..chains import count_chains, enumerate_chains, min_param_chain
+from ..density import is_dense
 from ..fit import FitResult, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain

@@ -1,0 +1,239 @@
+"""Exact density of a chain: the paper's "bipolar test", decided from the supports.
+
+A chain ``F_1 ... F_L`` is *dense* when every output of the product is
+connected to every input through the supports of the factors, so no entry of
+the product is structurally zero. Chainable chains (Concepts page of the
+documentation) and the rank-weighted chains of Le et al. are always dense, which
+:func:`is_dense` recognises in O(L). For any other chain it decides exactly by
+propagating boolean reachability, packed 64 inputs to a word, through each
+factor's block structure; :func:`is_dense_numeric` is the slow numeric twin
+(random positive weights, dense product) the tests compare it with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .chains import _as_chain, rank_weights
+from .spec import Chain
+
+__all__ = [
+    "DensityResult",
+    "is_dense",
+    "is_dense_numeric",
+    "partial_supports",
+    "product_support",
+]
+
+_REACH_CHUNK_BYTES = 1 << 24
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """Verdict of a density check; true in a boolean context when the product is dense.
+
+    Attributes
+    ----------
+    dense : bool
+        Whether every output is connected to every input.
+    missing : tuple of int or None
+        The first ``(output, input)`` pair, in row-major order, that no path
+        connects; ``None`` when dense.
+    method : str
+        How it was decided: ``"chainable"``, ``"rank-weighted"`` (dense by
+        structure, O(L)), ``"reachability"`` (boolean propagation) or
+        ``"numeric"`` (:func:`is_dense_numeric`).
+    """
+
+    dense: bool
+    missing: tuple[int, int] | None
+    method: str
+
+    def __bool__(self) -> bool:
+        return self.dense
+
+    def __str__(self) -> str:
+        if self.dense:
+            return f"dense ({self.method})"
+        i, j = self.missing  # type: ignore[misc]
+        return f"not dense: output {i} is not connected to input {j} ({self.method})"
+
+
+def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
+    """Decide exactly whether the product of a chain can be fully dense.
+
+    The product ``F_1 ... F_L`` with generic (e.g. positive) weights has a
+    non-zero at ``(i, j)`` iff some path ``i = i_0, i_1, ..., i_L = j`` has
+    every ``(i_{l-1}, i_l)`` in the support of ``F_l``.
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
+    Returns
+    -------
+    DensityResult
+        True in a boolean context when dense; otherwise ``missing`` is the
+        first disconnected ``(output, input)`` pair in row-major order.
+
+    Notes
+    -----
+    Chainable and rank-weighted chains are recognised in O(L) and are dense.
+    Any other chain is decided by propagating, from the input side, the set of
+    inputs each intermediate coordinate reaches, as packed bits. Factor ``l``
+    maps the reach sets ``R`` of its ``q`` columns, viewed as ``(k, s, t)``, to
+    those of its rows, ``(k, r, t)``, by
+
+        R'[b, rho, alpha] = OR_sigma R[b, sigma, alpha],
+
+    which costs ``q_l`` word operations per 64 inputs. The smaller of ``m`` and
+    ``n`` is the bit axis (the transposed chain is used when ``m < n``), cut in
+    chunks that keep the working set near 16 MB.
+
+    Examples
+    --------
+    >>> bool(is_dense(Chain.from_factorizations([2, 4], [4, 2])))
+    True
+    >>> result = is_dense([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)])
+    >>> result.dense, result.missing, result.method
+    (False, (0, 2), 'reachability')
+    >>> print(result)
+    not dense: output 0 is not connected to input 2 (reachability)
+    """
+    chain = _as_chain(chain)
+    if chain.is_chainable:
+        return DensityResult(True, None, "chainable")
+    if rank_weights(chain) is not None:
+        return DensityResult(True, None, "rank-weighted")
+    missing = _first_missing(chain)
+    return DensityResult(missing is None, missing, "reachability")
+
+
+def _first_missing(chain: Chain) -> tuple[int, int] | None:
+    """First ``(output, input)`` pair that no path connects, in row-major order."""
+    m, n = chain.shape
+    if m < n:
+        # Bits over the outputs (rows of the transposed chain's reach sets are
+        # inputs): the first chunk with a gap holds the smallest output that
+        # misses some input.
+        for start, size, words in _reach_chunks(chain.T):
+            common = np.bitwise_and.reduce(words, axis=0)
+            outputs = np.flatnonzero(~_unpack(common[None], size)[0])
+            if outputs.size:
+                i = int(outputs[0])
+                byte, bit = divmod(i, 8)
+                column = words.view(np.uint8)[:, byte] & (1 << (7 - bit))
+                return start + i, int(np.flatnonzero(column == 0)[0])
+        return None
+    best: tuple[int, int] | None = None
+    for start, size, words in _reach_chunks(chain):
+        everything = _pack_ones(size, words.shape[1])
+        rows = np.flatnonzero((words != everything).any(axis=1))
+        if rows.size:
+            i = int(rows[0])
+            pair = (i, start + int(np.flatnonzero(~_unpack(words[i : i + 1], size)[0])[0]))
+            best = pair if best is None else min(best, pair)
+    return best
+
+
+def _pack_ones(size: int, n_words: int) -> np.ndarray:
+    """One row of ``n_words`` words with the first ``size`` bits set."""
+    bits = np.zeros(n_words * 64, dtype=bool)
+    bits[:size] = True
+    return np.packbits(bits).view(np.uint64)
+
+
+def _unpack(words: np.ndarray, size: int) -> np.ndarray:
+    """Boolean ``(rows, size)`` view of rows of packed bits."""
+    return np.unpackbits(words.view(np.uint8), axis=1, count=size).astype(bool)
+
+
+def _reach_chunks(chain: Chain) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start, size, words)``: bit ``j`` of row ``i`` of ``words`` is set
+    iff output ``i`` reaches input ``start + j``.
+
+    Inputs are taken in chunks of at most 16 MB of reach sets; within a chunk
+    the reach sets travel as rows of 64-bit words from ``F_L`` to ``F_1``.
+    """
+    n = chain.shape[1]
+    width = max(64, (_REACH_CHUNK_BYTES * 8 // chain.max_dim) // 64 * 64)
+    for start in range(0, n, width):
+        size = min(width, n - start)
+        bits = np.zeros((n, -(-size // 64) * 8), dtype=np.uint8)
+        offsets = np.arange(size)
+        bits[start + offsets, offsets // 8] = np.left_shift(1, 7 - offsets % 8).astype(np.uint8)
+        words = bits.view(np.uint64)
+        for spec in reversed(chain.factors):
+            words = _propagate(spec.weight_shape, words)
+        yield start, size, words
+
+
+def _propagate(weight_shape: tuple[int, int, int, int], words: np.ndarray) -> np.ndarray:
+    """Reach sets of a factor's rows from those of its columns (``OR`` over ``sigma``)."""
+    k, r, s, t = weight_shape
+    n_words = words.shape[1]
+    blocks = words.reshape(k, s, t, n_words)
+    merged = np.bitwise_or.reduce(blocks, axis=1) if s > 1 else blocks[:, 0]
+    rows = np.broadcast_to(merged[:, None], (k, r, t, n_words))
+    return rows.reshape(k * r * t, n_words)
+
+
+def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
+    """Boolean ``(m, n)`` support of the product ``F_1 ... F_L``.
+
+    Entry ``(i, j)`` is True iff some path connects output ``i`` to input ``j``;
+    with generic weights these are exactly the non-zeros of the product.
+
+    Examples
+    --------
+    >>> product_support([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)]).astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0],
+           [0, 0, 1, 1],
+           [0, 0, 1, 1]])
+    """
+    chain = _as_chain(chain)
+    return np.concatenate([_unpack(words, size) for _, size, words in _reach_chunks(chain)], axis=1)
+
+
+def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
+    """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``.
+
+    The densification seen while applying the chain, from the input side.
+
+    Examples
+    --------
+    >>> [int(s.sum()) for s in partial_supports(Chain.from_factorizations([2, 2], [2, 2]))]
+    [8, 16]
+    """
+    chain = _as_chain(chain)
+    return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
+
+
+def is_dense_numeric(
+    chain: Chain | Iterable[Any], *, random_state: int | np.random.Generator | None = None
+) -> DensityResult:
+    """Density by multiplying dense factors with random positive weights.
+
+    The slow twin of :func:`is_dense` used in tests: positive weights cannot
+    cancel, so the product is positive exactly where a path exists.
+
+    Examples
+    --------
+    >>> bool(is_dense_numeric([(4, 4, 2, 2, 1), (4, 4, 2, 2, 2)], random_state=0))
+    True
+    """
+    from ._reference import chain_to_dense
+
+    chain = _as_chain(chain)
+    rng = np.random.default_rng(random_state)
+    weights = [rng.uniform(0.5, 1.5, size=spec.weight_shape) for spec in chain]
+    gaps = np.argwhere(chain_to_dense(chain, weights) <= 0)
+    if gaps.size:
+        return DensityResult(False, (int(gaps[0, 0]), int(gaps[0, 1])), "numeric")
+    return DensityResult(True, None, "numeric")
