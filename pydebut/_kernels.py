@@ -35,10 +35,12 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
-# Bytes of each row's window in the batched kernel (64 float64 or 128 float32 columns):
+# Bytes of each row's window in the batched kernel (128 float64 or 256 float32 columns):
 # the innermost loops run over this many contiguous bytes per weight, which amortises
-# the per-weight work; measured best among 128-1024 on the 4096 butterfly chain.
-LANE_BYTES = 512
+# the per-weight work; measured best among 64-2048 bytes on the paper's 512 x 2048
+# chain and the 4096 butterfly for 256 to 2048 vectors (fewer vectors use narrower
+# windows, one per worker thread).
+LANE_BYTES = 1024
 
 
 def _jit(**options):
