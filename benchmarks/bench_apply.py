@@ -40,7 +40,9 @@ CHAINS = {
 }
 
 
-SETTLE_SECONDS = 0.1
+# Longer than the 200 ms that LLVM's OpenMP runtime (bundled with pyfaust) keeps its
+# threads spinning after a parallel region by default (KMP_BLOCKTIME).
+SETTLE_SECONDS = 0.25
 
 
 def machine() -> str:
@@ -75,8 +77,9 @@ def time_interleaved(
 ) -> dict[str, float]:
     """Best time per call of each function, measured round-robin.
 
-    A short pause follows each function's turn, so worker threads it left
-    spinning (OpenBLAS's, Numba's) go to sleep before the next one is timed.
+    A pause follows each function's turn, so worker threads it left spinning
+    (OpenBLAS's, Numba's, pyfaust's OpenMP) go to sleep before the next one is
+    timed; otherwise they steal a core from it.
     """
     numbers = {}
     for name, function in functions.items():
