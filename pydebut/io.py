@@ -3,9 +3,14 @@
 A pydebut file is an ``.npz`` archive holding:
 
 - ``format``: the string ``"pydebut"``;
-- ``format_version``: an integer, currently 1;
+- ``format_version``: an integer, 1 or 2;
 - ``specs``: int64 array ``(L, 5)`` of ``(p, q, r, s, t)``, left to right;
-- ``weights_0`` ... ``weights_{L-1}``: each factor's ``(k, r, s, t)`` weights.
+- ``weights_0`` ... ``weights_{L-1}``: each factor's ``(k, r, s, t)`` weights;
+- version 2 only, each optional: ``row_perm`` and ``col_perm``, int64 arrays of
+  the operator's row and column permutations (absent for the identity).
+
+An operator without permutations is written as version 1, which every pydebut
+reads; one with permutations as version 2. Both versions are read.
 
 Everything is read with ``allow_pickle=False`` and validated before an
 operator is built, so a truncated or tampered file raises ``ValueError``.
@@ -25,7 +30,8 @@ from .spec import Chain
 __all__ = ["load", "save"]
 
 FORMAT_NAME = "pydebut"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_PERMUTATIONS = ("row_perm", "col_perm")
 _MAX_FACTORS = 10_000
 
 
@@ -51,10 +57,16 @@ def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: boo
     """
     if not isinstance(operator, DeButOperator):
         raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}")
+    permutations = {
+        key: perm
+        for key, perm in zip(_PERMUTATIONS, (operator.row_perm, operator.col_perm), strict=True)
+        if perm is not None
+    }
     arrays = {
         "format": np.array(FORMAT_NAME),
-        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "format_version": np.array(2 if permutations else 1, dtype=np.int64),
         "specs": np.array([f.as_tuple() for f in operator.chain], dtype=np.int64),
+        **permutations,
     }
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
@@ -73,7 +85,8 @@ def load(path: str | os.PathLike[str]) -> DeButOperator:
     ValueError
         If the file is not a valid pydebut archive: not a zip, truncated, of
         another format or version, with missing, extra or malformed arrays,
-        or with weights that do not fit the chain or are not finite.
+        with weights that do not fit the chain or are not finite, or with a
+        row or column permutation that is not a permutation.
     """
     name = Path(path)
     try:
@@ -100,9 +113,10 @@ def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
     version = archive["format_version"]
     if version.shape != () or version.dtype.kind not in "iu":
         raise ValueError(f"{name}: format_version must be an integer scalar")
-    if int(version) != FORMAT_VERSION:
+    if not 1 <= int(version) <= FORMAT_VERSION:
         raise ValueError(
-            f"{name} has format version {int(version)}; this pydebut reads version {FORMAT_VERSION}"
+            f"{name} has format version {int(version)}; this pydebut reads versions 1 to "
+            f"{FORMAT_VERSION}"
         )
     specs = archive["specs"]
     if specs.ndim != 2 or specs.shape[1] != 5 or specs.dtype.kind not in "iu":
@@ -114,11 +128,14 @@ def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: invalid chain: {err}") from None
     expected = {"format", "format_version", "specs"} | {f"weights_{i}" for i in range(len(chain))}
+    if int(version) >= 2:
+        expected |= keys & set(_PERMUTATIONS)
     if keys != expected:
         missing, extra = sorted(expected - keys), sorted(keys - expected)
         raise ValueError(f"{name}: arrays missing {missing} and unexpected {extra}")
     weights = [archive[f"weights_{i}"] for i in range(len(chain))]
+    permutations = {key: archive[key] for key in _PERMUTATIONS if key in keys}
     try:
-        return DeButOperator(chain, weights)
+        return DeButOperator(chain, weights, **permutations)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: {err}") from None

@@ -1,0 +1,84 @@
+"""Permutations of rows and columns: validation, inverse, bit reversal."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bit_reversal", "check_permutation", "inverse_permutation"]
+
+
+def check_permutation(perm: Any, n: int, name: str) -> np.ndarray | None:
+    """Return ``perm`` as a read-only int64 permutation of ``range(n)``, or None for the identity.
+
+    Raises
+    ------
+    TypeError
+        If ``perm`` is not an array of integers.
+    ValueError
+        If it is not 1-D of length ``n`` or does not hold every index of ``range(n)`` once.
+    """
+    if perm is None:
+        return None
+    array = np.asarray(perm)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an array of integers, got dtype {array.dtype}")
+    if array.ndim != 1 or array.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D array of length {n}, got shape {array.shape}")
+    if n and (array.min() < 0 or array.max() >= n):
+        raise ValueError(f"{name} has entries outside range({n})")
+    if np.bincount(array, minlength=n).max(initial=1) != 1:
+        raise ValueError(f"{name} is not a permutation of range({n}): an index repeats")
+    if np.array_equal(array, np.arange(n)):
+        return None
+    owned = np.array(array, dtype=np.int64, copy=True)
+    owned.flags.writeable = False
+    return owned
+
+
+def inverse_permutation(perm: np.ndarray) -> np.ndarray:
+    """Return ``inv`` with ``inv[perm[i]] = i``."""
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(perm.shape[0], dtype=perm.dtype)
+    return inverse
+
+
+def bit_reversal(n: int) -> np.ndarray:
+    """The bit-reversal permutation of ``range(n)``, ``n`` a power of two.
+
+    Entry ``i`` is ``i`` with its ``log2(n)`` bits in reverse order. It is its
+    own inverse.
+
+    Parameters
+    ----------
+    n : int
+        A power of two, at least 1.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is not a power of two.
+
+    Examples
+    --------
+    >>> bit_reversal(8).tolist()
+    [0, 4, 2, 6, 1, 5, 3, 7]
+    """
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer, got {type(n).__name__}") from None
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"n must be a power of two, got {n}")
+    perm = np.zeros(1, dtype=np.int64)
+    while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
+        perm = np.concatenate([2 * perm, 2 * perm + 1])
+    return perm
