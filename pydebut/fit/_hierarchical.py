@@ -115,8 +115,17 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     ``U`` has orthonormal columns, so in the left-to-right order the squared
     error is the sum over levels of ``||U_perp^H M||^2`` (the energy outside the
     kept subspace, computed directly rather than by cancellation), and no
-    product is formed. The balanced order multiplies the halves back together.
-    A matrix that admits the chain is recovered to rounding error.
+    product is formed. The balanced order splits the middle link first, then
+    each half in the same way (depth first, left half first). Before each
+    split, the pieces left of the one being split are given orthonormal
+    columns and those right of it orthonormal rows by block QR
+    decompositions whose triangular parts move into the neighbouring piece
+    (the product is unchanged), so each split's truncated SVDs are taken in
+    the metric of the whole product [2]_. Its error is computed by
+    multiplying the pieces back together. The two orders reach different
+    approximations of a noisy target, within about 2% of each other either
+    way; both agree to 8 digits with pyfaust's ``GBfactorize``. A matrix that
+    admits the chain is recovered to rounding error in either order.
 
     References
     ----------
@@ -146,7 +155,8 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     if order == "left-to-right":
         weights, residual2 = _peel(entries, chain.factors, ranks)
     else:
-        weights, approx = _bisect(entries, chain.factors, ranks)
+        weights = _bisect(entries, chain.factors, ranks)
+        approx = _product(weights, chain.factors, ranks)
         residual2 = float(np.linalg.norm(np.subtract(approx, entries, out=approx))) ** 2
     residual2 += outside
     total2 = float(np.linalg.norm(entries)) ** 2 + outside
@@ -249,17 +259,111 @@ def _peel(
     return weights, residual2
 
 
+@dataclass
+class _Piece:
+    """Factors ``first ... last`` (0-based, inclusive) of a partial factorization, as entries."""
+
+    first: int
+    last: int
+    entries: np.ndarray
+
+
+def _balanced_links(first: int, last: int) -> list[int]:
+    """Links of factors ``first ... last`` in the balanced order: the middle one, then each half.
+
+    Link ``l`` lies between factors ``l`` and ``l + 1`` (0-based).
+    """
+    if first == last:
+        return []
+    link = first + (last - first + 1) // 2 - 1
+    return [link, *_balanced_links(first, link), *_balanced_links(link + 1, last)]
+
+
+def _link_split(
+    left: _Piece, right: _Piece, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> _Split:
+    """The split between two adjacent pieces, as if their product had been split."""
+    k, t = specs[left.first].n_blocks, specs[right.last].t
+    shape = (k, specs[left.first].p // (k * t), specs[right.last].q // (k * t), t)
+    return _Split.of(shape, specs[left.last], specs[right.first], ranks[left.last])
+
+
+def _move_gauge(
+    pieces: list[_Piece],
+    index: int,
+    step: int,
+    specs: tuple[FactorSpec, ...],
+    ranks: tuple[int, ...],
+) -> None:
+    """Make ``pieces[index]`` orthonormal and move what it held into its neighbour.
+
+    ``step = +1``: the QR ``L = Q R`` of every ``R1 x w`` block of the left piece
+    keeps ``Q`` and sends ``R`` into the right piece's ``w x S2`` block, so the
+    left piece has orthonormal columns. ``step = -1``: the QR of every right
+    block's conjugate transpose gives it orthonormal rows, and the left piece
+    takes the triangular part. The product of the two pieces is unchanged.
+    """
+    left, right = (
+        (pieces[index], pieces[index + 1]) if step > 0 else (pieces[index - 1], pieces[index])
+    )
+    split = _link_split(left, right, specs, ranks)
+    left_blocks, right_blocks = split.left_blocks(left.entries), split.right_blocks(right.entries)
+    dtype = np.result_type(left.entries, right.entries)
+    new_left, new_right = np.zeros(left.entries.shape, dtype), np.zeros(right.entries.shape, dtype)
+    if step > 0:
+        basis, triangle = np.linalg.qr(left_blocks)
+        kept = basis.shape[-1]
+        split.left_blocks(new_left)[..., :kept] = basis
+        np.matmul(triangle, right_blocks, out=split.right_blocks(new_right)[..., :kept, :])
+    else:
+        basis, triangle = np.linalg.qr(np.conj(np.swapaxes(right_blocks, -1, -2)))
+        kept = basis.shape[-1]
+        split.right_blocks(new_right)[..., :kept, :] = np.conj(np.swapaxes(basis, -1, -2))
+        triangle_h = np.conj(np.swapaxes(triangle, -1, -2))
+        np.matmul(left_blocks, triangle_h, out=split.left_blocks(new_left)[..., :kept])
+    left.entries, right.entries = new_left, new_right
+
+
 def _bisect(
     entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Balanced order: split in the middle, recurse on both halves; weights and product."""
+) -> list[np.ndarray]:
+    """Balanced order: split in the middle, then each half, with the other pieces orthonormal.
+
+    Before each split, the pieces left of the one to split are given orthonormal
+    columns and those right of it orthonormal rows (:func:`_move_gauge`), so
+    the split's truncated SVDs minimise the error of the whole product, not of
+    the piece alone (Le et al. 2025; the left-to-right order has this for free).
+    """
+    pieces, centre = [_Piece(0, len(specs) - 1, entries)], 0
+    for link in _balanced_links(0, len(specs) - 1):
+        target = next(i for i, piece in enumerate(pieces) if piece.first <= link < piece.last)
+        while centre != target:
+            step = 1 if target > centre else -1
+            _move_gauge(pieces, centre, step, specs, ranks)
+            centre += step
+        piece = pieces[target]
+        split = _Split.of(piece.entries.shape, specs[link], specs[link + 1], ranks[link])
+        left, right, _ = _split(piece.entries, split, with_residual=False)
+        pieces[target : target + 1] = [
+            _Piece(piece.first, link, left),
+            _Piece(link + 1, piece.last, right),
+        ]
+        centre = target + 1
+    return [piece.entries for piece in pieces]
+
+
+def _product(
+    weights: list[np.ndarray], specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> np.ndarray:
+    """Entries ``T`` of the product of the factors ``weights``, halves multiplied recursively."""
     if len(specs) == 1:
-        return [entries], entries.copy()
+        return weights[0].copy()
     h = len(specs) // 2
-    split = _Split.of(entries.shape, specs[h - 1], specs[h], ranks[h - 1])
-    left, right, _ = _split(entries, split, with_residual=False)
-    left_weights, left_hat = _bisect(left, specs[:h], ranks[: h - 1])
-    right_weights, right_hat = _bisect(right, specs[h:], ranks[h:])
-    approx = np.empty(entries.shape, dtype=np.result_type(left_hat, right_hat))
+    left_hat = _product(weights[:h], specs[:h], ranks[: h - 1])
+    right_hat = _product(weights[h:], specs[h:], ranks[h:])
+    k, t = specs[0].n_blocks, specs[-1].t
+    shape = (k, specs[0].p // (k * t), specs[-1].q // (k * t), t)
+    split = _Split.of(shape, specs[h - 1], specs[h], ranks[h - 1])
+    approx = np.empty(shape, dtype=np.result_type(left_hat, right_hat))
     np.matmul(split.left_blocks(left_hat), split.right_blocks(right_hat), out=split.blocks(approx))
-    return left_weights + right_weights, approx
+    return approx
