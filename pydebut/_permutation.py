@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bit_reversal", "check_permutation", "inverse_permutation"]
+__all__ = ["bit_reversal", "candidate_permutations", "check_permutation", "inverse_permutation"]
 
 
 def check_permutation(perm: Any, n: int, name: str) -> np.ndarray | None:
@@ -82,3 +82,38 @@ def bit_reversal(n: int) -> np.ndarray:
     while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
         perm = np.concatenate([2 * perm, 2 * perm + 1])
     return perm
+
+
+PermutationPair = tuple[np.ndarray | None, np.ndarray | None]
+
+
+def candidate_permutations(m: int, n: int) -> dict[str, PermutationPair]:
+    """Row and column permutations worth trying when fitting an ``m x n`` target.
+
+    The identity, and the bit reversal (:func:`bit_reversal`) of the columns, of
+    the rows and of both, wherever that dimension is a power of two: a DFT of
+    size ``2**L`` is a butterfly product only after its columns (or rows) are
+    put in bit-reversed order. Each value is ``(row_perm, col_perm)`` in the
+    convention of :class:`~pydebut.DeButOperator` (None for the identity).
+
+    Examples
+    --------
+    >>> sorted(candidate_permutations(8, 6))
+    ['bitrev-rows', 'identity']
+    >>> row_perm, col_perm = candidate_permutations(4, 4)["bitrev-cols"]
+    >>> row_perm is None, col_perm.tolist()
+    (True, [0, 2, 1, 3])
+    """
+
+    def reversal(size: int) -> np.ndarray | None:
+        return bit_reversal(size) if size > 2 and not size & (size - 1) else None
+
+    rows, cols = reversal(m), reversal(n)
+    candidates: dict[str, PermutationPair] = {"identity": (None, None)}
+    if cols is not None:
+        candidates["bitrev-cols"] = (None, cols)
+    if rows is not None:
+        candidates["bitrev-rows"] = (rows, None)
+    if rows is not None and cols is not None:
+        candidates["bitrev-both"] = (rows, cols)
+    return candidates

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pydebut import Chain, DeButOperator, load, save
-from pydebut.special import bit_reversal, dft, hadamard
+from pydebut import Chain, DeButOperator, candidate_permutations, fit_hierarchical, load, save
+from pydebut.special import bit_reversal, butterfly_chain, dft, hadamard
 from pydebut.testing import dottest
 
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
@@ -212,3 +212,47 @@ def test_dft_rejects_bad_arguments():
         dft(8, norm="unitary")
     with pytest.raises(TypeError, match="dtype must be complex"):
         dft(8, np.float64)
+
+
+# --- fitting with permutations ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["left-to-right", "balanced"])
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+def test_fit_recovers_the_dft_after_bit_reversal(order, norm):
+    chain = butterfly_chain(256)
+    target = np.fft.fft(np.eye(256), axis=0, norm=norm)
+    assert fit_hierarchical(target, chain, order=order).error > 0.5
+    result = fit_hierarchical(target, chain, order=order, permutation="auto")
+    assert result.error <= 1e-12
+    np.testing.assert_allclose(result.operator.toarray(), target, atol=1e-12 * np.abs(target).max())
+    assert result.operator.row_perm is not None or result.operator.col_perm is not None
+
+
+def test_fit_with_a_given_permutation_recovers_a_permuted_product():
+    chain = Chain.from_factorizations([2, 3, 2], [3, 2, 2])
+    rng = np.random.default_rng(7)
+    rows, cols = rng.permutation(12), rng.permutation(12)
+    op = DeButOperator.random(chain, rng=rng).with_permutations(rows, cols)
+    target = op.toarray()
+    assert fit_hierarchical(target, chain).error > 0.1
+    result = fit_hierarchical(target, chain, permutation=(rows, cols))
+    assert result.error < 1e-12
+    assert np.array_equal(result.operator.row_perm, rows)
+    np.testing.assert_allclose(result.operator.toarray(), target, atol=1e-12)
+
+
+def test_candidate_permutations():
+    assert list(candidate_permutations(12, 6)) == ["identity"]
+    both = candidate_permutations(8, 16)
+    assert list(both) == ["identity", "bitrev-cols", "bitrev-rows", "bitrev-both"]
+    rows, cols = both["bitrev-both"]
+    assert np.array_equal(rows, bit_reversal(8)) and np.array_equal(cols, bit_reversal(16))
+
+
+def test_fit_rejects_a_bad_permutation_argument():
+    chain = butterfly_chain(8)
+    with pytest.raises(ValueError, match="permutation must be None, 'auto' or a pair"):
+        fit_hierarchical(np.eye(8), chain, permutation="bitrev")
+    with pytest.raises(ValueError, match="col_perm is not a permutation"):
+        fit_hierarchical(np.eye(8), chain, permutation=(None, np.zeros(8, dtype=int)))

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._permutation import candidate_permutations, check_permutation, inverse_permutation
 from ..spec import Chain, FactorSpec
 from ._common import FitResult, load_target, make_operator, working_dtype
 
-__all__ = ["fit_hierarchical", "hierarchy_ranks"]
+__all__ = ["candidate_permutations", "fit_hierarchical", "hierarchy_ranks"]
 
 Order = Literal["left-to-right", "balanced"]
 
@@ -67,7 +68,9 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     return tuple(ranks)
 
 
-def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right") -> FitResult:
+def fit_hierarchical(
+    target: Any, chain: Chain, *, order: Order = "left-to-right", permutation: Any = None
+) -> FitResult:
     """Factor ``target`` on a chainable or rank-weighted chain by hierarchical block SVDs.
 
     Parameters
@@ -79,6 +82,13 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     order : {"left-to-right", "balanced"}
         Split the chain after its first factor at every level (peeling
         ``F_1, F_2, ...`` off in turn), or in the middle.
+    permutation : None, "auto" or (row_perm, col_perm)
+        None fits ``D`` itself. A pair fits ``D ~ B[row_perm][:, col_perm]``
+        with ``B`` on the chain (either entry None for the identity), so the
+        operator carries the permutations (:class:`~pydebut.DeButOperator`).
+        ``"auto"`` tries every pair of :func:`candidate_permutations` (the
+        identity and bit reversals) and keeps the one with the lowest error:
+        a DFT of size ``2**L`` is then recovered exactly on the butterfly chain.
 
     Returns
     -------
@@ -89,8 +99,9 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     ------
     ValueError
         If the chain does not qualify (the message suggests :func:`fit_als`), if
-        the target does not have the chain's shape or is not finite, or if
-        ``order`` is unknown.
+        the target does not have the chain's shape or is not finite, if
+        ``order`` is unknown, or if ``permutation`` is not None, ``"auto"`` or
+        a pair of permutations of ``range(m)`` and ``range(n)``.
     TypeError
         If the target is not numeric.
 
@@ -143,7 +154,15 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     >>> result = fit_hierarchical(hadamard(64), chain)
     >>> result.error < 1e-14
     True
+    >>> dft = np.fft.fft(np.eye(64))
+    >>> fit_hierarchical(dft, chain).error > 0.5
+    True
+    >>> result = fit_hierarchical(dft, chain, permutation="auto")
+    >>> result.error < 1e-14, result.operator.col_perm is not None
+    (True, True)
     """
+    if permutation is not None:
+        return _fit_permuted(target, Chain(chain), order, permutation)
     start = time.perf_counter()
     chain = Chain(chain)
     if order not in ("left-to-right", "balanced"):
@@ -367,3 +386,31 @@ def _product(
     approx = np.empty(shape, dtype=np.result_type(left_hat, right_hat))
     np.matmul(split.left_blocks(left_hat), split.right_blocks(right_hat), out=split.blocks(approx))
     return approx
+
+
+def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> FitResult:
+    """:func:`fit_hierarchical` of ``D[argsort(row_perm)][:, argsort(col_perm)]``, the best pair."""
+    start = time.perf_counter()
+    m, n = chain.shape
+    if isinstance(permutation, str) and permutation == "auto":
+        candidates = list(candidate_permutations(m, n).values())
+    elif isinstance(permutation, tuple | list) and len(permutation) == 2:
+        candidates = [
+            (check_permutation(permutation[0], m, "row_perm"),
+             check_permutation(permutation[1], n, "col_perm"))
+        ]  # fmt: skip
+    else:
+        raise ValueError(
+            f"permutation must be None, 'auto' or a pair (row_perm, col_perm), got {permutation!r}"
+        )
+    matrix = load_target(target, chain)
+    best = None
+    for row_perm, col_perm in candidates:
+        rows = slice(None) if row_perm is None else inverse_permutation(row_perm)
+        cols = slice(None) if col_perm is None else inverse_permutation(col_perm)
+        result = fit_hierarchical(matrix[rows][:, cols], chain, order=order)
+        if best is None or result.error < best[0].error:
+            best = (result, row_perm, col_perm)
+    result, row_perm, col_perm = best
+    operator = result.operator.with_permutations(row_perm, col_perm)
+    return FitResult(operator, result.errors, [time.perf_counter() - start], result.method)
