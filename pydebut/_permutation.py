@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bit_reversal", "candidate_permutations", "check_permutation", "inverse_permutation"]
+__all__ = [
+    "bit_reversal",
+    "candidate_permutations",
+    "check_permutation",
+    "inverse_permutation",
+    "unpermute",
+]
 
 
 def check_permutation(perm: Any, n: int, name: str) -> np.ndarray | None:
@@ -43,6 +49,17 @@ def inverse_permutation(perm: np.ndarray) -> np.ndarray:
     inverse = np.empty_like(perm)
     inverse[perm] = np.arange(perm.shape[0], dtype=perm.dtype)
     return inverse
+
+
+def unpermute(
+    matrix: np.ndarray, row_perm: np.ndarray | None, col_perm: np.ndarray | None
+) -> np.ndarray:
+    """The ``B`` with ``B[row_perm][:, col_perm] == matrix`` (``matrix`` if no permutation)."""
+    if row_perm is not None:
+        matrix = matrix[inverse_permutation(row_perm)]
+    if col_perm is not None:
+        matrix = matrix[:, inverse_permutation(col_perm)]
+    return matrix
 
 
 def bit_reversal(n: int) -> np.ndarray:

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from pydebut import Chain, DeButOperator, candidate_permutations, fit_hierarchical, load, save
+from pydebut import (
+    Chain,
+    DeButOperator,
+    candidate_permutations,
+    fit_als,
+    fit_hierarchical,
+    load,
+    save,
+)
 from pydebut.special import bit_reversal, butterfly_chain, dft, hadamard
 from pydebut.testing import dottest
 
@@ -256,3 +264,18 @@ def test_fit_rejects_a_bad_permutation_argument():
         fit_hierarchical(np.eye(8), chain, permutation="bitrev")
     with pytest.raises(ValueError, match="col_perm is not a permutation"):
         fit_hierarchical(np.eye(8), chain, permutation=(None, np.zeros(8, dtype=int)))
+
+
+def test_als_keeps_the_permutations_of_its_initial_operator():
+    chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    rng = np.random.default_rng(8)
+    rows, cols = rng.permutation(8), rng.permutation(8)
+    target = DeButOperator.random(chain, rng=rng).with_permutations(rows, cols).toarray()
+    target += 0.01 * rng.standard_normal((8, 8))
+    init = DeButOperator.random(chain, rng=rng).with_permutations(rows, cols)
+    result = fit_als(target, chain, init=init, n_sweeps=20)
+    assert np.array_equal(result.operator.row_perm, rows)
+    assert np.array_equal(result.operator.col_perm, cols)
+    assert result.error < 0.05 and result.errors[0] > 0.5
+    true_error = np.linalg.norm(result.operator.toarray() - target) / np.linalg.norm(target)
+    assert result.error == pytest.approx(true_error, rel=1e-6)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._permutation import candidate_permutations, check_permutation, inverse_permutation
+from .._permutation import candidate_permutations, check_permutation, unpermute
 from ..spec import Chain, FactorSpec
 from ._common import FitResult, load_target, make_operator, working_dtype
 
@@ -406,9 +406,7 @@ def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> 
     matrix = load_target(target, chain)
     best = None
     for row_perm, col_perm in candidates:
-        rows = slice(None) if row_perm is None else inverse_permutation(row_perm)
-        cols = slice(None) if col_perm is None else inverse_permutation(col_perm)
-        result = fit_hierarchical(matrix[rows][:, cols], chain, order=order)
+        result = fit_hierarchical(unpermute(matrix, row_perm, col_perm), chain, order=order)
         if best is None or result.error < best[0].error:
             best = (result, row_perm, col_perm)
     result, row_perm, col_perm = best
