@@ -12,6 +12,7 @@ __all__ = [
     "candidate_permutations",
     "check_permutation",
     "inverse_permutation",
+    "log2_exact",
     "unpermute",
 ]
 
@@ -62,6 +63,17 @@ def unpermute(
     return matrix
 
 
+def log2_exact(n: int, name: str, smallest: int = 2) -> int:
+    """``log2(n)`` of a power of two ``n >= smallest``; TypeError or ValueError naming ``name``."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}") from None
+    if n < smallest or n & (n - 1):
+        raise ValueError(f"{name} must be a power of two >= {smallest}, got {n}")
+    return n.bit_length() - 1
+
+
 def bit_reversal(n: int) -> np.ndarray:
     """The bit-reversal permutation of ``range(n)``, ``n`` a power of two.
 
@@ -89,12 +101,7 @@ def bit_reversal(n: int) -> np.ndarray:
     >>> bit_reversal(8).tolist()
     [0, 4, 2, 6, 1, 5, 3, 7]
     """
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"n must be an integer, got {type(n).__name__}") from None
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"n must be a power of two, got {n}")
+    n = 2 ** log2_exact(n, "n", smallest=1)
     perm = np.zeros(1, dtype=np.int64)
     while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
         perm = np.concatenate([2 * perm, 2 * perm + 1])

@@ -9,7 +9,7 @@ from types import MappingProxyType
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._permutation import bit_reversal
+from ._permutation import bit_reversal, log2_exact
 from .operator import DeButOperator
 from .spec import Chain
 
@@ -62,16 +62,6 @@ PAPER_CHAINS: Mapping[str, Chain] = MappingProxyType(
 )
 
 
-def _log2_exact(n: int, name: str) -> int:
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(n).__name__}") from None
-    if n < 2 or n & (n - 1):
-        raise ValueError(f"{name} must be a power of two >= 2, got {n}")
-    return n.bit_length() - 1
-
-
 def butterfly_chain(n: int) -> Chain:
     """The standard butterfly chain of size ``n = 2**L``: ``L`` factors with ``r = s = 2``.
 
@@ -80,7 +70,7 @@ def butterfly_chain(n: int) -> Chain:
     >>> butterfly_chain(8)
     Chain([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
     """
-    levels = _log2_exact(n, "n")
+    levels = log2_exact(n, "n")
     return Chain.from_factorizations([2] * levels, [2] * levels)
 
 
