@@ -302,9 +302,14 @@ def _link_split(
     left: _Piece, right: _Piece, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
 ) -> _Split:
     """The split between two adjacent pieces, as if their product had been split."""
-    k, t = specs[left.first].n_blocks, specs[right.last].t
-    shape = (k, specs[left.first].p // (k * t), specs[right.last].q // (k * t), t)
+    shape = _product_shape(specs[left.first], specs[right.last])
     return _Split.of(shape, specs[left.last], specs[right.first], ranks[left.last])
+
+
+def _product_shape(first: FactorSpec, last: FactorSpec) -> tuple[int, int, int, int]:
+    """Shape ``(k, R, S, t)`` of the entries of the product of factors ``first ... last``."""
+    k, t = first.n_blocks, last.t
+    return k, first.p // (k * t), last.q // (k * t), t
 
 
 def _move_gauge(
@@ -380,8 +385,7 @@ def _product(
     h = len(specs) // 2
     left_hat = _product(weights[:h], specs[:h], ranks[: h - 1])
     right_hat = _product(weights[h:], specs[h:], ranks[h:])
-    k, t = specs[0].n_blocks, specs[-1].t
-    shape = (k, specs[0].p // (k * t), specs[-1].q // (k * t), t)
+    shape = _product_shape(specs[0], specs[-1])
     split = _Split.of(shape, specs[h - 1], specs[h], ranks[h - 1])
     approx = np.empty(shape, dtype=np.result_type(left_hat, right_hat))
     np.matmul(split.left_blocks(left_hat), split.right_blocks(right_hat), out=split.blocks(approx))
