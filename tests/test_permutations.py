@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pydebut import (
     Chain,
@@ -13,7 +15,7 @@ from pydebut import (
     save,
 )
 from pydebut.special import bit_reversal, butterfly_chain, dft, hadamard
-from pydebut.testing import dottest
+from pydebut.testing import chains, dottest, operators
 
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
 ROWS = np.array([3, 0, 7, 1, 6, 2, 5, 4])
@@ -279,3 +281,17 @@ def test_als_keeps_the_permutations_of_its_initial_operator():
     assert result.error < 0.05 and result.errors[0] > 0.5
     true_error = np.linalg.norm(result.operator.toarray() - target) / np.linalg.norm(target)
     assert result.error == pytest.approx(true_error, rel=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(op=operators(chains(max_dim=24, max_factors=3)), seed=st.integers(0, 2**32 - 1))
+def test_drawn_permuted_operators_match_their_dense_matrix(op, seed):
+    rng = np.random.default_rng(seed)
+    m, n = op.shape
+    rows, cols = rng.permutation(m), rng.permutation(n)
+    permuted_op = op.with_permutations(rows, cols)
+    expected = op.toarray()[rows][:, cols]
+    atol = 1e-4 if op.dtype in (np.float32, np.complex64) else 1e-10
+    np.testing.assert_allclose(permuted_op.toarray(), expected, atol=atol)
+    np.testing.assert_allclose(permuted_op.H.toarray(), expected.conj().T, atol=atol)
+    assert dottest(permuted_op, rng=rng)
