@@ -61,8 +61,9 @@ def plot_chain(
         new figure that is not attached to pyplot.
     max_pixels : int
         Larger matrices are shown pooled into square cells, at most this many a
-        side; a cell's grey level is the fraction of its entries that may be
-        non-zero (black: all of them).
+        side; a cell's grey level grows with the fraction of its entries that
+        may be non-zero (as its square root, so that sparse structure stays
+        visible; black: all of them).
 
     Returns
     -------
@@ -98,11 +99,13 @@ def plot_chain(
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     n_factors = chain.n_factors
     # Both panels of column l have p_l rows; the wider of them (q_l or n columns) sets
-    # the column's width, so that panels of equal height fill the figure.
-    widths = np.clip([max(spec.q, chain.shape[1]) / spec.p for spec in chain], 0.3, 4.0)
+    # the column's width for a common panel height (at most 2 inches, less when the
+    # panels would be over 14 inches wide); a title needs 1.7 inches.
+    aspects = np.clip([max(spec.q, chain.shape[1]) / spec.p for spec in chain], 0.3, 4.0)
+    height = min(2.0, 14.0 / aspects.sum())
+    widths = np.maximum(height * aspects, 1.7)
     if ax is None:
-        panel = min(2.0, 13.0 / widths.sum())  # inches of panel height, at most 13 inches wide
-        size = (max(panel * widths.sum() + 0.3 * n_factors, 4.5), 2 * panel + 1.4)
+        size = (max(widths.sum() + 0.2 * n_factors, 4.5), 2 * height + 1.4)
         ax = Figure(figsize=size, layout="constrained")
     if isinstance(ax, Figure):
         figure = ax
@@ -156,13 +159,14 @@ def _draw_support(
     ax: Axes, mask_shape: tuple[int, int], pooled: tuple[np.ndarray, int], title: str
 ) -> None:
     """Show a pooled support over the true extent of a ``mask_shape`` matrix."""
+    from matplotlib.colors import PowerNorm
+
     image, cell = pooled
     rows, cols = mask_shape
     ax.imshow(
         image,
         cmap="Greys",
-        vmin=0,
-        vmax=1,
+        norm=PowerNorm(0.5, vmin=0, vmax=1),  # sparse pooled structure stays visible
         interpolation="nearest",
         extent=(0, image.shape[1] * cell, image.shape[0] * cell, 0),
     )

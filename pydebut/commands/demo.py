@@ -179,9 +179,8 @@ def save_figures(directory: Path, chain: Chain, hierarchical: FitResult, als: Fi
     axes.annotate(
         f"fit_hierarchical: {hierarchical.error:.4g}",
         (0, hierarchical.error),
-        xytext=(8, 0),
+        xytext=(6, 8),
         textcoords="offset points",
-        va="center",
         fontsize=8,
     )
     axes.set_title(f"Fitting the {chain.shape[0]} x {chain.shape[1]} chain")
