@@ -113,7 +113,9 @@ run(
 )
 picture = plt.imread(workdir / "vgg.png")
 print(f"picture written: {picture.shape[1]} x {picture.shape[0]} pixels")
-fig, ax = plt.subplots(figsize=(8, 8 * picture.shape[0] / picture.shape[1]))
+height, width = picture.shape[:2]
+fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)  # the picture, pixel for pixel
+ax = fig.add_axes((0, 0, 1, 1))
 ax.imshow(picture)
 ax.set_axis_off()
 
