@@ -188,11 +188,11 @@ def _pool(mask: np.ndarray, max_pixels: int) -> tuple[np.ndarray, int]:
     rows, cols = mask.shape
     cell = -(-max(rows, cols) // max_pixels)
     grid = (-(-rows // cell), -(-cols // cell))
-    padded = np.zeros((grid[0] * cell, grid[1] * cell), dtype=np.int64 if cell > 1 else bool)
-    padded[:rows, :cols] = mask
     if cell == 1:
-        return padded.astype(np.float64), 1
-    counts = padded.reshape(grid[0], cell, grid[1], cell).sum(axis=(1, 3))
+        return mask.astype(np.float64), 1
+    padded = np.zeros((grid[0] * cell, grid[1] * cell), dtype=bool)
+    padded[:rows, :cols] = mask
+    counts = padded.reshape(grid[0], cell, grid[1], cell).sum(axis=(1, 3), dtype=np.int64)
     row_sizes = np.minimum(cell, rows - cell * np.arange(grid[0]))
     col_sizes = np.minimum(cell, cols - cell * np.arange(grid[1]))
     return counts / np.outer(row_sizes, col_sizes), cell

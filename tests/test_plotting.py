@@ -121,3 +121,15 @@ def test_fit_history_rejects_what_a_log_axis_cannot_show():
     zero = FitResult(result.operator, [0.0, 0.0], result.times[:2], "als")
     with pytest.raises(ValueError, match="no positive error"):
         plot_fit_history(zero)
+
+
+@pytest.mark.parametrize("shape", [(10, 7), (7, 10), (9, 9), (3, 20)])
+def test_pooling_is_the_fraction_of_each_cell_cut_by_the_edges(shape):
+    from pydebut.plotting import _pool
+
+    mask = np.random.default_rng(0).random(shape) < 0.3
+    image, cell = _pool(mask, max_pixels=4)
+    assert cell == -(-max(shape) // 4) and max(image.shape) <= 4
+    for i, j in np.ndindex(image.shape):
+        block = mask[i * cell : (i + 1) * cell, j * cell : (j + 1) * cell]
+        assert image[i, j] == pytest.approx(block.mean())
