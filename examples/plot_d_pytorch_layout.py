@@ -19,9 +19,11 @@ example by fitting a pretrained dense layer), export them with
 fine-tuning.
 """
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from pydebut import Chain, DeButOperator, fit_als
+from pydebut.plotting import plot_chain
 
 # %%
 # Two orders
@@ -39,6 +41,15 @@ print("left to right (pydebut):   ", [f.as_tuple() for f in chain])
 r_shapes = chain.to_r_shapes()
 print("application order (R_shapes):", r_shapes)
 assert Chain.from_r_shapes(r_shapes) == chain
+
+# %%
+# In the picture the factors stand left to right as pydebut lists them, each
+# labelled with its ``(p, q, r, s, t)``; ``R_shapes`` lists the same five
+# numbers from the right-most column to the left-most. The bottom row shows
+# the products ``F_l ... F_L`` that the layer has computed after applying
+# the first ``L - l + 1`` factors of ``R_shapes``.
+
+plot_chain(chain, ax=plt.figure(figsize=(12, 5), layout="constrained"))
 
 # %%
 # Weights to export

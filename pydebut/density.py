@@ -184,7 +184,7 @@ def _propagate(weight_shape: tuple[int, int, int, int], words: np.ndarray) -> np
 
 
 def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
-    """Boolean ``(m, n)`` support of the product ``F_1 ... F_L``.
+    """Boolean ``(m, n)`` support of the product ``F_1 … F_L``.
 
     Entry ``(i, j)`` is True iff some path connects output ``i`` to input ``j``;
     with generic weights these are exactly the non-zeros of the product.
@@ -202,7 +202,7 @@ def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
 
 
 def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
-    """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``.
+    """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, …, ``F_1 … F_L``.
 
     The densification seen while applying the chain, from the input side.
 

@@ -166,7 +166,7 @@ _parallel_launch = threading.Lock()
 
 
 class DeButOperator(LinearOperator):
-    r"""A Deformable Butterfly product ``F_1 F_2 ... F_L`` as a ``LinearOperator``.
+    r"""A Deformable Butterfly product ``F_1 F_2 … F_L`` as a ``LinearOperator``.
 
     Parameters
     ----------

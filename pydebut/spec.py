@@ -201,7 +201,7 @@ def _check_factor(spec: FactorSpec, label: str) -> None:
 
 
 class Chain(Sequence[FactorSpec]):
-    """A validated chain of DeBut factors ``F_1 F_2 ... F_L``, listed left to right.
+    """A validated chain of DeBut factors ``F_1 F_2 … F_L``, listed left to right.
 
     ``F_1`` is the output side (``p_1 = m``) and ``F_L`` is applied to the input
     first (``q_L = n``); consecutive factors connect, ``q_l == p_{l+1}``.

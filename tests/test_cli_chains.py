@@ -222,7 +222,7 @@ def test_plot_shows_factors_and_partial_products():
     figure = plot_chain(LENET, max_pixels=64)
     assert len(figure.axes) == 2 * LENET.n_factors
     full = figure.axes[LENET.n_factors].images[0].get_array()
-    assert full.shape == (64, 58) and full.all()  # 128 x 400 pooled by cells of 2 x 7
+    assert full.shape == (19, 58) and full.all()  # 128 x 400 pooled by square cells of 7 x 7
     assert is_dense(LENET)
     with pytest.raises(ValueError, match="max_pixels must be positive"):
         plot_chain(LENET, max_pixels=0)

@@ -168,29 +168,23 @@ def _require_matplotlib() -> None:
 
 
 def save_figures(directory: Path, chain: Chain, hierarchical: FitResult, als: FitResult) -> None:
-    import matplotlib
+    from ..plotting import plot_chain, plot_fit_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..plotting import plot_chain
-
-    figure = plot_chain(chain)
     supports = directory / "chain_supports.png"
-    figure.savefig(supports, dpi=120)
-    plt.close(figure)
+    plot_chain(chain).savefig(supports, dpi=120)
 
-    figure, axes = plt.subplots(figsize=(6, 4))
-    half_sweeps = np.arange(len(als.errors)) / 2
-    axes.plot(half_sweeps, als.errors, "o-", label="fit_als from the hierarchical fit")
-    axes.axhline(hierarchical.error, color="gray", linestyle="--", label="fit_hierarchical")
-    axes.axhline(NOISE, color="tab:red", linestyle=":", label="noise level")
-    axes.set_xlabel("sweeps")
-    axes.set_ylabel("relative Frobenius error")
+    axes = plot_fit_history(
+        als, baseline=NOISE, baseline_label="noise level", label="fit_als from fit_hierarchical"
+    )
+    axes.annotate(
+        f"fit_hierarchical: {hierarchical.error:.4g}",
+        (0, hierarchical.error),
+        xytext=(6, 8),
+        textcoords="offset points",
+        fontsize=8,
+    )
     axes.set_title(f"Fitting the {chain.shape[0]} x {chain.shape[1]} chain")
     axes.legend()
-    figure.tight_layout()
     errors = directory / "fit_errors.png"
-    figure.savefig(errors, dpi=120)
-    plt.close(figure)
+    axes.figure.savefig(errors, dpi=120)
     print(f"\nfigures saved: {supports}, {errors}")

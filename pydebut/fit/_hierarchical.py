@@ -27,7 +27,7 @@ Order = Literal["left-to-right", "balanced"]
 
 
 def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
-    """Ranks ``w_1 ... w_{L-1}`` of the links of a chainable or rank-weighted chain.
+    """Ranks ``w_1 … w_{L-1}`` of the links of a chainable or rank-weighted chain.
 
     Link ``l`` (between ``F_l`` and ``F_{l+1}``) qualifies when ``k_{l+1} = k_l c_l``
     and ``t_l = b_{l+1} t_{l+1}`` for integers ``c_l`` dividing ``s_l`` and
