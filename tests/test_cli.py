@@ -36,18 +36,28 @@ def test_demo_chooses_fits_applies_and_solves(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "start", "message"),
     [
-        ([], "required: COMMAND"),
-        (["bogus"], "invalid choice: 'bogus'"),
-        (["demo", "--seed", "x"], "invalid int value: 'x'"),
+        (["bogus"], "pydebut: error:", "invalid choice: 'bogus'"),
+        (["demo", "--seed", "x"], "pydebut demo: error:", "invalid int value: 'x'"),
+        (["fit", "--sweeps"], "pydebut fit: error:", "expected one argument"),
     ],
 )
-def test_usage_errors_are_one_line_with_status_2(capsys, argv, message):
+def test_usage_errors_are_one_line_with_status_2(capsys, argv, start, message):
     status, _, err = run(capsys, *argv)
     assert status == 2
-    assert err.count("\n") == 1 and err.startswith("pydebut: error:") and message in err
-    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith(start) and message in err
+    assert "Traceback" not in err and err.count("pydebut") == 2  # prog, and the --help hint
+
+
+def test_no_command_prints_the_usage_once(capsys):
+    status, out, err = run(capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("usage: pydebut") and err.count("usage:") == 1
+    assert "error" not in err.splitlines()[0]
+    for command in ("chains", "check", "demo", "fit"):
+        assert f"\n    {command} " in err
+    assert "exit status" in err
 
 
 def test_version(capsys):

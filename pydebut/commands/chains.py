@@ -10,8 +10,8 @@ import sys
 from collections.abc import Iterator
 
 from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
-from ..cli import UsageError
 from ..spec import Chain
+from ._common import UsageError
 
 SORTS = ("params", "flops", "max_dim", "factors")
 FORMATS = ("table", "json", "csv")
@@ -41,7 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--factors", default="1-4", metavar="L", help="number of factors: 3, 2-5 or 2,4 (1-4)"
     )
-    parser.add_argument("--kind", choices=KINDS, default="any", help="kind of chain (any)")
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="monotonic",
+        help="kind of chain (monotonic, the default of the library's chain design)",
+    )
     parser.add_argument("--max-params", type=int, metavar="P", help="largest parameter count")
     parser.add_argument("--max-dim", type=int, metavar="D", help="largest dimension")
     parser.add_argument("--rank", type=int, default=1, help="largest rank weight (1)")

@@ -11,9 +11,9 @@ import json
 import sys
 
 from ..chains import classify
-from ..cli import UsageError, add_chain_arguments, chain_from_args
 from ..density import DensityResult, is_dense
 from ..spec import Chain
+from ._common import add_chain_arguments, chain_from_args, require_matplotlib, save_figure
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
 
@@ -105,11 +105,8 @@ def _table(chain: Chain, report: dict) -> str:
 
 
 def _save_plot(chain: Chain, path: str) -> None:
-    try:
-        from ..plotting import plot_chain
+    require_matplotlib()
+    from ..plotting import plot_chain
 
-        figure = plot_chain(chain)
-    except ImportError as err:
-        raise UsageError(str(err)) from None
-    figure.savefig(path, dpi=100)
-    print(f"wrote {path}", file=sys.stderr)
+    written = save_figure(plot_chain(chain), path)
+    print(f"wrote {written}", file=sys.stderr)

@@ -22,6 +22,7 @@ from ..fit import FitResult, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
 from ..special import PAPER_CHAINS
+from ._common import require_matplotlib
 
 NOISE = 0.05
 ALS_SWEEPS = 3
@@ -58,7 +59,7 @@ def best_time(function: Callable[[], object], repeats: int = 7, number: int = 5)
 def run(args: argparse.Namespace) -> int:
     plot_dir = Path(args.plot) if args.plot else None
     if plot_dir is not None:
-        _require_matplotlib()
+        require_matplotlib()
         plot_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     chain = PAPER_CHAINS["resnet50-layer4"]
@@ -158,13 +159,6 @@ def solve_ridge(op: DeButOperator, target: np.ndarray, rng: np.random.Generator)
         "relative difference from the dense normal-equations solution: "
         f"{np.linalg.norm(y - y_dense) / np.linalg.norm(y_dense):.2e}"
     )
-
-
-def _require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install pydebut[plot]") from None
 
 
 def save_figures(directory: Path, chain: Chain, hierarchical: FitResult, als: FitResult) -> None:

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..chains import enumerate_chains
-from ..cli import UsageError, add_chain_arguments, chain_from_args
 from ..fit import FitResult, fit_als, fit_hierarchical
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
 from ..io import save
 from ..spec import Chain
+from ._common import UsageError, add_chain_arguments, chain_from_args
 
 HELP = "fit DeBut factors to a matrix (ALS and/or hierarchical factorization)"
 
