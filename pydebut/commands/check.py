@@ -14,8 +14,21 @@ from ..chains import classify
 from ..density import DensityResult, is_dense
 from ..spec import Chain
 from ._common import add_chain_arguments, chain_from_args, require_matplotlib, save_figure
+from ._output import count, ratio, table
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
+
+GLOSSARY = """terms (the Concepts page of the documentation has the maths):
+  p, q, r, s, t  a factor is p x q, block-diagonal with p/(r*t) blocks, each an
+                 r x s grid of t x t diagonal matrices; nnz = p*s weights
+  chainable      the blocks of consecutive factors line up (k_1 = 1, t_L = 1,
+                 t_l = r_(l+1) t_(l+1)); such a product is always dense
+  family         chainable; rank-weighted (Le et al.: intermediate dimensions
+                 widened by integer rank weights w_l, shown as 'weights'); or
+                 general (checked entry by entry: 'reachability')
+  kind           monotonic (dimensions never change direction), bulging (an
+                 inner dimension exceeds max(m, n)) or other
+  dense          every output depends on every input"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="describe a chain and check that its product is dense",
         description="Per-factor table, totals, kind and the exact density verdict. "
         "Exit status: 0 dense, 1 valid but not dense, 2 invalid input.",
+        epilog=GLOSSARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_chain_arguments(parser)
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: for reading (default); json: every field, a chain file for --chain",
+    )
     parser.add_argument(
         "--plot", metavar="OUT.png", help="draw factor supports and partial products (matplotlib)"
     )
@@ -79,25 +99,23 @@ def build_report(chain: Chain) -> dict:
 
 
 def _table(chain: Chain, report: dict) -> str:
-    header = ("factor", "p", "q", "r", "s", "t", "blocks", "nnz")
+    keys = ("p", "q", "r", "s", "t", "blocks", "nnz")
     cells = [
-        (f"F_{i}", *(str(f[key]) for key in ("p", "q", "r", "s", "t", "blocks", "nnz")))
+        (f"F_{i}", *(count(f[key]) for key in keys))
         for i, f in enumerate(report["factors"], start=1)
-    ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    lines = [
-        "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in [header, *cells]
     ]
     m, n = chain.shape
     missing = None if report["missing"] is None else tuple(report["missing"])
     family = report["family"]
     if family == "rank-weighted":
         family += f" (weights {', '.join(map(str, report['rank_weights']))})"
-    lines += [
+    lines = [
+        table(cells, ("factor", *keys)),
         "",
-        f"shape {m} x {n}, {chain.n_factors} factors, {chain.n_params} params "
-        f"(compression {chain.compression_ratio:.2f}x), {chain.flops} flops per vector",
-        f"kind {report['kind']}, largest dimension {chain.max_dim}, "
+        f"shape {count(m)} x {count(n)}, {chain.n_factors} factors, {count(chain.n_params)} "
+        f"params (compression {ratio(chain.compression_ratio)}), {count(chain.flops)} flops "
+        "per vector",
+        f"kind {report['kind']}, largest dimension {count(chain.max_dim)}, "
         f"{'chainable' if report['chainable'] else 'not chainable'}, family {family}",
         f"density: {DensityResult(report['dense'], missing, report['density_method'])}",
     ]
