@@ -29,23 +29,31 @@ FORMAT_VERSION = 1
 _MAX_FACTORS = 10_000
 
 
-def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: bool = False) -> None:
-    """Save ``operator`` to ``path`` (an ``.npz`` file; the suffix is not added).
+def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: bool = False) -> Path:
+    """Save ``operator`` to an ``.npz`` file; as ``np.savez``, add ``.npz`` if ``path`` lacks it.
 
     Parameters
     ----------
     path : str or path-like
+        Where to write; ``"op"`` writes ``op.npz``, ``"op.npz"`` writes ``op.npz``.
     operator : DeButOperator
     compress : bool, default False
         Use ``np.savez_compressed``.
+
+    Returns
+    -------
+    Path
+        The file written. :func:`load` takes this real name, as ``np.load``
+        does (``load("op")`` does not look for ``op.npz``).
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> from pydebut import DeButOperator, load, save
     >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "op.npz"
-    >>> save(path, op)
+    >>> path = save(pathlib.Path(tempfile.mkdtemp()) / "op", op)
+    >>> path.name
+    'op.npz'
     >>> bool((load(path).toarray() == op.toarray()).all())
     True
     """
@@ -58,9 +66,13 @@ def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: boo
     }
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
+    written = Path(path)
+    if written.suffix != ".npz":
+        written = written.with_name(written.name + ".npz")
     writer = np.savez_compressed if compress else np.savez
-    with open(path, "wb") as handle:
+    with open(written, "wb") as handle:
         writer(handle, **arrays)
+    return written
 
 
 def load(path: str | os.PathLike[str]) -> DeButOperator:
@@ -76,6 +88,10 @@ def load(path: str | os.PathLike[str]) -> DeButOperator:
         or with weights that do not fit the chain or are not finite.
     """
     name = Path(path)
+    if not name.exists() and name.suffix != ".npz" and name.with_name(name.name + ".npz").exists():
+        raise FileNotFoundError(
+            f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
+        )
     try:
         archive = np.load(name, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, ValueError) as err:

@@ -78,7 +78,11 @@ def register(subparsers: Any) -> None:
         "--no-progress", action="store_true", help="no progress bar (it needs tqdm)"
     )
     parser.add_argument(
-        "-o", "--output", required=True, metavar="FACTORS.npz", help="where to save the factors"
+        "-o",
+        "--output",
+        required=True,
+        metavar="FACTORS.npz",
+        help="where to save the factors (.npz is added if missing, as numpy does)",
     )
     parser.set_defaults(func=run)
 
@@ -105,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         result = fit_als(target, chain, init=args.init, **options)
     elapsed = time.perf_counter() - start
     print(format_report(result, elapsed))
-    save(args.output, result.operator)
-    print(f"saved {result.operator.chain.n_factors} factors to {args.output}")
+    written = save(args.output, result.operator)
+    print(f"saved {result.operator.chain.n_factors} factors to {written}")
     return 0
 
 
