@@ -96,3 +96,55 @@ def test_sparse_products_check_shapes():
         op @ sp.csr_array((5, 2))
     with pytest.raises(ValueError, match=r"shape \(2, 5\) by the 12 x 12 operator"):
         sp.csr_array((2, 5)) @ op
+
+
+# --- targets for fitting --------------------------------------------------------------
+
+FIT_CHAIN = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+
+
+def fit_target():
+    return DeButOperator.random(FIT_CHAIN, rng=6).toarray()
+
+
+def as_memmap(target, tmp_path):
+    memmap = np.lib.format.open_memmap(tmp_path / "t.npy", mode="w+", shape=target.shape)
+    memmap[:] = target
+    return memmap
+
+
+TARGET_KINDS = {
+    "ndarray": lambda target, tmp_path: target,
+    "list": lambda target, tmp_path: target.tolist(),
+    "memmap": as_memmap,
+    "csr": lambda target, tmp_path: sp.csr_array(target),
+    "coo matrix": lambda target, tmp_path: sp.coo_matrix(target),
+    "LinearOperator": lambda target, tmp_path: sp.linalg.aslinearoperator(target),
+    "DeButOperator": lambda target, tmp_path: DeButOperator.random(FIT_CHAIN, rng=6),
+}
+
+
+@pytest.mark.parametrize("kind", list(TARGET_KINDS))
+def test_fits_take_any_array_like_sparse_and_operators(tmp_path, kind):
+    from pydebut import fit_als, fit_hierarchical
+
+    target = fit_target()
+    given = TARGET_KINDS[kind](target, tmp_path)
+    expected = fit_hierarchical(target, FIT_CHAIN)
+    result = fit_hierarchical(given, FIT_CHAIN)
+    np.testing.assert_allclose(result.operator.toarray(), expected.operator.toarray(), atol=1e-12)
+    assert result.error < 1e-12
+    als = fit_als(given, FIT_CHAIN, n_sweeps=1)
+    assert als.error < 1e-10
+
+
+def test_large_sparse_and_operator_targets_are_refused_before_densifying():
+    from pydebut import fit_als
+
+    chain = Chain.from_factorizations([2] * 14, [2] * 14)  # 16384 x 16384 > 2**27 entries
+    huge = sp.eye_array(2**14, format="csr")
+    with pytest.raises(ValueError, match=r"16384 x 16384 sparse matrix.*at most 134,217,728"):
+        fit_als(huge, chain)
+    operator = sp.linalg.aslinearoperator(huge)
+    with pytest.raises(ValueError, match="16384 x 16384 LinearOperator"):
+        fit_als(operator, chain)
