@@ -104,4 +104,3 @@ def sparse_times(matrix: Any, op: DeButOperator) -> np.ndarray:
         rows = matrix[start:stop].toarray().conj().T
         out[start:stop] = op.rmatmat(rows).conj().T
     return out
-
