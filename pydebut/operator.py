@@ -347,6 +347,19 @@ class DeButOperator(LinearOperator):
         pieces = [w.transpose(0, 3, 1, 2).ravel() for w in reversed(self._weights)]
         return self._chain.to_r_shapes(), np.concatenate(pieces)
 
+    @classmethod
+    def from_faust(cls, faust: Any, chain: Any = None) -> DeButOperator:
+        """Operator from a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.from_faust`."""
+        from .faust import from_faust
+
+        return from_faust(faust, chain)
+
+    def to_faust(self) -> Any:
+        """The operator as a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.to_faust`."""
+        from .faust import to_faust
+
+        return to_faust(self)
+
     # --- properties -------------------------------------------------------------
     @property
     def chain(self) -> Chain:
