@@ -122,3 +122,14 @@ def test_one_number_format_across_commands(capsys):
     assert f"{count(chain.n_params)} params (compression {ratio(chain.compression_ratio)})" in out
     assert "25,600 params (compression 40.96x)" in out
     assert [duration(t) for t in (2e-5, 0.5, 3.0)] == ["20 us", "500 ms", "3 s"]
+
+
+def test_the_commands_do_not_import_the_cli():
+    """cli.py imports the commands; the commands take what they share from commands._common."""
+    code = (
+        "import sys, pydebut.commands; "
+        "print(sorted(name for name in sys.modules if name.startswith('pydebut.cli')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
