@@ -1,4 +1,4 @@
-"""What several subcommands share: the user-error type and the chain arguments.
+"""What several subcommands share: the user-error type, chain arguments, glossary, plots.
 
 The subcommands import from here, and :mod:`pydebut.cli` imports the
 subcommands, so nothing here may import :mod:`pydebut.cli`.
@@ -12,6 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import Chain
+
+#: Help epilog of the commands that print these terms.
+GLOSSARY = """terms (the Concepts page of the documentation has the maths):
+  p, q, r, s, t  a factor is p x q, block-diagonal with p/(r*t) blocks, each an
+                 r x s grid of t x t diagonal matrices; nnz = p*s weights
+  chainable      the blocks of consecutive factors line up (k_1 = 1, t_L = 1,
+                 t_l = r_(l+1) t_(l+1), k_(l+1) = k_l s_l, with k = p/(r*t)
+                 blocks); such a product is always dense
+  family         chainable; rank-weighted (Le et al.: intermediate dimensions
+                 widened by integer rank weights w_l, shown as 'weights'); or
+                 general (checked entry by entry: 'reachability')
+  kind           monotonic (dimensions never change direction), bulging (an
+                 inner dimension exceeds max(m, n)) or other
+  dense          every output depends on every input"""
 
 
 class UsageError(Exception):

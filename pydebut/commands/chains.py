@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
 from ..spec import Chain
-from ._common import UsageError
+from ._common import GLOSSARY, UsageError
 from ._output import count, ratio, table
 
 SORTS = ("params", "flops", "max_dim", "factors")
@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list the chains of an M x N product",
         description="List the chainable (and, with --rank, rank-weighted) DeBut chains of an "
         "M x N product, filtered and sorted; at most --limit rows are shown.",
+        epilog=GLOSSARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("m", type=int, metavar="M", help="rows of the product")
     parser.add_argument("n", type=int, metavar="N", help="columns of the product")

@@ -13,22 +13,10 @@ import sys
 from ..chains import classify
 from ..density import DensityResult, is_dense
 from ..spec import Chain
-from ._common import add_chain_arguments, chain_from_args, require_matplotlib, save_figure
+from ._common import GLOSSARY, add_chain_arguments, chain_from_args, require_matplotlib, save_figure
 from ._output import count, ratio, table
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
-
-GLOSSARY = """terms (the Concepts page of the documentation has the maths):
-  p, q, r, s, t  a factor is p x q, block-diagonal with p/(r*t) blocks, each an
-                 r x s grid of t x t diagonal matrices; nnz = p*s weights
-  chainable      the blocks of consecutive factors line up (k_1 = 1, t_L = 1,
-                 t_l = r_(l+1) t_(l+1)); such a product is always dense
-  family         chainable; rank-weighted (Le et al.: intermediate dimensions
-                 widened by integer rank weights w_l, shown as 'weights'); or
-                 general (checked entry by entry: 'reachability')
-  kind           monotonic (dimensions never change direction), bulging (an
-                 inner dimension exceeds max(m, n)) or other
-  dense          every output depends on every input"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
