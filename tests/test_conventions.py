@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from pydebut import Chain, DeButOperator, load, save
 from pydebut._sparse import nnz_bound
 from pydebut.commands._output import count
+from pydebut.io import npz_path
 
 # Chainable (dense product), block-diagonal (sparse product), bulging and non-chainable.
 CHAINS = {
@@ -25,8 +26,9 @@ CHAINS = {
 def test_save_adds_npz_as_numpy_does(tmp_path, name):
     op = DeButOperator.random(CHAINS["chainable"], rng=0)
     (tmp_path / "dir.d").mkdir()
-    written = save(tmp_path / name, op)
+    assert save(tmp_path / name, op) is None  # as np.savez
     expected = tmp_path / (name if name.endswith(".npz") else name + ".npz")
+    written = npz_path(tmp_path / name)
     assert written == expected and expected.is_file()
     np.savez(tmp_path / "numpy_reference", a=1)  # numpy's own rule, for comparison
     assert (tmp_path / "numpy_reference.npz").is_file()
@@ -148,3 +150,14 @@ def test_large_sparse_and_operator_targets_are_refused_before_densifying():
     operator = sp.linalg.aslinearoperator(huge)
     with pytest.raises(ValueError, match="16384 x 16384 LinearOperator"):
         fit_als(operator, chain)
+
+
+def test_fit_command_reports_the_npz_it_wrote(tmp_path, capsys):
+    from pydebut.cli import main
+
+    np.save(tmp_path / "t.npy", fit_target())
+    sup, sub = FIT_CHAIN.to_sup_sub()
+    argv = ["fit", str(tmp_path / "t.npy"), "--sup", str(sup), "--sub", str(sub)]
+    assert main([*argv, "--sweeps", "1", "--no-progress", "-o", str(tmp_path / "factors")]) == 0
+    assert f"to {tmp_path / 'factors.npz'}\n" in capsys.readouterr().out
+    assert np.allclose(load(tmp_path / "factors.npz").toarray(), fit_target())

@@ -21,7 +21,7 @@ from ..chains import enumerate_chains
 from ..fit import FitResult, fit_als, fit_hierarchical
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
-from ..io import save
+from ..io import npz_path, save
 from ..spec import Chain
 from ._common import UsageError, add_chain_arguments, chain_from_args
 from ._output import count, duration, error, ratio, table
@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         result = fit_als(target, chain, init=args.init, **options)
     elapsed = time.perf_counter() - start
     print(format_report(result, elapsed))
-    written = save(args.output, result.operator)
-    print(f"saved {result.operator.chain.n_factors} factors to {written}")
+    save(args.output, result.operator)
+    print(f"saved {result.operator.chain.n_factors} factors to {npz_path(args.output)}")
     return 0
 
 
