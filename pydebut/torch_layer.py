@@ -115,7 +115,7 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
         import torch
     except ImportError:
         raise ImportError(
-            "to_torch_layer() needs PyTorch: install it with pip install torch"
+            "to_torch_layer() needs PyTorch: install it with pip install torch (or pydebut[torch])"
         ) from None
     if not isinstance(op, DeButOperator):
         raise TypeError(f"to_torch_layer() needs a DeButOperator, got {type(op).__name__}")
