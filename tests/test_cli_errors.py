@@ -7,6 +7,9 @@ traceback.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
 import zlib
 
@@ -155,8 +158,6 @@ def test_interrupt_is_one_line_and_status_130(capsys, monkeypatch):
 
 
 def test_demo_plot_without_matplotlib_is_the_check_message(capsys, monkeypatch, tmp_path):
-    import sys
-
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     messages = []
     for argv in (["demo", "--plot", str(tmp_path)], ["check", *CHAIN, "--plot", "x.png"]):
@@ -166,4 +167,20 @@ def test_demo_plot_without_matplotlib_is_the_check_message(capsys, monkeypatch, 
         messages[0]
         == messages[1]
         == ("pydebut: error: --plot needs matplotlib: pip install pydebut[plot]\n")
+    )
+
+
+def test_no_traceback_from_the_real_entry_point(tmp_path):
+    """The same as above, through ``python -m pydebut`` with the interpreter's own stack."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    result = subprocess.run(
+        [sys.executable, "-m", "pydebut", "check", "--chain", str(deep)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, cli.DEBUG_VARIABLE: ""},
+    )
+    assert result.returncode == EXIT_USAGE
+    assert (
+        result.stderr == f"pydebut: error: chain file {deep} is nested too deeply to be a chain\n"
     )
