@@ -129,19 +129,29 @@ assert back.chain == chain
 print("round trip exact:", np.array_equal(back.toarray(), op.toarray()))
 
 # %%
-# Seeding a framework layer
-# -------------------------
-# In PyTorch, the hand-over is a copy into the layer's flat weight parameter
-# (not run here: pydebut does not depend on PyTorch)::
-#
-#     import torch
-#     r_shapes, vector = fit.operator.to_twiddle()
-#     layer = ...                                # the reference layer built with r_shapes
-#     with torch.no_grad():
-#         flat_weight_parameter.copy_(torch.from_numpy(vector))
-#
-# and after training, ``DeButOperator.from_twiddle(r_shapes, tensor.numpy())``
-# brings the weights back for analysis, saving (:func:`pydebut.save`) or fast
-# inference on the CPU. :doc:`plot_c_compress_layers` shows fitting in more
-# detail, including convolution kernels and the two ways of unfolding them
-# (the reference layer unfolds ``"position-major"``).
+# A PyTorch module
+# ----------------
+# :func:`pydebut.torch_layer.to_torch_layer` builds a ``torch.nn.Module`` with
+# this layout: ``r_shapes`` in application order and one flat parameter
+# ``twiddle`` holding the vector above, ready for fine-tuning. Its forward pass
+# is the NumPy function above; :func:`pydebut.torch_layer.from_torch_layer`
+# brings the trained weights back for analysis, saving (:func:`pydebut.save`)
+# or fast inference on the CPU. pydebut does not depend on PyTorch: this step
+# runs where PyTorch is installed.
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+if torch is None:
+    print("PyTorch is not installed here (pip install torch): step skipped")
+else:
+    from pydebut.torch_layer import from_torch_layer, to_torch_layer
+
+    layer = to_torch_layer(fit.operator, bias=True)
+    print(layer)
+    with torch.no_grad():
+        y_torch = layer(torch.from_numpy(x)).numpy()
+    print("max |difference| from the NumPy forward:", np.abs(y_torch - y).max())
+    assert np.array_equal(from_torch_layer(layer).toarray(), op.toarray())

@@ -27,7 +27,7 @@ import numpy as np
 from .operator import DeButOperator
 from .spec import Chain
 
-__all__ = ["load", "save"]
+__all__ = ["load", "npz_path", "save"]
 
 FORMAT_NAME = "pydebut"
 FORMAT_VERSION = 2
@@ -35,12 +35,29 @@ _PERMUTATIONS = ("row_perm", "col_perm")
 _MAX_FACTORS = 10_000
 
 
+def npz_path(path: str | os.PathLike[str]) -> Path:
+    """The file :func:`save` writes for ``path``: ``path`` with ``.npz`` added if it lacks it.
+
+    This is ``np.savez``'s rule; :func:`load` takes the real name, as ``np.load`` does.
+
+    Examples
+    --------
+    >>> npz_path("op").name, npz_path("op.npz").name, npz_path("op.v2").name
+    ('op.npz', 'op.npz', 'op.v2.npz')
+    """
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
 def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: bool = False) -> None:
-    """Save ``operator`` to ``path`` (an ``.npz`` file; the suffix is not added).
+    """Save ``operator`` to an ``.npz`` file; as ``np.savez``, add ``.npz`` if ``path`` lacks it.
 
     Parameters
     ----------
     path : str or path-like
+        Where to write; ``"op"`` writes ``op.npz`` (``pydebut.io.npz_path``).
+        :func:`load` takes the real name, as ``np.load`` does (``load("op")``
+        does not look for ``op.npz``).
     operator : DeButOperator
     compress : bool, default False
         Use ``np.savez_compressed``.
@@ -50,9 +67,11 @@ def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: boo
     >>> import tempfile, pathlib
     >>> from pydebut import DeButOperator, load, save
     >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "op.npz"
-    >>> save(path, op)
-    >>> bool((load(path).toarray() == op.toarray()).all())
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> save(folder / "op", op)
+    >>> sorted(path.name for path in folder.iterdir())
+    ['op.npz']
+    >>> bool((load(folder / "op.npz").toarray() == op.toarray()).all())
     True
     """
     if not isinstance(operator, DeButOperator):
@@ -71,7 +90,7 @@ def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: boo
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
     writer = np.savez_compressed if compress else np.savez
-    with open(path, "wb") as handle:
+    with open(npz_path(path), "wb") as handle:
         writer(handle, **arrays)
 
 
@@ -89,6 +108,10 @@ def load(path: str | os.PathLike[str]) -> DeButOperator:
         row or column permutation that is not a permutation.
     """
     name = Path(path)
+    if not name.exists() and npz_path(name) != name and npz_path(name).exists():
+        raise FileNotFoundError(
+            f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
+        )
     try:
         archive = np.load(name, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, ValueError) as err:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _kernels
+from . import _kernels, _sparse
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
 
@@ -405,6 +405,19 @@ class DeButOperator(LinearOperator):
             )
         return r_shapes, vector
 
+    @classmethod
+    def from_faust(cls, faust: Any, chain: Any = None) -> DeButOperator:
+        """Operator from a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.from_faust`."""
+        from .faust import from_faust
+
+        return from_faust(faust, chain)
+
+    def to_faust(self) -> Any:
+        """The operator as a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.to_faust`."""
+        from .faust import to_faust
+
+        return to_faust(self)
+
     # --- properties -------------------------------------------------------------
     @property
     def chain(self) -> Chain:
@@ -514,6 +527,27 @@ class DeButOperator(LinearOperator):
 
     todense = toarray
 
+    def tosparse(self, format: str = "csr", *, max_nnz: int = _sparse.MAX_NNZ) -> sp.sparray:
+        """Return the product as a SciPy sparse array (CSR or CSC), refusing huge ones.
+
+        Parameters
+        ----------
+        format : {"csr", "csc"}
+        max_nnz : int, default 2**26
+            Refuse (``ValueError``, before any work) when the product, or a
+            partial product ``F_1 ... F_l`` formed on the way, may hold more
+            nonzeros than this. A chainable chain's product is dense, so its
+            bound is ``m * n``.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(8, 8, 1, 1, 8), (8, 8, 2, 2, 1)], rng=0)
+        >>> A = op.tosparse()
+        >>> A.format, A.nnz, bool(np.allclose(A.toarray(), op.toarray()))
+        ('csr', 16, True)
+        """
+        return _sparse.tosparse(self, format, max_nnz)
+
     def astype(self, dtype: DTypeLike) -> DeButOperator:
         """Copy of the operator with weights cast to ``dtype``."""
         return DeButOperator(
@@ -551,13 +585,24 @@ class DeButOperator(LinearOperator):
         ``self`` equals ``row_perm`` of ``x``); otherwise it is SciPy's product
         of the two operators, which applies both exactly.
 
+        With a SciPy sparse matrix or array ``x`` (either side: ``op @ S`` and
+        ``S @ op``) the result is a dense ndarray, as a DeBut product is dense
+        in general; ``S`` is densified a block of 512 columns (rows) at a time.
+        For a lazy product, wrap ``S`` in ``scipy.sparse.linalg.aslinearoperator``.
+
         Examples
         --------
         >>> a = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
         >>> b = DeButOperator.random([(8, 8, 2, 2, 4)], rng=1)
         >>> (a @ b).chain
         Chain([(4, 8, 1, 2, 4), (8, 8, 2, 2, 4)])
+        >>> import scipy.sparse as sp
+        >>> S = sp.eye_array(8, format="csr")
+        >>> bool(np.allclose(a @ S, a.toarray())), bool(np.allclose(S[:4] @ b, b.toarray()[:4]))
+        (True, True)
         """
+        if sp.issparse(x):
+            return _sparse.times_sparse(self, x)
         if isinstance(x, DeButOperator):
             if self.shape[1] != x.shape[0]:
                 raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
@@ -573,6 +618,11 @@ class DeButOperator(LinearOperator):
                 col_perm=x._col_perm,
             )
         return super().dot(x)
+
+    def __rmatmul__(self, x: Any) -> Any:
+        if sp.issparse(x):
+            return _sparse.sparse_times(x, self)
+        return super().__rmatmul__(x)
 
     # --- application ----------------------------------------------------------------
     def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:

@@ -295,3 +295,23 @@ def test_drawn_permuted_operators_match_their_dense_matrix(op, seed):
     np.testing.assert_allclose(permuted_op.toarray(), expected, atol=atol)
     np.testing.assert_allclose(permuted_op.H.toarray(), expected.conj().T, atol=atol)
     assert dottest(permuted_op, rng=rng)
+
+
+def test_sparse_and_faust_hand_offs_keep_the_permutations():
+    op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)], rng=0)
+    rng = np.random.default_rng(1)
+    permuted = op.with_permutations(rng.permutation(8), rng.permutation(8))
+    np.testing.assert_allclose(permuted.tosparse().toarray(), permuted.toarray(), atol=1e-14)
+    pytest.importorskip("pyfaust")
+    from pydebut.faust import to_faust
+
+    np.testing.assert_allclose(to_faust(permuted).toarray(), permuted.toarray(), atol=1e-14)
+
+
+def test_torch_hand_off_refuses_a_permutation_it_cannot_hold():
+    pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    op = special.dft(8)
+    with pytest.raises(ValueError, match="permutation"):
+        to_torch_layer(op)

@@ -77,6 +77,8 @@ def fit_hierarchical(
     ----------
     target : array_like or path
         The ``m x n`` matrix ``D``; a path names a ``.npy`` file (memory-mapped).
+        A SciPy sparse matrix or a ``LinearOperator`` is made dense, up to
+        ``2**27`` entries.
     chain : Chain
         A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`).
     order : {"left-to-right", "balanced"}
