@@ -312,6 +312,6 @@ def test_torch_hand_off_refuses_a_permutation_it_cannot_hold():
     pytest.importorskip("torch")
     from pydebut.torch_layer import to_torch_layer
 
-    op = special.dft(8)
+    op = DeButOperator.random(butterfly_chain(8), rng=0).with_permutations(col_perm=bit_reversal(8))
     with pytest.raises(ValueError, match="permutation"):
         to_torch_layer(op)
