@@ -1,0 +1,86 @@
+"""Requests beyond the documented limits are refused up front, with a message that names them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydebut import chains as chains_module
+from pydebut import count_chains, enumerate_chains, min_param_chain, pareto_front
+from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
+
+
+@pytest.fixture
+def no_graph_walk(monkeypatch):
+    """Fail if a search starts walking its state graph."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the state graph was walked before the request was refused")
+
+    monkeypatch.setattr(chains_module._Graph, "moves", refuse)
+    monkeypatch.setattr(chains_module._Graph, "summary", refuse)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: count_chains(720720, 720720, n_factors=3, kind="monotonic"),
+        lambda: min_param_chain(720720, 720720, 3),
+        lambda: pareto_front(720720, 720720, n_factors=range(1, 5)),
+        lambda: count_chains(64, 64, n_factors=3, rank=10**6),
+        lambda: enumerate_chains(5040, 5040, n_factors=range(1, 65), kind="bulging"),
+        lambda: enumerate_chains(5040, 5040, n_factors=6, order="params"),
+    ],
+)
+def test_large_state_graphs_are_refused_before_the_walk(call, no_graph_walk):
+    with pytest.raises(ValueError, match="MAX_GRAPH_MOVES") as info:
+        call()
+    message = str(info.value)
+    assert f"{MAX_GRAPH_MOVES:,}" in message and "narrow the request" in message
+
+
+def test_huge_factor_ranges_are_refused_without_listing_them(no_graph_walk):
+    with pytest.raises(ValueError, match=re.escape("at most 64, got range(1, 1000000000000)")):
+        count_chains(64, 64, n_factors=range(1, 10**12))
+    with pytest.raises(ValueError, match="at most 64, got 65"):
+        count_chains(64, 64, n_factors=iter(range(1, 10**12)))
+
+
+def test_unfiltered_requests_need_no_graph(no_graph_walk):
+    # closed forms: any size, any number of factors, no graph
+    assert count_chains(5040, 5040, n_factors=range(1, 65)) == 4159038066048
+    assert count_chains(720720, 720720, n_factors=3) == 52971303
+
+
+def test_unfiltered_enumeration_starts_at_once_on_composite_sizes():
+    # The count of completions comes in closed form, so the first chain needs no graph.
+    first = next(enumerate_chains(5040, 5040, n_factors=4))
+    assert first.shape == (5040, 5040) and first.n_factors == 4
+    assert len(list(zip(range(50), enumerate_chains(720720, 720720, n_factors=range(1, 65))))) == 50
+
+
+@given(
+    m=st.integers(1, 200),
+    n=st.integers(1, 200),
+    n_factors=st.integers(1, 4),
+    kind=st.sampled_from(["any", "monotonic", "bulging", "other"]),
+    rank=st.integers(1, 3),
+)
+@settings(deadline=None, max_examples=40)
+def test_graph_size_bounds_the_moves_a_search_examines(m, n, n_factors, kind, rank):
+    if kind in ("bulging", "other") and n_factors == 1:
+        return
+    request = _request(m, n, n_factors, kind, None, None, rank, False)
+    graph = request.graph(exact=True)
+    graph.summary(graph.root(n_factors))
+    examined = sum(
+        1
+        if state.left == 1
+        else len(_divisors(state.m_rest)) * len(_divisors(n // state.n_done)) * rank
+        for state in graph._summaries
+        if state.left
+    )
+    assert examined <= graph_size(m, n, n_factors, kind=kind, rank=rank)
