@@ -240,7 +240,7 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
     Examples
     --------
     >>> graph_size(64, 576, 4)
-    30184
+    9702
     >>> graph_size(720720, 720720, 3, kind="monotonic") > MAX_GRAPH_MOVES
     True
     """
