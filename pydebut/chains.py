@@ -48,7 +48,7 @@ MAX_FACTORS = 64
 MAX_SIZE = 2**40
 """Largest accepted ``m`` or ``n``."""
 MAX_GRAPH_MOVES = 2_000_000
-"""Largest accepted bound on the moves of a request's state graph (see ``pydebut.chains.graph_size``).
+"""Largest accepted bound on the moves of a request's state graph (``graph_size``).
 
 Searches that need the graph (kinds, ``max_params``, ``max_dim``, ``rank > 1``,
 :func:`min_param_chain`, :func:`pareto_front`) refuse larger requests up front:
