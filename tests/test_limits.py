@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pydebut import (
+    Chain,
+    count_chains,
+    enumerate_chains,
+    is_dense,
+    min_param_chain,
+    pareto_front,
+    product_support,
+)
 from pydebut import chains as chains_module
-from pydebut import count_chains, enumerate_chains, min_param_chain, pareto_front
+from pydebut import density as density_module
 from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
+from pydebut.density import partial_supports
+
+from .strategies_chains import general_chains
 
 
 @pytest.fixture
@@ -84,3 +98,47 @@ def test_graph_size_bounds_the_moves_a_search_examines(m, n, n_factors, kind, ra
         if state.left
     )
     assert examined <= graph_size(m, n, n_factors, kind=kind, rank=rank)
+
+
+# --- density ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exponent", [20, 40])
+def test_block_diagonal_chains_are_decided_from_their_structure(exponent):
+    size = 2**exponent
+    tracemalloc.start()
+    try:
+        result = is_dense([(size, size, 2, 2, 1)] * 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.dense, result.missing) == (False, (0, 2))
+    assert peak < 1 << 20
+
+
+@given(general_chains(max_dim=96, max_factors=3), st.integers(2, 3), st.integers(1, 3))
+@settings(deadline=None, max_examples=40)
+def test_block_and_residue_reductions_agree_with_reachability(chain, blocks, residues):
+    # Widen a chain into `blocks` diagonal copies, each interleaving `residues` copies.
+    widened = Chain(
+        [
+            (f.p * blocks * residues, f.q * blocks * residues, f.r, f.s, f.t * residues)
+            for f in chain
+        ]
+    )
+    support = product_support(widened)
+    gaps = np.argwhere(~support)
+    assert is_dense(widened).missing == tuple(int(x) for x in gaps[0])
+
+
+def test_density_beyond_the_work_limit_is_refused_up_front(monkeypatch):
+    # 16 radix-2 stages in reverse order: not chainable, nothing to reduce, dense.
+    chain = Chain([(2**16, 2**16, 2, 2, 2**b) for b in range(16)])
+    monkeypatch.setattr(density_module, "_first_missing", None)  # must not be reached
+    with pytest.raises(ValueError, match="MAX_REACH_WORK") as info:
+        is_dense(chain)
+    assert "every output's reach" in str(info.value)
+    with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
+        product_support([(2**16, 2**16, 2, 2, 1)])
+    with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
+        partial_supports([(2**15, 2**15, 2, 2, 1)] * 2)
