@@ -149,7 +149,7 @@ def _decide(chain: Chain) -> tuple[bool, tuple[int, int] | None]:
         reduced = Chain(
             [(f.p // (g * h), f.q // (g * h), f.r, f.s, f.t // h) for f in chain.factors]
         )
-        _check_work(chain, _row_work(reduced), "the reach of output 0")
+        _check_work(chain, _row_work(reduced), "output 0's reach")
         candidates = [chain.shape[1] // g] if g > 1 else []
         if h > 1:
             candidates.append(1)
@@ -157,7 +157,7 @@ def _decide(chain: Chain) -> tuple[bool, tuple[int, int] | None]:
         if unreached is not None:
             candidates.append(unreached * h)
         return False, (0, min(candidates))
-    _check_work(chain, _row_work(chain), "the reach of output 0")
+    _check_work(chain, _row_work(chain), "output 0's reach")
     unreached = _first_unreached(chain)
     if unreached is not None:
         return False, (0, unreached)
@@ -175,9 +175,9 @@ def _check_work(chain: Chain, work: int, what: str) -> None:
     if work > MAX_REACH_WORK:
         m, n = chain.shape
         raise ValueError(
-            f"deciding the density of this {m} x {n} chain needs {what}: about {work:,} "
-            f"operations, above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of "
-            "pydebut.density; decide a smaller chain (fewer or smaller factors)"
+            f"computing {what} for this {m} x {n} chain takes about {work:,} operations, "
+            f"above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of pydebut.density; "
+            "use a smaller chain (fewer or smaller factors)"
         )
 
 
@@ -305,6 +305,46 @@ def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     chain = _as_chain(chain)
     _check_support_size(chain, chain.shape[0] * sum(spec.q for spec in chain))
     return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
+
+
+def _pooled_partial_supports(chain: Chain, max_pixels: int) -> list[np.ndarray]:
+    """Pooled supports of ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``, never the full ones.
+
+    Each image has at most ``max_pixels`` cells a side: cell ``(I, J)`` covers
+    ``ceil(p_l / max_pixels)`` outputs by ``ceil(n / max_pixels)`` inputs and is
+    True when any pair inside it is connected. The reach sets travel from the
+    input side as bits over the input *cells* (at most ``max_pixels`` bits), and
+    the rows of each partial product are OR-ed over their output cells, so the
+    memory is ``max_dim * ceil(max_pixels / 64)`` words.
+    """
+    n = chain.shape[1]
+    width = -(-n // max_pixels)
+    n_cells = -(-n // width)
+    n_words = -(-n_cells // 64)
+    _check_work(chain, n_words * _row_work(chain), "the pooled supports")
+    cells = np.arange(n) // width
+    bits = np.zeros((n, n_words * 8), dtype=np.uint8)
+    bits[np.arange(n), cells // 8] = np.left_shift(1, 7 - cells % 8).astype(np.uint8)
+    words = bits.view(np.uint64)
+    images = []
+    for spec in reversed(chain.factors):
+        words = _propagate(spec.weight_shape, words)
+        height = -(-spec.p // max_pixels)
+        n_rows = -(-spec.p // height)
+        padded = np.zeros((n_rows * height, n_words), dtype=np.uint64)
+        padded[: spec.p] = words
+        pooled = np.bitwise_or.reduce(padded.reshape(n_rows, height, n_words), axis=1)
+        images.append(_unpack(pooled, n_cells))
+    return images
+
+
+def _support_fraction(chain: Chain) -> float | None:
+    """Exact fraction of non-zeros of the product; ``None`` beyond ``MAX_REACH_WORK``."""
+    m, n = chain.shape
+    if -(-n // 64) * _row_work(chain) > MAX_REACH_WORK:
+        return None
+    count = sum(int(np.bitwise_count(words).sum()) for _, _, words in _reach_chunks(chain))
+    return count / (m * n)
 
 
 def is_dense_numeric(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .density import partial_supports
+from .density import _pooled_partial_supports, _support_fraction
 from .spec import Chain
 
 if TYPE_CHECKING:
@@ -60,22 +60,23 @@ def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure
     chain = chain if isinstance(chain, Chain) else Chain(chain)
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    products = partial_supports(chain)[::-1]  # products[l] = F_l ... F_L
+    factor_images, product_images, fractions = _pooled_images(chain, max_pixels)
     n_factors = chain.n_factors
     # at least 4.5 inches wide, so the title fits above a short chain
     figure = Figure(figsize=(max(2.4 * n_factors, 4.5), 5.0), layout="constrained")
     axes = figure.subplots(2, n_factors, squeeze=False)
-    for l, (spec, product) in enumerate(zip(chain, products, strict=True)):  # noqa: E741
+    for l, spec in enumerate(chain):  # noqa: E741
         label = f"F_{l + 1}"
         tail = label if l == n_factors - 1 else f"F_{l + 1}…F_{n_factors}"
+        fraction = fractions[l]
+        share = "too large to count" if fraction is None else f"{100 * fraction:.3g}% non-zero"
         panels = (
-            (axes[0, l], spec.support(), f"{label}  {spec.p}x{spec.q}\n(r, s, t) = "
+            (axes[0, l], factor_images[l], f"{label}  {spec.p}x{spec.q}\n(r, s, t) = "
              f"({spec.r}, {spec.s}, {spec.t})"),
-            (axes[1, l], product, f"{tail}  {product.shape[0]}x{product.shape[1]}\n"
-             f"{100 * product.mean():.3g}% non-zero"),
+            (axes[1, l], product_images[l], f"{tail}  {spec.p}x{chain.shape[1]}\n{share}"),
         )  # fmt: skip
-        for ax, mask, title in panels:
-            ax.imshow(_pool(mask, max_pixels), cmap="Greys", vmin=0, vmax=1,
+        for ax, image, title in panels:
+            ax.imshow(image, cmap="Greys", vmin=0, vmax=1,
                       interpolation="nearest", aspect="auto")  # fmt: skip
             ax.set_title(title, fontsize=8)
             ax.set_xticks([])
@@ -86,12 +87,18 @@ def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure
     return figure
 
 
-def _pool(mask: np.ndarray, max_pixels: int) -> np.ndarray:
-    """Shrink a boolean matrix to at most ``max_pixels`` a side by ``any`` over cells."""
-    rows, cols = mask.shape
-    fr, fc = -(-rows // max_pixels), -(-cols // max_pixels)
-    if fr == fc == 1:
-        return mask
-    padded = np.zeros((-(-rows // fr) * fr, -(-cols // fc) * fc), dtype=bool)
-    padded[:rows, :cols] = mask
-    return padded.reshape(padded.shape[0] // fr, fr, padded.shape[1] // fc, fc).any(axis=(1, 3))
+def _pooled_images(
+    chain: Chain, max_pixels: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[float | None]]:
+    """Images of each factor's and each partial product's support, pooled, from the structure.
+
+    Returns, for ``l = 1 ... L``, the pooled support of ``F_l`` and of
+    ``F_l ... F_L`` (at most ``max_pixels`` cells a side, a cell True when any
+    entry inside may be non-zero) and the exact fraction of non-zeros of
+    ``F_l ... F_L`` (``None`` when counting it would exceed the density work
+    limit). Full supports are never built.
+    """
+    factors = [_pooled_partial_supports(Chain([spec]), max_pixels)[0] for spec in chain]
+    products = _pooled_partial_supports(chain, max_pixels)[::-1]
+    fractions = [_support_fraction(chain[first:]) for first in range(chain.n_factors)]
+    return factors, products, fractions
