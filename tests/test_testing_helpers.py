@@ -1,4 +1,4 @@
-"""dottest and assert_debut_close fail on wrong operators, so a broken helper cannot pass silently."""
+"""dottest and assert_debut_close fail on wrong operators: a broken helper cannot pass silently."""
 
 from __future__ import annotations
 
