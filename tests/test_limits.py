@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from pydebut import (
     Chain,
+    DeButOperator,
+    FactorSpec,
     count_chains,
     enumerate_chains,
     is_dense,
@@ -19,10 +21,12 @@ from pydebut import (
     pareto_front,
     product_support,
 )
+from pydebut import _memory as memory_module
 from pydebut import chains as chains_module
 from pydebut import density as density_module
 from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
 from pydebut.density import partial_supports
+from pydebut.special import hadamard
 
 from .strategies_chains import general_chains
 
@@ -142,3 +146,47 @@ def test_density_beyond_the_work_limit_is_refused_up_front(monkeypatch):
         product_support([(2**16, 2**16, 2, 2, 1)])
     with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
         partial_supports([(2**15, 2**15, 2, 2, 1)] * 2)
+
+
+# --- allocations beyond the machine's memory ------------------------------------------
+
+HUGE = 2**40
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: DeButOperator.random([(HUGE, HUGE, 2, 2, 1)]), "2,199,023,255,552 weights"),
+        (lambda: DeButOperator.identity([(HUGE, HUGE, 2, 2, 1)]), "weights needs 16 TiB"),
+        (lambda: hadamard(HUGE), "weights needs 640 TiB"),
+        (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support(), "the support of FactorSpec"),
+        (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support_indices(), "support indices"),
+        (lambda: DeButOperator.random([(2**20, 2**20, 1, 1, 1)]).toarray(), "dense 1048576"),
+    ],
+)
+def test_allocations_beyond_memory_are_refused_with_a_value_error(call, words):
+    with pytest.raises(ValueError, match="more than this machine's memory") as info:
+        call()
+    assert words in str(info.value)
+
+
+def test_the_memory_check_comes_before_the_allocation(monkeypatch):
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 4000)
+    chain = [(64, 64, 8, 8, 1)] * 2  # 512 weights each: 8 KiB in float64
+    calls = []
+
+    class Recorder:
+        def standard_normal(self, shape):
+            calls.append(shape)
+            return np.zeros(shape)
+
+    monkeypatch.setattr(np.random, "default_rng", lambda seed=None: Recorder())
+    with pytest.raises(
+        ValueError, match=re.escape("needs 8 KiB, more than this machine's memory (3.91 KiB)")
+    ):
+        DeButOperator.random(chain)
+    assert not calls
+    op = DeButOperator.random([(8, 8, 2, 2, 1)], dtype=np.float32)  # 64 bytes
+    with pytest.raises(ValueError, match="apply the operator to vectors"):
+        DeButOperator.identity([(64, 64, 1, 1, 1)]).toarray()
+    assert op.toarray().shape == (8, 8)
