@@ -25,6 +25,7 @@ from pydebut import _memory as memory_module
 from pydebut import chains as chains_module
 from pydebut import density as density_module
 from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
+from pydebut.conv import im2col
 from pydebut.density import partial_supports
 from pydebut.special import hadamard
 
@@ -190,3 +191,12 @@ def test_the_memory_check_comes_before_the_allocation(monkeypatch):
     with pytest.raises(ValueError, match="apply the operator to vectors"):
         DeButOperator.identity([(64, 64, 1, 1, 1)]).toarray()
     assert op.toarray().shape == (8, 8)
+
+
+def test_unfolding_beyond_memory_is_refused_and_huge_strides_work():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="less padding"):
+        im2col(x, 3, padding=2**30)
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        im2col(np.broadcast_to(np.float32(0), (1, 2**10, 2**10, 2**10)), 32)
+    np.testing.assert_array_equal(im2col(x, 3, stride=2**62), im2col(x, 3, stride=2))
