@@ -635,6 +635,13 @@ def count_chains(
     int
         The exact count (a Python int, however large).
 
+    Raises
+    ------
+    ValueError
+        When a search that needs the state graph (any filter but
+        ``allow_diagonal``) would exceed ``MAX_GRAPH_MOVES`` moves (see
+        ``pydebut.chains.graph_size``); the message says how to narrow the request.
+
     Notes
     -----
     With no filter but ``allow_diagonal``, the count is combinatorial: ``x``
@@ -734,6 +741,12 @@ def min_param_chain(
         The smallest chain, the first in :func:`enumerate_chains` order among
         equals; ``None`` when no chain satisfies the request.
 
+    Raises
+    ------
+    ValueError
+        When the state graph would exceed ``MAX_GRAPH_MOVES`` moves (see
+        ``pydebut.chains.graph_size``); the message says how to narrow the request.
+
     Notes
     -----
     The smallest completion of a state ``(L', b_l...b_L, c_1...c_{l-1}, w_{l-1})``
@@ -812,6 +825,12 @@ def pareto_front(
     list of Chain
         One chain per front point, sorted by parameters, then factors, then
         largest dimension; among equals, the first in :func:`enumerate_chains` order.
+
+    Raises
+    ------
+    ValueError
+        When the state graph would exceed ``MAX_GRAPH_MOVES`` moves (see
+        ``pydebut.chains.graph_size``); the message says how to narrow the request.
 
     Notes
     -----
