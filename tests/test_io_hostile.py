@@ -183,3 +183,14 @@ def _central_entries(raw: bytes) -> list[int]:
 )
 def test_malformed_archives_raise_value_error(tmp_path, make, words):
     assert_refused(tmp_path, make(), words)
+
+
+def test_fortran_order_and_big_endian_members_load_as_written(tmp_path):
+    op = DeButOperator.random(CHAIN, rng=0)
+    members = header_members([spec.as_tuple() for spec in CHAIN])
+    members["weights_0"] = npy(np.asfortranarray(op.weights[0]))
+    members["weights_1"] = npy(op.weights[1].astype(">f8"))
+    path = tmp_path / "variants.npz"
+    path.write_bytes(archive(members, compress=True))
+    back = load(path)
+    assert all(np.array_equal(a, b) for a, b in zip(back.weights, op.weights, strict=True))
