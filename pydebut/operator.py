@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from . import _kernels, _sparse
+from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
 
@@ -44,6 +45,14 @@ def _factor_label(chain: Chain, index: int) -> str:
     return f"factor {index + 1} of {len(chain)} {spec!r}".replace("FactorSpec", "", 1)
 
 
+def _check_weights_fit(chain: Chain, itemsize: int) -> None:
+    check_fits_in_memory(
+        chain.n_params * itemsize,
+        f"an operator with {chain.n_params:,} weights",
+        "choose a smaller chain",
+    )
+
+
 def _check_weights(
     chain: Chain, weights: Any, dtype: DTypeLike | None, check_finite: bool
 ) -> tuple[tuple[np.ndarray, ...], np.dtype]:
@@ -57,6 +66,8 @@ def _check_weights(
         raise ValueError(
             f"the chain has {len(chain)} factors but {len(weights)} weight arrays were given"
         )
+    itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
+    _check_weights_fit(chain, itemsize)
     arrays = []
     for index, (spec, w) in enumerate(zip(chain, weights, strict=True)):
         label = _factor_label(chain, index)
@@ -289,6 +300,7 @@ class DeButOperator(LinearOperator):
         """
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
+        _check_weights_fit(chain, dtype.itemsize)
         generator = np.random.default_rng(rng)
         weights = []
         for spec in chain:
@@ -523,6 +535,12 @@ class DeButOperator(LinearOperator):
 
     def toarray(self) -> np.ndarray:
         """Return the dense ``m x n`` product (for tests and small sizes)."""
+        m, n = self.shape
+        check_fits_in_memory(
+            (m + n) * n * self.dtype.itemsize,
+            f"the dense {m} x {n} product",
+            "apply the operator to vectors or blocks of columns instead",
+        )
         return self.matmat(np.eye(self.shape[1], dtype=self.dtype))
 
     todense = toarray

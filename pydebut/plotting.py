@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .density import partial_supports
+from .density import _pooled_partial_supports, _support_fraction, partial_supports
 from .spec import Chain
 
 if TYPE_CHECKING:
@@ -118,22 +118,23 @@ def plot_chain(
     else:
         axes = _axes_grid(ax, n_factors)
         figure = axes[0, 0].figure
-    products = partial_supports(chain)[::-1]  # products[l] = F_l ... F_L
-    for l, (spec, product) in enumerate(zip(chain, products, strict=True)):  # noqa: E741
+    for l, (spec, (factor, product), fraction) in enumerate(  # noqa: E741
+        zip(chain, _panel_images(chain, max_pixels), _product_fractions(chain), strict=True)
+    ):
         label = f"$F_{{{l + 1}}}$"
         tail = label if l == n_factors - 1 else f"$F_{{{l + 1}}} \\cdots F_{{{n_factors}}}$"
-        p, q = product.shape
+        share = "too large to count" if fraction is None else f"{100 * fraction:.3g}% non-zero"
         _draw_support(
             axes[0, l],
             spec.shape,
-            _pool(spec.support(), max_pixels),
+            factor,
             f"{label} ({spec.p}, {spec.q}, {spec.r}, {spec.s}, {spec.t})",
         )
         _draw_support(
             axes[1, l],
-            product.shape,
-            _pool(product, max_pixels),
-            f"{tail}  ${p} \\times {q}$\n{100 * product.mean():.3g}% non-zero",
+            (spec.p, chain.shape[1]),
+            product,
+            f"{tail}  ${spec.p} \\times {chain.shape[1]}$\n{share}",
         )
     return figure
 
@@ -156,19 +157,19 @@ def _axes_grid(ax: Any, n_factors: int) -> np.ndarray:
 
 
 def _draw_support(
-    ax: Axes, mask_shape: tuple[int, int], pooled: tuple[np.ndarray, int], title: str
+    ax: Axes, mask_shape: tuple[int, int], pooled: tuple[np.ndarray, tuple[int, int]], title: str
 ) -> None:
     """Show a pooled support over the true extent of a ``mask_shape`` matrix."""
     from matplotlib.colors import PowerNorm
 
-    image, cell = pooled
+    image, (cell_rows, cell_cols) = pooled
     rows, cols = mask_shape
     ax.imshow(
         image,
         cmap="Greys",
         norm=PowerNorm(0.5, vmin=0, vmax=1),  # sparse pooled structure stays visible
         interpolation="nearest",
-        extent=(0, image.shape[1] * cell, image.shape[0] * cell, 0),
+        extent=(0, image.shape[1] * cell_cols, image.shape[0] * cell_rows, 0),
     )
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
@@ -196,6 +197,67 @@ def _pool(mask: np.ndarray, max_pixels: int) -> tuple[np.ndarray, int]:
     row_sizes = np.minimum(cell, rows - cell * np.arange(grid[0]))
     col_sizes = np.minimum(cell, cols - cell * np.arange(grid[1]))
     return counts / np.outer(row_sizes, col_sizes), cell
+
+
+#: Panels of at most this many entries are pooled exactly, as the fraction of possible
+#: non-zeros in each square cell; larger ones from the structure (any non-zero per cell).
+EXACT_POOL_ENTRIES = 2**22
+
+
+def _panel_images(
+    chain: Chain, max_pixels: int
+) -> list[tuple[tuple[np.ndarray, tuple[int, int]], tuple[np.ndarray, tuple[int, int]]]]:
+    """Pooled images and cell sizes of ``F_l`` and ``F_l ... F_L`` for ``l = 1 ... L``.
+
+    Small panels show the share of possible non-zeros in each square cell
+    (:func:`_pool`); a chain with a larger panel is drawn from its structure
+    (:func:`_pooled_images`, a cell dark where any entry may be non-zero), so
+    no full support is ever built for it.
+    """
+    n = chain.shape[1]
+    if max(spec.p * max(spec.q, n) for spec in chain) <= EXACT_POOL_ENTRIES:
+        products = partial_supports(chain)[::-1]
+        return [
+            (_square(_pool(spec.support(), max_pixels)), _square(_pool(product, max_pixels)))
+            for spec, product in zip(chain, products, strict=True)
+        ]
+    factors, products, _ = _pooled_images(chain, max_pixels)
+    return [
+        ((factor, _cells(spec.shape, max_pixels)), (product, _cells((spec.p, n), max_pixels)))
+        for spec, factor, product in zip(chain, factors, products, strict=True)
+    ]
+
+
+def _square(pooled: tuple[np.ndarray, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    image, cell = pooled
+    return image, (cell, cell)
+
+
+def _cells(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """Cell size of :func:`pydebut.density._pooled_partial_supports` for a ``shape`` panel."""
+    return -(-shape[0] // max_pixels), -(-shape[1] // max_pixels)
+
+
+def _product_fractions(chain: Chain) -> list[float | None]:
+    """Exact share of non-zeros of ``F_l ... F_L``; None beyond the density work limit."""
+    return [_support_fraction(chain[first:]) for first in range(chain.n_factors)]
+
+
+def _pooled_images(
+    chain: Chain, max_pixels: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[float | None]]:
+    """Images of each factor's and each partial product's support, pooled, from the structure.
+
+    Returns, for ``l = 1 ... L``, the pooled support of ``F_l`` and of
+    ``F_l ... F_L`` (at most ``max_pixels`` cells a side, a cell True when any
+    entry inside may be non-zero) and the exact fraction of non-zeros of
+    ``F_l ... F_L`` (``None`` when counting it would exceed the density work
+    limit). Full supports are never built.
+    """
+    factors = [_pooled_partial_supports(Chain([spec]), max_pixels)[0] for spec in chain]
+    products = _pooled_partial_supports(chain, max_pixels)[::-1]
+    fractions = _product_fractions(chain)
+    return factors, products, fractions
 
 
 def plot_fit_history(
