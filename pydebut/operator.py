@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -158,10 +159,20 @@ class _Workspace(threading.local):
 
 _workspace = _Workspace()
 
-# Numba's fallback threading layer ("workqueue") aborts the process when two threads
-# launch parallel kernels at once; the parallel kernel already uses every core, so
-# serialising its launches costs little and makes the operator safe to share.
+# Numba's fork-safe threading layer "workqueue" (see pydebut._numba_setup) aborts the
+# process when two threads launch parallel kernels at once; the parallel kernel already
+# uses every core, so serialising its launches costs little and makes operators safe to
+# share. A child forked while another thread held the lock gets a fresh one.
 _parallel_launch = threading.Lock()
+
+
+def _fresh_launch_lock_in_child() -> None:
+    global _parallel_launch
+    _parallel_launch = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_fresh_launch_lock_in_child)
 
 
 class DeButOperator(LinearOperator):
@@ -207,7 +218,9 @@ class DeButOperator(LinearOperator):
     ``numba.get_num_threads()`` threads. On a machine whose cores are busy
     with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
     avoids waiting on descheduled threads. One operator may be shared by
-    several Python threads.
+    several Python threads, and used in child processes started by fork or
+    spawn (``multiprocessing``, joblib, Dask): pydebut selects Numba's
+    fork-safe threading layer (see ``pydebut._numba_setup``).
 
     Examples
     --------
