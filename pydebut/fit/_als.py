@@ -41,6 +41,8 @@ from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
+    TargetScale,
+    adjoint_product,
     apply_factor,
     apply_factor_adjoint,
     load_target,
@@ -168,9 +170,7 @@ class _Sweeper:
 
     def error(self) -> float:
         """Relative error of the current product, from ``F_L^H ... F_1^H I_m``."""
-        product_h = np.eye(self.chain.shape[0], dtype=self.matrix_h.dtype)
-        for spec, w in zip(self.chain, self.weights, strict=True):
-            product_h = apply_factor_adjoint(spec, w, product_h)
+        product_h = adjoint_product(self.chain, self.weights, self.matrix_h.dtype)
         return relative_error(product_h, self.matrix_h, self.norm)
 
     def _congruence(self, index: int, gram: Gram) -> Gram:
@@ -301,9 +301,7 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
     coupling graph, whose components are returned.
     """
     ones = [np.ones(spec.weight_shape) for spec in chain]
-    product_h = np.eye(chain.shape[0])
-    for spec, w in zip(chain, ones, strict=True):
-        product_h = apply_factor_adjoint(spec, w, product_h)
+    product_h = adjoint_product(chain, ones, np.dtype(np.float64))
     sweeper = _Sweeper(chain, ones, product_h.T, None)
     sweeper.forward(update=False)
 
@@ -590,6 +588,10 @@ def fit_als(
     work_chain = chain.T if transposed else chain
     couplings = _couplings(work_chain)
     matrix = np.asarray(matrix, dtype=dtype)
+    scale = TargetScale.of(matrix)
+    matrix = scale.normalise(matrix)
+    if init_weights is not None:
+        init_weights = scale.restore(init_weights, inverse=True)
     weights = _initial_weights(init, init_weights, matrix, chain, dtype, rng)
     if transposed:
         matrix = matrix.T
@@ -609,7 +611,9 @@ def fit_als(
         fitted = sweeper.weights
         if transposed:
             fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
-        return FitResult(make_operator(chain, fitted), list(errors), list(times), "als")
+        return FitResult(
+            make_operator(chain, scale.restore(fitted)), list(errors), list(times), "als"
+        )
 
     skip = None
     try:

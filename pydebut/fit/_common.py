@@ -83,6 +83,79 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
     return array
 
 
+@dataclass(frozen=True)
+class TargetScale:
+    """The power of two ``2**exponent`` that brings a target's largest entry into ``[0.5, 1)``.
+
+    Both fitting methods solve for ``D / 2**exponent`` and multiply the fitted
+    weights back, the exponent spread evenly over the factors so that no factor
+    overflows or underflows. Squares of entries (Gram matrices, norms) then
+    stay in range for any finite target the dtype holds, scaling by a power of
+    two is exact, and fitting ``c * D`` gives ``c`` times the fit of ``D``
+    (exactly when ``c`` is a power of two, to rounding otherwise).
+    """
+
+    exponent: int
+
+    @classmethod
+    def of(cls, matrix: np.ndarray) -> TargetScale:
+        """The scale of a finite ``matrix`` (exponent 0 for a zero matrix)."""
+        parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
+        largest = max((max(part.max(), -part.min()) for part in parts if part.size), default=0)
+        return cls(int(np.frexp(largest)[1]) if largest > 0 else 0)
+
+    def normalise(self, matrix: np.ndarray) -> np.ndarray:
+        """``matrix / 2**exponent`` (``matrix`` itself when the exponent is 0)."""
+        return matrix if self.exponent == 0 else _times_power_of_two(matrix, -self.exponent)
+
+    def factor_exponents(self, n_factors: int) -> list[int]:
+        """Exponents summing to :attr:`exponent`, as equal as integers allow."""
+        base, extra = divmod(self.exponent, n_factors)
+        return [base + (index < extra) for index in range(n_factors)]
+
+    def restore(self, weights: Sequence[np.ndarray], inverse: bool = False) -> list[np.ndarray]:
+        """Weights fitted to the normalised target, scaled to fit the original one.
+
+        With ``inverse``, the other way: weights of an operator for the original
+        target scaled to the normalised one (an initial guess).
+        """
+        sign = -1 if inverse else 1
+        exponents = self.factor_exponents(len(weights))
+        return [_times_power_of_two(w, sign * e) for w, e in zip(weights, exponents, strict=True)]
+
+
+def _times_power_of_two(array: np.ndarray, exponent: int) -> np.ndarray:
+    """``array * 2**exponent`` exactly (barring subnormals), for real or complex arrays."""
+    array = np.ascontiguousarray(array)
+    if np.iscomplexobj(array):
+        return np.ldexp(array.view(array.real.dtype), exponent).view(array.dtype)
+    return np.ldexp(array, exponent)
+
+
+def adjoint_product(chain: Chain, weights: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """``(F_1 ... F_L)^H`` as a dense ``n x m`` array, built as ``F_L^H ... F_1^H I_m``."""
+    product_h = np.eye(chain.shape[0], dtype=dtype)
+    for spec, w in zip(chain, weights, strict=True):
+        product_h = apply_factor_adjoint(spec, w, product_h)
+    return product_h
+
+
+def relative_residual(chain: Chain, weights: Sequence[np.ndarray], target: np.ndarray) -> float:
+    """The true relative error ``||D - F_1 ... F_L||_F / ||D||_F``, from the residual.
+
+    The product is formed on the cheaper side (``min(m, n)`` columns) and
+    subtracted entry by entry, so the error is what one measures on the
+    fitted operator, never the difference of two squared norms.
+    """
+    if chain.shape[0] > chain.shape[1]:
+        chain, target = chain.T, target.T
+        weights = [np.swapaxes(w, 1, 2) for w in reversed(weights)]
+    target_h = target.conj().T
+    dtype = np.result_type(target, *weights)
+    norm = float(np.linalg.norm(target_h))
+    return relative_error(adjoint_product(chain, weights, dtype), target_h, norm)
+
+
 def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -> float:
     """Return ``||target - approx||_F / ||target||_F`` (the absolute error if the target is 0).
 
