@@ -502,7 +502,8 @@ def fit_als(
     tol : float, optional
         Stop when a sweep improves the error by less than ``tol`` relatively.
     init : {"auto", "random", "hierarchical"} or DeButOperator, default "auto"
-        Initial factors: random (seeded by ``rng``), :func:`fit_hierarchical`
+        Initial factors: random (seeded by ``rng``, scaled to the target's
+        norm), :func:`fit_hierarchical`
         (chainable and rank-weighted chains), ``"auto"`` (hierarchical when
         the chain allows it, random otherwise), or an operator on ``chain`` to
         continue from.
@@ -591,7 +592,7 @@ def fit_als(
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
     if init_weights is not None:
-        init_weights = scale.restore(init_weights, inverse=True)
+        init_weights = scale.normalise_weights(init_weights)
     weights = _initial_weights(init, init_weights, matrix, chain, dtype, rng)
     if transposed:
         matrix = matrix.T
@@ -700,4 +701,7 @@ def _initial_weights(
             init = "random"
     if init == "hierarchical":
         return [w.astype(dtype) for w in fit_hierarchical(matrix, chain).operator.weights]
-    return list(DeButOperator.random(chain, rng, dtype).weights)
+    # A random chain's product has a Frobenius norm of about sqrt(m) (DeButOperator.random);
+    # matching the target's norm makes the start, like the rest of the fit, scale-invariant.
+    gain = (np.linalg.norm(matrix) / np.sqrt(chain.shape[0])) ** (1 / len(chain))
+    return [gain * w for w in DeButOperator.random(chain, rng, dtype).weights]

@@ -113,15 +113,22 @@ class TargetScale:
         base, extra = divmod(self.exponent, n_factors)
         return [base + (index < extra) for index in range(n_factors)]
 
-    def restore(self, weights: Sequence[np.ndarray], inverse: bool = False) -> list[np.ndarray]:
-        """Weights fitted to the normalised target, scaled to fit the original one.
-
-        With ``inverse``, the other way: weights of an operator for the original
-        target scaled to the normalised one (an initial guess).
-        """
-        sign = -1 if inverse else 1
+    def restore(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Weights fitted to the normalised target, scaled to fit the original one."""
         exponents = self.factor_exponents(len(weights))
-        return [_times_power_of_two(w, sign * e) for w, e in zip(weights, exponents, strict=True)]
+        return [_times_power_of_two(w, e) for w, e in zip(weights, exponents, strict=True)]
+
+    def normalise_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Weights of an operator for the original target, for the normalised one.
+
+        The product is divided by ``2**exponent`` and the factors are balanced
+        on the way (each brought to the same power-of-two magnitude), so that
+        their Gram matrices stay in range whatever the scales of the factors
+        given. ALS does not depend on how the product's scale is shared out.
+        """
+        own = [TargetScale.of(w).exponent for w in weights]
+        shared = TargetScale(sum(own) - self.exponent).factor_exponents(len(weights))
+        return [_times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)]
 
 
 def _times_power_of_two(array: np.ndarray, exponent: int) -> np.ndarray:
