@@ -127,6 +127,8 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
         raise UsageError(
             f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})"
         ) from None
+    except RecursionError:
+        raise UsageError(f"chain file {path}: JSON nested too deeply for a chain") from None
     if isinstance(data, dict) and "chains" in data:
         data = data["chains"]
     if isinstance(data, list):

@@ -23,11 +23,20 @@ SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.comple
 
 
 def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
-    """Return ``dtype`` as one of :data:`SUPPORTED_DTYPES`, or raise ``TypeError``."""
-    dtype = np.dtype(dtype)
+    """Return ``dtype`` as one of :data:`SUPPORTED_DTYPES`, or raise ``TypeError``.
+
+    A non-native byte order (``">f8"`` on a little-endian machine) is accepted
+    and mapped to the native dtype: data are converted when copied.
+    """
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"{what}: {dtype!r} is not a dtype ({err})") from None
+    if dtype.kind in "fc" and not dtype.isnative:
+        dtype = dtype.newbyteorder("=")
     if dtype not in SUPPORTED_DTYPES:
         names = ", ".join(d.name for d in SUPPORTED_DTYPES)
-        raise TypeError(f"{what} has dtype {dtype.name}; pydebut supports {names}")
+        raise TypeError(f"{what} has dtype {dtype.str} ({dtype}); pydebut supports {names}")
     return dtype
 
 
@@ -87,10 +96,26 @@ def _check_weights(
                 f"weights of {_factor_label(chain, index)} are complex but dtype {dtype} is real"
             )
         w = w.real if dtype.kind != "c" and w.dtype.kind == "c" else w
-        owned_w = np.array(w, dtype=dtype, order="C", copy=True)
-        owned_w.flags.writeable = False
-        owned.append(owned_w)
+        with np.errstate(over="ignore"):
+            cast = np.asarray(w, dtype=dtype)
+        if check_finite and not np.isfinite(cast).all():
+            raise ValueError(
+                f"weights of {_factor_label(chain, index)} overflow to infinity in {dtype} "
+                f"(largest magnitude {np.abs(w).max():.4g}, largest {dtype} "
+                f"{np.finfo(dtype).max:.4g})"
+            )
+        owned.append(_immutable(cast))
     return tuple(owned), dtype
+
+
+def _immutable(array: np.ndarray) -> np.ndarray:
+    """A C-ordered copy backed by an immutable ``bytes`` buffer.
+
+    Setting ``flags.writeable = True`` fails on it, on its ``base`` and on any
+    view of it, so the operator's weights cannot drift from its cached plans.
+    """
+    frozen = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=array.dtype)
+    return frozen.reshape(array.shape)
 
 
 class _Plan(NamedTuple):

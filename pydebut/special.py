@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .operator import DeButOperator
-from .spec import Chain
+from .spec import Chain, _as_positive_int
 
 __all__ = ["PAPER_CHAINS", "butterfly_chain", "hadamard", "monarch_chain"]
 
@@ -91,9 +91,7 @@ def monarch_chain(b: int) -> Chain:
     >>> monarch_chain(3)
     Chain([(9, 9, 3, 3, 3), (9, 9, 3, 3, 1)])
     """
-    b = operator.index(b)
-    if b < 1:
-        raise ValueError(f"b must be positive, got {b}")
+    b = _as_positive_int(b, "b", "monarch_chain")
     return Chain.from_factorizations([b, b], [b, b])
 
 

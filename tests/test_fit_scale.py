@@ -73,6 +73,7 @@ def test_fitting_c_times_the_target_gives_c_times_the_fit(dtype, fraction, manti
     scaled = (target.astype(np.float64) * scale).astype(dtype)
     base, result = fit(method, target, SQUARE), fit(method, scaled, SQUARE, scale)
     assert all(np.isfinite(w).all() for w in result.operator.weights)
+    assert result.operator.dtype == base.operator.dtype == dtype
     expected = base.operator.toarray().astype(np.float64)
     got = result.operator.toarray().astype(np.float64) / scale
     if mantissa == 1.0:  # the very same normalised problem: equal to the last bit

@@ -703,5 +703,5 @@ def _initial_weights(
         return [w.astype(dtype) for w in fit_hierarchical(matrix, chain).operator.weights]
     # A random chain's product has a Frobenius norm of about sqrt(m) (DeButOperator.random);
     # matching the target's norm makes the start, like the rest of the fit, scale-invariant.
-    gain = (np.linalg.norm(matrix) / np.sqrt(chain.shape[0])) ** (1 / len(chain))
+    gain = float(np.linalg.norm(matrix) / np.sqrt(chain.shape[0])) ** (1 / len(chain))
     return [gain * w for w in DeButOperator.random(chain, rng, dtype).weights]

@@ -67,10 +67,13 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
         If it is not 2-D, does not have the chain's shape or is not finite.
     """
     if isinstance(target, (str, os.PathLike)):
-        target = np.load(target, mmap_mode="r", allow_pickle=False)
+        target = _load_npy(target)
     array = np.asarray(target)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise TypeError(f"the target must hold numbers, got dtype {array.dtype}")
+        what = _NON_NUMERIC.get(array.dtype.kind, "non-numeric values")
+        raise TypeError(
+            f"the target must hold real or complex numbers, got {what} (dtype {array.dtype})"
+        )
     if array.ndim != 2:
         raise ValueError(f"the target must be a 2-D matrix, got shape {array.shape}")
     if chain is not None and array.shape != chain.shape:
@@ -161,6 +164,35 @@ def relative_residual(chain: Chain, weights: Sequence[np.ndarray], target: np.nd
     dtype = np.result_type(target, *weights)
     norm = float(np.linalg.norm(target_h))
     return relative_error(adjoint_product(chain, weights, dtype), target_h, norm)
+
+
+_NON_NUMERIC = {
+    "U": "strings",
+    "S": "bytes",
+    "O": "Python objects",
+    "M": "datetimes",
+    "m": "time differences",
+    "V": "records",
+}
+
+
+def _load_npy(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map the ``.npy`` file ``path``; ``ValueError`` naming the file if it is not one."""
+    with open(path, "rb") as file:
+        magic = file.read(6)
+    if magic != b"\x93NUMPY":
+        kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
+        raise ValueError(
+            f"the target file {os.fspath(path)!r} is {kind}; save the matrix as a 2-D .npy "
+            "file with numpy.save(path, matrix)"
+        )
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError:  # an array of Python objects, which only unpickling could read
+        raise ValueError(
+            f"the target file {os.fspath(path)!r} holds Python objects, not numbers; "
+            "pydebut never unpickles files: save a numeric array with numpy.save"
+        ) from None
 
 
 def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -> float:

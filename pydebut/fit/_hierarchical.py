@@ -56,6 +56,7 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     >>> hierarchy_ranks(Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)]))
     (3,)
     """
+    chain = chain if isinstance(chain, Chain) else Chain(chain)
     ranks = []
     links = zip(chain.factors[:-1], chain.factors[1:], strict=True)
     for l, (left, right) in enumerate(links, start=1):  # noqa: E741
