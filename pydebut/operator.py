@@ -531,6 +531,11 @@ class DeButOperator(LinearOperator):
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
         return self._apply(X, adjoint=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through __init__, so the weights are immutable again in the copy (unpickled
+        # arrays are writeable) and no cached plan travels with it.
+        return (_rebuild, (self._chain, self._weights, self.dtype))
+
     # --- display ----------------------------------------------------------------------
     def __repr__(self) -> str:
         m, n = self.shape
@@ -540,3 +545,8 @@ class DeButOperator(LinearOperator):
             f"(compression {self.compression_ratio:.2f}x)>"
         )
         return "\n".join([head, *self._chain.describe().splitlines()[1:]])
+
+
+def _rebuild(chain: Chain, weights: tuple[np.ndarray, ...], dtype: np.dtype) -> DeButOperator:
+    """Unpickle a :class:`DeButOperator` (weights were checked when it was built)."""
+    return DeButOperator(chain, weights, dtype, check_finite=False)

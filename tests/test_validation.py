@@ -7,6 +7,7 @@ the exception's type.
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -55,9 +56,11 @@ def test_unsupported_dtypes_are_named_with_the_supported_ones(dtype, named):
     assert named in str(err.value)
 
 
-def test_weights_cannot_be_made_writeable_again():
-    op = DeButOperator.random(SMALL, rng=1)
-    dense = op.toarray()
+@pytest.mark.parametrize("copy", [lambda op: op, lambda op: pickle.loads(pickle.dumps(op))])
+def test_weights_cannot_be_made_writeable_again(copy):
+    original = DeButOperator.random(SMALL, rng=1)
+    dense = original.toarray()  # caches a plan
+    op = copy(original)
     for array in op.weights:
         for candidate in (array, array.base, array[..., :1], array.T):
             if isinstance(candidate, np.ndarray):
