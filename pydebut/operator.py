@@ -305,7 +305,13 @@ class DeButOperator(LinearOperator):
         """
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
-        generator = np.random.default_rng(rng)
+        try:
+            generator = np.random.default_rng(rng)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "rng must be None, an integer seed or a numpy.random.Generator, "
+                f"got {type(rng).__name__} {rng!r:.40}"
+            ) from None
         weights = []
         for spec in chain:
             scale = 1.0 / np.sqrt(spec.s)
@@ -472,6 +478,15 @@ class DeButOperator(LinearOperator):
             dtype = np.result_type(self.dtype, x.dtype)
             return DeButOperator(
                 self._chain + x._chain, self._weights + x._weights, dtype, check_finite=False
+            )
+        if isinstance(x, (str, bytes)):
+            raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {x!r:.40}")
+        shape = np.shape(x) if isinstance(x, (np.ndarray, list, tuple)) else ()
+        if len(shape) in (1, 2) and shape[0] != self.shape[1]:
+            m, n = self.shape
+            raise ValueError(
+                f"cannot apply a {m} x {n} DeButOperator to an array of shape {shape}: "
+                f"expected ({n},) or ({n}, batch)"
             )
         return super().dot(x)
 

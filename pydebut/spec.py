@@ -376,6 +376,12 @@ class Chain(Sequence[FactorSpec]):
         >>> Chain.from_factorizations([2, 2], [2, 2])
         Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
         """
+        for name, values in (("rs", rs), ("ss", ss)):
+            if isinstance(values, str) or not isinstance(values, Iterable):
+                raise TypeError(
+                    f"from_factorizations: {name} must be a list of integers (one radix per "
+                    f"factor), got {type(values).__name__} {values!r}"
+                )
         rs, ss = list(rs), list(ss)
         if len(rs) != len(ss):
             raise ValueError(f"rs and ss must have equal lengths, got {len(rs)} and {len(ss)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import operator
+import numbers
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -62,12 +62,11 @@ PAPER_CHAINS: Mapping[str, Chain] = MappingProxyType(
 
 
 def _log2_exact(n: int, name: str) -> int:
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(n).__name__}") from None
+    """``log2(n)`` for a power of two ``n >= 2``; ``name`` says whose argument it is."""
+    if not (isinstance(n, numbers.Integral) and n < 1):  # those get the message below
+        n = _as_positive_int(n, "n", name)
     if n < 2 or n & (n - 1):
-        raise ValueError(f"{name} must be a power of two >= 2, got {n}")
+        raise ValueError(f"{name}: n must be a power of two >= 2, got {n}")
     return n.bit_length() - 1
 
 
@@ -79,7 +78,7 @@ def butterfly_chain(n: int) -> Chain:
     >>> butterfly_chain(8)
     Chain([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
     """
-    levels = _log2_exact(n, "n")
+    levels = _log2_exact(n, "butterfly_chain")
     return Chain.from_factorizations([2] * levels, [2] * levels)
 
 
@@ -118,7 +117,8 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     >>> H.n_params
     48
     """
-    chain = butterfly_chain(n)
+    levels = _log2_exact(n, "hadamard")
+    chain = Chain.from_factorizations([2] * levels, [2] * levels)
     h2 = np.array([[1, 1], [1, -1]])
     weights = [np.broadcast_to(h2[None, :, :, None], spec.weight_shape) for spec in chain]
     return DeButOperator(chain, weights, dtype)

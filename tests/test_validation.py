@@ -15,7 +15,7 @@ import pytest
 from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, hierarchy_ranks
 from pydebut.cli import main
 from pydebut.conv import conv2d
-from pydebut.special import monarch_chain
+from pydebut.special import butterfly_chain, hadamard, monarch_chain
 
 SMALL = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
 
@@ -108,6 +108,24 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
         (lambda: Chain.from_abcd([5]), TypeError, r"factor 1: expected a tuple .* got int 5"),
         (lambda: monarch_chain(2.0), TypeError, "monarch_chain: b must be an integer, got the fl"),
         (lambda: monarch_chain(0), ValueError, "monarch_chain: b must be positive, got 0"),
+        (lambda: butterfly_chain(8.0), TypeError, "butterfly_chain: n must be an integer, got"),
+        (lambda: hadamard("8"), TypeError, "hadamard: n must be an integer, got str '8'"),
+        (lambda: hadamard(6), ValueError, "hadamard: n must be a power of two >= 2, got 6"),
+        (
+            lambda: Chain.from_factorizations(2, 2),
+            TypeError,
+            "from_factorizations: rs must be a list of integers .* got int 2",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng="x"),
+            TypeError,
+            "rng must be None, an integer seed or a numpy.random.Generator, got str 'x'",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng=0) @ np.ones((3, 2)),
+            ValueError,
+            r"cannot apply a 4 x 4 DeButOperator to an array of shape \(3, 2\): expected \(4,\)",
+        ),
         (
             lambda: conv2d(np.ones((1, 3, 4, 4)), "abc", 2),
             TypeError,
