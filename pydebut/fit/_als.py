@@ -557,6 +557,14 @@ def fit_als(
     start of the next one: with the other factors unchanged, the update would
     return the same weights.
 
+    The fit runs on the target divided by the power of two that brings its
+    largest entry into ``[0.5, 1)``; the weights are multiplied back, the
+    power spread evenly over the factors (an initial operator is balanced and
+    divided the same way). Fitting ``c * D`` thus gives ``c`` times the fit of
+    ``D`` for any finite scale the dtype holds, with the same errors, and no
+    Gram matrix or norm over- or underflows. Every error is measured from the
+    residual ``D - F_1 ... F_L`` of the current factors.
+
     References
     ----------
     .. [1] R. Lin, J. Ran, K. H. Chiu, G. Chesi, N. Wong, "Deformable
