@@ -479,8 +479,7 @@ class DeButOperator(LinearOperator):
             return DeButOperator(
                 self._chain + x._chain, self._weights + x._weights, dtype, check_finite=False
             )
-        if isinstance(x, (str, bytes)):
-            raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {x!r:.40}")
+        _refuse_text(x)
         shape = np.shape(x) if isinstance(x, (np.ndarray, list, tuple)) else ()
         if len(shape) in (1, 2) and shape[0] != self.shape[1]:
             m, n = self.shape
@@ -489,6 +488,10 @@ class DeButOperator(LinearOperator):
                 f"expected ({n},) or ({n}, batch)"
             )
         return super().dot(x)
+
+    def __matmul__(self, other: Any) -> Any:
+        _refuse_text(other)  # before SciPy's "Scalar operands are not allowed"
+        return super().__matmul__(other)
 
     # --- application ----------------------------------------------------------------
     def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:
@@ -565,3 +568,8 @@ class DeButOperator(LinearOperator):
 def _rebuild(chain: Chain, weights: tuple[np.ndarray, ...], dtype: np.dtype) -> DeButOperator:
     """Unpickle a :class:`DeButOperator` (weights were checked when it was built)."""
     return DeButOperator(chain, weights, dtype, check_finite=False)
+
+
+def _refuse_text(x: Any) -> None:
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {x!r:.40}")

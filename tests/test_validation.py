@@ -127,6 +127,11 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
             r"cannot apply a 4 x 4 DeButOperator to an array of shape \(3, 2\): expected \(4,\)",
         ),
         (
+            lambda: DeButOperator.random(SMALL, rng=0) @ "abc",
+            TypeError,
+            "cannot apply a DeButOperator to str 'abc'",
+        ),
+        (
             lambda: conv2d(np.ones((1, 3, 4, 4)), "abc", 2),
             TypeError,
             "operator must be the kernel matrix: a DeButOperator, .* got str 'abc'",
