@@ -120,6 +120,10 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     block: full accuracy for rank-one links (chainable chains), less for
     rank-weighted links whose blocks are ill-conditioned.
 
+    In the balanced order each split is shared as ``(U S^1/2) (S^-1/2 U^H M)``
+    before the halves are factored, so a half whose inner links have lower
+    rank than the split keeps the leading directions.
+
     The target is first divided by the power of two that brings its largest
     entry into ``[0.5, 1)`` and the weights multiplied back (spread over the
     factors), so the fit of ``c * D`` is ``c`` times that of ``D`` for any
@@ -249,4 +253,21 @@ def _bisect(
     h = len(specs) // 2
     split = _Split.of(entries.shape, specs[h - 1], specs[h], ranks[h - 1])
     left, right = _split(entries, split)
+    _share_singular_values(split, left, right)
     return _bisect(left, specs[:h], ranks[: h - 1]) + _bisect(right, specs[h:], ranks[h:])
+
+
+def _share_singular_values(split: _Split, left: np.ndarray, right: np.ndarray) -> None:
+    """Rescale a split ``M = U (U^H M)`` in place to ``(U S^1/2) (S^-1/2 U^H M)``.
+
+    Row ``i`` of ``U^H M`` is ``sigma_i v_i^H``. After the rescaling both halves
+    carry the singular values, so each half's own splits keep the directions
+    that matter. With an orthonormal ``U``, a half whose inner links cannot
+    carry all ``w`` columns would keep an arbitrary subset of them, possibly
+    dropping one with a large ``sigma_i``; now the columns with ``sigma_i = 0``
+    are zero and the others are weighted by ``sigma_i``.
+    """
+    left_blocks, right_blocks = split.left_blocks(left), split.right_blocks(right)
+    root = np.sqrt(np.linalg.norm(right_blocks, axis=-1))[..., None]  # (k, C1, B2, t, w, 1)
+    left_blocks *= np.swapaxes(root, -1, -2)
+    np.divide(right_blocks, root, out=right_blocks, where=root > 0)
