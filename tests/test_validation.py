@@ -178,6 +178,16 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
         assert "allow_pickle" not in str(err.value)
 
 
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64"
+)
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical])
+def test_targets_that_overflow_in_the_working_precision_are_refused(fit):
+    target = np.full(SMALL.shape, np.longdouble("1e400"))
+    with pytest.raises(ValueError, match="target's entries overflow to infinity in float64"):
+        fit(target, SMALL)
+
+
 def test_fit_checks_the_output_folder_before_fitting(tmp_path, capsys, monkeypatch):
     from pydebut.commands import fit as fit_command
 

@@ -45,6 +45,7 @@ from ._common import (
     adjoint_product,
     apply_factor,
     apply_factor_adjoint,
+    as_working,
     load_target,
     make_operator,
     relative_error,
@@ -596,7 +597,7 @@ def fit_als(
     transposed = chain.shape[0] > chain.shape[1]
     work_chain = chain.T if transposed else chain
     couplings = _couplings(work_chain)
-    matrix = np.asarray(matrix, dtype=dtype)
+    matrix = as_working(matrix, dtype)
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
     if init_weights is not None:

@@ -86,6 +86,23 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
     return array
 
 
+def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``matrix`` in the working ``dtype``; ``ValueError`` if entries overflow in the cast.
+
+    Only a narrowing cast (e.g. ``longdouble`` to ``float64``) can overflow, so
+    only then are the converted entries checked.
+    """
+    narrowing = matrix.dtype.kind in "fc" and np.finfo(matrix.dtype).max > np.finfo(dtype).max
+    with np.errstate(over="ignore"):
+        converted = np.asarray(matrix, dtype=dtype)
+    if narrowing and not np.isfinite(converted).all():
+        raise ValueError(
+            f"the target's entries overflow to infinity in {dtype}, the precision the fit "
+            f"computes in (largest {dtype} {np.finfo(dtype).max:.4g})"
+        )
+    return converted
+
+
 @dataclass(frozen=True)
 class TargetScale:
     """The power of two ``2**exponent`` that brings a target's largest entry into ``[0.5, 1)``.

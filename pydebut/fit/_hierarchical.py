@@ -21,6 +21,7 @@ from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
     TargetScale,
+    as_working,
     load_target,
     make_operator,
     relative_residual,
@@ -154,7 +155,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
         raise ValueError(f"order must be 'left-to-right' or 'balanced', got {order!r}")
     ranks = hierarchy_ranks(chain)
     matrix = load_target(target, chain)
-    matrix = np.asarray(matrix, dtype=working_dtype(matrix.dtype))
+    matrix = as_working(matrix, working_dtype(matrix.dtype))
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
     entries = _support_entries(matrix, chain)
