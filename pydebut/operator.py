@@ -96,16 +96,20 @@ def _check_weights(
                 f"weights of {_factor_label(chain, index)} are complex but dtype {dtype} is real"
             )
         w = w.real if dtype.kind != "c" and w.dtype.kind == "c" else w
-        with np.errstate(over="ignore"):
-            cast = np.asarray(w, dtype=dtype)
-        if check_finite and not np.isfinite(cast).all():
-            raise ValueError(
-                f"weights of {_factor_label(chain, index)} overflow to infinity in {dtype} "
-                f"(largest magnitude {np.abs(w).max():.4g}, largest {dtype} "
-                f"{np.finfo(dtype).max:.4g})"
-            )
-        owned.append(_immutable(cast))
+        label = f"weights of {_factor_label(chain, index)}"
+        owned.append(_immutable(_cast_checked(w, dtype, label, check_finite)))
     return tuple(owned), dtype
+
+
+def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) -> np.ndarray:
+    """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it overflows."""
+    with np.errstate(over="ignore"):
+        cast = np.asarray(array, dtype=dtype)
+    if check and not np.isfinite(cast).all():
+        raise ValueError(
+            f"{what} overflow to infinity in {dtype} (largest {dtype} {np.finfo(dtype).max:.4g})"
+        )
+    return cast
 
 
 def _immutable(array: np.ndarray) -> np.ndarray:

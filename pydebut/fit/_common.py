@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..operator import DeButOperator
+from ..operator import DeButOperator, _cast_checked
 from ..spec import Chain, FactorSpec
 
 __all__ = ["FitResult"]
@@ -93,14 +93,7 @@ def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
     only then are the converted entries checked.
     """
     narrowing = matrix.dtype.kind in "fc" and np.finfo(matrix.dtype).max > np.finfo(dtype).max
-    with np.errstate(over="ignore"):
-        converted = np.asarray(matrix, dtype=dtype)
-    if narrowing and not np.isfinite(converted).all():
-        raise ValueError(
-            f"the target's entries overflow to infinity in {dtype}, the precision the fit "
-            f"computes in (largest {dtype} {np.finfo(dtype).max:.4g})"
-        )
-    return converted
+    return _cast_checked(matrix, dtype, "the target's entries", narrowing)
 
 
 @dataclass(frozen=True)
