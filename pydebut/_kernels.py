@@ -35,6 +35,10 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
+from . import _numba_setup
+
+_numba_setup.choose_threading_layer()
+
 # Bytes of each row's window in the batched kernel (128 float64 or 256 float32 columns):
 # the innermost loops run over this many contiguous bytes per weight, which amortises
 # the per-weight work; measured best among 64-2048 bytes on the paper's 512 x 2048
@@ -44,21 +48,22 @@ LANE_BYTES = 1024
 
 
 def _jit(**options):
-    """``numba.njit(cache=True, nogil=True, ...)``, uncached where no cache can be written.
+    """``numba.njit(nogil=True, ...)``, cached outside the package, uncached where it cannot be.
 
-    Numba raises ``RuntimeError`` at decoration time when neither the package
-    folder nor a user-wide cache folder is writable (e.g. a read-only install
-    with no writable home); the kernels then compile on first use instead,
+    :func:`_numba_setup.enable_kernel_cache` raises ``RuntimeError`` when
+    neither ``NUMBA_CACHE_DIR`` nor the per-user cache folder is writable
+    (e.g. a read-only home); the kernels then compile on first use instead,
     and one ``RuntimeWarning`` says so.
     """
 
     def decorate(function):
+        dispatcher = numba.njit(nogil=True, **options)(function)
         try:
-            return numba.njit(cache=True, nogil=True, **options)(function)
+            _numba_setup.enable_kernel_cache(dispatcher)
         except RuntimeError as err:
             if not _cache_warning_issued:
                 _warn_no_cache(err)
-            return numba.njit(cache=False, nogil=True, **options)(function)
+        return dispatcher
 
     return decorate
 

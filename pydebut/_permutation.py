@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import operator
+import numbers
 from typing import Any
 
 import numpy as np
+
+from .spec import _as_positive_int
 
 __all__ = [
     "bit_reversal",
@@ -63,15 +65,13 @@ def unpermute(
     return matrix
 
 
-def log2_exact(n: int, name: str, smallest: int = 2) -> int:
-    """``log2(n)`` of a power of two ``n >= smallest``; TypeError or ValueError naming ``name``."""
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(n).__name__}") from None
+def log2_exact(n: int, name: str, where: str, smallest: int = 2) -> int:
+    """``log2(n)`` of a power of two ``n >= smallest``; TypeError or ValueError naming ``where``."""
+    if not (isinstance(n, numbers.Integral) and n < 1):  # those get the message below
+        n = _as_positive_int(n, name, where)
     if n < smallest or n & (n - 1):
-        raise ValueError(f"{name} must be a power of two >= {smallest}, got {n}")
-    return n.bit_length() - 1
+        raise ValueError(f"{where}: {name} must be a power of two >= {smallest}, got {n}")
+    return int(n).bit_length() - 1
 
 
 def bit_reversal(n: int) -> np.ndarray:
@@ -101,7 +101,7 @@ def bit_reversal(n: int) -> np.ndarray:
     >>> bit_reversal(8).tolist()
     [0, 4, 2, 6, 1, 5, 3, 7]
     """
-    n = 2 ** log2_exact(n, "n", smallest=1)
+    n = 2 ** log2_exact(n, "n", "bit_reversal", smallest=1)
     perm = np.zeros(1, dtype=np.int64)
     while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
         perm = np.concatenate([2 * perm, 2 * perm + 1])

@@ -279,7 +279,13 @@ def conv2d(
     _check_layout(layout)
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
-    op = aslinearoperator(operator)
+    try:
+        op = aslinearoperator(operator)
+    except TypeError:
+        raise TypeError(
+            "operator must be the kernel matrix: a DeButOperator, LinearOperator, sparse "
+            f"matrix or 2-D array, got {type(operator).__name__} {operator!r:.60}"
+        ) from None
     n_cols = x.shape[1] * geometry.kernel[0] * geometry.kernel[1]
     if op.shape[1] != n_cols:
         raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -24,11 +25,20 @@ SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.comple
 
 
 def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
-    """Return ``dtype`` as one of :data:`SUPPORTED_DTYPES`, or raise ``TypeError``."""
-    dtype = np.dtype(dtype)
+    """Return ``dtype`` as one of :data:`SUPPORTED_DTYPES`, or raise ``TypeError``.
+
+    A non-native byte order (``">f8"`` on a little-endian machine) is accepted
+    and mapped to the native dtype: data are converted when copied.
+    """
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"{what}: {dtype!r} is not a dtype ({err})") from None
+    if dtype.kind in "fc" and not dtype.isnative:
+        dtype = dtype.newbyteorder("=")
     if dtype not in SUPPORTED_DTYPES:
         names = ", ".join(d.name for d in SUPPORTED_DTYPES)
-        raise TypeError(f"{what} has dtype {dtype.name}; pydebut supports {names}")
+        raise TypeError(f"{what} has dtype {dtype.str} ({dtype}); pydebut supports {names}")
     return dtype
 
 
@@ -98,10 +108,30 @@ def _check_weights(
                 f"weights of {_factor_label(chain, index)} are complex but dtype {dtype} is real"
             )
         w = w.real if dtype.kind != "c" and w.dtype.kind == "c" else w
-        owned_w = np.array(w, dtype=dtype, order="C", copy=True)
-        owned_w.flags.writeable = False
-        owned.append(owned_w)
+        label = f"weights of {_factor_label(chain, index)}"
+        owned.append(_immutable(_cast_checked(w, dtype, label, check_finite)))
     return tuple(owned), dtype
+
+
+def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) -> np.ndarray:
+    """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it overflows."""
+    with np.errstate(over="ignore"):
+        cast = np.asarray(array, dtype=dtype)
+    if check and not np.isfinite(cast).all():
+        raise ValueError(
+            f"{what} overflow to infinity in {dtype} (largest {dtype} {np.finfo(dtype).max:.4g})"
+        )
+    return cast
+
+
+def _immutable(array: np.ndarray) -> np.ndarray:
+    """A C-ordered copy backed by an immutable ``bytes`` buffer.
+
+    Setting ``flags.writeable = True`` fails on it, on its ``base`` and on any
+    view of it, so the operator's weights cannot drift from its cached plans.
+    """
+    frozen = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=array.dtype)
+    return frozen.reshape(array.shape)
 
 
 class _Plan(NamedTuple):
@@ -170,10 +200,20 @@ class _Workspace(threading.local):
 
 _workspace = _Workspace()
 
-# Numba's fallback threading layer ("workqueue") aborts the process when two threads
-# launch parallel kernels at once; the parallel kernel already uses every core, so
-# serialising its launches costs little and makes the operator safe to share.
+# Numba's fork-safe threading layer "workqueue" (see pydebut._numba_setup) aborts the
+# process when two threads launch parallel kernels at once; the parallel kernel already
+# uses every core, so serialising its launches costs little and makes operators safe to
+# share. A child forked while another thread held the lock gets a fresh one.
 _parallel_launch = threading.Lock()
+
+
+def _fresh_launch_lock_in_child() -> None:
+    global _parallel_launch
+    _parallel_launch = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_fresh_launch_lock_in_child)
 
 
 class DeButOperator(LinearOperator):
@@ -227,7 +267,9 @@ class DeButOperator(LinearOperator):
     ``numba.get_num_threads()`` threads. On a machine whose cores are busy
     with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
     avoids waiting on descheduled threads. One operator may be shared by
-    several Python threads.
+    several Python threads, and used in child processes started by fork or
+    spawn (``multiprocessing``, joblib, Dask): pydebut selects Numba's
+    fork-safe threading layer (see ``pydebut._numba_setup``).
 
     With permutations, ``A = P_r B P_c`` with the permutation matrices
     ``P_r = I[row_perm]`` and ``P_c = I[:, col_perm]``: ``A x`` gathers
@@ -301,7 +343,13 @@ class DeButOperator(LinearOperator):
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
         _check_weights_fit(chain, dtype.itemsize)
-        generator = np.random.default_rng(rng)
+        try:
+            generator = np.random.default_rng(rng)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "rng must be None, an integer seed or a numpy.random.Generator, "
+                f"got {type(rng).__name__} {rng!r:.40}"
+            ) from None
         weights = []
         for spec in chain:
             scale = 1.0 / np.sqrt(spec.s)
@@ -635,12 +683,24 @@ class DeButOperator(LinearOperator):
                 row_perm=self._row_perm,
                 col_perm=x._col_perm,
             )
+        _refuse_text(x)
+        shape = np.shape(x) if isinstance(x, (np.ndarray, list, tuple)) else ()
+        if len(shape) in (1, 2) and shape[0] != self.shape[1]:
+            m, n = self.shape
+            raise ValueError(
+                f"cannot apply a {m} x {n} DeButOperator to an array of shape {shape}: "
+                f"expected ({n},) or ({n}, batch)"
+            )
         return super().dot(x)
 
     def __rmatmul__(self, x: Any) -> Any:
         if sp.issparse(x):
             return _sparse.sparse_times(x, self)
         return super().__rmatmul__(x)
+
+    def __matmul__(self, other: Any) -> Any:
+        _refuse_text(other)  # before SciPy's "Scalar operands are not allowed"
+        return super().__matmul__(other)
 
     # --- application ----------------------------------------------------------------
     def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:
@@ -710,6 +770,14 @@ class DeButOperator(LinearOperator):
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
         return self._apply_permuted(X, adjoint=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through __init__, so the weights are immutable again in the copy (unpickled
+        # arrays are writeable) and no cached plan travels with it.
+        return (
+            _rebuild,
+            (self._chain, self._weights, self.dtype, self._row_perm, self._col_perm),
+        )
+
     # --- display ----------------------------------------------------------------------
     def __repr__(self) -> str:
         m, n = self.shape
@@ -730,3 +798,21 @@ def _same_permutation(first: np.ndarray | None, second: np.ndarray | None) -> bo
     if first is None or second is None:
         return first is second
     return bool(np.array_equal(first, second))
+
+
+def _rebuild(
+    chain: Chain,
+    weights: tuple[np.ndarray, ...],
+    dtype: np.dtype,
+    row_perm: np.ndarray | None = None,
+    col_perm: np.ndarray | None = None,
+) -> DeButOperator:
+    """Unpickle a :class:`DeButOperator` (weights were checked when it was built)."""
+    return DeButOperator(
+        chain, weights, dtype, check_finite=False, row_perm=row_perm, col_perm=col_perm
+    )
+
+
+def _refuse_text(x: Any) -> None:
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {x!r:.40}")

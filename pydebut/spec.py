@@ -382,6 +382,12 @@ class Chain(Sequence[FactorSpec]):
         >>> Chain.from_factorizations([2, 2], [2, 2])
         Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
         """
+        for name, values in (("rs", rs), ("ss", ss)):
+            if isinstance(values, str) or not isinstance(values, Iterable):
+                raise TypeError(
+                    f"from_factorizations: {name} must be a list of integers (one radix per "
+                    f"factor), got {type(values).__name__} {values!r}"
+                )
         rs, ss = list(rs), list(ss)
         if len(rs) != len(ss):
             raise ValueError(f"rs and ss must have equal lengths, got {len(rs)} and {len(ss)}")
@@ -415,8 +421,8 @@ class Chain(Sequence[FactorSpec]):
         >>> Chain.from_sup_sub("4 4 4 4", [[2, 2, 2], [2, 2, 1]]).shape
         (4, 4)
         """
-        pairs = _group(_flatten_ints(sup, "sup"), 2, "sup", "(p, q) pairs")
-        triples = _group(_flatten_ints(sub, "sub"), 3, "sub", "(r, s, t) triples")
+        pairs = _rows(sup, 2, "sup", "(p, q) pairs")
+        triples = _rows(sub, 3, "sub", "(r, s, t) triples")
         if len(pairs) != len(triples):
             raise ValueError(
                 f"sup has {len(pairs)} (p, q) pairs but sub has {len(triples)} (r, s, t) triples"
@@ -447,7 +453,7 @@ class Chain(Sequence[FactorSpec]):
         >>> Chain.from_r_shapes([[4, 4, 2, 2, 1], [4, 4, 2, 2, 2]])
         Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
         """
-        rows = _group(_flatten_ints(r_shapes, "R_shapes"), 5, "R_shapes", "[p, q, r, s, t] rows")
+        rows = _rows(r_shapes, 5, "R_shapes", "[p, q, r, s, t] rows")
         return cls(reversed(rows))
 
     def to_r_shapes(self) -> list[list[int]]:
@@ -469,8 +475,18 @@ class Chain(Sequence[FactorSpec]):
         """
         if isinstance(tuples, str):
             tuples = json.loads(tuples)
+        if not isinstance(tuples, Iterable):
+            raise TypeError(
+                "from_abcd expects a list of (a, b, c, d) or (a, b, c, d, p, q) tuples, "
+                f"got {type(tuples).__name__} {tuples!r}"
+            )
         factors = []
         for i, item in enumerate(tuples, start=1):
+            if isinstance(item, str) or not isinstance(item, Iterable):
+                raise TypeError(
+                    f"factor {i}: expected a tuple (a, b, c, d) or (a, b, c, d, p, q), "
+                    f"got {type(item).__name__} {item!r}"
+                )
             values = list(item)
             if len(values) not in (4, 6):
                 raise ValueError(
@@ -524,37 +540,51 @@ class Chain(Sequence[FactorSpec]):
         return "\n".join([head, *lines])
 
 
-def _flatten_ints(value: Any, name: str) -> list[Any]:
-    """Flatten a nested list (or a string of numbers / JSON) into a flat list."""
+def _parse_list(value: Any, name: str) -> list[Any]:
+    """``value`` as a Python list: parsed from a string of numbers or JSON, or from an array."""
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{name}: malformed JSON list: {err.msg}") from None
-        else:
+        if not text.startswith("["):
             tokens = text.replace(",", " ").split()
             try:
                 return [int(token) for token in tokens]
             except ValueError:
                 raise ValueError(f"{name}: expected integers, got {value!r}") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name}: malformed JSON list: {err.msg}") from None
+        except RecursionError:
+            raise ValueError(f"{name}: JSON nested too deeply (expected depth 1 or 2)") from None
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    if not isinstance(value, Iterable):
+    if isinstance(value, str) or not isinstance(value, Iterable):
         raise TypeError(f"{name}: expected a list of integers, got {type(value).__name__}")
-    flat: list[Any] = []
-    for item in value:
-        if isinstance(item, (list, tuple, np.ndarray)):
-            flat.extend(_flatten_ints(item, name))
-        else:
-            flat.append(item)
-    return flat
+    return list(value)
 
 
-def _group(flat: list[Any], size: int, name: str, what: str) -> list[list[Any]]:
-    if not flat:
+def _rows(value: Any, size: int, name: str, what: str) -> list[list[Any]]:
+    """``value`` as rows of ``size`` numbers: a flat list, or a list of rows of ``size`` each.
+
+    Ragged or deeper nesting is refused, naming the first offending item.
+    """
+    items = _parse_list(value, name)
+    if not items:
         raise ValueError(f"{name} is empty")
-    if len(flat) % size:
-        raise ValueError(f"{name} has {len(flat)} numbers, which is not a whole number of {what}")
-    return [flat[i : i + size] for i in range(0, len(flat), size)]
+    nested = [isinstance(item, (list, tuple, np.ndarray)) for item in items]
+    if not any(nested):
+        if len(items) % size:
+            raise ValueError(
+                f"{name} has {len(items)} numbers, which is not a whole number of {what}"
+            )
+        return [items[i : i + size] for i in range(0, len(items), size)]
+    rows = []
+    for index, item in enumerate(items, start=1):
+        row = list(item) if nested[index - 1] else None
+        if row is None or len(row) != size or any(isinstance(v, (list, tuple)) for v in row):
+            raise ValueError(
+                f"{name}: item {index} is {item!r}, but a nested list must hold {what}, "
+                f"each exactly {size} numbers (or give one flat list of numbers)"
+            )
+        rows.append(row)
+    return rows

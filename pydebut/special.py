@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -11,7 +10,7 @@ from numpy.typing import DTypeLike
 
 from ._permutation import bit_reversal, log2_exact
 from .operator import DeButOperator
-from .spec import Chain
+from .spec import Chain, _as_positive_int
 
 __all__ = ["PAPER_CHAINS", "bit_reversal", "butterfly_chain", "dft", "hadamard", "monarch_chain"]
 
@@ -70,7 +69,7 @@ def butterfly_chain(n: int) -> Chain:
     >>> butterfly_chain(8)
     Chain([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
     """
-    levels = log2_exact(n, "n")
+    levels = log2_exact(n, "n", "butterfly_chain")
     return Chain.from_factorizations([2] * levels, [2] * levels)
 
 
@@ -82,9 +81,7 @@ def monarch_chain(b: int) -> Chain:
     >>> monarch_chain(3)
     Chain([(9, 9, 3, 3, 3), (9, 9, 3, 3, 1)])
     """
-    b = operator.index(b)
-    if b < 1:
-        raise ValueError(f"b must be positive, got {b}")
+    b = _as_positive_int(b, "b", "monarch_chain")
     return Chain.from_factorizations([b, b], [b, b])
 
 
@@ -111,7 +108,8 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     >>> H.n_params
     48
     """
-    chain = butterfly_chain(n)
+    levels = log2_exact(n, "n", "hadamard")
+    chain = Chain.from_factorizations([2] * levels, [2] * levels)
     h2 = np.array([[1, 1], [1, -1]])
     weights = [np.broadcast_to(h2[None, :, :, None], spec.weight_shape) for spec in chain]
     return DeButOperator(chain, weights, dtype)

@@ -61,6 +61,19 @@ def test_exact_recovery_of_drawn_chains(chain, seed, order):
     assert relative_error(chain, result.operator.weights, target) < 1e-10
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_exact_recovery_through_a_split_wider_than_a_half_can_carry(order):
+    # Link 2 has rank 2, but the left half F_1 F_2 passes through dimension 1: in the
+    # balanced order, its rank-one split must keep the one direction that matters.
+    chain = Chain([(2, 1, 2, 1, 1), (1, 2, 1, 2, 1), (2, 1, 2, 1, 1), (1, 1, 1, 1, 1)])
+    assert hierarchy_ranks(chain) == (1, 2, 1)
+    for seed in range(5):
+        target = dense_product(chain, random_weights(chain, np.random.default_rng(seed)))
+        result = fit_hierarchical(target, chain, order=order)
+        assert result.error < 1e-12
+        assert relative_error(chain, result.operator.weights, target) < 1e-12
+
+
 @pytest.mark.parametrize("k", [1, 2, 5, 8])
 def test_hadamard(k):
     chain = Chain.from_factorizations([2] * k, [2] * k)

@@ -4,8 +4,6 @@ CI runs this file once more with ``NUMBA_BOUNDSCHECK=1``, so any index the
 kernels compute out of bounds fails loudly.
 """
 
-import warnings
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -150,31 +148,3 @@ def test_adjoint_reference_matches_dense():
     dense = _reference.chain_to_dense(chain, weights)
     y = rng.standard_normal((6, 4))
     assert np.allclose(_reference.apply_chain_adjoint(chain, weights, y), dense.conj().T @ y)
-
-
-def test_uncacheable_kernels_fall_back_with_a_warning(monkeypatch):
-    calls = []
-
-    def fake_njit(**options):
-        calls.append(options)
-        if options.get("cache"):
-            raise RuntimeError("cannot cache function: no locator available")
-        return lambda function: function
-
-    monkeypatch.setattr(_kernels.numba, "njit", fake_njit)
-    monkeypatch.setattr(_kernels, "_cache_warning_issued", False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compiled = _kernels._jit(parallel=True)(len)
-        _kernels._jit(parallel=True)(abs)
-    assert compiled is len
-    assert len(caught) == 1
-    assert (
-        calls
-        == [
-            {"cache": True, "nogil": True, "parallel": True},
-            {"cache": False, "nogil": True, "parallel": True},
-        ]
-        * 2
-    )
-    assert "cannot cache compiled kernels" in str(caught[0].message)

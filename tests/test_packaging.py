@@ -22,11 +22,18 @@ def test_missing_numba_gives_an_actionable_import_error():
     ), result.stderr
 
 
-def test_ci_runs_the_readme_test_command_verbatim():
+def test_ci_runs_both_readme_commands_verbatim_in_order_then_the_cli_elsewhere():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text()
-    command = next(line for line in readme.splitlines() if "python -m pytest" in line)
-    assert command in (root / ".ci" / "run").read_text()
-    assert "pydebut demo" in readme
+    readme = (root / "README.md").read_text().splitlines()
+    ci = (root / ".ci" / "run").read_text()
+    demo = next(line for line in readme if line.endswith("pydebut demo"))
+    tests = next(line for line in readme if "python -m pytest" in line)
+    assert demo.startswith("python3 -m venv .venv && ") and "pip install . " in demo
+    assert tests.startswith("python3 -m venv .venv && ") and "pip install -e" in tests
+    assert demo in ci.splitlines() and tests in ci.splitlines()
+    help_elsewhere = '(cd "$(mktemp -d)" && pydebut --help'
+    assert ci.index(demo) < ci.index(tests) < ci.index(help_elsewhere)
+    # the README commands must run with the user's cache location, not a NUMBA_CACHE_DIR
+    assert "unset NUMBA_CACHE_DIR" in ci[: ci.index(demo)]

@@ -10,6 +10,7 @@ smallest errors are refined with ALS; the best is kept.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     """Fit, print the error table, save the factors; return the exit status."""
     chain = chain_from_args(args)
     _check_options(args, chain)
+    _check_output(args.output)
     start = time.perf_counter()
     options = {
         "n_sweeps": args.sweeps,
@@ -112,6 +114,18 @@ def run(args: argparse.Namespace) -> int:
     save(args.output, result.operator)
     print(f"saved {result.operator.chain.n_factors} factors to {npz_path(args.output)}")
     return 0
+
+
+def _check_output(path: str) -> None:
+    """Refuse an output path that cannot be written before any fitting starts."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        problem = (
+            "it is a folder" if os.path.isdir(path)
+            else f"folder {folder} does not exist" if not os.path.isdir(folder)
+            else f"folder {folder} is not writable"
+        )  # fmt: skip
+        raise UsageError(f"cannot write the factors to {path}: {problem}")
 
 
 def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:

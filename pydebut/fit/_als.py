@@ -42,8 +42,11 @@ from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
+    TargetScale,
+    adjoint_product,
     apply_factor,
     apply_factor_adjoint,
+    as_working,
     load_target,
     make_operator,
     relative_error,
@@ -169,9 +172,7 @@ class _Sweeper:
 
     def error(self) -> float:
         """Relative error of the current product, from ``F_L^H ... F_1^H I_m``."""
-        product_h = np.eye(self.chain.shape[0], dtype=self.matrix_h.dtype)
-        for spec, w in zip(self.chain, self.weights, strict=True):
-            product_h = apply_factor_adjoint(spec, w, product_h)
+        product_h = adjoint_product(self.chain, self.weights, self.matrix_h.dtype)
         return relative_error(product_h, self.matrix_h, self.norm)
 
     def _congruence(self, index: int, gram: Gram) -> Gram:
@@ -302,9 +303,7 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
     coupling graph, whose components are returned.
     """
     ones = [np.ones(spec.weight_shape) for spec in chain]
-    product_h = np.eye(chain.shape[0])
-    for spec, w in zip(chain, ones, strict=True):
-        product_h = apply_factor_adjoint(spec, w, product_h)
+    product_h = adjoint_product(chain, ones, np.dtype(np.float64))
     sweeper = _Sweeper(chain, ones, product_h.T, None)
     sweeper.forward(update=False)
 
@@ -507,7 +506,8 @@ def fit_als(
     tol : float, optional
         Stop when a sweep improves the error by less than ``tol`` relatively.
     init : {"auto", "random", "hierarchical"} or DeButOperator, default "auto"
-        Initial factors: random (seeded by ``rng``), :func:`fit_hierarchical`
+        Initial factors: random (seeded by ``rng``, scaled to the target's
+        norm), :func:`fit_hierarchical`
         (chainable and rank-weighted chains), ``"auto"`` (hierarchical when
         the chain allows it, random otherwise), or an operator on ``chain`` to
         continue from; the permutations it carries are kept, the factors fitted
@@ -562,6 +562,14 @@ def fit_als(
     start of the next one: with the other factors unchanged, the update would
     return the same weights.
 
+    The fit runs on the target divided by the power of two that brings its
+    largest entry into ``[0.5, 1)``; the weights are multiplied back, the
+    power spread evenly over the factors (an initial operator is balanced and
+    divided the same way). Fitting ``c * D`` thus gives ``c`` times the fit of
+    ``D`` for any finite scale the dtype holds, with the same errors, and no
+    Gram matrix or norm over- or underflows. Every error is measured from the
+    residual ``D - F_1 ... F_L`` of the current factors.
+
     References
     ----------
     .. [1] R. Lin, J. Ran, K. H. Chiu, G. Chesi, N. Wong, "Deformable
@@ -595,7 +603,11 @@ def fit_als(
     transposed = chain.shape[0] > chain.shape[1]
     work_chain = chain.T if transposed else chain
     couplings = _couplings(work_chain)
-    matrix = np.asarray(matrix, dtype=dtype)
+    matrix = as_working(matrix, dtype)
+    scale = TargetScale.of(matrix)
+    matrix = scale.normalise(matrix)
+    if init_weights is not None:
+        init_weights = scale.normalise_weights(init_weights)
     weights = _initial_weights(init, init_weights, matrix, chain, dtype, rng)
     if transposed:
         matrix = matrix.T
@@ -615,7 +627,7 @@ def fit_als(
         fitted = sweeper.weights
         if transposed:
             fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
-        operator = make_operator(chain, fitted).with_permutations(*perms)
+        operator = make_operator(chain, scale.restore(fitted)).with_permutations(*perms)
         return FitResult(operator, list(errors), list(times), "als")
 
     skip = None
@@ -703,4 +715,7 @@ def _initial_weights(
             init = "random"
     if init == "hierarchical":
         return [w.astype(dtype) for w in fit_hierarchical(matrix, chain).operator.weights]
-    return list(DeButOperator.random(chain, rng, dtype).weights)
+    # A random chain's product has a Frobenius norm of about sqrt(m) (DeButOperator.random);
+    # matching the target's norm makes the start, like the rest of the fit, scale-invariant.
+    gain = float(np.linalg.norm(matrix) / np.sqrt(chain.shape[0])) ** (1 / len(chain))
+    return [gain * w for w in DeButOperator.random(chain, rng, dtype).weights]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..operator import DeButOperator
+from ..operator import DeButOperator, _cast_checked
 from ..spec import Chain, FactorSpec
 from ._dense_target import dense_target
 
@@ -71,10 +71,13 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
         If it is not 2-D, does not have the chain's shape or is not finite.
     """
     if isinstance(target, (str, os.PathLike)):
-        target = np.load(target, mmap_mode="r", allow_pickle=False)
+        target = _load_npy(target)
     array = np.asarray(dense_target(target))
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise TypeError(f"the target must hold numbers, got dtype {array.dtype}")
+        what = _NON_NUMERIC.get(array.dtype.kind, "non-numeric values")
+        raise TypeError(
+            f"the target must hold real or complex numbers, got {what} (dtype {array.dtype})"
+        )
     if array.ndim != 2:
         raise ValueError(f"the target must be a 2-D matrix, got shape {array.shape}")
     if chain is not None and array.shape != chain.shape:
@@ -85,6 +88,125 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     return array
+
+
+def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``matrix`` in the working ``dtype``; ``ValueError`` if entries overflow in the cast.
+
+    Only a narrowing cast (e.g. ``longdouble`` to ``float64``) can overflow, so
+    only then are the converted entries checked.
+    """
+    narrowing = matrix.dtype.kind in "fc" and np.finfo(matrix.dtype).max > np.finfo(dtype).max
+    return _cast_checked(matrix, dtype, "the target's entries", narrowing)
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """The power of two ``2**exponent`` that brings a target's largest entry into ``[0.5, 1)``.
+
+    Both fitting methods solve for ``D / 2**exponent`` and multiply the fitted
+    weights back, the exponent spread evenly over the factors so that no factor
+    overflows or underflows. Squares of entries (Gram matrices, norms) then
+    stay in range for any finite target the dtype holds, scaling by a power of
+    two is exact, and fitting ``c * D`` gives ``c`` times the fit of ``D``
+    (exactly when ``c`` is a power of two, to rounding otherwise).
+    """
+
+    exponent: int
+
+    @classmethod
+    def of(cls, matrix: np.ndarray) -> TargetScale:
+        """The scale of a finite ``matrix`` (exponent 0 for a zero matrix)."""
+        parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
+        largest = max((max(part.max(), -part.min()) for part in parts if part.size), default=0)
+        return cls(int(np.frexp(largest)[1]) if largest > 0 else 0)
+
+    def normalise(self, matrix: np.ndarray) -> np.ndarray:
+        """``matrix / 2**exponent`` (``matrix`` itself when the exponent is 0)."""
+        return matrix if self.exponent == 0 else _times_power_of_two(matrix, -self.exponent)
+
+    def factor_exponents(self, n_factors: int) -> list[int]:
+        """Exponents summing to :attr:`exponent`, as equal as integers allow."""
+        base, extra = divmod(self.exponent, n_factors)
+        return [base + (index < extra) for index in range(n_factors)]
+
+    def restore(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Weights fitted to the normalised target, scaled to fit the original one."""
+        exponents = self.factor_exponents(len(weights))
+        return [_times_power_of_two(w, e) for w, e in zip(weights, exponents, strict=True)]
+
+    def normalise_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Weights of an operator for the original target, for the normalised one.
+
+        The product is divided by ``2**exponent`` and the factors are balanced
+        on the way (each brought to the same power-of-two magnitude), so that
+        their Gram matrices stay in range whatever the scales of the factors
+        given. ALS does not depend on how the product's scale is shared out.
+        """
+        own = [TargetScale.of(w).exponent for w in weights]
+        shared = TargetScale(sum(own) - self.exponent).factor_exponents(len(weights))
+        return [_times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)]
+
+
+def _times_power_of_two(array: np.ndarray, exponent: int) -> np.ndarray:
+    """``array * 2**exponent`` exactly (barring subnormals), for real or complex arrays."""
+    array = np.ascontiguousarray(array)
+    if np.iscomplexobj(array):
+        return np.ldexp(array.view(array.real.dtype), exponent).view(array.dtype)
+    return np.ldexp(array, exponent)
+
+
+def adjoint_product(chain: Chain, weights: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """``(F_1 ... F_L)^H`` as a dense ``n x m`` array, built as ``F_L^H ... F_1^H I_m``."""
+    product_h = np.eye(chain.shape[0], dtype=dtype)
+    for spec, w in zip(chain, weights, strict=True):
+        product_h = apply_factor_adjoint(spec, w, product_h)
+    return product_h
+
+
+def relative_residual(chain: Chain, weights: Sequence[np.ndarray], target: np.ndarray) -> float:
+    """The true relative error ``||D - F_1 ... F_L||_F / ||D||_F``, from the residual.
+
+    The product is formed on the cheaper side (``min(m, n)`` columns) and
+    subtracted entry by entry, so the error is what one measures on the
+    fitted operator, never the difference of two squared norms.
+    """
+    if chain.shape[0] > chain.shape[1]:
+        chain, target = chain.T, target.T
+        weights = [np.swapaxes(w, 1, 2) for w in reversed(weights)]
+    target_h = target.conj().T
+    dtype = np.result_type(target, *weights)
+    norm = float(np.linalg.norm(target_h))
+    return relative_error(adjoint_product(chain, weights, dtype), target_h, norm)
+
+
+_NON_NUMERIC = {
+    "U": "strings",
+    "S": "bytes",
+    "O": "Python objects",
+    "M": "datetimes",
+    "m": "time differences",
+    "V": "records",
+}
+
+
+def _load_npy(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map the ``.npy`` file ``path``; ``ValueError`` naming the file if it is not one."""
+    with open(path, "rb") as file:
+        magic = file.read(6)
+    if magic != b"\x93NUMPY":
+        kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
+        raise ValueError(
+            f"the target file {os.fspath(path)!r} is {kind}; save the matrix as a 2-D .npy "
+            "file with numpy.save(path, matrix)"
+        )
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError:  # an array of Python objects, which only unpickling could read
+        raise ValueError(
+            f"the target file {os.fspath(path)!r} holds Python objects, not numbers; "
+            "pydebut never unpickles files: save a numeric array with numpy.save"
+        ) from None
 
 
 def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -> float:

@@ -1,0 +1,81 @@
+"""How pydebut sets up Numba: the threading layer and where compiled kernels are cached.
+
+Both choices live here and nowhere else.
+
+Threading layer
+    :data:`THREADING_LAYER` is ``"forksafe"``: Numba then uses TBB when it is
+    installed and otherwise its ``workqueue`` layer (on Linux; elsewhere a
+    fork-safe OpenMP first). Numba's default prefers GNU OpenMP, which kills
+    any child forked after a parallel kernel ran ("fork() called from a
+    process already using GNU OpenMP") and hangs ``multiprocessing.Pool``
+    with the fork start method. ``workqueue`` is fork-safe but not
+    thread-safe; the operator serialises its parallel launches with one
+    process-wide lock, so sharing operators between threads stays safe. A
+    choice the user made (``NUMBA_THREADING_LAYER`` or
+    ``numba.config.THREADING_LAYER`` set before importing pydebut) is kept.
+
+Kernel cache
+    Compiled kernels are cached in ``$NUMBA_CACHE_DIR`` when it is set, else in
+    a per-user folder (``$XDG_CACHE_HOME/pydebut`` or ``~/.cache/pydebut`` on
+    Linux, the platform's cache folder elsewhere), never inside the installed
+    package: Numba's default writes ``.nbi``/``.nbc`` files into
+    ``site-packages/pydebut/__pycache__``, which ``pip uninstall`` leaves
+    behind as a namespace package that shadows a later editable install.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numba
+from numba.core import caching
+from numba.misc.appdirs import AppDirs
+
+#: Numba threading layer pydebut selects unless the user chose one.
+THREADING_LAYER = "forksafe"
+
+
+def choose_threading_layer() -> str:
+    """Select :data:`THREADING_LAYER` unless the user chose a layer; return the layer in force.
+
+    The environment variable is set too, so Numba's reloads of its configuration
+    from the environment keep the choice (and child processes inherit it).
+    """
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        os.environ["NUMBA_THREADING_LAYER"] = THREADING_LAYER
+        numba.config.THREADING_LAYER = THREADING_LAYER
+    return numba.config.THREADING_LAYER
+
+
+def user_cache_dir() -> str:
+    """The per-user folder for compiled kernels (``$XDG_CACHE_HOME/pydebut`` on Linux)."""
+    return AppDirs(appname="pydebut", appauthor=False).user_cache_dir
+
+
+class _PerUserCacheLocator(caching.UserWideCacheLocator):
+    """Numba's user-wide locator with pydebut's folder instead of Numba's."""
+
+    def __init__(self, py_func: Callable, py_file: str) -> None:
+        super().__init__(py_func, py_file)
+        self._cache_path = os.path.join(user_cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+
+class _KernelCacheImpl(caching.CompileResultCacheImpl):
+    # NUMBA_CACHE_DIR first, then the per-user folder; never the package's __pycache__.
+    _locator_classes = (caching.UserProvidedCacheLocator, _PerUserCacheLocator)
+
+
+class _KernelCache(caching.FunctionCache):
+    _impl_class = _KernelCacheImpl
+
+
+def enable_kernel_cache(dispatcher: numba.core.dispatcher.Dispatcher) -> None:
+    """Cache ``dispatcher``'s compiled code outside the package (as ``cache=True`` does inside).
+
+    Raises
+    ------
+    RuntimeError
+        If neither ``NUMBA_CACHE_DIR`` nor the per-user folder is writable.
+    """
+    dispatcher._cache = _KernelCache(dispatcher.py_func)

@@ -1,0 +1,95 @@
+"""Operators applied across processes and threads; run as ``python process_scenarios.py NAME``.
+
+Each scenario first applies a batch in the parent, which starts Numba's
+parallel threads, then applies batches (and single vectors) elsewhere and
+exits 0 only if every result equals the parent's. ``tests/test_processes.py``
+runs each one in a subprocess with a timeout, so a crash or a hang fails.
+"""
+
+import multiprocessing
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from pydebut import DeButOperator
+
+CHAIN = [(64, 64, 2, 2, 16), (64, 64, 2, 2, 8), (64, 32, 2, 1, 4), (32, 32, 2, 2, 1)]
+
+
+def operator() -> DeButOperator:
+    return DeButOperator.random(CHAIN, rng=0)
+
+
+def inputs(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((32, 300))
+
+
+def apply(op: DeButOperator, seed: int) -> np.ndarray:
+    x = inputs(seed)
+    y = op @ x
+    return np.concatenate([y.ravel(), op @ x[:, 0], (op.H @ y).ravel()])
+
+
+def apply_in_worker(args: tuple[DeButOperator, int]) -> np.ndarray:
+    return apply(*args)
+
+
+def in_forked_children(op: DeButOperator, expected: list[np.ndarray], busy: bool) -> bool:
+    """``os.fork`` after parallel work; with ``busy``, while another thread applies batches."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            op @ inputs(0)
+
+    spinner = threading.Thread(target=spin)
+    if busy:
+        spinner.start()
+    statuses = []
+    for _ in range(5 if busy else 1):
+        pid = os.fork()
+        if pid == 0:
+            same = all(np.array_equal(apply(op, i), e) for i, e in enumerate(expected))
+            os._exit(0 if same else 3)
+        statuses.append(os.waitpid(pid, 0)[1])
+    stop.set()
+    if busy:
+        spinner.join()
+    return statuses == [0] * len(statuses)
+
+
+def in_pool(op: DeButOperator, expected: list[np.ndarray], method: str) -> bool:
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        results = pool.map(apply_in_worker, [(op, i) for i in range(len(expected))])
+    return all(np.array_equal(r, e) for r, e in zip(results, expected))
+
+
+def in_threads(op: DeButOperator, expected: list[np.ndarray]) -> bool:
+    seeds = list(range(len(expected))) * 8
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda seed: apply(op, seed), seeds))
+    return all(np.array_equal(r, expected[s]) for r, s in zip(results, seeds))
+
+
+def main(name: str) -> int:
+    op = operator()
+    expected = [apply(op, seed) for seed in range(4)]
+    if name == "fork":
+        ok = in_forked_children(op, expected, busy=False)
+    elif name == "fork-while-busy":
+        ok = in_forked_children(op, expected, busy=True)
+    elif name in ("pool-fork", "pool-spawn"):
+        ok = in_pool(op, expected, name.removeprefix("pool-"))
+    elif name == "threads":
+        ok = in_threads(op, expected)
+    else:
+        raise SystemExit(f"unknown scenario {name!r}")
+    print(name, "ok" if ok else "WRONG RESULTS")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,168 @@
+"""Fitting is scale-invariant and reports the true error, for both methods and every init.
+
+Fitting ``c * D`` must give ``c`` times the fit of ``D`` for any finite scale the
+dtype holds (exactly for powers of two: both fits then solve the same normalised
+problem), and ``FitResult.error`` must equal the error measured on the operator.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, hierarchy_ranks
+
+from .fit_cases import COUPLED, random_target
+
+SQUARE = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+TALL = Chain([(12, 6, 2, 1, 3), (6, 6, 3, 3, 1)])
+# Chains with free ends: k_1 > 1 or t_L > 1 (block-diagonal or diagonal-block products).
+FREE_ENDS = [
+    Chain([(8, 8, 2, 2, 2), (8, 8, 2, 2, 1)]),  # k_1 = 2
+    Chain([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2)]),  # t_L = 2
+    Chain([(8, 8, 2, 2, 2), (8, 8, 2, 2, 2)]),  # both, through a rank-2 link
+    Chain([(12, 12, 3, 3, 2), (12, 12, 2, 2, 1)]),  # k_1 = 2, radix 3 then 2
+]
+METHODS = ["als-auto", "als-random", "als-hierarchical", "als-operator", "ltr", "balanced"]
+# Binary exponents k with 2**k times the target's entries (between 1e-3 and 4 in absolute
+# value) normal numbers of the dtype: no subnormal rounding, so powers of two are exact.
+EXPONENTS = {np.float32: 100, np.float64: 1000}
+
+
+def fit(method: str, target: np.ndarray, chain: Chain, init_scale: float = 1.0):
+    if method in ("ltr", "balanced"):
+        order = "left-to-right" if method == "ltr" else "balanced"
+        return fit_hierarchical(target, chain, order=order)
+    init = method.removeprefix("als-")
+    if init == "operator":
+        start = DeButOperator.random(chain, rng=3, dtype=target.dtype)
+        first, *rest = start.weights
+        init = DeButOperator(chain, [first * target.dtype.type(init_scale), *rest])
+    return fit_als(target, chain, n_sweeps=2, init=init, rng=0)
+
+
+def measured_error(result, target: np.ndarray, scale: float) -> float:
+    """``||D - D_hat|| / ||D||`` in float64, on ``D / scale`` so no norm overflows."""
+    double = np.result_type(target.dtype, np.float64)
+    reference = target.astype(double) / scale
+    approx = result.operator.toarray().astype(double) / scale
+    return float(np.linalg.norm(approx - reference) / np.linalg.norm(reference))
+
+
+def assert_reports_true_error(result, target: np.ndarray, scale: float = 1.0) -> None:
+    measured = measured_error(result, target, scale)
+    eps = np.finfo(target.real.dtype).eps
+    assert abs(result.error - measured) <= 1e-5 * measured + 100 * eps, (result.error, measured)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    fraction=st.floats(-1, 1),
+    mantissa=st.sampled_from([1.0, 1.0, 0.7, 1.37]),
+    method=st.sampled_from(METHODS),
+)
+def test_fitting_c_times_the_target_gives_c_times_the_fit(dtype, fraction, mantissa, method):
+    exponent = round(fraction * EXPONENTS[dtype])
+    scale = mantissa * 2.0**exponent
+    target = random_target(SQUARE.shape, np.random.default_rng(1), dtype)
+    scaled = (target.astype(np.float64) * scale).astype(dtype)
+    base, result = fit(method, target, SQUARE), fit(method, scaled, SQUARE, scale)
+    assert all(np.isfinite(w).all() for w in result.operator.weights)
+    assert result.operator.dtype == base.operator.dtype == dtype
+    expected = base.operator.toarray().astype(np.float64)
+    got = result.operator.toarray().astype(np.float64) / scale
+    if mantissa == 1.0:  # the very same normalised problem: equal to the last bit
+        np.testing.assert_array_equal(got, expected)
+        assert result.errors == base.errors
+    else:
+        rtol = 1e-3 if dtype == np.float32 else 1e-9
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+        np.testing.assert_allclose(result.errors, base.errors, rtol=rtol)
+    assert_reports_true_error(result, scaled, scale)
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype", "method"),
+    [
+        (1e-20, np.float32, "als-auto"),  # was a zero operator (errors 0.534 then 1.0)
+        (1e200, np.float64, "als-random"),  # was NaN errors and zero weights
+        (1e-170, np.float64, "als-auto"),  # reported error 0, true error 1.0
+        (1e-170, np.float64, "ltr"),
+        (1e200, np.float64, "als-auto"),  # blamed factor weights after all the work
+        (1e-300, np.float64, "balanced"),
+        (3e37, np.float32, "als-random"),
+    ],
+)
+def test_extreme_scales_of_the_issue(scale, dtype, method):
+    target = random_target(SQUARE.shape, np.random.default_rng(2))
+    scaled = (target * scale).astype(dtype)
+    base = fit(method, target.astype(dtype), SQUARE)
+    result = fit(method, scaled, SQUARE, scale)
+    assert 0.1 < result.error < 1
+    assert result.error == pytest.approx(base.error, rel=1e-3)
+    assert_reports_true_error(result, scaled, scale)
+
+
+@pytest.mark.parametrize("order", ["left-to-right", "balanced"])
+@pytest.mark.parametrize("chain", FREE_ENDS, ids=repr)
+def test_hierarchical_on_free_ends_reports_the_true_error(chain, order):
+    hierarchy_ranks(chain)  # admissible
+    assert chain[0].n_blocks > 1 or chain[-1].t > 1
+    rng = np.random.default_rng(4)
+    target = random_target(chain.shape, rng)
+    result = fit_hierarchical(target, chain, order=order)
+    assert 0.1 < result.error < 1
+    assert_reports_true_error(result, target)
+    exact = DeButOperator.random(chain, rng=5).toarray()
+    result = fit_hierarchical(exact, chain, order=order)
+    assert result.error < 1e-13
+    assert_reports_true_error(result, exact)
+
+
+def test_hadamard_reports_the_error_of_its_factors():
+    from scipy.linalg import hadamard
+
+    chain = Chain.from_factorizations([2] * 10, [2] * 10)
+    target = hadamard(1024).astype(np.float64)
+    result = fit_hierarchical(target, chain)
+    measured = measured_error(result, target, 1.0)
+    assert result.error == pytest.approx(measured, rel=0.5, abs=1e-17)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("chain", [TALL, COUPLED[2].T], ids=repr)
+def test_complex_tall_fit_from_a_given_operator(chain, dtype):
+    assert chain.shape[0] > chain.shape[1]
+    rng = np.random.default_rng(6)
+    target = random_target(chain.shape, rng, dtype)
+    start = DeButOperator.random(chain, rng=7, dtype=dtype)
+    result = fit_als(target, chain, n_sweeps=3, init=start)
+    assert result.operator.dtype == dtype
+    initial = np.linalg.norm(start.toarray() - target) / np.linalg.norm(target)
+    assert result.errors[0] == pytest.approx(initial, rel=1e-4)
+    assert np.all(np.diff(result.errors) <= 1e-5 * result.errors[0])
+    assert result.error < initial
+    assert_reports_true_error(result, target)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    tol=st.one_of(st.just(0.0), st.floats(1e-6, 0.5)),
+    seed=st.integers(0, 2**16),
+    chain=st.sampled_from([SQUARE, TALL, COUPLED[1]]),
+)
+def test_tol_stops_at_the_first_sweep_that_improves_less(tol, seed, chain):
+    target = random_target(chain.shape, np.random.default_rng(seed))
+    n_sweeps = 6
+    result = fit_als(target, chain, n_sweeps=n_sweeps, tol=tol, init="random", rng=seed)
+    sweeps = result.errors[::2]  # before the first sweep, then after each
+    assert len(result.errors) == 2 * (len(sweeps) - 1) + 1
+    gains = [before - after for before, after in itertools.pairwise(sweeps)]
+    *kept_going, last = [gain >= tol * before for gain, before in zip(gains, sweeps)]
+    assert all(kept_going)
+    assert not last or len(gains) == n_sweeps

@@ -1,0 +1,133 @@
+"""Where compiled kernels are cached, and which threading layer pydebut selects."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numba
+import pytest
+
+import pydebut
+from pydebut import _kernels, _numba_setup
+
+PACKAGE_DIR = Path(pydebut.__file__).resolve().parent
+KERNELS = [
+    value
+    for value in vars(_kernels).values()
+    if isinstance(value, numba.core.registry.CPUDispatcher)
+]
+
+
+def run_python(code: str, env: dict[str, str], timeout: float = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=PACKAGE_DIR.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def clean_env(*drop: str, **extra: str) -> dict[str, str]:
+    """The environment without a threading-layer choice (nor the variables in ``drop``)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"NUMBA_THREADING_LAYER", *drop}}
+    env["PYTHONPATH"] = str(PACKAGE_DIR.parent)
+    env.update(extra)
+    return env
+
+
+def add(x, y):  # a function in a real source file, for Numba's cache locators
+    return x + y
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_CACHE_HOME is Linux's")
+def test_kernels_are_cached_per_user_and_never_inside_the_package(tmp_path):
+    xdg = tmp_path / "xdg"
+    out = run_python(
+        """
+        import numpy as np
+        from pydebut import _kernels
+        paths = {d._cache.cache_path for d in vars(_kernels).values() if hasattr(d, "_cache")}
+        print(*paths, sep="\\n")
+        w, x, y = np.ones(4), np.ones(2), np.empty(2)
+        _kernels.vector_general(2, 2, 2, 1, w, 0, x, y)  # compiles, so writes the cache
+        print(y.tolist())
+        """,
+        clean_env("NUMBA_CACHE_DIR", XDG_CACHE_HOME=str(xdg), HOME=str(tmp_path / "home")),
+    )
+    *paths, values = out.splitlines()
+    assert values == "[2.0, 2.0]"
+    assert paths and all(Path(p).is_relative_to(xdg / "pydebut") for p in paths), paths
+    assert list(xdg.rglob("_kernels.vector_general-*.nbi"))
+    assert not list(PACKAGE_DIR.rglob("*.nbi"))
+
+
+def test_numba_cache_dir_wins_when_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    cache = _numba_setup._KernelCache(add)
+    assert Path(cache.cache_path).is_relative_to(tmp_path)
+
+
+def test_unwritable_cache_folders_fall_back_to_uncached_kernels_with_one_warning(
+    tmp_path, monkeypatch
+):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder / "cache"))
+    monkeypatch.setenv("HOME", str(not_a_folder / "home"))
+    with pytest.raises(RuntimeError, match="no locator available"):
+        _numba_setup._KernelCache(add)
+    monkeypatch.setattr(_kernels, "_cache_warning_issued", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = _kernels._jit()(add)
+        _kernels._jit()(add)
+    assert compiled(2, 3) == 5
+    assert len(caught) == 1
+    assert caught[0].category is RuntimeWarning
+    assert "cannot cache compiled kernels" in str(caught[0].message)
+    assert "NUMBA_CACHE_DIR" in str(caught[0].message)
+
+
+def test_every_kernel_is_cached_outside_the_package():
+    assert len(KERNELS) >= 8
+    for kernel in KERNELS:
+        assert isinstance(kernel._cache, _numba_setup._KernelCache), kernel
+        assert not Path(kernel._cache.cache_path).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def test_the_fork_safe_threading_layer_is_selected_by_default():
+    out = run_python(
+        """
+        import numba, numpy as np
+        from pydebut import DeButOperator
+        op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+        op @ np.ones((8, 3))
+        print(numba.config.THREADING_LAYER, numba.threading_layer())
+        """,
+        clean_env(),
+    )
+    requested, used = out.split()
+    assert requested == _numba_setup.THREADING_LAYER == "forksafe"
+    assert used in ("tbb", "workqueue") if sys.platform.startswith("linux") else used != ""
+
+
+def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
+    monkeypatch.setenv("NUMBA_THREADING_LAYER", "unset")  # so monkeypatch restores it
+    monkeypatch.delenv("NUMBA_THREADING_LAYER")
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "threadsafe")
+    assert _numba_setup.choose_threading_layer() == "threadsafe"
+    assert "NUMBA_THREADING_LAYER" not in os.environ
+    monkeypatch.setenv("NUMBA_THREADING_LAYER", "workqueue")
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
+    assert _numba_setup.choose_threading_layer() == "default"  # Numba reads the variable
+    monkeypatch.delenv("NUMBA_THREADING_LAYER")
+    assert _numba_setup.choose_threading_layer() == "forksafe"
+    assert os.environ["NUMBA_THREADING_LAYER"] == "forksafe"

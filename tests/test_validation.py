@@ -1,0 +1,207 @@
+"""Bad input is refused before any work, with a message that names the problem.
+
+Each test covers a class of input, and checks the message's content, not only
+the exception's type.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, hierarchy_ranks
+from pydebut.cli import main
+from pydebut.conv import conv2d
+from pydebut.special import butterfly_chain, hadamard, monarch_chain
+
+SMALL = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+
+
+# --- weights and dtypes --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("make", "dtype"),
+    [
+        (lambda w: DeButOperator(SMALL, w, dtype=np.float32), "float32"),
+        (lambda w: DeButOperator(SMALL, w).astype(np.float32), "float32"),
+        (lambda w: DeButOperator(SMALL, [x * (1 + 1j) for x in w]).astype("c8"), "complex64"),
+    ],
+)
+def test_weights_that_overflow_in_the_cast_are_refused(make, dtype):
+    weights = [np.ones(f.weight_shape) for f in SMALL]
+    weights[1][0, 1, 0, 0] = 1e300
+    with pytest.raises(ValueError, match=rf"weights of factor 2 of 2 .* overflow .* in {dtype}"):
+        make(weights)
+    unchecked = DeButOperator(SMALL, weights, dtype=np.float32, check_finite=False)
+    assert np.isinf(unchecked.weights[1]).any()
+
+
+@pytest.mark.parametrize("spelling", [">f8", "<f8", ">c16", np.dtype(">f4")])
+def test_non_native_byte_orders_are_accepted(spelling):
+    op = DeButOperator.random(SMALL, rng=0, dtype=spelling)
+    assert op.dtype == np.dtype(spelling).newbyteorder("=")
+    assert op.dtype.isnative
+    x = np.arange(4.0).astype(np.dtype(spelling))
+    np.testing.assert_allclose(op @ x, op.toarray() @ x.astype(op.dtype), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "named"), [("i4", "<i4 (int32)"), (np.float16, "<f2 (float16)"), ("U1", "<U1")]
+)
+def test_unsupported_dtypes_are_named_with_the_supported_ones(dtype, named):
+    with pytest.raises(TypeError, match=r"has dtype .*; pydebut supports float32, float64") as err:
+        DeButOperator.random(SMALL, dtype=dtype)
+    assert named in str(err.value)
+
+
+@pytest.mark.parametrize("copy", [lambda op: op, lambda op: pickle.loads(pickle.dumps(op))])
+def test_weights_cannot_be_made_writeable_again(copy):
+    original = DeButOperator.random(SMALL, rng=1)
+    dense = original.toarray()  # caches a plan
+    op = copy(original)
+    for array in op.weights:
+        for candidate in (array, array.base, array[..., :1], array.T):
+            if isinstance(candidate, np.ndarray):
+                with pytest.raises(ValueError, match="WRITEABLE"):
+                    candidate.flags.writeable = True
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0
+    np.testing.assert_array_equal(op.toarray(), dense)
+
+
+# --- chain formats -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("sup", "sub", "message"),
+    [
+        ("4 4 4 4", [[4, 4, 4], [4]], r"sub: item 2 is \[4\], .* each exactly 3 numbers"),
+        ([[4, 4, 4], [4]], "2 2 2 2 2 1", r"sup: item 1 is \[4, 4, 4\], .* exactly 2 numbers"),
+        ([[4, 4], 4, 4], "2 2 2 2 2 1", r"sup: item 2 is 4, .* \(p, q\) pairs"),
+        ("[[[4, 4]], [4, 4]]", "2 2 2 2 2 1", r"sup: item 1 is \[\[4, 4\]\]"),
+        ("4 4 4", "2 2 2 2 2 1", "sup has 3 numbers, which is not a whole number of"),
+        ("4 4 4 4", "[" * 100_000 + "]" * 100_000, "sub: JSON nested too deeply"),
+        ("4 4 4 4", 5, "sub: expected a list of integers, got int"),
+    ],
+)
+def test_malformed_sup_sub_lists_are_refused(sup, sub, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        Chain.from_sup_sub(sup, sub)
+
+
+def test_flat_and_nested_sup_sub_give_the_same_chain():
+    nested = Chain.from_sup_sub([[4, 4], [4, 4]], "[[2, 2, 2], [2, 2, 1]]")
+    assert nested == Chain.from_sup_sub("4 4 4 4", "2 2 2 2 2 1") == SMALL
+
+
+def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "chain.json"
+    path.write_text('{"sup": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["check", "--chain", str(path)]) == 2
+    assert "JSON nested too deeply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: Chain.from_abcd(5), TypeError, r"from_abcd expects a list of \(a, b, c, d\)"),
+        (lambda: Chain.from_abcd([5]), TypeError, r"factor 1: expected a tuple .* got int 5"),
+        (lambda: monarch_chain(2.0), TypeError, "monarch_chain: b must be an integer, got the fl"),
+        (lambda: monarch_chain(0), ValueError, "monarch_chain: b must be positive, got 0"),
+        (lambda: butterfly_chain(8.0), TypeError, "butterfly_chain: n must be an integer, got"),
+        (lambda: hadamard("8"), TypeError, "hadamard: n must be an integer, got str '8'"),
+        (lambda: hadamard(6), ValueError, "hadamard: n must be a power of two >= 2, got 6"),
+        (
+            lambda: Chain.from_factorizations(2, 2),
+            TypeError,
+            "from_factorizations: rs must be a list of integers .* got int 2",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng="x"),
+            TypeError,
+            "rng must be None, an integer seed or a numpy.random.Generator, got str 'x'",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng=0) @ np.ones((3, 2)),
+            ValueError,
+            r"cannot apply a 4 x 4 DeButOperator to an array of shape \(3, 2\): expected \(4,\)",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng=0) @ "abc",
+            TypeError,
+            "cannot apply a DeButOperator to str 'abc'",
+        ),
+        (
+            lambda: conv2d(np.ones((1, 3, 4, 4)), "abc", 2),
+            TypeError,
+            "operator must be the kernel matrix: a DeButOperator, .* got str 'abc'",
+        ),
+    ],
+)
+def test_messages_name_the_argument_and_the_rule(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_hierarchy_ranks_takes_any_chain_spelling():
+    tuples = [f.as_tuple() for f in SMALL]
+    assert hierarchy_ranks(tuples) == hierarchy_ranks(SMALL) == (1,)
+    assert hierarchy_ranks([list(t) for t in tuples]) == (1,)
+
+
+# --- targets ---------------------------------------------------------------------
+@pytest.fixture
+def bad_targets(tmp_path):
+    paths = {}
+    paths["npz"] = tmp_path / "target.npz"
+    np.savez(paths["npz"], target=np.ones(SMALL.shape))
+    paths["json"] = tmp_path / "target.json"
+    paths["json"].write_text(json.dumps(np.ones(SMALL.shape).tolist()))
+    paths["objects"] = tmp_path / "objects.npy"
+    np.save(paths["objects"], np.full(SMALL.shape, None, dtype=object), allow_pickle=True)
+    paths["strings"] = tmp_path / "strings.npy"
+    np.save(paths["strings"], np.full(SMALL.shape, "a"))
+    return paths
+
+
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical])
+def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit):
+    messages = {
+        "npz": r"target file '.*target.npz' is an .npz archive; save the matrix as a 2-D .npy",
+        "json": r"target file '.*target.json' is not a .npy file; save the matrix",
+        "objects": r"target file '.*objects.npy' holds Python objects, not numbers; pydebut never",
+        "strings": r"must hold real or complex numbers, got strings \(dtype <U1\)",
+    }
+    for name, message in messages.items():
+        with pytest.raises((ValueError, TypeError), match=message) as err:
+            fit(str(bad_targets[name]), SMALL)
+        assert "allow_pickle" not in str(err.value)
+
+
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64"
+)
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical])
+def test_targets_that_overflow_in_the_working_precision_are_refused(fit):
+    target = np.full(SMALL.shape, np.longdouble("1e400"))
+    with pytest.raises(ValueError, match="target's entries overflow to infinity in float64"):
+        fit(target, SMALL)
+
+
+def test_fit_checks_the_output_folder_before_fitting(tmp_path, capsys, monkeypatch):
+    from pydebut.commands import fit as fit_command
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("the fit ran before the output path was checked")
+
+    monkeypatch.setattr(fit_command, "fit_als", no_fitting)
+    target = tmp_path / "target.npy"
+    np.save(target, np.ones(SMALL.shape))
+    argv = ["fit", str(target), "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1", "--no-progress"]
+    for output, problem in [
+        (tmp_path / "no" / "such" / "x.npz", "does not exist"),
+        (tmp_path, "it is a folder"),
+    ]:
+        assert main([*argv, "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write the factors to {output}" in err and problem in err
