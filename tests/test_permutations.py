@@ -315,3 +315,12 @@ def test_torch_hand_off_refuses_a_permutation_it_cannot_hold():
     op = DeButOperator.random(butterfly_chain(8), rng=0).with_permutations(col_perm=bit_reversal(8))
     with pytest.raises(ValueError, match="permutation"):
         to_torch_layer(op)
+
+
+def test_pickle_keeps_the_permutations():
+    import pickle
+
+    op = dft(16)
+    copy = pickle.loads(pickle.dumps(op))
+    assert np.array_equal(copy.col_perm, op.col_perm) and copy.row_perm is None
+    np.testing.assert_array_equal(copy.toarray(), op.toarray())
