@@ -52,7 +52,8 @@ def test_estimates_are_the_left_to_right_hierarchical_errors():
     [
         smooth_kernel(32, 64),
         np.random.default_rng(2).standard_normal((16, 32)),
-        np.random.default_rng(3).standard_normal((32, 8)) @ np.random.default_rng(4).standard_normal((8, 64))
+        np.random.default_rng(3).standard_normal((32, 8))
+        @ np.random.default_rng(4).standard_normal((8, 64))
         + 1e-3 * np.random.default_rng(5).standard_normal((32, 64)),
     ],
     ids=["smooth", "gaussian", "low-rank-plus-noise"],

@@ -291,8 +291,17 @@ class _Options:
     progress: bool
 
     @classmethod
-    def checked(cls, max_params: Any, max_factors: Any, n_sweeps: Any, tol: Any,
-                beam_width: Any, refine: Any, max_splits: Any, progress: Any) -> _Options:
+    def checked(
+        cls,
+        max_params: Any,
+        max_factors: Any,
+        n_sweeps: Any,
+        tol: Any,
+        beam_width: Any,
+        refine: Any,
+        max_splits: Any,
+        progress: Any,
+    ) -> _Options:
         values = {}
         for name, value, least in (
             ("max_params", max_params, 1),
@@ -418,8 +427,11 @@ class _BeamSearch:
                 if self.narrowed or self.best2 <= self.exact2:
                     break  # nothing beats an exact chain
                 bound = self.best2 * (1 + 1e-9) + self.exact2
-                beam = _select([c for c in children if c.residual2 <= bound],
-                               self.options.beam_width, self.exact2)
+                beam = _select(
+                    [c for c in children if c.residual2 <= bound],
+                    self.options.beam_width,
+                    self.exact2,
+                )
                 for node in beam:  # compute the entries, then let the ancestors go
                     node.materialise()
                     node.parent = None
@@ -484,8 +496,7 @@ class _BeamSearch:
                             t,
                             node.n_done * c,
                             w,
-                            (*node.factors,
-                             (head, node.n_done * c * w * t, rows, c * w, t)),
+                            (*node.factors, (head, node.n_done * c * w * t, rows, c * w, t)),
                             node.params + head * c * w,
                             node.residual2 + discarded[w],
                             node.params + committed,
