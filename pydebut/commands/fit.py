@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     auto.add_argument(
         "--auto",
         action="store_true",
-        help="search the chainable and rank-weighted chains under --max-params (pydebut.approximate)",
+        help="search chainable and rank-weighted chains under --max-params (pydebut.approximate)",
     )
     auto.add_argument("--max-params", type=int, metavar="N", help="parameter budget for --auto")
     auto.add_argument(
