@@ -87,6 +87,7 @@ def test_recovers_a_product_of_any_chain_in_the_family(chain):
     assert result.chain.n_params <= chain.n_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16-conv1", "lenet-fc1"])
 def test_recovers_the_papers_chains_at_their_own_budget(name):
     chain = PAPER_CHAINS[name]

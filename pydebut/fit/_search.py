@@ -28,7 +28,7 @@ from ..operator import DeButOperator
 from ..spec import Chain
 from ._als import fit_als
 from ._common import load_target, working_dtype
-from ._hierarchical import _Split, _split
+from ._hierarchical import _Split, _split, fit_hierarchical, hierarchy_ranks
 
 __all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
 
@@ -651,8 +651,10 @@ def _refine(
     queue += [c for c in included if c.n_params <= options.max_params and c not in queue]
     bar = _bar(options.progress, "fitting candidates", "chain", total=len(queue))
     for chain in queue:
-        operator = _fit(matrix, chain, options, generator)
-        fitted[chain] = (operator, _true_error(operator, matrix, norm))
+        fits = [
+            (op, _true_error(op, matrix, norm)) for op in _fit(matrix, chain, options, generator)
+        ]
+        fitted[chain] = min(fits, key=lambda fit: fit[1])
         if bar is not None:
             bar.set_postfix(params=chain.n_params, error=f"{fitted[chain][1]:.3g}")
             bar.update()
@@ -663,9 +665,20 @@ def _refine(
 
 def _fit(
     matrix: np.ndarray, chain: Chain, options: _Options, generator: np.random.Generator
-) -> DeButOperator:
+) -> list[DeButOperator]:
+    """The hierarchical factorization (when the chain allows it) and ALS from it."""
     seed = int(generator.integers(2**63))
-    return fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, rng=seed).operator
+    try:
+        hierarchy_ranks(chain)
+    except ValueError:  # an included chain outside the family: ALS from random factors
+        return [
+            fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, rng=seed).operator
+        ]
+    start = fit_hierarchical(matrix, chain).operator
+    if options.n_sweeps == 0:
+        return [start]
+    als = fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, init=start, rng=seed)
+    return [start, als.operator]
 
 
 def _bar(enabled: bool, description: str, unit: str, total: int | None = None) -> Any:
