@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _kernels
+from . import _kernels, _workspace
 from .spec import Chain, FactorSpec
 
 __all__ = ["DeButOperator"]
@@ -36,6 +36,20 @@ def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
     if data_dtype.kind not in "biufc":
         raise TypeError(f"cannot apply a DeButOperator to an array of dtype {data_dtype}")
     return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
+
+
+def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, x: np.ndarray) -> None:
+    """Raise unless ``out`` can receive a result of ``shape`` and ``dtype`` computed from ``x``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}; the result has dtype {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be C-contiguous and writeable")
+    if np.may_share_memory(out, x):
+        raise ValueError("out must not overlap the input")
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -100,6 +114,8 @@ class _Plan(NamedTuple):
     paired: np.ndarray  # (L,) bool: factor l and l + 1 run as one radix-4 pass (batches)
     weights: np.ndarray  # flat, of the data's dtype
     max_dim: int
+    n_out: int
+    n_in: int
 
 
 def _make_plan(
@@ -110,7 +126,8 @@ def _make_plan(
     np.cumsum([w.size for w in weights], out=offsets[1:])
     flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    return _Plan(table, offsets, _pair_radix4_steps(specs), flat, max_dim)
+    paired = _pair_radix4_steps(specs)
+    return _Plan(table, offsets, paired, flat, max_dim, specs[-1].p, specs[0].q)
 
 
 def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
@@ -139,24 +156,12 @@ def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
     return paired
 
 
-class _Workspace(threading.local):
-    """Per-thread work buffers, reused across calls so no call pays for fresh pages."""
+#: Vectors at least this long run each factor on all Numba threads.
+PARALLEL_VECTOR_SIZE = 2**16
 
-    def __init__(self) -> None:
-        self.buffers: dict[np.dtype, np.ndarray] = {}
-
-    def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        size = 1
-        for extent in shape:
-            size *= extent
-        buffer = self.buffers.get(dtype)
-        if buffer is None or buffer.size < size:
-            buffer = np.empty(size, dtype=dtype)
-            self.buffers[dtype] = buffer
-        return buffer[:size].reshape(shape)
-
-
-_workspace = _Workspace()
+# The fewest columns of the batched kernel's window when a long chain narrows it to keep
+# the work buffers within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
+_MIN_LANES = 8
 
 # Numba's fallback threading layer ("workqueue") aborts the process when two threads
 # launch parallel kernels at once; the parallel kernel already uses every core, so
@@ -235,7 +240,8 @@ class DeButOperator(LinearOperator):
         super().__init__(dtype, chain.shape)
         self._chain = chain
         self._weights = owned
-        self._plans: dict[tuple[np.dtype, bool], _Plan] = {}
+        self._plans: dict[tuple[np.dtype, bool], _Plan] = {}  # by the kernels' dtype
+        self._routes: dict[tuple[np.dtype, bool], _Plan] = {}  # by the data's dtype
 
     # --- construction ---------------------------------------------------------
     @classmethod
@@ -428,6 +434,8 @@ class DeButOperator(LinearOperator):
         >>> (a @ b).chain
         Chain([(4, 8, 1, 2, 4), (8, 8, 2, 2, 4)])
         """
+        if type(x) is np.ndarray and x.ndim in (1, 2):  # skip LinearOperator's dispatch
+            return self._matvec(x) if x.ndim == 1 else self._matmat(x)
         if isinstance(x, DeButOperator):
             if self.shape[1] != x.shape[0]:
                 raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
@@ -452,34 +460,109 @@ class DeButOperator(LinearOperator):
             self._plans[key] = plan
         return plan
 
-    def _apply(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
+    def _route(self, data_dtype: np.dtype, adjoint: bool) -> _Plan:
+        """The plan for data of ``data_dtype``, remembered so the next call is a dict lookup."""
+        plan = self._plan(_result_dtype(self.dtype, data_dtype), adjoint)
+        self._routes[data_dtype, adjoint] = plan
+        return plan
+
+    def _apply(self, x: Any, adjoint: bool, out: np.ndarray | None = None) -> np.ndarray:
         x = np.asarray(x)
-        dtype = _result_dtype(self.dtype, x.dtype)
-        n_out, n_in = self.shape[::-1] if adjoint else self.shape
-        if x.ndim not in (1, 2) or x.shape[0] != n_in:
+        plan = self._routes.get((x.dtype, adjoint)) or self._route(x.dtype, adjoint)
+        dtype = plan.weights.dtype
+        if x.ndim not in (1, 2) or x.shape[0] != plan.n_in:
             raise ValueError(
-                f"expected an array of shape ({n_in},) or ({n_in}, batch), got {x.shape}"
+                f"expected an array of shape ({plan.n_in},) or ({plan.n_in}, batch), got {x.shape}"
             )
-        plan = self._plans.get((dtype, adjoint)) or self._plan(dtype, adjoint)
-        x = np.ascontiguousarray(x, dtype=dtype)
-        if x.ndim == 1 or x.shape[1] == 1:
-            vector = x.reshape(n_in)
-            out = np.empty(n_out, dtype=dtype)
-            work = _workspace.get((2, plan.max_dim), dtype)
-            _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
-            return out.reshape((n_out, *x.shape[1:]))
+        if x.dtype != dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=dtype)
+        if out is None:
+            out = np.empty((plan.n_out, *x.shape[1:]), dtype=dtype)
+        else:
+            _check_out(out, (plan.n_out, *x.shape[1:]), dtype, x)
+        if x.ndim == 1:
+            self._apply_vector(plan, x, out)
+        elif x.shape[1] == 1:
+            self._apply_vector(plan, x.reshape(plan.n_in), out.reshape(plan.n_out))
+        elif x.shape[1] > 0:
+            self._apply_block(plan, x, out)
+        return out
+
+    @staticmethod
+    def _apply_vector(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
+        if plan.max_dim < PARALLEL_VECTOR_SIZE:
+            _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
+            return
+        with _parallel_launch:
+            n_parts = _kernels.numba.get_num_threads()
+            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, n_parts)
+
+    @staticmethod
+    def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
+        dtype = plan.weights.dtype
         batch = x.shape[1]
-        out = np.empty((n_out, batch), dtype=dtype)
-        if batch == 0:
-            return out
         n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
         width = min(_kernels.LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
-        work = _workspace.get((n_workers, 2, plan.max_dim, width), dtype)
+        column_bytes = n_workers * 2 * plan.max_dim * dtype.itemsize
+        width = min(width, max(_MIN_LANES, _workspace.KEEP_BYTES // column_bytes))
+        work = _workspace.workspace.get((n_workers, 2, plan.max_dim, width), dtype)
         with _parallel_launch:
             _kernels.apply_chain_matrix(
                 plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
             )
-        return out
+
+    def apply(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """``F_1 ... F_L @ x`` with little Python between the caller and the kernel.
+
+        The same product as ``op @ x`` without SciPy's ``LinearOperator``
+        dispatch: for small layers, where the arithmetic takes a microsecond
+        or two, the overhead of a call decides the speed. The kernel plan of
+        each input dtype is built on the first call and reused.
+
+        Parameters
+        ----------
+        x : array_like, shape (n,) or (n, batch)
+        out : ndarray, optional
+            Where to write the result: C-contiguous, of shape ``(m,)`` or
+            ``(m, batch)`` as ``x``, of the result dtype (that of the operator
+            and ``x`` together), not overlapping ``x``.
+
+        Returns
+        -------
+        ndarray
+            ``out`` if given, else a new array.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` or ``out`` has the wrong shape, or ``out`` is not
+            C-contiguous, is read-only or overlaps ``x``.
+        TypeError
+            If the dtypes are not supported or ``out`` has another dtype.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+        >>> x = np.arange(8.0)
+        >>> out = np.empty(4)
+        >>> op.apply(x, out=out) is out
+        True
+        >>> np.allclose(out, op.toarray() @ x)
+        True
+        """
+        return self._apply(x, False, out)
+
+    def matvec(self, x: Any) -> Any:
+        """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks)."""
+        if type(x) is np.ndarray and x.ndim == 1:
+            return self._matvec(x)
+        return super().matvec(x)
+
+    def rmatvec(self, x: Any) -> Any:
+        """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks)."""
+        if type(x) is np.ndarray and x.ndim == 1:
+            return self._rmatvec(x)
+        return super().rmatvec(x)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._apply(x, adjoint=False)

@@ -47,27 +47,33 @@ def wide(dtype):
     return np.dtype(np.complex128 if np.dtype(dtype).kind == "c" else np.float64)
 
 
-def assert_chain_close(out, chain, weights, x):
-    """``out`` equals ``F_1 ... F_L x`` to a few ulps of ``out``'s dtype per multiply-add.
+def reference_and_bound(chain, weights, x, dtype):
+    """``F_1 ... F_L x`` in double precision and the error allowed in ``dtype``, entry by entry.
 
-    The reference runs in double precision on the inputs as given (already
-    rounded to the kernel's dtype); the allowed error of each entry is
-    ``4 eps (sum_l s_l + L) (|F_1| ... |F_L| |x|)``.
+    The reference runs on the inputs as given (already rounded to ``dtype``);
+    the allowed error is ``4 eps (sum_l s_l + L) (|F_1| ... |F_L| |x|)``.
     """
-    dtype = out.dtype
     double = wide(dtype)
     x = x.reshape(x.shape[0], -1)
     exact = _reference.apply_chain(chain, [w.astype(double) for w in weights], x.astype(double))
     magnitude = _reference.apply_chain(chain, [np.abs(w) for w in weights], np.abs(x))
     depth = sum(f.s for f in chain) + len(chain)
-    allowed = 4 * np.finfo(dtype).eps * depth * magnitude.reshape(exact.shape)
-    error = np.abs(out.reshape(exact.shape).astype(double) - exact)
+    return exact, 4 * np.finfo(dtype).eps * depth * magnitude
+
+
+def assert_within(out, exact, allowed, what):
+    error = np.abs(out.reshape(exact.shape).astype(exact.dtype) - exact)
     bad = ~(error <= allowed)  # NaN in out counts as bad
     assert not bad.any(), (
-        f"{bad.sum()} of {bad.size} entries wrong for {chain!r} in {np.dtype(dtype).name}; "
-        f"first at {np.argwhere(bad)[0].tolist()}: error {error[bad][0]:.3g} "
-        f"allowed {allowed[bad][0]:.3g}"
+        f"{bad.sum()} of {bad.size} entries wrong for {what} in {out.dtype.name}; first at "
+        f"{np.argwhere(bad)[0].tolist()}: error {error[bad][0]:.3g} allowed {allowed[bad][0]:.3g}"
     )
+
+
+def assert_chain_close(out, chain, weights, x):
+    """``out`` equals ``F_1 ... F_L x`` to a few ulps of ``out``'s dtype per multiply-add."""
+    exact, allowed = reference_and_bound(chain, weights, x, out.dtype)
+    assert_within(out, exact, allowed, repr(chain))
 
 
 def in_window(block, s0, total, dtype):
@@ -82,17 +88,20 @@ def chain_plan(chain, weights, dtype):
     return _make_plan(list(reversed(chain.factors)), weights[::-1], np.dtype(dtype))
 
 
-def run_vector(plan, x, dtype):
-    out = np.full(plan.specs[-1, 0], np.nan, dtype=dtype)
-    work = np.full((2, plan.max_dim), np.nan, dtype=dtype)
-    _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, x, out, work)
+def run_vector(plan, x, dtype, n_parts=None):
+    """The one-vector kernel (in ``n_parts`` parallel parts if given) into a NaN-filled output."""
+    out = np.full(plan.n_out, np.nan, dtype=dtype)
+    if n_parts is None:
+        _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
+    else:
+        _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, n_parts)
     return out
 
 
 def run_matrix(plan, x, n_workers, width, paired=None):
     """The batched kernel on ``x`` with NaN-filled output and work buffers."""
     paired = plan.paired if paired is None else paired
-    out = np.full((plan.specs[-1, 0], x.shape[1]), np.nan, dtype=x.dtype)
+    out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype)
     work = np.full((n_workers, 2, plan.max_dim, width), np.nan, dtype=x.dtype)
     _kernels.apply_chain_matrix(plan.specs, plan.offsets, paired, plan.weights, x, out, work, width)
     return out
@@ -129,6 +138,23 @@ def test_vector_kernels_match_reference(fields, dtype):
         kernel(spec.p, spec.r, spec.s, spec.t, flat, pad, x, out)
         assert_chain_close(out[: spec.p], Chain([spec]), [w], x)
         assert np.isnan(out[spec.p :]).all(), "wrote past the factor's rows"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+@pytest.mark.parametrize("fields", [(12, 12, 2, 2, 6), (12, 8, 3, 2, 2), (16, 32, 2, 4, 8)])
+def test_vector_alphas_writes_only_its_window(fields, dtype):
+    spec = FactorSpec(*fields)
+    rng = np.random.default_rng(2)
+    w = random_array(rng, spec.weight_shape, dtype)
+    x = random_array(rng, spec.q, dtype)
+    exact, allowed = reference_and_bound(Chain([spec]), [w], x, dtype)
+    exact, allowed = exact.reshape(-1, spec.t), allowed.reshape(-1, spec.t)
+    for a0, a1 in [(0, spec.t), (1, spec.t - 1), (spec.t - 1, spec.t)]:
+        out = np.full(spec.p, np.nan, dtype=dtype)
+        _kernels.vector_alphas(spec.p, spec.r, spec.s, spec.t, a0, a1, w.ravel(), 0, x, out)
+        out = out.reshape(-1, spec.t)
+        assert_within(out[:, a0:a1], exact[:, a0:a1], allowed[:, a0:a1], f"alpha in [{a0}, {a1})")
+        assert np.isnan(out[:, :a0]).all() and np.isnan(out[:, a1:]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -208,6 +234,8 @@ def test_chains_with_radix4_pairs_match_reference(case, dtype):
         )
     x = random_array(rng, p, dtype)
     assert_chain_close(run_vector(plan, x, dtype), chain, weights, x)
+    for n_parts in (2, 3, 5):
+        assert_chain_close(run_vector(plan, x, dtype, n_parts), chain, weights, x)
 
 
 @st.composite
@@ -253,7 +281,9 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
     plan = chain_plan(chain, weights, dtype)
     x = random_array(rng, (chain.shape[1], batch), dtype)
 
-    assert_chain_close(run_vector(plan, x[:, 0].copy(), dtype), chain, weights, x[:, :1])
+    vector = x[:, 0].copy()
+    assert_chain_close(run_vector(plan, vector, dtype), chain, weights, vector)
+    assert_chain_close(run_vector(plan, vector, dtype, n_workers), chain, weights, vector)
     for paired in (plan.paired, np.zeros_like(plan.paired)):
         assert_chain_close(run_matrix(plan, x, n_workers, width, paired), chain, weights, x)
 
@@ -320,3 +350,89 @@ def test_uncacheable_kernels_fall_back_with_a_warning(monkeypatch):
         * 2
     )
     assert "cannot cache compiled kernels" in str(caught[0].message)
+
+
+# --- the operator's application path ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (1,), (5,), (70,)])
+def test_apply_writes_into_out(shape, dtype):
+    from pydebut import DeButOperator
+    from pydebut.special import PAPER_CHAINS
+
+    chain = PAPER_CHAINS["lenet-fc1"]
+    op = DeButOperator.random(chain, rng=0, dtype=dtype)
+    x = random_array(np.random.default_rng(1), (chain.shape[1], *shape), dtype)
+    out = np.full((chain.shape[0], *shape), np.nan, dtype=dtype)
+    assert op.apply(x, out=out) is out
+    assert_chain_close(out, chain, op.weights, x)
+    assert_chain_close(op.apply(x), chain, op.weights, x)
+    assert_chain_close(op @ x, chain, op.weights, x)
+    if shape == ():
+        assert_chain_close(op.matvec(x), chain, op.weights, x)
+        y = random_array(np.random.default_rng(2), chain.shape[0], dtype)
+        assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
+
+
+def test_long_vectors_run_in_parallel_parts(monkeypatch):
+    from pydebut import DeButOperator, operator
+
+    monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 16)
+    chain = Chain([(32, 32, 2, 2, 16), (32, 64, 2, 4, 1), (64, 64, 2, 2, 1), (64, 16, 4, 1, 1)])
+    op = DeButOperator.random(chain, rng=0)
+    x = random_array(np.random.default_rng(1), 16, np.float64)
+    assert_chain_close(op.apply(x), chain, op.weights, x)
+    assert_chain_close(op @ x[:, None], chain, op.weights, x)
+
+
+def test_apply_names_what_is_wrong_with_out():
+    from pydebut import DeButOperator
+
+    op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+    x = np.ones((8, 3))
+    with pytest.raises(TypeError, match="out has dtype float32; the result has dtype float64"):
+        op.apply(x, out=np.empty((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 3\), got \(4, 2\)"):
+        op.apply(x, out=np.empty((4, 2)))
+    with pytest.raises(ValueError, match="C-contiguous and writeable"):
+        op.apply(x, out=np.empty((3, 4)).T)
+    read_only = np.empty((4, 3))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="C-contiguous and writeable"):
+        op.apply(x, out=read_only)
+    with pytest.raises(ValueError, match="overlap"):
+        op.apply(x, out=x[:4])
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        op.apply(x, out=[0.0] * 4)
+    with pytest.raises(ValueError, match=r"expected an array of shape \(8,\) or \(8, batch\)"):
+        op.apply(np.ones(4))
+
+
+def test_work_buffers_kept_between_calls_are_bounded(monkeypatch):
+    import gc
+    import tracemalloc
+
+    from pydebut import DeButOperator, _workspace
+    from pydebut.special import butterfly_chain
+
+    monkeypatch.setattr(_workspace, "KEEP_BYTES", 2**20)
+    monkeypatch.setattr(_workspace, "workspace", _workspace.Workspace())
+    op = DeButOperator.random(butterfly_chain(1024), rng=0)
+    x = np.ones((1024, 64))
+    op @ x  # compile before measuring
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        big = DeButOperator.random(butterfly_chain(8192), rng=0)
+        y = big @ np.ones((8192, 64))  # 2 buffers of 8192 x 8+ float64 per worker: > 1 MiB
+        del big, y
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert _workspace.workspace.nbytes <= 2**20
+    assert left < 2**20, f"{left} bytes left after the operator and its result were deleted"
+    small = op @ x
+    assert _workspace.workspace.nbytes > 0, "small work buffers are kept for the next call"
+    assert_chain_close(small, op.chain, op.weights, x)
