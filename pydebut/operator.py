@@ -472,7 +472,8 @@ class DeButOperator(LinearOperator):
         dtype = plan.weights.dtype
         if x.ndim not in (1, 2) or x.shape[0] != plan.n_in:
             raise ValueError(
-                f"expected an array of shape ({plan.n_in},) or ({plan.n_in}, batch), got {x.shape}"
+                f"dimension mismatch: expected an array of shape ({plan.n_in},) or "
+                f"({plan.n_in}, batch), got {x.shape}"
             )
         if x.dtype != dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=dtype)

@@ -405,7 +405,9 @@ def test_apply_names_what_is_wrong_with_out():
         op.apply(x, out=x[:4])
     with pytest.raises(TypeError, match="must be a NumPy array"):
         op.apply(x, out=[0.0] * 4)
-    with pytest.raises(ValueError, match=r"expected an array of shape \(8,\) or \(8, batch\)"):
+    with pytest.raises(
+        ValueError, match=r"dimension mismatch: expected an array of shape \(8,\) or \(8, batch\)"
+    ):
         op.apply(np.ones(4))
 
 
