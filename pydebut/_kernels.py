@@ -16,11 +16,18 @@ A chain is passed as a *plan*:
 - ``weights``: the flat weight buffer, of the dtype of the data.
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
-diagonal index ``alpha``. A block of vectors is a C-ordered ``(rows, batch)``
+diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits each
+factor of a long vector between threads. A block of vectors is a C-ordered ``(rows, batch)``
 array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
 starting at a given column, so the innermost loop runs over contiguous
 columns whatever ``t`` is, and the input and output blocks are read and
 written in place, with no copies.
+
+Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
+``a * b + c`` into one FMA (one rounding instead of two, so never less
+accurate); reassociation, which would change results with the number of
+lanes or threads, stays off, so every output entry is computed by the same
+sequence of operations whatever the batch size, window or thread count.
 """
 
 from __future__ import annotations

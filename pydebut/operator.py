@@ -209,7 +209,11 @@ class DeButOperator(LinearOperator):
     for each factor, from ``F_1`` to ``F_L``. Both cost ``sum_l p_l s_l``
     multiply-adds per vector. The whole chain runs in one Numba call; blocks
     of vectors are split into chunks of columns processed in parallel by
-    ``numba.get_num_threads()`` threads. On a machine whose cores are busy
+    ``numba.get_num_threads()`` threads, and one vector of length at least
+    :data:`PARALLEL_VECTOR_SIZE` (``2**16``) splits each factor between them.
+    For small layers, where a call's Python overhead rivals the arithmetic,
+    :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
+    32 MiB of work buffers between calls (``pydebut._workspace``). On a machine whose cores are busy
     with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
     avoids waiting on descheduled threads. One operator may be shared by
     several Python threads.
