@@ -25,9 +25,10 @@ written in place, with no copies.
 
 Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
 ``a * b + c`` into one FMA (one rounding instead of two, so never less
-accurate); reassociation, which would change results with the number of
-lanes or threads, stays off, so every output entry is computed by the same
-sequence of operations whatever the batch size, window or thread count.
+accurate); reassociation, reciprocal tricks and no-NaN/no-Inf assumptions
+stay off, so NaN and Inf propagate and each sum over ``sigma`` is taken in
+order whatever the batch size, window or thread count (whether LLVM fuses a
+given product may still differ between the vector and the block kernels).
 """
 
 from __future__ import annotations
