@@ -125,7 +125,9 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
     factors_csr = [sp.csr_array(f) for f in op.factors()]
     weights = op.weights
     shape = (chain.shape[1],) if batch == 1 else (chain.shape[1], batch)
-    x = rng.standard_normal(shape).astype(dtype)
+    x = rng.standard_normal(shape)
+    complex_data = np.dtype(dtype).kind == "c"
+    x = (x + 1j * rng.standard_normal(shape) if complex_data else x).astype(dtype)
     x2 = x.reshape(chain.shape[1], -1)
 
     def csr_chain():
@@ -145,15 +147,17 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
     if faust is not None:
         x_fortran = np.asfortranarray(x)  # pyfaust's layout, converted outside the timing
         functions["pyfaust"] = lambda: faust @ x_fortran
-    expected = dense.astype(np.float64) @ x.astype(np.float64)
-    tolerance = 1e-3 if dtype == np.float32 else 1e-10
+    double = np.complex128 if complex_data else np.float64
+    expected = dense.astype(double) @ x.astype(double)
+    tolerance = 1e-3 if np.dtype(dtype).itemsize == (8 if complex_data else 4) else 1e-10
     for label, function in functions.items():
         result = np.asarray(function()).reshape(expected.shape)
         error = np.abs(result - expected).max() / np.abs(expected).max()
         if error > tolerance:
             raise AssertionError(f"{name}: {label} differs from the dense product by {error:.1e}")
     times, best = time_interleaved(functions, args.rounds, args.budget)
-    flops = 2 * chain.n_params * batch
+    real_per_complex = 4 if complex_data else 1  # a complex multiply-add is 4 real ones
+    flops = 2 * chain.n_params * batch * real_per_complex
     return {
         "chain": name,
         "dtype": np.dtype(dtype).name,
@@ -162,7 +166,13 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
         "best": best,
         "dense_flops_ratio": chain.n_params / (chain.shape[0] * chain.shape[1]),
         "gflops_debut": flops / times["debut"] / 1e9,
-        "gflops_dense": 2 * chain.shape[0] * chain.shape[1] * batch / times["dense"] / 1e9,
+        "gflops_dense": 2
+        * chain.shape[0]
+        * chain.shape[1]
+        * batch
+        * real_per_complex
+        / times["dense"]
+        / 1e9,
     }
 
 
@@ -236,7 +246,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter budget")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "float64"],
+        help="also complex64, complex128 (GFLOP/s count 4 real multiply-adds per complex one)",
+    )
     parser.add_argument("--chains", nargs="+", default=list(CHAINS), choices=list(CHAINS))
     parser.add_argument(
         "--no-long-vectors",
