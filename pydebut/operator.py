@@ -38,18 +38,16 @@ def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
     return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
 
 
-def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, x: np.ndarray) -> None:
-    """Raise unless ``out`` can receive a result of ``shape`` and ``dtype`` computed from ``x``."""
+def _check_out(out: Any, result: np.ndarray) -> None:
+    """Raise unless ``out`` can receive ``result``."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}; the result has dtype {dtype}")
-    if out.shape != shape:
-        raise ValueError(f"out must have shape {shape}, got {out.shape}")
-    if not (out.flags.c_contiguous and out.flags.writeable):
-        raise ValueError("out must be C-contiguous and writeable")
-    if np.may_share_memory(out, x):
-        raise ValueError("out must not overlap the input")
+    if out.dtype != result.dtype:
+        raise TypeError(f"out has dtype {out.dtype}; the result has dtype {result.dtype}")
+    if out.shape != result.shape:
+        raise ValueError(f"out must have shape {result.shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -470,7 +468,7 @@ class DeButOperator(LinearOperator):
         self._routes[data_dtype, adjoint] = plan
         return plan
 
-    def _apply(self, x: Any, adjoint: bool, out: np.ndarray | None = None) -> np.ndarray:
+    def _apply(self, x: Any, adjoint: bool) -> np.ndarray:
         x = np.asarray(x)
         plan = self._routes.get((x.dtype, adjoint)) or self._route(x.dtype, adjoint)
         dtype = plan.weights.dtype
@@ -481,10 +479,7 @@ class DeButOperator(LinearOperator):
             )
         if x.dtype != dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=dtype)
-        if out is None:
-            out = np.empty((plan.n_out, *x.shape[1:]), dtype=dtype)
-        else:
-            _check_out(out, (plan.n_out, *x.shape[1:]), dtype, x)
+        out = np.empty((plan.n_out, *x.shape[1:]), dtype=dtype)
         if x.ndim == 1:
             self._apply_vector(plan, x, out)
         elif x.shape[1] == 1:
@@ -517,7 +512,7 @@ class DeButOperator(LinearOperator):
             )
 
     def apply(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
-        """``F_1 ... F_L @ x`` with little Python between the caller and the kernel.
+        """The product ``A @ x`` with little Python between the caller and the kernel.
 
         The same product as ``op @ x`` without SciPy's ``LinearOperator``
         dispatch: for small layers, where the arithmetic takes a microsecond
@@ -528,9 +523,9 @@ class DeButOperator(LinearOperator):
         ----------
         x : array_like, shape (n,) or (n, batch)
         out : ndarray, optional
-            Where to write the result: C-contiguous, of shape ``(m,)`` or
-            ``(m, batch)`` as ``x``, of the result dtype (that of the operator
-            and ``x`` together), not overlapping ``x``.
+            Array to copy the result into: of shape ``(m,)`` or ``(m, batch)``
+            as ``x``, of the result dtype (that of the operator and ``x``
+            together), writeable.
 
         Returns
         -------
@@ -540,8 +535,7 @@ class DeButOperator(LinearOperator):
         Raises
         ------
         ValueError
-            If ``x`` or ``out`` has the wrong shape, or ``out`` is not
-            C-contiguous, is read-only or overlaps ``x``.
+            If ``x`` or ``out`` has the wrong shape or ``out`` is read-only.
         TypeError
             If the dtypes are not supported or ``out`` has another dtype.
 
@@ -555,7 +549,12 @@ class DeButOperator(LinearOperator):
         >>> np.allclose(out, op.toarray() @ x)
         True
         """
-        return self._apply(x, False, out)
+        result = self._matvec(x) if getattr(x, "ndim", 0) == 1 else self._matmat(x)
+        if out is None:
+            return result
+        _check_out(out, result)
+        out[...] = result
+        return out
 
     def matvec(self, x: Any) -> Any:
         """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks)."""
