@@ -211,10 +211,10 @@ class DeButOperator(LinearOperator):
     :data:`PARALLEL_VECTOR_SIZE` (``2**16``) splits each factor between them.
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
-    32 MiB of work buffers between calls (``pydebut._workspace``). On a machine whose cores are busy
-    with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
-    avoids waiting on descheduled threads. One operator may be shared by
-    several Python threads.
+    32 MiB of work buffers between calls (``pydebut._workspace``). On a
+    machine whose cores are busy with other work, ``numba.set_num_threads(1)``
+    (or ``NUMBA_NUM_THREADS=1``) avoids waiting on descheduled threads. One
+    operator may be shared by several Python threads.
 
     Examples
     --------
