@@ -5,11 +5,12 @@ Run from the repository root::
     python benchmarks/bench_apply.py            # full table (a few minutes)
     python benchmarks/bench_apply.py --quick    # fewer repeats
 
-Every implementation is timed in interleaved rounds within one run (the best
-round counts), so the ratios compare like with like on a shared, noisy
-machine; absolute times mean little. Each result is checked against the dense
-product before it is timed. The first-call JIT cost and the cost of a cached
-import are measured in fresh subprocesses.
+Every implementation is timed in interleaved rounds within one run and the
+median round counts (the best round is reported too), so the ratios compare
+like with like on a shared, noisy machine; absolute times mean little. Each
+result is checked against the dense product before it is timed. The
+first-call JIT cost and the cost of a cached import are measured in fresh
+subprocesses.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def machine() -> str:
 
 def time_interleaved(
     functions: dict[str, Callable[[], object]], rounds: int, budget: float
-) -> dict[str, float]:
-    """Best time per call of each function, measured round-robin.
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median and best time per call of each function, measured round-robin.
 
     A pause follows each function's turn, so worker threads it left spinning
     (OpenBLAS's, Numba's, pyfaust's OpenMP) go to sleep before the next one is
@@ -88,15 +89,17 @@ def time_interleaved(
         function()
         elapsed = time.perf_counter() - start
         numbers[name] = max(1, int(budget / max(elapsed, 1e-7)))
-    best = dict.fromkeys(functions, float("inf"))
+    samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(rounds):
         for name, function in functions.items():
             start = time.perf_counter()
             for _ in range(numbers[name]):
                 function()
-            best[name] = min(best[name], (time.perf_counter() - start) / numbers[name])
+            samples[name].append((time.perf_counter() - start) / numbers[name])
             time.sleep(SETTLE_SECONDS)
-    return best
+    median = {name: float(np.median(values)) for name, values in samples.items()}
+    best = {name: min(values) for name, values in samples.items()}
+    return median, best
 
 
 def optional_faust(op: DeButOperator) -> object | None:
@@ -122,7 +125,9 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
     factors_csr = [sp.csr_array(f) for f in op.factors()]
     weights = op.weights
     shape = (chain.shape[1],) if batch == 1 else (chain.shape[1], batch)
-    x = rng.standard_normal(shape).astype(dtype)
+    x = rng.standard_normal(shape)
+    complex_data = np.dtype(dtype).kind == "c"
+    x = (x + 1j * rng.standard_normal(shape) if complex_data else x).astype(dtype)
     x2 = x.reshape(chain.shape[1], -1)
 
     def csr_chain():
@@ -133,6 +138,7 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
 
     functions = {
         "debut": lambda: op @ x,
+        "apply": lambda: op.apply(x),
         "dense": lambda: dense @ x,
         "csr": csr_chain,
         "einsum": lambda: einsum_chain(chain, weights, x2),
@@ -141,23 +147,74 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
     if faust is not None:
         x_fortran = np.asfortranarray(x)  # pyfaust's layout, converted outside the timing
         functions["pyfaust"] = lambda: faust @ x_fortran
-    expected = dense.astype(np.float64) @ x.astype(np.float64)
-    tolerance = 1e-3 if dtype == np.float32 else 1e-10
+    double = np.complex128 if complex_data else np.float64
+    expected = dense.astype(double) @ x.astype(double)
+    tolerance = 1e-3 if np.dtype(dtype).itemsize == (8 if complex_data else 4) else 1e-10
     for label, function in functions.items():
         result = np.asarray(function()).reshape(expected.shape)
         error = np.abs(result - expected).max() / np.abs(expected).max()
         if error > tolerance:
             raise AssertionError(f"{name}: {label} differs from the dense product by {error:.1e}")
-    times = time_interleaved(functions, args.rounds, args.budget)
-    flops = 2 * chain.n_params * batch
+    times, best = time_interleaved(functions, args.rounds, args.budget)
+    real_per_complex = 4 if complex_data else 1  # a complex multiply-add is 4 real ones
+    flops = 2 * chain.n_params * batch * real_per_complex
     return {
         "chain": name,
         "dtype": np.dtype(dtype).name,
         "batch": batch,
         "times": times,
+        "best": best,
+        "dense_flops_ratio": chain.n_params / (chain.shape[0] * chain.shape[1]),
         "gflops_debut": flops / times["debut"] / 1e9,
-        "gflops_dense": 2 * chain.shape[0] * chain.shape[1] * batch / times["dense"] / 1e9,
+        "gflops_dense": 2
+        * chain.shape[0]
+        * chain.shape[1]
+        * batch
+        * real_per_complex
+        / times["dense"]
+        / 1e9,
     }
+
+
+def print_precision_rates(rows: list[dict]) -> None:
+    """float32 GFLOP/s over float64 GFLOP/s of DeBut for each chain and batch measured in both."""
+    by_key = {(row["chain"], row["batch"], row["dtype"]): row for row in rows}
+    lines = []
+    for (chain, batch, dtype), row in by_key.items():
+        double = by_key.get((chain, batch, "float64"))
+        if dtype == "float32" and double is not None:
+            ratio = row["gflops_debut"] / double["gflops_debut"]
+            lines.append(f"| {chain} | {batch} | {ratio:.2f} |")
+    if lines:
+        print("\n| chain | batch | float32 rate / float64 rate |\n| --- | --- | --- |")
+        print("\n".join(lines))
+
+
+def print_long_vectors(args) -> None:
+    """One vector through 2^16 and 2^18 butterflies: the serial kernel against all threads."""
+    import numba
+
+    from pydebut import _kernels
+
+    print(f"\n| one vector, float64 | 1 thread | {numba.get_num_threads()} threads | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for size in (2**16, 2**18):
+        op = DeButOperator.random(butterfly_chain(size), rng=0)
+        x = np.random.default_rng(0).standard_normal(size)
+        out = np.empty(size)
+        plan = op._plan(np.dtype(np.float64), False)
+
+        def serial(plan=plan, x=x, out=out):
+            _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
+
+        def parallel(op=op, x=x, out=out):
+            op.apply(x, out)
+
+        times, _ = time_interleaved({"serial": serial, "parallel": parallel}, 3 * args.rounds, 0.02)
+        print(
+            f"| butterfly 2^{size.bit_length() - 1} | {times['serial'] * 1e6:,.0f} us | "
+            f"{times['parallel'] * 1e6:,.0f} us | {times['serial'] / times['parallel']:.2f}x |"
+        )
 
 
 def startup_costs() -> tuple[float, float]:
@@ -189,8 +246,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter budget")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "float64"],
+        help="also complex64, complex128 (GFLOP/s count 4 real multiply-adds per complex one)",
+    )
     parser.add_argument("--chains", nargs="+", default=list(CHAINS), choices=list(CHAINS))
+    parser.add_argument(
+        "--no-long-vectors",
+        dest="long_vectors",
+        action="store_false",
+        help="skip one vector through 2^16 and 2^18 butterflies, one thread against all",
+    )
     args = parser.parse_args()
     args.rounds = 3 if args.quick else 7
     args.budget = 0.01 if args.quick else 0.03
@@ -209,9 +277,10 @@ def main() -> None:
     ]
     has_faust = any("pyfaust" in row["times"] for row in rows)
     header = (
-        "| chain | dtype | batch | DeBut time | vs dense @ | vs CSR chain | vs einsum |"
+        "| chain | dtype | batch | op @ x | vs dense @ | op.apply(x) / dense |"
+        " vs CSR chain | vs einsum |"
         + (" vs pyfaust |" if has_faust else "")
-        + " DeBut GFLOP/s | dense GFLOP/s | DeBut / dense rate |"
+        + " DeBut GFLOP/s | dense GFLOP/s | DeBut / dense rate | same, best rounds |"
     )
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
@@ -223,6 +292,7 @@ def main() -> None:
             str(row["batch"]),
             f"{t['debut'] * 1e6:,.0f} us",
             f"{t['dense'] / t['debut']:.1f}x",
+            f"{t['apply'] / t['dense']:.2f}",
             f"{t['csr'] / t['debut']:.1f}x",
             f"{t['einsum'] / t['debut']:.1f}x",
         ]
@@ -232,9 +302,16 @@ def main() -> None:
             f"{row['gflops_debut']:.2f}",
             f"{row['gflops_dense']:.1f}",
             f"{row['gflops_debut'] / row['gflops_dense']:.0%}",
+            f"{row['best']['dense'] / row['best']['debut'] * row['dense_flops_ratio']:.0%}",
         ]
         print("| " + " | ".join(cells) + " |")
-    print("\nRatios are (other time) / (DeBut time): above 1 means DeBut is faster.")
+    print(
+        "\nRatios are (other time) / (DeBut time): above 1 means DeBut is faster; "
+        "op.apply(x) / dense is a time ratio (at most 1: the direct call is as fast as dense)."
+    )
+    print_precision_rates(rows)
+    if args.long_vectors:
+        print_long_vectors(args)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,26 @@ A chain is passed as a *plan*:
 - ``weights``: the flat weight buffer, of the dtype of the data.
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
-diagonal index ``alpha``. A block of vectors is a C-ordered ``(rows, batch)``
+diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits each
+factor of a long vector between threads. A block of vectors is a C-ordered ``(rows, batch)``
 array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
 starting at a given column, so the innermost loop runs over contiguous
 columns whatever ``t`` is, and the input and output blocks are read and
 written in place, with no copies.
+
+Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
+``a * b + c`` into one FMA (one rounding instead of two, so never less
+accurate); reassociation, reciprocal tricks and no-NaN/no-Inf assumptions
+stay off, so NaN and Inf propagate and each sum over ``sigma`` is taken in
+order whatever the batch size, window or thread count (whether LLVM fuses a
+given product may still differ between the vector and the block kernels).
 """
 
 from __future__ import annotations
 
 import warnings
+
+import numpy as np
 
 try:
     import numba
@@ -138,33 +148,42 @@ def vector_2x2(p, t, weights, w_start, src, dst):  # pragma: no cover
 
 
 @_jit(fastmath={"contract"})
-def vector_general(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
-    """``dst = F @ src`` for one vector and any factor.
+def vector_alphas(p, r, s, t, a0, a1, weights, w_start, src, dst):  # pragma: no cover
+    """Entries ``alpha`` in ``[a0, a1)`` of ``dst = F @ src`` for one vector and any factor.
 
     ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
-    vectorised along ``alpha`` (a short dot product per row when ``t = 1``).
+    vectorised along ``alpha``.
     """
+    width = a1 - a0
     for block in range(p // (r * t)):
-        x = src[block * s * t : (block + 1) * s * t]
         for rho in range(r):
-            out = (block * r + rho) * t
-            y = dst[out : out + t]
-            w_row = w_start + (block * r + rho) * s * t
-            w = weights[w_row : w_row + s * t]
-            if t == 1:
-                acc = w[0] * x[0]
-                for sigma in range(1, s):
-                    acc += w[sigma] * x[sigma]
-                y[0] = acc
-                continue
-            w_first, x_first = w[:t], x[:t]
+            out = (block * r + rho) * t + a0
+            y = dst[out : out + width]
+            w_row = w_start + (block * r + rho) * s * t + a0
+            x_row = block * s * t + a0
+            w_first, x_first = weights[w_row : w_row + width], src[x_row : x_row + width]
             for alpha in range(y.shape[0]):
                 y[alpha] = w_first[alpha] * x_first[alpha]
             for sigma in range(1, s):
-                w_sigma = w[sigma * t : (sigma + 1) * t]
-                x_sigma = x[sigma * t : (sigma + 1) * t]
+                w_sigma = weights[w_row + sigma * t : w_row + sigma * t + width]
+                x_sigma = src[x_row + sigma * t : x_row + sigma * t + width]
                 for alpha in range(y.shape[0]):
                     y[alpha] += w_sigma[alpha] * x_sigma[alpha]
+
+
+@_jit(fastmath={"contract"})
+def vector_general(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
+    """``dst = F @ src`` for one vector and any factor (a dot product per row if ``t = 1``)."""
+    if t > 1:
+        vector_alphas(p, r, s, t, 0, t, weights, w_start, src, dst)
+        return
+    for row in range(p):
+        x = src[(row // r) * s : (row // r + 1) * s]
+        w = weights[w_start + row * s : w_start + (row + 1) * s]
+        acc = w[0] * x[0]
+        for sigma in range(1, s):
+            acc += w[sigma] * x[sigma]
+        dst[row] = acc
 
 
 @_jit()
@@ -177,19 +196,68 @@ def vector_factor(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
 
 
 @_jit()
-def apply_chain_vector(specs, offsets, weights, x, out, work):  # pragma: no cover
-    """``out = F_1 ... F_L @ x`` for one contiguous vector; ``work`` is ``(2, max_dim)``.
+def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
+    """``out = F_1 ... F_L @ x`` for one contiguous vector.
 
-    The first factor reads ``x``, the last writes ``out`` and the others
-    alternate between the two rows of ``work``.
+    Factor ``l``'s weights follow factor ``l - 1``'s in ``weights`` (each
+    holds ``p * s`` of them). The first factor reads ``x``, the last writes
+    ``out`` and the others alternate between the two rows of a work array
+    allocated here (cheaper than passing one in: each argument of a Numba
+    call costs a fraction of a microsecond to type-check).
     """
     n_factors = specs.shape[0]
-    src = x
+    max_dim = 0
     for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
-        p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
+        max_dim = max(max_dim, specs[l, 0], specs[l, 1])
+    work = np.empty((2, max_dim), dtype=out.dtype)
+    src = x
+    w_start = 0
+    for l in range(n_factors):  # noqa: E741
+        p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
         dst = out if l == n_factors - 1 else work[l % 2]
-        vector_factor(p, r, s, t, weights, offsets[l], src[: specs[l, 1]], dst[:p])
+        vector_factor(p, r, s, t, weights, w_start, src[:q], dst[:p])
         src = dst
+        w_start += p * s
+
+
+@_jit(parallel=True)
+def apply_chain_vector_parallel(specs, weights, x, out, n_parts):  # pragma: no cover
+    """:func:`apply_chain_vector` with each factor split into ``n_parts`` parts run in parallel.
+
+    Blocks of one factor are independent, so a part is the smaller factor
+    made of blocks ``[lo, hi)``, applied to the matching slices of the input,
+    output and weights; a factor with fewer blocks than parts is split along
+    the diagonal index ``alpha`` instead. Every factor waits for the previous
+    one, so this pays for long vectors only (a parallel launch costs
+    microseconds per factor).
+    """
+    n_factors = specs.shape[0]
+    max_dim = 0
+    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
+        max_dim = max(max_dim, specs[l, 0], specs[l, 1])
+    work = np.empty((2, max_dim), dtype=out.dtype)
+    src = x
+    w_start = 0
+    for l in range(n_factors):  # noqa: E741
+        p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
+        dst = out if l == n_factors - 1 else work[l % 2]
+        n_blocks = p // (r * t)
+        if n_blocks >= n_parts or t < n_parts:
+            parts = min(n_parts, n_blocks)
+            for part in numba.prange(parts):
+                lo = part * n_blocks // parts
+                hi = (part + 1) * n_blocks // parts
+                vector_factor(
+                    (hi - lo) * r * t, r, s, t, weights, w_start + lo * r * s * t,
+                    src[lo * s * t : hi * s * t], dst[lo * r * t : hi * r * t],
+                )  # fmt: skip
+        else:  # few wide blocks: split the diagonal index instead
+            for part in numba.prange(n_parts):
+                a0 = part * t // n_parts
+                a1 = (part + 1) * t // n_parts
+                vector_alphas(p, r, s, t, a0, a1, weights, w_start, src[:q], dst[:p])
+        src = dst
+        w_start += p * s
 
 
 @_jit(fastmath={"contract"})

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _kernels, _sparse
+from . import _kernels, _sparse, _workspace
 from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
@@ -48,6 +48,18 @@ def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
     if data_dtype.kind not in "biufc":
         raise TypeError(f"cannot apply a DeButOperator to an array of dtype {data_dtype}")
     return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
+
+
+def _check_out(out: Any, result: np.ndarray) -> None:
+    """Raise unless ``out`` can receive ``result``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != result.dtype:
+        raise TypeError(f"out has dtype {out.dtype}; the result has dtype {result.dtype}")
+    if out.shape != result.shape:
+        raise ValueError(f"out must have shape {result.shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -142,6 +154,8 @@ class _Plan(NamedTuple):
     paired: np.ndarray  # (L,) bool: factor l and l + 1 run as one radix-4 pass (batches)
     weights: np.ndarray  # flat, of the data's dtype
     max_dim: int
+    n_out: int
+    n_in: int
 
 
 def _make_plan(
@@ -152,7 +166,8 @@ def _make_plan(
     np.cumsum([w.size for w in weights], out=offsets[1:])
     flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    return _Plan(table, offsets, _pair_radix4_steps(specs), flat, max_dim)
+    paired = _pair_radix4_steps(specs)
+    return _Plan(table, offsets, paired, flat, max_dim, specs[-1].p, specs[0].q)
 
 
 def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
@@ -181,24 +196,12 @@ def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
     return paired
 
 
-class _Workspace(threading.local):
-    """Per-thread work buffers, reused across calls so no call pays for fresh pages."""
+#: Vectors at least this long run each factor on all Numba threads.
+PARALLEL_VECTOR_SIZE = 2**16
 
-    def __init__(self) -> None:
-        self.buffers: dict[np.dtype, np.ndarray] = {}
-
-    def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        size = 1
-        for extent in shape:
-            size *= extent
-        buffer = self.buffers.get(dtype)
-        if buffer is None or buffer.size < size:
-            buffer = np.empty(size, dtype=dtype)
-            self.buffers[dtype] = buffer
-        return buffer[:size].reshape(shape)
-
-
-_workspace = _Workspace()
+# The fewest columns of the batched kernel's window when a long chain narrows it to keep
+# the work buffers within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
+_MIN_LANES = 8
 
 # Numba's fork-safe threading layer "workqueue" (see pydebut._numba_setup) aborts the
 # process when two threads launch parallel kernels at once; the parallel kernel already
@@ -264,12 +267,16 @@ class DeButOperator(LinearOperator):
     for each factor, from ``F_1`` to ``F_L``. Both cost ``sum_l p_l s_l``
     multiply-adds per vector. The whole chain runs in one Numba call; blocks
     of vectors are split into chunks of columns processed in parallel by
-    ``numba.get_num_threads()`` threads. On a machine whose cores are busy
-    with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
-    avoids waiting on descheduled threads. One operator may be shared by
-    several Python threads, and used in child processes started by fork or
-    spawn (``multiprocessing``, joblib, Dask): pydebut selects Numba's
-    fork-safe threading layer (see ``pydebut._numba_setup``).
+    ``numba.get_num_threads()`` threads, and one vector of length at least
+    :data:`PARALLEL_VECTOR_SIZE` (``2**16``) splits each factor between them.
+    For small layers, where a call's Python overhead rivals the arithmetic,
+    :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
+    32 MiB of work buffers between calls (``pydebut._workspace``). On a
+    machine whose cores are busy with other work, ``numba.set_num_threads(1)``
+    (or ``NUMBA_NUM_THREADS=1``) avoids waiting on descheduled threads. One
+    operator may be shared by several Python threads, and used in child processes
+    started by fork or spawn (``multiprocessing``, joblib, Dask): pydebut selects
+    Numba's fork-safe threading layer (see ``pydebut._numba_setup``).
 
     With permutations, ``A = P_r B P_c`` with the permutation matrices
     ``P_r = I[row_perm]`` and ``P_c = I[:, col_perm]``: ``A x`` gathers
@@ -310,7 +317,8 @@ class DeButOperator(LinearOperator):
         super().__init__(dtype, chain.shape)
         self._chain = chain
         self._weights = owned
-        self._plans: dict[tuple[np.dtype, bool], _Plan] = {}
+        self._plans: dict[tuple[np.dtype, bool], _Plan] = {}  # by the kernels' dtype
+        self._routes: dict[tuple[np.dtype, bool], _Plan] = {}  # by the data's dtype
 
     # --- construction ---------------------------------------------------------
     @classmethod
@@ -667,6 +675,8 @@ class DeButOperator(LinearOperator):
         >>> bool(np.allclose(a @ S, a.toarray())), bool(np.allclose(S[:4] @ b, b.toarray()[:4]))
         (True, True)
         """
+        if type(x) is np.ndarray and x.ndim in (1, 2) and x.shape[0] == self.shape[1]:
+            return self._matvec(x) if x.ndim == 1 else self._matmat(x)  # no SciPy dispatch
         if sp.issparse(x):
             return _sparse.times_sparse(self, x)
         if isinstance(x, DeButOperator):
@@ -717,33 +727,98 @@ class DeButOperator(LinearOperator):
             self._plans[key] = plan
         return plan
 
-    def _apply(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
+    def _route(self, data_dtype: np.dtype, adjoint: bool) -> _Plan:
+        """The plan for data of ``data_dtype``, remembered so the next call is a dict lookup."""
+        plan = self._plan(_result_dtype(self.dtype, data_dtype), adjoint)
+        self._routes[data_dtype, adjoint] = plan
+        return plan
+
+    def _apply(self, x: Any, adjoint: bool) -> np.ndarray:
         x = np.asarray(x)
-        dtype = _result_dtype(self.dtype, x.dtype)
-        n_out, n_in = self.shape[::-1] if adjoint else self.shape
-        if x.ndim not in (1, 2) or x.shape[0] != n_in:
+        plan = self._routes.get((x.dtype, adjoint)) or self._route(x.dtype, adjoint)
+        dtype = plan.weights.dtype
+        if x.ndim not in (1, 2) or x.shape[0] != plan.n_in:
             raise ValueError(
-                f"expected an array of shape ({n_in},) or ({n_in}, batch), got {x.shape}"
+                f"dimension mismatch: expected an array of shape ({plan.n_in},) or "
+                f"({plan.n_in}, batch), got {x.shape}"
             )
-        plan = self._plans.get((dtype, adjoint)) or self._plan(dtype, adjoint)
-        x = np.ascontiguousarray(x, dtype=dtype)
-        if x.ndim == 1 or x.shape[1] == 1:
-            vector = x.reshape(n_in)
-            out = np.empty(n_out, dtype=dtype)
-            work = _workspace.get((2, plan.max_dim), dtype)
-            _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, vector, out, work)
-            return out.reshape((n_out, *x.shape[1:]))
+        if x.dtype != dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=dtype)
+        out = np.empty((plan.n_out, *x.shape[1:]), dtype=dtype)
+        if x.ndim == 1:
+            self._apply_vector(plan, x, out)
+        elif x.shape[1] == 1:
+            self._apply_vector(plan, x.reshape(plan.n_in), out.reshape(plan.n_out))
+        elif x.shape[1] > 0:
+            self._apply_block(plan, x, out)
+        return out
+
+    @staticmethod
+    def _apply_vector(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
+        if plan.max_dim < PARALLEL_VECTOR_SIZE:
+            _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
+            return
+        with _parallel_launch:
+            n_parts = _kernels.numba.get_num_threads()
+            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, n_parts)
+
+    @staticmethod
+    def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
+        dtype = plan.weights.dtype
         batch = x.shape[1]
-        out = np.empty((n_out, batch), dtype=dtype)
-        if batch == 0:
-            return out
         n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
         width = min(_kernels.LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
-        work = _workspace.get((n_workers, 2, plan.max_dim, width), dtype)
+        column_bytes = n_workers * 2 * plan.max_dim * dtype.itemsize
+        width = min(width, max(_MIN_LANES, _workspace.KEEP_BYTES // column_bytes))
+        work = _workspace.workspace.get((n_workers, 2, plan.max_dim, width), dtype)
         with _parallel_launch:
             _kernels.apply_chain_matrix(
                 plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
             )
+
+    def apply(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """The product ``A @ x`` with little Python between the caller and the kernel.
+
+        The same product as ``op @ x`` without SciPy's ``LinearOperator``
+        dispatch: for small layers, where the arithmetic takes a microsecond
+        or two, the overhead of a call decides the speed. The kernel plan of
+        each input dtype is built on the first call and reused.
+
+        Parameters
+        ----------
+        x : array_like, shape (n,) or (n, batch)
+        out : ndarray, optional
+            Array to copy the result into: of shape ``(m,)`` or ``(m, batch)``
+            as ``x``, of the result dtype (that of the operator and ``x``
+            together), writeable.
+
+        Returns
+        -------
+        ndarray
+            ``out`` if given, else a new array.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` or ``out`` has the wrong shape or ``out`` is read-only.
+        TypeError
+            If the dtypes are not supported or ``out`` has another dtype.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+        >>> x = np.arange(8.0)
+        >>> out = np.empty(4)
+        >>> op.apply(x, out=out) is out
+        True
+        >>> np.allclose(out, op.toarray() @ x)
+        True
+        """
+        result = self._matvec(x) if getattr(x, "ndim", 0) == 1 else self._matmat(x)
+        if out is None:
+            return result
+        _check_out(out, result)
+        out[...] = result
         return out
 
     def _apply_permuted(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
@@ -757,6 +832,18 @@ class DeButOperator(LinearOperator):
                 x = x[before]
         y = self._apply(x, adjoint)
         return y if after is None else y[after]
+
+    def matvec(self, x: Any) -> Any:
+        """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks)."""
+        if type(x) is np.ndarray and x.ndim == 1:
+            return self._matvec(x)
+        return super().matvec(x)
+
+    def rmatvec(self, x: Any) -> Any:
+        """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks)."""
+        if type(x) is np.ndarray and x.ndim == 1:
+            return self._rmatvec(x)
+        return super().rmatvec(x)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._apply_permuted(x, adjoint=False)

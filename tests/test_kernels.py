@@ -1,7 +1,20 @@
 """Each Numba kernel against its NumPy twin in ``pydebut._reference``.
 
 CI runs this file once more with ``NUMBA_BOUNDSCHECK=1``, so any index the
-kernels compute out of bounds fails loudly.
+kernels compute out of bounds fails loudly. This file alone must catch a
+wrong kernel, so:
+
+- outputs are filled with NaN before each call (a row, lane or window the
+  kernel forgets to write stays NaN);
+- the reference runs in double precision on the same (rounded) inputs and
+  the tolerance is a few units in the last place of the kernel's dtype per
+  multiply-add along the chain, scaled by ``|F_1| ... |F_L| |x|`` (the
+  forward error bound of a product of sums), so a kernel that loses
+  precision fails as surely as one that mixes the wrong rows;
+- the chains drawn exercise every batched path: radix-4 pairs with the fine
+  or the coarse factor first and in the last pass, 2x2 factors with
+  ``t`` in {1, 2, 3, 8, 16}, general factors around them, and column windows
+  that do not divide the batch.
 """
 
 import numpy as np
@@ -9,58 +22,148 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydebut import _kernels, _reference
-from pydebut.operator import _make_plan
+from pydebut import Chain, FactorSpec, _kernels, _reference
+from pydebut.operator import _make_plan, _pair_radix4_steps
 from pydebut.testing import chains, dense_chains
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 
 
+def random_array(rng, shape, dtype):
+    values = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
 def weights_for(chain, rng, dtype):
-    return [rng.standard_normal(f.weight_shape).astype(dtype) for f in chain]
+    return [random_array(rng, f.weight_shape, dtype) for f in chain]
+
+
+def wide(dtype):
+    """The double-precision dtype of the same kind, for reference results."""
+    return np.dtype(np.complex128 if np.dtype(dtype).kind == "c" else np.float64)
+
+
+def reference_and_bound(chain, weights, x, dtype):
+    """``F_1 ... F_L x`` in double precision and the error allowed in ``dtype``, entry by entry.
+
+    The reference runs on the inputs as given (already rounded to ``dtype``);
+    the allowed error is ``4 eps (sum_l s_l + L) (|F_1| ... |F_L| |x|)``.
+    """
+    double = wide(dtype)
+    x = x.reshape(x.shape[0], -1)
+    exact = _reference.apply_chain(chain, [w.astype(double) for w in weights], x.astype(double))
+    magnitude = _reference.apply_chain(chain, [np.abs(w) for w in weights], np.abs(x))
+    depth = sum(f.s for f in chain) + len(chain)
+    return exact, 4 * np.finfo(dtype).eps * depth * magnitude
+
+
+def assert_within(out, exact, allowed, what):
+    error = np.abs(out.reshape(exact.shape).astype(exact.dtype) - exact)
+    bad = ~(error <= allowed)  # NaN in out counts as bad
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} entries wrong for {what} in {out.dtype.name}; first at "
+        f"{np.argwhere(bad)[0].tolist()}: error {error[bad][0]:.3g} allowed {allowed[bad][0]:.3g}"
+    )
+
+
+def assert_chain_close(out, chain, weights, x):
+    """``out`` equals ``F_1 ... F_L x`` to a few ulps of ``out``'s dtype per multiply-add."""
+    exact, allowed = reference_and_bound(chain, weights, x, out.dtype)
+    assert_within(out, exact, allowed, repr(chain))
 
 
 def in_window(block, s0, total, dtype):
     """Embed ``block`` (rows, lanes) at column ``s0`` of a NaN-filled (rows, total) array."""
-    wide = np.full((block.shape[0], total), np.nan, dtype=dtype)
-    wide[:, s0 : s0 + block.shape[1]] = block
-    return wide
+    wide_block = np.full((block.shape[0], total), np.nan, dtype=dtype)
+    wide_block[:, s0 : s0 + block.shape[1]] = block
+    return wide_block
 
 
-FIELDS = [(8, 8, 2, 2, 4), (8, 8, 2, 2, 1), (12, 8, 3, 2, 2), (6, 12, 1, 2, 3), (5, 5, 5, 5, 1)]
+def chain_plan(chain, weights, dtype):
+    """The forward plan of ``chain`` (factors in application order), as the operator builds it."""
+    return _make_plan(list(reversed(chain.factors)), weights[::-1], np.dtype(dtype))
+
+
+def run_vector(plan, x, dtype, n_parts=None):
+    """The one-vector kernel (in ``n_parts`` parallel parts if given) into a NaN-filled output."""
+    out = np.full(plan.n_out, np.nan, dtype=dtype)
+    if n_parts is None:
+        _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
+    else:
+        _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, n_parts)
+    return out
+
+
+def run_matrix(plan, x, n_workers, width, paired=None):
+    """The batched kernel on ``x`` with NaN-filled output and work buffers."""
+    paired = plan.paired if paired is None else paired
+    out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype)
+    work = np.full((n_workers, 2, plan.max_dim, width), np.nan, dtype=x.dtype)
+    _kernels.apply_chain_matrix(plan.specs, plan.offsets, paired, plan.weights, x, out, work, width)
+    return out
+
+
+# --- single factors -----------------------------------------------------------------
+
+FIELDS = [
+    (8, 8, 2, 2, 4),
+    (8, 8, 2, 2, 1),
+    (12, 12, 2, 2, 3),
+    (32, 32, 2, 2, 8),
+    (64, 64, 2, 2, 16),
+    (48, 48, 2, 2, 12),
+    (12, 8, 3, 2, 2),
+    (6, 12, 1, 2, 3),
+    (5, 5, 5, 5, 1),
+    (16, 32, 2, 4, 2),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fields", FIELDS)
 def test_vector_kernels_match_reference(fields, dtype):
-    from pydebut import FactorSpec
-
     spec = FactorSpec(*fields)
     rng = np.random.default_rng(0)
-    w = rng.standard_normal(spec.weight_shape).astype(dtype)
-    x = rng.standard_normal(spec.q).astype(dtype)
+    w = random_array(rng, spec.weight_shape, dtype)
+    x = random_array(rng, spec.q, dtype)
     pad = 3  # weights start at an offset, as inside a chain's flat buffer
     flat = np.concatenate([np.zeros(pad, dtype), w.ravel()])
-    expected = _reference.apply_factor(spec, w, x[:, None])[:, 0]
     # vector_factor picks vector_2x2 for r = s = 2; vector_general must agree on every factor
     for kernel in (_kernels.vector_factor, _kernels.vector_general):
-        out = np.full(spec.p, np.nan, dtype=dtype)
+        out = np.full(spec.p + 2, np.nan, dtype=dtype)
         kernel(spec.p, spec.r, spec.s, spec.t, flat, pad, x, out)
-        assert np.allclose(out, expected, rtol=1e-5, atol=1e-5)
+        assert_chain_close(out[: spec.p], Chain([spec]), [w], x)
+        assert np.isnan(out[spec.p :]).all(), "wrote past the factor's rows"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+@pytest.mark.parametrize("fields", [(12, 12, 2, 2, 6), (12, 8, 3, 2, 2), (16, 32, 2, 4, 8)])
+def test_vector_alphas_writes_only_its_window(fields, dtype):
+    spec = FactorSpec(*fields)
+    rng = np.random.default_rng(2)
+    w = random_array(rng, spec.weight_shape, dtype)
+    x = random_array(rng, spec.q, dtype)
+    exact, allowed = reference_and_bound(Chain([spec]), [w], x, dtype)
+    exact, allowed = exact.reshape(-1, spec.t), allowed.reshape(-1, spec.t)
+    for a0, a1 in [(0, spec.t), (1, spec.t - 1), (spec.t - 1, spec.t)]:
+        out = np.full(spec.p, np.nan, dtype=dtype)
+        _kernels.vector_alphas(spec.p, spec.r, spec.s, spec.t, a0, a1, w.ravel(), 0, x, out)
+        out = out.reshape(-1, spec.t)
+        assert_within(out[:, a0:a1], exact[:, a0:a1], allowed[:, a0:a1], f"alpha in [{a0}, {a1})")
+        assert np.isnan(out[:, :a0]).all() and np.isnan(out[:, a1:]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("lanes", [1, 2, 5, 16])
+@pytest.mark.parametrize("lanes", [1, 2, 5, 16, 19])
 @pytest.mark.parametrize("fields", FIELDS)
 def test_lane_kernels_match_reference_inside_their_window(fields, lanes, dtype):
-    from pydebut import FactorSpec
-
     spec = FactorSpec(*fields)
     rng = np.random.default_rng(1)
-    w = rng.standard_normal(spec.weight_shape).astype(dtype)
-    x = rng.standard_normal((spec.q, lanes)).astype(dtype)
+    w = random_array(rng, spec.weight_shape, dtype)
+    x = random_array(rng, (spec.q, lanes), dtype)
     flat = np.concatenate([np.zeros(2, dtype), w.ravel()])
-    expected = _reference.apply_factor(spec, w, x)
     src = in_window(x, 3, lanes + 5, dtype)
     general = spec.r != 2 or spec.s != 2
     for kernel in [_kernels.lanes_general] + ([] if general else [_kernels.lanes_2x2]):
@@ -69,12 +172,102 @@ def test_lane_kernels_match_reference_inside_their_window(fields, lanes, dtype):
             kernel(spec.p, spec.t, flat, 2, src, 3, dst, 1, lanes)
         else:
             kernel(spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, lanes)
-        assert np.allclose(dst[:, 1 : 1 + lanes], expected, rtol=1e-5, atol=1e-5)
+        assert_chain_close(dst[:, 1 : 1 + lanes], Chain([spec]), [w], x)
         assert np.isnan(dst[:, :1]).all() and np.isnan(dst[:, 1 + lanes :]).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 16, 17])
+@pytest.mark.parametrize(("p", "t_fine"), [(4, 1), (16, 2), (24, 3), (16, 4), (32, 1), (64, 8)])
+@pytest.mark.parametrize("coarse_first", [False, True])
+def test_radix4_pair_matches_two_reference_factors(p, t_fine, coarse_first, width, dtype):
+    fine = FactorSpec(p, p, 2, 2, t_fine)
+    coarse = FactorSpec(p, p, 2, 2, 2 * t_fine)
+    first, second = (coarse, fine) if coarse_first else (fine, coarse)
+    rng = np.random.default_rng(p + t_fine)
+    w_first, w_second = (random_array(rng, f.weight_shape, dtype) for f in (first, second))
+    x = random_array(rng, (p, width), dtype)
+    flat = np.concatenate([w_first.ravel(), w_second.ravel()])
+    w_fine, w_coarse = (w_first.size, 0) if coarse_first else (0, w_first.size)
+    src = in_window(x, 2, width + 3, dtype)
+    out = np.full((p, width + 2), np.nan, dtype=dtype)
+    _kernels.lanes_pair_2x2(p, t_fine, flat, w_fine, w_coarse, coarse_first, src, 2, out, 1, width)
+    assert_chain_close(out[:, 1 : 1 + width], Chain([second, first]), [w_second, w_first], x)
+    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
+
+
+# --- whole chains -------------------------------------------------------------------
+
+
+def butterfly_steps(p, ts):
+    """Square 2x2 factors of size ``p`` with the given ``t`` in application order, as a chain."""
+    return Chain([FactorSpec(p, p, 2, 2, t) for t in reversed(ts)])
+
+
+# application-order t sequences and the pairs the plan must form
+PAIRED_CASES = {
+    "fine first": (16, [1, 2], [True, False]),
+    "coarse first": (16, [4, 2], [True, False]),
+    "pair in the last pass": (32, [8, 1, 2], [False, True, False]),
+    "coarse first, last pass": (48, [3, 12, 6], [False, True, False]),
+    "two pairs and a single": (64, [1, 2, 8, 4, 16], [True, False, True, False, False]),
+    "t = 3, 8, 2, 16 unpaired": (96, [3, 8, 2, 16], [False, False, False, False]),
+}
+
+
+@pytest.mark.parametrize("case", list(PAIRED_CASES))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_chains_with_radix4_pairs_match_reference(case, dtype):
+    p, ts, pairs = PAIRED_CASES[case]
+    chain = butterfly_steps(p, ts)
+    rng = np.random.default_rng(len(ts))
+    weights = weights_for(chain, rng, dtype)
+    plan = chain_plan(chain, weights, dtype)
+    assert plan.paired.tolist() == pairs
+    for batch, n_workers, width in [(1, 1, 1), (7, 2, 3), (37, 3, 8), (64, 2, 32)]:
+        x = random_array(rng, (p, batch), dtype)
+        assert_chain_close(run_matrix(plan, x, n_workers, width), chain, weights, x)
+        assert_chain_close(
+            run_matrix(plan, x, n_workers, width, np.zeros_like(plan.paired)), chain, weights, x
+        )
+    x = random_array(rng, p, dtype)
+    assert_chain_close(run_vector(plan, x, dtype), chain, weights, x)
+    for n_parts in (2, 3, 5):
+        assert_chain_close(run_vector(plan, x, dtype, n_parts), chain, weights, x)
+
+
+@st.composite
+def butterfly_like_chains(draw):
+    """Square 2x2 steps whose ``t`` often double or halve (radix-4 pairs), between general factors.
+
+    The size ``p`` is a multiple of 32 or 3 times a power of two so that
+    ``t`` takes the values 2, 3, 8 and 16 among others.
+    """
+    p = draw(st.sampled_from([8, 16, 32, 48, 64, 96]))
+    divisors = [t for t in range(1, p // 2 + 1) if p % (2 * t) == 0]
+    ts = [draw(st.sampled_from(divisors))]
+    for _ in range(draw(st.integers(0, 5))):
+        previous = ts[-1]
+        halves = (previous // 2,) if previous % 2 == 0 else ()
+        pairing = [t for t in (2 * previous, *halves) if p % (2 * t) == 0]
+        any_t = st.sampled_from(divisors)
+        ts.append(draw(st.one_of(st.sampled_from(pairing), any_t) if pairing else any_t))
+    factors = list(butterfly_steps(p, ts).factors)
+    if draw(st.booleans()):  # a general factor on the output side
+        m = draw(st.sampled_from([1, 3, 4, 6, p, 2 * p]))
+        kt = draw(st.sampled_from([d for d in range(1, p + 1) if p % d == 0 and m % d == 0]))
+        factors.insert(0, FactorSpec(m, p, m // kt, p // kt, draw(st.sampled_from(
+            [t for t in range(1, kt + 1) if kt % t == 0]))))  # fmt: skip
+    if draw(st.booleans()):  # a general factor on the input side
+        n = draw(st.sampled_from([p // 2, p, 3 * p // 2]))
+        kt = draw(st.sampled_from([d for d in range(1, p + 1) if p % d == 0 and n % d == 0]))
+        factors.append(FactorSpec(p, n, p // kt, n // kt, draw(st.sampled_from(
+            [t for t in range(1, kt + 1) if kt % t == 0]))))  # fmt: skip
+    return Chain(factors)
+
+
 @given(
-    st.one_of(chains(max_dim=36, max_factors=5), dense_chains(max_dim=32)),
+    st.one_of(butterfly_like_chains(), chains(max_dim=36, max_factors=5), dense_chains(max_dim=32)),
     st.sampled_from(DTYPES),
     st.integers(1, 40),
     st.integers(1, 4),
@@ -83,52 +276,17 @@ def test_lane_kernels_match_reference_inside_their_window(fields, lanes, dtype):
 def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
     rng = np.random.default_rng(batch)
     weights = weights_for(chain, rng, dtype)
-    applied = list(reversed(chain.factors))
-    plan = _make_plan(applied, weights[::-1], np.dtype(dtype))
-    m, n = chain.shape
-    x = rng.standard_normal((n, batch)).astype(dtype)
-    expected = _reference.apply_chain(chain, weights, x)
+    plan = chain_plan(chain, weights, dtype)
+    x = random_array(rng, (chain.shape[1], batch), dtype)
 
-    out = np.empty(m, dtype=dtype)
-    work = np.empty((2, plan.max_dim), dtype=dtype)
-    _kernels.apply_chain_vector(plan.specs, plan.offsets, plan.weights, x[:, 0].copy(), out, work)
-    assert np.allclose(out, expected[:, 0], rtol=1e-4, atol=1e-4)
-
+    vector = x[:, 0].copy()
+    assert_chain_close(run_vector(plan, vector, dtype), chain, weights, vector)
+    assert_chain_close(run_vector(plan, vector, dtype, n_workers), chain, weights, vector)
     for paired in (plan.paired, np.zeros_like(plan.paired)):
-        out = np.empty((m, batch), dtype=dtype)
-        work = np.empty((n_workers, 2, plan.max_dim, width), dtype=dtype)
-        _kernels.apply_chain_matrix(
-            plan.specs, plan.offsets, paired, plan.weights, x, out, work, width
-        )
-        assert np.allclose(out, expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("width", [1, 3, 16])
-@pytest.mark.parametrize(("p", "t_fine"), [(4, 1), (16, 2), (16, 4), (32, 1)])
-@pytest.mark.parametrize("coarse_first", [False, True])
-def test_radix4_pair_matches_two_reference_factors(p, t_fine, coarse_first, width, dtype):
-    from pydebut import FactorSpec
-
-    fine = FactorSpec(p, p, 2, 2, t_fine)
-    coarse = FactorSpec(p, p, 2, 2, 2 * t_fine)
-    first, second = (coarse, fine) if coarse_first else (fine, coarse)
-    rng = np.random.default_rng(p + t_fine)
-    w_first, w_second = (rng.standard_normal(f.weight_shape).astype(dtype) for f in (first, second))
-    x = rng.standard_normal((p, width)).astype(dtype)
-    expected = _reference.apply_factor(second, w_second, _reference.apply_factor(first, w_first, x))
-    flat = np.concatenate([w_first.ravel(), w_second.ravel()])
-    w_fine, w_coarse = (w_first.size, 0) if coarse_first else (0, w_first.size)
-    src = in_window(x, 2, width + 3, dtype)
-    out = np.full((p, width + 1), np.nan, dtype=dtype)
-    _kernels.lanes_pair_2x2(p, t_fine, flat, w_fine, w_coarse, coarse_first, src, 2, out, 1, width)
-    assert np.allclose(out[:, 1:], expected, rtol=1e-4, atol=1e-4)
-    assert np.isnan(out[:, 0]).all()
+        assert_chain_close(run_matrix(plan, x, n_workers, width, paired), chain, weights, x)
 
 
 def test_plans_pair_radix4_steps_greedily():
-    from pydebut import Chain
-    from pydebut.operator import _pair_radix4_steps
     from pydebut.special import butterfly_chain
 
     applied = list(reversed(butterfly_chain(32).factors))  # t = 1, 2, 4, 8, 16
@@ -137,14 +295,115 @@ def test_plans_pair_radix4_steps_greedily():
     assert _pair_radix4_steps(adjoint).tolist() == [True, False, True, False, False]
     mixed = list(reversed(Chain([(8, 8, 2, 2, 4), (8, 16, 2, 4, 2), (16, 16, 2, 2, 1)]).factors))
     assert not _pair_radix4_steps(mixed).any()
+    apart = [FactorSpec(16, 16, 2, 2, t) for t in (1, 4, 2, 8)]  # t differ by 4, 2, 4
+    assert _pair_radix4_steps(apart).tolist() == [False, True, False, False]
+
+
+def test_tolerance_sees_a_loss_of_double_precision():
+    chain = butterfly_steps(16, [1, 2, 4, 8])
+    rng = np.random.default_rng(0)
+    weights = weights_for(chain, rng, np.float64)
+    x = random_array(rng, (16, 3), np.float64)
+    exact = _reference.apply_chain(chain, weights, x)
+    assert_chain_close(exact, chain, weights, x)
+    single = _reference.apply_chain(
+        chain, [w.astype(np.float32) for w in weights], x.astype(np.float32)
+    )
+    with pytest.raises(AssertionError, match="entries wrong"):
+        assert_chain_close(single.astype(np.float64), chain, weights, x)
 
 
 def test_adjoint_reference_matches_dense():
-    from pydebut import Chain
-
     chain = Chain.from_factorizations([2, 3], [3, 2])
     rng = np.random.default_rng(0)
     weights = [w + 1j * w[::-1] for w in weights_for(chain, rng, np.float64)]
     dense = _reference.chain_to_dense(chain, weights)
     y = rng.standard_normal((6, 4))
     assert np.allclose(_reference.apply_chain_adjoint(chain, weights, y), dense.conj().T @ y)
+
+
+# --- the operator's application path ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (1,), (5,), (70,)])
+def test_apply_writes_into_out(shape, dtype):
+    from pydebut import DeButOperator
+    from pydebut.special import PAPER_CHAINS
+
+    chain = PAPER_CHAINS["lenet-fc1"]
+    op = DeButOperator.random(chain, rng=0, dtype=dtype)
+    x = random_array(np.random.default_rng(1), (chain.shape[1], *shape), dtype)
+    out = np.full((chain.shape[0], *shape), np.nan, dtype=dtype)
+    assert op.apply(x, out=out) is out
+    assert_chain_close(out, chain, op.weights, x)
+    assert_chain_close(op.apply(x), chain, op.weights, x)
+    assert_chain_close(op @ x, chain, op.weights, x)
+    if shape == ():
+        assert_chain_close(op.matvec(x), chain, op.weights, x)
+        y = random_array(np.random.default_rng(2), chain.shape[0], dtype)
+        assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
+
+
+def test_long_vectors_run_in_parallel_parts(monkeypatch):
+    from pydebut import DeButOperator, operator
+
+    monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 16)
+    chain = Chain([(32, 32, 2, 2, 16), (32, 64, 2, 4, 1), (64, 64, 2, 2, 1), (64, 16, 4, 1, 1)])
+    op = DeButOperator.random(chain, rng=0)
+    x = random_array(np.random.default_rng(1), 16, np.float64)
+    assert_chain_close(op.apply(x), chain, op.weights, x)
+    assert_chain_close(op @ x[:, None], chain, op.weights, x)
+
+
+def test_apply_names_what_is_wrong_with_out():
+    from pydebut import DeButOperator
+
+    op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+    x = np.ones((8, 3))
+    with pytest.raises(TypeError, match="out has dtype float32; the result has dtype float64"):
+        op.apply(x, out=np.empty((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 3\), got \(4, 2\)"):
+        op.apply(x, out=np.empty((4, 2)))
+    read_only = np.empty((4, 3))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        op.apply(x, out=read_only)
+    fortran = np.full((3, 4), np.nan).T
+    assert op.apply(x, out=fortran) is fortran
+    assert_chain_close(fortran, op.chain, op.weights, x)
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        op.apply(x, out=[0.0] * 4)
+    with pytest.raises(
+        ValueError, match=r"dimension mismatch: expected an array of shape \(8,\) or \(8, batch\)"
+    ):
+        op.apply(np.ones(4))
+
+
+def test_work_buffers_kept_between_calls_are_bounded(monkeypatch):
+    import gc
+    import tracemalloc
+
+    from pydebut import DeButOperator, _workspace
+    from pydebut.special import butterfly_chain
+
+    monkeypatch.setattr(_workspace, "KEEP_BYTES", 2**20)
+    monkeypatch.setattr(_workspace, "workspace", _workspace.Workspace())
+    op = DeButOperator.random(butterfly_chain(1024), rng=0)
+    x = np.ones((1024, 64))
+    op @ x  # compile before measuring
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        big = DeButOperator.random(butterfly_chain(8192), rng=0)
+        y = big @ np.ones((8192, 64))  # 2 buffers of 8192 x 8+ float64 per worker: > 1 MiB
+        del big, y
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert _workspace.workspace.nbytes <= 2**20
+    assert left < 2**20, f"{left} bytes left after the operator and its result were deleted"
+    small = op @ x
+    assert _workspace.workspace.nbytes > 0, "small work buffers are kept for the next call"
+    assert_chain_close(small, op.chain, op.weights, x)
