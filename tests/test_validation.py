@@ -198,9 +198,11 @@ def test_fit_checks_the_output_folder_before_fitting(tmp_path, capsys, monkeypat
     target = tmp_path / "target.npy"
     np.save(target, np.ones(SMALL.shape))
     argv = ["fit", str(target), "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1", "--no-progress"]
+    (tmp_path / "folder.npz").mkdir()
     for output, problem in [
         (tmp_path / "no" / "such" / "x.npz", "does not exist"),
-        (tmp_path, "it is a folder"),
+        (tmp_path / "folder.npz", "it is a folder"),
+        (tmp_path / "folder", "it is a folder"),  # written as folder.npz, as np.savez does
     ]:
         assert main([*argv, "-o", str(output)]) == 2
         err = capsys.readouterr().err
