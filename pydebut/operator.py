@@ -158,6 +158,16 @@ class _Workspace(threading.local):
 
 _workspace = _Workspace()
 
+
+def _dask_backend(x: Any) -> Any:
+    """The :mod:`pydebut.dask` module if ``x`` is a Dask array, else None (Dask not imported)."""
+    if not type(x).__module__.startswith("dask."):
+        return None
+    from . import dask as backend
+
+    return backend
+
+
 # Numba's fallback threading layer ("workqueue") aborts the process when two threads
 # launch parallel kernels at once; the parallel kernel already uses every core, so
 # serialising its launches costs little and makes the operator safe to share.
@@ -428,6 +438,9 @@ class DeButOperator(LinearOperator):
         >>> (a @ b).chain
         Chain([(4, 8, 1, 2, 4), (8, 8, 2, 2, 4)])
         """
+        backend = _dask_backend(x)
+        if backend is not None:
+            return backend.apply(self, x)
         if isinstance(x, DeButOperator):
             if self.shape[1] != x.shape[0]:
                 raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
@@ -438,6 +451,43 @@ class DeButOperator(LinearOperator):
         return super().dot(x)
 
     # --- application ----------------------------------------------------------------
+    def matmat(self, X: Any) -> Any:
+        """``self @ X`` for ``X`` of shape ``(n, batch)``; a Dask array gives a lazy result."""
+        backend = _dask_backend(X)
+        return super().matmat(X) if backend is None else backend.apply(self, X)
+
+    def rmatmat(self, X: Any) -> Any:
+        """``self.H @ X`` for ``X`` of shape ``(m, batch)``; a Dask array gives a lazy result."""
+        backend = _dask_backend(X)
+        if backend is None:
+            return super().rmatmat(X)
+        return backend.apply(self, X, adjoint=True)
+
+    def apply_rows(self, X: Any, *, adjoint: bool = False) -> Any:
+        """Apply the operator (or its adjoint) to every row of ``X``, of shape ``(batch, n)``.
+
+        The row-major layout of data frames, PyTorch and scikit-learn: the result is
+        ``X @ self.T`` (``X @ self.conj()`` for the adjoint), of shape ``(batch, m)``,
+        computed without forming any matrix. NumPy input gives a transposed
+        (Fortran-ordered) view of the kernel's output; a Dask array gives a lazy
+        Dask array chunked along the batch axis (:func:`pydebut.dask.apply`).
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+        >>> rows = np.arange(24.0).reshape(3, 8)
+        >>> np.allclose(op.apply_rows(rows), rows @ op.toarray().T)
+        True
+        """
+        backend = _dask_backend(X)
+        if backend is not None:
+            return backend.apply(self, X, adjoint=adjoint, axis=1)
+        X = np.asarray(X)
+        n_in = self.shape[0] if adjoint else self.shape[1]
+        if X.ndim != 2 or X.shape[1] != n_in:
+            raise ValueError(f"apply_rows expects an array of shape (batch, {n_in}), got {X.shape}")
+        return self._apply(X.T, adjoint).T
+
     def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:
         key = (dtype, adjoint)
         plan = self._plans.get(key)
@@ -492,6 +542,10 @@ class DeButOperator(LinearOperator):
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
         return self._apply(X, adjoint=True)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Chain, weights and dtype only: the kernels' plans are rebuilt on first use.
+        return (DeButOperator, (self._chain, self._weights, self.dtype))
 
     # --- display ----------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..operator import _dask_backend
 from ..spec import Chain, FactorSpec
 from ._common import FitResult, load_target, make_operator, working_dtype
 
@@ -139,6 +140,11 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     chain = Chain(chain)
     if order not in ("left-to-right", "balanced"):
         raise ValueError(f"order must be 'left-to-right' or 'balanced', got {order!r}")
+    backend = _dask_backend(target)
+    if backend is not None:
+        if order != "left-to-right":
+            raise ValueError("a Dask array target is fitted in the left-to-right order only")
+        return backend.fit_hierarchical(target, chain)
     ranks = hierarchy_ranks(chain)
     matrix = load_target(target, chain)
     dtype = working_dtype(matrix.dtype)
@@ -218,18 +224,30 @@ def _split(
     k, R1, B2, C1, S2, t, w = astuple(split)
     blocks = split.blocks(entries)
     _, vectors = np.linalg.eigh(np.matmul(blocks, np.conj(np.swapaxes(blocks, -1, -2))))
-    kept = min(w, R1)
-    basis_h = np.conj(np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2))
-    left = np.zeros((k, R1, C1 * w, B2 * t), dtype=vectors.dtype)
-    split.left_blocks(left)[..., :kept] = np.conj(np.swapaxes(basis_h, -1, -2))
+    left, basis_h, complement_h = _bases(vectors, split)
+    kept = basis_h.shape[-2]
     right = np.zeros((k * C1, w * B2, S2, t), dtype=vectors.dtype)
     np.matmul(basis_h, blocks, out=split.right_blocks(right)[..., :kept, :])
     residual2 = 0.0
     if with_residual and kept < R1:
-        complement_h = np.conj(np.swapaxes(vectors[..., : R1 - kept], -1, -2))
         outside = np.empty((k, C1, B2, t, R1 - kept, S2), dtype=vectors.dtype)
         residual2 = float(np.linalg.norm(np.matmul(complement_h, blocks, out=outside))) ** 2
     return left, right, residual2
+
+
+def _bases(vectors: np.ndarray, split: _Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left part, kept basis ``U^H`` and complement ``U_perp^H`` from the Gram eigenvectors.
+
+    ``vectors`` holds the eigenvectors (ascending eigenvalues) of the sub-blocks'
+    Gram matrices ``M M^H``, shape ``(k, C1, B2, t, R1, R1)``.
+    """
+    k, R1, B2, C1, _, t, w = astuple(split)
+    kept = min(w, R1)
+    basis_h = np.conj(np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2))
+    complement_h = np.conj(np.swapaxes(vectors[..., : R1 - kept], -1, -2))
+    left = np.zeros((k, R1, C1 * w, B2 * t), dtype=vectors.dtype)
+    split.left_blocks(left)[..., :kept] = np.conj(np.swapaxes(basis_h, -1, -2))
+    return left, basis_h, complement_h
 
 
 def _peel(
