@@ -26,9 +26,10 @@ try:
     import dask
     import dask.array as da
     from dask.callbacks import Callback
+    from threadpoolctl import threadpool_limits
 except ImportError as err:  # pragma: no cover - exercised only without Dask
     raise ImportError(
-        'pydebut.dask needs Dask: pip install "pydebut[dask]" (or pip install "dask[array]")'
+        'pydebut.dask needs Dask and threadpoolctl: pip install "pydebut[dask]"'
     ) from err
 
 from .fit._common import FitResult, make_operator, working_dtype
@@ -77,12 +78,10 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     Every chunk runs the operator's kernels on its own block of vectors, so the
     operator's axis must lie in one chunk: ``X`` is rechunked to one chunk along
     that axis when it is not (keep that axis whole when you create ``X``, so
-    the rechunk costs nothing). Each vector is computed by the same arithmetic
-    as in memory, so results equal ``operator @ X.compute()`` bit for bit, except
-    that a chunk holding a single vector runs the one-vector kernel, which may
-    differ from the block kernel in the last bit. The operator travels to
-    workers as its chain and weights only (it pickles to about the weights'
-    size).
+    the rechunk costs nothing). Each vector is computed by the same kernel and
+    the same arithmetic as in memory, so results equal ``operator @ X.compute()``
+    bit for bit, whatever the chunks. The operator travels to workers as its
+    chain and weights only (it pickles to about the weights' size).
 
     Examples
     --------
@@ -110,19 +109,32 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     X = X.rechunk({axis: -1})
     chunks = list(X.chunks)
     chunks[axis] = (n_out,)
-    block_function = _apply_columns if axis == 0 else _apply_rows
+    # One vector runs the one-vector kernel in memory, several run the block kernel: a chunk
+    # of one vector out of many is padded so that it runs the block kernel too.
+    batched = X.ndim == 2 and X.shape[1 - axis] > 1
     name = "debut-adjoint" if adjoint else "debut-apply"
     return X.map_blocks(
-        block_function, operator, adjoint, chunks=tuple(chunks), dtype=dtype, token=name
+        _apply_block,
+        operator,
+        adjoint,
+        axis,
+        batched,
+        chunks=tuple(chunks),
+        dtype=dtype,
+        token=name,
     )
 
 
-def _apply_columns(block: np.ndarray, operator: DeButOperator, adjoint: bool) -> np.ndarray:
-    return operator._apply(block, adjoint)
-
-
-def _apply_rows(block: np.ndarray, operator: DeButOperator, adjoint: bool) -> np.ndarray:
-    return operator.apply_rows(block, adjoint=adjoint)
+def _apply_block(
+    block: np.ndarray, operator: DeButOperator, adjoint: bool, axis: int, batched: bool
+) -> np.ndarray:
+    columns = block if axis == 0 else block.T
+    if batched and columns.shape[1] == 1:
+        padded = np.concatenate([columns, np.zeros_like(columns)], axis=1)
+        result = operator._apply(padded, adjoint)[:, :1]
+    else:
+        result = operator._apply(columns, adjoint)
+    return result if axis == 0 else result.T
 
 
 # --- many fits --------------------------------------------------------------------------
@@ -418,8 +430,14 @@ def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np
 
 
 def _each_panel(panels: list[tuple[int, Any]], function: Callable, *args: Any) -> list[Any]:
+    """``function(panel, j0, *args)`` for every panel, as Dask tasks.
+
+    Panels run in parallel, so BLAS runs on one thread in this process (Dask's
+    workers already do), as stacked BLAS threads slow each other down.
+    """
     tasks = [dask.delayed(function, pure=True)(block, j0, *args) for j0, block in panels]
-    return list(dask.compute(*tasks))
+    with threadpool_limits(limits=1, user_api="blas"):
+        return list(dask.compute(*tasks))
 
 
 def _replay(panel: np.ndarray, j0: int, levels: list) -> tuple[np.ndarray, float]:
@@ -456,17 +474,18 @@ def _groups(j0: int, width: int, group_width: int) -> list[tuple[int, slice]]:
     return pieces
 
 
-def _first_look(panel: Any, dtype: np.dtype) -> tuple[np.ndarray, bool, float]:
-    panel = np.asarray(panel, dtype=dtype)
-    finite = bool(np.isfinite(panel).all())
-    return panel, finite, float(np.linalg.norm(panel)) ** 2
+def _first_look(panel: Any, levels: list) -> tuple[np.ndarray, bool, float]:
+    """The panel in the working dtype; on the first pass, whether it is finite and its norm^2."""
+    panel = np.asarray(panel, dtype=working_dtype(panel.dtype))
+    if levels:
+        return panel, True, 0.0
+    return panel, bool(np.isfinite(panel).all()), float(np.linalg.norm(panel)) ** 2
 
 
 def _gram_pass(
     panel: Any, j0: int, levels: list, split: _Split
 ) -> tuple[float, list[tuple[int, np.ndarray]], bool, float]:
-    dtype = working_dtype(panel.dtype)
-    panel, finite, norm2 = _first_look(panel, dtype)
+    panel, finite, norm2 = _first_look(panel, levels)
     panel, residual2 = _replay(panel, j0, levels)
     blocks = _panel_blocks(panel, split)
     partials = []
@@ -477,7 +496,7 @@ def _gram_pass(
 
 
 def _entries_pass(panel: Any, j0: int, levels: list) -> tuple[float, np.ndarray, bool, float]:
-    panel, finite, norm2 = _first_look(panel, working_dtype(panel.dtype))
+    panel, finite, norm2 = _first_look(panel, levels)
     panel, residual2 = _replay(panel, j0, levels)
     return residual2, panel, finite, norm2
 
