@@ -7,11 +7,14 @@ Run from the repository root (needs ``pip install -e ".[dask]" zarr psutil``)::
     python benchmarks/bench_dask.py out-of-core [--n 16384] [--in-memory-n 8192]
 
 ``stream`` pushes a ``4096 x columns`` float32 array through the 4096 Hadamard
-butterfly; the array is generated chunk by chunk (a fixed random block scaled by
-the chunk's number) and reduced to one sum, never materialised. It reports
-columns per second per core, against the in-memory NumPy application of the
-same operator to an in-memory block of 8 chunks, measured side by side in the same run
-(Numba on one thread throughout, so "per core" is well defined).
+butterfly; the array is generated chunk by chunk and never materialised: every
+chunk is a view of one fixed random block (``--fresh``: a scaled copy of it, so
+that generating the data costs a pass over memory too), and the consumer sums
+one row of each output chunk. It reports columns per second per core against,
+measured side by side in the same run, the in-memory application of the same
+operator to a block of 8 chunks and the same generate-apply-consume pipeline as
+a plain NumPy loop (Numba on one thread throughout, so "per core" is well
+defined).
 
 ``fits`` fits ``count`` matrices of 512 x 2048 to 2048 x 2048 (the layers of a
 network-sized model) with two ALS sweeps: serially on one core (BLAS and Numba
