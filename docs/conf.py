@@ -2,8 +2,11 @@
 
 Build with ``sphinx-build -W -b html docs docs/_build/html`` (needs the
 ``docs`` extra: ``pip install -e ".[docs]"``). The tutorials in ``examples/``
-run during the build (sphinx-gallery); the concept figures are drawn by
-``pydebut.plotting`` at build time. Nothing generated is committed.
+run during the build (sphinx-gallery); the figures of the pages are drawn by
+``pydebut.plotting`` at build time (Matplotlib's ``plot`` directive). MathJax
+comes with the build (``sphinx-mathjax-offline`` copies it into ``_static``),
+so the pages render their formulas without a network. Nothing generated is
+committed.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # serves MathJax from _static/mathjax, not from a CDN
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "matplotlib.sphinxext.plot_directive",
     "pydebut_docs",
 ]
 
@@ -48,7 +53,7 @@ exclude_patterns = [
     "tutorials/*.md5",
     "tutorials/*.json",
 ]
-templates_path = []
+templates_path = ["_templates"]  # autosummary/class.rst: numpydoc lists the members
 
 # --- API reference -------------------------------------------------------------------
 autosummary_generate = True
@@ -82,13 +87,27 @@ sphinx_gallery_conf = {
     "gallery_dirs": "tutorials",
     "filename_pattern": r"/plot_",
     "within_subsection_order": "FileNameSortKey",
-    "image_scrapers": ("matplotlib", "pydebut_docs.detached_figure_scraper"),
+    "image_scrapers": ("matplotlib",),
     "download_all_examples": False,
     "show_memory": False,
     "remove_config_comments": True,
     "min_reported_time": 1,
+    "write_computation_times": False,  # its pages load jQuery and DataTables from CDNs
     "reference_url": {"pydebut": None},
 }
+
+# --- figures in the pages (matplotlib's plot directive) ----------------------------------
+plot_pre_code = """
+import matplotlib.pyplot as plt
+import numpy as np
+from pydebut import *
+from pydebut.plotting import plot_chain, plot_fit_history
+"""
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 90)]
+plot_rcparams = {"savefig.bbox": "tight"}
 
 # --- HTML ------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
@@ -99,9 +118,15 @@ html_theme_options = {
     "show_toc_level": 2,
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
+    # the benchmarks' wide tables get the width of the "On this page" column
+    "secondary_sidebar_items": {
+        "**": ["page-toc", "edit-this-page", "sourcelink"],
+        "benchmarks": [],
+    },
 }
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["pydebut.css"]
 # Pages without sub-pages get no (empty) left sidebar.
-_SINGLE_PAGES = "index quickstart concepts fit-overview fitting benchmarks chain-json api"
+_SINGLE_PAGES = "index quickstart concepts fitting benchmarks chain-json api"
 html_sidebars = {page: [] for page in _SINGLE_PAGES.split()}
 html_show_sourcelink = False

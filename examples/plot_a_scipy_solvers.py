@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg as spla
+from matplotlib.ticker import MaxNLocator
 
 from pydebut import Chain, DeButOperator
 from pydebut.special import butterfly_chain
@@ -106,9 +107,9 @@ print(
 
 fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
 ax.semilogy(range(1, len(residuals) + 1), residuals, "o-", markersize=3)
-ax.set_xlabel("gmres iteration")
-ax.set_ylabel("preconditioned residual norm")
-ax.set_title("(I + B/2) u = f, B a 1024 x 1024 butterfly")
+ax.set(xlabel="gmres iteration", ylabel="preconditioned residual norm",
+       title="(I + B/2) u = f, B a 1024 x 1024 butterfly")  # fmt: skip
+ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
 
 # %%
 # Singular values with ``svds``

@@ -136,7 +136,7 @@ ax.legend(fontsize=8)
 chosen = min_param_chain(m, n, 3, kind="monotonic")
 print(chosen.describe())
 print(is_dense(chosen))
-fig_chain = plot_chain(chosen)
+plot_chain(chosen, ax=plt.figure(figsize=(7.2, 5), layout="constrained"))
 
 # %%
 # What it buys

@@ -31,6 +31,7 @@ from pydebut import (
     kernel_to_matrix,
     matrix_to_kernel,
 )
+from pydebut.plotting import plot_fit_history
 
 rng = np.random.default_rng(0)
 
@@ -70,16 +71,14 @@ print(from_random.summary())
 # %%
 # Both ALS runs end slightly below the noise floor: the chain's weights also
 # absorb a little of the noise. ``errors`` holds the relative error after the
-# start and after every half-sweep; plotted per sweep:
+# start and after every half-sweep; :func:`pydebut.plotting.plot_fit_history`
+# draws it on a logarithmic axis fitted to the data:
 
 
 def plot_errors(ax, results, floor, title):
-    for label, result in results.items():
-        sweeps = np.arange(len(result.errors)) / 2
-        ax.semilogy(sweeps, result.errors, "o-", markersize=3, label=label)
     ax.axhline(floor, color="gray", linestyle="--", linewidth=1, label="noise floor")
-    ax.set_xlabel("sweep")
-    ax.set_ylabel("relative error")
+    for label, result in results.items():
+        plot_fit_history(result, ax=ax, label=label)
     ax.set_title(title)
     ax.legend(fontsize=8)
 

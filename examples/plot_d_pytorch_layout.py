@@ -19,9 +19,11 @@ example by fitting a pretrained dense layer), export them with
 fine-tuning.
 """
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from pydebut import Chain, DeButOperator, fit_als
+from pydebut.plotting import plot_chain
 
 # %%
 # Two orders
@@ -39,6 +41,15 @@ print("left to right (pydebut):   ", [f.as_tuple() for f in chain])
 r_shapes = chain.to_r_shapes()
 print("application order (R_shapes):", r_shapes)
 assert Chain.from_r_shapes(r_shapes) == chain
+
+# %%
+# In the picture the factors stand left to right as pydebut lists them, each
+# labelled with its ``(p, q, r, s, t)``; ``R_shapes`` lists the same five
+# numbers from the right-most column to the left-most. The bottom row shows
+# the products ``F_l ... F_L`` that the layer has computed after applying
+# the first ``L - l + 1`` factors of ``R_shapes``.
+
+plot_chain(chain, ax=plt.figure(figsize=(12, 5), layout="constrained"))
 
 # %%
 # Weights to export
@@ -118,19 +129,29 @@ assert back.chain == chain
 print("round trip exact:", np.array_equal(back.toarray(), op.toarray()))
 
 # %%
-# Seeding a framework layer
-# -------------------------
-# In PyTorch, the hand-over is a copy into the layer's flat weight parameter
-# (not run here: pydebut does not depend on PyTorch)::
-#
-#     import torch
-#     r_shapes, vector = fit.operator.to_twiddle()
-#     layer = ...                                # the reference layer built with r_shapes
-#     with torch.no_grad():
-#         flat_weight_parameter.copy_(torch.from_numpy(vector))
-#
-# and after training, ``DeButOperator.from_twiddle(r_shapes, tensor.numpy())``
-# brings the weights back for analysis, saving (:func:`pydebut.save`) or fast
-# inference on the CPU. :doc:`plot_c_compress_layers` shows fitting in more
-# detail, including convolution kernels and the two ways of unfolding them
-# (the reference layer unfolds ``"position-major"``).
+# A PyTorch module
+# ----------------
+# :func:`pydebut.torch_layer.to_torch_layer` builds a ``torch.nn.Module`` with
+# this layout: ``r_shapes`` in application order and one flat parameter
+# ``twiddle`` holding the vector above, ready for fine-tuning. Its forward pass
+# is the NumPy function above; :func:`pydebut.torch_layer.from_torch_layer`
+# brings the trained weights back for analysis, saving (:func:`pydebut.save`)
+# or fast inference on the CPU. pydebut does not depend on PyTorch: this step
+# runs where PyTorch is installed.
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+if torch is None:
+    print("PyTorch is not installed here (pip install torch): step skipped")
+else:
+    from pydebut.torch_layer import from_torch_layer, to_torch_layer
+
+    layer = to_torch_layer(fit.operator, bias=True)
+    print(layer)
+    with torch.no_grad():
+        y_torch = layer(torch.from_numpy(x)).numpy()
+    print("max |difference| from the NumPy forward:", np.abs(y_torch - y).max())
+    assert np.array_equal(from_torch_layer(layer).toarray(), op.toarray())

@@ -24,6 +24,7 @@ import shlex
 import tempfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from pydebut import Chain, DeButOperator, load
@@ -110,7 +111,13 @@ run(
     "pydebut check --sup 64 72 72 144 144 288 288 576 --sub 8 9 8 2 4 4 1 2 4 4 8 1 "
     "--plot ./vgg.png"
 )
-print("picture written:", (workdir / "vgg.png").stat().st_size > 0)
+picture = plt.imread(workdir / "vgg.png")
+print(f"picture written: {picture.shape[1]} x {picture.shape[0]} pixels")
+height, width = picture.shape[:2]
+fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)  # the picture, pixel for pixel
+ax = fig.add_axes((0, 0, 1, 1))
+ax.imshow(picture)
+ax.set_axis_off()
 
 # %%
 # Fitting a matrix

@@ -19,7 +19,7 @@ from .chains import (
 )
 from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from .density import DensityResult, is_dense, product_support
-from .fit import FitResult, fit_als, fit_hierarchical, hierarchy_ranks
+from .fit import FitResult, candidate_permutations, fit_als, fit_hierarchical, hierarchy_ranks
 from .io import load, save
 from .operator import DeButOperator
 from .spec import Chain, FactorSpec
@@ -34,6 +34,7 @@ __all__ = [
     "FactorSpec",
     "FitResult",
     "__version__",
+    "candidate_permutations",
     "classify",
     "conv2d",
     "count_chains",

@@ -32,6 +32,7 @@ __all__ = [
     "classify",
     "count_chains",
     "enumerate_chains",
+    "graph_size",
     "min_param_chain",
     "pareto_front",
     "rank_weights",
@@ -46,6 +47,13 @@ MAX_FACTORS = 64
 """Largest accepted ``n_factors``; ``m, n < 2**40`` have at most 39 prime factors each."""
 MAX_SIZE = 2**40
 """Largest accepted ``m`` or ``n``."""
+MAX_GRAPH_MOVES = 2_000_000
+"""Largest accepted bound on the moves of a request's state graph (``graph_size``).
+
+Searches that need the graph (kinds, ``max_params``, ``max_dim``, ``rank > 1``,
+:func:`min_param_chain`, :func:`pareto_front`) refuse larger requests up front:
+their time and memory grow with it (a few microseconds and well under a kilobyte per
+move: the limit keeps a search to seconds)."""
 
 
 def _as_chain(chain: Any) -> Chain:
@@ -172,29 +180,98 @@ _EMPTY = _Summary(0, inf, -inf, inf)
 
 
 @lru_cache(maxsize=4096)
+def _factorize(x: int) -> tuple[tuple[int, int], ...]:
+    """Prime factorization ``((p, e), ...)`` of ``x`` by trial division (``x < 2**40``)."""
+    factors, p = [], 2
+    while p * p <= x:
+        if x % p == 0:
+            e = 0
+            while x % p == 0:
+                x //= p
+                e += 1
+            factors.append((p, e))
+        p += 1 if p == 2 else 2
+    if x > 1:
+        factors.append((x, 1))
+    return tuple(factors)
+
+
+def _prime_exponents(x: int) -> list[int]:
+    return [e for _, e in _factorize(x)]
+
+
+@lru_cache(maxsize=4096)
 def _divisors(x: int) -> tuple[int, ...]:
-    small, large = [], []
-    d = 1
-    while d * d <= x:
-        if x % d == 0:
-            small.append(d)
-            if d * d != x:
-                large.append(x // d)
-        d += 1
-    return tuple(small + large[::-1])
+    divisors = [1]
+    for p, e in _factorize(x):
+        divisors = [d * p**i for d in divisors for i in range(e + 1)]
+    return tuple(sorted(divisors))
+
+
+def _n_divisors(x: int) -> int:
+    return prod(e + 1 for e in _prime_exponents(x))
+
+
+def _n_divisor_pairs(x: int) -> int:
+    """``sum over d | x of d(x / d)``: pairs ``(d, d')`` with ``d d' | x``."""
+    return prod((e + 1) * (e + 2) // 2 for e in _prime_exponents(x))
+
+
+_KIND_FLAG_VALUES = {"any": 1, "monotonic": 3, "bulging": 2, "other": 3}
+
+
+def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int = 1) -> int:
+    """Upper bound on the moves of the state graph behind a chain search.
+
+    The searches of this module walk a graph whose states are
+    ``(factors left, b_l ... b_L, c_1 ... c_{l-1}, w_{l-1}, kind flags)`` and
+    whose moves choose ``(b_l, c_l, w_l)``; their time and memory grow with
+    its number of moves. The bound is computed from the prime exponents of
+    ``m`` and ``n`` alone, before anything is built:
+
+        d(m) d(n) rank + (L - 2) P(m) P(n) rank**2 F + d(m) d(n) rank F
+
+    for ``L >= 2`` factors, where ``d`` counts divisors, ``P(x) = prod_p
+    (e_p + 1)(e_p + 2) / 2`` counts pairs of divisors ``d d' | x``, and ``F``
+    is the number of kind flags a state carries (1 for ``"any"``, 2 for
+    ``"bulging"``, 3 otherwise). Requests above ``MAX_GRAPH_MOVES`` are
+    refused.
+
+    Examples
+    --------
+    >>> graph_size(64, 576, 4)
+    9702
+    >>> graph_size(720720, 720720, 3, kind="monotonic") > MAX_GRAPH_MOVES
+    True
+    """
+    if n_factors == 1:
+        return 1
+    flags = _KIND_FLAG_VALUES[kind]
+    pairs = _n_divisors(m) * _n_divisors(n) * rank
+    inner = _n_divisor_pairs(m) * _n_divisor_pairs(n) * rank**2 * flags
+    return pairs + (n_factors - 2) * inner + pairs * flags
 
 
 class _Graph:
     """States and moves of the chains of one request, with per-state summaries."""
 
     def __init__(
-        self, m: int, n: int, kind: str, max_dim: int | None, rank: int, allow_diagonal: bool
+        self,
+        m: int,
+        n: int,
+        kind: str,
+        max_dim: int | None,
+        rank: int,
+        allow_diagonal: bool,
+        counts_only: bool = False,
     ) -> None:
         self.m, self.n, self.kind = m, n, kind
+        # Unfiltered rank-one requests count completions in closed form; their
+        # parameter and dimension bounds are then only the trivial 0.
+        self.counts_only = counts_only
         self.max_dim = inf if max_dim is None else max_dim
         self.rank, self.allow_diagonal = rank, allow_diagonal
         self.bulge_above = max(m, n)
-        self._moves: dict[_State, tuple[_Move, ...]] = {}
         self._summaries: dict[_State, _Summary] = {}
 
     def root(self, n_factors: int) -> _State:
@@ -219,10 +296,11 @@ class _Graph:
         return True
 
     def moves(self, state: _State) -> tuple[_Move, ...]:
-        """Choices ``(b_l, c_l, w_l)`` in lexicographic order, as factors."""
-        cached = self._moves.get(state)
-        if cached is not None:
-            return cached
+        """Choices ``(b_l, c_l, w_l)`` in lexicographic order, as factors.
+
+        Not cached: summaries are, and moves are cheap to recompute, while
+        caching them would hold the whole graph in memory.
+        """
         left, m_rest, n_done, w_in, flags = state
         n_rest = self.n // n_done
         if left == 1:
@@ -250,15 +328,20 @@ class _Graph:
                 continue
             child = _State(left - 1, t, n_done * c, w_out, reduced)
             moves.append(_Move((p, q, r, s, t), p * s, child))
-        self._moves[state] = result = tuple(moves)
-        return result
+        return tuple(moves)
 
     def summary(self, state: _State) -> _Summary:
         """Count, parameter range and smallest largest dimension of the completions."""
         cached = self._summaries.get(state)
         if cached is not None:
             return cached
-        if state.left == 0:
+        if self.counts_only:
+            n_rest = self.n // state.n_done
+            count = _count_factorization_pairs(
+                state.m_rest, n_rest, state.left, self.allow_diagonal
+            )
+            result = _Summary(count, 0, inf, 0) if count else _EMPTY
+        elif state.left == 0:
             result = _Summary(1, 0, 0, 0) if self._accepts(state.flags) else _EMPTY
         else:
             count, lo, hi, dim = 0, inf, -inf, inf
@@ -295,21 +378,61 @@ class _Request:
     rank: int
     allow_diagonal: bool
 
-    def graph(self) -> _Graph:
+    @property
+    def unfiltered(self) -> bool:
+        """Only ``allow_diagonal`` is set: counts have a closed form."""
+        return (self.kind, self.max_params, self.max_dim, self.rank) == ("any", None, None, 1)
+
+    def graph(self, exact: bool = False) -> _Graph:
+        """The request's state graph, refused up front when it would be too large.
+
+        Unless ``exact`` (exact parameter and dimension bounds are needed), an
+        unfiltered request gets a graph that counts in closed form, of any size.
+        """
+        if self.unfiltered and not exact:
+            return _Graph(self.m, self.n, "any", None, 1, self.allow_diagonal, counts_only=True)
+        size = sum(
+            graph_size(self.m, self.n, count, kind=self.kind, rank=self.rank)
+            for count in self.n_factors
+        )
+        if size > MAX_GRAPH_MOVES:
+            raise ValueError(
+                f"chain request too large: {self.m} x {self.n} with n_factors="
+                f"{_describe_counts(self.n_factors)}, kind={self.kind!r}, rank={self.rank} "
+                f"has a state graph of up to {size:,} moves, above the limit "
+                f"MAX_GRAPH_MOVES = {MAX_GRAPH_MOVES:,}; narrow the request: fewer factors, "
+                "a smaller rank, kind='any', or sizes with fewer divisors"
+            )
         return _Graph(self.m, self.n, self.kind, self.max_dim, self.rank, self.allow_diagonal)
 
 
+def _describe_counts(counts: tuple[int, ...]) -> str:
+    if len(counts) > 1 and counts == tuple(range(counts[0], counts[-1] + 1)):
+        return f"range({counts[0]}, {counts[-1] + 1})"
+    return str(counts[0]) if len(counts) == 1 else str(list(counts))
+
+
 def _factor_counts(n_factors: Any) -> tuple[int, ...]:
-    if isinstance(n_factors, Iterable) and not isinstance(n_factors, (str, bytes)):
-        values = list(n_factors)
-        if not values:
+    """Distinct factor counts, each checked against :data:`MAX_FACTORS` as it is read."""
+    if isinstance(n_factors, range):
+        if not n_factors:
             raise ValueError(f"n_factors is empty: {n_factors!r}")
+        largest = max(n_factors[0], n_factors[-1])
+        if largest > MAX_FACTORS:
+            raise ValueError(f"n_factors must be at most {MAX_FACTORS}, got {n_factors!r}")
+    if isinstance(n_factors, Iterable) and not isinstance(n_factors, (str, bytes)):
+        values: Iterable[Any] = n_factors
     else:
         values = [n_factors]
-    counts = sorted({_as_positive_int(v, "n_factors", "chain request") for v in values})
-    if counts[-1] > MAX_FACTORS:
-        raise ValueError(f"n_factors must be at most {MAX_FACTORS}, got {counts[-1]}")
-    return tuple(counts)
+    counts = set()
+    for value in values:
+        count = _as_positive_int(value, "n_factors", "chain request")
+        if count > MAX_FACTORS:
+            raise ValueError(f"n_factors must be at most {MAX_FACTORS}, got {count}")
+        counts.add(count)
+    if not counts:
+        raise ValueError(f"n_factors is empty: {n_factors!r}")
+    return tuple(sorted(counts))
 
 
 def _request(
@@ -397,7 +520,9 @@ def enumerate_chains(
     Raises
     ------
     TypeError, ValueError
-        On malformed or contradictory arguments, when called.
+        On malformed or contradictory arguments, when called; ``ValueError``
+        too when a filtered search's state graph would exceed
+        ``MAX_GRAPH_MOVES`` (see ``pydebut.chains.graph_size``).
 
     Notes
     -----
@@ -419,12 +544,11 @@ def enumerate_chains(
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {order!r}")
     if order == "lex":
-        return _walk_lex(request)
-    return _walk_best_first(request, by_dim=order == "max_dim")
+        return _walk_lex(request, request.graph())
+    return _walk_best_first(request, request.graph(exact=True), by_dim=order == "max_dim")
 
 
-def _walk_lex(request: _Request) -> Iterator[Chain]:
-    graph = request.graph()
+def _walk_lex(request: _Request, graph: _Graph) -> Iterator[Chain]:
     budget = inf if request.max_params is None else request.max_params
     for n_factors in request.n_factors:
         root = graph.root(n_factors)
@@ -445,8 +569,7 @@ def _descend(
             factors.pop()
 
 
-def _walk_best_first(request: _Request, by_dim: bool) -> Iterator[Chain]:
-    graph = request.graph()
+def _walk_best_first(request: _Request, graph: _Graph, by_dim: bool) -> Iterator[Chain]:
     budget = inf if request.max_params is None else request.max_params
     m, n = request.m, request.n
 
@@ -512,6 +635,13 @@ def count_chains(
     int
         The exact count (a Python int, however large).
 
+    Raises
+    ------
+    ValueError
+        When a search that needs the state graph (any filter but
+        ``allow_diagonal``) would exceed ``MAX_GRAPH_MOVES`` moves (see
+        ``pydebut.chains.graph_size``); the message says how to narrow the request.
+
     Notes
     -----
     With no filter but ``allow_diagonal``, the count is combinatorial: ``x``
@@ -532,8 +662,7 @@ def count_chains(
     5857628
     """
     request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
-    unfiltered = (request.kind, request.max_params, request.max_dim, request.rank)
-    if unfiltered == ("any", None, None, 1):
+    if request.unfiltered:
         return sum(
             _count_factorization_pairs(request.m, request.n, count, request.allow_diagonal)
             for count in request.n_factors
@@ -579,21 +708,6 @@ def _count_factorization_pairs(m: int, n: int, n_factors: int, allow_diagonal: b
     )
 
 
-def _prime_exponents(x: int) -> list[int]:
-    exponents, p = [], 2
-    while p * p <= x:
-        if x % p == 0:
-            e = 0
-            while x % p == 0:
-                x //= p
-                e += 1
-            exponents.append(e)
-        p += 1
-    if x > 1:
-        exponents.append(1)
-    return exponents
-
-
 def min_param_chain(
     m: int,
     n: int,
@@ -627,6 +741,12 @@ def min_param_chain(
         The smallest chain, the first in :func:`enumerate_chains` order among
         equals; ``None`` when no chain satisfies the request.
 
+    Raises
+    ------
+    ValueError
+        When the state graph would exceed ``MAX_GRAPH_MOVES`` moves (see
+        ``pydebut.chains.graph_size``); the message says how to narrow the request.
+
     Notes
     -----
     The smallest completion of a state ``(L', b_l...b_L, c_1...c_{l-1}, w_{l-1})``
@@ -643,7 +763,7 @@ def min_param_chain(
     True
     """
     request = _request(m, n, n_factors, kind, None, max_dim, rank, allow_diagonal)
-    graph = request.graph()
+    graph = request.graph(exact=True)
     roots = [graph.root(count) for count in request.n_factors]
     best = min(roots, key=lambda root: graph.summary(root).min_params)
     if not graph.summary(best).count:
@@ -706,6 +826,12 @@ def pareto_front(
         One chain per front point, sorted by parameters, then factors, then
         largest dimension; among equals, the first in :func:`enumerate_chains` order.
 
+    Raises
+    ------
+    ValueError
+        When the state graph would exceed ``MAX_GRAPH_MOVES`` moves (see
+        ``pydebut.chains.graph_size``); the message says how to narrow the request.
+
     Notes
     -----
     Each state keeps the front of its completions' ``(parameters, largest q)``
@@ -719,7 +845,7 @@ def pareto_front(
     [(1344, 4, 576), (1600, 3, 576), (3200, 2, 576), (36864, 1, 576)]
     """
     request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
-    graph = request.graph()
+    graph = request.graph(exact=True)
     budget = inf if request.max_params is None else request.max_params
     fronts: dict[_State, list[tuple[float, float, tuple[tuple[int, ...], ...]]]] = {}
 

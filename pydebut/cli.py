@@ -2,182 +2,139 @@
 
 Each subcommand lives in :mod:`pydebut.commands` as a module with
 ``register(subparsers)``; it sets ``func`` to a function that takes the parsed
-arguments and returns the exit status. User mistakes raise
-:class:`UsageError` (or ``ValueError``/``TypeError``/``OSError`` from the
-library) and are printed as one line with exit status 2, never a traceback.
+arguments and returns the exit status. This module only builds the parser and
+dispatches; what the subcommands share lives in :mod:`pydebut.commands._common`.
+
+No traceback reaches the user. Mistakes in what was asked for (bad options,
+unreadable or malformed files, numbers too large, input nested too deeply, a
+request that does not fit in memory) print one line and exit with status 2.
+Anything else is a bug in pydebut: one line says so and how to see the
+traceback (``pydebut --debug ...`` or the environment variable
+``PYDEBUT_DEBUG=1``), and the exit status is 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+import zipfile
+import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import __version__
-from .spec import Chain
+from .commands import COMMANDS
+from .commands._common import UsageError, load_chain_json
+
+__all__ = ["EXIT_BUG", "EXIT_USAGE", "UsageError", "build_parser", "load_chain_json", "main"]
 
 EXIT_USAGE = 2
+EXIT_BUG = 3
+DEBUG_VARIABLE = "PYDEBUT_DEBUG"
+
+EPILOG = f"""exit status: 0 success; 1 'check': the chain is valid but its product is not
+dense; 2 invalid input (options, files, numbers, a request too large for memory);
+3 a bug in pydebut (--debug or {DEBUG_VARIABLE}=1 shows its traceback).
+Run 'pydebut COMMAND --help' for the options of a command."""
+
+# Exceptions that what the user gave can raise: one line and EXIT_USAGE, never a traceback.
+_INPUT_ERRORS = (
+    UsageError,
+    ValueError,  # includes UnicodeError, json.JSONDecodeError, numpy's LinAlgError
+    TypeError,
+    OSError,
+    OverflowError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    RecursionError,  # input nested too deeply (JSON, chain lists)
+    MemoryError,  # a request too large for this machine
+)
 
 
-class UsageError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
+class _ArgumentError(UsageError):
+    """argparse rejected the command line of ``prog``."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def add_chain_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """Add ``--sup/--sub``, ``--chain FILE.json`` and ``--r-shapes`` to ``parser``."""
-    group = parser.add_argument_group("chain (one of)")
-    group.add_argument("--sup", nargs="+", help="(p, q) pairs, left to right: flat or JSON")
-    group.add_argument("--sub", nargs="+", help="(r, s, t) triples, left to right: flat or JSON")
-    group.add_argument("--chain", metavar="FILE.json", help="chain file (see docs: chain JSON)")
-    group.add_argument(
-        "--r-shapes", metavar="JSON", help="reference layer R_shapes, application order"
-    )
-    group.add_argument(
-        "--row", type=int, metavar="N", help="with --chain: which chain of a listing (1-based)"
-    )
-    parser.set_defaults(_chain_required=required)
-
-
-def chain_from_args(args: argparse.Namespace) -> Chain | None:
-    """Build the chain named by ``--sup/--sub``, ``--chain`` or ``--r-shapes``."""
-    given = [
-        name
-        for name, value in (
-            ("--sup/--sub", args.sup or args.sub),
-            ("--chain", args.chain),
-            ("--r-shapes", args.r_shapes),
-        )
-        if value
-    ]
-    if len(given) > 1:
-        raise UsageError(f"give the chain once, not with {' and '.join(given)}")
-    if args.row is not None and not args.chain:
-        raise UsageError("--row only applies to --chain FILE.json")
-    if not given:
-        if args._chain_required:
-            raise UsageError("no chain given: use --sup/--sub, --chain FILE.json or --r-shapes")
-        return None
-    if args.sup or args.sub:
-        if not (args.sup and args.sub):
-            raise UsageError("--sup and --sub must be given together")
-        return Chain.from_sup_sub(" ".join(args.sup), " ".join(args.sub))
-    if args.chain:
-        return load_chain_json(args.chain, row=args.row)
-    return Chain.from_r_shapes(args.r_shapes)
-
-
-def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
-    """Read a chain file (the one chain JSON schema of every command).
-
-    A chain is a JSON object with
-
-    - ``"sup"``: the ``(p, q)`` pairs, left to right, nested ``[[p, q], ...]``
-      or flat ``[p, q, p, q, ...]``;
-    - ``"sub"``: the ``(r, s, t)`` triples, left to right, nested or flat;
-
-    or, instead of both, ``"r_shapes"``: ``[[p, q, r, s, t], ...]`` in
-    application order (the reference PyTorch layer). Any other key (``"params"``,
-    ``"kind"``, ... as written by ``pydebut chains`` and ``pydebut check``) is
-    ignored. A file may also list chains, as ``pydebut chains --format json``
-    writes them: an object with a ``"chains"`` array, or a bare array. Then
-    ``row`` (1-based, as the ``row`` column of the table) picks one; it may be
-    left out only when the list has exactly one chain.
-
-    Parameters
-    ----------
-    path : str or Path
-        The JSON file.
-    row : int, optional
-        Which chain of a listing to read (1-based).
-
-    Returns
-    -------
-    Chain
-
-    Raises
-    ------
-    UsageError
-        If the file cannot be read, is not JSON or does not match the schema.
-    ValueError, TypeError
-        If the numbers do not make a valid chain (the message names the factor).
-
-    Examples
-    --------
-    >>> import json, tempfile, os
-    >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-    ...     json.dump({"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]]}, f)
-    >>> load_chain_json(f.name)
-    Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
-    >>> os.remove(f.name)
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise UsageError(f"cannot read chain file {path}: {err.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UsageError(
-            f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})"
-        ) from None
-    if isinstance(data, dict) and "chains" in data:
-        data = data["chains"]
-    if isinstance(data, list):
-        data = _pick_row(data, row, path)
-    elif row is not None:
-        raise UsageError(f"chain file {path} holds one chain, so --row does not apply")
-    if not isinstance(data, dict):
-        raise UsageError(f"chain file {path}: expected a JSON object with 'sup' and 'sub'")
-    if "sup" in data and "sub" in data:
-        return Chain.from_sup_sub(data["sup"], data["sub"])
-    if "r_shapes" in data:
-        return Chain.from_r_shapes(data["r_shapes"])
-    raise UsageError(f"chain file {path}: expected keys 'sup' and 'sub' (or 'r_shapes')")
-
-
-def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
-    if not rows:
-        raise UsageError(f"chain file {path} lists no chains")
-    if row is None:
-        if len(rows) > 1:
-            raise UsageError(
-                f"chain file {path} lists {len(rows)} chains: choose one with --row 1..{len(rows)}"
-            )
-        row = 1
-    if not 1 <= row <= len(rows):
-        raise UsageError(f"chain file {path} lists {len(rows)} chains, so there is no row {row}")
-    return rows[row - 1]
+        raise _ArgumentError(self.prog, f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand registered."""
-    from .commands import COMMANDS
-
-    parser = _Parser(prog="pydebut", description="Deformable Butterfly (DeBut) matrices")
+    parser = _Parser(
+        prog="pydebut",
+        description="Deformable Butterfly (DeBut) matrices: design chains, check them, "
+        "fit them to a matrix.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"pydebut {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an internal error (as {DEBUG_VARIABLE}=1 does)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    subparsers.required = True
     for module in COMMANDS:
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Examples
+    --------
+    >>> main(["check", "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1", "--format", "json"])
+    ... # doctest: +ELLIPSIS
+    {
+     "sup": [[4, 4], [4, 4]],
+    ...
+    0
+    """
     parser = build_parser()
+    debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         args = parser.parse_args(argv)
+        debug = debug or args.debug
+        if args.command is None:
+            print(parser.format_help(), end="", file=sys.stderr)
+            return EXIT_USAGE
         return int(args.func(args))
-    except (UsageError, ValueError, TypeError, OSError) as err:
-        print(f"pydebut: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("pydebut: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``pydebut chains ... | head``): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as err:
+        if debug:
+            raise
+        print(_one_line(err), file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, _INPUT_ERRORS) else EXIT_BUG
+
+
+def _one_line(err: Exception) -> str:
+    """The message printed for ``err``: one line, never a traceback."""
+    text = " ".join(str(err).split())
+    if isinstance(err, _ArgumentError):
+        return f"{err.prog}: error: {text}"
+    if isinstance(err, RecursionError):
+        return f"pydebut: error: the input is nested too deeply ({text})"
+    if isinstance(err, MemoryError):
+        detail = f" ({text})" if text else ""
+        return f"pydebut: error: not enough memory for this request{detail}; ask for less"
+    if isinstance(err, _INPUT_ERRORS):
+        return f"pydebut: error: {text or type(err).__name__}"
+    return (
+        f"pydebut: internal error ({type(err).__name__}: {text}). This is a bug in pydebut; "
+        f"please report it with the traceback that 'pydebut --debug ...' or "
+        f"{DEBUG_VARIABLE}=1 shows."
+    )

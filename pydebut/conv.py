@@ -26,6 +26,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy.sparse.linalg import aslinearoperator
 
+from ._memory import check_fits_in_memory
+
 __all__ = ["LAYOUTS", "conv2d", "im2col", "kernel_to_matrix", "matrix_to_kernel"]
 
 Layout = Literal["channel-major", "position-major"]
@@ -188,6 +190,17 @@ class _Geometry:
         out = tuple(
             (p - span) // step + 1 for p, span, step in zip(padded, spans, steps, strict=True)
         )
+        batch, channels = x.shape[:2]
+        patches = channels * kernel[0] * kernel[1] * batch * out[0] * out[1]
+        check_fits_in_memory(
+            (batch * channels * padded[0] * padded[1] + patches) * x.dtype.itemsize,
+            f"unfolding {batch} x {channels} images of {padded[0]} x {padded[1]} padded "
+            f"pixels into {patches:,} patch entries",
+            "pass fewer images at a time, or less padding",
+        )
+        # A stride beyond the padded input gives one output; capping it keeps the
+        # window strides within the index range.
+        steps = tuple(min(step, p) for step, p in zip(steps, padded, strict=True))
         return cls(kernel, steps, pads, dilations, out)
 
     def unfold(self, x: np.ndarray, layout: str) -> np.ndarray:

@@ -131,9 +131,9 @@ def _apply_block(
     columns = block if axis == 0 else block.T
     if batched and columns.shape[1] == 1:
         padded = np.concatenate([columns, np.zeros_like(columns)], axis=1)
-        result = operator._apply(padded, adjoint)[:, :1]
+        result = operator._apply_permuted(padded, adjoint)[:, :1]
     else:
-        result = operator._apply(columns, adjoint)
+        result = operator._apply_permuted(columns, adjoint)
     return result if axis == 0 else result.T
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from math import gcd
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,15 @@ __all__ = [
 ]
 
 _REACH_CHUNK_BYTES = 1 << 24
+MAX_REACH_WORK = 2**28
+"""Largest reachability computation :func:`is_dense` and the supports undertake.
+
+Counted in 64-bit words for the full propagation (``ceil(min(m, n) / 64)``
+words per intermediate coordinate) and in booleans for a single output's
+reach (one per coordinate): about two seconds and, for one output, 256 MB.
+Larger requests are refused with a ``ValueError`` before any work."""
+MAX_SUPPORT_ENTRIES = 2**30
+"""Largest number of booleans :func:`product_support` and :func:`partial_supports` return."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,15 @@ def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
     ``n`` is the bit axis (the transposed chain is used when ``m < n``), cut in
     chunks that keep the working set near 16 MB.
 
+    Two shortcuts come first. With ``g = gcd(k_l) > 1`` the product is
+    block-diagonal with ``g`` blocks, and with ``h = gcd(t_l) > 1`` it keeps
+    ``i mod h``: either way it is not dense, and the first missing pair, in
+    row 0, comes from the reach of output 0 in the chain shrunk by ``g h``
+    (so ``[(2**40, 2**40, 2, 2, 1)] * 2`` is decided at once). Otherwise output
+    0's reach is computed alone (one boolean per coordinate) before every
+    output's. Work beyond ``MAX_REACH_WORK`` is refused with a ``ValueError``
+    before it starts.
+
     Examples
     --------
     >>> bool(is_dense(Chain.from_factorizations([2, 4], [4, 2])))
@@ -110,8 +129,68 @@ def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
         return DensityResult(True, None, "chainable")
     if rank_weights(chain) is not None:
         return DensityResult(True, None, "rank-weighted")
+    return DensityResult(*_decide(chain), "reachability")
+
+
+def _decide(chain: Chain) -> tuple[bool, tuple[int, int] | None]:
+    """Density and first missing pair, from the block structure where it decides.
+
+    With ``g = gcd(k_l)`` every factor is block-diagonal with ``g`` equal
+    contiguous blocks, so the product is too; with ``h = gcd(t_l)`` every
+    factor keeps ``i mod h``, so the product connects output ``i`` only to
+    inputs ``j = i (mod h)``. Either way, with ``g h > 1``, output 0 misses an
+    input and the first missing pair lies in row 0: it is found from the reach
+    of output 0 in the reduced chain ``(p/(g h), q/(g h), r, s, t/h)``. When
+    ``g = h = 1``, output 0's reach is tried first (cheap), then every output's.
+    """
+    g = gcd(*(spec.n_blocks for spec in chain))
+    h = gcd(*(spec.t for spec in chain))
+    if g * h > 1:
+        reduced = Chain(
+            [(f.p // (g * h), f.q // (g * h), f.r, f.s, f.t // h) for f in chain.factors]
+        )
+        _check_work(chain, _row_work(reduced), "output 0's reach")
+        candidates = [chain.shape[1] // g] if g > 1 else []
+        if h > 1:
+            candidates.append(1)
+        unreached = _first_unreached(reduced)
+        if unreached is not None:
+            candidates.append(unreached * h)
+        return False, (0, min(candidates))
+    _check_work(chain, _row_work(chain), "output 0's reach")
+    unreached = _first_unreached(chain)
+    if unreached is not None:
+        return False, (0, unreached)
+    m, n = chain.shape
+    _check_work(chain, -(-min(m, n) // 64) * _row_work(chain), "every output's reach")
     missing = _first_missing(chain)
-    return DensityResult(missing is None, missing, "reachability")
+    return missing is None, missing
+
+
+def _row_work(chain: Chain) -> int:
+    return sum(spec.p + spec.q for spec in chain)
+
+
+def _check_work(chain: Chain, work: int, what: str) -> None:
+    if work > MAX_REACH_WORK:
+        m, n = chain.shape
+        raise ValueError(
+            f"computing {what} for this {m} x {n} chain takes about {work:,} operations, "
+            f"above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of pydebut.density; "
+            "use a smaller chain (fewer or smaller factors)"
+        )
+
+
+def _first_unreached(chain: Chain) -> int | None:
+    """Smallest input that output 0 does not reach, by propagating its reach set."""
+    reach = np.zeros(chain.shape[0], dtype=bool)
+    reach[0] = True
+    for spec in chain:
+        k, r, s, t = spec.weight_shape
+        blocks = reach.reshape(k, r, t).any(axis=1)
+        reach = np.broadcast_to(blocks[:, None], (k, s, t)).reshape(-1)
+    unreached = np.flatnonzero(~reach)
+    return int(unreached[0]) if unreached.size else None
 
 
 def _first_missing(chain: Chain) -> tuple[int, int] | None:
@@ -184,7 +263,7 @@ def _propagate(weight_shape: tuple[int, int, int, int], words: np.ndarray) -> np
 
 
 def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
-    """Boolean ``(m, n)`` support of the product ``F_1 ... F_L``.
+    """Boolean ``(m, n)`` support of the product ``F_1 … F_L``.
 
     Entry ``(i, j)`` is True iff some path connects output ``i`` to input ``j``;
     with generic weights these are exactly the non-zeros of the product.
@@ -198,11 +277,23 @@ def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
            [0, 0, 1, 1]])
     """
     chain = _as_chain(chain)
+    _check_support_size(chain, chain.shape[0] * chain.shape[1])
     return np.concatenate([_unpack(words, size) for _, size, words in _reach_chunks(chain)], axis=1)
 
 
+def _check_support_size(chain: Chain, entries: int) -> None:
+    m, n = chain.shape
+    if entries > MAX_SUPPORT_ENTRIES:
+        raise ValueError(
+            f"the supports of this {m} x {n} chain hold {entries:,} booleans, above the "
+            f"limit MAX_SUPPORT_ENTRIES = {MAX_SUPPORT_ENTRIES:,} of pydebut.density; "
+            "ask is_dense() for the verdict, or take a smaller chain"
+        )
+    _check_work(chain, -(-min(m, n) // 64) * _row_work(chain), "every output's reach")
+
+
 def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
-    """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``.
+    """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, …, ``F_1 … F_L``.
 
     The densification seen while applying the chain, from the input side.
 
@@ -212,7 +303,48 @@ def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     [8, 16]
     """
     chain = _as_chain(chain)
+    _check_support_size(chain, chain.shape[0] * sum(spec.q for spec in chain))
     return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
+
+
+def _pooled_partial_supports(chain: Chain, max_pixels: int) -> list[np.ndarray]:
+    """Pooled supports of ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``, never the full ones.
+
+    Each image has at most ``max_pixels`` cells a side: cell ``(I, J)`` covers
+    ``ceil(p_l / max_pixels)`` outputs by ``ceil(n / max_pixels)`` inputs and is
+    True when any pair inside it is connected. The reach sets travel from the
+    input side as bits over the input *cells* (at most ``max_pixels`` bits), and
+    the rows of each partial product are OR-ed over their output cells, so the
+    memory is ``max_dim * ceil(max_pixels / 64)`` words.
+    """
+    n = chain.shape[1]
+    width = -(-n // max_pixels)
+    n_cells = -(-n // width)
+    n_words = -(-n_cells // 64)
+    _check_work(chain, n_words * _row_work(chain), "the pooled supports")
+    cells = np.arange(n) // width
+    bits = np.zeros((n, n_words * 8), dtype=np.uint8)
+    bits[np.arange(n), cells // 8] = np.left_shift(1, 7 - cells % 8).astype(np.uint8)
+    words = bits.view(np.uint64)
+    images = []
+    for spec in reversed(chain.factors):
+        words = _propagate(spec.weight_shape, words)
+        height = -(-spec.p // max_pixels)
+        n_rows = -(-spec.p // height)
+        padded = np.zeros((n_rows * height, n_words), dtype=np.uint64)
+        padded[: spec.p] = words
+        pooled = np.bitwise_or.reduce(padded.reshape(n_rows, height, n_words), axis=1)
+        images.append(_unpack(pooled, n_cells))
+    return images
+
+
+def _support_fraction(chain: Chain) -> float | None:
+    """Exact fraction of non-zeros of the product; ``None`` beyond ``MAX_REACH_WORK``."""
+    m, n = chain.shape
+    if -(-n // 64) * _row_work(chain) > MAX_REACH_WORK:
+        return None
+    count = sum(int(np.bitwise_count(words).sum()) for _, _, words in _reach_chunks(chain))
+    return count / (m * n)
 
 
 def is_dense_numeric(

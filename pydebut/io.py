@@ -3,38 +3,69 @@
 A pydebut file is an ``.npz`` archive holding:
 
 - ``format``: the string ``"pydebut"``;
-- ``format_version``: an integer, currently 1;
+- ``format_version``: an integer, 1 or 2;
 - ``specs``: int64 array ``(L, 5)`` of ``(p, q, r, s, t)``, left to right;
-- ``weights_0`` ... ``weights_{L-1}``: each factor's ``(k, r, s, t)`` weights.
+- ``weights_0`` ... ``weights_{L-1}``: each factor's ``(k, r, s, t)`` weights;
+- version 2 only, each optional: ``row_perm`` and ``col_perm``, int64 arrays of
+  the operator's row and column permutations (absent for the identity).
 
-Everything is read with ``allow_pickle=False`` and validated before an
-operator is built, so a truncated or tampered file raises ``ValueError``.
+An operator without permutations is written as version 1, which every pydebut
+reads; one with permutations as version 2. Both versions are read.
+
+Nothing is unpickled, every header is validated before its data is read, and
+a truncated, tampered or hostile file raises ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
+import zlib
+from math import prod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .operator import DeButOperator
-from .spec import Chain
+from .spec import Chain, _as_positive_int
 
-__all__ = ["load", "save"]
+__all__ = ["load", "npz_path", "save"]
 
 FORMAT_NAME = "pydebut"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_PERMUTATIONS = ("row_perm", "col_perm")
 _MAX_FACTORS = 10_000
+_MAX_HEADER = 10_000  # bytes of a .npy header, numpy's own default
+_MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
+MAX_LOAD_BYTES = 2**32
+"""Default limit of :func:`load` on the total size of the weights (4 GiB)."""
+
+
+def npz_path(path: str | os.PathLike[str]) -> Path:
+    """The file :func:`save` writes for ``path``: ``path`` with ``.npz`` added if it lacks it.
+
+    This is ``np.savez``'s rule; :func:`load` takes the real name, as ``np.load`` does.
+
+    Examples
+    --------
+    >>> npz_path("op").name, npz_path("op.npz").name, npz_path("op.v2").name
+    ('op.npz', 'op.npz', 'op.v2.npz')
+    """
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: bool = False) -> None:
-    """Save ``operator`` to ``path`` (an ``.npz`` file; the suffix is not added).
+    """Save ``operator`` to an ``.npz`` file; as ``np.savez``, add ``.npz`` if ``path`` lacks it.
 
     Parameters
     ----------
     path : str or path-like
+        Where to write; ``"op"`` writes ``op.npz`` (``pydebut.io.npz_path``).
+        :func:`load` takes the real name, as ``np.load`` does (``load("op")``
+        does not look for ``op.npz``).
     operator : DeButOperator
     compress : bool, default False
         Use ``np.savez_compressed``.
@@ -44,68 +75,136 @@ def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: boo
     >>> import tempfile, pathlib
     >>> from pydebut import DeButOperator, load, save
     >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "op.npz"
-    >>> save(path, op)
-    >>> bool((load(path).toarray() == op.toarray()).all())
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> save(folder / "op", op)
+    >>> sorted(path.name for path in folder.iterdir())
+    ['op.npz']
+    >>> bool((load(folder / "op.npz").toarray() == op.toarray()).all())
     True
     """
     if not isinstance(operator, DeButOperator):
         raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}")
+    permutations = {
+        key: perm
+        for key, perm in zip(_PERMUTATIONS, (operator.row_perm, operator.col_perm), strict=True)
+        if perm is not None
+    }
     arrays = {
         "format": np.array(FORMAT_NAME),
-        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "format_version": np.array(2 if permutations else 1, dtype=np.int64),
         "specs": np.array([f.as_tuple() for f in operator.chain], dtype=np.int64),
+        **permutations,
     }
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
     writer = np.savez_compressed if compress else np.savez
-    with open(path, "wb") as handle:
+    with open(npz_path(path), "wb") as handle:
         writer(handle, **arrays)
 
 
-def load(path: str | os.PathLike[str]) -> DeButOperator:
+def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOAD_BYTES) -> DeButOperator:
     """Load a ``DeButOperator`` saved by :func:`save`.
+
+    Every array's ``.npy`` header (shape and dtype, never pickle) is checked
+    against the chain's expected sizes and against ``max_bytes`` before its
+    data is read or decompressed, and decompression never goes past the sizes
+    the headers announce: a damaged, forged or hostile file costs at most the
+    memory of the operator it claims to hold.
+
+    Parameters
+    ----------
+    path : str or path-like
+    max_bytes : int, default ``MAX_LOAD_BYTES`` (4 GiB)
+        Largest total size of the weights to read; raise it to load a larger
+        operator.
 
     Raises
     ------
     OSError
         If the file cannot be opened.
     ValueError
-        If the file is not a valid pydebut archive: not a zip, truncated, of
-        another format or version, with missing, extra or malformed arrays,
-        or with weights that do not fit the chain or are not finite.
+        Naming the file, if it is not a valid pydebut archive: not a zip,
+        truncated or corrupted, of another format or version, with missing,
+        extra or malformed arrays, with weights that do not fit the chain or
+        are not finite, with a row or column permutation that is not a
+        permutation, or larger than ``max_bytes``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from pydebut import DeButOperator, load, save
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "op.npz"
+    >>> save(path, DeButOperator.identity([(4096, 4096, 1, 1, 1)]))
+    >>> try:
+    ...     load(path, max_bytes=1000)
+    ... except ValueError as err:
+    ...     print(str(err).removeprefix(f"{path}: "))
+    the weights take 32768 bytes, above max_bytes = 1000; pass a larger max_bytes to load them
+    >>> load(path).shape
+    (4096, 4096)
     """
     name = Path(path)
-    try:
-        archive = np.load(name, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, ValueError) as err:
-        raise ValueError(f"{name} is not a pydebut .npz file: {err}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
-    try:
-        with archive:
-            return _read(archive, name)
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ValueError(f"{name} is damaged or truncated: {err}") from None
+    if not name.exists() and npz_path(name) != name and npz_path(name).exists():
+        raise FileNotFoundError(
+            f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
+        )
+    max_bytes = _as_positive_int(max_bytes, "max_bytes", "load")
+    with open(name, "rb") as handle:
+        if handle.read(6) == b"\x93NUMPY":
+            raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
+        handle.seek(0)
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                return _read(archive, name, max_bytes)
+        except _READ_ERRORS as err:
+            raise ValueError(f"{name} is not a pydebut .npz file, or is damaged: {err}") from None
 
 
-def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
-    keys = set(archive.files)
+# What a damaged or hostile archive can raise from zipfile, zlib and the .npy
+# header parser (a Python literal); every one becomes a ValueError naming the file.
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,  # includes RecursionError
+    SyntaxError,
+    TypeError,
+    tokenize.TokenError,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+)
+
+
+_DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+def _read(archive: zipfile.ZipFile, name: Path, max_bytes: int) -> DeButOperator:
+    members = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy") or info.filename[:-4] in members:
+            raise ValueError(f"{name}: unexpected archive member {info.filename!r}")
+        members[info.filename[:-4]] = info
     for required in ("format", "format_version", "specs"):
-        if required not in keys:
+        if required not in members:
             raise ValueError(f"{name} is not a pydebut file: the array {required!r} is missing")
-    fmt = archive["format"]
-    if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
+    fmt = _read_array(archive, members["format"], name, "U", max_items=len(FORMAT_NAME))
+    if fmt.shape != () or str(fmt) != FORMAT_NAME:
         raise ValueError(f"{name} is not a pydebut file (format {fmt!r})")
-    version = archive["format_version"]
+    version = _read_array(archive, members["format_version"], name, "biufcU", max_items=1)
     if version.shape != () or version.dtype.kind not in "iu":
         raise ValueError(f"{name}: format_version must be an integer scalar")
-    if int(version) != FORMAT_VERSION:
+    if not 1 <= int(version) <= FORMAT_VERSION:
         raise ValueError(
-            f"{name} has format version {int(version)}; this pydebut reads version {FORMAT_VERSION}"
+            f"{name} has format version {int(version)}; this pydebut reads versions 1 to "
+            f"{FORMAT_VERSION}"
         )
-    specs = archive["specs"]
-    if specs.ndim != 2 or specs.shape[1] != 5 or specs.dtype.kind not in "iu":
+    specs = _read_array(archive, members["specs"], name, "iu", max_items=5 * _MAX_FACTORS)
+    if specs.ndim != 2 or specs.shape[1] != 5:
         raise ValueError(f"{name}: specs must be an integer array of shape (L, 5)")
     if not 1 <= specs.shape[0] <= _MAX_FACTORS:
         raise ValueError(f"{name}: specs has {specs.shape[0]} factors")
@@ -114,11 +213,117 @@ def _read(archive: np.lib.npyio.NpzFile, name: Path) -> DeButOperator:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: invalid chain: {err}") from None
     expected = {"format", "format_version", "specs"} | {f"weights_{i}" for i in range(len(chain))}
-    if keys != expected:
-        missing, extra = sorted(expected - keys), sorted(keys - expected)
+    if int(version) >= 2:
+        expected |= members.keys() & set(_PERMUTATIONS)
+    if members.keys() != expected:
+        missing, extra = sorted(expected - members.keys()), sorted(members.keys() - expected)
         raise ValueError(f"{name}: arrays missing {missing} and unexpected {extra}")
-    weights = [archive[f"weights_{i}"] for i in range(len(chain))]
+    headers = [_header(archive, members[f"weights_{i}"], name) for i in range(len(chain))]
+    total = 0
+    for index, (spec, (shape, dtype, _)) in enumerate(zip(chain, headers, strict=True)):
+        _check_numbers(dtype, name, f"weights_{index}")
+        if shape != spec.weight_shape:
+            raise ValueError(
+                f"{name}: weights_{index} has shape {shape}, but factor {index + 1} of "
+                f"{len(chain)} ({spec}) must have shape {spec.weight_shape}"
+            )
+        total += prod(shape) * dtype.itemsize
+    if total > max_bytes:
+        raise ValueError(
+            f"{name}: the weights take {total} bytes, above max_bytes = {max_bytes}; "
+            "pass a larger max_bytes to load them"
+        )
+    weights = [
+        _read_array(archive, members[f"weights_{i}"], name, "biufc", max_items=None)
+        for i in range(len(chain))
+    ]
+    m, n = chain.shape
+    permutations = {
+        key: _read_array(archive, members[key], name, "iu", max_items=size)
+        for key, size in zip(_PERMUTATIONS, (m, n), strict=True)
+        if key in members
+    }
     try:
-        return DeButOperator(chain, weights)
+        return DeButOperator(chain, weights, **permutations)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: {err}") from None
+
+
+def _check_numbers(dtype: np.dtype, name: Path, member: str, kinds: str = "biufc") -> None:
+    if dtype.hasobject:
+        raise ValueError(
+            f"{name}: {member} holds Python objects, which would need pickle; "
+            "pydebut files never do"
+        )
+    if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"{name}: {member} has dtype {dtype}; expected kind {kinds!r}")
+
+
+def _header(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: Path
+) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """Shape, dtype and Fortran order of a member, from its ``.npy`` header only."""
+    with archive.open(info) as stream:
+        return _parse_header(stream, info, name)[:3]
+
+
+def _parse_header(
+    stream: Any, info: zipfile.ZipInfo, name: Path
+) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Parse a ``.npy`` header and check the member's announced size against it.
+
+    Returns shape, dtype, Fortran order and the number of data bytes.
+    """
+    member = info.filename
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"{name}: {member} uses unsupported compression {info.compress_type}")
+    if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > (
+        _MAX_DEFLATE_RATIO * info.compress_size + 1024
+    ):
+        raise ValueError(f"{name}: {member} announces an impossible size {info.file_size}")
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read = np.lib.format.read_array_header_1_0
+        if version == (2, 0):
+            read = np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(stream, _MAX_HEADER)
+    except _DAMAGE_ERRORS as err:
+        raise ValueError(f"{name} is damaged or truncated ({member}): {err}") from None
+    except (ValueError, *_READ_ERRORS) as err:
+        raise ValueError(f"{name}: {member} has no valid .npy header: {err}") from None
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"{name}: {member} has an invalid shape {shape}")
+    n_bytes = prod(shape) * dtype.itemsize
+    header_bytes = stream.tell()
+    if info.file_size != header_bytes + n_bytes:
+        raise ValueError(
+            f"{name}: {member} holds {info.file_size - header_bytes} data bytes, but its "
+            f"header announces {n_bytes} (shape {shape}, dtype {dtype})"
+        )
+    return shape, dtype, fortran, n_bytes
+
+
+def _read_array(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: Path, kinds: str, max_items: int | None
+) -> np.ndarray:
+    """Read a member whose header has been checked, never more than it announces."""
+    member = info.filename[:-4]
+    with archive.open(info) as stream:
+        shape, dtype, fortran, n_bytes = _parse_header(stream, info, name)
+        _check_numbers(dtype, name, member, kinds)
+        if max_items is not None and prod(shape) > max_items:
+            raise ValueError(f"{name}: {member} has shape {shape}, too large for its role")
+        array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        done = 0
+        while done < n_bytes:
+            got = stream.readinto(view[done:])
+            if not got:
+                raise ValueError(f"{name}: {member} is truncated")
+            done += got
+        stream.read(1)  # at the end: zipfile checks the CRC
+    if fortran:
+        array = array.T
+    return array.astype(dtype.newbyteorder("="), copy=False)

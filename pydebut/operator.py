@@ -12,7 +12,9 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _kernels
+from . import _kernels, _sparse
+from ._memory import check_fits_in_memory
+from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
 
 __all__ = ["DeButOperator"]
@@ -43,6 +45,14 @@ def _factor_label(chain: Chain, index: int) -> str:
     return f"factor {index + 1} of {len(chain)} {spec!r}".replace("FactorSpec", "", 1)
 
 
+def _check_weights_fit(chain: Chain, itemsize: int) -> None:
+    check_fits_in_memory(
+        chain.n_params * itemsize,
+        f"an operator with {chain.n_params:,} weights",
+        "choose a smaller chain",
+    )
+
+
 def _check_weights(
     chain: Chain, weights: Any, dtype: DTypeLike | None, check_finite: bool
 ) -> tuple[tuple[np.ndarray, ...], np.dtype]:
@@ -56,6 +66,8 @@ def _check_weights(
         raise ValueError(
             f"the chain has {len(chain)} factors but {len(weights)} weight arrays were given"
         )
+    itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
+    _check_weights_fit(chain, itemsize)
     arrays = []
     for index, (spec, w) in enumerate(zip(chain, weights, strict=True)):
         label = _factor_label(chain, index)
@@ -175,7 +187,7 @@ _parallel_launch = threading.Lock()
 
 
 class DeButOperator(LinearOperator):
-    r"""A Deformable Butterfly product ``F_1 F_2 ... F_L`` as a ``LinearOperator``.
+    r"""A Deformable Butterfly product ``F_1 F_2 … F_L`` as a ``LinearOperator``.
 
     Parameters
     ----------
@@ -190,12 +202,19 @@ class DeButOperator(LinearOperator):
         of the weights (at least float32; integers become float64).
     check_finite : bool, default True
         Reject weights that contain NaN or infinity.
+    row_perm, col_perm : array_like of int, optional
+        Permutations of ``range(m)`` and ``range(n)`` applied to the rows and
+        the columns of the product ``B = F_1 ... F_L``: the operator is
+        ``A = B[row_perm][:, col_perm]``, i.e. ``A[i, j] = B[row_perm[i], col_perm[j]]``.
+        None (the default) or ``arange`` means no permutation and costs nothing.
 
     Attributes
     ----------
     chain : Chain
     weights : tuple of ndarray
         Read-only weight arrays, left to right.
+    row_perm, col_perm : ndarray of int64 or None
+        Read-only permutations, None for the identity.
 
     Raises
     ------
@@ -204,7 +223,8 @@ class DeButOperator(LinearOperator):
         not supported.
     ValueError
         If the number or the shape of the weight arrays does not match the
-        chain, or a weight is not finite; the message names the factor.
+        chain, or a weight is not finite; the message names the factor. If
+        a permutation is not a 1-D permutation of ``range(m)`` (``range(n)``).
 
     Notes
     -----
@@ -218,6 +238,12 @@ class DeButOperator(LinearOperator):
     with other work, ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``)
     avoids waiting on descheduled threads. One operator may be shared by
     several Python threads.
+
+    With permutations, ``A = P_r B P_c`` with the permutation matrices
+    ``P_r = I[row_perm]`` and ``P_c = I[:, col_perm]``: ``A x`` gathers
+    ``x[argsort(col_perm)]`` before the chain and ``row_perm`` of the result
+    after it; ``A^H = P_c^T B^H P_r^T`` gathers with ``argsort(row_perm)`` before
+    and ``col_perm`` after. Each gather is ``O(m + n)`` per vector.
 
     Examples
     --------
@@ -239,9 +265,16 @@ class DeButOperator(LinearOperator):
         dtype: DTypeLike | None = None,
         *,
         check_finite: bool = True,
+        row_perm: ArrayLike | None = None,
+        col_perm: ArrayLike | None = None,
     ) -> None:
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         owned, dtype = _check_weights(chain, weights, dtype, check_finite)
+        m, n = chain.shape
+        self._row_perm = check_permutation(row_perm, m, "row_perm")
+        self._col_perm = check_permutation(col_perm, n, "col_perm")
+        self._row_inverse = None if self._row_perm is None else inverse_permutation(self._row_perm)
+        self._col_inverse = None if self._col_perm is None else inverse_permutation(self._col_perm)
         super().__init__(dtype, chain.shape)
         self._chain = chain
         self._weights = owned
@@ -277,6 +310,7 @@ class DeButOperator(LinearOperator):
         """
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
+        _check_weights_fit(chain, dtype.itemsize)
         generator = np.random.default_rng(rng)
         weights = []
         for spec in chain:
@@ -319,13 +353,21 @@ class DeButOperator(LinearOperator):
 
     @classmethod
     def from_twiddle(
-        cls, r_shapes: Any, vector: ArrayLike, dtype: DTypeLike | None = None
+        cls,
+        r_shapes: Any,
+        vector: ArrayLike,
+        dtype: DTypeLike | None = None,
+        *,
+        row_perm: ArrayLike | None = None,
+        col_perm: ArrayLike | None = None,
     ) -> DeButOperator:
         """Operator from the reference PyTorch layer's ``R_shapes`` and flat weight vector.
 
         ``R_shapes`` lists ``[p, q, r, s, t]`` in application order; ``vector``
         holds, for each factor in that order, ``p*s`` values viewed as
-        ``(k, t, r, s)`` (block, diagonal index, row, column).
+        ``(k, t, r, s)`` (block, diagonal index, row, column). The layer has no
+        permutations: they travel beside the vector, as returned by
+        ``to_twiddle(permutations=True)``.
 
         Examples
         --------
@@ -350,12 +392,53 @@ class DeButOperator(LinearOperator):
             block = vector[start : start + spec.nnz].reshape(k, t, r, s)
             weights_applied.append(block.transpose(0, 2, 3, 1))
             start += spec.nnz
-        return cls(chain, weights_applied[::-1], dtype)
+        return cls(chain, weights_applied[::-1], dtype, row_perm=row_perm, col_perm=col_perm)
 
-    def to_twiddle(self) -> tuple[list[list[int]], np.ndarray]:
-        """Return ``(R_shapes, vector)`` in the reference layer's layout (:meth:`from_twiddle`)."""
+    def to_twiddle(self, *, permutations: bool = False) -> tuple[Any, ...]:
+        """Return ``(R_shapes, vector)`` in the reference layer's layout (:meth:`from_twiddle`).
+
+        Parameters
+        ----------
+        permutations : bool, default False
+            Return ``(R_shapes, vector, row_perm, col_perm)`` instead (each
+            permutation None for the identity).
+
+        Raises
+        ------
+        ValueError
+            If the operator carries a permutation and ``permutations`` is False:
+            the reference layer cannot hold it, and dropping it would change the matrix.
+
+        Examples
+        --------
+        >>> op = DeButOperator.identity([(4, 4, 2, 2, 1)]).with_permutations(col_perm=[1, 0, 2, 3])
+        >>> r_shapes, vector, row_perm, col_perm = op.to_twiddle(permutations=True)
+        >>> row_perm is None, col_perm.tolist()
+        (True, [1, 0, 2, 3])
+        """
         pieces = [w.transpose(0, 3, 1, 2).ravel() for w in reversed(self._weights)]
-        return self._chain.to_r_shapes(), np.concatenate(pieces)
+        r_shapes, vector = self._chain.to_r_shapes(), np.concatenate(pieces)
+        if permutations:
+            return r_shapes, vector, self._row_perm, self._col_perm
+        if self._row_perm is not None or self._col_perm is not None:
+            raise ValueError(
+                "the operator carries a row or column permutation, which the reference "
+                "layer's twiddle format cannot hold; call to_twiddle(permutations=True)"
+            )
+        return r_shapes, vector
+
+    @classmethod
+    def from_faust(cls, faust: Any, chain: Any = None) -> DeButOperator:
+        """Operator from a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.from_faust`."""
+        from .faust import from_faust
+
+        return from_faust(faust, chain)
+
+    def to_faust(self) -> Any:
+        """The operator as a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.to_faust`."""
+        from .faust import to_faust
+
+        return to_faust(self)
 
     # --- properties -------------------------------------------------------------
     @property
@@ -367,6 +450,55 @@ class DeButOperator(LinearOperator):
     def weights(self) -> tuple[np.ndarray, ...]:
         """Read-only weight arrays ``W[b, rho, sigma, alpha]``, left to right."""
         return self._weights
+
+    @property
+    def row_perm(self) -> np.ndarray | None:
+        """Permutation of the product's rows (``A = B[row_perm][:, col_perm]``), or None."""
+        return self._row_perm
+
+    @property
+    def col_perm(self) -> np.ndarray | None:
+        """Permutation of the product's columns (``A = B[row_perm][:, col_perm]``), or None."""
+        return self._col_perm
+
+    def permutation_matrices(self) -> tuple[sp.csr_array, sp.csr_array]:
+        """``(P_r, P_c)`` as SciPy CSR arrays, so that ``A = P_r F_1 ... F_L P_c``.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+        >>> op = op.with_permutations(col_perm=[1, 0, 3, 2])
+        >>> p_r, p_c = op.permutation_matrices()
+        >>> product = p_r @ op.factor(0) @ op.factor(1) @ p_c
+        >>> np.allclose(product.toarray(), op.toarray())
+        True
+        """
+        m, n = self.shape
+        rows = np.arange(m) if self._row_perm is None else self._row_perm
+        cols = np.arange(n) if self._col_perm is None else self._col_perm
+        p_r = sp.csr_array((np.ones(m), (np.arange(m), rows)), shape=(m, m))
+        p_c = sp.csr_array((np.ones(n), (cols, np.arange(n))), shape=(n, n))
+        return p_r, p_c
+
+    def with_permutations(
+        self, row_perm: ArrayLike | None = None, col_perm: ArrayLike | None = None
+    ) -> DeButOperator:
+        """The same chain and weights with the given permutations (replacing the present ones).
+
+        Examples
+        --------
+        >>> op = DeButOperator.identity([(4, 4, 2, 2, 1)])
+        >>> op.with_permutations(row_perm=[3, 2, 1, 0]).toarray()[0].tolist()
+        [0.0, 0.0, 0.0, 1.0]
+        """
+        return DeButOperator(
+            self._chain,
+            self._weights,
+            self.dtype,
+            check_finite=False,
+            row_perm=row_perm,
+            col_perm=col_perm,
+        )
 
     @property
     def n_factors(self) -> int:
@@ -394,6 +526,8 @@ class DeButOperator(LinearOperator):
     def factor(self, index: int) -> sp.csr_array:
         """Factor ``F_{index+1}`` (0-based, as ``chain[index]``) as a SciPy CSR array.
 
+        The permutations are not part of any factor (:meth:`permutation_matrices`).
+
         Examples
         --------
         >>> op = DeButOperator.identity([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
@@ -411,25 +545,78 @@ class DeButOperator(LinearOperator):
 
     def toarray(self) -> np.ndarray:
         """Return the dense ``m x n`` product (for tests and small sizes)."""
+        m, n = self.shape
+        check_fits_in_memory(
+            (m + n) * n * self.dtype.itemsize,
+            f"the dense {m} x {n} product",
+            "apply the operator to vectors or blocks of columns instead",
+        )
         return self.matmat(np.eye(self.shape[1], dtype=self.dtype))
 
     todense = toarray
 
+    def tosparse(self, format: str = "csr", *, max_nnz: int = _sparse.MAX_NNZ) -> sp.sparray:
+        """Return the product as a SciPy sparse array (CSR or CSC), refusing huge ones.
+
+        Parameters
+        ----------
+        format : {"csr", "csc"}
+        max_nnz : int, default 2**26
+            Refuse (``ValueError``, before any work) when the product, or a
+            partial product ``F_1 ... F_l`` formed on the way, may hold more
+            nonzeros than this. A chainable chain's product is dense, so its
+            bound is ``m * n``.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(8, 8, 1, 1, 8), (8, 8, 2, 2, 1)], rng=0)
+        >>> A = op.tosparse()
+        >>> A.format, A.nnz, bool(np.allclose(A.toarray(), op.toarray()))
+        ('csr', 16, True)
+        """
+        return _sparse.tosparse(self, format, max_nnz)
+
     def astype(self, dtype: DTypeLike) -> DeButOperator:
         """Copy of the operator with weights cast to ``dtype``."""
-        return DeButOperator(self._chain, self._weights, dtype)
+        return DeButOperator(
+            self._chain, self._weights, dtype, row_perm=self._row_perm, col_perm=self._col_perm
+        )
 
     # --- algebra ------------------------------------------------------------------
     def _transpose(self) -> DeButOperator:
         transposed = [w.transpose(0, 2, 1, 3) for w in reversed(self._weights)]
-        return DeButOperator(self._chain.T, transposed, self.dtype, check_finite=False)
+        return DeButOperator(
+            self._chain.T,
+            transposed,
+            self.dtype,
+            check_finite=False,
+            row_perm=self._col_perm,
+            col_perm=self._row_perm,
+        )
 
     def _adjoint(self) -> DeButOperator:
         adjoint = [w.transpose(0, 2, 1, 3).conj() for w in reversed(self._weights)]
-        return DeButOperator(self._chain.T, adjoint, self.dtype, check_finite=False)
+        return DeButOperator(
+            self._chain.T,
+            adjoint,
+            self.dtype,
+            check_finite=False,
+            row_perm=self._col_perm,
+            col_perm=self._row_perm,
+        )
 
     def dot(self, x: Any) -> Any:
         """``self @ x``; with another ``DeButOperator`` the result is the longer chain.
+
+        The product ``(P_r B P_c) (P_r' B' P_c')`` is one DeBut operator
+        ``P_r (B B') P_c'`` when ``P_c P_r'`` is the identity (``col_perm`` of
+        ``self`` equals ``row_perm`` of ``x``); otherwise it is SciPy's product
+        of the two operators, which applies both exactly.
+
+        With a SciPy sparse matrix or array ``x`` (either side: ``op @ S`` and
+        ``S @ op``) the result is a dense ndarray, as a DeBut product is dense
+        in general; ``S`` is densified a block of 512 columns (rows) at a time.
+        For a lazy product, wrap ``S`` in ``scipy.sparse.linalg.aslinearoperator``.
 
         Examples
         --------
@@ -437,18 +624,36 @@ class DeButOperator(LinearOperator):
         >>> b = DeButOperator.random([(8, 8, 2, 2, 4)], rng=1)
         >>> (a @ b).chain
         Chain([(4, 8, 1, 2, 4), (8, 8, 2, 2, 4)])
+        >>> import scipy.sparse as sp
+        >>> S = sp.eye_array(8, format="csr")
+        >>> bool(np.allclose(a @ S, a.toarray())), bool(np.allclose(S[:4] @ b, b.toarray()[:4]))
+        (True, True)
         """
+        if sp.issparse(x):
+            return _sparse.times_sparse(self, x)
         backend = _dask_backend(x)
         if backend is not None:
             return backend.apply(self, x)
         if isinstance(x, DeButOperator):
             if self.shape[1] != x.shape[0]:
                 raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
+            if not _same_permutation(self._col_perm, x._row_perm):
+                return super().dot(x)
             dtype = np.result_type(self.dtype, x.dtype)
             return DeButOperator(
-                self._chain + x._chain, self._weights + x._weights, dtype, check_finite=False
+                self._chain + x._chain,
+                self._weights + x._weights,
+                dtype,
+                check_finite=False,
+                row_perm=self._row_perm,
+                col_perm=x._col_perm,
             )
         return super().dot(x)
+
+    def __rmatmul__(self, x: Any) -> Any:
+        if sp.issparse(x):
+            return _sparse.sparse_times(x, self)
+        return super().__rmatmul__(x)
 
     # --- application ----------------------------------------------------------------
     def matmat(self, X: Any) -> Any:
@@ -486,7 +691,7 @@ class DeButOperator(LinearOperator):
         n_in = self.shape[0] if adjoint else self.shape[1]
         if X.ndim != 2 or X.shape[1] != n_in:
             raise ValueError(f"apply_rows expects an array of shape (batch, {n_in}), got {X.shape}")
-        return self._apply(X.T, adjoint).T
+        return self._apply_permuted(X.T, adjoint).T
 
     def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:
         key = (dtype, adjoint)
@@ -531,21 +736,34 @@ class DeButOperator(LinearOperator):
             )
         return out
 
+    def _apply_permuted(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
+        """``A x = (B x[col_inverse])[row_perm]``, ``A^H y = (B^H y[row_inverse])[col_perm]``."""
+        before, after = (
+            (self._row_inverse, self._col_perm) if adjoint else (self._col_inverse, self._row_perm)
+        )
+        if before is not None:
+            x = np.asarray(x)
+            if x.ndim in (1, 2) and x.shape[0] == before.shape[0]:  # else _apply says why not
+                x = x[before]
+        y = self._apply(x, adjoint)
+        return y if after is None else y[after]
+
     def _matvec(self, x: np.ndarray) -> np.ndarray:
-        return self._apply(x, adjoint=False)
+        return self._apply_permuted(x, adjoint=False)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        return self._apply(X, adjoint=False)
+        return self._apply_permuted(X, adjoint=False)
 
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
-        return self._apply(x, adjoint=True)
+        return self._apply_permuted(x, adjoint=True)
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._apply(X, adjoint=True)
+        return self._apply_permuted(X, adjoint=True)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Chain, weights and dtype only: the kernels' plans are rebuilt on first use.
-        return (DeButOperator, (self._chain, self._weights, self.dtype))
+        # Chain, weights, dtype and permutations only: the kernels' plans are rebuilt on use.
+        rebuild = functools.partial(DeButOperator, row_perm=self._row_perm, col_perm=self._col_perm)
+        return (rebuild, (self._chain, self._weights, self.dtype))
 
     # --- display ----------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -555,4 +773,15 @@ class DeButOperator(LinearOperator):
             f"{self.n_params} params, density {self.density:.4f} "
             f"(compression {self.compression_ratio:.2f}x)>"
         )
-        return "\n".join([head, *self._chain.describe().splitlines()[1:]])
+        lines = [head, *self._chain.describe().splitlines()[1:]]
+        for name, perm in (("row_perm", self._row_perm), ("col_perm", self._col_perm)):
+            if perm is not None:
+                lines.append(f"  {name} = {np.array2string(perm, threshold=16, edgeitems=4)}")
+        return "\n".join(lines)
+
+
+def _same_permutation(first: np.ndarray | None, second: np.ndarray | None) -> bool:
+    """Whether two permutations (None for the identity) are equal."""
+    if first is None or second is None:
+        return first is second
+    return bool(np.array_equal(first, second))

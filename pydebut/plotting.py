@@ -1,97 +1,344 @@
-"""Pictures of chains: factor supports and the densification of partial products.
+"""Pictures of chains and fits: factor supports, the densification of partial
+products, and the error history of a fit.
 
 Matplotlib is an optional dependency (``pip install pydebut[plot]``); it is
-imported only when a picture is drawn.
+imported only when a picture is drawn. Every function takes ``ax=`` so that the
+pictures go into figures that pyplot (and sphinx-gallery) manage, or into a
+layout of your own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .density import partial_supports
+from .density import _pooled_partial_supports, _support_fraction, partial_supports
 from .spec import Chain
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_chain"]
+    from .fit import FitResult
+
+__all__ = ["plot_chain", "plot_fit_history"]
 
 
-def plot_chain(chain: Chain | Iterable[Any], *, max_pixels: int = 256) -> Figure:
-    """Draw each factor's support and the support of each partial product.
-
-    Column ``l`` shows ``F_l`` on top and, below it, ``F_l F_{l+1} ... F_L``:
-    reading the bottom row from right to left shows how the product fills in
-    as the chain is applied (as in the paper's figure of a bulging chain).
-
-    Parameters
-    ----------
-    chain : Chain or iterable of (p, q, r, s, t)
-        The chain, left to right.
-    max_pixels : int
-        Larger matrices are shown pooled into at most this many cells a side;
-        a cell is dark when any entry inside it may be non-zero.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        A figure not attached to pyplot; save it with ``fig.savefig(path)``.
-
-    Raises
-    ------
-    ImportError
-        If matplotlib is not installed.
-
-    Examples
-    --------
-    >>> fig = plot_chain(Chain.from_factorizations([2, 2], [2, 2]))
-    >>> len(fig.axes)
-    4
-    """
+def _matplotlib_figure() -> type:
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
             "plotting needs matplotlib: install it with pip install pydebut[plot]"
         ) from None
+    return Figure
+
+
+def plot_chain(
+    chain: Chain | Iterable[Any],
+    *,
+    ax: Figure | Sequence[Axes] | np.ndarray | None = None,
+    max_pixels: int = 256,
+) -> Figure:
+    r"""Draw each factor's support and the support of each partial product.
+
+    Column ``l`` shows :math:`F_l` on top and, below it, :math:`F_l F_{l+1}
+    \cdots F_L`: reading the bottom row from right to left shows how the
+    product fills in as the chain is applied (as in the paper's figure of a
+    bulging chain). Every panel keeps the matrix's true aspect ratio and is
+    labelled with its factor and ``(p, q, r, s, t)``.
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+    ax : Figure, sequence of 2 L Axes, or None
+        Where to draw. A figure gets a ``2 x L`` grid of new axes and a title;
+        axes (a ``(2, L)`` array as from ``plt.subplots(2, L)``, or a flat
+        sequence, factors first) are drawn into as they are. ``None`` makes a
+        new figure that is not attached to pyplot.
+    max_pixels : int
+        Larger matrices are shown pooled into square cells, at most this many a
+        side; a cell's grey level grows with the fraction of its entries that
+        may be non-zero (as its square root, so that sparse structure stays
+        visible; black: all of them).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure drawn into; save it with ``fig.savefig(path)``.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    TypeError
+        If ``ax`` is neither a figure nor a sequence of axes.
+    ValueError
+        If ``ax`` holds a number of axes other than ``2 * chain.n_factors``, or
+        ``max_pixels`` is not positive.
+
+    Examples
+    --------
+    >>> fig = plot_chain(Chain.from_factorizations([2, 2], [2, 2]))
+    >>> len(fig.axes), fig.axes[0].get_title()
+    (4, '$F_{1}$ (4, 4, 2, 2, 2)')
+
+    Into a figure of your own (e.g. one that pyplot manages):
+
+    >>> from matplotlib.figure import Figure
+    >>> fig = plot_chain([(12, 8, 3, 2, 2)], ax=Figure(figsize=(3, 5)))
+    >>> [float(limit) for limit in fig.axes[0].get_xlim() + fig.axes[0].get_ylim()]
+    [0.0, 8.0, 12.0, 0.0]
+    """
+    Figure = _matplotlib_figure()
     chain = chain if isinstance(chain, Chain) else Chain(chain)
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    products = partial_supports(chain)[::-1]  # products[l] = F_l ... F_L
     n_factors = chain.n_factors
-    # at least 4.5 inches wide, so the title fits above a short chain
-    figure = Figure(figsize=(max(2.4 * n_factors, 4.5), 5.0), layout="constrained")
-    axes = figure.subplots(2, n_factors, squeeze=False)
-    for l, (spec, product) in enumerate(zip(chain, products, strict=True)):  # noqa: E741
-        label = f"F_{l + 1}"
-        tail = label if l == n_factors - 1 else f"F_{l + 1}…F_{n_factors}"
-        panels = (
-            (axes[0, l], spec.support(), f"{label}  {spec.p}x{spec.q}\n(r, s, t) = "
-             f"({spec.r}, {spec.s}, {spec.t})"),
-            (axes[1, l], product, f"{tail}  {product.shape[0]}x{product.shape[1]}\n"
-             f"{100 * product.mean():.3g}% non-zero"),
-        )  # fmt: skip
-        for ax, mask, title in panels:
-            ax.imshow(_pool(mask, max_pixels), cmap="Greys", vmin=0, vmax=1,
-                      interpolation="nearest", aspect="auto")  # fmt: skip
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    m, n = chain.shape
-    factors = f"{n_factors} factor{'s' if n_factors > 1 else ''}"
-    figure.suptitle(f"{m} x {n}: {factors}, {chain.n_params} params, {chain.kind}")
+    # Both panels of column l have p_l rows; the wider of them (q_l or n columns) sets
+    # the column's width for a common panel height (at most 2 inches, less when the
+    # panels would be over 14 inches wide); a title needs 1.7 inches.
+    aspects = np.clip([max(spec.q, chain.shape[1]) / spec.p for spec in chain], 0.3, 4.0)
+    height = min(2.0, 14.0 / aspects.sum())
+    widths = np.maximum(height * aspects, 1.7)
+    if ax is None:
+        size = (max(widths.sum() + 0.2 * n_factors, 4.5), 2 * height + 1.4)
+        ax = Figure(figsize=size, layout="constrained")
+    if isinstance(ax, Figure):
+        figure = ax
+        axes = figure.subplots(2, n_factors, squeeze=False, width_ratios=widths)
+        m, n = chain.shape
+        factors = f"{n_factors} factor{'s' if n_factors > 1 else ''}"
+        figure.suptitle(
+            f"${m} \\times {n}$: {factors}, {chain.n_params} params, {chain.kind}", fontsize=10
+        )
+    else:
+        axes = _axes_grid(ax, n_factors)
+        figure = axes[0, 0].figure
+    for l, (spec, (factor, product), fraction) in enumerate(  # noqa: E741
+        zip(chain, _panel_images(chain, max_pixels), _product_fractions(chain), strict=True)
+    ):
+        label = f"$F_{{{l + 1}}}$"
+        tail = label if l == n_factors - 1 else f"$F_{{{l + 1}}} \\cdots F_{{{n_factors}}}$"
+        share = "too large to count" if fraction is None else f"{100 * fraction:.3g}% non-zero"
+        _draw_support(
+            axes[0, l],
+            spec.shape,
+            factor,
+            f"{label} ({spec.p}, {spec.q}, {spec.r}, {spec.s}, {spec.t})",
+        )
+        _draw_support(
+            axes[1, l],
+            (spec.p, chain.shape[1]),
+            product,
+            f"{tail}  ${spec.p} \\times {chain.shape[1]}$\n{share}",
+        )
     return figure
 
 
-def _pool(mask: np.ndarray, max_pixels: int) -> np.ndarray:
-    """Shrink a boolean matrix to at most ``max_pixels`` a side by ``any`` over cells."""
+def _axes_grid(ax: Any, n_factors: int) -> np.ndarray:
+    """The ``(2, L)`` array of axes in ``ax``, or an error naming what is wrong."""
+    from matplotlib.axes import Axes
+
+    flat = np.asarray(ax, dtype=object).ravel() if np.iterable(ax) else np.array([ax], object)
+    if not all(isinstance(each, Axes) for each in flat):
+        raise TypeError(
+            f"ax must be a matplotlib Figure or a sequence of Axes, got {type(ax).__name__}"
+        )
+    if flat.size != 2 * n_factors:
+        raise ValueError(
+            f"ax must hold 2 * n_factors = {2 * n_factors} axes (factors, then partial "
+            f"products), got {flat.size}"
+        )
+    return flat.reshape(2, n_factors)
+
+
+def _draw_support(
+    ax: Axes, mask_shape: tuple[int, int], pooled: tuple[np.ndarray, tuple[int, int]], title: str
+) -> None:
+    """Show a pooled support over the true extent of a ``mask_shape`` matrix."""
+    from matplotlib.colors import PowerNorm
+
+    image, (cell_rows, cell_cols) = pooled
+    rows, cols = mask_shape
+    ax.imshow(
+        image,
+        cmap="Greys",
+        norm=PowerNorm(0.5, vmin=0, vmax=1),  # sparse pooled structure stays visible
+        interpolation="nearest",
+        extent=(0, image.shape[1] * cell_cols, image.shape[0] * cell_rows, 0),
+    )
+    ax.set_xlim(0, cols)
+    ax.set_ylim(rows, 0)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _pool(mask: np.ndarray, max_pixels: int) -> tuple[np.ndarray, int]:
+    """Pool a support into square cells of ``cell x cell`` entries, at most ``max_pixels`` a side.
+
+    Returns the image, the fraction of each cell's entries that may be non-zero
+    (the last row and column of cells may be cut short by the matrix's edge),
+    and the cell size.
+    """
     rows, cols = mask.shape
-    fr, fc = -(-rows // max_pixels), -(-cols // max_pixels)
-    if fr == fc == 1:
-        return mask
-    padded = np.zeros((-(-rows // fr) * fr, -(-cols // fc) * fc), dtype=bool)
+    cell = -(-max(rows, cols) // max_pixels)
+    grid = (-(-rows // cell), -(-cols // cell))
+    if cell == 1:
+        return mask.astype(np.float64), 1
+    padded = np.zeros((grid[0] * cell, grid[1] * cell), dtype=bool)
     padded[:rows, :cols] = mask
-    return padded.reshape(padded.shape[0] // fr, fr, padded.shape[1] // fc, fc).any(axis=(1, 3))
+    counts = padded.reshape(grid[0], cell, grid[1], cell).sum(axis=(1, 3), dtype=np.int64)
+    row_sizes = np.minimum(cell, rows - cell * np.arange(grid[0]))
+    col_sizes = np.minimum(cell, cols - cell * np.arange(grid[1]))
+    return counts / np.outer(row_sizes, col_sizes), cell
+
+
+#: Panels of at most this many entries are pooled exactly, as the fraction of possible
+#: non-zeros in each square cell; larger ones from the structure (any non-zero per cell).
+EXACT_POOL_ENTRIES = 2**22
+
+
+def _panel_images(
+    chain: Chain, max_pixels: int
+) -> list[tuple[tuple[np.ndarray, tuple[int, int]], tuple[np.ndarray, tuple[int, int]]]]:
+    """Pooled images and cell sizes of ``F_l`` and ``F_l ... F_L`` for ``l = 1 ... L``.
+
+    Small panels show the share of possible non-zeros in each square cell
+    (:func:`_pool`); a chain with a larger panel is drawn from its structure
+    (:func:`_pooled_images`, a cell dark where any entry may be non-zero), so
+    no full support is ever built for it.
+    """
+    n = chain.shape[1]
+    if max(spec.p * max(spec.q, n) for spec in chain) <= EXACT_POOL_ENTRIES:
+        products = partial_supports(chain)[::-1]
+        return [
+            (_square(_pool(spec.support(), max_pixels)), _square(_pool(product, max_pixels)))
+            for spec, product in zip(chain, products, strict=True)
+        ]
+    factors, products, _ = _pooled_images(chain, max_pixels)
+    return [
+        ((factor, _cells(spec.shape, max_pixels)), (product, _cells((spec.p, n), max_pixels)))
+        for spec, factor, product in zip(chain, factors, products, strict=True)
+    ]
+
+
+def _square(pooled: tuple[np.ndarray, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    image, cell = pooled
+    return image, (cell, cell)
+
+
+def _cells(shape: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """Cell size of :func:`pydebut.density._pooled_partial_supports` for a ``shape`` panel."""
+    return -(-shape[0] // max_pixels), -(-shape[1] // max_pixels)
+
+
+def _product_fractions(chain: Chain) -> list[float | None]:
+    """Exact share of non-zeros of ``F_l ... F_L``; None beyond the density work limit."""
+    return [_support_fraction(chain[first:]) for first in range(chain.n_factors)]
+
+
+def _pooled_images(
+    chain: Chain, max_pixels: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[float | None]]:
+    """Images of each factor's and each partial product's support, pooled, from the structure.
+
+    Returns, for ``l = 1 ... L``, the pooled support of ``F_l`` and of
+    ``F_l ... F_L`` (at most ``max_pixels`` cells a side, a cell True when any
+    entry inside may be non-zero) and the exact fraction of non-zeros of
+    ``F_l ... F_L`` (``None`` when counting it would exceed the density work
+    limit). Full supports are never built.
+    """
+    factors = [_pooled_partial_supports(Chain([spec]), max_pixels)[0] for spec in chain]
+    products = _pooled_partial_supports(chain, max_pixels)[::-1]
+    fractions = _product_fractions(chain)
+    return factors, products, fractions
+
+
+def plot_fit_history(
+    result: FitResult,
+    *,
+    ax: Axes | None = None,
+    baseline: float | None = None,
+    baseline_label: str = "baseline",
+    **line: Any,
+) -> Axes:
+    """Plot a fit's relative error after the start and after every half-sweep.
+
+    The error axis is logarithmic and fitted to the data (every line drawn in
+    ``ax`` so far, and the baseline), so the gain of the ALS sweeps stays
+    visible even when it is small next to the error itself. Half-sweeps are
+    counted with integer ticks.
+
+    Parameters
+    ----------
+    result : FitResult
+        A result of :func:`pydebut.fit_als` (or of
+        :func:`pydebut.fit_hierarchical`: one point, its single error).
+    ax : matplotlib Axes, optional
+        Where to draw; by default a new figure that is not attached to pyplot.
+        Call again with the same ``ax`` to compare several fits.
+    baseline : float, optional
+        A relative error to draw as a horizontal dashed line for comparison,
+        e.g. that of a truncated SVD with as many parameters as the chain, or
+        the noise level of a synthetic target.
+    baseline_label : str
+        The baseline's label in a legend.
+    **line
+        Passed to ``ax.plot`` for the history (e.g. ``label=``, ``color=``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn into.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If ``result`` has no positive error to show, or ``baseline`` is not
+        positive (a logarithmic axis cannot show it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import Chain, fit_als
+    >>> chain = Chain.from_factorizations([4, 4], [4, 4])
+    >>> D = np.random.default_rng(0).standard_normal(chain.shape)
+    >>> result = fit_als(D, chain, n_sweeps=3, init="random", rng=0)
+    >>> ax = plot_fit_history(result, baseline=0.5, label="ALS")
+    >>> ax.get_yscale(), len(ax.lines[0].get_xdata())
+    ('log', 7)
+    """
+    Figure = _matplotlib_figure()
+    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+
+    errors = np.asarray(result.errors, dtype=np.float64)
+    if not np.any(errors > 0):
+        raise ValueError("result.errors has no positive error to show on a logarithmic axis")
+    if baseline is not None and not baseline > 0:
+        raise ValueError(f"baseline must be a positive relative error, got {baseline}")
+    if ax is None:
+        ax = Figure(figsize=(5.5, 3.4), layout="constrained").subplots()
+    ax.plot(np.arange(errors.size), errors, "o-", markersize=3, **line)
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label=baseline_label)
+    ax.set_yscale("log")
+    values = np.concatenate([np.asarray(each.get_ydata(), float) for each in ax.lines])
+    values = values[values > 0]  # every history and baseline drawn into ax so far
+    low, high = np.log10(values.min()), np.log10(values.max())
+    margin = 0.08 * max(high - low, 0.02)
+    ax.set_ylim(10 ** (low - margin), 10 ** (high + margin))
+    if high - low < 1:  # within a decade, label the minor ticks plainly, not as 9.3 x 10^-1
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
+        ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:.3g}"))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("half-sweep (0: start)")
+    ax.set_ylabel("relative error")
+    return ax

@@ -21,6 +21,8 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from ._memory import check_fits_in_memory
+
 __all__ = ["Chain", "FactorSpec"]
 
 ChainKind = Literal["monotonic", "bulging", "other"]
@@ -160,6 +162,9 @@ class FactorSpec:
         >>> rows.tolist(), cols.tolist()
         ([0, 0, 1, 1], [0, 1, 0, 1])
         """
+        check_fits_in_memory(
+            6 * 8 * self.nnz, f"the support indices of {self!r}", "use a smaller factor"
+        )
         k, r, s, t = self.weight_shape
         block, rho, sigma, alpha = np.indices((k, r, s, t), dtype=np.int64)
         rows = (block * r + rho) * t + alpha
@@ -177,6 +182,7 @@ class FactorSpec:
                [1, 0, 1, 0],
                [0, 1, 0, 1]])
         """
+        check_fits_in_memory(self.p * self.q, f"the support of {self!r}", "use a smaller factor")
         mask = np.zeros(self.shape, dtype=bool)
         mask[self.support_indices()] = True
         return mask
@@ -201,7 +207,7 @@ def _check_factor(spec: FactorSpec, label: str) -> None:
 
 
 class Chain(Sequence[FactorSpec]):
-    """A validated chain of DeBut factors ``F_1 F_2 ... F_L``, listed left to right.
+    """A validated chain of DeBut factors ``F_1 F_2 … F_L``, listed left to right.
 
     ``F_1`` is the output side (``p_1 = m``) and ``F_L`` is applied to the input
     first (``q_L = n``); consecutive factors connect, ``q_l == p_{l+1}``.

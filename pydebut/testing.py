@@ -80,7 +80,7 @@ def dottest(
     adjoint = np.vdot(op.rmatvec(v), u)
     rtol = tolerance(op.dtype) if rtol is None else rtol
     scale = np.linalg.norm(op.matvec(u)) * np.linalg.norm(v) + 1e-300
-    if abs(forward - adjoint) > rtol * scale:
+    if not abs(forward - adjoint) <= rtol * scale:  # NaN fails too
         raise AssertionError(
             f"dot test failed: <A u, v> = {forward}, <u, A^H v> = {adjoint} (rtol {rtol})"
         )
@@ -106,7 +106,7 @@ def assert_debut_close(
     rtol = tolerance(op.dtype) if rtol is None else rtol
     error = np.abs(actual - expected).max(initial=0.0)
     bound = rtol * np.abs(expected).max(initial=0.0) + atol
-    if error > bound:
+    if not error <= bound:  # NaN fails too
         raise AssertionError(f"largest difference {error:.3e} exceeds {bound:.3e}")
 
 

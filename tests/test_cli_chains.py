@@ -75,7 +75,7 @@ def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
                            "--sort", "max_dim", "--limit", "1000")  # fmt: skip
     assert status == 0 and err == ""
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert len(rows) == count_chains(16, 12, n_factors=2)
+    assert len(rows) == count_chains(16, 12, n_factors=2, kind="monotonic")
     dims = [int(row["max_dim"]) for row in rows]
     assert dims == sorted(dims)
     for row in rows:
@@ -86,17 +86,18 @@ def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
     lines = out.splitlines()
     assert lines[0].split() == ["row", "factors", "params", "compression", "flops", "kind",
                                 "max_dim", "rank", "sup", "sub"]  # fmt: skip
-    assert lines[-1] == f"{len(rows)} chains"
+    assert set(lines[1]) == {"-", " "}
+    assert lines[-1] == f"{len(rows):,} chains"
 
 
 def test_limit_says_how_many_rows_it_left_out(capsys):
-    total = count_chains(512, 4608, n_factors=range(1, 4))
+    total = count_chains(512, 4608, n_factors=range(1, 4), kind="monotonic")
     status, out, _ = run(capsys, "chains", "512", "4608", "--factors", "1-3", "--limit", "3")
     assert status == 0
-    assert out.splitlines()[-1] == f"{total - 3} of {total} chains left out by --limit 3"
-    assert len(out.splitlines()) == 5
+    assert out.splitlines()[-1] == f"{total - 3:,} of {total:,} chains left out by --limit 3"
+    assert len(out.splitlines()) == 6  # header, rule, 3 rows, note
     status, _, err = run(capsys, "chains", "512", "4608", "--factors", "1-3", "--format", "csv")
-    assert err.strip() == f"{total - 50} of {total} chains left out by --limit 50"
+    assert err.strip() == f"{total - 50:,} of {total:,} chains left out by --limit 50"
 
 
 def test_sort_by_factors_then_params(capsys):
@@ -104,7 +105,7 @@ def test_sort_by_factors_then_params(capsys):
                          "--format", "json", "--limit", "100000")  # fmt: skip
     keys = [(row["factors"], row["params"]) for row in json.loads(out)["chains"]]
     assert keys == sorted(keys)
-    assert len(keys) == count_chains(24, 36, n_factors=range(1, 4))
+    assert len(keys) == count_chains(24, 36, n_factors=range(1, 4), kind="monotonic")
 
 
 @pytest.mark.parametrize(
@@ -183,7 +184,7 @@ def test_check_table_for_a_non_chainable_dense_chain(capsys):
     assert status == 0
     lines = out.splitlines()
     assert lines[0].split() == ["factor", "p", "q", "r", "s", "t", "blocks", "nnz"]
-    assert lines[1].split() == ["F_1", "64", "32", "2", "1", "32", "1", "64"]
+    assert lines[2].split() == ["F_1", "64", "32", "2", "1", "32", "1", "64"]
     assert "not chainable, family general" in out
     assert out.rstrip().endswith("density: dense (reachability)")
 
@@ -222,7 +223,7 @@ def test_plot_shows_factors_and_partial_products():
     figure = plot_chain(LENET, max_pixels=64)
     assert len(figure.axes) == 2 * LENET.n_factors
     full = figure.axes[LENET.n_factors].images[0].get_array()
-    assert full.shape == (64, 58) and full.all()  # 128 x 400 pooled by cells of 2 x 7
+    assert full.shape == (19, 58) and full.all()  # 128 x 400 pooled by square cells of 7 x 7
     assert is_dense(LENET)
     with pytest.raises(ValueError, match="max_pixels must be positive"):
         plot_chain(LENET, max_pixels=0)
@@ -230,7 +231,7 @@ def test_plot_shows_factors_and_partial_products():
 
 def test_rank_column_shows_the_largest_weight(capsys):
     status, out, _ = run(capsys, "chains", "4", "6", "--factors", "2", "--rank", "3",
-                         "--format", "json", "--limit", "1000")  # fmt: skip
+                         "--kind", "any", "--format", "json", "--limit", "1000")  # fmt: skip
     assert status == 0
     rows = json.loads(out)["chains"]
     assert len(rows) == count_chains(4, 6, n_factors=2, rank=3)
@@ -239,3 +240,26 @@ def test_rank_column_shows_the_largest_weight(capsys):
     for row in rows:
         chain = Chain.from_sup_sub(row["sup"], row["sub"])
         assert row["rank"] == max(rank_weights(chain))
+
+
+def test_chains_default_to_the_library_kind(capsys):
+    """Like min_param_chain and pareto_front, the listing is monotonic unless asked."""
+    status, out, _ = run(capsys, "chains", "16", "16", "--format", "json", "--limit", "5")
+    assert status == 0
+    document = json.loads(out)
+    assert document["filters"]["kind"] == "monotonic"
+    assert document["total"] == count_chains(16, 16, n_factors=range(1, 5), kind="monotonic")
+    assert {row["kind"] for row in document["chains"]} == {"monotonic"}
+    for row in document["chains"]:
+        chain = Chain.from_sup_sub(row["sup"], row["sub"])
+        assert min(f.q for f in chain) > 1  # no rank-one chain through a dimension of 1
+
+
+def test_check_plot_without_suffix_reports_the_file_written(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(capsys, "check", *sup_sub_arguments(NOT_DENSE), "--plot", "noext")
+    assert status == 1
+    assert (tmp_path / "noext.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "noext").exists()
+    assert err.strip() == "wrote noext.png"

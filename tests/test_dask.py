@@ -112,6 +112,23 @@ def test_apply_rows_numpy_and_dask(adjoint, dtype):
     np.testing.assert_array_equal(by_single_rows.compute(), in_memory)
 
 
+def test_permutations_travel_with_the_operator():
+    rng = np.random.default_rng(9)
+    chain = special.butterfly_chain(16)
+    weights = DeButOperator.random(chain, rng=0).weights
+    op = DeButOperator(chain, weights, row_perm=rng.permutation(16), col_perm=rng.permutation(16))
+    X = rng.standard_normal((16, 12))
+    lazy = da.from_array(X, chunks=(16, 5))
+    np.testing.assert_array_equal((op @ lazy).compute(), op @ X)
+    np.testing.assert_array_equal((op.H @ lazy).compute(), op.H @ X)
+    np.testing.assert_array_equal(op.apply_rows(X.T), (op @ X).T)
+    np.testing.assert_array_equal(op.apply_rows(lazy.T).compute(), (op @ X).T)
+    clone = pickle.loads(pickle.dumps(op))
+    np.testing.assert_array_equal(clone.row_perm, op.row_perm)
+    np.testing.assert_array_equal(clone.col_perm, op.col_perm)
+    np.testing.assert_array_equal(clone.toarray(), op.toarray())
+
+
 def test_apply_to_a_dask_vector():
     op = DeButOperator.random(special.butterfly_chain(16), rng=0)
     x = np.arange(16.0)
@@ -262,7 +279,7 @@ def test_fit_hierarchical_dispatches_a_dask_target():
     result = fit_hierarchical(da.from_array(target, chunks=(32, 8)), chain)
     expected = fit_hierarchical(target, chain).operator.toarray()
     np.testing.assert_allclose(result.operator.toarray(), expected, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="left-to-right order only"):
+    with pytest.raises(ValueError, match="left-to-right order, without permutations"):
         fit_hierarchical(da.from_array(target), chain, order="balanced")
 
 

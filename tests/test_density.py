@@ -161,3 +161,22 @@ def test_density_result_reads_as_a_sentence():
 def test_is_dense_rejects_invalid_chains(bad):
     with pytest.raises((TypeError, ValueError)):
         is_dense(bad)
+
+
+def test_first_missing_pair_in_a_later_chunk_beats_earlier_chunks_gaps():
+    # With 64-input chunks, chunk 0 has gaps (the first at (96, 0)) but the first
+    # missing pair in row-major order, (0, 64), lies in chunk 1.
+    chain = Chain([(192, 192, 2, 2, 8), (192, 96, 4, 2, 24), (96, 128, 24, 32, 1)])
+    support = boolean_product(chain)
+    assert not support[:, :64].all() and support[0, :64].all()
+    saved = density_module._REACH_CHUNK_BYTES
+    density_module._REACH_CHUNK_BYTES = 1
+    try:
+        assert len(list(density_module._reach_chunks(chain))) == 2
+        assert density_module._first_missing(chain) == (0, 64)
+        assert density_module._first_missing(chain.T) == (0, 96)
+        assert is_dense(chain).missing == (0, 64)
+        np.testing.assert_array_equal(product_support(chain), support)
+    finally:
+        density_module._REACH_CHUNK_BYTES = saved
+    assert is_dense_numeric(chain, random_state=0).missing == (0, 64)

@@ -1,12 +1,17 @@
-"""The documentation's own checks: doctests in the pages and API coverage.
+"""The documentation's own checks: doctests in the pages, API coverage, and the
+checker of built pages (``docs/check_html.py``).
 
 The ``>>>`` examples in ``docs/*.rst`` run here, so the numbers the pages show
 come from running code. (The Sphinx build itself is a separate CI step:
-``sphinx-build -W -b html docs docs/_build/html``.)
+``sphinx-build -W -b html docs docs/_build/html``, followed by
+``python docs/check_html.py docs/_build/html --browser chromium``.)
 """
 
 import doctest
+import importlib
+import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,3 +35,68 @@ def test_api_page_lists_every_public_name():
     modules = {"special"}
     missing = set(pydebut.__all__) - listed - modules - {"__version__"}
     assert not missing, f"docs/api.rst does not list {sorted(missing)}"
+
+
+# --- docs/check_html.py: what a reader without network sees ---------------------------
+
+_spec = importlib.util.spec_from_file_location("check_html", DOCS / "check_html.py")
+check_html = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_html)
+
+MATH = '<span class="math notranslate nohighlight">\\(F_1 F_2\\)</span>'
+
+
+def _page(tmp_path, head, body=MATH):
+    script = tmp_path / "_static" / "mathjax" / "tex-chtml.js"
+    if not script.exists():
+        script.parent.mkdir(parents=True)
+        script.write_text("// stands in for MathJax")
+    page = tmp_path / "page.html"
+    page.write_text(f"<html><head>{head}</head><body><p>{body}</p></body></html>")
+    return page
+
+
+def test_static_check_accepts_local_mathjax(tmp_path):
+    page = _page(tmp_path, '<script defer src="_static/mathjax/tex-chtml.js"></script>')
+    assert check_html.static_problems(page, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("head", "problem"),
+    [
+        ('<script src="https://cdn.example/mathjax@4/tex-mml-chtml.js"></script>', "remote"),
+        ('<script src="_static/mathjax/tex-chtml.js"></script>'
+         '<link rel="stylesheet" href="//fonts.example/css">', "remote resource: <link"),
+        ('<script src="_static/mathjax/missing.js"></script>', "not in the build"),
+        ("", "does not load MathJax from _static/"),
+    ],
+)  # fmt: skip
+def test_static_check_flags_remote_or_missing_math(tmp_path, head, problem):
+    problems = check_html.static_problems(_page(tmp_path, head), tmp_path)
+    assert any(problem in each for each in problems), problems
+
+
+def test_rendered_check_flags_raw_tex_outside_code():
+    typeset = "<mjx-container>F</mjx-container>"
+    assert check_html.rendered_problems(f"<p>{MATH}</p>") == [
+        "raw TeX left after rendering: ...\\(F_1 F_2\\)...",
+        "no formula was typeset (no <mjx-container>)",
+    ]
+    assert check_html.rendered_problems(f"<pre>re.compile(r'\\(')</pre><p>{typeset}</p>") == []
+    broken = '<span class="math"><mjx-container><mjx-merror>x</mjx-merror></mjx-container></span>'
+    assert check_html.rendered_problems(broken) == ["1 formula(s) failed to typeset (<mjx-merror>)"]
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium")
+def test_packaged_mathjax_typesets_without_network(tmp_path):
+    """The MathJax of the docs extra typesets a page opened from file:// (no network)."""
+    pytest.importorskip("sphinx-mathjax-offline")
+    mathjax = Path(importlib.import_module("sphinx-mathjax-offline").__file__).parent
+    shutil.copytree(mathjax / "static" / "mathjax", tmp_path / "_static" / "mathjax")
+    page = _page(tmp_path, '<script defer src="_static/mathjax/tex-chtml.js"></script>')
+    assert check_html.rendered_problems(check_html.render(BROWSER, page)) == []
+    offline = _page(tmp_path, '<script src="https://cdn.invalid/tex-chtml.js"></script>')
+    assert check_html.rendered_problems(check_html.render(BROWSER, offline))

@@ -1,121 +1,23 @@
 """Sphinx helpers for the pydebut docs.
 
-- ``chain-figure``: a directive that runs a few lines of Python ending in a
-  Matplotlib figure (usually from :func:`pydebut.plotting.plot_chain`), shows
-  the code and inserts the picture. Figures are drawn at build time into
-  ``docs/_generated/`` (never committed).
-- :func:`detached_figure_scraper`: a sphinx-gallery scraper for figures that
-  are not registered with pyplot, as ``plot_chain`` returns them.
 - Offline intersphinx: on ``config-inited`` write small NumPy/SciPy inventories
   from the installed packages, used as fallbacks when the real ones cannot be
   downloaded, so that a build without network neither warns nor fails.
+- Class signatures: show ``__init__``'s signature where SciPy's
+  ``LinearOperator.__new__`` would hide it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from docutils import nodes
-from docutils.parsers.rst import directives
-from sphinx.util.docutils import SphinxDirective
 
 GENERATED = "_generated"
-
-
-# --- chain-figure ---------------------------------------------------------------
-
-
-class ChainFigure(SphinxDirective):
-    """Run the content (Python) and show the figure bound to ``fig``.
-
-    Options: ``:alt:`` (alternative text), ``:width:`` (e.g. ``80%``),
-    ``:hide-code:`` (flag). Optional argument: caption text.
-    """
-
-    has_content = True
-    optional_arguments = 1
-    final_argument_whitespace = True
-    option_spec = {  # noqa: RUF012 - docutils API
-        "alt": directives.unchanged,
-        "width": directives.unchanged,
-        "hide-code": directives.flag,
-    }
-
-    def run(self) -> list[nodes.Node]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        code = "\n".join(self.content)
-        namespace: dict[str, Any] = {}
-        exec(
-            "import numpy as np\nimport pydebut\nfrom pydebut import *\n"
-            "from pydebut.plotting import plot_chain\n",
-            namespace,
-        )
-        try:
-            exec(compile(code, f"<{self.env.docname} chain-figure>", "exec"), namespace)
-        except Exception as err:
-            raise self.error(f"chain-figure code failed: {type(err).__name__}: {err}") from err
-        figure = namespace.get("fig")
-        if figure is None:
-            raise self.error("chain-figure code must bind the figure to the name 'fig'")
-        digest = hashlib.sha1(f"{self.env.docname}\n{code}".encode()).hexdigest()[:12]
-        name = f"{self.env.docname.replace('/', '-')}-{digest}.png"
-        out_dir = Path(self.env.srcdir) / GENERATED / "figures"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out_dir / name, dpi=90)
-        self.env.note_dependency(__file__)
-
-        result: list[nodes.Node] = []
-        if "hide-code" not in self.options:
-            block = nodes.literal_block(code, code, language="python")
-            result.append(block)
-        uri = str(PurePosixPath("/") / GENERATED / "figures" / name)
-        default_alt = self.arguments[0] if self.arguments else ""
-        image = nodes.image(uri=uri, alt=self.options.get("alt", default_alt))
-        if "width" in self.options:
-            image["width"] = self.options["width"]
-        figure_node = nodes.figure("", image)
-        if self.arguments:
-            caption, _ = self.state.inline_text(self.arguments[0], self.lineno)
-            figure_node += nodes.caption(self.arguments[0], "", *caption)
-        result.append(figure_node)
-        return result
-
-
-# --- sphinx-gallery scraper for figures not managed by pyplot ----------------------
-
-_seen: dict[str, set[int]] = {}
-
-
-def detached_figure_scraper(block: Any, block_vars: dict[str, Any], gallery_conf: Any) -> str:
-    """Save every new ``matplotlib.figure.Figure`` bound in the example's globals.
-
-    pyplot figures are left to sphinx-gallery's own ``matplotlib`` scraper.
-    """
-    from matplotlib.figure import Figure
-    from sphinx_gallery.scrapers import figure_rst
-
-    seen = _seen.setdefault(str(block_vars.get("src_file")), set())
-    figures = [
-        value
-        for value in block_vars["example_globals"].values()
-        if isinstance(value, Figure)
-        and not hasattr(value, "number")  # pyplot numbers the figures it manages
-        and id(value) not in seen
-    ]
-    paths = []
-    for figure, path in zip(figures, block_vars["image_path_iterator"]):
-        seen.add(id(figure))
-        figure.savefig(path, dpi=90)
-        paths.append(path)
-    return figure_rst(paths, gallery_conf["src_dir"])
 
 
 # --- offline intersphinx inventories ------------------------------------------------
@@ -164,40 +66,6 @@ def write_offline_inventories(app: Any, config: Any) -> None:
             path.write_bytes(data)
 
 
-# --- autosummary: keep inline literals whole in summaries --------------------------
-
-
-def _patch_autosummary_summaries() -> None:
-    """Do not cut an autosummary summary inside an inline literal.
-
-    ``extract_summary`` takes the text up to the first ``". "``, so the summary
-    of a docstring that starts with, e.g., ````F_1 F_2 ... F_L```` ends inside
-    the literal and docutils warns. When the cut leaves an odd number of
-    ````` `` ````` marks, use the whole first paragraph instead.
-    """
-    from sphinx.ext import autosummary
-
-    original = autosummary.extract_summary
-    if getattr(original, "_pydebut_patched", False):
-        return
-
-    def extract_summary(doc: list[str], settings: Any) -> str:
-        summary = original(doc, settings)
-        if summary.count("``") % 2 == 0:
-            return summary
-        paragraph = []
-        for line in doc:
-            if not line.strip():
-                if paragraph:
-                    break
-                continue
-            paragraph.append(line.strip())
-        return " ".join(paragraph)
-
-    extract_summary._pydebut_patched = True  # type: ignore[attr-defined]
-    autosummary.extract_summary = extract_summary
-
-
 # --- class signatures hidden by LinearOperator.__new__ ------------------------------
 
 
@@ -219,8 +87,6 @@ def class_signature_from_init(
 
 
 def setup(app: Any) -> dict[str, Any]:
-    _patch_autosummary_summaries()
     app.connect("autodoc-process-signature", class_signature_from_init)
-    app.add_directive("chain-figure", ChainFigure)
     app.connect("config-inited", write_offline_inventories)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

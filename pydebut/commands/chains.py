@@ -10,8 +10,9 @@ import sys
 from collections.abc import Iterator
 
 from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
-from ..cli import UsageError
 from ..spec import Chain
+from ._common import GLOSSARY, UsageError
+from ._output import count, ratio, table
 
 SORTS = ("params", "flops", "max_dim", "factors")
 FORMATS = ("table", "json", "csv")
@@ -35,16 +36,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list the chains of an M x N product",
         description="List the chainable (and, with --rank, rank-weighted) DeBut chains of an "
         "M x N product, filtered and sorted; at most --limit rows are shown.",
+        epilog=GLOSSARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("m", type=int, metavar="M", help="rows of the product")
     parser.add_argument("n", type=int, metavar="N", help="columns of the product")
     parser.add_argument(
         "--factors", default="1-4", metavar="L", help="number of factors: 3, 2-5 or 2,4 (1-4)"
     )
-    parser.add_argument("--kind", choices=KINDS, default="any", help="kind of chain (any)")
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="monotonic",
+        help="kind of chain (monotonic, the default of the library's chain design)",
+    )
     parser.add_argument("--max-params", type=int, metavar="P", help="largest parameter count")
     parser.add_argument("--max-dim", type=int, metavar="D", help="largest dimension")
-    parser.add_argument("--rank", type=int, default=1, help="largest rank weight (1)")
+    parser.add_argument(
+        "--rank",
+        type=int,
+        default=1,
+        help="largest rank weight w (1): above 1, also list Le et al.'s chains whose inner "
+        "dimensions are widened w-fold, which reach low-rank products",
+    )
     parser.add_argument(
         "--allow-diagonal", action="store_true", help="allow factors with r = s = 1"
     )
@@ -101,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(rows)
     if left_out:
-        note = f"{left_out} of {total} chains left out by --limit {args.limit}"
+        note = f"{count(left_out)} of {count(total)} chains left out by --limit {args.limit}"
         print(note, file=sys.stdout if args.format == "table" else sys.stderr)
     elif args.format == "table":
-        print(f"{total} chains")
+        print(f"{count(total)} chains")
     return 0
 
 
@@ -158,18 +172,19 @@ def _json_lines(document: dict) -> str:
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         return
-    cells = [[str(_flat(row)[column]) for column in COLUMNS] for row in rows]
-    widths = [
-        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(COLUMNS)
+    cells = [
+        [
+            row["row"],
+            row["factors"],
+            count(row["params"]),
+            ratio(row["compression"]),
+            count(row["flops"]),
+            row["kind"],
+            count(row["max_dim"]),
+            row["rank"],
+            _flat(row)["sup"],
+            _flat(row)["sub"],
+        ]
+        for row in rows
     ]
-    numeric = {"row", "factors", "params", "compression", "flops", "max_dim", "rank"}
-
-    def line(values: list[str]) -> str:
-        return "  ".join(
-            value.rjust(width) if column in numeric else value.ljust(width)
-            for column, value, width in zip(COLUMNS, values, widths, strict=True)
-        ).rstrip()
-
-    print(line(list(COLUMNS)))
-    for values in cells:
-        print(line(values))
+    print(table(cells, COLUMNS, align="rrrrrlrrll"))

@@ -11,9 +11,10 @@ import json
 import sys
 
 from ..chains import classify
-from ..cli import UsageError, add_chain_arguments, chain_from_args
 from ..density import DensityResult, is_dense
 from ..spec import Chain
+from ._common import GLOSSARY, add_chain_arguments, chain_from_args, require_matplotlib, save_figure
+from ._output import count, ratio, table
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
 
@@ -24,9 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="describe a chain and check that its product is dense",
         description="Per-factor table, totals, kind and the exact density verdict. "
         "Exit status: 0 dense, 1 valid but not dense, 2 invalid input.",
+        epilog=GLOSSARY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_chain_arguments(parser)
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: for reading (default); json: every field, a chain file for --chain",
+    )
     parser.add_argument(
         "--plot", metavar="OUT.png", help="draw factor supports and partial products (matplotlib)"
     )
@@ -79,25 +87,23 @@ def build_report(chain: Chain) -> dict:
 
 
 def _table(chain: Chain, report: dict) -> str:
-    header = ("factor", "p", "q", "r", "s", "t", "blocks", "nnz")
+    keys = ("p", "q", "r", "s", "t", "blocks", "nnz")
     cells = [
-        (f"F_{i}", *(str(f[key]) for key in ("p", "q", "r", "s", "t", "blocks", "nnz")))
+        (f"F_{i}", *(count(f[key]) for key in keys))
         for i, f in enumerate(report["factors"], start=1)
-    ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    lines = [
-        "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in [header, *cells]
     ]
     m, n = chain.shape
     missing = None if report["missing"] is None else tuple(report["missing"])
     family = report["family"]
     if family == "rank-weighted":
         family += f" (weights {', '.join(map(str, report['rank_weights']))})"
-    lines += [
+    lines = [
+        table(cells, ("factor", *keys)),
         "",
-        f"shape {m} x {n}, {chain.n_factors} factors, {chain.n_params} params "
-        f"(compression {chain.compression_ratio:.2f}x), {chain.flops} flops per vector",
-        f"kind {report['kind']}, largest dimension {chain.max_dim}, "
+        f"shape {count(m)} x {count(n)}, {chain.n_factors} factors, {count(chain.n_params)} "
+        f"params (compression {ratio(chain.compression_ratio)}), {count(chain.flops)} flops "
+        "per vector",
+        f"kind {report['kind']}, largest dimension {count(chain.max_dim)}, "
         f"{'chainable' if report['chainable'] else 'not chainable'}, family {family}",
         f"density: {DensityResult(report['dense'], missing, report['density_method'])}",
     ]
@@ -105,11 +111,8 @@ def _table(chain: Chain, report: dict) -> str:
 
 
 def _save_plot(chain: Chain, path: str) -> None:
-    try:
-        from ..plotting import plot_chain
+    require_matplotlib()
+    from ..plotting import plot_chain
 
-        figure = plot_chain(chain)
-    except ImportError as err:
-        raise UsageError(str(err)) from None
-    figure.savefig(path, dpi=100)
-    print(f"wrote {path}", file=sys.stderr)
+    written = save_figure(plot_chain(chain), path)
+    print(f"wrote {written}", file=sys.stderr)

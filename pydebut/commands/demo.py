@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +23,13 @@ from ..fit import FitResult, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
 from ..special import PAPER_CHAINS
+from ._common import require_matplotlib
+from ._output import count, duration, error, ratio, table
 
 NOISE = 0.05
 ALS_SWEEPS = 3
 RIDGE = 0.05
+BUSY_SPREAD = 0.25  # repeated timings varying more than this mark the machine busy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,22 +47,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def best_time(function: Callable[[], object], repeats: int = 7, number: int = 5) -> float:
-    """Best over ``repeats`` of the mean time of ``number`` calls, in seconds."""
+def repeat_times(function: Callable[[], object], repeats: int = 7, number: int = 5) -> list[float]:
+    """Mean seconds per call of ``number`` calls, measured ``repeats`` times after a warm-up."""
     function()
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(number):
             function()
-        best = min(best, (time.perf_counter() - start) / number)
-    return best
+        times.append((time.perf_counter() - start) / number)
+    return times
+
+
+def spread(times: list[float]) -> float:
+    """How much repeated timings vary: the median over the best, minus 1 (0 = steady)."""
+    return float(np.median(times) / min(times) - 1)
+
+
+def load_note(spreads: list[float], load: float | None, cores: int) -> str:
+    """One line on how busy the machine was while timing, and what that means for speed-ups.
+
+    The machine counts as busy when repeated timings vary by more than
+    ``BUSY_SPREAD`` or the 1-minute load average reaches the number of cores.
+
+    Examples
+    --------
+    >>> load_note([0.05, 0.1], 0.4, 8)
+    'timings steady: repeats within 10%, load average 0.4 on 8 cores'
+    >>> load_note([0.05, 0.9], 3.0, 2)  # doctest: +NORMALIZE_WHITESPACE
+    'the machine is busy: repeats vary by up to 90%, load average 3.0 on 2 cores;
+    the speed-ups are rough (they are best-of-7 times)'
+    """
+    worst = max(spreads)
+    load_text = "load average unknown" if load is None else f"load average {load:.1f}"
+    facts = f"{load_text} on {cores} cores"
+    if worst > BUSY_SPREAD or (load is not None and load >= cores):
+        return (
+            f"the machine is busy: repeats vary by up to {worst:.0%}, {facts}; "
+            "the speed-ups are rough (they are best-of-7 times)"
+        )
+    return f"timings steady: repeats within {worst:.0%}, {facts}"
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Windows
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     plot_dir = Path(args.plot) if args.plot else None
     if plot_dir is not None:
-        _require_matplotlib()
+        require_matplotlib()
         plot_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     chain = PAPER_CHAINS["resnet50-layer4"]
@@ -79,14 +120,14 @@ def choose_chain(chain: Chain) -> None:
     total = count_chains(m, n, n_factors=factors)
     monotonic = count_chains(m, n, n_factors=factors, kind="monotonic")
     budget = count_chains(m, n, n_factors=factors, kind="monotonic", max_params=chain.n_params)
-    print(f"chainable chains with 2 to {chain.n_factors} factors: {total:,}")
-    print(f"  monotonic: {monotonic:,}; with at most {chain.n_params:,} params: {budget:,}")
-    print(f"{'factors':>8} {'smallest monotonic chain':>26} {'compression':>12}")
+    print(f"chainable chains with 2 to {chain.n_factors} factors: {count(total)}")
+    print(f"  monotonic: {count(monotonic)}; with at most {count(chain.n_params)} params: "
+          f"{count(budget)}")  # fmt: skip
+    rows = []
     for n_factors in (2, 3, 5, chain.n_factors):
         smallest = min_param_chain(m, n, n_factors, kind="monotonic")
-        print(
-            f"{n_factors:>8} {smallest.n_params:>19,} params {smallest.compression_ratio:>11.1f}x"
-        )
+        rows.append((n_factors, count(smallest.n_params), ratio(smallest.compression_ratio)))
+    print(table(rows, ("factors", "params of the smallest monotonic chain", "compression")))
     found = any(
         candidate == chain
         for candidate in enumerate_chains(
@@ -94,8 +135,8 @@ def choose_chain(chain: Chain) -> None:
         )
     )
     print(
-        f"the paper's {chain.n_factors}-factor chain ({chain.n_params:,} params, "
-        f"{chain.compression_ratio:.2f}x) is {'among' if found else 'NOT among'} them; "
+        f"the paper's {chain.n_factors}-factor chain ({count(chain.n_params)} params, "
+        f"{ratio(chain.compression_ratio)}) is {'among' if found else 'NOT among'} them; "
         f"density check: {'dense' if is_dense(chain) else 'NOT dense'}"
     )
 
@@ -113,13 +154,18 @@ def fit_target(chain: Chain, target: np.ndarray) -> tuple[FitResult, FitResult]:
     print(f"target: a random product of the chain plus {NOISE:.0%} Gaussian noise")
     hierarchical = fit_hierarchical(target, chain)
     als = fit_als(target, chain, n_sweeps=ALS_SWEEPS, init=hierarchical.operator)
-    label = f"fit_als, {ALS_SWEEPS} sweeps from it"
-    print(f"{'method':<26} {'rel. error':>10} {'time':>9}")
-    print(f"{'fit_hierarchical':<26} {hierarchical.error:>10.6f} {hierarchical.times[-1]:>8.3f}s")
-    print(f"{label:<26} {als.error:>10.6f} {als.times[-1]:>8.3f}s")
+    rows = [
+        ("fit_hierarchical", error(hierarchical.error), duration(hierarchical.times[-1])),
+        (
+            f"fit_als, {ALS_SWEEPS} sweeps from it",
+            error(als.error),
+            duration(als.times[-1]),
+        ),
+    ]
+    print(table(rows, ("method", "rel. error", "time"), align="lrr"))
     print(
-        f"the noise alone is {NOISE:.4f} of the target; {chain.n_params:,} parameters for "
-        f"{target.size:,} entries: compression {chain.compression_ratio:.2f}x"
+        f"the noise alone is {error(NOISE)} of the target; {count(chain.n_params)} parameters "
+        f"for {count(target.size)} entries: compression {ratio(chain.compression_ratio)}"
     )
     return hierarchical, als
 
@@ -127,19 +173,29 @@ def fit_target(chain: Chain, target: np.ndarray) -> tuple[FitResult, FitResult]:
 def compare_with_dense(op: DeButOperator, target: np.ndarray, rng: np.random.Generator) -> None:
     print("\n== 3. applying the fitted operator: DeBut chain vs dense matrix ==")
     dense = op.toarray()
-    print(f"{'batch':>6} {'max rel. diff':>14} {'DeBut':>10} {'dense @':>10} {'speed-up':>9}")
+    rows, spreads = [], []
     for batch in (1, 64):
         shape = (op.shape[1],) if batch == 1 else (op.shape[1], batch)
         x = rng.standard_normal(shape)
         expected = dense @ x
         difference = np.abs(op @ x - expected).max() / np.abs(expected).max()
-        t_debut = best_time(lambda x=x: op @ x)
-        t_dense = best_time(lambda x=x: target @ x)
-        print(
-            f"{batch:>6} {difference:>14.2e} {t_debut * 1e6:>8.0f}us {t_dense * 1e6:>8.0f}us "
-            f"{t_dense / t_debut:>8.1f}x"
+        t_debut = repeat_times(lambda x=x: op @ x)
+        t_dense = repeat_times(lambda x=x: target @ x)
+        spreads += [spread(t_debut), spread(t_dense)]
+        best_debut, best_dense = min(t_debut), min(t_dense)
+        rows.append(
+            (
+                batch,
+                error(difference),
+                duration(best_debut),
+                duration(best_dense),
+                ratio(best_dense / best_debut),
+            )
         )
-    print("(dense @ multiplies by the 512 x 2048 target itself)")
+    headers = ("batch", "max rel. diff", "DeBut", "dense @", "speed-up")
+    print(table(rows, headers))
+    print(f"(dense @ multiplies by the {op.shape[0]} x {op.shape[1]} target itself)")
+    print(load_note(spreads, _load_average(), os.cpu_count() or 1))
 
 
 def solve_ridge(op: DeButOperator, target: np.ndarray, rng: np.random.Generator) -> None:
@@ -153,44 +209,31 @@ def solve_ridge(op: DeButOperator, target: np.ndarray, rng: np.random.Generator)
     dense = op.toarray()
     y_dense = np.linalg.solve(dense @ dense.T + RIDGE**2 * np.eye(op.shape[0]), dense @ c)
     print(f"min ||A^T y - c||^2 + {RIDGE}^2 ||y||^2, A the fitted operator, A^T {system.shape}")
-    print(f"lsqr: {iterations} iterations in {elapsed * 1e3:.0f} ms, residual {residual:.3e}")
+    print(f"lsqr: {iterations} iterations in {duration(elapsed)}, residual {error(residual)}")
     print(
         "relative difference from the dense normal-equations solution: "
-        f"{np.linalg.norm(y - y_dense) / np.linalg.norm(y_dense):.2e}"
+        f"{error(np.linalg.norm(y - y_dense) / np.linalg.norm(y_dense))}"
     )
 
 
-def _require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install pydebut[plot]") from None
-
-
 def save_figures(directory: Path, chain: Chain, hierarchical: FitResult, als: FitResult) -> None:
-    import matplotlib
+    from ..plotting import plot_chain, plot_fit_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..plotting import plot_chain
-
-    figure = plot_chain(chain)
     supports = directory / "chain_supports.png"
-    figure.savefig(supports, dpi=120)
-    plt.close(figure)
+    plot_chain(chain).savefig(supports, dpi=120)
 
-    figure, axes = plt.subplots(figsize=(6, 4))
-    half_sweeps = np.arange(len(als.errors)) / 2
-    axes.plot(half_sweeps, als.errors, "o-", label="fit_als from the hierarchical fit")
-    axes.axhline(hierarchical.error, color="gray", linestyle="--", label="fit_hierarchical")
-    axes.axhline(NOISE, color="tab:red", linestyle=":", label="noise level")
-    axes.set_xlabel("sweeps")
-    axes.set_ylabel("relative Frobenius error")
+    axes = plot_fit_history(
+        als, baseline=NOISE, baseline_label="noise level", label="fit_als from fit_hierarchical"
+    )
+    axes.annotate(
+        f"fit_hierarchical: {hierarchical.error:.4g}",
+        (0, hierarchical.error),
+        xytext=(6, 8),
+        textcoords="offset points",
+        fontsize=8,
+    )
     axes.set_title(f"Fitting the {chain.shape[0]} x {chain.shape[1]} chain")
     axes.legend()
-    figure.tight_layout()
     errors = directory / "fit_errors.png"
-    figure.savefig(errors, dpi=120)
-    plt.close(figure)
+    axes.figure.savefig(errors, dpi=120)
     print(f"\nfigures saved: {supports}, {errors}")

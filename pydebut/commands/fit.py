@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from ..chains import enumerate_chains
-from ..cli import UsageError, add_chain_arguments, chain_from_args
 from ..fit import FitResult, fit_als, fit_hierarchical
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
-from ..io import save
+from ..io import npz_path, save
 from ..spec import Chain
+from ._common import UsageError, add_chain_arguments, chain_from_args
+from ._output import count, duration, error, ratio, table
 
 HELP = "fit DeBut factors to a matrix (ALS and/or hierarchical factorization)"
 
@@ -67,13 +68,21 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for --init random")
     parser.add_argument(
-        "--tol", type=float, default=None, help="stop when a sweep improves the error less"
+        "--tol",
+        type=float,
+        default=None,
+        help="stop early when a sweep lowers the error by less than this fraction of it "
+        "(e.g. 1e-3; default: run all --sweeps)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it needs tqdm)"
     )
     parser.add_argument(
-        "-o", "--output", required=True, metavar="FACTORS.npz", help="where to save the factors"
+        "-o",
+        "--output",
+        required=True,
+        metavar="FACTORS.npz",
+        help="where to save the factors (.npz is added if missing, as numpy does)",
     )
     parser.set_defaults(func=run)
 
@@ -101,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     print(format_report(result, elapsed))
     save(args.output, result.operator)
-    print(f"saved {result.operator.chain.n_factors} factors to {args.output}")
+    print(f"saved {result.operator.chain.n_factors} factors to {npz_path(args.output)}")
     return 0
 
 
@@ -199,18 +208,18 @@ def format_report(result: FitResult, elapsed: float) -> str:
     """The error table (one row per sweep) and the chain's size, as printed by ``fit``."""
     chain = result.operator.chain
     m, n = chain.shape
-    rows = [("init", result.errors[0], result.times[0])]
+    rows = [("init", error(result.errors[0]), duration(result.times[0]))]
     rows += [
-        (f"sweep {i}", result.errors[2 * i], result.times[2 * i])
+        (f"sweep {i}", error(result.errors[2 * i]), duration(result.times[2 * i]))
         for i in range(1, result.n_sweeps + 1)
     ]
     lines = [
-        f"{'step':<10} {'rel. error':>12} {'time (s)':>10}",
-        *(f"{step:<10} {error:>12.6g} {seconds:>10.3f}" for step, error, seconds in rows),
+        table(rows, ("step", "rel. error", "time"), align="lrr"),
         "",
-        f"chain      {m} x {n}, {chain.n_factors} factors, {chain.kind}",
-        f"params     {chain.n_params} (dense {m * n}, compression {chain.compression_ratio:.2f}x)",
-        f"error      {result.error:.6g} (relative Frobenius)",
-        f"time       {elapsed:.3f} s",
+        f"chain      {count(m)} x {count(n)}, {chain.n_factors} factors, {chain.kind}",
+        f"params     {count(chain.n_params)} (dense {count(m * n)}, "
+        f"compression {ratio(chain.compression_ratio)})",
+        f"error      {error(result.error)} (relative Frobenius)",
+        f"time       {duration(elapsed)}",
     ]
     return "\n".join(lines)

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
+from .._permutation import unpermute
 from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
 from ._common import (
@@ -496,7 +497,9 @@ def fit_als(
     target : array_like or path
         The ``m x n`` matrix ``D``, real or complex; a path names a ``.npy``
         file, which is memory-mapped. float32/complex64 targets are fitted in
-        single precision, everything else in double precision.
+        single precision, everything else in double precision. Any array-like
+        (``np.memmap`` too); a SciPy sparse matrix or a ``LinearOperator`` is
+        made dense, up to ``2**27`` entries.
     chain : Chain
         The chain to fit, of shape ``(m, n)``; any valid chain.
     n_sweeps : int, default 5
@@ -507,7 +510,8 @@ def fit_als(
         Initial factors: random (seeded by ``rng``), :func:`fit_hierarchical`
         (chainable and rank-weighted chains), ``"auto"`` (hierarchical when
         the chain allows it, random otherwise), or an operator on ``chain`` to
-        continue from.
+        continue from; the permutations it carries are kept, the factors fitted
+        to the permuted target.
     rng : None, int or numpy.random.Generator
         Seed for ``init="random"`` (through :func:`numpy.random.default_rng`).
     callback : callable, optional
@@ -583,6 +587,8 @@ def fit_als(
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     init_weights = _check_init(init, chain)
     matrix = load_target(target, chain)
+    perms = (init.row_perm, init.col_perm) if isinstance(init, DeButOperator) else (None, None)
+    matrix = unpermute(matrix, *perms)
     dtype = working_dtype(np.result_type(matrix.dtype, *(w.dtype for w in init_weights or ())))
     bar = _progress_bar(n_sweeps) if progress else None
 
@@ -609,7 +615,8 @@ def fit_als(
         fitted = sweeper.weights
         if transposed:
             fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
-        return FitResult(make_operator(chain, fitted), list(errors), list(times), "als")
+        operator = make_operator(chain, fitted).with_permutations(*perms)
+        return FitResult(operator, list(errors), list(times), "als")
 
     skip = None
     try:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
+from ._dense_target import dense_target
 
 __all__ = ["FitResult"]
 
@@ -57,7 +58,10 @@ def working_dtype(dtype: np.dtype) -> np.dtype:
 def load_target(target: Any, chain: Chain | None) -> np.ndarray:
     """Return ``target`` as a finite 2-D numeric array, of shape ``chain.shape`` if given.
 
-    A ``str`` or path names a ``.npy`` file, which is memory-mapped.
+    A ``str`` or path names a ``.npy`` file, which is memory-mapped. Any
+    array-like is taken (lists, ``np.memmap``, ...); a SciPy sparse matrix or
+    a ``LinearOperator`` is made dense up to ``2**27`` entries
+    (:func:`~pydebut.fit._dense_target.dense_target`).
 
     Raises
     ------
@@ -68,7 +72,7 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
     """
     if isinstance(target, (str, os.PathLike)):
         target = np.load(target, mmap_mode="r", allow_pickle=False)
-    array = np.asarray(target)
+    array = np.asarray(dense_target(target))
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise TypeError(f"the target must hold numbers, got dtype {array.dtype}")
     if array.ndim != 2:

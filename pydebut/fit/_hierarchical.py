@@ -17,17 +17,18 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._permutation import candidate_permutations, check_permutation, unpermute
 from ..operator import _dask_backend
 from ..spec import Chain, FactorSpec
 from ._common import FitResult, load_target, make_operator, working_dtype
 
-__all__ = ["fit_hierarchical", "hierarchy_ranks"]
+__all__ = ["candidate_permutations", "fit_hierarchical", "hierarchy_ranks"]
 
 Order = Literal["left-to-right", "balanced"]
 
 
 def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
-    """Ranks ``w_1 ... w_{L-1}`` of the links of a chainable or rank-weighted chain.
+    """Ranks ``w_1 … w_{L-1}`` of the links of a chainable or rank-weighted chain.
 
     Link ``l`` (between ``F_l`` and ``F_{l+1}``) qualifies when ``k_{l+1} = k_l c_l``
     and ``t_l = b_{l+1} t_{l+1}`` for integers ``c_l`` dividing ``s_l`` and
@@ -68,18 +69,29 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     return tuple(ranks)
 
 
-def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right") -> FitResult:
+def fit_hierarchical(
+    target: Any, chain: Chain, *, order: Order = "left-to-right", permutation: Any = None
+) -> FitResult:
     """Factor ``target`` on a chainable or rank-weighted chain by hierarchical block SVDs.
 
     Parameters
     ----------
     target : array_like or path
         The ``m x n`` matrix ``D``; a path names a ``.npy`` file (memory-mapped).
+        A SciPy sparse matrix or a ``LinearOperator`` is made dense, up to
+        ``2**27`` entries.
     chain : Chain
         A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`).
     order : {"left-to-right", "balanced"}
         Split the chain after its first factor at every level (peeling
         ``F_1, F_2, ...`` off in turn), or in the middle.
+    permutation : None, "auto" or (row_perm, col_perm)
+        None fits ``D`` itself. A pair fits ``D ~ B[row_perm][:, col_perm]``
+        with ``B`` on the chain (either entry None for the identity), so the
+        operator carries the permutations (:class:`~pydebut.DeButOperator`).
+        ``"auto"`` tries every pair of :func:`candidate_permutations` (the
+        identity and bit reversals) and keeps the one with the lowest error:
+        a DFT of size ``2**L`` is then recovered exactly on the butterfly chain.
 
     Returns
     -------
@@ -90,8 +102,9 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     ------
     ValueError
         If the chain does not qualify (the message suggests :func:`fit_als`), if
-        the target does not have the chain's shape or is not finite, or if
-        ``order`` is unknown.
+        the target does not have the chain's shape or is not finite, if
+        ``order`` is unknown, or if ``permutation`` is not None, ``"auto"`` or
+        a pair of permutations of ``range(m)`` and ``range(n)``.
     TypeError
         If the target is not numeric.
 
@@ -116,8 +129,17 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     ``U`` has orthonormal columns, so in the left-to-right order the squared
     error is the sum over levels of ``||U_perp^H M||^2`` (the energy outside the
     kept subspace, computed directly rather than by cancellation), and no
-    product is formed. The balanced order multiplies the halves back together.
-    A matrix that admits the chain is recovered to rounding error.
+    product is formed. The balanced order splits the middle link first, then
+    each half in the same way (depth first, left half first). Before each
+    split, the pieces left of the one being split are given orthonormal
+    columns and those right of it orthonormal rows by block QR
+    decompositions whose triangular parts move into the neighbouring piece
+    (the product is unchanged), so each split's truncated SVDs are taken in
+    the metric of the whole product [2]_. Its error is computed by
+    multiplying the pieces back together. The two orders reach different
+    approximations of a noisy target, within about 2% of each other either
+    way; both agree to 8 digits with pyfaust's ``GBfactorize``. A matrix that
+    admits the chain is recovered to rounding error in either order.
 
     References
     ----------
@@ -135,16 +157,26 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     >>> result = fit_hierarchical(hadamard(64), chain)
     >>> result.error < 1e-14
     True
+    >>> dft = np.fft.fft(np.eye(64))
+    >>> fit_hierarchical(dft, chain).error > 0.5
+    True
+    >>> result = fit_hierarchical(dft, chain, permutation="auto")
+    >>> result.error < 1e-14, result.operator.col_perm is not None
+    (True, True)
     """
+    backend = _dask_backend(target)
+    if backend is not None:
+        if order != "left-to-right" or permutation is not None:
+            raise ValueError(
+                "a Dask array target is fitted in the left-to-right order, without permutations"
+            )
+        return backend.fit_hierarchical(target, Chain(chain))
+    if permutation is not None:
+        return _fit_permuted(target, Chain(chain), order, permutation)
     start = time.perf_counter()
     chain = Chain(chain)
     if order not in ("left-to-right", "balanced"):
         raise ValueError(f"order must be 'left-to-right' or 'balanced', got {order!r}")
-    backend = _dask_backend(target)
-    if backend is not None:
-        if order != "left-to-right":
-            raise ValueError("a Dask array target is fitted in the left-to-right order only")
-        return backend.fit_hierarchical(target, chain)
     ranks = hierarchy_ranks(chain)
     matrix = load_target(target, chain)
     dtype = working_dtype(matrix.dtype)
@@ -152,7 +184,8 @@ def fit_hierarchical(target: Any, chain: Chain, *, order: Order = "left-to-right
     if order == "left-to-right":
         weights, residual2 = _peel(entries, chain.factors, ranks)
     else:
-        weights, approx = _bisect(entries, chain.factors, ranks)
+        weights = _bisect(entries, chain.factors, ranks)
+        approx = _product(weights, chain.factors, ranks)
         residual2 = float(np.linalg.norm(np.subtract(approx, entries, out=approx))) ** 2
     residual2 += outside
     total2 = float(np.linalg.norm(entries)) ** 2 + outside
@@ -267,17 +300,141 @@ def _peel(
     return weights, residual2
 
 
+@dataclass
+class _Piece:
+    """Factors ``first ... last`` (0-based, inclusive) of a partial factorization, as entries."""
+
+    first: int
+    last: int
+    entries: np.ndarray
+
+
+def _balanced_links(first: int, last: int) -> list[int]:
+    """Links of factors ``first ... last`` in the balanced order: the middle one, then each half.
+
+    Link ``l`` lies between factors ``l`` and ``l + 1`` (0-based).
+    """
+    if first == last:
+        return []
+    link = first + (last - first + 1) // 2 - 1
+    return [link, *_balanced_links(first, link), *_balanced_links(link + 1, last)]
+
+
+def _link_split(
+    left: _Piece, right: _Piece, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> _Split:
+    """The split between two adjacent pieces, as if their product had been split."""
+    shape = _product_shape(specs[left.first], specs[right.last])
+    return _Split.of(shape, specs[left.last], specs[right.first], ranks[left.last])
+
+
+def _product_shape(first: FactorSpec, last: FactorSpec) -> tuple[int, int, int, int]:
+    """Shape ``(k, R, S, t)`` of the entries of the product of factors ``first ... last``."""
+    k, t = first.n_blocks, last.t
+    return k, first.p // (k * t), last.q // (k * t), t
+
+
+def _move_gauge(
+    pieces: list[_Piece],
+    index: int,
+    step: int,
+    specs: tuple[FactorSpec, ...],
+    ranks: tuple[int, ...],
+) -> None:
+    """Make ``pieces[index]`` orthonormal and move what it held into its neighbour.
+
+    ``step = +1``: the QR ``L = Q R`` of every ``R1 x w`` block of the left piece
+    keeps ``Q`` and sends ``R`` into the right piece's ``w x S2`` block, so the
+    left piece has orthonormal columns. ``step = -1``: the QR of every right
+    block's conjugate transpose gives it orthonormal rows, and the left piece
+    takes the triangular part. The product of the two pieces is unchanged.
+    """
+    left, right = (
+        (pieces[index], pieces[index + 1]) if step > 0 else (pieces[index - 1], pieces[index])
+    )
+    split = _link_split(left, right, specs, ranks)
+    left_blocks, right_blocks = split.left_blocks(left.entries), split.right_blocks(right.entries)
+    dtype = np.result_type(left.entries, right.entries)
+    new_left, new_right = np.zeros(left.entries.shape, dtype), np.zeros(right.entries.shape, dtype)
+    if step > 0:
+        basis, triangle = np.linalg.qr(left_blocks)
+        kept = basis.shape[-1]
+        split.left_blocks(new_left)[..., :kept] = basis
+        np.matmul(triangle, right_blocks, out=split.right_blocks(new_right)[..., :kept, :])
+    else:
+        basis, triangle = np.linalg.qr(np.conj(np.swapaxes(right_blocks, -1, -2)))
+        kept = basis.shape[-1]
+        split.right_blocks(new_right)[..., :kept, :] = np.conj(np.swapaxes(basis, -1, -2))
+        triangle_h = np.conj(np.swapaxes(triangle, -1, -2))
+        np.matmul(left_blocks, triangle_h, out=split.left_blocks(new_left)[..., :kept])
+    left.entries, right.entries = new_left, new_right
+
+
 def _bisect(
     entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Balanced order: split in the middle, recurse on both halves; weights and product."""
+) -> list[np.ndarray]:
+    """Balanced order: split in the middle, then each half, with the other pieces orthonormal.
+
+    Before each split, the pieces left of the one to split are given orthonormal
+    columns and those right of it orthonormal rows (:func:`_move_gauge`), so
+    the split's truncated SVDs minimise the error of the whole product, not of
+    the piece alone (Le et al. 2025; the left-to-right order has this for free).
+    """
+    pieces, centre = [_Piece(0, len(specs) - 1, entries)], 0
+    for link in _balanced_links(0, len(specs) - 1):
+        target = next(i for i, piece in enumerate(pieces) if piece.first <= link < piece.last)
+        while centre != target:
+            step = 1 if target > centre else -1
+            _move_gauge(pieces, centre, step, specs, ranks)
+            centre += step
+        piece = pieces[target]
+        split = _Split.of(piece.entries.shape, specs[link], specs[link + 1], ranks[link])
+        left, right, _ = _split(piece.entries, split, with_residual=False)
+        pieces[target : target + 1] = [
+            _Piece(piece.first, link, left),
+            _Piece(link + 1, piece.last, right),
+        ]
+        centre = target + 1
+    return [piece.entries for piece in pieces]
+
+
+def _product(
+    weights: list[np.ndarray], specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+) -> np.ndarray:
+    """Entries ``T`` of the product of the factors ``weights``, halves multiplied recursively."""
     if len(specs) == 1:
-        return [entries], entries.copy()
+        return weights[0].copy()
     h = len(specs) // 2
-    split = _Split.of(entries.shape, specs[h - 1], specs[h], ranks[h - 1])
-    left, right, _ = _split(entries, split, with_residual=False)
-    left_weights, left_hat = _bisect(left, specs[:h], ranks[: h - 1])
-    right_weights, right_hat = _bisect(right, specs[h:], ranks[h:])
-    approx = np.empty(entries.shape, dtype=np.result_type(left_hat, right_hat))
+    left_hat = _product(weights[:h], specs[:h], ranks[: h - 1])
+    right_hat = _product(weights[h:], specs[h:], ranks[h:])
+    shape = _product_shape(specs[0], specs[-1])
+    split = _Split.of(shape, specs[h - 1], specs[h], ranks[h - 1])
+    approx = np.empty(shape, dtype=np.result_type(left_hat, right_hat))
     np.matmul(split.left_blocks(left_hat), split.right_blocks(right_hat), out=split.blocks(approx))
-    return left_weights + right_weights, approx
+    return approx
+
+
+def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> FitResult:
+    """:func:`fit_hierarchical` of ``D[argsort(row_perm)][:, argsort(col_perm)]``, the best pair."""
+    start = time.perf_counter()
+    m, n = chain.shape
+    if isinstance(permutation, str) and permutation == "auto":
+        candidates = list(candidate_permutations(m, n).values())
+    elif isinstance(permutation, tuple | list) and len(permutation) == 2:
+        candidates = [
+            (check_permutation(permutation[0], m, "row_perm"),
+             check_permutation(permutation[1], n, "col_perm"))
+        ]  # fmt: skip
+    else:
+        raise ValueError(
+            f"permutation must be None, 'auto' or a pair (row_perm, col_perm), got {permutation!r}"
+        )
+    matrix = load_target(target, chain)
+    best = None
+    for row_perm, col_perm in candidates:
+        result = fit_hierarchical(unpermute(matrix, row_perm, col_perm), chain, order=order)
+        if best is None or result.error < best[0].error:
+            best = (result, row_perm, col_perm)
+    result, row_perm, col_perm = best
+    operator = result.operator.with_permutations(row_perm, col_perm)
+    return FitResult(operator, result.errors, [time.perf_counter() - start], result.method)

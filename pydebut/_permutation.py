@@ -1,0 +1,143 @@
+"""Permutations of rows and columns: validation, inverse, bit reversal."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "bit_reversal",
+    "candidate_permutations",
+    "check_permutation",
+    "inverse_permutation",
+    "log2_exact",
+    "unpermute",
+]
+
+
+def check_permutation(perm: Any, n: int, name: str) -> np.ndarray | None:
+    """Return ``perm`` as a read-only int64 permutation of ``range(n)``, or None for the identity.
+
+    Raises
+    ------
+    TypeError
+        If ``perm`` is not an array of integers.
+    ValueError
+        If it is not 1-D of length ``n`` or does not hold every index of ``range(n)`` once.
+    """
+    if perm is None:
+        return None
+    array = np.asarray(perm)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an array of integers, got dtype {array.dtype}")
+    if array.ndim != 1 or array.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D array of length {n}, got shape {array.shape}")
+    if n and (array.min() < 0 or array.max() >= n):
+        raise ValueError(f"{name} has entries outside range({n})")
+    if np.bincount(array, minlength=n).max(initial=1) != 1:
+        raise ValueError(f"{name} is not a permutation of range({n}): an index repeats")
+    if np.array_equal(array, np.arange(n)):
+        return None
+    owned = np.array(array, dtype=np.int64, copy=True)
+    owned.flags.writeable = False
+    return owned
+
+
+def inverse_permutation(perm: np.ndarray) -> np.ndarray:
+    """Return ``inv`` with ``inv[perm[i]] = i``."""
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(perm.shape[0], dtype=perm.dtype)
+    return inverse
+
+
+def unpermute(
+    matrix: np.ndarray, row_perm: np.ndarray | None, col_perm: np.ndarray | None
+) -> np.ndarray:
+    """The ``B`` with ``B[row_perm][:, col_perm] == matrix`` (``matrix`` if no permutation)."""
+    if row_perm is not None:
+        matrix = matrix[inverse_permutation(row_perm)]
+    if col_perm is not None:
+        matrix = matrix[:, inverse_permutation(col_perm)]
+    return matrix
+
+
+def log2_exact(n: int, name: str, smallest: int = 2) -> int:
+    """``log2(n)`` of a power of two ``n >= smallest``; TypeError or ValueError naming ``name``."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}") from None
+    if n < smallest or n & (n - 1):
+        raise ValueError(f"{name} must be a power of two >= {smallest}, got {n}")
+    return n.bit_length() - 1
+
+
+def bit_reversal(n: int) -> np.ndarray:
+    """The bit-reversal permutation of ``range(n)``, ``n`` a power of two.
+
+    Entry ``i`` is ``i`` with its ``log2(n)`` bits in reverse order. It is its
+    own inverse.
+
+    Parameters
+    ----------
+    n : int
+        A power of two, at least 1.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is not a power of two.
+
+    Examples
+    --------
+    >>> bit_reversal(8).tolist()
+    [0, 4, 2, 6, 1, 5, 3, 7]
+    """
+    n = 2 ** log2_exact(n, "n", smallest=1)
+    perm = np.zeros(1, dtype=np.int64)
+    while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
+        perm = np.concatenate([2 * perm, 2 * perm + 1])
+    return perm
+
+
+PermutationPair = tuple[np.ndarray | None, np.ndarray | None]
+
+
+def candidate_permutations(m: int, n: int) -> dict[str, PermutationPair]:
+    """Row and column permutations worth trying when fitting an ``m x n`` target.
+
+    The identity, and the bit reversal (:func:`bit_reversal`) of the columns, of
+    the rows and of both, wherever that dimension is a power of two: a DFT of
+    size ``2**L`` is a butterfly product only after its columns (or rows) are
+    put in bit-reversed order. Each value is ``(row_perm, col_perm)`` in the
+    convention of :class:`~pydebut.DeButOperator` (None for the identity).
+
+    Examples
+    --------
+    >>> sorted(candidate_permutations(8, 6))
+    ['bitrev-rows', 'identity']
+    >>> row_perm, col_perm = candidate_permutations(4, 4)["bitrev-cols"]
+    >>> row_perm is None, col_perm.tolist()
+    (True, [0, 2, 1, 3])
+    """
+
+    def reversal(size: int) -> np.ndarray | None:
+        return bit_reversal(size) if size > 2 and not size & (size - 1) else None
+
+    rows, cols = reversal(m), reversal(n)
+    candidates: dict[str, PermutationPair] = {"identity": (None, None)}
+    if cols is not None:
+        candidates["bitrev-cols"] = (None, cols)
+    if rows is not None:
+        candidates["bitrev-rows"] = (rows, None)
+    if rows is not None and cols is not None:
+        candidates["bitrev-both"] = (rows, cols)
+    return candidates

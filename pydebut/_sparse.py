@@ -1,0 +1,119 @@
+"""A ``DeButOperator`` meets ``scipy.sparse``: its product as a sparse array, and products.
+
+The product of a DeBut chain is dense in general (every chainable chain's is),
+so :func:`tosparse` is bounded: it refuses up front when the product, or a
+partial product on the way, could hold more than ``max_nnz`` nonzeros. A
+product with a sparse matrix is a dense ndarray, computed a block of columns
+(or rows) at a time so that the sparse operand is never densified whole.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from .operator import DeButOperator
+    from .spec import Chain
+
+#: Default bound on the nonzeros of :meth:`DeButOperator.tosparse` (about 1 GiB as CSR).
+MAX_NNZ = 2**26
+
+#: Columns of a sparse operand densified at a time by the sparse products.
+BLOCK = 512
+
+FORMATS = {"csr": sp.csr_array, "csc": sp.csc_array}
+
+
+def nnz_bound(chain: Chain) -> int:
+    """An upper bound on the nonzeros of the product and of every partial product ``F_1..F_l``.
+
+    Row ``i`` of ``F_1 ... F_l`` has at most ``min(q_l, s_1 ... s_l)`` nonzeros
+    and each column at most ``min(m, r_1 ... r_l)``.
+
+    Examples
+    --------
+    >>> from pydebut import Chain
+    >>> nnz_bound(Chain.from_factorizations([2, 2], [2, 2]))  # a dense 4 x 4 product
+    16
+    >>> nnz_bound(Chain([(8, 8, 1, 1, 8)]))  # a diagonal
+    8
+    """
+    m = chain.shape[0]
+    bound = 0
+    row_nnz = col_nnz = 1
+    for factor in chain:
+        row_nnz, col_nnz = row_nnz * factor.s, col_nnz * factor.r
+        bound = max(bound, min(m * min(factor.q, row_nnz), factor.q * min(m, col_nnz)))
+    return bound
+
+
+def tosparse(op: DeButOperator, format: str = "csr", max_nnz: int = MAX_NNZ) -> sp.sparray:
+    """The product of ``op``'s factors as a SciPy sparse array; see ``DeButOperator.tosparse``."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be 'csr' or 'csc', got {format!r}")
+    if isinstance(max_nnz, bool) or not isinstance(max_nnz, (int, np.integer)) or max_nnz < 0:
+        raise ValueError(f"max_nnz must be a non-negative integer, got {max_nnz!r}")
+    bound = nnz_bound(op.chain)
+    if bound > max_nnz:
+        m, n = op.shape
+        raise ValueError(
+            f"the {m} x {n} product of this chain (or a partial product on the way) may hold "
+            f"up to {bound:,} nonzeros, above max_nnz={max_nnz:,}; raise max_nnz if that fits "
+            "in memory, or apply the operator (op @ x) instead of forming it"
+        )
+    factors = sparse_factors(op)
+    product = factors[0]
+    for factor in factors[1:]:
+        product = product @ factor
+    return FORMATS[format](product)
+
+
+def sparse_factors(op: DeButOperator) -> list[sp.csr_array]:
+    """The factors of ``op`` as CSR arrays, with its permutation matrices where it has them.
+
+    Their product is the operator: ``P_r F_1 ... F_L P_c``.
+    """
+    row_matrix, col_matrix = op.permutation_matrices()
+    return [
+        *([row_matrix] if op.row_perm is not None else []),
+        *op.factors(),
+        *([col_matrix] if op.col_perm is not None else []),
+    ]
+
+
+def times_sparse(op: DeButOperator, matrix: Any) -> np.ndarray:
+    """``op @ matrix`` for a SciPy sparse ``matrix``, as a dense ndarray."""
+    matrix = sp.csc_array(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != op.shape[1]:
+        raise ValueError(
+            f"cannot multiply the {op.shape[0]} x {op.shape[1]} operator by a sparse matrix "
+            f"of shape {matrix.shape}"
+        )
+    width = matrix.shape[1]
+    dtype = np.result_type(op.dtype, matrix.dtype)
+    out = np.empty((op.shape[0], width), dtype=dtype)
+    for start in range(0, width, BLOCK):
+        stop = min(start + BLOCK, width)
+        out[:, start:stop] = op.matmat(matrix[:, start:stop].toarray())
+    return out
+
+
+def sparse_times(matrix: Any, op: DeButOperator) -> np.ndarray:
+    """``matrix @ op`` for a SciPy sparse ``matrix``, as a dense ndarray: ``(op^H matrix^H)^H``."""
+    matrix = sp.csr_array(matrix)
+    if matrix.ndim != 2 or matrix.shape[1] != op.shape[0]:
+        raise ValueError(
+            f"cannot multiply a sparse matrix of shape {matrix.shape} by the "
+            f"{op.shape[0]} x {op.shape[1]} operator"
+        )
+    height = matrix.shape[0]
+    dtype = np.result_type(op.dtype, matrix.dtype)
+    out = np.empty((height, op.shape[1]), dtype=dtype)
+    for start in range(0, height, BLOCK):
+        stop = min(start + BLOCK, height)
+        rows = matrix[start:stop].toarray().conj().T
+        out[start:stop] = op.rmatmat(rows).conj().T
+    return out

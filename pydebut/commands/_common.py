@@ -1,0 +1,185 @@
+"""What several subcommands share: the user-error type, chain arguments, glossary, plots.
+
+The subcommands import from here, and :mod:`pydebut.cli` imports the
+subcommands, so nothing here may import :mod:`pydebut.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..spec import Chain
+
+#: Help epilog of the commands that print these terms.
+GLOSSARY = """terms (the Concepts page of the documentation has the maths):
+  p, q, r, s, t  a factor is p x q, block-diagonal with p/(r*t) blocks, each an
+                 r x s grid of t x t diagonal matrices; nnz = p*s weights
+  chainable      the blocks of consecutive factors line up (k_1 = 1, t_L = 1,
+                 t_l = r_(l+1) t_(l+1), k_(l+1) = k_l s_l, with k = p/(r*t)
+                 blocks); such a product is always dense
+  family         chainable; rank-weighted (Le et al.: intermediate dimensions
+                 widened by integer rank weights w_l, shown as 'weights'); or
+                 general (checked entry by entry: 'reachability')
+  kind           monotonic (dimensions never change direction), bulging (an
+                 inner dimension exceeds max(m, n)) or other
+  dense          every output depends on every input"""
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit status 2."""
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Add ``--sup/--sub``, ``--chain FILE.json`` and ``--r-shapes`` to ``parser``."""
+    group = parser.add_argument_group("chain (one of)")
+    group.add_argument("--sup", nargs="+", help="(p, q) pairs, left to right: flat or JSON")
+    group.add_argument("--sub", nargs="+", help="(r, s, t) triples, left to right: flat or JSON")
+    group.add_argument("--chain", metavar="FILE.json", help="chain file (see docs: chain JSON)")
+    group.add_argument(
+        "--r-shapes", metavar="JSON", help="reference layer R_shapes, application order"
+    )
+    group.add_argument(
+        "--row", type=int, metavar="N", help="with --chain: which chain of a listing (1-based)"
+    )
+    parser.set_defaults(_chain_required=required)
+
+
+def chain_from_args(args: argparse.Namespace) -> Chain | None:
+    """Build the chain named by ``--sup/--sub``, ``--chain`` or ``--r-shapes``."""
+    given = [
+        name
+        for name, value in (
+            ("--sup/--sub", args.sup or args.sub),
+            ("--chain", args.chain),
+            ("--r-shapes", args.r_shapes),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        raise UsageError(f"give the chain once, not with {' and '.join(given)}")
+    if args.row is not None and not args.chain:
+        raise UsageError("--row only applies to --chain FILE.json")
+    if not given:
+        if args._chain_required:
+            raise UsageError("no chain given: use --sup/--sub, --chain FILE.json or --r-shapes")
+        return None
+    if args.sup or args.sub:
+        if not (args.sup and args.sub):
+            raise UsageError("--sup and --sub must be given together")
+        return Chain.from_sup_sub(" ".join(args.sup), " ".join(args.sub))
+    if args.chain:
+        return load_chain_json(args.chain, row=args.row)
+    return Chain.from_r_shapes(args.r_shapes)
+
+
+def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
+    """Read a chain file (the one chain JSON schema of every command).
+
+    A chain is a JSON object with
+
+    - ``"sup"``: the ``(p, q)`` pairs, left to right, nested ``[[p, q], ...]``
+      or flat ``[p, q, p, q, ...]``;
+    - ``"sub"``: the ``(r, s, t)`` triples, left to right, nested or flat;
+
+    or, instead of both, ``"r_shapes"``: ``[[p, q, r, s, t], ...]`` in
+    application order (the reference PyTorch layer). Any other key (``"params"``,
+    ``"kind"``, ... as written by ``pydebut chains`` and ``pydebut check``) is
+    ignored. A file may also list chains, as ``pydebut chains --format json``
+    writes them: an object with a ``"chains"`` array, or a bare array. Then
+    ``row`` (1-based, as the ``row`` column of the table) picks one; it may be
+    left out only when the list has exactly one chain.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+    row : int, optional
+        Which chain of a listing to read (1-based).
+
+    Returns
+    -------
+    Chain
+
+    Raises
+    ------
+    UsageError
+        If the file cannot be read, is not JSON or does not match the schema.
+    ValueError, TypeError
+        If the numbers do not make a valid chain (the message names the factor).
+
+    Examples
+    --------
+    >>> import json, tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+    ...     json.dump({"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]]}, f)
+    >>> load_chain_json(f.name)
+    Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+    >>> os.remove(f.name)
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot read chain file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"chain file {path} is not text (not UTF-8): not a JSON file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})"
+        ) from None
+    except RecursionError:
+        raise UsageError(f"chain file {path} is nested too deeply to be a chain") from None
+    if isinstance(data, dict) and "chains" in data:
+        data = data["chains"]
+    if isinstance(data, list):
+        data = _pick_row(data, row, path)
+    elif row is not None:
+        raise UsageError(f"chain file {path} holds one chain, so --row does not apply")
+    if not isinstance(data, dict):
+        raise UsageError(f"chain file {path}: expected a JSON object with 'sup' and 'sub'")
+    if "sup" in data and "sub" in data:
+        return Chain.from_sup_sub(data["sup"], data["sub"])
+    if "r_shapes" in data:
+        return Chain.from_r_shapes(data["r_shapes"])
+    raise UsageError(f"chain file {path}: expected keys 'sup' and 'sub' (or 'r_shapes')")
+
+
+def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
+    if not rows:
+        raise UsageError(f"chain file {path} lists no chains")
+    if row is None:
+        if len(rows) > 1:
+            raise UsageError(
+                f"chain file {path} lists {len(rows)} chains: choose one with --row 1..{len(rows)}"
+            )
+        row = 1
+    if not 1 <= row <= len(rows):
+        raise UsageError(f"chain file {path} lists {len(rows)} chains, so there is no row {row}")
+    return rows[row - 1]
+
+
+def require_matplotlib(option: str = "--plot") -> None:
+    """Raise :class:`UsageError` (one line) if matplotlib cannot be imported."""
+    try:
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{option} needs matplotlib: pip install pydebut[plot]") from None
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Save ``figure`` to ``path`` and return the path of the file really written.
+
+    A path without a suffix gets matplotlib's default format as suffix
+    (``noext`` becomes ``noext.png``), which is what ``savefig`` writes.
+    """
+    import matplotlib
+
+    written = Path(path)
+    if not written.suffix:
+        written = written.with_name(f"{written.name}.{matplotlib.rcParams['savefig.format']}")
+    figure.savefig(written, dpi=dpi)
+    return written

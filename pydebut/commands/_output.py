@@ -1,0 +1,83 @@
+"""How the subcommands print: tables through ``tabulate`` and one format per kind of number.
+
+Every table of the command line goes through :func:`table`, and every number
+through the helper for its kind, so that the same quantity reads the same in
+every command: counts of parameters, flops or entries with thousands
+separators, relative errors with 6 significant digits, ratios with two
+decimals and an ``x``, durations with a unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from tabulate import tabulate
+
+__all__ = ["count", "duration", "error", "ratio", "table"]
+
+
+def table(
+    rows: Iterable[Sequence[object]], headers: Sequence[str], align: str | None = None
+) -> str:
+    """Lay out ``rows`` under ``headers``, cells already formatted as text.
+
+    Parameters
+    ----------
+    rows : iterable of sequences
+        One sequence of cells per row; cells are printed with ``str``.
+    headers : sequence of str
+        Column titles.
+    align : str, optional
+        One letter per column, ``"l"`` (text) or ``"r"`` (numbers); by
+        default every column is right-aligned.
+
+    Examples
+    --------
+    >>> print(table([["F_1", count(1024)], ["F_2", count(32)]], ["factor", "nnz"], "lr"))
+    factor      nnz
+    --------  -----
+    F_1       1,024
+    F_2          32
+    """
+    if align is None:
+        align = "r" * len(headers)
+    if len(align) != len(headers):
+        raise ValueError(f"align has {len(align)} letters for {len(headers)} columns")
+    sides = {"l": "left", "r": "right"}
+    return tabulate(
+        [[str(cell) for cell in row] for row in rows],
+        headers=list(headers),
+        tablefmt="simple",
+        colalign=[sides[letter] for letter in align],
+        disable_numparse=True,
+    )
+
+
+def count(value: int) -> str:
+    """A count (parameters, flops, entries) with thousands separators: ``25,600``."""
+    return f"{value:,}"
+
+
+def error(value: float) -> str:
+    """A relative error with 6 significant digits: ``0.0498132``, ``1.9e-15``."""
+    return f"{value:.6g}"
+
+
+def ratio(value: float) -> str:
+    """A ratio (compression, speed-up) with two decimals: ``40.96x``."""
+    return f"{value:,.2f}x"
+
+
+def duration(seconds: float) -> str:
+    """A duration with a unit and 3 significant digits: ``850 us``, ``12.3 ms``, ``1.25 s``.
+
+    Examples
+    --------
+    >>> [duration(t) for t in (8.5e-7, 0.0123, 1.25, 4321.0)]
+    ['0.85 us', '12.3 ms', '1.25 s', '4,321 s']
+    """
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if seconds >= scale:
+            value = seconds / scale
+            return f"{value:,.0f} {unit}" if value >= 1000 else f"{value:.3g} {unit}"
+    return f"{seconds * 1e6:.3g} us"

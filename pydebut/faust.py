@@ -1,0 +1,149 @@
+"""Hand-off to and from pyfaust's ``Faust`` (optional: ``pip install pydebut[faust]``).
+
+A ``Faust`` is a product of sparse or dense factors, listed left to right as
+pydebut lists them, so a DeBut chain maps onto it factor by factor. pyfaust is
+imported only when one of these functions runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._sparse import sparse_factors
+from .operator import DeButOperator
+from .spec import Chain, FactorSpec
+
+__all__ = ["from_faust", "to_faust"]
+
+
+def _pyfaust() -> Any:
+    try:
+        import pyfaust
+    except ImportError:
+        raise ImportError(
+            "the Faust hand-off needs pyfaust: install it with pip install pydebut[faust]"
+        ) from None
+    return pyfaust
+
+
+def to_faust(op: DeButOperator) -> Any:
+    """The operator as a ``pyfaust.Faust`` of CSR factors, ``F_1`` first.
+
+    pyfaust has no complex64, so complex64 weights become complex128.
+
+    Parameters
+    ----------
+    op : DeButOperator
+
+    Returns
+    -------
+    pyfaust.Faust
+
+    Raises
+    ------
+    ImportError
+        If pyfaust is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import DeButOperator
+    >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    >>> faust = to_faust(op)
+    >>> np.allclose(faust.toarray(), op.toarray())
+    True
+    """
+    if not isinstance(op, DeButOperator):
+        raise TypeError(f"to_faust() needs a DeButOperator, got {type(op).__name__}")
+    pyfaust = _pyfaust()
+    dtype = np.complex128 if op.dtype == np.complex64 else op.dtype
+    return pyfaust.Faust([sp.csr_matrix(factor, dtype=dtype) for factor in sparse_factors(op)])
+
+
+def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
+    """A ``DeButOperator`` from the factors of a ``pyfaust.Faust``.
+
+    Parameters
+    ----------
+    faust : pyfaust.Faust
+        Its factors (sparse or dense) must each have a DeBut support.
+    chain : Chain or sequence of (p, q, r, s, t), optional
+        The factors' shapes. Without it, each factor gets the DeBut shape with
+        the fewest weights whose support holds the factor's nonzeros (among
+        equally small ones, the largest ``t``: a diagonal factor reads as
+        ``(p, p, 1, 1, p)``).
+
+    Returns
+    -------
+    DeButOperator
+
+    Raises
+    ------
+    ValueError
+        If a factor has a nonzero outside its DeBut support, or the factors
+        do not match ``chain``; the message names the factor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import DeButOperator
+    >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    >>> back = from_faust(to_faust(op))
+    >>> back.chain == op.chain, np.allclose(back.toarray(), op.toarray())
+    (True, True)
+    """
+    pyfaust = _pyfaust()
+    if not isinstance(faust, pyfaust.Faust):
+        raise TypeError(f"from_faust() needs a pyfaust.Faust, got {type(faust).__name__}")
+    factors = [sp.coo_array(faust.factors(i)) for i in range(faust.numfactors())]
+    if chain is None:
+        specs = [_smallest_spec(factor) for factor in factors]
+        chain = Chain(specs)
+    else:
+        chain = chain if isinstance(chain, Chain) else Chain(chain)
+        if len(chain) != len(factors):
+            raise ValueError(f"the Faust has {len(factors)} factors but the chain has {len(chain)}")
+    weights = []
+    for index, (spec, factor) in enumerate(zip(chain, factors)):
+        if factor.shape != spec.shape:
+            raise ValueError(
+                f"factor {index + 1} of the Faust is {factor.shape[0]} x {factor.shape[1]}, "
+                f"but the chain's factor {index + 1} is (p, q, r, s, t) = {spec.as_tuple()}"
+            )
+        if not _fits(spec, factor):
+            raise ValueError(
+                f"factor {index + 1} of the Faust has nonzeros outside the support of "
+                f"(p, q, r, s, t) = {spec.as_tuple()}"
+            )
+        rows, cols = spec.support_indices()
+        values = sp.csr_array(factor)[rows, cols]
+        weights.append(np.asarray(values).reshape(spec.weight_shape))
+    return DeButOperator(chain, weights)
+
+
+def _fits(spec: FactorSpec, factor: sp.coo_array) -> bool:
+    """Whether every stored nonzero of ``factor`` lies in the support of ``spec``."""
+    nonzero = factor.data != 0
+    i, j = factor.row[nonzero], factor.col[nonzero]
+    same_block = i // (spec.r * spec.t) == j // (spec.s * spec.t)
+    return bool(np.all(same_block) and np.all(i % spec.t == j % spec.t))
+
+
+def _smallest_spec(factor: sp.coo_array) -> FactorSpec:
+    """The DeBut shape with the fewest weights (then the largest ``t``) holding ``factor``."""
+    p, q = factor.shape
+    candidates = (
+        FactorSpec(p, q, p // d, q // d, t)
+        for d in reversed(_divisors(math.gcd(p, q)))  # d = k*t blocks times diagonal; nnz = pq/d
+        for t in reversed(_divisors(d))
+    )
+    return next(spec for spec in candidates if _fits(spec, factor))  # d = 1 is dense: fits
+
+
+def _divisors(x: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(x) + 1) if x % d == 0]
+    return sorted({*small, *(x // d for d in small)})

@@ -1,0 +1,63 @@
+"""Targets that are not arrays: SciPy sparse matrices and ``LinearOperator``s, made dense.
+
+Fitting works on the dense ``m x n`` target, so a sparse matrix is densified
+and a ``LinearOperator`` is sampled by applying it to the identity, a block of
+columns at a time, both only up to :data:`MAX_ENTRIES` entries; beyond that
+the caller gets a ``ValueError`` naming the limit, before anything is
+allocated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
+
+#: Largest ``m * n`` a sparse or LinearOperator target is made dense for (1 GiB of float64).
+MAX_ENTRIES = 2**27
+
+#: Columns of the identity applied to a LinearOperator target at a time.
+BLOCK = 256
+
+
+def dense_target(target: Any) -> Any:
+    """``target`` itself, or a dense ndarray if it is sparse or a ``LinearOperator``.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> from scipy.sparse.linalg import aslinearoperator
+    >>> dense_target(sp.eye_array(3)).tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    >>> dense_target(aslinearoperator(2 * np.eye(2))).tolist()
+    [[2.0, 0.0], [0.0, 2.0]]
+    """
+    if sp.issparse(target):
+        _check_size(target.shape, "sparse matrix")
+        return target.toarray()
+    if isinstance(target, LinearOperator):
+        _check_size(target.shape, "LinearOperator")
+        m, n = target.shape
+        dtype = np.result_type(target.dtype if target.dtype is not None else np.float64)
+        out = np.empty((m, n), dtype=np.result_type(dtype, np.float32))
+        for start in range(0, n, BLOCK):
+            stop = min(start + BLOCK, n)
+            columns = np.zeros((n, stop - start), dtype=out.dtype)
+            columns[np.arange(start, stop), np.arange(stop - start)] = 1
+            out[:, start:stop] = target.matmat(columns)
+        return out
+    return target
+
+
+def _check_size(shape: tuple[int, ...], what: str) -> None:
+    if len(shape) != 2:
+        raise ValueError(f"the target must be a 2-D matrix, got a {what} of shape {shape}")
+    m, n = shape
+    if m * n > MAX_ENTRIES:
+        raise ValueError(
+            f"the target is a {m} x {n} {what}; fitting needs it dense, and pydebut densifies "
+            f"at most {MAX_ENTRIES:,} entries (pydebut.fit._dense_target.MAX_ENTRIES); "
+            "pass a dense array if it fits in memory"
+        )

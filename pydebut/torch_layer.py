@@ -1,0 +1,186 @@
+"""Hand-off to PyTorch: a DeBut chain as an ``nn.Module`` in the paper's twiddle layout.
+
+pydebut does not train networks; it chooses chains and computes good weights.
+:func:`to_torch_layer` turns an operator into a PyTorch module laid out as the
+paper's reference layer: the chain as ``R_shapes`` (``[p, q, r, s, t]`` in
+application order) and all weights in **one flat parameter**, holding for
+each factor in application order ``p*s`` values viewed as ``(k, t, r, s)``
+(block, diagonal index, row, column); see :meth:`DeButOperator.to_twiddle`.
+
+The forward pass takes row vectors ``x`` of shape ``(..., n)`` and returns
+``x @ A.T`` of shape ``(..., m)``, as ``nn.Linear`` does; factor by factor, in
+application order, the input is viewed as ``(batch, k, s, t)`` and
+
+.. math:: y_{b \\rho \\alpha} = \\sum_\\sigma V_{b \\alpha \\rho \\sigma}\\, x_{b \\sigma \\alpha}.
+
+:func:`forward_from_twiddle` is the same computation in NumPy, the reference
+the module is tested against. PyTorch is imported only by
+:func:`to_torch_layer`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from .operator import DeButOperator
+from .spec import Chain
+
+__all__ = ["forward_from_twiddle", "from_torch_layer", "to_torch_layer"]
+
+
+def forward_from_twiddle(r_shapes: Any, vector: Any, x: Any) -> np.ndarray:
+    """The layer's forward pass in NumPy: ``x @ A.T`` for row vectors ``x`` of shape ``(..., n)``.
+
+    Parameters
+    ----------
+    r_shapes : sequence of [p, q, r, s, t]
+        The chain in application order (validated).
+    vector : array_like
+        The flat weights, ``sum p*s`` values in the twiddle layout.
+    x : array_like, shape (..., n)
+
+    Returns
+    -------
+    ndarray, shape (..., m)
+
+    Examples
+    --------
+    >>> op = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0)
+    >>> r_shapes, vector = op.to_twiddle()
+    >>> x = np.ones((3, 8))
+    >>> np.allclose(forward_from_twiddle(r_shapes, vector, x), x @ op.toarray().T)
+    True
+    """
+    chain = Chain.from_r_shapes(r_shapes)
+    vector = np.asarray(vector)
+    if vector.shape != (chain.n_params,):
+        raise ValueError(
+            f"R_shapes needs {chain.n_params} weights (sum of p*s), got shape {vector.shape}"
+        )
+    x = np.asarray(x)
+    m, n = chain.shape
+    if x.ndim == 0 or x.shape[-1] != n:
+        raise ValueError(f"x must have shape (..., {n}), got {x.shape}")
+    lead = x.shape[:-1]
+    out = x.reshape(-1, n)
+    offset = 0
+    for spec in reversed(chain.factors):  # application order
+        k, r, s, t = spec.weight_shape
+        twiddle = vector[offset : offset + spec.nnz].reshape(k, t, r, s)
+        out = np.einsum("ktrs,bkst->bkrt", twiddle, out.reshape(-1, k, s, t)).reshape(-1, spec.p)
+        offset += spec.nnz
+    return out.reshape(*lead, m)
+
+
+def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) -> Any:
+    """A ``torch.nn.Module`` computing ``x @ A.T`` (plus a bias) with ``op``'s weights.
+
+    The module has attributes ``r_shapes`` (list of ``[p, q, r, s, t]``,
+    application order), ``in_features = n`` and ``out_features = m``, a
+    single flat ``nn.Parameter`` named ``twiddle`` in the paper's layout
+    (:meth:`DeButOperator.to_twiddle`) and, with ``bias=True``, a zero
+    ``bias`` of length ``m``. :func:`from_torch_layer` reads it back.
+
+    Parameters
+    ----------
+    op : DeButOperator
+    bias : bool, default False
+    dtype : torch.dtype, optional
+        By default the dtype matching the operator's.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    ImportError
+        If PyTorch is not installed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    >>> layer = to_torch_layer(op)
+    >>> layer.r_shapes, tuple(layer.twiddle.shape)
+    ([[4, 4, 2, 2, 1], [4, 4, 2, 2, 2]], (16,))
+    >>> x = torch.ones(2, 4, dtype=torch.float64)
+    >>> np.allclose(layer(x).detach().numpy(), x.numpy() @ op.toarray().T)
+    True
+    """
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "to_torch_layer() needs PyTorch: install it with pip install torch (or pydebut[torch])"
+        ) from None
+    if not isinstance(op, DeButOperator):
+        raise TypeError(f"to_torch_layer() needs a DeButOperator, got {type(op).__name__}")
+    r_shapes, vector = op.to_twiddle()
+    layer = _layer_class(torch)(r_shapes, torch.from_numpy(np.ascontiguousarray(vector)), bias)
+    return layer if dtype is None else layer.to(dtype)
+
+
+def from_torch_layer(layer: Any) -> DeButOperator:
+    """The ``DeButOperator`` of a module made by :func:`to_torch_layer` (its bias is left out).
+
+    Examples
+    --------
+    >>> op = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0)
+    >>> np.array_equal(from_torch_layer(to_torch_layer(op)).toarray(), op.toarray())
+    True
+    """
+    if not (hasattr(layer, "twiddle") and hasattr(layer, "r_shapes")):
+        raise TypeError(
+            "from_torch_layer() needs a module made by to_torch_layer(), "
+            f"got {type(layer).__name__}"
+        )
+    vector = layer.twiddle.detach().cpu().numpy()
+    return DeButOperator.from_twiddle(layer.r_shapes, vector)
+
+
+@functools.cache
+def _layer_class(torch: Any) -> Any:
+    """The module class, defined once PyTorch is imported (pydebut does not import it)."""
+
+    class DeButLayer(torch.nn.Module):
+        """``x @ A.T (+ bias)`` for a DeBut chain in the paper's twiddle layout."""
+
+        def __init__(self, r_shapes: list[list[int]], vector: Any, bias: bool) -> None:
+            super().__init__()
+            chain = Chain.from_r_shapes(r_shapes)
+            self.r_shapes = [list(shape) for shape in r_shapes]
+            self.out_features, self.in_features = chain.shape
+            self._views = [
+                (spec.nnz, spec.weight_shape) for spec in reversed(chain.factors)
+            ]  # application order: (size, (k, r, s, t))
+            self.twiddle = torch.nn.Parameter(vector.clone())
+            self.bias = (
+                torch.nn.Parameter(torch.zeros(self.out_features, dtype=vector.dtype))
+                if bias
+                else None
+            )
+
+        def forward(self, x: Any) -> Any:
+            lead = x.shape[:-1]
+            out = x.reshape(-1, self.in_features)
+            offset = 0
+            for size, (k, r, s, t) in self._views:
+                twiddle = self.twiddle[offset : offset + size].view(k, t, r, s)
+                out = torch.einsum("ktrs,bkst->bkrt", twiddle, out.reshape(-1, k, s, t))
+                out = out.reshape(-1, k * r * t)
+                offset += size
+            out = out.reshape(*lead, self.out_features)
+            return out if self.bias is None else out + self.bias
+
+        def extra_repr(self) -> str:
+            return (
+                f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"factors={len(self.r_shapes)}, params={self.twiddle.numel()}, "
+                f"bias={self.bias is not None}"
+            )
+
+    return DeButLayer

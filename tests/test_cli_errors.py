@@ -1,0 +1,186 @@
+"""No traceback reaches the user: hostile input gives one line and exit status 2.
+
+Exit status 1 means "valid but not dense" for ``pydebut check``, so no error may
+use it; an internal bug gives exit status 3 and a line saying how to see the
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+from pydebut import cli
+from pydebut.cli import EXIT_BUG, EXIT_USAGE, main
+from pydebut.commands import check
+
+CHAIN = ["--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1"]
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    """Hostile files in the working directory, by name."""
+    monkeypatch.chdir(tmp_path)
+    np.save("ok.npy", np.random.default_rng(0).standard_normal((4, 4)))
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)))
+    (tmp_path / "text.npy").write_text("hello")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "truncated.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:100])
+    np.savez("archive.npz", a=np.ones((4, 4)))
+    np.save("objects.npy", np.array([{}, 1], dtype=object), allow_pickle=True)
+    np.save("cube.npy", np.ones((2, 2, 2)))
+    np.save("nan.npy", np.full((4, 4), np.nan))
+    np.save("strings.npy", np.full((4, 4), "a"))
+    return tmp_path
+
+
+HOSTILE = {
+    "deep chain file": (["check", "--chain", "deep.json"], "nested too deeply"),
+    "binary chain file": (["check", "--chain", "binary.json"], "binary.json is not text"),
+    "directory as chain file": (["check", "--chain", "."], "cannot read chain file"),
+    "deep --r-shapes": (["check", "--r-shapes", "[" * 5000], "nested too deeply"),
+    "deep --sup": (["check", "--sup", "[" * 5000, "--sub", "1"], "nested too deeply"),
+    "float overflow in --sup": (["check", "--sup", "1e400 4", "--sub", "4 4 1"], "integers"),
+    "huge m": (["chains", str(10**30), "8"], "m must be below"),
+    "huge factor range": (["chains", "8", "8", "--factors", f"1-{10**26}"], ""),
+    "plot into a missing directory": (
+        ["check", *CHAIN, "--plot", "no/such/dir/x.png"],
+        "No such file or directory",
+    ),
+    "plot format unknown": (["check", *CHAIN, "--plot", "x.unknownext"], "not supported"),
+    "missing target": (["fit", "missing.npy", *CHAIN, "-o", "x.npz"], "missing.npy"),
+    "text target": (["fit", "text.npy", *CHAIN, "-o", "x.npz"], ""),
+    "empty target": (["fit", "empty.npy", *CHAIN, "-o", "x.npz"], ""),
+    "truncated target": (["fit", "truncated.npy", *CHAIN, "-o", "x.npz"], ""),
+    "npz target": (["fit", "archive.npz", *CHAIN, "-o", "x.npz"], ""),
+    "object target": (["fit", "objects.npy", *CHAIN, "-o", "x.npz"], ""),
+    "3-D target": (["fit", "cube.npy", *CHAIN, "-o", "x.npz"], "2-D"),
+    "NaN target": (["fit", "nan.npy", *CHAIN, "-o", "x.npz"], "non-finite"),
+    "string target": (["fit", "strings.npy", *CHAIN, "-o", "x.npz"], "numbers"),
+    "directory target": (["fit", ".", *CHAIN, "-o", "x.npz"], "Is a directory"),
+    "output into a missing directory": (
+        ["fit", "ok.npy", *CHAIN, "--no-progress", "-o", "no/such/dir/x.npz"],
+        "no/such/dir",
+    ),
+    "output is a directory": (["fit", "ok.npy", *CHAIN, "--no-progress", "-o", "."], ""),
+    "NaN tolerance": (["fit", "ok.npy", *CHAIN, "--tol", "nan", "-o", "x.npz"], "tol"),
+    "negative seed": (
+        [
+            "fit",
+            "ok.npy",
+            *CHAIN,
+            "--no-progress",
+            "--init",
+            "random",
+            "--seed",
+            "-1",
+            "-o",
+            "x.npz",
+        ],
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_input_is_one_line_and_status_2(capsys, files, case):
+    argv, words = HOSTILE[case]
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == EXIT_USAGE, err
+    assert err.count("\n") == 1 and err.startswith("pydebut"), err
+    assert words in err
+    assert "Traceback" not in err and "bug" not in err
+
+
+def raising(error: BaseException):
+    def run(args):
+        raise error
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
+        (MemoryError(), "not enough memory for this request; ask for less"),
+        (MemoryError("Unable to allocate 8.00 TiB"), "(Unable to allocate 8.00 TiB)"),
+        (OverflowError("Python int too large"), "Python int too large"),
+        (EOFError("No data left in file"), "No data left in file"),
+        (zlib.error("Error -3 while decompressing data"), "Error -3"),
+        (zipfile.BadZipFile("File is not a zip file"), "not a zip file"),
+        (ValueError("first line\nsecond line"), "first line second line"),
+    ],
+)
+def test_input_error_classes_are_one_line_and_status_2(capsys, monkeypatch, error, words):
+    monkeypatch.setattr(check, "run", raising(error))
+    status = main(["check", *CHAIN])
+    err = capsys.readouterr().err
+    assert status == EXIT_USAGE
+    assert err.count("\n") == 1 and err.startswith("pydebut: error:") and words in err
+
+
+@pytest.mark.parametrize("error", [KeyError("x"), IndexError("list index"), AssertionError()])
+def test_internal_bugs_say_so_and_how_to_see_the_traceback(capsys, monkeypatch, error):
+    monkeypatch.delenv(cli.DEBUG_VARIABLE, raising=False)
+    monkeypatch.setattr(check, "run", raising(error))
+    status = main(["check", *CHAIN])
+    err = capsys.readouterr().err
+    assert status == EXIT_BUG
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"internal error ({type(error).__name__}" in err and "bug in pydebut" in err
+    assert "--debug" in err and f"{cli.DEBUG_VARIABLE}=1" in err
+
+
+def test_debug_shows_the_traceback(capsys, monkeypatch):
+    monkeypatch.setattr(check, "run", raising(KeyError("x")))
+    with pytest.raises(KeyError):
+        main(["--debug", "check", *CHAIN])
+    monkeypatch.setenv(cli.DEBUG_VARIABLE, "1")
+    with pytest.raises(KeyError):
+        main(["check", *CHAIN])
+    monkeypatch.setenv(cli.DEBUG_VARIABLE, "0")
+    assert main(["check", *CHAIN]) == EXIT_BUG
+
+
+def test_interrupt_is_one_line_and_status_130(capsys, monkeypatch):
+    monkeypatch.setattr(check, "run", raising(KeyboardInterrupt()))
+    assert main(["check", *CHAIN]) == 130
+    assert capsys.readouterr().err == "pydebut: interrupted\n"
+
+
+def test_demo_plot_without_matplotlib_is_the_check_message(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    messages = []
+    for argv in (["demo", "--plot", str(tmp_path)], ["check", *CHAIN, "--plot", "x.png"]):
+        assert main(argv) == EXIT_USAGE
+        messages.append(capsys.readouterr().err)
+    assert (
+        messages[0]
+        == messages[1]
+        == ("pydebut: error: --plot needs matplotlib: pip install pydebut[plot]\n")
+    )
+
+
+def test_no_traceback_from_the_real_entry_point(tmp_path):
+    """The same as above, through ``python -m pydebut`` with the interpreter's own stack."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    result = subprocess.run(
+        [sys.executable, "-m", "pydebut", "check", "--chain", str(deep)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, cli.DEBUG_VARIABLE: ""},
+    )
+    assert result.returncode == EXIT_USAGE
+    assert (
+        result.stderr == f"pydebut: error: chain file {deep} is nested too deeply to be a chain\n"
+    )

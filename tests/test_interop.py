@@ -1,0 +1,177 @@
+"""Hand-offs to optional packages: pyfaust's ``Faust`` and a PyTorch module.
+
+The tests that need the package skip cleanly without it; the NumPy reference
+of the paper layer's forward pass and the messages for a missing package are
+tested always.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pydebut import Chain, DeButOperator
+from pydebut.torch_layer import forward_from_twiddle
+
+CHAINS = {
+    "chainable": Chain.from_factorizations([2, 3, 2], [3, 2, 2]),
+    "lenet fc1 (bulging)": Chain.from_sup_sub(
+        "128 256 256 512 512 512 512 256 256 400", "2 4 64 1 2 64 2 2 32 2 1 16 16 25 1"
+    ),
+    "pointwise 3 -> 64": Chain.from_r_shapes(
+        [[4, 3, 4, 3, 1], [8, 4, 2, 1, 4], [16, 8, 2, 1, 4], [32, 16, 2, 1, 16], [64, 32, 2, 1, 32]]
+    ),
+    "with a diagonal factor": Chain([(6, 6, 1, 1, 6), (6, 4, 3, 2, 1)]),
+}
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+
+
+def tolerance(dtype) -> float:
+    return 1e-5 if np.dtype(dtype).itemsize <= 8 and np.dtype(dtype) != np.float64 else 1e-12
+
+
+# --- the paper layer's forward pass, in NumPy ----------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_twiddle_forward_is_x_times_the_transposed_product(name, dtype):
+    op = DeButOperator.random(CHAINS[name], rng=0, dtype=dtype)
+    r_shapes, vector = op.to_twiddle()
+    x = np.random.default_rng(1).standard_normal((2, 3, op.shape[1]))
+    y = forward_from_twiddle(r_shapes, vector, x)
+    assert y.shape == (2, 3, op.shape[0])
+    np.testing.assert_allclose(y, x @ op.toarray().T, atol=1e-12)
+
+
+def test_twiddle_forward_reads_the_application_order_layout():
+    """One factor by hand: p*s values viewed as (k, t, r, s)."""
+    r_shapes = [[4, 4, 2, 2, 1]]  # k = 2 blocks of 2 x 2, t = 1
+    vector = np.arange(1.0, 9.0)  # block 0: [[1, 2], [3, 4]], block 1: [[5, 6], [7, 8]]
+    x = np.array([1.0, 10.0, 100.0, 1000.0])
+    expected = [1 + 20, 3 + 40, 500 + 6000, 700 + 8000]
+    np.testing.assert_array_equal(forward_from_twiddle(r_shapes, vector, x), expected)
+    with pytest.raises(ValueError, match="needs 8 weights"):
+        forward_from_twiddle(r_shapes, vector[:-1], x)
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 4\)"):
+        forward_from_twiddle(r_shapes, vector, x[:3])
+
+
+# --- PyTorch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_layer_matches_the_operator_and_the_numpy_reference(name, dtype):
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import from_torch_layer, to_torch_layer
+
+    op = DeButOperator.random(CHAINS[name], rng=2, dtype=dtype)
+    layer = to_torch_layer(op, bias=True)
+    r_shapes, vector = op.to_twiddle()
+    assert layer.r_shapes == r_shapes
+    assert (layer.in_features, layer.out_features) == (op.shape[1], op.shape[0])
+    assert [name for name, _ in layer.named_parameters()] == ["twiddle", "bias"]
+    np.testing.assert_array_equal(layer.twiddle.detach().numpy(), vector)
+    x = np.random.default_rng(3).standard_normal((5, op.shape[1])).astype(dtype)
+    with torch.no_grad():
+        layer.bias.fill_(0.5)
+        y = layer(torch.from_numpy(x)).numpy()
+    expected = forward_from_twiddle(r_shapes, vector, x) + 0.5
+    np.testing.assert_allclose(y, expected, rtol=tolerance(dtype), atol=tolerance(dtype))
+    assert np.array_equal(from_torch_layer(layer).toarray(), op.toarray())
+
+
+def test_torch_layer_trains_and_hands_back():
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import from_torch_layer, to_torch_layer
+
+    op = DeButOperator.random(CHAINS["chainable"], rng=4)
+    layer = to_torch_layer(op)
+    x = torch.randn(7, op.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    layer(x).square().sum().backward()
+    grad = layer.twiddle.grad.numpy()
+    assert grad.shape == (op.n_params,) and np.abs(grad).sum() > 0
+    with torch.no_grad():
+        layer.twiddle -= 0.1 * layer.twiddle.grad
+    trained = from_torch_layer(layer)
+    np.testing.assert_allclose(
+        x.numpy() @ trained.toarray().T, layer(x).detach().numpy(), atol=1e-12
+    )
+    assert "params=" in repr(layer) and to_torch_layer(op, dtype=torch.float32).twiddle.dtype == (
+        torch.float32
+    )
+
+
+def test_torch_layer_without_torch_says_how_to_install(monkeypatch):
+    from pydebut.torch_layer import to_torch_layer
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="pip install torch"):
+        to_torch_layer(DeButOperator.random(CHAINS["chainable"], rng=0))
+
+
+# --- pyfaust -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_faust_round_trip(name, dtype):
+    pytest.importorskip("pyfaust")
+    op = DeButOperator.random(CHAINS[name], rng=5, dtype=dtype)
+    faust = op.to_faust()
+    assert faust.numfactors() == op.n_factors and faust.shape == op.shape
+    assert faust.dtype == (np.complex128 if dtype == np.complex64 else dtype)
+    np.testing.assert_allclose(faust.toarray(), op.toarray(), rtol=tolerance(dtype))
+    back = DeButOperator.from_faust(faust)
+    assert back.chain == op.chain
+    np.testing.assert_allclose(back.toarray(), op.toarray(), rtol=tolerance(dtype))
+    given = DeButOperator.from_faust(faust, chain=op.chain)
+    np.testing.assert_array_equal(given.toarray(), back.toarray())
+
+
+def test_faust_factors_may_be_dense_and_diagonal_factors_read_as_one_block():
+    pyfaust = pytest.importorskip("pyfaust")
+    from pydebut.faust import from_faust
+
+    op = DeButOperator.random(CHAINS["with a diagonal factor"], rng=6)
+    faust = pyfaust.Faust([factor.toarray() for factor in op.factors()])
+    back = from_faust(faust)
+    assert back.chain[0].as_tuple() == (6, 6, 1, 1, 6)
+    np.testing.assert_allclose(back.toarray(), op.toarray(), atol=1e-12)
+
+
+def test_faust_messages_name_the_factor():
+    pyfaust = pytest.importorskip("pyfaust")
+    from pydebut.faust import from_faust, to_faust
+
+    chain = CHAINS["chainable"]
+    op = DeButOperator.random(chain, rng=7)
+    factors = [sp.csr_matrix(factor) for factor in op.factors()]
+    broken = factors[1].tolil()
+    outside = np.argwhere(~chain[1].support())[0]
+    broken[outside[0], outside[1]] = 1.0
+    faust = pyfaust.Faust([factors[0], broken.tocsr(), factors[2]])
+    with pytest.raises(ValueError, match=r"factor 2 of the Faust has nonzeros outside"):
+        from_faust(faust, chain=chain)
+    assert from_faust(faust).chain[1] != chain[1]  # inferred: a larger support
+    with pytest.raises(ValueError, match="the Faust has 3 factors but the chain has 2"):
+        from_faust(op.to_faust(), chain=chain.factors[:2])
+    other = Chain.from_factorizations([3, 2, 2], [2, 3, 2])
+    with pytest.raises(
+        ValueError, match=r"factor 1 of the Faust is 12 x 18, but .* = \(12, 8, 3, 2, 4\)"
+    ):
+        from_faust(op.to_faust(), chain=other)
+    with pytest.raises(TypeError, match="needs a pyfaust.Faust"):
+        from_faust(op.toarray())
+    with pytest.raises(TypeError, match="needs a DeButOperator"):
+        to_faust(op.toarray())
+
+
+def test_faust_without_pyfaust_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyfaust", None)
+    with pytest.raises(ImportError, match=r"pip install pydebut\[faust\]"):
+        DeButOperator.random(CHAINS["chainable"], rng=0).to_faust()

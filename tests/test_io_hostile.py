@@ -1,0 +1,196 @@
+"""load() on damaged, forged and hostile files: a ValueError naming the file, in bounded memory."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tempfile
+import tracemalloc
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pydebut import Chain, DeButOperator, load, save
+
+CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
+
+
+def saved(compress: bool) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "op.npz"
+        save(path, DeButOperator.random(CHAIN, rng=0), compress=compress)
+        return path.read_bytes()
+
+
+GOOD = {False: saved(False), True: saved(True)}
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def archive(members: dict[str, bytes], compress: bool = False) -> bytes:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as zf:
+        for key, data in members.items():
+            zf.writestr(key + ".npy", data)
+    return buffer.getvalue()
+
+
+def raw_zip(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def header_members(specs: list[tuple[int, ...]]) -> dict[str, bytes]:
+    return {
+        "format": npy(np.array("pydebut")),
+        "format_version": npy(np.array(1)),
+        "specs": npy(np.array(specs, dtype=np.int64)),
+    }
+
+
+def forged_header(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    """A .npy header that claims ``shape`` (and no data behind it)."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+def load_bytes(tmp_path, data: bytes, **kwargs):
+    path = tmp_path / "hostile.npz"
+    path.write_bytes(data)
+    return path, lambda: load(path, **kwargs)
+
+
+def assert_refused(tmp_path, data: bytes, words: str = "", max_peak: int = 8 << 20, **kwargs):
+    """load() raises a ValueError naming the file, with a peak allocation below ``max_peak``."""
+    path, call = load_bytes(tmp_path, data, **kwargs)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    assert words in str(info.value)
+    assert peak < max_peak, f"load() allocated {peak} bytes before refusing"
+
+
+@given(compress=st.booleans(), data=st.data())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_truncations_and_bit_flips_load_or_raise_value_error(tmp_path, compress, data):
+    good = GOOD[compress]
+    if data.draw(st.booleans(), label="truncate"):
+        damaged = good[: data.draw(st.integers(0, len(good) - 1), label="size")]
+    else:
+        raw = bytearray(good)
+        for _ in range(data.draw(st.integers(1, 4), label="flips")):
+            position = data.draw(st.integers(0, len(raw) - 1), label="byte")
+            raw[position] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+        damaged = bytes(raw)
+    path, call = load_bytes(tmp_path, damaged)
+    try:
+        op = call()
+    except ValueError as err:
+        assert str(path) in str(err)
+    else:  # the flip hit something the format does not use (e.g. a timestamp)
+        assert op.chain == CHAIN
+
+
+@given(
+    shape=st.lists(st.integers(0, 2**40), min_size=0, max_size=5).map(tuple),
+    descr=st.sampled_from(["<f8", ">c16", "|O", "<U3", "|V8", "<f4", "[('a', '<f8')]"]),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_forged_headers_are_refused_before_reading(tmp_path, shape, descr):
+    members = header_members([spec.as_tuple() for spec in CHAIN])
+    members["weights_0"] = npy(DeButOperator.random(CHAIN, rng=0).weights[0])
+    members["weights_1"] = forged_header(shape, descr) + b"\0" * 64
+    assert_refused(tmp_path, archive(members))
+
+
+def test_a_header_claiming_tebibytes_is_refused_before_allocation(tmp_path):
+    big = (2**40, 2**40, 1, 1, 1)  # a valid factor with 2**40 weights: 8 TiB
+    members = header_members([big])
+    members["weights_0"] = forged_header((2**40, 1, 1, 1)) + b"\0" * 4096
+    assert_refused(tmp_path, archive(members), "header announces 8796093022208")
+    assert_refused(tmp_path, archive(members), "announces", max_bytes=2**50)
+
+
+def test_a_zip_bomb_is_refused_without_inflating_it(tmp_path):
+    # 64 MiB of zeros deflate to 64 KiB; the chain expects exactly that many weights.
+    side = 2**23
+    members = header_members([(side, side, 1, 1, 1)])
+    members["weights_0"] = forged_header((side, 1, 1, 1)) + bytes(8 * side)
+    bomb = archive(members, compress=True)
+    assert len(bomb) < 1 << 20
+    assert_refused(tmp_path, bomb, "max_bytes", max_bytes=2**20)
+
+
+def test_a_member_longer_than_its_declared_size_is_not_inflated(tmp_path):
+    # The zip directory declares a small member, the deflate stream holds 64 MiB.
+    members = header_members([spec.as_tuple() for spec in CHAIN])
+    op = DeButOperator.random(CHAIN, rng=0)
+    members["weights_0"] = npy(op.weights[0])
+    members["weights_1"] = npy(op.weights[1]) + bytes(64 << 20)
+    raw = bytearray(archive(members, compress=True))
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+        info = zf.getinfo("weights_1.npy")
+    honest = len(npy(op.weights[1]))
+    # patch the uncompressed size in the local header and in the central directory
+    local = info.header_offset
+    raw[local + 22 : local + 26] = struct.pack("<I", honest)
+    for start in _central_entries(bytes(raw)):
+        name_length = struct.unpack("<H", raw[start + 28 : start + 30])[0]
+        if raw[start + 46 : start + 46 + name_length] == b"weights_1.npy":
+            raw[start + 24 : start + 28] = struct.pack("<I", honest)
+    assert_refused(tmp_path, bytes(raw))
+
+
+def _central_entries(raw: bytes) -> list[int]:
+    starts, position = [], raw.find(b"PK\x01\x02")
+    while position >= 0:
+        starts.append(position)
+        position = raw.find(b"PK\x01\x02", position + 4)
+    return starts
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: archive({"format": b"\x93NUMPY\x01\x00\x10\x00{'descr': ((((("}), ""),
+        (lambda: archive({"format": b"\x93NUMPY\x09\x00\x10\x00"}), "version"),
+        (lambda: raw_zip("specs.txt", b"1"), "unexpected archive member 'specs.txt'"),
+        (lambda: b"PK\x03\x04" + bytes(100), ""),
+        (lambda: zlib.compress(b"x" * 1000), ""),
+    ],
+)
+def test_malformed_archives_raise_value_error(tmp_path, make, words):
+    assert_refused(tmp_path, make(), words)
+
+
+def test_fortran_order_and_big_endian_members_load_as_written(tmp_path):
+    op = DeButOperator.random(CHAIN, rng=0)
+    members = header_members([spec.as_tuple() for spec in CHAIN])
+    members["weights_0"] = npy(np.asfortranarray(op.weights[0]))
+    members["weights_1"] = npy(op.weights[1].astype(">f8"))
+    path = tmp_path / "variants.npz"
+    path.write_bytes(archive(members, compress=True))
+    back = load(path)
+    assert all(np.array_equal(a, b) for a, b in zip(back.weights, op.weights, strict=True))

@@ -1,0 +1,202 @@
+"""Requests beyond the documented limits are refused up front, with a message that names them."""
+
+from __future__ import annotations
+
+import re
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydebut import (
+    Chain,
+    DeButOperator,
+    FactorSpec,
+    count_chains,
+    enumerate_chains,
+    is_dense,
+    min_param_chain,
+    pareto_front,
+    product_support,
+)
+from pydebut import _memory as memory_module
+from pydebut import chains as chains_module
+from pydebut import density as density_module
+from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
+from pydebut.conv import im2col
+from pydebut.density import partial_supports
+from pydebut.special import hadamard
+
+from .strategies_chains import general_chains
+
+
+@pytest.fixture
+def no_graph_walk(monkeypatch):
+    """Fail if a search starts walking its state graph."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the state graph was walked before the request was refused")
+
+    monkeypatch.setattr(chains_module._Graph, "moves", refuse)
+    monkeypatch.setattr(chains_module._Graph, "summary", refuse)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: count_chains(720720, 720720, n_factors=3, kind="monotonic"),
+        lambda: min_param_chain(720720, 720720, 3),
+        lambda: pareto_front(720720, 720720, n_factors=range(1, 5)),
+        lambda: count_chains(64, 64, n_factors=3, rank=10**6),
+        lambda: enumerate_chains(5040, 5040, n_factors=range(1, 65), kind="bulging"),
+        lambda: enumerate_chains(5040, 5040, n_factors=6, order="params"),
+    ],
+)
+def test_large_state_graphs_are_refused_before_the_walk(call, no_graph_walk):
+    with pytest.raises(ValueError, match="MAX_GRAPH_MOVES") as info:
+        call()
+    message = str(info.value)
+    assert f"{MAX_GRAPH_MOVES:,}" in message and "narrow the request" in message
+
+
+def test_huge_factor_ranges_are_refused_without_listing_them(no_graph_walk):
+    with pytest.raises(ValueError, match=re.escape("at most 64, got range(1, 1000000000000)")):
+        count_chains(64, 64, n_factors=range(1, 10**12))
+    with pytest.raises(ValueError, match="at most 64, got 65"):
+        count_chains(64, 64, n_factors=iter(range(1, 10**12)))
+
+
+def test_unfiltered_requests_need_no_graph(no_graph_walk):
+    # closed forms: any size, any number of factors, no graph
+    assert count_chains(5040, 5040, n_factors=range(1, 65)) == 4159038066048
+    assert count_chains(720720, 720720, n_factors=3) == 52971303
+
+
+def test_unfiltered_enumeration_starts_at_once_on_composite_sizes():
+    # The count of completions comes in closed form, so the first chain needs no graph.
+    first = next(enumerate_chains(5040, 5040, n_factors=4))
+    assert first.shape == (5040, 5040) and first.n_factors == 4
+    assert len(list(zip(range(50), enumerate_chains(720720, 720720, n_factors=range(1, 65))))) == 50
+
+
+@given(
+    m=st.integers(1, 200),
+    n=st.integers(1, 200),
+    n_factors=st.integers(1, 4),
+    kind=st.sampled_from(["any", "monotonic", "bulging", "other"]),
+    rank=st.integers(1, 3),
+)
+@settings(deadline=None, max_examples=40)
+def test_graph_size_bounds_the_moves_a_search_examines(m, n, n_factors, kind, rank):
+    if kind in ("bulging", "other") and n_factors == 1:
+        return
+    request = _request(m, n, n_factors, kind, None, None, rank, False)
+    graph = request.graph(exact=True)
+    graph.summary(graph.root(n_factors))
+    examined = sum(
+        1
+        if state.left == 1
+        else len(_divisors(state.m_rest)) * len(_divisors(n // state.n_done)) * rank
+        for state in graph._summaries
+        if state.left
+    )
+    assert examined <= graph_size(m, n, n_factors, kind=kind, rank=rank)
+
+
+# --- density ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exponent", [20, 40])
+def test_block_diagonal_chains_are_decided_from_their_structure(exponent):
+    size = 2**exponent
+    tracemalloc.start()
+    try:
+        result = is_dense([(size, size, 2, 2, 1)] * 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.dense, result.missing) == (False, (0, 2))
+    assert peak < 1 << 20
+
+
+@given(general_chains(max_dim=96, max_factors=3), st.integers(2, 3), st.integers(1, 3))
+@settings(deadline=None, max_examples=40)
+def test_block_and_residue_reductions_agree_with_reachability(chain, blocks, residues):
+    # Widen a chain into `blocks` diagonal copies, each interleaving `residues` copies.
+    widened = Chain(
+        [
+            (f.p * blocks * residues, f.q * blocks * residues, f.r, f.s, f.t * residues)
+            for f in chain
+        ]
+    )
+    support = product_support(widened)
+    gaps = np.argwhere(~support)
+    assert is_dense(widened).missing == tuple(int(x) for x in gaps[0])
+
+
+def test_density_beyond_the_work_limit_is_refused_up_front(monkeypatch):
+    # 16 radix-2 stages in reverse order: not chainable, nothing to reduce, dense.
+    chain = Chain([(2**16, 2**16, 2, 2, 2**b) for b in range(16)])
+    monkeypatch.setattr(density_module, "_first_missing", None)  # must not be reached
+    with pytest.raises(ValueError, match="MAX_REACH_WORK") as info:
+        is_dense(chain)
+    assert "every output's reach" in str(info.value)
+    with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
+        product_support([(2**16, 2**16, 2, 2, 1)])
+    with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
+        partial_supports([(2**15, 2**15, 2, 2, 1)] * 2)
+
+
+# --- allocations beyond the machine's memory ------------------------------------------
+
+HUGE = 2**40
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: DeButOperator.random([(HUGE, HUGE, 2, 2, 1)]), "2,199,023,255,552 weights"),
+        (lambda: DeButOperator.identity([(HUGE, HUGE, 2, 2, 1)]), "weights needs 16 TiB"),
+        (lambda: hadamard(HUGE), "weights needs 640 TiB"),
+        (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support(), "the support of FactorSpec"),
+        (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support_indices(), "support indices"),
+        (lambda: DeButOperator.random([(2**20, 2**20, 1, 1, 1)]).toarray(), "dense 1048576"),
+    ],
+)
+def test_allocations_beyond_memory_are_refused_with_a_value_error(call, words):
+    with pytest.raises(ValueError, match="more than this machine's memory") as info:
+        call()
+    assert words in str(info.value)
+
+
+def test_the_memory_check_comes_before_the_allocation(monkeypatch):
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 4000)
+    chain = [(64, 64, 8, 8, 1)] * 2  # 512 weights each: 8 KiB in float64
+    calls = []
+
+    class Recorder:
+        def standard_normal(self, shape):
+            calls.append(shape)
+            return np.zeros(shape)
+
+    monkeypatch.setattr(np.random, "default_rng", lambda seed=None: Recorder())
+    with pytest.raises(
+        ValueError, match=re.escape("needs 8 KiB, more than this machine's memory (3.91 KiB)")
+    ):
+        DeButOperator.random(chain)
+    assert not calls
+    op = DeButOperator.random([(8, 8, 2, 2, 1)], dtype=np.float32)  # 64 bytes
+    with pytest.raises(ValueError, match="apply the operator to vectors"):
+        DeButOperator.identity([(64, 64, 1, 1, 1)]).toarray()
+    assert op.toarray().shape == (8, 8)
+
+
+def test_unfolding_beyond_memory_is_refused_and_huge_strides_work():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="less padding"):
+        im2col(x, 3, padding=2**30)
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        im2col(np.broadcast_to(np.float32(0), (1, 2**10, 2**10, 2**10)), 32)
+    np.testing.assert_array_equal(im2col(x, 3, stride=2**62), im2col(x, 3, stride=2))

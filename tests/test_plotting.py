@@ -1,0 +1,135 @@
+"""Pictures: true aspect ratios, drawing into given axes, labels, bounded images."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from pydebut import Chain, FitResult, fit_als
+from pydebut.plotting import plot_chain, plot_fit_history
+
+TALL = Chain([(12, 8, 3, 2, 2)])  # one 12 x 8 factor
+LENET = Chain.from_sup_sub(
+    "128 256 256 512 512 512 512 256 256 400", "2 4 64 1 2 64 2 2 32 2 1 16 16 25 1"
+)
+
+
+@pytest.mark.parametrize("chain", [TALL, LENET], ids=["12x8", "lenet"])
+def test_every_panel_keeps_the_true_aspect_ratio(chain):
+    figure = plot_chain(chain, max_pixels=64)
+    figure.draw_without_rendering()  # applies the aspect ratios and the layout
+    shapes = [spec.shape for spec in chain] + [(spec.p, chain.shape[1]) for spec in chain]
+    for ax, (rows, cols) in zip(figure.axes, shapes, strict=True):
+        assert ax.get_xlim() == (0, cols) and ax.get_ylim() == (rows, 0)
+        box = ax.get_window_extent()  # where the panel is drawn, in pixels
+        assert box.height / box.width == pytest.approx(rows / cols, rel=0.03)
+
+
+def test_pooled_cells_are_square_and_show_the_fraction_of_possible_nonzeros():
+    figure = plot_chain(LENET, max_pixels=64)
+    product = figure.axes[LENET.n_factors].images[0]  # F_1 ... F_5, 128 x 400 and dense
+    assert product.get_array().shape == (19, 58)  # cells of 7 x 7 entries
+    assert np.all(product.get_array() == 1.0)
+    left, right, bottom, top = product.get_extent()
+    assert (right - left) / 58 == (bottom - top) / 19 == 7
+    factor = figure.axes[0].images[0].get_array()  # F_1 (128, 256, 2, 4, 64): 4 / 256 per row
+    assert np.any((factor > 0) & (factor < 1))  # grey cells, not black wherever one entry is
+    np.testing.assert_allclose(factor.mean(), 4 / 256, rtol=0.1)
+
+
+def test_images_stay_within_max_pixels():
+    chain = Chain([(2048, 2048, 2, 2, 1024), (2048, 2048, 2, 2, 512)])
+    figure = plot_chain(chain, max_pixels=32)
+    assert all(max(ax.images[0].get_array().shape) <= 32 for ax in figure.axes)
+
+
+def test_titles_are_mathtext_with_the_factor_tuple():
+    chain = Chain.from_factorizations([4, 2, 8], [3, 3, 4])
+    titles = [ax.get_title() for ax in plot_chain(chain).axes]
+    assert titles[:3] == [f"$F_{{{i}}}$ {spec.as_tuple()}" for i, spec in enumerate(chain, 1)]
+    assert titles[3].startswith("$F_{1} \\cdots F_{3}$  $64 \\times 36$")
+    assert titles[5].startswith("$F_{3}$  $72 \\times 36$")
+
+
+def test_draws_into_a_pyplot_figure_or_given_axes():
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    managed = plt.figure()
+    try:
+        assert plot_chain(chain, ax=managed) is managed
+        assert len(managed.axes) == 4 and managed.get_suptitle()
+    finally:
+        plt.close(managed)
+    figure = Figure()
+    grid = figure.subplots(2, 2)
+    assert plot_chain(chain, ax=grid) is figure
+    assert [len(ax.images) for ax in grid.ravel()] == [1, 1, 1, 1]
+    assert not figure.get_suptitle()  # a layout of the caller's: its title is theirs
+    flat = Figure().subplots(1, 4)
+    plot_chain(chain, ax=list(flat))
+    assert flat[2].get_title().startswith("$F_{1} \\cdots F_{2}$")
+
+
+def test_rejects_wrong_axes_before_drawing():
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    with pytest.raises(ValueError, match=r"ax must hold 2 \* n_factors = 4 axes.*got 3"):
+        plot_chain(chain, ax=Figure().subplots(1, 3))
+    with pytest.raises(TypeError, match="ax must be a matplotlib Figure or a sequence of Axes"):
+        plot_chain(chain, ax="left")
+    with pytest.raises(ValueError, match="max_pixels must be positive"):
+        plot_chain(chain, max_pixels=0)
+
+
+def _fit():
+    chain = Chain.from_factorizations([4, 4], [4, 4])
+    target = np.random.default_rng(0).standard_normal(chain.shape)
+    return fit_als(target, chain, n_sweeps=3, init="random", rng=0)
+
+
+def test_fit_history_log_axis_fitted_to_the_data_with_integer_ticks():
+    result = _fit()
+    ax = plot_fit_history(result, label="ALS")
+    assert ax.get_yscale() == "log"
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), np.arange(7))
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), result.errors)
+    bottom, top = ax.get_ylim()
+    low, high = min(result.errors), max(result.errors)
+    assert bottom < low and high < top
+    assert np.log(top / bottom) < 1.5 * np.log(high / low)  # no empty decades
+    ticks = [tick for tick in ax.get_xticks() if 0 <= tick <= 6]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+
+
+def test_fit_history_baseline_and_several_fits_share_the_range():
+    result = _fit()
+    ax = plot_fit_history(result, baseline=0.01, label="first")
+    assert ax.get_ylim()[0] < 0.01
+    assert ax.lines[1].get_label() == "baseline"
+    ax.axhline(1e-4, label="reference")
+    shifted = FitResult(result.operator, [e * 1e3 for e in result.errors], result.times, "als")
+    plot_fit_history(shifted, ax=ax, label="second")
+    bottom, top = ax.get_ylim()
+    assert bottom < 1e-4 and top > max(shifted.errors)
+
+
+def test_fit_history_rejects_what_a_log_axis_cannot_show():
+    result = _fit()
+    with pytest.raises(ValueError, match="baseline must be a positive relative error"):
+        plot_fit_history(result, baseline=0.0)
+    zero = FitResult(result.operator, [0.0, 0.0], result.times[:2], "als")
+    with pytest.raises(ValueError, match="no positive error"):
+        plot_fit_history(zero)
+
+
+@pytest.mark.parametrize("shape", [(10, 7), (7, 10), (9, 9), (3, 20)])
+def test_pooling_is_the_fraction_of_each_cell_cut_by_the_edges(shape):
+    from pydebut.plotting import _pool
+
+    mask = np.random.default_rng(0).random(shape) < 0.3
+    image, cell = _pool(mask, max_pixels=4)
+    assert cell == -(-max(shape) // 4) and max(image.shape) <= 4
+    for i, j in np.ndindex(image.shape):
+        block = mask[i * cell : (i + 1) * cell, j * cell : (j + 1) * cell]
+        assert image[i, j] == pytest.approx(block.mean())

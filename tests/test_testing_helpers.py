@@ -1,0 +1,110 @@
+"""dottest and assert_debut_close fail on wrong operators: a broken helper cannot pass silently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse.linalg import LinearOperator
+
+from pydebut import DeButOperator
+from pydebut.testing import assert_debut_close, dottest, tolerance
+
+CHAIN = [(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 12, 2, 3, 1)]
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+
+
+def wrong_adjoint(op: DeButOperator, rmatvec) -> LinearOperator:
+    """``op`` with its adjoint replaced by ``rmatvec(dense, v)``."""
+    dense = op.toarray()
+    return LinearOperator(
+        op.shape, matvec=op.matvec, rmatvec=lambda v: rmatvec(dense, v), dtype=op.dtype
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dottest_passes_the_true_adjoint_and_fails_a_perturbed_one(dtype):
+    op = DeButOperator.random(CHAIN, rng=1, dtype=dtype)
+    assert dottest(op, rng=0)
+    assert dottest(wrong_adjoint(op, lambda a, v: a.conj().T @ v), rng=0)
+    # off by a relative 100 times the dtype's tolerance: well above rounding
+    size = 100 * tolerance(dtype)
+    perturbed = wrong_adjoint(op, lambda a, v: (a.conj().T @ v) * (1 + size))
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(perturbed, rng=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rmatvec"),
+    [
+        (np.float64, lambda a, v: a[:, ::-1].T @ v),  # the adjoint of another matrix
+        (np.float64, lambda a, v: np.zeros(a.shape[1])),
+        (np.float64, lambda a, v: np.full(a.shape[1], np.nan)),
+        (np.complex128, lambda a, v: a.T @ v),  # transpose without the conjugate
+        (np.complex64, lambda a, v: (a.conj().T @ v).real.astype(np.complex64)),  # drops imag
+    ],
+)
+def test_dottest_fails_operators_whose_rmatvec_is_not_the_adjoint(dtype, rmatvec):
+    op = DeButOperator.random(CHAIN, rng=2, dtype=dtype)
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(wrong_adjoint(op, rmatvec), rng=0)
+
+
+def test_dottest_fails_a_square_operator_whose_rmatvec_is_its_matvec():
+    op = DeButOperator.random(CHAIN[:2], rng=3)
+    assert not np.allclose(op.toarray(), op.toarray().T)
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(wrong_adjoint(op, lambda a, v: a @ v), rng=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_assert_debut_close_fails_small_perturbations_at_the_dtypes_tolerance(dtype):
+    op = DeButOperator.random(CHAIN, rng=4, dtype=dtype)
+    dense = op.toarray().astype(np.complex128 if np.dtype(dtype).kind == "c" else np.float64)
+    assert_debut_close(op, dense)
+    peak = np.unravel_index(np.abs(dense).argmax(), dense.shape)
+    near = dense.copy()
+    near[peak] *= 1 + tolerance(dtype) / 10
+    assert_debut_close(op, near)
+    far = dense.copy()
+    far[peak] *= 1 + 10 * tolerance(dtype)
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(op, far)
+    # one small entry wrong is enough, even outside the support
+    factor = DeButOperator.random(CHAIN[:1], rng=4, dtype=dtype)
+    spot = factor.toarray().astype(dense.dtype)
+    zero = tuple(np.argwhere(spot == 0)[0])
+    spot[zero] = 10 * tolerance(dtype) * np.abs(spot).max()
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(factor, spot)
+
+
+def test_assert_debut_close_fails_nan_shape_and_imaginary_differences():
+    op = DeButOperator.random(CHAIN, rng=5, dtype=np.complex128)
+    dense = op.toarray()
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(op, np.where(dense == dense[0, 0], np.nan, dense))
+    with pytest.raises(AssertionError, match="shapes differ"):
+        assert_debut_close(op, dense[:, :-1])
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(op, dense.real)
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(op, dense.conj())
+    nan_op = DeButOperator(
+        op.chain, [np.full_like(w, np.nan) for w in op.weights], check_finite=False
+    )
+    with pytest.raises(AssertionError):
+        assert_debut_close(nan_op, dense)
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(nan_op, rng=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "size"), [(np.float64, 1e-7), (np.complex128, 1e-7), (np.float32, 1e-2)]
+)
+def test_default_tolerances_see_errors_far_above_rounding(dtype, size):
+    # Fixed sizes, not derived from tolerance(): a loosened default must be caught.
+    op = DeButOperator.random(CHAIN, rng=6, dtype=dtype)
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(wrong_adjoint(op, lambda a, v: (a.conj().T @ v) * (1 + size)), rng=0)
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(op, op.toarray() * (1 + size))
