@@ -81,7 +81,7 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     the rechunk costs nothing). Each vector is computed by the same kernel and
     the same arithmetic as in memory, so results equal ``operator @ X.compute()``
     bit for bit, whatever the chunks. The operator travels to workers as its
-    chain and weights only (it pickles to about the weights' size).
+    chain, weights and permutations only (it pickles to about the weights' size).
 
     Examples
     --------
