@@ -347,10 +347,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
             break
         split = _Split.of(shape, chain[index], chain[index + 1], rank)
         parts = _each_panel(panels, _gram_pass, levels, split)
-        if not levels:
-            if not all(part[2] for part in parts):
-                raise ValueError("the target has non-finite entries (NaN or Inf)")
-            total2 = sum(part[3] for part in parts)
+        total2 = total2 if levels else _target_norm2(parts)
         residual2 += sum(part[0] for part in parts)
         gram = np.zeros((shape[0] * split.C1, split.B2, split.R1, split.R1), dtype=dtype)
         for part in parts:
@@ -371,10 +368,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         )
         shape = (shape[0] * split.C1, rank * split.B2, shape[2] // split.C1, 1)
     parts = _each_panel(panels, _entries_pass, levels)
-    if not levels:
-        if not all(part[2] for part in parts):
-            raise ValueError("the target has non-finite entries (NaN or Inf)")
-        total2 = sum(part[3] for part in parts)
+    total2 = total2 if levels else _target_norm2(parts)
     residual2 += sum(part[0] for part in parts)
     rest = np.concatenate([part[1] for part in parts], axis=1)
     entries = np.ascontiguousarray(rest.reshape(shape[1], shape[0], shape[2]).transpose(1, 0, 2))
@@ -385,6 +379,13 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
     error = np.sqrt(residual2 / total2) if total2 > 0 else np.sqrt(residual2)
     operator = make_operator(chain, weights + rest_weights)
     return FitResult(operator, [float(error)], [time.perf_counter() - start], "hierarchical")
+
+
+def _target_norm2(parts: list[tuple[Any, ...]]) -> float:
+    """``||D||_F^2`` from the first pass over the panels, which must all be finite."""
+    if not all(part[2] for part in parts):
+        raise ValueError("the target has non-finite entries (NaN or Inf)")
+    return sum(part[3] for part in parts)
 
 
 def relative_error(operator: DeButOperator, target: Any) -> float:
