@@ -203,6 +203,16 @@ PARALLEL_VECTOR_SIZE = 2**16
 # the work buffers within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
 _MIN_LANES = 8
 
+
+def _dask_backend(x: Any) -> Any:
+    """The :mod:`pydebut.dask` module if ``x`` is a Dask array, else None (Dask not imported)."""
+    if not type(x).__module__.startswith("dask."):
+        return None
+    from . import dask as backend
+
+    return backend
+
+
 # Numba's fork-safe threading layer "workqueue" (see pydebut._numba_setup) aborts the
 # process when two threads launch parallel kernels at once; the parallel kernel already
 # uses every core, so serialising its launches costs little and makes operators safe to
@@ -679,6 +689,9 @@ class DeButOperator(LinearOperator):
             return self._matvec(x) if x.ndim == 1 else self._matmat(x)  # no SciPy dispatch
         if sp.issparse(x):
             return _sparse.times_sparse(self, x)
+        backend = _dask_backend(x)
+        if backend is not None:
+            return backend.apply(self, x)
         if isinstance(x, DeButOperator):
             if self.shape[1] != x.shape[0]:
                 raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
@@ -713,6 +726,43 @@ class DeButOperator(LinearOperator):
         return super().__matmul__(other)
 
     # --- application ----------------------------------------------------------------
+    def matmat(self, X: Any) -> Any:
+        """``self @ X`` for ``X`` of shape ``(n, batch)``; a Dask array gives a lazy result."""
+        backend = _dask_backend(X)
+        return super().matmat(X) if backend is None else backend.apply(self, X)
+
+    def rmatmat(self, X: Any) -> Any:
+        """``self.H @ X`` for ``X`` of shape ``(m, batch)``; a Dask array gives a lazy result."""
+        backend = _dask_backend(X)
+        if backend is None:
+            return super().rmatmat(X)
+        return backend.apply(self, X, adjoint=True)
+
+    def apply_rows(self, X: Any, *, adjoint: bool = False) -> Any:
+        """Apply the operator (or its adjoint) to every row of ``X``, of shape ``(batch, n)``.
+
+        The row-major layout of data frames, PyTorch and scikit-learn: the result is
+        ``X @ self.T`` (``X @ self.conj()`` for the adjoint), of shape ``(batch, m)``,
+        computed without forming any matrix. NumPy input gives a transposed
+        (Fortran-ordered) view of the kernel's output; a Dask array gives a lazy
+        Dask array chunked along the batch axis (:func:`pydebut.dask.apply`).
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+        >>> rows = np.arange(24.0).reshape(3, 8)
+        >>> np.allclose(op.apply_rows(rows), rows @ op.toarray().T)
+        True
+        """
+        backend = _dask_backend(X)
+        if backend is not None:
+            return backend.apply(self, X, adjoint=adjoint, axis=1)
+        X = np.asarray(X)
+        n_in = self.shape[0] if adjoint else self.shape[1]
+        if X.ndim != 2 or X.shape[1] != n_in:
+            raise ValueError(f"apply_rows expects an array of shape (batch, {n_in}), got {X.shape}")
+        return self._apply_permuted(X.T, adjoint).T
+
     def _plan(self, dtype: np.dtype, adjoint: bool) -> _Plan:
         key = (dtype, adjoint)
         plan = self._plans.get(key)

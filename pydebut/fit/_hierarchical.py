@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._permutation import candidate_permutations, check_permutation, unpermute
+from ..operator import _dask_backend
 from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
@@ -176,6 +177,13 @@ def fit_hierarchical(
     >>> result.error < 1e-14, result.operator.col_perm is not None
     (True, True)
     """
+    backend = _dask_backend(target)
+    if backend is not None:
+        if order != "left-to-right" or permutation is not None:
+            raise ValueError(
+                "a Dask array target is fitted in the left-to-right order, without permutations"
+            )
+        return backend.fit_hierarchical(target, Chain(chain))
     if permutation is not None:
         return _fit_permuted(target, Chain(chain), order, permutation)
     start = time.perf_counter()
@@ -249,16 +257,28 @@ def _split(entries: np.ndarray, split: _Split) -> tuple[np.ndarray, np.ndarray]:
     Returns the left part ``(k, R1, C1*w, B2*t)`` with orthonormal ``U`` and the
     right part ``(k*C1, w*B2, S2, t)``.
     """
-    k, R1, B2, C1, S2, t, w = astuple(split)
+    k, _, B2, C1, S2, t, w = astuple(split)
     blocks = split.blocks(entries)
     _, vectors = np.linalg.eigh(np.matmul(blocks, np.conj(np.swapaxes(blocks, -1, -2))))
+    left, basis_h = _bases(vectors, split)
+    kept = basis_h.shape[-2]
+    right = np.zeros((k * C1, w * B2, S2, t), dtype=vectors.dtype)
+    np.matmul(basis_h, blocks, out=split.right_blocks(right)[..., :kept, :])
+    return left, right
+
+
+def _bases(vectors: np.ndarray, split: _Split) -> tuple[np.ndarray, np.ndarray]:
+    """Left part and kept basis ``U^H`` from the Gram eigenvectors.
+
+    ``vectors`` holds the eigenvectors (ascending eigenvalues) of the sub-blocks'
+    Gram matrices ``M M^H``, shape ``(k, C1, B2, t, R1, R1)``.
+    """
+    k, R1, B2, C1, _, t, w = astuple(split)
     kept = min(w, R1)
     basis_h = np.conj(np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2))
     left = np.zeros((k, R1, C1 * w, B2 * t), dtype=vectors.dtype)
     split.left_blocks(left)[..., :kept] = np.conj(np.swapaxes(basis_h, -1, -2))
-    right = np.zeros((k * C1, w * B2, S2, t), dtype=vectors.dtype)
-    np.matmul(basis_h, blocks, out=split.right_blocks(right)[..., :kept, :])
-    return left, right
+    return left, basis_h
 
 
 def _peel(

@@ -1,0 +1,483 @@
+"""Dask back-end: lazy application, many fits in parallel, fits of targets larger than memory.
+
+Imported only when used (``import pydebut`` never imports Dask); install it with
+``pip install "pydebut[dask]"``. Three workflows, described on the *Scaling out*
+page of the documentation:
+
+- :func:`apply` (also reached through ``op @ X``, ``op.matmat``, ``op.rmatmat``,
+  ``op.H @ X`` and :meth:`~pydebut.DeButOperator.apply_rows` with a Dask array):
+  push a Dask array of vectors through an operator, lazily, chunk by chunk;
+- :func:`fit_many`: fit many targets as Dask tasks, on a ``dask.distributed``
+  cluster or the local scheduler;
+- :func:`fit_hierarchical` (also reached through :func:`pydebut.fit_hierarchical`
+  with a Dask array target) and :func:`relative_error`: factor a target that
+  does not fit in memory, reading it column panel by column panel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+    from dask.callbacks import Callback
+    from threadpoolctl import threadpool_limits
+except ImportError as err:  # pragma: no cover - exercised only without Dask
+    raise ImportError(
+        'pydebut.dask needs Dask and threadpoolctl: pip install "pydebut[dask]"'
+    ) from err
+
+from .fit._common import FitResult, TargetScale, make_operator, working_dtype
+from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
+from .operator import DeButOperator, _result_dtype
+from .spec import Chain
+
+__all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
+
+#: Bytes of one column panel of the target read by the out-of-core fit.
+PANEL_BYTES = 2**25
+
+
+# --- lazy application -------------------------------------------------------------------
+def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int = 0) -> Any:
+    """Apply ``operator`` (or its adjoint) to the vectors of a Dask array, lazily.
+
+    Parameters
+    ----------
+    operator : DeButOperator
+    X : dask.array.Array or array_like
+        With ``axis=0``, vectors are columns: shape ``(n,)`` or ``(n, batch)``
+        (``(m, ...)`` for the adjoint). With ``axis=1``, vectors are rows: shape
+        ``(batch, n)``, the layout of data frames, PyTorch and scikit-learn.
+    adjoint : bool, default False
+        Apply ``operator.H`` instead.
+    axis : {0, 1}
+        The axis of ``X`` that runs along the operator's input.
+
+    Returns
+    -------
+    dask.array.Array
+        ``operator @ X`` (``axis=0``) or ``X @ operator.T`` (``axis=1``), with the
+        chunks of ``X`` along the batch axis and one chunk along the operator's
+        axis. Nothing is computed until the result is.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` does not have the operator's size along ``axis``.
+    TypeError
+        If the dtype of ``X`` is not numeric.
+
+    Notes
+    -----
+    Every chunk runs the operator's kernels on its own block of vectors, so the
+    operator's axis must lie in one chunk: ``X`` is rechunked to one chunk along
+    that axis when it is not (keep that axis whole when you create ``X``, so
+    the rechunk costs nothing). Each vector is computed by the same kernel and
+    the same arithmetic as in memory, so results equal ``operator @ X.compute()``
+    bit for bit, whatever the chunks. The operator travels to workers as its
+    chain, weights and permutations only (it pickles to about the weights' size).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from pydebut import DeButOperator, special
+    >>> op = DeButOperator.random(special.butterfly_chain(8), rng=0)
+    >>> X = da.ones((8, 100), chunks=(8, 25))
+    >>> Y = op @ X
+    >>> Y.chunks
+    ((8,), (25, 25, 25, 25))
+    >>> bool((Y.compute() == op @ np.ones((8, 100))).all())
+    True
+    """
+    if axis not in (0, 1):
+        raise ValueError(f"axis must be 0 (vectors are columns) or 1 (rows), got {axis!r}")
+    X = da.asarray(X)
+    dtype = _result_dtype(operator.dtype, X.dtype)
+    n_out, n_in = operator.shape[::-1] if adjoint else operator.shape
+    if axis == 0 and (X.ndim not in (1, 2) or X.shape[0] != n_in):
+        raise ValueError(
+            f"expected a Dask array of shape ({n_in},) or ({n_in}, batch), got {X.shape}"
+        )
+    if axis == 1 and (X.ndim != 2 or X.shape[1] != n_in):
+        raise ValueError(f"expected a Dask array of shape (batch, {n_in}), got {X.shape}")
+    X = X.rechunk({axis: -1})
+    chunks = list(X.chunks)
+    chunks[axis] = (n_out,)
+    # One vector runs the one-vector kernel in memory, several run the block kernel: a chunk
+    # of one vector out of many is padded so that it runs the block kernel too.
+    batched = X.ndim == 2 and X.shape[1 - axis] > 1
+    name = "debut-adjoint" if adjoint else "debut-apply"
+    return X.map_blocks(
+        _apply_block,
+        operator,
+        adjoint,
+        axis,
+        batched,
+        chunks=tuple(chunks),
+        dtype=dtype,
+        token=name,
+    )
+
+
+def _apply_block(
+    block: np.ndarray, operator: DeButOperator, adjoint: bool, axis: int, batched: bool
+) -> np.ndarray:
+    columns = block if axis == 0 else block.T
+    if batched and columns.shape[1] == 1:
+        padded = np.concatenate([columns, np.zeros_like(columns)], axis=1)
+        result = operator._apply_permuted(padded, adjoint)[:, :1]
+    else:
+        result = operator._apply_permuted(columns, adjoint)
+    return result if axis == 0 else result.T
+
+
+# --- many fits --------------------------------------------------------------------------
+#: Short names of the fitting functions; any other name is looked up in ``pydebut``.
+METHODS = {"als": "fit_als", "hierarchical": "fit_hierarchical"}
+
+
+def _fitting_function(method: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The fitting function named by ``method`` (looked up when called), or ``method``."""
+    if callable(method):
+        return method
+    import pydebut
+
+    name = METHODS.get(method, method)
+    function = getattr(pydebut, name, None) if isinstance(name, str) else None
+    if not callable(function):
+        known = ", ".join(repr(m) for m in METHODS)
+        raise ValueError(
+            f"unknown fitting method {method!r}: use {known}, the name of a fitting "
+            "function of pydebut, or a callable"
+        )
+    return function
+
+
+def _fit_one(method: str | Callable[..., Any], target: Any, spec: Any, options: dict) -> Any:
+    return _fitting_function(method)(target, spec, **options)
+
+
+def fit_many(
+    targets: Sequence[Any],
+    specs: Sequence[Any],
+    method: str | Callable[..., Any] = "als",
+    *,
+    client: Any = None,
+    progress: bool = False,
+    **options: Any,
+) -> list[Any]:
+    """Fit every target with its chain (or budget) as a Dask task; results in input order.
+
+    Parameters
+    ----------
+    targets : sequence
+        Matrices (arrays, or paths of ``.npy`` files read by the workers).
+    specs : sequence
+        One second argument of the fitting function per target: a
+        :class:`~pydebut.Chain` for ``"als"`` and ``"hierarchical"`` (or a
+        budget, for a fitting function that takes one).
+    method : str or callable, default "als"
+        ``"als"`` (:func:`~pydebut.fit_als`), ``"hierarchical"``
+        (:func:`~pydebut.fit_hierarchical`), the name of any other fitting
+        function of ``pydebut``, or a callable ``method(target, spec, **options)``.
+        Names are resolved on the workers.
+    client : dask.distributed.Client, optional
+        Run on this cluster (arrays are scattered to the workers first). By
+        default the fits run on Dask's local scheduler (threads, unless
+        configured otherwise with ``dask.config.set(scheduler=...)``).
+    progress : bool, default False
+        Show a progress bar counting finished fits (needs ``tqdm``).
+    **options
+        Passed to every fit, e.g. ``n_sweeps=5``.
+
+    Returns
+    -------
+    list
+        The fitting function's results (:class:`~pydebut.FitResult`), in the
+        order of ``targets``. Each equals the result of the serial call: the
+        fits are deterministic (seed ``rng`` in ``options`` for random
+        initialisations).
+
+    Raises
+    ------
+    ValueError
+        If ``targets`` and ``specs`` differ in length or ``method`` is unknown.
+
+    Examples
+    --------
+    >>> from pydebut import Chain
+    >>> from pydebut.dask import fit_many
+    >>> chain = Chain.from_factorizations([2, 2], [2, 2])
+    >>> targets = [np.eye(4), np.ones((4, 4))]
+    >>> results = fit_many(targets, [chain, chain], "hierarchical")
+    >>> [round(r.error, 12) for r in results]
+    [0.0, 0.0]
+    """
+    if len(targets) != len(specs):
+        raise ValueError(f"{len(targets)} targets but {len(specs)} chains or budgets were given")
+    _fitting_function(method)  # unknown names fail here, before any work
+    bar = _progress_bar(len(targets)) if progress else None
+    try:
+        if client is None:
+            tasks = [
+                dask.delayed(_fit_one, pure=False)(method, target, spec, options)
+                for target, spec in zip(targets, specs)
+            ]
+            with _TaskCounter(bar, {task.key for task in tasks}):
+                return list(dask.compute(*tasks))
+        from dask.distributed import as_completed
+
+        scattered = [
+            client.scatter(target) if isinstance(target, np.ndarray) else target
+            for target in targets
+        ]
+        futures = [
+            client.submit(_fit_one, method, target, spec, options, pure=False)
+            for target, spec in zip(scattered, specs)
+        ]
+        if bar is not None:
+            for _ in as_completed(futures):
+                bar.update()
+        return client.gather(futures)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(total: int) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as err:  # pragma: no cover - tqdm is in the test extra
+        raise ImportError(
+            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
+        ) from err
+    return tqdm(total=total, desc="fits", unit="fit")
+
+
+class _TaskCounter(Callback):
+    """Advances a progress bar when one of ``keys`` finishes on the local scheduler."""
+
+    def __init__(self, bar: Any, keys: set) -> None:
+        super().__init__()
+        self.bar, self.keys = bar, keys
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if self.bar is not None and key in self.keys:
+            self.bar.update()
+
+
+# --- targets larger than memory ---------------------------------------------------------
+def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) -> FitResult:
+    """Hierarchical factorization (left to right) of a target read panel by panel.
+
+    Parameters
+    ----------
+    target : dask.array.Array
+        The ``m x n`` matrix, e.g. ``dask.array.from_zarr(path)``. It is read in
+        column panels holding every row (store it in chunks of whole columns,
+        ``chunks=(m, width)``, to read every byte once per pass).
+    chain : Chain
+        Chainable or rank-weighted (:func:`~pydebut.hierarchy_ranks`), with
+        ``k_1 = 1`` and ``t_L = 1`` (the product's support is the whole matrix).
+    memory_limit : int, default 2**27
+        Bytes: once the entries still to factor (``R_l x n`` after ``l`` levels)
+        fit in this, they are gathered and the remaining levels run in memory.
+
+    Returns
+    -------
+    FitResult
+        As :func:`pydebut.fit_hierarchical` with ``order="left-to-right"``; the
+        factors equal the in-memory ones to rounding error.
+
+    Raises
+    ------
+    ValueError
+        If the chain does not qualify, the target does not have its shape, or the
+        target holds NaN or infinity (found in the first pass).
+    TypeError
+        If the target is not numeric.
+
+    Notes
+    -----
+    In the left-to-right order the split of ``F_1`` needs, for each of its
+    ``R1 x S2`` sub-blocks ``M``, the eigenvectors of the ``R1 x R1`` Gram matrix
+    ``M M^H``: a sum over the columns of ``M``, accumulated panel by panel. The
+    entries left for ``F_2 ... F_L`` are ``U^H M``, again an ``R_2 x n`` matrix
+    whose columns depend only on the same columns of the target, so every level
+    is one pass over the panels that replays the levels before it (small
+    products with the kept bases) and accumulates the next Gram matrices and
+    the previous level's residual. Only Gram matrices and bases (the size of
+    the factors) stay in memory, plus a few panels in flight. For a butterfly
+    chain ``R_l = m / 2^l``; once ``R_l n`` entries fit in ``memory_limit``
+    they are gathered and :func:`pydebut.fit_hierarchical`'s own code finishes.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from scipy.linalg import hadamard
+    >>> from pydebut import special
+    >>> from pydebut.dask import fit_hierarchical
+    >>> target = da.from_array(hadamard(64).astype(float), chunks=(64, 16))
+    >>> result = fit_hierarchical(target, special.butterfly_chain(64), memory_limit=4096)
+    >>> result.error < 1e-14
+    True
+    """
+    start = time.perf_counter()
+    chain = Chain(chain)
+    ranks = hierarchy_ranks(chain)
+    if chain[0].n_blocks != 1 or chain[-1].t != 1:
+        raise ValueError(
+            f"the out-of-core fit needs k_1 = 1 and t_L = 1 (a product supported on the whole "
+            f"matrix); this chain has k_1 = {chain[0].n_blocks}, t_L = {chain[-1].t}"
+        )
+    _, dtype = _column_panels(target, chain)  # checks the target before any pass
+    scale = _scale_of(target)
+    panels, _ = _column_panels(target * float(np.ldexp(1.0, -scale.exponent)), chain)
+    m, n = chain.shape
+    levels: list[tuple[_Split, np.ndarray]] = []
+    weights: list[np.ndarray] = []
+    shape = (1, m, n, 1)
+    for index, rank in enumerate(ranks):
+        if shape[1] * n * dtype.itemsize <= memory_limit:
+            break
+        split = _Split.of(shape, chain[index], chain[index + 1], rank)
+        parts = _each_panel(panels, _gram_pass, levels, split)
+        gram = np.zeros((shape[0] * split.C1, split.B2, split.R1, split.R1), dtype=dtype)
+        for part in parts:
+            for group, partial in part:
+                gram[group] += partial
+        gram = gram.reshape(shape[0], split.C1, split.B2, 1, split.R1, split.R1)
+        _, vectors = np.linalg.eigh(gram)
+        left, basis_h = _bases(vectors, split)
+        weights.append(left)
+        groups = (shape[0] * split.C1, split.B2)
+        levels.append((split, basis_h.reshape(*groups, basis_h.shape[-2], split.R1)))
+        shape = (shape[0] * split.C1, rank * split.B2, shape[2] // split.C1, 1)
+    parts = _each_panel(panels, _replay, levels)
+    rest = np.concatenate(parts, axis=1)
+    entries = np.ascontiguousarray(rest.reshape(shape[1], shape[0], shape[2]).transpose(1, 0, 2))
+    del rest, parts
+    done = len(levels)
+    rest_weights = _peel(entries[..., None], chain.factors[done:], ranks[done:])
+    operator = make_operator(chain, scale.restore(weights + rest_weights))
+    error = relative_error(operator, target)  # measured, one more pass over the panels
+    return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
+
+
+def _scale_of(target: Any) -> TargetScale:
+    """The power of two of the target's largest entry (one pass), refusing non-finite ones."""
+    parts = (target.real, target.imag) if np.iscomplexobj(target) else (target,)
+    with threadpool_limits(limits=1, user_api="blas"):
+        largest = max(float(abs(part).max().compute()) for part in parts)
+    if not np.isfinite(largest):
+        raise ValueError("the target has non-finite entries (NaN or Inf)")
+    return TargetScale(int(np.frexp(largest)[1]) if largest > 0 else 0)
+
+
+def relative_error(operator: DeButOperator, target: Any) -> float:
+    """``||D - op||_F / ||D||_F`` for a target ``D`` read in column panels (any operator).
+
+    Each panel of ``D`` is compared with the same columns of the operator,
+    ``op @ I[:, j0:j1]``; nothing of size ``m x n`` is held in memory.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from pydebut import DeButOperator
+    >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    >>> relative_error(op, da.from_array(op.toarray(), chunks=(4, 2))) < 1e-15
+    True
+    """
+    panels, _ = _column_panels(target, operator.chain)
+    parts = _each_panel(panels, _error_pass, operator)
+    residual2 = sum(part[0] for part in parts)
+    total2 = sum(part[1] for part in parts)
+    return float(np.sqrt(residual2 / total2) if total2 > 0 else np.sqrt(residual2))
+
+
+def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np.dtype]:
+    """Delayed column panels ``(j0, panel)`` of a Dask target, and the working dtype."""
+    if not hasattr(target, "chunks") or not hasattr(target, "to_delayed"):
+        raise TypeError(f"expected a Dask array target, got {type(target).__name__}")
+    if not (np.issubdtype(target.dtype, np.number) or target.dtype == np.bool_):
+        raise TypeError(f"the target must hold numbers, got dtype {target.dtype}")
+    if target.ndim != 2 or target.shape != chain.shape:
+        raise ValueError(
+            f"the target has shape {target.shape} but the chain is "
+            f"{chain.shape[0]} x {chain.shape[1]}"
+        )
+    dtype = working_dtype(target.dtype)
+    m = target.shape[0]
+    width = max(1, PANEL_BYTES // (m * dtype.itemsize))
+    widest = max(target.chunks[1])
+    panels = target.rechunk({0: -1} if widest <= width else {0: -1, 1: width})
+    starts = np.cumsum((0, *panels.chunks[1][:-1]))
+    delayed = panels.to_delayed().ravel()
+    return [(int(j0), block) for j0, block in zip(starts, delayed)], dtype
+
+
+def _each_panel(panels: list[tuple[int, Any]], function: Callable, *args: Any) -> list[Any]:
+    """``function(panel, j0, *args)`` for every panel, as Dask tasks.
+
+    Panels run in parallel, so BLAS runs on one thread in this process (Dask's
+    workers already do), as stacked BLAS threads slow each other down.
+    """
+    tasks = [dask.delayed(function, pure=True)(block, j0, *args) for j0, block in panels]
+    with threadpool_limits(limits=1, user_api="blas"):
+        return list(dask.compute(*tasks))
+
+
+def _replay(panel: Any, j0: int, levels: list) -> np.ndarray:
+    """The panel's columns of the entries after ``levels``."""
+    panel = np.asarray(panel, dtype=working_dtype(panel.dtype))
+    for split, basis_h in levels:
+        blocks = _panel_blocks(panel, split)
+        out = np.zeros((split.w, split.B2, panel.shape[1]), dtype=basis_h.dtype)
+        kept = basis_h.shape[-2]
+        for group, columns in _groups(j0, panel.shape[1], split.S2):
+            M = blocks[:, :, columns]
+            out[:kept, :, columns] = np.matmul(basis_h[group], M).transpose(1, 0, 2)
+        panel = out.reshape(split.w * split.B2, -1)
+    return panel
+
+
+def _panel_blocks(panel: np.ndarray, split: _Split) -> np.ndarray:
+    """``(B2, R1, width)`` view of a panel whose rows are ``rho * B2 + b2``."""
+    return panel.reshape(split.R1, split.B2, panel.shape[1]).transpose(1, 0, 2)
+
+
+def _groups(j0: int, width: int, group_width: int) -> list[tuple[int, slice]]:
+    """Sub-block groups (``S2`` columns each) met by columns ``j0 ... j0 + width - 1``."""
+    pieces = []
+    column = j0
+    while column < j0 + width:
+        group = column // group_width
+        end = min((group + 1) * group_width, j0 + width)
+        pieces.append((group, slice(column - j0, end - j0)))
+        column = end
+    return pieces
+
+
+def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[int, np.ndarray]]:
+    """The panel's contributions ``M M^H`` to the Gram matrices of the next split."""
+    blocks = _panel_blocks(_replay(panel, j0, levels), split)
+    partials = []
+    for group, columns in _groups(j0, blocks.shape[2], split.S2):
+        M = blocks[:, :, columns]
+        partials.append((group, np.matmul(M, np.conj(np.swapaxes(M, -1, -2)))))
+    return partials
+
+
+def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, float]:
+    panel = np.asarray(panel)
+    identity = np.zeros((operator.shape[1], panel.shape[1]), dtype=operator.dtype)
+    identity[np.arange(j0, j0 + panel.shape[1]), np.arange(panel.shape[1])] = 1
+    columns = operator.matmat(identity)
+    residual2 = float(np.linalg.norm(columns - panel)) ** 2
+    return residual2, float(np.linalg.norm(panel)) ** 2

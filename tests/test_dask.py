@@ -1,0 +1,318 @@
+"""The Dask back-end: lazy application, many fits on a real cluster, out-of-core fits."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
+
+from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, special
+from pydebut.testing import chainable_chains
+
+from .fit_cases import COUPLED, PAPER_512, random_target, random_weights
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("dask.distributed")
+pydebut_dask = pytest.importorskip("pydebut.dask")
+
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+OUT_OF_CORE_CHAINS = [
+    special.butterfly_chain(64),
+    Chain.from_factorizations([4, 2, 8], [2, 8, 4]),
+    Chain.from_factorizations([2, 2, 2], [2, 4, 1]),
+    Chain.from_abcd([(1, 2, 3, 2, 1, 2), (3, 2, 1, 1, 2, 1)]),  # rank-weighted, w = 2
+    Chain.from_abcd([(1, 1, 2, 2, 1, 3), (2, 2, 1, 1, 3, 1)]),  # rank 3 > R1 = 1: padded
+]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as dask_client,
+    ):
+        yield dask_client
+
+
+def test_import_pydebut_does_not_import_dask():
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import pydebut
+        op = pydebut.DeButOperator.random(pydebut.special.butterfly_chain(8), rng=0)
+        op.apply_rows((op @ np.ones((8, 3))).T)
+        pydebut.fit_hierarchical(op.toarray(), op.chain)
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "dask"))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+# --- lazy application ---------------------------------------------------------------------
+def random_data(rng, shape, dtype):
+    return random_target(shape, rng, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunks", [(64, 7), (16, 40), (64, 200), (64, (1, 198, 1))])
+def test_apply_to_dask_columns_equals_numpy_bitwise(dtype, chunks):
+    rng = np.random.default_rng(0)
+    op = DeButOperator.random(Chain.from_factorizations([2, 4, 8], [4, 4, 4]), rng=1, dtype=dtype)
+    X = random_data(rng, (64, 200), dtype)
+    Y = random_data(rng, (64, 200), dtype)
+    lazy = da.from_array(X, chunks=chunks)
+    lazy_y = da.from_array(Y, chunks=chunks)
+    for result, expected in [
+        (op @ lazy, op @ X),
+        (op.matmat(lazy), op.matmat(X)),
+        (op.dot(lazy), op.dot(X)),
+        (op.rmatmat(lazy_y), op.rmatmat(Y)),
+        (op.H @ lazy_y, op.H @ Y),
+        (op.T @ lazy_y, op.T @ Y),
+    ]:
+        assert isinstance(result, da.Array)
+        assert result.chunks == ((64,), lazy.chunks[1])
+        computed = result.compute()
+        assert computed.dtype == expected.dtype
+        np.testing.assert_array_equal(computed, expected)
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+def test_apply_rows_numpy_and_dask(adjoint, dtype):
+    rng = np.random.default_rng(2)
+    op = DeButOperator.random(PAPER_512, rng=0, dtype=dtype)
+    n_in = op.shape[0] if adjoint else op.shape[1]
+    rows = random_data(rng, (30, n_in), dtype)
+    dense = op.toarray()
+    expected = rows @ (dense.conj() if adjoint else dense.T)
+    in_memory = op.apply_rows(rows, adjoint=adjoint)
+    assert in_memory.shape == (30, op.shape[1] if adjoint else op.shape[0])
+    scale = np.abs(expected).max()
+    assert np.abs(in_memory - expected).max() <= 1e-4 * scale
+    np.testing.assert_array_equal(in_memory, (op.H if adjoint else op).matmat(rows.T).T)
+    lazy = op.apply_rows(da.from_array(rows, chunks=(7, 512)), adjoint=adjoint)
+    assert lazy.chunks == ((7, 7, 7, 7, 2), (in_memory.shape[1],))
+    np.testing.assert_array_equal(lazy.compute(), in_memory)
+    one_row = op.apply_rows(rows[:1], adjoint=adjoint)  # the one-vector kernel
+    assert np.abs(one_row - in_memory[:1]).max() <= 1e-4 * scale
+    by_single_rows = op.apply_rows(da.from_array(rows, chunks=(1, n_in)), adjoint=adjoint)
+    np.testing.assert_array_equal(by_single_rows.compute(), in_memory)
+
+
+def test_permutations_travel_with_the_operator():
+    rng = np.random.default_rng(9)
+    chain = special.butterfly_chain(16)
+    weights = DeButOperator.random(chain, rng=0).weights
+    op = DeButOperator(chain, weights, row_perm=rng.permutation(16), col_perm=rng.permutation(16))
+    X = rng.standard_normal((16, 12))
+    lazy = da.from_array(X, chunks=(16, 5))
+    np.testing.assert_array_equal((op @ lazy).compute(), op @ X)
+    np.testing.assert_array_equal((op.H @ lazy).compute(), op.H @ X)
+    np.testing.assert_array_equal(op.apply_rows(X.T), (op @ X).T)
+    np.testing.assert_array_equal(op.apply_rows(lazy.T).compute(), (op @ X).T)
+    clone = pickle.loads(pickle.dumps(op))
+    np.testing.assert_array_equal(clone.row_perm, op.row_perm)
+    np.testing.assert_array_equal(clone.col_perm, op.col_perm)
+    np.testing.assert_array_equal(clone.toarray(), op.toarray())
+
+
+def test_apply_to_a_dask_vector():
+    op = DeButOperator.random(special.butterfly_chain(16), rng=0)
+    x = np.arange(16.0)
+    result = op @ da.from_array(x, chunks=4)
+    assert isinstance(result, da.Array) and result.shape == (16,)
+    np.testing.assert_array_equal(result.compute(), op @ x)
+
+
+def test_apply_rejects_bad_shapes_and_axes():
+    op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+    with pytest.raises(ValueError, match=r"shape \(8,\) or \(8, batch\)"):
+        op @ da.ones((4, 3))
+    with pytest.raises(ValueError, match=r"shape \(batch, 8\)"):
+        op.apply_rows(da.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"shape \(batch, 4\)"):
+        op.apply_rows(np.ones((3, 8)), adjoint=True)
+    with pytest.raises(ValueError, match="axis must be 0"):
+        pydebut_dask.apply(op, da.ones((8, 3)), axis=2)
+    with pytest.raises(TypeError, match="dtype"):
+        op @ da.ones((8, 3), dtype=object, chunks=(8, 3))
+
+
+def test_pickle_holds_chain_and_weights_only():
+    op = DeButOperator.random(special.butterfly_chain(1024), rng=0, dtype=np.float32)
+    op @ np.ones((1024, 4), dtype=np.float32)  # caches the kernels' plans
+    op @ np.ones((1024, 4))
+    weight_bytes = sum(w.nbytes for w in op.weights)
+    payload = pickle.dumps(op)
+    assert weight_bytes <= len(payload) <= 1.05 * weight_bytes + 2000
+    clone = pickle.loads(payload)
+    assert clone.chain == op.chain and clone.dtype == op.dtype
+    assert not clone.weights[0].flags.writeable
+    np.testing.assert_array_equal(clone.toarray(), op.toarray())
+
+
+def test_operator_works_in_forked_workers():
+    # Workers forked from a process that already ran the parallel kernel need a fork-safe
+    # Numba threading layer (GNU OpenMP aborts forked children); spawn needs nothing.
+    code = textwrap.dedent(
+        """
+        import multiprocessing, numpy as np, pydebut
+        op = pydebut.DeButOperator.random(pydebut.special.butterfly_chain(64), rng=0)
+        X = np.arange(64.0 * 16).reshape(64, 16)
+        expected = op @ X
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            print(np.array_equal(pool.apply(op.matmat, (X,)), expected))
+        """
+    )
+    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "forksafe"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_apply_on_a_cluster_of_spawned_processes(client):
+    op = DeButOperator.random(PAPER_512, rng=0, dtype=np.float32)
+    X = np.random.default_rng(3).standard_normal((2048, 300)).astype(np.float32)
+    lazy = op @ da.from_array(X, chunks=(512, 100))
+    np.testing.assert_array_equal(client.compute(lazy).result(), op @ X)
+    rows = op.apply_rows(da.from_array(X.T, chunks=(100, 2048)))
+    np.testing.assert_array_equal(client.compute(rows).result(), (op @ X).T)
+
+
+# --- many fits ----------------------------------------------------------------------------
+def fit_cases(count):
+    rng = np.random.default_rng(4)
+    chains = [PAPER_512, Chain.from_factorizations([4, 4, 4], [8, 4, 2])] * count
+    targets = [random_target(chain.shape, rng) for chain in chains[:count]]
+    return targets, chains[:count]
+
+
+def assert_same_fits(results, expected):
+    assert len(results) == len(expected)
+    for result, reference in zip(results, expected):
+        assert result.errors == reference.errors
+        assert result.operator.chain == reference.operator.chain
+        for w, w_ref in zip(result.operator.weights, reference.operator.weights):
+            np.testing.assert_array_equal(w, w_ref)
+
+
+def test_fit_many_on_a_cluster_equals_serial(client, tmp_path):
+    targets, chains = fit_cases(4)
+    path = tmp_path / "target.npy"
+    np.save(path, targets[0])
+    targets[2] = str(path)  # read by the worker
+    results = pydebut_dask.fit_many(targets, chains, "als", client=client, n_sweeps=2)
+    with threadpool_limits(1):  # Dask's workers run BLAS on one thread (OMP_NUM_THREADS=1)
+        expected = [fit_als(t, c, n_sweeps=2) for t, c in zip(targets, chains)]
+    assert_same_fits(results, expected)
+
+
+def test_fit_many_local_scheduler_with_progress(capsys):
+    targets, chains = fit_cases(3)
+    results = pydebut_dask.fit_many(targets, chains, "hierarchical", progress=True)
+    assert_same_fits(results, [fit_hierarchical(t, c) for t, c in zip(targets, chains)])
+    assert "3/3" in capsys.readouterr().err
+
+
+def test_fit_many_takes_names_and_callables():
+    targets, chains = fit_cases(2)
+    expected = [fit_als(t, c, n_sweeps=1, init="random", rng=5) for t, c in zip(targets, chains)]
+    for method in ["fit_als", fit_als]:
+        results = pydebut_dask.fit_many(targets, chains, method, n_sweeps=1, init="random", rng=5)
+        assert_same_fits(results, expected)
+
+
+def test_fit_many_rejects_bad_arguments():
+    targets, chains = fit_cases(2)
+    with pytest.raises(ValueError, match="unknown fitting method 'svd'"):
+        pydebut_dask.fit_many(targets, chains, "svd")
+    with pytest.raises(ValueError, match="2 targets but 1 chains"):
+        pydebut_dask.fit_many(targets, chains[:1])
+
+
+# --- targets larger than memory -------------------------------------------------------------
+@pytest.mark.parametrize("chain", OUT_OF_CORE_CHAINS, ids=repr)
+@pytest.mark.parametrize("memory_limit", [0, 2048])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_out_of_core_fit_equals_in_memory_fit(chain, memory_limit, dtype):
+    rng = np.random.default_rng(6)
+    target = random_target(chain.shape, rng, dtype)
+    m, n = chain.shape
+    lazy = da.from_array(target, chunks=(max(1, m // 2), max(1, n // 3)))
+    result = pydebut_dask.fit_hierarchical(lazy, chain, memory_limit=memory_limit)
+    expected = fit_hierarchical(target, chain)
+    assert abs(result.error - expected.error) <= 1e-12
+    for w, w_ref in zip(result.operator.weights, expected.operator.weights):
+        assert w.dtype == w_ref.dtype
+        np.testing.assert_allclose(w, w_ref, rtol=0, atol=1e-10 * np.abs(w_ref).max())
+    exact = np.linalg.norm(result.operator.toarray() - target) / np.linalg.norm(target)
+    assert abs(pydebut_dask.relative_error(result.operator, lazy) - exact) <= 1e-12
+    assert abs(result.error - exact) <= 1e-10
+
+
+@settings(max_examples=15)
+@given(chainable_chains(max_dim=64), st.integers(0, 2**32 - 1))
+def test_out_of_core_recovers_any_chainable_product(chain, seed):
+    target = DeButOperator(chain, random_weights(chain, np.random.default_rng(seed))).toarray()
+    lazy = da.from_array(target, chunks=(chain.shape[0], max(1, chain.shape[1] // 4)))
+    result = pydebut_dask.fit_hierarchical(lazy, chain, memory_limit=0)
+    assert result.error < 1e-10
+
+
+def test_fit_hierarchical_dispatches_a_dask_target():
+    chain = special.butterfly_chain(32)
+    target = random_target(chain.shape, np.random.default_rng(7))
+    result = fit_hierarchical(da.from_array(target, chunks=(32, 8)), chain)
+    expected = fit_hierarchical(target, chain).operator.toarray()
+    np.testing.assert_allclose(result.operator.toarray(), expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="left-to-right order, without permutations"):
+        fit_hierarchical(da.from_array(target), chain, order="balanced")
+
+
+def test_out_of_core_fit_holds_a_few_panels_only(monkeypatch):
+    chain = special.butterfly_chain(2048)
+    target = da.random.default_rng(8).standard_normal(chain.shape, chunks=(2048, 64))
+    monkeypatch.setattr(pydebut_dask, "PANEL_BYTES", 2**20)
+    tracemalloc.start()
+    try:
+        result = pydebut_dask.fit_hierarchical(target, chain, memory_limit=2**18)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    target_bytes = 2048 * 2048 * 8
+    assert peak < target_bytes / 4, peak
+    assert 0.9 < result.error < 1.0  # a random matrix is far from any butterfly
+
+
+def test_out_of_core_fit_rejects_bad_targets_and_chains():
+    chain = special.butterfly_chain(16)
+    bad = np.ones(chain.shape)
+    bad[3, 5] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        pydebut_dask.fit_hierarchical(da.from_array(bad, chunks=(16, 4)), chain, memory_limit=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        pydebut_dask.fit_hierarchical(da.from_array(bad, chunks=(16, 4)), chain)
+    with pytest.raises(ValueError, match=r"shape \(16, 8\)"):
+        pydebut_dask.fit_hierarchical(da.ones((16, 8)), chain)
+    with pytest.raises(TypeError, match="numbers"):
+        pydebut_dask.fit_hierarchical(da.ones(chain.shape, dtype=object, chunks=16), chain)
+    with pytest.raises(TypeError, match="Dask array"):
+        pydebut_dask.fit_hierarchical(np.ones(chain.shape), chain)
+    with pytest.raises(ValueError, match="k_1 = 1 and t_L = 1"):
+        pydebut_dask.fit_hierarchical(da.ones((8, 8)), Chain([(8, 8, 2, 2, 2)]))
+    with pytest.raises(ValueError, match="neither chainable nor rank-weighted"):
+        pydebut_dask.fit_hierarchical(da.ones((4, 9)), COUPLED[4])
