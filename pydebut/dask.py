@@ -479,5 +479,9 @@ def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, fl
     identity = np.zeros((operator.shape[1], panel.shape[1]), dtype=operator.dtype)
     identity[np.arange(j0, j0 + panel.shape[1]), np.arange(panel.shape[1])] = 1
     columns = operator.matmat(identity)
-    residual2 = float(np.linalg.norm(columns - panel)) ** 2
-    return residual2, float(np.linalg.norm(panel)) ** 2
+    del identity
+    total2 = float(np.linalg.norm(panel)) ** 2
+    residual = np.subtract(
+        columns, panel, out=columns if columns.dtype == np.result_type(columns, panel) else None
+    )
+    return float(np.linalg.norm(residual)) ** 2, total2
