@@ -560,10 +560,18 @@ def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
     adjoint = np.conj(np.swapaxes(blocks, -1, -2))
     side, kept = min(rows, cols), min(rank, rows, cols)
     gram = blocks @ adjoint if rows <= cols else adjoint @ blocks
+    vectors = None
     if side > 4 * kept and len(gram) <= 16:
-        top = [scipy.linalg.eigh(g, subset_by_index=[side - kept, side - 1])[1] for g in gram]
-        vectors = np.stack(top)
-    else:
+        # LAPACK's default (MRRR) subset solver can return too few vectors when the top
+        # eigenvalues coincide (a DFT's Gram is a multiple of the identity): use bisection and
+        # inverse iteration, and the full solver if even that comes back short.
+        top = [
+            scipy.linalg.eigh(g, subset_by_index=[side - kept, side - 1], driver="evx")[1]
+            for g in gram
+        ]
+        if all(t.shape == (side, kept) for t in top):
+            vectors = np.stack(top)
+    if vectors is None:
         vectors = np.linalg.eigh(gram)[1][..., side - kept :]
     basis = vectors if rows <= cols else np.linalg.qr(blocks @ vectors)[0]
     right = np.zeros((split.k * split.C1, rank * split.B2, cols, split.t), dtype=blocks.dtype)
