@@ -102,6 +102,6 @@ html_theme_options = {
 }
 html_static_path = []
 # Pages without sub-pages get no (empty) left sidebar.
-_SINGLE_PAGES = "index quickstart concepts fit-overview fitting benchmarks chain-json api"
+_SINGLE_PAGES = "index quickstart concepts fit-overview structure fitting benchmarks chain-json api"
 html_sidebars = {page: [] for page in _SINGLE_PAGES.split()}
 html_show_sourcelink = False
