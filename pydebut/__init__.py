@@ -19,7 +19,16 @@ from .chains import (
 )
 from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from .density import DensityResult, is_dense, product_support
-from .fit import FitResult, candidate_permutations, fit_als, fit_hierarchical, hierarchy_ranks
+from .fit import (
+    ApproximationResult,
+    FitResult,
+    SVDBaseline,
+    approximate,
+    candidate_permutations,
+    fit_als,
+    fit_hierarchical,
+    hierarchy_ranks,
+)
 from .io import load, save
 from .operator import DeButOperator
 from .spec import Chain, FactorSpec
@@ -27,13 +36,16 @@ from .spec import Chain, FactorSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApproximationResult",
     "Chain",
     "ChainClass",
     "DeButOperator",
     "DensityResult",
     "FactorSpec",
     "FitResult",
+    "SVDBaseline",
     "__version__",
+    "approximate",
     "candidate_permutations",
     "classify",
     "conv2d",

@@ -120,24 +120,40 @@ def test_auto_chooses_a_chain_under_the_budget(tmp_path, capsys):
     target = dense_product(chain, random_weights(chain, np.random.default_rng(5)))
     path, out = tmp_path / "target.npy", tmp_path / "factors.npz"
     np.save(path, target)
-    argv = ["fit", str(path), "--auto", "--max-params", "48", "--candidates", "8"]
+    argv = ["fit", str(path), "--auto", "--max-params", "48", "--beam-width", "4"]
     assert main([*argv, "--refine", "2", "--sweeps", "2", "--no-progress", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "explored" in printed and "<- chosen" in printed
+    assert "explored" in printed and "<- chosen" in printed and "truncated SVD" in printed
     op = load(out)
-    assert op.chain.n_params <= 48 and op.chain.is_chainable and op.chain.is_monotonic
+    assert op.chain.n_params <= 48
     error = np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
+    assert error < 1e-10
     final = float(printed.split("error      ")[1].split()[0])
     assert error == pytest.approx(final, rel=1e-4, abs=1e-12)
     chosen = next(line for line in printed.splitlines() if "<- chosen" in line)
     assert float(chosen.split()[-3]) == pytest.approx(final, rel=1e-4, abs=1e-12)
+    sup, sub = op.chain.to_sup_sub()
+    assert f"--sup '{sup}' --sub '{sub}'" in printed
+
+
+def test_auto_prints_the_svd_baseline_beside_the_chosen_chain(tmp_path, capsys):
+    x = np.linspace(0, 1, 16)
+    path, out = tmp_path / "kernel.npy", tmp_path / "factors.npz"
+    np.save(path, np.exp(-30 * (x[:, None] - np.linspace(0, 1, 32)) ** 2))
+    argv = ["fit", str(path), "--auto", "--max-params", "144", "--sweeps", "1"]
+    assert main([*argv, "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    baseline = next(line for line in printed.splitlines() if line.startswith("truncated SVD"))
+    assert "rank 3, 144 params" in baseline
+    final = float(printed.split("error      ")[1].split()[0])
+    assert final <= float(baseline.split("error")[-1])
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--auto"], "--auto needs --max-params N"),
-        (["--auto", "--max-params", "1"], "has at most 1 parameters"),
+        (["--auto", "--max-params", "1"], "most max_params=1 weights"),
         (["--auto", "--max-params", "64", "--sup", "8 8", "--sub", "2 2 4"], "not both"),
         ([], "no chain given"),
         (["--max-params", "64"], "--max-params only applies with --auto"),

@@ -1,10 +1,9 @@
 """``pydebut fit``: fit DeBut factors to a matrix stored in a ``.npy`` file.
 
 The chain is given (``--sup/--sub``, ``--chain``, ``--r-shapes``) or chosen
-(``--auto --max-params N``): monotonic chainable chains under the budget are
-enumerated (:func:`pydebut.chains.enumerate_chains`), an evenly spread sample
-of them is scored with :func:`pydebut.fit_hierarchical`, and the few with the
-smallest errors are refined with ALS; the best is kept.
+(``--auto --max-params N``) by :func:`pydebut.approximate`, which searches the
+chainable and rank-weighted chains under the budget and is never worse than the
+truncated SVD with the same number of parameters.
 """
 
 from __future__ import annotations
@@ -12,14 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from ..chains import enumerate_chains
 from ..cli import UsageError, add_chain_arguments, chain_from_args
-from ..fit import FitResult, fit_als, fit_hierarchical
+from ..fit import ApproximationResult, FitResult, approximate, fit_als
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
 from ..io import save
@@ -43,14 +38,16 @@ def register(subparsers: Any) -> None:
     add_chain_arguments(parser, required=False)
     auto = parser.add_argument_group("choosing the chain (instead of giving it)")
     auto.add_argument(
-        "--auto", action="store_true", help="choose a monotonic chainable chain under --max-params"
+        "--auto",
+        action="store_true",
+        help="search chainable and rank-weighted chains under --max-params (pydebut.approximate)",
     )
     auto.add_argument("--max-params", type=int, metavar="N", help="parameter budget for --auto")
     auto.add_argument(
         "--max-factors", type=int, default=10, metavar="L", help="most factors for --auto (10)"
     )
     auto.add_argument(
-        "--candidates", type=int, default=48, metavar="K", help="chains scored hierarchically (48)"
+        "--beam-width", type=int, default=8, metavar="K", help="prefixes kept per depth (8)"
     )
     auto.add_argument(
         "--refine", type=int, default=3, metavar="K", help="best candidates refined by ALS (3)"
@@ -90,18 +87,23 @@ def run(args: argparse.Namespace) -> int:
         "progress": not args.no_progress and _has_tqdm(),
     }
     if chain is None:
-        target = load_target(args.target, None)
-        candidates = explore(target, args, options)
-        print(format_front(candidates))
-        result = min((c.refined for c in candidates if c.refined), key=lambda r: r.error)
-        print()
+        approximation = approximate(
+            load_target(args.target, None),
+            args.max_params,
+            max_factors=args.max_factors,
+            beam_width=args.beam_width,
+            refine=args.refine,
+            **options,
+        )
+        print(format_approximation(approximation))
+        operator = approximation.operator
     else:
         target = load_target(args.target, chain)
         result = fit_als(target, chain, init=args.init, **options)
-    elapsed = time.perf_counter() - start
-    print(format_report(result, elapsed))
-    save(args.output, result.operator)
-    print(f"saved {result.operator.chain.n_factors} factors to {args.output}")
+        print(format_report(result, time.perf_counter() - start))
+        operator = result.operator
+    save(args.output, operator)
+    print(f"saved {operator.chain.n_factors} factors to {args.output}")
     return 0
 
 
@@ -121,68 +123,43 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
         raise UsageError("give a chain or --auto, not both")
     if args.max_params is None:
         raise UsageError("--auto needs --max-params N (the parameter budget)")
-    for name in ("max_params", "max_factors", "candidates", "refine"):
-        if getattr(args, name) < (2 if name == "max_factors" else 1):
-            option = "--" + name.replace("_", "-")
-            raise UsageError(f"{option} must be >= {2 if name == 'max_factors' else 1}")
+    for name in ("max_params", "max_factors", "beam_width", "refine"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
 
 
-@dataclass
-class Candidate:
-    """A chain explored by ``--auto``: its hierarchical fit and, if refined, its ALS fit."""
-
-    chain: Chain
-    hierarchical: FitResult
-    refined: FitResult | None = None
-
-
-def explore(target: np.ndarray, args: argparse.Namespace, options: dict) -> list[Candidate]:
-    """Score an even sample of the chains under the budget; refine the best few with ALS."""
-    m, n = target.shape
-    chains = list(
-        enumerate_chains(
-            m,
-            n,
-            n_factors=range(2, args.max_factors + 1),
-            kind="monotonic",
-            max_params=args.max_params,
-            order="params",
-        )
-    )
-    if not chains:
-        raise UsageError(
-            f"no monotonic chainable chain of 2 to {args.max_factors} factors for a "
-            f"{m} x {n} matrix has at most {args.max_params} parameters"
-        )
-    picks = np.unique(np.linspace(0, len(chains) - 1, args.candidates).round().astype(int))
-    candidates = [Candidate(c, fit_hierarchical(target, c)) for c in (chains[i] for i in picks)]
-    best = sorted(candidates, key=lambda c: c.hierarchical.error)[: args.refine]
-    for candidate in best:
-        init = candidate.hierarchical.operator if args.init != "random" else "random"
-        candidate.refined = fit_als(target, candidate.chain, init=init, **options)
-    return candidates
-
-
-def format_front(candidates: list[Candidate]) -> str:
-    """The explored chains by parameters, with the (parameters, error) front marked."""
-    errors = [c.refined.error if c.refined else c.hierarchical.error for c in candidates]
-    chosen = min((i for i, c in enumerate(candidates) if c.refined), key=lambda i: errors[i])
+def format_approximation(result: ApproximationResult) -> str:
+    """Explored chains, the chosen one as ``--sup/--sub`` and the SVD beside it."""
+    chain = result.chain
+    m, n = chain.shape
+    sup, sub = chain.to_sup_sub()
+    shown = [e for e in result.explored if e.error is not None]
+    shown += [e for e in result.explored if e.error is None][: max(0, 10 - len(shown))]
     lines = [
-        f"explored {len(candidates)} chains ('*': no chain with as few parameters fits better)",
-        f"  {'params':>8} {'factors':>7} {'max dim':>7} {'hierarchical':>12} {'ALS':>10}",
+        f"explored {len(result.explored)} chains ({result.n_splits} split spectra); "
+        "estimate = left-to-right hierarchical error, fitted = after ALS",
+        f"  {'params':>8} {'factors':>7} {'kind':>10} {'estimate':>10} {'fitted':>10}",
     ]
-    order = sorted(range(len(candidates)), key=lambda i: (candidates[i].chain.n_params, errors[i]))
-    best_so_far = np.inf
-    for i in order:
-        c = candidates[i]
-        on_front = errors[i] < best_so_far
-        best_so_far = min(best_so_far, errors[i])
-        als = f"{c.refined.error:>10.4g}" if c.refined else f"{'':>10}"
+    for e in sorted(shown, key=lambda e: (e.n_params, e.estimate)):
+        fitted = f"{e.error:>10.4g}" if e.error is not None else f"{'':>10}"
+        mark = "  <- chosen" if e.chain == chain else ""
         lines.append(
-            f"{'*' if on_front else ' '} {c.chain.n_params:>8} {c.chain.n_factors:>7} "
-            f"{c.chain.max_dim:>7} {c.hierarchical.error:>12.4g} {als}"
-            + ("  <- chosen" if i == chosen else "")
+            f"  {e.n_params:>8} {e.chain.n_factors:>7} {e.chain.kind:>10} "
+            f"{e.estimate:>10.4g} {fitted}{mark}"
         )
+    if result.narrowed:
+        lines.append(f"(search narrowed: {result.narrowed})")
+    baseline = result.baseline
+    svd = "randomized SVD" if baseline.randomized else "truncated SVD"
+    lines += [
+        "",
+        f"chain      {m} x {n}, {chain.n_factors} factors, {chain.kind}",
+        f"           --sup '{sup}' --sub '{sub}'",
+        f"params     {chain.n_params} (dense {m * n}, compression {chain.compression_ratio:.2f}x)",
+        f"error      {result.error:.6g} (relative Frobenius)",
+        f"{svd:<10} rank {baseline.rank}, {baseline.n_params} params: error {baseline.error:.6g}",
+        f"time       {result.seconds:.3f} s",
+    ]
     return "\n".join(lines)
 
 

@@ -3,5 +3,16 @@
 from ._als import fit_als
 from ._common import FitResult
 from ._hierarchical import candidate_permutations, fit_hierarchical, hierarchy_ranks
+from ._search import ApproximationResult, ExploredChain, SVDBaseline, approximate
 
-__all__ = ["FitResult", "candidate_permutations", "fit_als", "fit_hierarchical", "hierarchy_ranks"]
+__all__ = [
+    "ApproximationResult",
+    "ExploredChain",
+    "FitResult",
+    "SVDBaseline",
+    "approximate",
+    "candidate_permutations",
+    "fit_als",
+    "fit_hierarchical",
+    "hierarchy_ranks",
+]

@@ -1,0 +1,693 @@
+"""Choosing the chain: a beam search over the DeBut family scored by hierarchical splits.
+
+A chainable or rank-weighted chain of an ``m x n`` matrix is built left to right by
+choices ``(b_l, c_l, w_l)``: factor ``l`` has ``r_l = b_l w_{l-1}``, ``s_l = c_l w_l``
+(``w_0 = 1``) and the last factor takes whatever is left (see :mod:`pydebut.chains`).
+In the left-to-right hierarchical factorization (:func:`~pydebut.fit_hierarchical`)
+each choice splits the remaining entries into sub-blocks and keeps their best
+rank-``w_l`` approximations; the energy it discards is that split's squared error,
+and the squared errors of the successive splits add up to the final one. A prefix
+of choices is therefore a node with a known *lower bound* on the error of every
+chain that extends it, and nodes that share a prefix share its splits.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from math import inf
+from typing import Any
+
+import numpy as np
+
+from ..chains import _divisors
+from ..operator import DeButOperator
+from ..spec import Chain
+from ._als import fit_als
+from ._common import load_target, working_dtype
+from ._hierarchical import _Split, _split, fit_hierarchical, hierarchy_ranks
+
+__all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
+
+#: Splits whose relative squared residual is below this count as exact when
+#: nodes are compared (the Gram eigenvalues carry absolute errors of about
+#: ``eps * sigma_1**2``).
+EXACT_RESIDUAL = 1e-13
+#: Targets with more entries than this use a randomized SVD for the baseline.
+EXACT_SVD_ENTRIES = 1 << 22
+#: Largest target accepted (entries); beyond it one split alone is too slow.
+MAX_ENTRIES = 1 << 28
+#: Splits whose blocks' smaller side exceeds ``SKETCH_FACTOR * (rank + SKETCH_MARGIN)``
+#: are scored by a range finder instead of Gram eigenvalues.
+SKETCH_FACTOR = 2
+SKETCH_MARGIN = 8
+
+
+@dataclass(frozen=True)
+class ExploredChain:
+    """One complete chain met by the search.
+
+    Attributes
+    ----------
+    chain : Chain
+        The chain, left to right.
+    estimate : float
+        Its left-to-right hierarchical relative error, from the singular
+        values its splits discard (no factor is built).
+    error : float or None
+        The true relative error after refinement (hierarchical factorization
+        and ALS), when the chain was fitted; ``None`` otherwise.
+    """
+
+    chain: Chain
+    estimate: float
+    error: float | None = None
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights of the chain."""
+        return self.chain.n_params
+
+
+@dataclass(frozen=True)
+class SVDBaseline:
+    """The truncated SVD with the same budget, ``k = floor(max_params / (m + n))``.
+
+    Attributes
+    ----------
+    rank : int
+        ``k`` (0 when the budget is below ``m + n``).
+    n_params : int
+        ``k (m + n)``.
+    error : float
+        Its true relative Frobenius error.
+    randomized : bool
+        Whether the SVD came from a randomized range finder (large targets).
+    """
+
+    rank: int
+    n_params: int
+    error: float
+    randomized: bool
+
+
+@dataclass
+class ApproximationResult:
+    """Outcome of :func:`approximate`.
+
+    Attributes
+    ----------
+    operator : DeButOperator
+        The best operator found.
+    error : float
+        Its relative Frobenius error ``||D - D_hat||_F / ||D||_F``, measured
+        against the target (the absolute error if the target is zero).
+    explored : list of ExploredChain
+        Every complete chain met by the search, by estimated error (then
+        parameters); the fitted ones carry their true error.
+    baseline : SVDBaseline
+        The truncated SVD with the same budget.
+    n_splits : int
+        Number of split spectra computed by the search.
+    narrowed : str or None
+        Why the search stopped before exploring its whole beam, if it did.
+    seconds : float
+        Wall-clock time of the call.
+    """
+
+    operator: DeButOperator
+    error: float
+    explored: list[ExploredChain]
+    baseline: SVDBaseline
+    n_splits: int
+    narrowed: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def chain(self) -> Chain:
+        """The chosen chain."""
+        return self.operator.chain
+
+
+def approximate(
+    target: Any,
+    max_params: int,
+    *,
+    max_factors: int = 10,
+    n_sweeps: int = 5,
+    tol: float | None = 1e-4,
+    beam_width: int = 8,
+    refine: int = 3,
+    max_splits: int = 5000,
+    include: Iterable[Chain] = (),
+    rng: Any = None,
+    progress: bool = False,
+) -> ApproximationResult:
+    """Best chain of the DeBut family for ``target`` within ``max_params`` weights.
+
+    Searches the chainable and rank-weighted chains of every kind (monotonic,
+    bulging, other; butterflies, Monarch-like and block low-rank products, low
+    rank itself) by a beam search guided by the errors of hierarchical splits,
+    fits the most promising few (:func:`fit_hierarchical` then :func:`fit_als`)
+    and returns the one with the smallest true error. The truncated SVD with the
+    same budget is always a candidate, so the answer is never worse than it.
+
+    Parameters
+    ----------
+    target : array_like or path
+        The ``m x n`` matrix ``D`` (real or complex); a path names a ``.npy`` file.
+    max_params : int
+        Largest number of weights ``sum_l p_l s_l`` of the chain.
+    max_factors : int, default 10
+        Largest number of factors.
+    n_sweeps : int, default 5
+        ALS sweeps for each refined chain (0: hierarchical factorization only).
+    tol : float or None, default 1e-4
+        ALS stops when a sweep improves the error by less than this, relatively.
+    beam_width : int, default 8
+        Prefixes kept at every depth of the search.
+    refine : int, default 3
+        Chains with the smallest estimated errors that are fitted.
+    max_splits : int, default 5000
+        Most split spectra the search computes; when reached, the search stops
+        early (a warning says so and ``narrowed`` records it).
+    include : iterable of Chain
+        Chains fitted in any case when they fit the budget and shape (for
+        example the answer at a smaller budget, to carry it forward).
+    rng : None, int or numpy.random.Generator
+        Seed of the randomized SVD (large targets) and of ALS.
+    progress : bool, default False
+        Show progress bars (needs ``tqdm``).
+
+    Returns
+    -------
+    ApproximationResult
+        The operator and its true error, the explored chains and the SVD baseline.
+
+    Raises
+    ------
+    TypeError
+        If the target is not numeric or an option has the wrong type.
+    ValueError
+        If the target is not a finite 2-D matrix, is too large, or no chain of
+        at most ``max_factors`` factors has at most ``max_params`` weights.
+        All checks happen before any work.
+
+    Notes
+    -----
+    A chain is a sequence of choices ``(b_l, c_l, w_l)`` with
+    ``m = b_1 ... b_L``, ``n = c_1 ... c_L``, ``r_l = b_l w_{l-1}`` and
+    ``s_l = c_l w_l``. Choosing ``(b_l, c_l, w_l)`` after a prefix cuts the
+    remaining entries (``k`` blocks of ``w_{l-1} b_l ... b_L`` rows by
+    ``c_l ... c_L`` columns) into sub-blocks of ``w_{l-1} b_l`` rows and
+    ``c_{l+1} ... c_L`` columns and keeps their best rank-``w_l``
+    approximations. The discarded squared singular values, read from the
+    eigenvalues of the sub-blocks' Gram matrices (one decomposition serves
+    every ``w_l``), are that split's squared error; in the left-to-right order
+    the squared errors of the successive splits add up exactly to the squared
+    error of :func:`fit_hierarchical`, so a prefix's sum is a lower bound for
+    all its extensions. The search keeps, at every depth, the prefixes that
+    are best in (residual, parameters committed) -- the Pareto layers of
+    residual against the prefix's parameters plus the fewest parameters any
+    completion needs -- and drops prefixes whose residual already exceeds the
+    best complete chain's (branch and bound).
+
+    The 2-factor chain ``[(m, k, m, k, 1), (k, n, k, n, 1)]`` is the
+    rank-``k`` product, so the truncated SVD is in the family: it is fitted
+    from the SVD itself and competes like any other candidate, which makes the
+    result at most the SVD's error. A product of any chain in the search
+    space has zero residual at every split and is recovered to rounding when
+    the search keeps its prefix (it does on the paper's chains at their own
+    budget). Results are scale-invariant: thresholds are relative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pydebut import approximate
+    >>> x = np.linspace(0, 1, 32)
+    >>> kernel = np.exp(-30 * (x[:, None] - np.linspace(0, 1, 64)) ** 2)
+    >>> result = approximate(kernel, 600, n_sweeps=2, rng=0)
+    >>> result.chain.n_params <= 600, result.error <= result.baseline.error
+    (True, True)
+    """
+    start = time.perf_counter()
+    matrix = load_target(target, None)
+    if matrix.size > MAX_ENTRIES:
+        raise ValueError(
+            f"the target has {matrix.size} entries, more than approximate accepts ({MAX_ENTRIES})"
+        )
+    options = _Options.checked(
+        max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress
+    )
+    m, n = matrix.shape
+    included = _checked_chains(include, (m, n))
+    smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
+    if smallest > options.max_params:
+        raise ValueError(
+            f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
+            f"most max_params={options.max_params} weights (the smallest has {smallest})"
+        )
+    generator = np.random.default_rng(rng)
+    matrix = np.asarray(matrix, dtype=working_dtype(matrix.dtype))
+    norm = float(np.linalg.norm(matrix))
+
+    baseline, svd_operator = _svd_baseline(matrix, options.max_params, norm, generator)
+    search = _BeamSearch(matrix, options, generator)
+    search.run()
+    estimates = search.complete_chains()
+    fitted = _refine(matrix, norm, estimates, included, svd_operator, options, generator)
+    best_chain = min(fitted, key=lambda chain: fitted[chain][1])
+    operator, error = fitted[best_chain]
+    explored = [
+        ExploredChain(chain, estimate, fitted[chain][1] if chain in fitted else None)
+        for chain, estimate in estimates
+    ]
+    return ApproximationResult(
+        operator,
+        error,
+        explored,
+        baseline,
+        search.n_splits,
+        search.narrowed,
+        time.perf_counter() - start,
+    )
+
+
+# --- options --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    max_params: int
+    max_factors: int
+    n_sweeps: int
+    tol: float | None
+    beam_width: int
+    refine: int
+    max_splits: int
+    progress: bool
+
+    @classmethod
+    def checked(
+        cls,
+        max_params: Any,
+        max_factors: Any,
+        n_sweeps: Any,
+        tol: Any,
+        beam_width: Any,
+        refine: Any,
+        max_splits: Any,
+        progress: Any,
+    ) -> _Options:
+        values = {}
+        for name, value, least in (
+            ("max_params", max_params, 1),
+            ("max_factors", max_factors, 1),
+            ("n_sweeps", n_sweeps, 0),
+            ("beam_width", beam_width, 1),
+            ("refine", refine, 1),
+            ("max_splits", max_splits, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
+            values[name] = int(value)
+        if tol is not None:
+            if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)):
+                raise TypeError(f"tol must be a float or None, got {type(tol).__name__}")
+            if not np.isfinite(tol) or tol < 0:
+                raise ValueError(f"tol must be finite and >= 0, got {tol}")
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        return cls(tol=tol, progress=bool(progress), **values)
+
+
+def _checked_chains(chains: Iterable[Any], shape: tuple[int, int]) -> list[Chain]:
+    checked = []
+    for index, chain in enumerate(chains):
+        if not isinstance(chain, Chain):
+            raise TypeError(f"include[{index}] must be a Chain, got {type(chain).__name__}")
+        if chain.shape != shape:
+            raise ValueError(
+                f"include[{index}] is {chain.shape[0]} x {chain.shape[1]}, the target "
+                f"{shape[0]} x {shape[1]}"
+            )
+        checked.append(chain)
+    return checked
+
+
+# --- the cheapest completions ------------------------------------------------------------
+
+
+class _Completions:
+    """Fewest weights that complete a prefix, by dynamic programming over states.
+
+    A state is ``(factors left, b_l ... b_L, c_1 ... c_{l-1}, w_{l-1})``; later
+    ranks are 1 in the cheapest completion, since weights grow with every rank.
+    """
+
+    def __init__(self, m: int, n: int) -> None:
+        self.n = n
+        self.cheapest = cache(self._cheapest)
+
+    def _cheapest(self, left: int, m_rest: int, n_done: int, w_in: int) -> float:
+        n_rest = self.n // n_done
+        head = n_done * m_rest * w_in
+        best = inf if m_rest * w_in == n_rest == 1 else head * n_rest
+        if left > 1:
+            for b in _divisors(m_rest):
+                for c in _divisors(n_rest):
+                    if b * w_in == c == 1 or (b == m_rest and c == n_rest):
+                        continue
+                    best = min(best, head * c + self.cheapest(left - 1, m_rest // b, n_done * c, 1))
+        return best
+
+
+# --- the search --------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Node:
+    """A prefix of choices; ``entries`` (``k x R x S x 1``) are computed on expansion."""
+
+    m_rest: int
+    n_done: int
+    w_in: int
+    factors: tuple[tuple[int, int, int, int, int], ...]
+    params: int
+    residual2: float
+    committed: float
+    compressed: bool = False  # the last split kept a rank below the blocks' smaller side
+    parent: _Node | None = None
+    split: _Split | None = None
+    entries: np.ndarray | None = field(default=None, repr=False)
+
+    def materialise(self) -> np.ndarray:
+        if self.entries is None:
+            assert self.parent is not None and self.split is not None
+            _, self.entries, _ = _split(self.parent.materialise(), self.split, False)
+        return self.entries
+
+
+class _BeamSearch:
+    def __init__(
+        self, matrix: np.ndarray, options: _Options, generator: np.random.Generator
+    ) -> None:
+        self.m, self.n = matrix.shape
+        self.generator = generator
+        self.options = options
+        self.total2 = float(np.linalg.norm(matrix)) ** 2
+        self.exact2 = EXACT_RESIDUAL * self.total2
+        self.completions = _Completions(self.m, self.n)
+        root_entries = np.ascontiguousarray(matrix.reshape(1, self.m, self.n, 1))
+        self.root = _Node(self.m, 1, 1, (), 0, 0.0, 0.0, entries=root_entries)
+        self.complete: dict[tuple[tuple[int, ...], ...], float] = {}
+        self.best2 = inf
+        self.n_splits = 0
+        self.narrowed: str | None = None
+        self.bar: Any = None
+
+    def run(self) -> None:
+        self._finish(self.root)
+        beam = [self.root]
+        self.bar = _bar(self.options.progress, "searching chains", "split")
+        try:
+            for depth in range(self.options.max_factors - 1):
+                children: list[_Node] = []
+                for node in beam:
+                    children += self._expand(node, depth)
+                    if self.narrowed:
+                        break
+                for child in children:
+                    self._finish(child)
+                if self.narrowed or self.best2 <= self.exact2:
+                    break  # nothing beats an exact chain
+                bound = self.best2 * (1 + 1e-9) + self.exact2
+                beam = _select(
+                    [c for c in children if c.residual2 <= bound],
+                    self.options.beam_width,
+                    self.exact2,
+                )
+                for node in beam:  # compute the entries, then let the ancestors go
+                    node.materialise()
+                    node.parent = None
+                if not beam:
+                    break
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        if self.narrowed:
+            warnings.warn(self.narrowed, stacklevel=3)
+
+    def _finish(self, node: _Node) -> None:
+        """Record the chain that ends after ``node`` with one factor, if it fits."""
+        n_rest = self.n // node.n_done
+        r = node.m_rest * node.w_in
+        cost = node.n_done * r * n_rest
+        if r == n_rest == 1 or node.params + cost > self.options.max_params:
+            return
+        factors = (*node.factors, (node.n_done * r, self.n, r, n_rest, 1))
+        self.complete[factors] = node.residual2
+        self.best2 = min(self.best2, node.residual2)
+
+    def _expand(self, node: _Node, depth: int) -> list[_Node]:
+        budget = self.options.max_params - node.params
+        left = self.options.max_factors - depth - 1  # factors after this one
+        n_rest = self.n // node.n_done
+        head = node.n_done * node.m_rest * node.w_in
+        children = []
+        for b in _divisors(node.m_rest):
+            for c in _divisors(n_rest):
+                if b == node.m_rest and c == n_rest:
+                    continue
+                rows, cols, t = b * node.w_in, n_rest // c, node.m_rest // b
+                ranks = []
+                for w in range(1, min(rows, cols) + 1):
+                    if rows == c * w == 1:
+                        continue
+                    committed = head * c * w + self.completions.cheapest(
+                        left, t, node.n_done * c, w
+                    )
+                    if committed > budget:
+                        break
+                    ranks.append((w, committed))
+                if not ranks:
+                    continue
+                if self.n_splits >= self.options.max_splits:
+                    self.narrowed = (
+                        f"approximate stopped after max_splits={self.options.max_splits} "
+                        f"split spectra at depth {depth + 1}; raise max_splits or lower "
+                        "beam_width/max_factors to search further"
+                    )
+                    return children
+                entries = node.materialise()
+                geometry = _Split(entries.shape[0], rows, t, c, cols, 1, 1)
+                if ranks[0][0] >= min(rows, cols):  # every kept rank is exact
+                    discarded = np.zeros(ranks[-1][0] + 1)
+                else:
+                    discarded = self._discarded(entries, geometry, ranks[-1][0])
+                for w, committed in ranks:
+                    children.append(
+                        _Node(
+                            t,
+                            node.n_done * c,
+                            w,
+                            (*node.factors, (head, node.n_done * c * w * t, rows, c * w, t)),
+                            node.params + head * c * w,
+                            node.residual2 + discarded[w],
+                            node.params + committed,
+                            w < min(rows, cols),
+                            node,
+                            _Split(geometry.k, rows, t, c, cols, 1, w),
+                        )
+                    )
+        return children
+
+    def _discarded(self, entries: np.ndarray, geometry: _Split, top: int) -> np.ndarray:
+        """Squared residual of the split at every rank ``0 .. top`` (zero from ``min(R1, S2)``).
+
+        Exact (Gram eigenvalues) when the blocks' smaller side is at most
+        ``SKETCH_FACTOR * (top + SKETCH_MARGIN)``; otherwise from a range finder of
+        ``top + SKETCH_MARGIN`` columns with power iterations, which captures at
+        most the optimal energy: the residual is then an upper bound.
+        """
+        side = min(geometry.R1, geometry.S2)
+        ranks = np.arange(top + 1)
+        self.n_splits += 1
+        if self.bar is not None:
+            self.bar.update()
+        blocks = np.ascontiguousarray(geometry.blocks(entries))
+        blocks = blocks.reshape(-1, geometry.R1, geometry.S2)
+        if geometry.R1 > geometry.S2:
+            blocks = np.conj(np.swapaxes(blocks, -1, -2))
+        width = top + SKETCH_MARGIN
+        if side <= SKETCH_FACTOR * width:
+            gram = blocks @ np.conj(np.swapaxes(blocks, -1, -2))
+            energies = np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
+        else:
+            energies = _captured_energies(blocks, width, self.generator)
+        captured = np.concatenate(([0.0], np.cumsum(energies)))[np.minimum(ranks, side)]
+        total = float(np.linalg.norm(blocks)) ** 2
+        return np.where(ranks < side, np.maximum(total - captured, 0.0), 0.0)
+
+    def complete_chains(self) -> list[tuple[Chain, float]]:
+        """Complete chains by estimated relative error, then parameters, then factors."""
+        scale = self.total2 if self.total2 > 0 else 1.0
+        ranked = sorted(
+            (np.sqrt(residual2 / scale), sum(f[0] * f[3] for f in factors), factors)
+            for factors, residual2 in self.complete.items()
+        )
+        return [(Chain(factors), float(error)) for error, _, factors in ranked]
+
+
+def _captured_energies(
+    blocks: np.ndarray, width: int, generator: np.random.Generator, power: int = 2
+) -> np.ndarray:
+    """Energies ``sigma_i**2`` (summed over blocks, descending) of ``Q^H M`` for a range
+    finder ``Q`` of ``width`` columns per ``a x b`` block ``M`` (``a <= b``)."""
+    probe = generator.standard_normal((blocks.shape[-1], width)).astype(blocks.dtype)
+    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
+    basis, _ = np.linalg.qr(blocks @ probe)
+    for _ in range(power):
+        basis, _ = np.linalg.qr(blocks @ (adjoint @ basis))
+    projected = np.conj(np.swapaxes(basis, -1, -2)) @ blocks
+    return (np.linalg.svd(projected, compute_uv=False) ** 2).sum(axis=0)
+
+
+def _select(children: list[_Node], width: int, exact2: float) -> list[_Node]:
+    """The prefixes kept at one depth.
+
+    First the exact prefixes whose last split compressed (kept a rank below
+    the blocks' smaller side: structure was found), fewest committed
+    parameters first; then the Pareto layers of (residual, committed
+    parameters), spread evenly within the last layer taken.
+    """
+
+    def score(node: _Node) -> float:
+        return 0.0 if node.residual2 <= exact2 else node.residual2
+
+    ordered = sorted(children, key=lambda node: (node.committed, score(node), node.factors))
+    chosen = [node for node in ordered if node.compressed and score(node) == 0][:width]
+    remaining = [node for node in ordered if not (node.compressed and score(node) == 0)]
+    while remaining and len(chosen) < width:
+        front, rest, best = [], [], inf
+        for node in remaining:
+            if score(node) < best:
+                front.append(node)
+                best = score(node)
+            else:
+                rest.append(node)
+        need = width - len(chosen)
+        if len(front) > need:
+            picks = np.unique(np.linspace(0, len(front) - 1, need).round().astype(int))
+            front = [front[i] for i in picks]
+        chosen += front
+        remaining = rest
+    return chosen
+
+
+# --- baseline and refinement ----------------------------------------------------------------
+
+
+def _svd_baseline(
+    matrix: np.ndarray, max_params: int, norm: float, generator: np.random.Generator
+) -> tuple[SVDBaseline, DeButOperator | None]:
+    """Truncated SVD of rank ``max_params // (m + n)`` and its rank-``k`` operator."""
+    m, n = matrix.shape
+    rank = min(max_params // (m + n), m, n)
+    if rank == 0:
+        return SVDBaseline(0, 0, 1.0 if norm > 0 else 0.0, False), None
+    randomized = matrix.size > EXACT_SVD_ENTRIES
+    if randomized:
+        u, s, vh = _randomized_svd(matrix, rank, generator)
+    else:
+        u, s, vh = np.linalg.svd(matrix, full_matrices=False)
+        u, s, vh = u[:, :rank], s[:rank], vh[:rank]
+    chain = Chain([(m, rank, m, rank, 1), (rank, n, rank, n, 1)])
+    weights = [(u * s).reshape(1, m, rank, 1), vh.reshape(1, rank, n, 1)]
+    operator = DeButOperator(chain, weights)
+    error = _true_error(operator, matrix, norm)
+    return SVDBaseline(rank, chain.n_params, error, randomized), operator
+
+
+def _randomized_svd(
+    matrix: np.ndarray, rank: int, generator: np.random.Generator, power: int = 4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range finder with ``power`` re-orthonormalised power iterations (Halko et al.)."""
+    m, n = matrix.shape
+    width = min(rank + 10, m, n)
+    probe = generator.standard_normal((n, width)).astype(matrix.dtype)
+    basis, _ = np.linalg.qr(matrix @ probe)
+    for _ in range(power):
+        basis, _ = np.linalg.qr(np.conj(matrix.T) @ basis)
+        basis, _ = np.linalg.qr(matrix @ basis)
+    u, s, vh = np.linalg.svd(np.conj(basis.T) @ matrix, full_matrices=False)
+    return (basis @ u)[:, :rank], s[:rank], vh[:rank]
+
+
+def _true_error(operator: DeButOperator, matrix: np.ndarray, norm: float) -> float:
+    residual = float(np.linalg.norm(operator.toarray() - matrix))
+    return residual / norm if norm > 0 else residual
+
+
+def _refine(
+    matrix: np.ndarray,
+    norm: float,
+    estimates: Sequence[tuple[Chain, float]],
+    included: list[Chain],
+    svd_operator: DeButOperator | None,
+    options: _Options,
+    generator: np.random.Generator,
+) -> dict[Chain, tuple[DeButOperator, float]]:
+    """Fit the best estimated chains and the included ones; the SVD competes as is."""
+    fitted: dict[Chain, tuple[DeButOperator, float]] = {}
+    if svd_operator is not None:
+        fitted[svd_operator.chain] = (svd_operator, _true_error(svd_operator, matrix, norm))
+    queue = [chain for chain, _ in estimates if chain not in fitted][: options.refine]
+    queue += [c for c in included if c.n_params <= options.max_params and c not in queue]
+    bar = _bar(options.progress, "fitting candidates", "chain", total=len(queue))
+    for chain in queue:
+        fits = [
+            (op, _true_error(op, matrix, norm)) for op in _fit(matrix, chain, options, generator)
+        ]
+        fitted[chain] = min(fits, key=lambda fit: fit[1])
+        if bar is not None:
+            bar.set_postfix(params=chain.n_params, error=f"{fitted[chain][1]:.3g}")
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return fitted
+
+
+def _fit(
+    matrix: np.ndarray, chain: Chain, options: _Options, generator: np.random.Generator
+) -> list[DeButOperator]:
+    """The hierarchical factorization (when the chain allows it) and ALS from it."""
+    seed = int(generator.integers(2**63))
+    try:
+        hierarchy_ranks(chain)
+    except ValueError:  # an included chain outside the family: ALS from random factors
+        return [
+            fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, rng=seed).operator
+        ]
+    start = fit_hierarchical(matrix, chain).operator
+    if options.n_sweeps == 0:
+        return [start]
+    als = fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, init=start, rng=seed)
+    return [start, als.operator]
+
+
+def _bar(enabled: bool, description: str, unit: str, total: int | None = None) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError(
+            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
+        ) from None
+    return tqdm(total=total, desc=description, unit=unit)

@@ -1,0 +1,165 @@
+"""``pydebut.approximate``: the chain search and its guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pydebut import Chain, DeButOperator, approximate, fit_hierarchical
+from pydebut.special import PAPER_CHAINS
+
+
+def smooth_kernel(m, n, scale=30.0):
+    x, y = np.linspace(0, 1, m), np.linspace(0, 1, n)
+    return np.exp(-scale * (x[:, None] - y) ** 2)
+
+
+def true_error(op, target):
+    return np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
+
+
+def svd_error(target, rank):
+    s = np.linalg.svd(target, compute_uv=False)
+    return np.sqrt(np.sum(s[rank:] ** 2) / np.sum(s**2))
+
+
+def test_result_reports_the_true_error_and_the_search():
+    target = smooth_kernel(32, 64)
+    result = approximate(target, 600, n_sweeps=2, rng=0)
+    assert result.chain.shape == (32, 64)
+    assert result.chain.n_params <= 600
+    assert result.error == pytest.approx(true_error(result.operator, target), rel=1e-12)
+    assert result.explored and result.n_splits > 0 and result.narrowed is None
+    estimates = [e.estimate for e in result.explored]
+    assert estimates == sorted(estimates)
+    assert all(e.n_params <= 600 for e in result.explored)
+    fitted = [e for e in result.explored if e.error is not None]
+    assert fitted and min(e.error for e in fitted) >= result.error * (1 - 1e-12)
+    assert result.baseline.rank == 6 and not result.baseline.randomized
+    assert result.baseline.error == pytest.approx(svd_error(target, 6), rel=1e-10)
+
+
+def test_estimates_are_the_left_to_right_hierarchical_errors():
+    target = np.random.default_rng(1).standard_normal((16, 32))
+    result = approximate(target, 200, n_sweeps=0, rng=0)
+    for explored in result.explored[:: max(1, len(result.explored) // 12)]:
+        hierarchical = fit_hierarchical(target, explored.chain).error
+        assert explored.estimate == pytest.approx(hierarchical, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        smooth_kernel(32, 64),
+        np.random.default_rng(2).standard_normal((16, 32)),
+        np.random.default_rng(3).standard_normal((32, 8))
+        @ np.random.default_rng(4).standard_normal((8, 64))
+        + 1e-3 * np.random.default_rng(5).standard_normal((32, 64)),
+    ],
+    ids=["smooth", "gaussian", "low-rank-plus-noise"],
+)
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_never_worse_than_the_truncated_svd(target, fraction):
+    m, n = target.shape
+    budget = int(fraction * m * n)
+    result = approximate(target, budget, n_sweeps=1, rng=0)
+    rank = budget // (m + n)
+    assert result.baseline.rank == rank
+    assert result.error <= svd_error(target, rank) * (1 + 1e-9) + 1e-14
+    assert result.error <= result.baseline.error
+
+
+RECOVERABLE = [
+    Chain.from_factorizations([2, 2, 2, 2], [2, 2, 4, 2]),  # butterfly, 16 x 32
+    Chain([(16, 3, 16, 3, 1), (3, 32, 3, 32, 1)]),  # rank 3
+    Chain([(16, 8, 16, 8, 1), (8, 32, 2, 8, 1)]),  # block low rank: 4 column blocks of rank 2
+    Chain.from_abcd([(1, 4, 4, 4, 1, 2), (4, 4, 8, 1, 2, 1)]),  # Monarch-like, rank 2
+    Chain.from_abcd([(1, 2, 2, 8, 1, 2), (2, 2, 4, 4, 2, 3), (8, 4, 4, 1, 3, 1)]),  # ranks 2, 3
+    Chain.from_factorizations([2, 4, 4], [8, 4, 2]),  # bulging: dimensions 64, 128, 128, 32
+]
+
+
+@pytest.mark.parametrize("chain", RECOVERABLE, ids=lambda c: f"{c.shape}-{c.n_factors}")
+def test_recovers_a_product_of_any_chain_in_the_family(chain):
+    target = DeButOperator.random(chain, rng=7).toarray()
+    result = approximate(target, chain.n_params, n_sweeps=0, rng=0)
+    assert result.error < 1e-11
+    assert result.chain.n_params <= chain.n_params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg16-conv1", "lenet-fc1"])
+def test_recovers_the_papers_chains_at_their_own_budget(name):
+    chain = PAPER_CHAINS[name]
+    target = DeButOperator.random(chain, rng=8).toarray()
+    result = approximate(target, chain.n_params, n_sweeps=0, rng=0)
+    assert result.error < 1e-11
+
+
+def test_a_larger_budget_carrying_the_smaller_answer_is_never_worse():
+    target = smooth_kernel(16, 32, scale=60.0)
+    previous = np.inf
+    chains: list[Chain] = []
+    for budget in (60, 100, 160, 240):
+        result = approximate(target, budget, n_sweeps=1, include=chains, rng=0)
+        assert result.error <= previous * (1 + 1e-9)
+        previous, chains = result.error, [result.chain]
+
+
+def test_same_rng_same_result():
+    target = np.random.default_rng(9).standard_normal((32, 64))
+    first = approximate(target, 500, n_sweeps=2, rng=3)
+    second = approximate(target, 500, n_sweeps=2, rng=3)
+    assert first.chain == second.chain and first.error == second.error
+    assert [e.chain for e in first.explored] == [e.chain for e in second.explored]
+    assert np.array_equal(first.operator.toarray(), second.operator.toarray())
+
+
+@pytest.mark.parametrize("factor", [8.0, -0.25, 3.0])
+def test_scale_invariant(factor):
+    target = np.random.default_rng(10).standard_normal((16, 32))
+    base = approximate(target, 160, n_sweeps=1, rng=0)
+    scaled = approximate(factor * target, 160, n_sweeps=1, rng=0)
+    assert scaled.chain == base.chain
+    assert scaled.error == pytest.approx(base.error, rel=1e-9)
+    assert np.allclose(scaled.operator.toarray(), factor * base.operator.toarray(), atol=1e-12)
+
+
+def test_complex_targets():
+    rng = np.random.default_rng(11)
+    target = rng.standard_normal((16, 32)) + 1j * rng.standard_normal((16, 32))
+    result = approximate(target, 200, n_sweeps=1, rng=0)
+    assert result.operator.dtype == np.complex128
+    assert result.error == pytest.approx(true_error(result.operator, target), rel=1e-10)
+    assert result.error <= result.baseline.error
+
+
+def test_a_small_search_is_narrowed_with_a_warning():
+    target = smooth_kernel(32, 64)
+    with pytest.warns(UserWarning, match="max_splits=5"):
+        result = approximate(target, 600, n_sweeps=0, max_splits=5, rng=0)
+    assert result.n_splits <= 5 and "max_splits=5" in result.narrowed
+    assert result.error <= result.baseline.error
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"target": np.full((4, 4), np.nan)}, ValueError, "non-finite"),
+        ({"target": np.ones(8)}, ValueError, "2-D"),
+        ({"target": np.array([["a"]])}, TypeError, "numbers"),
+        ({"max_params": 5}, ValueError, "the smallest has 12"),
+        ({"max_params": 10.5}, TypeError, "max_params must be an int"),
+        ({"max_factors": 0}, ValueError, "max_factors must be >= 1"),
+        ({"beam_width": True}, TypeError, "beam_width must be an int"),
+        ({"n_sweeps": -1}, ValueError, "n_sweeps must be >= 0"),
+        ({"tol": -1.0}, ValueError, "tol must be finite"),
+        ({"progress": "yes"}, TypeError, "progress must be a bool"),
+        ({"include": [[(4, 8, 4, 8, 1)]]}, TypeError, "include[0] must be a Chain"),
+        ({"include": [Chain([(8, 8, 8, 8, 1)])]}, ValueError, "include[0] is 8 x 8"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(kwargs, error, message):
+    arguments = {"target": np.ones((4, 8)), "max_params": 40, **kwargs}
+    with pytest.raises(error, match=message.replace("[", r"\[").replace("]", r"\]")):
+        approximate(arguments.pop("target"), arguments.pop("max_params"), **arguments)
