@@ -35,6 +35,8 @@ BUDGETS = (0.05, 0.10, 0.20)
 #: ``w = 300`` (low rank) and ``w = 1000`` (butterflies tie SVD) are 0.3 and 1.
 OSCILLATION = (0.3, 1.0, 3.0)
 EXACT = 1e-12
+#: ``w`` of the crossover's ``exp(i w x y)`` as multiples of the size ``n``.
+CROSSOVER_W = (0.5, 2.0, 6.0)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class Row:
 
 def run_target(target: Target, fractions: tuple[float, ...], options: dict) -> list[Row]:
     m, n = target.matrix.shape
-    budgets = [(f"{fraction:.0%}", int(fraction * m * n)) for fraction in fractions]
+    budgets = [(f"{fraction:.1%}", int(fraction * m * n)) for fraction in fractions]
     if target.own_chain is not None:
         budgets.append(("own chain", target.own_chain.n_params))
     paper_error = None
@@ -142,7 +144,7 @@ def run_target(target: Target, fractions: tuple[float, ...], options: dict) -> l
     rows = []
     for label, budget in budgets:
         start = time.perf_counter()
-        result = approximate(target.matrix, budget, rng=0, **options)
+        result = approximate(target.matrix, budget, rng=0, permutation="auto", **options)
         seconds = time.perf_counter() - start
         paper_fits = target.paper_chain is not None and target.paper_chain.n_params <= budget
         within = paper_error if paper_fits else None
@@ -198,15 +200,18 @@ def checks(rows: list[Row]) -> str:
     )
 
 
-def crossover(sizes: list[int], fraction: float, options: dict) -> list[Row]:
-    """Oscillatory kernels at square sizes and growing ``w``, one budget."""
+def crossover(sizes: list[int], options: dict) -> list[Row]:
+    """Oscillatory kernels at square sizes and growing ``w``; budgets of 1, 2 and 4
+    times the square butterfly's ``2 n log2 n`` parameters (a butterfly must fit)."""
     rows = []
     for size in sizes:
         x = np.linspace(0, 1, size)
-        for factor in (0.5, 1.0, 2.0, 4.0, 8.0):
+        butterfly = 2 * size * int(np.log2(size))
+        fractions = tuple(k * butterfly / size**2 for k in (1, 2, 4))
+        for factor in CROSSOVER_W:
             w = round(factor * size)
             target = Target(f"exp(i {w} x y), w = {factor:g} n", np.exp(1j * w * np.outer(x, x)))
-            rows += run_target(target, (fraction,), options)
+            rows += run_target(target, fractions, options)
     return rows
 
 
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         print(timed_case(options))
         return
     if args.crossover:
-        rows = crossover(args.crossover, 0.10, options)
+        rows = crossover(args.crossover, options)
         text = table(rows)
     else:
         m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
