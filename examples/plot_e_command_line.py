@@ -143,17 +143,17 @@ fitted = load(workdir / "factors.npz")
 print(fitted)
 
 # %%
-# With ``--auto --max-params N`` the command chooses the chain: it enumerates
-# the monotonic chainable chains under the budget, scores an evenly spread
-# sample of them with the hierarchical factorization, refines the best few
-# with ALS and keeps the best, printing what it explored.
+# With ``--auto --max-params N`` the command chooses the chain through
+# :func:`pydebut.approximate`: a beam search over the chainable and
+# rank-weighted chains under the budget, scored by the errors of hierarchical
+# splits; the best few are refined with ALS. It prints what it explored, the
+# chosen chain as ``--sup/--sub`` and the truncated SVD with the same budget.
 
 run("pydebut fit ./target.npy --auto --max-params 4000 --sweeps 3 --no-progress -o ./auto.npz")
 
 # %%
-# ``--auto`` scores a sample of the candidates, not all of them, so it can
-# miss the best chain. Here the target was built on the VGG chain, which is
-# within the budget; compare the two saved fits:
+# The search is never worse than the truncated SVD; the target here was built
+# on the VGG chain, which is within the budget. Compare the two saved fits:
 
 target = np.load(workdir / "target.npy")
 for name in ("factors.npz", "auto.npz"):

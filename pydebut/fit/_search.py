@@ -22,6 +22,7 @@ from math import inf
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
@@ -29,7 +30,7 @@ from ..operator import DeButOperator
 from ..spec import Chain
 from ._als import fit_als
 from ._common import load_target, working_dtype
-from ._hierarchical import _Split, _split, fit_hierarchical, hierarchy_ranks
+from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
 __all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
 
@@ -408,7 +409,7 @@ class _Node:
     def materialise(self) -> np.ndarray:
         if self.entries is None:
             assert self.parent is not None and self.split is not None
-            _, self.entries, _ = _split(self.parent.materialise(), self.split, False)
+            self.entries = _right_part(self.parent.materialise(), self.split)
         return self.entries
 
 
@@ -478,6 +479,8 @@ class _BeamSearch:
         left = self.options.max_factors - depth - 1  # factors after this one
         n_rest = self.n // node.n_done
         head = node.n_done * node.m_rest * node.w_in
+        entries = node.materialise()
+        energy = float(np.vdot(entries, entries).real)  # ||entries||^2, shared by all splits
         children = []
         for b in _divisors(node.m_rest):
             for c in _divisors(n_rest):
@@ -503,12 +506,11 @@ class _BeamSearch:
                         "beam_width/max_factors to search further"
                     )
                     return children
-                entries = node.materialise()
                 geometry = _Split(entries.shape[0], rows, t, c, cols, 1, 1)
                 if ranks[0][0] >= min(rows, cols):  # every kept rank is exact
                     discarded = np.zeros(ranks[-1][0] + 1)
                 else:
-                    discarded = self._discarded(entries, geometry, ranks[-1][0])
+                    discarded = self._discarded(entries, energy, geometry, ranks[-1][0])
                 for w, committed in ranks:
                     children.append(
                         _Node(
@@ -526,7 +528,9 @@ class _BeamSearch:
                     )
         return children
 
-    def _discarded(self, entries: np.ndarray, geometry: _Split, top: int) -> np.ndarray:
+    def _discarded(
+        self, entries: np.ndarray, energy: float, geometry: _Split, top: int
+    ) -> np.ndarray:
         """Squared residual of the split at every rank ``0 .. top`` (zero from ``min(R1, S2)``).
 
         Exact (Gram eigenvalues) when the blocks' smaller side is at most
@@ -550,8 +554,7 @@ class _BeamSearch:
         else:
             energies = _captured_energies(blocks, width, self.generator)
         captured = np.concatenate(([0.0], np.cumsum(energies)))[np.minimum(ranks, side)]
-        total = float(np.linalg.norm(blocks)) ** 2
-        return np.where(ranks < side, np.maximum(total - captured, 0.0), 0.0)
+        return np.where(ranks < side, np.maximum(energy - captured, 0.0), 0.0)
 
     def complete_chains(self) -> list[tuple[Chain, float]]:
         """Complete chains by estimated relative error, then parameters, then factors."""
@@ -561,6 +564,33 @@ class _BeamSearch:
             for factors, residual2 in self.complete.items()
         )
         return [(Chain(factors), float(error)) for error, _, factors in ranked]
+
+
+def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
+    """The right part ``U^H M`` of :func:`fit_hierarchical`'s split, up to a unitary
+    mixing of the kept rows of each sub-block (which leaves later splits unchanged).
+
+    The kept subspace comes from the top eigenvectors of the smaller Gram matrix
+    (through ``M V`` and a QR when the columns are fewer); for a few large
+    blocks only the top ``w`` eigenvectors are computed.
+    """
+    rows, cols, rank = split.R1, split.S2, split.w
+    blocks = np.ascontiguousarray(split.blocks(entries)).reshape(-1, rows, cols)
+    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
+    side, kept = min(rows, cols), min(rank, rows, cols)
+    gram = blocks @ adjoint if rows <= cols else adjoint @ blocks
+    if side > 4 * kept and len(gram) <= 16:
+        top = [scipy.linalg.eigh(g, subset_by_index=[side - kept, side - 1])[1] for g in gram]
+        vectors = np.stack(top)
+    else:
+        vectors = np.linalg.eigh(gram)[1][..., side - kept :]
+    basis = vectors if rows <= cols else np.linalg.qr(blocks @ vectors)[0]
+    right = np.zeros((split.k * split.C1, rank * split.B2, cols, split.t), dtype=blocks.dtype)
+    shape = (split.k, split.C1, split.B2, split.t, kept, cols)
+    split.right_blocks(right)[..., :kept, :] = (
+        np.conj(np.swapaxes(basis, -1, -2)) @ blocks
+    ).reshape(shape)
+    return right
 
 
 def _captured_energies(
@@ -574,7 +604,8 @@ def _captured_energies(
     for _ in range(power):
         basis, _ = np.linalg.qr(blocks @ (adjoint @ basis))
     projected = np.conj(np.swapaxes(basis, -1, -2)) @ blocks
-    return (np.linalg.svd(projected, compute_uv=False) ** 2).sum(axis=0)
+    gram = projected @ np.conj(np.swapaxes(projected, -1, -2))
+    return np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
 
 
 def _select(children: list[_Node], width: int, exact2: float) -> list[_Node]:
