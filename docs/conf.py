@@ -127,6 +127,6 @@ html_theme_options = {
 html_static_path = ["_static"]
 html_css_files = ["pydebut.css"]
 # Pages without sub-pages get no (empty) left sidebar.
-_SINGLE_PAGES = "index quickstart concepts fitting benchmarks chain-json api"
+_SINGLE_PAGES = "index quickstart concepts structure fitting scaling benchmarks chain-json api"
 html_sidebars = {page: [] for page in _SINGLE_PAGES.split()}
 html_show_sourcelink = False

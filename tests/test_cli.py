@@ -19,7 +19,13 @@ def run(capsys, *argv):
 def test_demo_chooses_fits_applies_and_solves(capsys, tmp_path):
     status, out, err = run(capsys, "demo", "--seed", "1", "--plot", str(tmp_path / "figures"))
     assert status == 0, err
-    for heading in ("1. choosing a chain", "2. fitting the chain", "3. applying", "4. ridge"):
+    for heading in (
+        "1. choosing a chain",
+        "2. fitting the chain",
+        "3. applying",
+        "4. ridge",
+        "5. letting approximate",
+    ):
         assert f"== {heading}" in out
     assert "the paper's 9-factor chain (25,600 params, 40.96x) is among them" in out
     assert "density check: dense" in out
@@ -33,6 +39,10 @@ def test_demo_chooses_fits_applies_and_solves(capsys, tmp_path):
     assert all(float(line.split()[1]) < 1e-12 for line in differences)
     solution = next(line for line in lines if "dense normal-equations" in line)
     assert float(solution.rsplit(" ", 1)[1]) < 1e-6
+    chosen = next(line for line in lines if line.startswith("chosen:"))
+    svd = next(line for line in lines if line.startswith("truncated SVD, rank"))
+    assert float(chosen.split()[-1]) <= float(svd.split()[-1])
+    assert "--sup '[[64, " in out
     for name in ("chain_supports.png", "fit_errors.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
 

@@ -3,7 +3,8 @@
 1. choose a chain for the layer: count and rank candidates, find the smallest;
 2. fit the paper's chain to a noisy matrix with that structure;
 3. apply the fitted operator and compare with the dense matrix;
-4. solve a ridge least-squares problem with it through ``scipy.sparse.linalg.lsqr``.
+4. solve a ridge least-squares problem with it through ``scipy.sparse.linalg.lsqr``;
+5. let :func:`~pydebut.approximate` choose the chain for a small smooth kernel.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import scipy.sparse.linalg as spla
 
 from ..chains import count_chains, enumerate_chains, min_param_chain
 from ..density import is_dense
-from ..fit import FitResult, fit_als, fit_hierarchical
+from ..fit import FitResult, approximate, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
 from ..special import PAPER_CHAINS
@@ -30,6 +31,8 @@ NOISE = 0.05
 ALS_SWEEPS = 3
 RIDGE = 0.05
 BUSY_SPREAD = 0.25  # repeated timings varying more than this mark the machine busy
+#: Shape of the kernel matrix of step 5 (small: the search stays fast).
+KERNEL_SHAPE = (64, 256)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     hierarchical, als = fit_target(chain, target)
     compare_with_dense(als.operator, target, rng)
     solve_ridge(als.operator, target, rng)
+    approximate_kernel(args.seed)
     if plot_dir is not None:
         save_figures(plot_dir, chain, hierarchical, als)
     return 0
@@ -213,6 +217,29 @@ def solve_ridge(op: DeButOperator, target: np.ndarray, rng: np.random.Generator)
     print(
         "relative difference from the dense normal-equations solution: "
         f"{error(np.linalg.norm(y - y_dense) / np.linalg.norm(y_dense))}"
+    )
+
+
+def approximate_kernel(seed: int) -> None:
+    m, n = KERNEL_SHAPE
+    budget = m * n // 10
+    print(f"\n== 5. letting approximate choose the chain for a {m} x {n} kernel ==")
+    x, y = np.linspace(0, 1, m), np.linspace(0, 1, n)
+    kernel = np.exp(-30 * (x[:, None] - y) ** 2)
+    result = approximate(kernel, budget, n_sweeps=2, rng=seed)
+    sup, sub = result.chain.to_sup_sub()
+    print(
+        f"target exp(-30 (x_i - y_j)^2), x, y evenly spaced in [0, 1]; budget {count(budget)} params"
+    )
+    print(f"{count(len(result.explored))} chains explored in {duration(result.seconds)}")
+    print(
+        f"chosen: {result.chain.n_factors} factors, {count(result.chain.n_params)} params, "
+        f"relative error {error(result.error)}"
+    )
+    print(f"  --sup '{sup}' --sub '{sub}'")
+    print(
+        f"truncated SVD, rank {result.baseline.rank} ({count(result.baseline.n_params)} params): "
+        f"relative error {error(result.baseline.error)}"
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator
 from ..spec import Chain
@@ -108,7 +109,8 @@ class ApproximationResult:
         against the target (the absolute error if the target is zero).
     explored : list of ExploredChain
         Every complete chain met by the search, by estimated error (then
-        parameters); the fitted ones carry their true error.
+        parameters); the fitted ones carry their true error. With
+        ``permutation="auto"``, those of the permutation pair that won.
     baseline : SVDBaseline
         The truncated SVD with the same budget.
     n_splits : int
@@ -144,6 +146,7 @@ def approximate(
     refine: int = 3,
     max_splits: int = 5000,
     include: Iterable[Chain] = (),
+    permutation: str | None = None,
     rng: Any = None,
     progress: bool = False,
 ) -> ApproximationResult:
@@ -178,6 +181,13 @@ def approximate(
     include : iterable of Chain
         Chains fitted in any case when they fit the budget and shape (for
         example the answer at a smaller budget, to carry it forward).
+    permutation : None or "auto", default None
+        None searches chains for ``D`` itself. ``"auto"`` also searches, for
+        each pair of :func:`candidate_permutations` (bit reversals of the rows
+        and/or columns where they are powers of two), chains ``B`` with
+        ``D ~ B[row_perm][:, col_perm]``, and keeps the best; the operator then
+        carries the permutations (a DFT is recovered exactly on the butterfly
+        chain). It multiplies the search's cost by the number of pairs (up to 4).
     rng : None, int or numpy.random.Generator
         Seed of the randomized SVD (large targets) and of ALS.
     progress : bool, default False
@@ -245,6 +255,9 @@ def approximate(
     )
     m, n = matrix.shape
     included = _checked_chains(include, (m, n))
+    if permutation not in (None, "auto"):
+        raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
+    pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
     smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
     if smallest > options.max_params:
         raise ValueError(
@@ -256,24 +269,30 @@ def approximate(
     norm = float(np.linalg.norm(matrix))
 
     baseline, svd_operator = _svd_baseline(matrix, options.max_params, norm, generator)
-    search = _BeamSearch(matrix, options, generator)
-    search.run()
-    estimates = search.complete_chains()
-    fitted = _refine(matrix, norm, estimates, included, svd_operator, options, generator)
-    best_chain = min(fitted, key=lambda chain: fitted[chain][1])
-    operator, error = fitted[best_chain]
-    explored = [
-        ExploredChain(chain, estimate, fitted[chain][1] if chain in fitted else None)
-        for chain, estimate in estimates
-    ]
+    best: tuple[float, DeButOperator, list[ExploredChain]] | None = None
+    n_splits, narrowed = 0, None
+    for row_perm, col_perm in pairs:  # the identity first: the SVD competes there
+        permuted = unpermute(matrix, row_perm, col_perm)
+        search = _BeamSearch(permuted, options, generator)
+        search.run()
+        n_splits, narrowed = n_splits + search.n_splits, narrowed or search.narrowed
+        estimates = search.complete_chains()
+        fitted = _refine(permuted, norm, estimates, included, svd_operator, options, generator)
+        svd_operator = None
+        best_chain = min(fitted, key=lambda chain: fitted[chain][1])
+        operator, error = fitted[best_chain]
+        if best is None or error < best[0]:
+            if row_perm is not None or col_perm is not None:
+                operator = operator.with_permutations(row_perm, col_perm)
+            explored = [
+                ExploredChain(chain, estimate, fitted[chain][1] if chain in fitted else None)
+                for chain, estimate in estimates
+            ]
+            best = (error, operator, explored)
+    assert best is not None
+    error, operator, explored = best
     return ApproximationResult(
-        operator,
-        error,
-        explored,
-        baseline,
-        search.n_splits,
-        search.narrowed,
-        time.perf_counter() - start,
+        operator, error, explored, baseline, n_splits, narrowed, time.perf_counter() - start
     )
 
 

@@ -1,0 +1,318 @@
+"""``pydebut.approximate`` against the truncated SVD with the same number of parameters.
+
+For a suite of targets (smooth and oscillatory kernels, low rank plus noise, random
+DeBut products, Hadamard, DFT, Gaussian) and budgets of 5%, 10% and 20% of the dense
+parameters (and, for DeBut products and the DFT, their own chain's budget), run
+``approximate`` and record the error of the chain it returns, the truncated SVD's
+error at the same budget and, where the DeBut paper has a chain for the shape, that
+chain fitted by ALS.
+
+    python benchmarks/bench_approximate.py --quick             # small suite, Markdown
+    python benchmarks/bench_approximate.py --update-readme     # rewrite the README section
+    python benchmarks/bench_approximate.py --crossover 128 256 512
+    python benchmarks/bench_approximate.py --timing            # 512 x 2048 at 25,600
+
+``--figure PATH`` saves error against parameters per target (DeBut best and SVD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pydebut import Chain, DeButOperator, approximate, fit_als
+from pydebut.special import PAPER_CHAINS, dft, hadamard
+
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- bench_approximate:start -->", "<!-- bench_approximate:end -->"
+BUDGETS = (0.05, 0.10, 0.20)
+#: ``w`` of ``exp(i w x y)`` as multiples of ``sqrt(m n)``: at 512 x 2048 the issue's
+#: ``w = 300`` (low rank) and ``w = 1000`` (butterflies tie SVD) are 0.3 and 1.
+OSCILLATION = (0.3, 1.0, 3.0)
+EXACT = 1e-12
+#: ``w`` of the crossover's ``exp(i w x y)`` as multiples of the size ``n``.
+CROSSOVER_W = (0.5, 2.0, 6.0)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    matrix: np.ndarray
+    #: a chain the target is exactly a product of (up to the operator's permutations)
+    own_chain: Chain | None = None
+    #: the DeBut paper's chain for this shape, if there is one
+    paper_chain: Chain | None = None
+
+
+def rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) -> Chain:
+    """Chain of choices ``(b_l, c_l, w_l)`` (``r_l = b_l w_{l-1}``, ``s_l = c_l w_l``);
+    the last factor takes the rest of ``m`` and ``n`` (DESIGN.md, section 2)."""
+    factors, m_rest, n_done, w_in = [], m, 1, 1
+    for b, c, w in choices:
+        t = m_rest // b
+        head = n_done * m_rest * w_in
+        factors.append((head, n_done * c * w * t, b * w_in, c * w, t))
+        m_rest, n_done, w_in = t, n_done * c, w
+    r = m_rest * w_in
+    factors.append((n_done * r, n, r, n // n_done, 1))
+    return Chain(factors)
+
+
+def paper_chain_for(shape: tuple[int, int]) -> Chain | None:
+    return next((c for c in PAPER_CHAINS.values() if c.shape == shape), None)
+
+
+def suite(m: int, n: int, rng: np.random.Generator) -> list[Target]:
+    """The targets at ``m x n`` (Hadamard and DFT at ``m x m``, ``m`` a power of two)."""
+    x, y = np.linspace(0, 1, m), np.linspace(0, 1, n)
+    paper = paper_chain_for((m, n))
+    targets = [
+        Target(
+            "smooth kernel exp(-30 (x-y)^2)", np.exp(-30 * (x[:, None] - y) ** 2), paper_chain=paper
+        )
+    ]
+    for factor in OSCILLATION:
+        w = round(factor * np.sqrt(m * n))
+        targets.append(
+            Target(
+                f"oscillatory exp(i {w} x y)", np.exp(1j * w * np.outer(x, y)), paper_chain=paper
+            )
+        )
+    low = rng.standard_normal((m, 8)) @ rng.standard_normal((8, n))
+    noise = rng.standard_normal((m, n))
+    targets.append(
+        Target(
+            "rank 8 + 1% noise",
+            low + 0.01 * np.linalg.norm(low) / np.linalg.norm(noise) * noise,
+            paper_chain=paper,
+        )
+    )
+    depth = int(np.log2(min(m, n))) - 1
+    chains = [("rank-2 butterfly", rank_weighted_chain(m, n, [(2, 2, 2)] * depth))]
+    if paper is not None:
+        chains.insert(0, ("paper chain", paper))
+    for label, chain in chains:
+        product = DeButOperator.random(chain, rng=rng).toarray()
+        targets.append(
+            Target(
+                f"DeBut product ({label}, {chain.n_params:,} params)",
+                product,
+                own_chain=chain,
+                paper_chain=paper,
+            )
+        )
+    targets.append(Target("Gaussian", rng.standard_normal((m, n)), paper_chain=paper))
+    targets.append(Target(f"Hadamard {m}", hadamard(m).toarray(), own_chain=hadamard(m).chain))
+    fourier = dft(m)
+    targets.append(Target(f"DFT {m}", np.fft.fft(np.eye(m), axis=0), own_chain=fourier.chain))
+    return targets
+
+
+@dataclass
+class Row:
+    target: str
+    shape: tuple[int, int]
+    budget: int
+    label: str
+    error: float
+    svd_error: float
+    paper_error: float | None
+    chain: Chain
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """SVD error over DeBut error (above 1: DeBut wins)."""
+        return self.svd_error / self.error if self.error > 0 else np.inf
+
+
+def run_target(target: Target, fractions: tuple[float, ...], options: dict) -> list[Row]:
+    m, n = target.matrix.shape
+    budgets = [(f"{fraction:.1%}", int(fraction * m * n)) for fraction in fractions]
+    if target.own_chain is not None:
+        budgets.append(("own chain", target.own_chain.n_params))
+    paper_error = None
+    if target.paper_chain is not None:
+        paper_error = fit_als(
+            target.matrix, target.paper_chain, n_sweeps=options["n_sweeps"], rng=0
+        ).error
+    rows = []
+    for label, budget in budgets:
+        start = time.perf_counter()
+        result = approximate(target.matrix, budget, rng=0, permutation="auto", **options)
+        seconds = time.perf_counter() - start
+        paper_fits = target.paper_chain is not None and target.paper_chain.n_params <= budget
+        within = paper_error if paper_fits else None
+        rows.append(
+            Row(
+                target.name,
+                (m, n),
+                budget,
+                label,
+                result.error,
+                result.baseline.error,
+                within,
+                result.chain,
+                seconds,
+            )
+        )
+        print(
+            f"  {target.name} [{label}] {budget:,} params: DeBut {result.error:.3g}, "
+            f"SVD {result.baseline.error:.3g} ({seconds:.1f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| target | m x n | budget | params | DeBut best | SVD | SVD / DeBut | paper's chain "
+        "| chosen chain (r, s per factor) | time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        paper = "" if row.paper_error is None else f"{row.paper_error:.3g}"
+        ratio = "exact" if row.error <= EXACT else f"{row.ratio:.2f}"
+        rs = " ".join(f"{f.r}/{f.s}" for f in row.chain)
+        lines.append(
+            f"| {row.target} | {row.shape[0]} x {row.shape[1]} | {row.label} | {row.budget:,} "
+            f"| {row.error:.3g} | {row.svd_error:.3g} | {ratio} | {paper} "
+            f"| {row.chain.n_factors} factors: {rs} | {row.seconds:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
+def checks(rows: list[Row]) -> str:
+    """The benchmark's targets, each stated with the measured worst case."""
+    margin = max(row.error - row.svd_error for row in rows)
+    exact = [row for row in rows if row.label == "own chain"]
+    worst_exact = max((row.error for row in exact), default=float("nan"))
+    return (
+        f"- never worse than the SVD: largest (DeBut - SVD) error over all rows {margin:.2e} "
+        f"({'met' if margin <= 1e-12 else 'NOT met'});\n"
+        f"- DeBut products, Hadamard and DFT at their own chain's budget: worst error "
+        f"{worst_exact:.2e} ({'met' if worst_exact <= EXACT else 'NOT met'}, target <= {EXACT:g})."
+    )
+
+
+def crossover(sizes: list[int], options: dict) -> list[Row]:
+    """Oscillatory kernels at square sizes and growing ``w``; budgets of 1, 2 and 4
+    times the square butterfly's ``2 n log2 n`` parameters (a butterfly must fit)."""
+    rows = []
+    for size in sizes:
+        x = np.linspace(0, 1, size)
+        butterfly = 2 * size * int(np.log2(size))
+        fractions = tuple(k * butterfly / size**2 for k in (1, 2, 4))
+        for factor in CROSSOVER_W:
+            w = round(factor * size)
+            target = Target(f"exp(i {w} x y), w = {factor:g} n", np.exp(1j * w * np.outer(x, x)))
+            rows += run_target(target, fractions, options)
+    return rows
+
+
+def figure(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(row.target for row in rows))
+    columns = 4
+    lines = -(-len(names) // columns)
+    fig, axes = plt.subplots(
+        lines, columns, figsize=(3.2 * columns, 2.6 * lines), layout="constrained", squeeze=False
+    )
+    floor = 1e-16
+    for ax, name in zip(axes.flat, names):
+        mine = sorted((r for r in rows if r.target == name), key=lambda r: r.budget)
+        params = [r.budget for r in mine]
+        ax.semilogy(params, [max(r.svd_error, floor) for r in mine], "s--", label="truncated SVD")
+        ax.semilogy(params, [max(r.error, floor) for r in mine], "o-", label="DeBut (approximate)")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("parameters", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("relative error", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    print(f"figure saved: {path}")
+
+
+def update_readme(text: str) -> None:
+    readme = README.read_text()
+    block = f"{START}\n{text}\n{END}"
+    if START in readme:
+        readme = re.sub(
+            re.escape(START) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S
+        )
+    else:
+        readme = readme.rstrip("\n") + "\n\n" + block + "\n"
+    README.write_text(readme)
+    print(f"updated {README}")
+
+
+def timed_case(options: dict) -> str:
+    """The issue's case: the smooth kernel at 512 x 2048 and 25,600 parameters."""
+    x, y = np.linspace(0, 1, 512), np.linspace(0, 1, 2048)
+    kernel = np.exp(-30 * (x[:, None] - y) ** 2)
+    start = time.perf_counter()
+    result = approximate(kernel, 25_600, rng=0, progress=True, **options)
+    seconds = time.perf_counter() - start
+    return (
+        f"512 x 2048 smooth kernel, 25,600 params: {seconds:.1f} s, error {result.error:.3g} "
+        f"(SVD {result.baseline.error:.3g}), chain {result.chain.to_sup_sub()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64 x 128 and fewer sweeps")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("M", "N"),
+        help="size of the suite (default 512 2048; --quick: 64 128)",
+    )
+    parser.add_argument(
+        "--crossover",
+        type=int,
+        nargs="*",
+        metavar="SIZE",
+        help="oscillatory kernels at these square sizes instead of the suite",
+    )
+    parser.add_argument("--timing", action="store_true", help="only the 512 x 2048 timed case")
+    parser.add_argument("--figure", type=Path, help="save error against parameters here")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="write the table into benchmarks/README.md"
+    )
+    args = parser.parse_args(argv)
+    options = {"n_sweeps": 2 if args.quick else 5}
+    if args.timing:
+        print(timed_case(options))
+        return
+    if args.crossover:
+        rows = crossover(args.crossover, options)
+        text = table(rows)
+    else:
+        m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
+        rng = np.random.default_rng(0)
+        rows = [row for target in suite(m, n, rng) for row in run_target(target, BUDGETS, options)]
+        text = table(rows) + "\n\n" + checks(rows)
+    if args.figure:
+        figure(rows, args.figure)
+    if args.update_readme:
+        update_readme(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
