@@ -228,9 +228,8 @@ def approximate_kernel(seed: int) -> None:
     kernel = np.exp(-30 * (x[:, None] - y) ** 2)
     result = approximate(kernel, budget, n_sweeps=2, rng=seed)
     sup, sub = result.chain.to_sup_sub()
-    print(
-        f"target exp(-30 (x_i - y_j)^2), x, y evenly spaced in [0, 1]; budget {count(budget)} params"
-    )
+    print("target exp(-30 (x_i - y_j)^2), x, y evenly spaced in [0, 1]")
+    print(f"budget {count(budget)} params")
     print(f"{count(len(result.explored))} chains explored in {duration(result.seconds)}")
     print(
         f"chosen: {result.chain.n_factors} factors, {count(result.chain.n_params)} params, "
