@@ -518,7 +518,7 @@ class DeButOperator(LinearOperator):
         return self._col_perm
 
     def permutation_matrices(self) -> tuple[sp.csr_array, sp.csr_array]:
-        """``(P_r, P_c)`` as SciPy CSR arrays, so that ``A = P_r F_1 ... F_L P_c``.
+        """``(P_r, P_c)`` as SciPy CSR arrays, so that ``A = P_r F_1 … F_L P_c``.
 
         Examples
         --------
