@@ -172,10 +172,10 @@ for beam_width in (8, 32):
 print(f"truncated SVD of rank {found.baseline.rank}: error {found.baseline.error:.4f}")
 
 # %%
-# The search keeps ``beam_width`` prefixes at every depth (8 by default). Noise
+# The search keeps ``beam_width`` prefixes at every depth (32 by default). Noise
 # spreads the spectra of the sub-blocks that the estimates read, so on a noisy
-# target the right prefix can fall out of a narrow beam; a wider beam costs more
-# split spectra (``found.n_splits``) and finds it more often. Without noise the
+# target the right prefix can fall out of a narrow beam such as 8; a wider beam
+# costs more split spectra (``found.n_splits``) and finds it more often. Without noise the
 # hidden chain is recovered to rounding at the default width.
 
 # %%

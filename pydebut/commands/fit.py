@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
         "--max-factors", type=int, default=10, metavar="L", help="most factors for --auto (10)"
     )
     auto.add_argument(
-        "--beam-width", type=int, default=8, metavar="K", help="prefixes kept per depth (8)"
+        "--beam-width", type=int, default=32, metavar="K", help="prefixes kept per depth (32)"
     )
     auto.add_argument(
         "--refine", type=int, default=3, metavar="K", help="best candidates refined by ALS (3)"

@@ -142,7 +142,7 @@ def approximate(
     max_factors: int = 10,
     n_sweeps: int = 5,
     tol: float | None = 1e-4,
-    beam_width: int = 8,
+    beam_width: int = 32,
     refine: int = 3,
     max_splits: int = 5000,
     include: Iterable[Chain] = (),
@@ -171,7 +171,7 @@ def approximate(
         ALS sweeps for each refined chain (0: hierarchical factorization only).
     tol : float or None, default 1e-4
         ALS stops when a sweep improves the error by less than this, relatively.
-    beam_width : int, default 8
+    beam_width : int, default 32
         Prefixes kept at every depth of the search.
     refine : int, default 3
         Chains with the smallest estimated errors that are fitted.
@@ -232,7 +232,10 @@ def approximate(
     result at most the SVD's error. A product of any chain in the search
     space has zero residual at every split and is recovered to rounding when
     the search keeps its prefix (it does on the paper's chains at their own
-    budget). Results are scale-invariant: thresholds are relative.
+    budget). Results are scale-invariant: thresholds are relative. The beam
+    depends on the budget, so a larger budget is not guaranteed a lower error
+    on its own; pass the answer at a smaller budget in ``include`` to carry it
+    forward (then it is).
 
     Examples
     --------
