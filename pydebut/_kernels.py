@@ -196,6 +196,15 @@ def vector_factor(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
 
 
 @_jit()
+def largest_dim(specs):  # pragma: no cover
+    """The largest ``p`` or ``q`` of a chain's ``(L, 5)`` array of ``(p, q, r, s, t)``."""
+    max_dim = 0
+    for l in range(specs.shape[0]):  # noqa: E741 - l numbers factors, as in the maths
+        max_dim = max(max_dim, specs[l, 0], specs[l, 1])
+    return max_dim
+
+
+@_jit()
 def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for one contiguous vector.
 
@@ -206,10 +215,7 @@ def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
     call costs a fraction of a microsecond to type-check).
     """
     n_factors = specs.shape[0]
-    max_dim = 0
-    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
-        max_dim = max(max_dim, specs[l, 0], specs[l, 1])
-    work = np.empty((2, max_dim), dtype=out.dtype)
+    work = np.empty((2, largest_dim(specs)), dtype=out.dtype)
     src = x
     w_start = 0
     for l in range(n_factors):  # noqa: E741
@@ -232,10 +238,7 @@ def apply_chain_vector_parallel(specs, weights, x, out, n_parts):  # pragma: no 
     microseconds per factor).
     """
     n_factors = specs.shape[0]
-    max_dim = 0
-    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
-        max_dim = max(max_dim, specs[l, 0], specs[l, 1])
-    work = np.empty((2, max_dim), dtype=out.dtype)
+    work = np.empty((2, largest_dim(specs)), dtype=out.dtype)
     src = x
     w_start = 0
     for l in range(n_factors):  # noqa: E741
