@@ -48,6 +48,24 @@ def choose_threading_layer() -> str:
     return numba.config.THREADING_LAYER
 
 
+def launches_through_workqueue() -> bool:
+    """Whether parallel kernels run on Numba's ``workqueue`` layer (no TBB installed).
+
+    ``workqueue`` starts a parallel region slowly: enough for one launch per
+    batched apply, too slow for one launch per factor of a single vector.
+    """
+    layer = numba.config.THREADING_LAYER
+    if layer == "workqueue":
+        return True
+    if layer not in ("forksafe", "safe"):
+        return False  # "default", "threadsafe", "omp", "tbb": OpenMP or TBB comes first
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+    except (ImportError, OSError):
+        return True
+    return False
+
+
 def user_cache_dir() -> str:
     """The per-user folder for compiled kernels (``$XDG_CACHE_HOME/pydebut`` on Linux)."""
     return AppDirs(appname="pydebut", appauthor=False).user_cache_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -13,7 +14,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _kernels, _sparse, _workspace
+from . import _kernels, _numba_setup, _sparse, _workspace
 from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
@@ -196,8 +197,11 @@ def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
     return paired
 
 
-#: Vectors at least this long run each factor on all Numba threads.
-PARALLEL_VECTOR_SIZE = 2**16
+#: Vectors at least this long run each factor on all Numba threads. On Numba's
+#: ``workqueue`` layer (the fork-safe choice when TBB is not installed) a launch per
+#: factor costs more than it saves (0.2x at 2**16, 0.4x at 2**18, 1.0x at 2**20 on an
+#: idle 2-core machine), so there one vector always runs on one thread.
+PARALLEL_VECTOR_SIZE = sys.maxsize if _numba_setup.launches_through_workqueue() else 2**16
 
 # The fewest columns of the batched kernel's window when a long chain narrows it to keep
 # the work buffers within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
@@ -278,7 +282,8 @@ class DeButOperator(LinearOperator):
     multiply-adds per vector. The whole chain runs in one Numba call; blocks
     of vectors are split into chunks of columns processed in parallel by
     ``numba.get_num_threads()`` threads, and one vector of length at least
-    :data:`PARALLEL_VECTOR_SIZE` (``2**16``) splits each factor between them.
+    :data:`PARALLEL_VECTOR_SIZE` (``2**16``; never on Numba's ``workqueue``
+    layer, whose launches cost more than they save) splits each factor between them.
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
     32 MiB of work buffers between calls (``pydebut._workspace``). On a

@@ -131,3 +131,11 @@ def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
     monkeypatch.delenv("NUMBA_THREADING_LAYER")
     assert _numba_setup.choose_threading_layer() == "forksafe"
     assert os.environ["NUMBA_THREADING_LAYER"] == "forksafe"
+
+
+@pytest.mark.parametrize(
+    ("layer", "expected"), [("workqueue", True), ("omp", False), ("tbb", False)]
+)
+def test_workqueue_is_recognised_for_the_long_vector_choice(monkeypatch, layer, expected):
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", layer)
+    assert _numba_setup.launches_through_workqueue() is expected
