@@ -109,11 +109,4 @@ def sparse_times(matrix: Any, op: DeButOperator) -> np.ndarray:
             f"cannot multiply a sparse matrix of shape {matrix.shape} by the "
             f"{op.shape[0]} x {op.shape[1]} operator"
         )
-    height = matrix.shape[0]
-    dtype = np.result_type(op.dtype, matrix.dtype)
-    out = np.empty((height, op.shape[1]), dtype=dtype)
-    for start in range(0, height, BLOCK):
-        stop = min(start + BLOCK, height)
-        rows = matrix[start:stop].toarray().conj().T
-        out[start:stop] = op.rmatmat(rows).conj().T
-    return out
+    return times_sparse(op.H, matrix.conj().T).conj().T
