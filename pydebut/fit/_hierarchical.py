@@ -23,6 +23,8 @@ from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
     TargetScale,
+    apply_factor,
+    apply_factor_adjoint,
     as_working,
     load_target,
     make_operator,
@@ -195,21 +197,24 @@ def fit_hierarchical(
     matrix = as_working(matrix, working_dtype(matrix.dtype))
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
-    entries = _support_entries(matrix, chain)
-    if order == "left-to-right":
-        weights = _peel(entries, chain.factors, ranks)
-    else:
-        weights = _bisect(entries, chain.factors, ranks)
+    entries = _support_entries(matrix, _product_shape(chain[0], chain[-1]))
+    weights = _peel(entries, chain.factors, ranks)
     error = relative_residual(chain, weights, matrix)
+    if order == "balanced" and _balanced_links(0, len(chain) - 1) != list(range(len(ranks))):
+        balanced = _bisect(matrix, entries, chain.factors, ranks)
+        balanced_error = relative_residual(chain, balanced, matrix)
+        if balanced_error <= error:
+            weights, error = balanced, balanced_error
     operator = make_operator(chain, scale.restore(weights))
     return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
 
 
-def _support_entries(matrix: np.ndarray, chain: Chain) -> np.ndarray:
-    """Entries of ``matrix`` on the product's support as ``T[b, rho, sigma, alpha]``."""
-    k, t = chain[0].n_blocks, chain[-1].t
-    m, n = chain.shape
-    rows, cols = m // (k * t), n // (k * t)
+def _support_entries(matrix: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Entries of ``matrix`` on the support of a factor as ``T[b, rho, sigma, alpha]``.
+
+    ``shape`` is ``(k, R, S, t)``: the support is that of a factor ``(k R t, k S t, R, S, t)``.
+    """
+    k, rows, cols, t = shape
     if k == 1 and t == 1:
         return matrix.reshape(1, rows, cols, 1)
     return np.einsum("brabsa->brsa", matrix.reshape(k, rows, t, k, cols, t)).copy()
@@ -365,14 +370,18 @@ def _move_gauge(
 
 
 def _bisect(
-    entries: np.ndarray, specs: tuple[FactorSpec, ...], ranks: tuple[int, ...]
+    matrix: np.ndarray,
+    entries: np.ndarray,
+    specs: tuple[FactorSpec, ...],
+    ranks: tuple[int, ...],
 ) -> list[np.ndarray]:
-    """Balanced order: split in the middle, then each half, with the other pieces orthonormal.
+    """Balanced order: split in the middle, then each half, each piece refitted before its split.
 
     Before each split, the pieces left of the one to split are given orthonormal
-    columns and those right of it orthonormal rows (:func:`_move_gauge`), so
-    the split's truncated SVDs minimise the error of the whole product, not of
-    the piece alone (Le et al. 2025; the left-to-right order has this for free).
+    columns and those right of it orthonormal rows (:func:`_move_gauge`), and
+    the piece is refitted to ``matrix`` given them (:func:`_refit`), so the
+    split's truncated SVDs minimise the error of the whole product with the
+    other pieces fixed (the left-to-right order has both for free).
     """
     pieces, centre = [_Piece(0, len(specs) - 1, entries)], 0
     for link in _balanced_links(0, len(specs) - 1):
@@ -382,6 +391,8 @@ def _bisect(
             _move_gauge(pieces, centre, step, specs, ranks)
             centre += step
         piece = pieces[target]
+        if len(pieces) > 1:
+            piece.entries = _refit(matrix, pieces, target, specs)
         split = _Split.of(piece.entries.shape, specs[link], specs[link + 1], ranks[link])
         left, right = _split(piece.entries, split)
         pieces[target : target + 1] = [
@@ -390,6 +401,31 @@ def _bisect(
         ]
         centre = target + 1
     return [piece.entries for piece in pieces]
+
+
+def _piece_spec(piece: _Piece, specs: tuple[FactorSpec, ...]) -> FactorSpec:
+    """The factor whose support the product of a piece's factors has."""
+    _, R, S, t = piece.entries.shape
+    return FactorSpec(specs[piece.first].p, specs[piece.last].q, R, S, t)
+
+
+def _refit(
+    matrix: np.ndarray, pieces: list[_Piece], index: int, specs: tuple[FactorSpec, ...]
+) -> np.ndarray:
+    """Entries of ``pieces[index]`` that fit ``matrix`` best, the other pieces fixed.
+
+    With ``Q_L`` the product of the pieces left of it (orthonormal columns) and
+    ``Q_R`` that of the pieces right of it (orthonormal rows), this is the part
+    of ``Q_L^H D Q_R^H`` on the piece's support: the normal equations of a
+    chainable sub-chain are diagonal, with unit diagonal here.
+    """
+    projected = matrix
+    for piece in pieces[:index]:
+        projected = apply_factor_adjoint(_piece_spec(piece, specs), piece.entries, projected)
+    projected_h = np.conj(projected.T)
+    for piece in reversed(pieces[index + 1 :]):
+        projected_h = apply_factor(_piece_spec(piece, specs), piece.entries, projected_h)
+    return _support_entries(np.conj(projected_h.T), pieces[index].entries.shape)
 
 
 def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> FitResult:
