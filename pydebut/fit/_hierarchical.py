@@ -23,7 +23,6 @@ from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
     TargetScale,
-    apply_factor,
     apply_factor_adjoint,
     as_working,
     load_target,
@@ -379,11 +378,11 @@ def _bisect(
 
     Before each split, the pieces left of the one to split are given orthonormal
     columns and those right of it orthonormal rows (:func:`_move_gauge`), and
-    the piece is refitted to ``matrix`` given them (:func:`_refit`), so the
+    the piece is refitted to ``matrix`` given them (:class:`_Refit`), so the
     split's truncated SVDs minimise the error of the whole product with the
     other pieces fixed (the left-to-right order has both for free).
     """
-    pieces, centre = [_Piece(0, len(specs) - 1, entries)], 0
+    pieces, centre, refit = [_Piece(0, len(specs) - 1, entries)], 0, _Refit(matrix, specs)
     for link in _balanced_links(0, len(specs) - 1):
         target = next(i for i, piece in enumerate(pieces) if piece.first <= link < piece.last)
         while centre != target:
@@ -392,7 +391,7 @@ def _bisect(
             centre += step
         piece = pieces[target]
         if len(pieces) > 1:
-            piece.entries = _refit(matrix, pieces, target, specs)
+            piece.entries = refit(pieces, target)
         split = _Split.of(piece.entries.shape, specs[link], specs[link + 1], ranks[link])
         left, right = _split(piece.entries, split)
         pieces[target : target + 1] = [
@@ -403,29 +402,58 @@ def _bisect(
     return [piece.entries for piece in pieces]
 
 
+class _Refit:
+    """Entries of one piece that fit the target best, the other pieces fixed.
+
+    With ``Q_L`` the product of the pieces left of it (orthonormal columns) and
+    ``Q_R`` that of the pieces right of it (orthonormal rows), they are the part
+    of ``Q_L^H D Q_R^H`` on the piece's support: the normal equations of a
+    chainable or rank-weighted sub-chain are diagonal, here with unit diagonal,
+    and the error is ``||D||^2 - ||X||^2 + ||X - X_opt||^2`` for any entries
+    ``X`` of the piece. ``Q_L^H D`` is kept between calls: in the balanced
+    order the pieces left of the one being split are final and only grow in
+    number, so each is applied to the target once (it starts again from ``D``
+    if one of them has changed).
+    """
+
+    def __init__(self, matrix: np.ndarray, specs: tuple[FactorSpec, ...]) -> None:
+        self.matrix, self.specs = matrix, specs
+        self.applied: list[np.ndarray] = []
+        self.projected = matrix
+
+    def __call__(self, pieces: list[_Piece], index: int) -> np.ndarray:
+        left = pieces[:index]
+        if len(self.applied) > len(left) or any(
+            entries is not piece.entries for entries, piece in zip(self.applied, left, strict=False)
+        ):
+            self.applied, self.projected = [], self.matrix
+        for piece in left[len(self.applied) :]:
+            spec = _piece_spec(piece, self.specs)
+            self.projected = apply_factor_adjoint(spec, piece.entries, self.projected)
+            self.applied.append(piece.entries)
+        projected = self.projected
+        for piece in reversed(pieces[index + 1 :]):
+            projected = _times_adjoint(projected, piece.entries)
+        return _support_entries(projected, pieces[index].entries.shape)
+
+
+def _times_adjoint(matrix: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """``M P^H`` for the factor ``P`` with entries ``(k, R, S, t)``, without transposing ``M``.
+
+    Entry ``(i, (b, rho, alpha))`` is
+    ``sum_sigma M[i, (b, sigma, alpha)] conj(W[b, rho, sigma, alpha])``.
+    """
+    k, R, S, t = entries.shape
+    rows = matrix.shape[0]
+    blocks = matrix.reshape(rows, k, S, t)
+    product = np.einsum("ibsa,brsa->ibra", blocks, np.conj(entries), optimize=True)
+    return product.reshape(rows, k * R * t)
+
+
 def _piece_spec(piece: _Piece, specs: tuple[FactorSpec, ...]) -> FactorSpec:
     """The factor whose support the product of a piece's factors has."""
     _, R, S, t = piece.entries.shape
     return FactorSpec(specs[piece.first].p, specs[piece.last].q, R, S, t)
-
-
-def _refit(
-    matrix: np.ndarray, pieces: list[_Piece], index: int, specs: tuple[FactorSpec, ...]
-) -> np.ndarray:
-    """Entries of ``pieces[index]`` that fit ``matrix`` best, the other pieces fixed.
-
-    With ``Q_L`` the product of the pieces left of it (orthonormal columns) and
-    ``Q_R`` that of the pieces right of it (orthonormal rows), this is the part
-    of ``Q_L^H D Q_R^H`` on the piece's support: the normal equations of a
-    chainable sub-chain are diagonal, with unit diagonal here.
-    """
-    projected = matrix
-    for piece in pieces[:index]:
-        projected = apply_factor_adjoint(_piece_spec(piece, specs), piece.entries, projected)
-    projected_h = np.conj(projected.T)
-    for piece in reversed(pieces[index + 1 :]):
-        projected_h = apply_factor(_piece_spec(piece, specs), piece.entries, projected_h)
-    return _support_entries(np.conj(projected_h.T), pieces[index].entries.shape)
 
 
 def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> FitResult:
