@@ -156,16 +156,17 @@ def fit_hierarchical(
     with the other pieces fixed, because the normal equations of these
     chains are diagonal. Without the refit the piece keeps its earlier
     approximation times the triangular factors, and the split approximates
-    an approximation: that version reproduced pyfaust's ``GBfactorize`` to 8
-    digits and was up to 4.5% worse than left-to-right on noisy targets.
-    With it, every split in either order is the best given the factors
+    an approximation: pyfaust's ``GBfactorize`` gives the errors of that
+    version (to 8 digits), up to 7% above left-to-right at 10% noise. With
+    the refit, every split in either order is the best given the factors
     fitted before it, but the two orders fit different factors first, and
-    no theorem orders the two greedy results: on noisy targets the balanced
-    tree is lower on most chains of four or more factors (by up to 3%) and
-    higher on some (by up to 1.4%; ``benchmarks/bench_balanced.py
-    --sweep``). So ``order="balanced"`` computes both and keeps the lower
-    true error (the balanced tree on a tie). With two or three factors both
-    orders split the same links and the result is the left-to-right one.
+    no theorem orders the two greedy results: on noisy targets of chains of
+    four to six factors the balanced tree ends up to 6% lower than
+    left-to-right, and on about one target in five up to 1.3% higher
+    (``benchmarks/bench_balanced.py --sweep``). So ``order="balanced"``
+    computes both and keeps the lower true error (the balanced tree on a
+    tie). With two or three factors both orders split the same links and
+    the result is the left-to-right one.
 
     The cost of ``order="balanced"`` is that of the balanced tree (its first
     splits decompose the largest sub-blocks, and each refit applies the
