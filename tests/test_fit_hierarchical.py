@@ -243,3 +243,16 @@ def test_issue_reproducers_against_pyfaust(chain, seed):
     balanced = fit_hierarchical(target, chain, order="balanced")
     assert peeled.error == pytest.approx(theirs["left-to-right"], rel=1e-8)
     assert balanced.error <= min(theirs.values()) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("scale", [2.0**-40, 0.7 * 2.0**300, 1.37 * 2.0**-500])
+@pytest.mark.parametrize("seed", [0, 5])  # the balanced tree is kept for 0, left-to-right for 5
+def test_balanced_order_is_scale_invariant(seed, scale):
+    # Four factors: both factorizations are computed and compared, and the choice
+    # must not depend on the scale: c * D gives c times the fit of D.
+    target, _ = noisy_product(BUTTERFLY_16, np.random.default_rng(seed), 0.1)
+    base = fit_hierarchical(target, BUTTERFLY_16, order="balanced")
+    scaled = fit_hierarchical(target * scale, BUTTERFLY_16, order="balanced")
+    got = scaled.operator.toarray() / scale
+    np.testing.assert_allclose(got, base.operator.toarray(), rtol=1e-9, atol=1e-12)
+    assert scaled.error == pytest.approx(base.error, rel=1e-12)
