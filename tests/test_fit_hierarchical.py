@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from scipy.linalg import hadamard
 
 from pydebut import Chain, DeButOperator, fit_hierarchical, hierarchy_ranks
-from pydebut.fit._hierarchical import _balanced_links
+from pydebut.fit._hierarchical import (
+    _balanced_links,
+    _move_gauge,
+    _Piece,
+    _piece_spec,
+    _product_shape,
+    _Refit,
+    _support_entries,
+)
 from pydebut.special import PAPER_CHAINS
 from pydebut.testing import chainable_chains, rank_weighted_chains
 
@@ -186,6 +194,45 @@ def test_balanced_order_is_never_worse_than_left_to_right(chain, seed, noise, dt
     assert balanced.error <= peeled.error * (1 + 1e-12) + 1e-15
     measured = relative_error(chain, balanced.operator.weights, target)
     assert balanced.error == pytest.approx(measured, rel=1e-10, abs=1e-14)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    chain=st.one_of(
+        chainable_chains(max_dim=32, max_factors=5),
+        rank_weighted_chains(max_dim=32, max_factors=5),
+    ).filter(lambda chain: len(chain) >= 3),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_refit_is_the_best_middle_piece_given_orthonormal_neighbours(chain, seed, data):
+    # The claim the balanced order rests on: with the outer pieces orthonormal (block QR
+    # moves), the normal equations of the middle piece are diagonal with unit diagonal,
+    # so Q_L^H D Q_R^H on its support is the best middle piece (zero gradient) and the
+    # error is ||D||^2 - ||X||^2.
+    last = len(chain) - 1
+    first_cut = data.draw(st.integers(0, last - 2))
+    second_cut = data.draw(st.integers(first_cut + 1, last - 1))
+    bounds = [(0, first_cut), (first_cut + 1, second_cut), (second_cut + 1, last)]
+    specs, ranks, rng = chain.factors, hierarchy_ranks(chain), np.random.default_rng(seed)
+    pieces = [
+        _Piece(a, b, rng.standard_normal(_product_shape(specs[a], specs[b]))) for a, b in bounds
+    ]
+    _move_gauge(pieces, 0, 1, specs, ranks)
+    _move_gauge(pieces, 2, -1, specs, ranks)
+    target = rng.standard_normal(chain.shape)
+    pieces[1].entries = _Refit(target, specs)(pieces, 1)
+    left, middle, right = (
+        DeButOperator(Chain([_piece_spec(piece, specs)]), [piece.entries]).toarray()
+        for piece in pieces
+    )
+    residual = target - left @ middle @ right
+    gradient = left.conj().T @ residual @ right.conj().T
+    shape = pieces[1].entries.shape
+    scale = np.linalg.norm(target)
+    assert np.abs(_support_entries(gradient, shape)).max() <= 1e-12 * scale
+    unexplained = scale**2 - np.linalg.norm(pieces[1].entries) ** 2
+    assert np.linalg.norm(residual) ** 2 == pytest.approx(unexplained, abs=1e-10 * scale**2)
 
 
 def test_the_balanced_tree_is_what_wins_when_it_is_better():
