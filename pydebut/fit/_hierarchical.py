@@ -415,12 +415,13 @@ def _bisect(
     pieces, centre, refit = [_Piece(0, len(specs) - 1, entries)], 0, _Refit(matrix, specs)
     for link in _balanced_links(0, len(specs) - 1):
         target = next(i for i, piece in enumerate(pieces) if piece.first <= link < piece.last)
+        moved = centre != target
         while centre != target:
             step = 1 if target > centre else -1
             _move_gauge(pieces, centre, step, specs, ranks)
             centre += step
         piece = pieces[target]
-        if len(pieces) > 1:
+        if moved:  # else it is the right part U^H X of the last split: already the refit
             piece.entries = refit(pieces, target)
         split = _Split.of(piece.entries.shape, specs[link], specs[link + 1], ranks[link])
         left, right = _split(piece.entries, split)
