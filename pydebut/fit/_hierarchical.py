@@ -171,9 +171,10 @@ def fit_hierarchical(
     The cost of ``order="balanced"`` is that of the balanced tree (its first
     splits decompose the largest sub-blocks, and each refit applies the
     pieces around the split piece to the target), plus the left-to-right
-    factorization and one product to measure each true error, a small part
-    of the total. A matrix that admits the chain is recovered to rounding
-    error in either order.
+    factorization and one product to measure each true error: 1.8-8x the
+    time of ``"left-to-right"`` on the paper's chains and butterflies. A
+    matrix that admits the chain is recovered to rounding error in either
+    order.
 
     The target is first divided by the power of two that brings its largest
     entry into ``[0.5, 1)`` and the weights multiplied back (spread over the
