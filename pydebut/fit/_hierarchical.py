@@ -441,8 +441,8 @@ class _Refit:
     ``Q_R`` that of the pieces right of it (orthonormal rows), they are the part
     of ``Q_L^H D Q_R^H`` on the piece's support: the normal equations of a
     chainable or rank-weighted sub-chain are diagonal, here with unit diagonal,
-    and the error is ``||D||^2 - ||X||^2 + ||X - X_opt||^2`` for any entries
-    ``X`` of the piece. ``Q_L^H D`` is kept between calls: in the balanced
+    so ``||D - Q_L X Q_R||^2 = ||D||^2 - ||X_opt||^2 + ||X - X_opt||^2`` for any
+    entries ``X`` of the piece. ``Q_L^H D`` is kept between calls: in the balanced
     order the pieces left of the one being split are final and only grow in
     number, so each is applied to the target once (it starts again from ``D``
     if one of them has changed).
