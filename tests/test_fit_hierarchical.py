@@ -208,8 +208,8 @@ def test_balanced_order_is_never_worse_than_left_to_right(chain, seed, noise, dt
 def test_refit_is_the_best_middle_piece_given_orthonormal_neighbours(chain, seed, data):
     # The claim the balanced order rests on: with the outer pieces orthonormal (block QR
     # moves), the normal equations of the middle piece are diagonal with unit diagonal,
-    # so Q_L^H D Q_R^H on its support is the best middle piece (zero gradient) and the
-    # error is ||D||^2 - ||X||^2.
+    # so Q_L^H D Q_R^H on its support is the best middle piece X (zero gradient) and the
+    # squared error is ||D||^2 - ||X||^2.
     last = len(chain) - 1
     first_cut = data.draw(st.integers(0, last - 2))
     second_cut = data.draw(st.integers(first_cut + 1, last - 1))
@@ -237,7 +237,7 @@ def test_refit_is_the_best_middle_piece_given_orthonormal_neighbours(chain, seed
 
 def test_the_balanced_tree_is_what_wins_when_it_is_better():
     # Its own splits, each refitted to the target given the fitted neighbours, beat the
-    # left-to-right ones on every seed here (by 0.03-0.6%): the order is not a no-op.
+    # left-to-right ones on every seed here (by 0.03-0.8%): the order is not a no-op.
     for seed in range(5):
         target, _ = noisy_product(BUTTERFLY_16, np.random.default_rng(seed), 0.1)
         peeled = fit_hierarchical(target, BUTTERFLY_16, order="left-to-right")
@@ -249,7 +249,7 @@ def test_the_balanced_tree_is_what_wins_when_it_is_better():
 # (relative Frobenius). pyfaust's GBfactorize in the balanced order gave 0.079 (16 x 16)
 # and 0.099 (ResNet), pydebut 0.120 and 0.140 before the balanced order was fixed.
 REPRODUCERS = [(BUTTERFLY_16, seed) for seed in range(5)] + [(PAPER_512, 0)]
-REPRODUCER_IDS = [f"{len(chain)}x{chain.shape}-seed{seed}" for chain, seed in REPRODUCERS]
+REPRODUCER_IDS = [f"butterfly16-seed{seed}" for seed in range(5)] + ["resnet-seed0"]
 
 
 @pytest.mark.parametrize(("chain", "seed"), REPRODUCERS, ids=REPRODUCER_IDS)
