@@ -171,19 +171,81 @@ def vector_alphas(p, r, s, t, a0, a1, weights, w_start, src, dst):  # pragma: no
                     y[alpha] += w_sigma[alpha] * x_sigma[alpha]
 
 
+@_jit(fastmath={"contract"}, inline="always")
+def _vector_alphas_small_t(n_blocks, r, s, t, w, x, y):  # pragma: no cover
+    """One vector through any factor with small ``t``, by plain indexing.
+
+    Called with a literal ``t`` and inlined, so the loops over ``alpha`` have
+    a constant length: per output row, ``t`` sums over ``sigma`` run side by
+    side without building a slice per ``(rho, sigma)``.
+    """
+    for block in range(n_blocks):
+        x0 = block * s * t
+        for rho in range(r):
+            y0 = (block * r + rho) * t
+            w0 = y0 * s
+            for alpha in range(t):
+                y[y0 + alpha] = w[w0 + alpha] * x[x0 + alpha]
+            for sigma in range(1, s):
+                for alpha in range(t):
+                    y[y0 + alpha] += w[w0 + sigma * t + alpha] * x[x0 + sigma * t + alpha]
+
+
+@_jit(fastmath={"contract"})
+def vector_dots(p, r, s, weights, w_start, src, dst):  # pragma: no cover
+    """``dst = F @ src`` for one vector and a factor with ``t = 1``: a dot product per row.
+
+    Four rows of a block share each load of ``x[b, sigma]`` and their four sums
+    run side by side, so the multiply-adds do not wait on each other (one sum
+    at a time is bound by the latency of the multiply-add).
+    """
+    for block in range(p // r):
+        x = src[block * s : (block + 1) * s]
+        w = weights[w_start + block * r * s : w_start + (block + 1) * r * s]
+        y = dst[block * r : (block + 1) * r]
+        rho = 0
+        while rho + 4 <= r:
+            w0, w1 = w[rho * s : (rho + 1) * s], w[(rho + 1) * s : (rho + 2) * s]
+            w2, w3 = w[(rho + 2) * s : (rho + 3) * s], w[(rho + 3) * s : (rho + 4) * s]
+            acc0, acc1, acc2, acc3 = w0[0] * x[0], w1[0] * x[0], w2[0] * x[0], w3[0] * x[0]
+            for sigma in range(1, x.shape[0]):
+                value = x[sigma]
+                acc0 += w0[sigma] * value
+                acc1 += w1[sigma] * value
+                acc2 += w2[sigma] * value
+                acc3 += w3[sigma] * value
+            y[rho], y[rho + 1], y[rho + 2], y[rho + 3] = acc0, acc1, acc2, acc3
+            rho += 4
+        while rho < r:
+            w0 = w[rho * s : (rho + 1) * s]
+            acc0 = w0[0] * x[0]
+            for sigma in range(1, x.shape[0]):
+                acc0 += w0[sigma] * x[sigma]
+            y[rho] = acc0
+            rho += 1
+
+
 @_jit(fastmath={"contract"})
 def vector_general(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
-    """``dst = F @ src`` for one vector and any factor (a dot product per row if ``t = 1``)."""
-    if t > 1:
+    """``dst = F @ src`` for one vector and any factor."""
+    if t == 1:
+        vector_dots(p, r, s, weights, w_start, src, dst)
+        return
+    if t > 16 or (t & (t - 1)) != 0:
         vector_alphas(p, r, s, t, 0, t, weights, w_start, src, dst)
         return
-    for row in range(p):
-        x = src[(row // r) * s : (row // r + 1) * s]
-        w = weights[w_start + row * s : w_start + (row + 1) * s]
-        acc = w[0] * x[0]
-        for sigma in range(1, s):
-            acc += w[sigma] * x[sigma]
-        dst[row] = acc
+    n_blocks = p // (r * t)
+    w = weights[w_start : w_start + p * s]
+    x = src[: n_blocks * s * t]
+    y = dst[:p]
+    if t == 2:
+        _vector_alphas_small_t(n_blocks, r, s, 2, w, x, y)
+    elif t == 4:
+        _vector_alphas_small_t(n_blocks, r, s, 4, w, x, y)
+    elif t == 8:
+        _vector_alphas_small_t(n_blocks, r, s, 8, w, x, y)
+    else:
+        _vector_alphas_small_t(n_blocks, r, s, 16, w, x, y)
 
 
 @_jit()
