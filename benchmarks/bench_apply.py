@@ -191,14 +191,21 @@ def print_precision_rates(rows: list[dict]) -> None:
 
 
 def print_long_vectors(args) -> None:
-    """One vector through 2^16 and 2^18 butterflies: the serial kernel against all threads."""
+    """One vector through 2^16, 2^18 and 2^20 butterflies: one thread against all threads.
+
+    Times the one-thread kernel, the parallel kernel on all Numba threads and
+    ``op.apply(x, out)`` (which picks one of the two by
+    ``pydebut.operator.PARALLEL_VECTOR_SIZE``), interleaved.
+    """
     import numba
 
     from pydebut import _kernels
 
-    print(f"\n| one vector, float64 | 1 thread | {numba.get_num_threads()} threads | speed-up |")
-    print("| --- | --- | --- | --- |")
-    for size in (2**16, 2**18):
+    threads = numba.get_num_threads()
+    print(f"\nthreading layer {numba.threading_layer()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"\n| one vector, float64 | 1 thread | {threads} threads | speed-up | op.apply |")
+    print("| --- | --- | --- | --- | --- |")
+    for size in (2**16, 2**18, 2**20):
         op = DeButOperator.random(butterfly_chain(size), rng=0)
         x = np.random.default_rng(0).standard_normal(size)
         out = np.empty(size)
@@ -207,13 +214,18 @@ def print_long_vectors(args) -> None:
         def serial(plan=plan, x=x, out=out):
             _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
 
-        def parallel(op=op, x=x, out=out):
+        def parallel(plan=plan, x=x, out=out):
+            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, threads)
+
+        def direct(op=op, x=x, out=out):
             op.apply(x, out)
 
-        times, _ = time_interleaved({"serial": serial, "parallel": parallel}, 3 * args.rounds, 0.02)
+        functions = {"serial": serial, "parallel": parallel, "apply": direct}
+        times, _ = time_interleaved(functions, 3 * args.rounds, 0.02)
         print(
             f"| butterfly 2^{size.bit_length() - 1} | {times['serial'] * 1e6:,.0f} us | "
-            f"{times['parallel'] * 1e6:,.0f} us | {times['serial'] / times['parallel']:.2f}x |"
+            f"{times['parallel'] * 1e6:,.0f} us | {times['serial'] / times['parallel']:.2f}x | "
+            f"{times['apply'] * 1e6:,.0f} us |"
         )
 
 
@@ -257,7 +269,7 @@ def main() -> None:
         "--no-long-vectors",
         dest="long_vectors",
         action="store_false",
-        help="skip one vector through 2^16 and 2^18 butterflies, one thread against all",
+        help="skip one vector through 2^16 to 2^20 butterflies, one thread against all",
     )
     args = parser.parse_args()
     args.rounds = 3 if args.quick else 7

@@ -16,8 +16,8 @@ A chain is passed as a *plan*:
 - ``weights``: the flat weight buffer, of the dtype of the data.
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
-diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits each
-factor of a long vector between threads. A block of vectors is a C-ordered ``(rows, batch)``
+diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits a long
+vector between threads, synchronising only where the split of the rows changes. A block of vectors is a C-ordered ``(rows, batch)``
 array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
 starting at a given column, so the innermost loop runs over contiguous
 columns whatever ``t`` is, and the input and output blocks are read and
@@ -288,41 +288,115 @@ def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
         w_start += p * s
 
 
+@_jit()
+def _part_bounds(specs, l, part, n_parts):  # pragma: no cover
+    """How factor ``l`` is split: ``(by_blocks, lo, hi)`` for part ``part`` of ``n_parts``.
+
+    By blocks ``[lo, hi)`` when the factor has at least ``n_parts`` blocks, else
+    along the diagonal index, ``alpha`` in ``[lo, hi)``; a factor with fewer
+    blocks and fewer ``alpha`` than parts runs whole in part 0 (the others get
+    an empty range).
+    """
+    p, r, t = specs[l, 0], specs[l, 2], specs[l, 4]
+    n_blocks = p // (r * t)
+    if n_blocks >= n_parts:
+        return True, part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts
+    if t >= n_parts:
+        return False, part * t // n_parts, (part + 1) * t // n_parts
+    return True, 0, n_blocks if part == 0 else 0
+
+
+@_jit()
+def _stays_in_part(specs, l, n_parts):  # pragma: no cover
+    """Whether every part of factor ``l + 1`` reads only rows the same part of factor ``l`` wrote.
+
+    Both factors must be split by blocks, with equal row boundaries between parts.
+    """
+    for part in range(n_parts):
+        by_blocks, _, hi = _part_bounds(specs, l, part, n_parts)
+        next_by_blocks, _, next_hi = _part_bounds(specs, l + 1, part, n_parts)
+        if not (by_blocks and next_by_blocks):
+            return False
+        if hi * specs[l, 2] * specs[l, 4] != next_hi * specs[l + 1, 3] * specs[l + 1, 4]:
+            return False
+    return True
+
+
+@_jit()
+def _largest_part(specs, n_parts):  # pragma: no cover
+    """The most rows a part of a factor split by blocks reads or writes."""
+    largest = 0
+    for l in range(specs.shape[0]):  # noqa: E741 - l numbers factors, as in the maths
+        for part in range(n_parts):
+            by_blocks, lo, hi = _part_bounds(specs, l, part, n_parts)
+            if by_blocks:
+                size = (hi - lo) * max(specs[l, 2], specs[l, 3]) * specs[l, 4]
+                largest = max(largest, size)
+    return largest
+
+
+@_jit()
+def _factor_part(
+    specs, l, part, n_parts, weights, w_start, src, src_local, dst, dst_local
+):  # pragma: no cover
+    """Part ``part`` of ``n_parts`` of ``dst = F_l @ src`` (see :func:`_part_bounds`).
+
+    With ``src_local`` (``dst_local``) the part's rows of the input (output)
+    start at row 0 of ``src`` (``dst``), else at their place in the vector.
+    """
+    p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
+    by_blocks, lo, hi = _part_bounds(specs, l, part, n_parts)
+    if lo == hi:
+        return
+    if by_blocks:
+        x0 = 0 if src_local else lo * s * t
+        y0 = 0 if dst_local else lo * r * t
+        vector_factor(
+            (hi - lo) * r * t, r, s, t, weights, w_start + lo * r * s * t,
+            src[x0 : x0 + (hi - lo) * s * t], dst[y0 : y0 + (hi - lo) * r * t],
+        )  # fmt: skip
+    else:
+        vector_alphas(p, r, s, t, lo, hi, weights, w_start, src[:q], dst[:p])
+
+
 @_jit(parallel=True)
 def apply_chain_vector_parallel(specs, weights, x, out, n_parts):  # pragma: no cover
-    """:func:`apply_chain_vector` with each factor split into ``n_parts`` parts run in parallel.
+    """:func:`apply_chain_vector` split into ``n_parts`` parts run in parallel, in few phases.
 
-    Blocks of one factor are independent, so a part is the smaller factor
-    made of blocks ``[lo, hi)``, applied to the matching slices of the input,
-    output and weights; a factor with fewer blocks than parts is split along
-    the diagonal index ``alpha`` instead. Every factor waits for the previous
-    one, so this pays for long vectors only (a parallel launch costs
-    microseconds per factor).
+    Each factor is split by blocks, or along ``alpha`` when it has fewer
+    blocks than parts (:func:`_part_bounds`). Consecutive factors whose parts
+    line up (part ``i`` of the next factor reads exactly the rows part ``i``
+    of this one wrote, :func:`_stays_in_part`) form one *phase*: each part
+    runs all of the phase's factors on its own rows, in a work array of its
+    own, and the parts wait for each other only between phases, whose inputs
+    and outputs alternate between two shared rows. A chainable chain splits
+    by blocks until its factors have fewer blocks than parts, so two threads
+    need two or three phases (one parallel launch each) however long the chain.
     """
     n_factors = specs.shape[0]
-    work = np.empty((2, largest_dim(specs)), dtype=out.dtype)
-    src = x
-    w_start = 0
-    for l in range(n_factors):  # noqa: E741
-        p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
-        dst = out if l == n_factors - 1 else work[l % 2]
-        n_blocks = p // (r * t)
-        if n_blocks >= n_parts or t < n_parts:
-            parts = min(n_parts, n_blocks)
-            for part in numba.prange(parts):
-                lo = part * n_blocks // parts
-                hi = (part + 1) * n_blocks // parts
-                vector_factor(
-                    (hi - lo) * r * t, r, s, t, weights, w_start + lo * r * s * t,
-                    src[lo * s * t : hi * s * t], dst[lo * r * t : hi * r * t],
+    shared = np.empty((2, largest_dim(specs)), dtype=out.dtype)
+    private = np.empty((n_parts, 2, _largest_part(specs, n_parts)), dtype=out.dtype)
+    w_starts = np.zeros(n_factors + 1, dtype=np.int64)
+    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
+        w_starts[l + 1] = w_starts[l] + specs[l, 0] * specs[l, 3]
+    first = 0
+    phase = 0
+    while first < n_factors:
+        last = first + 1  # the phase is factors [first, last)
+        while last < n_factors and _stays_in_part(specs, last - 1, n_parts):
+            last += 1
+        src = x if first == 0 else shared[(phase - 1) % 2]
+        dst = out if last == n_factors else shared[phase % 2]
+        for part in numba.prange(n_parts):
+            for l in range(first, last):  # noqa: E741
+                step_src = src if l == first else private[part, (l - first - 1) % 2]
+                step_dst = dst if l == last - 1 else private[part, (l - first) % 2]
+                _factor_part(
+                    specs, l, part, n_parts, weights, w_starts[l],
+                    step_src, l != first, step_dst, l != last - 1,
                 )  # fmt: skip
-        else:  # few wide blocks: split the diagonal index instead
-            for part in numba.prange(n_parts):
-                a0 = part * t // n_parts
-                a1 = (part + 1) * t // n_parts
-                vector_alphas(p, r, s, t, a0, a1, weights, w_start, src[:q], dst[:p])
-        src = dst
-        w_start += p * s
+        first = last
+        phase += 1
 
 
 @_jit(fastmath={"contract"})

@@ -290,6 +290,28 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
         assert_chain_close(run_matrix(plan, x, n_workers, width, paired), chain, weights, x)
 
 
+@pytest.mark.parametrize("n_parts", [2, 3, 5])
+@pytest.mark.parametrize(
+    "factors",
+    [
+        # dimensions 2, 2, 4, 4, 2: the parts' rows move between factors of one phase
+        [(2, 2, 2, 2, 1), (2, 4, 1, 2, 2), (4, 4, 1, 1, 2), (4, 2, 2, 1, 1), (2, 2, 1, 1, 1)],
+        # a butterfly: blocks while there are enough, then alpha; three blocks do not split evenly
+        [(64, 64, 2, 2, 32), (64, 64, 2, 2, 16), (64, 64, 2, 2, 8), (64, 64, 2, 2, 4),
+         (64, 64, 2, 2, 2), (64, 64, 2, 2, 1)],
+        [(24, 24, 2, 2, 4), (24, 24, 3, 3, 1), (24, 48, 2, 4, 3)],
+    ],
+)  # fmt: skip
+def test_parallel_vector_phases_match_reference(factors, n_parts):
+    chain = Chain(factors)
+    rng = np.random.default_rng(n_parts)
+    weights = weights_for(chain, rng, np.float64)
+    plan = chain_plan(chain, weights, np.float64)
+    x = random_array(rng, chain.shape[1], np.float64)
+    x.flags.writeable = False  # a read-only input is read in place
+    assert_chain_close(run_vector(plan, x, np.float64, n_parts), chain, weights, x)
+
+
 def test_plans_pair_radix4_steps_greedily():
     from pydebut.special import butterfly_chain
 
