@@ -17,11 +17,11 @@ A chain is passed as a *plan*:
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
 diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits a long
-vector between threads, synchronising only where the split of the rows changes. A block of vectors is a C-ordered ``(rows, batch)``
-array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
-starting at a given column, so the innermost loop runs over contiguous
-columns whatever ``t`` is, and the input and output blocks are read and
-written in place, with no copies.
+vector between threads, synchronising only where the split of the rows changes.
+A block of vectors is a C-ordered ``(rows, batch)`` array and the ``lanes_*``
+kernels work on a window of ``lanes`` columns starting at a given column, so
+the innermost loop runs over contiguous columns whatever ``t`` is, and the
+input and output blocks are read and written in place, with no copies.
 
 Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
 ``a * b + c`` into one FMA (one rounding instead of two, so never less
@@ -289,15 +289,15 @@ def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
 
 
 @_jit()
-def _part_bounds(specs, l, part, n_parts):  # pragma: no cover
-    """How factor ``l`` is split: ``(by_blocks, lo, hi)`` for part ``part`` of ``n_parts``.
+def _part_bounds(specs, index, part, n_parts):  # pragma: no cover
+    """How factor ``index`` is split: ``(by_blocks, lo, hi)`` for part ``part`` of ``n_parts``.
 
     By blocks ``[lo, hi)`` when the factor has at least ``n_parts`` blocks, else
     along the diagonal index, ``alpha`` in ``[lo, hi)``; a factor with fewer
     blocks and fewer ``alpha`` than parts runs whole in part 0 (the others get
     an empty range).
     """
-    p, r, t = specs[l, 0], specs[l, 2], specs[l, 4]
+    p, r, t = specs[index, 0], specs[index, 2], specs[index, 4]
     n_blocks = p // (r * t)
     if n_blocks >= n_parts:
         return True, part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts
@@ -307,17 +307,18 @@ def _part_bounds(specs, l, part, n_parts):  # pragma: no cover
 
 
 @_jit()
-def _stays_in_part(specs, l, n_parts):  # pragma: no cover
-    """Whether every part of factor ``l + 1`` reads only rows the same part of factor ``l`` wrote.
+def _stays_in_part(specs, index, n_parts):  # pragma: no cover
+    """Whether each part of factor ``index + 1`` reads only the rows its part of ``index`` wrote.
 
     Both factors must be split by blocks, with equal row boundaries between parts.
     """
     for part in range(n_parts):
-        by_blocks, _, hi = _part_bounds(specs, l, part, n_parts)
-        next_by_blocks, _, next_hi = _part_bounds(specs, l + 1, part, n_parts)
+        by_blocks, _, hi = _part_bounds(specs, index, part, n_parts)
+        next_by_blocks, _, next_hi = _part_bounds(specs, index + 1, part, n_parts)
         if not (by_blocks and next_by_blocks):
             return False
-        if hi * specs[l, 2] * specs[l, 4] != next_hi * specs[l + 1, 3] * specs[l + 1, 4]:
+        rows_written = hi * specs[index, 2] * specs[index, 4]
+        if rows_written != next_hi * specs[index + 1, 3] * specs[index + 1, 4]:
             return False
     return True
 
@@ -337,15 +338,18 @@ def _largest_part(specs, n_parts):  # pragma: no cover
 
 @_jit()
 def _factor_part(
-    specs, l, part, n_parts, weights, w_start, src, src_local, dst, dst_local
+    specs, index, part, n_parts, weights, w_start, src, src_local, dst, dst_local
 ):  # pragma: no cover
-    """Part ``part`` of ``n_parts`` of ``dst = F_l @ src`` (see :func:`_part_bounds`).
+    """Part ``part`` of ``n_parts`` of ``dst = F @ src``, ``F`` the factor ``index``.
+
+    The parts are those of :func:`_part_bounds`.
 
     With ``src_local`` (``dst_local``) the part's rows of the input (output)
     start at row 0 of ``src`` (``dst``), else at their place in the vector.
     """
-    p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
-    by_blocks, lo, hi = _part_bounds(specs, l, part, n_parts)
+    row = specs[index]
+    p, q, r, s, t = row[0], row[1], row[2], row[3], row[4]
+    by_blocks, lo, hi = _part_bounds(specs, index, part, n_parts)
     if lo == hi:
         return
     if by_blocks:
