@@ -63,12 +63,12 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
         raise ValueError("out is read-only")
 
 
-def _writes_directly(out: Any, x: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    """Whether a kernel can write the product of ``x`` (``shape``, ``dtype``) into ``out``."""
+def _writes_directly(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether a kernel can write a result of ``shape`` and ``dtype`` into ``out`` (but overlap)."""
     if type(out) is not np.ndarray or out.dtype != dtype or out.shape != shape:
         return False
     flags = out.flags
-    return flags.c_contiguous and flags.writeable and not np.may_share_memory(out, x)
+    return flags.c_contiguous and flags.writeable
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -812,15 +812,20 @@ class DeButOperator(LinearOperator):
         The one-vector fast path: a dict lookup, a shape and a layout check, the
         kernel call. ``out`` is written in place when it is a C-contiguous
         writeable array of the result's dtype and shape that shares no memory
-        with ``x``; otherwise (as for any ``x`` this path does not take) the
-        caller goes the general way, which validates everything.
+        with ``x`` (which matters only to a one-factor chain, whose kernel reads
+        ``x`` while it writes ``out``, and to the parallel kernel); otherwise (as
+        for any ``x`` this path does not take) the caller goes the general way,
+        which validates everything.
         """
         plan = self._direct.get(x.dtype)
         if plan is None or x.shape[0] != plan.n_in or not x.flags.c_contiguous:
             return None
         if out is None:
             out = np.empty(plan.n_out, dtype=x.dtype)
-        elif not _writes_directly(out, x, (plan.n_out,), x.dtype):
+        elif not _writes_directly(out, (plan.n_out,), x.dtype) or (
+            (len(plan.specs) == 1 or plan.max_dim >= PARALLEL_VECTOR_SIZE)
+            and np.may_share_memory(out, x)
+        ):
             return None
         self._apply_vector(plan, x, out)
         return out
@@ -838,7 +843,7 @@ class DeButOperator(LinearOperator):
         if x.dtype != dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=dtype)
         shape = (plan.n_out, *x.shape[1:])
-        if out is None or not _writes_directly(out, x, shape, dtype):
+        if out is None or not _writes_directly(out, shape, dtype) or np.may_share_memory(out, x):
             out = np.empty(shape, dtype=dtype)
         if x.ndim == 1:
             self._apply_vector(plan, x, out)
