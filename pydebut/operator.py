@@ -291,7 +291,8 @@ class DeButOperator(LinearOperator):
     of vectors are split into chunks of columns processed in parallel by
     ``numba.get_num_threads()`` threads, and one vector of length at least
     :data:`PARALLEL_VECTOR_SIZE` (``2**16``; never on Numba's ``workqueue``
-    layer, whose launches cost more than they save) splits each factor between them.
+    layer, whose launches cost more than they save) is split between them in
+    phases, one parallel launch each (two for a butterfly chain).
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
     32 MiB of work buffers between calls (``pydebut._workspace``). On a
