@@ -343,9 +343,9 @@ class DeButOperator(LinearOperator):
         self._weights = owned
         self._plans: dict[tuple[np.dtype, bool], _Plan] = {}  # by the kernels' dtype
         self._routes: dict[tuple[np.dtype, bool], _Plan] = {}  # by the data's dtype
-        # Forward plans by the data's dtype when the data need no conversion and no permutation:
-        # the direct call's one-vector path (apply, matvec, @) is then a lookup and a kernel call.
-        self._direct: dict[np.dtype, _Plan] = {}
+        # Plans by the data's dtype when the data need no conversion and no permutation: the
+        # one-vector path (apply, @, matvec, rmatvec) is then a lookup and a kernel call.
+        self._direct: dict[tuple[np.dtype, bool], _Plan] = {}
 
     # --- construction ---------------------------------------------------------
     @classmethod
@@ -803,12 +803,14 @@ class DeButOperator(LinearOperator):
         plan = self._plan(_result_dtype(self.dtype, data_dtype), adjoint)
         self._routes[data_dtype, adjoint] = plan
         unpermuted = self._row_perm is None and self._col_perm is None
-        if unpermuted and not adjoint and plan.weights.dtype == data_dtype:
-            self._direct[data_dtype] = plan
+        if unpermuted and plan.weights.dtype == data_dtype:
+            self._direct[data_dtype, adjoint] = plan
         return plan
 
-    def _vector_direct(self, x: np.ndarray, out: Any = None) -> np.ndarray | None:
-        """``A @ x`` for a 1-D ndarray ``x`` that needs no conversion, or None if it does.
+    def _vector_direct(
+        self, x: np.ndarray, out: Any = None, adjoint: bool = False
+    ) -> np.ndarray | None:
+        """``A @ x`` (``A^H @ x``) for a 1-D ndarray ``x`` needing no conversion, else None.
 
         The one-vector fast path: a dict lookup, a shape and a layout check, the
         kernel call. ``out`` is written in place when it is a C-contiguous
@@ -818,7 +820,7 @@ class DeButOperator(LinearOperator):
         for any ``x`` this path does not take) the caller goes the general way,
         which validates everything.
         """
-        plan = self._direct.get(x.dtype)
+        plan = self._direct.get((x.dtype, adjoint))
         if plan is None or x.shape[0] != plan.n_in or not x.flags.c_contiguous:
             return None
         if out is None:
@@ -962,7 +964,8 @@ class DeButOperator(LinearOperator):
     def rmatvec(self, x: Any) -> Any:
         """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks)."""
         if type(x) is np.ndarray and x.ndim == 1:
-            return self._rmatvec(x)
+            result = self._vector_direct(x, adjoint=True)
+            return self._rmatvec(x) if result is None else result
         return super().rmatvec(x)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:

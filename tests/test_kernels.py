@@ -401,6 +401,11 @@ def test_one_vector_goes_straight_to_the_kernel(monkeypatch, dtype):
     assert_chain_close(out, chain, op.weights, x)
     for result in (op.apply(x), op @ x, op.matvec(x), op.dot(x)):
         assert_chain_close(result, chain, op.weights, x)
+    y = random_array(np.random.default_rng(2), chain.shape[0], dtype)
+    monkeypatch.undo()
+    assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)  # builds the adjoint plan
+    monkeypatch.setattr(op, "_apply_permuted", general_path)
+    assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
 
 
 def test_the_direct_call_takes_the_general_path_when_it_must():
