@@ -205,10 +205,12 @@ def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
     return paired
 
 
-#: Vectors at least this long run each factor on all Numba threads. On Numba's
-#: ``workqueue`` layer (the fork-safe choice when TBB is not installed) a launch per
-#: factor costs more than it saves (0.2x at 2**16, 0.4x at 2**18, 1.0x at 2**20 on an
-#: idle 2-core machine), so there one vector always runs on one thread.
+#: Vectors at least this long run on all Numba threads, in phases (one parallel launch each,
+#: see :func:`_kernels.apply_chain_vector_parallel`). On Numba's ``workqueue`` layer (the
+#: fork-safe choice when TBB is not installed) a launch costs ~50 us: a launch per factor
+#: measured 0.2x at 2**16, 0.4x at 2**18, 1.0x at 2**20 on an idle 2-core machine, and the
+#: phases (two launches for a butterfly) have not been timed on an idle machine yet, so
+#: there one vector runs on one thread.
 PARALLEL_VECTOR_SIZE = sys.maxsize if _numba_setup.launches_through_workqueue() else 2**16
 
 # The fewest columns of the batched kernel's window when a long chain narrows it to keep
