@@ -959,8 +959,7 @@ class DeButOperator(LinearOperator):
     def matvec(self, x: Any) -> Any:
         """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks)."""
         if type(x) is np.ndarray and x.ndim == 1:
-            result = self._vector_direct(x)
-            return self._matvec(x) if result is None else result
+            return self._matvec(x)
         return super().matvec(x)
 
     def rmatvec(self, x: Any) -> Any:
