@@ -190,15 +190,51 @@ def print_precision_rates(rows: list[dict]) -> None:
         print("\n".join(lines))
 
 
+def print_small_layers(args) -> None:
+    """One float64 vector through the small layers: the direct call and ``@`` against dense.
+
+    Many short interleaved rounds (about 500 calls each) with the best round
+    beside the median: a call takes a few microseconds, so on a shared machine
+    the best rounds show what the code costs and the medians what the load adds.
+    """
+    print(f"\none float64 vector, {args.small_rounds} interleaved rounds of ~500 calls")
+    print("\n| chain | dense | op.apply(x) | op.apply(x, out) | op @ x | medians, same order |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in ("VGG conv1 64x576", "LeNet fc1 128x400"):
+        op = DeButOperator.random(CHAINS[name], rng=0)
+        dense = op.toarray()
+        x = np.random.default_rng(0).standard_normal(op.shape[1])
+        out = np.empty(op.shape[0])
+        functions = {
+            "dense": lambda dense=dense, x=x: dense @ x,
+            "apply": lambda op=op, x=x: op.apply(x),
+            "apply out": lambda op=op, x=x, out=out: op.apply(x, out),
+            "matmul": lambda op=op, x=x: op @ x,
+        }
+        median, best = time_interleaved(functions, args.small_rounds, 500 * 4e-6)
+        cells = [
+            f"{best[key] * 1e6:.2f} us ({best[key] / best['dense']:.2f}x)" for key in functions
+        ]
+        medians = ", ".join(f"{median[key] / median['dense']:.2f}x" for key in functions)
+        print(f"| {name} | " + " | ".join(cells) + f" | medians {medians} |")
+
+
 def print_long_vectors(args) -> None:
-    """One vector through 2^16 and 2^18 butterflies: the serial kernel against all threads."""
+    """One vector through 2^16, 2^18 and 2^20 butterflies: one thread against all threads.
+
+    Times the one-thread kernel, the parallel kernel on all Numba threads and
+    ``op.apply(x, out)`` (which picks one of the two by
+    ``pydebut.operator.PARALLEL_VECTOR_SIZE``), interleaved.
+    """
     import numba
 
     from pydebut import _kernels
 
-    print(f"\n| one vector, float64 | 1 thread | {numba.get_num_threads()} threads | speed-up |")
-    print("| --- | --- | --- | --- |")
-    for size in (2**16, 2**18):
+    threads = numba.get_num_threads()
+    print(f"\nthreading layer {numba.threading_layer()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"\n| one vector, float64 | 1 thread | {threads} threads | speed-up | op.apply |")
+    print("| --- | --- | --- | --- | --- |")
+    for size in (2**16, 2**18, 2**20):
         op = DeButOperator.random(butterfly_chain(size), rng=0)
         x = np.random.default_rng(0).standard_normal(size)
         out = np.empty(size)
@@ -207,13 +243,18 @@ def print_long_vectors(args) -> None:
         def serial(plan=plan, x=x, out=out):
             _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
 
-        def parallel(op=op, x=x, out=out):
+        def parallel(plan=plan, x=x, out=out):
+            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, threads)
+
+        def direct(op=op, x=x, out=out):
             op.apply(x, out)
 
-        times, _ = time_interleaved({"serial": serial, "parallel": parallel}, 3 * args.rounds, 0.02)
+        functions = {"serial": serial, "parallel": parallel, "apply": direct}
+        times, _ = time_interleaved(functions, 3 * args.rounds, 0.02)
         print(
             f"| butterfly 2^{size.bit_length() - 1} | {times['serial'] * 1e6:,.0f} us | "
-            f"{times['parallel'] * 1e6:,.0f} us | {times['serial'] / times['parallel']:.2f}x |"
+            f"{times['parallel'] * 1e6:,.0f} us | {times['serial'] / times['parallel']:.2f}x | "
+            f"{times['apply'] * 1e6:,.0f} us |"
         )
 
 
@@ -254,10 +295,16 @@ def main() -> None:
     )
     parser.add_argument("--chains", nargs="+", default=list(CHAINS), choices=list(CHAINS))
     parser.add_argument(
+        "--small-rounds",
+        type=int,
+        default=45,
+        help="rounds of the small layers' one-vector section (0 skips it)",
+    )
+    parser.add_argument(
         "--no-long-vectors",
         dest="long_vectors",
         action="store_false",
-        help="skip one vector through 2^16 and 2^18 butterflies, one thread against all",
+        help="skip one vector through 2^16 to 2^20 butterflies, one thread against all",
     )
     args = parser.parse_args()
     args.rounds = 3 if args.quick else 7
@@ -310,6 +357,8 @@ def main() -> None:
         "op.apply(x) / dense is a time ratio (at most 1: the direct call is as fast as dense)."
     )
     print_precision_rates(rows)
+    if args.small_rounds:
+        print_small_layers(args)
     if args.long_vectors:
         print_long_vectors(args)
 

@@ -16,12 +16,12 @@ A chain is passed as a *plan*:
 - ``weights``: the flat weight buffer, of the dtype of the data.
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
-diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits each
-factor of a long vector between threads. A block of vectors is a C-ordered ``(rows, batch)``
-array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
-starting at a given column, so the innermost loop runs over contiguous
-columns whatever ``t`` is, and the input and output blocks are read and
-written in place, with no copies.
+diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits a long
+vector between threads, synchronising only where the split of the rows changes.
+A block of vectors is a C-ordered ``(rows, batch)`` array and the ``lanes_*``
+kernels work on a window of ``lanes`` columns starting at a given column, so
+the innermost loop runs over contiguous columns whatever ``t`` is, and the
+input and output blocks are read and written in place, with no copies.
 
 Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
 ``a * b + c`` into one FMA (one rounding instead of two, so never less
@@ -171,19 +171,81 @@ def vector_alphas(p, r, s, t, a0, a1, weights, w_start, src, dst):  # pragma: no
                     y[alpha] += w_sigma[alpha] * x_sigma[alpha]
 
 
+@_jit(fastmath={"contract"}, inline="always")
+def _vector_alphas_small_t(n_blocks, r, s, t, w, x, y):  # pragma: no cover
+    """One vector through any factor with small ``t``, by plain indexing.
+
+    Called with a literal ``t`` and inlined, so the loops over ``alpha`` have
+    a constant length: per output row, ``t`` sums over ``sigma`` run side by
+    side without building a slice per ``(rho, sigma)``.
+    """
+    for block in range(n_blocks):
+        x0 = block * s * t
+        for rho in range(r):
+            y0 = (block * r + rho) * t
+            w0 = y0 * s
+            for alpha in range(t):
+                y[y0 + alpha] = w[w0 + alpha] * x[x0 + alpha]
+            for sigma in range(1, s):
+                for alpha in range(t):
+                    y[y0 + alpha] += w[w0 + sigma * t + alpha] * x[x0 + sigma * t + alpha]
+
+
+@_jit(fastmath={"contract"})
+def vector_dots(p, r, s, weights, w_start, src, dst):  # pragma: no cover
+    """``dst = F @ src`` for one vector and a factor with ``t = 1``: a dot product per row.
+
+    Four rows of a block share each load of ``x[b, sigma]`` and their four sums
+    run side by side, so the multiply-adds do not wait on each other (one sum
+    at a time is bound by the latency of the multiply-add).
+    """
+    for block in range(p // r):
+        x = src[block * s : (block + 1) * s]
+        w = weights[w_start + block * r * s : w_start + (block + 1) * r * s]
+        y = dst[block * r : (block + 1) * r]
+        rho = 0
+        while rho + 4 <= r:
+            w0, w1 = w[rho * s : (rho + 1) * s], w[(rho + 1) * s : (rho + 2) * s]
+            w2, w3 = w[(rho + 2) * s : (rho + 3) * s], w[(rho + 3) * s : (rho + 4) * s]
+            acc0, acc1, acc2, acc3 = w0[0] * x[0], w1[0] * x[0], w2[0] * x[0], w3[0] * x[0]
+            for sigma in range(1, x.shape[0]):
+                value = x[sigma]
+                acc0 += w0[sigma] * value
+                acc1 += w1[sigma] * value
+                acc2 += w2[sigma] * value
+                acc3 += w3[sigma] * value
+            y[rho], y[rho + 1], y[rho + 2], y[rho + 3] = acc0, acc1, acc2, acc3
+            rho += 4
+        while rho < r:
+            w0 = w[rho * s : (rho + 1) * s]
+            acc0 = w0[0] * x[0]
+            for sigma in range(1, x.shape[0]):
+                acc0 += w0[sigma] * x[sigma]
+            y[rho] = acc0
+            rho += 1
+
+
 @_jit(fastmath={"contract"})
 def vector_general(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
-    """``dst = F @ src`` for one vector and any factor (a dot product per row if ``t = 1``)."""
-    if t > 1:
+    """``dst = F @ src`` for one vector and any factor."""
+    if t == 1:
+        vector_dots(p, r, s, weights, w_start, src, dst)
+        return
+    if t > 16 or (t & (t - 1)) != 0:
         vector_alphas(p, r, s, t, 0, t, weights, w_start, src, dst)
         return
-    for row in range(p):
-        x = src[(row // r) * s : (row // r + 1) * s]
-        w = weights[w_start + row * s : w_start + (row + 1) * s]
-        acc = w[0] * x[0]
-        for sigma in range(1, s):
-            acc += w[sigma] * x[sigma]
-        dst[row] = acc
+    n_blocks = p // (r * t)
+    w = weights[w_start : w_start + p * s]
+    x = src[: n_blocks * s * t]
+    y = dst[:p]
+    if t == 2:
+        _vector_alphas_small_t(n_blocks, r, s, 2, w, x, y)
+    elif t == 4:
+        _vector_alphas_small_t(n_blocks, r, s, 4, w, x, y)
+    elif t == 8:
+        _vector_alphas_small_t(n_blocks, r, s, 8, w, x, y)
+    else:
+        _vector_alphas_small_t(n_blocks, r, s, 16, w, x, y)
 
 
 @_jit()
@@ -226,41 +288,119 @@ def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
         w_start += p * s
 
 
+@_jit()
+def _part_bounds(specs, index, part, n_parts):  # pragma: no cover
+    """How factor ``index`` is split: ``(by_blocks, lo, hi)`` for part ``part`` of ``n_parts``.
+
+    By blocks ``[lo, hi)`` when the factor has at least ``n_parts`` blocks, else
+    along the diagonal index, ``alpha`` in ``[lo, hi)``; a factor with fewer
+    blocks and fewer ``alpha`` than parts runs whole in part 0 (the others get
+    an empty range).
+    """
+    p, r, t = specs[index, 0], specs[index, 2], specs[index, 4]
+    n_blocks = p // (r * t)
+    if n_blocks >= n_parts:
+        return True, part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts
+    if t >= n_parts:
+        return False, part * t // n_parts, (part + 1) * t // n_parts
+    return True, 0, n_blocks if part == 0 else 0
+
+
+@_jit()
+def _stays_in_part(specs, index, n_parts):  # pragma: no cover
+    """Whether each part of factor ``index + 1`` reads only the rows its part of ``index`` wrote.
+
+    Both factors must be split by blocks, with equal row boundaries between parts.
+    """
+    for part in range(n_parts):
+        by_blocks, _, hi = _part_bounds(specs, index, part, n_parts)
+        next_by_blocks, _, next_hi = _part_bounds(specs, index + 1, part, n_parts)
+        if not (by_blocks and next_by_blocks):
+            return False
+        rows_written = hi * specs[index, 2] * specs[index, 4]
+        if rows_written != next_hi * specs[index + 1, 3] * specs[index + 1, 4]:
+            return False
+    return True
+
+
+@_jit()
+def _largest_part(specs, n_parts):  # pragma: no cover
+    """The most rows a part of a factor split by blocks reads or writes."""
+    largest = 0
+    for l in range(specs.shape[0]):  # noqa: E741 - l numbers factors, as in the maths
+        for part in range(n_parts):
+            by_blocks, lo, hi = _part_bounds(specs, l, part, n_parts)
+            if by_blocks:
+                size = (hi - lo) * max(specs[l, 2], specs[l, 3]) * specs[l, 4]
+                largest = max(largest, size)
+    return largest
+
+
+@_jit()
+def _factor_part(
+    specs, index, part, n_parts, weights, w_start, src, src_local, dst, dst_local
+):  # pragma: no cover
+    """Part ``part`` of ``n_parts`` of ``dst = F @ src``, ``F`` the factor ``index``.
+
+    The parts are those of :func:`_part_bounds`.
+
+    With ``src_local`` (``dst_local``) the part's rows of the input (output)
+    start at row 0 of ``src`` (``dst``), else at their place in the vector.
+    """
+    row = specs[index]
+    p, q, r, s, t = row[0], row[1], row[2], row[3], row[4]
+    by_blocks, lo, hi = _part_bounds(specs, index, part, n_parts)
+    if lo == hi:
+        return
+    if by_blocks:
+        x0 = 0 if src_local else lo * s * t
+        y0 = 0 if dst_local else lo * r * t
+        vector_factor(
+            (hi - lo) * r * t, r, s, t, weights, w_start + lo * r * s * t,
+            src[x0 : x0 + (hi - lo) * s * t], dst[y0 : y0 + (hi - lo) * r * t],
+        )  # fmt: skip
+    else:
+        vector_alphas(p, r, s, t, lo, hi, weights, w_start, src[:q], dst[:p])
+
+
 @_jit(parallel=True)
 def apply_chain_vector_parallel(specs, weights, x, out, n_parts):  # pragma: no cover
-    """:func:`apply_chain_vector` with each factor split into ``n_parts`` parts run in parallel.
+    """:func:`apply_chain_vector` split into ``n_parts`` parts run in parallel, in few phases.
 
-    Blocks of one factor are independent, so a part is the smaller factor
-    made of blocks ``[lo, hi)``, applied to the matching slices of the input,
-    output and weights; a factor with fewer blocks than parts is split along
-    the diagonal index ``alpha`` instead. Every factor waits for the previous
-    one, so this pays for long vectors only (a parallel launch costs
-    microseconds per factor).
+    Each factor is split by blocks, or along ``alpha`` when it has fewer
+    blocks than parts (:func:`_part_bounds`). Consecutive factors whose parts
+    line up (part ``i`` of the next factor reads exactly the rows part ``i``
+    of this one wrote, :func:`_stays_in_part`) form one *phase*: each part
+    runs all of the phase's factors on its own rows, in a work array of its
+    own, and the parts wait for each other only between phases, whose inputs
+    and outputs alternate between two shared rows. A chainable chain splits
+    by blocks until its factors have fewer blocks than parts, so two threads
+    need two or three phases (one parallel launch each) however long the chain.
     """
     n_factors = specs.shape[0]
-    work = np.empty((2, largest_dim(specs)), dtype=out.dtype)
-    src = x
-    w_start = 0
-    for l in range(n_factors):  # noqa: E741
-        p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
-        dst = out if l == n_factors - 1 else work[l % 2]
-        n_blocks = p // (r * t)
-        if n_blocks >= n_parts or t < n_parts:
-            parts = min(n_parts, n_blocks)
-            for part in numba.prange(parts):
-                lo = part * n_blocks // parts
-                hi = (part + 1) * n_blocks // parts
-                vector_factor(
-                    (hi - lo) * r * t, r, s, t, weights, w_start + lo * r * s * t,
-                    src[lo * s * t : hi * s * t], dst[lo * r * t : hi * r * t],
+    shared = np.empty((2, largest_dim(specs)), dtype=out.dtype)
+    private = np.empty((n_parts, 2, _largest_part(specs, n_parts)), dtype=out.dtype)
+    w_starts = np.zeros(n_factors + 1, dtype=np.int64)
+    for l in range(n_factors):  # noqa: E741 - l numbers factors, as in the maths
+        w_starts[l + 1] = w_starts[l] + specs[l, 0] * specs[l, 3]
+    first = 0
+    phase = 0
+    while first < n_factors:
+        last = first + 1  # the phase is factors [first, last)
+        while last < n_factors and _stays_in_part(specs, last - 1, n_parts):
+            last += 1
+        src = x if first == 0 else shared[(phase - 1) % 2]
+        dst = out if last == n_factors else shared[phase % 2]
+        for part in numba.prange(n_parts):
+            for l in range(first, last):  # noqa: E741
+                step_src = src if l == first else private[part, (l - first - 1) % 2]
+                step_dst = dst if l == last - 1 else private[part, (l - first) % 2]
+                _factor_part(
+                    specs, l, part, n_parts, weights, w_starts[l],
+                    step_src, l != first, step_dst, l != last - 1,
                 )  # fmt: skip
-        else:  # few wide blocks: split the diagonal index instead
-            for part in numba.prange(n_parts):
-                a0 = part * t // n_parts
-                a1 = (part + 1) * t // n_parts
-                vector_alphas(p, r, s, t, a0, a1, weights, w_start, src[:q], dst[:p])
-        src = dst
-        w_start += p * s
+        first = last
+        phase += 1
 
 
 @_jit(fastmath={"contract"})

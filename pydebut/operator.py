@@ -51,16 +51,24 @@ def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
     return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
 
 
-def _check_out(out: Any, result: np.ndarray) -> None:
-    """Raise unless ``out`` can receive ``result``."""
+def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Raise unless ``out`` can receive a result of ``shape`` and ``dtype``."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.dtype != result.dtype:
-        raise TypeError(f"out has dtype {out.dtype}; the result has dtype {result.dtype}")
-    if out.shape != result.shape:
-        raise ValueError(f"out must have shape {result.shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}; the result has dtype {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+
+
+def _writes_directly(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether a kernel can write a result of ``shape`` and ``dtype`` into ``out`` (but overlap)."""
+    if type(out) is not np.ndarray or out.dtype != dtype or out.shape != shape:
+        return False
+    flags = out.flags
+    return flags.c_contiguous and flags.writeable
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -197,10 +205,12 @@ def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
     return paired
 
 
-#: Vectors at least this long run each factor on all Numba threads. On Numba's
-#: ``workqueue`` layer (the fork-safe choice when TBB is not installed) a launch per
-#: factor costs more than it saves (0.2x at 2**16, 0.4x at 2**18, 1.0x at 2**20 on an
-#: idle 2-core machine), so there one vector always runs on one thread.
+#: Vectors at least this long run on all Numba threads, in phases (one parallel launch each,
+#: see :func:`_kernels.apply_chain_vector_parallel`). On Numba's ``workqueue`` layer (the
+#: fork-safe choice when TBB is not installed) a launch costs ~50 us: a launch per factor
+#: measured 0.2x at 2**16, 0.4x at 2**18, 1.0x at 2**20 on an idle 2-core machine, and the
+#: phases (two launches for a butterfly) have not been timed on an idle machine yet, so
+#: there one vector runs on one thread.
 PARALLEL_VECTOR_SIZE = sys.maxsize if _numba_setup.launches_through_workqueue() else 2**16
 
 # The fewest columns of the batched kernel's window when a long chain narrows it to keep
@@ -283,7 +293,8 @@ class DeButOperator(LinearOperator):
     of vectors are split into chunks of columns processed in parallel by
     ``numba.get_num_threads()`` threads, and one vector of length at least
     :data:`PARALLEL_VECTOR_SIZE` (``2**16``; never on Numba's ``workqueue``
-    layer, whose launches cost more than they save) splits each factor between them.
+    layer, whose launches cost more than they save) is split between them in
+    phases, one parallel launch each (two for a butterfly chain).
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
     32 MiB of work buffers between calls (``pydebut._workspace``). On a
@@ -334,6 +345,9 @@ class DeButOperator(LinearOperator):
         self._weights = owned
         self._plans: dict[tuple[np.dtype, bool], _Plan] = {}  # by the kernels' dtype
         self._routes: dict[tuple[np.dtype, bool], _Plan] = {}  # by the data's dtype
+        # Plans by the data's dtype when the data need no conversion and no permutation: the
+        # one-vector path (apply, @, matvec, rmatvec) is then a lookup and a kernel call.
+        self._direct: dict[tuple[np.dtype, bool], _Plan] = {}
 
     # --- construction ---------------------------------------------------------
     @classmethod
@@ -727,6 +741,10 @@ class DeButOperator(LinearOperator):
         return super().__rmatmul__(x)
 
     def __matmul__(self, other: Any) -> Any:
+        if type(other) is np.ndarray and other.ndim == 1:
+            result = self._vector_direct(other)
+            if result is not None:
+                return result
         _refuse_text(other)  # before SciPy's "Scalar operands are not allowed"
         return super().__matmul__(other)
 
@@ -786,9 +804,39 @@ class DeButOperator(LinearOperator):
         """The plan for data of ``data_dtype``, remembered so the next call is a dict lookup."""
         plan = self._plan(_result_dtype(self.dtype, data_dtype), adjoint)
         self._routes[data_dtype, adjoint] = plan
+        unpermuted = self._row_perm is None and self._col_perm is None
+        if unpermuted and plan.weights.dtype == data_dtype:
+            self._direct[data_dtype, adjoint] = plan
         return plan
 
-    def _apply(self, x: Any, adjoint: bool) -> np.ndarray:
+    def _vector_direct(
+        self, x: np.ndarray, out: Any = None, adjoint: bool = False
+    ) -> np.ndarray | None:
+        """``A @ x`` (``A^H @ x``) for a 1-D ndarray ``x`` needing no conversion, else None.
+
+        The one-vector fast path: a dict lookup, a shape and a layout check, the
+        kernel call. ``out`` is written in place when it is a C-contiguous
+        writeable array of the result's dtype and shape that shares no memory
+        with ``x`` (which matters only to a one-factor chain, whose kernel reads
+        ``x`` while it writes ``out``, and to the parallel kernel); otherwise (as
+        for any ``x`` this path does not take) the caller goes the general way,
+        which validates everything.
+        """
+        plan = self._direct.get((x.dtype, adjoint))
+        if plan is None or x.shape[0] != plan.n_in or not x.flags.c_contiguous:
+            return None
+        if out is None:
+            out = np.empty(plan.n_out, dtype=x.dtype)
+        elif not _writes_directly(out, (plan.n_out,), x.dtype) or (
+            (len(plan.specs) == 1 or plan.max_dim >= PARALLEL_VECTOR_SIZE)
+            and np.may_share_memory(out, x)
+        ):
+            return None
+        self._apply_vector(plan, x, out)
+        return out
+
+    def _apply(self, x: Any, adjoint: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """``B x`` (``B^H x``) without permutations, into ``out`` if it can take the result."""
         x = np.asarray(x)
         plan = self._routes.get((x.dtype, adjoint)) or self._route(x.dtype, adjoint)
         dtype = plan.weights.dtype
@@ -799,7 +847,9 @@ class DeButOperator(LinearOperator):
             )
         if x.dtype != dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=dtype)
-        out = np.empty((plan.n_out, *x.shape[1:]), dtype=dtype)
+        shape = (plan.n_out, *x.shape[1:])
+        if out is None or not _writes_directly(out, shape, dtype) or np.may_share_memory(out, x):
+            out = np.empty(shape, dtype=dtype)
         if x.ndim == 1:
             self._apply_vector(plan, x, out)
         elif x.shape[1] == 1:
@@ -837,15 +887,19 @@ class DeButOperator(LinearOperator):
         The same product as ``op @ x`` without SciPy's ``LinearOperator``
         dispatch: for small layers, where the arithmetic takes a microsecond
         or two, the overhead of a call decides the speed. The kernel plan of
-        each input dtype is built on the first call and reused.
+        each input dtype is built on the first call and reused; a C-contiguous
+        1-D ``x`` of that dtype (and an operator without permutations) then goes
+        straight to the kernel after one shape and one layout check.
 
         Parameters
         ----------
         x : array_like, shape (n,) or (n, batch)
         out : ndarray, optional
-            Array to copy the result into: of shape ``(m,)`` or ``(m, batch)``
-            as ``x``, of the result dtype (that of the operator and ``x``
-            together), writeable.
+            Array for the result: of shape ``(m,)`` or ``(m, batch)`` as ``x``,
+            of the result dtype (that of the operator and ``x`` together),
+            writeable. The kernel writes into it directly when it is
+            C-contiguous and shares no memory with ``x`` (and the operator has
+            no permutations); otherwise the result is copied into it.
 
         Returns
         -------
@@ -869,15 +923,29 @@ class DeButOperator(LinearOperator):
         >>> np.allclose(out, op.toarray() @ x)
         True
         """
-        result = self._matvec(x) if getattr(x, "ndim", 0) == 1 else self._matmat(x)
+        if type(x) is np.ndarray and x.ndim == 1:
+            result = self._vector_direct(x, out)
+            if result is not None:
+                return result
         if out is None:
-            return result
-        _check_out(out, result)
-        out[...] = result
+            return self._apply_permuted(x, adjoint=False)
+        x = np.asarray(x)
+        m, n = self.shape
+        if x.ndim in (1, 2) and x.shape[0] == n:  # else _apply says what is wrong with x
+            _check_out(out, (m, *x.shape[1:]), _result_dtype(self.dtype, x.dtype))
+        unpermuted = self._row_perm is None and self._col_perm is None
+        result = self._apply_permuted(x, adjoint=False, out=out if unpermuted else None)
+        if result is not out:
+            out[...] = result
         return out
 
-    def _apply_permuted(self, x: np.ndarray, adjoint: bool) -> np.ndarray:
-        """``A x = (B x[col_inverse])[row_perm]``, ``A^H y = (B^H y[row_inverse])[col_perm]``."""
+    def _apply_permuted(
+        self, x: np.ndarray, adjoint: bool, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``A x = (B x[col_inverse])[row_perm]``, ``A^H y = (B^H y[row_inverse])[col_perm]``.
+
+        ``out`` (without permutations only) receives the result when it can.
+        """
         before, after = (
             (self._row_inverse, self._col_perm) if adjoint else (self._col_inverse, self._row_perm)
         )
@@ -885,7 +953,7 @@ class DeButOperator(LinearOperator):
             x = np.asarray(x)
             if x.ndim in (1, 2) and x.shape[0] == before.shape[0]:  # else _apply says why not
                 x = x[before]
-        y = self._apply(x, adjoint)
+        y = self._apply(x, adjoint, out)
         return y if after is None else y[after]
 
     def matvec(self, x: Any) -> Any:
@@ -897,10 +965,15 @@ class DeButOperator(LinearOperator):
     def rmatvec(self, x: Any) -> Any:
         """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks)."""
         if type(x) is np.ndarray and x.ndim == 1:
-            return self._rmatvec(x)
+            result = self._vector_direct(x, adjoint=True)
+            return self._rmatvec(x) if result is None else result
         return super().rmatvec(x)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
+        if type(x) is np.ndarray and x.ndim == 1:
+            result = self._vector_direct(x)
+            if result is not None:
+                return result
         return self._apply_permuted(x, adjoint=False)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:

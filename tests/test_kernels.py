@@ -118,6 +118,10 @@ FIELDS = [
     (6, 12, 1, 2, 3),
     (5, 5, 5, 5, 1),
     (16, 32, 2, 4, 2),
+    (48, 16, 6, 2, 1),
+    (64, 72, 8, 9, 8),
+    (16, 64, 1, 4, 4),
+    (64, 32, 2, 1, 16),
 ]
 
 
@@ -286,6 +290,28 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
         assert_chain_close(run_matrix(plan, x, n_workers, width, paired), chain, weights, x)
 
 
+@pytest.mark.parametrize("n_parts", [2, 3, 5])
+@pytest.mark.parametrize(
+    "factors",
+    [
+        # dimensions 2, 2, 4, 4, 2: the parts' rows move between factors of one phase
+        [(2, 2, 2, 2, 1), (2, 4, 1, 2, 2), (4, 4, 1, 1, 2), (4, 2, 2, 1, 1), (2, 2, 1, 1, 1)],
+        # a butterfly: blocks while there are enough, then alpha; three blocks do not split evenly
+        [(64, 64, 2, 2, 32), (64, 64, 2, 2, 16), (64, 64, 2, 2, 8), (64, 64, 2, 2, 4),
+         (64, 64, 2, 2, 2), (64, 64, 2, 2, 1)],
+        [(24, 24, 2, 2, 4), (24, 24, 3, 3, 1), (24, 48, 2, 4, 3)],
+    ],
+)  # fmt: skip
+def test_parallel_vector_phases_match_reference(factors, n_parts):
+    chain = Chain(factors)
+    rng = np.random.default_rng(n_parts)
+    weights = weights_for(chain, rng, np.float64)
+    plan = chain_plan(chain, weights, np.float64)
+    x = random_array(rng, chain.shape[1], np.float64)
+    x.flags.writeable = False  # a read-only input is read in place
+    assert_chain_close(run_vector(plan, x, np.float64, n_parts), chain, weights, x)
+
+
 def test_plans_pair_radix4_steps_greedily():
     from pydebut.special import butterfly_chain
 
@@ -354,6 +380,106 @@ def test_long_vectors_run_in_parallel_parts(monkeypatch):
     x = random_array(np.random.default_rng(1), 16, np.float64)
     assert_chain_close(op.apply(x), chain, op.weights, x)
     assert_chain_close(op @ x[:, None], chain, op.weights, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_vector_goes_straight_to_the_kernel(monkeypatch, dtype):
+    from pydebut import DeButOperator
+    from pydebut.special import PAPER_CHAINS
+
+    chain = PAPER_CHAINS["vgg16-conv1"]
+    op = DeButOperator.random(chain, rng=0, dtype=dtype)
+    x = random_array(np.random.default_rng(1), chain.shape[1], dtype)
+    assert_chain_close(op.apply(x), chain, op.weights, x)  # builds the plan on the general path
+
+    def general_path(*args, **kwargs):
+        raise AssertionError("took the general path")
+
+    monkeypatch.setattr(op, "_apply_permuted", general_path)
+    out = np.full(chain.shape[0], np.nan, dtype=dtype)
+    assert op.apply(x, out=out) is out
+    assert_chain_close(out, chain, op.weights, x)
+    for result in (op.apply(x), op @ x, op.matvec(x), op.dot(x)):
+        assert_chain_close(result, chain, op.weights, x)
+    y = random_array(np.random.default_rng(2), chain.shape[0], dtype)
+    monkeypatch.undo()
+    assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)  # builds the adjoint plan
+    monkeypatch.setattr(op, "_apply_permuted", general_path)
+    assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
+
+
+def test_the_direct_call_takes_the_general_path_when_it_must():
+    from pydebut import DeButOperator
+
+    chain = Chain([(16, 16, 4, 4, 2)])  # one factor: its kernel reads x while writing out
+    op = DeButOperator.random(chain, rng=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(16)
+    expected = op.toarray() @ x
+    in_place = x.copy()
+    assert op.apply(in_place, out=in_place) is in_place
+    assert np.allclose(in_place, expected)
+    two = DeButOperator.random([(16, 16, 2, 2, 4), (16, 16, 4, 4, 1)], rng=2)
+    in_place = x.copy()  # the first factor reads x before the last writes out: no copy needed
+    assert two.apply(in_place, out=in_place) is in_place
+    assert np.allclose(in_place, two.toarray() @ x)
+    strided = np.full((16, 2), np.nan)
+    strided[:, 0] = x
+    assert np.allclose(op.apply(strided[:, 0]), expected)
+    assert np.allclose(op.apply(x.astype(np.float32)), expected, rtol=1e-5)
+    assert np.allclose(op.apply(x.tolist()), expected)
+    out = np.full((16, 2), np.nan)
+    assert op.apply(x, out=out[:, 1]) is not None and np.allclose(out[:, 1], expected)
+    assert np.isnan(out[:, 0]).all()
+    permuted = op.with_permutations(row_perm=rng.permutation(16), col_perm=rng.permutation(16))
+    out = np.empty(16)
+    assert permuted.apply(x, out=out) is out
+    assert np.allclose(out, permuted.toarray() @ x)
+
+
+def test_the_direct_call_checks_its_input_before_any_work():
+    from pydebut import DeButOperator
+
+    op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+    op.apply(np.ones(8))  # the direct path is set up
+    with pytest.raises(ValueError, match=r"expected an array of shape \(8,\) or \(8, batch\)"):
+        op.apply(np.ones(9))
+    with pytest.raises(ValueError, match=r"array of shape \(9,\): expected \(8,\)"):
+        op @ np.ones(9)
+    with pytest.raises(TypeError, match="out has dtype complex128; the result has dtype float64"):
+        op.apply(np.ones(8), out=np.empty(4, complex))
+    with pytest.raises(ValueError, match=r"out must have shape \(4,\), got \(5,\)"):
+        op.apply(np.ones(8), out=np.empty(5))
+    with pytest.raises(TypeError, match="cannot apply a DeButOperator to an array of dtype"):
+        op.apply(np.array(["a"] * 8))
+
+
+@pytest.mark.parametrize("long_vectors", [False, True])
+def test_four_threads_share_one_operator(monkeypatch, long_vectors):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pydebut import DeButOperator, operator
+    from pydebut.special import PAPER_CHAINS
+
+    if long_vectors:  # every vector through the parallel kernel
+        monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 16)
+    chain = PAPER_CHAINS["lenet-fc1"]
+    op = DeButOperator.random(chain, rng=0)
+    inputs = [random_array(np.random.default_rng(i), chain.shape[1], np.float64) for i in range(8)]
+    outs = [np.full(chain.shape[0], np.nan) for _ in range(4)]
+
+    def apply_many(worker):
+        results = []
+        for round_ in range(25):
+            x = inputs[(worker + round_) % len(inputs)]
+            results.append((x, op.apply(x, out=outs[worker]).copy()))
+            results.append((x, op @ x))
+        return results
+
+    with ThreadPoolExecutor(4) as pool:
+        for results in pool.map(apply_many, range(4)):
+            for x, y in results:
+                assert_chain_close(y, chain, op.weights, x)
 
 
 def test_apply_names_what_is_wrong_with_out():
