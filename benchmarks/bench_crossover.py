@@ -96,9 +96,6 @@ def butterfly_chains(m: int, n: int, budget: int) -> list:
 
 def run_point(point: Point) -> dict:
     """Run ``approximate`` for ``point`` (in a fresh process) and measure it."""
-    from pydebut import approximate, candidate_permutations
-    from pydebut._permutation import unpermute
-
     target = kernel(point.m, point.n, point.w)
     options = {
         "beam_width": point.beam_width,
@@ -111,17 +108,15 @@ def run_point(point: Point) -> dict:
     if point.butterflies:
         options["include"] = butterfly_chains(point.m, point.n, point.budget)
     start = time.perf_counter()
+    note = None
     try:
-        if point.permutation == "auto":
-            result = approximate(target, point.budget, permutation="auto", **options)
-            operator = result.operator
-        else:
-            row_perm, col_perm = candidate_permutations(point.m, point.n)[point.permutation]
-            permuted = unpermute(target, row_perm, col_perm)
-            result = approximate(permuted, point.budget, **options)
-            operator = result.operator.with_permutations(row_perm, col_perm)
+        result, operator = _approximate(target, point, options)
     except ValueError as failure:  # recorded, so that one point does not stop a long run
-        return {"kind": "failure", **asdict(point), "message": str(failure)}
+        if "couple" not in str(failure) or point.n_sweeps == 0:
+            return {"kind": "failure", **asdict(point), "message": str(failure)}
+        # fit_als refuses a chain the search proposed: hierarchical factorizations only
+        note = f"with n_sweeps=0: with {point.n_sweeps} ALS sweeps, {failure}"
+        result, operator = _approximate(target, point, {**options, "n_sweeps": 0})
     seconds = time.perf_counter() - start
     error = float(np.linalg.norm(operator.toarray() - target) / np.linalg.norm(target))
     permutation = {
@@ -150,9 +145,23 @@ def run_point(point: Point) -> dict:
         "baseline_randomized": result.baseline.randomized,
         "n_splits": result.n_splits,
         "narrowed": result.narrowed,
+        "note": note,
         "seconds": seconds,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _approximate(target: np.ndarray, point: Point, options: dict) -> tuple:
+    """``approximate``'s result and its operator for the unpermuted target."""
+    from pydebut import approximate, candidate_permutations
+    from pydebut._permutation import unpermute
+
+    if point.permutation == "auto":
+        result = approximate(target, point.budget, permutation="auto", **options)
+        return result, result.operator
+    row_perm, col_perm = candidate_permutations(point.m, point.n)[point.permutation]
+    result = approximate(unpermute(target, row_perm, col_perm), point.budget, **options)
+    return result, result.operator.with_permutations(row_perm, col_perm)
 
 
 def run_spectrum(m: int, n: int, w: float) -> dict:
@@ -208,6 +217,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 spectrum = in_fresh_process(run_spectrum, m, n, w)
                 keep(spectrum)
                 print(f"{m} x {n}, w = {w}: singular values in {spectrum['seconds']:.1f} s")
+            if args.spectra_only:
+                continue
             for budget in budgets:
                 point = Point(
                     m,
@@ -267,21 +278,49 @@ def describe_chain(chain: list[list[int]]) -> str:
     return f"{len(chain)}: " + " ".join(f"{f[2]}/{f[3]}" for f in chain)
 
 
-def table(points: list[dict]) -> str:
+def best(points: list[dict]) -> list[dict]:
+    """The lowest DeBut error per (shape, w, budget) over the settings measured."""
+    chosen: dict[tuple, dict] = {}
+    for p in points:
+        key = (p["m"], p["n"], p["w"], p["budget"])
+        if key not in chosen or p["error"] < chosen[key]["error"]:
+            chosen[key] = p
+    return list(chosen.values())
+
+
+def setting(p: dict) -> str:
+    """The search options of a point, short."""
+    text = f"{p['permutation']}, beam {p['beam_width']}, {p['n_sweeps']} sweeps, "
+    text += f"<= {p['max_factors']} factors"
+    if p["max_splits"] != 5000:
+        text += f", <= {p['max_splits']} splits"
+    if p.get("butterflies"):
+        text += ", + butterflies"
+    if p.get("note"):
+        text += " (rerun with 0 sweeps: fit_als refused a searched chain; time of both runs)"
+    return text
+
+
+def table(points: list[dict], failures: list[dict]) -> str:
     lines = [
-        "| m x n | w | w / sqrt(mn) | params | % dense | DeBut | SVD (rank) | SVD / DeBut "
-        "| factors: r/s | perm. | beam, sweeps, max factors | time | peak RSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: |",
+        "| m x n | w | params (% dense) | DeBut | SVD (rank) | SVD / DeBut | found by "
+        "| factors: r/s | setting | time | peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: |",
     ]
     for p in points:
         svd = f"{p['svd']:.3g} ({p['svd_rank']}{'' if p['svd_exact'] else ', randomized'})"
         ratio = p["svd"] / p["error"] if p["error"] > 0 else np.inf
         lines.append(
-            f"| {p['m']} x {p['n']} | {p['w']:g} | {p['w'] / np.sqrt(p['m'] * p['n']):.2g} "
-            f"| {p['budget']:,} | {100 * p['budget'] / (p['m'] * p['n']):.2g} "
-            f"| {p['error']:.3g} | {svd} | **{ratio:.3g}** | {describe_chain(p['chain'])} "
-            f"| {p['found_permutation']} | {p['beam_width']}, {p['n_sweeps']}, {p['max_factors']} "
-            f"| {p['seconds']:.0f} s | {p['peak_mib']:.0f} MiB |"
+            f"| {p['m']} x {p['n']} | {p['w']:g} "
+            f"| {p['budget']:,} ({100 * p['budget'] / (p['m'] * p['n']):.2g}%) "
+            f"| {p['error']:.3g} | {svd} | **{ratio:.3g}** | {p.get('source', 'search')} "
+            f"| {describe_chain(p['chain'])} | {setting(p)} "
+            f"| {p['seconds']:.0f} s | {p['peak_mib']:,.0f} MiB |"
+        )
+    for f in failures:
+        lines.append(
+            f"\n- {f['m']} x {f['n']}, w = {f['w']:g}, {f['budget']:,} params ({setting(f)}): "
+            f"`approximate` raised `ValueError: {f['message']}`"
         )
     return "\n".join(lines)
 
@@ -330,27 +369,33 @@ def figure(points: list[dict], path: Path) -> None:
     axes.flat[0].set_ylabel("relative error", fontsize=8)
     ax = axes.flat[len(groups)]
     square = [p for p in points if p["m"] == p["n"]]
-    series = dict.fromkeys(
-        (group(p), round(p["budget"] / butterfly_budget(p["n"], p["n"]), 2)) for p in square
-    )
-    for name, multiple in series:
-        mine = [
-            p
-            for p in square
-            if group(p) == name
-            and round(p["budget"] / butterfly_budget(p["n"], p["n"]), 2) == multiple
-        ]
-        ax.loglog(
-            [p["n"] for p in mine],
-            [p["svd"] / p["error"] for p in mine],
-            "o-",
-            label=f"{name}, {multiple:g} bfly",
-        )
+    names = list(dict.fromkeys(group(p) for p in square))
+    markers = {1.0: "o", 2.0: "s", 4.0: "^"}
+    top = 1e3
+    for colour, name in zip(plt.cm.tab10.colors, names):
+        for multiple, marker in markers.items():
+            mine = [
+                p
+                for p in square
+                if group(p) == name
+                and round(p["budget"] / butterfly_budget(p["n"], p["n"]), 2) == multiple
+            ]
+            ratios = [min(p["svd"] / max(p["error"], 1e-300), top) for p in mine]
+            ax.loglog(
+                [p["n"] for p in mine],
+                ratios,
+                marker + "-",
+                color=colour,
+                ms=4,
+                label=f"{name}, {multiple:g} bfly",
+            )
     ax.axhline(2, color="grey", lw=0.8, ls=":")
-    ax.set_title("SVD error / DeBut error (square)", fontsize=9)
+    ax.set_ylim(0.8, top * 1.3)
+    ax.set_title(f"SVD error / DeBut error (square; capped at {top:g})", fontsize=9)
+    ax.set_xscale("log", base=2)
     ax.set_xlabel("n", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=5, ncol=2)
+    ax.legend(fontsize=5, ncol=3)
     for extra in axes.flat[panels:]:
         extra.axis("off")
     fig.savefig(path, dpi=110)
@@ -408,6 +453,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="skip the exact singular values (SVD side: approximate's baseline)",
     )
+    parser.add_argument(
+        "--spectra-only", action="store_true", help="only the singular values of the kernels"
+    )
     parser.add_argument("--results", type=Path, help="append every record (JSON lines) here")
     parser.add_argument("--report", type=Path, nargs="+", help="tabulate these result files")
     parser.add_argument("--figure", type=Path, help="save the figure of the reported points")
@@ -421,9 +469,9 @@ def main(argv: list[str] | None = None) -> None:
         args.sweeps = 2 if args.quick else 5
     records = load(args.report) if args.report else measure(args)
     points = with_svd(records)
-    text = table(points)
+    text = table(points, [r for r in records if r["kind"] == "failure"])
     if args.figure:
-        figure(points, args.figure)
+        figure(best(points), args.figure)
     if args.update_readme:
         update_readme(text)
     else:
