@@ -338,8 +338,9 @@ def figure(points: list[dict], path: Path) -> None:
             return f"w = {p['w'] / p['n']:.2g} n"
         return f"{p['m']} x {p['n']}, w = {p['w']:g}"
 
+    points = sorted(points, key=lambda p: (p["m"] != p["n"], p["w"] / np.sqrt(p["m"] * p["n"])))
     groups = list(dict.fromkeys(group(p) for p in points))
-    shapes = list(dict.fromkeys((p["m"], p["n"]) for p in points))
+    shapes = sorted({(p["m"], p["n"]) for p in points}, key=lambda shape: shape[0] * shape[1])
     colours = dict(zip(shapes, plt.cm.viridis(np.linspace(0, 0.9, len(shapes)))))
     panels = len(groups) + 1
     columns = min(panels, 3)
@@ -362,6 +363,7 @@ def figure(points: list[dict], path: Path) -> None:
             ax.loglog(
                 params, [max(p["error"], 1e-16) for p in mine], "o-", color=colour, label=label
             )
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("parameters", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -371,7 +373,7 @@ def figure(points: list[dict], path: Path) -> None:
     square = [p for p in points if p["m"] == p["n"]]
     names = list(dict.fromkeys(group(p) for p in square))
     markers = {1.0: "o", 2.0: "s", 4.0: "^"}
-    top = 1e3
+    top = 1e4
     for colour, name in zip(plt.cm.tab10.colors, names):
         for multiple, marker in markers.items():
             mine = [
@@ -391,11 +393,11 @@ def figure(points: list[dict], path: Path) -> None:
             )
     ax.axhline(2, color="grey", lw=0.8, ls=":")
     ax.set_ylim(0.8, top * 1.3)
-    ax.set_title(f"SVD error / DeBut error (square; capped at {top:g})", fontsize=9)
+    ax.set_title(f"SVD / DeBut error (square, cut at {top:g})", fontsize=9)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("n", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=5, ncol=3)
+    ax.legend(fontsize=5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     for extra in axes.flat[panels:]:
         extra.axis("off")
     fig.savefig(path, dpi=110)
@@ -469,7 +471,13 @@ def main(argv: list[str] | None = None) -> None:
         args.sweeps = 2 if args.quick else 5
     records = load(args.report) if args.report else measure(args)
     points = with_svd(records)
-    text = table(points, [r for r in records if r["kind"] == "failure"])
+
+    def key(r: dict) -> tuple:
+        return r["m"], r["n"], r["w"], r["budget"], r["permutation"]
+
+    done = {key(p) for p in points}
+    failures = [r for r in records if r["kind"] == "failure" and key(r) not in done]
+    text = table(points, failures)
     if args.figure:
         figure(best(points), args.figure)
     if args.update_readme:
