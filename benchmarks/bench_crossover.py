@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
         help="write the reported table into benchmarks/README.md",
     )
     args = parser.parse_args(argv)
+    if not args.sizes and not args.report:
+        parser.error("give sizes to measure or --report FILES")
     if args.sweeps is None:
         args.sweeps = 2 if args.quick else 5
     records = load(args.report) if args.report else measure(args)
