@@ -9,10 +9,10 @@ chain fitted by ALS.
 
     python benchmarks/bench_approximate.py --quick             # small suite, Markdown
     python benchmarks/bench_approximate.py --update-readme     # rewrite the README section
-    python benchmarks/bench_approximate.py --crossover 128 256 512
     python benchmarks/bench_approximate.py --timing            # 512 x 2048 at 25,600
 
 ``--figure PATH`` saves error against parameters per target (DeBut best and SVD).
+The crossover on oscillatory kernels at growing sizes is ``bench_crossover.py``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ BUDGETS = (0.05, 0.10, 0.20)
 #: ``w = 300`` (low rank) and ``w = 1000`` (butterflies tie SVD) are 0.3 and 1.
 OSCILLATION = (0.3, 1.0, 3.0)
 EXACT = 1e-12
-#: ``w`` of the crossover's ``exp(i w x y)`` as multiples of the size ``n``.
-CROSSOVER_W = (0.5, 2.0, 6.0)
 
 
 @dataclass(frozen=True)
@@ -200,21 +198,6 @@ def checks(rows: list[Row]) -> str:
     )
 
 
-def crossover(sizes: list[int], options: dict) -> list[Row]:
-    """Oscillatory kernels at square sizes and growing ``w``; budgets of 1, 2 and 4
-    times the square butterfly's ``2 n log2 n`` parameters (a butterfly must fit)."""
-    rows = []
-    for size in sizes:
-        x = np.linspace(0, 1, size)
-        butterfly = 2 * size * int(np.log2(size))
-        fractions = tuple(k * butterfly / size**2 for k in (1, 2, 4))
-        for factor in CROSSOVER_W:
-            w = round(factor * size)
-            target = Target(f"exp(i {w} x y), w = {factor:g} n", np.exp(1j * w * np.outer(x, x)))
-            rows += run_target(target, fractions, options)
-    return rows
-
-
 def figure(rows: list[Row], path: Path) -> None:
     import matplotlib
 
@@ -281,13 +264,6 @@ def main(argv: list[str] | None = None) -> None:
         metavar=("M", "N"),
         help="size of the suite (default 512 2048; --quick: 64 128)",
     )
-    parser.add_argument(
-        "--crossover",
-        type=int,
-        nargs="*",
-        metavar="SIZE",
-        help="oscillatory kernels at these square sizes instead of the suite",
-    )
     parser.add_argument("--timing", action="store_true", help="only the 512 x 2048 timed case")
     parser.add_argument("--figure", type=Path, help="save error against parameters here")
     parser.add_argument(
@@ -298,14 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.timing:
         print(timed_case(options))
         return
-    if args.crossover:
-        rows = crossover(args.crossover, options)
-        text = table(rows)
-    else:
-        m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
-        rng = np.random.default_rng(0)
-        rows = [row for target in suite(m, n, rng) for row in run_target(target, BUDGETS, options)]
-        text = table(rows) + "\n\n" + checks(rows)
+    m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
+    rng = np.random.default_rng(0)
+    rows = [row for target in suite(m, n, rng) for row in run_target(target, BUDGETS, options)]
+    text = table(rows) + "\n\n" + checks(rows)
     if args.figure:
         figure(rows, args.figure)
     if args.update_readme:
