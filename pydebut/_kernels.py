@@ -461,27 +461,55 @@ def lanes_2x2_group(
                 )  # fmt: skip
 
 
+@_jit(fastmath={"contract"}, inline="always")
+def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
+    """``y = w0 x0 + ...`` (if ``first``) or ``y += ...``, over ``terms`` (1, 2 or 4) rows.
+
+    Summing up to four rows per sweep writes ``y`` once per four products,
+    not once per product; the sum is still taken in order of ``sigma``.
+    """
+    if terms == 4:
+        for lane in range(y.shape[0]):
+            acc = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
+            y[lane] = ((acc + w1 * x1[lane]) + w2 * x2[lane]) + w3 * x3[lane]
+    elif terms == 2:
+        for lane in range(y.shape[0]):
+            acc = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
+            y[lane] = acc + w1 * x1[lane]
+    else:
+        for lane in range(y.shape[0]):
+            y[lane] = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
+
+
 @_jit(fastmath={"contract"})
 def lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes):  # pragma: no cover
     """``dst = F @ src`` on a window of ``lanes`` columns, for any factor.
 
     ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
-    one output row at a time so it stays in cache while ``sigma`` runs.
+    one output row at a time so it stays in cache while ``sigma`` runs, four
+    (then two, then one) values of ``sigma`` per sweep over the row.
     """
     for block in range(p // (r * t)):
         for rho in range(r):
             w_row = w_start + (block * r + rho) * s * t
             for alpha in range(t):
-                y = dst[(block * r + rho) * t + alpha, d0 : d0 + lanes]
-                weight = weights[w_row + alpha]
-                x = src[block * s * t + alpha, s0 : s0 + lanes]
-                for lane in range(y.shape[0]):
-                    y[lane] = weight * x[lane]
-                for sigma in range(1, s):
-                    weight = weights[w_row + sigma * t + alpha]
-                    x = src[(block * s + sigma) * t + alpha, s0 : s0 + lanes]
-                    for lane in range(y.shape[0]):
-                        y[lane] += weight * x[lane]
+                y = _row(dst, (block * r + rho) * t + alpha, d0, lanes)
+                sigma = 0
+                while sigma < s:
+                    terms = 4 if s - sigma >= 4 else (2 if s - sigma >= 2 else 1)
+                    row = (block * s + sigma) * t + alpha
+                    w = w_row + sigma * t + alpha
+                    # offsets of the terms after the first; unused ones repeat the last term
+                    d1, d2, d3 = min(1, terms - 1) * t, min(2, terms - 1) * t, (terms - 1) * t
+                    _accumulate(
+                        y, sigma == 0,
+                        weights[w], _row(src, row, s0, lanes),
+                        weights[w + d1], _row(src, row + d1, s0, lanes),
+                        weights[w + d2], _row(src, row + d2, s0, lanes),
+                        weights[w + d3], _row(src, row + d3, s0, lanes),
+                        terms,
+                    )  # fmt: skip
+                    sigma += terms
 
 
 @_jit()
