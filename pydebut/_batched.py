@@ -27,6 +27,15 @@ LANE_BYTES = 1024
 # within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
 _MIN_LANES = 8
 
+#: A second worker thread only for at least this many bytes of columns per worker (64
+#: float64 columns: narrower windows run the 2x2 groups markedly slower) ...
+MIN_WORKER_BYTES = 512
+#: ... and at least this many floating-point operations per worker (2**25, about 2 ms
+#: of one core). A fork-join on Numba's workqueue layer waits for the slower thread:
+#: on the shared 2-core machine of benchmarks/README.md two threads were 0.2-0.7x one
+#: thread up to 128 vectors of the 4096 butterfly and 1.1x (median; 1.7x best) at 1024.
+MIN_WORKER_FLOPS = 2**25
+
 
 class BatchPlan(NamedTuple):
     """A chain laid out for :func:`pydebut._kernels.apply_chain_matrix`, in application order."""
@@ -141,12 +150,16 @@ def make_batch_plan(
 def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launch) -> None:
     """``out = F_1 ... F_L x`` for a C-contiguous ``(n, batch)`` block ``x``.
 
+    Up to ``n_threads`` workers share the windows, each with at least
+    :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of work.
     ``launch`` is the lock that serialises parallel kernel launches (see
     :mod:`pydebut.operator`); a block on one worker runs without one.
     """
     dtype = out.dtype
     batch = x.shape[1]
-    n_workers = max(1, min(n_threads, batch))
+    flops = 2 * plan.weights.size * batch * (4 if dtype.kind == "c" else 1)
+    n_workers = min(n_threads, batch * dtype.itemsize // MIN_WORKER_BYTES)
+    n_workers = max(1, min(n_workers, flops // MIN_WORKER_FLOPS))
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
     rows = 2 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # two buffers and the groups' scratch
     width = min(
