@@ -10,10 +10,11 @@ A chain is passed as a *plan*:
 - ``offsets``: int64 array ``(L + 1,)``; factor ``l``'s weights are
   ``weights[offsets[l]:offsets[l + 1]]``, the C-order ravel of
   ``W[b, rho, sigma, alpha]``;
-- ``paired``: bool array ``(L,)``; ``paired[l]`` means factors ``l`` and
-  ``l + 1`` form a radix-4 butterfly step applied in one pass (blocks of
-  vectors only);
 - ``weights``: the flat weight buffer, of the dtype of the data.
+
+Blocks of vectors take a *batch plan* (:mod:`pydebut._batched`) instead: the
+same ``specs``, the ``passes`` (one factor, or a group of up to four 2x2
+factors applied in one pass) and the weights packed pass by pass.
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
 diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits each
@@ -21,7 +22,9 @@ factor of a long vector between threads. A block of vectors is a C-ordered ``(ro
 array and the ``lanes_*`` kernels work on a window of ``lanes`` columns
 starting at a given column, so the innermost loop runs over contiguous
 columns whatever ``t`` is, and the input and output blocks are read and
-written in place, with no copies.
+written in place, with no copies. Rows of a window are taken as views that
+own nothing (:func:`_row`), as Numba's reference counting of slices made in
+inner loops costs as much as their arithmetic.
 
 Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
 ``a * b + c`` into one FMA (one rounding instead of two, so never less
