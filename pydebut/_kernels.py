@@ -427,8 +427,8 @@ def lanes_2x2_group(
     steps (bits ``2j`` and ``2j + 1``; a radix-2 step last when ``k`` is odd)
     from ``src`` through the two halves of ``scratch``, of shape ``(2
     MAX_GROUP_ROWS, strip)``, which stay in L1 (a strip of 128 float64 takes
-    32 KiB), to ``dst``: the window is read
-    and written once for all ``k`` factors. Sub-problem ``q`` uses
+    32 KiB), to ``dst``: the window is read and written once for all ``k``
+    factors. Sub-problem ``q`` uses
     ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
     order the steps take them (see :func:`_mix4`).
     """
