@@ -41,9 +41,7 @@ class BatchPlan(NamedTuple):
     """A chain laid out for :func:`pydebut._kernels.apply_chain_matrix`, in application order."""
 
     specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
-    passes: (
-        np.ndarray
-    )  # (n_passes, 4) int64: (first factor, k (0: one general factor), w_start, r_start)
+    passes: np.ndarray  # (n_passes, 4) int64: (first factor, k or 0, w_start, r_start)
     rows: np.ndarray  # int64 row offsets of the groups' sub-problems
     weights: np.ndarray  # packed, of the data's dtype
     max_dim: int
