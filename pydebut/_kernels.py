@@ -10,10 +10,11 @@ A chain is passed as a *plan*:
 - ``offsets``: int64 array ``(L + 1,)``; factor ``l``'s weights are
   ``weights[offsets[l]:offsets[l + 1]]``, the C-order ravel of
   ``W[b, rho, sigma, alpha]``;
-- ``paired``: bool array ``(L,)``; ``paired[l]`` means factors ``l`` and
-  ``l + 1`` form a radix-4 butterfly step applied in one pass (blocks of
-  vectors only);
 - ``weights``: the flat weight buffer, of the dtype of the data.
+
+Blocks of vectors take a *batch plan* (:mod:`pydebut._batched`) instead: the
+same ``specs``, the ``passes`` (one factor, or a group of up to four 2x2
+factors applied in one pass) and the weights packed pass by pass.
 
 One vector is a 1-D array; the ``vector_*`` kernels vectorise along the
 diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits a long
@@ -21,7 +22,10 @@ vector between threads, synchronising only where the split of the rows changes.
 A block of vectors is a C-ordered ``(rows, batch)`` array and the ``lanes_*``
 kernels work on a window of ``lanes`` columns starting at a given column, so
 the innermost loop runs over contiguous columns whatever ``t`` is, and the
-input and output blocks are read and written in place, with no copies.
+input and output blocks are read and written in place, with no copies. Rows
+of a window are taken as views that own nothing (:func:`_row`), as Numba's
+reference counting of slices made in inner loops costs as much as their
+arithmetic.
 
 Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
 ``a * b + c`` into one FMA (one rounding instead of two, so never less
@@ -45,16 +49,16 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
+
 from . import _numba_setup
 
 _numba_setup.choose_threading_layer()
 
-# Bytes of each row's window in the batched kernel (128 float64 or 256 float32 columns):
-# the innermost loops run over this many contiguous bytes per weight, which amortises
-# the per-weight work; measured best among 64-2048 bytes on the paper's 512 x 2048
-# chain and the 4096 butterfly for 256 to 2048 vectors (fewer vectors use narrower
-# windows, one per worker thread).
-LANE_BYTES = 1024
+# Whether NUMBA_BOUNDSCHECK=1 asked for checked indexing (frozen into the kernels).
+_BOUNDSCHECK = bool(numba.config.BOUNDSCHECK)
 
 
 def _jit(**options):
@@ -403,27 +407,222 @@ def apply_chain_vector_parallel(specs, weights, x, out, n_parts):  # pragma: no 
         phase += 1
 
 
-@_jit(fastmath={"contract"})
-def lanes_2x2(p, t, weights, w_start, src, s0, dst, d0, lanes):  # pragma: no cover
-    """``dst = F @ src`` on columns ``s0:s0+lanes`` of ``src`` (into ``d0:d0+lanes`` of ``dst``).
+@intrinsic
+def _unowned_row(typingctx, array, row, start, width):  # pragma: no cover - lowered by Numba
+    """``array[row, start:start + width]`` of a C-ordered 2-D array, as a view that owns nothing.
 
-    For a factor with ``r = s = 2``: rows ``(2b) t + alpha`` and
-    ``(2b + 1) t + alpha`` are mixed by the 2x2 matrix ``W[b, :, :, alpha]``,
-    each pair loaded once.
+    A slice holds a reference to its parent, which Numba counts with two
+    atomic operations that it cannot always prune; views made in an inner
+    loop then cost as much as the arithmetic. This view has no ``meminfo``:
+    it must not outlive ``array``, and it is not bounds-checked (see
+    :func:`_row`).
     """
-    for block in range(p // (2 * t)):
-        w = weights[w_start + 4 * block * t : w_start + 4 * (block + 1) * t]
+    if not (isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C"):
+        return None
+    row_type = types.Array(array.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        parent = make_array(array)(context, builder, args[0])
+        row_stride = cgutils.unpack_tuple(builder, parent.strides, 2)[0]
+        row_index, first, count = (
+            context.cast(builder, value, kind, types.intp)
+            for value, kind in zip(args[1:], signature.args[1:], strict=True)
+        )
+        offset = builder.add(
+            builder.mul(row_index, row_stride), builder.mul(first, parent.itemsize)
+        )
+        data = builder.gep(builder.bitcast(parent.data, cgutils.voidptr_t), [offset])
+        view = make_array(row_type)(context, builder)
+        populate_array(
+            view,
+            data=builder.bitcast(data, parent.data.type),
+            shape=[count],
+            strides=[parent.itemsize],
+            itemsize=parent.itemsize,
+            meminfo=None,
+        )
+        return view._getvalue()
+
+    return row_type(array, row, start, width), codegen
+
+
+@_jit(inline="always")
+def _row(array, row, start, width):  # pragma: no cover
+    """``array[row, start:start + width]`` without reference counting (:func:`_unowned_row`).
+
+    Under ``NUMBA_BOUNDSCHECK=1`` the row and the columns are checked first,
+    as indexing would check them.
+    """
+    if _BOUNDSCHECK and not (
+        0 <= row < array.shape[0] and 0 <= start and 0 <= width and start + width <= array.shape[1]
+    ):
+        raise IndexError("row view out of bounds")
+    return _unowned_row(array, row, start, width)
+
+
+#: Most rows one pass of :func:`lanes_2x2_group` mixes (``2**4``: four factors).
+MAX_GROUP_ROWS = 16
+
+
+@_jit(fastmath={"contract"}, inline="always")
+def _mix2(w, j, x0, x1, y0, y1):  # pragma: no cover
+    """``(y0, y1) = M (x0, x1)`` lane by lane, for the 2x2 matrix ``M = w[j:j + 4]`` (row major)."""
+    m00, m01, m10, m11 = w[j], w[j + 1], w[j + 2], w[j + 3]
+    for lane in range(y0.shape[0]):
+        a = x0[lane]
+        b = x1[lane]
+        y0[lane] = m00 * a + m01 * b
+        y1[lane] = m10 * a + m11 * b
+
+
+@_jit(fastmath={"contract"}, inline="always")
+def _mix4(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
+    """A radix-4 step: 2x2 mixes of ``(x0, x1)``, ``(x2, x3)``, then of ``(0, 2)``, ``(1, 3)``.
+
+    The four 2x2 matrices are ``w[j:j + 16]`` in that order, each row major;
+    the four rows of a lane are loaded once and stored once.
+    """
+    a00, a01, a10, a11 = w[j], w[j + 1], w[j + 2], w[j + 3]
+    b00, b01, b10, b11 = w[j + 4], w[j + 5], w[j + 6], w[j + 7]
+    c00, c01, c10, c11 = w[j + 8], w[j + 9], w[j + 10], w[j + 11]
+    d00, d01, d10, d11 = w[j + 12], w[j + 13], w[j + 14], w[j + 15]
+    for lane in range(y0.shape[0]):
+        u0 = a00 * x0[lane] + a01 * x1[lane]
+        u1 = a10 * x0[lane] + a11 * x1[lane]
+        u2 = b00 * x2[lane] + b01 * x3[lane]
+        u3 = b10 * x2[lane] + b11 * x3[lane]
+        y0[lane] = c00 * u0 + c01 * u2
+        y2[lane] = c10 * u0 + c11 * u2
+        y1[lane] = d00 * u1 + d01 * u3
+        y3[lane] = d10 * u1 + d11 * u3
+
+
+@_jit(fastmath={"contract"}, inline="always")
+def _group_step(
+    weights,
+    j,
+    h,
+    radix4,
+    n,
+    rows,
+    width,
+    src,
+    s0,
+    src_base,
+    src_mapped,
+    dst,
+    d0,
+    dst_base,
+    dst_mapped,
+):  # pragma: no cover
+    """One step of :func:`lanes_2x2_group`: mix bits ``h`` (and ``2h`` if ``radix4``) of ``i < n``.
+
+    Member ``i`` of the sub-problem is row ``src_base + rows[i]`` of ``src``
+    if ``src_mapped`` (a window), else row ``src_base + i`` (a scratch
+    buffer); likewise in ``dst``. The 2x2 matrices start at ``weights[j]``.
+    Returns the index of the next unused weight.
+    """
+    span = 4 * h if radix4 else 2 * h
+    for i0 in range(n):
+        if i0 % span >= h:
+            continue
+        i1 = i0 + h
+        a0 = src_base + (rows[i0] if src_mapped else i0)
+        a1 = src_base + (rows[i1] if src_mapped else i1)
+        b0 = dst_base + (rows[i0] if dst_mapped else i0)
+        b1 = dst_base + (rows[i1] if dst_mapped else i1)
+        if not radix4:
+            _mix2(
+                weights, j, _row(src, a0, s0, width), _row(src, a1, s0, width),
+                _row(dst, b0, d0, width), _row(dst, b1, d0, width),
+            )  # fmt: skip
+            j += 4
+            continue
+        i2, i3 = i0 + 2 * h, i0 + 3 * h
+        a2 = src_base + (rows[i2] if src_mapped else i2)
+        a3 = src_base + (rows[i3] if src_mapped else i3)
+        b2 = dst_base + (rows[i2] if dst_mapped else i2)
+        b3 = dst_base + (rows[i3] if dst_mapped else i3)
+        _mix4(
+            weights, j,
+            _row(src, a0, s0, width), _row(src, a1, s0, width),
+            _row(src, a2, s0, width), _row(src, a3, s0, width),
+            _row(dst, b0, d0, width), _row(dst, b1, d0, width),
+            _row(dst, b2, d0, width), _row(dst, b3, d0, width),
+        )  # fmt: skip
+        j += 16
+    return j
+
+
+@_jit()
+def lanes_2x2_group(
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch
+):  # pragma: no cover
+    """``k`` consecutive ``p x p`` factors with ``r = s = 2`` in one pass (radix ``2**k``).
+
+    Their ``t`` are ``t, 2t, ..., 2**(k-1) t`` in some order, so together they
+    mix ``n = 2**k`` rows at a time: sub-problem ``q = b t + alpha`` holds
+    rows ``b n t + alpha + rows[i]`` (``i < n``), where the plan has ordered
+    ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
+    For each sub-problem and each strip of columns the factors run as radix-4
+    steps (bits ``2j`` and ``2j + 1``; a radix-2 step last when ``k`` is odd)
+    from ``src`` through the two halves of ``scratch``, of shape ``(2
+    MAX_GROUP_ROWS, strip)``, which stay in L1 (a strip of 128 float64 takes
+    32 KiB), to ``dst``: the window is read and written once for all ``k``
+    factors. Sub-problem ``q`` uses
+    ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
+    order the steps take them (see :func:`_mix4`).
+    """
+    n = 1 << k
+    strip = scratch.shape[1]
+    per_sub = 2 * k * n
+    last = (k - 1) // 2
+    for block in range(p // (n * t)):
         for alpha in range(t):
-            w00, w01, w10, w11 = w[alpha], w[t + alpha], w[2 * t + alpha], w[3 * t + alpha]
-            row0 = 2 * block * t + alpha
-            row1 = row0 + t
-            x0, x1 = src[row0, s0 : s0 + lanes], src[row1, s0 : s0 + lanes]
-            y0, y1 = dst[row0, d0 : d0 + lanes], dst[row1, d0 : d0 + lanes]
-            for lane in range(x0.shape[0]):
-                a = x0[lane]
-                b = x1[lane]
-                y0[lane] = w00 * a + w01 * b
-                y1[lane] = w10 * a + w11 * b
+            j0 = w_start + (block * t + alpha) * per_sub
+            base = block * n * t + alpha
+            for c0 in range(0, lanes, strip):
+                width = min(strip, lanes - c0)
+                if last == 0:
+                    _group_step(
+                        weights, j0, 1, k == 2, n, rows, width,
+                        src, s0 + c0, base, True, dst, d0 + c0, base, True,
+                    )  # fmt: skip
+                    continue
+                j = _group_step(
+                    weights, j0, 1, True, n, rows, width,
+                    src, s0 + c0, base, True, scratch, 0, 0, False,
+                )  # fmt: skip
+                for step in range(1, last):
+                    j = _group_step(
+                        weights, j, 1 << (2 * step), True, n, rows, width,
+                        scratch, 0, (step + 1) % 2 * MAX_GROUP_ROWS, False,
+                        scratch, 0, step % 2 * MAX_GROUP_ROWS, False,
+                    )  # fmt: skip
+                _group_step(
+                    weights, j, 1 << (2 * last), 2 * last + 1 < k, n, rows, width,
+                    scratch, 0, (last + 1) % 2 * MAX_GROUP_ROWS, False, dst, d0 + c0, base, True,
+                )  # fmt: skip
+
+
+@_jit(fastmath={"contract"}, inline="always")
+def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
+    """``y = w0 x0 + ...`` (if ``first``) or ``y += ...``, over ``terms`` (1, 2 or 4) rows.
+
+    Summing up to four rows per sweep writes ``y`` once per four products,
+    not once per product; the sum is still taken in order of ``sigma``.
+    """
+    if terms == 4:
+        for lane in range(y.shape[0]):
+            acc = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
+            y[lane] = ((acc + w1 * x1[lane]) + w2 * x2[lane]) + w3 * x3[lane]
+    elif terms == 2:
+        for lane in range(y.shape[0]):
+            acc = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
+            y[lane] = acc + w1 * x1[lane]
+    else:
+        for lane in range(y.shape[0]):
+            y[lane] = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
 
 
 @_jit(fastmath={"contract"})
@@ -431,144 +630,97 @@ def lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes):  # pra
     """``dst = F @ src`` on a window of ``lanes`` columns, for any factor.
 
     ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
-    one output row at a time so it stays in cache while ``sigma`` runs.
+    one output row at a time so it stays in cache while ``sigma`` runs, four
+    (then two, then one) values of ``sigma`` per sweep over the row.
     """
     for block in range(p // (r * t)):
         for rho in range(r):
             w_row = w_start + (block * r + rho) * s * t
             for alpha in range(t):
-                y = dst[(block * r + rho) * t + alpha, d0 : d0 + lanes]
-                weight = weights[w_row + alpha]
-                x = src[block * s * t + alpha, s0 : s0 + lanes]
-                for lane in range(y.shape[0]):
-                    y[lane] = weight * x[lane]
-                for sigma in range(1, s):
-                    weight = weights[w_row + sigma * t + alpha]
-                    x = src[(block * s + sigma) * t + alpha, s0 : s0 + lanes]
-                    for lane in range(y.shape[0]):
-                        y[lane] += weight * x[lane]
-
-
-@_jit(fastmath={"contract"})
-def lanes_pair_2x2(
-    p, t, weights, w_fine, w_coarse, coarse_first, src, s0, dst, d0, lanes
-):  # pragma: no cover
-    """Two ``p x p`` factors with ``r = s = 2`` in one pass: a radix-4 butterfly step.
-
-    The *fine* factor has ``t`` and ``2k`` blocks, the *coarse* one ``2t`` and
-    ``k`` blocks. Row ``(4b + 2u + v) t + alpha`` is ``(block 2b+u, rho v,
-    alpha)`` of the fine factor and ``(block b, rho u, alpha' = v t + alpha)``
-    of the coarse one, so each group of four rows is read once, mixed along
-    ``v`` by the fine factor and along ``u`` by the coarse one (in the order
-    the chain applies them) and written once: half the memory traffic of two
-    separate passes.
-    """
-    for block in range(p // (4 * t)):
-        fine0 = weights[w_fine + 8 * block * t : w_fine + (8 * block + 4) * t]
-        fine1 = weights[w_fine + (8 * block + 4) * t : w_fine + (8 * block + 8) * t]
-        coarse = weights[w_coarse + 8 * block * t : w_coarse + 8 * (block + 1) * t]
-        for alpha in range(t):
-            # fine block 2b + u mixes (x[u, 0], x[u, 1])
-            a00, a01, a10, a11 = (
-                fine0[alpha],
-                fine0[t + alpha],
-                fine0[2 * t + alpha],
-                fine0[3 * t + alpha],
-            )
-            b00, b01, b10, b11 = (
-                fine1[alpha],
-                fine1[t + alpha],
-                fine1[2 * t + alpha],
-                fine1[3 * t + alpha],
-            )
-            # coarse W[b, rho, sigma, alpha'] mixes (x[0, v], x[1, v]) at alpha' = v t + alpha
-            c00, c01, c10, c11 = (
-                coarse[alpha],
-                coarse[2 * t + alpha],
-                coarse[4 * t + alpha],
-                coarse[6 * t + alpha],
-            )
-            d00, d01, d10, d11 = (
-                coarse[t + alpha],
-                coarse[3 * t + alpha],
-                coarse[5 * t + alpha],
-                coarse[7 * t + alpha],
-            )
-            row = 4 * block * t + alpha
-            s00, s01 = src[row, s0 : s0 + lanes], src[row + t, s0 : s0 + lanes]
-            s10, s11 = src[row + 2 * t, s0 : s0 + lanes], src[row + 3 * t, s0 : s0 + lanes]
-            o00, o01 = dst[row, d0 : d0 + lanes], dst[row + t, d0 : d0 + lanes]
-            o10, o11 = dst[row + 2 * t, d0 : d0 + lanes], dst[row + 3 * t, d0 : d0 + lanes]
-            if coarse_first:
-                for lane in range(s00.shape[0]):
-                    m00 = c00 * s00[lane] + c01 * s10[lane]
-                    m10 = c10 * s00[lane] + c11 * s10[lane]
-                    m01 = d00 * s01[lane] + d01 * s11[lane]
-                    m11 = d10 * s01[lane] + d11 * s11[lane]
-                    o00[lane] = a00 * m00 + a01 * m01
-                    o01[lane] = a10 * m00 + a11 * m01
-                    o10[lane] = b00 * m10 + b01 * m11
-                    o11[lane] = b10 * m10 + b11 * m11
-            else:
-                for lane in range(s00.shape[0]):
-                    m00 = a00 * s00[lane] + a01 * s01[lane]
-                    m01 = a10 * s00[lane] + a11 * s01[lane]
-                    m10 = b00 * s10[lane] + b01 * s11[lane]
-                    m11 = b10 * s10[lane] + b11 * s11[lane]
-                    o00[lane] = c00 * m00 + c01 * m10
-                    o10[lane] = c10 * m00 + c11 * m10
-                    o01[lane] = d00 * m01 + d01 * m11
-                    o11[lane] = d10 * m01 + d11 * m11
+                y = _row(dst, (block * r + rho) * t + alpha, d0, lanes)
+                sigma = 0
+                while sigma < s:
+                    terms = 4 if s - sigma >= 4 else (2 if s - sigma >= 2 else 1)
+                    row = (block * s + sigma) * t + alpha
+                    w = w_row + sigma * t + alpha
+                    # offsets of the terms after the first; unused ones repeat the last term
+                    d1, d2, d3 = min(1, terms - 1) * t, min(2, terms - 1) * t, (terms - 1) * t
+                    _accumulate(
+                        y, sigma == 0,
+                        weights[w], _row(src, row, s0, lanes),
+                        weights[w + d1], _row(src, row + d1, s0, lanes),
+                        weights[w + d2], _row(src, row + d2, s0, lanes),
+                        weights[w + d3], _row(src, row + d3, s0, lanes),
+                        terms,
+                    )  # fmt: skip
+                    sigma += terms
 
 
 @_jit()
-def lanes_pass(specs, offsets, paired, weights, index, src, s0, dst, d0, lanes):  # pragma: no cover
-    """Apply factor ``index`` (and the next one if paired) to a window of columns."""
-    p, r, s, t = specs[index, 0], specs[index, 2], specs[index, 3], specs[index, 4]
-    if paired[index]:
-        if specs[index + 1, 4] == 2 * t:  # the fine factor comes first
-            lanes_pair_2x2(
-                p, t, weights, offsets[index], offsets[index + 1], False, src, s0, dst, d0, lanes
-            )
-        else:
-            lanes_pair_2x2(
-                p, specs[index + 1, 4], weights, offsets[index + 1], offsets[index], True,
-                src, s0, dst, d0, lanes,
-            )  # fmt: skip
-    elif r == 2 and s == 2:
-        lanes_2x2(p, t, weights, offsets[index], src, s0, dst, d0, lanes)
-    else:
-        lanes_general(p, r, s, t, weights, offsets[index], src, s0, dst, d0, lanes)
+def lanes_pass(
+    specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch
+):  # pragma: no cover
+    """Apply pass ``index`` of a batch plan to a window of ``lanes`` columns.
+
+    ``passes[index]`` is ``(l, k, w_start, r_start)``: factor ``l`` alone with
+    its weights at ``w_start`` in their natural layout (``k = 0``), or the
+    ``k`` factors from ``l`` as one :func:`lanes_2x2_group` with its packed
+    weights at ``w_start`` and its row offsets at ``rows[r_start:]``.
+    """
+    l, k, w_start, r_start = passes[index, 0], passes[index, 1], passes[index, 2], passes[index, 3]  # noqa: E741
+    p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
+    if k == 0:
+        lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes)
+        return
+    group_t = t
+    for f in range(l + 1, l + k):
+        group_t = min(group_t, specs[f, 4])
+    lanes_2x2_group(
+        p, k, group_t, rows[r_start : r_start + (1 << k)], weights, w_start,
+        src, s0, dst, d0, lanes, scratch,
+    )  # fmt: skip
+
+
+@_jit()
+def apply_chain_chunks(
+    specs, passes, rows, weights, x, out, work, width, worker
+):  # pragma: no cover
+    """The chunks of columns of :func:`apply_chain_matrix` that belong to ``worker``.
+
+    Called directly (``worker = 0`` and one worker) when a block of vectors
+    runs on one thread, which saves a parallel launch.
+    """
+    batch = x.shape[1]
+    n_passes = passes.shape[0]
+    n_workers = work.shape[0]
+    max_dim = (work.shape[1] - 2 * MAX_GROUP_ROWS) // 2
+    buffers = work[worker]
+    scratch = buffers[2 * max_dim :]
+    for chunk in range(worker, (batch + width - 1) // width, n_workers):
+        first = chunk * width
+        lanes = min(width, batch - first)
+        src, s0 = x, first
+        for index in range(n_passes):
+            if index == n_passes - 1:
+                dst, d0 = out, first
+            else:
+                dst, d0 = buffers[index % 2 * max_dim : (index % 2 + 1) * max_dim], 0
+            lanes_pass(specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch)
+            src, s0 = dst, d0
 
 
 @_jit(parallel=True)
-def apply_chain_matrix(specs, offsets, paired, weights, x, out, work, width):  # pragma: no cover
+def apply_chain_matrix(specs, passes, rows, weights, x, out, work, width):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C-contiguous).
 
-    Columns are split into chunks of at most ``width``. ``work`` has shape
-    ``(n_workers, 2, max_dim, width)``: worker ``w`` runs the whole chain on
-    chunks ``w, w + n_workers, ...``, the first pass reading its columns of
-    ``x`` in place, the last writing its columns of ``out`` and the others
-    alternating between the worker's two buffers.
+    The chain runs as the plan's ``passes`` (see :func:`lanes_pass`). Columns
+    are split into chunks of at most ``width``. ``work`` has shape
+    ``(n_workers, 2 max_dim + 2 MAX_GROUP_ROWS, width)``: worker ``w`` runs
+    the whole chain on chunks ``w, w + n_workers, ...``, the first pass
+    reading its columns of ``x`` in place, the last writing its columns of
+    ``out`` and the others alternating between the worker's two buffers of
+    ``max_dim`` rows; its last ``2 MAX_GROUP_ROWS`` rows are the scratch of
+    :func:`lanes_2x2_group`.
     """
-    batch = x.shape[1]
-    n_factors = specs.shape[0]
-    n_workers = work.shape[0]
-    n_chunks = (batch + width - 1) // width
-    for worker in numba.prange(n_workers):
-        for chunk in range(worker, n_chunks, n_workers):
-            first = chunk * width
-            lanes = min(width, batch - first)
-            src, s0 = x, first
-            l = 0  # noqa: E741 - l numbers factors, as in the maths
-            n_passes = 0
-            while l < n_factors:
-                step = 2 if paired[l] else 1
-                if l + step == n_factors:
-                    dst, d0 = out, first
-                else:
-                    dst, d0 = work[worker, n_passes % 2], 0
-                lanes_pass(specs, offsets, paired, weights, l, src, s0, dst, d0, lanes)
-                src, s0 = dst, d0
-                l += step  # noqa: E741
-                n_passes += 1
+    for worker in numba.prange(work.shape[0]):
+        apply_chain_chunks(specs, passes, rows, weights, x, out, work, width, worker)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _kernels, _numba_setup, _sparse, _workspace
+from . import _batched, _kernels, _numba_setup, _sparse
 from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
@@ -160,11 +160,11 @@ class _Plan(NamedTuple):
 
     specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
     offsets: np.ndarray  # (L + 1,) int64
-    paired: np.ndarray  # (L,) bool: factor l and l + 1 run as one radix-4 pass (batches)
     weights: np.ndarray  # flat, of the data's dtype
     max_dim: int
     n_out: int
     n_in: int
+    batched: list  # [_batched.BatchPlan], built by the first block of vectors
 
 
 def _make_plan(
@@ -175,34 +175,7 @@ def _make_plan(
     np.cumsum([w.size for w in weights], out=offsets[1:])
     flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    paired = _pair_radix4_steps(specs)
-    return _Plan(table, offsets, paired, flat, max_dim, specs[-1].p, specs[0].q)
-
-
-def _forms_radix4_step(inner: FactorSpec, outer: FactorSpec) -> bool:
-    """Whether ``outer @ inner`` is a radix-4 butterfly step (:func:`_kernels.lanes_pair_2x2`)."""
-    return (
-        inner.r == inner.s == outer.r == outer.s == 2
-        and inner.p == inner.q == outer.p == outer.q
-        and (outer.t == 2 * inner.t or inner.t == 2 * outer.t)
-    )
-
-
-def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
-    """Greedily pair consecutive factors (application order) that form radix-4 steps.
-
-    Pairing pays for blocks of vectors; a single vector runs faster factor by
-    factor, where the kernels vectorise along ``alpha`` instead of the lanes.
-    """
-    paired = np.zeros(len(specs), dtype=np.bool_)
-    index = 0
-    while index + 1 < len(specs):
-        if _forms_radix4_step(specs[index], specs[index + 1]):
-            paired[index] = True
-            index += 2
-        else:
-            index += 1
-    return paired
+    return _Plan(table, offsets, flat, max_dim, specs[-1].p, specs[0].q, [])
 
 
 #: Vectors at least this long run on all Numba threads, in phases (one parallel launch each,
@@ -212,10 +185,6 @@ def _pair_radix4_steps(specs: Sequence[FactorSpec]) -> np.ndarray:
 #: phases (two launches for a butterfly) have not been timed on an idle machine yet, so
 #: there one vector runs on one thread.
 PARALLEL_VECTOR_SIZE = sys.maxsize if _numba_setup.launches_through_workqueue() else 2**16
-
-# The fewest columns of the batched kernel's window when a long chain narrows it to keep
-# the work buffers within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
-_MIN_LANES = 8
 
 
 def _dask_backend(x: Any) -> Any:
@@ -869,17 +838,10 @@ class DeButOperator(LinearOperator):
 
     @staticmethod
     def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
-        dtype = plan.weights.dtype
-        batch = x.shape[1]
-        n_workers = max(1, min(_kernels.numba.get_num_threads(), batch))
-        width = min(_kernels.LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
-        column_bytes = n_workers * 2 * plan.max_dim * dtype.itemsize
-        width = min(width, max(_MIN_LANES, _workspace.KEEP_BYTES // column_bytes))
-        work = _workspace.workspace.get((n_workers, 2, plan.max_dim, width), dtype)
-        with _parallel_launch:
-            _kernels.apply_chain_matrix(
-                plan.specs, plan.offsets, plan.paired, plan.weights, x, out, work, width
-            )
+        if not plan.batched:
+            plan.batched.append(_batched.make_batch_plan(plan.specs, plan.offsets, plan.weights))
+        threads = _kernels.numba.get_num_threads()
+        _batched.apply(plan.batched[0], x, out, threads, _parallel_launch)
 
     def apply(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """The product ``A @ x`` with little Python between the caller and the kernel.

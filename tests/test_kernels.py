@@ -11,10 +11,12 @@ wrong kernel, so:
   multiply-add along the chain, scaled by ``|F_1| ... |F_L| |x|`` (the
   forward error bound of a product of sums), so a kernel that loses
   precision fails as surely as one that mixes the wrong rows;
-- the chains drawn exercise every batched path: radix-4 pairs with the fine
-  or the coarse factor first and in the last pass, 2x2 factors with
-  ``t`` in {1, 2, 3, 8, 16}, general factors around them, and column windows
-  that do not divide the batch.
+- the chains drawn exercise every batched path: groups of one to four 2x2
+  factors with their ``t`` in any order, at the start, in the middle and in
+  the last pass of a chain, ``t`` that are and are not powers of two,
+  general and ``(2, 4)`` factors around them, and column windows that do not
+  divide the batch; the work buffers (with the groups' scratch rows) are
+  filled with NaN too.
 """
 
 import numpy as np
@@ -22,8 +24,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydebut import Chain, FactorSpec, _kernels, _reference
-from pydebut.operator import _make_plan, _pair_radix4_steps
+from pydebut import Chain, FactorSpec, _batched, _kernels, _reference
+from pydebut.operator import _make_plan
 from pydebut.testing import chains, dense_chains
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
@@ -96,12 +98,29 @@ def run_vector(plan, x, dtype, n_parts=None):
     return out
 
 
-def run_matrix(plan, x, n_workers, width, paired=None):
-    """The batched kernel on ``x`` with NaN-filled output and work buffers."""
-    paired = plan.paired if paired is None else paired
+def batch_plan(plan, group=True):
+    return _batched.make_batch_plan(plan.specs, plan.offsets, plan.weights, group)
+
+
+def spec_table(specs):
+    return np.array([f.as_tuple() for f in specs], dtype=np.int64).reshape(-1, 5)
+
+
+def run_matrix(plan, x, n_workers, width, group=True):
+    """The batched kernel on ``x`` with NaN-filled output and work buffers.
+
+    One worker runs :func:`_kernels.apply_chain_chunks` directly, as the
+    operator does; more run the parallel kernel.
+    """
+    batched = batch_plan(plan, group)
     out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype)
-    work = np.full((n_workers, 2, plan.max_dim, width), np.nan, dtype=x.dtype)
-    _kernels.apply_chain_matrix(plan.specs, plan.offsets, paired, plan.weights, x, out, work, width)
+    rows = 2 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS
+    work = np.full((n_workers, rows, width), np.nan, dtype=x.dtype)
+    arguments = (batched.specs, batched.passes, batched.rows, batched.weights, x, out, work, width)
+    if n_workers == 1:
+        _kernels.apply_chain_chunks(*arguments, 0)
+    else:
+        _kernels.apply_chain_matrix(*arguments)
     return out
 
 
@@ -169,35 +188,40 @@ def test_lane_kernels_match_reference_inside_their_window(fields, lanes, dtype):
     x = random_array(rng, (spec.q, lanes), dtype)
     flat = np.concatenate([np.zeros(2, dtype), w.ravel()])
     src = in_window(x, 3, lanes + 5, dtype)
-    general = spec.r != 2 or spec.s != 2
-    for kernel in [_kernels.lanes_general] + ([] if general else [_kernels.lanes_2x2]):
-        dst = np.full((spec.p, lanes + 4), np.nan, dtype=dtype)
-        if kernel is _kernels.lanes_2x2:
-            kernel(spec.p, spec.t, flat, 2, src, 3, dst, 1, lanes)
-        else:
-            kernel(spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, lanes)
-        assert_chain_close(dst[:, 1 : 1 + lanes], Chain([spec]), [w], x)
-        assert np.isnan(dst[:, :1]).all() and np.isnan(dst[:, 1 + lanes :]).all()
+    dst = np.full((spec.p, lanes + 4), np.nan, dtype=dtype)
+    _kernels.lanes_general(spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, lanes)
+    assert_chain_close(dst[:, 1 : 1 + lanes], Chain([spec]), [w], x)
+    assert np.isnan(dst[:, :1]).all() and np.isnan(dst[:, 1 + lanes :]).all()
+
+
+# application-order exponents j of t = 2**j T within a group of k = len(order) factors
+GROUP_ORDERS = [[0], [0, 1], [1, 0], [0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 1, 2, 3], [3, 2, 1, 0],
+                [1, 0, 2, 3], [2, 3, 1, 0]]  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("width", [1, 3, 16, 17])
-@pytest.mark.parametrize(("p", "t_fine"), [(4, 1), (16, 2), (24, 3), (16, 4), (32, 1), (64, 8)])
-@pytest.mark.parametrize("coarse_first", [False, True])
-def test_radix4_pair_matches_two_reference_factors(p, t_fine, coarse_first, width, dtype):
-    fine = FactorSpec(p, p, 2, 2, t_fine)
-    coarse = FactorSpec(p, p, 2, 2, 2 * t_fine)
-    first, second = (coarse, fine) if coarse_first else (fine, coarse)
-    rng = np.random.default_rng(p + t_fine)
-    w_first, w_second = (random_array(rng, f.weight_shape, dtype) for f in (first, second))
-    x = random_array(rng, (p, width), dtype)
-    flat = np.concatenate([w_first.ravel(), w_second.ravel()])
-    w_fine, w_coarse = (w_first.size, 0) if coarse_first else (0, w_first.size)
-    src = in_window(x, 2, width + 3, dtype)
-    out = np.full((p, width + 2), np.nan, dtype=dtype)
-    _kernels.lanes_pair_2x2(p, t_fine, flat, w_fine, w_coarse, coarse_first, src, 2, out, 1, width)
-    assert_chain_close(out[:, 1 : 1 + width], Chain([second, first]), [w_second, w_first], x)
-    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
+@pytest.mark.parametrize("order", GROUP_ORDERS, ids=str)
+def test_2x2_group_matches_reference_factors(order, dtype):
+    n = 1 << len(order)
+    for smallest_t, width in [(1, 1), (3, 17), (2, 16)]:
+        p = 2 * n * smallest_t  # two blocks of sub-problems
+        applied = [FactorSpec(p, p, 2, 2, smallest_t << j) for j in order]
+        table = spec_table(applied)
+        assert _batched._groups(table) == [(0, len(order))]
+        rng = np.random.default_rng(len(order) + smallest_t)
+        weights = [random_array(rng, f.weight_shape, dtype) for f in applied]
+        rows = _batched._group_rows(table[:, 4])
+        packed = np.concatenate([np.zeros(2, dtype), _batched._pack_group(table, weights, rows)])
+        x = random_array(rng, (p, width), dtype)
+        src = in_window(x, 2, width + 3, dtype)
+        out = np.full((p, width + 2), np.nan, dtype=dtype)
+        scratch = np.full((2 * _kernels.MAX_GROUP_ROWS, width), np.nan, dtype=dtype)
+        _kernels.lanes_2x2_group(
+            p, len(order), smallest_t, rows, packed, 2, src, 2, out, 1, width, scratch
+        )
+        chain = Chain(applied[::-1])
+        assert_chain_close(out[:, 1 : 1 + width], chain, weights[::-1], x)
+        assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
 
 
 # --- whole chains -------------------------------------------------------------------
@@ -208,32 +232,32 @@ def butterfly_steps(p, ts):
     return Chain([FactorSpec(p, p, 2, 2, t) for t in reversed(ts)])
 
 
-# application-order t sequences and the pairs the plan must form
-PAIRED_CASES = {
-    "fine first": (16, [1, 2], [True, False]),
-    "coarse first": (16, [4, 2], [True, False]),
-    "pair in the last pass": (32, [8, 1, 2], [False, True, False]),
-    "coarse first, last pass": (48, [3, 12, 6], [False, True, False]),
-    "two pairs and a single": (64, [1, 2, 8, 4, 16], [True, False, True, False, False]),
-    "t = 3, 8, 2, 16 unpaired": (96, [3, 8, 2, 16], [False, False, False, False]),
+# application-order t sequences and the passes (first factor, k) the plan must form
+GROUP_CASES = {
+    "fine first": (16, [1, 2], [(0, 2)]),
+    "coarse first": (16, [4, 2], [(0, 2)]),
+    "group in the last pass": (32, [8, 1, 2], [(0, 1), (1, 2)]),
+    "coarse first, last pass": (48, [3, 12, 6], [(0, 1), (1, 2)]),
+    "a pair and a triple": (64, [1, 2, 8, 4, 16], [(0, 2), (2, 3)]),
+    "four in any order, then one": (64, [2, 1, 4, 8, 16], [(0, 4), (4, 1)]),
+    "four coarse first, then two": (64, [8, 4, 2, 1, 16, 32], [(0, 4), (4, 2)]),
+    "t = 3, 8, 2, 16 alone": (96, [3, 8, 2, 16], [(0, 1), (1, 1), (2, 1), (3, 1)]),
 }
 
 
-@pytest.mark.parametrize("case", list(PAIRED_CASES))
+@pytest.mark.parametrize("case", list(GROUP_CASES))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_chains_with_radix4_pairs_match_reference(case, dtype):
-    p, ts, pairs = PAIRED_CASES[case]
+def test_chains_with_2x2_groups_match_reference(case, dtype):
+    p, ts, groups = GROUP_CASES[case]
     chain = butterfly_steps(p, ts)
     rng = np.random.default_rng(len(ts))
     weights = weights_for(chain, rng, dtype)
     plan = chain_plan(chain, weights, dtype)
-    assert plan.paired.tolist() == pairs
-    for batch, n_workers, width in [(1, 1, 1), (7, 2, 3), (37, 3, 8), (64, 2, 32)]:
+    assert [(first, k) for first, k, _, _ in batch_plan(plan).passes.tolist()] == groups
+    for batch, n_workers, width in [(1, 1, 1), (7, 2, 3), (37, 3, 8), (64, 2, 32), (70, 1, 64)]:
         x = random_array(rng, (p, batch), dtype)
-        assert_chain_close(run_matrix(plan, x, n_workers, width), chain, weights, x)
-        assert_chain_close(
-            run_matrix(plan, x, n_workers, width, np.zeros_like(plan.paired)), chain, weights, x
-        )
+        for group in (True, False):
+            assert_chain_close(run_matrix(plan, x, n_workers, width, group), chain, weights, x)
     x = random_array(rng, p, dtype)
     assert_chain_close(run_vector(plan, x, dtype), chain, weights, x)
     for n_parts in (2, 3, 5):
@@ -286,8 +310,8 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
     vector = x[:, 0].copy()
     assert_chain_close(run_vector(plan, vector, dtype), chain, weights, vector)
     assert_chain_close(run_vector(plan, vector, dtype, n_workers), chain, weights, vector)
-    for paired in (plan.paired, np.zeros_like(plan.paired)):
-        assert_chain_close(run_matrix(plan, x, n_workers, width, paired), chain, weights, x)
+    for group in (True, False):
+        assert_chain_close(run_matrix(plan, x, n_workers, width, group), chain, weights, x)
 
 
 @pytest.mark.parametrize("n_parts", [2, 3, 5])
@@ -312,17 +336,25 @@ def test_parallel_vector_phases_match_reference(factors, n_parts):
     assert_chain_close(run_vector(plan, x, np.float64, n_parts), chain, weights, x)
 
 
-def test_plans_pair_radix4_steps_greedily():
-    from pydebut.special import butterfly_chain
+def test_plans_group_2x2_factors_greedily():
+    from pydebut.special import PAPER_CHAINS, butterfly_chain
+
+    def groups(specs):
+        return _batched._groups(spec_table(specs))
 
     applied = list(reversed(butterfly_chain(32).factors))  # t = 1, 2, 4, 8, 16
-    assert _pair_radix4_steps(applied).tolist() == [True, False, True, False, False]
+    assert groups(applied) == [(0, 4), (4, 1)]
     adjoint = [f.T for f in butterfly_chain(32)]  # t = 16, 8, 4, 2, 1
-    assert _pair_radix4_steps(adjoint).tolist() == [True, False, True, False, False]
+    assert groups(adjoint) == [(0, 4), (4, 1)]
+    assert groups(reversed(butterfly_chain(4096).factors)) == [(0, 4), (4, 4), (8, 4)]
+    paper = list(reversed(PAPER_CHAINS["resnet50-layer4"].factors))  # (2, 4) at t = 8 and 128
+    assert groups(paper) == [(0, 3), (3, 0), (4, 3), (7, 0), (8, 1)]
     mixed = list(reversed(Chain([(8, 8, 2, 2, 4), (8, 16, 2, 4, 2), (16, 16, 2, 2, 1)]).factors))
-    assert not _pair_radix4_steps(mixed).any()
-    apart = [FactorSpec(16, 16, 2, 2, t) for t in (1, 4, 2, 8)]  # t differ by 4, 2, 4
-    assert _pair_radix4_steps(apart).tolist() == [False, True, False, False]
+    assert groups(mixed) == [(0, 1), (1, 0), (2, 1)]
+    apart = [FactorSpec(16, 16, 2, 2, t) for t in (1, 4, 2, 8)]  # {1, 4} is no group
+    assert groups(apart) == [(0, 1), (1, 3)]
+    repeated = [FactorSpec(16, 16, 2, 2, t) for t in (2, 2, 4)]  # the same t twice
+    assert groups(repeated) == [(0, 1), (1, 2)]
 
 
 def test_tolerance_sees_a_loss_of_double_precision():

@@ -1,0 +1,172 @@
+"""The batched kernels' plan: a chain's factors grouped into passes, their weights packed.
+
+A block of vectors runs through :func:`pydebut._kernels.apply_chain_matrix`
+pass by pass. A pass is one factor with any ``(r, s, t)``, or a *group* of
+``k <= 4`` consecutive square factors with ``r = s = 2`` whose ``t`` are
+``T, 2T, ..., 2**(k-1) T`` in some order (the butterfly's factors, in either
+direction): their product mixes ``2**k`` rows at stride ``T`` at a time, so
+:func:`pydebut._kernels.lanes_2x2_group` reads and writes the window once for
+all ``k`` factors. A group's weights are packed so that each of its
+sub-problems finds its ``2k 2**k`` weights contiguous, in the order the
+kernel uses them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _kernels, _workspace
+
+#: Bytes of each row's window (128 float64 or 256 float32 columns): one window runs the
+#: whole chain before the next starts; fewer vectors use narrower windows, one per worker.
+LANE_BYTES = 1024
+
+# The fewest columns of a window when a long chain narrows it to keep the work buffers
+# within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
+_MIN_LANES = 8
+
+#: A second worker thread only for at least this many bytes of columns per worker (64
+#: float64 columns: narrower windows run the 2x2 groups markedly slower) ...
+MIN_WORKER_BYTES = 512
+#: ... and at least this many floating-point operations per worker (2**25, about 2 ms
+#: of one core). A fork-join on Numba's workqueue layer waits for the slower thread:
+#: on the shared 2-core machine of benchmarks/README.md two threads were 0.2-0.7x one
+#: thread up to 128 vectors of the 4096 butterfly and 1.1x (median; 1.7x best) at 1024.
+MIN_WORKER_FLOPS = 2**25
+
+
+class BatchPlan(NamedTuple):
+    """A chain laid out for :func:`pydebut._kernels.apply_chain_matrix`, in application order."""
+
+    specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
+    passes: np.ndarray  # (n_passes, 4) int64: (first factor, k or 0, w_start, r_start)
+    rows: np.ndarray  # int64 row offsets of the groups' sub-problems
+    weights: np.ndarray  # packed, of the data's dtype
+    max_dim: int
+
+
+def _groups(specs: np.ndarray) -> list[tuple[int, int]]:
+    """``(first factor, k)`` of each pass; ``k = 0`` for a factor run alone by the general kernel.
+
+    Greedy: a group grows while the next factor is square, 2x2, of the same size, and
+    the ``t`` so far stay ``T, 2T, ..., 2**(k-1) T`` in some order.
+    """
+    passes = []
+    first = 0
+    while first < len(specs):
+        k = 0
+        while first + k < len(specs) and k < _kernels.MAX_GROUP_ROWS.bit_length() - 1:
+            if not _extends_group(specs[first : first + k + 1]):
+                break
+            k += 1
+        passes.append((first, k))
+        first += max(k, 1)
+    return passes
+
+
+def _extends_group(specs: np.ndarray) -> bool:
+    """Whether these consecutive factors form one 2x2 group (see :func:`_groups`)."""
+    p, q, r, s = (int(v) for v in specs[0, :4])
+    if not (p == q and r == s == 2) or np.any(specs[:, :4] != specs[0, :4]):
+        return False
+    ts = sorted(int(t) for t in specs[:, 4])
+    return all(t == ts[0] << j for j, t in enumerate(ts))
+
+
+def _group_rows(ts: np.ndarray) -> np.ndarray:
+    """Row offsets ``rows[i]`` of a group's sub-problem: bit ``j`` of ``i`` steps by ``ts[j]``."""
+    i = np.arange(1 << len(ts))
+    return sum(((i >> j) & 1) * int(t) for j, t in enumerate(ts))
+
+
+def _pack_group(specs: np.ndarray, weights: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The group's 2x2 matrices, sub-problem by sub-problem, in the kernel's order."""
+    k = len(specs)
+    n = 1 << k
+    p, t = int(specs[0, 0]), int(specs[:, 4].min())
+    q = np.arange(p // n)
+    base = (q // t) * n * t + q % t
+    matrices = []
+    for step in range((k + 1) // 2):
+        h = 1 << (2 * step)
+        radix4 = 2 * step + 1 < k
+        span = 4 * h if radix4 else 2 * h
+        for i0 in range(n):
+            if i0 % span >= h:
+                continue
+            mixes = [(2 * step, i0, i0 + h)]
+            if radix4:
+                mixes += [
+                    (2 * step, i0 + 2 * h, i0 + 3 * h),
+                    (2 * step + 1, i0, i0 + 2 * h),
+                    (2 * step + 1, i0 + h, i0 + 3 * h),
+                ]
+            for j, low, _ in mixes:
+                t_j = int(specs[j, 4])
+                w = weights[j].reshape(-1, 2, 2, t_j)
+                row = base + rows[low]
+                matrices.append(w[row // (2 * t_j), :, :, row % t_j].reshape(-1, 4))
+    return np.stack(matrices, axis=1).ravel()
+
+
+def make_batch_plan(
+    specs: np.ndarray, offsets: np.ndarray, weights: np.ndarray, group: bool = True
+) -> BatchPlan:
+    """The batch plan of a chain given as the one-vector kernels take it.
+
+    ``specs`` is the ``(L, 5)`` table in application order, ``offsets`` the
+    ``(L + 1,)`` starts of each factor's weights in the flat ``weights``.
+    With ``group=False`` every factor runs alone through the general kernel
+    (a reference for tests and timings).
+    """
+    passes, rows, packed = [], [], []
+    w_start = r_start = 0
+    for first, k in _groups(specs) if group else [(f, 0) for f in range(len(specs))]:
+        if k == 0:
+            flat = weights[offsets[first] : offsets[first + 1]]
+        else:
+            group = specs[first : first + k]
+            offsets_of = [weights[offsets[f] : offsets[f + 1]] for f in range(first, first + k)]
+            group_rows = _group_rows(group[:, 4])
+            flat = _pack_group(group, offsets_of, group_rows)
+            rows.append(group_rows)
+        passes.append((first, k, w_start, r_start))
+        packed.append(flat)
+        w_start += flat.size
+        r_start += 0 if k == 0 else 1 << k
+    return BatchPlan(
+        specs,
+        np.array(passes, dtype=np.int64).reshape(-1, 4),
+        np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64),
+        np.concatenate(packed).astype(weights.dtype, copy=False),
+        int(specs[:, :2].max()),
+    )
+
+
+def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launch) -> None:
+    """``out = F_1 ... F_L x`` for a C-contiguous ``(n, batch)`` block ``x``.
+
+    Up to ``n_threads`` workers share the windows, each with at least
+    :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of work.
+    ``launch`` is the lock that serialises parallel kernel launches (see
+    :mod:`pydebut.operator`); a block on one worker runs without one.
+    """
+    dtype = out.dtype
+    batch = x.shape[1]
+    flops = 2 * plan.weights.size * batch * (4 if dtype.kind == "c" else 1)
+    n_workers = min(n_threads, batch * dtype.itemsize // MIN_WORKER_BYTES)
+    n_workers = max(1, min(n_workers, flops // MIN_WORKER_FLOPS))
+    width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
+    rows = 2 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # two buffers and the groups' scratch
+    width = min(
+        width, max(_MIN_LANES, _workspace.KEEP_BYTES // (n_workers * rows * dtype.itemsize))
+    )
+    work = _workspace.workspace.get((n_workers, rows, width), dtype)
+    arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, width)
+    if n_workers == 1:
+        _kernels.apply_chain_chunks(*arguments, 0)
+        return
+    with launch:
+        _kernels.apply_chain_matrix(*arguments)
