@@ -31,17 +31,19 @@ bound on the parameters of every chain through it. For budgets ``B1 < B2``:
    ``max_splits`` splits (parents are expanded band by band, so that count sees
    the same splits in the same order); its estimate scores the ranks of one band
    together, with a range finder whose width is that band's largest rank; it is
-   dropped when a complete chain with at most ``committed`` parameters has a lower
-   residual, or an exact chain lies in band ``<= j``; and it is kept when it is
-   among the ``beam_width`` best of its own band (:func:`_select`). By induction
+   dropped when a complete chain of band ``<= j`` has a lower residual or is
+   exact (branch and bound within the band); and it is kept when it is among the
+   ``beam_width`` best of its own band (:func:`_select`). By induction
    over the depth, the kept nodes of bands ``<= band(L(B1))`` and the complete
    chains recorded there are the same in both searches.
-3. *The fitted chains within ``B1`` are fitted at ``B2`` too.* The front (complete
-   chains whose estimate is below that of every chain with fewer parameters) and
-   the two rules that pick front chains to fit (:func:`_refine`: among the
-   ``refine`` best of its band, or an estimate below ``REFINE_STEP`` times the best
-   error measured with fewer parameters) look only at chains with at most the
-   chain's parameters and at its own band, all of which both searches share.
+3. *The fitted chains within ``B1`` are fitted at ``B2`` too, the same way.* The
+   front (complete chains whose estimate is below that of every chain with fewer
+   parameters) and the two rules that pick front chains to fit (:func:`_refine`:
+   the ``refine`` best of its quarter octave of parameters get ALS; others whose
+   estimate is below the best error measured with fewer parameters get the
+   hierarchical factorization) look only at chains with at most the chain's
+   parameters and at its quarter octave, which lies inside its band: all of
+   which both searches share.
 4. *The candidates nest.* The answer at ``B`` is the smallest measured error among
    the fitted front chains and ``include`` chains with at most ``B`` parameters,
    and the truncated SVDs of every rank ``j <= floor(B / (m + n))``, each measured
@@ -225,8 +227,10 @@ def approximate(
         needs).
     refine : int, default 3
         Chains of the front (no chain with fewer parameters has a lower estimate)
-        fitted in every band: its ``refine`` best. Front chains whose estimate is
-        below half the best error measured with fewer parameters are fitted too.
+        fitted by :func:`fit_hierarchical` and ALS in every quarter octave of
+        parameters: its ``refine`` best. Other front chains whose estimate is below
+        the best error measured with fewer parameters get the hierarchical
+        factorization.
     max_splits : int, default 5000
         Most split spectra the search computes in one band (a split counts in the
         band of its cheapest child); when a band reaches it, that band is searched
@@ -278,9 +282,9 @@ def approximate(
     The search runs at the budget ``L``, the smallest power of two at least
     ``max_params``, and keeps at every depth the ``beam_width`` best prefixes of
     every band of committed parameters; a prefix is dropped when a complete chain
-    with fewer parameters than it commits has a lower residual. The answer is the
-    best of the fitted chains within ``max_params`` and the truncated SVDs of
-    every rank that fits.
+    of its band or a lower one has a lower residual. The answer is the best of the
+    fitted chains within ``max_params`` and the truncated SVDs of every rank that
+    fits.
 
     The 2-factor chain ``[(m, k, m, k, 1), (k, n, k, n, 1)]`` is the
     rank-``k`` product, so the truncated SVD is in the family: it competes like
@@ -553,14 +557,14 @@ class _BeamSearch:
         return 0.0 if residual2 <= self.exact2 else residual2
 
     def _undominated(self, nodes: list[_Node]) -> list[_Node]:
-        """Nodes that no complete chain dominates.
+        """Nodes that no complete chain of their band or below dominates (branch and
+        bound within the band).
 
-        A complete chain with at most ``node.committed`` weights and a residual below
-        the node's (up to rounding) dominates it: every completion of the node has at
-        least ``committed`` weights and at least its residual. An exact chain (residual
-        at rounding level) in the node's band or below ends the node's search, as the
-        first exact chain used to end the whole search. Only chains of the node's band
-        and below take part.
+        A node is dropped when a complete chain of its band or a lower one has a
+        residual below the node's (up to rounding), which every completion of the node
+        has at least, or is exact (residual at rounding level), as the first exact
+        chain used to end the whole search. Only chains of the node's band and below
+        take part.
         """
         if not self.complete:
             return nodes
@@ -573,9 +577,10 @@ class _BeamSearch:
         exact_band = min((band(p) for p, score in ranked if score == 0.0), default=inf)
         kept = []
         for node in nodes:
-            if band(node.committed) >= exact_band:
+            index = band(node.committed)
+            if index >= exact_band:
                 continue
-            count = bisect.bisect_right(params, node.committed)
+            count = bisect.bisect_right(params, 1 << index)
             if count and lowest[count - 1] * (1 + 1e-9) + self.exact2 < node.residual2:
                 continue
             kept.append(node)
