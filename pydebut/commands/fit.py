@@ -58,9 +58,9 @@ def register(subparsers: Any) -> None:
     auto.add_argument(
         "--refine",
         type=int,
-        default=3,
+        default=1,
         metavar="K",
-        help="best chains refined by ALS in every quarter octave of parameters (3)",
+        help="best chains refined by ALS in every quarter octave of parameters (1)",
     )
     parser.add_argument(
         "--sweeps", type=int, default=5, help="ALS sweeps (left to right and back); default 5"

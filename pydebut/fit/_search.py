@@ -193,7 +193,7 @@ def approximate(
     n_sweeps: int = 5,
     tol: float | None = 1e-4,
     beam_width: int = 16,
-    refine: int = 3,
+    refine: int = 1,
     max_splits: int = 5000,
     include: Iterable[Chain] = (),
     permutation: str | None = None,
@@ -225,7 +225,7 @@ def approximate(
         Prefixes kept at every depth in every band of committed parameters
         (``(2^(i-1), 2^i]``: the parameters so far plus the fewest any completion
         needs).
-    refine : int, default 3
+    refine : int, default 1
         Chains of the front (no chain with fewer parameters has a lower estimate)
         fitted by :func:`fit_hierarchical` and ALS in every quarter octave of
         parameters: its ``refine`` best. Other front chains whose estimate is below
