@@ -152,6 +152,25 @@ def test_a_sweep_over_growing_budgets_never_gets_worse():
     assert errors[-1] < errors[0]
 
 
+def test_budgets_with_sketched_splits_are_nested(monkeypatch):
+    # blocks of 48 x 96 against ranks below 16: the range finder scores the low ranks
+    import pydebut.fit._search as search
+
+    sketches = []
+    captured = search._captured_energies
+    monkeypatch.setattr(
+        search, "_captured_energies", lambda *a: sketches.append(a[1]) or captured(*a)
+    )
+    target = smooth_kernel(48, 96, scale=200.0)
+    small = approximate(target, 400, n_sweeps=1, max_factors=4, rng=5)
+    large = approximate(target, 1000, n_sweeps=1, max_factors=4, rng=5)
+    assert sketches
+    assert large.error <= small.error
+    estimates = {e.chain: e.estimate for e in large.explored}
+    assert {e.chain: e.estimate for e in small.explored}.items() <= estimates.items()
+    assert fitted_chains(small).items() <= fitted_chains(large).items()
+
+
 def test_include_adds_candidates():
     target = smooth_kernel(16, 32, scale=60.0)
     chain = Chain.from_factorizations([4, 4], [4, 8])
