@@ -158,8 +158,8 @@ class ApproximationResult:
         Its relative Frobenius error ``||D - D_hat||_F / ||D||_F``, measured
         against the target (the absolute error if the target is zero).
     explored : list of ExploredChain
-        Every complete chain met by the search, by estimated error (then
-        parameters); the fitted ones carry their true error. With
+        Every complete chain within the budget met by the search, by estimated
+        error (then parameters); the fitted ones carry their true error. With
         ``permutation="auto"``, those of the permutation pair that won.
     baseline : SVDBaseline
         The truncated SVD with the same budget.
