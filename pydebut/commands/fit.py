@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="best chains refined by ALS in every quarter octave of parameters (1)",
+        help="best chains refined by ALS in every band of parameters (1)",
     )
     parser.add_argument(
         "--sweeps", type=int, default=5, help="ALS sweeps (left to right and back); default 5"

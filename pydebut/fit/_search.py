@@ -39,11 +39,10 @@ bound on the parameters of every chain through it. For budgets ``B1 < B2``:
 3. *The fitted chains within ``B1`` are fitted at ``B2`` too, the same way.* The
    front (complete chains whose estimate is below that of every chain with fewer
    parameters) and the two rules that pick front chains to fit (:func:`_refine`:
-   the ``refine`` best of its quarter octave of parameters get ALS; others whose
-   estimate is below the best error measured with fewer parameters get the
+   the ``refine`` best of its band get ALS; others whose estimate is below
+   ``REFINE_STEP`` times the best error measured with fewer parameters get the
    hierarchical factorization) look only at chains with at most the chain's
-   parameters and at its quarter octave, which lies inside its band: all of
-   which both searches share.
+   parameters and at its band: all of which both searches share.
 4. *The candidates nest.* The answer at ``B`` is the smallest measured error among
    the fitted front chains and ``include`` chains with at most ``B`` parameters,
    and the truncated SVDs of every rank ``j <= floor(B / (m + n))``, each measured
@@ -96,6 +95,9 @@ MAX_ENTRIES = 1 << 28
 #: are scored by a range finder instead of Gram eigenvalues.
 SKETCH_FACTOR = 2
 SKETCH_MARGIN = 8
+#: A front chain that is not among the best of its band is fitted (hierarchically) when
+#: its estimate is below this times the best error measured with fewer parameters.
+REFINE_STEP = 0.5
 
 
 @dataclass(frozen=True)
@@ -227,10 +229,9 @@ def approximate(
         needs).
     refine : int, default 1
         Chains of the front (no chain with fewer parameters has a lower estimate)
-        fitted by :func:`fit_hierarchical` and ALS in every quarter octave of
-        parameters: its ``refine`` best. Other front chains whose estimate is below
-        the best error measured with fewer parameters get the hierarchical
-        factorization.
+        fitted by :func:`fit_hierarchical` and ALS in every band of parameters: its
+        ``refine`` best. Other front chains whose estimate is below half the best
+        error measured with fewer parameters get the hierarchical factorization.
     max_splits : int, default 5000
         Most split spectra the search computes in one band (a split counts in the
         band of its cheapest child); when a band reaches it, that band is searched
@@ -909,13 +910,13 @@ def _refine(
 
     The front: complete chains, in order of (parameters, estimate, factors), whose
     estimate is below every earlier one's (rounding-level estimates count as zero).
-    The ``refine`` best front chains of every quarter octave of parameters
-    (:func:`refine_band`) are fitted by ``fit_hierarchical`` and ALS; any other front
-    chain whose estimate is below the best error measured with fewer parameters (fits
-    and truncated SVDs) is fitted by ``fit_hierarchical``. Both rules look only at
-    chains with at most the chain's parameters and at the whole of its quarter
-    octave, which lies within its band: the fitted set at a smaller budget is the
-    part of the fitted set at a larger one within that budget.
+    The ``refine`` best front chains of every band of parameters are fitted by
+    ``fit_hierarchical`` and ALS; any other front chain whose estimate is below
+    ``REFINE_STEP`` times the best error measured with fewer parameters (fits and
+    truncated SVDs) is fitted by ``fit_hierarchical``. Both rules look only at
+    chains with at most the chain's parameters and at the whole of its band: the
+    fitted set at a smaller budget is the part of the fitted set at a larger one
+    within that budget.
     """
     exact = np.sqrt(EXACT_RESIDUAL)
     front: list[tuple[Chain, float]] = []
@@ -929,7 +930,7 @@ def _refine(
             lowest = score
     by_band: dict[int, list[Chain]] = {}
     for chain, _ in front:
-        by_band.setdefault(refine_band(chain.n_params), []).append(chain)
+        by_band.setdefault(band(chain.n_params), []).append(chain)
     tops = {chain for chains in by_band.values() for chain in chains[-options.refine :]}
 
     bar = _bar(options.progress, "fitting candidates", "chain")
@@ -940,7 +941,7 @@ def _refine(
     for chain, score in queue:
         best = min(best, svd.best_within(chain.n_params))
         polish = score is None or chain in tops
-        if not polish and not score < best:
+        if not polish and not score < REFINE_STEP * best:
             continue
         fits = [
             (op, _true_error(op, matrix, norm))
@@ -956,17 +957,6 @@ def _refine(
     if bar is not None:
         bar.close()
     return fitted
-
-
-def refine_band(n_params: int) -> int:
-    """Quarter octave of a chain: ``q`` with ``2^(q/4) < n_params <= 2^((q+1)/4)``
-    (four to a band, the band's upper end included in its last)."""
-    q = int(np.ceil(4 * np.log2(n_params))) - 1
-    while 2 ** ((q + 1) / 4) < n_params:  # guard the rounding of log2
-        q += 1
-    while q > 0 and 2 ** (q / 4) >= n_params:
-        q -= 1
-    return q
 
 
 def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list[DeButOperator]:
