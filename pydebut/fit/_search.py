@@ -909,7 +909,7 @@ def _refine(
     """Fit the chosen chains of the front within the budget and the included ones.
 
     The front: complete chains, in order of (parameters, estimate, factors), whose
-    estimate is below every earlier one's (rounding-level estimates count as zero).
+    estimate is below every earlier one's.
     The ``refine`` best front chains of every band of parameters are fitted by
     ``fit_hierarchical`` and ALS; any other front chain whose estimate is below
     ``REFINE_STEP`` times the best error measured with fewer parameters (fits and
@@ -918,16 +918,14 @@ def _refine(
     fitted set at a smaller budget is the part of the fitted set at a larger one
     within that budget.
     """
-    exact = np.sqrt(EXACT_RESIDUAL)
     front: list[tuple[Chain, float]] = []
     lowest = inf
     for chain, estimate in sorted(
         estimates, key=lambda pair: (pair[0].n_params, pair[1], _flat(pair[0]))
     ):
-        score = 0.0 if estimate <= exact else estimate
-        if score < lowest:
-            front.append((chain, score))
-            lowest = score
+        if estimate < lowest:
+            front.append((chain, estimate))
+            lowest = estimate
     by_band: dict[int, list[Chain]] = {}
     for chain, _ in front:
         by_band.setdefault(band(chain.n_params), []).append(chain)
