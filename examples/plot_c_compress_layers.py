@@ -163,7 +163,7 @@ print(
 hidden = Chain.from_factorizations([4, 4, 4], [4, 4, 8])
 layer, layer_floor = noisy_debut(hidden, 0.10, rng)
 print(f"noise floor {layer_floor:.4f}; budget {hidden.n_params:,} params")
-for beam_width in (8, 32):
+for beam_width in (4, 16):
     found = approximate(layer, hidden.n_params, n_sweeps=3, beam_width=beam_width, rng=0)
     print(
         f"beam width {beam_width:>2}: error {found.error:.4f} with {found.chain.n_params:,} "
@@ -172,9 +172,10 @@ for beam_width in (8, 32):
 print(f"truncated SVD of rank {found.baseline.rank}: error {found.baseline.error:.4f}")
 
 # %%
-# The search keeps ``beam_width`` prefixes at every depth (32 by default). Noise
+# The search keeps ``beam_width`` prefixes at every depth in every band of
+# parameters (16 by default). Noise
 # spreads the spectra of the sub-blocks that the estimates read, so on a noisy
-# target the right prefix can fall out of a narrow beam such as 8; a wider beam
+# target the right prefix can fall out of a narrow beam such as 4; a wider beam
 # costs more split spectra (``found.n_splits``) and finds it more often. Without noise the
 # hidden chain is recovered to rounding at the default width.
 

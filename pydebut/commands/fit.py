@@ -49,10 +49,18 @@ def register(subparsers: Any) -> None:
         "--max-factors", type=int, default=10, metavar="L", help="most factors for --auto (10)"
     )
     auto.add_argument(
-        "--beam-width", type=int, default=32, metavar="K", help="prefixes kept per depth (32)"
+        "--beam-width",
+        type=int,
+        default=16,
+        metavar="K",
+        help="prefixes kept per depth in every band of parameters (16)",
     )
     auto.add_argument(
-        "--refine", type=int, default=3, metavar="K", help="best candidates refined by ALS (3)"
+        "--refine",
+        type=int,
+        default=1,
+        metavar="K",
+        help="best chains refined by ALS in every band of parameters (1)",
     )
     parser.add_argument(
         "--sweeps", type=int, default=5, help="ALS sweeps (left to right and back); default 5"

@@ -9,10 +9,59 @@ rank-``w_l`` approximations; the energy it discards is that split's squared erro
 and the squared errors of the successive splits add up to the final one. A prefix
 of choices is therefore a node with a known *lower bound* on the error of every
 chain that extends it, and nodes that share a prefix share its splits.
+
+Why a larger budget never gives a worse answer
+----------------------------------------------
+Write ``L(B)`` for :func:`ladder_top` of a budget ``B`` (the smallest power of two
+``>= B``) and call ``(2^(i-1), 2^i]`` band ``i``. A node's ``committed`` is its
+parameters plus the fewest any completion needs (:class:`_Completions`), a lower
+bound on the parameters of every chain through it. For budgets ``B1 < B2``:
+
+1. *Nothing depends on the order of work.* One seed per purpose is drawn from ``rng``
+   before any work. A split's range finder is seeded from (seed, prefix, ``b``,
+   ``c``, band) and a chain's ALS from (seed, chain), so every number attached to a
+   node or a chain is a function of the target, ``rng`` and that node or chain (same
+   operations on the same inputs, so the same floating-point values).
+2. *The search at ``L(B1)`` is the part of the search at ``L(B2)`` in bands
+   ``<= band(L(B1))``.* The search at ``L`` keeps nodes with ``committed <= L``.
+   A child commits at least what its parent did, so a node of band ``j`` descends
+   only from nodes of bands ``<= j``. Every decision about a node of band ``j``
+   depends only on nodes and complete chains of bands ``<= j``, never on ``L``:
+   its split is computed unless the band of the split's cheapest child has had
+   ``max_splits`` splits (parents are expanded band by band, so that count sees
+   the same splits in the same order); its estimate scores the ranks of one band
+   together, with a range finder whose width is that band's largest rank; it is
+   dropped when a complete chain of band ``<= j`` has a lower residual or is
+   exact (branch and bound within the band); and it is kept when it is among the
+   ``beam_width`` best of its own band (:func:`_select`). By induction
+   over the depth, the kept nodes of bands ``<= band(L(B1))`` and the complete
+   chains recorded there are the same in both searches.
+3. *The fitted chains within ``B1`` are fitted at ``B2`` too, the same way.* The
+   front (complete chains whose estimate is below that of every chain with fewer
+   parameters) and the two rules that pick front chains to fit (:func:`_refine`:
+   the ``refine`` best of its band get ALS; others whose estimate is below
+   ``REFINE_STEP`` times the best error measured with fewer parameters get the
+   hierarchical factorization) look only at chains with at most the chain's
+   parameters and at its band: all of which both searches share.
+4. *The candidates nest.* The answer at ``B`` is the smallest measured error among
+   the fitted front chains and ``include`` chains with at most ``B`` parameters,
+   and the truncated SVDs of every rank ``j <= floor(B / (m + n))``, each measured
+   by the same operations whatever the budget (:class:`_TruncatedSVD`). The
+   candidates at ``B1`` are candidates at ``B2`` with the same errors, so the
+   answer at ``B2`` is at most the answer at ``B1``, exactly, without rounding
+   slack. With ``permutation="auto"`` each pair of permutations is a search of its
+   own and the best pair wins: a minimum of non-increasing functions.
+
+Above ``EXACT_SVD_ENTRIES`` entries the SVD is randomized, with a range finder
+whose width follows ``L(B)``: budgets with the same ``L(B)`` share it, and for a
+larger ``L`` the probe extends the smaller one's (nested ranges), so there the SVD
+candidates are non-increasing in exact arithmetic, i.e. up to rounding.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -46,6 +95,9 @@ MAX_ENTRIES = 1 << 28
 #: are scored by a range finder instead of Gram eigenvalues.
 SKETCH_FACTOR = 2
 SKETCH_MARGIN = 8
+#: A front chain that is not among the best of its band is fitted (hierarchically) when
+#: its estimate is below this times the best error measured with fewer parameters.
+REFINE_STEP = 0.5
 
 
 @dataclass(frozen=True)
@@ -108,8 +160,8 @@ class ApproximationResult:
         Its relative Frobenius error ``||D - D_hat||_F / ||D||_F``, measured
         against the target (the absolute error if the target is zero).
     explored : list of ExploredChain
-        Every complete chain met by the search, by estimated error (then
-        parameters); the fitted ones carry their true error. With
+        Every complete chain within the budget met by the search, by estimated
+        error (then parameters); the fitted ones carry their true error. With
         ``permutation="auto"``, those of the permutation pair that won.
     baseline : SVDBaseline
         The truncated SVD with the same budget.
@@ -142,8 +194,8 @@ def approximate(
     max_factors: int = 10,
     n_sweeps: int = 5,
     tol: float | None = 1e-4,
-    beam_width: int = 32,
-    refine: int = 3,
+    beam_width: int = 16,
+    refine: int = 1,
     max_splits: int = 5000,
     include: Iterable[Chain] = (),
     permutation: str | None = None,
@@ -171,16 +223,22 @@ def approximate(
         ALS sweeps for each refined chain (0: hierarchical factorization only).
     tol : float or None, default 1e-4
         ALS stops when a sweep improves the error by less than this, relatively.
-    beam_width : int, default 32
-        Prefixes kept at every depth of the search.
-    refine : int, default 3
-        Chains with the smallest estimated errors that are fitted.
+    beam_width : int, default 16
+        Prefixes kept at every depth in every band of committed parameters
+        (``(2^(i-1), 2^i]``: the parameters so far plus the fewest any completion
+        needs).
+    refine : int, default 1
+        Chains of the front (no chain with fewer parameters has a lower estimate)
+        fitted by :func:`fit_hierarchical` and ALS in every band of parameters: its
+        ``refine`` best. Other front chains whose estimate is below half the best
+        error measured with fewer parameters get the hierarchical factorization.
     max_splits : int, default 5000
-        Most split spectra the search computes; when reached, the search stops
-        early (a warning says so and ``narrowed`` records it).
+        Most split spectra the search computes in one band (a split counts in the
+        band of its cheapest child); when a band reaches it, that band is searched
+        no further (a warning says so and ``narrowed`` records it).
     include : iterable of Chain
-        Chains fitted in any case when they fit the budget and shape (for
-        example the answer at a smaller budget, to carry it forward).
+        Chains fitted in any case when they fit the budget and shape; they are
+        candidates like the fitted chains of the search.
     permutation : None or "auto", default None
         None searches chains for ``D`` itself. ``"auto"`` also searches, for
         each pair of :func:`candidate_permutations` (bit reversals of the rows
@@ -220,22 +278,26 @@ def approximate(
     every ``w_l``), are that split's squared error; in the left-to-right order
     the squared errors of the successive splits add up exactly to the squared
     error of :func:`fit_hierarchical`, so a prefix's sum is a lower bound for
-    all its extensions. The search keeps, at every depth, the prefixes that
-    are best in (residual, parameters committed) -- the Pareto layers of
-    residual against the prefix's parameters plus the fewest parameters any
-    completion needs -- and drops prefixes whose residual already exceeds the
-    best complete chain's (branch and bound).
+    all its extensions.
+
+    The search runs at the budget ``L``, the smallest power of two at least
+    ``max_params``, and keeps at every depth the ``beam_width`` best prefixes of
+    every band of committed parameters; a prefix is dropped when a complete chain
+    of its band or a lower one has a lower residual. The answer is the best of the
+    fitted chains within ``max_params`` and the truncated SVDs of every rank that
+    fits.
 
     The 2-factor chain ``[(m, k, m, k, 1), (k, n, k, n, 1)]`` is the
-    rank-``k`` product, so the truncated SVD is in the family: it is fitted
-    from the SVD itself and competes like any other candidate, which makes the
-    result at most the SVD's error. A product of any chain in the search
-    space has zero residual at every split and is recovered to rounding when
-    the search keeps its prefix (it does on the paper's chains at their own
-    budget). Results are scale-invariant: thresholds are relative. The beam
-    depends on the budget, so a larger budget is not guaranteed a lower error
-    on its own; pass the answer at a smaller budget in ``include`` to carry it
-    forward (then it is).
+    rank-``k`` product, so the truncated SVD is in the family: it competes like
+    any other candidate, which makes the result at most the SVD's error. A
+    product of any chain in the search space has zero residual at every split
+    and is recovered to rounding when the search keeps its prefix (it does on
+    the paper's chains at their own budget). Results are scale-invariant:
+    thresholds are relative. A larger budget never gives a larger error, with the
+    same ``rng`` and other options: every decision of the search and every fit
+    depends only on chains with fewer parameters or of the same band, so the
+    candidates at a smaller budget are candidates at a larger one (the module
+    :mod:`pydebut.fit._search` gives the argument).
 
     Examples
     --------
@@ -268,35 +330,51 @@ def approximate(
             f"most max_params={options.max_params} weights (the smallest has {smallest})"
         )
     generator = np.random.default_rng(rng)
+    # one seed per purpose, drawn before any work: nothing below depends on the order of work
+    sketch_seed, fit_seed, svd_seed = (int(seed) for seed in generator.integers(2**63, size=3))
     matrix = np.asarray(matrix, dtype=working_dtype(matrix.dtype))
     norm = float(np.linalg.norm(matrix))
 
-    baseline, svd_operator = _svd_baseline(matrix, options.max_params, norm, generator)
+    svd = _TruncatedSVD(matrix, options.max_params, norm, svd_seed)
     best: tuple[float, DeButOperator, list[ExploredChain]] | None = None
     n_splits, narrowed = 0, None
     for row_perm, col_perm in pairs:  # the identity first: the SVD competes there
         permuted = unpermute(matrix, row_perm, col_perm)
-        search = _BeamSearch(permuted, options, generator)
+        search = _BeamSearch(permuted, options, sketch_seed)
         search.run()
         n_splits, narrowed = n_splits + search.n_splits, narrowed or search.narrowed
         estimates = search.complete_chains()
-        fitted = _refine(permuted, norm, estimates, included, svd_operator, options, generator)
-        svd_operator = None
-        best_chain = min(fitted, key=lambda chain: fitted[chain][1])
-        operator, error = fitted[best_chain]
+        fitted = _refine(permuted, norm, estimates, included, svd, options, fit_seed)
+        candidates = [(error, chain.n_params, i) for i, (chain, (_, error)) in enumerate(fitted)]
+        if best is None:
+            candidates += [(error, rank * (m + n), -rank) for rank, error in svd.candidates()]
+        error, _, index = min(candidates)
+        operator = fitted[index][1][0] if index >= 0 else svd.operator(-index)
         if best is None or error < best[0]:
             if row_perm is not None or col_perm is not None:
                 operator = operator.with_permutations(row_perm, col_perm)
+            errors = {chain: fit[1] for chain, fit in fitted}
             explored = [
-                ExploredChain(chain, estimate, fitted[chain][1] if chain in fitted else None)
+                ExploredChain(chain, estimate, errors.get(chain))
                 for chain, estimate in estimates
+                if chain.n_params <= options.max_params
             ]
             best = (error, operator, explored)
     assert best is not None
     error, operator, explored = best
     return ApproximationResult(
-        operator, error, explored, baseline, n_splits, narrowed, time.perf_counter() - start
+        operator, error, explored, svd.baseline, n_splits, narrowed, time.perf_counter() - start
     )
+
+
+def ladder_top(budget: int) -> int:
+    """The search's budget for ``budget``: the smallest power of two at least ``budget``."""
+    return 1 << (budget - 1).bit_length()
+
+
+def band(committed: int) -> int:
+    """Band of a node: ``i`` with ``2^(i-1) < committed <= 2^i``."""
+    return (committed - 1).bit_length()
 
 
 # --- options --------------------------------------------------------------------------
@@ -347,6 +425,10 @@ class _Options:
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         return cls(tol=tol, progress=bool(progress), **values)
+
+    def hierarchical(self) -> _Options:
+        """These options without ALS sweeps."""
+        return dataclasses.replace(self, n_sweeps=0)
 
 
 def _checked_chains(chains: Iterable[Any], shape: tuple[int, int]) -> list[Chain]:
@@ -403,7 +485,7 @@ class _Node:
     factors: tuple[tuple[int, int, int, int, int], ...]
     params: int
     residual2: float
-    committed: float
+    committed: int
     compressed: bool = False  # the last split kept a rank below the blocks' smaller side
     parent: _Node | None = None
     split: _Split | None = None
@@ -417,19 +499,25 @@ class _Node:
 
 
 class _BeamSearch:
-    def __init__(
-        self, matrix: np.ndarray, options: _Options, generator: np.random.Generator
-    ) -> None:
+    """The banded beam search at the ladder point ``ladder_top(max_params)``.
+
+    Every decision about a node (kept, dropped, dominated, narrowed) depends only on
+    the nodes and complete chains of its band and the bands below it, never on the
+    budget: see the module's notes for why this makes the answer monotone.
+    """
+
+    def __init__(self, matrix: np.ndarray, options: _Options, seed: int) -> None:
         self.m, self.n = matrix.shape
-        self.generator = generator
+        self.seed = seed
         self.options = options
+        self.limit = ladder_top(options.max_params)
         self.total2 = float(np.linalg.norm(matrix)) ** 2
         self.exact2 = EXACT_RESIDUAL * self.total2
         self.completions = _Completions(self.m, self.n)
         root_entries = np.ascontiguousarray(matrix.reshape(1, self.m, self.n, 1))
-        self.root = _Node(self.m, 1, 1, (), 0, 0.0, 0.0, entries=root_entries)
+        self.root = _Node(self.m, 1, 1, (), 0, 0.0, 0, entries=root_entries)
         self.complete: dict[tuple[tuple[int, ...], ...], float] = {}
-        self.best2 = inf
+        self.splits_per_band: dict[int, int] = {}
         self.n_splits = 0
         self.narrowed: str | None = None
         self.bar: Any = None
@@ -443,18 +531,17 @@ class _BeamSearch:
                 children: list[_Node] = []
                 for node in beam:
                     children += self._expand(node, depth)
-                    if self.narrowed:
-                        break
                 for child in children:
                     self._finish(child)
-                if self.narrowed or self.best2 <= self.exact2:
-                    break  # nothing beats an exact chain
-                bound = self.best2 * (1 + 1e-9) + self.exact2
-                beam = _select(
-                    [c for c in children if c.residual2 <= bound],
-                    self.options.beam_width,
-                    self.exact2,
-                )
+                undominated = self._undominated(children)
+                bands: dict[int, list[_Node]] = {}
+                for child in undominated:
+                    bands.setdefault(band(child.committed), []).append(child)
+                beam = [
+                    node
+                    for index in sorted(bands)
+                    for node in _select(bands[index], self.options.beam_width, self.exact2)
+                ]
                 for node in beam:  # compute the entries, then let the ancestors go
                     node.materialise()
                     node.parent = None
@@ -466,19 +553,52 @@ class _BeamSearch:
         if self.narrowed:
             warnings.warn(self.narrowed, stacklevel=3)
 
+    def score(self, residual2: float) -> float:
+        """The residual, with residuals at rounding level counted as exact (zero)."""
+        return 0.0 if residual2 <= self.exact2 else residual2
+
+    def _undominated(self, nodes: list[_Node]) -> list[_Node]:
+        """Nodes that no complete chain of their band or below dominates (branch and
+        bound within the band).
+
+        A node is dropped when a complete chain of its band or a lower one has a
+        residual below the node's (up to rounding), which every completion of the node
+        has at least, or is exact (residual at rounding level), as the first exact
+        chain used to end the whole search. Only chains of the node's band and below
+        take part.
+        """
+        if not self.complete:
+            return nodes
+        ranked = sorted(
+            (sum(f[0] * f[3] for f in factors), self.score(residual2))
+            for factors, residual2 in self.complete.items()
+        )
+        params = [p for p, _ in ranked]
+        lowest = np.minimum.accumulate([s for _, s in ranked])
+        exact_band = min((band(p) for p, score in ranked if score == 0.0), default=inf)
+        kept = []
+        for node in nodes:
+            index = band(node.committed)
+            if index >= exact_band:
+                continue
+            count = bisect.bisect_right(params, 1 << index)
+            if count and lowest[count - 1] * (1 + 1e-9) + self.exact2 < node.residual2:
+                continue
+            kept.append(node)
+        return kept
+
     def _finish(self, node: _Node) -> None:
         """Record the chain that ends after ``node`` with one factor, if it fits."""
         n_rest = self.n // node.n_done
         r = node.m_rest * node.w_in
         cost = node.n_done * r * n_rest
-        if r == n_rest == 1 or node.params + cost > self.options.max_params:
+        if r == n_rest == 1 or node.params + cost > self.limit:
             return
         factors = (*node.factors, (node.n_done * r, self.n, r, n_rest, 1))
         self.complete[factors] = node.residual2
-        self.best2 = min(self.best2, node.residual2)
 
     def _expand(self, node: _Node, depth: int) -> list[_Node]:
-        budget = self.options.max_params - node.params
+        budget = self.limit - node.params
         left = self.options.max_factors - depth - 1  # factors after this one
         n_rest = self.n // node.n_done
         head = node.n_done * node.m_rest * node.w_in
@@ -494,26 +614,25 @@ class _BeamSearch:
                 for w in range(1, min(rows, cols) + 1):
                     if rows == c * w == 1:
                         continue
-                    committed = head * c * w + self.completions.cheapest(
-                        left, t, node.n_done * c, w
+                    # max(): a child never commits fewer weights than its parent (the
+                    # band order the nesting argument relies on)
+                    committed = max(
+                        node.committed,
+                        node.params
+                        + head * c * w
+                        + self.completions.cheapest(left, t, node.n_done * c, w),
                     )
-                    if committed > budget:
+                    if committed - node.params > budget:
                         break
-                    ranks.append((w, committed))
-                if not ranks:
+                    ranks.append((w, int(committed)))
+                if not ranks or not self._count_split(band(ranks[0][1]), depth):
                     continue
-                if self.n_splits >= self.options.max_splits:
-                    self.narrowed = (
-                        f"approximate stopped after max_splits={self.options.max_splits} "
-                        f"split spectra at depth {depth + 1}; raise max_splits or lower "
-                        "beam_width/max_factors to search further"
-                    )
-                    return children
                 geometry = _Split(entries.shape[0], rows, t, c, cols, 1, 1)
                 if ranks[0][0] >= min(rows, cols):  # every kept rank is exact
                     discarded = np.zeros(ranks[-1][0] + 1)
                 else:
-                    discarded = self._discarded(entries, energy, geometry, ranks[-1][0])
+                    key = (*(x for f in node.factors for x in f), b, c)
+                    discarded = self._discarded(entries, energy, geometry, ranks, key)
                 for w, committed in ranks:
                     children.append(
                         _Node(
@@ -523,7 +642,7 @@ class _BeamSearch:
                             (*node.factors, (head, node.n_done * c * w * t, rows, c * w, t)),
                             node.params + head * c * w,
                             node.residual2 + discarded[w],
-                            node.params + committed,
+                            committed,
                             w < min(rows, cols),
                             node,
                             _Split(geometry.k, rows, t, c, cols, 1, w),
@@ -531,33 +650,69 @@ class _BeamSearch:
                     )
         return children
 
-    def _discarded(
-        self, entries: np.ndarray, energy: float, geometry: _Split, top: int
-    ) -> np.ndarray:
-        """Squared residual of the split at every rank ``0 .. top`` (zero from ``min(R1, S2)``).
-
-        Exact (Gram eigenvalues) when the blocks' smaller side is at most
-        ``SKETCH_FACTOR * (top + SKETCH_MARGIN)``; otherwise from a range finder of
-        ``top + SKETCH_MARGIN`` columns with power iterations, which captures at
-        most the optimal energy: the residual is then an upper bound.
-        """
-        side = min(geometry.R1, geometry.S2)
-        ranks = np.arange(top + 1)
+    def _count_split(self, index: int, depth: int) -> bool:
+        """Count a split against the band of its cheapest child; False once the band
+        has had ``max_splits`` of them (the search is then narrowed in that band)."""
+        used = self.splits_per_band.get(index, 0)
+        if used >= self.options.max_splits:
+            if self.narrowed is None:
+                self.narrowed = (
+                    f"approximate reached max_splits={self.options.max_splits} split spectra "
+                    f"in the band of {1 << (index - 1)} to {1 << index} parameters at depth "
+                    f"{depth + 1}; raise max_splits or lower beam_width/max_factors to search "
+                    "further"
+                )
+            return False
+        self.splits_per_band[index] = used + 1
         self.n_splits += 1
         if self.bar is not None:
             self.bar.update()
+        return True
+
+    def _discarded(
+        self,
+        entries: np.ndarray,
+        energy: float,
+        geometry: _Split,
+        ranks: list[tuple[int, int]],
+        key: tuple[int, ...],
+    ) -> np.ndarray:
+        """Squared residual of the split at every rank of ``ranks`` (pairs ``(w, committed)``),
+        indexed by ``w`` (zero from ``min(R1, S2)``).
+
+        The ranks whose children fall in one band are scored together, the same way
+        whatever the search's ladder point is: exactly (Gram eigenvalues) when the
+        blocks' smaller side is at most ``SKETCH_FACTOR * (w_top + SKETCH_MARGIN)``
+        (``w_top`` the band's largest rank), otherwise by a range finder of
+        ``w_top + SKETCH_MARGIN`` columns with power iterations, seeded from the
+        search's seed, the prefix, ``b``, ``c`` and the band (``key``). A range finder
+        captures at most the optimal energy: the residual is then an upper bound.
+        """
+        side = min(geometry.R1, geometry.S2)
         blocks = np.ascontiguousarray(geometry.blocks(entries))
         blocks = blocks.reshape(-1, geometry.R1, geometry.S2)
         if geometry.R1 > geometry.S2:
             blocks = np.conj(np.swapaxes(blocks, -1, -2))
-        width = top + SKETCH_MARGIN
-        if side <= SKETCH_FACTOR * width:
-            gram = blocks @ np.conj(np.swapaxes(blocks, -1, -2))
-            energies = np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
-        else:
-            energies = _captured_energies(blocks, width, self.generator)
-        captured = np.concatenate(([0.0], np.cumsum(energies)))[np.minimum(ranks, side)]
-        return np.where(ranks < side, np.maximum(energy - captured, 0.0), 0.0)
+        discarded = np.zeros(ranks[-1][0] + 1)
+        groups: dict[int, list[int]] = {}
+        for w, committed in ranks:
+            if w < side:
+                groups.setdefault(band(committed), []).append(w)
+        exact = None
+        for index, group in groups.items():
+            width = group[-1] + SKETCH_MARGIN
+            if exact is not None or side <= SKETCH_FACTOR * width:
+                if exact is None:
+                    gram = blocks @ np.conj(np.swapaxes(blocks, -1, -2))
+                    exact = np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
+                energies = exact
+            else:
+                probe = np.random.default_rng(np.random.SeedSequence((self.seed, *key, index)))
+                energies = _captured_energies(blocks, width, probe)
+            captured = np.cumsum(energies)
+            for w in group:
+                discarded[w] = max(energy - captured[w - 1], 0.0)
+        return discarded
 
     def complete_chains(self) -> list[tuple[Chain, float]]:
         """Complete chains by estimated relative error, then parameters, then factors."""
@@ -654,34 +809,81 @@ def _select(children: list[_Node], width: int, exact2: float) -> list[_Node]:
 # --- baseline and refinement ----------------------------------------------------------------
 
 
-def _svd_baseline(
-    matrix: np.ndarray, max_params: int, norm: float, generator: np.random.Generator
-) -> tuple[SVDBaseline, DeButOperator | None]:
-    """Truncated SVD of rank ``max_params // (m + n)`` and its rank-``k`` operator."""
+class _TruncatedSVD:
+    """The truncated SVDs of every rank ``j <= k = floor(max_params / (m + n))``.
+
+    Each rank's error is measured (the target minus the rank-``j`` product, row block
+    by row block) by the same operations whatever ``k`` is, so a larger budget only
+    adds ranks. The exact SVD serves targets up to ``EXACT_SVD_ENTRIES`` entries;
+    above, a range finder whose width follows :func:`ladder_top` of the budget and
+    whose probe columns are the first ones of any wider probe (nested ranges).
+    """
+
+    def __init__(self, matrix: np.ndarray, max_params: int, norm: float, seed: int) -> None:
+        m, n = matrix.shape
+        self.shape = (m, n)
+        rank = min(max_params // (m + n), m, n)
+        randomized = matrix.size > EXACT_SVD_ENTRIES
+        if rank == 0:
+            self.scaled_u, self.vh = np.zeros((m, 0)), np.zeros((0, n))
+        elif randomized:
+            width = min(ladder_top(max_params) // (m + n), m, n)
+            u, s, self.vh = _randomized_svd(matrix, width, np.random.default_rng(seed))
+            self.scaled_u, self.vh = (u * s)[:, :rank], self.vh[:rank]
+        else:
+            u, s, vh = np.linalg.svd(matrix, full_matrices=False)
+            self.scaled_u, self.vh = (u * s)[:, :rank], vh[:rank]
+        self.errors = _truncation_errors(matrix, self.scaled_u, self.vh, norm)
+        error = self.errors[-1] if rank else (1.0 if norm > 0 else 0.0)
+        self.baseline = SVDBaseline(rank, rank * (m + n), float(error), randomized)
+
+    def candidates(self) -> list[tuple[int, float]]:
+        """``(rank, measured error)`` for every rank ``1 .. k``."""
+        return [(rank, float(error)) for rank, error in enumerate(self.errors, start=1)]
+
+    def best_within(self, n_params: int) -> float:
+        """Smallest error of the truncations with at most ``n_params`` weights."""
+        count = min(n_params // sum(self.shape), len(self.errors))
+        return float(self.errors[:count].min()) if count else inf
+
+    def operator(self, rank: int) -> DeButOperator:
+        """The rank-``rank`` product ``[(m, j, m, j, 1), (j, n, j, n, 1)]``."""
+        m, n = self.shape
+        chain = Chain([(m, rank, m, rank, 1), (rank, n, rank, n, 1)])
+        weights = [
+            self.scaled_u[:, :rank].reshape(1, m, rank, 1),
+            self.vh[:rank].reshape(1, rank, n, 1),
+        ]
+        return DeButOperator(chain, weights)
+
+
+def _truncation_errors(
+    matrix: np.ndarray, scaled_u: np.ndarray, vh: np.ndarray, norm: float
+) -> np.ndarray:
+    """Relative errors ``||D - U_j V_j||_F / ||D||_F`` for ``j = 1 .. k``, measured by
+    subtracting one rank-one term at a time from blocks of rows."""
     m, n = matrix.shape
-    rank = min(max_params // (m + n), m, n)
-    if rank == 0:
-        return SVDBaseline(0, 0, 1.0 if norm > 0 else 0.0, False), None
-    randomized = matrix.size > EXACT_SVD_ENTRIES
-    if randomized:
-        u, s, vh = _randomized_svd(matrix, rank, generator)
-    else:
-        u, s, vh = np.linalg.svd(matrix, full_matrices=False)
-        u, s, vh = u[:, :rank], s[:rank], vh[:rank]
-    chain = Chain([(m, rank, m, rank, 1), (rank, n, rank, n, 1)])
-    weights = [(u * s).reshape(1, m, rank, 1), vh.reshape(1, rank, n, 1)]
-    operator = DeButOperator(chain, weights)
-    error = _true_error(operator, matrix, norm)
-    return SVDBaseline(rank, chain.n_params, error, randomized), operator
+    rows = max(1, (1 << 16) // n)
+    squares = np.zeros(scaled_u.shape[1])
+    for start in range(0, m, rows):
+        rest = matrix[start : start + rows].astype(np.result_type(matrix, vh), copy=True)
+        for j in range(scaled_u.shape[1]):
+            rest -= np.outer(scaled_u[start : start + rows, j], vh[j])
+            squares[j] += np.vdot(rest, rest).real
+    return np.sqrt(squares) / norm if norm > 0 else np.sqrt(squares)
 
 
 def _randomized_svd(
     matrix: np.ndarray, rank: int, generator: np.random.Generator, power: int = 4
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Range finder with ``power`` re-orthonormalised power iterations (Halko et al.)."""
+    """Range finder with ``power`` re-orthonormalised power iterations (Halko et al.).
+
+    The probe is drawn row by row of its transpose, so a narrower probe from the same
+    seed is made of the first columns of a wider one.
+    """
     m, n = matrix.shape
     width = min(rank + 10, m, n)
-    probe = generator.standard_normal((n, width)).astype(matrix.dtype)
+    probe = generator.standard_normal((width, n)).T.astype(matrix.dtype)
     basis, _ = np.linalg.qr(matrix @ probe)
     for _ in range(power):
         basis, _ = np.linalg.qr(np.conj(matrix.T) @ basis)
@@ -700,46 +902,83 @@ def _refine(
     norm: float,
     estimates: Sequence[tuple[Chain, float]],
     included: list[Chain],
-    svd_operator: DeButOperator | None,
+    svd: _TruncatedSVD,
     options: _Options,
-    generator: np.random.Generator,
-) -> dict[Chain, tuple[DeButOperator, float]]:
-    """Fit the best estimated chains and the included ones; the SVD competes as is."""
-    fitted: dict[Chain, tuple[DeButOperator, float]] = {}
-    if svd_operator is not None:
-        fitted[svd_operator.chain] = (svd_operator, _true_error(svd_operator, matrix, norm))
-    queue = [chain for chain, _ in estimates if chain not in fitted][: options.refine]
-    queue += [c for c in included if c.n_params <= options.max_params and c not in queue]
-    bar = _bar(options.progress, "fitting candidates", "chain", total=len(queue))
-    for chain in queue:
+    seed: int,
+) -> list[tuple[Chain, tuple[DeButOperator, float]]]:
+    """Fit the chosen chains of the front within the budget and the included ones.
+
+    The front: complete chains, in order of (parameters, estimate, factors), whose
+    estimate is below every earlier one's.
+    The ``refine`` best front chains of every band of parameters are fitted by
+    ``fit_hierarchical`` and ALS; any other front chain whose estimate is below
+    ``REFINE_STEP`` times the best error measured with fewer parameters (fits and
+    truncated SVDs) is fitted by ``fit_hierarchical``. Both rules look only at
+    chains with at most the chain's parameters and at the whole of its band: the
+    fitted set at a smaller budget is the part of the fitted set at a larger one
+    within that budget.
+    """
+    front: list[tuple[Chain, float]] = []
+    lowest = inf
+    for chain, estimate in sorted(
+        estimates, key=lambda pair: (pair[0].n_params, pair[1], _flat(pair[0]))
+    ):
+        if estimate < lowest:
+            front.append((chain, estimate))
+            lowest = estimate
+    by_band: dict[int, list[Chain]] = {}
+    for chain, _ in front:
+        by_band.setdefault(band(chain.n_params), []).append(chain)
+    tops = {chain for chains in by_band.values() for chain in chains[-options.refine :]}
+
+    bar = _bar(options.progress, "fitting candidates", "chain")
+    fitted: list[tuple[Chain, tuple[DeButOperator, float]]] = []
+    best = inf
+    queue = [(chain, score) for chain, score in front if chain.n_params <= options.max_params]
+    queue += [(c, None) for c in included if c.n_params <= options.max_params]
+    for chain, score in queue:
+        best = min(best, svd.best_within(chain.n_params))
+        polish = score is None or chain in tops
+        if not polish and not score < REFINE_STEP * best:
+            continue
         fits = [
-            (op, _true_error(op, matrix, norm)) for op in _fit(matrix, chain, options, generator)
+            (op, _true_error(op, matrix, norm))
+            for op in _fit(matrix, chain, options if polish else options.hierarchical(), seed)
         ]
-        fitted[chain] = min(fits, key=lambda fit: fit[1])
+        fit = min(fits, key=lambda pair: pair[1])
+        fitted.append((chain, fit))
+        if score is not None:
+            best = min(best, fit[1])
         if bar is not None:
-            bar.set_postfix(params=chain.n_params, error=f"{fitted[chain][1]:.3g}")
+            bar.set_postfix(params=chain.n_params, error=f"{fit[1]:.3g}")
             bar.update()
     if bar is not None:
         bar.close()
     return fitted
 
 
-def _fit(
-    matrix: np.ndarray, chain: Chain, options: _Options, generator: np.random.Generator
-) -> list[DeButOperator]:
-    """The hierarchical factorization (when the chain allows it) and ALS from it."""
-    seed = int(generator.integers(2**63))
+def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list[DeButOperator]:
+    """The hierarchical factorization (when the chain allows it) and ALS from it.
+
+    ALS is seeded from ``seed`` and the chain alone, so a chain's fit does not depend
+    on what else is fitted.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence((seed, *_flat(chain))))
     try:
         hierarchy_ranks(chain)
     except ValueError:  # an included chain outside the family: ALS from random factors
         return [
-            fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, rng=seed).operator
+            fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, rng=rng).operator
         ]
     start = fit_hierarchical(matrix, chain).operator
     if options.n_sweeps == 0:
         return [start]
-    als = fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, init=start, rng=seed)
+    als = fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, init=start, rng=rng)
     return [start, als.operator]
+
+
+def _flat(chain: Chain) -> list[int]:
+    return [x for spec in chain for x in (spec.p, spec.q, spec.r, spec.s, spec.t)]
 
 
 def _bar(enabled: bool, description: str, unit: str, total: int | None = None) -> Any:
