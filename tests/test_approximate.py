@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydebut import Chain, DeButOperator, approximate, fit_hierarchical
+from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical
 from pydebut.special import PAPER_CHAINS
 
 
@@ -248,3 +248,40 @@ def test_targets_with_coinciding_singular_values_are_searched():
     for target in (dft, dft[::-1], np.eye(64)):
         result = approximate(target, 204, n_sweeps=1, rng=0)
         assert result.error <= result.baseline.error * (1 + 1e-12)
+
+
+def test_chains_fit_als_refuses_keep_their_hierarchical_factorization(monkeypatch):
+    # fit_als refuses chains whose factor updates couple beyond MAX_SYSTEM_ENTRIES
+    # (the search proposes such rank-weighted chains on large oscillatory kernels);
+    # with the limit below zero, every chain with a coupled update is refused here.
+    from pydebut.fit import _als
+
+    target = smooth_kernel(32, 64)
+    coupled = Chain([(32, 14, 32, 14, 1), (14, 64, 7, 32, 1)])  # its first update couples
+    monkeypatch.setattr(_als, "MAX_SYSTEM_ENTRIES", -1)
+    with pytest.raises(_als.CouplingLimitError):
+        fit_als(target, coupled, n_sweeps=1)
+    result = approximate(target, 900, n_sweeps=2, include=[coupled], rng=0)
+    hierarchical = fit_hierarchical(target, coupled).error
+    assert result.error <= hierarchical * (1 + 1e-12)
+    assert result.error == pytest.approx(true_error(result.operator, target), rel=1e-12)
+    fitted = {e.chain: e.error for e in result.explored if e.error is not None}
+    if coupled in fitted:
+        assert fitted[coupled] == pytest.approx(hierarchical, rel=1e-10)
+
+
+def test_the_baseline_survives_a_divide_and_conquer_svd_failure(monkeypatch):
+    # gesdd can fail to converge on finite matrices (seen single-threaded on a 256 x 256
+    # bit-reversed oscillatory kernel); the baseline then comes from gesvd.
+    from pydebut.fit import _search
+
+    target = smooth_kernel(32, 64)
+    expected = approximate(target, 600, n_sweeps=0, rng=0).baseline
+
+    def no_convergence(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(_search.np.linalg, "svd", no_convergence)
+    baseline = approximate(target, 600, n_sweeps=0, rng=0).baseline
+    assert baseline.rank == expected.rank
+    assert baseline.error == pytest.approx(expected.error, rel=1e-10)

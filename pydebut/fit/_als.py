@@ -69,6 +69,10 @@ MAX_SYSTEM_ENTRIES = 1 << 26
 Gram = np.ndarray | scipy.sparse.csr_array
 
 
+class CouplingLimitError(ValueError):
+    """A factor update of the chain couples more weights than ``MAX_SYSTEM_ENTRIES`` allows."""
+
+
 @dataclass(frozen=True)
 class _Coupling:
     """Coupled unknowns of one factor update.
@@ -315,13 +319,13 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
             rows, cols = sweeper.supports[index]
             try:
                 components = _components(chain[index], ah, gram)
-            except ValueError as err:
-                raise ValueError(f"factor {index + 1} of the chain: {err}") from None
+            except CouplingLimitError as err:
+                raise CouplingLimitError(f"factor {index + 1} of the chain: {err}") from None
             couplings[index] = coupling = _rectangles_apart(components, rows, cols)
             entries = sum(g.shape[0] * g.shape[1] ** 2 for g in coupling.groups)
             if entries > MAX_SYSTEM_ENTRIES:
                 largest = max(g.shape[1] for g in coupling.groups)
-                raise ValueError(
+                raise CouplingLimitError(
                     f"factor {index + 1} of the chain: its unknowns couple in components of "
                     f"up to {largest} weights, whose dense systems would hold {entries:,} "
                     "entries; fit_als does not support chains whose factor updates couple "
@@ -424,7 +428,7 @@ def _across(
     # Upper bound on the row pairs sharing an output, all rectangles included.
     g_candidates = int(np.sum(pattern.sum(axis=0) ** 2)) * s * s
     if min(h_candidates, g_candidates) > MAX_SYSTEM_ENTRIES:
-        raise ValueError(
+        raise CouplingLimitError(
             f"about {min(h_candidates, g_candidates):,} pairs of weights to examine for "
             "coupling: fit_als does not support chains whose factor updates couple this "
             "much (chainable and rank-weighted chains couple little or not at all)"

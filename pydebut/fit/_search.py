@@ -77,7 +77,7 @@ from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator
 from ..spec import Chain
-from ._als import fit_als
+from ._als import CouplingLimitError, fit_als
 from ._common import load_target, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
@@ -831,7 +831,7 @@ class _TruncatedSVD:
             u, s, self.vh = _randomized_svd(matrix, width, np.random.default_rng(seed))
             self.scaled_u, self.vh = (u * s)[:, :rank], self.vh[:rank]
         else:
-            u, s, vh = np.linalg.svd(matrix, full_matrices=False)
+            u, s, vh = _thin_svd(matrix)
             self.scaled_u, self.vh = (u * s)[:, :rank], vh[:rank]
         self.errors = _truncation_errors(matrix, self.scaled_u, self.vh, norm)
         error = self.errors[-1] if rank else (1.0 if norm > 0 else 0.0)
@@ -873,6 +873,15 @@ def _truncation_errors(
     return np.sqrt(squares) / norm if norm > 0 else np.sqrt(squares)
 
 
+def _thin_svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD by LAPACK's divide and conquer (``gesdd``), or by ``gesvd`` where
+    ``gesdd`` does not converge (it can fail on finite, ill-conditioned matrices)."""
+    try:
+        return np.linalg.svd(matrix, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.svd(matrix, full_matrices=False, lapack_driver="gesvd")
+
+
 def _randomized_svd(
     matrix: np.ndarray, rank: int, generator: np.random.Generator, power: int = 4
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -888,7 +897,7 @@ def _randomized_svd(
     for _ in range(power):
         basis, _ = np.linalg.qr(np.conj(matrix.T) @ basis)
         basis, _ = np.linalg.qr(matrix @ basis)
-    u, s, vh = np.linalg.svd(np.conj(basis.T) @ matrix, full_matrices=False)
+    u, s, vh = _thin_svd(np.conj(basis.T) @ matrix)
     return (basis @ u)[:, :rank], s[:rank], vh[:rank]
 
 
@@ -960,6 +969,8 @@ def _refine(
 def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list[DeButOperator]:
     """The hierarchical factorization (when the chain allows it) and ALS from it.
 
+    ALS runs where :func:`~pydebut.fit_als` can update the chain's factors; a chain
+    whose factor updates couple beyond its limit keeps the hierarchical factorization.
     ALS is seeded from ``seed`` and the chain alone, so a chain's fit does not depend
     on what else is fitted.
     """
@@ -973,7 +984,12 @@ def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list
     start = fit_hierarchical(matrix, chain).operator
     if options.n_sweeps == 0:
         return [start]
-    als = fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, init=start, rng=rng)
+    try:
+        als = fit_als(
+            matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, init=start, rng=rng
+        )
+    except CouplingLimitError:  # ALS cannot update this chain's factors: keep the split
+        return [start]
     return [start, als.operator]
 
 
