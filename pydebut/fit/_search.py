@@ -44,7 +44,8 @@ bound on the parameters of every chain through it. For budgets ``B1 < B2``:
    hierarchical factorization) look only at chains with at most the chain's
    parameters and at its band: all of which both searches share.
 4. *The candidates nest.* The answer at ``B`` is the smallest measured error among
-   the fitted front chains and ``include`` chains with at most ``B`` parameters,
+   the fitted front chains, the ``include`` chains and the butterflies of
+   :func:`butterfly_candidates` with at most ``B`` parameters,
    and the truncated SVDs of every rank ``j <= floor(B / (m + n))``, each measured
    by the same operations whatever the budget (:class:`_TruncatedSVD`). The
    candidates at ``B1`` are candidates at ``B2`` with the same errors, so the
@@ -209,7 +210,10 @@ def approximate(
     rank itself) by a beam search guided by the errors of hierarchical splits,
     fits the most promising few (:func:`fit_hierarchical` then :func:`fit_als`)
     and returns the one with the smallest true error. The truncated SVD with the
-    same budget is always a candidate, so the answer is never worse than it.
+    same budget is always a candidate, so the answer is never worse than it; the
+    rank-weighted radix-2 and radix-4 butterflies within the budget are always
+    fitted too (their error builds up evenly over the levels, which a beam
+    ranking prefixes by the error so far can miss).
 
     Parameters
     ----------
@@ -320,6 +324,7 @@ def approximate(
     )
     m, n = matrix.shape
     included = _checked_chains(include, (m, n))
+    included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     if permutation not in (None, "auto"):
         raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
@@ -429,6 +434,55 @@ class _Options:
     def hierarchical(self) -> _Options:
         """These options without ALS sweeps."""
         return dataclasses.replace(self, n_sweeps=0)
+
+
+#: Largest rank weight of the butterflies that :func:`butterfly_candidates` proposes.
+MAX_BUTTERFLY_RANK = 8
+
+
+def butterfly_candidates(m: int, n: int, options: _Options) -> list[Chain]:
+    """The rank-weighted radix-2 and radix-4 butterflies of an ``m x n`` matrix within
+    the budget, of every uniform rank weight ``w <= MAX_BUTTERFLY_RANK``.
+
+    Choices ``(b, c, w) = (radix, radix, w)`` at every level while ``radix`` still
+    divides what is left of both sides, the last factor taking the rest (at most
+    ``max_factors`` factors, at least three). These are the chains of the butterfly
+    factorization of complementary low-rank kernels (oscillatory kernels, Fourier
+    integral operators): their error builds up evenly over the levels, so the beam,
+    which ranks prefixes by the error so far, can drop them before they pay off.
+    They are fitted like included chains; the set within a budget only grows with
+    the budget, which keeps the search monotone.
+    """
+    chains = []
+    for radix in (2, 4):
+        depth = 0
+        while (
+            depth + 2 <= options.max_factors
+            and (m // radix**depth) % radix == 0
+            and (n // radix**depth) % radix == 0
+            and radix ** (depth + 1) < min(m, n)
+        ):
+            depth += 1
+        if depth < 2:
+            continue
+        for w in range(1, MAX_BUTTERFLY_RANK + 1):
+            chain = _rank_weighted_chain(m, n, [(radix, radix, w)] * depth)
+            if chain.n_params > options.max_params:
+                break
+            chains.append(chain)
+    return chains
+
+
+def _rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) -> Chain:
+    """The chain of choices ``(b_l, c_l, w_l)`` (module docstring), the last factor
+    taking what is left of ``m`` and ``n``."""
+    factors, m_rest, n_done, w_in = [], m, 1, 1
+    for b, c, w in choices:
+        t = m_rest // b
+        factors.append((n_done * m_rest * w_in, n_done * c * w * t, b * w_in, c * w, t))
+        m_rest, n_done, w_in = t, n_done * c, w
+    factors.append((n_done * m_rest * w_in, n, m_rest * w_in, n // n_done, 1))
+    return Chain(factors)
 
 
 def _checked_chains(chains: Iterable[Any], shape: tuple[int, int]) -> list[Chain]:
