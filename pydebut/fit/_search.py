@@ -230,7 +230,9 @@ def approximate(
     beam_width : int, default 16
         Prefixes kept at every depth in every band of committed parameters
         (``(2^(i-1), 2^i]``: the parameters so far plus the fewest any completion
-        needs).
+        needs). Wider beams cost time in proportion; noisy products of long
+        chains can need 32 (a 10%-noisy product of the paper's VGG conv1 chain is
+        found at the noise level with 32, not with 16).
     refine : int, default 1
         Chains of the front (no chain with fewer parameters has a lower estimate)
         fitted by :func:`fit_hierarchical` and ALS in every band of parameters: its
