@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pydebut import Chain, DeButOperator, approximate, fit_als
+from pydebut.fit._search import _rank_weighted_chain as rank_weighted_chain
 from pydebut.special import PAPER_CHAINS, dft, hadamard
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -45,20 +46,6 @@ class Target:
     own_chain: Chain | None = None
     #: the DeBut paper's chain for this shape, if there is one
     paper_chain: Chain | None = None
-
-
-def rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) -> Chain:
-    """Chain of choices ``(b_l, c_l, w_l)`` (``r_l = b_l w_{l-1}``, ``s_l = c_l w_l``);
-    the last factor takes the rest of ``m`` and ``n`` (DESIGN.md, section 2)."""
-    factors, m_rest, n_done, w_in = [], m, 1, 1
-    for b, c, w in choices:
-        t = m_rest // b
-        head = n_done * m_rest * w_in
-        factors.append((head, n_done * c * w * t, b * w_in, c * w, t))
-        m_rest, n_done, w_in = t, n_done * c, w
-    r = m_rest * w_in
-    factors.append((n_done * r, n, r, n // n_done, 1))
-    return Chain(factors)
 
 
 def paper_chain_for(shape: tuple[int, int]) -> Chain | None:

@@ -68,7 +68,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from math import inf
+from math import inf, prod
 from typing import Any
 
 import numpy as np
@@ -477,14 +477,18 @@ def butterfly_candidates(m: int, n: int, options: _Options) -> list[Chain]:
 
 def _rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) -> Chain:
     """The chain of choices ``(b_l, c_l, w_l)`` (module docstring), the last factor
-    taking what is left of ``m`` and ``n``."""
-    factors, m_rest, n_done, w_in = [], m, 1, 1
-    for b, c, w in choices:
-        t = m_rest // b
-        factors.append((n_done * m_rest * w_in, n_done * c * w * t, b * w_in, c * w, t))
-        m_rest, n_done, w_in = t, n_done * c, w
-    factors.append((n_done * m_rest * w_in, n, m_rest * w_in, n // n_done, 1))
-    return Chain(factors)
+    taking what is left of ``m`` and ``n``: Le et al.'s ``(a, b, c, d, w_{l-1}, w_l)``."""
+    bs = [b for b, _, _ in choices]
+    cs = [c for _, c, _ in choices]
+    bs.append(m // prod(bs))
+    cs.append(n // prod(cs))
+    ranks = [1, *(w for _, _, w in choices), 1]
+    return Chain.from_abcd(
+        [
+            (prod(cs[:l]), bs[l], cs[l], prod(bs[l + 1 :]), ranks[l], ranks[l + 1])
+            for l in range(len(bs))  # noqa: E741 - l numbers factors, as in the maths
+        ]
+    )
 
 
 def _checked_chains(chains: Iterable[Any], shape: tuple[int, int]) -> list[Chain]:
