@@ -628,21 +628,17 @@ class DeButOperator(LinearOperator):
 
     # --- algebra ------------------------------------------------------------------
     def _transpose(self) -> DeButOperator:
-        transposed = [w.transpose(0, 2, 1, 3) for w in reversed(self._weights)]
-        return DeButOperator(
-            self._chain.T,
-            transposed,
-            self.dtype,
-            check_finite=False,
-            row_perm=self._col_perm,
-            col_perm=self._row_perm,
-        )
+        return self._reversed(conjugate=False)
 
     def _adjoint(self) -> DeButOperator:
-        adjoint = [w.transpose(0, 2, 1, 3).conj() for w in reversed(self._weights)]
+        return self._reversed(conjugate=True)
+
+    def _reversed(self, conjugate: bool) -> DeButOperator:
+        """``A^T`` (or ``A^H``): the factors reversed, each block transposed (and conjugated)."""
+        blocks = [w.transpose(0, 2, 1, 3) for w in reversed(self._weights)]
         return DeButOperator(
             self._chain.T,
-            adjoint,
+            [w.conj() for w in blocks] if conjugate else blocks,
             self.dtype,
             check_finite=False,
             row_perm=self._col_perm,
