@@ -36,6 +36,11 @@ MIN_WORKER_BYTES = 512
 #: thread up to 128 vectors of the 4096 butterfly and 1.1x (median; 1.7x best) at 1024.
 MIN_WORKER_FLOPS = 2**25
 
+#: Bytes of a part's rows, read and written (half of a 2 MiB L2 cache): passes that split
+#: into matching parts run part by part, so a part stays in cache from pass to pass
+#: (:func:`pydebut._kernels.phase_end`).
+PART_BYTES = 2**20
+
 
 class BatchPlan(NamedTuple):
     """A chain laid out for :func:`pydebut._kernels.apply_chain_matrix`, in application order."""
@@ -159,12 +164,14 @@ def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launc
     n_workers = min(n_threads, batch * dtype.itemsize // MIN_WORKER_BYTES)
     n_workers = max(1, min(n_workers, flops // MIN_WORKER_FLOPS))
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
-    rows = 2 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # two buffers and the groups' scratch
+    rows = 4 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # at most, see work_rows
     width = min(
         width, max(_MIN_LANES, _workspace.KEEP_BYTES // (n_workers * rows * dtype.itemsize))
     )
+    part_rows = max(1, PART_BYTES // (width * dtype.itemsize))
+    rows = _kernels.work_rows(plan.specs, part_rows)
     work = _workspace.workspace.get((n_workers, rows, width), dtype)
-    arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, width)
+    arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, width, part_rows)
     if n_workers == 1:
         _kernels.apply_chain_chunks(*arguments, 0)
         return

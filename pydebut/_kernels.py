@@ -37,6 +37,7 @@ given product may still differ between the vector and the block kernels).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -554,9 +555,9 @@ def _group_step(
     return j
 
 
-@_jit()
+@_jit(fastmath={"contract"})
 def lanes_2x2_group(
-    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0
 ):  # pragma: no cover
     """``k`` consecutive ``p x p`` factors with ``r = s = 2`` in one pass (radix ``2**k``).
 
@@ -571,27 +572,32 @@ def lanes_2x2_group(
     32 KiB), to ``dst``: the window is read and written once for all ``k``
     factors. Sub-problem ``q`` uses
     ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
-    order the steps take them (see :func:`_mix4`).
+    order the steps take them (see :func:`_mix4`). Only part ``part`` of
+    ``n_parts`` equal runs of the ``p / (n t)`` blocks is computed; row ``i``
+    of that part is row ``i - row0[0]`` of ``src`` and ``i - row0[1]`` of
+    ``dst`` (a buffer that holds only the part has its first row at 0).
     """
     n = 1 << k
     strip = scratch.shape[1]
     per_sub = 2 * k * n
     last = (k - 1) // 2
-    for block in range(p // (n * t)):
+    n_blocks = p // (n * t)
+    for block in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
         for alpha in range(t):
             j0 = w_start + (block * t + alpha) * per_sub
             base = block * n * t + alpha
+            src_base, dst_base = base - row0[0], base - row0[1]
             for c0 in range(0, lanes, strip):
                 width = min(strip, lanes - c0)
                 if last == 0:
                     _group_step(
                         weights, j0, 1, k == 2, n, rows, width,
-                        src, s0 + c0, base, True, dst, d0 + c0, base, True,
+                        src, s0 + c0, src_base, True, dst, d0 + c0, dst_base, True,
                     )  # fmt: skip
                     continue
                 j = _group_step(
                     weights, j0, 1, True, n, rows, width,
-                    src, s0 + c0, base, True, scratch, 0, 0, False,
+                    src, s0 + c0, src_base, True, scratch, 0, 0, False,
                 )  # fmt: skip
                 for step in range(1, last):
                     j = _group_step(
@@ -601,7 +607,8 @@ def lanes_2x2_group(
                     )  # fmt: skip
                 _group_step(
                     weights, j, 1 << (2 * last), 2 * last + 1 < k, n, rows, width,
-                    scratch, 0, (last + 1) % 2 * MAX_GROUP_ROWS, False, dst, d0 + c0, base, True,
+                    scratch, 0, (last + 1) % 2 * MAX_GROUP_ROWS, False,
+                    dst, d0 + c0, dst_base, True,
                 )  # fmt: skip
 
 
@@ -626,22 +633,28 @@ def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no 
 
 
 @_jit(fastmath={"contract"})
-def lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes):  # pragma: no cover
+def lanes_general(
+    p, r, s, t, weights, w_start, src, s0, dst, d0, lanes, part, n_parts, row0
+):  # pragma: no cover
     """``dst = F @ src`` on a window of ``lanes`` columns, for any factor.
 
     ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
     one output row at a time so it stays in cache while ``sigma`` runs, four
-    (then two, then one) values of ``sigma`` per sweep over the row.
+    (then two, then one) values of ``sigma`` per sweep over the row. Only the
+    blocks ``b`` of part ``part`` of ``n_parts`` equal runs are computed; input
+    row ``i`` is row ``i - row0[0]`` of ``src``, output row ``i`` row
+    ``i - row0[1]`` of ``dst``.
     """
-    for block in range(p // (r * t)):
+    n_blocks = p // (r * t)
+    for block in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
         for rho in range(r):
             w_row = w_start + (block * r + rho) * s * t
             for alpha in range(t):
-                y = _row(dst, (block * r + rho) * t + alpha, d0, lanes)
+                y = _row(dst, (block * r + rho) * t + alpha - row0[1], d0, lanes)
                 sigma = 0
                 while sigma < s:
                     terms = 4 if s - sigma >= 4 else (2 if s - sigma >= 2 else 1)
-                    row = (block * s + sigma) * t + alpha
+                    row = (block * s + sigma) * t + alpha - row0[0]
                     w = w_row + sigma * t + alpha
                     # offsets of the terms after the first; unused ones repeat the last term
                     d1, d2, d3 = min(1, terms - 1) * t, min(2, terms - 1) * t, (terms - 1) * t
@@ -657,33 +670,94 @@ def lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes):  # pra
 
 
 @_jit()
+def _group_t(specs, passes, index):  # pragma: no cover
+    """The smallest ``t`` of pass ``index``'s factors (its own ``t`` for a lone factor)."""
+    l, k = passes[index, 0], passes[index, 1]  # noqa: E741
+    t = specs[l, 4]
+    for f in range(l + 1, l + k):
+        t = min(t, specs[f, 4])
+    return t
+
+
+@_jit()
+def _pass_blocks(specs, passes, index):  # pragma: no cover
+    """How many independent blocks of rows pass ``index`` maps (``p / (r t)``; ``p / (2^k t)``)."""
+    l, k = passes[index, 0], passes[index, 1]  # noqa: E741
+    mixed = specs[l, 2] if k == 0 else 1 << k
+    return specs[l, 0] // (mixed * _group_t(specs, passes, index))
+
+
+@_jit()
+def phase_end(specs, passes, first, part_rows):  # pragma: no cover
+    """The passes ``first:end`` that run part by part, and their number of parts.
+
+    Passes whose blocks split into the same ``n_parts`` equal runs map part
+    ``c`` of their input rows (rows ``c q / n_parts`` to ``(c + 1) q /
+    n_parts``) to part ``c`` of their output rows, so they can run one part
+    after another instead of one pass after another: the part's rows then
+    stay in cache from pass to pass. A phase grows while some common number
+    of parts keeps each pass's input and output rows of a part within
+    ``part_rows``; a pass that joins none runs alone, in one part.
+    """
+    n_passes = passes.shape[0]
+    n_parts = _pass_blocks(specs, passes, first)
+    rows_in, rows_out = _pass_rows(specs, passes, first)
+    widest = rows_in + rows_out
+    end = first + 1
+    while end < n_passes:
+        common = math.gcd(n_parts, _pass_blocks(specs, passes, end))
+        rows_in, rows_out = _pass_rows(specs, passes, end)
+        if max(widest, rows_in + rows_out) > part_rows * common:
+            break
+        n_parts, widest = common, max(widest, rows_in + rows_out)
+        end += 1
+    return end, n_parts if end > first + 1 else 1
+
+
+@_jit()
+def _pass_rows(specs, passes, index):  # pragma: no cover
+    """The rows pass ``index`` reads and the rows it writes."""
+    l, k = passes[index, 0], passes[index, 1]  # noqa: E741
+    return specs[l, 1], specs[l + max(k, 1) - 1, 0]
+
+
+@_jit()
 def lanes_pass(
-    specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch
+    specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch, part, n_parts, row0
 ):  # pragma: no cover
-    """Apply pass ``index`` of a batch plan to a window of ``lanes`` columns.
+    """Apply pass ``index`` of a batch plan to part ``part`` of ``n_parts`` of a window.
 
     ``passes[index]`` is ``(l, k, w_start, r_start)``: factor ``l`` alone with
     its weights at ``w_start`` in their natural layout (``k = 0``), or the
     ``k`` factors from ``l`` as one :func:`lanes_2x2_group` with its packed
-    weights at ``w_start`` and its row offsets at ``rows[r_start:]``.
+    weights at ``w_start`` and its row offsets at ``rows[r_start:]``. The
+    window has ``lanes`` columns; the part is a run of the pass's blocks (see
+    :func:`phase_end`) whose input row ``i`` is row ``i - row0[0]`` of ``src``
+    and output row ``i`` row ``i - row0[1]`` of ``dst``.
     """
     l, k, w_start, r_start = passes[index, 0], passes[index, 1], passes[index, 2], passes[index, 3]  # noqa: E741
     p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
     if k == 0:
-        lanes_general(p, r, s, t, weights, w_start, src, s0, dst, d0, lanes)
+        lanes_general(
+            p, r, s, t, weights, w_start, src, s0, dst, d0, lanes, part, n_parts, row0
+        )  # fmt: skip
         return
-    group_t = t
-    for f in range(l + 1, l + k):
-        group_t = min(group_t, specs[f, 4])
     lanes_2x2_group(
-        p, k, group_t, rows[r_start : r_start + (1 << k)], weights, w_start,
-        src, s0, dst, d0, lanes, scratch,
+        p, k, _group_t(specs, passes, index), rows[r_start : r_start + (1 << k)], weights,
+        w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     )  # fmt: skip
 
 
 @_jit()
+def work_rows(specs, part_rows):  # pragma: no cover
+    """Rows of one worker's work buffer (see :func:`apply_chain_matrix`)."""
+    max_dim = largest_dim(specs)
+    return 2 * max_dim + 2 * min(part_rows, max_dim) + 2 * MAX_GROUP_ROWS
+
+
+@_jit()
 def apply_chain_chunks(
-    specs, passes, rows, weights, x, out, work, width, worker
+    specs, passes, rows, weights, x, out, work, width, part_rows, worker
 ):  # pragma: no cover
     """The chunks of columns of :func:`apply_chain_matrix` that belong to ``worker``.
 
@@ -693,34 +767,59 @@ def apply_chain_chunks(
     batch = x.shape[1]
     n_passes = passes.shape[0]
     n_workers = work.shape[0]
-    max_dim = (work.shape[1] - 2 * MAX_GROUP_ROWS) // 2
+    max_dim = largest_dim(specs)
+    local_rows = min(part_rows, max_dim)
     buffers = work[worker]
-    scratch = buffers[2 * max_dim :]
+    scratch = buffers[2 * (max_dim + local_rows) :]
     for chunk in range(worker, (batch + width - 1) // width, n_workers):
         first = chunk * width
         lanes = min(width, batch - first)
-        src, s0 = x, first
-        for index in range(n_passes):
-            if index == n_passes - 1:
-                dst, d0 = out, first
-            else:
-                dst, d0 = buffers[index % 2 * max_dim : (index % 2 + 1) * max_dim], 0
-            lanes_pass(specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch)
-            src, s0 = dst, d0
+        phase_src, phase_s0 = x, first
+        start = phase = 0
+        while start < n_passes:
+            end, n_parts = phase_end(specs, passes, start, part_rows)
+            if end == n_passes:
+                phase_dst, phase_d0 = out, first
+            else:  # phases alternate between the two buffers of max_dim rows
+                half = phase % 2 * max_dim
+                phase_dst, phase_d0 = buffers[half : half + max_dim], 0
+            for part in range(n_parts):
+                src, s0, src_row0 = phase_src, phase_s0, 0
+                for index in range(start, end):
+                    l = passes[index, 0]  # noqa: E741
+                    if index == end - 1:
+                        dst, d0, dst_row0 = phase_dst, phase_d0, 0
+                    else:  # a pass inside the phase writes only the part, to a local buffer
+                        local = 2 * max_dim + index % 2 * local_rows
+                        dst, d0 = buffers[local : local + local_rows], 0
+                        dst_row0 = part * specs[l + max(passes[index, 1], 1) - 1, 0] // n_parts
+                    lanes_pass(
+                        specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch,
+                        part, n_parts, (src_row0, dst_row0),
+                    )  # fmt: skip
+                    src, s0, src_row0 = dst, d0, dst_row0
+            phase_src, phase_s0 = phase_dst, phase_d0
+            start = end
+            phase += 1
 
 
 @_jit(parallel=True)
-def apply_chain_matrix(specs, passes, rows, weights, x, out, work, width):  # pragma: no cover
+def apply_chain_matrix(
+    specs, passes, rows, weights, x, out, work, width, part_rows
+):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C-contiguous).
 
     The chain runs as the plan's ``passes`` (see :func:`lanes_pass`). Columns
-    are split into chunks of at most ``width``. ``work`` has shape
-    ``(n_workers, 2 max_dim + 2 MAX_GROUP_ROWS, width)``: worker ``w`` runs
-    the whole chain on chunks ``w, w + n_workers, ...``, the first pass
-    reading its columns of ``x`` in place, the last writing its columns of
-    ``out`` and the others alternating between the worker's two buffers of
-    ``max_dim`` rows; its last ``2 MAX_GROUP_ROWS`` rows are the scratch of
-    :func:`lanes_2x2_group`.
+    are split into chunks of at most ``width``, and worker ``w`` runs the
+    whole chain on chunks ``w, w + n_workers, ...``. The passes run in
+    *phases* (:func:`phase_end`): consecutive passes whose parts of at most
+    ``part_rows`` rows (in and out) match run part by part. ``work`` has
+    shape ``(n_workers, work_rows(specs, part_rows), width)``; a worker's
+    rows are two buffers of ``max_dim`` rows, between which the phases
+    alternate (the first reads its columns of ``x`` in place, the last writes
+    its columns of ``out``), two of ``min(part_rows, max_dim)`` rows for the
+    passes inside a phase, which hold one part and so stay in cache, and
+    ``2 MAX_GROUP_ROWS`` rows of scratch for :func:`lanes_2x2_group`.
     """
     for worker in numba.prange(work.shape[0]):
-        apply_chain_chunks(specs, passes, rows, weights, x, out, work, width, worker)
+        apply_chain_chunks(specs, passes, rows, weights, x, out, work, width, part_rows, worker)

@@ -106,17 +106,21 @@ def spec_table(specs):
     return np.array([f.as_tuple() for f in specs], dtype=np.int64).reshape(-1, 5)
 
 
-def run_matrix(plan, x, n_workers, width, group=True):
+def run_matrix(plan, x, n_workers, width, group=True, part_rows=1):
     """The batched kernel on ``x`` with NaN-filled output and work buffers.
 
     One worker runs :func:`_kernels.apply_chain_chunks` directly, as the
-    operator does; more run the parallel kernel.
+    operator does; more run the parallel kernel. ``part_rows = 1`` runs
+    every pass alone; more lets passes run part by part (in phases).
     """
     batched = batch_plan(plan, group)
     out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype)
-    rows = 2 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS
+    rows = _kernels.work_rows(batched.specs, part_rows)
     work = np.full((n_workers, rows, width), np.nan, dtype=x.dtype)
-    arguments = (batched.specs, batched.passes, batched.rows, batched.weights, x, out, work, width)
+    arguments = (
+        batched.specs, batched.passes, batched.rows, batched.weights, x, out, work, width,
+        part_rows,
+    )  # fmt: skip
     if n_workers == 1:
         _kernels.apply_chain_chunks(*arguments, 0)
     else:
@@ -189,9 +193,51 @@ def test_lane_kernels_match_reference_inside_their_window(fields, lanes, dtype):
     flat = np.concatenate([np.zeros(2, dtype), w.ravel()])
     src = in_window(x, 3, lanes + 5, dtype)
     dst = np.full((spec.p, lanes + 4), np.nan, dtype=dtype)
-    _kernels.lanes_general(spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, lanes)
+    _kernels.lanes_general(
+        spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, lanes, 0, 1, (0, 0)
+    )  # fmt: skip
     assert_chain_close(dst[:, 1 : 1 + lanes], Chain([spec]), [w], x)
     assert np.isnan(dst[:, :1]).all() and np.isnan(dst[:, 1 + lanes :]).all()
+
+
+def run_in_parts(kernel, n_rows_in, n_rows_out, n_parts, src, lanes, dtype):
+    """``kernel(src_part, dst_part, part, row0)`` part by part, each part in buffers of its own.
+
+    Part ``c`` reads rows ``c n_rows_in / n_parts`` onwards of ``src`` from a
+    copy that holds only them and writes its output rows into a NaN-filled
+    buffer that holds only them (both with a padding column on the left), as
+    the passes inside a phase do; returns the parts stacked.
+    """
+    parts = []
+    rows_in, rows_out = n_rows_in // n_parts, n_rows_out // n_parts
+    for part in range(n_parts):
+        src_part = np.full((rows_in, lanes + 1), np.nan, dtype=dtype)
+        src_part[:, 1:] = src[part * rows_in : (part + 1) * rows_in]
+        dst_part = np.full((rows_out, lanes + 1), np.nan, dtype=dtype)
+        kernel(src_part, dst_part, part, (part * rows_in, part * rows_out))
+        parts.append(dst_part[:, 1:])
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fields", FIELDS)
+def test_lane_kernels_match_reference_part_by_part(fields, dtype):
+    spec = FactorSpec(*fields)
+    rng = np.random.default_rng(2)
+    w = random_array(rng, spec.weight_shape, dtype)
+    lanes = 5
+    x = random_array(rng, (spec.q, lanes), dtype)
+    n_blocks = spec.p // (spec.r * spec.t)
+    for n_parts in [d for d in range(1, n_blocks + 1) if n_blocks % d == 0]:
+
+        def kernel(src, dst, part, row0, n_parts=n_parts):
+            _kernels.lanes_general(
+                spec.p, spec.r, spec.s, spec.t, w.ravel(), 0, src, 1, dst, 1, lanes,
+                part, n_parts, row0,
+            )  # fmt: skip
+
+        out = run_in_parts(kernel, spec.q, spec.p, n_parts, x, lanes, dtype)
+        assert_chain_close(out, Chain([spec]), [w], x)
 
 
 # application-order exponents j of t = 2**j T within a group of k = len(order) factors
@@ -217,11 +263,20 @@ def test_2x2_group_matches_reference_factors(order, dtype):
         out = np.full((p, width + 2), np.nan, dtype=dtype)
         scratch = np.full((2 * _kernels.MAX_GROUP_ROWS, width), np.nan, dtype=dtype)
         _kernels.lanes_2x2_group(
-            p, len(order), smallest_t, rows, packed, 2, src, 2, out, 1, width, scratch
-        )
+            p, len(order), smallest_t, rows, packed, 2, src, 2, out, 1, width, scratch,
+            0, 1, (0, 0),
+        )  # fmt: skip
         chain = Chain(applied[::-1])
         assert_chain_close(out[:, 1 : 1 + width], chain, weights[::-1], x)
         assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
+
+        arguments = (p, len(order), smallest_t, rows, packed, 2)
+
+        def kernel(src, dst, part, row0, arguments=arguments, width=width, scratch=scratch):
+            _kernels.lanes_2x2_group(*arguments, src, 1, dst, 1, width, scratch, part, 2, row0)
+
+        in_parts = run_in_parts(kernel, p, p, 2, x, width, dtype)  # one block per part
+        assert_chain_close(in_parts, chain, weights[::-1], x)
 
 
 # --- whole chains -------------------------------------------------------------------
@@ -256,8 +311,9 @@ def test_chains_with_2x2_groups_match_reference(case, dtype):
     assert [(first, k) for first, k, _, _ in batch_plan(plan).passes.tolist()] == groups
     for batch, n_workers, width in [(1, 1, 1), (7, 2, 3), (37, 3, 8), (64, 2, 32), (70, 1, 64)]:
         x = random_array(rng, (p, batch), dtype)
-        for group in (True, False):
-            assert_chain_close(run_matrix(plan, x, n_workers, width, group), chain, weights, x)
+        for group, part_rows in [(True, 1), (False, 1), (True, 2 * p // 8), (False, 4 * p)]:
+            out = run_matrix(plan, x, n_workers, width, group, part_rows)
+            assert_chain_close(out, chain, weights, x)
     x = random_array(rng, p, dtype)
     assert_chain_close(run_vector(plan, x, dtype), chain, weights, x)
     for n_parts in (2, 3, 5):
@@ -300,8 +356,9 @@ def butterfly_like_chains(draw):
     st.integers(1, 40),
     st.integers(1, 4),
     st.integers(1, 20),
+    st.integers(1, 200),
 )
-def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
+def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width, part_rows):
     rng = np.random.default_rng(batch)
     weights = weights_for(chain, rng, dtype)
     plan = chain_plan(chain, weights, dtype)
@@ -311,7 +368,8 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width):
     assert_chain_close(run_vector(plan, vector, dtype), chain, weights, vector)
     assert_chain_close(run_vector(plan, vector, dtype, n_workers), chain, weights, vector)
     for group in (True, False):
-        assert_chain_close(run_matrix(plan, x, n_workers, width, group), chain, weights, x)
+        out = run_matrix(plan, x, n_workers, width, group, part_rows)
+        assert_chain_close(out, chain, weights, x)
 
 
 @pytest.mark.parametrize("n_parts", [2, 3, 5])
