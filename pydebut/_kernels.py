@@ -786,13 +786,12 @@ def apply_chain_chunks(
             for part in range(n_parts):
                 src, s0, src_row0 = phase_src, phase_s0, 0
                 for index in range(start, end):
-                    l = passes[index, 0]  # noqa: E741
                     if index == end - 1:
                         dst, d0, dst_row0 = phase_dst, phase_d0, 0
                     else:  # a pass inside the phase writes only the part, to a local buffer
                         local = 2 * max_dim + index % 2 * local_rows
                         dst, d0 = buffers[local : local + local_rows], 0
-                        dst_row0 = part * specs[l + max(passes[index, 1], 1) - 1, 0] // n_parts
+                        dst_row0 = part * _pass_rows(specs, passes, index)[1] // n_parts
                     lanes_pass(
                         specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch,
                         part, n_parts, (src_row0, dst_row0),
