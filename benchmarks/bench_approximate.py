@@ -18,19 +18,17 @@ The crossover on oscillatory kernels at growing sizes is ``bench_crossover.py``.
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _readme import update_readme
 
 from pydebut import Chain, DeButOperator, approximate, fit_als
 from pydebut.fit._search import _rank_weighted_chain as rank_weighted_chain
 from pydebut.special import PAPER_CHAINS, dft, hadamard
 
-README = Path(__file__).resolve().parent / "README.md"
-START, END = "<!-- bench_approximate:start -->", "<!-- bench_approximate:end -->"
 BUDGETS = (0.05, 0.10, 0.20)
 #: ``w`` of ``exp(i w x y)`` as multiples of ``sqrt(m n)``: at 512 x 2048 the issue's
 #: ``w = 300`` (low rank) and ``w = 1000`` (butterflies tie SVD) are 0.3 and 1.
@@ -214,19 +212,6 @@ def figure(rows: list[Row], path: Path) -> None:
     print(f"figure saved: {path}")
 
 
-def update_readme(text: str) -> None:
-    readme = README.read_text()
-    block = f"{START}\n{text}\n{END}"
-    if START in readme:
-        readme = re.sub(
-            re.escape(START) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S
-        )
-    else:
-        readme = readme.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(readme)
-    print(f"updated {README}")
-
-
 def timed_case(options: dict) -> str:
     """The issue's case: the smooth kernel at 512 x 2048 and 25,600 parameters."""
     x, y = np.linspace(0, 1, 512), np.linspace(0, 1, 2048)
@@ -268,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.figure:
         figure(rows, args.figure)
     if args.update_readme:
-        update_readme(text)
+        update_readme(text, "bench_approximate")
     else:
         print(text)
 

@@ -35,9 +35,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from _readme import update_readme
 
-README = Path(__file__).resolve().parent / "README.md"
-START, END = "<!-- bench_crossover:start -->", "<!-- bench_crossover:end -->"
 #: ``w`` as multiples of ``sqrt(m n)`` (of ``n`` for a square) when ``--w`` is not given.
 W_FACTORS = (0.5, 2.0, 6.0)
 #: Budgets as multiples of the butterfly budget when ``--fractions`` is not given.
@@ -404,16 +403,6 @@ def figure(points: list[dict], path: Path) -> None:
     print(f"figure saved: {path}")
 
 
-def update_readme(text: str) -> None:
-    readme = README.read_text()
-    if START not in readme:
-        raise SystemExit(f"{README} has no {START} ... {END} block to fill")
-    block = f"{START}\n{text}\n{END}"
-    readme = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
-    README.write_text(readme)
-    print(f"updated {README}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sizes", type=parse_shape, nargs="*", help="N (square) or MxN")
@@ -483,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.figure:
         figure(best(points), args.figure)
     if args.update_readme:
-        update_readme(text)
+        update_readme(text, "bench_crossover")
     else:
         print(text)
 
