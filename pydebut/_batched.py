@@ -157,10 +157,13 @@ def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launc
     :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of work.
     ``launch`` is the lock that serialises parallel kernel launches (see
     :mod:`pydebut.operator`); a block on one worker runs without one.
+    Complex data runs as split planes in real work buffers, each window of
+    ``width`` columns taking ``2 width`` real columns (see :mod:`pydebut._kernels`).
     """
     dtype = out.dtype
     batch = x.shape[1]
-    flops = 2 * plan.weights.size * batch * (4 if dtype.kind == "c" else 1)
+    planes = 2 if dtype.kind == "c" else 1
+    flops = 2 * plan.weights.size * batch * planes**2
     n_workers = min(n_threads, batch * dtype.itemsize // MIN_WORKER_BYTES)
     n_workers = max(1, min(n_workers, flops // MIN_WORKER_FLOPS))
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
@@ -170,7 +173,7 @@ def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launc
     )
     part_rows = max(1, PART_BYTES // (width * dtype.itemsize))
     rows = _kernels.work_rows(plan.specs, part_rows)
-    work = _workspace.workspace.get((n_workers, rows, width), dtype)
+    work = _workspace.workspace.get((n_workers, rows, planes * width), np.finfo(dtype).dtype)
     arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, width, part_rows)
     if n_workers == 1:
         _kernels.apply_chain_chunks(*arguments, 0)

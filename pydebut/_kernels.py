@@ -21,11 +21,13 @@ diagonal index ``alpha``, and :func:`apply_chain_vector_parallel` splits a long
 vector between threads, synchronising only where the split of the rows changes.
 A block of vectors is a C-ordered ``(rows, batch)`` array and the ``lanes_*``
 kernels work on a window of ``lanes`` columns starting at a given column, so
-the innermost loop runs over contiguous columns whatever ``t`` is, and the
-input and output blocks are read and written in place, with no copies. Rows
-of a window are taken as views that own nothing (:func:`_row`), as Numba's
-reference counting of slices made in inner loops costs as much as their
-arithmetic.
+the innermost loop runs over contiguous columns whatever ``t`` is, and real
+input and output blocks are read and written in place, with no copies. A
+complex window runs as *split planes* (the real parts of a row, then its
+imaginary parts) in real work buffers, so that a complex multiply-add is four
+real ones on whole SIMD registers. Rows of a window are taken as views that
+own nothing (:func:`_row`), as Numba's reference counting of slices made in
+inner loops costs as much as their arithmetic.
 
 Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
 ``a * b + c`` into one FMA (one rounding instead of two, so never less
@@ -51,7 +53,7 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
     ) from err
 
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
 from . import _numba_setup
@@ -97,6 +99,79 @@ def _warn_no_cache(err: RuntimeError) -> None:
     )
 
 
+# --- complex arithmetic with fixed roundings ------------------------------------------
+#
+# A complex window of ``lanes`` columns runs through the batched kernels as a real one of
+# ``2 lanes`` columns: the real parts of a row, then its imaginary parts (the *split
+# planes*). A complex multiply-add then takes real ones on whole SIMD registers, where
+# LLVM vectorises the interleaved complex layout only in part. Every complex product,
+# in the split planes as in the one-vector kernels, is spelled out as two FMAs over the
+# other products (:func:`_times`), so the compiler has no contraction left to choose:
+# vector loops, their scalar remainders and the one-vector kernels round alike, and a
+# result does not depend on the batch, the window or the chunks of a Dask array. The
+# step kernels below have one body for rows of the weights' own type and one for split
+# planes; which one runs is decided when Numba types the call (the ``*_typed`` overloads).
+
+
+def _split_planes(value_type: types.Type, row_dtype: types.Type) -> bool:
+    """Whether complex ``value_type`` (weights, or the data) meets real rows: split planes."""
+    return isinstance(value_type, types.Complex) and not isinstance(row_dtype, types.Complex)
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):  # pragma: no cover - lowered by Numba
+    """``a b + c`` rounded once (``llvm.fma``) for three floats of one type."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
+@_jit(inline="always")
+def _times(w, re, im):  # pragma: no cover
+    """``w (re + i im)`` as ``(real part, imaginary part)``: ``fma(wr, re, -(wi im))``, ...."""
+    return _fma(w.real, re, -(w.imag * im)), _fma(w.real, im, w.imag * re)
+
+
+def _product(w, x):  # pragma: no cover - typed by _product_typed
+    """``w x``: for complex numbers with the roundings of :func:`_times`."""
+
+
+@overload(_product, inline="always", jit_options={"fastmath": {"contract"}})
+def _product_typed(w, x):
+    if isinstance(w, types.Complex):
+
+        def complex_product(w, x):
+            re, im = _times(w, x.real, x.imag)
+            return complex(re, im)
+
+        return complex_product
+    return lambda w, x: w * x
+
+
+@_jit(inline="always")
+def _plus_times(acc_re, acc_im, w, re, im):  # pragma: no cover
+    """``acc + w (re + i im)`` as ``(real part, imaginary part)``, as ``acc + _product(w, x)``."""
+    product = _times(w, re, im)
+    return acc_re + product[0], acc_im + product[1]
+
+
+@_jit(inline="always")
+def _first_term(first, acc_re, acc_im, w, re, im):  # pragma: no cover
+    """``w (re + i im)`` if ``first``, else ``acc + w (re + i im)``."""
+    return _times(w, re, im) if first else _plus_times(acc_re, acc_im, w, re, im)
+
+
+@_jit(inline="always")
+def _sum2(w0, re0, im0, w1, re1, im1):  # pragma: no cover
+    """``w0 (re0 + i im0) + w1 (re1 + i im1)`` as ``(real part, imaginary part)``."""
+    first = _times(w0, re0, im0)
+    return _plus_times(first[0], first[1], w1, re1, im1)
+
+
 @_jit(fastmath={"contract"}, inline="always")
 def _vector_2x2_small_t(n_blocks, t, w, x, y):  # pragma: no cover
     """One vector through an ``r = s = 2`` factor with small ``t``, by plain indexing.
@@ -110,8 +185,10 @@ def _vector_2x2_small_t(n_blocks, t, w, x, y):  # pragma: no cover
         for alpha in range(t):
             a = x[i0 + alpha]
             b = x[i0 + t + alpha]
-            y[i0 + alpha] = w[w0 + alpha] * a + w[w0 + t + alpha] * b
-            y[i0 + t + alpha] = w[w0 + 2 * t + alpha] * a + w[w0 + 3 * t + alpha] * b
+            w00, w01 = w[w0 + alpha], w[w0 + t + alpha]
+            w10, w11 = w[w0 + 2 * t + alpha], w[w0 + 3 * t + alpha]
+            y[i0 + alpha] = _product(w00, a) + _product(w01, b)
+            y[i0 + t + alpha] = _product(w10, a) + _product(w11, b)
 
 
 @_jit(fastmath={"contract"})
@@ -148,8 +225,8 @@ def vector_2x2(p, t, weights, w_start, src, dst):  # pragma: no cover
         for alpha in range(x0.shape[0]):
             a = x0[alpha]
             b = x1[alpha]
-            y0[alpha] = w00[alpha] * a + w01[alpha] * b
-            y1[alpha] = w10[alpha] * a + w11[alpha] * b
+            y0[alpha] = _product(w00[alpha], a) + _product(w01[alpha], b)
+            y1[alpha] = _product(w10[alpha], a) + _product(w11[alpha], b)
 
 
 @_jit(fastmath={"contract"})
@@ -168,12 +245,12 @@ def vector_alphas(p, r, s, t, a0, a1, weights, w_start, src, dst):  # pragma: no
             x_row = block * s * t + a0
             w_first, x_first = weights[w_row : w_row + width], src[x_row : x_row + width]
             for alpha in range(y.shape[0]):
-                y[alpha] = w_first[alpha] * x_first[alpha]
+                y[alpha] = _product(w_first[alpha], x_first[alpha])
             for sigma in range(1, s):
                 w_sigma = weights[w_row + sigma * t : w_row + sigma * t + width]
                 x_sigma = src[x_row + sigma * t : x_row + sigma * t + width]
                 for alpha in range(y.shape[0]):
-                    y[alpha] += w_sigma[alpha] * x_sigma[alpha]
+                    y[alpha] += _product(w_sigma[alpha], x_sigma[alpha])
 
 
 @_jit(fastmath={"contract"}, inline="always")
@@ -190,10 +267,10 @@ def _vector_alphas_small_t(n_blocks, r, s, t, w, x, y):  # pragma: no cover
             y0 = (block * r + rho) * t
             w0 = y0 * s
             for alpha in range(t):
-                y[y0 + alpha] = w[w0 + alpha] * x[x0 + alpha]
+                y[y0 + alpha] = _product(w[w0 + alpha], x[x0 + alpha])
             for sigma in range(1, s):
                 for alpha in range(t):
-                    y[y0 + alpha] += w[w0 + sigma * t + alpha] * x[x0 + sigma * t + alpha]
+                    y[y0 + alpha] += _product(w[w0 + sigma * t + alpha], x[x0 + sigma * t + alpha])
 
 
 @_jit(fastmath={"contract"})
@@ -212,20 +289,21 @@ def vector_dots(p, r, s, weights, w_start, src, dst):  # pragma: no cover
         while rho + 4 <= r:
             w0, w1 = w[rho * s : (rho + 1) * s], w[(rho + 1) * s : (rho + 2) * s]
             w2, w3 = w[(rho + 2) * s : (rho + 3) * s], w[(rho + 3) * s : (rho + 4) * s]
-            acc0, acc1, acc2, acc3 = w0[0] * x[0], w1[0] * x[0], w2[0] * x[0], w3[0] * x[0]
+            acc0, acc1 = _product(w0[0], x[0]), _product(w1[0], x[0])
+            acc2, acc3 = _product(w2[0], x[0]), _product(w3[0], x[0])
             for sigma in range(1, x.shape[0]):
                 value = x[sigma]
-                acc0 += w0[sigma] * value
-                acc1 += w1[sigma] * value
-                acc2 += w2[sigma] * value
-                acc3 += w3[sigma] * value
+                acc0 += _product(w0[sigma], value)
+                acc1 += _product(w1[sigma], value)
+                acc2 += _product(w2[sigma], value)
+                acc3 += _product(w3[sigma], value)
             y[rho], y[rho + 1], y[rho + 2], y[rho + 3] = acc0, acc1, acc2, acc3
             rho += 4
         while rho < r:
             w0 = w[rho * s : (rho + 1) * s]
-            acc0 = w0[0] * x[0]
+            acc0 = _product(w0[0], x[0])
             for sigma in range(1, x.shape[0]):
-                acc0 += w0[sigma] * x[sigma]
+                acc0 += _product(w0[sigma], x[sigma])
             y[rho] = acc0
             rho += 1
 
@@ -465,37 +543,82 @@ def _row(array, row, start, width):  # pragma: no cover
 MAX_GROUP_ROWS = 16
 
 
-@_jit(fastmath={"contract"}, inline="always")
-def _mix2(w, j, x0, x1, y0, y1):  # pragma: no cover
-    """``(y0, y1) = M (x0, x1)`` lane by lane, for the 2x2 matrix ``M = w[j:j + 4]`` (row major)."""
+def _mix2(w, j, x0, x1, y0, y1):  # pragma: no cover - typed by _mix2_typed
+    """``(y0, y1) = M (x0, x1)`` lane by lane, for the 2x2 matrix ``M = w[j:j + 4]`` (row major).
+
+    Rows of real numbers with complex ``w`` hold split planes (:func:`_split_planes`).
+    """
+
+
+def _mix2_same(w, j, x0, x1, y0, y1):  # pragma: no cover
     m00, m01, m10, m11 = w[j], w[j + 1], w[j + 2], w[j + 3]
     for lane in range(y0.shape[0]):
         a = x0[lane]
         b = x1[lane]
-        y0[lane] = m00 * a + m01 * b
-        y1[lane] = m10 * a + m11 * b
+        y0[lane] = _product(m00, a) + _product(m01, b)
+        y1[lane] = _product(m10, a) + _product(m11, b)
 
 
-@_jit(fastmath={"contract"}, inline="always")
-def _mix4(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
+def _mix2_planes(w, j, x0, x1, y0, y1):  # pragma: no cover
+    m00, m01, m10, m11 = w[j], w[j + 1], w[j + 2], w[j + 3]
+    half = y0.shape[0] // 2
+    for re in range(half):
+        im = half + re
+        y0[re], y0[im] = _sum2(m00, x0[re], x0[im], m01, x1[re], x1[im])
+        y1[re], y1[im] = _sum2(m10, x0[re], x0[im], m11, x1[re], x1[im])
+
+
+def _mix4(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover - typed by _mix4_typed
     """A radix-4 step: 2x2 mixes of ``(x0, x1)``, ``(x2, x3)``, then of ``(0, 2)``, ``(1, 3)``.
 
     The four 2x2 matrices are ``w[j:j + 16]`` in that order, each row major;
-    the four rows of a lane are loaded once and stored once.
+    the four rows of a lane are loaded once and stored once. Rows of real
+    numbers with complex ``w`` hold split planes (:func:`_split_planes`).
     """
+
+
+def _mix4_same(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
     a00, a01, a10, a11 = w[j], w[j + 1], w[j + 2], w[j + 3]
     b00, b01, b10, b11 = w[j + 4], w[j + 5], w[j + 6], w[j + 7]
     c00, c01, c10, c11 = w[j + 8], w[j + 9], w[j + 10], w[j + 11]
     d00, d01, d10, d11 = w[j + 12], w[j + 13], w[j + 14], w[j + 15]
     for lane in range(y0.shape[0]):
-        u0 = a00 * x0[lane] + a01 * x1[lane]
-        u1 = a10 * x0[lane] + a11 * x1[lane]
-        u2 = b00 * x2[lane] + b01 * x3[lane]
-        u3 = b10 * x2[lane] + b11 * x3[lane]
-        y0[lane] = c00 * u0 + c01 * u2
-        y2[lane] = c10 * u0 + c11 * u2
-        y1[lane] = d00 * u1 + d01 * u3
-        y3[lane] = d10 * u1 + d11 * u3
+        u0 = _product(a00, x0[lane]) + _product(a01, x1[lane])
+        u1 = _product(a10, x0[lane]) + _product(a11, x1[lane])
+        u2 = _product(b00, x2[lane]) + _product(b01, x3[lane])
+        u3 = _product(b10, x2[lane]) + _product(b11, x3[lane])
+        y0[lane] = _product(c00, u0) + _product(c01, u2)
+        y2[lane] = _product(c10, u0) + _product(c11, u2)
+        y1[lane] = _product(d00, u1) + _product(d01, u3)
+        y3[lane] = _product(d10, u1) + _product(d11, u3)
+
+
+def _mix4_planes(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
+    a00, a01, a10, a11 = w[j], w[j + 1], w[j + 2], w[j + 3]
+    b00, b01, b10, b11 = w[j + 4], w[j + 5], w[j + 6], w[j + 7]
+    c00, c01, c10, c11 = w[j + 8], w[j + 9], w[j + 10], w[j + 11]
+    d00, d01, d10, d11 = w[j + 12], w[j + 13], w[j + 14], w[j + 15]
+    half = y0.shape[0] // 2
+    for re in range(half):
+        im = half + re
+        u0 = _sum2(a00, x0[re], x0[im], a01, x1[re], x1[im])
+        u1 = _sum2(a10, x0[re], x0[im], a11, x1[re], x1[im])
+        u2 = _sum2(b00, x2[re], x2[im], b01, x3[re], x3[im])
+        u3 = _sum2(b10, x2[re], x2[im], b11, x3[re], x3[im])
+        y0[re], y0[im] = _sum2(c00, u0[0], u0[1], c01, u2[0], u2[1])
+        y2[re], y2[im] = _sum2(c10, u0[0], u0[1], c11, u2[0], u2[1])
+        y1[re], y1[im] = _sum2(d00, u1[0], u1[1], d01, u3[0], u3[1])
+        y3[re], y3[im] = _sum2(d10, u1[0], u1[1], d11, u3[0], u3[1])
+
+
+@overload(_mix2, inline="always", jit_options={"fastmath": {"contract"}})
+def _mix2_typed(w, j, x0, x1, y0, y1):
+    return _mix2_planes if _split_planes(w.dtype, y0.dtype) else _mix2_same
+
+
+@overload(_mix4, inline="always", jit_options={"fastmath": {"contract"}})
+def _mix4_typed(w, j, x0, x1, x2, x3, y0, y1, y2, y3):
+    return _mix4_planes if _split_planes(w.dtype, y0.dtype) else _mix4_same
 
 
 @_jit(fastmath={"contract"}, inline="always")
@@ -565,10 +688,10 @@ def lanes_2x2_group(
     mix ``n = 2**k`` rows at a time: sub-problem ``q = b t + alpha`` holds
     rows ``b n t + alpha + rows[i]`` (``i < n``), where the plan has ordered
     ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
-    For each sub-problem and each strip of columns the factors run as radix-4
-    steps (bits ``2j`` and ``2j + 1``; a radix-2 step last when ``k`` is odd)
-    from ``src`` through the two halves of ``scratch``, of shape ``(2
-    MAX_GROUP_ROWS, strip)``, which stay in L1 (a strip of 128 float64 takes
+    For each sub-problem the factors run as radix-4 steps (bits ``2j`` and
+    ``2j + 1``; a radix-2 step last when ``k`` is odd) from ``src`` through
+    the two halves of ``scratch``, of shape ``(2 MAX_GROUP_ROWS, columns)``
+    with at least ``lanes`` columns, which stay in L1 (128 float64 columns take
     32 KiB), to ``dst``: the window is read and written once for all ``k``
     factors. Sub-problem ``q`` uses
     ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
@@ -576,9 +699,10 @@ def lanes_2x2_group(
     ``n_parts`` equal runs of the ``p / (n t)`` blocks is computed; row ``i``
     of that part is row ``i - row0[0]`` of ``src`` and ``i - row0[1]`` of
     ``dst`` (a buffer that holds only the part has its first row at 0).
+    Complex weights on real rows take them as split planes, ``lanes / 2``
+    columns each.
     """
     n = 1 << k
-    strip = scratch.shape[1]
     per_sub = 2 * k * n
     last = (k - 1) // 2
     n_blocks = p // (n * t)
@@ -587,49 +711,76 @@ def lanes_2x2_group(
             j0 = w_start + (block * t + alpha) * per_sub
             base = block * n * t + alpha
             src_base, dst_base = base - row0[0], base - row0[1]
-            for c0 in range(0, lanes, strip):
-                width = min(strip, lanes - c0)
-                if last == 0:
-                    _group_step(
-                        weights, j0, 1, k == 2, n, rows, width,
-                        src, s0 + c0, src_base, True, dst, d0 + c0, dst_base, True,
-                    )  # fmt: skip
-                    continue
-                j = _group_step(
-                    weights, j0, 1, True, n, rows, width,
-                    src, s0 + c0, src_base, True, scratch, 0, 0, False,
-                )  # fmt: skip
-                for step in range(1, last):
-                    j = _group_step(
-                        weights, j, 1 << (2 * step), True, n, rows, width,
-                        scratch, 0, (step + 1) % 2 * MAX_GROUP_ROWS, False,
-                        scratch, 0, step % 2 * MAX_GROUP_ROWS, False,
-                    )  # fmt: skip
+            if last == 0:
                 _group_step(
-                    weights, j, 1 << (2 * last), 2 * last + 1 < k, n, rows, width,
-                    scratch, 0, (last + 1) % 2 * MAX_GROUP_ROWS, False,
-                    dst, d0 + c0, dst_base, True,
+                    weights, j0, 1, k == 2, n, rows, lanes,
+                    src, s0, src_base, True, dst, d0, dst_base, True,
                 )  # fmt: skip
+                continue
+            j = _group_step(
+                weights, j0, 1, True, n, rows, lanes, src, s0, src_base, True, scratch, 0, 0, False
+            )  # fmt: skip
+            for step in range(1, last):
+                j = _group_step(
+                    weights, j, 1 << (2 * step), True, n, rows, lanes,
+                    scratch, 0, (step + 1) % 2 * MAX_GROUP_ROWS, False,
+                    scratch, 0, step % 2 * MAX_GROUP_ROWS, False,
+                )  # fmt: skip
+            _group_step(
+                weights, j, 1 << (2 * last), 2 * last + 1 < k, n, rows, lanes,
+                scratch, 0, (last + 1) % 2 * MAX_GROUP_ROWS, False,
+                dst, d0, dst_base, True,
+            )  # fmt: skip
 
 
-@_jit(fastmath={"contract"}, inline="always")
-def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
+def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover - typed
     """``y = w0 x0 + ...`` (if ``first``) or ``y += ...``, over ``terms`` (1, 2 or 4) rows.
 
     Summing up to four rows per sweep writes ``y`` once per four products,
-    not once per product; the sum is still taken in order of ``sigma``.
+    not once per product; the sum is still taken in order of ``sigma``. Rows
+    of real numbers with complex weights hold split planes
+    (:func:`_split_planes`). Typed by :func:`_accumulate_typed`.
     """
+
+
+def _accumulate_same(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
     if terms == 4:
         for lane in range(y.shape[0]):
-            acc = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
-            y[lane] = ((acc + w1 * x1[lane]) + w2 * x2[lane]) + w3 * x3[lane]
+            acc = _product(w0, x0[lane]) if first else y[lane] + _product(w0, x0[lane])
+            acc = (acc + _product(w1, x1[lane])) + _product(w2, x2[lane])
+            y[lane] = acc + _product(w3, x3[lane])
     elif terms == 2:
         for lane in range(y.shape[0]):
-            acc = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
-            y[lane] = acc + w1 * x1[lane]
+            acc = _product(w0, x0[lane]) if first else y[lane] + _product(w0, x0[lane])
+            y[lane] = acc + _product(w1, x1[lane])
     else:
         for lane in range(y.shape[0]):
-            y[lane] = w0 * x0[lane] if first else y[lane] + w0 * x0[lane]
+            y[lane] = _product(w0, x0[lane]) if first else y[lane] + _product(w0, x0[lane])
+
+
+def _accumulate_planes(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
+    half = y.shape[0] // 2
+    if terms == 4:
+        for re in range(half):
+            im = half + re
+            acc = _first_term(first, y[re], y[im], w0, x0[re], x0[im])
+            acc = _plus_times(acc[0], acc[1], w1, x1[re], x1[im])
+            acc = _plus_times(acc[0], acc[1], w2, x2[re], x2[im])
+            y[re], y[im] = _plus_times(acc[0], acc[1], w3, x3[re], x3[im])
+    elif terms == 2:
+        for re in range(half):
+            im = half + re
+            acc = _first_term(first, y[re], y[im], w0, x0[re], x0[im])
+            y[re], y[im] = _plus_times(acc[0], acc[1], w1, x1[re], x1[im])
+    else:
+        for re in range(half):
+            im = half + re
+            y[re], y[im] = _first_term(first, y[re], y[im], w0, x0[re], x0[im])
+
+
+@overload(_accumulate, inline="always", jit_options={"fastmath": {"contract"}})
+def _accumulate_typed(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):
+    return _accumulate_planes if _split_planes(w0, y.dtype) else _accumulate_same
 
 
 @_jit(fastmath={"contract"})
@@ -643,7 +794,8 @@ def lanes_general(
     (then two, then one) values of ``sigma`` per sweep over the row. Only the
     blocks ``b`` of part ``part`` of ``n_parts`` equal runs are computed; input
     row ``i`` is row ``i - row0[0]`` of ``src``, output row ``i`` row
-    ``i - row0[1]`` of ``dst``.
+    ``i - row0[1]`` of ``dst``. Complex weights on real rows take them as
+    split planes, ``lanes / 2`` columns each.
     """
     n_blocks = p // (r * t)
     for block in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
@@ -755,6 +907,68 @@ def work_rows(specs, part_rows):  # pragma: no cover
     return 2 * max_dim + 2 * min(part_rows, max_dim) + 2 * MAX_GROUP_ROWS
 
 
+def _window_source(x, first, lanes, buffer):  # pragma: no cover - typed by _window_source_typed
+    """Where the first pass reads columns ``first:first + lanes`` of ``x``: array, column, width.
+
+    ``x`` itself, ``lanes`` wide, when the work buffers hold its dtype; a
+    complex ``x`` with real work buffers is copied into ``buffer`` as split
+    planes, ``2 lanes`` wide.
+    """
+
+
+def _window_source_same(x, first, lanes, buffer):  # pragma: no cover
+    return x, first, lanes
+
+
+def _window_source_planes(x, first, lanes, buffer):  # pragma: no cover
+    for row in range(x.shape[0]):
+        for lane in range(lanes):
+            value = x[row, first + lane]
+            buffer[row, lane] = value.real
+            buffer[row, lanes + lane] = value.imag
+    return buffer, 0, 2 * lanes
+
+
+@overload(_window_source, inline="always")
+def _window_source_typed(x, first, lanes, buffer):
+    return _window_source_planes if _split_planes(x.dtype, buffer.dtype) else _window_source_same
+
+
+def _window_target(out, first, buffer):  # pragma: no cover - typed by _window_target_typed
+    """Where the last pass writes the window at column ``first`` of ``out``: ``(array, column)``.
+
+    ``out`` itself when the work buffers hold its dtype, else ``buffer``,
+    which :func:`_window_finish` then copies into ``out``.
+    """
+
+
+@overload(_window_target, inline="always")
+def _window_target_typed(out, first, buffer):
+    if _split_planes(out.dtype, buffer.dtype):
+        return lambda out, first, buffer: (buffer, 0)
+    return lambda out, first, buffer: (out, first)
+
+
+def _window_finish(out, first, lanes, result):  # pragma: no cover - typed by _window_finish_typed
+    """Copy a window's split planes ``result`` into columns ``first:first + lanes`` of ``out``.
+
+    Nothing to do when the last pass wrote ``out`` itself.
+    """
+
+
+def _window_finish_planes(out, first, lanes, result):  # pragma: no cover
+    for row in range(out.shape[0]):
+        for lane in range(lanes):
+            out[row, first + lane] = complex(result[row, lane], result[row, lanes + lane])
+
+
+@overload(_window_finish, inline="always")
+def _window_finish_typed(out, first, lanes, result):
+    if _split_planes(out.dtype, result.dtype):
+        return _window_finish_planes
+    return lambda out, first, lanes, result: None
+
+
 @_jit()
 def apply_chain_chunks(
     specs, passes, rows, weights, x, out, work, width, part_rows, worker
@@ -774,14 +988,17 @@ def apply_chain_chunks(
     for chunk in range(worker, (batch + width - 1) // width, n_workers):
         first = chunk * width
         lanes = min(width, batch - first)
-        phase_src, phase_s0 = x, first
+        # phases alternate between the two buffers of max_dim rows, the first from the second
+        phase_src, phase_s0, row_lanes = _window_source(
+            x, first, lanes, buffers[max_dim : 2 * max_dim]
+        )
         start = phase = 0
         while start < n_passes:
             end, n_parts = phase_end(specs, passes, start, part_rows)
+            half = phase % 2 * max_dim
             if end == n_passes:
-                phase_dst, phase_d0 = out, first
-            else:  # phases alternate between the two buffers of max_dim rows
-                half = phase % 2 * max_dim
+                phase_dst, phase_d0 = _window_target(out, first, buffers[half : half + max_dim])
+            else:
                 phase_dst, phase_d0 = buffers[half : half + max_dim], 0
             for part in range(n_parts):
                 src, s0, src_row0 = phase_src, phase_s0, 0
@@ -793,13 +1010,14 @@ def apply_chain_chunks(
                         dst, d0 = buffers[local : local + local_rows], 0
                         dst_row0 = part * _pass_rows(specs, passes, index)[1] // n_parts
                     lanes_pass(
-                        specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch,
-                        part, n_parts, (src_row0, dst_row0),
+                        specs, passes, rows, weights, index, src, s0, dst, d0, row_lanes,
+                        scratch, part, n_parts, (src_row0, dst_row0),
                     )  # fmt: skip
                     src, s0, src_row0 = dst, d0, dst_row0
             phase_src, phase_s0 = phase_dst, phase_d0
             start = end
             phase += 1
+        _window_finish(out, first, lanes, phase_src)
 
 
 @_jit(parallel=True)
@@ -819,6 +1037,10 @@ def apply_chain_matrix(
     its columns of ``out``), two of ``min(part_rows, max_dim)`` rows for the
     passes inside a phase, which hold one part and so stay in cache, and
     ``2 MAX_GROUP_ROWS`` rows of scratch for :func:`lanes_2x2_group`.
+
+    Complex data takes real ``work`` of shape ``(n_workers, rows, 2 width)``:
+    each window is copied into the second buffer as split planes, runs the
+    chain in them, and is copied from the last phase's buffer into ``out``.
     """
     for worker in numba.prange(work.shape[0]):
         apply_chain_chunks(specs, passes, rows, weights, x, out, work, width, part_rows, worker)

@@ -83,6 +83,25 @@ def in_window(block, s0, total, dtype):
     return wide_block
 
 
+def as_rows(block):
+    """``block`` as the batched kernels hold a window: complex as split planes.
+
+    A complex ``(rows, lanes)`` block becomes a real ``(rows, 2 lanes)`` one,
+    the real parts of each row and then its imaginary parts.
+    """
+    if block.dtype.kind != "c":
+        return block
+    return np.concatenate([block.real, block.imag], axis=1)
+
+
+def from_rows(rows, dtype):
+    """The inverse of :func:`as_rows` for data of ``dtype``."""
+    if np.dtype(dtype).kind != "c":
+        return rows
+    half = rows.shape[1] // 2
+    return (rows[:, :half] + 1j * rows[:, half:]).astype(dtype)
+
+
 def chain_plan(chain, weights, dtype):
     """The forward plan of ``chain`` (factors in application order), as the operator builds it."""
     return _make_plan(list(reversed(chain.factors)), weights[::-1], np.dtype(dtype))
@@ -112,11 +131,14 @@ def run_matrix(plan, x, n_workers, width, group=True, part_rows=1):
     One worker runs :func:`_kernels.apply_chain_chunks` directly, as the
     operator does; more run the parallel kernel. ``part_rows = 1`` runs
     every pass alone; more lets passes run part by part (in phases).
+    Complex work buffers are real, with two columns per lane (split
+    planes), as the operator makes them.
     """
     batched = batch_plan(plan, group)
     out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype)
     rows = _kernels.work_rows(batched.specs, part_rows)
-    work = np.full((n_workers, rows, width), np.nan, dtype=x.dtype)
+    planes = 2 if x.dtype.kind == "c" else 1  # complex windows run as split planes
+    work = np.full((n_workers, rows, planes * width), np.nan, dtype=np.finfo(x.dtype).dtype)
     arguments = (
         batched.specs, batched.passes, batched.rows, batched.weights, x, out, work, width,
         part_rows,
@@ -191,32 +213,36 @@ def test_lane_kernels_match_reference_inside_their_window(fields, lanes, dtype):
     w = random_array(rng, spec.weight_shape, dtype)
     x = random_array(rng, (spec.q, lanes), dtype)
     flat = np.concatenate([np.zeros(2, dtype), w.ravel()])
-    src = in_window(x, 3, lanes + 5, dtype)
-    dst = np.full((spec.p, lanes + 4), np.nan, dtype=dtype)
+    rows = as_rows(x)
+    width = rows.shape[1]
+    src = in_window(rows, 3, width + 5, rows.dtype)
+    dst = np.full((spec.p, width + 4), np.nan, dtype=rows.dtype)
     _kernels.lanes_general(
-        spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, lanes, 0, 1, (0, 0)
+        spec.p, spec.r, spec.s, spec.t, flat, 2, src, 3, dst, 1, width, 0, 1, (0, 0)
     )  # fmt: skip
-    assert_chain_close(dst[:, 1 : 1 + lanes], Chain([spec]), [w], x)
-    assert np.isnan(dst[:, :1]).all() and np.isnan(dst[:, 1 + lanes :]).all()
+    assert_chain_close(from_rows(dst[:, 1 : 1 + width], dtype), Chain([spec]), [w], x)
+    assert np.isnan(dst[:, :1]).all() and np.isnan(dst[:, 1 + width :]).all()
 
 
-def run_in_parts(kernel, n_rows_in, n_rows_out, n_parts, src, lanes, dtype):
+def run_in_parts(kernel, n_rows_in, n_rows_out, n_parts, src):
     """``kernel(src_part, dst_part, part, row0)`` part by part, each part in buffers of its own.
 
-    Part ``c`` reads rows ``c n_rows_in / n_parts`` onwards of ``src`` from a
-    copy that holds only them and writes its output rows into a NaN-filled
-    buffer that holds only them (both with a padding column on the left), as
-    the passes inside a phase do; returns the parts stacked.
+    Part ``c`` reads rows ``c n_rows_in / n_parts`` onwards of the window
+    ``src`` (as :func:`as_rows` lays it out) from a copy that holds only them
+    and writes its output rows into a NaN-filled buffer that holds only them
+    (both with a padding column on the left), as the passes inside a phase
+    do; returns the parts stacked, of ``src``'s dtype.
     """
     parts = []
+    rows = as_rows(src)
     rows_in, rows_out = n_rows_in // n_parts, n_rows_out // n_parts
     for part in range(n_parts):
-        src_part = np.full((rows_in, lanes + 1), np.nan, dtype=dtype)
-        src_part[:, 1:] = src[part * rows_in : (part + 1) * rows_in]
-        dst_part = np.full((rows_out, lanes + 1), np.nan, dtype=dtype)
+        src_part = np.full((rows_in, rows.shape[1] + 1), np.nan, dtype=rows.dtype)
+        src_part[:, 1:] = rows[part * rows_in : (part + 1) * rows_in]
+        dst_part = np.full_like(src_part, np.nan, shape=(rows_out, rows.shape[1] + 1))
         kernel(src_part, dst_part, part, (part * rows_in, part * rows_out))
         parts.append(dst_part[:, 1:])
-    return np.concatenate(parts)
+    return from_rows(np.concatenate(parts), src.dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -225,18 +251,18 @@ def test_lane_kernels_match_reference_part_by_part(fields, dtype):
     spec = FactorSpec(*fields)
     rng = np.random.default_rng(2)
     w = random_array(rng, spec.weight_shape, dtype)
-    lanes = 5
-    x = random_array(rng, (spec.q, lanes), dtype)
+    x = random_array(rng, (spec.q, 5), dtype)
+    width = as_rows(x).shape[1]
     n_blocks = spec.p // (spec.r * spec.t)
     for n_parts in [d for d in range(1, n_blocks + 1) if n_blocks % d == 0]:
 
         def kernel(src, dst, part, row0, n_parts=n_parts):
             _kernels.lanes_general(
-                spec.p, spec.r, spec.s, spec.t, w.ravel(), 0, src, 1, dst, 1, lanes,
+                spec.p, spec.r, spec.s, spec.t, w.ravel(), 0, src, 1, dst, 1, width,
                 part, n_parts, row0,
             )  # fmt: skip
 
-        out = run_in_parts(kernel, spec.q, spec.p, n_parts, x, lanes, dtype)
+        out = run_in_parts(kernel, spec.q, spec.p, n_parts, x)
         assert_chain_close(out, Chain([spec]), [w], x)
 
 
@@ -249,7 +275,7 @@ GROUP_ORDERS = [[0], [0, 1], [1, 0], [0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 1, 2, 
 @pytest.mark.parametrize("order", GROUP_ORDERS, ids=str)
 def test_2x2_group_matches_reference_factors(order, dtype):
     n = 1 << len(order)
-    for smallest_t, width in [(1, 1), (3, 17), (2, 16)]:
+    for smallest_t, lanes in [(1, 1), (3, 17), (2, 16)]:
         p = 2 * n * smallest_t  # two blocks of sub-problems
         applied = [FactorSpec(p, p, 2, 2, smallest_t << j) for j in order]
         table = spec_table(applied)
@@ -258,16 +284,18 @@ def test_2x2_group_matches_reference_factors(order, dtype):
         weights = [random_array(rng, f.weight_shape, dtype) for f in applied]
         rows = _batched._group_rows(table[:, 4])
         packed = np.concatenate([np.zeros(2, dtype), _batched._pack_group(table, weights, rows)])
-        x = random_array(rng, (p, width), dtype)
-        src = in_window(x, 2, width + 3, dtype)
-        out = np.full((p, width + 2), np.nan, dtype=dtype)
-        scratch = np.full((2 * _kernels.MAX_GROUP_ROWS, width), np.nan, dtype=dtype)
+        x = random_array(rng, (p, lanes), dtype)
+        window = as_rows(x)
+        width = window.shape[1]
+        src = in_window(window, 2, width + 3, window.dtype)
+        out = np.full((p, width + 2), np.nan, dtype=window.dtype)
+        scratch = np.full((2 * _kernels.MAX_GROUP_ROWS, width), np.nan, dtype=window.dtype)
         _kernels.lanes_2x2_group(
             p, len(order), smallest_t, rows, packed, 2, src, 2, out, 1, width, scratch,
             0, 1, (0, 0),
         )  # fmt: skip
         chain = Chain(applied[::-1])
-        assert_chain_close(out[:, 1 : 1 + width], chain, weights[::-1], x)
+        assert_chain_close(from_rows(out[:, 1 : 1 + width], dtype), chain, weights[::-1], x)
         assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
 
         arguments = (p, len(order), smallest_t, rows, packed, 2)
@@ -275,7 +303,7 @@ def test_2x2_group_matches_reference_factors(order, dtype):
         def kernel(src, dst, part, row0, arguments=arguments, width=width, scratch=scratch):
             _kernels.lanes_2x2_group(*arguments, src, 1, dst, 1, width, scratch, part, 2, row0)
 
-        in_parts = run_in_parts(kernel, p, p, 2, x, width, dtype)  # one block per part
+        in_parts = run_in_parts(kernel, p, p, 2, x)  # one block per part
         assert_chain_close(in_parts, chain, weights[::-1], x)
 
 
@@ -370,6 +398,29 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width, pa
     for group in (True, False):
         out = run_matrix(plan, x, n_workers, width, group, part_rows)
         assert_chain_close(out, chain, weights, x)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize(
+    "chain",
+    [butterfly_steps(64, [2, 1, 4, 8, 16, 32]), Chain.from_factorizations([2, 4, 8], [4, 4, 4])],
+    ids=["2x2 groups", "general factors"],
+)
+def test_complex_results_do_not_depend_on_the_window(chain, dtype):
+    """Split planes and the one-vector kernels round every complex product alike.
+
+    Each column of a block equals, bit for bit, that vector alone, whatever
+    the window: its place in a SIMD loop or in the scalar remainder does not
+    change how its products round (what Dask's chunks rely on).
+    """
+    rng = np.random.default_rng(5)
+    weights = weights_for(chain, rng, dtype)
+    plan = chain_plan(chain, weights, dtype)
+    x = random_array(rng, (chain.shape[1], 40), dtype)
+    alone = np.stack([run_vector(plan, x[:, j].copy(), dtype) for j in range(40)], axis=1)
+    assert_chain_close(alone, chain, weights, x)
+    for width, part_rows in [(1, 1), (3, 1), (8, 1), (17, 64), (40, 1), (40, 256)]:
+        np.testing.assert_array_equal(run_matrix(plan, x, 1, width, True, part_rows), alone)
 
 
 @pytest.mark.parametrize("n_parts", [2, 3, 5])
