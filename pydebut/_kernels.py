@@ -103,14 +103,15 @@ def _warn_no_cache(err: RuntimeError) -> None:
 #
 # A complex window of ``lanes`` columns runs through the batched kernels as a real one of
 # ``2 lanes`` columns: the real parts of a row, then its imaginary parts (the *split
-# planes*). A complex multiply-add then takes real ones on whole SIMD registers, where
-# LLVM vectorises the interleaved complex layout only in part. Every complex product,
-# in the split planes as in the one-vector kernels, is spelled out as two FMAs over the
-# other products (:func:`_times`), so the compiler has no contraction left to choose:
-# vector loops, their scalar remainders and the one-vector kernels round alike, and a
-# result does not depend on the batch, the window or the chunks of a Dask array. The
-# step kernels below have one body for rows of the weights' own type and one for split
-# planes; which one runs is decided when Numba types the call (the ``*_typed`` overloads).
+# planes*). A complex multiply-add then takes four real ones on whole SIMD registers,
+# where LLVM vectorises the interleaved complex layout only in part. Complex arithmetic,
+# in the split planes as in the one-vector kernels, is spelled out in FMAs: four for a
+# multiply-add (:func:`_plus_times`), two for a lone product (:func:`_times`), so the
+# compiler has no contraction left to choose: vector loops, their scalar remainders and
+# the one-vector kernels round alike, and a result does not depend on the batch, the
+# window or the chunks of a Dask array. The step kernels below have one body for rows
+# of the weights' own type and one for split planes; which one runs is decided when
+# Numba types the call (the ``*_typed`` overloads).
 
 
 def _split_planes(value_type: types.Type, row_dtype: types.Type) -> bool:
@@ -136,8 +137,22 @@ def _times(w, re, im):  # pragma: no cover
     return _fma(w.real, re, -(w.imag * im)), _fma(w.real, im, w.imag * re)
 
 
+@_jit(inline="always")
+def _plus_times(acc_re, acc_im, w, re, im):  # pragma: no cover
+    """``acc + w (re + i im)`` as ``(real part, imaginary part)``: four FMAs, no product rounded."""
+    return (
+        _fma(-w.imag, im, _fma(w.real, re, acc_re)),
+        _fma(w.imag, re, _fma(w.real, im, acc_im)),
+    )
+
+
 def _product(w, x):  # pragma: no cover - typed by _product_typed
-    """``w x``: for complex numbers with the roundings of :func:`_times`."""
+    """``w x``: for complex numbers with the roundings of :func:`_times`.
+
+    The kernels write each sum over ``sigma`` as ``_madd(... _madd(_product(w0,
+    x0), w1, x1) ...)``: for real numbers plain ``w0 x0 + w1 x1``, which LLVM
+    contracts as it sees fit; for complex numbers fixed FMAs.
+    """
 
 
 @overload(_product, inline="always", jit_options={"fastmath": {"contract"}})
@@ -152,11 +167,20 @@ def _product_typed(w, x):
     return lambda w, x: w * x
 
 
-@_jit(inline="always")
-def _plus_times(acc_re, acc_im, w, re, im):  # pragma: no cover
-    """``acc + w (re + i im)`` as ``(real part, imaginary part)``, as ``acc + _product(w, x)``."""
-    product = _times(w, re, im)
-    return acc_re + product[0], acc_im + product[1]
+def _madd(acc, w, x):  # pragma: no cover - typed by _madd_typed
+    """``acc + w x``: for complex numbers with the roundings of :func:`_plus_times`."""
+
+
+@overload(_madd, inline="always", jit_options={"fastmath": {"contract"}})
+def _madd_typed(acc, w, x):
+    if isinstance(w, types.Complex):
+
+        def complex_madd(acc, w, x):
+            re, im = _plus_times(acc.real, acc.imag, w, x.real, x.imag)
+            return complex(re, im)
+
+        return complex_madd
+    return lambda acc, w, x: acc + w * x
 
 
 @_jit(inline="always")
@@ -187,8 +211,8 @@ def _vector_2x2_small_t(n_blocks, t, w, x, y):  # pragma: no cover
             b = x[i0 + t + alpha]
             w00, w01 = w[w0 + alpha], w[w0 + t + alpha]
             w10, w11 = w[w0 + 2 * t + alpha], w[w0 + 3 * t + alpha]
-            y[i0 + alpha] = _product(w00, a) + _product(w01, b)
-            y[i0 + t + alpha] = _product(w10, a) + _product(w11, b)
+            y[i0 + alpha] = _madd(_product(w00, a), w01, b)
+            y[i0 + t + alpha] = _madd(_product(w10, a), w11, b)
 
 
 @_jit(fastmath={"contract"})
@@ -225,8 +249,8 @@ def vector_2x2(p, t, weights, w_start, src, dst):  # pragma: no cover
         for alpha in range(x0.shape[0]):
             a = x0[alpha]
             b = x1[alpha]
-            y0[alpha] = _product(w00[alpha], a) + _product(w01[alpha], b)
-            y1[alpha] = _product(w10[alpha], a) + _product(w11[alpha], b)
+            y0[alpha] = _madd(_product(w00[alpha], a), w01[alpha], b)
+            y1[alpha] = _madd(_product(w10[alpha], a), w11[alpha], b)
 
 
 @_jit(fastmath={"contract"})
@@ -250,7 +274,7 @@ def vector_alphas(p, r, s, t, a0, a1, weights, w_start, src, dst):  # pragma: no
                 w_sigma = weights[w_row + sigma * t : w_row + sigma * t + width]
                 x_sigma = src[x_row + sigma * t : x_row + sigma * t + width]
                 for alpha in range(y.shape[0]):
-                    y[alpha] += _product(w_sigma[alpha], x_sigma[alpha])
+                    y[alpha] = _madd(y[alpha], w_sigma[alpha], x_sigma[alpha])
 
 
 @_jit(fastmath={"contract"}, inline="always")
@@ -270,7 +294,8 @@ def _vector_alphas_small_t(n_blocks, r, s, t, w, x, y):  # pragma: no cover
                 y[y0 + alpha] = _product(w[w0 + alpha], x[x0 + alpha])
             for sigma in range(1, s):
                 for alpha in range(t):
-                    y[y0 + alpha] += _product(w[w0 + sigma * t + alpha], x[x0 + sigma * t + alpha])
+                    w_sigma, x_sigma = w[w0 + sigma * t + alpha], x[x0 + sigma * t + alpha]
+                    y[y0 + alpha] = _madd(y[y0 + alpha], w_sigma, x_sigma)
 
 
 @_jit(fastmath={"contract"})
@@ -293,17 +318,17 @@ def vector_dots(p, r, s, weights, w_start, src, dst):  # pragma: no cover
             acc2, acc3 = _product(w2[0], x[0]), _product(w3[0], x[0])
             for sigma in range(1, x.shape[0]):
                 value = x[sigma]
-                acc0 += _product(w0[sigma], value)
-                acc1 += _product(w1[sigma], value)
-                acc2 += _product(w2[sigma], value)
-                acc3 += _product(w3[sigma], value)
+                acc0 = _madd(acc0, w0[sigma], value)
+                acc1 = _madd(acc1, w1[sigma], value)
+                acc2 = _madd(acc2, w2[sigma], value)
+                acc3 = _madd(acc3, w3[sigma], value)
             y[rho], y[rho + 1], y[rho + 2], y[rho + 3] = acc0, acc1, acc2, acc3
             rho += 4
         while rho < r:
             w0 = w[rho * s : (rho + 1) * s]
             acc0 = _product(w0[0], x[0])
             for sigma in range(1, x.shape[0]):
-                acc0 += _product(w0[sigma], x[sigma])
+                acc0 = _madd(acc0, w0[sigma], x[sigma])
             y[rho] = acc0
             rho += 1
 
@@ -555,8 +580,8 @@ def _mix2_same(w, j, x0, x1, y0, y1):  # pragma: no cover
     for lane in range(y0.shape[0]):
         a = x0[lane]
         b = x1[lane]
-        y0[lane] = _product(m00, a) + _product(m01, b)
-        y1[lane] = _product(m10, a) + _product(m11, b)
+        y0[lane] = _madd(_product(m00, a), m01, b)
+        y1[lane] = _madd(_product(m10, a), m11, b)
 
 
 def _mix2_planes(w, j, x0, x1, y0, y1):  # pragma: no cover
@@ -583,14 +608,14 @@ def _mix4_same(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
     c00, c01, c10, c11 = w[j + 8], w[j + 9], w[j + 10], w[j + 11]
     d00, d01, d10, d11 = w[j + 12], w[j + 13], w[j + 14], w[j + 15]
     for lane in range(y0.shape[0]):
-        u0 = _product(a00, x0[lane]) + _product(a01, x1[lane])
-        u1 = _product(a10, x0[lane]) + _product(a11, x1[lane])
-        u2 = _product(b00, x2[lane]) + _product(b01, x3[lane])
-        u3 = _product(b10, x2[lane]) + _product(b11, x3[lane])
-        y0[lane] = _product(c00, u0) + _product(c01, u2)
-        y2[lane] = _product(c10, u0) + _product(c11, u2)
-        y1[lane] = _product(d00, u1) + _product(d01, u3)
-        y3[lane] = _product(d10, u1) + _product(d11, u3)
+        u0 = _madd(_product(a00, x0[lane]), a01, x1[lane])
+        u1 = _madd(_product(a10, x0[lane]), a11, x1[lane])
+        u2 = _madd(_product(b00, x2[lane]), b01, x3[lane])
+        u3 = _madd(_product(b10, x2[lane]), b11, x3[lane])
+        y0[lane] = _madd(_product(c00, u0), c01, u2)
+        y2[lane] = _madd(_product(c10, u0), c11, u2)
+        y1[lane] = _madd(_product(d00, u1), d01, u3)
+        y3[lane] = _madd(_product(d10, u1), d11, u3)
 
 
 def _mix4_planes(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
@@ -746,16 +771,16 @@ def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no 
 def _accumulate_same(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
     if terms == 4:
         for lane in range(y.shape[0]):
-            acc = _product(w0, x0[lane]) if first else y[lane] + _product(w0, x0[lane])
-            acc = (acc + _product(w1, x1[lane])) + _product(w2, x2[lane])
-            y[lane] = acc + _product(w3, x3[lane])
+            acc = _product(w0, x0[lane]) if first else _madd(y[lane], w0, x0[lane])
+            acc = _madd(_madd(acc, w1, x1[lane]), w2, x2[lane])
+            y[lane] = _madd(acc, w3, x3[lane])
     elif terms == 2:
         for lane in range(y.shape[0]):
-            acc = _product(w0, x0[lane]) if first else y[lane] + _product(w0, x0[lane])
-            y[lane] = acc + _product(w1, x1[lane])
+            acc = _product(w0, x0[lane]) if first else _madd(y[lane], w0, x0[lane])
+            y[lane] = _madd(acc, w1, x1[lane])
     else:
         for lane in range(y.shape[0]):
-            y[lane] = _product(w0, x0[lane]) if first else y[lane] + _product(w0, x0[lane])
+            y[lane] = _product(w0, x0[lane]) if first else _madd(y[lane], w0, x0[lane])
 
 
 def _accumulate_planes(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
