@@ -133,7 +133,7 @@ def _fma(typingctx, a, b, c):  # pragma: no cover - lowered by Numba
 
 @_jit(inline="always")
 def _times(w, re, im):  # pragma: no cover
-    """``w (re + i im)`` as ``(real part, imaginary part)``: ``fma(wr, re, -(wi im))``, ...."""
+    """``w (re + i im)``: real part ``fma(wr, re, -(wi im))``, imaginary ``fma(wr, im, wi re)``."""
     return _fma(w.real, re, -(w.imag * im)), _fma(w.real, im, w.imag * re)
 
 
@@ -192,8 +192,8 @@ def _first_term(first, acc_re, acc_im, w, re, im):  # pragma: no cover
 @_jit(inline="always")
 def _sum2(w0, re0, im0, w1, re1, im1):  # pragma: no cover
     """``w0 (re0 + i im0) + w1 (re1 + i im1)`` as ``(real part, imaginary part)``."""
-    first = _times(w0, re0, im0)
-    return _plus_times(first[0], first[1], w1, re1, im1)
+    product = _times(w0, re0, im0)
+    return _plus_times(product[0], product[1], w1, re1, im1)
 
 
 @_jit(fastmath={"contract"}, inline="always")
