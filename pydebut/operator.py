@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from . import _batched, _kernels, _numba_setup, _sparse
+from . import _batched, _kernels, _numba_setup, _sparse, _workspace
 from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec
@@ -830,7 +830,9 @@ class DeButOperator(LinearOperator):
             return
         with _parallel_launch:
             n_parts = _kernels.numba.get_num_threads()
-            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, n_parts)
+            size = _kernels.vector_parallel_work(plan.specs, n_parts)
+            work = _workspace.workspace.get((size,), out.dtype)
+            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, work, n_parts)
 
     @staticmethod
     def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:

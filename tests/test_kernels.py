@@ -115,7 +115,9 @@ def run_vector(plan, x, dtype, n_parts=None):
     if n_parts is None:
         _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
     else:
-        _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, n_parts)
+        # NaN-filled work: no output may depend on what the work array held
+        work = np.full(_kernels.vector_parallel_work(plan.specs, n_parts), np.nan, dtype=dtype)
+        _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, work, n_parts)
     return out
 
 
