@@ -248,42 +248,95 @@ def print_small_layers(args) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | medians {medians} |")
 
 
+def _independent_parts(n_parts: int) -> Callable:
+    """A parallel kernel that runs ``n_parts`` unrelated one-vector chains, one per thread.
+
+    Nothing is shared between the parts and they meet only at the end, so
+    its speed-up over the same parts run one after another is the most that
+    ``n_parts`` threads gain on this machine for work of this kind: the
+    ceiling for the split kernel.
+    """
+    import numba
+
+    from pydebut import _kernels
+
+    @numba.njit(parallel=True, nogil=True)
+    def run(specs, weights, x, out):
+        for part in numba.prange(n_parts):
+            _kernels.apply_chain_vector(specs[part], weights[part], x[part], out[part])
+
+    return run
+
+
 def print_long_vectors(args) -> None:
     """One vector through 2^16, 2^18 and 2^20 butterflies: one thread against all threads.
 
-    Times the one-thread kernel, the parallel kernel on all Numba threads and
+    Times the one-thread kernel, the split kernel on all Numba threads and
     ``op.apply(x, out)`` (which picks one of the two by
-    ``pydebut.operator.PARALLEL_VECTOR_SIZE``), interleaved.
+    ``pydebut.operator.PARALLEL_VECTOR_SIZE``), interleaved. For the ceiling,
+    the same threads run ``n_parts`` unrelated butterflies of ``1 / n_parts``
+    the length (``n_parts`` the largest power of two up to the number of
+    threads), against one thread running them in turn
+    (:func:`_independent_parts`).
     """
     import numba
 
     from pydebut import _kernels
 
     threads = numba.get_num_threads()
+    n_parts = 1 << (threads.bit_length() - 1)
     print(f"\nthreading layer {numba.threading_layer()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"\n| one vector, float64 | 1 thread | {threads} threads | speed-up | op.apply |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"\n| one vector, float64 | 1 thread | {threads} threads | speed-up | op.apply "
+        f"| ceiling: {n_parts} unrelated parts, speed-up |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    parts = _independent_parts(n_parts)
     for size in (2**16, 2**18, 2**20):
         op = DeButOperator.random(butterfly_chain(size), rng=0)
         x = np.random.default_rng(0).standard_normal(size)
         out = np.empty(size)
         plan = op._plan(np.dtype(np.float64), False)
+        work = np.empty(_kernels.vector_parallel_work(plan.specs, threads))
+        part_plans = [
+            DeButOperator.random(butterfly_chain(size // n_parts), rng=seed)._plan(
+                np.dtype(np.float64), False
+            )
+            for seed in range(n_parts)
+        ]
+        part_specs = np.stack([p.specs for p in part_plans])
+        part_weights = np.stack([p.weights for p in part_plans])
+        part_x = x.reshape(n_parts, -1)
+        part_out = np.empty_like(part_x)
 
         def serial(plan=plan, x=x, out=out):
             _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
 
-        def parallel(plan=plan, x=x, out=out):
-            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, threads)
+        def parallel(plan=plan, x=x, out=out, work=work):
+            _kernels.apply_chain_vector_parallel(plan.specs, plan.weights, x, out, work, threads)
 
         def direct(op=op, x=x, out=out):
             op.apply(x, out)
 
-        functions = {"serial": serial, "parallel": parallel, "apply": direct}
+        def parts_in_turn(s=part_specs, w=part_weights, x=part_x, out=part_out):
+            for part in range(n_parts):
+                _kernels.apply_chain_vector(s[part], w[part], x[part], out[part])
+
+        def parts_together(s=part_specs, w=part_weights, x=part_x, out=part_out):
+            parts(s, w, x, out)
+
+        functions = {
+            "serial": serial,
+            "parallel": parallel,
+            "apply": direct,
+            "in turn": parts_in_turn,
+            "together": parts_together,
+        }
         times, _ = time_interleaved(functions, 3 * args.rounds, 0.02)
         print(
             f"| butterfly 2^{size.bit_length() - 1} | {times['serial'] * 1e6:,.0f} us | "
             f"{times['parallel'] * 1e6:,.0f} us | {times['serial'] / times['parallel']:.2f}x | "
-            f"{times['apply'] * 1e6:,.0f} us |"
+            f"{times['apply'] * 1e6:,.0f} us | {times['in turn'] / times['together']:.2f}x |"
         )
 
 
