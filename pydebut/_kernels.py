@@ -29,12 +29,15 @@ real ones on whole SIMD registers. Rows of a window are taken as views that
 own nothing (:func:`_row`), as Numba's reference counting of slices made in
 inner loops costs as much as their arithmetic.
 
-Floating point: the only fast-math flag is ``contract``, which lets LLVM fuse
-``a * b + c`` into one FMA (one rounding instead of two, so never less
-accurate); reassociation, reciprocal tricks and no-NaN/no-Inf assumptions
-stay off, so NaN and Inf propagate and each sum over ``sigma`` is taken in
-order whatever the batch size, window or thread count (whether LLVM fuses a
-given product may still differ between the vector and the block kernels).
+Floating point: each sum over ``sigma`` is a product followed by one FMA per
+further term (one rounding each, so never less accurate than a multiply and
+an add), spelled out with an ``llvm.fma`` intrinsic rather than left to
+LLVM's contraction, and is taken in order of ``sigma``: every kernel, its
+SIMD loops and their scalar remainders round alike, so a result does not
+depend on the batch size, the window, the thread count or the loop order
+of a one-vector kernel. The only fast-math flag is ``contract``;
+reassociation, reciprocal tricks and no-NaN/no-Inf assumptions stay off, so
+NaN and Inf propagate.
 """
 
 from __future__ import annotations
@@ -150,8 +153,9 @@ def _product(w, x):  # pragma: no cover - typed by _product_typed
     """``w x``: for complex numbers with the roundings of :func:`_times`.
 
     The kernels write each sum over ``sigma`` as ``_madd(... _madd(_product(w0,
-    x0), w1, x1) ...)``: for real numbers plain ``w0 x0 + w1 x1``, which LLVM
-    contracts as it sees fit; for complex numbers fixed FMAs.
+    x0), w1, x1) ...)``: for real numbers a product then one FMA per further
+    term, for complex numbers :func:`_times` then :func:`_plus_times`; fixed
+    either way, so no kernel's result depends on what LLVM chooses to fuse.
     """
 
 
@@ -168,7 +172,7 @@ def _product_typed(w, x):
 
 
 def _madd(acc, w, x):  # pragma: no cover - typed by _madd_typed
-    """``acc + w x``: for complex numbers with the roundings of :func:`_plus_times`."""
+    """``acc + w x`` rounded once (one FMA); for complex numbers as :func:`_plus_times`."""
 
 
 @overload(_madd, inline="always", jit_options={"fastmath": {"contract"}})
@@ -180,7 +184,7 @@ def _madd_typed(acc, w, x):
             return complex(re, im)
 
         return complex_madd
-    return lambda acc, w, x: acc + w * x
+    return lambda acc, w, x: _fma(w, x, acc)
 
 
 @_jit(inline="always")

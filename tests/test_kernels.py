@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from pydebut import Chain, FactorSpec, _batched, _kernels, _reference
 from pydebut.operator import _make_plan
+from pydebut.special import PAPER_CHAINS
 from pydebut.testing import chains, dense_chains
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
@@ -404,18 +405,26 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width, pa
         assert_chain_close(out, chain, weights, x)
 
 
-@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "chain",
-    [butterfly_steps(64, [2, 1, 4, 8, 16, 32]), Chain.from_factorizations([2, 4, 8], [4, 4, 4])],
-    ids=["2x2 groups", "general factors"],
+    [
+        butterfly_steps(64, [2, 1, 4, 8, 16, 32]),
+        Chain.from_factorizations([2, 4, 8], [4, 4, 4]),
+        PAPER_CHAINS["vgg16-conv1"],
+        PAPER_CHAINS["lenet-fc1"],
+    ],
+    ids=["2x2 groups", "general factors", "vgg16-conv1", "lenet-fc1"],
 )
-def test_complex_results_do_not_depend_on_the_window(chain, dtype):
-    """Split planes and the one-vector kernels round every complex product alike.
+def test_results_do_not_depend_on_the_window(chain, dtype):
+    """The block kernels and the one-vector kernels round every product alike.
 
     Each column of a block equals, bit for bit, that vector alone, whatever
-    the window: its place in a SIMD loop or in the scalar remainder does not
-    change how its products round (what Dask's chunks rely on).
+    the window: its place in a SIMD loop or in the scalar remainder, or a
+    one-vector kernel that sums a row's terms in another loop order (the
+    dot products of ``t = 1`` factors, as in the paper's VGG and LeNet
+    chains), does not change how its products round (what Dask's chunks
+    rely on).
     """
     rng = np.random.default_rng(5)
     weights = weights_for(chain, rng, dtype)
@@ -450,7 +459,7 @@ def test_parallel_vector_phases_match_reference(factors, n_parts):
 
 
 def test_plans_group_2x2_factors_greedily():
-    from pydebut.special import PAPER_CHAINS, butterfly_chain
+    from pydebut.special import butterfly_chain
 
     def groups(specs):
         return _batched._groups(spec_table(specs))
@@ -500,7 +509,6 @@ def test_adjoint_reference_matches_dense():
 @pytest.mark.parametrize("shape", [(), (1,), (5,), (70,)])
 def test_apply_writes_into_out(shape, dtype):
     from pydebut import DeButOperator
-    from pydebut.special import PAPER_CHAINS
 
     chain = PAPER_CHAINS["lenet-fc1"]
     op = DeButOperator.random(chain, rng=0, dtype=dtype)
@@ -530,7 +538,6 @@ def test_long_vectors_run_in_parallel_parts(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_one_vector_goes_straight_to_the_kernel(monkeypatch, dtype):
     from pydebut import DeButOperator
-    from pydebut.special import PAPER_CHAINS
 
     chain = PAPER_CHAINS["vgg16-conv1"]
     op = DeButOperator.random(chain, rng=0, dtype=dtype)
@@ -604,7 +611,6 @@ def test_four_threads_share_one_operator(monkeypatch, long_vectors):
     from concurrent.futures import ThreadPoolExecutor
 
     from pydebut import DeButOperator, operator
-    from pydebut.special import PAPER_CHAINS
 
     if long_vectors:  # every vector through the parallel kernel
         monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 16)
