@@ -188,12 +188,6 @@ def _madd_typed(acc, w, x):
 
 
 @_jit(inline="always")
-def _first_term(first, acc_re, acc_im, w, re, im):  # pragma: no cover
-    """``w (re + i im)`` if ``first``, else ``acc + w (re + i im)``."""
-    return _times(w, re, im) if first else _plus_times(acc_re, acc_im, w, re, im)
-
-
-@_jit(inline="always")
 def _sum2(w0, re0, im0, w1, re1, im1):  # pragma: no cover
     """``w0 (re0 + i im0) + w1 (re1 + i im1)`` as ``(real part, imaginary part)``."""
     product = _times(w0, re0, im0)
@@ -789,54 +783,149 @@ def lanes_2x2_group(
             )  # fmt: skip
 
 
-def _accumulate(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover - typed
-    """``y = w0 x0 + ...`` (if ``first``) or ``y += ...``, over ``terms`` (1, 2 or 4) rows.
+def _accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover - typed
+    """``y = w[0] x0 + ...`` (if ``first``) or ``y += ...``, over ``terms`` (1, 2 or 4) rows.
 
-    Summing up to four rows per sweep writes ``y`` once per four products,
-    not once per product; the sum is still taken in order of ``sigma``. Rows
-    of real numbers with complex weights hold split planes
-    (:func:`_split_planes`). Typed by :func:`_accumulate_typed`.
+    Unless ``z`` is None, ``z`` takes the same sum with the weights ``v`` in
+    the same sweep, so each input row is loaded once for two output rows.
+    ``w`` and ``v`` are 4-tuples (unused terms repeat the last). Summing up
+    to four rows per sweep writes ``y`` once per four products, not once per
+    product; the sum is still taken in order of ``sigma``. Rows of real
+    numbers with complex weights hold split planes (:func:`_split_planes`).
+    Typed by :func:`_accumulate_typed`.
     """
 
 
-def _accumulate_same(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
+@_jit(inline="always")
+def _dot(acc, first, w, a, b, c, d, terms):  # pragma: no cover
+    """``w[0] a + ...`` over ``terms`` values, added to ``acc`` unless ``first``, in order."""
+    acc = _product(w[0], a) if first else _madd(acc, w[0], a)
+    if terms >= 2:
+        acc = _madd(acc, w[1], b)
     if terms == 4:
-        for lane in range(y.shape[0]):
-            acc = _product(w0, x0[lane]) if first else _madd(y[lane], w0, x0[lane])
-            acc = _madd(_madd(acc, w1, x1[lane]), w2, x2[lane])
-            y[lane] = _madd(acc, w3, x3[lane])
-    elif terms == 2:
-        for lane in range(y.shape[0]):
-            acc = _product(w0, x0[lane]) if first else _madd(y[lane], w0, x0[lane])
-            y[lane] = _madd(acc, w1, x1[lane])
-    else:
-        for lane in range(y.shape[0]):
-            y[lane] = _product(w0, x0[lane]) if first else _madd(y[lane], w0, x0[lane])
+        acc = _madd(_madd(acc, w[2], c), w[3], d)
+    return acc
 
 
-def _accumulate_planes(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):  # pragma: no cover
+@_jit(inline="always")
+def _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms):  # pragma: no cover
+    """:func:`_dot` of complex weights and split-plane rows at ``(re, im)``: (real, imaginary)."""
+    first_term = _times(w[0], x0[re], x0[im])
+    acc = first_term if first else _plus_times(y[re], y[im], w[0], x0[re], x0[im])
+    if terms >= 2:
+        acc = _plus_times(acc[0], acc[1], w[1], x1[re], x1[im])
+    if terms == 4:
+        acc = _plus_times(acc[0], acc[1], w[2], x2[re], x2[im])
+        acc = _plus_times(acc[0], acc[1], w[3], x3[re], x3[im])
+    return acc
+
+
+@_jit(inline="always")
+def _sweep_one(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
+    """One sweep of :func:`_accumulate` into ``y`` (``z`` is None)."""
+    for lane in range(y.shape[0]):
+        a, b, c, d = x0[lane], x1[lane], x2[lane], x3[lane]
+        y[lane] = _dot(y[lane], first, w, a, b, c, d, terms)
+
+
+@_jit(inline="always")
+def _sweep_two(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
+    """One sweep of :func:`_accumulate` into ``y`` and ``z``, each input loaded once."""
+    for lane in range(y.shape[0]):
+        a, b, c, d = x0[lane], x1[lane], x2[lane], x3[lane]
+        y[lane] = _dot(y[lane], first, w, a, b, c, d, terms)
+        z[lane] = _dot(z[lane], first, v, a, b, c, d, terms)
+
+
+@_jit(inline="always")
+def _sweep_one_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
+    """:func:`_sweep_one` on split planes."""
     half = y.shape[0] // 2
-    if terms == 4:
-        for re in range(half):
-            im = half + re
-            acc = _first_term(first, y[re], y[im], w0, x0[re], x0[im])
-            acc = _plus_times(acc[0], acc[1], w1, x1[re], x1[im])
-            acc = _plus_times(acc[0], acc[1], w2, x2[re], x2[im])
-            y[re], y[im] = _plus_times(acc[0], acc[1], w3, x3[re], x3[im])
-    elif terms == 2:
-        for re in range(half):
-            im = half + re
-            acc = _first_term(first, y[re], y[im], w0, x0[re], x0[im])
-            y[re], y[im] = _plus_times(acc[0], acc[1], w1, x1[re], x1[im])
+    for re in range(half):
+        im = half + re
+        y[re], y[im] = _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms)
+
+
+@_jit(inline="always")
+def _sweep_two_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
+    """:func:`_sweep_two` on split planes."""
+    half = y.shape[0] // 2
+    for re in range(half):
+        im = half + re
+        y[re], y[im] = _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms)
+        z[re], z[im] = _dot_planes(z, first, v, x0, x1, x2, x3, re, im, terms)
+
+
+@_jit(inline="always")
+def _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
+    """``sweep(y, z, first, ...)`` with ``first`` a constant inside it."""
+    if first:
+        sweep(y, z, True, w, v, x0, x1, x2, x3, terms)
     else:
-        for re in range(half):
-            im = half + re
-            y[re], y[im] = _first_term(first, y[re], y[im], w0, x0[re], x0[im])
+        sweep(y, z, False, w, v, x0, x1, x2, x3, terms)
+
+
+def _by_terms(sweep):
+    """:func:`_accumulate` through ``sweep`` with ``first`` and ``terms`` constants in each loop.
+
+    A loop whose ``terms`` is known at compile time loads only the rows it
+    sums, and one whose ``first`` is known reads ``y`` only to add to it;
+    LLVM does not reliably take either test out of the loop by itself.
+    """
+
+    def accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
+        if terms == 4:
+            _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, 4)
+        elif terms == 2:
+            _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, 2)
+        else:
+            _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, 1)
+
+    return accumulate
 
 
 @overload(_accumulate, inline="always", jit_options={"fastmath": {"contract"}})
-def _accumulate_typed(y, first, w0, x0, w1, x1, w2, x2, w3, x3, terms):
-    return _accumulate_planes if _split_planes(w0, y.dtype) else _accumulate_same
+def _accumulate_typed(y, z, first, w, v, x0, x1, x2, x3, terms):
+    one = isinstance(z, types.NoneType)
+    if _split_planes(w.dtype, y.dtype):
+        return _by_terms(_sweep_one_planes if one else _sweep_two_planes)
+    return _by_terms(_sweep_one if one else _sweep_two)
+
+
+@_jit(inline="always")
+def _term_offsets(t, terms):  # pragma: no cover
+    """Offsets of the second to fourth terms of a sweep, ``j t``; unused ones repeat the last."""
+    return min(1, terms - 1) * t, min(2, terms - 1) * t, (terms - 1) * t
+
+
+@_jit(inline="always")
+def _terms(weights, w, t, terms):  # pragma: no cover
+    """The weights of one sweep of :func:`_accumulate`: ``weights[w + j t]``."""
+    d1, d2, d3 = _term_offsets(t, terms)
+    return (weights[w], weights[w + d1], weights[w + d2], weights[w + d3])
+
+
+@_jit(inline="always")
+def _sum_over_sigma(weights, w_row, s, t, src, s0, x_row, lanes, y, z):  # pragma: no cover
+    """``y = sum_sigma W[w_row + sigma t] x[x_row + sigma t]``, and ``z`` likewise unless None.
+
+    ``z``'s weights follow ``y``'s by ``s t`` (the next ``rho``); the input
+    rows are the same for both.
+    """
+    sigma = 0
+    while sigma < s:
+        terms = 4 if s - sigma >= 4 else (2 if s - sigma >= 2 else 1)
+        w = _terms(weights, w_row + sigma * t, t, terms)
+        v = w if z is None else _terms(weights, w_row + (s + sigma) * t, t, terms)
+        row = x_row + sigma * t
+        d1, d2, d3 = _term_offsets(t, terms)
+        _accumulate(
+            y, z, sigma == 0, w, v,
+            _row(src, row, s0, lanes), _row(src, row + d1, s0, lanes),
+            _row(src, row + d2, s0, lanes), _row(src, row + d3, s0, lanes),
+            terms,
+        )  # fmt: skip
+        sigma += terms
 
 
 @_jit(fastmath={"contract"})
@@ -846,35 +935,33 @@ def lanes_general(
     """``dst = F @ src`` on a window of ``lanes`` columns, for any factor.
 
     ``y[b, rho, alpha] = sum_sigma W[b, rho, sigma, alpha] * x[b, sigma, alpha]``,
-    one output row at a time so it stays in cache while ``sigma`` runs, four
-    (then two, then one) values of ``sigma`` per sweep over the row. Only the
-    blocks ``b`` of part ``part`` of ``n_parts`` equal runs are computed; input
-    row ``i`` is row ``i - row0[0]`` of ``src``, output row ``i`` row
-    ``i - row0[1]`` of ``dst``. Complex weights on real rows take them as
-    split planes, ``lanes / 2`` columns each.
+    two output rows (``rho``, ``rho + 1``; the last alone when ``r`` is odd)
+    at a time, so they stay in cache while ``sigma`` runs and each input row
+    is loaded once for both, four (then two, then one) values of ``sigma``
+    per sweep over the rows. Only the blocks ``b`` of part ``part`` of
+    ``n_parts`` equal runs are computed; input row ``i`` is row
+    ``i - row0[0]`` of ``src``, output row ``i`` row ``i - row0[1]`` of
+    ``dst``. Complex weights on real rows take them as split planes,
+    ``lanes / 2`` columns each.
     """
     n_blocks = p // (r * t)
     for block in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
-        for rho in range(r):
+        x_row = block * s * t - row0[0]
+        for rho in range(0, r - 1, 2):
             w_row = w_start + (block * r + rho) * s * t
+            out_row = (block * r + rho) * t - row0[1]
             for alpha in range(t):
-                y = _row(dst, (block * r + rho) * t + alpha - row0[1], d0, lanes)
-                sigma = 0
-                while sigma < s:
-                    terms = 4 if s - sigma >= 4 else (2 if s - sigma >= 2 else 1)
-                    row = (block * s + sigma) * t + alpha - row0[0]
-                    w = w_row + sigma * t + alpha
-                    # offsets of the terms after the first; unused ones repeat the last term
-                    d1, d2, d3 = min(1, terms - 1) * t, min(2, terms - 1) * t, (terms - 1) * t
-                    _accumulate(
-                        y, sigma == 0,
-                        weights[w], _row(src, row, s0, lanes),
-                        weights[w + d1], _row(src, row + d1, s0, lanes),
-                        weights[w + d2], _row(src, row + d2, s0, lanes),
-                        weights[w + d3], _row(src, row + d3, s0, lanes),
-                        terms,
-                    )  # fmt: skip
-                    sigma += terms
+                y = _row(dst, out_row + alpha, d0, lanes)
+                z = _row(dst, out_row + t + alpha, d0, lanes)
+                _sum_over_sigma(weights, w_row + alpha, s, t, src, s0, x_row + alpha, lanes, y, z)
+        if r % 2 == 1:
+            w_row = w_start + (block * r + r - 1) * s * t
+            out_row = (block * r + r - 1) * t - row0[1]
+            for alpha in range(t):
+                y = _row(dst, out_row + alpha, d0, lanes)
+                _sum_over_sigma(
+                    weights, w_row + alpha, s, t, src, s0, x_row + alpha, lanes, y, None
+                )  # fmt: skip
 
 
 @_jit()

@@ -17,8 +17,8 @@ wrong kernel, so:
   general and ``(2, 4)`` factors around them, and column windows that do not
   divide the batch; the work buffers (with the groups' scratch rows) are
   filled with NaN too;
-- complex blocks run as the operator runs them, as split planes in real work
-  buffers, and each column must equal that vector alone bit for bit.
+- blocks run as the operator runs them (complex ones as split planes in real
+  work buffers), and each column must equal that vector alone bit for bit.
 """
 
 import numpy as np
