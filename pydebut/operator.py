@@ -180,10 +180,10 @@ def _make_plan(
 
 #: Vectors at least this long run on all Numba threads, in phases (one parallel launch each,
 #: see :func:`_kernels.apply_chain_vector_parallel`). On Numba's ``workqueue`` layer (the
-#: fork-safe choice when TBB is not installed) a launch costs ~50 us: a launch per factor
-#: measured 0.2x at 2**16, 0.4x at 2**18, 1.0x at 2**20 on an idle 2-core machine, and the
-#: phases (two launches for a butterfly) have not been timed on an idle machine yet, so
-#: there one vector runs on one thread.
+#: fork-safe choice when TBB is not installed) a launch wakes sleeping threads, 40-490 us on
+#: the 2-core VM of benchmarks/README.md: there the phases (two launches for a butterfly)
+#: measured 0.65-1.1x one thread at 2**16 and 0.86-1.6x at 2**18 and 2**20 (medians of
+#: interleaved runs minutes apart), so one vector runs on one thread.
 PARALLEL_VECTOR_SIZE = sys.maxsize if _numba_setup.launches_through_workqueue() else 2**16
 
 
