@@ -273,8 +273,8 @@ def print_long_vectors(args) -> None:
 
     Times the one-thread kernel, the split kernel on all Numba threads and
     ``op.apply(x, out)`` (which picks one of the two by
-    ``pydebut.operator.PARALLEL_VECTOR_SIZE``), interleaved. For the ceiling,
-    the same threads run ``n_parts`` unrelated butterflies of ``1 / n_parts``
+    ``pydebut.operator.PARALLEL_VECTOR_SIZE`` and ``VECTOR_WORKER_FLOPS``), interleaved. For the
+    ceiling, the same threads run ``n_parts`` unrelated butterflies of ``1 / n_parts``
     the length (``n_parts`` the largest power of two up to the number of
     threads), against one thread running them in turn
     (:func:`_independent_parts`).

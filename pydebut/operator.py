@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -179,12 +178,26 @@ def _make_plan(
 
 
 #: Vectors at least this long run on all Numba threads, in phases (one parallel launch each,
-#: see :func:`_kernels.apply_chain_vector_parallel`). On Numba's ``workqueue`` layer (the
-#: fork-safe choice when TBB is not installed) a launch wakes sleeping threads, 40-490 us on
-#: the 2-core VM of benchmarks/README.md: there the phases (two launches for a butterfly)
-#: measured 0.65-1.1x one thread at 2**16 and 0.86-1.6x at 2**18 and 2**20 (medians of
-#: interleaved runs minutes apart), so one vector runs on one thread.
-PARALLEL_VECTOR_SIZE = sys.maxsize if _numba_setup.launches_through_workqueue() else 2**16
+#: see :func:`_kernels.apply_chain_vector_parallel`) ...
+PARALLEL_VECTOR_SIZE = 2**16
+#: ... when each thread gets at least this many floating-point operations. On Numba's
+#: ``workqueue`` layer (the fork-safe choice when TBB is not installed) a launch wakes
+#: sleeping threads, 40-490 us on the 2-core VM of benchmarks/README.md, where the phases
+#: (two launches for a butterfly) measured 0.65-1.2x one thread at 2**16 and 1.05-1.7x at
+#: 2**20 (medians of runs minutes apart): there a vector is split under the rule that blocks
+#: of vectors follow (:data:`_batched.MIN_WORKER_FLOPS`, about 2 ms of one core per thread),
+#: which a butterfly meets from 2**20. Other layers launch in microseconds.
+VECTOR_WORKER_FLOPS = _batched.MIN_WORKER_FLOPS if _numba_setup.launches_through_workqueue() else 0
+
+
+def _splits_vector(plan: _Plan) -> bool:
+    """Whether one vector through ``plan`` is split among threads (:data:`VECTOR_WORKER_FLOPS`)."""
+    if plan.max_dim < PARALLEL_VECTOR_SIZE:
+        return False
+    n_threads = _kernels.numba.get_num_threads()
+    planes = 2 if plan.weights.dtype.kind == "c" else 1
+    flops = 2 * plan.weights.size * planes**2
+    return n_threads > 1 and flops >= n_threads * VECTOR_WORKER_FLOPS
 
 
 def _dask_backend(x: Any) -> Any:
@@ -261,9 +274,10 @@ class DeButOperator(LinearOperator):
     multiply-adds per vector. The whole chain runs in one Numba call; blocks
     of vectors are split into chunks of columns processed in parallel by
     ``numba.get_num_threads()`` threads, and one vector of length at least
-    :data:`PARALLEL_VECTOR_SIZE` (``2**16``; never on Numba's ``workqueue``
-    layer, whose launches cost more than they save) is split between them in
-    phases, one parallel launch each (two for a butterfly chain).
+    :data:`PARALLEL_VECTOR_SIZE` (``2**16``; on Numba's slow-launching
+    ``workqueue`` layer only with about 2 ms of work per thread, see
+    :data:`VECTOR_WORKER_FLOPS`) is split between them in phases, one
+    parallel launch each (two for a butterfly chain).
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
     32 MiB of work buffers between calls (``pydebut._workspace``). On a
@@ -793,8 +807,7 @@ class DeButOperator(LinearOperator):
         if out is None:
             out = np.empty(plan.n_out, dtype=x.dtype)
         elif not _writes_directly(out, (plan.n_out,), x.dtype) or (
-            (len(plan.specs) == 1 or plan.max_dim >= PARALLEL_VECTOR_SIZE)
-            and np.may_share_memory(out, x)
+            (len(plan.specs) == 1 or _splits_vector(plan)) and np.may_share_memory(out, x)
         ):
             return None
         self._apply_vector(plan, x, out)
@@ -825,7 +838,7 @@ class DeButOperator(LinearOperator):
 
     @staticmethod
     def _apply_vector(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
-        if plan.max_dim < PARALLEL_VECTOR_SIZE:
+        if not _splits_vector(plan):
             _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
             return
         with _parallel_launch:

@@ -524,15 +524,50 @@ def test_apply_writes_into_out(shape, dtype):
         assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
 
 
-def test_long_vectors_run_in_parallel_parts(monkeypatch):
-    from pydebut import DeButOperator, operator
+def split_every_vector(monkeypatch):
+    """Send every vector of at least 16 rows through the parallel kernel."""
+    from pydebut import operator
 
     monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 16)
+    monkeypatch.setattr(operator, "VECTOR_WORKER_FLOPS", 0)
+
+
+def test_long_vectors_run_in_parallel_parts(monkeypatch):
+    from pydebut import DeButOperator
+
+    split_every_vector(monkeypatch)
     chain = Chain([(32, 32, 2, 2, 16), (32, 64, 2, 4, 1), (64, 64, 2, 2, 1), (64, 16, 4, 1, 1)])
     op = DeButOperator.random(chain, rng=0)
     x = random_array(np.random.default_rng(1), 16, np.float64)
     assert_chain_close(op.apply(x), chain, op.weights, x)
     assert_chain_close(op @ x[:, None], chain, op.weights, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_a_vector_is_split_only_with_enough_work_per_thread(monkeypatch, dtype):
+    import numba
+
+    from pydebut import DeButOperator, operator
+    from pydebut.special import butterfly_chain
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: vectors are never split")
+    op = DeButOperator.random(butterfly_chain(64), rng=0, dtype=dtype)
+    plan = op._plan(np.dtype(dtype), False)
+    threads = numba.get_num_threads()
+    flops = 2 * plan.weights.size * (4 if np.dtype(dtype).kind == "c" else 1)
+    monkeypatch.setattr(operator, "VECTOR_WORKER_FLOPS", flops // threads)
+    assert not operator._splits_vector(plan)  # 64 rows < PARALLEL_VECTOR_SIZE
+    monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 64)
+    assert operator._splits_vector(plan)
+    monkeypatch.setattr(operator, "VECTOR_WORKER_FLOPS", flops // threads + 1)
+    assert not operator._splits_vector(plan)
+    numba.set_num_threads(1)
+    try:
+        monkeypatch.setattr(operator, "VECTOR_WORKER_FLOPS", 0)
+        assert not operator._splits_vector(plan)  # one thread: nothing to split between
+    finally:
+        numba.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -610,10 +645,10 @@ def test_the_direct_call_checks_its_input_before_any_work():
 def test_four_threads_share_one_operator(monkeypatch, long_vectors):
     from concurrent.futures import ThreadPoolExecutor
 
-    from pydebut import DeButOperator, operator
+    from pydebut import DeButOperator
 
     if long_vectors:  # every vector through the parallel kernel
-        monkeypatch.setattr(operator, "PARALLEL_VECTOR_SIZE", 16)
+        split_every_vector(monkeypatch)
     chain = PAPER_CHAINS["lenet-fc1"]
     op = DeButOperator.random(chain, rng=0)
     inputs = [random_array(np.random.default_rng(i), chain.shape[1], np.float64) for i in range(8)]
