@@ -810,8 +810,7 @@ def _dot(acc, first, w, a, b, c, d, terms):  # pragma: no cover
 @_jit(inline="always")
 def _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms):  # pragma: no cover
     """:func:`_dot` of complex weights and split-plane rows at ``(re, im)``: (real, imaginary)."""
-    first_term = _times(w[0], x0[re], x0[im])
-    acc = first_term if first else _plus_times(y[re], y[im], w[0], x0[re], x0[im])
+    acc = _times(w[0], x0[re], x0[im]) if first else _plus_times(y[re], y[im], w[0], x0[re], x0[im])
     if terms >= 2:
         acc = _plus_times(acc[0], acc[1], w[1], x1[re], x1[im])
     if terms == 4:
@@ -856,30 +855,20 @@ def _sweep_two_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no c
         z[re], z[im] = _dot_planes(z, first, v, x0, x1, x2, x3, re, im, terms)
 
 
-@_jit(inline="always")
-def _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-    """``sweep(y, z, first, ...)`` with ``first`` a constant inside it."""
-    if first:
-        sweep(y, z, True, w, v, x0, x1, x2, x3, terms)
-    else:
-        sweep(y, z, False, w, v, x0, x1, x2, x3, terms)
-
-
 def _by_terms(sweep):
-    """:func:`_accumulate` through ``sweep`` with ``first`` and ``terms`` constants in each loop.
+    """:func:`_accumulate` through ``sweep`` with ``terms`` a constant in each loop.
 
     A loop whose ``terms`` is known at compile time loads only the rows it
-    sums, and one whose ``first`` is known reads ``y`` only to add to it;
-    LLVM does not reliably take either test out of the loop by itself.
+    sums; LLVM does not reliably take a run-time ``terms`` out of the loop.
     """
 
     def accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
         if terms == 4:
-            _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, 4)
+            sweep(y, z, first, w, v, x0, x1, x2, x3, 4)
         elif terms == 2:
-            _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, 2)
+            sweep(y, z, first, w, v, x0, x1, x2, x3, 2)
         else:
-            _first_known(sweep, y, z, first, w, v, x0, x1, x2, x3, 1)
+            sweep(y, z, first, w, v, x0, x1, x2, x3, 1)
 
     return accumulate
 
