@@ -102,6 +102,19 @@ def _warn_no_cache(err: RuntimeError) -> None:
     )
 
 
+@_jit(inline="always")
+def _index(value):  # pragma: no cover
+    """``value`` as a plain ``int64``, never a literal or unsigned type.
+
+    Numba compiles a callee once per signature, and types an argument that
+    is a constant (``0``) as a literal, or a ``prange`` index as unsigned;
+    while it infers a loop's types it even compiles the callee for the
+    literal first. Each such variant of a large kernel costs seconds of
+    compile time, so the kernels pass offsets and indices through this.
+    """
+    return np.int64(value)
+
+
 # --- complex arithmetic with fixed roundings ------------------------------------------
 #
 # A complex window of ``lanes`` columns runs through the batched kernels as a real one of
@@ -338,7 +351,7 @@ def vector_general(p, r, s, t, weights, w_start, src, dst):  # pragma: no cover
         vector_dots(p, r, s, weights, w_start, src, dst)
         return
     if t > 16 or (t & (t - 1)) != 0:
-        vector_alphas(p, r, s, t, 0, t, weights, w_start, src, dst)
+        vector_alphas(p, r, s, t, _index(0), t, weights, w_start, src, dst)
         return
     n_blocks = p // (r * t)
     w = weights[w_start : w_start + p * s]
@@ -385,7 +398,7 @@ def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
     n_factors = specs.shape[0]
     work = np.empty((2, largest_dim(specs)), dtype=out.dtype)
     src = x
-    w_start = 0
+    w_start = _index(0)
     for l in range(n_factors):  # noqa: E741
         p, q, r, s, t = specs[l, 0], specs[l, 1], specs[l, 2], specs[l, 3], specs[l, 4]
         dst = out if l == n_factors - 1 else work[l % 2]
@@ -529,7 +542,7 @@ def apply_chain_vector_parallel(specs, weights, x, out, work, n_parts):  # pragm
                 step_src = src if l == first else private[part, (l - first - 1) % 2]
                 step_dst = dst if l == last - 1 else private[part, (l - first) % 2]
                 _factor_part(
-                    specs, l, part, n_parts, weights, w_starts[l],
+                    specs, l, _index(part), n_parts, weights, w_starts[l],
                     step_src, l != first, step_dst, l != last - 1,
                 )  # fmt: skip
         first = last
@@ -1058,7 +1071,7 @@ def _window_source_planes(x, first, lanes, buffer):  # pragma: no cover
             value = x[row, first + lane]
             buffer[row, lane] = value.real
             buffer[row, lanes + lane] = value.imag
-    return buffer, 0, 2 * lanes
+    return buffer, _index(0), 2 * lanes
 
 
 @overload(_window_source, inline="always")
@@ -1077,7 +1090,7 @@ def _window_target(out, first, buffer):  # pragma: no cover - typed by _window_t
 @overload(_window_target, inline="always")
 def _window_target_typed(out, first, buffer):
     if _split_planes(out.dtype, buffer.dtype):
-        return lambda out, first, buffer: (buffer, 0)
+        return lambda out, first, buffer: (buffer, _index(0))
     return lambda out, first, buffer: (out, first)
 
 
@@ -1131,15 +1144,15 @@ def apply_chain_chunks(
             if end == n_passes:
                 phase_dst, phase_d0 = _window_target(out, first, buffers[half : half + max_dim])
             else:
-                phase_dst, phase_d0 = buffers[half : half + max_dim], 0
+                phase_dst, phase_d0 = buffers[half : half + max_dim], _index(0)
             for part in range(n_parts):
-                src, s0, src_row0 = phase_src, phase_s0, 0
+                src, s0, src_row0 = phase_src, phase_s0, _index(0)
                 for index in range(start, end):
                     if index == end - 1:
-                        dst, d0, dst_row0 = phase_dst, phase_d0, 0
+                        dst, d0, dst_row0 = phase_dst, phase_d0, _index(0)
                     else:  # a pass inside the phase writes only the part, to a local buffer
                         local = 2 * max_dim + index % 2 * local_rows
-                        dst, d0 = buffers[local : local + local_rows], 0
+                        dst, d0 = buffers[local : local + local_rows], _index(0)
                         dst_row0 = part * _pass_rows(specs, passes, index)[1] // n_parts
                     lanes_pass(
                         specs, passes, rows, weights, index, src, s0, dst, d0, row_lanes,
@@ -1175,4 +1188,6 @@ def apply_chain_matrix(
     chain in them, and is copied from the last phase's buffer into ``out``.
     """
     for worker in numba.prange(work.shape[0]):
-        apply_chain_chunks(specs, passes, rows, weights, x, out, work, width, part_rows, worker)
+        apply_chain_chunks(
+            specs, passes, rows, weights, x, out, work, width, part_rows, _index(worker)
+        )
