@@ -767,33 +767,29 @@ def lanes_2x2_group(
     """
     n = 1 << k
     per_sub = 2 * k * n
-    last = (k - 1) // 2
+    n_steps = (k + 1) // 2
     n_blocks = p // (n * t)
     for block in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
         for alpha in range(t):
-            j0 = w_start + (block * t + alpha) * per_sub
+            j = w_start + (block * t + alpha) * per_sub
             base = block * n * t + alpha
-            src_base, dst_base = base - row0[0], base - row0[1]
-            if last == 0:
-                _group_step(
-                    weights, j0, 1, k == 2, n, rows, lanes,
-                    src, s0, src_base, True, dst, d0, dst_base, True,
-                )  # fmt: skip
-                continue
-            j = _group_step(
-                weights, j0, 1, True, n, rows, lanes, src, s0, src_base, True, scratch, 0, 0, False
-            )  # fmt: skip
-            for step in range(1, last):
+            # step h reads the window if it is the first, else the scratch half step h - 1
+            # wrote; it writes the window if it is the last, else scratch half h % 2. One
+            # call site, so the steps' loops are compiled once.
+            for step in range(n_steps):
+                first, last = step == 0, step == n_steps - 1
+                if first:
+                    step_src, step_s0, src_base = src, s0, base - row0[0]
+                else:
+                    step_src, step_s0, src_base = scratch, 0, (step + 1) % 2 * MAX_GROUP_ROWS
+                if last:
+                    step_dst, step_d0, dst_base = dst, d0, base - row0[1]
+                else:
+                    step_dst, step_d0, dst_base = scratch, 0, step % 2 * MAX_GROUP_ROWS
                 j = _group_step(
-                    weights, j, 1 << (2 * step), True, n, rows, lanes,
-                    scratch, 0, (step + 1) % 2 * MAX_GROUP_ROWS, False,
-                    scratch, 0, step % 2 * MAX_GROUP_ROWS, False,
+                    weights, j, 1 << (2 * step), 2 * step + 1 < k, n, rows, lanes,
+                    step_src, step_s0, src_base, first, step_dst, step_d0, dst_base, last,
                 )  # fmt: skip
-            _group_step(
-                weights, j, 1 << (2 * last), 2 * last + 1 < k, n, rows, lanes,
-                scratch, 0, (last + 1) % 2 * MAX_GROUP_ROWS, False,
-                dst, d0, dst_base, True,
-            )  # fmt: skip
 
 
 def _accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover - typed
