@@ -1133,7 +1133,7 @@ def apply_chain_chunks(
         phase_src, phase_s0, row_lanes = _window_source(
             x, first, lanes, buffers[max_dim : 2 * max_dim]
         )
-        start = phase = 0
+        start, phase = _index(0), 0
         while start < n_passes:
             end, n_parts = phase_end(specs, passes, start, part_rows)
             half = phase % 2 * max_dim

@@ -532,6 +532,70 @@ def split_every_vector(monkeypatch):
     monkeypatch.setattr(operator, "VECTOR_WORKER_FLOPS", 0)
 
 
+def literal_or_unsigned(numba_type):
+    """Whether a Numba argument type is a literal or an unsigned integer, or holds one."""
+    from numba.core import types
+
+    if isinstance(numba_type, types.BaseTuple):
+        return any(literal_or_unsigned(member) for member in numba_type.types)
+    if isinstance(numba_type, types.Literal):
+        return True
+    return isinstance(numba_type, types.Integer) and not numba_type.signed
+
+
+def test_kernels_are_compiled_for_plain_int64_arguments_only(monkeypatch):
+    """Every route of ``op.apply`` calls the kernels with ``int64`` offsets and indices.
+
+    A constant ``0`` typed as a literal, or a ``prange`` index typed as
+    unsigned, would compile a second copy of a kernel and everything it calls
+    (it once doubled the compile time of every dtype). Every kernel that
+    calls another is swapped for an uncached copy, so that compiling it types
+    its calls afresh whatever the Numba cache holds; the kernels they call
+    are loaded from the cache and record the signatures they are asked for.
+    Complex data takes every route real data takes, and the split planes too.
+    """
+    import numba
+
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    kernels = {
+        name: kernel
+        for name, kernel in vars(_kernels).items()
+        if isinstance(kernel, numba.core.registry.CPUDispatcher)
+        and kernel.targetoptions.get("inline") != "always"  # inlined ones are typed in place
+    }
+    for name, kernel in kernels.items():
+        if set(kernel.py_func.__code__.co_names) & set(kernels):
+            options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}
+            monkeypatch.setattr(_kernels, name, numba.njit(**options)(kernel.py_func))
+    split_every_vector(monkeypatch)
+    monkeypatch.setattr(_batched, "MIN_WORKER_BYTES", 1)
+    monkeypatch.setattr(_batched, "MIN_WORKER_FLOPS", 1)
+    chain = Chain([(16, 32, 1, 2, 1), *butterfly_chain(32)])  # a general factor, then 2x2 groups
+    dtype = np.complex128
+    op = DeButOperator.random(chain, rng=0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in sorted({1, threads}):  # one thread, then parallel launches
+            numba.set_num_threads(n_threads)
+            for shape in [(32,), (32, 4)]:
+                x = random_array(rng, shape, dtype)
+                assert_chain_close(op.apply(x), chain, op.weights, x)
+    finally:
+        numba.set_num_threads(threads)
+    called = {"vector_2x2", "vector_dots", "lanes_general", "lanes_2x2_group"}
+    assert called - {name for name, kernel in kernels.items() if kernel.signatures} == set()
+    compiled_for = [  # the copies took the calls of the kernels they replace
+        (name, signature)
+        for name in kernels
+        for signature in getattr(_kernels, name).signatures
+        if any(literal_or_unsigned(argument) for argument in signature)
+    ]
+    assert compiled_for == [], "\n".join(f"{name}{signature}" for name, signature in compiled_for)
+
+
 def test_long_vectors_run_in_parallel_parts(monkeypatch):
     from pydebut import DeButOperator
 
