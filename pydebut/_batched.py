@@ -150,6 +150,15 @@ def make_batch_plan(
     )
 
 
+def real_flops(weights: np.ndarray, batch: int) -> int:
+    """Real floating-point operations of ``batch`` vectors through a chain with ``weights``.
+
+    A multiply-add counts two; a complex one is four real ones (split planes).
+    """
+    planes = 2 if weights.dtype.kind == "c" else 1
+    return 2 * weights.size * batch * planes**2
+
+
 def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launch) -> None:
     """``out = F_1 ... F_L x`` for a C-contiguous ``(n, batch)`` block ``x``.
 
@@ -163,7 +172,7 @@ def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launc
     dtype = out.dtype
     batch = x.shape[1]
     planes = 2 if dtype.kind == "c" else 1
-    flops = 2 * plan.weights.size * batch * planes**2
+    flops = real_flops(plan.weights, batch)
     n_workers = min(n_threads, batch * dtype.itemsize // MIN_WORKER_BYTES)
     n_workers = max(1, min(n_workers, flops // MIN_WORKER_FLOPS))
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))

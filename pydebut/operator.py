@@ -195,9 +195,7 @@ def _splits_vector(plan: _Plan) -> bool:
     if plan.max_dim < PARALLEL_VECTOR_SIZE:
         return False
     n_threads = _kernels.numba.get_num_threads()
-    planes = 2 if plan.weights.dtype.kind == "c" else 1
-    flops = 2 * plan.weights.size * planes**2
-    return n_threads > 1 and flops >= n_threads * VECTOR_WORKER_FLOPS
+    return n_threads > 1 and _batched.real_flops(plan.weights, 1) >= n_threads * VECTOR_WORKER_FLOPS
 
 
 def _dask_backend(x: Any) -> Any:
