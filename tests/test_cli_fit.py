@@ -106,7 +106,9 @@ def test_demo_fit_reports_errors_and_compression(capsys):
     chain = CHAINABLE[1]
     target = noisy_target(chain, np.random.default_rng(4))
     hierarchical_result, als_result = fit_target(chain, target)
-    assert als_result.error <= hierarchical_result.error
+    # ALS never increases the error, up to rounding (fit_als's docstring): here the
+    # hierarchical fit is already a stationary point, and some BLAS builds end 1 ulp above it
+    assert als_result.error <= hierarchical_result.error * (1 + 1e-12)
     printed = capsys.readouterr().out
     hierarchical = float(printed.split("fit_hierarchical")[1].split()[0])
     als = float(printed.split("fit_als, 3 sweeps from it")[1].split()[0])
