@@ -42,6 +42,13 @@ MIN_WORKER_FLOPS = 2**25
 PART_BYTES = 2**20
 
 
+#: A real output of at least this many bytes (half the 32 MiB L3 cache of the machine in
+#: benchmarks/README.md) is written past the caches (:func:`streams_output`).
+STREAM_BYTES = 2**24
+#: ... when the last pass is a group of at least this many 2x2 factors.
+STREAM_MIN_GROUP = 3
+
+
 class BatchPlan(NamedTuple):
     """A chain laid out for :func:`pydebut._kernels.apply_chain_matrix`, in application order."""
 
@@ -159,6 +166,24 @@ def real_flops(weights: np.ndarray, batch: int) -> int:
     return 2 * weights.size * batch * planes**2
 
 
+def streams_output(plan: BatchPlan, out: np.ndarray) -> bool:
+    """Whether the last pass writes ``out`` past the caches (non-temporal stores).
+
+    A plain store first reads the cache line it writes and evicts other data;
+    for an output too large to stay in cache that is wasted traffic. The last
+    pass then writes each sub-problem's rows to scratch, and copies them into
+    ``out`` with streaming stores (:func:`pydebut._kernels.lanes_2x2_group`).
+    Only for a real ``out`` of at least :data:`STREAM_BYTES` whose last pass
+    is a group of at least :data:`STREAM_MIN_GROUP` factors: behind a lone
+    factor or a pair, streaming measured slower (benchmarks/README.md).
+    """
+    return (
+        out.dtype.kind != "c"
+        and out.nbytes >= STREAM_BYTES
+        and int(plan.passes[-1, 1]) >= STREAM_MIN_GROUP
+    )
+
+
 def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launch) -> None:
     """``out = F_1 ... F_L x`` for a C-contiguous ``(n, batch)`` block ``x``.
 
@@ -184,6 +209,7 @@ def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launc
     rows = _kernels.work_rows(plan.specs, part_rows)
     work = _workspace.workspace.get((n_workers, rows, planes * width), np.finfo(dtype).dtype)
     arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, width, part_rows)
+    arguments += (streams_output(plan, out),)
     if n_workers == 1:
         _kernels.apply_chain_chunks(*arguments, 0)
         return

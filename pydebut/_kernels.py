@@ -43,6 +43,7 @@ NaN and Inf propagate.
 from __future__ import annotations
 
 import math
+import platform
 import warnings
 
 import numpy as np
@@ -55,6 +56,7 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
         f"(import failed: {err})"
     ) from err
 
+from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
@@ -65,6 +67,10 @@ _numba_setup.choose_threading_layer()
 
 # Whether NUMBA_BOUNDSCHECK=1 asked for checked indexing (frozen into the kernels).
 _BOUNDSCHECK = bool(numba.config.BOUNDSCHECK)
+
+# Whether stores asked to stream (:func:`_stream_store`) bypass the caches: on x86-64 only,
+# where an ``sfence`` (:func:`_store_fence`) orders them; elsewhere they are plain stores.
+_STREAMING = platform.machine().lower() in ("x86_64", "amd64")
 
 
 def _jit(**options):
@@ -145,6 +151,47 @@ def _fma(typingctx, a, b, c):  # pragma: no cover - lowered by Numba
         return builder.fma(*args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def _stream_store(typingctx, row, lane, value):  # pragma: no cover - lowered by Numba
+    """``row[lane] = value`` past the caches (a non-temporal store) where :data:`_STREAMING`.
+
+    For a large output that nothing reads soon: a plain store first reads the
+    line it writes into the cache, and evicts other data to make room. Not
+    bounds-checked (see :func:`_stream_rows`); a kernel that streams ends
+    with :func:`_store_fence`.
+    """
+    if not (isinstance(row, types.Array) and row.ndim == 1 and row.layout == "C"):
+        return None
+    if value != row.dtype:
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = make_array(row)(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        store = builder.store(args[2], builder.gep(array.data, [index]))
+        if _STREAMING:
+            flag = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+            store.set_metadata("nontemporal", flag)
+        return context.get_dummy_value()
+
+    return types.void(row, lane, value), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):  # pragma: no cover - lowered by Numba
+    """Order this thread's streamed stores before what follows (``sfence``; nothing elsewhere)."""
+
+    def codegen(context, builder, signature, args):
+        if _STREAMING:
+            sfence = ir.FunctionType(ir.VoidType(), [])
+            builder.call(
+                cgutils.get_or_insert_function(builder.module, sfence, "llvm.x86.sse.sfence"), []
+            )
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 @_jit(inline="always")
@@ -741,10 +788,26 @@ def _group_step(
     return j
 
 
+@_jit(inline="always")
+def _stream_rows(scratch, s_base, dst, d_base, rows, n, d0, width):  # pragma: no cover
+    """Rows ``s_base + i`` of ``scratch`` into rows ``d_base + rows[i]`` of ``dst`` (``i < n``).
+
+    Each row's ``width`` columns go to columns ``d0:d0 + width`` of ``dst``
+    with :func:`_stream_store`, one row after another, so that each cache
+    line of ``dst`` is written whole.
+    """
+    for i in range(n):
+        source = _row(scratch, s_base + i, 0, width)
+        target = _row(dst, d_base + rows[i], d0, width)
+        for lane in range(width):
+            _stream_store(target, lane, source[lane])
+
+
 @_jit(fastmath={"contract"})
 def lanes_2x2_group(
-    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0
-):  # pragma: no cover
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # pragma: no cover  # fmt: skip
     """``k`` consecutive ``p x p`` factors with ``r = s = 2`` in one pass (radix ``2**k``).
 
     Their ``t`` are ``t, 2t, ..., 2**(k-1) t`` in some order, so together they
@@ -763,7 +826,9 @@ def lanes_2x2_group(
     of that part is row ``i - row0[0]`` of ``src`` and ``i - row0[1]`` of
     ``dst`` (a buffer that holds only the part has its first row at 0).
     Complex weights on real rows take them as split planes, ``lanes / 2``
-    columns each.
+    columns each. With ``stream`` the last step writes scratch too, and
+    :func:`_stream_rows` copies it into ``dst`` past the caches (the caller
+    ends with :func:`_store_fence`).
     """
     n = 1 << k
     per_sub = 2 * k * n
@@ -782,14 +847,18 @@ def lanes_2x2_group(
                     step_src, step_s0, src_base = src, s0, base - row0[0]
                 else:
                     step_src, step_s0, src_base = scratch, 0, (step + 1) % 2 * MAX_GROUP_ROWS
-                if last:
+                to_dst = last and not stream
+                if to_dst:
                     step_dst, step_d0, dst_base = dst, d0, base - row0[1]
                 else:
                     step_dst, step_d0, dst_base = scratch, 0, step % 2 * MAX_GROUP_ROWS
                 j = _group_step(
                     weights, j, 1 << (2 * step), 2 * step + 1 < k, n, rows, lanes,
-                    step_src, step_s0, src_base, first, step_dst, step_d0, dst_base, last,
+                    step_src, step_s0, src_base, first, step_dst, step_d0, dst_base, to_dst,
                 )  # fmt: skip
+            if stream:
+                last_half = (n_steps - 1) % 2 * MAX_GROUP_ROWS
+                _stream_rows(scratch, last_half, dst, base - row0[1], rows, n, d0, lanes)
 
 
 def _accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover - typed
@@ -1019,8 +1088,9 @@ def _pass_rows(specs, passes, index):  # pragma: no cover
 
 @_jit()
 def lanes_pass(
-    specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch, part, n_parts, row0
-):  # pragma: no cover
+    specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # pragma: no cover  # fmt: skip
     """Apply pass ``index`` of a batch plan to part ``part`` of ``n_parts`` of a window.
 
     ``passes[index]`` is ``(l, k, w_start, r_start)``: factor ``l`` alone with
@@ -1029,7 +1099,9 @@ def lanes_pass(
     weights at ``w_start`` and its row offsets at ``rows[r_start:]``. The
     window has ``lanes`` columns; the part is a run of the pass's blocks (see
     :func:`phase_end`) whose input row ``i`` is row ``i - row0[0]`` of ``src``
-    and output row ``i`` row ``i - row0[1]`` of ``dst``.
+    and output row ``i`` row ``i - row0[1]`` of ``dst``. ``stream`` asks a
+    group to write ``dst`` past the caches (:func:`lanes_2x2_group`); a lone
+    factor writes it through them.
     """
     l, k, w_start, r_start = passes[index, 0], passes[index, 1], passes[index, 2], passes[index, 3]  # noqa: E741
     p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
@@ -1040,7 +1112,7 @@ def lanes_pass(
         return
     lanes_2x2_group(
         p, k, _group_t(specs, passes, index), rows[r_start : r_start + (1 << k)], weights,
-        w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+        w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0, stream,
     )  # fmt: skip
 
 
@@ -1115,7 +1187,7 @@ def _window_finish_typed(out, first, lanes, result):
 
 @_jit()
 def apply_chain_chunks(
-    specs, passes, rows, weights, x, out, work, width, part_rows, worker
+    specs, passes, rows, weights, x, out, work, width, part_rows, stream, worker
 ):  # pragma: no cover
     """The chunks of columns of :func:`apply_chain_matrix` that belong to ``worker``.
 
@@ -1156,17 +1228,20 @@ def apply_chain_chunks(
                     lanes_pass(
                         specs, passes, rows, weights, index, src, s0, dst, d0, row_lanes,
                         scratch, part, n_parts, (src_row0, dst_row0),
+                        stream and index == n_passes - 1,
                     )  # fmt: skip
                     src, s0, src_row0 = dst, d0, dst_row0
             phase_src, phase_s0 = phase_dst, phase_d0
             start = end
             phase += 1
         _window_finish(out, first, lanes, phase_src)
+    if stream:
+        _store_fence()
 
 
 @_jit(parallel=True)
 def apply_chain_matrix(
-    specs, passes, rows, weights, x, out, work, width, part_rows
+    specs, passes, rows, weights, x, out, work, width, part_rows, stream
 ):  # pragma: no cover
     """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C-contiguous).
 
@@ -1185,8 +1260,10 @@ def apply_chain_matrix(
     Complex data takes real ``work`` of shape ``(n_workers, rows, 2 width)``:
     each window is copied into the second buffer as split planes, runs the
     chain in them, and is copied from the last phase's buffer into ``out``.
+    With ``stream`` the last pass, a group, writes ``out`` past the caches
+    (for a real ``out``; see :func:`pydebut._batched.streams_output`).
     """
     for worker in numba.prange(work.shape[0]):
         apply_chain_chunks(
-            specs, passes, rows, weights, x, out, work, width, part_rows, _index(worker)
+            specs, passes, rows, weights, x, out, work, width, part_rows, stream, _index(worker)
         )

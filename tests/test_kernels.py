@@ -130,12 +130,13 @@ def spec_table(specs):
     return np.array([f.as_tuple() for f in specs], dtype=np.int64).reshape(-1, 5)
 
 
-def run_matrix(plan, x, n_workers, width, group=True, part_rows=1):
+def run_matrix(plan, x, n_workers, width, group=True, part_rows=1, stream=False):
     """The batched kernel on ``x`` with NaN-filled output and work buffers.
 
     One worker runs :func:`_kernels.apply_chain_chunks` directly, as the
     operator does; more run the parallel kernel. ``part_rows = 1`` runs
     every pass alone; more lets passes run part by part (in phases).
+    ``stream`` has a last pass that is a group write ``out`` past the caches.
     Complex work buffers are real, with two columns per lane (split
     planes), as the operator makes them.
     """
@@ -146,7 +147,7 @@ def run_matrix(plan, x, n_workers, width, group=True, part_rows=1):
     work = np.full((n_workers, rows, planes * width), np.nan, dtype=np.finfo(x.dtype).dtype)
     arguments = (
         batched.specs, batched.passes, batched.rows, batched.weights, x, out, work, width,
-        part_rows,
+        part_rows, stream,
     )  # fmt: skip
     if n_workers == 1:
         _kernels.apply_chain_chunks(*arguments, 0)
@@ -295,21 +296,27 @@ def test_2x2_group_matches_reference_factors(order, dtype):
         src = in_window(window, 2, width + 3, window.dtype)
         out = np.full((p, width + 2), np.nan, dtype=window.dtype)
         scratch = np.full((2 * _kernels.MAX_GROUP_ROWS, width), np.nan, dtype=window.dtype)
-        _kernels.lanes_2x2_group(
-            p, len(order), smallest_t, rows, packed, 2, src, 2, out, 1, width, scratch,
-            0, 1, (0, 0),
-        )  # fmt: skip
         chain = Chain(applied[::-1])
-        assert_chain_close(from_rows(out[:, 1 : 1 + width], dtype), chain, weights[::-1], x)
-        assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
+        results = []
+        for stream in (False, True):  # the last step into dst, or through scratch past the caches
+            out = np.full((p, width + 2), np.nan, dtype=window.dtype)
+            _kernels.lanes_2x2_group(
+                p, len(order), smallest_t, rows, packed, 2, src, 2, out, 1, width, scratch,
+                0, 1, (0, 0), stream,
+            )  # fmt: skip
+            results.append(from_rows(out[:, 1 : 1 + width], dtype))
+            assert_chain_close(results[-1], chain, weights[::-1], x)
+            assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
+        np.testing.assert_array_equal(results[1], results[0])
 
-        arguments = (p, len(order), smallest_t, rows, packed, 2)
+        for stream in (False, True):
+            before, between = (p, len(order), smallest_t, rows, packed, 2), (width, scratch)
 
-        def kernel(src, dst, part, row0, arguments=arguments, width=width, scratch=scratch):
-            _kernels.lanes_2x2_group(*arguments, src, 1, dst, 1, width, scratch, part, 2, row0)
+            def kernel(src, dst, part, row0, before=before, between=between, stream=stream):
+                _kernels.lanes_2x2_group(*before, src, 1, dst, 1, *between, part, 2, row0, stream)
 
-        in_parts = run_in_parts(kernel, p, p, 2, x)  # one block per part
-        assert_chain_close(in_parts, chain, weights[::-1], x)
+            in_parts = run_in_parts(kernel, p, p, 2, x)  # one block per part
+            np.testing.assert_array_equal(in_parts, results[0])
 
 
 # --- whole chains -------------------------------------------------------------------
@@ -434,6 +441,8 @@ def test_results_do_not_depend_on_the_window(chain, dtype):
     assert_chain_close(alone, chain, weights, x)
     for width, part_rows in [(1, 1), (3, 1), (8, 1), (17, 64), (40, 1), (40, 256)]:
         np.testing.assert_array_equal(run_matrix(plan, x, 1, width, True, part_rows), alone)
+        streamed = run_matrix(plan, x, 2, width, True, part_rows, stream=True)
+        np.testing.assert_array_equal(streamed, alone)
 
 
 @pytest.mark.parametrize("n_parts", [2, 3, 5])
@@ -522,6 +531,40 @@ def test_apply_writes_into_out(shape, dtype):
         assert_chain_close(op.matvec(x), chain, op.weights, x)
         y = random_array(np.random.default_rng(2), chain.shape[0], dtype)
         assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_apply_streams_large_real_outputs_behind_a_group_of_three(monkeypatch, dtype):
+    """``op.apply`` writes ``out`` past the caches only where that measured faster.
+
+    That is a real ``out`` of at least ``STREAM_BYTES`` whose last pass is a
+    group of at least three 2x2 factors; the result is the same bit for bit.
+    """
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    streamed = []
+    one_worker = _kernels.apply_chain_chunks
+
+    def record(*arguments):
+        streamed.append(arguments[-2])
+        one_worker(*arguments)
+
+    monkeypatch.setattr(_kernels, "apply_chain_chunks", record)
+    itemsize = np.dtype(dtype).itemsize
+    rng = np.random.default_rng(3)
+    real = np.dtype(dtype).kind == "f"
+    # 7 factors are a group of four and a group of three; 6 a group of four and a pair
+    for size, batch, expected in [(128, 8, real), (128, 7, False), (64, 16, False)]:
+        op = DeButOperator.random(butterfly_chain(size), rng=0, dtype=dtype)
+        x = random_array(rng, (size, batch), dtype)
+        monkeypatch.setattr(_batched, "STREAM_BYTES", 128 * 8 * itemsize)
+        streamed.clear()
+        out = op.apply(x)
+        assert streamed == [expected], (size, batch)
+        assert_chain_close(out, op.chain, op.weights, x)
+        monkeypatch.setattr(_batched, "STREAM_BYTES", 2**62)
+        np.testing.assert_array_equal(op.apply(x), out)
 
 
 def split_every_vector(monkeypatch):
