@@ -2,12 +2,14 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_apply.py            # full table (a few minutes)
+    python benchmarks/bench_apply.py            # full table (about ten minutes)
     python benchmarks/bench_apply.py --quick    # fewer repeats
 
 Every implementation is timed in interleaved rounds within one run and the
 median round counts (the best round is reported too), so the ratios compare
-like with like on a shared, noisy machine; absolute times mean little. Each
+like with like on a shared, noisy machine; absolute times mean little. A
+round times back-to-back calls for ``--budget`` seconds, so a 10 ms call is
+timed warm, as in a loop, not once after the pause between turns. Each
 result is checked against the dense product before it is timed. The
 first-call JIT cost and the cost of a cached import are measured in fresh
 subprocesses.
@@ -395,11 +397,18 @@ def main() -> None:
         help="cpu: time the process's CPU time (all its threads), which waiting for a core "
         "shared with other work does not count; meaningful with one thread",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="seconds of back-to-back calls per implementation per round (default 0.1 with "
+        "--quick, else 0.2); a call longer than that is timed alone, after a pause (cold)",
+    )
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     args.rounds = 3 if args.quick else 7
-    args.budget = 0.01 if args.quick else 0.03
+    if args.budget is None:
+        args.budget = 0.1 if args.quick else 0.2
 
     print(f"pydebut {pydebut.__version__} apply benchmark")
     print(f"machine: {machine()}")
