@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels, _workspace
+from . import _kernels, _numba_setup, _workspace
 
 #: Bytes of each row's window (128 float64 or 256 float32 columns): one window runs the
 #: whole chain before the next starts; fewer vectors use narrower windows, one per worker.
@@ -30,11 +30,12 @@ _MIN_LANES = 8
 #: A second worker thread only for at least this many bytes of columns per worker (64
 #: float64 columns: narrower windows run the 2x2 groups markedly slower) ...
 MIN_WORKER_BYTES = 512
-#: ... and at least this many floating-point operations per worker (2**25, about 2 ms
-#: of one core). A fork-join on Numba's workqueue layer waits for the slower thread:
-#: on the shared 2-core machine of benchmarks/README.md two threads were 0.2-0.7x one
-#: thread up to 128 vectors of the 4096 butterfly and 1.1x (median; 1.7x best) at 1024.
-MIN_WORKER_FLOPS = 2**25
+#: ... and at least this many floating-point operations per worker. On Numba's workqueue
+#: layer 2**25, about 2 ms of one core: its fork-join waits for the slower thread, and on
+#: the shared 2-core machine of benchmarks/README.md two threads were 0.2-0.7x one thread
+#: up to 128 vectors of the 4096 butterfly and 1.1x (median; 1.7x best) at 1024. On TBB
+#: 2**21, about 0.1 ms: from there two threads measured 1.0-2.0x one on the paper's chains.
+MIN_WORKER_FLOPS = 2**25 if _numba_setup.launches_through_workqueue() else 2**21
 
 #: Bytes of a part's rows, read and written (half of a 2 MiB L2 cache): passes that split
 #: into matching parts run part by part, so a part stays in cache from pass to pass

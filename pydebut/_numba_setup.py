@@ -10,9 +10,13 @@ Threading layer
     process already using GNU OpenMP") and hangs ``multiprocessing.Pool``
     with the fork start method. ``workqueue`` is fork-safe but not
     thread-safe; the operator serialises its parallel launches with one
-    process-wide lock, so sharing operators between threads stays safe. A
-    choice the user made (``NUMBA_THREADING_LAYER`` or
-    ``numba.config.THREADING_LAYER`` set before importing pydebut) is kept.
+    process-wide lock, so sharing operators between threads stays safe. TBB
+    is both, and starts a parallel region in microseconds where
+    ``workqueue`` takes tens to hundreds (``pip install "pydebut[tbb]"``;
+    Numba does not find a TBB that pip put into a virtual environment, so
+    :func:`load_environment_tbb` loads it first). A choice the user made
+    (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER`` set before
+    importing pydebut) is kept.
 
 Kernel cache
     Compiled kernels are cached in ``$NUMBA_CACHE_DIR`` when it is set, else in
@@ -25,7 +29,10 @@ Kernel cache
 
 from __future__ import annotations
 
+import ctypes
 import os
+import site
+import sys
 from collections.abc import Callable
 
 import numba
@@ -36,16 +43,57 @@ from numba.misc.appdirs import AppDirs
 THREADING_LAYER = "forksafe"
 
 
+#: The TBB library Numba's TBB layer links to (``TBB_INTERFACE_VERSION`` 12xxx).
+TBB_LIBRARY = "libtbb.so.12"
+
+
 def choose_threading_layer() -> str:
     """Select :data:`THREADING_LAYER` unless the user chose a layer; return the layer in force.
 
     The environment variable is set too, so Numba's reloads of its configuration
     from the environment keep the choice (and child processes inherit it).
+    Unless the layer in force excludes TBB, :func:`load_environment_tbb` runs first.
     """
     if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
         os.environ["NUMBA_THREADING_LAYER"] = THREADING_LAYER
         numba.config.THREADING_LAYER = THREADING_LAYER
+    if numba.config.THREADING_LAYER not in ("workqueue", "omp"):
+        load_environment_tbb()
     return numba.config.THREADING_LAYER
+
+
+def load_environment_tbb(prefixes: tuple[str, ...] | None = None) -> str | None:
+    """Load the TBB that pip installed into this environment, so that Numba finds it; its path.
+
+    The ``tbb`` wheel puts :data:`TBB_LIBRARY` into ``<prefix>/lib``, which
+    is not on the dynamic loader's path of a virtual environment or a user
+    install, so Numba's TBB layer fails to load there and ``forksafe`` falls
+    back to ``workqueue`` (numba/numba#7148, #9740). Once loaded by its path,
+    the library resolves by name. Only on Linux, only from ``prefixes``
+    (``sys.prefix`` and the user base by default), and never when a TBB is
+    already in the process (two copies would not share their threads).
+    Returns the path loaded, or None.
+    """
+    if not sys.platform.startswith("linux") or _tbb_is_loaded():
+        return None
+    for prefix in (sys.prefix, site.getuserbase()) if prefixes is None else prefixes:
+        path = os.path.join(prefix, "lib", TBB_LIBRARY)
+        if os.path.isfile(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            return path
+    return None
+
+
+def _tbb_is_loaded() -> bool:
+    """Whether a library named :data:`TBB_LIBRARY` is mapped into this process."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("/" + TBB_LIBRARY in line for line in maps)  # or libtbb.so.12.x
+    except OSError:
+        return False
 
 
 def launches_through_workqueue() -> bool:

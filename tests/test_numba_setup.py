@@ -1,5 +1,6 @@
 """Where compiled kernels are cached, and which threading layer pydebut selects."""
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -139,3 +140,53 @@ def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
 def test_workqueue_is_recognised_for_the_long_vector_choice(monkeypatch, layer, expected):
     monkeypatch.setattr(numba.config, "THREADING_LAYER", layer)
     assert _numba_setup.launches_through_workqueue() is expected
+
+
+ENVIRONMENT_TBB = Path(sys.prefix, "lib", _numba_setup.TBB_LIBRARY)
+
+
+@pytest.mark.skipif(not ENVIRONMENT_TBB.is_file(), reason='needs pip install "pydebut[tbb]"')
+def test_a_tbb_that_pip_installed_is_the_layer_in_force():
+    """Numba alone does not find pip's TBB in a virtual environment; pydebut loads it."""
+    out = run_python(
+        """
+        import numba, numpy as np
+        from pydebut import DeButOperator, _batched
+        from pydebut.special import butterfly_chain
+        op = DeButOperator.random(butterfly_chain(1024), rng=0)
+        x = np.ones((1024, 256))  # 2 x 2**21 floating-point operations and more per thread
+        assert np.allclose(op @ x, op.toarray() @ x)
+        print(numba.threading_layer(), _batched.MIN_WORKER_FLOPS == 2**21)
+        """,
+        clean_env("LD_LIBRARY_PATH"),
+    )
+    assert out.split() == ["tbb", "True"]
+
+
+def test_workqueue_chosen_by_the_user_loads_no_tbb():
+    out = run_python(
+        """
+        from pydebut import _batched, _numba_setup
+        print(_numba_setup._tbb_is_loaded(), _batched.MIN_WORKER_FLOPS == 2**25)
+        """,
+        clean_env("LD_LIBRARY_PATH", NUMBA_THREADING_LAYER="workqueue"),
+    )
+    assert out.split() == ["False", "True"]
+
+
+def test_environment_tbb_is_loaded_only_where_it_can_be(tmp_path, monkeypatch):
+    monkeypatch.setattr(_numba_setup, "_tbb_is_loaded", lambda: False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    prefixes = (str(tmp_path),)
+    assert _numba_setup.load_environment_tbb(prefixes) is None  # no library there
+    library = tmp_path / "lib" / _numba_setup.TBB_LIBRARY
+    library.parent.mkdir()
+    library.write_text("not a shared library")
+    assert _numba_setup.load_environment_tbb(prefixes) is None  # fails to load: passed over
+    monkeypatch.setattr(ctypes, "CDLL", lambda path, mode: path)  # as if it loaded
+    assert _numba_setup.load_environment_tbb(prefixes) == str(library)
+    monkeypatch.setattr(_numba_setup, "_tbb_is_loaded", lambda: True)
+    assert _numba_setup.load_environment_tbb(prefixes) is None  # never a second copy
+    monkeypatch.setattr(_numba_setup, "_tbb_is_loaded", lambda: False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert _numba_setup.load_environment_tbb(prefixes) is None  # Linux only
