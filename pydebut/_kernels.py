@@ -455,6 +455,23 @@ def apply_chain_vector(specs, weights, x, out):  # pragma: no cover
 
 
 @_jit()
+def apply_chain_columns(specs, weights, x, out):  # pragma: no cover
+    """``out = F_1 ... F_L @ x`` for a few columns, each through :func:`apply_chain_vector`.
+
+    ``x`` and ``out`` are 2-D; each column is copied into a contiguous
+    vector and back. The result equals the batched kernels' bit for bit
+    (both round every product alike), which are slower on windows of a few
+    columns.
+    """
+    column = np.empty(x.shape[0], dtype=x.dtype)
+    result = np.empty(out.shape[0], dtype=out.dtype)
+    for j in range(x.shape[1]):
+        column[:] = x[:, j]
+        apply_chain_vector(specs, weights, column, result)
+        out[:, j] = result
+
+
+@_jit()
 def _part_bounds(specs, index, part, n_parts):  # pragma: no cover
     """How factor ``index`` is split: ``(by_blocks, lo, hi)`` for part ``part`` of ``n_parts``.
 

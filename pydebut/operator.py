@@ -190,6 +190,14 @@ PARALLEL_VECTOR_SIZE = 2**16
 VECTOR_WORKER_FLOPS = _batched.MIN_WORKER_FLOPS if _numba_setup.launches_through_workqueue() else 0
 
 
+#: A block of fewer columns runs column by column through the one-vector kernel
+#: (:func:`_kernels.apply_chain_columns`), unless one vector is split between threads:
+#: on windows that narrow the batched kernels are slower. On the paper's chains and the 4096
+#: butterfly (benchmarks/README.md) that measured 1.5-4.0x faster at 2 columns, 1.2-2.5x at
+#: 4 and 0.98-2.05x at 6; from 8 columns the batched kernels were mostly faster.
+COLUMNS_ALONE = 6
+
+
 def _splits_vector(plan: _Plan) -> bool:
     """Whether one vector through ``plan`` is split among threads (:data:`VECTOR_WORKER_FLOPS`)."""
     if plan.max_dim < PARALLEL_VECTOR_SIZE:
@@ -847,6 +855,9 @@ class DeButOperator(LinearOperator):
 
     @staticmethod
     def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
+        if x.shape[1] < COLUMNS_ALONE and not _splits_vector(plan):
+            _kernels.apply_chain_columns(plan.specs, plan.weights, x, out)
+            return
         if not plan.batched:
             plan.batched.append(_batched.make_batch_plan(plan.specs, plan.offsets, plan.weights))
         threads = _kernels.numba.get_num_threads()

@@ -567,6 +567,46 @@ def test_apply_streams_large_real_outputs_behind_a_group_of_three(monkeypatch, d
         np.testing.assert_array_equal(op.apply(x), out)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_few_columns_run_one_at_a_time_with_the_same_result(monkeypatch, dtype):
+    """Fewer than ``COLUMNS_ALONE`` columns take the one-vector kernel, column by column.
+
+    The result equals the batched kernels' bit for bit. Columns long enough
+    to be split between threads keep the batched kernels.
+    """
+    import numba
+
+    from pydebut import DeButOperator, operator
+
+    widths = []
+    one_by_one = _kernels.apply_chain_columns
+
+    def record(*arguments):
+        widths.append(arguments[2].shape[1])
+        one_by_one(*arguments)
+
+    monkeypatch.setattr(_kernels, "apply_chain_columns", record)
+    alone = operator.COLUMNS_ALONE
+    chain = PAPER_CHAINS["lenet-fc1"]
+    op = DeButOperator.random(chain, rng=0, dtype=dtype)
+    rng = np.random.default_rng(4)
+    for batch in range(2, alone + 1):
+        x = random_array(rng, (chain.shape[1], batch), dtype)
+        widths.clear()
+        out = op.apply(x)
+        assert widths == ([batch] if batch < alone else [])
+        assert_chain_close(out, chain, op.weights, x)
+        assert_chain_close(op.H @ out, op.H.chain, op.H.weights, out)
+        monkeypatch.setattr(operator, "COLUMNS_ALONE", 1)  # the batched kernels
+        np.testing.assert_array_equal(op.apply(x), out)
+        monkeypatch.setattr(operator, "COLUMNS_ALONE", alone)
+    if numba.get_num_threads() > 1:
+        split_every_vector(monkeypatch)
+        widths.clear()
+        assert_chain_close(op.apply(x[:, :2]), chain, op.weights, x[:, :2])
+        assert widths == []
+
+
 def split_every_vector(monkeypatch):
     """Send every vector of at least 16 rows through the parallel kernel."""
     from pydebut import operator
@@ -623,7 +663,7 @@ def test_kernels_are_compiled_for_plain_int64_arguments_only(monkeypatch):
     try:
         for n_threads in sorted({1, threads}):  # one thread, then parallel launches
             numba.set_num_threads(n_threads)
-            for shape in [(32,), (32, 4)]:
+            for shape in [(32,), (32, 3), (32, 8)]:  # a vector, columns alone, a block
                 x = random_array(rng, shape, dtype)
                 assert_chain_close(op.apply(x), chain, op.weights, x)
     finally:

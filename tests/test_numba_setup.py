@@ -110,7 +110,7 @@ def test_the_fork_safe_threading_layer_is_selected_by_default():
         import numba, numpy as np
         from pydebut import DeButOperator
         op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2)], rng=0)
-        op @ np.ones((8, 3))
+        op @ np.ones((8, 8))  # a block through the batched kernels
         print(numba.config.THREADING_LAYER, numba.threading_layer())
         """,
         clean_env(),
