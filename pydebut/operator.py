@@ -279,7 +279,9 @@ class DeButOperator(LinearOperator):
     for each factor, from ``F_1`` to ``F_L``. Both cost ``sum_l p_l s_l``
     multiply-adds per vector. The whole chain runs in one Numba call; blocks
     of vectors are split into chunks of columns processed in parallel by
-    ``numba.get_num_threads()`` threads, and one vector of length at least
+    ``numba.get_num_threads()`` threads (a block of fewer than
+    :data:`COLUMNS_ALONE` columns goes column by column through the one-vector
+    kernel), and one vector of length at least
     :data:`PARALLEL_VECTOR_SIZE` (``2**16``; on Numba's slow-launching
     ``workqueue`` layer only with about 2 ms of work per thread, see
     :data:`VECTOR_WORKER_FLOPS`) is split between them in phases, one
@@ -291,7 +293,9 @@ class DeButOperator(LinearOperator):
     (or ``NUMBA_NUM_THREADS=1``) avoids waiting on descheduled threads. One
     operator may be shared by several Python threads, and used in child processes
     started by fork or spawn (``multiprocessing``, joblib, Dask): pydebut selects
-    Numba's fork-safe threading layer (see ``pydebut._numba_setup``).
+    Numba's fork-safe threading layer (see ``pydebut._numba_setup``), TBB when
+    it is installed (``pip install "pydebut[tbb]"``), whose parallel launches take
+    microseconds, so that blocks from about 128 vectors use every core.
 
     With permutations, ``A = P_r B P_c`` with the permutation matrices
     ``P_r = I[row_perm]`` and ``P_c = I[:, col_perm]``: ``A x`` gathers
