@@ -666,33 +666,183 @@ def _row(array, row, start, width):  # pragma: no cover
     return _unowned_row(array, row, start, width)
 
 
+def _lanewise(lane_values, updates=False, planes=False):
+    """An intrinsic ``each(weights, sources, targets)`` that maps rows lane by lane.
+
+    ``sources`` and ``targets`` are tuples of 1-D C-ordered rows of one
+    length; for each lane ``l`` it stores ``lane_values(weights, x)`` into
+    ``targets[0][l], targets[1][l], ...``, where ``x = (sources[0][l],
+    sources[1][l], ...)``. With ``updates``, ``lane_values(weights, old, x)``
+    also takes ``old``, the targets' values at ``l``. With ``planes``, each
+    row holds split planes (:func:`_split_planes`) and counts as two rows,
+    its real parts then its imaginary parts, of half its length.
+    ``lane_values`` is a jitted function that returns a tuple.
+
+    The loop runs in an LLVM function whose row pointers are ``noalias``, so
+    the target rows must overlap neither each other nor any source row.
+    Written as a Numba loop over the same rows, LLVM cannot know that: it
+    tests every pair of a loaded and a stored row at each call and, counting
+    those tests in its cost model, takes the SIMD loop only from some number
+    of lanes on (24 for a radix-4 step in float64, up to 256 for a sweep of
+    :func:`lanes_general`), below which the loop runs scalar.
+    """
+
+    @intrinsic
+    def each(typingctx, weights, sources, targets):
+        rows = (sources, targets)
+        if not all(
+            isinstance(kind, types.UniTuple)
+            and isinstance(kind.dtype, types.Array)
+            and kind.dtype.ndim == 1
+            and kind.dtype.layout == "C"
+            for kind in rows
+        ):
+            return None
+        split = 2 if planes else 1
+        values = [types.UniTuple(kind.dtype.dtype, split * len(kind)) for kind in rows]
+        arguments = (weights, values[1], values[0]) if updates else (weights, values[0])
+        lane_signature = typingctx.resolve_function_type(
+            types.Dispatcher(lane_values), arguments, {}
+        )
+        if lane_signature is None or lane_signature.return_type != values[1]:
+            return None
+
+        def codegen(context, builder, signature, args):
+            arrays = [
+                make_array(kind.dtype)(context, builder, row)
+                for kind, value in zip(rows, args[1:], strict=True)
+                for row in cgutils.unpack_tuple(builder, value)
+            ]
+            lengths = [cgutils.unpack_tuple(builder, array.shape)[0] for array in arrays]
+            for length in lengths[1:] if _BOUNDSCHECK else []:
+                differs = builder.icmp_signed("!=", length, lengths[0])
+                with cgutils.if_unlikely(builder, differs):
+                    context.call_conv.return_user_exc(
+                        builder, IndexError, ("lanewise rows of different lengths",)
+                    )
+            count = builder.sdiv(lengths[0], lengths[0].type(split)) if planes else lengths[0]
+            pointers = []
+            for array in arrays:
+                pointers.append(array.data)
+                if planes:
+                    pointers.append(builder.gep(array.data, [count]))
+            compiled = context.compile_subroutine(
+                builder, lane_values.py_func, lane_signature.as_function()
+            )
+            loop = _lanewise_loop(context, builder.module, compiled.fndesc, lane_signature, updates)
+            builder.call(loop, [args[0], *pointers, count])
+            return context.get_dummy_value()
+
+        return types.void(weights, sources, targets), codegen
+
+    return each
+
+
+def _lanewise_loop(context, module, fndesc, lane_signature, updates):
+    """The LLVM function ``loop(weights, *noalias rows, count)`` of :func:`_lanewise`.
+
+    One per module and lane function; LLVM inlines it (``alwaysinline``),
+    keeping what ``noalias`` says as scoped alias metadata.
+    """
+    name = f"pydebut.lanewise.{fndesc.mangled_name}"
+    if name in module.globals:
+        return module.globals[name]
+    source_values, target_values = lane_signature.args[-1], lane_signature.return_type
+    n_sources, n_targets = len(source_values), len(target_values)
+    pointer = {
+        kind: context.get_data_type(kind.dtype).as_pointer()
+        for kind in (source_values, target_values)
+    }
+    argument_types = [context.get_value_type(lane_signature.args[0])]
+    argument_types += [pointer[source_values]] * n_sources + [pointer[target_values]] * n_targets
+    argument_types.append(context.get_value_type(types.intp))
+    loop = ir.Function(module, ir.FunctionType(ir.VoidType(), argument_types), name)
+    loop.linkage = "internal"
+    loop.attributes.add("alwaysinline")
+    for row in loop.args[1:-1]:
+        row.add_attribute("noalias")
+    builder = ir.IRBuilder(loop.append_basic_block("entry"))
+    weights, *rows, count = loop.args
+    sources, targets = rows[:n_sources], rows[n_sources:]
+    with cgutils.for_range(builder, count) as lanes:
+
+        def load(kind, pointers):
+            loaded = [builder.load(builder.gep(row, [lanes.index])) for row in pointers]
+            return context.make_tuple(builder, kind, loaded)
+
+        arguments = [weights, load(source_values, sources)]
+        if updates:
+            arguments.insert(1, load(target_values, targets))
+        _, results = context.call_internal_no_propagate(builder, fndesc, lane_signature, arguments)
+        for j, row in enumerate(targets):
+            builder.store(builder.extract_value(results, j), builder.gep(row, [lanes.index]))
+    builder.ret_void()
+    return loop
+
+
 #: Most rows one pass of :func:`lanes_2x2_group` mixes (``2**4``: four factors).
 MAX_GROUP_ROWS = 16
+
+
+@_jit(inline="always")
+def _matrix(w, j):  # pragma: no cover
+    """The 2x2 matrix ``w[j:j + 4]`` (row major) as a tuple."""
+    return w[j], w[j + 1], w[j + 2], w[j + 3]
+
+
+@_jit(inline="always")
+def _radix2_lane(m, x):  # pragma: no cover
+    """``M (a, b)`` for ``x = (a, b)`` and the 2x2 matrix ``m`` (row major)."""
+    a, b = x
+    return _madd(_product(m[0], a), m[1], b), _madd(_product(m[2], a), m[3], b)
+
+
+@_jit(inline="always")
+def _radix2_planes_lane(m, x):  # pragma: no cover
+    """:func:`_radix2_lane` of complex ``m`` on split planes: ``x = (a.re, a.im, b.re, b.im)``."""
+    a_re, a_im, b_re, b_im = x
+    return _sum2(m[0], a_re, a_im, m[1], b_re, b_im) + _sum2(m[2], a_re, a_im, m[3], b_re, b_im)
+
+
+def _radix4_lane_of(radix2_lane, per_row):
+    """A radix-4 step of ``radix2_lane``, whose rows take ``per_row`` values of ``x`` each.
+
+    ``m[:4]`` mixes rows 0 and 1, ``m[4:8]`` rows 2 and 3, then ``m[8:12]``
+    the new rows 0 and 2 and ``m[12:]`` the new rows 1 and 3. A real row is
+    one value, a row of split planes two (real, imaginary).
+    """
+    pair = 2 * per_row
+
+    def radix4_lane(m, x):  # pragma: no cover
+        u01 = radix2_lane(m[:4], x[:pair])
+        u23 = radix2_lane(m[4:8], x[pair:])
+        y02 = radix2_lane(m[8:12], u01[:per_row] + u23[:per_row])
+        y13 = radix2_lane(m[12:], u01[per_row:] + u23[per_row:])
+        return y02[:per_row] + y13[:per_row] + y02[per_row:] + y13[per_row:]
+
+    return _jit(inline="always")(radix4_lane)
+
+
+_each_radix2 = _lanewise(_radix2_lane)
+_each_radix2_planes = _lanewise(_radix2_planes_lane, planes=True)
+_each_radix4 = _lanewise(_radix4_lane_of(_radix2_lane, 1))
+_each_radix4_planes = _lanewise(_radix4_lane_of(_radix2_planes_lane, 2), planes=True)
 
 
 def _mix2(w, j, x0, x1, y0, y1):  # pragma: no cover - typed by _mix2_typed
     """``(y0, y1) = M (x0, x1)`` lane by lane, for the 2x2 matrix ``M = w[j:j + 4]`` (row major).
 
     Rows of real numbers with complex ``w`` hold split planes (:func:`_split_planes`).
+    The ``y`` rows overlap neither each other nor the ``x`` rows (:func:`_lanewise`).
     """
 
 
 def _mix2_same(w, j, x0, x1, y0, y1):  # pragma: no cover
-    m00, m01, m10, m11 = w[j], w[j + 1], w[j + 2], w[j + 3]
-    for lane in range(y0.shape[0]):
-        a = x0[lane]
-        b = x1[lane]
-        y0[lane] = _madd(_product(m00, a), m01, b)
-        y1[lane] = _madd(_product(m10, a), m11, b)
+    _each_radix2(_matrix(w, j), (x0, x1), (y0, y1))
 
 
 def _mix2_planes(w, j, x0, x1, y0, y1):  # pragma: no cover
-    m00, m01, m10, m11 = w[j], w[j + 1], w[j + 2], w[j + 3]
-    half = y0.shape[0] // 2
-    for re in range(half):
-        im = half + re
-        y0[re], y0[im] = _sum2(m00, x0[re], x0[im], m01, x1[re], x1[im])
-        y1[re], y1[im] = _sum2(m10, x0[re], x0[im], m11, x1[re], x1[im])
+    _each_radix2_planes(_matrix(w, j), (x0, x1), (y0, y1))
 
 
 def _mix4(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover - typed by _mix4_typed
@@ -701,41 +851,18 @@ def _mix4(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover - typed by 
     The four 2x2 matrices are ``w[j:j + 16]`` in that order, each row major;
     the four rows of a lane are loaded once and stored once. Rows of real
     numbers with complex ``w`` hold split planes (:func:`_split_planes`).
+    The ``y`` rows overlap neither each other nor the ``x`` rows (:func:`_lanewise`).
     """
 
 
 def _mix4_same(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
-    a00, a01, a10, a11 = w[j], w[j + 1], w[j + 2], w[j + 3]
-    b00, b01, b10, b11 = w[j + 4], w[j + 5], w[j + 6], w[j + 7]
-    c00, c01, c10, c11 = w[j + 8], w[j + 9], w[j + 10], w[j + 11]
-    d00, d01, d10, d11 = w[j + 12], w[j + 13], w[j + 14], w[j + 15]
-    for lane in range(y0.shape[0]):
-        u0 = _madd(_product(a00, x0[lane]), a01, x1[lane])
-        u1 = _madd(_product(a10, x0[lane]), a11, x1[lane])
-        u2 = _madd(_product(b00, x2[lane]), b01, x3[lane])
-        u3 = _madd(_product(b10, x2[lane]), b11, x3[lane])
-        y0[lane] = _madd(_product(c00, u0), c01, u2)
-        y2[lane] = _madd(_product(c10, u0), c11, u2)
-        y1[lane] = _madd(_product(d00, u1), d01, u3)
-        y3[lane] = _madd(_product(d10, u1), d11, u3)
+    m = _matrix(w, j) + _matrix(w, j + 4) + _matrix(w, j + 8) + _matrix(w, j + 12)
+    _each_radix4(m, (x0, x1, x2, x3), (y0, y1, y2, y3))
 
 
 def _mix4_planes(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
-    a00, a01, a10, a11 = w[j], w[j + 1], w[j + 2], w[j + 3]
-    b00, b01, b10, b11 = w[j + 4], w[j + 5], w[j + 6], w[j + 7]
-    c00, c01, c10, c11 = w[j + 8], w[j + 9], w[j + 10], w[j + 11]
-    d00, d01, d10, d11 = w[j + 12], w[j + 13], w[j + 14], w[j + 15]
-    half = y0.shape[0] // 2
-    for re in range(half):
-        im = half + re
-        u0 = _sum2(a00, x0[re], x0[im], a01, x1[re], x1[im])
-        u1 = _sum2(a10, x0[re], x0[im], a11, x1[re], x1[im])
-        u2 = _sum2(b00, x2[re], x2[im], b01, x3[re], x3[im])
-        u3 = _sum2(b10, x2[re], x2[im], b11, x3[re], x3[im])
-        y0[re], y0[im] = _sum2(c00, u0[0], u0[1], c01, u2[0], u2[1])
-        y2[re], y2[im] = _sum2(c10, u0[0], u0[1], c11, u2[0], u2[1])
-        y1[re], y1[im] = _sum2(d00, u1[0], u1[1], d01, u3[0], u3[1])
-        y3[re], y3[im] = _sum2(d10, u1[0], u1[1], d11, u3[0], u3[1])
+    m = _matrix(w, j) + _matrix(w, j + 4) + _matrix(w, j + 8) + _matrix(w, j + 12)
+    _each_radix4_planes(m, (x0, x1, x2, x3), (y0, y1, y2, y3))
 
 
 @overload(_mix2, inline="always", jit_options={"fastmath": {"contract"}})
@@ -878,105 +1005,132 @@ def lanes_2x2_group(
                 _stream_rows(scratch, last_half, dst, base - row0[1], rows, n, d0, lanes)
 
 
-def _accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover - typed
-    """``y = w[0] x0 + ...`` (if ``first``) or ``y += ...``, over ``terms`` (1, 2 or 4) rows.
+@_jit(inline="always")
+def _dot(w, x):  # pragma: no cover
+    """``w[0] x[0] + w[1] x[1] + ...`` in order: a product, then one FMA per further term."""
+    acc = _product(w[0], x[0])
+    for i in range(1, len(x)):
+        acc = _madd(acc, w[i], x[i])
+    return acc
+
+
+@_jit(inline="always")
+def _dot_onto(acc, w, x):  # pragma: no cover
+    """``acc + w[0] x[0] + w[1] x[1] + ...`` in order, one FMA per term."""
+    for i in range(len(x)):
+        acc = _madd(acc, w[i], x[i])
+    return acc
+
+
+@_jit(inline="always")
+def _dot_planes(w, x):  # pragma: no cover
+    """:func:`_dot` of complex ``w`` and split planes ``x = (x0.re, x0.im, x1.re, ...)``."""
+    acc = _times(w[0], x[0], x[1])
+    for i in range(1, len(w)):
+        acc = _plus_times(acc[0], acc[1], w[i], x[2 * i], x[2 * i + 1])
+    return acc
+
+
+@_jit(inline="always")
+def _dot_planes_onto(acc, w, x):  # pragma: no cover
+    """:func:`_dot_onto` of complex ``w`` and split planes; ``acc = (re, im)``."""
+    for i in range(len(w)):
+        acc = _plus_times(acc[0], acc[1], w[i], x[2 * i], x[2 * i + 1])
+    return acc
+
+
+@_jit(inline="always")
+def _sum_lane(w, x):  # pragma: no cover
+    """One output row of a sweep: ``(w[0] . x,)``."""
+    return (_dot(w[0], x),)
+
+
+@_jit(inline="always")
+def _sum_onto_lane(w, old, x):  # pragma: no cover
+    """:func:`_sum_lane` added to the output row's ``old`` value."""
+    return (_dot_onto(old[0], w[0], x),)
+
+
+@_jit(inline="always")
+def _sums_lane(w, x):  # pragma: no cover
+    """Two output rows of a sweep from the same inputs: ``(w[0] . x, w[1] . x)``."""
+    return _dot(w[0], x), _dot(w[1], x)
+
+
+@_jit(inline="always")
+def _sums_onto_lane(w, old, x):  # pragma: no cover
+    """:func:`_sums_lane` added to the output rows' ``old`` values."""
+    return _dot_onto(old[0], w[0], x), _dot_onto(old[1], w[1], x)
+
+
+@_jit(inline="always")
+def _sum_planes_lane(w, x):  # pragma: no cover
+    """:func:`_sum_lane` on split planes: ``(re, im)`` of the output row."""
+    return _dot_planes(w[0], x)
+
+
+@_jit(inline="always")
+def _sum_planes_onto_lane(w, old, x):  # pragma: no cover
+    """:func:`_sum_onto_lane` on split planes."""
+    return _dot_planes_onto(old, w[0], x)
+
+
+_each_sum = _lanewise(_sum_lane)
+_each_sum_onto = _lanewise(_sum_onto_lane, updates=True)
+_each_sums = _lanewise(_sums_lane)
+_each_sums_onto = _lanewise(_sums_onto_lane, updates=True)
+_each_sum_planes = _lanewise(_sum_planes_lane, planes=True)
+_each_sum_planes_onto = _lanewise(_sum_planes_onto_lane, updates=True, planes=True)
+
+
+def _sweep(y, z, first, w, v, rows):  # pragma: no cover - typed by _sweep_typed
+    """``y = w[0] rows[0] + ...`` (if ``first``) or ``y += ...``, lane by lane, over ``rows``.
 
     Unless ``z`` is None, ``z`` takes the same sum with the weights ``v`` in
     the same sweep, so each input row is loaded once for two output rows
-    (real rows; split planes take a sweep per row, :func:`_sweep_two_planes`).
-    ``w`` and ``v`` are 4-tuples (unused terms repeat the last). Summing up
-    to four rows per sweep writes ``y`` once per four products, not once per
+    (real rows; split planes take a sweep per output row). Summing up to four
+    rows per sweep writes ``y`` once per four products, not once per
     product; the sum is still taken in order of ``sigma``. Rows of real
     numbers with complex weights hold split planes (:func:`_split_planes`).
-    Typed by :func:`_accumulate_typed`.
     """
 
 
-@_jit(inline="always")
-def _dot(acc, first, w, a, b, c, d, terms):  # pragma: no cover
-    """``w[0] a + ...`` over ``terms`` values, added to ``acc`` unless ``first``, in order."""
-    acc = _product(w[0], a) if first else _madd(acc, w[0], a)
-    if terms >= 2:
-        acc = _madd(acc, w[1], b)
-    if terms == 4:
-        acc = _madd(_madd(acc, w[2], c), w[3], d)
-    return acc
+def _sweep_one(y, z, first, w, v, rows):  # pragma: no cover
+    if first:
+        _each_sum((w,), rows, (y,))
+    else:
+        _each_sum_onto((w,), rows, (y,))
 
 
-@_jit(inline="always")
-def _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms):  # pragma: no cover
-    """:func:`_dot` of complex weights and split-plane rows at ``(re, im)``: (real, imaginary)."""
-    acc = _times(w[0], x0[re], x0[im]) if first else _plus_times(y[re], y[im], w[0], x0[re], x0[im])
-    if terms >= 2:
-        acc = _plus_times(acc[0], acc[1], w[1], x1[re], x1[im])
-    if terms == 4:
-        acc = _plus_times(acc[0], acc[1], w[2], x2[re], x2[im])
-        acc = _plus_times(acc[0], acc[1], w[3], x3[re], x3[im])
-    return acc
+def _sweep_two(y, z, first, w, v, rows):  # pragma: no cover
+    if first:
+        _each_sums((w, v), rows, (y, z))
+    else:
+        _each_sums_onto((w, v), rows, (y, z))
 
 
-@_jit(inline="always")
-def _sweep_one(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-    """One sweep of :func:`_accumulate` into ``y`` (``z`` is None)."""
-    for lane in range(y.shape[0]):
-        a, b, c, d = x0[lane], x1[lane], x2[lane], x3[lane]
-        y[lane] = _dot(y[lane], first, w, a, b, c, d, terms)
+def _sweep_planes(y, z, first, w, v, rows):  # pragma: no cover
+    if first:
+        _each_sum_planes((w,), rows, (y,))
+    else:
+        _each_sum_planes_onto((w,), rows, (y,))
 
 
-@_jit(inline="always")
-def _sweep_two(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-    """One sweep of :func:`_accumulate` into ``y`` and ``z``, each input loaded once."""
-    for lane in range(y.shape[0]):
-        a, b, c, d = x0[lane], x1[lane], x2[lane], x3[lane]
-        y[lane] = _dot(y[lane], first, w, a, b, c, d, terms)
-        z[lane] = _dot(z[lane], first, v, a, b, c, d, terms)
-
-
-@_jit(inline="always")
-def _sweep_one_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-    """:func:`_sweep_one` on split planes."""
-    half = y.shape[0] // 2
-    for re in range(half):
-        im = half + re
-        y[re], y[im] = _dot_planes(y, first, w, x0, x1, x2, x3, re, im, terms)
-
-
-@_jit(inline="always")
-def _sweep_two_planes(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-    """:func:`_sweep_two` on split planes: a sweep for ``y``, then one for ``z``.
-
-    A complex term is four FMAs on two loaded planes, so one sweep for both
+def _sweep_two_planes(y, z, first, w, v, rows):  # pragma: no cover
+    """A complex term is four FMAs on two loaded planes, so one sweep for both
     rows would hold 16 broadcast weights, 8 input planes and 4 sums at
     once: on the paper's chains it was 1.2-3.3x slower than two sweeps.
     """
-    _sweep_one_planes(y, None, first, w, w, x0, x1, x2, x3, terms)
-    _sweep_one_planes(z, None, first, v, v, x0, x1, x2, x3, terms)
+    _sweep(y, None, first, w, w, rows)
+    _sweep(z, None, first, v, v, rows)
 
 
-def _by_terms(sweep):
-    """:func:`_accumulate` through ``sweep`` with ``terms`` a constant in each loop.
-
-    A loop whose ``terms`` is known at compile time loads only the rows it
-    sums; LLVM does not reliably take a run-time ``terms`` out of the loop.
-    """
-
-    def accumulate(y, z, first, w, v, x0, x1, x2, x3, terms):  # pragma: no cover
-        if terms == 4:
-            sweep(y, z, first, w, v, x0, x1, x2, x3, 4)
-        elif terms == 2:
-            sweep(y, z, first, w, v, x0, x1, x2, x3, 2)
-        else:
-            sweep(y, z, first, w, v, x0, x1, x2, x3, 1)
-
-    return accumulate
-
-
-@overload(_accumulate, inline="always", jit_options={"fastmath": {"contract"}})
-def _accumulate_typed(y, z, first, w, v, x0, x1, x2, x3, terms):
+@overload(_sweep, inline="always", jit_options={"fastmath": {"contract"}})
+def _sweep_typed(y, z, first, w, v, rows):
     one = isinstance(z, types.NoneType)
     if _split_planes(w.dtype, y.dtype):
-        return _by_terms(_sweep_one_planes if one else _sweep_two_planes)
-    return _by_terms(_sweep_one if one else _sweep_two)
+        return _sweep_planes if one else _sweep_two_planes
+    return _sweep_one if one else _sweep_two
 
 
 @_jit(inline="always")
@@ -987,7 +1141,7 @@ def _term_offsets(t, terms):  # pragma: no cover
 
 @_jit(inline="always")
 def _terms(weights, w, t, terms):  # pragma: no cover
-    """The weights of one sweep of :func:`_accumulate`: ``weights[w + j t]``."""
+    """The weights of one sweep of :func:`_sweep`: ``weights[w + j t]``."""
     d1, d2, d3 = _term_offsets(t, terms)
     return (weights[w], weights[w + d1], weights[w + d2], weights[w + d3])
 
@@ -997,7 +1151,8 @@ def _sum_over_sigma(weights, w_row, s, t, src, s0, x_row, lanes, y, z):  # pragm
     """``y = sum_sigma W[w_row + sigma t] x[x_row + sigma t]``, and ``z`` likewise unless None.
 
     ``z``'s weights follow ``y``'s by ``s t`` (the next ``rho``); the input
-    rows are the same for both.
+    rows are the same for both. Four values of ``sigma`` per sweep, then two,
+    then one.
     """
     sigma = 0
     while sigma < s:
@@ -1006,12 +1161,16 @@ def _sum_over_sigma(weights, w_row, s, t, src, s0, x_row, lanes, y, z):  # pragm
         v = w if z is None else _terms(weights, w_row + (s + sigma) * t, t, terms)
         row = x_row + sigma * t
         d1, d2, d3 = _term_offsets(t, terms)
-        _accumulate(
-            y, z, sigma == 0, w, v,
+        rows = (
             _row(src, row, s0, lanes), _row(src, row + d1, s0, lanes),
             _row(src, row + d2, s0, lanes), _row(src, row + d3, s0, lanes),
-            terms,
         )  # fmt: skip
+        if terms == 4:
+            _sweep(y, z, sigma == 0, w, v, rows)
+        elif terms == 2:
+            _sweep(y, z, sigma == 0, w[:2], v[:2], rows[:2])
+        else:
+            _sweep(y, z, sigma == 0, w[:1], v[:1], rows[:1])
         sigma += terms
 
 

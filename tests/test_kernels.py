@@ -607,6 +607,71 @@ def test_a_few_columns_run_one_at_a_time_with_the_same_result(monkeypatch, dtype
         assert widths == []
 
 
+@pytest.fixture(scope="module")
+def lanewise_calls():
+    """Jitted callers of the kernels' lanewise intrinsics (``_kernels._lanewise``)."""
+    import numba
+
+    @numba.njit
+    def sums_onto(w, v, x0, x1, y, z):
+        _kernels._each_sums_onto((w, v), (x0, x1), (y, z))
+
+    @numba.njit
+    def radix2_planes(m, x0, x1, y0, y1):
+        _kernels._each_radix2_planes(m, (x0, x1), (y0, y1))
+
+    @numba.njit
+    def radix4(m, x0, x1, x2, x3, y0, y1, y2, y3):
+        _kernels._each_radix4(m, (x0, x1, x2, x3), (y0, y1, y2, y3))
+
+    return sums_onto, radix2_planes, radix4
+
+
+@pytest.mark.parametrize("lanes", [0, 1, 7, 8, 9, 17, 33, 64])
+def test_lanewise_rows_match_numpy(lanewise_calls, lanes):
+    """The lanewise loop over ``noalias`` rows: each mode against NumPy, every lane written.
+
+    ``updates`` adds to the targets, ``planes`` reads rows of split planes,
+    and the radix-4 step orders its outputs as its rows; the lane counts
+    cover the SIMD loop, its remainder and neither.
+    """
+    sums_onto, radix2_planes, radix4 = lanewise_calls
+    rng = np.random.default_rng(lanes)
+    x = rng.standard_normal((4, lanes))
+    w, v = (1.5, -0.25), (0.5, 2.0)
+    y, z = rng.standard_normal((2, lanes))
+    expected = (y + w[0] * x[0] + w[1] * x[1], z + v[0] * x[0] + v[1] * x[1])
+    sums_onto(w, v, x[0], x[1], y, z)
+    np.testing.assert_allclose((y, z), expected, rtol=1e-14, atol=1e-14)
+
+    m = tuple(complex(a, b) for a, b in rng.standard_normal((4, 2)))
+    a, b = x[0] + 1j * x[1], x[2] + 1j * x[3]
+    rows = np.full((4, 2 * lanes), np.nan)
+    radix2_planes(m, np.hstack([x[0], x[1]]), np.hstack([x[2], x[3]]), rows[0], rows[2])
+    mixed = rows[[0, 2], :lanes] + 1j * rows[[0, 2], lanes:]
+    expected = np.array([[m[0], m[1]], [m[2], m[3]]]) @ np.array([a, b])
+    np.testing.assert_allclose(mixed, expected, rtol=1e-14, atol=1e-14)
+    assert np.isnan(rows[[1, 3]]).all()
+
+    m = tuple(rng.standard_normal(16))
+    stage = [np.array(m[k : k + 4]).reshape(2, 2) for k in range(0, 16, 4)]
+    first = np.vstack([stage[0] @ x[:2], stage[1] @ x[2:]])
+    expected = np.empty_like(x)
+    expected[[0, 2]] = stage[2] @ first[[0, 2]]
+    expected[[1, 3]] = stage[3] @ first[[1, 3]]
+    out = np.full((4, lanes), np.nan)
+    radix4(m, *x, *out)
+    np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.skipif(not _kernels._BOUNDSCHECK, reason="checked only under NUMBA_BOUNDSCHECK=1")
+def test_lanewise_rows_of_different_lengths_fail_under_boundscheck(lanewise_calls):
+    sums_onto = lanewise_calls[0]
+    rows = np.zeros((4, 8))
+    with pytest.raises(IndexError, match="lanewise rows"):
+        sums_onto((1.0, 1.0), (1.0, 1.0), rows[0], rows[1, :7], rows[2], rows[3])
+
+
 def split_every_vector(monkeypatch):
     """Send every vector of at least 16 rows through the parallel kernel."""
     from pydebut import operator
