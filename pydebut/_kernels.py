@@ -902,9 +902,9 @@ def _group_step(
     buffer); likewise in ``dst``. The 2x2 matrices start at ``weights[j]``.
     Returns the index of the next unused weight.
     """
-    span = 4 * h if radix4 else 2 * h
+    mixed_bits = 3 * h if radix4 else h  # the bits this step mixes: i0 has them clear
     for i0 in range(n):
-        if i0 % span >= h:
+        if i0 & mixed_bits:
             continue
         i1 = i0 + h
         a0 = src_base + (rows[i0] if src_mapped else i0)
