@@ -27,9 +27,11 @@ LANE_BYTES = 1024
 # within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
 _MIN_LANES = 8
 
-#: A second worker thread only for at least this many bytes of columns per worker (64
-#: float64 columns: narrower windows run the 2x2 groups markedly slower) ...
-MIN_WORKER_BYTES = 512
+#: A second worker thread only for at least this many bytes of columns per worker (16
+#: float64 columns: since the eighth session narrow windows no longer run scalar; blocks
+#: of 32 and 64 float64 columns on two workers measured 1.2-1.3x one worker on the 4096
+#: butterfly (TBB) and 1.7-2.1x on the 2**16 one) ...
+MIN_WORKER_BYTES = 128
 #: ... and at least this many floating-point operations per worker. On Numba's workqueue
 #: layer 2**25, about 2 ms of one core: its fork-join waits for the slower thread, and on
 #: the shared 2-core machine of benchmarks/README.md two threads were 0.2-0.7x one thread
