@@ -676,9 +676,10 @@ def _lanewise(lane_values, updates=False, planes=False):
     ``targets[0][l], targets[1][l], ...``, where ``x = (sources[0][l],
     sources[1][l], ...)``. With ``updates``, ``lane_values(weights, old, x)``
     also takes ``old``, the targets' values at ``l``. With ``planes``, each
-    row holds split planes (:func:`_split_planes`) and counts as two rows,
-    its real parts then its imaginary parts, of half its length.
-    ``lane_values`` is a jitted function that returns a tuple.
+    real row holds split planes (:func:`_split_planes`) and counts as two
+    rows, its real parts then its imaginary parts, of half its length; a
+    complex row counts as one. ``lane_values`` is a jitted function that
+    returns a tuple.
 
     The loop runs in an LLVM function whose row pointers are ``noalias``, so
     the target rows must overlap neither each other nor any source row.
@@ -700,8 +701,11 @@ def _lanewise(lane_values, updates=False, planes=False):
             for kind in rows
         ):
             return None
-        split = 2 if planes else 1
-        values = [types.UniTuple(kind.dtype.dtype, split * len(kind)) for kind in rows]
+        splits = [2 if planes and isinstance(kind.dtype.dtype, types.Float) else 1 for kind in rows]
+        values = [
+            types.UniTuple(kind.dtype.dtype, split * len(kind))
+            for kind, split in zip(rows, splits, strict=True)
+        ]
         arguments = (weights, values[1], values[0]) if updates else (weights, values[0])
         lane_signature = typingctx.resolve_function_type(
             types.Dispatcher(lane_values), arguments, {}
@@ -711,28 +715,29 @@ def _lanewise(lane_values, updates=False, planes=False):
 
         def codegen(context, builder, signature, args):
             arrays = [
-                make_array(kind.dtype)(context, builder, row)
-                for kind, value in zip(rows, args[1:], strict=True)
+                (make_array(kind.dtype)(context, builder, row), split)
+                for kind, value, split in zip(rows, args[1:], splits, strict=True)
                 for row in cgutils.unpack_tuple(builder, value)
             ]
-            lengths = [cgutils.unpack_tuple(builder, array.shape)[0] for array in arrays]
-            for length in lengths[1:] if _BOUNDSCHECK else []:
-                differs = builder.icmp_signed("!=", length, lengths[0])
-                with cgutils.if_unlikely(builder, differs):
+            counts = []  # lanes of each row
+            for array, split in arrays:
+                length = cgutils.unpack_tuple(builder, array.shape)[0]
+                counts.append(builder.sdiv(length, length.type(split)))
+            for count in counts[1:] if _BOUNDSCHECK else []:
+                with cgutils.if_unlikely(builder, builder.icmp_signed("!=", count, counts[0])):
                     context.call_conv.return_user_exc(
                         builder, IndexError, ("lanewise rows of different lengths",)
                     )
-            count = builder.sdiv(lengths[0], lengths[0].type(split)) if planes else lengths[0]
             pointers = []
-            for array in arrays:
+            for array, split in arrays:
                 pointers.append(array.data)
-                if planes:
-                    pointers.append(builder.gep(array.data, [count]))
+                if split == 2:
+                    pointers.append(builder.gep(array.data, [counts[0]]))
             compiled = context.compile_subroutine(
                 builder, lane_values.py_func, lane_signature.as_function()
             )
             loop = _lanewise_loop(context, builder.module, compiled.fndesc, lane_signature, updates)
-            builder.call(loop, [args[0], *pointers, count])
+            builder.call(loop, [args[0], *pointers, counts[0]])
             return context.get_dummy_value()
 
         return types.void(weights, sources, targets), codegen
@@ -1301,6 +1306,22 @@ def work_rows(specs, part_rows):  # pragma: no cover
     return 2 * max_dim + 2 * min(part_rows, max_dim) + 2 * MAX_GROUP_ROWS
 
 
+@_jit(inline="always")
+def _split_lane(w, x):  # pragma: no cover
+    """A complex value as split planes: ``(real part, imaginary part)``."""
+    return x[0].real, x[0].imag
+
+
+@_jit(inline="always")
+def _join_lane(w, x):  # pragma: no cover
+    """Split planes ``x = (real part, imaginary part)`` as one complex value."""
+    return (complex(x[0], x[1]),)
+
+
+_each_split = _lanewise(_split_lane, planes=True)
+_each_join = _lanewise(_join_lane, planes=True)
+
+
 def _window_source(x, first, lanes, buffer):  # pragma: no cover - typed by _window_source_typed
     """Where the first pass reads columns ``first:first + lanes`` of ``x``: array, column, width.
 
@@ -1316,10 +1337,7 @@ def _window_source_same(x, first, lanes, buffer):  # pragma: no cover
 
 def _window_source_planes(x, first, lanes, buffer):  # pragma: no cover
     for row in range(x.shape[0]):
-        for lane in range(lanes):
-            value = x[row, first + lane]
-            buffer[row, lane] = value.real
-            buffer[row, lanes + lane] = value.imag
+        _each_split((), (_row(x, row, first, lanes),), (_row(buffer, row, 0, 2 * lanes),))
     return buffer, _index(0), 2 * lanes
 
 
@@ -1352,8 +1370,7 @@ def _window_finish(out, first, lanes, result):  # pragma: no cover - typed by _w
 
 def _window_finish_planes(out, first, lanes, result):  # pragma: no cover
     for row in range(out.shape[0]):
-        for lane in range(lanes):
-            out[row, first + lane] = complex(result[row, lane], result[row, lanes + lane])
+        _each_join((), (_row(result, row, 0, 2 * lanes),), (_row(out, row, first, lanes),))
 
 
 @overload(_window_finish, inline="always")

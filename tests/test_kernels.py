@@ -624,7 +624,12 @@ def lanewise_calls():
     def radix4(m, x0, x1, x2, x3, y0, y1, y2, y3):
         _kernels._each_radix4(m, (x0, x1, x2, x3), (y0, y1, y2, y3))
 
-    return sums_onto, radix2_planes, radix4
+    @numba.njit
+    def split_join(x, planes, back):
+        _kernels._each_split((), (x,), (planes,))
+        _kernels._each_join((), (planes,), (back,))
+
+    return sums_onto, radix2_planes, radix4, split_join
 
 
 @pytest.mark.parametrize("lanes", [0, 1, 7, 8, 9, 17, 33, 64])
@@ -632,10 +637,11 @@ def test_lanewise_rows_match_numpy(lanewise_calls, lanes):
     """The lanewise loop over ``noalias`` rows: each mode against NumPy, every lane written.
 
     ``updates`` adds to the targets, ``planes`` reads rows of split planes,
-    and the radix-4 step orders its outputs as its rows; the lane counts
+    the radix-4 step orders its outputs as its rows, and a complex row goes
+    into split planes and back; the lane counts
     cover the SIMD loop, its remainder and neither.
     """
-    sums_onto, radix2_planes, radix4 = lanewise_calls
+    sums_onto, radix2_planes, radix4, split_join = lanewise_calls
     rng = np.random.default_rng(lanes)
     x = rng.standard_normal((4, lanes))
     w, v = (1.5, -0.25), (0.5, 2.0)
@@ -662,6 +668,14 @@ def test_lanewise_rows_match_numpy(lanewise_calls, lanes):
     out = np.full((4, lanes), np.nan)
     radix4(m, *x, *out)
     np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-13)
+
+    for dtype in (np.complex64, np.complex128):
+        values = (x[0] + 1j * x[1]).astype(dtype)
+        planes = np.full(2 * lanes, np.nan, dtype=values.real.dtype)
+        back = np.full(lanes, np.nan, dtype=dtype)
+        split_join(values, planes, back)
+        np.testing.assert_array_equal(planes, np.concatenate([values.real, values.imag]))
+        np.testing.assert_array_equal(back, values)
 
 
 @pytest.mark.skipif(not _kernels._BOUNDSCHECK, reason="checked only under NUMBA_BOUNDSCHECK=1")
