@@ -1124,7 +1124,9 @@ def _sweep_planes(y, z, first, w, v, rows):  # pragma: no cover
 
 
 def _sweep_two_planes(y, z, first, w, v, rows):  # pragma: no cover
-    """A complex term is four FMAs on two loaded planes, so one sweep for both
+    """Two output rows on split planes, one sweep each.
+
+    A complex term is four FMAs on two loaded planes, so one sweep for both
     rows would hold 16 broadcast weights, 8 input planes and 4 sums at
     once: on the paper's chains it was 1.2-3.3x slower than two sweeps.
     """
