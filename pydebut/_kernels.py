@@ -196,6 +196,137 @@ def _store_fence(typingctx):  # pragma: no cover - lowered by Numba
     return types.void(), codegen
 
 
+def _lanewise(lane_values, updates=False, planes=False):
+    """An intrinsic ``each(weights, sources, targets)`` that maps rows lane by lane.
+
+    ``sources`` and ``targets`` are tuples of 1-D C-ordered rows of one
+    length and one dtype each (:func:`_rows_of_one_dtype`); for each lane
+    ``l`` it stores ``lane_values(weights, x)`` into ``targets[0][l],
+    targets[1][l], ...``, where ``x = (sources[0][l], sources[1][l], ...)``.
+    With ``updates``, ``lane_values(weights, old, x)`` also takes ``old``,
+    the targets' values at ``l``. With ``planes``, each real row holds split
+    planes (:func:`_split_planes`) and counts as two rows, its real parts
+    then its imaginary parts, of half its length; a complex row counts as
+    one. ``lane_values`` is a jitted function that returns a tuple.
+
+    The loop runs in an LLVM function whose row pointers are ``noalias``, so
+    the target rows must overlap neither each other nor any source row.
+    Written as a Numba loop over the same rows, LLVM cannot know that: it
+    tests every pair of a loaded and a stored row at each call and, counting
+    those tests in its cost model, takes the SIMD loop only from some number
+    of lanes on (24 for a radix-4 step in float64, up to 256 for a sweep of
+    :func:`lanes_general`), below which the loop runs scalar.
+    """
+
+    @intrinsic
+    def each(typingctx, weights, sources, targets):
+        rows = (sources, targets)
+        if not all(_rows_of_one_dtype(kind) for kind in rows):
+            return None
+        splits = [2 if planes and isinstance(kind[0].dtype, types.Float) else 1 for kind in rows]
+        values = [
+            types.UniTuple(kind[0].dtype, split * len(kind))
+            for kind, split in zip(rows, splits, strict=True)
+        ]
+        arguments = (weights, values[1], values[0]) if updates else (weights, values[0])
+        lane_signature = typingctx.resolve_function_type(
+            types.Dispatcher(lane_values), arguments, {}
+        )
+        if lane_signature is None or lane_signature.return_type != values[1]:
+            return None
+
+        def codegen(context, builder, signature, args):
+            arrays = [
+                (make_array(row_type)(context, builder, row), split)
+                for kind, value, split in zip(rows, args[1:], splits, strict=True)
+                for row_type, row in zip(kind, cgutils.unpack_tuple(builder, value), strict=True)
+            ]
+            counts = []  # lanes of each row
+            for array, split in arrays:
+                length = cgutils.unpack_tuple(builder, array.shape)[0]
+                counts.append(builder.sdiv(length, length.type(split)))
+            for count in counts[1:] if _BOUNDSCHECK else []:
+                with cgutils.if_unlikely(builder, builder.icmp_signed("!=", count, counts[0])):
+                    context.call_conv.return_user_exc(
+                        builder, IndexError, ("lanewise rows of different lengths",)
+                    )
+            pointers = []
+            for array, split in arrays:
+                pointers.append(array.data)
+                if split == 2:
+                    pointers.append(builder.gep(array.data, [counts[0]]))
+            compiled = context.compile_subroutine(
+                builder, lane_values.py_func, lane_signature.as_function()
+            )
+            loop = _lanewise_loop(context, builder.module, compiled.fndesc, lane_signature, updates)
+            builder.call(loop, [args[0], *pointers, counts[0]])
+            return context.get_dummy_value()
+
+        return types.void(weights, sources, targets), codegen
+
+    return each
+
+
+def _rows_of_one_dtype(kind: types.Type) -> bool:
+    """Whether a Numba type is a non-empty tuple of 1-D C-ordered arrays of one dtype.
+
+    Read-only and writeable rows may mix (a read-only input beside weights).
+    """
+    return (
+        isinstance(kind, types.BaseTuple)
+        and len(kind) > 0
+        and all(
+            isinstance(row, types.Array)
+            and row.ndim == 1
+            and row.layout == "C"
+            and row.dtype == kind[0].dtype
+            for row in kind
+        )
+    )
+
+
+def _lanewise_loop(context, module, fndesc, lane_signature, updates):
+    """The LLVM function ``loop(weights, *noalias rows, count)`` of :func:`_lanewise`.
+
+    One per module and lane function; LLVM inlines it (``alwaysinline``),
+    keeping what ``noalias`` says as scoped alias metadata.
+    """
+    name = f"pydebut.lanewise.{fndesc.mangled_name}"
+    if name in module.globals:
+        return module.globals[name]
+    source_values, target_values = lane_signature.args[-1], lane_signature.return_type
+    n_sources, n_targets = len(source_values), len(target_values)
+    pointer = {
+        kind: context.get_data_type(kind.dtype).as_pointer()
+        for kind in (source_values, target_values)
+    }
+    argument_types = [context.get_value_type(lane_signature.args[0])]
+    argument_types += [pointer[source_values]] * n_sources + [pointer[target_values]] * n_targets
+    argument_types.append(context.get_value_type(types.intp))
+    loop = ir.Function(module, ir.FunctionType(ir.VoidType(), argument_types), name)
+    loop.linkage = "internal"
+    loop.attributes.add("alwaysinline")
+    for row in loop.args[1:-1]:
+        row.add_attribute("noalias")
+    builder = ir.IRBuilder(loop.append_basic_block("entry"))
+    weights, *rows, count = loop.args
+    sources, targets = rows[:n_sources], rows[n_sources:]
+    with cgutils.for_range(builder, count) as lanes:
+
+        def load(kind, pointers):
+            loaded = [builder.load(builder.gep(row, [lanes.index])) for row in pointers]
+            return context.make_tuple(builder, kind, loaded)
+
+        arguments = [weights, load(source_values, sources)]
+        if updates:
+            arguments.insert(1, load(target_values, targets))
+        _, results = context.call_internal_no_propagate(builder, fndesc, lane_signature, arguments)
+        for j, row in enumerate(targets):
+            builder.store(builder.extract_value(results, j), builder.gep(row, [lanes.index]))
+    builder.ret_void()
+    return loop
+
+
 @_jit(inline="always")
 def _times(w, re, im):  # pragma: no cover
     """``w (re + i im)``: real part ``fma(wr, re, -(wi im))``, imaginary ``fma(wr, im, wi re)``."""
@@ -275,6 +406,30 @@ def _vector_2x2_small_t(n_blocks, t, w, x, y):  # pragma: no cover
             y[i0 + t + alpha] = _madd(_product(w10, a), w11, b)
 
 
+@_jit(inline="always")
+def _weighted_radix2_lane(unused, x):  # pragma: no cover
+    """``(w00 a + w01 b, w10 a + w11 b)`` for ``x = (w00, w01, w10, w11, a, b)``."""
+    w00, w01, w10, w11, a, b = x
+    return _madd(_product(w00, a), w01, b), _madd(_product(w10, a), w11, b)
+
+
+@_jit(inline="always")
+def _term_lane(unused, x):  # pragma: no cover
+    """The first term of a sum, ``(w x,)`` for ``x = (w, x)``."""
+    return (_product(x[0], x[1]),)
+
+
+@_jit(inline="always")
+def _term_onto_lane(unused, old, x):  # pragma: no cover
+    """A further term of a sum, ``(old + w x,)`` for ``x = (w, x)``."""
+    return (_madd(old[0], x[0], x[1]),)
+
+
+_each_weighted_radix2 = _lanewise(_weighted_radix2_lane)
+_each_term = _lanewise(_term_lane)
+_each_term_onto = _lanewise(_term_onto_lane, updates=True)
+
+
 @_jit(fastmath={"contract"})
 def vector_2x2(p, t, weights, w_start, src, dst):  # pragma: no cover
     """``dst = F @ src`` for one vector and a factor with ``r = s = 2``.
@@ -306,11 +461,7 @@ def vector_2x2(p, t, weights, w_start, src, dst):  # pragma: no cover
         y1 = dst[(2 * block + 1) * t : (2 * block + 2) * t]
         w = weights[w_start + 4 * block * t : w_start + 4 * (block + 1) * t]
         w00, w01, w10, w11 = w[:t], w[t : 2 * t], w[2 * t : 3 * t], w[3 * t :]
-        for alpha in range(x0.shape[0]):
-            a = x0[alpha]
-            b = x1[alpha]
-            y0[alpha] = _madd(_product(w00[alpha], a), w01[alpha], b)
-            y1[alpha] = _madd(_product(w10[alpha], a), w11[alpha], b)
+        _each_weighted_radix2((), (w00, w01, w10, w11, x0, x1), (y0, y1))
 
 
 @_jit(fastmath={"contract"})
@@ -328,13 +479,11 @@ def vector_alphas(p, r, s, t, a0, a1, weights, w_start, src, dst):  # pragma: no
             w_row = w_start + (block * r + rho) * s * t + a0
             x_row = block * s * t + a0
             w_first, x_first = weights[w_row : w_row + width], src[x_row : x_row + width]
-            for alpha in range(y.shape[0]):
-                y[alpha] = _product(w_first[alpha], x_first[alpha])
+            _each_term((), (w_first, x_first), (y,))
             for sigma in range(1, s):
                 w_sigma = weights[w_row + sigma * t : w_row + sigma * t + width]
                 x_sigma = src[x_row + sigma * t : x_row + sigma * t + width]
-                for alpha in range(y.shape[0]):
-                    y[alpha] = _madd(y[alpha], w_sigma[alpha], x_sigma[alpha])
+                _each_term_onto((), (w_sigma, x_sigma), (y,))
 
 
 @_jit(fastmath={"contract"}, inline="always")
@@ -666,125 +815,6 @@ def _row(array, row, start, width):  # pragma: no cover
     ):
         raise IndexError("row view out of bounds")
     return _unowned_row(array, row, start, width)
-
-
-def _lanewise(lane_values, updates=False, planes=False):
-    """An intrinsic ``each(weights, sources, targets)`` that maps rows lane by lane.
-
-    ``sources`` and ``targets`` are tuples of 1-D C-ordered rows of one
-    length; for each lane ``l`` it stores ``lane_values(weights, x)`` into
-    ``targets[0][l], targets[1][l], ...``, where ``x = (sources[0][l],
-    sources[1][l], ...)``. With ``updates``, ``lane_values(weights, old, x)``
-    also takes ``old``, the targets' values at ``l``. With ``planes``, each
-    real row holds split planes (:func:`_split_planes`) and counts as two
-    rows, its real parts then its imaginary parts, of half its length; a
-    complex row counts as one. ``lane_values`` is a jitted function that
-    returns a tuple.
-
-    The loop runs in an LLVM function whose row pointers are ``noalias``, so
-    the target rows must overlap neither each other nor any source row.
-    Written as a Numba loop over the same rows, LLVM cannot know that: it
-    tests every pair of a loaded and a stored row at each call and, counting
-    those tests in its cost model, takes the SIMD loop only from some number
-    of lanes on (24 for a radix-4 step in float64, up to 256 for a sweep of
-    :func:`lanes_general`), below which the loop runs scalar.
-    """
-
-    @intrinsic
-    def each(typingctx, weights, sources, targets):
-        rows = (sources, targets)
-        if not all(
-            isinstance(kind, types.UniTuple)
-            and isinstance(kind.dtype, types.Array)
-            and kind.dtype.ndim == 1
-            and kind.dtype.layout == "C"
-            for kind in rows
-        ):
-            return None
-        splits = [2 if planes and isinstance(kind.dtype.dtype, types.Float) else 1 for kind in rows]
-        values = [
-            types.UniTuple(kind.dtype.dtype, split * len(kind))
-            for kind, split in zip(rows, splits, strict=True)
-        ]
-        arguments = (weights, values[1], values[0]) if updates else (weights, values[0])
-        lane_signature = typingctx.resolve_function_type(
-            types.Dispatcher(lane_values), arguments, {}
-        )
-        if lane_signature is None or lane_signature.return_type != values[1]:
-            return None
-
-        def codegen(context, builder, signature, args):
-            arrays = [
-                (make_array(kind.dtype)(context, builder, row), split)
-                for kind, value, split in zip(rows, args[1:], splits, strict=True)
-                for row in cgutils.unpack_tuple(builder, value)
-            ]
-            counts = []  # lanes of each row
-            for array, split in arrays:
-                length = cgutils.unpack_tuple(builder, array.shape)[0]
-                counts.append(builder.sdiv(length, length.type(split)))
-            for count in counts[1:] if _BOUNDSCHECK else []:
-                with cgutils.if_unlikely(builder, builder.icmp_signed("!=", count, counts[0])):
-                    context.call_conv.return_user_exc(
-                        builder, IndexError, ("lanewise rows of different lengths",)
-                    )
-            pointers = []
-            for array, split in arrays:
-                pointers.append(array.data)
-                if split == 2:
-                    pointers.append(builder.gep(array.data, [counts[0]]))
-            compiled = context.compile_subroutine(
-                builder, lane_values.py_func, lane_signature.as_function()
-            )
-            loop = _lanewise_loop(context, builder.module, compiled.fndesc, lane_signature, updates)
-            builder.call(loop, [args[0], *pointers, counts[0]])
-            return context.get_dummy_value()
-
-        return types.void(weights, sources, targets), codegen
-
-    return each
-
-
-def _lanewise_loop(context, module, fndesc, lane_signature, updates):
-    """The LLVM function ``loop(weights, *noalias rows, count)`` of :func:`_lanewise`.
-
-    One per module and lane function; LLVM inlines it (``alwaysinline``),
-    keeping what ``noalias`` says as scoped alias metadata.
-    """
-    name = f"pydebut.lanewise.{fndesc.mangled_name}"
-    if name in module.globals:
-        return module.globals[name]
-    source_values, target_values = lane_signature.args[-1], lane_signature.return_type
-    n_sources, n_targets = len(source_values), len(target_values)
-    pointer = {
-        kind: context.get_data_type(kind.dtype).as_pointer()
-        for kind in (source_values, target_values)
-    }
-    argument_types = [context.get_value_type(lane_signature.args[0])]
-    argument_types += [pointer[source_values]] * n_sources + [pointer[target_values]] * n_targets
-    argument_types.append(context.get_value_type(types.intp))
-    loop = ir.Function(module, ir.FunctionType(ir.VoidType(), argument_types), name)
-    loop.linkage = "internal"
-    loop.attributes.add("alwaysinline")
-    for row in loop.args[1:-1]:
-        row.add_attribute("noalias")
-    builder = ir.IRBuilder(loop.append_basic_block("entry"))
-    weights, *rows, count = loop.args
-    sources, targets = rows[:n_sources], rows[n_sources:]
-    with cgutils.for_range(builder, count) as lanes:
-
-        def load(kind, pointers):
-            loaded = [builder.load(builder.gep(row, [lanes.index])) for row in pointers]
-            return context.make_tuple(builder, kind, loaded)
-
-        arguments = [weights, load(source_values, sources)]
-        if updates:
-            arguments.insert(1, load(target_values, targets))
-        _, results = context.call_internal_no_propagate(builder, fndesc, lane_signature, arguments)
-        for j, row in enumerate(targets):
-            builder.store(builder.extract_value(results, j), builder.gep(row, [lanes.index]))
-    builder.ret_void()
-    return loop
 
 
 #: Most rows one pass of :func:`lanes_2x2_group` mixes (``2**4``: four factors).
