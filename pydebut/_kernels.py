@@ -28,8 +28,9 @@ imaginary parts) in real work buffers, so that a complex multiply-add is four
 real ones on whole SIMD registers. Rows of a window are taken as views that
 own nothing (:func:`_row`), as Numba's reference counting of slices made in
 inner loops costs as much as their arithmetic. The loops over a window's columns
-run in LLVM functions whose row pointers are ``noalias`` (:func:`_lanewise`),
-so LLVM vectorises them without first testing the rows for overlap.
+(and the one-vector kernels' loops over ``alpha``) run in LLVM functions whose
+row pointers are ``noalias`` (:func:`_lanewise`), so LLVM vectorises them
+without first testing the rows for overlap.
 
 Floating point: each sum over ``sigma`` is a product followed by one FMA per
 further term (one rounding each, so never less accurate than a multiply and

@@ -638,8 +638,8 @@ def test_lanewise_rows_match_numpy(lanewise_calls, lanes):
 
     ``updates`` adds to the targets, ``planes`` reads rows of split planes,
     the radix-4 step orders its outputs as its rows, and a complex row goes
-    into split planes and back; the lane counts
-    cover the SIMD loop, its remainder and neither.
+    into split planes and back; the lane counts cover the SIMD loop, its
+    remainder and neither.
     """
     sums_onto, radix2_planes, radix4, split_join = lanewise_calls
     rng = np.random.default_rng(lanes)
