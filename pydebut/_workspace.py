@@ -26,6 +26,7 @@ class Workspace(threading.local):
 
     def __init__(self) -> None:
         self.buffer = np.empty(0, dtype=_UNIT)
+        self.last = self.buffer  # the view get() returned last, handed out again as it is
 
     @property
     def nbytes(self) -> int:
@@ -34,6 +35,8 @@ class Workspace(threading.local):
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-ordered array of ``shape`` and ``dtype``."""
+        if self.last.shape == shape and self.last.dtype == dtype:
+            return self.last
         size = 1
         for extent in shape:
             size *= extent
@@ -42,7 +45,8 @@ class Workspace(threading.local):
             return np.empty(shape, dtype=dtype)
         if self.buffer.nbytes < nbytes:
             self.buffer = np.empty(-(-nbytes // _UNIT.itemsize), dtype=_UNIT)
-        return self.buffer.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+        self.last = self.buffer.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+        return self.last
 
 
 workspace = Workspace()

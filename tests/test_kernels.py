@@ -918,6 +918,27 @@ def test_apply_names_what_is_wrong_with_out():
         op.apply(np.ones(4))
 
 
+def test_workspace_hands_out_its_last_view_again(monkeypatch):
+    """A repeated request gets the same view, a new shape or dtype a new one, a large one
+    an array of its own; views always fit in the kept buffer."""
+    from pydebut import _workspace
+
+    monkeypatch.setattr(_workspace, "KEEP_BYTES", 2**16)
+    space = _workspace.Workspace()
+    first = space.get((2, 8, 16), np.dtype(np.float64))
+    assert space.get((2, 8, 16), np.dtype(np.float64)) is first
+    assert np.shares_memory(first, space.buffer)
+    other = space.get((2, 8, 16), np.dtype(np.float32))
+    assert other is not first and other.dtype == np.float32 and other.shape == (2, 8, 16)
+    wider = space.get((4, 64, 16), np.dtype(np.float64))
+    assert wider.shape == (4, 64, 16) and np.shares_memory(wider, space.buffer)
+    again = space.get((2, 8, 16), np.dtype(np.float64))  # after the buffer grew: no stale view
+    assert np.shares_memory(again, space.buffer) and not np.shares_memory(again, first)
+    large = space.get((1, 2**14), np.dtype(np.float64))
+    assert not np.shares_memory(large, space.buffer) and space.nbytes <= 2**16
+    assert space.get((1, 2**14), np.dtype(np.float64)) is not large
+
+
 def test_work_buffers_kept_between_calls_are_bounded(monkeypatch):
     import gc
     import tracemalloc
