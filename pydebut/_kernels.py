@@ -268,6 +268,20 @@ def _lanewise(lane_values, updates=False, planes=False):
     return each
 
 
+def _inline_call(block, name):
+    """Mark the call of ``name`` in ``block`` ``alwaysinline``.
+
+    The lane function must be inlined into the loop for the loop to
+    vectorise, but LLVM's inliner weighs a large one (a complex radix-4 step)
+    by its size; the attribute on the call site settles it.
+    """
+    for instruction in reversed(block.instructions):
+        if isinstance(instruction, ir.CallInstr) and instruction.callee.name == name:
+            instruction.attributes.add("alwaysinline")
+            return
+    raise AssertionError(f"no call of {name} to inline")  # pragma: no cover
+
+
 def _rows_of_one_dtype(kind: types.Type) -> bool:
     """Whether a Numba type is a non-empty tuple of 1-D C-ordered arrays of one dtype.
 
@@ -322,6 +336,7 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates):
         if updates:
             arguments.insert(1, load(target_values, targets))
         _, results = context.call_internal_no_propagate(builder, fndesc, lane_signature, arguments)
+        _inline_call(builder.block, fndesc.mangled_name)
         for j, row in enumerate(targets):
             builder.store(builder.extract_value(results, j), builder.gep(row, [lanes.index]))
     builder.ret_void()

@@ -678,6 +678,38 @@ def test_lanewise_rows_match_numpy(lanewise_calls, lanes):
         np.testing.assert_array_equal(back, values)
 
 
+def test_lanewise_inlines_even_a_large_lane_function():
+    """The loop vectorises only with the lane function inlined, whatever its size.
+
+    Sixteen chained radix-4 steps per lane (256 multiply-adds) are more than
+    LLVM's inliner takes by its own measure; the ``alwaysinline`` call site
+    (``_kernels._inline_call``) must leave no call of it in the optimised code.
+    """
+    import numba
+
+    radix4 = _kernels._radix4_lane_of(_kernels._radix2_lane, 1)
+
+    @numba.njit(inline="always")
+    def chained(m, x):
+        for _ in range(16):
+            x = radix4(m, x)
+        return x
+
+    each = _kernels._lanewise(chained)
+
+    @numba.njit
+    def run(m, x0, x1, x2, x3, y0, y1, y2, y3):
+        each(m, (x0, x1, x2, x3), (y0, y1, y2, y3))
+
+    rows = np.ones((8, 16))
+    m = tuple(np.full(16, 0.5))
+    run(m, *rows)
+    np.testing.assert_array_equal(rows[4:], 1.0)  # each step maps (1, 1) to (1, 1)
+    for ir_text in run.inspect_llvm().values():
+        calls = [line for line in ir_text.splitlines() if "call" in line and "chained" in line]
+        assert calls == [], calls[:3]
+
+
 @pytest.mark.skipif(not _kernels._BOUNDSCHECK, reason="checked only under NUMBA_BOUNDSCHECK=1")
 def test_lanewise_rows_of_different_lengths_fail_under_boundscheck(lanewise_calls):
     sums_onto = lanewise_calls[0]
