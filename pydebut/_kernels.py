@@ -1149,11 +1149,20 @@ def _sweep(y, z, first, w, v, rows):  # pragma: no cover - typed by _sweep_typed
     """
 
 
-def _sweep_one(y, z, first, w, v, rows):  # pragma: no cover
-    if first:
-        _each_sum((w,), rows, (y,))
-    else:
-        _each_sum_onto((w,), rows, (y,))
+def _one_row_sweep(each_first, each_onto):
+    """:func:`_sweep` into ``y`` alone (``z`` is None) through a lanewise pair."""
+
+    def sweep(y, z, first, w, v, rows):  # pragma: no cover
+        if first:
+            each_first((w,), rows, (y,))
+        else:
+            each_onto((w,), rows, (y,))
+
+    return sweep
+
+
+_sweep_one = _one_row_sweep(_each_sum, _each_sum_onto)
+_sweep_planes = _one_row_sweep(_each_sum_planes, _each_sum_planes_onto)
 
 
 def _sweep_two(y, z, first, w, v, rows):  # pragma: no cover
@@ -1161,13 +1170,6 @@ def _sweep_two(y, z, first, w, v, rows):  # pragma: no cover
         _each_sums((w, v), rows, (y, z))
     else:
         _each_sums_onto((w, v), rows, (y, z))
-
-
-def _sweep_planes(y, z, first, w, v, rows):  # pragma: no cover
-    if first:
-        _each_sum_planes((w,), rows, (y,))
-    else:
-        _each_sum_planes_onto((w,), rows, (y,))
 
 
 def _sweep_two_planes(y, z, first, w, v, rows):  # pragma: no cover
