@@ -193,8 +193,9 @@ VECTOR_WORKER_FLOPS = _batched.MIN_WORKER_FLOPS if _numba_setup.launches_through
 #: A block of fewer columns runs column by column through the one-vector kernel
 #: (:func:`_kernels.apply_chain_columns`), unless one vector is split between threads:
 #: on windows that narrow the batched kernels are slower. On the paper's chains and the 4096
-#: butterfly (benchmarks/README.md) that measured 1.5-4.0x faster at 2 columns, 1.2-2.5x at
-#: 4 and 0.98-2.05x at 6; from 8 columns the batched kernels were mostly faster.
+#: butterfly (benchmarks/README.md, eighth session) that measured 1.56-3.14x faster at 2
+#: columns and 1.02-1.70x at 4; at 6 the two ways were even (0.81-1.35x), and from 8
+#: columns the batched kernels were faster.
 COLUMNS_ALONE = 6
 
 
@@ -295,7 +296,8 @@ class DeButOperator(LinearOperator):
     started by fork or spawn (``multiprocessing``, joblib, Dask): pydebut selects
     Numba's fork-safe threading layer (see ``pydebut._numba_setup``), TBB when
     it is installed (``pip install "pydebut[tbb]"``), whose parallel launches take
-    microseconds, so that blocks from about 128 vectors use every core.
+    microseconds, so that blocks of large chains use every core from a few dozen
+    vectors (32 for the 4096 butterfly).
 
     With permutations, ``A = P_r B P_c`` with the permutation matrices
     ``P_r = I[row_perm]`` and ``P_c = I[:, col_perm]``: ``A x`` gathers
