@@ -124,6 +124,18 @@ def _index(value):  # pragma: no cover
     return np.int64(value)
 
 
+@_jit(inline="always")
+def _at(array, i):  # pragma: no cover
+    """``array[i]`` for an index ``i >= 0`` that LLVM cannot prove non-negative.
+
+    Numba wraps a negative signed index around: a compare and a select per
+    access, which in a 2x2 group added 16 of each to every radix-4 step's
+    set-up. An unsigned index has no wraparound (and is bounds-checked
+    alike under ``NUMBA_BOUNDSCHECK=1``).
+    """
+    return array[np.uint64(i)]
+
+
 # --- complex arithmetic with fixed roundings ------------------------------------------
 #
 # A complex window of ``lanes`` columns runs through the batched kernels as a real one of
@@ -841,7 +853,7 @@ MAX_GROUP_ROWS = 16
 @_jit(inline="always")
 def _matrix(w, j):  # pragma: no cover
     """The 2x2 matrix ``w[j:j + 4]`` (row major) as a tuple."""
-    return w[j], w[j + 1], w[j + 2], w[j + 3]
+    return _at(w, j), _at(w, j + 1), _at(w, j + 2), _at(w, j + 3)
 
 
 @_jit(inline="always")
@@ -959,10 +971,10 @@ def _group_step(
         if i0 & mixed_bits:
             continue
         i1 = i0 + h
-        a0 = src_base + (rows[i0] if src_mapped else i0)
-        a1 = src_base + (rows[i1] if src_mapped else i1)
-        b0 = dst_base + (rows[i0] if dst_mapped else i0)
-        b1 = dst_base + (rows[i1] if dst_mapped else i1)
+        a0 = src_base + (_at(rows, i0) if src_mapped else i0)
+        a1 = src_base + (_at(rows, i1) if src_mapped else i1)
+        b0 = dst_base + (_at(rows, i0) if dst_mapped else i0)
+        b1 = dst_base + (_at(rows, i1) if dst_mapped else i1)
         if not radix4:
             _mix2(
                 weights, j, _row(src, a0, s0, width), _row(src, a1, s0, width),
@@ -971,10 +983,10 @@ def _group_step(
             j += 4
             continue
         i2, i3 = i0 + 2 * h, i0 + 3 * h
-        a2 = src_base + (rows[i2] if src_mapped else i2)
-        a3 = src_base + (rows[i3] if src_mapped else i3)
-        b2 = dst_base + (rows[i2] if dst_mapped else i2)
-        b3 = dst_base + (rows[i3] if dst_mapped else i3)
+        a2 = src_base + (_at(rows, i2) if src_mapped else i2)
+        a3 = src_base + (_at(rows, i3) if src_mapped else i3)
+        b2 = dst_base + (_at(rows, i2) if dst_mapped else i2)
+        b3 = dst_base + (_at(rows, i3) if dst_mapped else i3)
         _mix4(
             weights, j,
             _row(src, a0, s0, width), _row(src, a1, s0, width),
@@ -1201,7 +1213,7 @@ def _term_offsets(t, terms):  # pragma: no cover
 def _terms(weights, w, t, terms):  # pragma: no cover
     """The weights of one sweep of :func:`_sweep`: ``weights[w + j t]``."""
     d1, d2, d3 = _term_offsets(t, terms)
-    return (weights[w], weights[w + d1], weights[w + d2], weights[w + d3])
+    return _at(weights, w), _at(weights, w + d1), _at(weights, w + d2), _at(weights, w + d3)
 
 
 @_jit(inline="always")
