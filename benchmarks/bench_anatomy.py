@@ -1,0 +1,192 @@
+"""Where a batched apply spends its time: the set-up of each step, and memory at large batches.
+
+Run from the repository root, on one core for steady numbers::
+
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c 1 \\
+        python benchmarks/bench_anatomy.py [steps] [memory] [--quick]
+
+**steps.** The 2x2-group kernel (``pydebut._kernels.lanes_2x2_group``) runs
+four butterfly factors (``t = 1, 2, 4, 8``) on a 256-row window that stays in
+cache: per 16-row sub-problem two radix-4 steps of four *mixes* each, a mix
+being one loop over the columns of four rows. A least-squares line through
+the time per mix at 16 to 128 columns splits it into a fixed **set-up** (the
+weights, the row addresses, entering the loop) and a cost per column, given as
+the loop's floating-point rate beside a dense GEMM's. A float32 SIMD vector
+holds twice the columns of a float64 one while the set-up stays the same, which
+is why float32 gains less than 2x over float64 on narrow windows.
+
+**memory.** The 4096 butterfly at 1024 float64 columns runs window by window,
+128 columns each, through the whole chain. It is timed into a preallocated
+``out``, through ``op @ x`` (a new 32 MiB result whose pages the OS maps and
+zeroes on first write), and as eight blocks of 128 columns with the blocks' ``x``
+and ``out`` either the same arrays each time (they stay in cache) or eight
+different ones (read from or written to memory). Filling a new 32 MiB array and
+copying 32 MiB measure the page faults and the memory bandwidth alone.
+
+Timings are interleaved round by round (``bench_apply.time_interleaved``) and
+the medians are reported; on a shared machine the differences between rows
+mean more than the times themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from bench_apply import machine, time_interleaved
+
+from pydebut import Chain, DeButOperator, FactorSpec, _batched, _kernels
+from pydebut._reference import apply_chain
+from pydebut.special import butterfly_chain
+
+#: Rows of the window of the steps section (16 sub-problems of 16 rows: 256 KiB in float64
+#: at 128 columns, inside the 1 MiB L2 cache of the machine in benchmarks/README.md).
+STEP_ROWS = 256
+STEP_TS = (1, 2, 4, 8)
+STEP_WIDTHS = (16, 32, 64, 96, 128, 256)
+#: Columns from which a window's rows stop fitting in L2 here; the line is fitted below.
+FIT_UP_TO = 128
+#: Floating-point operations of a radix-4 mix per column, counted as bench_apply counts
+#: them: a multiply-add (two) for each of its 16 weights.
+FLOPS_PER_COLUMN = 32
+
+
+def group_call(dtype: np.dtype, width: int) -> Callable[[], None]:
+    """One call of the steps section's group kernel at ``width`` columns of ``dtype``."""
+    rng = np.random.default_rng(0)
+    ts = np.array(STEP_TS)
+    specs = np.array([[STEP_ROWS, STEP_ROWS, 2, 2, t] for t in ts])
+    rows = _batched._group_rows(ts)
+    weights = [rng.standard_normal(2 * STEP_ROWS).astype(dtype) for _ in ts]
+    packed = _batched._pack_group(specs, weights, rows).astype(dtype)
+    src = rng.standard_normal((STEP_ROWS, width)).astype(dtype)
+    dst = np.empty_like(src)
+    scratch = np.empty((2 * _kernels.MAX_GROUP_ROWS, width), dtype)
+    arguments = (STEP_ROWS, len(ts), 1, rows, packed, 0, src, 0, dst, 0, width, scratch, 0, 1)
+
+    def call() -> None:
+        _kernels.lanes_2x2_group(*arguments, (0, 0), False)
+
+    call()  # the factors applied in order of increasing t: the chain lists them the other way
+    chain = Chain([FactorSpec(STEP_ROWS, STEP_ROWS, 2, 2, t) for t in reversed(STEP_TS)])
+    expected = apply_chain(
+        chain, [w.reshape(f.weight_shape) for f, w in zip(chain, weights[::-1])], src
+    )
+    np.testing.assert_allclose(
+        dst, expected, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4
+    )
+    return call
+
+
+#: Radix-4 mixes per call of group_call: four per step, two steps per 16-row sub-problem.
+MIXES_PER_CALL = STEP_ROWS // 2 ** len(STEP_TS) * 4 * (len(STEP_TS) // 2)
+
+
+def gemm_rate(dtype: np.dtype, rounds: int, budget: float) -> float:
+    """FLOP/s of a 1024 x 1024 GEMM of ``dtype`` (two per multiply-add)."""
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((1024, 1024)).astype(dtype) for _ in range(2))
+    c = np.empty_like(a)
+    median, _ = time_interleaved({"gemm": lambda: np.matmul(a, b, out=c)}, rounds, budget)
+    return 2 * 1024**3 / median["gemm"]
+
+
+def steps_section(rounds: int, budget: float) -> None:
+    print("## Set-up per radix-4 step (2x2-group kernel, 256 rows in cache)\n")
+    dtypes = [np.dtype("float64"), np.dtype("float32")]
+    calls = {
+        f"{dtype} {width}": group_call(dtype, width) for dtype in dtypes for width in STEP_WIDTHS
+    }
+    median, _ = time_interleaved(calls, rounds, budget)
+    times = {
+        dtype: {width: median[f"{dtype} {width}"] / MIXES_PER_CALL for width in STEP_WIDTHS}
+        for dtype in dtypes
+    }
+    print("| columns | float64 ns per mix | float32 ns per mix | float32 rate over float64 |")
+    print("| --- | --- | --- | --- |")
+    for width in STEP_WIDTHS:
+        t64, t32 = (times[dtype][width] for dtype in dtypes)
+        print(f"| {width} | {t64 * 1e9:.1f} | {t32 * 1e9:.1f} | {t64 / t32:.2f} |")
+    print()
+    for dtype in dtypes:
+        fitted = [w for w in STEP_WIDTHS if w <= FIT_UP_TO]
+        per_column, setup = np.polyfit(fitted, [times[dtype][w] for w in fitted], 1)
+        print(
+            f"{dtype}: set-up {setup * 1e9:.1f} ns per mix, then {per_column * 1e9:.3f} ns per"
+            f" column: the loop at {FLOPS_PER_COLUMN / per_column / 1e9:.0f} GFLOP/s"
+            f" (a GEMM here: {gemm_rate(dtype, rounds, budget) / 1e9:.0f})"
+        )
+    print(
+        f"\n(a line through 16 to {FIT_UP_TO} columns; a mix applies 16 weights to each column,"
+        f" {FLOPS_PER_COLUMN} floating-point operations as bench_apply counts them)"
+    )
+
+
+def memory_section(rounds: int, budget: float) -> None:
+    print("\n## Memory at 1024 columns (4096 butterfly, float64)\n")
+    rng = np.random.default_rng(0)
+    op = DeButOperator.random(butterfly_chain(4096), rng=1)
+    n, batch, width = op.shape[1], 1024, 128
+    x = rng.standard_normal((n, batch))
+    out = np.empty_like(x)
+    blocks = [rng.standard_normal((n, width)) for _ in range(batch // width)]
+    block_outs = [np.empty_like(block) for block in blocks]
+    source, target = rng.standard_normal((n, batch)), np.empty((n, batch))
+    cases = {
+        "op.apply(x, out)": lambda: op.apply(x, out),
+        "op @ x (new result)": lambda: op @ x,
+        "8 blocks of 128, x and out in cache": lambda: [
+            op.apply(blocks[0], block_outs[0]) for _ in blocks
+        ],
+        "8 blocks of 128, x from memory": lambda: [
+            op.apply(block, block_outs[0]) for block in blocks
+        ],
+        "8 blocks of 128, out to memory": lambda: [
+            op.apply(blocks[0], block_out) for block_out in block_outs
+        ],
+        "fill a new 32 MiB array": lambda: np.empty_like(x).fill(0.0),
+        "copy 32 MiB": lambda: np.copyto(target, source),
+    }
+    median, _ = time_interleaved(cases, rounds, budget)
+    for name, seconds in median.items():
+        print(f"  {name:38s} {seconds * 1e3:7.2f} ms")
+    extra = {
+        "reading x from memory": (
+            "8 blocks of 128, x from memory",
+            "8 blocks of 128, x and out in cache",
+        ),
+        "writing out to memory": (
+            "8 blocks of 128, out to memory",
+            "8 blocks of 128, x and out in cache",
+        ),
+        "a new result (op @ x)": ("op @ x (new result)", "op.apply(x, out)"),
+    }
+    print()
+    for name, (slower, faster) in extra.items():
+        print(f"  {name:24s} +{(median[slower] - median[faster]) * 1e3:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", help="steps, memory (default: both)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    args = parser.parse_args()
+    sections = args.sections or ["steps", "memory"]
+    if set(sections) - {"steps", "memory"}:
+        parser.error(f"unknown sections {sorted(set(sections) - {'steps', 'memory'})}")
+    rounds, budget = (5, 0.05) if args.quick else (11, 0.1)
+    print(f"machine: {machine()}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the start; {time.strftime('%Y-%m-%d')}\n")
+    if "steps" in sections:
+        steps_section(rounds, budget)
+    if "memory" in sections:
+        memory_section(rounds, budget)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
