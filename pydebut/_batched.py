@@ -176,19 +176,25 @@ def streams_output(plan: BatchPlan, out: np.ndarray) -> bool:
     for an output too large to stay in cache that is wasted traffic. The last
     pass then writes each sub-problem's rows to scratch, and copies them into
     ``out`` with streaming stores (:func:`pydebut._kernels.lanes_2x2_group`).
-    Only for a real ``out`` of at least :data:`STREAM_BYTES` whose last pass
-    is a group of at least :data:`STREAM_MIN_GROUP` factors: behind a lone
-    factor or a pair, streaming measured slower (benchmarks/README.md).
+    Only for a real row-major ``out`` of at least :data:`STREAM_BYTES` whose
+    last pass is a group of at least :data:`STREAM_MIN_GROUP` factors: behind
+    a lone factor or a pair, streaming measured slower (benchmarks/README.md).
+    A column-major ``out`` receives each window from a work buffer instead.
     """
     return (
         out.dtype.kind != "c"
+        and out.flags.c_contiguous
         and out.nbytes >= STREAM_BYTES
         and int(plan.passes[-1, 1]) >= STREAM_MIN_GROUP
     )
 
 
 def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launch) -> None:
-    """``out = F_1 ... F_L x`` for a C-contiguous ``(n, batch)`` block ``x``.
+    """``out = F_1 ... F_L x`` for an ``(n, batch)`` block ``x``.
+
+    ``x`` and ``out`` are C-contiguous, or, for a real dtype, F-contiguous
+    (each window is then copied between their columns and a work buffer's
+    rows, see :func:`pydebut._kernels.apply_chain_matrix`).
 
     Up to ``n_threads`` workers share the windows, each with at least
     :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of work.

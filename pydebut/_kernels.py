@@ -1385,12 +1385,42 @@ _each_split = _lanewise(_split_lane, planes=True)
 _each_join = _lanewise(_join_lane, planes=True)
 
 
+def _column_major(kind: types.Type) -> bool:
+    """Whether a Numba type is a 2-D Fortran-ordered array: its columns, not its rows, are runs."""
+    return isinstance(kind, types.Array) and kind.ndim == 2 and kind.layout == "F"
+
+
+#: Side of the square tiles that :func:`_transpose` moves: a 64-byte cache line of float64.
+_TILE = 8
+
+
+@_jit(inline="always")
+def _transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):  # pragma: no cover
+    """``target[t_row + j, t_col + i] = source[s_row + i, s_col + j]``, ``i < n_rows, j < n_cols``.
+
+    Both arrays are C-ordered; full :data:`_TILE` x :data:`_TILE` tiles go
+    through registers (eight rows read, eight written, each a cache line of
+    float64), the edges element by element.
+    """
+    full_rows, full_cols = n_rows - n_rows % _TILE, n_cols - n_cols % _TILE
+    for i0 in range(0, full_rows, _TILE):
+        for j0 in range(0, full_cols, _TILE):
+            for j in range(_TILE):
+                line = _row(target, t_row + j0 + j, t_col + i0, _TILE)
+                for i in range(_TILE):
+                    line[i] = _row(source, s_row + i0 + i, s_col + j0, _TILE)[j]
+    for i in range(n_rows):
+        for j in range(full_cols if i < full_rows else 0, n_cols):
+            target[t_row + j, t_col + i] = source[s_row + i, s_col + j]
+
+
 def _window_source(x, first, lanes, buffer):  # pragma: no cover - typed by _window_source_typed
     """Where the first pass reads columns ``first:first + lanes`` of ``x``: array, column, width.
 
     ``x`` itself, ``lanes`` wide, when the work buffers hold its dtype; a
     complex ``x`` with real work buffers is copied into ``buffer`` as split
-    planes, ``2 lanes`` wide.
+    planes, ``2 lanes`` wide; a column-major real ``x`` is copied into
+    ``buffer``'s rows (:func:`_transpose`).
     """
 
 
@@ -1404,30 +1434,38 @@ def _window_source_planes(x, first, lanes, buffer):  # pragma: no cover
     return buffer, _index(0), 2 * lanes
 
 
+def _window_source_columns(x, first, lanes, buffer):  # pragma: no cover
+    _transpose(x.T, first, 0, buffer, 0, 0, lanes, x.shape[0])
+    return buffer, _index(0), lanes
+
+
 @overload(_window_source, inline="always")
 def _window_source_typed(x, first, lanes, buffer):
+    if _column_major(x):  # a column-major complex x reaches the kernels row-major
+        return _window_source_columns if x.dtype == buffer.dtype else None
     return _window_source_planes if _split_planes(x.dtype, buffer.dtype) else _window_source_same
 
 
 def _window_target(out, first, buffer):  # pragma: no cover - typed by _window_target_typed
     """Where the last pass writes the window at column ``first`` of ``out``: ``(array, column)``.
 
-    ``out`` itself when the work buffers hold its dtype, else ``buffer``,
-    which :func:`_window_finish` then copies into ``out``.
+    ``out`` itself when the work buffers hold its dtype and it is row-major,
+    else ``buffer``, which :func:`_window_finish` then copies into ``out``.
     """
 
 
 @overload(_window_target, inline="always")
 def _window_target_typed(out, first, buffer):
-    if _split_planes(out.dtype, buffer.dtype):
+    if _split_planes(out.dtype, buffer.dtype) or _column_major(out):
         return lambda out, first, buffer: (buffer, _index(0))
     return lambda out, first, buffer: (out, first)
 
 
 def _window_finish(out, first, lanes, result):  # pragma: no cover - typed by _window_finish_typed
-    """Copy a window's split planes ``result`` into columns ``first:first + lanes`` of ``out``.
+    """Copy a window's ``result`` into columns ``first:first + lanes`` of ``out``.
 
-    Nothing to do when the last pass wrote ``out`` itself.
+    From split planes, or from rows into a column-major ``out``; nothing to
+    do when the last pass wrote ``out`` itself.
     """
 
 
@@ -1436,8 +1474,14 @@ def _window_finish_planes(out, first, lanes, result):  # pragma: no cover
         _each_join((), (_row(result, row, 0, 2 * lanes),), (_row(out, row, first, lanes),))
 
 
+def _window_finish_columns(out, first, lanes, result):  # pragma: no cover
+    _transpose(result, 0, 0, out.T, first, 0, out.shape[0], lanes)
+
+
 @overload(_window_finish, inline="always")
 def _window_finish_typed(out, first, lanes, result):
+    if _column_major(out):
+        return _window_finish_columns if out.dtype == result.dtype else None
     if _split_planes(out.dtype, result.dtype):
         return _window_finish_planes
     return lambda out, first, lanes, result: None
@@ -1501,7 +1545,7 @@ def apply_chain_chunks(
 def apply_chain_matrix(
     specs, passes, rows, weights, x, out, work, width, part_rows, stream
 ):  # pragma: no cover
-    """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C-contiguous).
+    """``out = F_1 ... F_L @ x`` for ``x`` of shape ``(n, batch)`` (C- or F-contiguous).
 
     The chain runs as the plan's ``passes`` (see :func:`lanes_pass`). Columns
     are split into chunks of at most ``width``, and worker ``w`` runs the
@@ -1518,8 +1562,12 @@ def apply_chain_matrix(
     Complex data takes real ``work`` of shape ``(n_workers, rows, 2 width)``:
     each window is copied into the second buffer as split planes, runs the
     chain in them, and is copied from the last phase's buffer into ``out``.
+    Real column-major (F-contiguous) ``x`` and ``out`` (the transposes of
+    row-major data, :meth:`pydebut.DeButOperator.apply_rows`) go the same way
+    without the planes: each window's columns are copied into the second
+    buffer's rows and back out of the last phase's (:func:`_transpose`).
     With ``stream`` the last pass, a group, writes ``out`` past the caches
-    (for a real ``out``; see :func:`pydebut._batched.streams_output`).
+    (for a real row-major ``out``; see :func:`pydebut._batched.streams_output`).
     """
     for worker in numba.prange(work.shape[0]):
         apply_chain_chunks(

@@ -62,12 +62,34 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
         raise ValueError("out is read-only")
 
 
-def _writes_directly(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    """Whether a kernel can write a result of ``shape`` and ``dtype`` into ``out`` (but overlap)."""
+def _writes_directly(out: Any, shape: tuple[int, ...], dtype: np.dtype, order: str = "C") -> bool:
+    """Whether a kernel can write a result of ``shape`` and ``dtype`` into ``out`` (but overlap).
+
+    ``out`` must be contiguous in ``order``, the layout the kernel writes.
+    """
     if type(out) is not np.ndarray or out.dtype != dtype or out.shape != shape:
         return False
     flags = out.flags
-    return flags.c_contiguous and flags.writeable
+    return (flags.c_contiguous if order == "C" else flags.f_contiguous) and flags.writeable
+
+
+def _kernel_order(x: np.ndarray, dtype: np.dtype) -> str:
+    """``"F"`` if the batched kernels take the block ``x`` column-major as it is, else ``"C"``.
+
+    They copy each window of a real F-contiguous ``x`` of the plan's dtype out of its
+    columns (the transpose of row-major data, as :meth:`DeButOperator.apply_rows` passes
+    it), and write a result of the same layout; fewer than :data:`COLUMNS_ALONE` columns
+    go one by one through the one-vector kernel, in C order.
+    """
+    by_columns = (
+        x.ndim == 2
+        and x.shape[1] >= COLUMNS_ALONE
+        and x.dtype == dtype
+        and dtype.kind == "f"
+        and x.flags.f_contiguous
+        and not x.flags.c_contiguous
+    )
+    return "F" if by_columns else "C"
 
 
 def _factor_label(chain: Chain, index: int) -> str:
@@ -757,9 +779,12 @@ class DeButOperator(LinearOperator):
 
         The row-major layout of data frames, PyTorch and scikit-learn: the result is
         ``X @ self.T`` (``X @ self.conj()`` for the adjoint), of shape ``(batch, m)``,
-        computed without forming any matrix. NumPy input gives a transposed
-        (Fortran-ordered) view of the kernel's output; a Dask array gives a lazy
-        Dask array chunked along the batch axis (:func:`pydebut.dask.apply`).
+        computed without forming any matrix. The kernels read the rows of a
+        C-ordered real ``X`` of the operator's dtype where they are and write the
+        result row by row, a C-ordered array; other NumPy input is first copied
+        into their layout, and the result is then a transposed (Fortran-ordered)
+        view. A Dask array gives a lazy Dask array chunked along the batch axis
+        (:func:`pydebut.dask.apply`).
 
         Examples
         --------
@@ -835,11 +860,16 @@ class DeButOperator(LinearOperator):
                 f"dimension mismatch: expected an array of shape ({plan.n_in},) or "
                 f"({plan.n_in}, batch), got {x.shape}"
             )
-        if x.dtype != dtype or not x.flags.c_contiguous:
+        order = _kernel_order(x, dtype)
+        if order == "C" and (x.dtype != dtype or not x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=dtype)
         shape = (plan.n_out, *x.shape[1:])
-        if out is None or not _writes_directly(out, shape, dtype) or np.may_share_memory(out, x):
-            out = np.empty(shape, dtype=dtype)
+        if (
+            out is None
+            or not _writes_directly(out, shape, dtype, order)
+            or np.may_share_memory(out, x)
+        ):
+            out = np.empty(shape, dtype=dtype, order=order)
         if x.ndim == 1:
             self._apply_vector(plan, x, out)
         elif x.shape[1] == 1:

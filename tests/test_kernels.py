@@ -130,7 +130,7 @@ def spec_table(specs):
     return np.array([f.as_tuple() for f in specs], dtype=np.int64).reshape(-1, 5)
 
 
-def run_matrix(plan, x, n_workers, width, group=True, part_rows=1, stream=False):
+def run_matrix(plan, x, n_workers, width, group=True, part_rows=1, stream=False, order="C"):
     """The batched kernel on ``x`` with NaN-filled output and work buffers.
 
     One worker runs :func:`_kernels.apply_chain_chunks` directly, as the
@@ -138,10 +138,12 @@ def run_matrix(plan, x, n_workers, width, group=True, part_rows=1, stream=False)
     every pass alone; more lets passes run part by part (in phases).
     ``stream`` has a last pass that is a group write ``out`` past the caches.
     Complex work buffers are real, with two columns per lane (split
-    planes), as the operator makes them.
+    planes), as the operator makes them. ``order="F"`` passes ``x`` and
+    ``out`` column-major (real data), as the operator does for row-major data.
     """
     batched = batch_plan(plan, group)
-    out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype)
+    x = np.asarray(x, order=order)
+    out = np.full((plan.n_out, x.shape[1]), np.nan, dtype=x.dtype, order=order)
     rows = _kernels.work_rows(batched.specs, part_rows)
     planes = 2 if x.dtype.kind == "c" else 1  # complex windows run as split planes
     work = np.full((n_workers, rows, planes * width), np.nan, dtype=np.finfo(x.dtype).dtype)
@@ -410,6 +412,31 @@ def test_chain_kernels_match_reference(chain, dtype, batch, n_workers, width, pa
     for group in (True, False):
         out = run_matrix(plan, x, n_workers, width, group, part_rows)
         assert_chain_close(out, chain, weights, x)
+
+
+@given(
+    st.one_of(butterfly_like_chains(), chains(max_dim=36, max_factors=5)),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(1, 40),
+    st.integers(1, 3),
+    st.integers(1, 20),
+    st.integers(1, 200),
+)
+def test_column_major_blocks_equal_row_major(chain, dtype, batch, n_workers, width, part_rows):
+    """Column-major ``x`` and ``out`` (row-major data, transposed) give the same bits.
+
+    Each window is copied out of ``x``'s columns into a work buffer's rows
+    and back into ``out``'s columns: all of ``out`` is written (it starts as
+    NaN), nothing beyond it, whether the chain widens or narrows.
+    """
+    rng = np.random.default_rng(batch)
+    weights = weights_for(chain, rng, dtype)
+    plan = chain_plan(chain, weights, dtype)
+    x = random_array(rng, (chain.shape[1], batch), dtype)
+    row_major = run_matrix(plan, x, n_workers, width, True, part_rows)
+    column_major = run_matrix(plan, x, n_workers, width, True, part_rows, order="F")
+    assert column_major.flags.f_contiguous
+    np.testing.assert_array_equal(column_major, row_major)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from pydebut import Chain, DeButOperator, special
 from pydebut._reference import chain_to_dense
+from pydebut.operator import COLUMNS_ALONE
 from pydebut.testing import (
     assert_debut_close,
     chainable_chains,
@@ -113,6 +114,31 @@ def test_non_contiguous_and_empty_inputs():
     Xf = np.asfortranarray(np.random.default_rng(1).standard_normal((8, 7)))
     assert np.allclose(op @ Xf, dense @ Xf)
     assert (op @ np.zeros((8, 0))).shape == (6, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_apply_rows_reads_and_writes_rows_in_place(dtype, adjoint):
+    """Row-major data of a real dtype reaches the kernels as it is: the result is row-major too.
+
+    The same bits as the operator on the transposed copy; fewer than
+    ``COLUMNS_ALONE`` rows, and complex data, are copied into the kernels'
+    layout first (the result is then a transposed view).
+    """
+    op = DeButOperator.random(special.PAPER_CHAINS["lenet-fc1"], rng=0, dtype=dtype)
+    n_in = op.shape[0] if adjoint else op.shape[1]
+    target = op.H if adjoint else op
+    rng = np.random.default_rng(1)
+    for batch in (1, COLUMNS_ALONE - 1, COLUMNS_ALONE, 300):
+        rows = rng.standard_normal((batch, n_in)).astype(dtype)
+        result = op.apply_rows(rows, adjoint=adjoint)
+        np.testing.assert_array_equal(result, (target @ np.ascontiguousarray(rows.T)).T)
+        in_place = np.dtype(dtype).kind == "f" and batch >= COLUMNS_ALONE
+        assert result.flags.c_contiguous == (in_place or batch == 1)
+    columns = np.asfortranarray(rng.standard_normal((op.shape[1], 300)).astype(dtype))
+    out = np.empty((op.shape[0], 300), dtype=dtype, order="F")
+    assert op.apply(columns, out=out) is out
+    np.testing.assert_array_equal(out, op @ np.ascontiguousarray(columns))
 
 
 @pytest.mark.parametrize(
