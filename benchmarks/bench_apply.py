@@ -250,6 +250,41 @@ def print_small_layers(args) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | medians {medians} |")
 
 
+def print_row_major(args) -> None:
+    """Row-major data (``(batch, n)``, as PyTorch and scikit-learn hold it) through ``apply_rows``.
+
+    Against the same product on the column layout (``op @ X.T`` of a C-ordered
+    copy, the copy made beforehand) and a dense GEMM on the rows (``X @ A.T``);
+    each float64, interleaved. ``apply_rows`` reads the rows where they are.
+    """
+    batches = [b for b in args.batches if b > 1]
+    if not batches:
+        return
+    print("\nrow-major data, float64: op.apply_rows(X) against op @ X.T (C copy) and X @ A.T")
+    print("\n| chain | batch | apply_rows | op @ (n, batch) | dense X @ A.T |")
+    print("| --- | --- | --- | --- | --- |")
+    rng = np.random.default_rng(0)
+    for name in args.chains:
+        op = DeButOperator.random(CHAINS[name], rng=0)
+        dense_t = np.ascontiguousarray(op.toarray().T)
+        for batch in batches:
+            rows = rng.standard_normal((batch, op.shape[1]))
+            columns = np.ascontiguousarray(rows.T)
+            np.testing.assert_allclose(op.apply_rows(rows), rows @ dense_t, atol=1e-8)
+            functions = {
+                "rows": lambda op=op, rows=rows: op.apply_rows(rows),
+                "columns": lambda op=op, columns=columns: op @ columns,
+                "dense": lambda rows=rows, dense_t=dense_t: rows @ dense_t,
+            }
+            median, _ = time_interleaved(functions, args.rounds, args.budget)
+            rows_time, columns_time, dense_time = (median[k] for k in functions)
+            print(
+                f"| {name} | {batch} | {rows_time * 1e6:,.0f} us |"
+                f" {columns_time * 1e6:,.0f} us (apply_rows {rows_time / columns_time:.2f}x) |"
+                f" {dense_time * 1e6:,.0f} us ({dense_time / rows_time:.1f}x apply_rows) |"
+            )
+
+
 def _independent_parts(n_parts: int) -> Callable:
     """A parallel kernel that runs ``n_parts`` unrelated one-vector chains, one per thread.
 
@@ -385,6 +420,12 @@ def main() -> None:
         help="rounds of the small layers' one-vector section (0 skips it)",
     )
     parser.add_argument(
+        "--no-rows",
+        dest="rows",
+        action="store_false",
+        help="skip row-major data through apply_rows against the column layout and dense",
+    )
+    parser.add_argument(
         "--no-long-vectors",
         dest="long_vectors",
         action="store_false",
@@ -464,6 +505,8 @@ def main() -> None:
     )
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end of the table")
     print_dtype_rates(args)
+    if args.rows:
+        print_row_major(args)
     if args.small_rounds:
         print_small_layers(args)
     if args.long_vectors:
