@@ -1398,9 +1398,9 @@ _TILE = 8
 def _transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):  # pragma: no cover
     """``target[t_row + j, t_col + i] = source[s_row + i, s_col + j]``, ``i < n_rows, j < n_cols``.
 
-    Both arrays are C-ordered; full :data:`_TILE` x :data:`_TILE` tiles go
-    through registers (eight rows read, eight written, each a cache line of
-    float64), the edges element by element.
+    Both arrays are C-ordered. Full :data:`_TILE` x :data:`_TILE` tiles touch
+    eight cache lines (of float64) on either side at a time; the elements
+    move one by one (LLVM makes no shuffles of the tiles), the edges too.
     """
     full_rows, full_cols = n_rows - n_rows % _TILE, n_cols - n_cols % _TILE
     for i0 in range(0, full_rows, _TILE):
