@@ -48,7 +48,7 @@ from pydebut.special import butterfly_chain
 STEP_ROWS = 256
 STEP_TS = (1, 2, 4, 8)
 STEP_WIDTHS = (16, 32, 64, 96, 128, 256)
-#: Columns from which a window's rows stop fitting in L2 here; the line is fitted below.
+#: The widest window of the fitted line (wider windows' rows leave the L2 cache here).
 FIT_UP_TO = 128
 #: Floating-point operations of a radix-4 mix per column, counted as bench_apply counts
 #: them: a multiply-add (two) for each of its 16 weights.
