@@ -915,14 +915,16 @@ class DeButOperator(LinearOperator):
         out : ndarray, optional
             Array for the result: of shape ``(m,)`` or ``(m, batch)`` as ``x``,
             of the result dtype (that of the operator and ``x`` together),
-            writeable. The kernel writes into it directly when it is
-            C-contiguous and shares no memory with ``x`` (and the operator has
-            no permutations); otherwise the result is copied into it.
+            writeable. The kernel writes into it directly when it has the
+            kernel's layout (C-contiguous; F-contiguous for an F-contiguous
+            real ``x`` of the operator's dtype with at least ``COLUMNS_ALONE``
+            columns) and shares no memory with ``x`` (and the operator has no
+            permutations); otherwise the result is copied into it.
 
         Returns
         -------
         ndarray
-            ``out`` if given, else a new array.
+            ``out`` if given, else a new array in the kernel's layout.
 
         Raises
         ------
