@@ -81,13 +81,14 @@ def _kernel_order(x: np.ndarray, dtype: np.dtype) -> str:
     it), and write a result of the same layout; fewer than :data:`COLUMNS_ALONE` columns
     go one by one through the one-vector kernel, in C order.
     """
+    flags = x.flags  # the layout first: a C-ordered block, the usual one, is done after it
     by_columns = (
         x.ndim == 2
+        and not flags.c_contiguous
+        and flags.f_contiguous
         and x.shape[1] >= COLUMNS_ALONE
         and x.dtype == dtype
         and dtype.kind == "f"
-        and x.flags.f_contiguous
-        and not x.flags.c_contiguous
     )
     return "F" if by_columns else "C"
 
