@@ -52,6 +52,17 @@ STREAM_BYTES = 2**24
 STREAM_MIN_GROUP = 3
 
 
+class Layout(NamedTuple):
+    """How a block of one batch size runs: its workers, windows and work buffer."""
+
+    most_workers: int  # the workers the block could use, whatever the threads
+    n_workers: int
+    width: int  # columns of a window
+    part_rows: int  # rows of a part (see pydebut._kernels.phase_end)
+    work_shape: tuple[int, int, int]  # (n_workers, rows, real columns)
+    work_dtype: np.dtype  # real: complex data runs as split planes
+
+
 class BatchPlan(NamedTuple):
     """A chain laid out for :func:`pydebut._kernels.apply_chain_matrix`, in application order."""
 
@@ -60,6 +71,11 @@ class BatchPlan(NamedTuple):
     rows: np.ndarray  # int64 row offsets of the groups' sub-problems
     weights: np.ndarray  # packed, of the data's dtype
     max_dim: int
+    layouts: dict[int, Layout]  # by batch size, see layout()
+
+
+#: Layouts one plan remembers; more batch sizes than this start it afresh.
+KEEP_LAYOUTS = 64
 
 
 def _groups(specs: np.ndarray) -> list[tuple[int, int]]:
@@ -157,6 +173,7 @@ def make_batch_plan(
         np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64),
         np.concatenate(packed).astype(weights.dtype, copy=False),
         int(specs[:, :2].max()),
+        {},
     )
 
 
@@ -189,26 +206,11 @@ def streams_output(plan: BatchPlan, out: np.ndarray) -> bool:
     )
 
 
-def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launch) -> None:
-    """``out = F_1 ... F_L x`` for an ``(n, batch)`` block ``x``.
-
-    ``x`` and ``out`` are C-contiguous, or, for a real dtype, F-contiguous
-    (each window is then copied between their columns and a work buffer's
-    rows, see :func:`pydebut._kernels.apply_chain_matrix`).
-
-    Up to ``n_threads`` workers share the windows, each with at least
-    :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of work.
-    ``launch`` is the lock that serialises parallel kernel launches (see
-    :mod:`pydebut.operator`); a block on one worker runs without one.
-    Complex data runs as split planes in real work buffers, each window of
-    ``width`` columns taking ``2 width`` real columns (see :mod:`pydebut._kernels`).
-    """
-    dtype = out.dtype
-    batch = x.shape[1]
+def _new_layout(plan: BatchPlan, batch: int, most_workers: int, n_threads: int) -> Layout:
+    """:func:`layout` worked out: ``min(most_workers, n_threads)`` workers."""
+    dtype = plan.weights.dtype
     planes = 2 if dtype.kind == "c" else 1
-    flops = real_flops(plan.weights, batch)
-    n_workers = min(n_threads, batch * dtype.itemsize // MIN_WORKER_BYTES)
-    n_workers = max(1, min(n_workers, flops // MIN_WORKER_FLOPS))
+    n_workers = min(most_workers, n_threads)
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
     rows = 4 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # at most, see work_rows
     width = min(
@@ -216,10 +218,56 @@ def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, n_threads: int, launc
     )
     part_rows = max(1, PART_BYTES // (width * dtype.itemsize))
     rows = _kernels.work_rows(plan.specs, part_rows)
-    work = _workspace.workspace.get((n_workers, rows, planes * width), np.finfo(dtype).dtype)
-    arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, width, part_rows)
-    arguments += (streams_output(plan, out),)
-    if n_workers == 1:
+    work_shape = (n_workers, rows, planes * width)
+    return Layout(most_workers, n_workers, width, part_rows, work_shape, np.finfo(dtype).dtype)
+
+
+def layout(plan: BatchPlan, batch: int) -> Layout:
+    """How a block of ``batch`` columns runs through ``plan``.
+
+    Up to ``numba.get_num_threads()`` workers share the windows, each with at
+    least :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of
+    work. A window has :data:`LANE_BYTES` per row, or fewer columns so that
+    each worker gets one and the work buffers stay within
+    ``_workspace.KEEP_BYTES``. The layout is remembered per batch size, and
+    the number of threads read again only where the block could use more
+    than one worker (it costs half a microsecond).
+    """
+    known = plan.layouts.get(batch)
+    if known is not None and known.most_workers == 1:
+        return known
+    if known is None:
+        by_bytes = batch * plan.weights.dtype.itemsize // MIN_WORKER_BYTES
+        by_flops = real_flops(plan.weights, batch) // MIN_WORKER_FLOPS
+        most_workers = max(1, min(by_bytes, by_flops))
+    else:
+        most_workers = known.most_workers
+    n_threads = _kernels.numba.get_num_threads() if most_workers > 1 else 1
+    if known is not None and known.n_workers == min(most_workers, n_threads):
+        return known
+    new = _new_layout(plan, batch, most_workers, n_threads)
+    if len(plan.layouts) >= KEEP_LAYOUTS:
+        plan.layouts.clear()
+    plan.layouts[batch] = new
+    return new
+
+
+def apply(plan: BatchPlan, x: np.ndarray, out: np.ndarray, launch) -> None:
+    """``out = F_1 ... F_L x`` for an ``(n, batch)`` block ``x``, in its batch's :func:`layout`.
+
+    ``x`` and ``out`` are C-contiguous, or, for a real dtype, F-contiguous
+    (each window is then copied between their columns and a work buffer's
+    rows, see :func:`pydebut._kernels.apply_chain_matrix`), of the plan's dtype.
+    ``launch`` is the lock that serialises parallel kernel launches (see
+    :mod:`pydebut.operator`); a block on one worker runs without one.
+    Complex data runs as split planes in real work buffers, each window of
+    ``width`` columns taking ``2 width`` real columns (see :mod:`pydebut._kernels`).
+    """
+    split = layout(plan, x.shape[1])
+    work = _workspace.workspace.get(split.work_shape, split.work_dtype)
+    arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work, split.width)
+    arguments += (split.part_rows, streams_output(plan, out))
+    if split.n_workers == 1:
         _kernels.apply_chain_chunks(*arguments, 0)
         return
     with launch:

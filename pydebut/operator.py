@@ -755,8 +755,8 @@ class DeButOperator(LinearOperator):
         return super().__rmatmul__(x)
 
     def __matmul__(self, other: Any) -> Any:
-        if type(other) is np.ndarray and other.ndim == 1:
-            result = self._vector_direct(other)
+        if type(other) is np.ndarray:
+            result = self._apply_direct(other)
             if result is not None:
                 return result
         _refuse_text(other)  # before SciPy's "Scalar operands are not allowed"
@@ -826,29 +826,41 @@ class DeButOperator(LinearOperator):
             self._direct[data_dtype, adjoint] = plan
         return plan
 
-    def _vector_direct(
+    def _apply_direct(
         self, x: np.ndarray, out: Any = None, adjoint: bool = False
     ) -> np.ndarray | None:
-        """``A @ x`` (``A^H @ x``) for a 1-D ndarray ``x`` needing no conversion, else None.
+        """``A @ x`` (``A^H @ x``) for an ndarray ``x`` needing no conversion, else None.
 
-        The one-vector fast path: a dict lookup, a shape and a layout check, the
-        kernel call. ``out`` is written in place when it is a C-contiguous
-        writeable array of the result's dtype and shape that shares no memory
-        with ``x`` (which matters only to a one-factor chain, whose kernel reads
-        ``x`` while it writes ``out``, and to the parallel kernel); otherwise (as
-        for any ``x`` this path does not take) the caller goes the general way,
-        which validates everything.
+        The fast path: a dict lookup, a shape and a layout check, the kernel
+        call. It takes a C-contiguous ``x`` of a dtype whose plan applies it
+        as it is: one vector, or a block of at least two. ``out`` is written
+        in place when it is a C-contiguous writeable array of the result's
+        dtype and shape that shares no memory with ``x``. Whether it does is
+        tested for a block, and for one vector only where that matters: to a
+        one-factor chain, whose kernel reads ``x`` while it writes ``out``,
+        and to the parallel kernel. Otherwise (as for any ``x`` this path does
+        not take) the caller goes the general way, which validates everything.
         """
         plan = self._direct.get((x.dtype, adjoint))
-        if plan is None or x.shape[0] != plan.n_in or not x.flags.c_contiguous:
-            return None
-        if out is None:
-            out = np.empty(plan.n_out, dtype=x.dtype)
-        elif not _writes_directly(out, (plan.n_out,), x.dtype) or (
-            (len(plan.specs) == 1 or _splits_vector(plan)) and np.may_share_memory(out, x)
+        block = x.ndim == 2
+        if (
+            plan is None
+            or not (x.ndim == 1 or (block and x.shape[1] >= 2))
+            or x.shape[0] != plan.n_in
+            or not x.flags.c_contiguous
         ):
             return None
-        self._apply_vector(plan, x, out)
+        shape = (plan.n_out, x.shape[1]) if block else (plan.n_out,)
+        if out is None:
+            out = np.empty(shape, dtype=x.dtype)
+        elif not _writes_directly(out, shape, x.dtype) or (
+            (block or len(plan.specs) == 1 or _splits_vector(plan)) and np.may_share_memory(out, x)
+        ):
+            return None
+        if block:
+            self._apply_block(plan, x, out)
+        else:
+            self._apply_vector(plan, x, out)
         return out
 
     def _apply(self, x: Any, adjoint: bool, out: np.ndarray | None = None) -> np.ndarray:
@@ -897,8 +909,7 @@ class DeButOperator(LinearOperator):
             return
         if not plan.batched:
             plan.batched.append(_batched.make_batch_plan(plan.specs, plan.offsets, plan.weights))
-        threads = _kernels.numba.get_num_threads()
-        _batched.apply(plan.batched[0], x, out, threads, _parallel_launch)
+        _batched.apply(plan.batched[0], x, out, _parallel_launch)
 
     def apply(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """The product ``A @ x`` with little Python between the caller and the kernel.
@@ -907,8 +918,10 @@ class DeButOperator(LinearOperator):
         dispatch: for small layers, where the arithmetic takes a microsecond
         or two, the overhead of a call decides the speed. The kernel plan of
         each input dtype is built on the first call and reused; a C-contiguous
-        1-D ``x`` of that dtype (and an operator without permutations) then goes
-        straight to the kernel after one shape and one layout check.
+        ``x`` of that dtype, one vector or a block (and an operator without
+        permutations), then goes straight to the kernel after a shape and a
+        layout check. A block's windows and workers are worked out once per
+        batch size.
 
         Parameters
         ----------
@@ -944,8 +957,8 @@ class DeButOperator(LinearOperator):
         >>> np.allclose(out, op.toarray() @ x)
         True
         """
-        if type(x) is np.ndarray and x.ndim == 1:
-            result = self._vector_direct(x, out)
+        if type(x) is np.ndarray:
+            result = self._apply_direct(x, out)
             if result is not None:
                 return result
         if out is None:
@@ -986,25 +999,28 @@ class DeButOperator(LinearOperator):
     def rmatvec(self, x: Any) -> Any:
         """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks)."""
         if type(x) is np.ndarray and x.ndim == 1:
-            result = self._vector_direct(x, adjoint=True)
-            return self._rmatvec(x) if result is None else result
+            return self._product(x, adjoint=True)
         return super().rmatvec(x)
 
-    def _matvec(self, x: np.ndarray) -> np.ndarray:
-        if type(x) is np.ndarray and x.ndim == 1:
-            result = self._vector_direct(x)
+    def _product(self, x: Any, adjoint: bool) -> np.ndarray:
+        """``A x`` (``A^H x``): the fast path where it applies, else the general one."""
+        if type(x) is np.ndarray:
+            result = self._apply_direct(x, adjoint=adjoint)
             if result is not None:
                 return result
-        return self._apply_permuted(x, adjoint=False)
+        return self._apply_permuted(x, adjoint)
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._product(x, adjoint=False)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        return self._apply_permuted(X, adjoint=False)
+        return self._product(X, adjoint=False)
 
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
-        return self._apply_permuted(x, adjoint=True)
+        return self._product(x, adjoint=True)
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._apply_permuted(X, adjoint=True)
+        return self._product(X, adjoint=True)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt through __init__, so the weights are immutable again in the copy (unpickled

@@ -856,28 +856,32 @@ def test_a_vector_is_split_only_with_enough_work_per_thread(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_one_vector_goes_straight_to_the_kernel(monkeypatch, dtype):
+@pytest.mark.parametrize("batch", [(), (2,), (8,)])
+def test_vectors_go_straight_to_the_kernel(monkeypatch, dtype, batch):
+    """One vector, a few columns and a block skip the general path once the plan is built."""
     from pydebut import DeButOperator
 
     chain = PAPER_CHAINS["vgg16-conv1"]
     op = DeButOperator.random(chain, rng=0, dtype=dtype)
-    x = random_array(np.random.default_rng(1), chain.shape[1], dtype)
+    x = random_array(np.random.default_rng(1), (chain.shape[1], *batch), dtype)
     assert_chain_close(op.apply(x), chain, op.weights, x)  # builds the plan on the general path
 
     def general_path(*args, **kwargs):
         raise AssertionError("took the general path")
 
     monkeypatch.setattr(op, "_apply_permuted", general_path)
-    out = np.full(chain.shape[0], np.nan, dtype=dtype)
+    out = np.full((chain.shape[0], *batch), np.nan, dtype=dtype)
     assert op.apply(x, out=out) is out
     assert_chain_close(out, chain, op.weights, x)
-    for result in (op.apply(x), op @ x, op.matvec(x), op.dot(x)):
+    products = (op.matvec, op.dot) if batch == () else (op.matmat, op.dot)
+    for result in (op.apply(x), op @ x, *(product(x) for product in products)):
         assert_chain_close(result, chain, op.weights, x)
-    y = random_array(np.random.default_rng(2), chain.shape[0], dtype)
+    y = random_array(np.random.default_rng(2), (chain.shape[0], *batch), dtype)
     monkeypatch.undo()
-    assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)  # builds the adjoint plan
+    adjoint = op.rmatvec if batch == () else op.rmatmat
+    assert_chain_close(adjoint(y), op.H.chain, op.H.weights, y)  # builds the adjoint plan
     monkeypatch.setattr(op, "_apply_permuted", general_path)
-    assert_chain_close(op.rmatvec(y), op.H.chain, op.H.weights, y)
+    assert_chain_close(adjoint(y), op.H.chain, op.H.weights, y)
 
 
 def test_the_direct_call_takes_the_general_path_when_it_must():
@@ -907,6 +911,61 @@ def test_the_direct_call_takes_the_general_path_when_it_must():
     out = np.empty(16)
     assert permuted.apply(x, out=out) is out
     assert np.allclose(out, permuted.toarray() @ x)
+
+
+@pytest.mark.parametrize("batch", [2, 8])
+def test_a_block_takes_the_general_path_when_it_must(batch):
+    """A block in place, in another layout or dtype, or into a strided ``out``."""
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    op = DeButOperator.random(butterfly_chain(16), rng=0)
+    dense = op.toarray()
+    x = np.random.default_rng(1).standard_normal((16, batch))
+    expected = dense @ x
+    assert np.allclose(op.apply(x), expected)  # the direct path is set up
+    in_place = x.copy()
+    assert op.apply(in_place, out=in_place) is in_place
+    assert np.allclose(in_place, expected)
+    strided = np.repeat(x, 2, axis=1)[:, ::2]
+    for data in (np.asfortranarray(x), x.astype(np.float32), strided, x.tolist()):
+        assert np.allclose(op.apply(data), expected, rtol=1e-5)
+        assert np.allclose(op @ np.asarray(data), expected, rtol=1e-5)
+    out = np.full((16, 2 * batch), np.nan)
+    assert op.apply(x, out=out[:, ::2]) is not None and np.allclose(out[:, ::2], expected)
+    assert np.isnan(out[:, 1::2]).all()
+    fortran = np.full((batch, 16), np.nan).T
+    assert op.apply(x, out=fortran) is fortran and np.allclose(fortran, expected)
+    assert np.allclose(op.apply(x[:, :1]), expected[:, :1])
+
+
+def test_block_layouts_are_remembered_per_batch_and_follow_the_threads(monkeypatch):
+    """A batch size's windows and workers are worked out once, the threads read on each call."""
+    import numba
+
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    monkeypatch.setattr(_batched, "MIN_WORKER_FLOPS", 1)  # workers by the bytes rule alone
+    monkeypatch.setattr(_batched, "KEEP_LAYOUTS", 3)
+    op = DeButOperator.random(butterfly_chain(64), rng=0)
+    rng = np.random.default_rng(0)
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            for batch in (8, 16, 32, 64):
+                x = random_array(rng, (64, batch), np.float64)
+                assert_chain_close(op @ x, op.chain, op.weights, x)
+                plan = op._plan(np.dtype(np.float64), False).batched[0]
+                split = plan.layouts[batch]
+                most = max(1, batch * 8 // _batched.MIN_WORKER_BYTES)
+                assert (split.most_workers, split.n_workers) == (most, min(most, n_threads))
+                assert -(-batch // split.width) >= split.n_workers  # a window for every worker
+                assert _batched.layout(plan, batch) is split
+                assert len(plan.layouts) <= _batched.KEEP_LAYOUTS
+    finally:
+        numba.set_num_threads(threads)
 
 
 def test_the_direct_call_checks_its_input_before_any_work():

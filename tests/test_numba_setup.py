@@ -108,12 +108,13 @@ def test_the_fork_safe_threading_layer_is_selected_by_default():
     out = run_python(
         """
         import numba, numpy as np
-        from pydebut import DeButOperator
+        from pydebut import DeButOperator, _batched
+        _batched.MIN_WORKER_FLOPS = 1  # so that a small block runs on two workers
         op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2)], rng=0)
-        op @ np.ones((8, 8))  # a block through the batched kernels
+        op @ np.ones((8, 64))  # a block through the parallel batched kernel
         print(numba.config.THREADING_LAYER, numba.threading_layer())
         """,
-        clean_env(),
+        clean_env(NUMBA_NUM_THREADS="2"),  # a parallel launch on any machine
     )
     requested, used = out.split()
     assert requested == _numba_setup.THREADING_LAYER == "forksafe"
