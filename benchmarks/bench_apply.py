@@ -46,6 +46,8 @@ CHAINS = {
 # Longer than the 200 ms that LLVM's OpenMP runtime (bundled with pyfaust) keeps its
 # threads spinning after a parallel region by default (KMP_BLOCKTIME).
 SETTLE_SECONDS = 0.25
+#: Vectors per call in the small layers' section: one, and a block that the batched kernels take.
+SMALL_BATCHES = (1, 8)
 
 
 def machine() -> str:
@@ -222,32 +224,38 @@ def print_dtype_rates(args) -> None:
 
 
 def print_small_layers(args) -> None:
-    """One float64 vector through the small layers: the direct call and ``@`` against dense.
+    """One float64 vector and a few through the small layers: direct call and ``@`` against dense.
 
-    Many short interleaved rounds (about 500 calls each) with the best round
-    beside the median: a call takes a few microseconds, so on a shared machine
+    Many short interleaved rounds (hundreds of calls each) with the best round
+    beside the median: a call takes microseconds, so on a shared machine
     the best rounds show what the code costs and the medians what the load adds.
     """
-    print(f"\none float64 vector, {args.small_rounds} interleaved rounds of ~500 calls")
-    print("\n| chain | dense | op.apply(x) | op.apply(x, out) | op @ x | medians, same order |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"\nsmall layers, float64, {args.small_rounds} interleaved rounds of hundreds of calls")
+    print(
+        "\n| chain | vectors | dense | op.apply(x) | op.apply(x, out) | op @ x"
+        " | medians, same order |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in ("VGG conv1 64x576", "LeNet fc1 128x400"):
         op = DeButOperator.random(CHAINS[name], rng=0)
         dense = op.toarray()
-        x = np.random.default_rng(0).standard_normal(op.shape[1])
-        out = np.empty(op.shape[0])
-        functions = {
-            "dense": lambda dense=dense, x=x: dense @ x,
-            "apply": lambda op=op, x=x: op.apply(x),
-            "apply out": lambda op=op, x=x, out=out: op.apply(x, out),
-            "matmul": lambda op=op, x=x: op @ x,
-        }
-        median, best = time_interleaved(functions, args.small_rounds, 500 * 4e-6)
-        cells = [
-            f"{best[key] * 1e6:.2f} us ({best[key] / best['dense']:.2f}x)" for key in functions
-        ]
-        medians = ", ".join(f"{median[key] / median['dense']:.2f}x" for key in functions)
-        print(f"| {name} | " + " | ".join(cells) + f" | medians {medians} |")
+        for batch in SMALL_BATCHES:
+            shape = () if batch == 1 else (batch,)
+            x = np.random.default_rng(0).standard_normal((op.shape[1], *shape))
+            out = np.empty((op.shape[0], *shape))
+            np.testing.assert_allclose(op.apply(x, out), dense @ x, atol=1e-10)
+            functions = {
+                "dense": lambda dense=dense, x=x: dense @ x,
+                "apply": lambda op=op, x=x: op.apply(x),
+                "apply out": lambda op=op, x=x, out=out: op.apply(x, out),
+                "matmul": lambda op=op, x=x: op @ x,
+            }
+            median, best = time_interleaved(functions, args.small_rounds, 500 * 4e-6 * batch)
+            cells = [
+                f"{best[key] * 1e6:.2f} us ({best[key] / best['dense']:.2f}x)" for key in functions
+            ]
+            medians = ", ".join(f"{median[key] / median['dense']:.2f}x" for key in functions)
+            print(f"| {name} | {batch} | " + " | ".join(cells) + f" | medians {medians} |")
 
 
 def print_row_major(args) -> None:
@@ -417,7 +425,7 @@ def main() -> None:
         "--small-rounds",
         type=int,
         default=45,
-        help="rounds of the small layers' one-vector section (0 skips it)",
+        help="rounds of the small layers' section, 1 and 8 vectors (0 skips it)",
     )
     parser.add_argument(
         "--no-rows",
