@@ -371,10 +371,11 @@ def _fold_tail(module, loop):
     remainder, so a window whose width is not a multiple of the SIMD width
     runs its last lanes in one masked iteration. A lane's arithmetic is the
     same either way (the FMAs are spelled out), so results do not change. On
-    the real radix-2 and radix-4 loops this measured 1.05-1.13x faster at 12
-    columns and 1.2-1.6x at 15, and within noise where the width is a
+    the real radix-2 and radix-4 loops this measured 1.06-1.14x faster at 12
+    columns and 1.20-1.65x at 15, and within noise where the width is a
     multiple of the SIMD width; on the general sweeps and on split planes it
-    measured up to 1.5x slower (benchmarks/README.md), so only those take it.
+    measured up to 1.9x slower (benchmarks/README.md), so only the real radix
+    loops take it.
     """
     option = module.add_metadata(
         [ir.MetaDataString(module, "llvm.loop.vectorize.predicate.enable"), ir.IntType(1)(1)]
