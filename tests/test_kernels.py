@@ -559,8 +559,8 @@ def test_real_radix_loops_fold_their_tails():
     for width in (1, 7, 8, 9, 15, 16, 17, 41):
         c, d = np.full(width, np.nan), np.full(width, np.nan)
         mix(m, a[:width], b[:width], c, d)
-        np.testing.assert_allclose(c, m[0] * a[:width] + m[1] * b[:width], rtol=1e-13)
-        np.testing.assert_allclose(d, m[2] * a[:width] + m[3] * b[:width], rtol=1e-13)
+        np.testing.assert_allclose(c, m[0] * a[:width] + m[1] * b[:width], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(d, m[2] * a[:width] + m[3] * b[:width], rtol=1e-13, atol=1e-15)
         lanes[width] = c, d
     for width, (c, d) in lanes.items():  # each lane alike, whether masked, whole or scalar
         np.testing.assert_array_equal(c, lanes[41][0][:width])
