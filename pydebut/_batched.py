@@ -206,11 +206,10 @@ def streams_output(plan: BatchPlan, out: np.ndarray) -> bool:
     )
 
 
-def _new_layout(plan: BatchPlan, batch: int, most_workers: int, n_threads: int) -> Layout:
-    """:func:`layout` worked out: ``min(most_workers, n_threads)`` workers."""
+def _new_layout(plan: BatchPlan, batch: int, most_workers: int, n_workers: int) -> Layout:
+    """:func:`layout` worked out for ``n_workers`` workers."""
     dtype = plan.weights.dtype
     planes = 2 if dtype.kind == "c" else 1
-    n_workers = min(most_workers, n_threads)
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
     rows = 4 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # at most, see work_rows
     width = min(
@@ -234,18 +233,16 @@ def layout(plan: BatchPlan, batch: int) -> Layout:
     than one worker (it costs half a microsecond).
     """
     known = plan.layouts.get(batch)
-    if known is not None and known.most_workers == 1:
-        return known
-    if known is None:
+    if known is not None:
+        most_workers = known.most_workers
+    else:
         by_bytes = batch * plan.weights.dtype.itemsize // MIN_WORKER_BYTES
         by_flops = real_flops(plan.weights, batch) // MIN_WORKER_FLOPS
         most_workers = max(1, min(by_bytes, by_flops))
-    else:
-        most_workers = known.most_workers
-    n_threads = _kernels.numba.get_num_threads() if most_workers > 1 else 1
-    if known is not None and known.n_workers == min(most_workers, n_threads):
+    n_workers = min(most_workers, _kernels.numba.get_num_threads()) if most_workers > 1 else 1
+    if known is not None and known.n_workers == n_workers:
         return known
-    new = _new_layout(plan, batch, most_workers, n_threads)
+    new = _new_layout(plan, batch, most_workers, n_workers)
     if len(plan.layouts) >= KEEP_LAYOUTS:
         plan.layouts.clear()
     plan.layouts[batch] = new
