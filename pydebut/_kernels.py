@@ -1045,33 +1045,12 @@ def _stream_rows(scratch, s_base, dst, d_base, rows, n, d0, width):  # pragma: n
             _stream_store(target, lane, source[lane])
 
 
-@_jit(fastmath={"contract"})
-def lanes_2x2_group(
+@_jit(fastmath={"contract"}, inline="always")
+def _group_pass(
     p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     stream,
 ):  # pragma: no cover  # fmt: skip
-    """``k`` consecutive ``p x p`` factors with ``r = s = 2`` in one pass (radix ``2**k``).
-
-    Their ``t`` are ``t, 2t, ..., 2**(k-1) t`` in some order, so together they
-    mix ``n = 2**k`` rows at a time: sub-problem ``q = b t + alpha`` holds
-    rows ``b n t + alpha + rows[i]`` (``i < n``), where the plan has ordered
-    ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
-    For each sub-problem the factors run as radix-4 steps (bits ``2j`` and
-    ``2j + 1``; a radix-2 step last when ``k`` is odd) from ``src`` through
-    the two halves of ``scratch``, of shape ``(2 MAX_GROUP_ROWS, columns)``
-    with at least ``lanes`` columns, which stay in L1 (128 float64 columns take
-    32 KiB), to ``dst``: the window is read and written once for all ``k``
-    factors. Sub-problem ``q`` uses
-    ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
-    order the steps take them (see :func:`_mix4`). Only part ``part`` of
-    ``n_parts`` equal runs of the ``p / (n t)`` blocks is computed; row ``i``
-    of that part is row ``i - row0[0]`` of ``src`` and ``i - row0[1]`` of
-    ``dst`` (a buffer that holds only the part has its first row at 0).
-    Complex weights on real rows take them as split planes, ``lanes / 2``
-    columns each. With ``stream`` the last step writes scratch too, and
-    :func:`_stream_rows` copies it into ``dst`` past the caches (the caller
-    ends with :func:`_store_fence`).
-    """
+    """The body of :func:`lanes_2x2_group`, inlined where ``k`` is a constant."""
     n = 1 << k
     per_sub = 2 * k * n
     n_steps = (k + 1) // 2
@@ -1101,6 +1080,54 @@ def lanes_2x2_group(
             if stream:
                 last_half = (n_steps - 1) % 2 * MAX_GROUP_ROWS
                 _stream_rows(scratch, last_half, dst, base - row0[1], rows, n, d0, lanes)
+
+
+@_jit(fastmath={"contract"})
+def lanes_2x2_group(
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # pragma: no cover  # fmt: skip
+    """``k`` consecutive ``p x p`` factors with ``r = s = 2`` in one pass (radix ``2**k``).
+
+    Their ``t`` are ``t, 2t, ..., 2**(k-1) t`` in some order, so together they
+    mix ``n = 2**k`` rows at a time: sub-problem ``q = b t + alpha`` holds
+    rows ``b n t + alpha + rows[i]`` (``i < n``), where the plan has ordered
+    ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
+    For each sub-problem the factors run as radix-4 steps (bits ``2j`` and
+    ``2j + 1``; a radix-2 step last when ``k`` is odd) from ``src`` through
+    the two halves of ``scratch``, of shape ``(2 MAX_GROUP_ROWS, columns)``
+    with at least ``lanes`` columns, which stay in L1 (128 float64 columns take
+    32 KiB), to ``dst``: the window is read and written once for all ``k``
+    factors. Sub-problem ``q`` uses
+    ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
+    order the steps take them (see :func:`_mix4`). Only part ``part`` of
+    ``n_parts`` equal runs of the ``p / (n t)`` blocks is computed; row ``i``
+    of that part is row ``i - row0[0]`` of ``src`` and ``i - row0[1]`` of
+    ``dst`` (a buffer that holds only the part has its first row at 0).
+    Complex weights on real rows take them as split planes, ``lanes / 2``
+    columns each. With ``stream`` the last step writes scratch too, and
+    :func:`_stream_rows` copies it into ``dst`` past the caches (the caller
+    ends with :func:`_store_fence`).
+
+    Four factors is the usual pass (a butterfly's passes take four factors
+    each, but the last), and for it ``k`` reaches the body
+    (:func:`_group_pass`) as the constant 4: LLVM then unrolls the two
+    radix-4 steps and their mixes and works out the rows' addresses once
+    per sub-problem, where a ``k`` known only at run time costs each mix
+    about 3 ns more (the 4096 butterfly: 1.3-1.4x faster at 8 and 16
+    columns, 1.05-1.2x at 64; benchmarks/README.md). That second copy of the
+    body costs about 6 s of compile time per dtype.
+    """
+    if k == 4:
+        _group_pass(
+            p, 4, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
+            row0, stream,
+        )  # fmt: skip
+    else:
+        _group_pass(
+            p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
+            row0, stream,
+        )  # fmt: skip
 
 
 @_jit(inline="always")
