@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import numba
 import numpy as np
 from bench_apply import machine, time_interleaved
 
@@ -69,9 +70,9 @@ def group_call(dtype: np.dtype, width: int) -> Callable[[], None]:
     arguments = (STEP_ROWS, len(ts), 1, rows, packed, 0, src, 0, dst, 0, width, scratch, 0, 1)
 
     def call() -> None:
-        _kernels.lanes_2x2_group(*arguments, (0, 0), False)
+        repeat_group(CALLS_PER_TIMING, *arguments, (0, 0), False)
 
-    call()  # the factors applied in order of increasing t: the chain lists them the other way
+    _kernels.lanes_2x2_group(*arguments, (0, 0), False)  # increasing t: the chain lists them
     chain = Chain([FactorSpec(STEP_ROWS, STEP_ROWS, 2, 2, t) for t in reversed(STEP_TS)])
     expected = apply_chain(
         chain, [w.reshape(f.weight_shape) for f, w in zip(chain, weights[::-1])], src
@@ -82,8 +83,19 @@ def group_call(dtype: np.dtype, width: int) -> Callable[[], None]:
     return call
 
 
+#: Kernel calls per call of group_call, made from one jitted loop: called from Python
+#: with its 16 arguments, the kernel costs about 0.5 us more per call, which the 128
+#: mixes of one call would count as 4 ns of set-up each.
+CALLS_PER_TIMING = 32
 #: Radix-4 mixes per call of group_call: four per step, two steps per 16-row sub-problem.
-MIXES_PER_CALL = STEP_ROWS // 2 ** len(STEP_TS) * 4 * (len(STEP_TS) // 2)
+MIXES_PER_CALL = CALLS_PER_TIMING * STEP_ROWS // 2 ** len(STEP_TS) * 4 * (len(STEP_TS) // 2)
+
+
+@numba.njit(nogil=True)
+def repeat_group(repeats, *arguments):  # pragma: no cover - compiled by Numba
+    """``lanes_2x2_group(*arguments)``, ``repeats`` times in one compiled loop."""
+    for _ in range(repeats):
+        _kernels.lanes_2x2_group(*arguments)
 
 
 def gemm_rate(dtype: np.dtype, rounds: int, budget: float) -> float:

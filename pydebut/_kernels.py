@@ -1114,9 +1114,10 @@ def lanes_2x2_group(
     (:func:`_group_pass`) as the constant 4: LLVM then unrolls the two
     radix-4 steps and their mixes and works out the rows' addresses once
     per sub-problem, where a ``k`` known only at run time costs each mix
-    about 3 ns more (the 4096 butterfly: 1.3-1.4x faster at 8 and 16
-    columns, 1.05-1.2x at 64; benchmarks/README.md). That second copy of the
-    body costs about 6 s of compile time per dtype.
+    about 2 ns more (the 4096 butterfly: 1.28-1.43x faster at 8 and 16
+    columns, 1.12x at 64; benchmarks/README.md). The second copy of the body
+    costs 6-8 s more compile time per dtype. A copy for ``k = 3`` measured
+    0.80-0.95x on chains with such passes and is not made.
     """
     if k == 4:
         _group_pass(
