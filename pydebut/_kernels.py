@@ -1082,6 +1082,49 @@ def _group_pass(
                 _stream_rows(scratch, last_half, dst, base - row0[1], rows, n, d0, lanes)
 
 
+def _group_pass_of_k(
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # pragma: no cover - typed by _group_pass_of_k_typed  # fmt: skip
+    """:func:`_group_pass`, with ``k = 4`` a constant on real rows (see :func:`lanes_2x2_group`)."""
+
+
+def _group_pass_constant_four(
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # pragma: no cover  # fmt: skip
+    if k == 4:
+        _group_pass(
+            p, 4, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
+            row0, stream,
+        )  # fmt: skip
+    else:
+        _group_pass(
+            p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
+            row0, stream,
+        )  # fmt: skip
+
+
+def _group_pass_any_k(
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # pragma: no cover  # fmt: skip
+    _group_pass(
+        p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+        stream,
+    )  # fmt: skip
+
+
+@overload(_group_pass_of_k, inline="always", jit_options={"fastmath": {"contract"}})
+def _group_pass_of_k_typed(
+    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+    stream,
+):  # fmt: skip
+    if _split_planes(weights.dtype, src.dtype):
+        return _group_pass_any_k
+    return _group_pass_constant_four
+
+
 @_jit(fastmath={"contract"})
 def lanes_2x2_group(
     p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
@@ -1111,24 +1154,19 @@ def lanes_2x2_group(
 
     Four factors is the usual pass (a butterfly's passes take four factors
     each, but the last), and for it ``k`` reaches the body
-    (:func:`_group_pass`) as the constant 4: LLVM then unrolls the two
-    radix-4 steps and their mixes and works out the rows' addresses once
-    per sub-problem, where a ``k`` known only at run time costs each mix
-    about 2 ns more (the 4096 butterfly: 1.28-1.43x faster at 8 and 16
+    (:func:`_group_pass`) of real rows as the constant 4: LLVM then unrolls
+    the two radix-4 steps and their mixes and works out the rows' addresses
+    once per sub-problem, where a ``k`` known only at run time costs each
+    mix about 2 ns more (the 4096 butterfly: 1.28-1.43x faster at 8 and 16
     columns, 1.12x at 64; benchmarks/README.md). The second copy of the body
-    costs 6-8 s more compile time per dtype. A copy for ``k = 3`` measured
-    0.80-0.95x on chains with such passes and is not made.
+    costs 3-8 s more compile time per dtype. Split planes keep one body,
+    as do other ``k``: their copies measured 0.91-0.96x (complex128, ``k = 4``)
+    and 0.80-0.95x (real, ``k = 3``).
     """
-    if k == 4:
-        _group_pass(
-            p, 4, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
-            row0, stream,
-        )  # fmt: skip
-    else:
-        _group_pass(
-            p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
-            row0, stream,
-        )  # fmt: skip
+    _group_pass_of_k(
+        p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
+        stream,
+    )  # fmt: skip
 
 
 @_jit(inline="always")
