@@ -1105,23 +1105,13 @@ def _group_pass_constant_four(
         )  # fmt: skip
 
 
-def _group_pass_any_k(
-    p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
-    stream,
-):  # pragma: no cover  # fmt: skip
-    _group_pass(
-        p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
-        stream,
-    )  # fmt: skip
-
-
 @overload(_group_pass_of_k, inline="always", jit_options={"fastmath": {"contract"}})
 def _group_pass_of_k_typed(
     p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     stream,
 ):  # fmt: skip
     if _split_planes(weights.dtype, src.dtype):
-        return _group_pass_any_k
+        return _group_pass.py_func
     return _group_pass_constant_four
 
 
