@@ -16,6 +16,12 @@ import numpy as np
 #: Most bytes of work buffer one thread keeps between calls.
 KEEP_BYTES = 32 * 2**20
 
+#: Every buffer starts on a cache line. NumPy aligns large arrays to 16 bytes,
+#: so rows of 64-byte multiples straddle two lines each and every SIMD load and
+#: store of them splits; aligned work buffers made the 4096 butterfly at 64
+#: columns 1.2x faster in float32 and float64 (benchmarks/README.md).
+ALIGN_BYTES = 64
+
 # Backing storage in units of the widest supported item (complex128), so a
 # view in any supported dtype is aligned as NumPy and Numba expect.
 _UNIT = np.dtype(np.complex128)
@@ -34,19 +40,36 @@ class Workspace(threading.local):
         return self.buffer.nbytes
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialised C-ordered array of ``shape`` and ``dtype``."""
+        """An uninitialised C-ordered array of ``shape`` and ``dtype``, starting on a cache line."""
         if self.last.shape == shape and self.last.dtype == dtype:
             return self.last
         size = 1
         for extent in shape:
             size *= extent
         nbytes = size * dtype.itemsize
-        if nbytes > KEEP_BYTES:
-            return np.empty(shape, dtype=dtype)
-        if self.buffer.nbytes < nbytes:
-            self.buffer = np.empty(-(-nbytes // _UNIT.itemsize), dtype=_UNIT)
-        self.last = self.buffer.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+        if nbytes + ALIGN_BYTES > KEEP_BYTES:
+            return aligned_empty(shape, dtype)
+        if self.buffer.nbytes < nbytes + ALIGN_BYTES:
+            self.buffer = np.empty(-(-(nbytes + ALIGN_BYTES) // _UNIT.itemsize), dtype=_UNIT)
+        self.last = _aligned_view(self.buffer, nbytes).view(dtype).reshape(shape)
         return self.last
+
+
+def _aligned_view(storage: np.ndarray, nbytes: int) -> np.ndarray:
+    """``nbytes`` of ``storage`` (which has ``ALIGN_BYTES`` to spare) from its first cache line."""
+    skip = -storage.ctypes.data % ALIGN_BYTES
+    return storage.view(np.uint8)[skip : skip + nbytes]
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-ordered array of ``shape`` and ``dtype`` that starts on a cache line.
+
+    A view of a slightly larger buffer (its ``base``), as NumPy has no aligned
+    allocation of its own.
+    """
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    storage = np.empty(-(-(nbytes + ALIGN_BYTES) // _UNIT.itemsize), dtype=_UNIT)
+    return _aligned_view(storage, nbytes).view(dtype).reshape(shape)
 
 
 workspace = Workspace()

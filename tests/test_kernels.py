@@ -1069,7 +1069,7 @@ def test_apply_names_what_is_wrong_with_out():
 
 def test_workspace_hands_out_its_last_view_again(monkeypatch):
     """A repeated request gets the same view, a new shape or dtype a new one, a large one
-    an array of its own; views always fit in the kept buffer."""
+    an array of its own; views always fit in the kept buffer and start on a cache line."""
     from pydebut import _workspace
 
     monkeypatch.setattr(_workspace, "KEEP_BYTES", 2**16)
@@ -1083,9 +1083,12 @@ def test_workspace_hands_out_its_last_view_again(monkeypatch):
     assert wider.shape == (4, 64, 16) and np.shares_memory(wider, space.buffer)
     again = space.get((2, 8, 16), np.dtype(np.float64))  # after the buffer grew: no stale view
     assert np.shares_memory(again, space.buffer) and not np.shares_memory(again, first)
-    large = space.get((1, 2**14), np.dtype(np.float64))
+    large = space.get((1, 2**13), np.dtype(np.float64))  # 64 KiB and the alignment: too large
     assert not np.shares_memory(large, space.buffer) and space.nbytes <= 2**16
-    assert space.get((1, 2**14), np.dtype(np.float64)) is not large
+    assert space.get((1, 2**13), np.dtype(np.float64)) is not large
+    for view in (first, other, wider, again, large):
+        assert view.ctypes.data % _workspace.ALIGN_BYTES == 0
+        assert view.flags.c_contiguous and view.flags.writeable
 
 
 def test_work_buffers_kept_between_calls_are_bounded(monkeypatch):
