@@ -8,6 +8,7 @@ applies them as a SciPy ``LinearOperator`` (:class:`DeButOperator`).
 """
 
 from . import special
+from ._memory import aligned_empty
 from .chains import (
     ChainClass,
     classify,
@@ -45,6 +46,7 @@ __all__ = [
     "FitResult",
     "SVDBaseline",
     "__version__",
+    "aligned_empty",
     "approximate",
     "candidate_permutations",
     "classify",

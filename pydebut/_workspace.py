@@ -13,25 +13,17 @@ import threading
 
 import numpy as np
 
+from ._memory import ALIGN_BYTES, aligned_empty, aligned_view
+
 #: Most bytes of work buffer one thread keeps between calls.
 KEEP_BYTES = 32 * 2**20
-
-#: Every buffer starts on a cache line. NumPy aligns large arrays to 16 bytes,
-#: so rows of 64-byte multiples straddle two lines each and every SIMD load and
-#: store of them splits; aligned work buffers made the 4096 butterfly at 64
-#: columns 1.2x faster in float32 and float64 (benchmarks/README.md).
-ALIGN_BYTES = 64
-
-# Backing storage in units of the widest supported item (complex128), so a
-# view in any supported dtype is aligned as NumPy and Numba expect.
-_UNIT = np.dtype(np.complex128)
 
 
 class Workspace(threading.local):
     """One reusable buffer per thread; see the module docstring."""
 
     def __init__(self) -> None:
-        self.buffer = np.empty(0, dtype=_UNIT)
+        self.buffer = np.empty(0, dtype=np.uint8)
         self.last = self.buffer  # the view get() returned last, handed out again as it is
 
     @property
@@ -40,7 +32,13 @@ class Workspace(threading.local):
         return self.buffer.nbytes
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialised C-ordered array of ``shape`` and ``dtype``, starting on a cache line."""
+        """An uninitialised C-ordered array of ``shape`` and ``dtype``, starting on a cache line.
+
+        Work buffers start on a line as :func:`pydebut.aligned_empty` arrays do:
+        at 64 columns, the 4096 butterfly ran 1.2x faster in float32 and float64
+        than in NumPy's buffers, which start 16 bytes past a line
+        (benchmarks/README.md).
+        """
         if self.last.shape == shape and self.last.dtype == dtype:
             return self.last
         size = 1
@@ -50,26 +48,9 @@ class Workspace(threading.local):
         if nbytes + ALIGN_BYTES > KEEP_BYTES:
             return aligned_empty(shape, dtype)
         if self.buffer.nbytes < nbytes + ALIGN_BYTES:
-            self.buffer = np.empty(-(-(nbytes + ALIGN_BYTES) // _UNIT.itemsize), dtype=_UNIT)
-        self.last = _aligned_view(self.buffer, nbytes).view(dtype).reshape(shape)
+            self.buffer = np.empty(nbytes + ALIGN_BYTES, dtype=np.uint8)
+        self.last = aligned_view(self.buffer, nbytes).view(dtype).reshape(shape)
         return self.last
-
-
-def _aligned_view(storage: np.ndarray, nbytes: int) -> np.ndarray:
-    """``nbytes`` of ``storage`` (which has ``ALIGN_BYTES`` to spare) from its first cache line."""
-    skip = -storage.ctypes.data % ALIGN_BYTES
-    return storage.view(np.uint8)[skip : skip + nbytes]
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised C-ordered array of ``shape`` and ``dtype`` that starts on a cache line.
-
-    A view of a slightly larger buffer (its ``base``), as NumPy has no aligned
-    allocation of its own.
-    """
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    storage = np.empty(-(-(nbytes + ALIGN_BYTES) // _UNIT.itemsize), dtype=_UNIT)
-    return _aligned_view(storage, nbytes).view(dtype).reshape(shape)
 
 
 workspace = Workspace()

@@ -1091,6 +1091,43 @@ def test_workspace_hands_out_its_last_view_again(monkeypatch):
         assert view.flags.c_contiguous and view.flags.writeable
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int8, np.bool_])
+@pytest.mark.parametrize("shape", [0, 5, (3, 7), (0, 4), (4096, 64), (2, 3, 5)])
+def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
+    from pydebut import aligned_empty
+
+    array = aligned_empty(shape, dtype)
+    assert array.shape == ((shape,) if isinstance(shape, int) else shape)
+    assert array.dtype == dtype and array.flags.c_contiguous and array.flags.writeable
+    assert array.size == 0 or array.ctypes.data % 64 == 0  # an empty array has no data
+    array[...] = 1
+    assert np.all(array == 1)
+
+
+def test_aligned_empty_refuses_what_it_cannot_make():
+    from pydebut import aligned_empty
+
+    with pytest.raises(ValueError, match="negative dimensions are not allowed, got shape"):
+        aligned_empty((4, -1))
+    with pytest.raises(TypeError, match="holds Python objects; use np.empty"):
+        aligned_empty(4, object)
+    with pytest.raises(TypeError):
+        aligned_empty(2.5)
+
+
+def test_blocks_on_cache_lines_give_the_same_products():
+    from pydebut import DeButOperator, aligned_empty
+    from pydebut.special import butterfly_chain
+
+    op = DeButOperator.random(butterfly_chain(64), rng=0)
+    x = aligned_empty((64, 48))
+    x[...] = np.random.default_rng(0).standard_normal(x.shape)
+    out = aligned_empty((64, 48))
+    assert op.apply(x, out) is out
+    np.testing.assert_array_equal(out, op @ x.copy())
+    assert_chain_close(out, op.chain, op.weights, x)
+
+
 def test_work_buffers_kept_between_calls_are_bounded(monkeypatch):
     import gc
     import tracemalloc

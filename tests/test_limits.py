@@ -14,6 +14,7 @@ from pydebut import (
     Chain,
     DeButOperator,
     FactorSpec,
+    aligned_empty,
     count_chains,
     enumerate_chains,
     is_dense,
@@ -163,6 +164,7 @@ HUGE = 2**40
         (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support(), "the support of FactorSpec"),
         (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support_indices(), "support indices"),
         (lambda: DeButOperator.random([(2**20, 2**20, 1, 1, 1)]).toarray(), "dense 1048576"),
+        (lambda: aligned_empty((HUGE, 8)), f"aligned_empty(({HUGE}, 8), float64) needs 64 TiB"),
     ],
 )
 def test_allocations_beyond_memory_are_refused_with_a_value_error(call, words):
