@@ -776,6 +776,51 @@ def test_lanewise_rows_of_different_lengths_fail_under_boundscheck(lanewise_call
         sums_onto((1.0, 1.0), (1.0, 1.0), rows[0], rows[1, :7], rows[2], rows[3])
 
 
+@pytest.fixture(scope="module")
+def transposes():
+    """Jitted callers of :func:`_kernels._transpose` and of one tile (``_kernels._tile``)."""
+    import numba
+
+    @numba.njit
+    def transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):
+        _kernels._transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols)
+
+    @numba.njit
+    def tile(source, s_row, s_col, target, t_row, t_col):
+        _kernels._tile(source, s_row, s_col, target, t_row, t_col)
+
+    return transpose, tile
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n_rows", "n_cols"), [(8, 8), (16, 24), (13, 9), (7, 20), (3, 3)])
+def test_transpose_moves_tiles_and_edges(transposes, dtype, n_rows, n_cols):
+    """Whole 8 x 8 tiles (SIMD shuffles) and the edges land where NumPy's transpose puts them.
+
+    The offsets leave the rows off their cache lines, as windows of a block are;
+    nothing outside the target's block is written.
+    """
+    transpose, _ = transposes
+    rng = np.random.default_rng(n_rows * n_cols)
+    source = rng.standard_normal((n_rows + 5, n_cols + 3)).astype(dtype)
+    target = np.full((n_cols + 4, n_rows + 6), np.nan, dtype=dtype)
+    transpose(source, 2, 1, target, 3, 5, n_rows, n_cols)
+    expected = np.full_like(target, np.nan)
+    expected[3 : 3 + n_cols, 5 : 5 + n_rows] = source[2 : 2 + n_rows, 1 : 1 + n_cols].T
+    np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.skipif(not _kernels._BOUNDSCHECK, reason="checked only under NUMBA_BOUNDSCHECK=1")
+def test_a_tile_past_the_edge_fails_under_boundscheck(transposes):
+    _, tile = transposes
+    source, target = np.zeros((8, 12)), np.zeros((12, 8))
+    tile(source, 0, 4, target, 4, 0)  # the last whole tile
+    with pytest.raises(IndexError, match="row view out of bounds"):
+        tile(source, 1, 4, target, 4, 0)
+    with pytest.raises(IndexError, match="row view out of bounds"):
+        tile(source, 0, 4, target, 5, 0)
+
+
 def split_every_vector(monkeypatch):
     """Send every vector of at least 16 rows through the parallel kernel."""
     from pydebut import operator
