@@ -65,6 +65,7 @@ from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
 from . import _numba_setup
+from ._memory import ALIGN_BYTES
 
 _numba_setup.choose_threading_layer()
 
@@ -1478,110 +1479,141 @@ def _column_major(kind: types.Type) -> bool:
     return isinstance(kind, types.Array) and kind.ndim == 2 and kind.layout == "F"
 
 
-#: Side of the square tiles that :func:`_transpose` moves: a 64-byte cache line of float64.
-_TILE = 8
+def _tile_side(dtype: types.Type) -> int:
+    """Side of the largest square tiles :func:`_transpose` moves: a cache line of ``dtype``.
 
-# The shuffles of an 8 x 8 transpose, three rounds of pairs of vectors (the indices
-# of the second vector of a pair follow the first's): round one interleaves the
-# elements of rows 2k and 2k + 1, round two their pairs, round three their fours.
-_TILE_ROUNDS = (
-    ([0, 8, 2, 10, 4, 12, 6, 14], [1, 9, 3, 11, 5, 13, 7, 15]),
-    ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]),
-    ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]),
-)
-# The rows each round pairs, and where its two results go: (first, second, low, high).
-_TILE_PAIRS = (
-    [(0, 1, 0, 1), (2, 3, 2, 3), (4, 5, 4, 5), (6, 7, 6, 7)],
-    [(0, 2, 0, 2), (1, 3, 1, 3), (4, 6, 4, 6), (5, 7, 5, 7)],
-    [(0, 4, 0, 4), (1, 5, 1, 5), (2, 6, 2, 6), (3, 7, 3, 7)],
-)
-
-
-@intrinsic
-def _transpose_tile(typingctx, source, s_row, s_col, target, t_row, t_col):  # pragma: no cover
-    """``target[t_row + j, t_col + i] = source[s_row + i, s_col + j]`` for ``i, j < 8``, in SIMD.
-
-    Eight rows of eight are loaded as vectors, transposed by
-    :data:`_TILE_ROUNDS` of shuffles, and stored as vectors: LLVM makes no
-    shuffles of the same tile written element by element. Both arrays are
-    C-ordered 2-D arrays of one real dtype; nothing is bounds-checked (see
-    :func:`_tile`).
+    8 float64 or 16 float32 elements, so a tile reads and writes whole lines.
     """
-    if not (
-        all(
-            isinstance(kind, types.Array) and kind.ndim == 2 and kind.layout == "C"
-            for kind in (source, target)
-        )
-        and isinstance(source.dtype, types.Float)
-        and target.dtype == source.dtype
-    ):
-        return None
+    return ALIGN_BYTES * 8 // dtype.bitwidth
 
-    def codegen(context, builder, signature, args):
-        vector = ir.VectorType(context.get_data_type(source.dtype), _TILE)
-        itemsize = context.get_abi_sizeof(vector.element)
 
-        def rows_of(kind, value, row, col, row_type, col_type):
-            array = make_array(kind)(context, builder, value)
-            stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]
-            row, col = (
-                context.cast(builder, index, index_type, types.intp)
-                for index, index_type in ((row, row_type), (col, col_type))
+#: Side of the tiles where a cache line of float32 is too wide for the block.
+_SMALL_TILE = 8
+
+
+def _tile_shuffles(side: int) -> list[tuple[int, list[int], list[int]]]:
+    """The rounds of shuffles that transpose ``side`` vectors of ``side`` elements.
+
+    Round ``b = 1, 2, 4, ...`` pairs vectors ``k`` and ``k + b`` (bit ``b`` of
+    ``k`` clear) and swaps the ``b``-element blocks between them: the first
+    keeps the blocks at even block positions and takes its partner's, the
+    second the partner's odd ones. Returns ``(b, first's mask, second's
+    mask)``, indices into the pair's ``2 side`` elements.
+    """
+    rounds, b = [], 1
+    while b < side:
+        low = [i if i // b % 2 == 0 else side + i - b for i in range(side)]
+        high = [i + b if i // b % 2 == 0 else side + i for i in range(side)]
+        rounds.append((b, low, high))
+        b *= 2
+    return rounds
+
+
+def _tile_move(side: int):
+    """A jitted ``move(source, s_row, s_col, target, t_row, t_col)`` of a square tile.
+
+    ``target[t_row + j, t_col + i] = source[s_row + i, s_col + j]`` for
+    ``i, j < side``: the tile is loaded as one vector per row, transposed by
+    rounds of shuffles (:func:`_tile_shuffles`) and stored as vectors (LLVM
+    makes no shuffles of the same tile written element by element). Both
+    arrays are C-ordered 2-D arrays of one real dtype; under
+    ``NUMBA_BOUNDSCHECK=1`` the tile's first and last rows are checked first.
+    """
+
+    @intrinsic
+    def transpose_tile(typingctx, source, s_row, s_col, target, t_row, t_col):
+        if not (
+            all(
+                isinstance(kind, types.Array) and kind.ndim == 2 and kind.layout == "C"
+                for kind in (source, target)
             )
-            start = builder.add(builder.mul(row, stride), builder.mul(col, array.itemsize))
-            first = builder.gep(builder.bitcast(array.data, cgutils.voidptr_t), [start])
-            return [
-                builder.bitcast(
-                    builder.gep(first, [builder.mul(stride, stride.type(k))]), vector.as_pointer()
+            and isinstance(source.dtype, types.Float)
+            and target.dtype == source.dtype
+        ):
+            return None
+
+        def codegen(context, builder, signature, args):
+            vector = ir.VectorType(context.get_data_type(source.dtype), side)
+            itemsize = context.get_abi_sizeof(vector.element)
+
+            def rows_of(kind, value, row, col, row_type, col_type):
+                array = make_array(kind)(context, builder, value)
+                stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]
+                row, col = (
+                    context.cast(builder, index, index_type, types.intp)
+                    for index, index_type in ((row, row_type), (col, col_type))
                 )
-                for k in range(_TILE)
-            ]
+                start = builder.add(builder.mul(row, stride), builder.mul(col, array.itemsize))
+                first = builder.gep(builder.bitcast(array.data, cgutils.voidptr_t), [start])
+                return [
+                    builder.bitcast(
+                        builder.gep(first, [builder.mul(stride, stride.type(k))]),
+                        vector.as_pointer(),
+                    )
+                    for k in range(side)
+                ]
 
-        kind = signature.args
-        sources = rows_of(source, args[0], args[1], args[2], kind[1], kind[2])
-        targets = rows_of(target, args[3], args[4], args[5], kind[4], kind[5])
-        rows = [builder.load(pointer, align=itemsize) for pointer in sources]
-        mask_type = ir.VectorType(ir.IntType(32), _TILE)
-        for (low, high), pairs in zip(_TILE_ROUNDS, _TILE_PAIRS, strict=True):
-            masks = [ir.Constant(mask_type, mask) for mask in (low, high)]
-            mixed = list(rows)
-            for first, second, to_low, to_high in pairs:
-                mixed[to_low] = builder.shuffle_vector(rows[first], rows[second], masks[0])
-                mixed[to_high] = builder.shuffle_vector(rows[first], rows[second], masks[1])
-            rows = mixed
-        for value, pointer in zip(rows, targets, strict=True):
-            builder.store(value, pointer, align=itemsize)
-        return context.get_dummy_value()
+            kind = signature.args
+            sources = rows_of(source, args[0], args[1], args[2], kind[1], kind[2])
+            targets = rows_of(target, args[3], args[4], args[5], kind[4], kind[5])
+            rows = [builder.load(pointer, align=itemsize) for pointer in sources]
+            mask_type = ir.VectorType(ir.IntType(32), side)
+            for b, low, high in _tile_shuffles(side):
+                low, high = ir.Constant(mask_type, low), ir.Constant(mask_type, high)
+                mixed = list(rows)
+                for k in range(side):
+                    if k & b == 0:
+                        mixed[k] = builder.shuffle_vector(rows[k], rows[k + b], low)
+                        mixed[k + b] = builder.shuffle_vector(rows[k], rows[k + b], high)
+                rows = mixed
+            for value, pointer in zip(rows, targets, strict=True):
+                builder.store(value, pointer, align=itemsize)
+            return context.get_dummy_value()
 
-    return types.void(source, s_row, s_col, target, t_row, t_col), codegen
+        return types.void(source, s_row, s_col, target, t_row, t_col), codegen
+
+    def move(source, s_row, s_col, target, t_row, t_col):  # pragma: no cover
+        if _BOUNDSCHECK:
+            _row(source, s_row, s_col, side)
+            _row(source, s_row + side - 1, s_col, side)
+            _row(target, t_row, t_col, side)
+            _row(target, t_row + side - 1, t_col, side)
+        transpose_tile(source, s_row, s_col, target, t_row, t_col)
+
+    return _jit(inline="always")(move)
 
 
-@_jit(inline="always")
-def _tile(source, s_row, s_col, target, t_row, t_col):  # pragma: no cover
-    """:func:`_transpose_tile`, its rows and columns checked first under ``NUMBA_BOUNDSCHECK=1``."""
-    if _BOUNDSCHECK:
-        _row(source, s_row + _TILE - 1, s_col, _TILE)
-        _row(target, t_row + _TILE - 1, t_col, _TILE)
-        _row(source, s_row, s_col, _TILE)
-        _row(target, t_row, t_col, _TILE)
-    _transpose_tile(source, s_row, s_col, target, t_row, t_col)
+_tile_moves = {side: _tile_move(side) for side in (_SMALL_TILE, 2 * _SMALL_TILE)}
 
 
-@_jit(inline="always")
 def _transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):  # pragma: no cover
     """``target[t_row + j, t_col + i] = source[s_row + i, s_col + j]``, ``i < n_rows, j < n_cols``.
 
-    Both arrays are C-ordered. Full :data:`_TILE` x :data:`_TILE` tiles move
-    as SIMD vectors (:func:`_transpose_tile`), eight cache lines (of float64)
-    on either side at a time; the edges element by element.
+    Both arrays are C-ordered. Whole tiles, a cache line on a side
+    (:func:`_tile_side`), or 8 x 8 where the block is narrower than that, move
+    as SIMD vectors (:func:`_tile_move`); the edges element by element.
     """
-    full_rows, full_cols = n_rows - n_rows % _TILE, n_cols - n_cols % _TILE
-    for i0 in range(0, full_rows, _TILE):
-        for j0 in range(0, full_cols, _TILE):
-            _tile(source, s_row + i0, s_col + j0, target, t_row + j0, t_col + i0)
-    for i in range(n_rows):
-        for j in range(full_cols if i < full_rows else 0, n_cols):
-            target[t_row + j, t_col + i] = source[s_row + i, s_col + j]
+
+
+@overload(_transpose, inline="always")
+def _transpose_typed(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):
+    line = _tile_side(source.dtype)
+    move_line, move_small = _tile_moves[line], _tile_moves[_SMALL_TILE]
+
+    def transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):  # pragma: no cover
+        side = line if min(n_rows, n_cols) >= line else _SMALL_TILE
+        full_rows, full_cols = n_rows - n_rows % side, n_cols - n_cols % side
+        for i0 in range(0, full_rows, side):
+            for j0 in range(0, full_cols, side):
+                if side == line:
+                    move_line(source, s_row + i0, s_col + j0, target, t_row + j0, t_col + i0)
+                else:
+                    move_small(source, s_row + i0, s_col + j0, target, t_row + j0, t_col + i0)
+        for i in range(n_rows):
+            for j in range(full_cols if i < full_rows else 0, n_cols):
+                target[t_row + j, t_col + i] = source[s_row + i, s_col + j]
+
+    return transpose
 
 
 def _window_source(x, first, lanes, buffer):  # pragma: no cover - typed by _window_source_typed

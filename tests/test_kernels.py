@@ -778,8 +778,10 @@ def test_lanewise_rows_of_different_lengths_fail_under_boundscheck(lanewise_call
 
 @pytest.fixture(scope="module")
 def transposes():
-    """Jitted callers of :func:`_kernels._transpose` and of one tile (``_kernels._tile``)."""
+    """Jitted callers of :func:`_kernels._transpose` and of one 8 x 8 tile."""
     import numba
+
+    move = _kernels._tile_moves[8]
 
     @numba.njit
     def transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):
@@ -787,18 +789,22 @@ def transposes():
 
     @numba.njit
     def tile(source, s_row, s_col, target, t_row, t_col):
-        _kernels._tile(source, s_row, s_col, target, t_row, t_col)
+        move(source, s_row, s_col, target, t_row, t_col)
 
     return transpose, tile
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("n_rows", "n_cols"), [(8, 8), (16, 24), (13, 9), (7, 20), (3, 3)])
+@pytest.mark.parametrize(
+    ("n_rows", "n_cols"), [(8, 8), (16, 24), (13, 9), (7, 20), (3, 3), (32, 48), (33, 17)]
+)
 def test_transpose_moves_tiles_and_edges(transposes, dtype, n_rows, n_cols):
-    """Whole 8 x 8 tiles (SIMD shuffles) and the edges land where NumPy's transpose puts them.
+    """Whole tiles (SIMD shuffles) and the edges land where NumPy's transpose puts them.
 
-    The offsets leave the rows off their cache lines, as windows of a block are;
-    nothing outside the target's block is written.
+    A tile is 8 x 8 in float64 and 16 x 16 in float32, a cache line on a side,
+    or 8 x 8 in float32 where the block is narrower. The offsets leave the rows
+    off their cache lines, as windows of a block are; nothing outside the
+    target's block is written.
     """
     transpose, _ = transposes
     rng = np.random.default_rng(n_rows * n_cols)
