@@ -40,7 +40,7 @@ import numba
 import numpy as np
 from bench_apply import machine, time_interleaved
 
-from pydebut import Chain, DeButOperator, FactorSpec, _batched, _kernels, _workspace
+from pydebut import Chain, DeButOperator, FactorSpec, _batched, _kernels, aligned_empty
 from pydebut._reference import apply_chain
 from pydebut.special import butterfly_chain
 
@@ -64,11 +64,11 @@ def group_call(dtype: np.dtype, width: int) -> Callable[[], None]:
     rows = _batched._group_rows(ts)
     weights = [rng.standard_normal(2 * STEP_ROWS).astype(dtype) for _ in ts]
     packed = _batched._pack_group(specs, weights, rows).astype(dtype)
-    # on cache lines, as the chain's work buffers are (_workspace.ALIGN_BYTES)
-    src = _workspace.aligned_empty((STEP_ROWS, width), np.dtype(dtype))
+    # on cache lines, as the chain's work buffers are
+    src = aligned_empty((STEP_ROWS, width), dtype)
     src[...] = rng.standard_normal(src.shape)
-    dst = _workspace.aligned_empty(src.shape, src.dtype)
-    scratch = _workspace.aligned_empty((2 * _kernels.MAX_GROUP_ROWS, width), src.dtype)
+    dst = aligned_empty(src.shape, dtype)
+    scratch = aligned_empty((2 * _kernels.MAX_GROUP_ROWS, width), dtype)
     arguments = (STEP_ROWS, len(ts), 1, rows, packed, 0, src, 0, dst, 0, width, scratch, 0, 1)
 
     def call() -> None:

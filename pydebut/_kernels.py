@@ -1583,7 +1583,10 @@ def _tile_move(side: int):
     return _jit(inline="always")(move)
 
 
-_tile_moves = {side: _tile_move(side) for side in (_SMALL_TILE, 2 * _SMALL_TILE)}
+_tile_moves = {
+    side: _tile_move(side)
+    for side in {_SMALL_TILE, _tile_side(types.float32), _tile_side(types.float64)}
+}
 
 
 def _transpose(source, s_row, s_col, target, t_row, t_col, n_rows, n_cols):  # pragma: no cover
