@@ -826,6 +826,25 @@ def apply_chain_vector_parallel(specs, weights, x, out, work, n_parts):  # pragm
         phase += 1
 
 
+def _element_address(context, builder, kind, value, row, col, row_type, col_type):
+    """LLVM: the byte address of ``array[row, col]`` of a C-ordered 2-D array, and its row stride.
+
+    ``kind`` and ``value`` are the array's Numba type and LLVM value, ``row``
+    and ``col`` LLVM integers of Numba types ``row_type`` and ``col_type``.
+    Returns ``(parent, address, row_stride)``: the array's struct, an ``i8*``
+    and an ``intp``.
+    """
+    parent = make_array(kind)(context, builder, value)
+    row_stride = cgutils.unpack_tuple(builder, parent.strides, 2)[0]
+    row, col = (
+        context.cast(builder, index, index_type, types.intp)
+        for index, index_type in ((row, row_type), (col, col_type))
+    )
+    offset = builder.add(builder.mul(row, row_stride), builder.mul(col, parent.itemsize))
+    address = builder.gep(builder.bitcast(parent.data, cgutils.voidptr_t), [offset])
+    return parent, address, row_stride
+
+
 @intrinsic
 def _unowned_row(typingctx, array, row, start, width):  # pragma: no cover - lowered by Numba
     """``array[row, start:start + width]`` of a C-ordered 2-D array, as a view that owns nothing.
@@ -841,16 +860,11 @@ def _unowned_row(typingctx, array, row, start, width):  # pragma: no cover - low
     row_type = types.Array(array.dtype, 1, "C")
 
     def codegen(context, builder, signature, args):
-        parent = make_array(array)(context, builder, args[0])
-        row_stride = cgutils.unpack_tuple(builder, parent.strides, 2)[0]
-        row_index, first, count = (
-            context.cast(builder, value, kind, types.intp)
-            for value, kind in zip(args[1:], signature.args[1:], strict=True)
+        kind = signature.args
+        parent, data, _ = _element_address(
+            context, builder, array, args[0], args[1], args[2], kind[1], kind[2]
         )
-        offset = builder.add(
-            builder.mul(row_index, row_stride), builder.mul(first, parent.itemsize)
-        )
-        data = builder.gep(builder.bitcast(parent.data, cgutils.voidptr_t), [offset])
+        count = context.cast(builder, args[3], kind[3], types.intp)
         view = make_array(row_type)(context, builder)
         populate_array(
             view,
@@ -1537,14 +1551,9 @@ def _tile_move(side: int):
             itemsize = context.get_abi_sizeof(vector.element)
 
             def rows_of(kind, value, row, col, row_type, col_type):
-                array = make_array(kind)(context, builder, value)
-                stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]
-                row, col = (
-                    context.cast(builder, index, index_type, types.intp)
-                    for index, index_type in ((row, row_type), (col, col_type))
+                _, first, stride = _element_address(
+                    context, builder, kind, value, row, col, row_type, col_type
                 )
-                start = builder.add(builder.mul(row, stride), builder.mul(col, array.itemsize))
-                first = builder.gep(builder.bitcast(array.data, cgutils.voidptr_t), [start])
                 return [
                     builder.bitcast(
                         builder.gep(first, [builder.mul(stride, stride.type(k))]),
