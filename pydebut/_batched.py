@@ -13,11 +13,13 @@ kernel uses them.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _kernels, _numba_setup, _workspace
+from ._memory import ALIGN_BYTES
 
 #: Bytes of each row's window (128 float64 or 256 float32 columns): one window runs the
 #: whole chain before the next starts; fewer vectors use narrower windows, one per worker.
@@ -70,7 +72,6 @@ class BatchPlan(NamedTuple):
     passes: np.ndarray  # (n_passes, 4) int64: (first factor, k or 0, w_start, r_start)
     rows: np.ndarray  # int64 row offsets of the groups' sub-problems
     weights: np.ndarray  # packed, of the data's dtype
-    max_dim: int
     layouts: dict[int, Layout]  # by batch size, see layout()
 
 
@@ -172,7 +173,6 @@ def make_batch_plan(
         np.array(passes, dtype=np.int64).reshape(-1, 4),
         np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64),
         np.concatenate(packed).astype(weights.dtype, copy=False),
-        int(specs[:, :2].max()),
         {},
     )
 
@@ -210,15 +210,17 @@ def _new_layout(plan: BatchPlan, batch: int, most_workers: int, n_workers: int) 
     """:func:`layout` worked out for ``n_workers`` workers."""
     dtype = plan.weights.dtype
     planes = 2 if dtype.kind == "c" else 1
+    real = np.finfo(dtype).dtype
+    line = ALIGN_BYTES // real.itemsize  # real columns of a cache line
     width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
-    rows = 4 * plan.max_dim + 2 * _kernels.MAX_GROUP_ROWS  # at most, see work_rows
-    width = min(
-        width, max(_MIN_LANES, _workspace.KEEP_BYTES // (n_workers * rows * dtype.itemsize))
-    )
-    part_rows = max(1, PART_BYTES // (width * dtype.itemsize))
-    rows = _kernels.work_rows(plan.specs, part_rows)
-    work_shape = (n_workers, rows, planes * width)
-    return Layout(most_workers, n_workers, width, part_rows, work_shape, np.finfo(dtype).dtype)
+    while True:
+        part_rows = max(1, PART_BYTES // (width * dtype.itemsize))
+        work_shape = (n_workers, _kernels.work_rows(plan.specs, part_rows), planes * width)
+        if width <= _MIN_LANES or _workspace.kept(math.prod(work_shape) * real.itemsize):
+            break
+        # narrower, by whole cache lines: the work buffers' rows stay on lines (_workspace)
+        width = max(_MIN_LANES, (width - 1) // line * line)
+    return Layout(most_workers, n_workers, width, part_rows, work_shape, real)
 
 
 def layout(plan: BatchPlan, batch: int) -> Layout:
@@ -228,9 +230,9 @@ def layout(plan: BatchPlan, batch: int) -> Layout:
     least :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of
     work. A window has :data:`LANE_BYTES` per row, or fewer columns so that
     each worker gets one and the work buffers stay within
-    ``_workspace.KEEP_BYTES``. The layout is remembered per batch size, and
-    the number of threads read again only where the block could use more
-    than one worker (it costs half a microsecond).
+    ``_workspace.KEEP_BYTES`` (narrower by whole cache lines). The layout is
+    remembered per batch size, and the number of threads read again only where
+    the block could use more than one worker (it costs half a microsecond).
     """
     known = plan.layouts.get(batch)
     if known is not None:

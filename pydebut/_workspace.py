@@ -19,6 +19,11 @@ from ._memory import ALIGN_BYTES, aligned_empty, aligned_view
 KEEP_BYTES = 32 * 2**20
 
 
+def kept(nbytes: int) -> bool:
+    """Whether a work buffer of ``nbytes`` comes from the kept buffer (with room to align it)."""
+    return nbytes + ALIGN_BYTES <= KEEP_BYTES
+
+
 class Workspace(threading.local):
     """One reusable buffer per thread; see the module docstring."""
 
@@ -45,7 +50,7 @@ class Workspace(threading.local):
         for extent in shape:
             size *= extent
         nbytes = size * dtype.itemsize
-        if nbytes + ALIGN_BYTES > KEEP_BYTES:
+        if not kept(nbytes):
             return aligned_empty(shape, dtype)
         if self.buffer.nbytes < nbytes + ALIGN_BYTES:
             self.buffer = np.empty(nbytes + ALIGN_BYTES, dtype=np.uint8)

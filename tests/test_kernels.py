@@ -1050,6 +1050,43 @@ def test_block_layouts_are_remembered_per_batch_and_follow_the_threads(monkeypat
         numba.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_windows_are_as_wide_as_the_kept_work_buffers_allow(dtype):
+    """Work buffers fit in what a thread keeps; a window narrowed to fit is whole cache
+    lines wide, and one line more would not fit."""
+    import math
+
+    from pydebut import DeButOperator, _workspace
+    from pydebut.special import butterfly_chain
+
+    def work_bytes(plan, width, n_workers):
+        part_rows = max(1, _batched.PART_BYTES // (width * plan.weights.itemsize))
+        return n_workers * _kernels.work_rows(plan.specs, part_rows) * width * plan.weights.itemsize
+
+    widest = _batched.LANE_BYTES // np.dtype(dtype).itemsize
+    line = _batched.ALIGN_BYTES // np.finfo(dtype).dtype.itemsize
+    narrowed = 0
+    for n in (4096, 2**14):
+        kernels = DeButOperator.random(butterfly_chain(n), rng=0)._plan(np.dtype(dtype), False)
+        plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+        for n_workers in (1, 2, 3):
+            split = _batched._new_layout(plan, 2048, n_workers, n_workers)
+            planes = 2 if np.dtype(dtype).kind == "c" else 1
+            rows = _kernels.work_rows(plan.specs, split.part_rows)
+            assert split.work_shape == (n_workers, rows, planes * split.width)
+            assert split.work_dtype == np.finfo(dtype).dtype
+            nbytes = math.prod(split.work_shape) * split.work_dtype.itemsize
+            assert nbytes == work_bytes(plan, split.width, n_workers)
+            assert _workspace.kept(nbytes)
+            if split.width < widest:
+                narrowed += 1
+                assert split.width % line == 0
+                assert not _workspace.kept(work_bytes(plan, split.width + line, n_workers))
+            if n == 4096 and n_workers <= 2:  # two workers once took 127 float64 columns
+                assert split.width == widest
+    assert narrowed > 0
+
+
 def test_the_direct_call_checks_its_input_before_any_work():
     from pydebut import DeButOperator
 
