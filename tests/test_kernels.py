@@ -1057,6 +1057,7 @@ def test_windows_are_as_wide_as_the_kept_work_buffers_allow(dtype):
     import math
 
     from pydebut import DeButOperator, _workspace
+    from pydebut._memory import ALIGN_BYTES
     from pydebut.special import butterfly_chain
 
     def work_bytes(plan, width, n_workers):
@@ -1064,14 +1065,14 @@ def test_windows_are_as_wide_as_the_kept_work_buffers_allow(dtype):
         return n_workers * _kernels.work_rows(plan.specs, part_rows) * width * plan.weights.itemsize
 
     widest = _batched.LANE_BYTES // np.dtype(dtype).itemsize
-    line = _batched.ALIGN_BYTES // np.finfo(dtype).dtype.itemsize
+    line = ALIGN_BYTES // np.finfo(dtype).dtype.itemsize  # columns of a cache line
+    planes = 2 if np.dtype(dtype).kind == "c" else 1
     narrowed = 0
     for n in (4096, 2**14):
         kernels = DeButOperator.random(butterfly_chain(n), rng=0)._plan(np.dtype(dtype), False)
         plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
         for n_workers in (1, 2, 3):
             split = _batched._new_layout(plan, 2048, n_workers, n_workers)
-            planes = 2 if np.dtype(dtype).kind == "c" else 1
             rows = _kernels.work_rows(plan.specs, split.part_rows)
             assert split.work_shape == (n_workers, rows, planes * split.width)
             assert split.work_dtype == np.finfo(dtype).dtype
