@@ -3,7 +3,7 @@
 Run from the repository root, on one core for steady numbers::
 
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c 1 \\
-        python benchmarks/bench_anatomy.py [steps] [memory] [--quick]
+        python benchmarks/bench_anatomy.py [steps] [memory] [warm] [--quick]
 
 **steps.** The 2x2-group kernel (``pydebut._kernels.lanes_2x2_group``) runs
 four butterfly factors (``t = 1, 2, 4, 8``) on a 256-row window that stays in
@@ -23,6 +23,12 @@ and ``out`` either the same arrays each time (they stay in cache) or eight
 different ones (read from or written to memory). Filling a new 32 MiB array and
 copying 32 MiB measure the page faults and the memory bandwidth alone.
 
+**warm.** The same 4096 butterfly at 32 to 256 float64 columns, given the same
+``x`` and ``out`` every call (they stay in cache between calls, as in
+``bench_apply.py`` and for dense GEMM there) or :data:`WARM_BLOCKS` different
+ones in turn (read from and written to memory): the time per column says what
+memory adds to a batch that is not already in cache.
+
 Timings are interleaved round by round (``bench_apply.time_interleaved``) and
 the medians are reported; on a shared machine the differences between rows
 mean more than the times themselves.
@@ -31,6 +37,7 @@ mean more than the times themselves.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -184,21 +191,48 @@ def memory_section(rounds: int, budget: float) -> None:
         print(f"  {name:24s} +{(median[slower] - median[faster]) * 1e3:.2f} ms")
 
 
+#: Blocks taken in turn by the warm section: 16 blocks of 64 float64 columns of 4096 rows
+#: are 32 MiB of ``x`` and as much of ``out``, as large as the L3 cache of the machine in
+#: benchmarks/README.md.
+WARM_BLOCKS = 16
+WARM_WIDTHS = (32, 64, 128, 256)
+
+
+def warm_section(rounds: int, budget: float) -> None:
+    print("\n## Warm and cold blocks (4096 butterfly, float64)\n")
+    rng = np.random.default_rng(0)
+    op = DeButOperator.random(butterfly_chain(4096), rng=1)
+    cases = {}
+    for width in WARM_WIDTHS:
+        blocks = [rng.standard_normal((op.shape[1], width)) for _ in range(WARM_BLOCKS)]
+        outs = [np.empty_like(block) for block in blocks]
+        turn = itertools.cycle(range(WARM_BLOCKS))
+        cases[width, "same"] = lambda x=blocks[0], out=outs[0]: op.apply(x, out)
+        cases[width, "in turn"] = lambda blocks=blocks, outs=outs, turn=turn: (
+            lambda i: op.apply(blocks[i], outs[i])
+        )(next(turn))
+    median, _ = time_interleaved(cases, rounds, budget)
+    print(f"  columns   same x and out   {WARM_BLOCKS} blocks in turn   (us per column)")
+    for width in WARM_WIDTHS:
+        same, turn = (median[width, how] * 1e6 / width for how in ("same", "in turn"))
+        print(f"  {width:7d}   {same:14.2f}   {turn:17.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", help="steps, memory (default: both)")
+    parser.add_argument("sections", nargs="*", help="steps, memory, warm (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
-    sections = args.sections or ["steps", "memory"]
-    if set(sections) - {"steps", "memory"}:
-        parser.error(f"unknown sections {sorted(set(sections) - {'steps', 'memory'})}")
+    known = {"steps": steps_section, "memory": memory_section, "warm": warm_section}
+    sections = args.sections or list(known)
+    if set(sections) - set(known):
+        parser.error(f"unknown sections {sorted(set(sections) - set(known))}")
     rounds, budget = (5, 0.05) if args.quick else (11, 0.1)
     print(f"machine: {machine()}")
     print(f"load average {os.getloadavg()[0]:.1f} at the start; {time.strftime('%Y-%m-%d')}\n")
-    if "steps" in sections:
-        steps_section(rounds, budget)
-    if "memory" in sections:
-        memory_section(rounds, budget)
+    for name, section in known.items():
+        if name in sections:
+            section(rounds, budget)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
