@@ -199,6 +199,7 @@ WARM_WIDTHS = (32, 64, 128, 256)
 
 
 def warm_section(rounds: int, budget: float) -> None:
+    """Time per column of the same block each call against :data:`WARM_BLOCKS` in turn."""
     print("\n## Warm and cold blocks (4096 butterfly, float64)\n")
     rng = np.random.default_rng(0)
     op = DeButOperator.random(butterfly_chain(4096), rng=1)
@@ -206,11 +207,9 @@ def warm_section(rounds: int, budget: float) -> None:
     for width in WARM_WIDTHS:
         blocks = [rng.standard_normal((op.shape[1], width)) for _ in range(WARM_BLOCKS)]
         outs = [np.empty_like(block) for block in blocks]
-        turn = itertools.cycle(range(WARM_BLOCKS))
+        pairs = itertools.cycle(zip(blocks, outs))
         cases[width, "same"] = lambda x=blocks[0], out=outs[0]: op.apply(x, out)
-        cases[width, "in turn"] = lambda blocks=blocks, outs=outs, turn=turn: (
-            lambda i: op.apply(blocks[i], outs[i])
-        )(next(turn))
+        cases[width, "in turn"] = lambda pairs=pairs: op.apply(*next(pairs))
     median, _ = time_interleaved(cases, rounds, budget)
     print(f"  columns   same x and out   {WARM_BLOCKS} blocks in turn   (us per column)")
     for width in WARM_WIDTHS:
