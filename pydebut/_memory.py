@@ -54,6 +54,11 @@ def check_fits_in_memory(n_bytes: int, what: str, narrow: str) -> None:
         )
 
 
+def aligned_storage_bytes(nbytes: int) -> int:
+    """Bytes of storage that hold an aligned view of ``nbytes`` wherever the storage starts."""
+    return nbytes + ALIGN_BYTES
+
+
 def aligned_view(storage: np.ndarray, nbytes: int) -> np.ndarray:
     """``nbytes`` of ``storage`` (with :data:`ALIGN_BYTES` to spare) from its first cache line."""
     skip = -storage.ctypes.data % ALIGN_BYTES
@@ -107,5 +112,5 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
         raise TypeError(f"aligned_empty: dtype {dtype} holds Python objects; use np.empty")
     nbytes = math.prod(shape) * dtype.itemsize
     check_fits_in_memory(nbytes, f"aligned_empty({shape}, {dtype})", "ask for a smaller shape")
-    storage = np.empty(nbytes + ALIGN_BYTES, dtype=np.uint8)
+    storage = np.empty(aligned_storage_bytes(nbytes), dtype=np.uint8)
     return aligned_view(storage, nbytes).view(dtype).reshape(shape)

@@ -9,11 +9,12 @@ it is deleted.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
 
-from ._memory import ALIGN_BYTES, aligned_empty, aligned_view
+from ._memory import aligned_empty, aligned_storage_bytes, aligned_view
 
 #: Most bytes of work buffer one thread keeps between calls.
 KEEP_BYTES = 32 * 2**20
@@ -21,7 +22,7 @@ KEEP_BYTES = 32 * 2**20
 
 def kept(nbytes: int) -> bool:
     """Whether a work buffer of ``nbytes`` comes from the kept buffer (with room to align it)."""
-    return nbytes + ALIGN_BYTES <= KEEP_BYTES
+    return aligned_storage_bytes(nbytes) <= KEEP_BYTES
 
 
 class Workspace(threading.local):
@@ -46,14 +47,11 @@ class Workspace(threading.local):
         """
         if self.last.shape == shape and self.last.dtype == dtype:
             return self.last
-        size = 1
-        for extent in shape:
-            size *= extent
-        nbytes = size * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if not kept(nbytes):
             return aligned_empty(shape, dtype)
-        if self.buffer.nbytes < nbytes + ALIGN_BYTES:
-            self.buffer = np.empty(nbytes + ALIGN_BYTES, dtype=np.uint8)
+        if self.buffer.nbytes < aligned_storage_bytes(nbytes):
+            self.buffer = np.empty(aligned_storage_bytes(nbytes), dtype=np.uint8)
         self.last = aligned_view(self.buffer, nbytes).view(dtype).reshape(shape)
         return self.last
 

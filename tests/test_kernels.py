@@ -1160,6 +1160,7 @@ def test_workspace_hands_out_its_last_view_again(monkeypatch):
     """A repeated request gets the same view, a new shape or dtype a new one, a large one
     an array of its own; views always fit in the kept buffer and start on a cache line."""
     from pydebut import _workspace
+    from pydebut._memory import ALIGN_BYTES
 
     monkeypatch.setattr(_workspace, "KEEP_BYTES", 2**16)
     space = _workspace.Workspace()
@@ -1176,7 +1177,7 @@ def test_workspace_hands_out_its_last_view_again(monkeypatch):
     assert not np.shares_memory(large, space.buffer) and space.nbytes <= 2**16
     assert space.get((1, 2**13), np.dtype(np.float64)) is not large
     for view in (first, other, wider, again, large):
-        assert view.ctypes.data % _workspace.ALIGN_BYTES == 0
+        assert view.ctypes.data % ALIGN_BYTES == 0
         assert view.flags.c_contiguous and view.flags.writeable
 
 
