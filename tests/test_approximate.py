@@ -199,6 +199,27 @@ def test_scale_invariant(factor):
     assert np.allclose(scaled.operator.toarray(), factor * base.operator.toarray(), atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "exponent"),
+    [(np.float64, 900), (np.float64, -900), (np.float32, 100), (np.float32, -100)],
+)
+def test_extreme_scales_give_the_same_answer(dtype, exponent):
+    # 2**exponent times entries of 1e-3 to 4 stays normal: the scaled problem is the same
+    # one exactly, so the search must make the same choices, report the same error and
+    # return 2**exponent times the operator (squares of such entries over- or underflow).
+    target = np.random.default_rng(10).standard_normal((16, 32)).astype(dtype)
+    target[np.abs(target) < 1e-3] = 1e-3
+    base = approximate(target, 160, n_sweeps=1, rng=0, permutation="auto")
+    scaled = approximate(np.ldexp(target, exponent), 160, n_sweeps=1, rng=0, permutation="auto")
+    assert scaled.chain == base.chain
+    assert scaled.error == base.error
+    assert scaled.baseline == base.baseline
+    assert [(e.chain, e.estimate, e.error) for e in scaled.explored] == [
+        (e.chain, e.estimate, e.error) for e in base.explored
+    ]
+    assert np.array_equal(scaled.operator.toarray(), np.ldexp(base.operator.toarray(), exponent))
+
+
 def test_complex_targets():
     rng = np.random.default_rng(11)
     target = rng.standard_normal((16, 32)) + 1j * rng.standard_normal((16, 32))

@@ -79,7 +79,7 @@ from ..chains import _divisors
 from ..operator import DeButOperator
 from ..spec import Chain
 from ._als import CouplingLimitError, fit_als
-from ._common import load_target, working_dtype
+from ._common import TargetScale, load_target, make_operator, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
 __all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
@@ -299,8 +299,12 @@ def approximate(
     product of any chain in the search space has zero residual at every split
     and is recovered to rounding when the search keeps its prefix (it does on
     the paper's chains at their own budget). Results are scale-invariant:
-    thresholds are relative. A larger budget never gives a larger error, with the
-    same ``rng`` and other options: every decision of the search and every fit
+    the search runs on the target divided by a power of two that brings its
+    largest entry into ``[0.5, 1)`` (exactly, so no square over- or
+    underflows) and its thresholds are relative, so ``c * D`` gives ``c``
+    times the answer for ``D`` at any finite scale the dtype holds. A larger
+    budget never gives a larger error, with the same ``rng`` and other
+    options: every decision of the search and every fit
     depends only on chains with fewer parameters or of the same band, so the
     candidates at a smaller budget are candidates at a larger one (the module
     :mod:`pydebut.fit._search` gives the argument).
@@ -340,6 +344,10 @@ def approximate(
     # one seed per purpose, drawn before any work: nothing below depends on the order of work
     sketch_seed, fit_seed, svd_seed = (int(seed) for seed in generator.integers(2**63, size=3))
     matrix = np.asarray(matrix, dtype=working_dtype(matrix.dtype))
+    # the search squares entries (norms, Gram matrices): it runs on the target scaled by a
+    # power of two, exactly, and the answer is scaled back
+    scale = TargetScale.of(matrix)
+    matrix = scale.normalise(matrix)
     norm = float(np.linalg.norm(matrix))
 
     svd = _TruncatedSVD(matrix, options.max_params, norm, svd_seed)
@@ -368,7 +376,9 @@ def approximate(
             ]
             best = (error, operator, explored)
     assert best is not None
-    error, operator, explored = best
+    error, found, explored = best
+    operator = make_operator(found.chain, scale.restore(found.weights))
+    operator = operator.with_permutations(found.row_perm, found.col_perm)
     return ApproximationResult(
         operator, error, explored, svd.baseline, n_splits, narrowed, time.perf_counter() - start
     )
