@@ -741,7 +741,7 @@ class DeButOperator(LinearOperator):
             )
         _refuse_text(x)
         shape = np.shape(x) if isinstance(x, (np.ndarray, list, tuple)) else ()
-        if len(shape) in (1, 2) and shape[0] != self.shape[1]:
+        if len(shape) > 2 or (len(shape) in (1, 2) and shape[0] != self.shape[1]):
             m, n = self.shape
             raise ValueError(
                 f"cannot apply a {m} x {n} DeButOperator to an array of shape {shape}: "

@@ -127,6 +127,16 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
             r"cannot apply a 4 x 4 DeButOperator to an array of shape \(3, 2\): expected \(4,\)",
         ),
         (
+            lambda: DeButOperator.random(SMALL, rng=0) @ np.ones((4, 2, 2)),
+            ValueError,
+            r"cannot apply a 4 x 4 DeButOperator to an array of shape \(4, 2, 2\): expected \(4,\)",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng=0).dot([[[1.0]]]),
+            ValueError,
+            r"cannot apply a 4 x 4 DeButOperator to an array of shape \(1, 1, 1\): expected \(4,\)",
+        ),
+        (
             lambda: DeButOperator.random(SMALL, rng=0) @ "abc",
             TypeError,
             "cannot apply a DeButOperator to str 'abc'",
