@@ -68,10 +68,17 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
     TypeError
         If the target's dtype is not numeric (e.g. ``object``).
     ValueError
-        If it is not 2-D, does not have the chain's shape or is not finite.
+        If it is not 2-D, is empty, does not have the chain's shape, is not
+        finite, or is a masked array with masked entries.
     """
     if isinstance(target, (str, os.PathLike)):
         target = _load_npy(target)
+    masked = np.ma.count_masked(target) if isinstance(target, np.ma.MaskedArray) else 0
+    if masked:
+        raise ValueError(
+            f"the target is a masked array with {masked} masked entries, which a fit would "
+            "take at their stored values: fill them first (numpy.ma.filled)"
+        )
     array = np.asarray(dense_target(target))
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         what = _NON_NUMERIC.get(array.dtype.kind, "non-numeric values")
@@ -80,6 +87,8 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
         )
     if array.ndim != 2:
         raise ValueError(f"the target must be a 2-D matrix, got shape {array.shape}")
+    if 0 in array.shape:
+        raise ValueError(f"the target must have at least one row and one column, got {array.shape}")
     if chain is not None and array.shape != chain.shape:
         raise ValueError(
             f"the target has shape {array.shape} but the chain is "

@@ -334,6 +334,11 @@ def approximate(
     if permutation not in (None, "auto"):
         raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
+    if m == n == 1:
+        raise ValueError(
+            "no chain for a 1 x 1 target: a 1 x 1 matrix is a diagonal factor (r = s = 1), "
+            "which chains leave out (see enumerate_chains' allow_diagonal)"
+        )
     smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
     if smallest > options.max_params:
         raise ValueError(
