@@ -16,6 +16,7 @@ page of the documentation:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -396,9 +397,9 @@ def relative_error(operator: DeButOperator, target: Any) -> float:
     """
     panels, _ = _column_panels(target, operator.chain)
     parts = _each_panel(panels, _error_pass, operator)
-    residual2 = sum(part[0] for part in parts)
-    total2 = sum(part[1] for part in parts)
-    return float(np.sqrt(residual2 / total2) if total2 > 0 else np.sqrt(residual2))
+    residual = math.hypot(*(part[0] for part in parts))  # no square over- or underflows
+    total = math.hypot(*(part[1] for part in parts))
+    return residual / total if total > 0 else residual
 
 
 def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np.dtype]:
@@ -475,13 +476,24 @@ def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[i
 
 
 def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, float]:
+    """Frobenius norms of the panel's columns of ``op - D`` and of ``D``."""
     panel = np.asarray(panel)
     identity = np.zeros((operator.shape[1], panel.shape[1]), dtype=operator.dtype)
     identity[np.arange(j0, j0 + panel.shape[1]), np.arange(panel.shape[1])] = 1
     columns = operator.matmat(identity)
     del identity
-    total2 = float(np.linalg.norm(panel)) ** 2
+    total = _norm(panel)
     residual = np.subtract(
         columns, panel, out=columns if columns.dtype == np.result_type(columns, panel) else None
     )
-    return float(np.linalg.norm(residual)) ** 2, total2
+    return _norm(residual), total
+
+
+def _norm(values: np.ndarray) -> float:
+    """The Frobenius norm of ``values``, with no square over- or underflowing.
+
+    ``numpy.linalg.norm`` sums the squares as they are; here ``values`` are first
+    scaled by the power of two that brings the largest into ``[0.5, 1)``.
+    """
+    scale = TargetScale.of(values)
+    return math.ldexp(float(np.linalg.norm(scale.normalise(values))), scale.exponent)

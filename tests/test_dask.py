@@ -273,6 +273,23 @@ def test_out_of_core_recovers_any_chainable_product(chain, seed):
     assert result.error < 1e-10
 
 
+@pytest.mark.parametrize("exponent", [900, -900])
+def test_out_of_core_fit_reports_the_true_error_at_any_scale(exponent):
+    # Squares of 2**900 times the entries overflow, of 2**-900 times them underflow: the
+    # fit and the error it reports must be those of the target at scale 1.
+    chain = special.butterfly_chain(64)
+    target = random_target(chain.shape, np.random.default_rng(9))
+    base = pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(64, 16)), chain)
+    scaled_target = da.from_array(np.ldexp(target, exponent), chunks=(64, 16))
+    scaled = pydebut_dask.fit_hierarchical(scaled_target, chain)
+    assert scaled.error == pytest.approx(base.error, rel=1e-12)
+    assert pydebut_dask.relative_error(scaled.operator, scaled_target) == pytest.approx(
+        base.error, rel=1e-12
+    )
+    expected = np.ldexp(base.operator.toarray(), exponent)
+    assert np.array_equal(scaled.operator.toarray(), expected)
+
+
 def test_fit_hierarchical_dispatches_a_dask_target():
     chain = special.butterfly_chain(32)
     target = random_target(chain.shape, np.random.default_rng(7))
