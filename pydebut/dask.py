@@ -33,7 +33,13 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
         'pydebut.dask needs Dask and threadpoolctl: pip install "pydebut[dask]"'
     ) from err
 
-from .fit._common import FitResult, TargetScale, make_operator, working_dtype
+from .fit._common import (
+    FitResult,
+    TargetScale,
+    frobenius_norm,
+    make_operator,
+    working_dtype,
+)
 from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
 from .operator import DeButOperator, _result_dtype
 from .spec import Chain
@@ -482,18 +488,8 @@ def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, fl
     identity[np.arange(j0, j0 + panel.shape[1]), np.arange(panel.shape[1])] = 1
     columns = operator.matmat(identity)
     del identity
-    total = _norm(panel)
+    total = frobenius_norm(panel)
     residual = np.subtract(
         columns, panel, out=columns if columns.dtype == np.result_type(columns, panel) else None
     )
-    return _norm(residual), total
-
-
-def _norm(values: np.ndarray) -> float:
-    """The Frobenius norm of ``values``, with no square over- or underflowing.
-
-    ``numpy.linalg.norm`` sums the squares as they are; here ``values`` are first
-    scaled by the power of two that brings the largest into ``[0.5, 1)``.
-    """
-    scale = TargetScale.of(values)
-    return math.ldexp(float(np.linalg.norm(scale.normalise(values))), scale.exponent)
+    return frobenius_norm(residual), total

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
+from .fit._common import frobenius_norm
 from .operator import DeButOperator
 from .spec import Chain, FactorSpec
 
@@ -79,7 +80,7 @@ def dottest(
     forward = np.vdot(v, op.matvec(u))
     adjoint = np.vdot(op.rmatvec(v), u)
     rtol = tolerance(op.dtype) if rtol is None else rtol
-    scale = np.linalg.norm(op.matvec(u)) * np.linalg.norm(v) + 1e-300
+    scale = frobenius_norm(op.matvec(u)) * frobenius_norm(v) + 1e-300
     if not abs(forward - adjoint) <= rtol * scale:  # NaN fails too
         raise AssertionError(
             f"dot test failed: <A u, v> = {forward}, <u, A^H v> = {adjoint} (rtol {rtol})"

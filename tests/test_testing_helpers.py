@@ -33,6 +33,20 @@ def test_dottest_passes_the_true_adjoint_and_fails_a_perturbed_one(dtype):
         dottest(perturbed, rng=0)
 
 
+@pytest.mark.parametrize("exponent", [600, -600])
+def test_dottest_holds_its_tolerance_at_any_scale(exponent):
+    # The squares of 2**600 times the entries overflow, of 2**-600 times them underflow:
+    # the tolerance is relative to norms that must not (before: inf passed everything,
+    # 0 failed the true adjoint).
+    op = DeButOperator.random(CHAIN, rng=1)
+    first, *rest = op.weights
+    scaled = DeButOperator(CHAIN, [np.ldexp(first, exponent), *rest])
+    assert dottest(scaled, rng=0)
+    perturbed = wrong_adjoint(scaled, lambda a, v: (a.T @ v) * (1 + 100 * tolerance(np.float64)))
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(perturbed, rng=0)
+
+
 @pytest.mark.parametrize(
     ("dtype", "rmatvec"),
     [

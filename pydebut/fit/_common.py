@@ -6,6 +6,7 @@ for blocks of vectors ``X`` of shape ``(q, batch)`` with the batch innermost.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,6 +156,16 @@ class TargetScale:
         own = [TargetScale.of(w).exponent for w in weights]
         shared = TargetScale(sum(own) - self.exponent).factor_exponents(len(weights))
         return [_times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)]
+
+
+def frobenius_norm(values: np.ndarray) -> float:
+    """The Frobenius norm of ``values``, with no square over- or underflowing.
+
+    ``numpy.linalg.norm`` sums the squares as they are; here ``values`` are first
+    scaled by the power of two that brings the largest into ``[0.5, 1)``.
+    """
+    scale = TargetScale.of(values)
+    return math.ldexp(float(np.linalg.norm(scale.normalise(values))), scale.exponent)
 
 
 def _times_power_of_two(array: np.ndarray, exponent: int) -> np.ndarray:
