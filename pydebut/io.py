@@ -18,13 +18,14 @@ a truncated, tampered or hostile file raises ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import io
 import os
 import tokenize
 import zipfile
 import zlib
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -57,15 +58,18 @@ def npz_path(path: str | os.PathLike[str]) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
-def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: bool = False) -> None:
+def save(
+    path: str | os.PathLike[str] | BinaryIO, operator: DeButOperator, *, compress: bool = False
+) -> None:
     """Save ``operator`` to an ``.npz`` file; as ``np.savez``, add ``.npz`` if ``path`` lacks it.
 
     Parameters
     ----------
-    path : str or path-like
+    path : str, path-like or binary file
         Where to write; ``"op"`` writes ``op.npz`` (``pydebut.io.npz_path``).
         :func:`load` takes the real name, as ``np.load`` does (``load("op")``
-        does not look for ``op.npz``).
+        does not look for ``op.npz``). A file opened for binary writing (or an
+        ``io.BytesIO``) receives the archive at its position.
     operator : DeButOperator
     compress : bool, default False
         Use ``np.savez_compressed``.
@@ -98,11 +102,26 @@ def save(path: str | os.PathLike[str], operator: DeButOperator, *, compress: boo
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
     writer = np.savez_compressed if compress else np.savez
+    if _is_file(path, "save"):
+        writer(path, **arrays)
+        return
     with open(npz_path(path), "wb") as handle:
         writer(handle, **arrays)
 
 
-def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOAD_BYTES) -> DeButOperator:
+def _is_file(path: Any, caller: str) -> bool:
+    """Whether ``path`` is a file object; ``TypeError`` for one in text mode."""
+    if not hasattr(path, "read" if caller == "load" else "write"):
+        return False
+    if isinstance(path, io.TextIOBase):
+        mode = "rb" if caller == "load" else "wb"
+        raise TypeError(f"{caller}() needs a file opened in binary mode ({mode!r}), got text mode")
+    return True
+
+
+def load(
+    path: str | os.PathLike[str] | BinaryIO, *, max_bytes: int = MAX_LOAD_BYTES
+) -> DeButOperator:
     """Load a ``DeButOperator`` saved by :func:`save`.
 
     Every array's ``.npy`` header (shape and dtype, never pickle) is checked
@@ -113,7 +132,9 @@ def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOAD_BYTES) -> De
 
     Parameters
     ----------
-    path : str or path-like
+    path : str, path-like or binary file
+        A file object (opened with ``"rb"``, or an ``io.BytesIO``) is read from
+        its position; it must be seekable, as a zip archive is read from its end.
     max_bytes : int, default ``MAX_LOAD_BYTES`` (4 GiB)
         Largest total size of the weights to read; raise it to load a larger
         operator.
@@ -122,6 +143,8 @@ def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOAD_BYTES) -> De
     ------
     OSError
         If the file cannot be opened.
+    TypeError
+        If a file object is in text mode or cannot seek.
     ValueError
         Naming the file, if it is not a valid pydebut archive: not a zip,
         truncated or corrupted, of another format or version, with missing,
@@ -143,21 +166,34 @@ def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOAD_BYTES) -> De
     >>> load(path).shape
     (4096, 4096)
     """
+    max_bytes = _as_positive_int(max_bytes, "max_bytes", "load")
+    if _is_file(path, "load"):
+        if not (hasattr(path, "seekable") and path.seekable()):
+            raise TypeError(
+                "load() needs a seekable file (a zip archive is read from its end); "
+                "read the stream into io.BytesIO first"
+            )
+        return _load_archive(path, getattr(path, "name", f"<{type(path).__name__}>"), max_bytes)
     name = Path(path)
     if not name.exists() and npz_path(name) != name and npz_path(name).exists():
         raise FileNotFoundError(
             f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
         )
-    max_bytes = _as_positive_int(max_bytes, "max_bytes", "load")
     with open(name, "rb") as handle:
-        if handle.read(6) == b"\x93NUMPY":
-            raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
-        handle.seek(0)
-        try:
-            with zipfile.ZipFile(handle) as archive:
-                return _read(archive, name, max_bytes)
-        except _READ_ERRORS as err:
-            raise ValueError(f"{name} is not a pydebut .npz file, or is damaged: {err}") from None
+        return _load_archive(handle, name, max_bytes)
+
+
+def _load_archive(handle: BinaryIO, name: str | Path, max_bytes: int) -> DeButOperator:
+    """The operator in the archive that starts at ``handle``'s position."""
+    start = handle.tell()
+    if handle.read(6) == b"\x93NUMPY":
+        raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
+    handle.seek(start)
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            return _read(archive, name, max_bytes)
+    except _READ_ERRORS as err:
+        raise ValueError(f"{name} is not a pydebut .npz file, or is damaged: {err}") from None
 
 
 # What a damaged or hostile archive can raise from zipfile, zlib and the .npy
@@ -183,7 +219,7 @@ _READ_ERRORS = (
 _DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
-def _read(archive: zipfile.ZipFile, name: Path, max_bytes: int) -> DeButOperator:
+def _read(archive: zipfile.ZipFile, name: str | Path, max_bytes: int) -> DeButOperator:
     members = {}
     for info in archive.infolist():
         if not info.filename.endswith(".npy") or info.filename[:-4] in members:
@@ -249,7 +285,7 @@ def _read(archive: zipfile.ZipFile, name: Path, max_bytes: int) -> DeButOperator
         raise ValueError(f"{name}: {err}") from None
 
 
-def _check_numbers(dtype: np.dtype, name: Path, member: str, kinds: str = "biufc") -> None:
+def _check_numbers(dtype: np.dtype, name: str | Path, member: str, kinds: str = "biufc") -> None:
     if dtype.hasobject:
         raise ValueError(
             f"{name}: {member} holds Python objects, which would need pickle; "
@@ -260,7 +296,7 @@ def _check_numbers(dtype: np.dtype, name: Path, member: str, kinds: str = "biufc
 
 
 def _header(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: Path
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str | Path
 ) -> tuple[tuple[int, ...], np.dtype, bool]:
     """Shape, dtype and Fortran order of a member, from its ``.npy`` header only."""
     with archive.open(info) as stream:
@@ -268,7 +304,7 @@ def _header(
 
 
 def _parse_header(
-    stream: Any, info: zipfile.ZipInfo, name: Path
+    stream: Any, info: zipfile.ZipInfo, name: str | Path
 ) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """Parse a ``.npy`` header and check the member's announced size against it.
 
@@ -306,7 +342,11 @@ def _parse_header(
 
 
 def _read_array(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: Path, kinds: str, max_items: int | None
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    name: str | Path,
+    kinds: str,
+    max_items: int | None,
 ) -> np.ndarray:
     """Read a member whose header has been checked, never more than it announces."""
     member = info.filename[:-4]

@@ -22,6 +22,42 @@ def test_round_trip(tmp_path, dtype, compress):
     assert all(np.array_equal(a, b) for a, b in zip(back.weights, op.weights))
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_round_trip_through_file_objects(tmp_path, compress):
+    op = DeButOperator.random(CHAIN, rng=0, dtype=np.complex64).with_permutations(
+        row_perm=np.arange(8)[::-1]
+    )
+    buffer = io.BytesIO(b"head")  # an archive after other bytes is read from the position
+    buffer.seek(4)
+    save(buffer, op, compress=compress)
+    buffer.seek(4)
+    back = load(buffer)
+    assert back.chain == op.chain and back.dtype == op.dtype
+    assert np.array_equal(back.toarray(), op.toarray())
+    with open(tmp_path / "named", "wb") as file:  # no .npz added to an open file
+        save(file, op)
+    with open(tmp_path / "named", "rb") as file:
+        assert np.array_equal(load(file).toarray(), op.toarray())
+
+
+def test_file_objects_in_text_mode_or_unseekable_are_refused(tmp_path):
+    op = DeButOperator.random(CHAIN, rng=0)
+    with open(tmp_path / "t.npz", "w") as text, pytest.raises(TypeError, match="binary mode"):
+        save(text, op)
+    save(tmp_path / "b.npz", op)
+    with open(tmp_path / "b.npz") as text, pytest.raises(TypeError, match="binary mode"):
+        load(text)
+
+    class Stream(io.RawIOBase):
+        def readable(self):
+            return True
+
+    with pytest.raises(TypeError, match="seekable"):
+        load(Stream())
+    with pytest.raises(ValueError, match="<BytesIO> is not a pydebut .npz file"):
+        load(io.BytesIO(b"not a zip"))
+
+
 def arrays_of(op):
     return {
         "format": np.array("pydebut"),
