@@ -279,6 +279,12 @@ def conv2d(
     _check_layout(layout)
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
+    if isinstance(operator, (np.ndarray, list, tuple)) and np.ndim(operator) > 2:
+        raise ValueError(
+            f"operator must be the 2-D kernel matrix, got an array of shape "
+            f"{np.shape(operator)}; kernel_to_matrix(kernel, layout) makes one of a "
+            "(c_out, c_in, kh, kw) kernel"
+        )
     try:
         op = aslinearoperator(operator)
     except TypeError:

@@ -142,6 +142,12 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
             "cannot apply a DeButOperator to str 'abc'",
         ),
         (
+            lambda: conv2d(np.ones((1, 3, 4, 4)), np.ones((8, 3, 2, 2)), 2),
+            ValueError,
+            r"operator must be the 2-D kernel matrix, got an array of shape \(8, 3, 2, 2\); "
+            "kernel_to_matrix",
+        ),
+        (
             lambda: conv2d(np.ones((1, 3, 4, 4)), "abc", 2),
             TypeError,
             "operator must be the kernel matrix: a DeButOperator, .* got str 'abc'",
