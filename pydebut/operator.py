@@ -441,6 +441,7 @@ class DeButOperator(LinearOperator):
                     f"{_factor_label(chain, index)} is not square (r != s), so the chain "
                     "has no identity weights"
                 )
+        _check_weights_fit(chain, _supported_dtype(dtype, "DeButOperator.identity").itemsize)
         weights = [np.broadcast_to(np.eye(f.r)[None, :, :, None], f.weight_shape) for f in chain]
         return cls(chain, weights, dtype)
 

@@ -122,6 +122,11 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
             "rng must be None, an integer seed or a numpy.random.Generator, got str 'x'",
         ),
         (
+            lambda: DeButOperator.identity([(10**30, 10**30, 2, 2, 10**30 // 2)]),
+            ValueError,
+            "an operator with 2,000,000,000,000,000,000,000,000,000,000 weights needs",
+        ),
+        (
             lambda: DeButOperator.random(SMALL, rng=0) @ np.ones((3, 2)),
             ValueError,
             r"cannot apply a 4 x 4 DeButOperator to an array of shape \(3, 2\): expected \(4,\)",
