@@ -98,6 +98,12 @@ def test_limit_says_how_many_rows_it_left_out(capsys):
     assert len(out.splitlines()) == 6  # header, rule, 3 rows, note
     status, _, err = run(capsys, "chains", "512", "4608", "--factors", "1-3", "--format", "csv")
     assert err.strip() == f"{total - 50:,} of {total:,} chains left out by --limit 50"
+    # a limit above sys.maxsize lists every chain
+    status, out, err = run(capsys, "chains", "512", "4608", "--factors", "1-2", "--limit", "9" * 20)
+    assert status == 0 and not err
+    every = count_chains(512, 4608, n_factors=range(1, 3), kind="monotonic")
+    assert out.splitlines()[-1] == f"{every} chains"
+    assert len(out.splitlines()) == 3 + every  # header, rule, rows, count
 
 
 def test_sort_by_factors_then_params(capsys):

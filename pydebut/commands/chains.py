@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         allow_diagonal=args.allow_diagonal,
     )
     total = count_chains(args.m, args.n, **request)
-    shown = list(itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), args.limit))
+    limit = min(args.limit, total, sys.maxsize)  # islice takes at most sys.maxsize
+    shown = list(itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), limit))
     rows = [_row(i, chain) for i, chain in enumerate(shown, start=1)]
     left_out = total - len(rows)
     if args.format == "json":
