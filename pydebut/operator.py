@@ -255,6 +255,26 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_fresh_launch_lock_in_child)
 
 
+def random_generator(rng: Any) -> np.random.Generator:
+    """``numpy.random.default_rng(rng)``, with an error naming ``rng`` for what it cannot take.
+
+    Raises
+    ------
+    TypeError
+        If ``rng`` is not None, an integer seed or a generator (nor a
+        ``SeedSequence`` or bit generator, which NumPy takes too).
+    ValueError
+        If it is a negative integer seed.
+    """
+    wanted = "rng must be None, a non-negative integer seed or a numpy.random.Generator"
+    try:
+        return np.random.default_rng(rng)
+    except ValueError:
+        raise ValueError(f"{wanted}, got {rng!r:.40}") from None
+    except TypeError:
+        raise TypeError(f"{wanted}, got {type(rng).__name__} {rng!r:.40}") from None
+
+
 class DeButOperator(LinearOperator):
     r"""A Deformable Butterfly product ``F_1 F_2 … F_L`` as a ``LinearOperator``.
 
@@ -398,13 +418,7 @@ class DeButOperator(LinearOperator):
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
         _check_weights_fit(chain, dtype.itemsize)
-        try:
-            generator = np.random.default_rng(rng)
-        except (TypeError, ValueError):
-            raise TypeError(
-                "rng must be None, an integer seed or a numpy.random.Generator, "
-                f"got {type(rng).__name__} {rng!r:.40}"
-            ) from None
+        generator = random_generator(rng)
         weights = []
         for spec in chain:
             scale = 1.0 / np.sqrt(spec.s)

@@ -12,7 +12,14 @@ import pickle
 import numpy as np
 import pytest
 
-from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, hierarchy_ranks
+from pydebut import (
+    Chain,
+    DeButOperator,
+    approximate,
+    fit_als,
+    fit_hierarchical,
+    hierarchy_ranks,
+)
 from pydebut.cli import main
 from pydebut.conv import conv2d
 from pydebut.special import butterfly_chain, hadamard, monarch_chain
@@ -119,7 +126,22 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
         (
             lambda: DeButOperator.random(SMALL, rng="x"),
             TypeError,
-            "rng must be None, an integer seed or a numpy.random.Generator, got str 'x'",
+            "rng must be None, a non-negative integer seed or a numpy.random.Generator, got str",
+        ),
+        (
+            lambda: DeButOperator.random(SMALL, rng=-5),
+            ValueError,
+            "rng must be None, a non-negative integer seed or a numpy.random.Generator, got -5",
+        ),
+        (
+            lambda: fit_als(np.ones((4, 4)), SMALL, init="random", rng=-5),
+            ValueError,
+            "rng must be None, a non-negative integer seed",
+        ),
+        (
+            lambda: approximate(np.ones((4, 8)), 40, rng=1.5),
+            TypeError,
+            "rng must be None, a non-negative integer seed or a numpy.random.Generator, got float",
         ),
         (
             lambda: DeButOperator.identity([(10**30, 10**30, 2, 2, 10**30 // 2)]),

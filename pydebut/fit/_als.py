@@ -38,7 +38,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from .._permutation import unpermute
-from ..operator import DeButOperator
+from ..operator import DeButOperator, random_generator
 from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
@@ -607,6 +607,7 @@ def fit_als(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     init_weights = _check_init(init, chain)
+    generator = random_generator(rng)
     matrix = load_target(target, chain)
     perms = (init.row_perm, init.col_perm) if isinstance(init, DeButOperator) else (None, None)
     matrix = unpermute(matrix, *perms)
@@ -621,7 +622,7 @@ def fit_als(
     matrix = scale.normalise(matrix)
     if init_weights is not None:
         init_weights = scale.normalise_weights(init_weights)
-    weights = _initial_weights(init, init_weights, matrix, chain, dtype, rng)
+    weights = _initial_weights(init, init_weights, matrix, chain, dtype, generator)
     if transposed:
         matrix = matrix.T
         weights = [np.swapaxes(w, 1, 2) for w in reversed(weights)]
@@ -716,7 +717,7 @@ def _initial_weights(
     matrix: np.ndarray,
     chain: Chain,
     dtype: np.dtype,
-    rng: Any,
+    rng: np.random.Generator,
 ) -> list[np.ndarray]:
     if init_weights is not None:
         return [w.astype(dtype, copy=True) for w in init_weights]

@@ -76,7 +76,7 @@ import scipy.linalg
 
 from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
-from ..operator import DeButOperator
+from ..operator import DeButOperator, random_generator
 from ..spec import Chain
 from ._als import CouplingLimitError, fit_als
 from ._common import TargetScale, load_target, make_operator, working_dtype
@@ -345,7 +345,7 @@ def approximate(
             f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
             f"most max_params={options.max_params} weights (the smallest has {smallest})"
         )
-    generator = np.random.default_rng(rng)
+    generator = random_generator(rng)
     # one seed per purpose, drawn before any work: nothing below depends on the order of work
     sketch_seed, fit_seed, svd_seed = (int(seed) for seed in generator.integers(2**63, size=3))
     matrix = np.asarray(matrix, dtype=working_dtype(matrix.dtype))
