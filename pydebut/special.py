@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._permutation import bit_reversal, log2_exact
-from .operator import DeButOperator
+from .operator import DeButOperator, _check_weights_fit
 from .spec import Chain, _as_positive_int
 
 __all__ = ["PAPER_CHAINS", "bit_reversal", "butterfly_chain", "dft", "hadamard", "monarch_chain"]
@@ -69,7 +69,12 @@ def butterfly_chain(n: int) -> Chain:
     >>> butterfly_chain(8)
     Chain([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
     """
-    levels = log2_exact(n, "n", "butterfly_chain")
+    return _butterfly(n, "butterfly_chain")
+
+
+def _butterfly(n: int, caller: str) -> Chain:
+    """:func:`butterfly_chain`, its errors naming ``caller``."""
+    levels = log2_exact(n, "n", caller)
     return Chain.from_factorizations([2] * levels, [2] * levels)
 
 
@@ -108,8 +113,8 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     >>> H.n_params
     48
     """
-    levels = log2_exact(n, "n", "hadamard")
-    chain = Chain.from_factorizations([2] * levels, [2] * levels)
+    chain = _butterfly(n, "hadamard")
+    _check_weights_fit(chain, np.dtype(dtype).itemsize)
     h2 = np.array([[1, 1], [1, -1]])
     weights = [np.broadcast_to(h2[None, :, :, None], spec.weight_shape) for spec in chain]
     return DeButOperator(chain, weights, dtype)
@@ -156,11 +161,12 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     >>> np.allclose(dft(16, norm="ortho").H @ (dft(16, norm="ortho") @ x), x)
     True
     """
-    chain = butterfly_chain(n)
+    chain = _butterfly(n, "dft")
     if norm not in _DFT_SCALE:
         raise ValueError(f"norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
     if np.dtype(dtype).kind != "c":
         raise TypeError(f"the DFT is complex; dtype must be complex64 or complex128, got {dtype}")
+    _check_weights_fit(chain, np.dtype(dtype).itemsize)
     weights = []
     for spec in chain:
         twiddle = np.exp(-1j * np.pi * np.arange(spec.t) / spec.t)

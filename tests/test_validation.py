@@ -22,7 +22,7 @@ from pydebut import (
 )
 from pydebut.cli import main
 from pydebut.conv import conv2d
-from pydebut.special import butterfly_chain, hadamard, monarch_chain
+from pydebut.special import butterfly_chain, dft, hadamard, monarch_chain
 
 SMALL = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
 
@@ -118,6 +118,9 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
         (lambda: butterfly_chain(8.0), TypeError, "butterfly_chain: n must be an integer, got"),
         (lambda: hadamard("8"), TypeError, "hadamard: n must be an integer, got str '8'"),
         (lambda: hadamard(6), ValueError, "hadamard: n must be a power of two >= 2, got 6"),
+        (lambda: dft(3), ValueError, "dft: n must be a power of two >= 2, got 3"),
+        (lambda: dft(2**40), ValueError, "an operator with 87,960,930,222,080 weights needs"),
+        (lambda: hadamard(2**40), ValueError, "an operator with 87,960,930,222,080 weights needs"),
         (
             lambda: Chain.from_factorizations(2, 2),
             TypeError,
