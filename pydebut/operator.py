@@ -261,8 +261,8 @@ def random_generator(rng: Any) -> np.random.Generator:
     Raises
     ------
     TypeError
-        If ``rng`` is not None, an integer seed or a generator (nor a
-        ``SeedSequence`` or bit generator, which NumPy takes too).
+        If ``rng`` is none of what ``default_rng`` takes: None, an integer
+        seed, a ``Generator``, a ``SeedSequence`` or a bit generator.
     ValueError
         If it is a negative integer seed.
     """
