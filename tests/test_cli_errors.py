@@ -84,8 +84,10 @@ HOSTILE = {
             "-o",
             "x.npz",
         ],
-        "",
+        "--seed must be a non-negative integer, got -1",
     ),
+    "negative demo seed": (["demo", "--seed", "-1"], "--seed must be a non-negative integer"),
+    "demo plots into a file": (["demo", "--plot", "ok.npy"], "--plot ok.npy: a file of that name"),
 }
 
 

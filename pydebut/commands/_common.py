@@ -32,6 +32,12 @@ class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line, exit status 2."""
 
 
+def check_seed(seed: int | None) -> None:
+    """``UsageError`` for a ``--seed`` that NumPy would refuse (a negative one)."""
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed}")
+
+
 def add_chain_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """Add ``--sup/--sub``, ``--chain FILE.json`` and ``--r-shapes`` to ``parser``."""
     group = parser.add_argument_group("chain (one of)")

@@ -24,7 +24,7 @@ from ..fit import FitResult, approximate, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
 from ..special import PAPER_CHAINS
-from ._common import require_matplotlib
+from ._common import UsageError, check_seed, require_matplotlib
 from ._output import count, duration, error, ratio, table
 
 NOISE = 0.05
@@ -100,9 +100,12 @@ def _load_average() -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seed(args.seed)
     plot_dir = Path(args.plot) if args.plot else None
     if plot_dir is not None:
         require_matplotlib()
+        if plot_dir.exists() and not plot_dir.is_dir():
+            raise UsageError(f"--plot {plot_dir}: a file of that name exists; give a folder")
         plot_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     chain = PAPER_CHAINS["resnet50-layer4"]

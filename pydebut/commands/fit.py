@@ -19,7 +19,7 @@ from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
 from ..io import npz_path, save
 from ..spec import Chain
-from ._common import UsageError, add_chain_arguments, chain_from_args
+from ._common import UsageError, add_chain_arguments, chain_from_args, check_seed
 from ._output import count, duration, error, ratio, table
 
 HELP = "fit DeBut factors to a matrix (ALS and/or hierarchical factorization)"
@@ -141,6 +141,7 @@ def _check_output(path: str) -> None:
 def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
     if args.sweeps < 0:
         raise UsageError(f"--sweeps must be >= 0, got {args.sweeps}")
+    check_seed(args.seed)
     if not args.auto:
         if args.max_params is not None:
             raise UsageError("--max-params only applies with --auto")
