@@ -77,6 +77,16 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
         equally small ones, the largest ``t``: a diagonal factor reads as
         ``(p, p, 1, 1, p)``).
 
+    Notes
+    -----
+    A first or last factor that is a permutation matrix (other than the
+    identity) becomes the operator's ``row_perm`` or ``col_perm`` instead of a
+    factor, when there are more factors than ``chain`` has (or no ``chain``
+    is given) and one factor would remain: the bit reversal that ends
+    ``pyfaust.dft(n)`` then costs ``n`` indices instead of a dense ``n x n``
+    factor, and the permutations of an operator come back from
+    :func:`to_faust`.
+
     Returns
     -------
     DeButOperator
@@ -100,6 +110,14 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
     if not isinstance(faust, pyfaust.Faust):
         raise TypeError(f"from_faust() needs a pyfaust.Faust, got {type(faust).__name__}")
     factors = [sp.coo_array(faust.factors(i)) for i in range(faust.numfactors())]
+    kept = 1 if chain is None else len(chain)
+    row_perm, row_scale = _scaled_permutation(factors[0]) if len(factors) > kept else (None, 1)
+    if row_perm is not None:
+        factors = factors[1:]
+    col_perm, col_scale = _scaled_permutation(factors[-1]) if len(factors) > kept else (None, 1)
+    if col_perm is not None:
+        col_perm = np.argsort(col_perm)  # the row of column j's one, not the column of row i's
+        factors = factors[:-1]
     if chain is None:
         specs = [_smallest_spec(factor) for factor in factors]
         chain = Chain(specs)
@@ -122,7 +140,26 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
         rows, cols = spec.support_indices()
         values = sp.csr_array(factor)[rows, cols]
         weights.append(np.asarray(values).reshape(spec.weight_shape))
-    return DeButOperator(chain, weights)
+    weights[0] = weights[0] * row_scale  # a scaled permutation's scale joins its neighbour
+    weights[-1] = weights[-1] * col_scale
+    return DeButOperator(chain, weights, row_perm=row_perm, col_perm=col_perm)
+
+
+def _scaled_permutation(factor: sp.coo_array) -> tuple[np.ndarray | None, Any]:
+    """``(perm, c)`` if ``factor`` is ``c`` times a permutation matrix other than the identity.
+
+    Its nonzeros are then ``factor[i, perm[i]] = c``; otherwise ``(None, 1)``.
+    """
+    n = factor.shape[0]
+    nonzero = factor.data != 0
+    rows, cols, values = factor.row[nonzero], factor.col[nonzero], factor.data[nonzero]
+    if factor.shape != (n, n) or rows.size != n or np.any(values != values[0]):
+        return None, 1
+    perm = np.full(n, -1)
+    perm[rows] = cols
+    if np.any(perm < 0) or np.unique(cols).size != n or np.array_equal(perm, np.arange(n)):
+        return None, 1
+    return perm, values[0]
 
 
 def _fits(spec: FactorSpec, factor: sp.coo_array) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pydebut import Chain, DeButOperator
+from pydebut import Chain, DeButOperator, special
 from pydebut.torch_layer import forward_from_twiddle
 
 CHAINS = {
@@ -131,6 +131,35 @@ def test_faust_round_trip(name, dtype):
     np.testing.assert_allclose(back.toarray(), op.toarray(), rtol=tolerance(dtype))
     given = DeButOperator.from_faust(faust, chain=op.chain)
     np.testing.assert_array_equal(given.toarray(), back.toarray())
+
+
+def test_faust_permutations_at_the_ends_come_back_as_permutations():
+    pyfaust = pytest.importorskip("pyfaust")
+    chain = CHAINS["chainable"]
+    m, n = chain.shape
+    rng = np.random.default_rng(8)
+    op = DeButOperator.random(chain, rng=8).with_permutations(
+        rng.permutation(m), rng.permutation(n)
+    )
+    for given in (None, chain):
+        back = DeButOperator.from_faust(op.to_faust(), chain=given)
+        assert back.chain == chain
+        np.testing.assert_array_equal(back.row_perm, op.row_perm)
+        np.testing.assert_array_equal(back.col_perm, op.col_perm)
+        np.testing.assert_array_equal(back.toarray(), op.toarray())
+    # pyfaust's DFT ends with a bit reversal, scaled by 1/sqrt(n) when normed: a column
+    # permutation and the butterfly chain, not a dense n x n factor
+    for normed in (True, False):
+        faust = pyfaust.dft(16, normed=normed)
+        back = DeButOperator.from_faust(faust)
+        assert back.chain == special.butterfly_chain(16) and back.row_perm is None
+        np.testing.assert_array_equal(back.col_perm, special.bit_reversal(16))
+        np.testing.assert_allclose(back.toarray(), faust.toarray(), atol=1e-14)
+    # the identity, or a permutation that would leave no factor, stays a factor
+    identity = pyfaust.Faust([sp.eye(4, format="csr"), sp.eye(4, format="csr")])
+    assert DeButOperator.from_faust(identity).n_factors == 2
+    swap = pyfaust.Faust([sp.csr_matrix(np.eye(4)[::-1])])
+    assert DeButOperator.from_faust(swap).n_factors == 1
 
 
 def test_faust_factors_may_be_dense_and_diagonal_factors_read_as_one_block():
