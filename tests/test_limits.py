@@ -15,8 +15,11 @@ from pydebut import (
     DeButOperator,
     FactorSpec,
     aligned_empty,
+    approximate,
     count_chains,
     enumerate_chains,
+    fit_als,
+    fit_hierarchical,
     is_dense,
     min_param_chain,
     pareto_front,
@@ -28,7 +31,8 @@ from pydebut import density as density_module
 from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
 from pydebut.conv import im2col
 from pydebut.density import partial_supports
-from pydebut.special import hadamard
+from pydebut.fit import _search as search_module
+from pydebut.special import butterfly_chain, hadamard
 
 from .strategies_chains import general_chains
 
@@ -193,6 +197,25 @@ def test_the_memory_check_comes_before_the_allocation(monkeypatch):
     with pytest.raises(ValueError, match="apply the operator to vectors"):
         DeButOperator.identity([(64, 64, 1, 1, 1)]).toarray()
     assert op.toarray().shape == (8, 8)
+
+
+def test_targets_beyond_memory_or_the_search_limit_are_refused_before_being_read(
+    monkeypatch, tmp_path
+):
+    # The file's NaN would be found by reading the target (a 32 GiB one took 51 s to fail
+    # with MemoryError): the size checks come first.
+    path = str(tmp_path / "nan.npy")
+    np.save(path, np.full((64, 64), np.nan))
+    chain = butterfly_chain(64)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 4000)
+    words = "a working copy of the 64 x 64 target in float64 needs 32 KiB, more than this"
+    for fit in (fit_als, fit_hierarchical):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            fit(path, chain)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**40)
+    monkeypatch.setattr(search_module, "MAX_ENTRIES", 100)
+    with pytest.raises(ValueError, match=re.escape("4096 entries, more than approximate accepts")):
+        approximate(path, 1000)
 
 
 def test_unfolding_beyond_memory_is_refused_and_huge_strides_work():

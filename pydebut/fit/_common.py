@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._memory import check_fits_in_memory
 from ..operator import DeButOperator, _cast_checked
 from ..spec import Chain, FactorSpec
 from ._dense_target import dense_target
@@ -56,21 +57,26 @@ def working_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def load_target(target: Any, chain: Chain | None) -> np.ndarray:
+def load_target(
+    target: Any, chain: Chain | None, limit: tuple[int, str] | None = None
+) -> np.ndarray:
     """Return ``target`` as a finite 2-D numeric array, of shape ``chain.shape`` if given.
 
     A ``str`` or path names a ``.npy`` file, which is memory-mapped. Any
     array-like is taken (lists, ``np.memmap``, ...); a SciPy sparse matrix or
     a ``LinearOperator`` is made dense up to ``2**27`` entries
-    (:func:`~pydebut.fit._dense_target.dense_target`).
+    (:func:`~pydebut.fit._dense_target.dense_target`). Its shape is checked
+    against ``limit`` (most entries, and who sets it) and a working copy
+    against the machine's memory before any entry is read.
 
     Raises
     ------
     TypeError
         If the target's dtype is not numeric (e.g. ``object``).
     ValueError
-        If it is not 2-D, is empty, does not have the chain's shape, is not
-        finite, or is a masked array with masked entries.
+        If it is not 2-D, is empty, does not have the chain's shape, has more
+        entries than ``limit`` or than memory holds, is not finite, or is a
+        masked array with masked entries.
     """
     if isinstance(target, (str, os.PathLike)):
         target = _load_npy(target)
@@ -95,6 +101,16 @@ def load_target(target: Any, chain: Chain | None) -> np.ndarray:
             f"the target has shape {array.shape} but the chain is "
             f"{chain.shape[0]} x {chain.shape[1]}"
         )
+    if limit is not None and array.size > limit[0]:
+        raise ValueError(
+            f"the target has {array.size} entries, more than {limit[1]} accepts ({limit[0]})"
+        )
+    dtype = working_dtype(array.dtype)
+    check_fits_in_memory(
+        array.size * dtype.itemsize,
+        f"a working copy of the {array.shape[0]} x {array.shape[1]} target in {dtype}",
+        "fit a smaller target, or one larger than memory with pydebut.dask.fit_hierarchical",
+    )
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     return array

@@ -320,11 +320,7 @@ def approximate(
     (True, True)
     """
     start = time.perf_counter()
-    matrix = load_target(target, None)
-    if matrix.size > MAX_ENTRIES:
-        raise ValueError(
-            f"the target has {matrix.size} entries, more than approximate accepts ({MAX_ENTRIES})"
-        )
+    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"))
     options = _Options.checked(
         max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress
     )
