@@ -77,16 +77,6 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
         equally small ones, the largest ``t``: a diagonal factor reads as
         ``(p, p, 1, 1, p)``).
 
-    Notes
-    -----
-    A first or last factor that is a permutation matrix (other than the
-    identity) becomes the operator's ``row_perm`` or ``col_perm`` instead of a
-    factor, when there are more factors than ``chain`` has (or no ``chain``
-    is given) and one factor would remain: the bit reversal that ends
-    ``pyfaust.dft(n)`` then costs ``n`` indices instead of a dense ``n x n``
-    factor, and the permutations of an operator come back from
-    :func:`to_faust`.
-
     Returns
     -------
     DeButOperator
@@ -96,6 +86,17 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
     ValueError
         If a factor has a nonzero outside its DeBut support, or the factors
         do not match ``chain``; the message names the factor.
+
+    Notes
+    -----
+    A first or last factor that is a permutation matrix other than the
+    identity, or a multiple ``c P`` of one, becomes the operator's
+    ``row_perm`` or ``col_perm`` (``c`` joins the next factor's weights)
+    instead of a factor, when there are more factors than ``chain`` has (or no
+    ``chain`` is given) and one factor would remain: the bit reversal that
+    ends ``pyfaust.dft(n)`` then costs ``n`` indices instead of a dense
+    ``n x n`` factor, and the permutations of an operator come back from
+    :func:`to_faust`.
 
     Examples
     --------
