@@ -80,6 +80,9 @@ def test_rejects_wrong_axes_before_drawing():
         plot_chain(chain, ax="left")
     with pytest.raises(ValueError, match="max_pixels must be positive"):
         plot_chain(chain, max_pixels=0)
+    long = Chain([(2, 2, 2, 2, 1)] * 5000)  # over two minutes to draw
+    with pytest.raises(ValueError, match=r"5000 factors, more than MAX_PLOT_FACTORS = 64"):
+        plot_chain(long)
 
 
 def _fit():
