@@ -37,7 +37,8 @@ __all__ = ["load", "npz_path", "save"]
 FORMAT_NAME = "pydebut"
 FORMAT_VERSION = 2
 _PERMUTATIONS = ("row_perm", "col_perm")
-_MAX_FACTORS = 10_000
+MAX_FACTORS = 10_000
+"""Most factors a pydebut file holds: :func:`save` refuses more, :func:`load` reads no more."""
 _MAX_HEADER = 10_000  # bytes of a .npy header, numpy's own default
 _MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
 MAX_LOAD_BYTES = 2**32
@@ -74,6 +75,14 @@ def save(
     compress : bool, default False
         Use ``np.savez_compressed``.
 
+    Raises
+    ------
+    TypeError
+        If ``operator`` is not a ``DeButOperator``, or ``path`` is a file in text mode.
+    ValueError
+        If the operator has more than :data:`MAX_FACTORS` factors, which
+        :func:`load` would refuse to read.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -88,6 +97,11 @@ def save(
     """
     if not isinstance(operator, DeButOperator):
         raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}")
+    if operator.n_factors > MAX_FACTORS:
+        raise ValueError(
+            f"the operator has {operator.n_factors:,} factors; a pydebut file holds at most "
+            f"MAX_FACTORS = {MAX_FACTORS:,} (pydebut.io), the most load() reads"
+        )
     permutations = {
         key: perm
         for key, perm in zip(_PERMUTATIONS, (operator.row_perm, operator.col_perm), strict=True)
@@ -239,10 +253,10 @@ def _read(archive: zipfile.ZipFile, name: str | Path, max_bytes: int) -> DeButOp
             f"{name} has format version {int(version)}; this pydebut reads versions 1 to "
             f"{FORMAT_VERSION}"
         )
-    specs = _read_array(archive, members["specs"], name, "iu", max_items=5 * _MAX_FACTORS)
+    specs = _read_array(archive, members["specs"], name, "iu", max_items=5 * MAX_FACTORS)
     if specs.ndim != 2 or specs.shape[1] != 5:
         raise ValueError(f"{name}: specs must be an integer array of shape (L, 5)")
-    if not 1 <= specs.shape[0] <= _MAX_FACTORS:
+    if not 1 <= specs.shape[0] <= MAX_FACTORS:
         raise ValueError(f"{name}: specs has {specs.shape[0]} factors")
     try:
         chain = Chain(specs.tolist())

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pydebut import Chain, DeButOperator, load, save
+from pydebut.io import MAX_FACTORS
 from pydebut.special import hadamard
 
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
@@ -38,6 +39,16 @@ def test_round_trip_through_file_objects(tmp_path, compress):
         save(file, op)
     with open(tmp_path / "named", "rb") as file:
         assert np.array_equal(load(file).toarray(), op.toarray())
+
+
+def test_save_refuses_what_load_would_not_read(tmp_path):
+    long = DeButOperator.identity([(2, 2, 2, 2, 1)] * (MAX_FACTORS + 1))
+    with pytest.raises(ValueError, match="10,001 factors; a pydebut file holds at most"):
+        save(tmp_path / "long.npz", long)
+    assert not (tmp_path / "long.npz").exists()
+    just = DeButOperator.identity([(2, 2, 2, 2, 1)] * MAX_FACTORS)
+    save(tmp_path / "just.npz", just)
+    assert load(tmp_path / "just.npz").n_factors == MAX_FACTORS
 
 
 def test_file_objects_in_text_mode_or_unseekable_are_refused(tmp_path):
