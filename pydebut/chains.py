@@ -400,10 +400,17 @@ class _Request:
                 f"chain request too large: {self.m} x {self.n} with n_factors="
                 f"{_describe_counts(self.n_factors)}, kind={self.kind!r}, rank={self.rank} "
                 f"has a state graph of up to {size:,} moves, above the limit "
-                f"MAX_GRAPH_MOVES = {MAX_GRAPH_MOVES:,}; narrow the request: fewer factors, "
-                "a smaller rank, kind='any', or sizes with fewer divisors"
+                f"MAX_GRAPH_MOVES = {MAX_GRAPH_MOVES:,}; narrow the request: "
+                f"{', '.join(self._narrower())}"
             )
         return _Graph(self.m, self.n, self.kind, self.max_dim, self.rank, self.allow_diagonal)
+
+    def _narrower(self) -> list[str]:
+        """The changes that shrink this request's state graph, the last always open."""
+        ways = ["fewer factors"] if max(self.n_factors) > 1 else []
+        ways += ["a smaller rank"] if self.rank > 1 else []
+        ways += ["kind='any'"] if self.kind != "any" else []
+        return [*ways, "or sizes with fewer divisors" if ways else "sizes with fewer divisors"]
 
 
 def _describe_counts(counts: tuple[int, ...]) -> str:

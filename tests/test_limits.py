@@ -66,6 +66,19 @@ def test_large_state_graphs_are_refused_before_the_walk(call, no_graph_walk):
     assert f"{MAX_GRAPH_MOVES:,}" in message and "narrow the request" in message
 
 
+@pytest.mark.parametrize(
+    ("request_", "ways"),
+    [
+        (dict(n_factors=3, kind="monotonic"), "fewer factors, kind='any', or sizes with"),
+        (dict(n_factors=3, kind="any", rank=3), "fewer factors, a smaller rank, or sizes"),
+        (dict(n_factors=range(2, 7), kind="any", max_params=10**8), "fewer factors, or sizes"),
+    ],
+)
+def test_the_refusal_names_only_changes_that_narrow_the_request(request_, ways, no_graph_walk):
+    with pytest.raises(ValueError, match="narrow the request: " + re.escape(ways)):
+        count_chains(720720, 720720, **request_)
+
+
 def test_huge_factor_ranges_are_refused_without_listing_them(no_graph_walk):
     with pytest.raises(ValueError, match=re.escape("at most 64, got range(1, 1000000000000)")):
         count_chains(64, 64, n_factors=range(1, 10**12))
