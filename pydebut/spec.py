@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from math import prod
@@ -240,6 +240,12 @@ class Chain(Sequence[FactorSpec]):
         if isinstance(factors, Chain):
             self._factors: tuple[FactorSpec, ...] = factors._factors
             return
+        if isinstance(factors, Mapping):
+            raise TypeError(
+                "a chain needs an iterable of factors, got a mapping; the "
+                '{"sup": ..., "sub": ...} of to_json() reads back with '
+                "Chain.from_sup_sub(**mapping)"
+            )
         if isinstance(factors, (str, bytes)) or not isinstance(factors, Iterable):
             raise TypeError(f"a chain needs an iterable of factors, got {type(factors).__name__}")
         items = list(factors)
@@ -507,7 +513,16 @@ class Chain(Sequence[FactorSpec]):
         return [(f.n_blocks, f.r, f.s, f.t) for f in self._factors]
 
     def to_json(self) -> dict[str, Any]:
-        """Return the chain as the JSON-ready dict ``{"sup": [...], "sub": [...]}``."""
+        """Return the chain as the JSON-ready dict ``{"sup": [...], "sub": [...]}``.
+
+        ``Chain.from_sup_sub(**chain.to_json())`` reads it back.
+
+        Examples
+        --------
+        >>> chain = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+        >>> Chain.from_sup_sub(**chain.to_json()) == chain
+        True
+        """
         sup, sub = self.to_sup_sub()
         return {"sup": sup, "sub": sub}
 

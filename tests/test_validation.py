@@ -112,6 +112,12 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
     ("call", "error", "message"),
     [
         (lambda: Chain.from_abcd(5), TypeError, r"from_abcd expects a list of \(a, b, c, d\)"),
+        (
+            lambda: Chain(butterfly_chain(8).to_json()),
+            TypeError,
+            r"got a mapping; the .* of to_json\(\) reads back with "
+            r"Chain.from_sup_sub\(\*\*mapping\)",
+        ),
         (lambda: Chain.from_abcd([5]), TypeError, r"factor 1: expected a tuple .* got int 5"),
         (lambda: monarch_chain(2.0), TypeError, "monarch_chain: b must be an integer, got the fl"),
         (lambda: monarch_chain(0), ValueError, "monarch_chain: b must be positive, got 0"),
