@@ -406,7 +406,7 @@ class _Request:
         return _Graph(self.m, self.n, self.kind, self.max_dim, self.rank, self.allow_diagonal)
 
     def _narrower(self) -> list[str]:
-        """The changes that shrink this request's state graph, the last always open."""
+        """The changes that would shrink this request's state graph; fewer divisors always do."""
         ways = ["fewer factors"] if max(self.n_factors) > 1 else []
         ways += ["a smaller rank"] if self.rank > 1 else []
         ways += ["kind='any'"] if self.kind != "any" else []
