@@ -141,8 +141,9 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
         rows, cols = spec.support_indices()
         values = sp.csr_array(factor)[rows, cols]
         weights.append(np.asarray(values).reshape(spec.weight_shape))
-    weights[0] = weights[0] * row_scale  # a scaled permutation's scale joins its neighbour
-    weights[-1] = weights[-1] * col_scale
+    for end, scale in ((0, row_scale), (-1, col_scale)):
+        if scale != 1:  # a scaled permutation's scale joins its neighbour
+            weights[end] = weights[end] * scale
     return DeButOperator(chain, weights, row_perm=row_perm, col_perm=col_perm)
 
 

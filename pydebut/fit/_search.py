@@ -79,7 +79,7 @@ from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
 from ..spec import Chain
 from ._als import CouplingLimitError, fit_als
-from ._common import TargetScale, load_target, make_operator, working_dtype
+from ._common import TargetScale, load_target, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
 __all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
@@ -330,12 +330,12 @@ def approximate(
     if permutation not in (None, "auto"):
         raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
-    if m == n == 1:
-        raise ValueError(
-            "no chain for a 1 x 1 target: a 1 x 1 matrix is a diagonal factor (r = s = 1), "
-            "which chains leave out (see enumerate_chains' allow_diagonal)"
-        )
     smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
+    if smallest == inf:  # only a 1 x 1 target: its one factor is diagonal
+        raise ValueError(
+            f"no chain for a {m} x {n} target: a 1 x 1 matrix is a diagonal factor "
+            "(r = s = 1), which chains leave out (see enumerate_chains' allow_diagonal)"
+        )
     if smallest > options.max_params:
         raise ValueError(
             f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
@@ -378,8 +378,9 @@ def approximate(
             best = (error, operator, explored)
     assert best is not None
     error, found, explored = best
-    operator = make_operator(found.chain, scale.restore(found.weights))
-    operator = operator.with_permutations(found.row_perm, found.col_perm)
+    operator = DeButOperator(
+        found.chain, scale.restore(found.weights), row_perm=found.row_perm, col_perm=found.col_perm
+    )
     return ApproximationResult(
         operator, error, explored, svd.baseline, n_splits, narrowed, time.perf_counter() - start
     )
