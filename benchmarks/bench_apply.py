@@ -223,6 +223,45 @@ def print_dtype_rates(args) -> None:
             print(f"| {name} | {batch} | " + " | ".join(cells) + " |")
 
 
+def print_complex_data(args) -> None:
+    """Complex128 data through a float64 operator and through its complex128 copy, interleaved.
+
+    A real operator maps the real and imaginary parts of complex data as real
+    columns side by side: each complex multiply-add costs two real ones where
+    complex weights take four. Each time is given over the time of float64 data
+    of as many vectors through the float64 operator, timed in the same rounds
+    (``op.apply(x, out)``): the cost of a complex product in real ones, so 2 and
+    4 are the two costs at the float64 rate.
+    """
+    if "complex128" not in args.dtypes:
+        return
+    print("\ncomplex128 data: time over float64 data's through the float64 operator (apply out)")
+    print("\n| chain | batch | float64 operator | complex128 operator |")
+    print("| --- | --- | --- | --- |")
+    rng = np.random.default_rng(0)
+    for name in args.chains:
+        real_op = DeButOperator.random(CHAINS[name], rng=0)
+        complex_op = real_op.astype(np.complex128)
+        for batch in args.batches:
+            shape = (real_op.shape[1],) if batch == 1 else (real_op.shape[1], batch)
+            x = rng.standard_normal(shape)
+            z = x + 1j * rng.standard_normal(shape)
+            out = np.empty((real_op.shape[0], *shape[1:]))
+            out_z = out.astype(np.complex128)
+            np.testing.assert_allclose(real_op.apply(z), complex_op.apply(z), atol=1e-10)
+            functions = {
+                "real data": lambda op=real_op, x=x, out=out: op.apply(x, out),
+                "real operator": lambda op=real_op, z=z, out=out_z: op.apply(z, out),
+                "complex operator": lambda op=complex_op, z=z, out=out_z: op.apply(z, out),
+            }
+            median, _ = time_interleaved(functions, args.rounds, args.budget)
+            real_time = median["real data"]
+            print(
+                f"| {name} | {batch} | {median['real operator'] / real_time:.2f} |"
+                f" {median['complex operator'] / real_time:.2f} |"
+            )
+
+
 def print_small_layers(args) -> None:
     """One float64 vector and a few through the small layers: direct call and ``@`` against dense.
 
@@ -513,6 +552,7 @@ def main() -> None:
     )
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end of the table")
     print_dtype_rates(args)
+    print_complex_data(args)
     if args.rows:
         print_row_major(args)
     if args.small_rounds:

@@ -67,6 +67,54 @@ def test_apply_equals_dense_product(chain, dtype, seed, batch):
     dottest(op, rtol=50 * tolerance(dtype), rng=rng)
 
 
+@given(
+    ANY_CHAIN,
+    st.sampled_from([np.float32, np.float64]),
+    st.sampled_from([np.complex64, np.complex128]),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 2, 3, 16, 17, 40]),
+    st.booleans(),
+)
+def test_real_operator_on_complex_data(chain, op_dtype, data_dtype, seed, batch, permuted):
+    """A real operator maps complex data part by part, as real columns, in every layout."""
+    rng = np.random.default_rng(seed)
+    op = DeButOperator.random(chain, rng=rng, dtype=op_dtype)
+    dense = chain_to_dense(chain, [w.astype(np.complex128) for w in op.weights])
+    m, n = op.shape
+    if permuted:
+        row_perm, col_perm = rng.permutation(m), rng.permutation(n)
+        op = op.with_permutations(row_perm, col_perm)
+        dense = dense[row_perm][:, col_perm]
+    result_dtype = np.result_type(op_dtype, data_dtype)
+    x = random_data(rng, n, data_dtype)
+    X = random_data(rng, (n, batch), data_dtype)
+    Y = random_data(rng, (m, batch), data_dtype)
+    out = np.empty((m, batch), dtype=result_dtype)
+    for result, expected in [
+        (op @ x, dense @ x),
+        (op.apply(X, out=out), dense @ X),
+        (op @ np.asfortranarray(X), dense @ X),
+        (op @ X[:, ::-1], dense @ X[:, ::-1]),
+        (op.rmatmat(Y), dense.T @ Y),
+        (op.apply_rows(X.T), X.T @ dense.T),
+    ]:
+        assert result.dtype == result_dtype
+        assert_close(result, expected, result_dtype)
+    assert op.apply(X, out=out) is out
+
+
+def test_real_operator_keeps_the_parts_of_complex_data_apart():
+    """Infinite imaginary parts leave the real parts finite: no products with zero weights."""
+    op = DeButOperator.random(special.butterfly_chain(16), rng=0)
+    x = np.arange(16.0).astype(complex)
+    x.imag = np.inf
+    X = np.tile(x[:, None], 20)
+    for y, target in [(op @ x, op), ((op @ X)[:, 7], op), (op.H @ x, op.H)]:
+        np.testing.assert_allclose(y.real, target @ x.real)
+        np.testing.assert_allclose(y.imag, target @ x.imag)
+        assert np.isfinite(y.real).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_paper_chain_against_dense(dtype):
     rng = np.random.default_rng(3)
