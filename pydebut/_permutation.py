@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ._memory import check_fits_in_memory
 from .spec import _as_positive_int
 
 __all__ = [
@@ -94,7 +95,8 @@ def bit_reversal(n: int) -> np.ndarray:
     TypeError
         If ``n`` is not an integer.
     ValueError
-        If ``n`` is not a power of two.
+        If ``n`` is not a power of two, or the permutation and its halves (``2 n``
+        int64 entries) would not fit in memory.
 
     Examples
     --------
@@ -102,6 +104,7 @@ def bit_reversal(n: int) -> np.ndarray:
     [0, 4, 2, 6, 1, 5, 3, 7]
     """
     n = 2 ** log2_exact(n, "n", "bit_reversal", smallest=1)
+    check_fits_in_memory(2 * n * 8, f"bit_reversal({n})", "ask for a smaller n")
     perm = np.zeros(1, dtype=np.int64)
     while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
         perm = np.concatenate([2 * perm, 2 * perm + 1])

@@ -16,6 +16,7 @@ from pydebut import (
     FactorSpec,
     aligned_empty,
     approximate,
+    candidate_permutations,
     count_chains,
     enumerate_chains,
     fit_als,
@@ -32,7 +33,7 @@ from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
 from pydebut.conv import im2col
 from pydebut.density import partial_supports
 from pydebut.fit import _search as search_module
-from pydebut.special import butterfly_chain, hadamard
+from pydebut.special import bit_reversal, butterfly_chain, hadamard
 
 from .strategies_chains import general_chains
 
@@ -182,6 +183,8 @@ HUGE = 2**40
         (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support_indices(), "support indices"),
         (lambda: DeButOperator.random([(2**20, 2**20, 1, 1, 1)]).toarray(), "dense 1048576"),
         (lambda: aligned_empty((HUGE, 8)), f"aligned_empty(({HUGE}, 8), float64) needs 64 TiB"),
+        (lambda: bit_reversal(HUGE), f"bit_reversal({HUGE}) needs 16 TiB"),
+        (lambda: candidate_permutations(HUGE, 8), f"bit_reversal({HUGE})"),
     ],
 )
 def test_allocations_beyond_memory_are_refused_with_a_value_error(call, words):
