@@ -480,7 +480,7 @@ class Chain(Sequence[FactorSpec]):
         Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
         """
         if isinstance(tuples, str):
-            tuples = json.loads(tuples)
+            tuples = _parse_list(tuples, "from_abcd")
         if not isinstance(tuples, Iterable):
             raise TypeError(
                 "from_abcd expects a list of (a, b, c, d) or (a, b, c, d, p, q) tuples, "

@@ -96,6 +96,17 @@ def test_malformed_sup_sub_lists_are_refused(sup, sub, message):
         Chain.from_sup_sub(sup, sub)
 
 
+@pytest.mark.parametrize(
+    ("read", "name"),
+    [(Chain.from_r_shapes, "R_shapes"), (Chain.from_abcd, "from_abcd")],
+)
+def test_malformed_json_strings_are_refused_by_every_reader(read, name):
+    with pytest.raises(ValueError, match=f"{name}: malformed JSON list"):
+        read("[1,")
+    with pytest.raises(ValueError, match=f"{name}: JSON nested too deeply"):
+        read("[" * 100_000 + "]" * 100_000)
+
+
 def test_flat_and_nested_sup_sub_give_the_same_chain():
     nested = Chain.from_sup_sub([[4, 4], [4, 4]], "[[2, 2, 2], [2, 2, 1]]")
     assert nested == Chain.from_sup_sub("4 4 4 4", "2 2 2 2 2 1") == SMALL
