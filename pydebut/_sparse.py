@@ -85,13 +85,15 @@ def sparse_factors(op: DeButOperator) -> list[sp.csr_array]:
 
 
 def times_sparse(op: DeButOperator, matrix: Any) -> np.ndarray:
-    """``op @ matrix`` for a SciPy sparse ``matrix``, as a dense ndarray."""
-    matrix = sp.csc_array(matrix)
-    if matrix.ndim != 2 or matrix.shape[0] != op.shape[1]:
+    """``op @ matrix`` for a SciPy sparse ``matrix`` or 1-D sparse array, as a dense ndarray."""
+    if matrix.ndim > 2 or matrix.shape[0] != op.shape[1]:
         raise ValueError(
             f"cannot multiply the {op.shape[0]} x {op.shape[1]} operator by a sparse matrix "
             f"of shape {matrix.shape}"
         )
+    if matrix.ndim == 1:  # a vector (1-D sparse arrays: SciPy >= 1.13)
+        return op.matvec(matrix.toarray())
+    matrix = sp.csc_array(matrix)
     width = matrix.shape[1]
     dtype = np.result_type(op.dtype, matrix.dtype)
     out = np.empty((op.shape[0], width), dtype=dtype)
@@ -102,11 +104,15 @@ def times_sparse(op: DeButOperator, matrix: Any) -> np.ndarray:
 
 
 def sparse_times(matrix: Any, op: DeButOperator) -> np.ndarray:
-    """``matrix @ op`` for a SciPy sparse ``matrix``, as a dense ndarray: ``(op^H matrix^H)^H``."""
-    matrix = sp.csr_array(matrix)
-    if matrix.ndim != 2 or matrix.shape[1] != op.shape[0]:
+    """``matrix @ op`` for a SciPy sparse ``matrix`` or 1-D sparse array: ``(op^H matrix^H)^H``.
+
+    The result is a dense ndarray.
+    """
+    if matrix.ndim > 2 or matrix.shape[-1] != op.shape[0]:
         raise ValueError(
             f"cannot multiply a sparse matrix of shape {matrix.shape} by the "
             f"{op.shape[0]} x {op.shape[1]} operator"
         )
-    return times_sparse(op.H, matrix.conj().T).conj().T
+    if matrix.ndim == 1:
+        return op.rmatvec(matrix.conj().toarray()).conj()
+    return times_sparse(op.H, sp.csr_array(matrix).conj().T).conj().T

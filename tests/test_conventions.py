@@ -92,6 +92,23 @@ def test_products_with_sparse_matrices_are_dense_arrays(name, kind):
     np.testing.assert_allclose(op.T @ left.T, (left @ op).T, atol=1e-12)
 
 
+def test_one_dimensional_sparse_arrays_are_vectors():
+    op = DeButOperator.random(CHAINS["chainable"], rng=3)
+    dense = op.toarray()
+    vector = sp.coo_array(np.arange(12.0) + 1j)  # 1-D: SciPy >= 1.13
+    for result, expected in [
+        (op @ vector, dense @ vector.toarray()),
+        (vector @ op, vector.toarray() @ dense),
+        (op.H @ vector, dense.conj().T @ vector.toarray()),
+    ]:
+        assert isinstance(result, np.ndarray) and result.shape == (12,)
+        np.testing.assert_allclose(result, expected, atol=1e-12)
+    with pytest.raises(ValueError, match=r"operator by a sparse matrix of shape \(5,\)"):
+        op @ sp.coo_array(np.ones(5))
+    with pytest.raises(ValueError, match=r"shape \(5,\) by the 12 x 12 operator"):
+        sp.coo_array(np.ones(5)) @ op
+
+
 def test_sparse_products_check_shapes():
     op = DeButOperator.random(CHAINS["chainable"], rng=0)
     with pytest.raises(ValueError, match=r"12 x 12 operator by a sparse matrix of shape \(5, 2\)"):
