@@ -134,7 +134,10 @@ def _is_file(path: Any, caller: str) -> bool:
 
 
 def load(
-    path: str | os.PathLike[str] | BinaryIO, *, max_bytes: int = MAX_LOAD_BYTES
+    path: str | os.PathLike[str] | BinaryIO,
+    *,
+    max_bytes: int = MAX_LOAD_BYTES,
+    check_finite: bool = True,
 ) -> DeButOperator:
     """Load a ``DeButOperator`` saved by :func:`save`.
 
@@ -152,6 +155,9 @@ def load(
     max_bytes : int, default ``MAX_LOAD_BYTES`` (4 GiB)
         Largest total size of the weights to read; raise it to load a larger
         operator.
+    check_finite : bool, default True
+        Refuse weights that contain NaN or infinity; False reads them, as
+        saved from an operator built with ``check_finite=False``.
 
     Raises
     ------
@@ -163,8 +169,8 @@ def load(
         Naming the file, if it is not a valid pydebut archive: not a zip,
         truncated or corrupted, of another format or version, with missing,
         extra or malformed arrays, with weights that do not fit the chain or
-        are not finite, with a row or column permutation that is not a
-        permutation, or larger than ``max_bytes``.
+        are not finite (unless ``check_finite`` is False), with a row or column
+        permutation that is not a permutation, or larger than ``max_bytes``.
 
     Examples
     --------
@@ -187,17 +193,20 @@ def load(
                 "load() needs a seekable file (a zip archive is read from its end); "
                 "read the stream into io.BytesIO first"
             )
-        return _load_archive(path, getattr(path, "name", f"<{type(path).__name__}>"), max_bytes)
+        name = getattr(path, "name", f"<{type(path).__name__}>")
+        return _load_archive(path, name, max_bytes, check_finite)
     name = Path(path)
     if not name.exists() and npz_path(name) != name and npz_path(name).exists():
         raise FileNotFoundError(
             f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
         )
     with open(name, "rb") as handle:
-        return _load_archive(handle, name, max_bytes)
+        return _load_archive(handle, name, max_bytes, check_finite)
 
 
-def _load_archive(handle: BinaryIO, name: str | Path, max_bytes: int) -> DeButOperator:
+def _load_archive(
+    handle: BinaryIO, name: str | Path, max_bytes: int, check_finite: bool
+) -> DeButOperator:
     """The operator in the archive that starts at ``handle``'s position."""
     start = handle.tell()
     if handle.read(6) == b"\x93NUMPY":
@@ -205,7 +214,7 @@ def _load_archive(handle: BinaryIO, name: str | Path, max_bytes: int) -> DeButOp
     handle.seek(start)
     try:
         with zipfile.ZipFile(handle) as archive:
-            return _read(archive, name, max_bytes)
+            return _read(archive, name, max_bytes, check_finite)
     except _READ_ERRORS as err:
         raise ValueError(f"{name} is not a pydebut .npz file, or is damaged: {err}") from None
 
@@ -233,7 +242,9 @@ _READ_ERRORS = (
 _DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
 
-def _read(archive: zipfile.ZipFile, name: str | Path, max_bytes: int) -> DeButOperator:
+def _read(
+    archive: zipfile.ZipFile, name: str | Path, max_bytes: int, check_finite: bool
+) -> DeButOperator:
     members = {}
     for info in archive.infolist():
         if not info.filename.endswith(".npy") or info.filename[:-4] in members:
@@ -294,7 +305,7 @@ def _read(archive: zipfile.ZipFile, name: str | Path, max_bytes: int) -> DeButOp
         if key in members
     }
     try:
-        return DeButOperator(chain, weights, **permutations)
+        return DeButOperator(chain, weights, check_finite=check_finite, **permutations)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: {err}") from None
 

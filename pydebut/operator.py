@@ -135,7 +135,9 @@ def _check_weights(
                 f"got {w.shape}"
             )
         if check_finite and w.dtype.kind in "fc" and not np.isfinite(w).all():
-            raise ValueError(f"weights of {label} contain NaN or infinity")
+            raise ValueError(
+                f"weights of {label} contain NaN or infinity (check_finite=False accepts them)"
+            )
         arrays.append(w)
     if dtype is None:
         dtype = np.result_type(np.float32, *(w.dtype for w in arrays))
@@ -466,6 +468,7 @@ class DeButOperator(LinearOperator):
         vector: ArrayLike,
         dtype: DTypeLike | None = None,
         *,
+        check_finite: bool = True,
         row_perm: ArrayLike | None = None,
         col_perm: ArrayLike | None = None,
     ) -> DeButOperator:
@@ -475,7 +478,8 @@ class DeButOperator(LinearOperator):
         holds, for each factor in that order, ``p*s`` values viewed as
         ``(k, t, r, s)`` (block, diagonal index, row, column). The layer has no
         permutations: they travel beside the vector, as returned by
-        ``to_twiddle(permutations=True)``.
+        ``to_twiddle(permutations=True)``. ``dtype``, ``check_finite`` and the
+        permutations are those of :class:`DeButOperator`.
 
         Examples
         --------
@@ -500,7 +504,14 @@ class DeButOperator(LinearOperator):
             block = vector[start : start + spec.nnz].reshape(k, t, r, s)
             weights_applied.append(block.transpose(0, 2, 3, 1))
             start += spec.nnz
-        return cls(chain, weights_applied[::-1], dtype, row_perm=row_perm, col_perm=col_perm)
+        return cls(
+            chain,
+            weights_applied[::-1],
+            dtype,
+            check_finite=check_finite,
+            row_perm=row_perm,
+            col_perm=col_perm,
+        )
 
     def to_twiddle(self, *, permutations: bool = False) -> tuple[Any, ...]:
         """Return ``(R_shapes, vector)`` in the reference layer's layout (:meth:`from_twiddle`).
@@ -685,9 +696,19 @@ class DeButOperator(LinearOperator):
         return _sparse.tosparse(self, format, max_nnz)
 
     def astype(self, dtype: DTypeLike) -> DeButOperator:
-        """Copy of the operator with weights cast to ``dtype``."""
+        """Copy of the operator with weights cast to ``dtype``.
+
+        Finite weights that overflow ``dtype`` are refused; an operator built with
+        non-finite weights (``check_finite=False``) keeps them.
+        """
+        finite = all(np.isfinite(w).all() for w in self._weights)
         return DeButOperator(
-            self._chain, self._weights, dtype, row_perm=self._row_perm, col_perm=self._col_perm
+            self._chain,
+            self._weights,
+            dtype,
+            check_finite=finite,
+            row_perm=self._row_perm,
+            col_perm=self._col_perm,
         )
 
     # --- algebra ------------------------------------------------------------------

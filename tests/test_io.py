@@ -51,6 +51,24 @@ def test_save_refuses_what_load_would_not_read(tmp_path):
     assert load(tmp_path / "just.npz").n_factors == MAX_FACTORS
 
 
+def test_operators_with_non_finite_weights_round_trip_on_request(tmp_path):
+    weights = [np.ones((1, 2, 2, 2)), np.array([1.0, np.inf, np.nan, 3.0] * 2).reshape(2, 2, 2, 1)]
+    op = DeButOperator([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], weights, check_finite=False)
+    path = tmp_path / "inf.npz"
+    save(path, op)
+    with pytest.raises(ValueError, match=r"contain NaN or infinity \(check_finite=False accepts"):
+        load(path)
+    for copy in (
+        load(path, check_finite=False),
+        DeButOperator.from_twiddle(*op.to_twiddle(), check_finite=False),
+        op.astype(np.complex64).astype(np.float64),
+    ):
+        for mine, theirs in zip(copy.weights, op.weights, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="overflow to infinity in float32"):
+        DeButOperator([(2, 2, 2, 2, 1)], [np.full((1, 2, 2, 1), 1e300)]).astype(np.float32)
+
+
 def test_file_objects_in_text_mode_or_unseekable_are_refused(tmp_path):
     op = DeButOperator.random(CHAIN, rng=0)
     with open(tmp_path / "t.npz", "w") as text, pytest.raises(TypeError, match="binary mode"):
