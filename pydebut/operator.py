@@ -290,7 +290,10 @@ class DeButOperator(LinearOperator):
         arrays are copied.
     dtype : dtype, optional
         float32, float64, complex64 or complex128. By default the result type
-        of the weights (at least float32; integers become float64).
+        of the weights (at least float32; integers become float64, and
+        extended precision, ``longdouble``, is rounded to float64, or
+        ``clongdouble`` to complex128, the widest the kernels compute in;
+        weights beyond float64's range are refused).
     check_finite : bool, default True
         Reject weights that contain NaN or infinity.
     row_perm, col_perm : array_like of int, optional
