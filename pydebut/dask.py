@@ -16,6 +16,7 @@ page of the documentation:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +43,7 @@ from .fit._common import (
 )
 from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
 from .operator import DeButOperator, _result_dtype
-from .spec import Chain
+from .spec import Chain, _as_positive_int
 
 __all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
 
@@ -76,9 +77,10 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     Raises
     ------
     ValueError
-        If ``X`` does not have the operator's size along ``axis``.
+        If ``X`` does not have the operator's size along ``axis``, or its size
+        there is unknown (chunks of unknown size, ``nan``).
     TypeError
-        If the dtype of ``X`` is not numeric.
+        If ``operator`` is not a ``DeButOperator`` or the dtype of ``X`` is not numeric.
 
     Notes
     -----
@@ -102,9 +104,12 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     >>> bool((Y.compute() == op @ np.ones((8, 100))).all())
     True
     """
+    if not isinstance(operator, DeButOperator):
+        raise TypeError(f"apply needs a DeButOperator, got {type(operator).__name__}")
     if axis not in (0, 1):
         raise ValueError(f"axis must be 0 (vectors are columns) or 1 (rows), got {axis!r}")
     X = da.asarray(X)
+    _check_known_size(X, axis, "the operator's axis")
     dtype = _result_dtype(operator.dtype, X.dtype)
     n_out, n_in = operator.shape[::-1] if adjoint else operator.shape
     if axis == 0 and (X.ndim not in (1, 2) or X.shape[0] != n_in):
@@ -130,6 +135,15 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
         dtype=dtype,
         token=name,
     )
+
+
+def _check_known_size(X: Any, axis: int, what: str) -> None:
+    """Raise unless the size of Dask array ``X`` along ``axis`` (``what``) is known."""
+    if X.ndim > axis and math.isnan(X.shape[axis]):
+        raise ValueError(
+            f"the Dask array's size along {what} (axis {axis}) is unknown (chunks of nan "
+            "size); call its compute_chunk_sizes() method first"
+        )
 
 
 def _apply_block(
@@ -209,7 +223,10 @@ def fit_many(
         The fitting function's results (:class:`~pydebut.FitResult`), in the
         order of ``targets``. Each equals the result of the serial call: the
         fits are deterministic (seed ``rng`` in ``options`` for random
-        initialisations).
+        initialisations). A NumPy ``Generator`` (or ``RandomState``) as ``rng``
+        reaches every fit as a copy in its state at the call, on the local
+        scheduler as on a cluster: each result equals
+        ``fit(target, spec, rng=copy.deepcopy(rng))``.
 
     Raises
     ------
@@ -233,7 +250,7 @@ def fit_many(
     try:
         if client is None:
             tasks = [
-                dask.delayed(_fit_one, pure=False)(method, target, spec, options)
+                dask.delayed(_fit_one, pure=False)(method, target, spec, _own_rng(options))
                 for target, spec in zip(targets, specs)
             ]
             with _TaskCounter(bar, {task.key for task in tasks}):
@@ -255,6 +272,14 @@ def fit_many(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _own_rng(options: dict) -> dict:
+    """``options`` with a copy of its random generator, if it holds one (tasks share nothing)."""
+    rng = options.get("rng")
+    if isinstance(rng, (np.random.Generator, np.random.RandomState, np.random.BitGenerator)):
+        return {**options, "rng": copy.deepcopy(rng)}
+    return options
 
 
 def _progress_bar(total: int) -> Any:
@@ -294,7 +319,8 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         ``k_1 = 1`` and ``t_L = 1`` (the product's support is the whole matrix).
     memory_limit : int, default 2**27
         Bytes: once the entries still to factor (``R_l x n`` after ``l`` levels)
-        fit in this, they are gathered and the remaining levels run in memory.
+        fit in this, they are gathered and the remaining levels run in memory
+        (0: never, every level reads the panels).
 
     Returns
     -------
@@ -305,10 +331,11 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
     Raises
     ------
     ValueError
-        If the chain does not qualify, the target does not have its shape, or the
+        If the chain does not qualify, the target does not have its shape (or
+        has chunks of unknown size), ``memory_limit`` is negative, or the
         target holds NaN or infinity (found in the first pass).
     TypeError
-        If the target is not numeric.
+        If the target is not numeric or ``memory_limit`` is not an integer.
 
     Notes
     -----
@@ -336,6 +363,9 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
     True
     """
     start = time.perf_counter()
+    memory_limit = _as_positive_int(
+        memory_limit, "memory_limit", "fit_hierarchical", allow_zero=True
+    )
     chain = Chain(chain)
     ranks = hierarchy_ranks(chain)
     if chain[0].n_blocks != 1 or chain[-1].t != 1:
@@ -345,7 +375,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         )
     _, dtype = _column_panels(target, chain)  # checks the target before any pass
     scale = _scale_of(target)
-    panels, _ = _column_panels(target * float(np.ldexp(1.0, -scale.exponent)), chain)
+    panels, _ = _column_panels(target.map_blocks(_normalised, scale, dtype=dtype), chain)
     m, n = chain.shape
     levels: list[tuple[_Split, np.ndarray]] = []
     weights: list[np.ndarray] = []
@@ -387,11 +417,19 @@ def _scale_of(target: Any) -> TargetScale:
     return TargetScale(int(np.frexp(largest)[1]) if largest > 0 else 0)
 
 
+def _normalised(block: np.ndarray, scale: TargetScale) -> np.ndarray:
+    """A block of the target in the working dtype, divided by the target's power of two."""
+    return scale.normalise(np.asarray(block, dtype=working_dtype(block.dtype)))
+
+
 def relative_error(operator: DeButOperator, target: Any) -> float:
     """``||D - op||_F / ||D||_F`` for a target ``D`` read in column panels (any operator).
 
     Each panel of ``D`` is compared with the same columns of the operator,
-    ``op @ I[:, j0:j1]``; nothing of size ``m x n`` is held in memory.
+    ``op @ I[:, j0:j1]`` (a block of unit vectors at a time, at most
+    :data:`PANEL_BYTES`); nothing of size ``m x n`` is held in memory. The
+    operator's columns cost ``n`` products with unit vectors of length ``n``:
+    for a wide target (``m < n``) about ``n / m`` times a pass over the target.
 
     Examples
     --------
@@ -414,6 +452,9 @@ def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np
         raise TypeError(f"expected a Dask array target, got {type(target).__name__}")
     if not (np.issubdtype(target.dtype, np.number) or target.dtype == np.bool_):
         raise TypeError(f"the target must hold numbers, got dtype {target.dtype}")
+    if target.ndim == 2:
+        for axis in (0, 1):
+            _check_known_size(target, axis, "the target's " + ("rows", "columns")[axis])
     if target.ndim != 2 or target.shape != chain.shape:
         raise ValueError(
             f"the target has shape {target.shape} but the chain is "
@@ -482,14 +523,18 @@ def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[i
 
 
 def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, float]:
-    """Frobenius norms of the panel's columns of ``op - D`` and of ``D``."""
+    """Frobenius norms of the panel's columns of ``op - D`` and of ``D``.
+
+    The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
+    so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`.
+    """
     panel = np.asarray(panel)
-    identity = np.zeros((operator.shape[1], panel.shape[1]), dtype=operator.dtype)
-    identity[np.arange(j0, j0 + panel.shape[1]), np.arange(panel.shape[1])] = 1
-    columns = operator.matmat(identity)
-    del identity
-    total = frobenius_norm(panel)
-    residual = np.subtract(
-        columns, panel, out=columns if columns.dtype == np.result_type(columns, panel) else None
-    )
-    return frobenius_norm(residual), total
+    n = operator.shape[1]
+    width = max(1, PANEL_BYTES // (n * operator.dtype.itemsize))
+    residuals = []
+    for start in range(0, panel.shape[1], width):
+        stop = min(start + width, panel.shape[1])
+        identity = np.zeros((n, stop - start), dtype=operator.dtype)
+        identity[np.arange(j0 + start, j0 + stop), np.arange(stop - start)] = 1
+        residuals.append(frobenius_norm(operator.matmat(identity) - panel[:, start:stop]))
+    return math.hypot(*residuals), frobenius_norm(panel)

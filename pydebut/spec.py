@@ -28,8 +28,11 @@ __all__ = ["Chain", "FactorSpec"]
 ChainKind = Literal["monotonic", "bulging", "other"]
 
 
-def _as_positive_int(value: Any, name: str, where: str) -> int:
-    """Return ``value`` as a Python int, or raise naming ``where`` and ``name``."""
+def _as_positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
+    """Return ``value`` as a positive (or, ``allow_zero``, non-negative) Python int.
+
+    Otherwise raise ``TypeError`` or ``ValueError`` naming ``where`` and ``name``.
+    """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where}: {name} must be an integer, got a boolean {value!r}")
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -40,8 +43,9 @@ def _as_positive_int(value: Any, name: str, where: str) -> int:
         raise TypeError(
             f"{where}: {name} must be an integer, got {type(value).__name__} {value!r}"
         ) from None
-    if as_int < 1:
-        raise ValueError(f"{where}: {name} must be positive, got {as_int}")
+    if as_int < (0 if allow_zero else 1):
+        wanted = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{where}: {name} must be {wanted}, got {as_int}")
     return as_int
 
 

@@ -149,6 +149,21 @@ def test_apply_rejects_bad_shapes_and_axes():
         pydebut_dask.apply(op, da.ones((8, 3)), axis=2)
     with pytest.raises(TypeError, match="dtype"):
         op @ da.ones((8, 3), dtype=object, chunks=(8, 3))
+    with pytest.raises(TypeError, match="apply needs a DeButOperator, got ndarray"):
+        pydebut_dask.apply(np.eye(8), da.ones((8, 3)))
+
+
+def test_unknown_sizes_along_the_operator_axis_are_named():
+    op = DeButOperator.random(special.butterfly_chain(16), rng=0)
+    X = da.from_array(np.random.default_rng(1).standard_normal((16, 37)), chunks=(4, 5))
+    unknown_rows = X[X[:, 0] > -100, :]  # the same 16 rows, in chunks of unknown size
+    words = r"size along the operator's axis \(axis 0\) is unknown .* compute_chunk_sizes\(\)"
+    with pytest.raises(ValueError, match=words):
+        op @ unknown_rows
+    with pytest.raises(ValueError, match="size along the target's rows .* is unknown"):
+        pydebut_dask.fit_hierarchical(unknown_rows[:, :16], special.butterfly_chain(16))
+    unknown_batch = X[:, X[0] > -100]  # unknown along the batch axis: computed as usual
+    np.testing.assert_array_equal((op @ unknown_batch).compute(), op @ X.compute())
 
 
 def test_pickle_holds_chain_and_weights_only():
@@ -228,6 +243,17 @@ def test_fit_many_local_scheduler_with_progress(capsys):
     assert "3/3" in capsys.readouterr().err
 
 
+def test_fit_many_gives_each_fit_a_copy_of_a_generator():
+    targets, chains = fit_cases(4)
+    options = {"n_sweeps": 1, "init": "random"}
+    expected = [
+        fit_als(t, c, rng=np.random.default_rng(5), **options) for t, c in zip(targets, chains)
+    ]
+    for _ in range(3):  # the local scheduler's threads once shared the generator
+        results = pydebut_dask.fit_many(targets, chains, rng=np.random.default_rng(5), **options)
+        assert_same_fits(results, expected)
+
+
 def test_fit_many_takes_names_and_callables():
     targets, chains = fit_cases(2)
     expected = [fit_als(t, c, n_sweeps=1, init="random", rng=5) for t, c in zip(targets, chains)]
@@ -300,6 +326,37 @@ def test_fit_hierarchical_dispatches_a_dask_target():
         fit_hierarchical(da.from_array(target), chain, order="balanced")
 
 
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [(np.float64, 1e-310), (np.float32, 1e-39), (np.float16, 1e-5)]
+)
+def test_out_of_core_fit_of_subnormal_targets(dtype, scale):
+    # 2**-exponent overflowed the target's dtype: NaN weights, refused as such.
+    chain = special.butterfly_chain(8)
+    target = (DeButOperator.random(chain, rng=1).toarray() * scale).astype(dtype)
+    result = pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(8, 4)), chain)
+    expected = fit_hierarchical(target, chain)
+    assert result.operator.dtype == expected.operator.dtype
+    np.testing.assert_allclose(result.operator.toarray(), expected.operator.toarray(), rtol=1e-3)
+
+
+def test_the_error_pass_of_a_wide_target_holds_a_panel_of_identity_columns(monkeypatch):
+    # The identity columns were n x (panel width): 32 GiB for a 4 x 65536 target.
+    chain = Chain.from_factorizations([2, 2], [64, 64])  # 4 x 4096
+    op = DeButOperator.random(chain, rng=0)
+    target = da.from_array(op.toarray(), chunks=(4, 4096))
+    monkeypatch.setattr(pydebut_dask, "PANEL_BYTES", 2**16)  # 2 identity columns of 4096
+    calls = []
+    real_matmat = DeButOperator.matmat
+
+    def recording_matmat(self, X):
+        calls.append(X.shape)
+        return real_matmat(self, X)
+
+    monkeypatch.setattr(DeButOperator, "matmat", recording_matmat)
+    assert pydebut_dask.relative_error(op, target) < 1e-15
+    assert set(calls) == {(4096, 2)} and len(calls) == 2048
+
+
 def test_out_of_core_fit_holds_a_few_panels_only(monkeypatch):
     chain = special.butterfly_chain(2048)
     target = da.random.default_rng(8).standard_normal(chain.shape, chunks=(2048, 64))
@@ -338,3 +395,7 @@ def test_out_of_core_fit_rejects_bad_targets_and_chains():
         pydebut_dask.fit_hierarchical(da.ones((8, 8)), Chain([(8, 8, 2, 2, 2)]))
     with pytest.raises(ValueError, match="neither chainable nor rank-weighted"):
         pydebut_dask.fit_hierarchical(da.ones((4, 9)), COUPLED[4])
+    bad_limits = [("128MB", TypeError), (None, TypeError), (2.5, TypeError), (-5, ValueError)]
+    for limit, error in bad_limits:
+        with pytest.raises(error, match="fit_hierarchical: memory_limit must be"):
+            pydebut_dask.fit_hierarchical(da.ones(chain.shape), chain, memory_limit=limit)
