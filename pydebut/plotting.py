@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .density import _pooled_partial_supports, _support_fraction, partial_supports
-from .spec import Chain
+from .spec import Chain, _as_positive_int
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -80,7 +80,8 @@ def plot_chain(
     ImportError
         If matplotlib is not installed.
     TypeError
-        If ``ax`` is neither a figure nor a sequence of axes.
+        If ``ax`` is neither a figure nor a sequence of axes, or ``max_pixels``
+        is not an integer.
     ValueError
         If ``ax`` holds a number of axes other than ``2 * chain.n_factors``,
         ``max_pixels`` is not positive, or the chain has more than
@@ -101,8 +102,7 @@ def plot_chain(
     """
     Figure = _matplotlib_figure()
     chain = chain if isinstance(chain, Chain) else Chain(chain)
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    max_pixels = _as_positive_int(max_pixels, "max_pixels", "plot_chain")
     n_factors = chain.n_factors
     if n_factors > MAX_PLOT_FACTORS:
         raise ValueError(

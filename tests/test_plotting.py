@@ -80,6 +80,9 @@ def test_rejects_wrong_axes_before_drawing():
         plot_chain(chain, ax="left")
     with pytest.raises(ValueError, match="max_pixels must be positive"):
         plot_chain(chain, max_pixels=0)
+    for value in (1.5, float("nan"), "8"):
+        with pytest.raises(TypeError, match="plot_chain: max_pixels must be an integer"):
+            plot_chain(chain, max_pixels=value)
     long = Chain([(2, 2, 2, 2, 1)] * 5000)  # over two minutes to draw
     with pytest.raises(ValueError, match=r"5000 factors, more than MAX_PLOT_FACTORS = 64"):
         plot_chain(long)
