@@ -666,14 +666,22 @@ class DeButOperator(LinearOperator):
         return [self.factor(i) for i in range(len(self._chain))]
 
     def toarray(self) -> np.ndarray:
-        """Return the dense ``m x n`` product (for tests and small sizes)."""
+        """Return the dense ``m x n`` product (for tests and small sizes).
+
+        It is the operator applied to the identity of its shorter side: ``A I_n``,
+        or ``(A^H I_m)^H`` for a wide operator (``m < n``), so that the work and
+        memory are those of the product, not ``n x n``.
+        """
         m, n = self.shape
+        wide = m < n
         check_fits_in_memory(
-            (m + n) * n * self.dtype.itemsize,
+            (m * m + 2 * m * n if wide else (m + n) * n) * self.dtype.itemsize,
             f"the dense {m} x {n} product",
             "apply the operator to vectors or blocks of columns instead",
         )
-        return self.matmat(np.eye(self.shape[1], dtype=self.dtype))
+        if wide:
+            return np.ascontiguousarray(self.rmatmat(np.eye(m, dtype=self.dtype)).conj().T)
+        return self.matmat(np.eye(n, dtype=self.dtype))
 
     todense = toarray
 

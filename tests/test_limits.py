@@ -215,6 +215,19 @@ def test_the_memory_check_comes_before_the_allocation(monkeypatch):
     assert op.toarray().shape == (8, 8)
 
 
+def test_the_product_of_a_wide_operator_takes_the_memory_of_the_product(monkeypatch):
+    # Built as A @ I_n it needed an n x n identity: 32 GiB for 4 x 65536 (2 MiB).
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**24)
+    for dtype in (np.float64, np.complex128):
+        op = DeButOperator.random(Chain.from_factorizations([2, 2], [256, 256]), rng=0, dtype=dtype)
+        dense = op.toarray()
+        assert dense.shape == (4, 65536) and dense.flags.c_contiguous
+        columns = np.random.default_rng(1).choice(65536, 5, replace=False)
+        unit_vectors = np.zeros((65536, 5), dtype=dtype)
+        unit_vectors[columns, np.arange(5)] = 1
+        np.testing.assert_allclose(dense[:, columns], op @ unit_vectors, rtol=1e-13)
+
+
 def test_targets_beyond_memory_or_the_search_limit_are_refused_before_being_read(
     monkeypatch, tmp_path
 ):
