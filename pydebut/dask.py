@@ -536,5 +536,9 @@ def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, fl
         stop = min(start + width, panel.shape[1])
         identity = np.zeros((n, stop - start), dtype=operator.dtype)
         identity[np.arange(j0 + start, j0 + stop), np.arange(stop - start)] = 1
-        residuals.append(frobenius_norm(operator.matmat(identity) - panel[:, start:stop]))
+        columns = operator.matmat(identity)
+        del identity
+        in_place = columns.dtype == np.result_type(columns, panel)
+        residual = np.subtract(columns, panel[:, start:stop], out=columns if in_place else None)
+        residuals.append(frobenius_norm(residual))
     return math.hypot(*residuals), frobenius_norm(panel)
