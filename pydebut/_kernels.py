@@ -214,7 +214,8 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
     """An intrinsic ``each(weights, sources, targets)`` that maps rows lane by lane.
 
     ``sources`` and ``targets`` are tuples of 1-D C-ordered rows of one
-    length and one dtype each (:func:`_rows_of_one_dtype`); for each lane
+    length and one dtype each (:func:`_rows_of_one_dtype`; without ``planes``
+    the sources may mix dtypes, as real weights beside complex data); for each lane
     ``l`` it stores ``lane_values(weights, x)`` into ``targets[0][l],
     targets[1][l], ...``, where ``x = (sources[0][l], sources[1][l], ...)``.
     With ``updates``, ``lane_values(weights, old, x)`` also takes ``old``,
@@ -239,13 +240,16 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
     @intrinsic
     def each(typingctx, weights, sources, targets):
         rows = (sources, targets)
-        if not all(_rows_of_one_dtype(kind) for kind in rows):
+        mixed = not planes and _rows(sources) and not _rows_of_one_dtype(sources)
+        if not (mixed or _rows_of_one_dtype(sources)) or not _rows_of_one_dtype(targets):
             return None
         splits = [2 if planes and isinstance(kind[0].dtype, types.Float) else 1 for kind in rows]
         values = [
             types.UniTuple(kind[0].dtype, split * len(kind))
             for kind, split in zip(rows, splits, strict=True)
         ]
+        if mixed:
+            values[0] = types.Tuple([row.dtype for row in sources])
         arguments = (weights, values[1], values[0]) if updates else (weights, values[0])
         lane_signature = typingctx.resolve_function_type(
             types.Dispatcher(lane_values), arguments, {}
@@ -302,8 +306,8 @@ def _inline_call(block, name):
     raise AssertionError(f"no call of {name} to inline")  # pragma: no cover
 
 
-def _rows_of_one_dtype(kind: types.Type) -> bool:
-    """Whether a Numba type is a non-empty tuple of 1-D C-ordered arrays of one dtype.
+def _rows(kind: types.Type) -> bool:
+    """Whether a Numba type is a non-empty tuple of 1-D C-ordered arrays.
 
     Read-only and writeable rows may mix (a read-only input beside weights).
     """
@@ -311,13 +315,14 @@ def _rows_of_one_dtype(kind: types.Type) -> bool:
         isinstance(kind, types.BaseTuple)
         and len(kind) > 0
         and all(
-            isinstance(row, types.Array)
-            and row.ndim == 1
-            and row.layout == "C"
-            and row.dtype == kind[0].dtype
-            for row in kind
+            isinstance(row, types.Array) and row.ndim == 1 and row.layout == "C" for row in kind
         )
     )
+
+
+def _rows_of_one_dtype(kind: types.Type) -> bool:
+    """Whether a Numba type is a non-empty tuple of 1-D C-ordered arrays of one dtype."""
+    return _rows(kind) and all(row.dtype == kind[0].dtype for row in kind)
 
 
 def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail):
@@ -330,13 +335,12 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail):
     if name in module.globals:
         return module.globals[name]
     source_values, target_values = lane_signature.args[-1], lane_signature.return_type
-    n_sources, n_targets = len(source_values), len(target_values)
-    pointer = {
-        kind: context.get_data_type(kind.dtype).as_pointer()
-        for kind in (source_values, target_values)
-    }
+    n_sources = len(source_values)
     argument_types = [context.get_value_type(lane_signature.args[0])]
-    argument_types += [pointer[source_values]] * n_sources + [pointer[target_values]] * n_targets
+    argument_types += [
+        context.get_data_type(value).as_pointer()
+        for value in (*source_values.types, *target_values.types)
+    ]
     argument_types.append(context.get_value_type(types.intp))
     loop = ir.Function(module, ir.FunctionType(ir.VoidType(), argument_types), name)
     loop.linkage = "internal"
@@ -410,7 +414,9 @@ def _product(w, x):  # pragma: no cover - typed by _product_typed
     The kernels write each sum over ``sigma`` as ``_madd(... _madd(_product(w0,
     x0), w1, x1) ...)``: for real numbers a product then one FMA per further
     term, for complex numbers :func:`_times` then :func:`_plus_times`; fixed
-    either way, so no kernel's result depends on what LLVM chooses to fuse.
+    either way, so no kernel's result depends on what LLVM chooses to fuse. A
+    real ``w`` takes the parts of a complex ``x`` one by one, as real numbers
+    (two products, and no ``0 * inf`` of a zero imaginary part of ``w``).
     """
 
 
@@ -423,11 +429,16 @@ def _product_typed(w, x):
             return complex(re, im)
 
         return complex_product
+    if isinstance(x, types.Complex):
+        return lambda w, x: complex(w * x.real, w * x.imag)
     return lambda w, x: w * x
 
 
 def _madd(acc, w, x):  # pragma: no cover - typed by _madd_typed
-    """``acc + w x`` rounded once (one FMA); for complex numbers as :func:`_plus_times`."""
+    """``acc + w x`` rounded once (one FMA); for complex numbers as :func:`_plus_times`.
+
+    A real ``w`` and complex ``x`` take one FMA per part.
+    """
 
 
 @overload(_madd, inline="always", jit_options={"fastmath": {"contract"}})
@@ -439,6 +450,8 @@ def _madd_typed(acc, w, x):
             return complex(re, im)
 
         return complex_madd
+    if isinstance(x, types.Complex):
+        return lambda acc, w, x: complex(_fma(w, x.real, acc.real), _fma(w, x.imag, acc.imag))
     return lambda acc, w, x: _fma(w, x, acc)
 
 

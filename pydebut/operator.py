@@ -180,26 +180,31 @@ def _immutable(array: np.ndarray) -> np.ndarray:
 
 
 class _Plan(NamedTuple):
-    """A chain laid out for the kernels, factors in application order."""
+    """A chain laid out for the kernels, factors in application order, for data of ``dtype``."""
 
     specs: np.ndarray  # (L, 5) int64: (p, q, r, s, t)
     offsets: np.ndarray  # (L + 1,) int64
-    weights: np.ndarray  # flat, of the data's dtype
+    weights: np.ndarray  # flat, of dtype or (a real operator's, for complex data) its precision
     max_dim: int
     n_out: int
     n_in: int
     batched: list  # [_batched.BatchPlan], built by the first block of vectors
+    dtype: np.dtype  # of the data and the results
 
 
 def _make_plan(
-    specs: Sequence[FactorSpec], weights: Sequence[np.ndarray], dtype: np.dtype
+    specs: Sequence[FactorSpec],
+    weights: Sequence[np.ndarray],
+    dtype: np.dtype,
+    weight_dtype: np.dtype | None = None,
 ) -> _Plan:
+    """The plan for data of ``dtype``, its weights of ``weight_dtype`` (default ``dtype``)."""
     table = np.array([f.as_tuple() for f in specs], dtype=np.int64)
     offsets = np.zeros(len(specs) + 1, dtype=np.int64)
     np.cumsum([w.size for w in weights], out=offsets[1:])
-    flat = np.concatenate([np.asarray(w, dtype=dtype).ravel() for w in weights])
+    flat = np.concatenate([np.asarray(w, dtype=weight_dtype or dtype).ravel() for w in weights])
     max_dim = max(max(f.p, f.q) for f in specs)
-    return _Plan(table, offsets, flat, max_dim, specs[-1].p, specs[0].q, [])
+    return _Plan(table, offsets, flat, max_dim, specs[-1].p, specs[0].q, [], dtype)
 
 
 #: Vectors at least this long run on all Numba threads, in phases (one parallel launch each,
@@ -230,6 +235,22 @@ def _splits_vector(plan: _Plan) -> bool:
         return False
     n_threads = _kernels.numba.get_num_threads()
     return n_threads > 1 and _batched.real_flops(plan.weights, 1) >= n_threads * VECTOR_WORKER_FLOPS
+
+
+def _parts_as_columns(block: np.ndarray) -> np.ndarray:
+    """A C-ordered complex ``block``'s real and imaginary parts as the columns of a real one.
+
+    A view: column ``2 j`` holds the real parts of column ``j``, ``2 j + 1`` the
+    imaginary parts. A real operator maps each column on its own, so it applies a
+    complex block as this real one: two real products per complex multiply-add,
+    where complex weights take four. Fewer complex columns than the batched kernels
+    take as real ones run one by one through the one-vector kernel, which takes
+    their parts one by one with the real weights in the same way. On the paper's
+    chains and the 4096 butterfly that took 0.68-0.87x the time of complex weights
+    at one vector, and the real columns 0.33-0.95x from three vectors on
+    (benchmarks/README.md).
+    """
+    return block.view(block.real.dtype).reshape(block.shape[0], -1)
 
 
 def _dask_backend(x: Any) -> Any:
@@ -860,21 +881,18 @@ class DeButOperator(LinearOperator):
             else:  # apply F_L first, F_1 last
                 specs = list(reversed(self._chain.factors))
                 weights = list(reversed(self._weights))
-            plan = _make_plan(specs, weights, dtype)
+            # A real operator keeps real weights for complex data (_parts_as_columns).
+            weight_dtype = np.finfo(dtype).dtype if self.dtype.kind == "f" else dtype
+            plan = _make_plan(specs, weights, dtype, weight_dtype)
             self._plans[key] = plan
         return plan
 
     def _route(self, data_dtype: np.dtype, adjoint: bool) -> _Plan:
-        """The plan for data of ``data_dtype``, remembered so the next call is a dict lookup.
-
-        A real operator takes complex data as a real block of its real and imaginary
-        parts (:meth:`_apply_parts`): its plan is the real one of the result's precision.
-        """
-        result = _result_dtype(self.dtype, data_dtype)
-        plan = self._plan(np.finfo(result).dtype if self.dtype.kind == "f" else result, adjoint)
+        """The plan for data of ``data_dtype``, remembered so the next call is a dict lookup."""
+        plan = self._plan(_result_dtype(self.dtype, data_dtype), adjoint)
         self._routes[data_dtype, adjoint] = plan
         unpermuted = self._row_perm is None and self._col_perm is None
-        if unpermuted and plan.weights.dtype == data_dtype:
+        if unpermuted and plan.dtype == data_dtype:
             self._direct[data_dtype, adjoint] = plan
         return plan
 
@@ -919,14 +937,12 @@ class DeButOperator(LinearOperator):
         """``B x`` (``B^H x``) without permutations, into ``out`` if it can take the result."""
         x = np.asarray(x)
         plan = self._routes.get((x.dtype, adjoint)) or self._route(x.dtype, adjoint)
-        dtype = plan.weights.dtype
+        dtype = plan.dtype
         if x.ndim not in (1, 2) or x.shape[0] != plan.n_in:
             raise ValueError(
                 f"dimension mismatch: expected an array of shape ({plan.n_in},) or "
                 f"({plan.n_in}, batch), got {x.shape}"
             )
-        if x.dtype.kind == "c" and dtype.kind == "f":
-            return self._apply_parts(plan, x, out)
         order = _kernel_order(x, dtype)
         if order == "C" and (x.dtype != dtype or not x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=dtype)
@@ -945,24 +961,6 @@ class DeButOperator(LinearOperator):
             self._apply_block(plan, x, out)
         return out
 
-    def _apply_parts(self, plan: _Plan, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        """``B x`` for complex ``x`` through the real ``plan``, into ``out`` if it can take it.
-
-        The real and imaginary parts of C-ordered complex data are the columns of a real
-        block (two per complex column, a view), and ``B`` maps each column on its own:
-        two real products per complex multiply-add instead of the four of complex weights.
-        """
-        real = plan.weights.dtype
-        dtype = _result_dtype(real, x.dtype)
-        x = np.ascontiguousarray(x, dtype=dtype)
-        shape = (plan.n_out, *x.shape[1:])
-        if out is None or not _writes_directly(out, shape, dtype) or np.may_share_memory(out, x):
-            out = np.empty(shape, dtype=dtype)
-        if x.size:
-            columns = x.view(real).reshape(plan.n_in, -1)
-            self._apply_block(plan, columns, out.view(real).reshape(plan.n_out, -1))
-        return out
-
     @staticmethod
     def _apply_vector(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
         if not _splits_vector(plan):
@@ -976,7 +974,11 @@ class DeButOperator(LinearOperator):
 
     @staticmethod
     def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
-        if x.shape[1] < COLUMNS_ALONE and not _splits_vector(plan):
+        split = _splits_vector(plan)
+        if x.dtype.kind == "c" and plan.weights.dtype.kind == "f":
+            if split or 2 * x.shape[1] >= COLUMNS_ALONE:  # else column by column, as they are
+                x, out = _parts_as_columns(x), _parts_as_columns(out)
+        if x.shape[1] < COLUMNS_ALONE and not split:
             _kernels.apply_chain_columns(plan.specs, plan.weights, x, out)
             return
         if not plan.batched:
