@@ -246,8 +246,8 @@ def _parts_as_columns(block: np.ndarray) -> np.ndarray:
     where complex weights take four. Fewer complex columns than the batched kernels
     take as real ones run one by one through the one-vector kernel, which takes
     their parts one by one with the real weights in the same way. On the paper's
-    chains and the 4096 butterfly that took 0.68-0.87x the time of complex weights
-    at one vector, and the real columns 0.33-0.95x from three vectors on
+    chains and the 4096 butterfly that took 0.67-0.85x the time of complex weights
+    at one and two vectors, and the real columns 0.22-0.98x from three vectors on
     (benchmarks/README.md).
     """
     return block.view(block.real.dtype).reshape(block.shape[0], -1)
@@ -974,11 +974,10 @@ class DeButOperator(LinearOperator):
 
     @staticmethod
     def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
-        split = _splits_vector(plan)
-        if x.dtype.kind == "c" and plan.weights.dtype.kind == "f":
-            if split or 2 * x.shape[1] >= COLUMNS_ALONE:  # else column by column, as they are
-                x, out = _parts_as_columns(x), _parts_as_columns(out)
-        if x.shape[1] < COLUMNS_ALONE and not split:
+        real_weights = x.dtype.kind == "c" and plan.weights.dtype.kind == "f"
+        if real_weights and (2 * x.shape[1] >= COLUMNS_ALONE or _splits_vector(plan)):
+            x, out = _parts_as_columns(x), _parts_as_columns(out)  # else column by column
+        if x.shape[1] < COLUMNS_ALONE and not _splits_vector(plan):
             _kernels.apply_chain_columns(plan.specs, plan.weights, x, out)
             return
         if not plan.batched:
