@@ -223,7 +223,7 @@ def fit_many(
         The fitting function's results (:class:`~pydebut.FitResult`), in the
         order of ``targets``. Each equals the result of the serial call: the
         fits are deterministic (seed ``rng`` in ``options`` for random
-        initialisations). A NumPy ``Generator`` (or ``RandomState``) as ``rng``
+        initialisations). A NumPy ``Generator`` (or bit generator) as ``rng``
         reaches every fit as a copy in its state at the call, on the local
         scheduler as on a cluster: each result equals
         ``fit(target, spec, rng=copy.deepcopy(rng))``.
@@ -277,7 +277,7 @@ def fit_many(
 def _own_rng(options: dict) -> dict:
     """``options`` with a copy of its random generator, if it holds one (tasks share nothing)."""
     rng = options.get("rng")
-    if isinstance(rng, (np.random.Generator, np.random.RandomState, np.random.BitGenerator)):
+    if isinstance(rng, (np.random.Generator, np.random.BitGenerator)):
         return {**options, "rng": copy.deepcopy(rng)}
     return options
 
