@@ -450,7 +450,7 @@ def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np
     """Delayed column panels ``(j0, panel)`` of a Dask target, and the working dtype."""
     if not hasattr(target, "chunks") or not hasattr(target, "to_delayed"):
         raise TypeError(f"expected a Dask array target, got {type(target).__name__}")
-    if not (np.issubdtype(target.dtype, np.number) or target.dtype == np.bool_):
+    if target.dtype.kind not in "biufc":
         raise TypeError(f"the target must hold numbers, got dtype {target.dtype}")
     if target.ndim == 2:
         for axis in (0, 1):

@@ -244,11 +244,24 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
 @pytest.mark.skipif(
     np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64"
 )
-@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical])
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
 def test_targets_that_overflow_in_the_working_precision_are_refused(fit):
-    target = np.full(SMALL.shape, np.longdouble("1e400"))
+    target = np.random.default_rng(0).standard_normal(SMALL.shape).astype(np.longdouble)
+    target[0, 0] = np.longdouble("1e400")  # approximate searched for minutes with an inf
     with pytest.raises(ValueError, match="target's entries overflow to infinity in float64"):
-        fit(target, SMALL)
+        approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
+
+
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
+@pytest.mark.parametrize(("unit", "what"), [("s", "time differences"), ("D", "datetimes")])
+def test_time_targets_are_refused(fit, unit, what):
+    # NumPy counts timedelta64 as a signed integer: it was fitted as plain numbers
+    kind = "timedelta64" if what == "time differences" else "datetime64"
+    target = (
+        np.arange(SMALL.shape[0] * SMALL.shape[1]).reshape(SMALL.shape).astype(f"{kind}[{unit}]")
+    )
+    with pytest.raises(TypeError, match=f"must hold real or complex numbers, got {what}"):
+        approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
 
 
 def test_fit_checks_the_output_folder_before_fitting(tmp_path, capsys, monkeypatch):

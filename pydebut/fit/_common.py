@@ -87,7 +87,7 @@ def load_target(
             "take at their stored values: fill them first (numpy.ma.filled)"
         )
     array = np.asarray(dense_target(target))
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+    if array.dtype.kind not in "biufc":  # timedelta64 is a NumPy number, but not one
         what = _NON_NUMERIC.get(array.dtype.kind, "non-numeric values")
         raise TypeError(
             f"the target must hold real or complex numbers, got {what} (dtype {array.dtype})"

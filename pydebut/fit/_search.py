@@ -79,7 +79,7 @@ from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
 from ..spec import Chain
 from ._als import CouplingLimitError, fit_als
-from ._common import TargetScale, load_target, working_dtype
+from ._common import TargetScale, as_working, load_target, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
 __all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
@@ -344,7 +344,7 @@ def approximate(
     generator = random_generator(rng)
     # one seed per purpose, drawn before any work: nothing below depends on the order of work
     sketch_seed, fit_seed, svd_seed = (int(seed) for seed in generator.integers(2**63, size=3))
-    matrix = np.asarray(matrix, dtype=working_dtype(matrix.dtype))
+    matrix = as_working(matrix, working_dtype(matrix.dtype))
     # the search squares entries (norms, Gram matrices): it runs on the target scaled by a
     # power of two, exactly, and the answer is scaled back
     scale = TargetScale.of(matrix)
