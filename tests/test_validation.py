@@ -224,6 +224,13 @@ def bad_targets(tmp_path):
     np.save(paths["objects"], np.full(SMALL.shape, None, dtype=object), allow_pickle=True)
     paths["strings"] = tmp_path / "strings.npy"
     np.save(paths["strings"], np.full(SMALL.shape, "a"))
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones(SMALL.shape))
+    data = good.read_bytes()
+    paths["truncated"] = tmp_path / "truncated.npy"
+    paths["truncated"].write_bytes(data[:-8])  # the header whole, the data cut short
+    paths["garbled"] = tmp_path / "garbled.npy"
+    paths["garbled"].write_bytes(data[:10] + b"{garbage" + data[18:])
     return paths
 
 
@@ -234,6 +241,8 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
         "json": r"target file '.*target.json' is not a .npy file; save the matrix",
         "objects": r"target file '.*objects.npy' holds Python objects, not numbers; pydebut never",
         "strings": r"must hold real or complex numbers, got strings \(dtype <U1\)",
+        "truncated": r"'.*truncated.npy' is a damaged or truncated .npy file",
+        "garbled": r"'.*garbled.npy' is a damaged or truncated .npy file",
     }
     for name, message in messages.items():
         with pytest.raises((ValueError, TypeError), match=message) as err:

@@ -238,11 +238,30 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
         )
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError:  # an array of Python objects, which only unpickling could read
+    except ValueError:
+        if _holds_objects(path):  # which only unpickling could read
+            raise ValueError(
+                f"the target file {os.fspath(path)!r} holds Python objects, not numbers; "
+                "pydebut never unpickles files: save a numeric array with numpy.save"
+            ) from None
         raise ValueError(
-            f"the target file {os.fspath(path)!r} holds Python objects, not numbers; "
-            "pydebut never unpickles files: save a numeric array with numpy.save"
+            f"the target file {os.fspath(path)!r} is a damaged or truncated .npy file: its "
+            "header or its data cannot be read"
         ) from None
+
+
+def _holds_objects(path: str | os.PathLike) -> bool:
+    """Whether the ``.npy`` header of ``path`` declares Python objects (False if unreadable)."""
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(file)
+            else:
+                header = np.lib.format.read_array_header_2_0(file)
+    except (ValueError, OSError):
+        return False
+    return header[2].hasobject
 
 
 def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -> float:
