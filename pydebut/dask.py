@@ -384,6 +384,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         if shape[1] * n * dtype.itemsize <= memory_limit:
             break
         split = _Split.of(shape, chain[index], chain[index + 1], rank)
+        split.check_gram_memory(dtype)
         parts = _each_panel(panels, _gram_pass, levels, split)
         gram = np.zeros((shape[0] * split.C1, split.B2, split.R1, split.R1), dtype=dtype)
         for part in parts:

@@ -215,6 +215,19 @@ def test_the_memory_check_comes_before_the_allocation(monkeypatch):
     assert op.toarray().shape == (8, 8)
 
 
+def test_hierarchical_splits_beyond_memory_are_refused_before_the_gram_matrices(monkeypatch):
+    # 512 sub-blocks of 256 x 2 need 512 Gram matrices of 256 x 256 (256 MiB, and as much
+    # for their eigenvectors) for a target of 2 MiB; at 4096 x 4096 it was 128 GiB.
+    chain = Chain.from_sup_sub("512 512 512 512", "256 256 2 2 2 1")
+    target = np.random.default_rng(0).standard_normal(chain.shape)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**28)
+    words = "the hierarchical split into 512 sub-blocks of 256 x 2, with a 256 x 256 Gram matrix"
+    for fit in (fit_hierarchical, fit_als):
+        with pytest.raises(ValueError, match=re.escape(words) + ".* init='random'"):
+            fit(target, chain)
+    assert fit_als(target, chain, n_sweeps=0, init="random", rng=0).operator.shape == (512, 512)
+
+
 def test_the_product_of_a_wide_operator_takes_the_memory_of_the_product(monkeypatch):
     # Built as A @ I_n it needed an n x n identity: 32 GiB for 4 x 65536 (2 MiB).
     monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**24)

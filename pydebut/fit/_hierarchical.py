@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._memory import check_fits_in_memory
 from .._permutation import candidate_permutations, check_permutation, unpermute
 from ..operator import _dask_backend
 from ..spec import Chain, FactorSpec
@@ -270,6 +271,22 @@ class _Split:
         B2, C1 = left.t // t, right.n_blocks // k
         return cls(k, R // B2, B2, C1, S // C1, t, rank)
 
+    def check_gram_memory(self, dtype: np.dtype) -> None:
+        """Refuse a split whose ``R1 x R1`` Gram matrices, one per sub-block, exceed memory.
+
+        They take ``R1 / S2`` times the entries when the sub-blocks are narrow
+        (``S2 < R1``): 64 GiB for a 4096 x 4096 float32 target split into
+        ``2048 x 2`` sub-blocks.
+        """
+        groups = self.k * self.C1 * self.B2 * self.t
+        check_fits_in_memory(
+            2 * groups * self.R1 * self.R1 * np.dtype(dtype).itemsize,  # and their eigenvectors
+            f"the hierarchical split into {groups:,} sub-blocks of {self.R1} x {self.S2}, "
+            f"with a {self.R1} x {self.R1} Gram matrix each,",
+            "choose a chain whose factors have smaller blocks (r), or start fit_als from "
+            "init='random'",
+        )
+
     def blocks(self, entries: np.ndarray) -> np.ndarray:
         """``(k, C1, B2, t, R1, S2)`` view of entries ``(k, R, S, t)``: the sub-blocks."""
         k, R1, B2, C1, S2, t = self.k, self.R1, self.B2, self.C1, self.S2, self.t
@@ -293,6 +310,7 @@ def _split(entries: np.ndarray, split: _Split) -> tuple[np.ndarray, np.ndarray]:
     right part ``(k*C1, w*B2, S2, t)``.
     """
     k, _, B2, C1, S2, t, w = astuple(split)
+    split.check_gram_memory(entries.dtype)
     blocks = split.blocks(entries)
     _, vectors = np.linalg.eigh(np.matmul(blocks, np.conj(np.swapaxes(blocks, -1, -2))))
     left, basis_h = _bases(vectors, split)
