@@ -65,9 +65,33 @@ def test_listing_needs_a_row(capsys, tmp_path):
     path.write_text(out)
     status, _, err = run(capsys, "check", "--chain", str(path))
     assert status == 2
-    assert "choose one with --row 1.." in err
+    assert "choose one with --row (its rows: 1, 2" in err
     status, _, err = run(capsys, "check", "--chain", str(path), "--row", "999")
-    assert status == 2 and "there is no row 999" in err
+    assert status == 2 and "has no row 999" in err
+
+
+def test_row_picks_the_row_of_that_number_in_a_part_of_a_listing(capsys, tmp_path):
+    # --row is the `row` column of the listing, also in a file holding some of its rows
+    _, out, _ = run(capsys, "chains", "64", "576", "--factors", "2-4", "--limit", "5",
+                    "--format", "json")  # fmt: skip
+    rows = json.loads(out)["chains"]
+    path = tmp_path / "picked.json"
+    path.write_text(json.dumps([rows[2], rows[4]]))
+    status, out, _ = run(capsys, "check", "--chain", str(path), "--row", "3", "--format", "json")
+    assert status in (0, 1) and json.loads(out)["sup"] == rows[2]["sup"]
+    status, _, err = run(capsys, "check", "--chain", str(path), "--row", "1")
+    assert status == 2 and "has no row 1 (its rows: 3, 5)" in err
+
+
+def test_chain_files_are_read_up_to_a_limit(capsys, monkeypatch, tmp_path):
+    from pydebut.commands import _common
+
+    monkeypatch.setattr(_common, "MAX_CHAIN_FILE_BYTES", 100)
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"sup": [[4, 4]] * 20, "sub": [[2, 2, 2]] * 20}))
+    for name in (str(path), "/dev/zero"):
+        status, _, err = run(capsys, "check", "--chain", name)
+        assert status == 2 and "is larger than 100 bytes" in err
 
 
 def test_csv_and_table_carry_the_sup_sub_spelling(capsys):

@@ -52,8 +52,14 @@ HOSTILE = {
     "huge factor range": (["chains", "8", "8", "--factors", f"1-{10**26}"], ""),
     "plot into a missing directory": (
         ["check", *CHAIN, "--plot", "no/such/dir/x.png"],
-        "No such file or directory",
+        "cannot write the plot to no/such/dir/x.png: folder",
     ),
+    "plot into a folder": (["check", *CHAIN, "--plot", "."], "the plot to .: it is a folder"),
+    "factors into a folder": (
+        ["fit", "ok.npy", *CHAIN, "-o", "."],
+        "cannot write the factors to .: it is a folder",
+    ),
+    "factors to no name": (["fit", "ok.npy", *CHAIN, "-o", ""], "to an empty file name"),
     "plot format unknown": (["check", *CHAIN, "--plot", "x.unknownext"], "not supported"),
     "missing target": (["fit", "missing.npy", *CHAIN, "-o", "x.npz"], "missing.npy"),
     "text target": (["fit", "text.npy", *CHAIN, "-o", "x.npz"], ""),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,17 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     >>> os.remove(f.name)
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            raw = file.read(MAX_CHAIN_FILE_BYTES + 1)  # /dev/zero ends here too
     except OSError as err:
         raise UsageError(f"cannot read chain file {path}: {err.strerror}") from None
+    if len(raw) > MAX_CHAIN_FILE_BYTES:
+        raise UsageError(
+            f"chain file {path} is larger than {MAX_CHAIN_FILE_BYTES:,} bytes "
+            "(MAX_CHAIN_FILE_BYTES of pydebut.commands._common): not a chain listing"
+        )
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"chain file {path} is not text (not UTF-8): not a JSON file") from None
     try:
@@ -155,17 +164,44 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
 
 
 def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
+    """The chain of ``rows`` whose ``row`` field is ``row`` (1-based position without fields)."""
     if not rows:
         raise UsageError(f"chain file {path} lists no chains")
+    labels = [item.get("row") if isinstance(item, dict) else None for item in rows]
+    if not all(type(label) is int for label in labels):  # rows not from `pydebut chains`
+        labels = list(range(1, len(rows) + 1))
+    shown = ", ".join(map(str, labels[:5])) + (", ..." if len(labels) > 5 else "")
     if row is None:
         if len(rows) > 1:
             raise UsageError(
-                f"chain file {path} lists {len(rows)} chains: choose one with --row 1..{len(rows)}"
+                f"chain file {path} lists {len(rows)} chains: choose one with --row "
+                f"(its rows: {shown})"
             )
-        row = 1
-    if not 1 <= row <= len(rows):
-        raise UsageError(f"chain file {path} lists {len(rows)} chains, so there is no row {row}")
-    return rows[row - 1]
+        return rows[0]
+    if row not in labels:
+        raise UsageError(f"chain file {path} has no row {row} (its rows: {shown})")
+    return rows[labels.index(row)]
+
+
+#: Largest chain file read (bytes): a listing of a million chains is about 250 MB of JSON.
+MAX_CHAIN_FILE_BYTES = 2**28
+
+
+def check_output_file(path: str, what: str) -> None:
+    """Raise :class:`UsageError` if ``what`` cannot be written to the file ``path``.
+
+    Called before any work: an empty path, a folder, a missing or read-only folder.
+    """
+    if not path:
+        raise UsageError(f"cannot write {what} to an empty file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        problem = (
+            "it is a folder" if os.path.isdir(path)
+            else f"folder {folder} does not exist" if not os.path.isdir(folder)
+            else f"folder {folder} is not writable"
+        )  # fmt: skip
+        raise UsageError(f"cannot write {what} to {path}: {problem}")
 
 
 def require_matplotlib(option: str = "--plot") -> None:

@@ -13,7 +13,14 @@ import sys
 from ..chains import classify
 from ..density import DensityResult, is_dense
 from ..spec import Chain
-from ._common import GLOSSARY, add_chain_arguments, chain_from_args, require_matplotlib, save_figure
+from ._common import (
+    GLOSSARY,
+    add_chain_arguments,
+    chain_from_args,
+    check_output_file,
+    require_matplotlib,
+    save_figure,
+)
 from ._output import count, ratio, table
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
@@ -44,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     chain = chain_from_args(args)
     assert chain is not None  # add_chain_arguments(required=True)
+    if args.plot:
+        check_output_file(args.plot, "the plot")
     report = build_report(chain)
     if args.plot:
         _save_plot(chain, args.plot)

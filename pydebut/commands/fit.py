@@ -9,7 +9,6 @@ truncated SVD with the same number of parameters.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -19,7 +18,13 @@ from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
 from ..io import npz_path, save
 from ..spec import Chain
-from ._common import UsageError, add_chain_arguments, chain_from_args, check_seed
+from ._common import (
+    UsageError,
+    add_chain_arguments,
+    chain_from_args,
+    check_output_file,
+    check_seed,
+)
 from ._output import count, duration, error, ratio, table
 
 HELP = "fit DeBut factors to a matrix (ALS and/or hierarchical factorization)"
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     """Fit, print the error table, save the factors; return the exit status."""
     chain = chain_from_args(args)
     _check_options(args, chain)
-    _check_output(str(npz_path(args.output)))
+    check_output_file(args.output, "the factors")
+    check_output_file(str(npz_path(args.output)), "the factors")
     start = time.perf_counter()
     options = {
         "n_sweeps": args.sweeps,
@@ -124,18 +130,6 @@ def run(args: argparse.Namespace) -> int:
     save(args.output, operator)
     print(f"saved {operator.chain.n_factors} factors to {npz_path(args.output)}")
     return 0
-
-
-def _check_output(path: str) -> None:
-    """Refuse an output path that cannot be written before any fitting starts."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        problem = (
-            "it is a folder" if os.path.isdir(path)
-            else f"folder {folder} does not exist" if not os.path.isdir(folder)
-            else f"folder {folder} is not writable"
-        )  # fmt: skip
-        raise UsageError(f"cannot write the factors to {path}: {problem}")
 
 
 def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
