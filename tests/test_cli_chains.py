@@ -293,3 +293,21 @@ def test_check_plot_without_suffix_reports_the_file_written(capsys, tmp_path, mo
     assert (tmp_path / "noext.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "noext").exists()
     assert err.strip() == "wrote noext.png"
+
+
+def test_long_listings_stream_and_tables_are_bounded(capsys, monkeypatch):
+    from pydebut.commands import chains as chains_command
+
+    first = next(enumerate_chains(8, 8, n_factors=2, order="params"))
+
+    def one_then_fail(m, n, sort, request):  # the search stops after the first chain
+        yield first
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(chains_command, "_sorted_chains", one_then_fail)
+    for fmt, words in [("csv", f"1,2,{first.n_params},"), ("json", '"row": 1, "factors": 2')]:
+        status, out, _ = run(capsys, "chains", "8", "8", "--factors", "2", "--format", fmt)
+        assert status != 0 and words in out  # written before the search went on
+    monkeypatch.setattr(chains_command, "MAX_TABLE_ROWS", 1)
+    status, _, err = run(capsys, "chains", "8", "8", "--factors", "2", "--limit", "2")
+    assert status == 2 and "a table of 2 rows, more than 1; --format csv or json" in err

@@ -15,6 +15,8 @@ from ._common import GLOSSARY, UsageError
 from ._output import count, ratio, table
 
 SORTS = ("params", "flops", "max_dim", "factors")
+#: Most rows of a table (all rows are formatted before the first is printed, to align them).
+MAX_TABLE_ROWS = 100_000
 FORMATS = ("table", "json", "csv")
 COLUMNS = (
     "row",
@@ -94,27 +96,31 @@ def run(args: argparse.Namespace) -> int:
     )
     total = count_chains(args.m, args.n, **request)
     limit = min(args.limit, total, sys.maxsize)  # islice takes at most sys.maxsize
-    shown = list(itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), limit))
-    rows = [_row(i, chain) for i, chain in enumerate(shown, start=1)]
-    left_out = total - len(rows)
+    if args.format == "table" and limit > MAX_TABLE_ROWS:
+        raise UsageError(
+            f"--limit {args.limit} asks for a table of {count(limit)} rows, more than "
+            f"{count(MAX_TABLE_ROWS)}; --format csv or json write the rows as they are found"
+        )
+    shown = itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), limit)
+    rows = (_row(i, chain) for i, chain in enumerate(shown, start=1))
+    left_out = total - limit
     if args.format == "json":
-        document = {
+        head = {
             "m": args.m,
             "n": args.n,
             "filters": {**request, "n_factors": list(request["n_factors"])},
             "sort": args.sort,
             "total": total,
-            "shown": len(rows),
+            "shown": limit,
             "left_out": left_out,
-            "chains": rows,
         }
-        print(_json_lines(document))
+        _write_json_lines(head, rows)
     elif args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows([_flat(row)[column] for column in COLUMNS] for row in rows)
     else:
-        _print_table(rows)
+        _print_table(list(rows))
     if left_out:
         note = f"{count(left_out)} of {count(total)} chains left out by --limit {args.limit}"
         print(note, file=sys.stdout if args.format == "table" else sys.stderr)
@@ -162,12 +168,14 @@ def _flat(row: dict) -> dict:
     }
 
 
-def _json_lines(document: dict) -> str:
-    """JSON with one chain per line."""
-    head = {key: value for key, value in document.items() if key != "chains"}
-    chains = ",\n".join(f"  {json.dumps(row)}" for row in document["chains"])
-    body = f"[\n{chains}\n ]" if chains else "[]"
-    return f'{json.dumps(head)[:-1]},\n "chains": {body}}}'
+def _write_json_lines(head: dict, rows: Iterator[dict]) -> None:
+    """Write ``head`` with a ``chains`` list of ``rows`` as JSON, one chain per line, as found."""
+    sys.stdout.write(f'{json.dumps(head)[:-1]},\n "chains": [')
+    written = 0
+    for row in rows:
+        sys.stdout.write(f"{',' if written else ''}\n  {json.dumps(row)}")
+        written += 1
+    sys.stdout.write("\n ]}\n" if written else "]}\n")
 
 
 def _print_table(rows: list[dict]) -> None:
