@@ -261,6 +261,27 @@ def test_targets_that_overflow_in_the_working_precision_are_refused(fit):
         approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
 
 
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64"
+)
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
+def test_targets_that_underflow_in_the_working_precision_are_refused(fit):
+    # all fitted the zero operator and reported error 0.0 (the true error is 1)
+    target = np.random.default_rng(0).standard_normal(SMALL.shape).astype(np.longdouble)
+    target *= np.longdouble("1e-400")
+    with pytest.raises(ValueError, match=r"underflow in float64: the largest is .*e-40[01]"):
+        approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
+
+
+def test_integer_targets_are_fitted_in_double_precision_whatever_holds_them():
+    from scipy.sparse import csr_array
+    from scipy.sparse.linalg import aslinearoperator
+
+    target = np.arange(SMALL.shape[0] * SMALL.shape[1], dtype=np.int16).reshape(SMALL.shape)
+    for holder in (target, csr_array(target), aslinearoperator(target)):
+        assert fit_hierarchical(holder, SMALL).operator.dtype == np.float64
+
+
 @pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
 @pytest.mark.parametrize(("unit", "what"), [("s", "time differences"), ("D", "datetimes")])
 def test_time_targets_are_refused(fit, unit, what):

@@ -508,8 +508,8 @@ def fit_als(
     ----------
     target : array_like or path
         The ``m x n`` matrix ``D``, real or complex; a path names a ``.npy``
-        file, which is memory-mapped. float32/complex64 targets are fitted in
-        single precision, everything else in double precision. Any array-like
+        file, which is memory-mapped. float16, float32 and complex64 targets are
+        fitted in single precision, everything else in double precision. Any array-like
         (``np.memmap`` too); a SciPy sparse matrix or a ``LinearOperator`` is
         made dense, up to ``2**27`` entries.
     chain : Chain

@@ -120,10 +120,22 @@ def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``matrix`` in the working ``dtype``; ``ValueError`` if entries overflow in the cast.
 
     Only a narrowing cast (e.g. ``longdouble`` to ``float64``) can overflow, so
-    only then are the converted entries checked.
+    only then are the converted entries checked; a target whose largest entry is
+    below ``dtype``'s normal range is refused too (it would fit as zero, or with
+    few digits).
     """
     narrowing = matrix.dtype.kind in "fc" and np.finfo(matrix.dtype).max > np.finfo(dtype).max
-    return _cast_checked(matrix, dtype, "the target's entries", narrowing)
+    cast = _cast_checked(matrix, dtype, "the target's entries", narrowing)
+    if narrowing:
+        parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
+        largest = max(np.abs(part).max() for part in parts)
+        if 0 < largest < np.finfo(dtype).tiny:
+            raise ValueError(
+                f"the target's entries underflow in {dtype}: the largest is "
+                f"{np.format_float_scientific(largest, precision=3)}, "
+                f"below its smallest normal number {np.finfo(dtype).tiny:.4g}; scale the target"
+            )
+    return cast
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,11 @@ def dense_target(target: Any) -> Any:
     if isinstance(target, LinearOperator):
         _check_size(target.shape, "LinearOperator")
         m, n = target.shape
-        dtype = np.result_type(target.dtype if target.dtype is not None else np.float64)
-        out = np.empty((m, n), dtype=np.result_type(dtype, np.float32))
+        dtype = np.dtype(target.dtype if target.dtype is not None else np.float64)
+        # the working precision of an array of the operator's dtype (working_dtype)
+        out = np.empty(
+            (m, n), dtype=np.result_type(dtype, np.float32 if dtype.kind in "fc" else np.float64)
+        )
         for start in range(0, n, BLOCK):
             stop = min(start + BLOCK, n)
             columns = np.zeros((n, stop - start), dtype=out.dtype)
