@@ -249,6 +249,9 @@ def conv2d(
     Returns
     -------
     ndarray, shape (batch, c_out, out_h, out_w)
+        Integer images through an integer kernel matrix are summed in 64-bit
+        integers, as ``numpy.sum`` sums them (NumPy's product of ``uint8`` and
+        ``int8`` arrays would wrap around at ``2**15``).
 
     Raises
     ------
@@ -298,5 +301,7 @@ def conv2d(
             f"the kernel matrix has {op.shape[1]} columns but {x.shape[1]} channels with a "
             f"{geometry.kernel[0]} x {geometry.kernel[1]} kernel need {n_cols}"
         )
+    if x.dtype.kind in "biu" and op.dtype.kind in "biu":
+        x = x.astype(np.result_type(x.dtype, op.dtype, np.int64))
     out = np.asarray(op.matmat(geometry.unfold(x, layout)))
     return out.reshape(op.shape[0], x.shape[0], *geometry.out).transpose(1, 0, 2, 3)

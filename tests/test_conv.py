@@ -53,6 +53,15 @@ def test_conv2d_equals_direct_convolution(layout, kernel_size, stride, padding, 
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_integer_images_and_kernels_are_summed_without_wrapping():
+    # uint8 images through an int8 kernel matrix were summed in int16: 16 * 255 * 127 wrapped
+    x = np.full((1, 16, 3, 3), 255, dtype=np.uint8)
+    kernel = np.full((2, 16, 1, 1), 127, dtype=np.int8)
+    got = conv2d(x, kernel_to_matrix(kernel), 1)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, np.full((1, 2, 3, 3), 16 * 255 * 127))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_conv2d_with_a_debut_kernel(layout):
     rng = np.random.default_rng(1)
