@@ -348,3 +348,14 @@ def test_too_much_coupling_is_refused_before_any_work(monkeypatch, chain):
     with pytest.raises(ValueError, match=r"factor \d of the chain: .*fit_als does not support"):
         fit_als(np.ones(chain.shape), chain, init="random")
     _couplings.cache_clear()
+
+
+def test_wide_rectangles_are_counted_against_the_coupling_limit():
+    # a 4 x 16384 rectangle of coupled weights: its H_J alone is 2**28 entries, and its
+    # pairs along rows 5e8 edges; fit_als ran out of memory after about 10 s
+    n = 16384
+    chain = Chain([(4, n, 4, n, 1), (n, 4, n, 4, 1)])
+    _couplings.cache_clear()
+    with pytest.raises(ValueError, match="factor 2 of the chain: about 268,435,472 pairs of"):
+        fit_als(np.ones((4, 4)), chain, n_sweeps=1)
+    _couplings.cache_clear()

@@ -332,8 +332,13 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
                 raise CouplingLimitError(f"factor {index + 1} of the chain: {err}") from None
             couplings[index] = coupling = _rectangles_apart(components, rows, cols)
             entries = sum(g.shape[0] * g.shape[1] ** 2 for g in coupling.groups)
+            # a rectangle of a x b weights solves with G_J (a x a) and H_J (b x b)
+            entries += sum(
+                len(x) * (x.shape[1] ** 2 + x.shape[2] ** 2) for x in coupling.rectangles
+            )
             if entries > MAX_SYSTEM_ENTRIES:
-                largest = max(g.shape[1] for g in coupling.groups)
+                sizes = [g.shape[1] for g in coupling.groups]
+                largest = max(sizes + [x.shape[1] * x.shape[2] for x in coupling.rectangles])
                 raise CouplingLimitError(
                     f"factor {index + 1} of the chain: its unknowns couple in components of "
                     f"up to {largest} weights, whose dense systems would hold {entries:,} "
@@ -384,6 +389,7 @@ def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarra
     ``G`` and ``H``.
     """
     k, r, s, t = spec.weight_shape
+    _check_pairs(k * t * (r * r + s * s), "pairs of rows and of columns within its rectangles")
     flat = np.arange(spec.nnz).reshape(k, r, s, t)
     row_of = (np.arange(k)[:, None, None] * r + np.arange(r)[:, None]) * t + np.arange(t)
     col_of = (np.arange(k)[:, None, None] * s + np.arange(s)[:, None]) * t + np.arange(t)
@@ -393,6 +399,10 @@ def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarra
     g_local = _row_grams(pattern, row_index) > 0  # (k*t, r, r)
     h_local = _gram_entries(gram, col_index) != 0  # (k*t, s, s)
     weights = flat.transpose(0, 3, 1, 2).reshape(k * t, r, s)  # rectangle (b, alpha), rho, sigma
+    along = r * np.count_nonzero(np.triu(h_local, k=1)) + s * np.count_nonzero(
+        np.triu(g_local, k=1)
+    )
+    _check_pairs(along, "coupled pairs of weights along the rows and columns of its rectangles")
     edges = [_along(weights, h_local), _along(weights.swapaxes(1, 2), g_local)]
     edges.append(_across(spec, pattern, gram, flat))
     u = np.concatenate([e[0] for e in edges])
@@ -407,6 +417,15 @@ def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarra
         members = starts[sizes == size][:, None] + np.arange(size)
         groups.append(order[members])
     return tuple(groups)
+
+
+def _check_pairs(count: int, what: str) -> None:
+    """Raise :class:`CouplingLimitError` if ``count`` ``what`` exceed ``MAX_SYSTEM_ENTRIES``."""
+    if count > MAX_SYSTEM_ENTRIES:
+        raise CouplingLimitError(
+            f"about {count:,} {what}: fit_als does not support chains whose factor updates "
+            "couple this much (chainable and rank-weighted chains couple little or not at all)"
+        )
 
 
 def _along(weights: np.ndarray, related: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -436,12 +455,7 @@ def _across(
     h_candidates = h_rows.size * r * r
     # Upper bound on the row pairs sharing an output, all rectangles included.
     g_candidates = int(np.sum(pattern.sum(axis=0) ** 2)) * s * s
-    if min(h_candidates, g_candidates) > MAX_SYSTEM_ENTRIES:
-        raise CouplingLimitError(
-            f"about {min(h_candidates, g_candidates):,} pairs of weights to examine for "
-            "coupling: fit_als does not support chains whose factor updates couple this "
-            "much (chainable and rank-weighted chains couple little or not at all)"
-        )
+    _check_pairs(min(h_candidates, g_candidates), "pairs of weights to examine for coupling")
     if h_candidates <= g_candidates:
         return _across_from_columns(spec, pattern, (h_rows, h_cols), flat)
     return _across_from_rows(spec, pattern, gram, flat)
