@@ -135,6 +135,8 @@ def candidate_permutations(m: int, n: int) -> dict[str, PermutationPair]:
     def reversal(size: int) -> np.ndarray | None:
         return bit_reversal(size) if size > 2 and not size & (size - 1) else None
 
+    m = _as_positive_int(m, "m", "candidate_permutations")
+    n = _as_positive_int(n, "n", "candidate_permutations")
     rows, cols = reversal(m), reversal(n)
     candidates: dict[str, PermutationPair] = {"identity": (None, None)}
     if cols is not None:

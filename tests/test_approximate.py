@@ -256,6 +256,7 @@ def test_a_small_search_is_narrowed_with_a_warning():
         ({"beam_width": True}, TypeError, "beam_width must be an int"),
         ({"n_sweeps": -1}, ValueError, "n_sweeps must be >= 0"),
         ({"tol": -1.0}, ValueError, "tol must be finite"),
+        ({"tol": "0"}, TypeError, "tol must be a real number or None"),
         ({"progress": "yes"}, TypeError, "progress must be a bool"),
         ({"include": [[(4, 8, 4, 8, 1)]]}, TypeError, "include[0] must be a Chain"),
         ({"include": [Chain([(8, 8, 8, 8, 1)])]}, ValueError, "include[0] is 8 x 8"),
@@ -265,6 +266,12 @@ def test_bad_input_is_refused_before_any_work(kwargs, error, message):
     arguments = {"target": np.ones((4, 8)), "max_params": 40, **kwargs}
     with pytest.raises(error, match=re.escape(message)):
         approximate(arguments.pop("target"), arguments.pop("max_params"), **arguments)
+
+
+def test_tol_takes_any_real_number_as_fit_als_does():
+    target = np.random.default_rng(0).standard_normal((8, 8))
+    results = [approximate(target, 40, tol=tol, n_sweeps=1, rng=0) for tol in (0.0, np.int64(0))]
+    assert results[0].error == results[1].error
 
 
 def test_targets_with_coinciding_singular_values_are_searched():

@@ -324,3 +324,13 @@ def test_pickle_keeps_the_permutations():
     copy = pickle.loads(pickle.dumps(op))
     assert np.array_equal(copy.col_perm, op.col_perm) and copy.row_perm is None
     np.testing.assert_array_equal(copy.toarray(), op.toarray())
+
+
+@pytest.mark.parametrize(
+    ("m", "error", "words"),
+    [(0, ValueError, "positive"), (-8, ValueError, "positive"), (True, TypeError, "boolean"),
+     (8.0, TypeError, "the float 8.0")],
+)  # fmt: skip
+def test_candidate_permutations_check_the_sizes(m, error, words):
+    with pytest.raises(error, match=f"candidate_permutations: m must be .*{words}"):
+        candidate_permutations(m, 4)

@@ -78,7 +78,7 @@ from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
 from ..spec import Chain
-from ._als import CouplingLimitError, fit_als
+from ._als import CouplingLimitError, _check_tol, fit_als
 from ._common import TargetScale, as_working, load_target, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
@@ -134,7 +134,7 @@ class SVDBaseline:
     Attributes
     ----------
     rank : int
-        ``k`` (0 when the budget is below ``m + n``).
+        ``k``, at most ``min(m, n)`` (0 when the budget is below ``m + n``).
     n_params : int
         ``k (m + n)``.
     error : float
@@ -210,7 +210,8 @@ def approximate(
     rank itself) by a beam search guided by the errors of hierarchical splits,
     fits the most promising few (:func:`fit_hierarchical` then :func:`fit_als`)
     and returns the one with the smallest true error. The truncated SVD with the
-    same budget is always a candidate, so the answer is never worse than it; the
+    same budget is always a candidate, so the answer is never worse than it
+    (above ``EXACT_SVD_ENTRIES`` entries, than the randomized SVD computed here); the
     rank-weighted radix-2 and radix-4 butterflies within the budget are always
     fitted too (their error builds up evenly over the levels, which a beam
     ranking prefixes by the error so far can miss).
@@ -436,11 +437,7 @@ class _Options:
             if value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
             values[name] = int(value)
-        if tol is not None:
-            if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)):
-                raise TypeError(f"tol must be a float or None, got {type(tol).__name__}")
-            if not np.isfinite(tol) or tol < 0:
-                raise ValueError(f"tol must be finite and >= 0, got {tol}")
+        tol = _check_tol(tol)
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         return cls(tol=tol, progress=bool(progress), **values)
