@@ -14,6 +14,9 @@ from typing import Any
 
 from ..spec import Chain
 
+#: Largest chain file read (bytes): a listing of a million chains is about 260 MB of JSON.
+MAX_CHAIN_FILE_BYTES = 2**28
+
 #: Help epilog of the commands that print these terms.
 GLOSSARY = """terms (the Concepts page of the documentation has the maths):
   p, q, r, s, t  a factor is p x q, block-diagonal with p/(r*t) blocks, each an
@@ -181,10 +184,6 @@ def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
     if row not in labels:
         raise UsageError(f"chain file {path} has no row {row} (its rows: {shown})")
     return rows[labels.index(row)]
-
-
-#: Largest chain file read (bytes): a listing of a million chains is about 250 MB of JSON.
-MAX_CHAIN_FILE_BYTES = 2**28
 
 
 def check_output_file(path: str, what: str) -> None:
