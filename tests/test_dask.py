@@ -66,13 +66,15 @@ def random_data(rng, shape, dtype):
     return random_target(shape, rng, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("dtype", "data_dtype"), [*((d, d) for d in DTYPES), (np.float64, np.complex128)]
+)
 @pytest.mark.parametrize("chunks", [(64, 7), (16, 40), (64, 200), (64, (1, 198, 1))])
-def test_apply_to_dask_columns_equals_numpy_bitwise(dtype, chunks):
+def test_apply_to_dask_columns_equals_numpy_bitwise(dtype, data_dtype, chunks):
     rng = np.random.default_rng(0)
     op = DeButOperator.random(Chain.from_factorizations([2, 4, 8], [4, 4, 4]), rng=1, dtype=dtype)
-    X = random_data(rng, (64, 200), dtype)
-    Y = random_data(rng, (64, 200), dtype)
+    X = random_data(rng, (64, 200), data_dtype)
+    Y = random_data(rng, (64, 200), data_dtype)
     lazy = da.from_array(X, chunks=chunks)
     lazy_y = da.from_array(Y, chunks=chunks)
     for result, expected in [
