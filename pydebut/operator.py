@@ -230,11 +230,16 @@ COLUMNS_ALONE = 6
 
 
 def _splits_vector(plan: _Plan) -> bool:
-    """Whether one vector through ``plan`` is split among threads (:data:`VECTOR_WORKER_FLOPS`)."""
+    """Whether one vector through ``plan`` is split among threads (:data:`VECTOR_WORKER_FLOPS`).
+
+    A complex vector through real weights costs what two real vectors do.
+    """
     if plan.max_dim < PARALLEL_VECTOR_SIZE:
         return False
     n_threads = _kernels.numba.get_num_threads()
-    return n_threads > 1 and _batched.real_flops(plan.weights, 1) >= n_threads * VECTOR_WORKER_FLOPS
+    parts = 2 if plan.dtype.kind == "c" and plan.weights.dtype.kind == "f" else 1
+    flops = _batched.real_flops(plan.weights, parts)
+    return n_threads > 1 and flops >= n_threads * VECTOR_WORKER_FLOPS
 
 
 def _parts_as_columns(block: np.ndarray) -> np.ndarray:
