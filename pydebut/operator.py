@@ -191,6 +191,11 @@ class _Plan(NamedTuple):
     batched: list  # [_batched.BatchPlan], built by the first block of vectors
     dtype: np.dtype  # of the data and the results
 
+    @property
+    def real_weights_for_complex(self) -> bool:
+        """Whether complex data meets a real operator's real weights (:func:`_parts_as_columns`)."""
+        return self.dtype.kind == "c" and self.weights.dtype.kind == "f"
+
 
 def _make_plan(
     specs: Sequence[FactorSpec],
@@ -237,8 +242,7 @@ def _splits_vector(plan: _Plan) -> bool:
     if plan.max_dim < PARALLEL_VECTOR_SIZE:
         return False
     n_threads = _kernels.numba.get_num_threads()
-    parts = 2 if plan.dtype.kind == "c" and plan.weights.dtype.kind == "f" else 1
-    flops = _batched.real_flops(plan.weights, parts)
+    flops = _batched.real_flops(plan.weights, 2 if plan.real_weights_for_complex else 1)
     return n_threads > 1 and flops >= n_threads * VECTOR_WORKER_FLOPS
 
 
@@ -979,8 +983,9 @@ class DeButOperator(LinearOperator):
 
     @staticmethod
     def _apply_block(plan: _Plan, x: np.ndarray, out: np.ndarray) -> None:
-        real_weights = x.dtype.kind == "c" and plan.weights.dtype.kind == "f"
-        if real_weights and (2 * x.shape[1] >= COLUMNS_ALONE or _splits_vector(plan)):
+        if plan.real_weights_for_complex and (
+            2 * x.shape[1] >= COLUMNS_ALONE or _splits_vector(plan)
+        ):
             x, out = _parts_as_columns(x), _parts_as_columns(out)  # else column by column
         if x.shape[1] < COLUMNS_ALONE and not _splits_vector(plan):
             _kernels.apply_chain_columns(plan.specs, plan.weights, x, out)
