@@ -175,6 +175,8 @@ def test_malformed_chain_files(capsys, tmp_path):
         "[1]": "expected a JSON object with 'sup' and 'sub'",
         '{"sup": [[4, 4]]}': "expected keys 'sup' and 'sub'",
         '{"chains": []}': "lists no chains",
+        '{"sup": [[4, 4]], "sub": [[4, 4, 1]], "r_shapes": [[4, 4, 2, 2, 2]]}': "chain twice",
+        '{"sup": [[4, 4]], "r_shapes": [[4, 4, 2, 2, 2]]}': "chain twice",
         '{"sup": [[4, 4]], "sub": [[4, 4, 1]]}': None,
     }
     for i, (text, words) in enumerate(cases.items()):

@@ -95,7 +95,8 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     - ``"sub"``: the ``(r, s, t)`` triples, left to right, nested or flat;
 
     or, instead of both, ``"r_shapes"``: ``[[p, q, r, s, t], ...]`` in
-    application order (the reference PyTorch layer). Any other key (``"params"``,
+    application order (the reference PyTorch layer); a chain with both forms is
+    refused, as they could disagree. Any other key (``"params"``,
     ``"kind"``, ... as written by ``pydebut chains`` and ``pydebut check``) is
     ignored. A file may also list chains, as ``pydebut chains --format json``
     writes them: an object with a ``"chains"`` array, or a bare array. Then
@@ -159,6 +160,10 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
         raise UsageError(f"chain file {path} holds one chain, so --row does not apply")
     if not isinstance(data, dict):
         raise UsageError(f"chain file {path}: expected a JSON object with 'sup' and 'sub'")
+    if "r_shapes" in data and ("sup" in data or "sub" in data):
+        raise UsageError(
+            f"chain file {path} gives the chain twice ('r_shapes' and 'sup'/'sub'): keep one"
+        )
     if "sup" in data and "sub" in data:
         return Chain.from_sup_sub(data["sup"], data["sub"])
     if "r_shapes" in data:
