@@ -23,6 +23,7 @@ from .density import DensityResult, is_dense, product_support
 from .fit import (
     ApproximationResult,
     FitResult,
+    SearchNarrowedWarning,
     SVDBaseline,
     approximate,
     candidate_permutations,
@@ -45,6 +46,7 @@ __all__ = [
     "FactorSpec",
     "FitResult",
     "SVDBaseline",
+    "SearchNarrowedWarning",
     "__version__",
     "aligned_empty",
     "approximate",

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical
+from pydebut import (
+    Chain,
+    DeButOperator,
+    SearchNarrowedWarning,
+    approximate,
+    fit_als,
+    fit_hierarchical,
+)
 from pydebut.special import PAPER_CHAINS
 
 
@@ -233,7 +240,7 @@ def test_complex_targets():
 
 def test_a_small_search_is_narrowed_with_a_warning():
     target = smooth_kernel(32, 64)
-    with pytest.warns(UserWarning, match="max_splits=5"):
+    with pytest.warns(SearchNarrowedWarning, match="max_splits=5"):
         result = approximate(target, 600, n_sweeps=0, max_splits=5, rng=0)
     assert "max_splits=5" in result.narrowed
     # at most 5 per band of committed parameters; the search runs at 1024 (10 bands)

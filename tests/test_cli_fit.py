@@ -159,9 +159,26 @@ def test_auto_prints_the_svd_baseline_beside_the_chosen_chain(tmp_path, capsys):
         (["--auto", "--max-params", "64", "--sup", "8 8", "--sub", "2 2 4"], "not both"),
         ([], "no chain given"),
         (["--max-params", "64"], "--max-params only applies with --auto"),
+        (["--sup", "8 8", "--sub", "2 2 4", "--beam-width", "0"], "--beam-width only applies"),
+        (["--sup", "8 8", "--sub", "2 2 4", "--refine", "2"], "--refine only applies"),
+        (["--sup", "8 8", "--sub", "2 2 4", "--max-splits", "9"], "--max-splits only applies"),
+        (["--auto", "--max-params", "64", "--init", "random"], "--init applies to a given"),
+        (["--auto", "--max-params", "64", "--max-splits", "0"], "--max-splits must be >= 1"),
     ],
 )
 def test_auto_usage_errors(target_file, tmp_path, capsys, extra, message):
     _, _, path = target_file
     assert main(["fit", str(path), *extra, "-o", str(tmp_path / "f.npz")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_auto_reports_a_narrowed_search_once_and_takes_max_splits(tmp_path, capsys):
+    x = np.linspace(0, 1, 32)
+    path, out = tmp_path / "kernel.npy", tmp_path / "factors.npz"
+    np.save(path, np.exp(-30 * (x[:, None] - np.linspace(0, 1, 64)) ** 2))
+    argv = ["fit", str(path), "--auto", "--max-params", "600", "--max-splits", "5"]
+    assert main([*argv, "--sweeps", "0", "--no-progress", "-o", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    assert "(search narrowed: approximate reached max_splits=5" in printed
+    assert "--max-splits, --beam-width, --max-factors)" in printed
+    assert "Warning" not in err and "max_splits" not in err

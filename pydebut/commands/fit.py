@@ -9,11 +9,13 @@ truncated SVD with the same number of parameters.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
+import warnings
 from typing import Any
 
-from ..fit import ApproximationResult, FitResult, approximate, fit_als
+from ..fit import ApproximationResult, FitResult, SearchNarrowedWarning, approximate, fit_als
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
 from ..io import npz_path, save
@@ -28,6 +30,14 @@ from ._common import (
 from ._output import count, duration, error, ratio, table
 
 HELP = "fit DeBut factors to a matrix (ALS and/or hierarchical factorization)"
+
+#: The options of --auto passed on to :func:`pydebut.approximate` (same names, its defaults).
+_SEARCH_OPTIONS = (
+    ("max-factors", "L", "most factors"),
+    ("beam-width", "K", "prefixes kept per depth in every band of parameters"),
+    ("refine", "K", "best chains refined by ALS in every band of parameters"),
+    ("max-splits", "S", "most split spectra computed per band of parameters"),
+)
 
 
 def register(subparsers: Any) -> None:
@@ -50,32 +60,18 @@ def register(subparsers: Any) -> None:
         help="search chainable and rank-weighted chains under --max-params (pydebut.approximate)",
     )
     auto.add_argument("--max-params", type=int, metavar="N", help="parameter budget for --auto")
-    auto.add_argument(
-        "--max-factors", type=int, default=10, metavar="L", help="most factors for --auto (10)"
-    )
-    auto.add_argument(
-        "--beam-width",
-        type=int,
-        default=16,
-        metavar="K",
-        help="prefixes kept per depth in every band of parameters (16)",
-    )
-    auto.add_argument(
-        "--refine",
-        type=int,
-        default=1,
-        metavar="K",
-        help="best chains refined by ALS in every band of parameters (1)",
-    )
+    for option, metavar, text in _SEARCH_OPTIONS:
+        default = inspect.signature(approximate).parameters[option.replace("-", "_")].default
+        auto.add_argument(f"--{option}", type=int, metavar=metavar, help=f"{text} ({default})")
     parser.add_argument(
         "--sweeps", type=int, default=5, help="ALS sweeps (left to right and back); default 5"
     )
     parser.add_argument(
         "--init",
-        default="auto",
         choices=INIT_METHODS,
-        help="initial factors: auto (hierarchical when the chain allows it), random, "
-        "hierarchical; with --sweeps 0 the result is the initialisation",
+        help="initial factors of a given chain: auto (hierarchical when the chain allows "
+        "it; the default), random, hierarchical; with --sweeps 0 the result is the "
+        "initialisation",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for --init random")
     parser.add_argument(
@@ -112,19 +108,21 @@ def run(args: argparse.Namespace) -> int:
         "progress": not args.no_progress and _has_tqdm(),
     }
     if chain is None:
-        approximation = approximate(
-            load_target(args.target, None),
-            args.max_params,
-            max_factors=args.max_factors,
-            beam_width=args.beam_width,
-            refine=args.refine,
-            **options,
-        )
+        search = {
+            name: getattr(args, name)
+            for name in (option.replace("-", "_") for option, _, _ in _SEARCH_OPTIONS)
+            if getattr(args, name) is not None
+        }
+        with warnings.catch_warnings():  # format_approximation reports the narrowing
+            warnings.simplefilter("ignore", SearchNarrowedWarning)
+            approximation = approximate(
+                load_target(args.target, None), args.max_params, **search, **options
+            )
         print(format_approximation(approximation))
         operator = approximation.operator
     else:
         target = load_target(args.target, chain)
-        result = fit_als(target, chain, init=args.init, **options)
+        result = fit_als(target, chain, init=args.init or "auto", **options)
         print(format_report(result, time.perf_counter() - start))
         operator = result.operator
     save(args.output, operator)
@@ -136,9 +134,11 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
     if args.sweeps < 0:
         raise UsageError(f"--sweeps must be >= 0, got {args.sweeps}")
     check_seed(args.seed)
+    search = ["max-params"] + [option for option, _, _ in _SEARCH_OPTIONS]
+    given = [option for option in search if getattr(args, option.replace("-", "_")) is not None]
     if not args.auto:
-        if args.max_params is not None:
-            raise UsageError("--max-params only applies with --auto")
+        if given:
+            raise UsageError(f"--{given[0]} only applies with --auto")
         if chain is None:
             raise UsageError(
                 "no chain given: use --sup/--sub, --chain FILE.json, --r-shapes, "
@@ -149,9 +149,14 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
         raise UsageError("give a chain or --auto, not both")
     if args.max_params is None:
         raise UsageError("--auto needs --max-params N (the parameter budget)")
-    for name in ("max_params", "max_factors", "beam_width", "refine"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.init is not None:
+        raise UsageError(
+            "--init applies to a given chain: --auto starts every fit from the "
+            "hierarchical factorization"
+        )
+    for option in given:
+        if getattr(args, option.replace("-", "_")) < 1:
+            raise UsageError(f"--{option} must be >= 1")
 
 
 def format_approximation(result: ApproximationResult) -> str:
@@ -178,7 +183,10 @@ def format_approximation(result: ApproximationResult) -> str:
         table(rows, ("params", "factors", "kind", "estimate", "fitted", ""), align="rrlrrl"),
     ]
     if result.narrowed:
-        lines.append(f"(search narrowed: {result.narrowed})")
+        lines.append(
+            f"(search narrowed: {result.narrowed}; the options are --max-splits, "
+            "--beam-width, --max-factors)"
+        )
     baseline = result.baseline
     svd = "randomized SVD" if baseline.randomized else "truncated SVD"
     lines += [

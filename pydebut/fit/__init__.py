@@ -3,13 +3,20 @@
 from ._als import fit_als
 from ._common import FitResult
 from ._hierarchical import candidate_permutations, fit_hierarchical, hierarchy_ranks
-from ._search import ApproximationResult, ExploredChain, SVDBaseline, approximate
+from ._search import (
+    ApproximationResult,
+    ExploredChain,
+    SearchNarrowedWarning,
+    SVDBaseline,
+    approximate,
+)
 
 __all__ = [
     "ApproximationResult",
     "ExploredChain",
     "FitResult",
     "SVDBaseline",
+    "SearchNarrowedWarning",
     "approximate",
     "candidate_permutations",
     "fit_als",

@@ -188,6 +188,14 @@ class ApproximationResult:
         return self.operator.chain
 
 
+class SearchNarrowedWarning(UserWarning):
+    """:func:`approximate` stopped searching a band of parameters at ``max_splits``.
+
+    The message is also kept in :attr:`ApproximationResult.narrowed`; the
+    answer is still never worse than the truncated SVD with the same budget.
+    """
+
+
 def approximate(
     target: Any,
     max_params: int,
@@ -242,7 +250,8 @@ def approximate(
     max_splits : int, default 5000
         Most split spectra the search computes in one band (a split counts in the
         band of its cheapest child); when a band reaches it, that band is searched
-        no further (a warning says so and ``narrowed`` records it).
+        no further (a :class:`SearchNarrowedWarning` says so and ``narrowed``
+        records it).
     include : iterable of Chain
         Chains fitted in any case when they fit the budget and shape; they are
         candidates like the fitted chains of the search.
@@ -620,7 +629,7 @@ class _BeamSearch:
             if self.bar is not None:
                 self.bar.close()
         if self.narrowed:
-            warnings.warn(self.narrowed, stacklevel=3)
+            warnings.warn(self.narrowed, SearchNarrowedWarning, stacklevel=3)
 
     def score(self, residual2: float) -> float:
         """The residual, with residuals at rounding level counted as exact (zero)."""
