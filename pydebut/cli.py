@@ -56,13 +56,13 @@ class _ArgumentError(UsageError):
     """argparse rejected the command line of ``prog``."""
 
     def __init__(self, prog: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{message} (see '{prog} --help')")
         self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _ArgumentError(self.prog, f"{message} (see '{self.prog} --help')")
+        raise _ArgumentError(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named with the command they were given to
+            prog = f"{parser.prog} {args.command}" if args.command else parser.prog
+            raise _ArgumentError(prog, f"unrecognized arguments: {' '.join(unknown)}")
         debug = debug or args.debug
         if args.command is None:
             print(parser.format_help(), end="", file=sys.stderr)

@@ -116,6 +116,23 @@ def raising(error: BaseException):
 
 
 @pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["check", *CHAIN, "--bogus"], "pydebut check: error: unrecognized arguments: --bogus"),
+        (["chains", "4", "4", "--x", "1"], "pydebut chains: error: unrecognized arguments: --x 1"),
+        (["--bogus"], "pydebut: error: unrecognized arguments: --bogus (see 'pydebut --help')"),
+    ],
+)
+def test_unknown_options_name_the_command_they_were_given_to(capsys, argv, line):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1
+    command = argv[0] if argv[0] != "--bogus" else None
+    if command:
+        assert f"(see 'pydebut {command} --help')" in err
+
+
+@pytest.mark.parametrize(
     ("error", "words"),
     [
         (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
