@@ -614,7 +614,7 @@ class DeButOperator(LinearOperator):
         return self._col_perm
 
     def permutation_matrices(self) -> tuple[sp.csr_array, sp.csr_array]:
-        """``(P_r, P_c)`` as SciPy CSR arrays, so that ``A = P_r F_1 … F_L P_c``.
+        """``(P_r, P_c)`` as SciPy CSR arrays of the operator's dtype: ``A = P_r F_1 … F_L P_c``.
 
         Examples
         --------
@@ -628,8 +628,8 @@ class DeButOperator(LinearOperator):
         m, n = self.shape
         rows = np.arange(m) if self._row_perm is None else self._row_perm
         cols = np.arange(n) if self._col_perm is None else self._col_perm
-        p_r = sp.csr_array((np.ones(m), (np.arange(m), rows)), shape=(m, m))
-        p_c = sp.csr_array((np.ones(n), (cols, np.arange(n))), shape=(n, n))
+        p_r = sp.csr_array((np.ones(m, self.dtype), (np.arange(m), rows)), shape=(m, m))
+        p_c = sp.csr_array((np.ones(n, self.dtype), (cols, np.arange(n))), shape=(n, n))
         return p_r, p_c
 
     def with_permutations(

@@ -67,6 +67,16 @@ def test_factors_and_permutation_matrices_rebuild_the_operator():
     np.testing.assert_allclose(product.toarray(), op.toarray(), atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_tosparse_and_permutation_matrices_keep_the_dtype(dtype):
+    op, _ = permuted(dtype)
+    assert {m.dtype for m in op.permutation_matrices()} == {np.dtype(dtype)}
+    product = op.tosparse()
+    assert product.dtype == dtype
+    np.testing.assert_allclose(product.toarray(), op.toarray(), rtol=1e-5, atol=1e-5)
+    assert dft(8, np.complex64).tosparse().dtype == np.complex64
+
+
 def test_product_of_operators():
     a = DeButOperator.random([(8, 8, 2, 2, 4)], rng=1).with_permutations(ROWS, None)
     b, _ = permuted()
