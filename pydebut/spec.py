@@ -267,6 +267,10 @@ class Chain(Sequence[FactorSpec]):
                 )
         self._factors = specs
 
+    def __reduce__(self) -> tuple[type[Chain], tuple[tuple[FactorSpec, ...]]]:
+        # every pickle protocol (0 and 1 cannot save __slots__ by themselves)
+        return Chain, (self._factors,)
+
     # --- sequence protocol -------------------------------------------------
     @overload
     def __getitem__(self, index: int) -> FactorSpec: ...

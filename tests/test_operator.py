@@ -1,5 +1,7 @@
 """DeButOperator against dense references: apply, adjoint, dtypes, errors, interop."""
 
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
@@ -363,3 +365,14 @@ def test_operator_is_safe_to_share_between_threads():
     for X, (forward, adjoint) in zip(blocks * 4, results):
         assert np.allclose(forward, dense @ X)
         assert np.allclose(adjoint, dense.T @ X[:, 0])
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_pickle_protocol_round_trips(protocol):
+    op = special.dft(8, np.complex64)  # a chain, weights and a column permutation
+    clone = pickle.loads(pickle.dumps(op, protocol=protocol))
+    assert clone.chain == op.chain and clone.dtype == op.dtype
+    np.testing.assert_array_equal(clone.col_perm, op.col_perm)
+    np.testing.assert_array_equal(clone.toarray(), op.toarray())
+    for chain in special.PAPER_CHAINS.values():
+        assert pickle.loads(pickle.dumps(chain, protocol=protocol)) == chain
