@@ -831,6 +831,11 @@ class DeButOperator(LinearOperator):
             return _sparse.sparse_times(x, self)
         return super().__rmatmul__(x)
 
+    def __rmul__(self, x: Any) -> Any:
+        if sp.issparse(x) and not isinstance(x, sp.sparray):  # spmatrix: * is @
+            return _sparse.sparse_times(x, self)
+        return super().__rmul__(x)
+
     def __matmul__(self, other: Any) -> Any:
         if type(other) is np.ndarray:
             result = self._apply_direct(other)
@@ -855,10 +860,11 @@ class DeButOperator(LinearOperator):
     def apply_rows(self, X: Any, *, adjoint: bool = False) -> Any:
         """Apply the operator (or its adjoint) to every row of ``X``, of shape ``(batch, n)``.
 
-        The row-major layout of data frames, PyTorch and scikit-learn: the result is
-        ``X @ self.T`` (``X @ self.conj()`` for the adjoint), of shape ``(batch, m)``,
-        computed without forming any matrix. The kernels read the rows of a
-        C-ordered real ``X`` of the operator's dtype where they are and write the
+        The row-major layout of data frames, PyTorch and scikit-learn: with
+        ``A = self.toarray()`` the result is ``X @ A.T`` (``X @ A.conj()`` for the
+        adjoint), of shape ``(batch, m)``, computed without forming any matrix.
+        The kernels read the rows of a C-ordered real ``X`` of the operator's
+        dtype where they are and write the
         result row by row, a C-ordered array; other NumPy input is first copied
         into their layout, and the result is then a transposed (Fortran-ordered)
         view. A Dask array gives a lazy Dask array chunked along the batch axis
@@ -874,6 +880,7 @@ class DeButOperator(LinearOperator):
         backend = _dask_backend(X)
         if backend is not None:
             return backend.apply(self, X, adjoint=adjoint, axis=1)
+        _refuse_sparse(X, "apply_rows", "X @ op.T")
         X = np.asarray(X)
         n_in = self.shape[0] if adjoint else self.shape[1]
         if X.ndim != 2 or X.shape[1] != n_in:
@@ -1044,6 +1051,7 @@ class DeButOperator(LinearOperator):
             result = self._apply_direct(x, out)
             if result is not None:
                 return result
+        _refuse_sparse(x, "apply", "op @ x")
         if out is None:
             return self._apply_permuted(x, adjoint=False)
         x = np.asarray(x)
@@ -1146,6 +1154,14 @@ def _rebuild(
     return DeButOperator(
         chain, weights, dtype, check_finite=False, row_perm=row_perm, col_perm=col_perm
     )
+
+
+def _refuse_sparse(x: Any, method: str, instead: str) -> None:
+    if sp.issparse(x):
+        raise TypeError(
+            f"{method} takes dense arrays, got a SciPy sparse {type(x).__name__}: use "
+            f"{instead}, which takes sparse operands, or convert with .toarray()"
+        )
 
 
 def _refuse_text(x: Any) -> None:

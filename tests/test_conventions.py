@@ -109,6 +109,27 @@ def test_one_dimensional_sparse_arrays_are_vectors():
         sp.coo_array(np.ones(5)) @ op
 
 
+def test_star_with_a_sparse_matrix_is_the_product_on_both_sides():
+    op = DeButOperator.random(CHAINS["chainable"], rng=3)
+    dense = op.toarray()
+    left = sp.csc_matrix(sp.random(3, 12, density=0.4, random_state=3))
+    right = sp.csr_matrix(sp.random(12, 3, density=0.4, random_state=4))
+    np.testing.assert_allclose(left * op, left.toarray() @ dense, atol=1e-12)  # spmatrix: * is @
+    np.testing.assert_allclose(op * right, dense @ right.toarray(), atol=1e-12)
+    with pytest.raises(TypeError):  # a sparse array's * is elementwise
+        sp.csr_array(left) * op
+
+
+def test_the_direct_calls_say_they_take_dense_arrays():
+    op = DeButOperator.random(CHAINS["chainable"], rng=3)
+    matrix = sp.csr_matrix(sp.random(12, 3, density=0.4, random_state=4))
+    with pytest.raises(TypeError, match="apply takes dense arrays, got a SciPy sparse"):
+        op.apply(matrix)
+    with pytest.raises(TypeError, match="apply_rows takes dense arrays.*use X @ op.T"):
+        op.apply_rows(matrix.T)
+    np.testing.assert_allclose(matrix.T @ op.T, op.apply_rows(matrix.T.toarray()), atol=1e-12)
+
+
 def test_sparse_products_check_shapes():
     op = DeButOperator.random(CHAINS["chainable"], rng=0)
     with pytest.raises(ValueError, match=r"12 x 12 operator by a sparse matrix of shape \(5, 2\)"):
