@@ -16,7 +16,8 @@ Threading layer
     Numba does not find a TBB that pip put into a virtual environment, so
     :func:`load_environment_tbb` loads it first). A choice the user made
     (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER`` set before
-    importing pydebut) is kept.
+    importing pydebut) is kept, once :func:`check_threading_layer` finds that
+    Numba knows it and can load it here.
 
 Kernel cache
     Compiled kernels are cached in ``$NUMBA_CACHE_DIR`` when it is set, else in
@@ -30,6 +31,7 @@ Kernel cache
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import site
 import sys
@@ -57,9 +59,60 @@ def choose_threading_layer() -> str:
     if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
         os.environ["NUMBA_THREADING_LAYER"] = THREADING_LAYER
         numba.config.THREADING_LAYER = THREADING_LAYER
-    if numba.config.THREADING_LAYER not in ("workqueue", "omp"):
+    layer = numba.config.THREADING_LAYER
+    if layer not in ("workqueue", "omp"):
         load_environment_tbb()
-    return numba.config.THREADING_LAYER
+    check_threading_layer(layer)
+    return layer
+
+
+#: The libraries each threading layer of Numba may run on (its ``forksafe`` excludes GNU
+#: OpenMP, which this check does not tell apart from other OpenMP builds).
+LAYER_LIBRARIES = {
+    "default": ("tbb", "omp", "workqueue"),
+    "forksafe": ("tbb", "omp", "workqueue"),
+    "threadsafe": ("tbb", "omp"),
+    "safe": ("tbb",),
+    "tbb": ("tbb",),
+    "omp": ("omp",),
+    "workqueue": ("workqueue",),
+}
+
+
+def check_threading_layer(layer: str) -> None:
+    """Raise ValueError unless ``layer`` is a Numba threading layer that can load here.
+
+    Numba itself finds out only at the first parallel launch, which pydebut makes
+    only for large enough problems: a misspelt ``NUMBA_THREADING_LAYER``, or
+    ``tbb`` without TBB installed, would otherwise fail in the middle of use, on
+    some sizes only.
+    """
+    libraries = LAYER_LIBRARIES.get(layer)
+    if libraries is None:
+        raise ValueError(
+            f"the Numba threading layer {layer!r} (NUMBA_THREADING_LAYER or "
+            f"numba.config.THREADING_LAYER) is unknown: use one of "
+            f"{', '.join(LAYER_LIBRARIES)}, or leave it unset (pydebut selects "
+            f"{THREADING_LAYER!r})"
+        )
+    if not any(library_loads(library) for library in libraries):
+        raise ValueError(
+            f"the Numba threading layer {layer!r} (NUMBA_THREADING_LAYER or "
+            f"numba.config.THREADING_LAYER) needs {' or '.join(libraries)}, which cannot be "
+            f'loaded here: install TBB (pip install "pydebut[tbb]"), or leave it unset '
+            f"(pydebut selects {THREADING_LAYER!r})"
+        )
+
+
+def library_loads(library: str) -> bool:
+    """Whether Numba's threading library ``library`` (tbb, omp or workqueue) loads."""
+    if library == "workqueue":  # built into Numba
+        return True
+    try:
+        importlib.import_module(f"numba.np.ufunc.{library}pool")
+    except (ImportError, OSError):
+        return False
+    return True
 
 
 def load_environment_tbb(prefixes: tuple[str, ...] | None = None) -> str | None:
@@ -107,11 +160,7 @@ def launches_through_workqueue() -> bool:
         return True
     if layer not in ("forksafe", "safe"):
         return False  # "default", "threadsafe", "omp", "tbb": OpenMP or TBB comes first
-    try:
-        from numba.np.ufunc import tbbpool  # noqa: F401
-    except (ImportError, OSError):
-        return True
-    return False
+    return not library_loads("tbb")
 
 
 def user_cache_dir() -> str:

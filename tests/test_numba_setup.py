@@ -125,6 +125,7 @@ def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
     monkeypatch.setenv("NUMBA_THREADING_LAYER", "unset")  # so monkeypatch restores it
     monkeypatch.delenv("NUMBA_THREADING_LAYER")
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "threadsafe")
+    monkeypatch.setattr(_numba_setup, "library_loads", lambda library: True)  # no OpenMP here
     assert _numba_setup.choose_threading_layer() == "threadsafe"
     assert "NUMBA_THREADING_LAYER" not in os.environ
     monkeypatch.setenv("NUMBA_THREADING_LAYER", "workqueue")
@@ -133,6 +134,35 @@ def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
     monkeypatch.delenv("NUMBA_THREADING_LAYER")
     assert _numba_setup.choose_threading_layer() == "forksafe"
     assert os.environ["NUMBA_THREADING_LAYER"] == "forksafe"
+
+
+def test_a_threading_layer_numba_cannot_use_is_refused_at_import():
+    result = subprocess.run(
+        [sys.executable, "-c", "import pydebut"],
+        capture_output=True,
+        text=True,
+        env=clean_env(NUMBA_THREADING_LAYER="tbbb"),
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "ValueError: the Numba threading layer 'tbbb' (NUMBA_THREADING_LAYER" in result.stderr
+
+
+def test_threading_layers_are_checked_against_the_libraries_that_load(monkeypatch):
+    for layer in ("", " workqueue", "garbage"):
+        with pytest.raises(ValueError, match=f"layer '{layer}' .* is unknown: use one of"):
+            _numba_setup.check_threading_layer(layer)
+    monkeypatch.setattr(_numba_setup, "library_loads", lambda library: library == "workqueue")
+    for layer in ("tbb", "safe", "threadsafe", "omp"):
+        with pytest.raises(ValueError, match=f"layer '{layer}' .* cannot be loaded here"):
+            _numba_setup.check_threading_layer(layer)
+    for layer in ("default", "forksafe", "workqueue"):
+        _numba_setup.check_threading_layer(layer)
+    monkeypatch.setattr(_numba_setup, "library_loads", lambda library: library != "tbb")
+    _numba_setup.check_threading_layer("threadsafe")  # OpenMP
+    with pytest.raises(ValueError, match="needs tbb, which cannot be loaded"):
+        _numba_setup.check_threading_layer("safe")
+    assert _numba_setup.library_loads("workqueue")
 
 
 @pytest.mark.parametrize(
