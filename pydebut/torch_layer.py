@@ -111,14 +111,14 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
     >>> np.allclose(layer(x).detach().numpy(), x.numpy() @ op.toarray().T)
     True
     """
+    if not isinstance(op, DeButOperator):
+        raise TypeError(f"to_torch_layer() needs a DeButOperator, got {type(op).__name__}")
     try:
         import torch
     except ImportError:
         raise ImportError(
             "to_torch_layer() needs PyTorch: install it with pip install torch (or pydebut[torch])"
         ) from None
-    if not isinstance(op, DeButOperator):
-        raise TypeError(f"to_torch_layer() needs a DeButOperator, got {type(op).__name__}")
     r_shapes, vector = op.to_twiddle()
     layer = _layer_class(torch)(r_shapes, torch.from_numpy(np.ascontiguousarray(vector)), bias)
     return layer if dtype is None else layer.to(dtype)

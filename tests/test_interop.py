@@ -112,6 +112,8 @@ def test_torch_layer_without_torch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="pip install torch"):
         to_torch_layer(DeButOperator.random(CHAINS["chainable"], rng=0))
+    with pytest.raises(TypeError, match="needs a DeButOperator, got str"):  # checked first
+        to_torch_layer("layer")
 
 
 # --- pyfaust -------------------------------------------------------------------------------
