@@ -866,8 +866,8 @@ class DeButOperator(LinearOperator):
         The kernels read the rows of a C-ordered real ``X`` of the operator's
         dtype where they are and write the result row by row, a C-ordered
         array; other NumPy input is first copied into their layout, and the
-        result is then a transposed (Fortran-ordered) view. A Dask array gives a lazy Dask array chunked along the batch axis
-        (:func:`pydebut.dask.apply`).
+        result is then a transposed (Fortran-ordered) view. A Dask array gives a
+        lazy Dask array chunked along the batch axis (:func:`pydebut.dask.apply`).
 
         Examples
         --------
