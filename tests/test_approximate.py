@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.sparse.linalg as spla
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -267,12 +268,53 @@ def test_a_small_search_is_narrowed_with_a_warning():
         ({"progress": "yes"}, TypeError, "progress must be a bool"),
         ({"include": [[(4, 8, 4, 8, 1)]]}, TypeError, "include[0] must be a Chain"),
         ({"include": [Chain([(8, 8, 8, 8, 1)])]}, ValueError, "include[0] is 8 x 8"),
+        ({"include": None}, TypeError, "include must be an iterable of Chain"),
+        ({"include": Chain([(4, 8, 4, 8, 1)])}, TypeError, "(e.g. [chain]), got Chain"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(kwargs, error, message):
     arguments = {"target": np.ones((4, 8)), "max_params": 40, **kwargs}
     with pytest.raises(error, match=re.escape(message)):
         approximate(arguments.pop("target"), arguments.pop("max_params"), **arguments)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_params": 0},
+        {"beam_width": 0},
+        {"permutation": "bogus"},
+        {"include": [1]},
+        {"include": None},
+    ],
+)
+def test_options_are_refused_before_an_operator_target_is_made_dense(options):
+    def refuse(x):
+        raise AssertionError("the target was read before the options were checked")
+
+    target = spla.LinearOperator((64, 64), matvec=refuse, matmat=refuse, dtype=float)
+    arguments = {"max_params": 400, **options}
+    with pytest.raises((ValueError, TypeError)):
+        approximate(target, arguments.pop("max_params"), **arguments)
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        Chain([(12, 2, 6, 1, 2), (2, 8, 1, 4, 2), (8, 4, 2, 1, 1), (4, 20, 1, 5, 1)]),
+        Chain([(64, 4, 16, 1, 4), (4, 8, 4, 8, 1), (8, 16, 1, 2, 1)]),
+        Chain([(36, 12, 3, 1, 12), (12, 4, 3, 1, 4), (4, 2, 2, 1, 2), (2, 6, 2, 6, 1),
+               (6, 36, 1, 6, 1)]),
+    ],
+)  # fmt: skip
+def test_an_exact_chain_above_the_budget_does_not_hide_one_within_it(chain):
+    # Each product also admits an exact chain with more parameters in the same band of
+    # the search (48 -> 52 and 64, ...); that one must not drop the prefixes of the one
+    # within the budget.
+    target = DeButOperator.random(chain, rng=0).toarray()
+    result = approximate(target, chain.n_params, n_sweeps=0, rng=0)
+    assert result.chain.n_params <= chain.n_params
+    assert result.error < 1e-12
 
 
 def test_tol_takes_any_real_number_as_fit_als_does():

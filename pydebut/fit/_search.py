@@ -31,8 +31,9 @@ bound on the parameters of every chain through it. For budgets ``B1 < B2``:
    ``max_splits`` splits (parents are expanded band by band, so that count sees
    the same splits in the same order); its estimate scores the ranks of one band
    together, with a range finder whose width is that band's largest rank; it is
-   dropped when a complete chain of band ``<= j`` has a lower residual or is
-   exact (branch and bound within the band); and it is kept when it is among the
+   dropped when a complete chain of band ``<= j`` has a lower residual, or is
+   exact with at most the node's committed parameters or in a band below ``j``
+   (branch and bound within the band); and it is kept when it is among the
    ``beam_width`` best of its own band (:func:`_select`). By induction
    over the depth, the kept nodes of bands ``<= band(L(B1))`` and the complete
    chains recorded there are the same in both searches.
@@ -279,7 +280,8 @@ def approximate(
     ValueError
         If the target is not a finite 2-D matrix, is too large, or no chain of
         at most ``max_factors`` factors has at most ``max_params`` weights.
-        All checks happen before any work.
+        The options are checked before the target is read (or a sparse matrix
+        or ``LinearOperator`` made dense), the rest before the search.
 
     Notes
     -----
@@ -330,15 +332,16 @@ def approximate(
     (True, True)
     """
     start = time.perf_counter()
-    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"))
     options = _Options.checked(
         max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress
     )
-    m, n = matrix.shape
-    included = _checked_chains(include, (m, n))
-    included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     if permutation not in (None, "auto"):
         raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
+    included = _checked_chains(include)
+    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"))  # densifies operators
+    m, n = matrix.shape
+    _check_shapes(included, (m, n))
+    included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
     smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
     if smallest == inf:  # only a 1 x 1 target: its one factor is diagonal
@@ -509,18 +512,26 @@ def _rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) ->
     )
 
 
-def _checked_chains(chains: Iterable[Any], shape: tuple[int, int]) -> list[Chain]:
-    checked = []
-    for index, chain in enumerate(chains):
+def _checked_chains(chains: Iterable[Any]) -> list[Chain]:
+    """``include`` as a list, every item a Chain (their shapes: :func:`_check_shapes`)."""
+    if isinstance(chains, (Chain, str, bytes)) or not isinstance(chains, Iterable):
+        raise TypeError(
+            f"include must be an iterable of Chain (e.g. [chain]), got {type(chains).__name__}"
+        )
+    checked = list(chains)
+    for index, chain in enumerate(checked):
         if not isinstance(chain, Chain):
             raise TypeError(f"include[{index}] must be a Chain, got {type(chain).__name__}")
+    return checked
+
+
+def _check_shapes(chains: list[Chain], shape: tuple[int, int]) -> None:
+    for index, chain in enumerate(chains):
         if chain.shape != shape:
             raise ValueError(
                 f"include[{index}] is {chain.shape[0]} x {chain.shape[1]}, the target "
                 f"{shape[0]} x {shape[1]}"
             )
-        checked.append(chain)
-    return checked
 
 
 # --- the cheapest completions ------------------------------------------------------------
@@ -641,9 +652,11 @@ class _BeamSearch:
 
         A node is dropped when a complete chain of its band or a lower one has a
         residual below the node's (up to rounding), which every completion of the node
-        has at least, or is exact (residual at rounding level), as the first exact
-        chain used to end the whole search. Only chains of the node's band and below
-        take part.
+        has at least; or when an exact chain (residual at rounding level) has at most
+        the node's committed parameters, or lies in a lower band. An exact chain of
+        the node's own band with more parameters does not drop it: the node may
+        complete to an exact chain within a budget that the other one exceeds. Only
+        chains of the node's band and below take part.
         """
         if not self.complete:
             return nodes
@@ -653,11 +666,13 @@ class _BeamSearch:
         )
         params = [p for p, _ in ranked]
         lowest = np.minimum.accumulate([s for _, s in ranked])
-        exact_band = min((band(p) for p, score in ranked if score == 0.0), default=inf)
+        fewest_exact = min((p for p, score in ranked if score == 0.0), default=None)
         kept = []
         for node in nodes:
             index = band(node.committed)
-            if index >= exact_band:
+            if fewest_exact is not None and (
+                index > band(fewest_exact) or node.committed >= fewest_exact
+            ):
                 continue
             count = bisect.bisect_right(params, 1 << index)
             if count and lowest[count - 1] * (1 + 1e-9) + self.exact2 < node.residual2:
