@@ -321,6 +321,13 @@ def approximate(
     candidates at a smaller budget are candidates at a larger one (the module
     :mod:`pydebut.fit._search` gives the argument).
 
+    The search's time grows with the target and the budget: each split
+    decomposes Gram matrices of its sub-blocks, and up to ``max_splits`` of
+    them run in every band of parameters. On the 2-core machine of
+    benchmarks/README.md a smooth 512 x 512 kernel at a budget of 12,000 took
+    about a minute and a 1024 x 1024 one at 25,000 about eight; a smaller
+    ``max_splits``, ``beam_width`` or ``max_factors`` bounds it.
+
     Examples
     --------
     >>> import numpy as np
