@@ -303,7 +303,7 @@ def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     [8, 16]
     """
     chain = _as_chain(chain)
-    _check_support_size(chain, chain.shape[0] * sum(spec.q for spec in chain))
+    _check_support_size(chain, chain.shape[1] * sum(spec.p for spec in chain))  # p_l x n each
     return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
 
 

@@ -168,6 +168,18 @@ def test_density_beyond_the_work_limit_is_refused_up_front(monkeypatch):
         partial_supports([(2**15, 2**15, 2, 2, 1)] * 2)
 
 
+def test_partial_supports_count_what_they_return(monkeypatch):
+    # F_l ... F_L is p_l x n: a 1 x 256 chain of 30 factors returns 256 (1 + 29 * 256)
+    # booleans, where m * sum(q_l) counts 7,680
+    monkeypatch.setattr(density_module, "MAX_SUPPORT_ENTRIES", 2**20)
+    n = 2**8
+    chain = Chain([(1, n, 1, n, 1)] + [(n, n, 1, 1, n)] * 29)
+    with pytest.raises(ValueError, match="hold 1,900,800 booleans"):
+        partial_supports(chain)
+    fits = chain[:4]
+    assert sum(s.size for s in partial_supports(fits)) == n * sum(f.p for f in fits) <= 2**20
+
+
 # --- allocations beyond the machine's memory ------------------------------------------
 
 HUGE = 2**40
