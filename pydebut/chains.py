@@ -45,6 +45,8 @@ KINDS: tuple[str, ...] = ("any", "monotonic", "bulging", "other")
 ORDERS: tuple[str, ...] = ("lex", "params", "max_dim")
 MAX_FACTORS = 64
 """Largest accepted ``n_factors``; ``m, n < 2**40`` have at most 39 prime factors each."""
+MAX_FACTOR_VALUES = 1024
+"""Most values an ``n_factors`` iterable may give (distinct or repeated)."""
 MAX_SIZE = 2**40
 """Largest accepted ``m`` or ``n``."""
 MAX_GRAPH_MOVES = 2_000_000
@@ -244,6 +246,12 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
     >>> graph_size(720720, 720720, 3, kind="monotonic") > MAX_GRAPH_MOVES
     True
     """
+    m, n, n_factors, rank = (
+        _as_positive_int(value, name, "graph_size")
+        for name, value in (("m", m), ("n", n), ("n_factors", n_factors), ("rank", rank))
+    )
+    if kind not in _KIND_FLAG_VALUES:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
     if n_factors == 1:
         return 1
     flags = _KIND_FLAG_VALUES[kind]
@@ -432,7 +440,12 @@ def _factor_counts(n_factors: Any) -> tuple[int, ...]:
     else:
         values = [n_factors]
     counts = set()
-    for value in values:
+    for index, value in enumerate(values):
+        if index == MAX_FACTOR_VALUES:  # an endless iterator repeating counts ends here
+            raise ValueError(
+                f"n_factors gives more than {MAX_FACTOR_VALUES} values: list each factor "
+                "count once (at most MAX_FACTORS of them are distinct)"
+            )
         count = _as_positive_int(value, "n_factors", "chain request")
         if count > MAX_FACTORS:
             raise ValueError(f"n_factors must be at most {MAX_FACTORS}, got {count}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import tracemalloc
 
@@ -122,6 +123,25 @@ def test_graph_size_bounds_the_moves_a_search_examines(m, n, n_factors, kind, ra
         if state.left
     )
     assert examined <= graph_size(m, n, n_factors, kind=kind, rank=rank)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ((8, 8, 2), {"kind": "foo"}, "kind must be one of"),
+        ((-8, 8, 0), {}, "m must be"),
+        ((8.5, 8, 2), {}, "m must be"),
+        ((8, 8, 2), {"rank": 0}, "rank must be"),
+    ],
+)
+def test_graph_size_checks_its_arguments(arguments, error, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        graph_size(*arguments, **error)
+
+
+def test_an_endless_n_factors_iterable_is_refused():
+    with pytest.raises(ValueError, match="n_factors gives more than 1024 values"):
+        count_chains(8, 8, n_factors=itertools.repeat(3))
 
 
 # --- density ----------------------------------------------------------------------
