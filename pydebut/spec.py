@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -489,10 +490,10 @@ class Chain(Sequence[FactorSpec]):
         """
         if isinstance(tuples, str):
             tuples = _parse_list(tuples, "from_abcd")
-        if not isinstance(tuples, Iterable):
+        if isinstance(tuples, (bytes, Mapping)) or not isinstance(tuples, Iterable):
             raise TypeError(
                 "from_abcd expects a list of (a, b, c, d) or (a, b, c, d, p, q) tuples, "
-                f"got {type(tuples).__name__} {tuples!r}"
+                f"got {type(tuples).__name__} {tuples!r:.60}"
             )
         factors = []
         for i, item in enumerate(tuples, start=1):
@@ -569,21 +570,30 @@ def _parse_list(value: Any, name: str) -> list[Any]:
         text = value.strip()
         if not text.startswith("["):
             tokens = text.replace(",", " ").split()
+            wrong = next((t for t in tokens if not _DECIMAL.fullmatch(t)), None)
+            if wrong is not None:  # int() would also take "٤", "+4" and "1_0"
+                raise ValueError(f"{name}: expected integers in ASCII digits, got {wrong!r:.40}")
             try:
                 return [int(token) for token in tokens]
-            except ValueError:
-                raise ValueError(f"{name}: expected integers, got {value!r}") from None
+            except ValueError as err:  # more than 4,300 digits
+                raise ValueError(f"{name}: unreadable integer: {err}") from None
         try:
             value = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{name}: malformed JSON list: {err.msg}") from None
         except RecursionError:
             raise ValueError(f"{name}: JSON nested too deeply (expected depth 1 or 2)") from None
+        except ValueError as err:  # e.g. an integer of more than 4,300 digits
+            raise ValueError(f"{name}: unreadable JSON list: {err}") from None
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    if isinstance(value, str) or not isinstance(value, Iterable):
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise TypeError(f"{name}: expected a list of integers, got {type(value).__name__}")
     return list(value)
+
+
+# A decimal integer as chain text writes it; int() also reads other scripts' digits and "_".
+_DECIMAL = re.compile(r"[0-9]+")
 
 
 def _rows(value: Any, size: int, name: str, what: str) -> list[list[Any]]:

@@ -89,6 +89,13 @@ def test_weights_cannot_be_made_writeable_again(copy):
         ("4 4 4", "2 2 2 2 2 1", "sup has 3 numbers, which is not a whole number of"),
         ("4 4 4 4", "[" * 100_000 + "]" * 100_000, "sub: JSON nested too deeply"),
         ("4 4 4 4", 5, "sub: expected a list of integers, got int"),
+        ("\u0664 4 4 4", "2 2 2 2 2 1", "sup: expected integers in ASCII digits, got '\u0664'"),
+        ("+4 4 4 4", "2 2 2 2 2 1", "sup: expected integers in ASCII digits, got '[+]4'"),
+        ("4 4 4 4", "2 2 2 2 2 0_1", "sub: expected integers in ASCII digits, got '0_1'"),
+        (b"4 4 4 4", "2 2 2 2 2 1", "sup: expected a list of integers, got bytes"),
+        ("4 4 4 " + "9" * 5000, "2 2 2 2 2 1", "sup: unreadable integer: Exceeds the limit"),
+        ("[4, 4, 4, " + "9" * 5000 + "]", "2 2 2 2 2 1", "sup: unreadable JSON list"),
+        ("4 4 4 " + "x" * 5000, "2 2 2 2 2 1", "got 'x{39}$"),
     ],
 )
 def test_malformed_sup_sub_lists_are_refused(sup, sub, message):
@@ -105,6 +112,22 @@ def test_malformed_json_strings_are_refused_by_every_reader(read, name):
         read("[1,")
     with pytest.raises(ValueError, match=f"{name}: JSON nested too deeply"):
         read("[" * 100_000 + "]" * 100_000)
+
+
+def test_from_abcd_refuses_mappings_and_bytes():
+    for value in ({(1, 2, 2, 1): 0}, b"1221"):
+        with pytest.raises(TypeError, match="from_abcd expects a list of"):
+            Chain.from_abcd(value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["chains", "\u0664", "4"], ["chains", "4", "4", "--limit", "+3"], ["demo", "--seed", "1_0"]],
+)
+def test_integer_options_are_ascii_decimal(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "invalid integer" in err and err.count("\n") == 1
 
 
 def test_flat_and_nested_sup_sub_give_the_same_chain():

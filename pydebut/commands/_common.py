@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def add_chain_arguments(parser: argparse.ArgumentParser, required: bool = True) 
         "--r-shapes", metavar="JSON", help="reference layer R_shapes, application order"
     )
     group.add_argument(
-        "--row", type=int, metavar="N", help="with --chain: which chain of a listing (1-based)"
+        "--row", type=integer, metavar="N", help="with --chain: which chain of a listing (1-based)"
     )
     parser.set_defaults(_chain_required=required)
 
@@ -83,6 +84,19 @@ def chain_from_args(args: argparse.Namespace) -> Chain | None:
     if args.chain:
         return load_chain_json(args.chain, row=args.row)
     return Chain.from_r_shapes(args.r_shapes)
+
+
+def integer(text: str) -> int:
+    """An integer option, in ASCII digits with an optional minus sign (argparse's type).
+
+    ``int`` would also read other scripts' digits (``"٤"``), ``"+4"`` and ``"1_0"``.
+    """
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r:.40}")
+    try:
+        return int(text)
+    except ValueError:  # more than 4,300 digits
+        raise argparse.ArgumentTypeError(f"integer too long: {text:.20}...") from None
 
 
 def load_chain_json(path: str | Path, row: int | None = None) -> Chain:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
 from ..spec import Chain
-from ._common import GLOSSARY, UsageError
+from ._common import GLOSSARY, UsageError, integer
 from ._output import count, ratio, table
 
 SORTS = ("params", "flops", "max_dim", "factors")
@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=GLOSSARY,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("m", type=int, metavar="M", help="rows of the product")
-    parser.add_argument("n", type=int, metavar="N", help="columns of the product")
+    parser.add_argument("m", type=integer, metavar="M", help="rows of the product")
+    parser.add_argument("n", type=integer, metavar="N", help="columns of the product")
     parser.add_argument(
         "--factors", default="1-4", metavar="L", help="number of factors: 3, 2-5 or 2,4 (1-4)"
     )
@@ -52,11 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="monotonic",
         help="kind of chain (monotonic, the default of the library's chain design)",
     )
-    parser.add_argument("--max-params", type=int, metavar="P", help="largest parameter count")
-    parser.add_argument("--max-dim", type=int, metavar="D", help="largest dimension")
+    parser.add_argument("--max-params", type=integer, metavar="P", help="largest parameter count")
+    parser.add_argument("--max-dim", type=integer, metavar="D", help="largest dimension")
     parser.add_argument(
         "--rank",
-        type=int,
+        type=integer,
         default=1,
         help="largest rank weight w (1): above 1, also list Le et al.'s chains whose inner "
         "dimensions are widened w-fold, which reach low-rank products",
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--allow-diagonal", action="store_true", help="allow factors with r = s = 1"
     )
     parser.add_argument("--sort", choices=SORTS, default="params", help="order of rows (params)")
-    parser.add_argument("--limit", type=int, default=50, help="rows to show (50)")
+    parser.add_argument("--limit", type=integer, default=50, help="rows to show (50)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output (table)")
     parser.set_defaults(func=run)
 

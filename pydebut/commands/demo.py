@@ -24,7 +24,7 @@ from ..fit import FitResult, approximate, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
 from ..special import PAPER_CHAINS
-from ._common import UsageError, check_seed, require_matplotlib
+from ._common import UsageError, check_seed, integer, require_matplotlib
 from ._output import count, duration, error, ratio, table
 
 NOISE = 0.05
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "noisy matrix, compare the fitted operator with the dense matrix and solve a ridge "
         "least-squares problem with scipy's lsqr.",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--plot", metavar="DIR", help="save the figures (chain supports, error per sweep) here"
     )

@@ -26,6 +26,7 @@ from ._common import (
     chain_from_args,
     check_output_file,
     check_seed,
+    integer,
 )
 from ._output import count, duration, error, ratio, table
 
@@ -59,12 +60,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="search chainable and rank-weighted chains under --max-params (pydebut.approximate)",
     )
-    auto.add_argument("--max-params", type=int, metavar="N", help="parameter budget for --auto")
+    auto.add_argument("--max-params", type=integer, metavar="N", help="parameter budget for --auto")
     for option, metavar, text in _SEARCH_OPTIONS:
         default = inspect.signature(approximate).parameters[option.replace("-", "_")].default
-        auto.add_argument(f"--{option}", type=int, metavar=metavar, help=f"{text} ({default})")
+        auto.add_argument(f"--{option}", type=integer, metavar=metavar, help=f"{text} ({default})")
     parser.add_argument(
-        "--sweeps", type=int, default=5, help="ALS sweeps (left to right and back); default 5"
+        "--sweeps", type=integer, default=5, help="ALS sweeps (left to right and back); default 5"
     )
     parser.add_argument(
         "--init",
@@ -73,7 +74,7 @@ def register(subparsers: Any) -> None:
         "it; the default), random, hierarchical; with --sweeps 0 the result is the "
         "initialisation",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for --init random")
+    parser.add_argument("--seed", type=integer, default=None, help="seed for --init random")
     parser.add_argument(
         "--tol",
         type=float,
