@@ -16,8 +16,7 @@ import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
-from math import prod
+from itertools import accumulate, pairwise
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -411,12 +410,9 @@ class Chain(Sequence[FactorSpec]):
         for name, values in (("rs", rs), ("ss", ss)):
             for i, value in enumerate(values, start=1):
                 _as_positive_int(value, f"{name}[{i - 1}]", f"factor {i} of {len(rs)}")
-        factors = []
-        for l in range(len(rs)):  # noqa: E741 - l is the factor index of the maths
-            k = prod(ss[:l])
-            t = prod(rs[l + 1 :])
-            factors.append((k * rs[l] * t, k * ss[l] * t, rs[l], ss[l], t))
-        return cls(factors)
+        ts = list(accumulate(reversed(rs[1:]), operator.mul, initial=1))[::-1]  # prod rs[l+1:]
+        ks = accumulate(ss[:-1], operator.mul, initial=1)  # prod ss[:l]
+        return cls((k * r * t, k * s * t, r, s, t) for k, r, s, t in zip(ks, rs, ss, ts))
 
     @classmethod
     def from_sup_sub(cls, sup: Any, sub: Any) -> Chain:
