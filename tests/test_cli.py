@@ -51,7 +51,7 @@ def test_demo_chooses_fits_applies_and_solves(capsys, tmp_path):
     ("argv", "start", "message"),
     [
         (["bogus"], "pydebut: error:", "invalid choice: 'bogus'"),
-        (["demo", "--seed", "x"], "pydebut demo: error:", "invalid int value: 'x'"),
+        (["demo", "--seed", "x"], "pydebut demo: error:", "invalid integer: 'x'"),
         (["fit", "--sweeps"], "pydebut fit: error:", "expected one argument"),
     ],
 )

@@ -142,7 +142,7 @@ def test_sort_by_factors_then_params(capsys):
     ("argv", "words"),
     [
         (["chains", "0", "8"], "m must be positive"),
-        (["chains", "8", "x"], "invalid int value"),
+        (["chains", "8", "x"], "argument N: invalid integer: 'x'"),
         (["chains", "8", "8", "--factors", "5-2"], "the range is empty"),
         (["chains", "8", "8", "--factors", "two"], "--factors must look like"),
         (["chains", "8", "8", "--factors", "99"], "at most 64"),
@@ -177,6 +177,8 @@ def test_malformed_chain_files(capsys, tmp_path):
         '{"chains": []}': "lists no chains",
         '{"sup": [[4, 4]], "sub": [[4, 4, 1]], "r_shapes": [[4, 4, 2, 2, 2]]}': "chain twice",
         '{"sup": [[4, 4]], "r_shapes": [[4, 4, 2, 2, 2]]}': "chain twice",
+        '[{"row": 1, "sup": [[4, 4]], "sub": [[4, 4, 1]]}, {"row": 1, "sup": [[4, 4]], '
+        '"sub": [[2, 2, 2]]}]': "numbers two chains as row 1",
         '{"sup": [[4, 4]], "sub": [[4, 4, 1]]}': None,
     }
     for i, (text, words) in enumerate(cases.items()):
