@@ -417,7 +417,11 @@ class _Request:
         """The changes that would shrink this request's state graph; fewer divisors always do."""
         ways = ["fewer factors"] if max(self.n_factors) > 1 else []
         ways += ["a smaller rank"] if self.rank > 1 else []
-        ways += ["kind='any'"] if self.kind != "any" else []
+        as_any = sum(
+            graph_size(self.m, self.n, count, kind="any", rank=self.rank)
+            for count in self.n_factors
+        )
+        ways += ['kind "any"'] if self.kind != "any" and as_any <= MAX_GRAPH_MOVES else []
         return [*ways, "or sizes with fewer divisors" if ways else "sizes with fewer divisors"]
 
 
