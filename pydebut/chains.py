@@ -413,6 +413,22 @@ class _Request:
             )
         return _Graph(self.m, self.n, self.kind, self.max_dim, self.rank, self.allow_diagonal)
 
+    def check_first_choices(self) -> None:
+        """Refuse a listing whose first factor alone has more than ``MAX_GRAPH_MOVES`` choices.
+
+        A walk holds the choices ``(b_1, c_1, w_1)`` of a state at once; a closed-form
+        graph (:meth:`graph`) is not bounded otherwise.
+        """
+        choices = _n_divisors(self.m) * _n_divisors(self.n) * self.rank
+        if choices > MAX_GRAPH_MOVES:
+            raise ValueError(
+                f"chain request too large: the first factor of a {self.m} x {self.n} chain "
+                f"has {choices:,} choices (divisors of m times divisors of n), above the "
+                f"limit MAX_GRAPH_MOVES = {MAX_GRAPH_MOVES:,}, and a listing holds them at "
+                "once; count_chains counts them in closed form, or take sizes with fewer "
+                "divisors"
+            )
+
     def _narrower(self) -> list[str]:
         """The changes that would shrink this request's state graph; fewer divisors always do."""
         ways = ["fewer factors"] if max(self.n_factors) > 1 else []
@@ -568,6 +584,7 @@ def enumerate_chains(
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {order!r}")
     if order == "lex":
+        request.check_first_choices()
         return _walk_lex(request, request.graph())
     return _walk_best_first(request, request.graph(exact=True), by_dim=order == "max_dim")
 

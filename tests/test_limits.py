@@ -92,6 +92,13 @@ def test_huge_factor_ranges_are_refused_without_listing_them(no_graph_walk):
         count_chains(64, 64, n_factors=iter(range(1, 10**12)))
 
 
+def test_a_listing_whose_first_factor_has_too_many_choices_is_refused(no_graph_walk):
+    size = 963761198400  # 6,720 divisors: 45 million choices of (b_1, c_1)
+    with pytest.raises(ValueError, match="has 45,158,400 choices"):
+        enumerate_chains(size, size, n_factors=2)
+    assert count_chains(size, size, n_factors=2) > 0  # closed form
+
+
 def test_unfiltered_requests_need_no_graph(no_graph_walk):
     # closed forms: any size, any number of factors, no graph
     assert count_chains(5040, 5040, n_factors=range(1, 65)) == 4159038066048
