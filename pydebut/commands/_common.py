@@ -192,9 +192,12 @@ def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
     labels = [item.get("row") if isinstance(item, dict) else None for item in rows]
     if not all(type(label) is int for label in labels):  # rows not from `pydebut chains`
         labels = list(range(1, len(rows) + 1))
-    elif len(set(labels)) < len(labels):
-        twice = next(label for label in labels if labels.count(label) > 1)
-        raise UsageError(f"chain file {path} numbers two chains as row {twice}")
+    else:
+        seen: set[int] = set()
+        for label in labels:
+            if label in seen:
+                raise UsageError(f"chain file {path} numbers two chains as row {label}")
+            seen.add(label)
     shown = ", ".join(map(str, labels[:5])) + (", ..." if len(labels) > 5 else "")
     if row is None:
         if len(rows) > 1:
