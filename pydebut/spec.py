@@ -589,7 +589,7 @@ def _parse_list(value: Any, name: str) -> list[Any]:
 
 
 # A decimal integer as chain text writes it; int() also reads other scripts' digits and "_".
-_DECIMAL = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"-?[0-9]+")
 
 
 def _rows(value: Any, size: int, name: str, what: str) -> list[list[Any]]:
