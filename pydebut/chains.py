@@ -56,6 +56,13 @@ Searches that need the graph (kinds, ``max_params``, ``max_dim``, ``rank > 1``,
 :func:`min_param_chain`, :func:`pareto_front`) refuse larger requests up front:
 their time and memory grow with it (a few microseconds and well under a kilobyte per
 move: the limit keeps a search to seconds)."""
+MAX_BUDGET_STATES = 500_000
+"""Most ``(state, remaining budget)`` pairs :func:`count_chains` visits with ``max_params``.
+
+Each remaining budget of a state is a sum of its own, so the graph's size does not
+bound them; about 50 microseconds each on the machine of benchmarks/README.md (a
+4096 x 65536 count with ``max_params = 2**17`` visits 406,916 in 21 s). A count
+that reaches the limit stops there with a ``ValueError``."""
 
 
 def _as_chain(chain: Any) -> Chain:
@@ -682,6 +689,8 @@ def count_chains(
         When a search that needs the state graph (any filter but
         ``allow_diagonal``) would exceed ``MAX_GRAPH_MOVES`` moves (see
         ``pydebut.chains.graph_size``); the message says how to narrow the request.
+        With ``max_params``, also when the count reaches ``MAX_BUDGET_STATES``
+        pairs of a state and a remaining budget (in seconds, not up front).
 
     Notes
     -----
@@ -722,6 +731,14 @@ def count_chains(
             return below.count
         key = (state, budget)
         if key not in memo:
+            if len(memo) == MAX_BUDGET_STATES:
+                raise ValueError(
+                    f"chain request too large: counting the {request.m} x {request.n} chains "
+                    f"within max_params={request.max_params:,} reached {MAX_BUDGET_STATES:,} "
+                    "(state, remaining budget) pairs, the limit MAX_BUDGET_STATES of "
+                    "pydebut.chains; narrow the request: fewer factors, or no max_params "
+                    "(counted over the graph)"
+                )
             memo[key] = sum(
                 within(move.child, budget - move.nnz) for move, _ in graph.live_moves(state)
             )

@@ -99,6 +99,15 @@ def test_a_listing_whose_first_factor_has_too_many_choices_is_refused(no_graph_w
     assert count_chains(size, size, n_factors=2) > 0  # closed form
 
 
+def test_a_count_within_a_budget_stops_at_max_budget_states(monkeypatch):
+    request = dict(n_factors=range(1, 6), kind="any", max_params=8000)  # 1,618 pairs
+    exact = count_chains(64, 4096, **request)
+    monkeypatch.setattr(chains_module, "MAX_BUDGET_STATES", 20)
+    with pytest.raises(ValueError, match="reached 20 .state, remaining budget. pairs"):
+        count_chains(64, 4096, **request)
+    assert count_chains(64, 4096, n_factors=range(1, 6), kind="any") > exact  # no budget
+
+
 def test_unfiltered_requests_need_no_graph(no_graph_walk):
     # closed forms: any size, any number of factors, no graph
     assert count_chains(5040, 5040, n_factors=range(1, 65)) == 4159038066048
