@@ -566,7 +566,7 @@ def _parse_list(value: Any, name: str) -> list[Any]:
         text = value.strip()
         if not text.startswith("["):
             tokens = text.replace(",", " ").split()
-            wrong = next((t for t in tokens if not _DECIMAL.fullmatch(t)), None)
+            wrong = next((t for t in tokens if not DECIMAL.fullmatch(t)), None)
             if wrong is not None:  # int() would also take "٤", "+4" and "1_0"
                 raise ValueError(f"{name}: expected integers in ASCII digits, got {wrong!r:.40}")
             try:
@@ -588,8 +588,9 @@ def _parse_list(value: Any, name: str) -> list[Any]:
     return list(value)
 
 
-# A decimal integer as chain text writes it; int() also reads other scripts' digits and "_".
-_DECIMAL = re.compile(r"-?[0-9]+")
+#: An integer as chain text and the command line write it: ``int`` also reads other
+#: scripts' digits, ``+`` and ``_``.
+DECIMAL = re.compile(r"-?[0-9]+")
 
 
 def _rows(value: Any, size: int, name: str, what: str) -> list[list[Any]]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from ..spec import Chain
+from ..spec import DECIMAL, Chain
 
 #: Largest chain file read (bytes): a listing of a million chains is about 260 MB of JSON.
 MAX_CHAIN_FILE_BYTES = 2**28
@@ -91,7 +90,7 @@ def integer(text: str) -> int:
 
     ``int`` would also read other scripts' digits (``"٤"``), ``"+4"`` and ``"1_0"``.
     """
-    if not re.fullmatch(r"-?[0-9]+", text):
+    if not DECIMAL.fullmatch(text):
         raise argparse.ArgumentTypeError(f"invalid integer: {text!r:.40}")
     try:
         return int(text)

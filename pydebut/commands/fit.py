@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
     )
     auto.add_argument("--max-params", type=integer, metavar="N", help="parameter budget for --auto")
     for option, metavar, text in _SEARCH_OPTIONS:
-        default = inspect.signature(approximate).parameters[option.replace("-", "_")].default
+        default = inspect.signature(approximate).parameters[_name(option)].default
         auto.add_argument(f"--{option}", type=integer, metavar=metavar, help=f"{text} ({default})")
     parser.add_argument(
         "--sweeps", type=integer, default=5, help="ALS sweeps (left to right and back); default 5"
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if chain is None:
         search = {
-            name: getattr(args, name)
-            for name in (option.replace("-", "_") for option, _, _ in _SEARCH_OPTIONS)
-            if getattr(args, name) is not None
+            _name(option): getattr(args, _name(option))
+            for option, _, _ in _SEARCH_OPTIONS
+            if getattr(args, _name(option)) is not None
         }
         with warnings.catch_warnings():  # format_approximation reports the narrowing
             warnings.simplefilter("ignore", SearchNarrowedWarning)
@@ -131,12 +131,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name(option: str) -> str:
+    """The keyword of :func:`pydebut.approximate` (and argparse's dest) of ``--option``."""
+    return option.replace("-", "_")
+
+
 def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
     if args.sweeps < 0:
         raise UsageError(f"--sweeps must be >= 0, got {args.sweeps}")
     check_seed(args.seed)
     search = ["max-params"] + [option for option, _, _ in _SEARCH_OPTIONS]
-    given = [option for option in search if getattr(args, option.replace("-", "_")) is not None]
+    given = [option for option in search if getattr(args, _name(option)) is not None]
     if not args.auto:
         if given:
             raise UsageError(f"--{given[0]} only applies with --auto")
@@ -156,7 +161,7 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
             "hierarchical factorization"
         )
     for option in given:
-        if getattr(args, option.replace("-", "_")) < 1:
+        if getattr(args, _name(option)) < 1:
             raise UsageError(f"--{option} must be >= 1")
 
 

@@ -83,7 +83,13 @@ from ._als import CouplingLimitError, _check_tol, fit_als
 from ._common import TargetScale, as_working, load_target, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
-__all__ = ["ApproximationResult", "ExploredChain", "SVDBaseline", "approximate"]
+__all__ = [
+    "ApproximationResult",
+    "ExploredChain",
+    "SVDBaseline",
+    "SearchNarrowedWarning",
+    "approximate",
+]
 
 #: Splits whose relative squared residual is below this count as exact when
 #: nodes are compared (the Gram eigenvalues carry absolute errors of about
