@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import struct
 import tokenize
 import zipfile
 import zlib
@@ -41,6 +43,7 @@ MAX_FACTORS = 10_000
 """Most factors a pydebut file holds: :func:`save` refuses more, :func:`load` reads no more."""
 _MAX_HEADER = 10_000  # bytes of a .npy header, numpy's own default
 _MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
+_READ_CHUNK = 1 << 20  # bytes read at once: zipfile copies each read through a bytes object
 MAX_LOAD_BYTES = 2**32
 """Default limit of :func:`load` on the total size of the weights (4 GiB)."""
 
@@ -50,12 +53,26 @@ def npz_path(path: str | os.PathLike[str]) -> Path:
 
     This is ``np.savez``'s rule; :func:`load` takes the real name, as ``np.load`` does.
 
+    Raises
+    ------
+    ValueError
+        If ``path`` is empty or names a folder rather than a file: it ends with
+        a path separator, or its last part is ``.`` or ``..``.
+
     Examples
     --------
     >>> npz_path("op").name, npz_path("op.npz").name, npz_path("op.v2").name
     ('op.npz', 'op.npz', 'op.v2.npz')
     """
-    path = Path(path)
+    text = os.fspath(path)
+    if not text:
+        raise ValueError("the path is empty: give a file name such as 'op.npz'")
+    if os.path.basename(text) in ("", ".", ".."):
+        raise ValueError(
+            f"path {text!r} names a folder, not a file: give a file name such as "
+            f"{os.path.join(text, 'op.npz')!r}"
+        )
+    path = Path(text)
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
@@ -145,7 +162,10 @@ def load(
     against the chain's expected sizes and against ``max_bytes`` before its
     data is read or decompressed, and decompression never goes past the sizes
     the headers announce: a damaged, forged or hostile file costs at most the
-    memory of the operator it claims to hold.
+    memory of the operator it claims to hold, twice (the weights are read, then
+    copied into the operator's immutable buffers). Devices, pipes and archives
+    whose directory lists more members than a pydebut file has are refused
+    before zipfile reads them.
 
     Parameters
     ----------
@@ -196,7 +216,8 @@ def load(
         name = getattr(path, "name", f"<{type(path).__name__}>")
         return _load_archive(path, name, max_bytes, check_finite)
     name = Path(path)
-    if not name.exists() and npz_path(name) != name and npz_path(name).exists():
+    hint = npz_path(name) if name.name not in ("", "..") else name
+    if not name.exists() and hint != name and hint.exists():
         raise FileNotFoundError(
             f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
         )
@@ -204,10 +225,61 @@ def load(
         return _load_archive(handle, name, max_bytes, check_finite)
 
 
+def _check_regular(handle: BinaryIO, name: str | Path) -> None:
+    """Refuse a device, pipe or socket: its size is unknown, and zipfile reads such a
+    file to its end looking for the archive's directory (``/dev/zero`` never ends)."""
+    try:
+        mode = os.fstat(handle.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):  # io.BytesIO and other in-memory files
+        return
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{name} is not a regular file (a device, pipe or socket): save() writes "
+            "pydebut archives to regular files, or read the stream into io.BytesIO first"
+        )
+
+
+_MAX_MEMBERS = MAX_FACTORS + 5  # the weights, format, format_version, specs, permutations
+_MAX_DIRECTORY_ENTRY = 256  # bytes of one member's directory entry, with room to spare
+_END_RECORD = struct.Struct("<4s4H2LH")  # a zip archive's end of central directory record
+_END_RECORD_64 = struct.Struct("<4sQ2H2L4Q")  # its zip64 extension, just before the locator
+_LOCATOR_64 = 20  # bytes of the zip64 locator, between the two records
+
+
+def _check_directory(handle: BinaryIO, name: str | Path) -> None:
+    """Refuse an archive whose directory is larger than a pydebut file's, before zipfile
+    reads it (zipfile builds an entry for every member the directory lists).
+
+    The sizes come from the end record (and its zip64 extension), found where zipfile
+    looks for them; a file without one is left to zipfile, which reports the damage.
+    """
+    start = handle.tell()
+    end = handle.seek(0, os.SEEK_END)
+    tail_start = max(start, end - _END_RECORD.size - 0xFFFF)  # the comment is at most 64 KiB
+    handle.seek(tail_start)
+    tail = handle.read(end - tail_start)
+    handle.seek(start)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _END_RECORD.size:
+        return
+    members, size = _END_RECORD.unpack_from(tail, at)[4:6]
+    extended = at - _LOCATOR_64 - _END_RECORD_64.size
+    if extended >= 0 and tail[extended : extended + 4] == b"PK\x06\x06":
+        members, size = _END_RECORD_64.unpack_from(tail, extended)[7:9]
+    if members > _MAX_MEMBERS or size > _MAX_MEMBERS * _MAX_DIRECTORY_ENTRY:
+        raise ValueError(
+            f"{name} is not a pydebut .npz file: its directory lists {members:,} members in "
+            f"{size:,} bytes, and a pydebut file has at most {_MAX_MEMBERS:,} "
+            f"(MAX_FACTORS = {MAX_FACTORS:,} weights and five more arrays)"
+        )
+
+
 def _load_archive(
     handle: BinaryIO, name: str | Path, max_bytes: int, check_finite: bool
 ) -> DeButOperator:
     """The operator in the archive that starts at ``handle``'s position."""
+    _check_regular(handle, name)
+    _check_directory(handle, name)
     start = handle.tell()
     if handle.read(6) == b"\x93NUMPY":
         raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
@@ -221,6 +293,8 @@ def _load_archive(
 
 # What a damaged or hostile archive can raise from zipfile, zlib and the .npy
 # header parser (a Python literal); every one becomes a ValueError naming the file.
+# A MemoryError is not among them: every size is checked before its memory is taken,
+# so running out of memory means the machine lacks it, not that the file is damaged.
 _READ_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
@@ -235,7 +309,6 @@ _READ_ERRORS = (
     tokenize.TokenError,
     UnicodeDecodeError,
     OverflowError,
-    MemoryError,
 )
 
 
@@ -253,10 +326,10 @@ def _read(
     for required in ("format", "format_version", "specs"):
         if required not in members:
             raise ValueError(f"{name} is not a pydebut file: the array {required!r} is missing")
-    fmt = _read_array(archive, members["format"], name, "U", max_items=len(FORMAT_NAME))
+    fmt = _read_array(archive, members["format"], name, "U", max_bytes=4 * len(FORMAT_NAME))
     if fmt.shape != () or str(fmt) != FORMAT_NAME:
         raise ValueError(f"{name} is not a pydebut file (format {fmt!r})")
-    version = _read_array(archive, members["format_version"], name, "biufcU", max_items=1)
+    version = _read_array(archive, members["format_version"], name, "biufcU", max_bytes=32)
     if version.shape != () or version.dtype.kind not in "iu":
         raise ValueError(f"{name}: format_version must be an integer scalar")
     if not 1 <= int(version) <= FORMAT_VERSION:
@@ -264,7 +337,7 @@ def _read(
             f"{name} has format version {int(version)}; this pydebut reads versions 1 to "
             f"{FORMAT_VERSION}"
         )
-    specs = _read_array(archive, members["specs"], name, "iu", max_items=5 * MAX_FACTORS)
+    specs = _read_array(archive, members["specs"], name, "iu", max_bytes=40 * MAX_FACTORS)
     if specs.ndim != 2 or specs.shape[1] != 5:
         raise ValueError(f"{name}: specs must be an integer array of shape (L, 5)")
     if not 1 <= specs.shape[0] <= MAX_FACTORS:
@@ -295,12 +368,12 @@ def _read(
             "pass a larger max_bytes to load them"
         )
     weights = [
-        _read_array(archive, members[f"weights_{i}"], name, "biufc", max_items=None)
+        _read_array(archive, members[f"weights_{i}"], name, "biufc", max_bytes=None)
         for i in range(len(chain))
     ]
     m, n = chain.shape
     permutations = {
-        key: _read_array(archive, members[key], name, "iu", max_items=size)
+        key: _read_array(archive, members[key], name, "iu", max_bytes=8 * size)
         for key, size in zip(_PERMUTATIONS, (m, n), strict=True)
         if key in members
     }
@@ -371,20 +444,28 @@ def _read_array(
     info: zipfile.ZipInfo,
     name: str | Path,
     kinds: str,
-    max_items: int | None,
+    max_bytes: int | None,
 ) -> np.ndarray:
-    """Read a member whose header has been checked, never more than it announces."""
+    """Read a member whose header has been checked, never more than it announces.
+
+    ``max_bytes`` bounds the member's data for its role (None: checked by the
+    caller); the data is read in pieces of at most ``_READ_CHUNK`` bytes, so
+    reading takes no more memory than the array itself.
+    """
     member = info.filename[:-4]
     with archive.open(info) as stream:
         shape, dtype, fortran, n_bytes = _parse_header(stream, info, name)
         _check_numbers(dtype, name, member, kinds)
-        if max_items is not None and prod(shape) > max_items:
-            raise ValueError(f"{name}: {member} has shape {shape}, too large for its role")
+        if max_bytes is not None and n_bytes > max_bytes:
+            raise ValueError(
+                f"{name}: {member} takes {n_bytes} bytes (shape {shape}, dtype {dtype}), "
+                f"more than its role allows ({max_bytes})"
+            )
         array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
         view = memoryview(array.reshape(-1).view(np.uint8))
         done = 0
         while done < n_bytes:
-            got = stream.readinto(view[done:])
+            got = stream.readinto(view[done : done + _READ_CHUNK])
             if not got:
                 raise ValueError(f"{name}: {member} is truncated")
             done += got

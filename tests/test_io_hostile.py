@@ -194,3 +194,66 @@ def test_fortran_order_and_big_endian_members_load_as_written(tmp_path):
     path.write_bytes(archive(members, compress=True))
     back = load(path)
     assert all(np.array_equal(a, b) for a, b in zip(back.weights, op.weights, strict=True))
+
+
+def test_a_device_or_pipe_is_refused_before_reading(tmp_path):
+    # zipfile looks for the archive's directory by reading a file of unknown size to its
+    # end: /dev/zero never ends
+    with pytest.raises(ValueError, match="not a regular file"):
+        load("/dev/zero")
+    with open("/dev/zero", "rb") as device, pytest.raises(ValueError, match="not a regular"):
+        load(device)
+
+
+def test_a_huge_string_member_is_refused_before_it_is_inflated(tmp_path):
+    # "pydebut" padded with NULs to 40 MB compresses to a few KB; str() drops the NULs
+    members = header_members([spec.as_tuple() for spec in CHAIN])
+    op = DeButOperator.random(CHAIN, rng=0)
+    members.update(weights_0=npy(op.weights[0]), weights_1=npy(op.weights[1]))
+    for key in ("format", "format_version"):
+        forged = dict(members, **{key: npy(np.array("pydebut", dtype="<U10000000"))})
+        assert_refused(tmp_path, archive(forged, compress=True), "more than its role allows")
+
+
+def test_a_directory_longer_than_a_pydebut_files_is_refused_before_it_is_parsed(tmp_path):
+    # one member listed 100,000 times: zipfile would build an entry for each
+    name = b"a.npy"
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0)
+    entry = struct.pack(
+        "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0, 0, 0, 0, 0
+    )
+    directory = (entry + name) * 100_000
+    # the count field has 16 bits; zipfile reads entries until the directory's size is used up
+    for count in (100_000 & 0xFFFF, 3):
+        end = struct.pack(
+            "<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(local) + 5, 0
+        )
+        assert_refused(tmp_path, local + name + directory + end, "its directory lists")
+
+
+def test_loading_takes_the_weights_twice_at_most(tmp_path):
+    # read once, then copied into the operator's immutable buffers; zipfile's reads go
+    # through bytes objects, which are kept small
+    op = DeButOperator.identity([(1 << 20, 1 << 20, 1, 1, 1)])  # 8 MiB of weights
+    for compress in (False, True):
+        path = tmp_path / f"op{compress}.npz"
+        save(path, op, compress=compress)
+        tracemalloc.start()
+        try:
+            load(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < (16 << 20) + (4 << 20), f"load() peaked at {peak} bytes"
+
+
+def test_running_out_of_memory_is_not_reported_as_a_damaged_file(tmp_path, monkeypatch):
+    path = tmp_path / "op.npz"
+    save(path, DeButOperator.random(CHAIN, rng=0))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1 EiB")
+
+    monkeypatch.setattr("pydebut.io.np.empty", no_memory)
+    with pytest.raises(MemoryError, match="Unable to allocate"):
+        load(path)
