@@ -38,6 +38,7 @@ def files(tmp_path, monkeypatch):
     np.save("cube.npy", np.ones((2, 2, 2)))
     np.save("nan.npy", np.full((4, 4), np.nan))
     np.save("strings.npy", np.full((4, 4), "a"))
+    os.symlink(tmp_path / "missing" / "x.npz", "dangling.npz")
     return tmp_path
 
 
@@ -106,6 +107,22 @@ def test_hostile_input_is_one_line_and_status_2(capsys, files, case):
     assert err.count("\n") == 1 and err.startswith("pydebut"), err
     assert words in err
     assert "Traceback" not in err and "bug" not in err
+
+
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [
+        ("new/", "cannot write the factors to new/: it is a folder"),
+        ("a" * 300, "File name too long"),
+        ("dangling", "cannot write the factors to dangling.npz: No such file"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_fit(capsys, files, output, words):
+    status = main(["fit", "ok.npy", *CHAIN, "--no-progress", "-o", output])
+    out, err = capsys.readouterr()
+    assert status == EXIT_USAGE and words in err, err
+    assert out == "", "the fit ran before the output was checked"
+    assert not any(name.startswith(("new", "aaa")) for name in os.listdir(files))
 
 
 def raising(error: BaseException):

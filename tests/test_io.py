@@ -171,3 +171,12 @@ def test_corrupted_member_is_reported(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="damaged or truncated|pydebut"):
         load(path)
+
+
+@pytest.mark.parametrize("path", ["", ".", "sub/", "sub/.."])
+def test_save_refuses_a_path_that_names_a_folder(tmp_path, monkeypatch, path):
+    # Path("sub/") would drop the separator and write sub.npz
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="empty|names a folder"):
+        save(path, hadamard(4))
+    assert list(tmp_path.iterdir()) == []

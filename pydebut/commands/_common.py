@@ -213,18 +213,30 @@ def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
 def check_output_file(path: str, what: str) -> None:
     """Raise :class:`UsageError` if ``what`` cannot be written to the file ``path``.
 
-    Called before any work: an empty path, a folder, a missing or read-only folder.
+    Called before any work: an empty path, a folder, a missing or read-only folder,
+    and anything else that stops the file from being opened for writing (a name too
+    long, a link to a missing folder), found by opening it; a file that did not exist
+    is removed again.
     """
     if not path:
         raise UsageError(f"cannot write {what} to an empty file name")
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+    is_folder = os.path.isdir(path) or path.endswith((os.sep, "/"))
+    if is_folder or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         problem = (
-            "it is a folder" if os.path.isdir(path)
+            "it is a folder" if is_folder
             else f"folder {folder} does not exist" if not os.path.isdir(folder)
             else f"folder {folder} is not writable"
         )  # fmt: skip
         raise UsageError(f"cannot write {what} to {path}: {problem}")
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "ab"):  # appends nothing: an existing file is left as it is
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write {what} to {path}: {err.strerror}") from None
+    if not existed:
+        os.remove(path)
 
 
 def require_matplotlib(option: str = "--plot") -> None:

@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     chain = chain_from_args(args)
     _check_options(args, chain)
     check_output_file(args.output, "the factors")
-    check_output_file(str(npz_path(args.output)), "the factors")
+    output = npz_path(args.output)
+    check_output_file(str(output), "the factors")
     start = time.perf_counter()
     options = {
         "n_sweeps": args.sweeps,
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(result, time.perf_counter() - start))
         operator = result.operator
     save(args.output, operator)
-    print(f"saved {operator.chain.n_factors} factors to {npz_path(args.output)}")
+    print(f"saved {operator.chain.n_factors} factors to {output}")
     return 0
 
 
