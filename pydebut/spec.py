@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import reprlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
@@ -28,29 +29,42 @@ __all__ = ["Chain", "FactorSpec"]
 ChainKind = Literal["monotonic", "bulging", "other"]
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` cut to a few items and characters: error messages echo user input."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        digits = int(x.bit_length() * 0.30103) + 1  # about; str() of huge ints is refused
+        if digits > self.maxlong:
+            return f"<{'negative ' if x < 0 else ''}integer of about {digits} digits>"
+        return super().repr_int(x, level)
+
+
+shown = _BoundedRepr().repr
+
+
 def _as_positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
     """Return ``value`` as a positive (or, ``allow_zero``, non-negative) Python int.
 
     Otherwise raise ``TypeError`` or ``ValueError`` naming ``where`` and ``name``.
     """
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: {name} must be an integer, got a boolean {value!r}")
+        raise TypeError(f"{where}: {name} must be an integer, got a boolean {shown(value)}")
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        raise TypeError(f"{where}: {name} must be an integer, got the float {value!r}")
+        raise TypeError(f"{where}: {name} must be an integer, got the float {shown(value)}")
     try:
         as_int = operator.index(value)
     except TypeError:
         raise TypeError(
-            f"{where}: {name} must be an integer, got {type(value).__name__} {value!r}"
+            f"{where}: {name} must be an integer, got {type(value).__name__} {shown(value)}"
         ) from None
     if as_int < (0 if allow_zero else 1):
         wanted = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{where}: {name} must be {wanted}, got {as_int}")
+        raise ValueError(f"{where}: {name} must be {wanted}, got {shown(as_int)}")
     return as_int
 
 
 def _describe(p: Any, q: Any, r: Any, s: Any, t: Any) -> str:
-    return f"(p={p}, q={q}, r={r}, s={s}, t={t})"
+    return f"(p={shown(p)}, q={shown(q)}, r={shown(r)}, s={shown(s)}, t={shown(t)})"
 
 
 @dataclass(frozen=True)
@@ -104,12 +118,12 @@ class FactorSpec:
         if isinstance(fields, (str, bytes)) or not isinstance(fields, Iterable):
             raise TypeError(
                 f"{label}: expected a FactorSpec or a sequence (p, q, r, s, t), "
-                f"got {type(fields).__name__} {fields!r}"
+                f"got {type(fields).__name__} {shown(fields)}"
             )
         values = list(fields)
         if len(values) != 5:
             raise ValueError(
-                f"{label}: expected 5 integers (p, q, r, s, t), got {len(values)}: {values!r}"
+                f"{label}: expected 5 integers (p, q, r, s, t), got {len(values)}: {shown(values)}"
             )
         spec = object.__new__(cls)
         for name, value in zip("pqrst", values, strict=True):
@@ -201,12 +215,13 @@ def _check_factor(spec: FactorSpec, label: str) -> None:
         object.__setattr__(spec, name, _as_positive_int(getattr(spec, name), name, label))
     p, q, r, s, t = spec.as_tuple()
     if p % (r * t):
-        raise ValueError(f"{label}: p is not divisible by r*t = {r * t}")
+        raise ValueError(f"{label}: p is not divisible by r*t = {shown(r * t)}")
     if q % (s * t):
-        raise ValueError(f"{label}: q is not divisible by s*t = {s * t}")
+        raise ValueError(f"{label}: q is not divisible by s*t = {shown(s * t)}")
     if p // (r * t) != q // (s * t):
         raise ValueError(
-            f"{label}: block counts differ, p/(r*t) = {p // (r * t)} but q/(s*t) = {q // (s * t)}"
+            f"{label}: block counts differ, p/(r*t) = {shown(p // (r * t))} but "
+            f"q/(s*t) = {shown(q // (s * t))}"
         )
 
 
@@ -262,8 +277,8 @@ class Chain(Sequence[FactorSpec]):
         for i, (left, right) in enumerate(pairwise(specs), start=1):
             if left.q != right.p:
                 raise ValueError(
-                    f"factors {i} and {i + 1} do not connect: q of factor {i} ({left.q}) "
-                    f"!= p of factor {i + 1} ({right.p})"
+                    f"factors {i} and {i + 1} do not connect: q of factor {i} "
+                    f"({shown(left.q)}) != p of factor {i + 1} ({shown(right.p)})"
                 )
         self._factors = specs
 
@@ -400,7 +415,7 @@ class Chain(Sequence[FactorSpec]):
             if isinstance(values, str) or not isinstance(values, Iterable):
                 raise TypeError(
                     f"from_factorizations: {name} must be a list of integers (one radix per "
-                    f"factor), got {type(values).__name__} {values!r}"
+                    f"factor), got {type(values).__name__} {shown(values)}"
                 )
         rs, ss = list(rs), list(ss)
         if len(rs) != len(ss):
@@ -496,12 +511,12 @@ class Chain(Sequence[FactorSpec]):
             if isinstance(item, str) or not isinstance(item, Iterable):
                 raise TypeError(
                     f"factor {i}: expected a tuple (a, b, c, d) or (a, b, c, d, p, q), "
-                    f"got {type(item).__name__} {item!r}"
+                    f"got {type(item).__name__} {shown(item)}"
                 )
             values = list(item)
             if len(values) not in (4, 6):
                 raise ValueError(
-                    f"factor {i}: expected (a, b, c, d) or (a, b, c, d, p, q), got {values!r}"
+                    f"factor {i}: expected (a, b, c, d) or (a, b, c, d, p, q), got {shown(values)}"
                 )
             where = f"factor {i} (a, b, c, d{', p, q' if len(values) == 6 else ''})"
             names = ("a", "b", "c", "d", "p", "q")[: len(values)]
@@ -613,7 +628,7 @@ def _rows(value: Any, size: int, name: str, what: str) -> list[list[Any]]:
         row = list(item) if nested[index - 1] else None
         if row is None or len(row) != size or any(isinstance(v, (list, tuple)) for v in row):
             raise ValueError(
-                f"{name}: item {index} is {item!r}, but a nested list must hold {what}, "
+                f"{name}: item {index} is {shown(item)}, but a nested list must hold {what}, "
                 f"each exactly {size} numbers (or give one flat list of numbers)"
             )
         rows.append(row)

@@ -142,6 +142,34 @@ def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
     assert "nested too deeply" in capsys.readouterr().err
 
 
+def test_a_chain_file_with_an_integer_too_long_for_python_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "chain.json"
+    path.write_text('{"sup": [[' + "4" * 5000 + ', 4]], "sub": [[1, 1, 1]]}')
+    assert main(["check", "--chain", str(path)]) == 2
+    assert f"{path} holds an integer of more than" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: Chain.from_sup_sub([[list(range(10**6))]], [[2, 2, 2]]),
+        lambda: Chain.from_r_shapes([[4, 4, 2, 2, list(range(10**6))]]),
+        lambda: Chain.from_abcd([list(range(10**6))]),
+        lambda: Chain([(4, 4, 2, 2, "x" * 10**6)]),
+        lambda: Chain([(4, 4, 2, 2, range(10**6))]),
+        lambda: Chain([(10**5000, 1, 1, 1, 1)]),
+        lambda: Chain([(4, 4, 2, 2, 1), (-(10**5000), 4, 1, 1, 1)]),
+        lambda: Chain.from_sup_sub([[4, 10**5000]], [[1, 1, 1]]),
+    ],
+)
+def test_messages_echo_a_bounded_part_of_the_input(call):
+    # a million-item list or a 5000-digit integer is named, never printed whole
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert "factor" in str(info.value) or "item" in str(info.value)
+    assert len(str(info.value)) < 400, str(info.value)[:400]
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

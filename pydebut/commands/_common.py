@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,11 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
         ) from None
     except RecursionError:
         raise UsageError(f"chain file {path} is nested too deeply to be a chain") from None
+    except ValueError:  # the one other refusal of json.loads: Python's integer digit limit
+        raise UsageError(
+            f"chain file {path} holds an integer of more than {sys.get_int_max_str_digits():,} "
+            "digits: not a chain"
+        ) from None
     if isinstance(data, dict) and "chains" in data:
         data = data["chains"]
     if isinstance(data, list):
