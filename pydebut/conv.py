@@ -156,6 +156,8 @@ def im2col(
     """
     _check_layout(layout)
     x = np.asarray(x)
+    if x.dtype.kind not in "biufc":
+        raise TypeError(f"x must hold real or complex numbers, got dtype {x.dtype}")
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     return geometry.unfold(x, layout)
 
@@ -281,6 +283,8 @@ def conv2d(
     """
     _check_layout(layout)
     x = np.asarray(x)
+    if x.dtype.kind not in "biufc":
+        raise TypeError(f"x must hold real or complex numbers, got dtype {x.dtype}")
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     if isinstance(operator, (np.ndarray, list, tuple)) and np.ndim(operator) > 2:
         raise ValueError(

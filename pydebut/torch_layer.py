@@ -64,6 +64,11 @@ def forward_from_twiddle(r_shapes: Any, vector: Any, x: Any) -> np.ndarray:
     m, n = chain.shape
     if x.ndim == 0 or x.shape[-1] != n:
         raise ValueError(f"x must have shape (..., {n}), got {x.shape}")
+    for name, array in (("vector", vector), ("x", x)):
+        if array.dtype.kind not in "biufc":
+            raise TypeError(f"{name} must hold real or complex numbers, got dtype {array.dtype}")
+    if x.dtype.kind in "biu" and vector.dtype.kind in "biu":  # exact, as in conv2d
+        x = x.astype(np.result_type(x.dtype, vector.dtype, np.int64))
     lead = x.shape[:-1]
     out = x.reshape(-1, n)
     offset = 0
@@ -137,6 +142,12 @@ def from_torch_layer(layer: Any) -> DeButOperator:
         raise TypeError(
             "from_torch_layer() needs a module made by to_torch_layer(), "
             f"got {type(layer).__name__}"
+        )
+    if not hasattr(layer.twiddle, "detach"):
+        raise TypeError(
+            "from_torch_layer() needs a module whose twiddle is a torch tensor, got "
+            f"{type(layer.twiddle).__name__}; DeButOperator.from_twiddle(r_shapes, vector) "
+            "reads a NumPy vector"
         )
     vector = layer.twiddle.detach().cpu().numpy()
     return DeButOperator.from_twiddle(layer.r_shapes, vector)

@@ -60,6 +60,28 @@ def test_twiddle_forward_reads_the_application_order_layout():
         forward_from_twiddle(r_shapes, vector, x[:3])
 
 
+def test_twiddle_forward_of_integers_is_exact():
+    # int8 weights and data: einsum in int8 wrapped 100 * 100 * 4 to 64
+    r_shapes = [[4, 8, 2, 4, 1]]
+    vector, x = np.full(16, 100, np.int8), np.full((1, 8), 100, np.int8)
+    np.testing.assert_array_equal(forward_from_twiddle(r_shapes, vector, x), [[40_000] * 4])
+
+
+def test_twiddle_forward_and_torch_import_name_wrong_types():
+    from pydebut.torch_layer import from_torch_layer
+
+    r_shapes, vector = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0).to_twiddle()
+    with pytest.raises(TypeError, match="x must hold real or complex numbers"):
+        forward_from_twiddle(r_shapes, vector, np.full((1, 8), "a"))
+
+    class NumpyLayer:  # a layer-like object holding a NumPy vector, not a tensor
+        def __init__(self) -> None:
+            self.twiddle, self.r_shapes = vector, r_shapes
+
+    with pytest.raises(TypeError, match="twiddle is a torch tensor, got ndarray"):
+        from_torch_layer(NumpyLayer())
+
+
 # --- PyTorch -----------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ the exception's type.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -246,6 +247,11 @@ def test_messages_echo_a_bounded_part_of_the_input(call):
             "kernel_to_matrix",
         ),
         (
+            lambda: conv2d(np.full((1, 2, 5, 5), "a"), np.ones((4, 18)), 3),
+            TypeError,
+            "x must hold real or complex numbers, got dtype <U1",
+        ),
+        (
             lambda: conv2d(np.ones((1, 3, 4, 4)), "abc", 2),
             TypeError,
             "operator must be the kernel matrix: a DeButOperator, .* got str 'abc'",
@@ -299,6 +305,20 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
         with pytest.raises((ValueError, TypeError), match=message) as err:
             fit(str(bad_targets[name]), SMALL)
         assert "allow_pickle" not in str(err.value)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_a_target_read_from_a_pipe_is_refused_by_name(tmp_path):
+    # a .npy target is memory-mapped, which a pipe cannot be; the first read drained it
+    np.save(tmp_path / "good.npy", np.ones(SMALL.shape))
+    read, write = os.pipe()
+    try:
+        os.write(write, (tmp_path / "good.npy").read_bytes())
+        os.close(write)
+        with pytest.raises(ValueError, match=f"'/dev/fd/{read}' is not a regular file"):
+            fit_hierarchical(f"/dev/fd/{read}", SMALL)
+    finally:
+        os.close(read)
 
 
 @pytest.mark.skipif(

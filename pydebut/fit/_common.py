@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -241,6 +242,11 @@ _NON_NUMERIC = {
 def _load_npy(path: str | os.PathLike) -> np.ndarray:
     """Memory-map the ``.npy`` file ``path``; ``ValueError`` naming the file if it is not one."""
     with open(path, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # a pipe cannot be mapped
+            raise ValueError(
+                f"the target file {os.fspath(path)!r} is not a regular file (a pipe or a "
+                "device): save the matrix to a .npy file first"
+            )
         magic = file.read(6)
     if magic != b"\x93NUMPY":
         kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
