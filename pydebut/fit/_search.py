@@ -78,7 +78,7 @@ import scipy.linalg
 from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
-from ..spec import Chain
+from ..spec import Chain, FactorSpec
 from ._als import CouplingLimitError, _check_tol, fit_als
 from ._common import TargetScale, as_working, load_target, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
@@ -827,7 +827,14 @@ class _BeamSearch:
             (np.sqrt(residual2 / scale), sum(f[0] * f[3] for f in factors), factors)
             for factors, residual2 in self.complete.items()
         )
-        return [(Chain(factors), float(error)) for error, _, factors in ranked]
+        specs: dict[tuple[int, ...], FactorSpec] = {}  # chains share factors: validate each once
+        return [
+            (
+                Chain([specs.get(f) or specs.setdefault(f, FactorSpec(*f)) for f in factors]),
+                float(error),
+            )
+            for error, _, factors in ranked
+        ]
 
 
 def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
