@@ -410,6 +410,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
 
 def _scale_of(target: Any) -> TargetScale:
     """The power of two of the target's largest entry (one pass), refusing non-finite ones."""
+    target = target.astype(working_dtype(target.dtype))
     parts = (target.real, target.imag) if np.iscomplexobj(target) else (target,)
     with threadpool_limits(limits=1, user_api="blas"):
         largest = max(float(abs(part).max().compute()) for part in parts)
@@ -527,9 +528,10 @@ def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, fl
     """Frobenius norms of the panel's columns of ``op - D`` and of ``D``.
 
     The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
-    so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`.
+    so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`. Both are computed
+    in the working dtype of the panel and the operator, as in memory.
     """
-    panel = np.asarray(panel)
+    panel = np.asarray(panel, dtype=np.result_type(working_dtype(panel.dtype), operator.dtype))
     n = operator.shape[1]
     width = max(1, PANEL_BYTES // (n * operator.dtype.itemsize))
     residuals = []

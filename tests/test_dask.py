@@ -342,6 +342,28 @@ def test_out_of_core_fit_of_subnormal_targets(dtype, scale):
     np.testing.assert_allclose(result.operator.toarray(), expected.operator.toarray(), rtol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float16, np.bool_])
+def test_out_of_core_error_of_integer_float16_and_bool_targets_is_the_true_error(dtype):
+    # Panels were compared in their own dtype: ldexp of int8 and uint8 gave float16, so the
+    # error of the zero operator read 1.00009; the norm of a bool panel raised TypeError.
+    chain = special.butterfly_chain(32)
+    values = np.random.default_rng(3).integers(-128, 128, chain.shape)
+    target = {np.uint8: values + 128, np.bool_: values > 0}.get(dtype, values).astype(dtype)
+    lazy = da.from_array(target, chunks=(32, 8))
+    dense = target.astype(np.float64)
+    zero = DeButOperator(chain, [np.zeros(f.weight_shape) for f in chain])
+    assert pydebut_dask.relative_error(zero, lazy) == pytest.approx(1.0, rel=1e-15)
+    op = DeButOperator.random(chain, rng=0)
+    exact = np.linalg.norm(dense - op.toarray()) / np.linalg.norm(dense)
+    assert pydebut_dask.relative_error(op, lazy) == pytest.approx(exact, rel=1e-12)
+    result = pydebut_dask.fit_hierarchical(lazy, chain, memory_limit=0)
+    fitted = result.operator.toarray().astype(np.float64)
+    exact = np.linalg.norm(dense - fitted) / np.linalg.norm(dense)
+    rel = 1e-12 if result.operator.dtype == np.float64 else 1e-6  # float16 is fitted in float32
+    assert result.error == pytest.approx(exact, rel=rel)
+    assert result.error == pytest.approx(fit_hierarchical(target, chain).error, rel=rel)
+
+
 def test_the_error_pass_of_a_wide_target_holds_a_panel_of_identity_columns(monkeypatch):
     # The identity columns were n x (panel width): 32 GiB for a 4 x 65536 target.
     chain = Chain.from_factorizations([2, 2], [64, 64])  # 4 x 4096
