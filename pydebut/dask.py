@@ -413,7 +413,7 @@ def _scale_of(target: Any) -> TargetScale:
     target = target.astype(working_dtype(target.dtype))
     parts = (target.real, target.imag) if np.iscomplexobj(target) else (target,)
     with threadpool_limits(limits=1, user_api="blas"):
-        largest = max(float(abs(part).max().compute()) for part in parts)
+        largest = float(np.max(dask.compute(*(abs(part).max() for part in parts))))  # NaN stays
     if not np.isfinite(largest):
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     return TargetScale(int(np.frexp(largest)[1]) if largest > 0 else 0)

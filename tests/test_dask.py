@@ -364,6 +364,18 @@ def test_out_of_core_error_of_integer_float16_and_bool_targets_is_the_true_error
     assert result.error == pytest.approx(fit_hierarchical(target, chain).error, rel=rel)
 
 
+@pytest.mark.parametrize("bad", [complex(0.5, np.nan), complex(0.5, np.inf), complex(np.nan, 1)])
+def test_out_of_core_fit_refuses_non_finite_imaginary_parts_first(bad, monkeypatch):
+    # max(1.0, nan) is 1.0: NaN in an imaginary part passed the first pass, and the fit
+    # failed at the end on NaN weights.
+    chain = special.butterfly_chain(16)
+    target = random_target(chain.shape, np.random.default_rng(4), np.complex128)
+    target[3, 10] = bad
+    monkeypatch.setattr(pydebut_dask, "_each_panel", None)  # no pass after the first
+    with pytest.raises(ValueError, match=r"non-finite entries \(NaN or Inf\)"):
+        pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(16, 4)), chain, memory_limit=0)
+
+
 def test_the_error_pass_of_a_wide_target_holds_a_panel_of_identity_columns(monkeypatch):
     # The identity columns were n x (panel width): 32 GiB for a 4 x 65536 target.
     chain = Chain.from_factorizations([2, 2], [64, 64])  # 4 x 4096
