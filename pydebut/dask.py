@@ -28,6 +28,7 @@ try:
     import dask
     import dask.array as da
     from dask.callbacks import Callback
+    from dask.utils import parse_bytes
     from threadpoolctl import threadpool_limits
 except ImportError as err:  # pragma: no cover - exercised only without Dask
     raise ImportError(
@@ -71,8 +72,9 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     -------
     dask.array.Array
         ``operator @ X`` (``axis=0``) or ``X @ operator.T`` (``axis=1``), with the
-        chunks of ``X`` along the batch axis and one chunk along the operator's
-        axis. Nothing is computed until the result is.
+        chunks of ``X`` along the batch axis (split where the rechunk of the Notes
+        would make them too large) and one chunk along the operator's axis. Nothing
+        is computed until the result is.
 
     Raises
     ------
@@ -87,7 +89,11 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     Every chunk runs the operator's kernels on its own block of vectors, so the
     operator's axis must lie in one chunk: ``X`` is rechunked to one chunk along
     that axis when it is not (keep that axis whole when you create ``X``, so
-    the rechunk costs nothing). Each vector is computed by the same kernel and
+    the rechunk costs nothing). The rechunk splits a chunk of the batch axis into
+    equal pieces where merging would make it larger than the larger of ``X``'s
+    largest chunk and Dask's ``array.chunk-size`` (128 MiB by default): no task
+    holds more of ``X`` than that, and its result is that block of vectors through
+    the operator. Each vector is computed by the same kernel and
     the same arithmetic as in memory, so results equal ``operator @ X.compute()``
     bit for bit, whatever the chunks. The operator travels to workers as its
     chain, weights and permutations only (it pickles to about the weights' size).
@@ -118,7 +124,7 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
         )
     if axis == 1 and (X.ndim != 2 or X.shape[1] != n_in):
         raise ValueError(f"expected a Dask array of shape (batch, {n_in}), got {X.shape}")
-    X = X.rechunk({axis: -1})
+    X = X.rechunk(_task_chunks(X, axis))
     chunks = list(X.chunks)
     chunks[axis] = (n_out,)
     # One vector runs the one-vector kernel in memory, several run the block kernel: a chunk
@@ -135,6 +141,26 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
         dtype=dtype,
         token=name,
     )
+
+
+def _task_chunks(X: Any, axis: int) -> dict:
+    """Chunks of ``X`` for :func:`apply`'s tasks: ``axis`` whole, the batch axis split to fit.
+
+    A chunk of the batch axis is split into equal pieces where, with ``axis``
+    whole, it would hold more bytes than the larger of ``X``'s largest chunk and
+    Dask's ``array.chunk-size``. Chunks of unknown size stay as they are.
+    """
+    if X.ndim == 1 or any(math.isnan(chunk) for chunk in X.chunks[1 - axis]):
+        return {axis: -1}
+    largest_chunk = max(X.chunks[0]) * max(X.chunks[1])
+    chunk_size = parse_bytes(dask.config.get("array.chunk-size")) // X.dtype.itemsize
+    width = max(1, max(largest_chunk, chunk_size) // X.shape[axis])
+    batch = []
+    for chunk in X.chunks[1 - axis]:
+        n_pieces = max(1, -(-chunk // width))
+        size, longer = divmod(chunk, n_pieces)
+        batch += [size + 1] * longer + [size] * (n_pieces - longer)
+    return {axis: -1, 1 - axis: tuple(batch)}
 
 
 def _check_known_size(X: Any, axis: int, what: str) -> None:

@@ -92,6 +92,38 @@ def test_apply_to_dask_columns_equals_numpy_bitwise(dtype, data_dtype, chunks):
         np.testing.assert_array_equal(computed, expected)
 
 
+def test_merging_the_operator_axis_keeps_a_task_within_the_chunk_size():
+    # The operator's axis was merged keeping the batch chunks: chunks (1, 10**6) of a
+    # 4096 x 10**6 float32 array made one task of 15.6 GiB. The arrays stay lazy here.
+    op = special.hadamard(4096, dtype="float32")
+    with dask.config.set({"array.chunk-size": "128MiB"}):
+        columns = op @ da.ones((4096, 10**6), chunks=(1, 10**6), dtype="float32")
+        rows = op.apply_rows(da.ones((10**6, 4096), chunks=(10**6, 1), dtype="float32"))
+    for result, batch_axis in [(columns, 1), (rows, 0)]:
+        assert result.chunks[1 - batch_axis] == (4096,)
+        assert sum(result.chunks[batch_axis]) == 10**6
+        assert max(result.chunks[batch_axis]) * 4096 * 4 <= 2**27
+
+
+@pytest.mark.parametrize(
+    ("chunks", "width"), [((16, 40), 10), ((1, 200), 3), ((64, (1, 198, 1)), 198)]
+)
+def test_a_task_holds_at_most_the_largest_chunk_or_the_chunk_size(chunks, width):
+    # With array.chunk-size at 128 float64 entries, a task holds 64-long vectors in a
+    # block no larger than the input's largest chunk: 640, 200 and 12672 entries.
+    rng = np.random.default_rng(0)
+    op = DeButOperator.random(Chain.from_factorizations([2, 4, 8], [4, 4, 4]), rng=1)
+    X = random_data(rng, (64, 200), np.float64)
+    with dask.config.set({"array.chunk-size": "1KiB"}):
+        columns = op @ da.from_array(X, chunks=chunks)
+        rows = op.apply_rows(da.from_array(X.T, chunks=chunks[::-1]), adjoint=True)
+    assert max(columns.chunks[1]) == max(rows.chunks[0]) == width
+    if width == 198:  # the operator's axis was whole: chunks as given
+        assert columns.chunks[1] == rows.chunks[0] == (1, 198, 1)
+    np.testing.assert_array_equal(columns.compute(), op @ X)
+    np.testing.assert_array_equal(rows.compute(), op.apply_rows(X.T, adjoint=True))
+
+
 @pytest.mark.parametrize("adjoint", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.complex128])
 def test_apply_rows_numpy_and_dask(adjoint, dtype):
