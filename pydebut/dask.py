@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
 try:
     import dask
@@ -399,9 +400,10 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
             f"the out-of-core fit needs k_1 = 1 and t_L = 1 (a product supported on the whole "
             f"matrix); this chain has k_1 = {chain[0].n_blocks}, t_L = {chain[-1].t}"
         )
-    _, dtype = _column_panels(target, chain)  # checks the target before any pass
+    _, dtype = _column_panels(target, chain.shape, "the chain")  # checks it before any pass
     scale = _scale_of(target)
-    panels, _ = _column_panels(target.map_blocks(_normalised, scale, dtype=dtype), chain)
+    normalised = target.map_blocks(_normalised, scale, dtype=dtype)
+    panels, _ = _column_panels(normalised, chain.shape, "the chain")
     m, n = chain.shape
     levels: list[tuple[_Split, np.ndarray]] = []
     weights: list[np.ndarray] = []
@@ -450,14 +452,26 @@ def _normalised(block: np.ndarray, scale: TargetScale) -> np.ndarray:
     return scale.normalise(np.asarray(block, dtype=working_dtype(block.dtype)))
 
 
-def relative_error(operator: DeButOperator, target: Any) -> float:
-    """``||D - op||_F / ||D||_F`` for a target ``D`` read in column panels (any operator).
+def relative_error(operator: LinearOperator, target: Any) -> float:
+    """``||D - op||_F / ||D||_F`` for a target ``D`` read in column panels.
 
-    Each panel of ``D`` is compared with the same columns of the operator,
-    ``op @ I[:, j0:j1]`` (a block of unit vectors at a time, at most
-    :data:`PANEL_BYTES`); nothing of size ``m x n`` is held in memory. The
-    operator's columns cost ``n`` products with unit vectors of length ``n``:
-    for a wide target (``m < n``) about ``n / m`` times a pass over the target.
+    ``operator`` is a :class:`~pydebut.DeButOperator` or any other SciPy
+    ``LinearOperator`` of the target's shape (e.g.
+    ``scipy.sparse.linalg.aslinearoperator(A)``). Each panel of ``D`` is
+    compared with the same columns of the operator, ``op @ I[:, j0:j1]`` (a
+    block of unit vectors at a time, at most :data:`PANEL_BYTES`); nothing of
+    size ``m x n`` is held in memory. The operator's columns cost ``n``
+    products with unit vectors of length ``n``: for a wide target (``m < n``)
+    about ``n / m`` times a pass over the target.
+
+    Raises
+    ------
+    TypeError
+        If ``operator`` is not a ``LinearOperator``, or ``target`` is not a
+        Dask array of numbers.
+    ValueError
+        If ``target`` does not have the operator's shape (or has chunks of
+        unknown size).
 
     Examples
     --------
@@ -467,15 +481,25 @@ def relative_error(operator: DeButOperator, target: Any) -> float:
     >>> relative_error(op, da.from_array(op.toarray(), chunks=(4, 2))) < 1e-15
     True
     """
-    panels, _ = _column_panels(target, operator.chain)
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(
+            "relative_error needs a DeButOperator or another scipy.sparse.linalg.LinearOperator "
+            f"(aslinearoperator wraps arrays and sparse matrices), got {type(operator).__name__}"
+        )
+    panels, _ = _column_panels(target, operator.shape, "the operator")
     parts = _each_panel(panels, _error_pass, operator)
     residual = math.hypot(*(part[0] for part in parts))  # no square over- or underflows
     total = math.hypot(*(part[1] for part in parts))
     return residual / total if total > 0 else residual
 
 
-def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np.dtype]:
-    """Delayed column panels ``(j0, panel)`` of a Dask target, and the working dtype."""
+def _column_panels(
+    target: Any, shape: tuple[int, int], owner: str
+) -> tuple[list[tuple[int, Any]], np.dtype]:
+    """Delayed column panels ``(j0, panel)`` of a Dask target, and the working dtype.
+
+    The target must have ``shape``, that of ``owner`` (named in the error).
+    """
     if not hasattr(target, "chunks") or not hasattr(target, "to_delayed"):
         raise TypeError(f"expected a Dask array target, got {type(target).__name__}")
     if target.dtype.kind not in "biufc":
@@ -483,10 +507,9 @@ def _column_panels(target: Any, chain: Chain) -> tuple[list[tuple[int, Any]], np
     if target.ndim == 2:
         for axis in (0, 1):
             _check_known_size(target, axis, "the target's " + ("rows", "columns")[axis])
-    if target.ndim != 2 or target.shape != chain.shape:
+    if target.ndim != 2 or target.shape != shape:
         raise ValueError(
-            f"the target has shape {target.shape} but the chain is "
-            f"{chain.shape[0]} x {chain.shape[1]}"
+            f"the target has shape {target.shape} but {owner} is {shape[0]} x {shape[1]}"
         )
     dtype = working_dtype(target.dtype)
     m = target.shape[0]
@@ -550,7 +573,7 @@ def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[i
     return partials
 
 
-def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, float]:
+def _error_pass(panel: Any, j0: int, operator: LinearOperator) -> tuple[float, float]:
     """Frobenius norms of the panel's columns of ``op - D`` and of ``D``.
 
     The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
@@ -565,9 +588,9 @@ def _error_pass(panel: Any, j0: int, operator: DeButOperator) -> tuple[float, fl
         stop = min(start + width, panel.shape[1])
         identity = np.zeros((n, stop - start), dtype=operator.dtype)
         identity[np.arange(j0 + start, j0 + stop), np.arange(stop - start)] = 1
-        columns = operator.matmat(identity)
+        columns = np.asarray(operator.matmat(identity))
         del identity
-        in_place = columns.dtype == np.result_type(columns, panel)
+        in_place = columns.flags.writeable and columns.dtype == np.result_type(columns, panel)
         residual = np.subtract(columns, panel[:, start:stop], out=columns if in_place else None)
         residuals.append(frobenius_norm(residual))
     return math.hypot(*residuals), frobenius_norm(panel)

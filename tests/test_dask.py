@@ -408,6 +408,25 @@ def test_out_of_core_fit_refuses_non_finite_imaginary_parts_first(bad, monkeypat
         pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(16, 4)), chain, memory_limit=0)
 
 
+def test_relative_error_of_any_linear_operator():
+    # It read operator.chain: AttributeError for aslinearoperator(A).
+    from scipy.sparse import random_array
+    from scipy.sparse.linalg import aslinearoperator
+
+    rng = np.random.default_rng(5)
+    target = random_target((24, 40), rng, np.complex128)
+    lazy = da.from_array(target, chunks=(24, 7))
+    for approx in [random_target((24, 40), rng), random_array((24, 40), density=0.2, rng=rng)]:
+        dense = approx if isinstance(approx, np.ndarray) else approx.toarray()
+        exact = np.linalg.norm(target - dense) / np.linalg.norm(target)
+        error = pydebut_dask.relative_error(aslinearoperator(approx), lazy)
+        assert error == pytest.approx(exact, rel=1e-13)
+    with pytest.raises(TypeError, match="needs a DeButOperator or another .*LinearOperator"):
+        pydebut_dask.relative_error(target, lazy)
+    with pytest.raises(ValueError, match=r"shape \(24, 40\) but the operator is 40 x 24"):
+        pydebut_dask.relative_error(aslinearoperator(target.T), lazy)
+
+
 def test_the_error_pass_of_a_wide_target_holds_a_panel_of_identity_columns(monkeypatch):
     # The identity columns were n x (panel width): 32 GiB for a 4 x 65536 target.
     chain = Chain.from_factorizations([2, 2], [64, 64])  # 4 x 4096
