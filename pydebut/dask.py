@@ -185,8 +185,10 @@ def _apply_block(
     return result if axis == 0 else result.T
 
 
-# --- many fits --------------------------------------------------------------------------
-#: Short names of the fitting functions; any other name is looked up in ``pydebut``.
+# --- many fits ------------------------------------------------------------------------
+#: The fitting functions of ``pydebut`` that :func:`fit_many` runs by name.
+FITTING_FUNCTIONS = ("fit_als", "fit_hierarchical", "approximate")
+#: Short names of fitting functions.
 METHODS = {"als": "fit_als", "hierarchical": "fit_hierarchical"}
 
 
@@ -194,17 +196,13 @@ def _fitting_function(method: str | Callable[..., Any]) -> Callable[..., Any]:
     """The fitting function named by ``method`` (looked up when called), or ``method``."""
     if callable(method):
         return method
+    name = METHODS.get(method, method) if isinstance(method, str) else None
+    if name not in FITTING_FUNCTIONS:
+        names = ", ".join(repr(name) for name in (*METHODS, *FITTING_FUNCTIONS))
+        raise ValueError(f"unknown fitting method {method!r}: use one of {names}, or a callable")
     import pydebut
 
-    name = METHODS.get(method, method)
-    function = getattr(pydebut, name, None) if isinstance(name, str) else None
-    if not callable(function):
-        known = ", ".join(repr(m) for m in METHODS)
-        raise ValueError(
-            f"unknown fitting method {method!r}: use {known}, the name of a fitting "
-            "function of pydebut, or a callable"
-        )
-    return function
+    return getattr(pydebut, name)
 
 
 def _fit_one(method: str | Callable[..., Any], target: Any, spec: Any, options: dict) -> Any:
@@ -228,13 +226,14 @@ def fit_many(
         Matrices (arrays, or paths of ``.npy`` files read by the workers).
     specs : sequence
         One second argument of the fitting function per target: a
-        :class:`~pydebut.Chain` for ``"als"`` and ``"hierarchical"`` (or a
-        budget, for a fitting function that takes one).
+        :class:`~pydebut.Chain` for ``"als"`` and ``"hierarchical"``, a budget
+        (most parameters) for ``"approximate"``.
     method : str or callable, default "als"
-        ``"als"`` (:func:`~pydebut.fit_als`), ``"hierarchical"``
-        (:func:`~pydebut.fit_hierarchical`), the name of any other fitting
-        function of ``pydebut``, or a callable ``method(target, spec, **options)``.
-        Names are resolved on the workers.
+        ``"als"`` or ``"fit_als"`` (:func:`~pydebut.fit_als`), ``"hierarchical"``
+        or ``"fit_hierarchical"`` (:func:`~pydebut.fit_hierarchical`),
+        ``"approximate"`` (:func:`~pydebut.approximate`),
+        or a callable ``method(target, spec, **options)``. Names are resolved on
+        the workers.
     client : dask.distributed.Client, optional
         Run on this cluster (arrays are scattered to the workers first). By
         default the fits run on Dask's local scheduler (threads, unless

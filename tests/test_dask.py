@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
-from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, special
+from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical, special
 from pydebut.testing import chainable_chains
 
 from .fit_cases import COUPLED, PAPER_512, random_target, random_weights
@@ -295,12 +295,20 @@ def test_fit_many_takes_names_and_callables():
     for method in ["fit_als", fit_als]:
         results = pydebut_dask.fit_many(targets, chains, method, n_sweeps=1, init="random", rng=5)
         assert_same_fits(results, expected)
+    target = random_target((16, 16), np.random.default_rng(3))
+    [result] = pydebut_dask.fit_many([target], [200], "approximate", n_sweeps=1)
+    expected = approximate(target, 200, n_sweeps=1)
+    assert result.operator.chain == expected.operator.chain and result.error == expected.error
 
 
 def test_fit_many_rejects_bad_arguments():
     targets, chains = fit_cases(2)
     with pytest.raises(ValueError, match="unknown fitting method 'svd'"):
         pydebut_dask.fit_many(targets, chains, "svd")
+    # Any callable attribute of pydebut passed, to fail inside the tasks.
+    for name in ["DeButOperator", "Chain", "load", "fit_many"]:
+        with pytest.raises(ValueError, match=f"'{name}': use one of 'als', .*'approximate'"):
+            pydebut_dask.fit_many(targets, chains, name)
     with pytest.raises(ValueError, match="2 targets but 1 chains"):
         pydebut_dask.fit_many(targets, chains[:1])
 
