@@ -1081,16 +1081,33 @@ class DeButOperator(LinearOperator):
         return y if after is None else y[after]
 
     def matvec(self, x: Any) -> Any:
-        """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks)."""
+        """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks);
+        a Dask vector gives a lazy result."""
         if type(x) is np.ndarray and x.ndim == 1:
             return self._matvec(x)
-        return super().matvec(x)
+        lazy = self._dask_vector(x, adjoint=False)
+        return super().matvec(x) if lazy is None else lazy
 
     def rmatvec(self, x: Any) -> Any:
-        """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks)."""
+        """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks);
+        a Dask vector gives a lazy result."""
         if type(x) is np.ndarray and x.ndim == 1:
             return self._product(x, adjoint=True)
-        return super().rmatvec(x)
+        lazy = self._dask_vector(x, adjoint=True)
+        return super().rmatvec(x) if lazy is None else lazy
+
+    def _dask_vector(self, x: Any, adjoint: bool) -> Any:
+        """The lazy product with a Dask vector ``x``, of shape ``(n,)`` or ``(n, 1)`` as
+        ``LinearOperator.matvec`` takes; None when ``x`` is not a Dask array."""
+        backend = _dask_backend(x)
+        if backend is None:
+            return None
+        n_in = self.shape[0] if adjoint else self.shape[1]
+        if x.shape not in ((n_in,), (n_in, 1)):
+            raise ValueError(
+                f"dimension mismatch: expected ({n_in},) or ({n_in}, 1), got {x.shape}"
+            )
+        return backend.apply(self, x, adjoint=adjoint)
 
     def _product(self, x: Any, adjoint: bool) -> np.ndarray:
         """``A x`` (``A^H x``): the fast path where it applies, else the general one."""

@@ -172,6 +172,23 @@ def test_apply_to_a_dask_vector():
     np.testing.assert_array_equal(result.compute(), op @ x)
 
 
+def test_matvec_and_rmatvec_of_a_dask_vector_are_lazy():
+    # they fell through to SciPy's matvec, which computed the Dask vector
+    op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+    x, y = np.arange(8.0), np.arange(4.0)
+    for call, vector, expected in [
+        (op.matvec, x, op @ x),
+        (op.rmatvec, y, op.H @ y),
+        (op.matvec, x[:, None], (op @ x)[:, None]),
+        (op.rmatvec, y[:, None], (op.H @ y)[:, None]),
+    ]:
+        result = call(da.from_array(vector, chunks=2))
+        assert isinstance(result, da.Array)
+        np.testing.assert_array_equal(result.compute(), expected)
+    with pytest.raises(ValueError, match=r"expected \(8,\) or \(8, 1\), got \(8, 2\)"):
+        op.matvec(da.ones((8, 2)))
+
+
 def test_apply_rejects_bad_shapes_and_axes():
     op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
     with pytest.raises(ValueError, match=r"shape \(8,\) or \(8, batch\)"):
