@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .density import _pooled_partial_supports, _support_fraction, partial_supports
+from .density import (
+    _check_work,
+    _pooled_partial_supports,
+    _row_work,
+    _support_fraction,
+    partial_supports,
+)
 from .spec import Chain, _as_positive_int
 
 if TYPE_CHECKING:
@@ -116,10 +122,14 @@ def plot_chain(
     aspects = np.clip([max(spec.q, chain.shape[1]) / spec.p for spec in chain], 0.3, 4.0)
     height = min(2.0, 14.0 / aspects.sum())
     widths = np.maximum(height * aspects, 1.7)
+    axes = None if ax is None or isinstance(ax, Figure) else _axes_grid(ax, n_factors)
+    # the images first: a chain beyond the work limit is refused before anything is drawn
+    panels = _panel_images(chain, max_pixels)
+    fractions = _product_fractions(chain)
     if ax is None:
         size = (max(widths.sum() + 0.2 * n_factors, 4.5), 2 * height + 1.4)
         ax = Figure(figsize=size, layout="constrained")
-    if isinstance(ax, Figure):
+    if axes is None:
         figure = ax
         axes = figure.subplots(2, n_factors, squeeze=False, width_ratios=widths)
         m, n = chain.shape
@@ -128,10 +138,9 @@ def plot_chain(
             f"${m} \\times {n}$: {factors}, {chain.n_params} params, {chain.kind}", fontsize=10
         )
     else:
-        axes = _axes_grid(ax, n_factors)
         figure = axes[0, 0].figure
     for l, (spec, (factor, product), fraction) in enumerate(  # noqa: E741
-        zip(chain, _panel_images(chain, max_pixels), _product_fractions(chain), strict=True)
+        zip(chain, panels, fractions, strict=True)
     ):
         label = f"$F_{{{l + 1}}}$"
         tail = label if l == n_factors - 1 else f"$F_{{{l + 1}}} \\cdots F_{{{n_factors}}}$"
@@ -233,7 +242,7 @@ def _panel_images(
             (_square(_pool(spec.support(), max_pixels)), _square(_pool(product, max_pixels)))
             for spec, product in zip(chain, products, strict=True)
         ]
-    factors, products, _ = _pooled_images(chain, max_pixels)
+    factors, products = _pooled_images(chain, max_pixels)
     return [
         ((factor, _cells(spec.shape, max_pixels)), (product, _cells((spec.p, n), max_pixels)))
         for spec, factor, product in zip(chain, factors, products, strict=True)
@@ -255,21 +264,30 @@ def _product_fractions(chain: Chain) -> list[float | None]:
     return [_support_fraction(chain[first:]) for first in range(chain.n_factors)]
 
 
-def _pooled_images(
-    chain: Chain, max_pixels: int
-) -> tuple[list[np.ndarray], list[np.ndarray], list[float | None]]:
+def _pooled_images(chain: Chain, max_pixels: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Images of each factor's and each partial product's support, pooled, from the structure.
 
     Returns, for ``l = 1 ... L``, the pooled support of ``F_l`` and of
     ``F_l ... F_L`` (at most ``max_pixels`` cells a side, a cell True when any
-    entry inside may be non-zero) and the exact fraction of non-zeros of
-    ``F_l ... F_L`` (``None`` when counting it would exceed the density work
-    limit). Full supports are never built.
+    entry inside may be non-zero). Full supports are never built, and the work
+    of every image is checked against ``MAX_REACH_WORK`` before any is computed.
     """
-    factors = [_pooled_partial_supports(Chain([spec]), max_pixels)[0] for spec in chain]
+    factors = [Chain([spec]) for spec in chain]
+    _check_work(chain, _pooled_work(chain, max_pixels), "the pooled supports")
+    for l, factor in enumerate(factors, 1):  # noqa: E741
+        _check_work(chain, _pooled_work(factor, max_pixels), f"the pooled support of F_{l}")
     products = _pooled_partial_supports(chain, max_pixels)[::-1]
-    fractions = _product_fractions(chain)
-    return factors, products, fractions
+    return [_pooled_partial_supports(factor, max_pixels)[0] for factor in factors], products
+
+
+def _pooled_work(chain: Chain, max_pixels: int) -> int:
+    """Word operations of :func:`pydebut.density._pooled_partial_supports` on ``chain``.
+
+    The reach sets hold one bit per input cell of ``ceil(n / max_pixels)`` inputs.
+    """
+    n = chain.shape[1]
+    n_cells = -(-n // -(-n // max_pixels))
+    return -(-n_cells // 64) * _row_work(chain)
 
 
 def plot_fit_history(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pydebut import Chain
 from pydebut.density import partial_supports
-from pydebut.plotting import _pooled_images
+from pydebut.plotting import _pooled_images, _product_fractions
 
 from .strategies_chains import general_chains
 
@@ -28,7 +28,8 @@ def pool(mask: np.ndarray, max_pixels: int) -> np.ndarray:
 @given(general_chains(max_dim=96, max_factors=3), st.integers(1, 40))
 @settings(deadline=None, max_examples=60)
 def test_pooled_images_equal_pooled_full_supports(chain, max_pixels):
-    factors, products, fractions = _pooled_images(chain, max_pixels)
+    factors, products = _pooled_images(chain, max_pixels)
+    fractions = _product_fractions(chain)
     full = partial_supports(chain)[::-1]  # full[l] = F_l ... F_L
     for l, spec in enumerate(chain):  # noqa: E741
         np.testing.assert_array_equal(factors[l], pool(spec.support(), max_pixels))
@@ -41,7 +42,8 @@ def test_large_chain_is_drawn_from_its_structure_in_bounded_memory():
     chain = Chain([(size, size, 2, 2, size // 2), (size, size, 2, 2, 1)])
     tracemalloc.start()
     try:
-        factors, products, fractions = _pooled_images(chain, 64)
+        factors, products = _pooled_images(chain, 64)
+        fractions = _product_fractions(chain)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

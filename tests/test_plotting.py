@@ -8,8 +8,9 @@ pytest.importorskip("matplotlib")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from pydebut import Chain, FitResult, fit_als
+from pydebut import Chain, FitResult, fit_als, plotting
 from pydebut.plotting import plot_chain, plot_fit_history
+from pydebut.special import butterfly_chain
 
 TALL = Chain([(12, 8, 3, 2, 2)])  # one 12 x 8 factor
 LENET = Chain.from_sup_sub(
@@ -86,6 +87,31 @@ def test_rejects_wrong_axes_before_drawing():
     long = Chain([(2, 2, 2, 2, 1)] * 5000)  # over two minutes to draw
     with pytest.raises(ValueError, match=r"5000 factors, more than MAX_PLOT_FACTORS = 64"):
         plot_chain(long)
+
+
+WIDE = 3 * 2**24  # F_1 alone pools 4 words of input cells per coordinate: 4 * 2 * WIDE words
+
+
+@pytest.mark.parametrize(
+    ("chain", "what"),
+    [
+        (butterfly_chain(2**25), "the pooled supports for this 33554432 x 33554432 chain"),
+        # the product (n = 1) is within the limit, its first factor alone is not
+        (Chain([(WIDE, WIDE, 1, 1, WIDE), (WIDE, 1, WIDE, 1, 1)]), "the pooled support of F_1"),
+    ],
+    ids=["product", "factor"],
+)
+def test_work_beyond_the_limit_is_refused_before_any_image_or_panel(chain, what, monkeypatch):
+    # Before: every factor's image was computed (2**25: 92 s, 3.5 GiB) before the product's
+    # work was checked, and the caller's figure had its axes already.
+    def unexpected(*args):
+        raise AssertionError("an image was computed before the work limit was checked")
+
+    monkeypatch.setattr(plotting, "_pooled_partial_supports", unexpected)
+    figure = Figure()
+    with pytest.raises(ValueError, match=f"computing {what} .* MAX_REACH_WORK"):
+        plot_chain(chain, ax=figure)
+    assert not figure.axes
 
 
 def _fit():
