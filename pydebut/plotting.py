@@ -9,6 +9,7 @@ layout of your own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,12 @@ def _matplotlib_figure() -> type:
 #: drawn in 0.7 s and saved in 2.8 s here; 5,000 took over two minutes.
 MAX_PLOT_FACTORS = 64
 
+#: Most pixels in all the images :func:`plot_chain` draws (each panel's image is at most
+#: ``max_pixels`` a side): 64 factors of 2048 x 2048 at ``max_pixels=512`` are drawn and
+#: saved in 12 s at 0.8 GB here (9 s at the default 256); 16384 x 16384 butterflies at
+#: ``max_pixels=16384`` (7.5 billion pixels) ran out of 6 GiB of memory.
+MAX_PLOT_PIXELS = 2**25
+
 
 def plot_chain(
     chain: Chain | Iterable[Any],
@@ -74,7 +81,8 @@ def plot_chain(
         Larger matrices are shown pooled into square cells, at most this many a
         side; a cell's grey level grows with the fraction of its entries that
         may be non-zero (as its square root, so that sparse structure stays
-        visible; black: all of them).
+        visible; black: all of them). The ``2 L`` images together hold at most
+        :data:`MAX_PLOT_PIXELS` pixels.
 
     Returns
     -------
@@ -90,8 +98,9 @@ def plot_chain(
         is not an integer.
     ValueError
         If ``ax`` holds a number of axes other than ``2 * chain.n_factors``,
-        ``max_pixels`` is not positive, or the chain has more than
-        :data:`MAX_PLOT_FACTORS` factors.
+        ``max_pixels`` is not positive, the chain has more than
+        :data:`MAX_PLOT_FACTORS` factors, or its images would hold more than
+        :data:`MAX_PLOT_PIXELS` pixels.
 
     Examples
     --------
@@ -115,6 +124,14 @@ def plot_chain(
             f"plot_chain draws two panels per factor; this chain has {n_factors} factors, "
             f"more than MAX_PLOT_FACTORS = {MAX_PLOT_FACTORS} of pydebut.plotting: plot a part "
             f"of it, e.g. Chain(chain.factors[:{MAX_PLOT_FACTORS}])"
+        )
+    pixels = _image_pixels(chain, max_pixels)
+    if pixels > MAX_PLOT_PIXELS:
+        raise ValueError(
+            f"plot_chain's {2 * n_factors} images would hold up to {pixels:,} pixels at "
+            f"max_pixels = {max_pixels}, more than MAX_PLOT_PIXELS = {MAX_PLOT_PIXELS:,} of "
+            f"pydebut.plotting: pass a smaller max_pixels, e.g. "
+            f"{math.isqrt(MAX_PLOT_PIXELS // (2 * n_factors))}"
         )
     # Both panels of column l have p_l rows; the wider of them (q_l or n columns) sets
     # the column's width for a common panel height (at most 2 inches, less when the
@@ -158,6 +175,14 @@ def plot_chain(
             f"{tail}  ${spec.p} \\times {chain.shape[1]}$\n{share}",
         )
     return figure
+
+
+def _image_pixels(chain: Chain, max_pixels: int) -> int:
+    """Most pixels of the images of ``F_l`` and ``F_l ... F_L``, at most ``max_pixels`` a side."""
+    n = chain.shape[1]
+    return sum(
+        min(spec.p, max_pixels) * (min(spec.q, max_pixels) + min(n, max_pixels)) for spec in chain
+    )
 
 
 def _axes_grid(ax: Any, n_factors: int) -> np.ndarray:

@@ -114,6 +114,19 @@ def test_work_beyond_the_limit_is_refused_before_any_image_or_panel(chain, what,
     assert not figure.axes
 
 
+def test_images_beyond_the_pixel_limit_are_refused_before_any_image(monkeypatch):
+    # Before: 7.5 billion pixels of 16384 x 16384 panels ran out of 6 GiB after 9 s.
+    def unexpected(*args):
+        raise AssertionError("an image was computed before the pixel limit was checked")
+
+    monkeypatch.setattr(plotting, "_panel_images", unexpected)
+    chain = butterfly_chain(16384)  # 14 factors: 28 panels
+    with pytest.raises(ValueError, match=r"28 images .* MAX_PLOT_PIXELS .* e\.g\. 1094$"):
+        plot_chain(chain, max_pixels=16384)
+    suggested = Chain([(2048, 2048, 2, 2, 1024)] * 14)
+    assert plotting._image_pixels(suggested, 1094) <= plotting.MAX_PLOT_PIXELS
+
+
 def _fit():
     chain = Chain.from_factorizations([4, 4], [4, 4])
     target = np.random.default_rng(0).standard_normal(chain.shape)
