@@ -345,7 +345,8 @@ def plot_fit_history(
     baseline_label : str
         The baseline's label in a legend.
     **line
-        Passed to ``ax.plot`` for the history (e.g. ``label=``, ``color=``).
+        Passed to ``ax.plot`` for the history (e.g. ``label=``, ``color=``);
+        they override the default circles of size 3 joined by a solid line.
 
     Returns
     -------
@@ -357,8 +358,8 @@ def plot_fit_history(
     ImportError
         If matplotlib is not installed.
     ValueError
-        If ``result`` has no positive error to show, or ``baseline`` is not
-        positive (a logarithmic axis cannot show it).
+        If ``result`` has no positive finite error to show, or ``baseline`` is not
+        positive and finite (a logarithmic axis cannot show it).
 
     Examples
     --------
@@ -372,21 +373,24 @@ def plot_fit_history(
     ('log', 7)
     """
     Figure = _matplotlib_figure()
+    from matplotlib.cbook import normalize_kwargs
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
     errors = np.asarray(result.errors, dtype=np.float64)
-    if not np.any(errors > 0):
-        raise ValueError("result.errors has no positive error to show on a logarithmic axis")
-    if baseline is not None and not baseline > 0:
-        raise ValueError(f"baseline must be a positive relative error, got {baseline}")
+    if not np.any((errors > 0) & (errors < np.inf)):
+        raise ValueError("result.errors has no positive finite error to show on a logarithmic axis")
+    if baseline is not None and not 0 < baseline < np.inf:
+        raise ValueError(f"baseline must be a positive finite relative error, got {baseline}")
     if ax is None:
         ax = Figure(figsize=(5.5, 3.4), layout="constrained").subplots()
-    ax.plot(np.arange(errors.size), errors, "o-", markersize=3, **line)
+    style = {"marker": "o", "linestyle": "-", "markersize": 3}
+    ax.plot(np.arange(errors.size), errors, **style | normalize_kwargs(line, Line2D))
     if baseline is not None:
         ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label=baseline_label)
     ax.set_yscale("log")
     values = np.concatenate([np.asarray(each.get_ydata(), float) for each in ax.lines])
-    values = values[values > 0]  # every history and baseline drawn into ax so far
+    values = values[(values > 0) & (values < np.inf)]  # every line drawn into ax so far
     low, high = np.log10(values.min()), np.log10(values.max())
     margin = 0.08 * max(high - low, 0.02)
     ax.set_ylim(10 ** (low - margin), 10 ** (high + margin))

@@ -159,13 +159,36 @@ def test_fit_history_baseline_and_several_fits_share_the_range():
     assert bottom < 1e-4 and top > max(shifted.errors)
 
 
+def test_fit_history_line_keywords_override_the_default_style():
+    # Before: markersize= (documented as passed to ax.plot) clashed with the default's.
+    def style(line):
+        return line.get_markersize(), line.get_linestyle(), line.get_marker()
+
+    result = _fit()
+    ax = plot_fit_history(result, markersize=6, ls="--", marker="s", label="ALS")
+    assert style(ax.lines[0]) == (6, "--", "s")
+    assert style(plot_fit_history(result).lines[0]) == (3, "-", "o")
+
+
 def test_fit_history_rejects_what_a_log_axis_cannot_show():
     result = _fit()
-    with pytest.raises(ValueError, match="baseline must be a positive relative error"):
-        plot_fit_history(result, baseline=0.0)
+    for baseline in (0.0, -1.0, float("nan"), float("inf")):
+        # Before: inf drew the history into ax, then failed on matplotlib's axis limits.
+        ax = Figure().subplots()
+        with pytest.raises(ValueError, match="baseline must be a positive"):
+            plot_fit_history(result, ax=ax, baseline=baseline)
+        assert not ax.lines
     zero = FitResult(result.operator, [0.0, 0.0], result.times[:2], "als")
-    with pytest.raises(ValueError, match="no positive error"):
+    with pytest.raises(ValueError, match="no positive finite error"):
         plot_fit_history(zero)
+
+
+def test_fit_history_range_leaves_out_an_overflowed_error():
+    # Before: matplotlib refused the infinite axis limit after the history was drawn.
+    result = _fit()
+    overflowed = FitResult(result.operator, [np.inf, 0.5, 0.4], result.times[:3], "als")
+    bottom, top = plot_fit_history(overflowed).get_ylim()
+    assert 0.3 < bottom < 0.4 and 0.5 < top < 0.6
 
 
 @pytest.mark.parametrize("shape", [(10, 7), (7, 10), (9, 9), (3, 20)])
