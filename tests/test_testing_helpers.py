@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.sparse.linalg import LinearOperator
+from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from pydebut import DeButOperator
 from pydebut.testing import assert_debut_close, dottest, tolerance
@@ -68,6 +68,39 @@ def test_dottest_fails_a_square_operator_whose_rmatvec_is_its_matvec():
     assert not np.allclose(op.toarray(), op.toarray().T)
     with pytest.raises(AssertionError, match="dot test failed"):
         dottest(wrong_adjoint(op, lambda a, v: a @ v), rng=0)
+
+
+INTEGER = np.array([[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize(
+    ("matrix", "rmatvec"),
+    [
+        (INTEGER, lambda v: np.zeros(2, dtype=int)),
+        (INTEGER, lambda v: INTEGER @ v),  # A instead of A^T
+        (np.array([[5]]), lambda v: 10 * v),
+    ],
+    ids=["zeros", "not-transposed", "doubled"],
+)
+def test_dottest_fails_a_wrong_adjoint_of_an_integer_operator_for_every_seed(matrix, rmatvec):
+    # Before: the test vectors, normal values cast to int, were mostly zeros: these wrong
+    # adjoints failed 14, 11 and 7 of 50 seeds.
+    op = LinearOperator(matrix.shape, matvec=lambda x: matrix @ x, rmatvec=rmatvec, dtype=int)
+    for seed in range(50):
+        assert dottest(aslinearoperator(matrix), rng=seed)
+        with pytest.raises(AssertionError, match="dot test failed"):
+            dottest(op, rng=seed)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (64, 64)])
+def test_dottest_passes_a_float16_operator_for_every_seed(shape):
+    # Before: float16 was held to double precision's 1e-10: 29 of 50 seeds failed.
+    dense = np.random.default_rng(0).standard_normal(shape).astype(np.float16)
+    for seed in range(50):
+        assert dottest(aslinearoperator(dense), rng=seed)
+    doubled = LinearOperator(shape, matvec=lambda x: dense @ x, rmatvec=lambda v: 2 * dense.T @ v)
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(doubled, rng=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
