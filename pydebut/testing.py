@@ -146,6 +146,13 @@ def assert_debut_close(
 # --- hypothesis strategies --------------------------------------------------------
 
 
+def _check_bounds(strategy: str, **bounds: tuple[int, int, str]) -> None:
+    """Refuse ``name=(value, least, rule)`` with ``value < least``: no draw could keep it."""
+    for name, (value, least, rule) in bounds.items():
+        if value < least:
+            raise ValueError(f"{strategy}: {name} must be at least {least} ({rule}), got {value}")
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -170,6 +177,13 @@ def chainable_chains(
     """
     from hypothesis import strategies as st
 
+    _check_bounds(
+        "chainable_chains",
+        max_dim=(max_dim, 1, "m, n >= 1"),
+        max_factors=(max_factors, 1, "a chain has a factor"),
+        max_radix=(max_radix, 1, "r_l, s_l >= 1"),
+    )
+
     @st.composite
     def draw_chain(draw: Any) -> Chain:
         n_factors = draw(st.integers(1, max_factors))
@@ -192,9 +206,17 @@ def rank_weighted_chains(
     from hypothesis import assume
     from hypothesis import strategies as st
 
+    _check_bounds(
+        "rank_weighted_chains",
+        max_dim=(max_dim, 1, "dimensions are >= 1"),
+        max_factors=(max_factors, 2, "a rank-weighted chain has two factors or more"),
+        max_radix=(max_radix, 1, "b_l, c_l >= 1"),
+        max_rank=(max_rank, 1, "w_l >= 1"),
+    )
+
     @st.composite
     def draw_chain(draw: Any) -> Chain:
-        n_factors = draw(st.integers(2, max(2, max_factors)))
+        n_factors = draw(st.integers(2, max_factors))
         bs = _radices(draw, n_factors, max_dim, max_radix)
         cs = _radices(draw, n_factors, max_dim, max_radix)
         ranks = [1, *(draw(st.integers(1, max_rank)) for _ in range(n_factors - 1)), 1]
@@ -218,11 +240,17 @@ def dense_chains(max_dim: int = 64, max_factors: int = 5) -> SearchStrategy[Chai
     """
     from hypothesis import strategies as st
 
+    _check_bounds(
+        "dense_chains",
+        max_dim=(max_dim, 1, "m, n >= 1"),
+        max_factors=(max_factors, 2, "a chainable chain and a square factor inserted"),
+    )
+
     @st.composite
     def draw_chain(draw: Any) -> Chain:
-        base = draw(chainable_chains(max_dim, max(1, max_factors - 1)))
+        base = draw(chainable_chains(max_dim, max_factors - 1))
         factors = list(base.factors)
-        for _ in range(draw(st.integers(1, max(1, max_factors - len(factors))))):
+        for _ in range(draw(st.integers(1, max_factors - len(factors)))):
             position = draw(st.integers(0, len(factors)))
             dim = factors[position].p if position < len(factors) else factors[-1].q
             kt = draw(st.sampled_from(_divisors(dim)))
@@ -241,6 +269,12 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
     ``k*t`` among the divisors of ``gcd(d_{l-1}, d_l)``.
     """
     from hypothesis import strategies as st
+
+    _check_bounds(
+        "chains",
+        max_dim=(max_dim, 1, "dimensions are >= 1"),
+        max_factors=(max_factors, 1, "a chain has a factor"),
+    )
 
     @st.composite
     def draw_chain(draw: Any) -> Chain:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from pydebut import DeButOperator
-from pydebut.testing import assert_debut_close, dottest, tolerance
+from pydebut.testing import (
+    assert_debut_close,
+    chainable_chains,
+    chains,
+    dense_chains,
+    dottest,
+    rank_weighted_chains,
+    tolerance,
+)
 
 CHAIN = [(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 12, 2, 3, 1)]
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
@@ -155,3 +166,34 @@ def test_default_tolerances_see_errors_far_above_rounding(dtype, size):
         dottest(wrong_adjoint(op, lambda a, v: (a.conj().T @ v) * (1 + size)), rng=0)
     with pytest.raises(AssertionError, match="largest difference"):
         assert_debut_close(op, op.toarray() * (1 + size))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "bounds", "rule"),
+    [
+        (chainable_chains, {"max_dim": 0}, "max_dim must be at least 1 (m, n >= 1), got 0"),
+        (
+            rank_weighted_chains,
+            {"max_factors": 1},
+            "max_factors must be at least 2 (a rank-weighted chain has two factors or more)",
+        ),
+        (dense_chains, {"max_factors": 1}, "max_factors must be at least 2 (a chainable chain"),
+        (chains, {"max_factors": 0}, "max_factors must be at least 1 (a chain has a factor)"),
+    ],
+)
+def test_strategies_refuse_bounds_that_no_chain_keeps(strategy, bounds, rule):
+    # Before: these drew 2-factor chains for max_factors=1 and 1 x 1 chains for max_dim=0.
+    with pytest.raises(ValueError, match=re.escape(f"{strategy.__name__}: {rule}")):
+        strategy(**bounds)
+
+
+@given(
+    chainable_chains(max_dim=1),
+    rank_weighted_chains(max_factors=2),
+    dense_chains(max_dim=6, max_factors=2),
+)
+@settings(max_examples=20, deadline=None)
+def test_strategies_keep_the_tightest_bounds(chainable, rank_weighted, dense):
+    assert chainable.shape == (1, 1)
+    assert rank_weighted.n_factors == dense.n_factors == 2
+    assert max(dense.shape) <= 6
