@@ -307,6 +307,20 @@ def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
 
 
+def _input_cells(n: int, max_pixels: int) -> tuple[int, int, int]:
+    """Inputs per cell, cells and 64-bit words of a reach set over at most ``max_pixels``
+    cells of ``n`` inputs."""
+    width = -(-n // max_pixels)
+    n_cells = -(-n // width)
+    return width, n_cells, -(-n_cells // 64)
+
+
+def _pooled_work(chain: Chain, max_pixels: int) -> int:
+    """Word operations of :func:`_pooled_partial_supports` on ``chain`` (checked against
+    ``MAX_REACH_WORK``)."""
+    return _input_cells(chain.shape[1], max_pixels)[2] * _row_work(chain)
+
+
 def _pooled_partial_supports(chain: Chain, max_pixels: int) -> list[np.ndarray]:
     """Pooled supports of ``F_L``, ``F_{L-1} F_L``, ..., ``F_1 ... F_L``, never the full ones.
 
@@ -318,10 +332,8 @@ def _pooled_partial_supports(chain: Chain, max_pixels: int) -> list[np.ndarray]:
     memory is ``max_dim * ceil(max_pixels / 64)`` words.
     """
     n = chain.shape[1]
-    width = -(-n // max_pixels)
-    n_cells = -(-n // width)
-    n_words = -(-n_cells // 64)
-    _check_work(chain, n_words * _row_work(chain), "the pooled supports")
+    width, n_cells, n_words = _input_cells(n, max_pixels)
+    _check_work(chain, _pooled_work(chain, max_pixels), "the pooled supports")
     cells = np.arange(n) // width
     bits = np.zeros((n, n_words * 8), dtype=np.uint8)
     bits[np.arange(n), cells // 8] = np.left_shift(1, 7 - cells % 8).astype(np.uint8)

@@ -18,7 +18,7 @@ import numpy as np
 from .density import (
     _check_work,
     _pooled_partial_supports,
-    _row_work,
+    _pooled_work,
     _support_fraction,
     partial_supports,
 )
@@ -303,16 +303,6 @@ def _pooled_images(chain: Chain, max_pixels: int) -> tuple[list[np.ndarray], lis
         _check_work(chain, _pooled_work(factor, max_pixels), f"the pooled support of F_{l}")
     products = _pooled_partial_supports(chain, max_pixels)[::-1]
     return [_pooled_partial_supports(factor, max_pixels)[0] for factor in factors], products
-
-
-def _pooled_work(chain: Chain, max_pixels: int) -> int:
-    """Word operations of :func:`pydebut.density._pooled_partial_supports` on ``chain``.
-
-    The reach sets hold one bit per input cell of ``ceil(n / max_pixels)`` inputs.
-    """
-    n = chain.shape[1]
-    n_cells = -(-n // -(-n // max_pixels))
-    return -(-n_cells // 64) * _row_work(chain)
 
 
 def plot_fit_history(
