@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 import pytest
+from scipy.sparse.linalg import LinearOperator
 
 from pydebut import (
     Chain,
@@ -384,3 +385,53 @@ def test_fit_checks_the_output_folder_before_fitting(tmp_path, capsys, monkeypat
         assert main([*argv, "-o", str(output)]) == 2
         err = capsys.readouterr().err
         assert f"cannot write the factors to {output}" in err and problem in err
+
+
+class CountingOperator(LinearOperator):
+    """A LinearOperator target that counts its products (how much of it was read)."""
+
+    def __init__(self, shape, dtype=np.float64):
+        super().__init__(dtype=dtype, shape=shape)
+        self.products = 0
+
+    def _matmat(self, X):
+        self.products += 1
+        return np.ones((self.shape[0], X.shape[1]), dtype=self.dtype)
+
+
+@pytest.mark.parametrize(
+    ("fit", "options", "error", "words"),
+    [
+        (fit_als, {}, ValueError, r"target has shape \(4096, 8192\) but the chain is 16 x 16"),
+        (fit_hierarchical, {}, ValueError, "but the chain is 16 x 16"),
+        (fit_als, {"progress": "no"}, TypeError, "progress must be a bool, got str"),
+        (fit_hierarchical, {"permutation": "auto", "order": "x" * 10**6}, ValueError, "order"),
+        (fit_hierarchical, {"permutation": [list(range(10**6))] * 3}, ValueError, "pair"),
+    ],
+)
+def test_fit_options_and_shapes_are_checked_before_the_target_is_read(fit, options, error, words):
+    # an operator or Dask target was made dense before its shape was compared with the chain's
+    target = CountingOperator((4096, 8192))
+    with pytest.raises(error, match=words) as info:
+        fit(target, butterfly_chain(16), **options)
+    assert target.products == 0
+    assert len(str(info.value)) < 300  # a million-item argument is not echoed whole
+
+
+def test_a_dask_target_is_checked_before_it_is_computed():
+    da = pytest.importorskip("dask.array")
+    huge = da.ones((200_000, 200_000), chunks=10_000)  # 298 GiB if computed
+    with pytest.raises(ValueError, match="working copy of the 200000 x 200000 target"):
+        fit_als(huge, Chain([(200_000, 200_000, 1, 1, 200_000)]))
+
+
+def test_an_operator_declared_real_that_returns_complex_values_is_refused():
+    twist = LinearOperator((16, 16), matvec=lambda x: 1j * x, matmat=lambda X: 1j * X)
+    twist.dtype = np.dtype(np.float64)
+    with pytest.raises(TypeError, match="declares dtype float64 but returns complex"):
+        fit_als(twist, butterfly_chain(16))
+
+
+def test_a_callback_answers_true_false_or_none():
+    with pytest.raises(TypeError, match="callback must return True"):
+        fit_als(np.ones((16, 16)), butterfly_chain(16), callback=lambda r: np.array(r.errors))

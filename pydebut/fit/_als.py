@@ -39,7 +39,7 @@ import scipy.sparse.csgraph
 
 from .._permutation import unpermute
 from ..operator import DeButOperator, random_generator
-from ..spec import Chain, FactorSpec
+from ..spec import Chain, FactorSpec, shown
 from ._common import (
     FitResult,
     TargetScale,
@@ -561,7 +561,7 @@ def fit_als(
         Seed for ``init="random"`` (through :func:`numpy.random.default_rng`).
     callback : callable, optional
         Called after every sweep with the :class:`FitResult` so far; returning
-        True stops the fit.
+        True stops the fit, False or None goes on (anything else is a TypeError).
     progress : bool, default False
         Show a progress bar with the current error (needs ``tqdm``).
 
@@ -639,16 +639,18 @@ def fit_als(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     init_weights = _check_init(init, chain)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    progress_bar = _progress_bar_class() if progress else None
     generator = random_generator(rng)
     matrix = load_target(target, chain)
     perms = (init.row_perm, init.col_perm) if isinstance(init, DeButOperator) else (None, None)
     matrix = unpermute(matrix, *perms)
     dtype = working_dtype(np.result_type(matrix.dtype, *(w.dtype for w in init_weights or ())))
-    bar = _progress_bar(n_sweeps) if progress else None
-
+    bar = None if progress_bar is None else progress_bar(total=n_sweeps, desc="ALS", unit="sweep")
     transposed = chain.shape[0] > chain.shape[1]
     work_chain = chain.T if transposed else chain
-    couplings = _couplings(work_chain)
+    couplings = _couplings(work_chain)  # m x m path counts: after the target's memory check
     matrix = as_working(matrix, dtype)
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
@@ -686,7 +688,7 @@ def fit_als(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(error=f"{errors[-1]:.4g}")
-            if callback is not None and callback(current_result()):
+            if callback is not None and _stop_requested(callback(current_result())):
                 break
             before = errors[-3]
             if tol is not None and (before == 0 or (before - errors[-1]) < tol * before):
@@ -699,10 +701,19 @@ def fit_als(
 
 def _check_sweeps(n_sweeps: Any) -> int:
     if isinstance(n_sweeps, (bool, np.bool_)) or not isinstance(n_sweeps, numbers.Integral):
-        raise TypeError(f"n_sweeps must be an integer, got {type(n_sweeps).__name__} {n_sweeps!r}")
+        raise TypeError(
+            f"n_sweeps must be an integer, got {type(n_sweeps).__name__} {shown(n_sweeps)}"
+        )
     if n_sweeps < 0:
         raise ValueError(f"n_sweeps must be >= 0, got {n_sweeps}")
     return int(n_sweeps)
+
+
+def _stop_requested(answer: Any) -> bool:
+    """A callback's answer: True stops the fit; False or None goes on."""
+    if answer is None or isinstance(answer, (bool, np.bool_)):
+        return bool(answer)
+    raise TypeError(f"callback must return True (stop), False or None, got {type(answer).__name__}")
 
 
 def _check_tol(tol: Any) -> float | None:
@@ -720,7 +731,7 @@ def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
     if isinstance(init, str):
         if init not in INIT_METHODS:
             raise ValueError(
-                f"unknown init {init!r}; expected one of {', '.join(INIT_METHODS)} "
+                f"unknown init {shown(init)}; expected one of {', '.join(INIT_METHODS)} "
                 "or a DeButOperator"
             )
         if init == "hierarchical":
@@ -733,14 +744,14 @@ def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
     return [np.asarray(w) for w in init.weights]
 
 
-def _progress_bar(n_sweeps: int) -> Any:
+def _progress_bar_class() -> Any:
     try:
         from tqdm.auto import tqdm
     except ImportError:
         raise ImportError(
             "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
         ) from None
-    return tqdm(total=n_sweeps, desc="ALS", unit="sweep")
+    return tqdm
 
 
 def _initial_weights(

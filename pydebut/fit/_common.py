@@ -87,34 +87,47 @@ def load_target(
             f"the target is a masked array with {masked} masked entries, which a fit would "
             "take at their stored values: fill them first (numpy.ma.filled)"
         )
+    if not isinstance(target, np.ndarray) and hasattr(target, "shape"):
+        # a Dask array, sparse matrix or LinearOperator: checked before it is made dense
+        declared = getattr(target, "dtype", None)
+        declared = np.dtype(np.float64 if declared is None else declared)
+        _check_shape(tuple(target.shape), declared, chain, limit)
     array = np.asarray(dense_target(target))
-    if array.dtype.kind not in "biufc":  # timedelta64 is a NumPy number, but not one
-        what = _NON_NUMERIC.get(array.dtype.kind, "non-numeric values")
-        raise TypeError(
-            f"the target must hold real or complex numbers, got {what} (dtype {array.dtype})"
-        )
-    if array.ndim != 2:
-        raise ValueError(f"the target must be a 2-D matrix, got shape {array.shape}")
-    if 0 in array.shape:
-        raise ValueError(f"the target must have at least one row and one column, got {array.shape}")
-    if chain is not None and array.shape != chain.shape:
-        raise ValueError(
-            f"the target has shape {array.shape} but the chain is "
-            f"{chain.shape[0]} x {chain.shape[1]}"
-        )
-    if limit is not None and array.size > limit[0]:
-        raise ValueError(
-            f"the target has {array.size} entries, more than {limit[1]} accepts ({limit[0]})"
-        )
-    dtype = working_dtype(array.dtype)
-    check_fits_in_memory(
-        array.size * dtype.itemsize,
-        f"a working copy of the {array.shape[0]} x {array.shape[1]} target in {dtype}",
-        "fit a smaller target, or one larger than memory with pydebut.dask.fit_hierarchical",
-    )
+    _check_shape(array.shape, array.dtype, chain, limit)
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     return array
+
+
+def _check_shape(
+    shape: tuple[Any, ...], dtype: np.dtype, chain: Chain | None, limit: tuple[int, str] | None
+) -> None:
+    """Refuse a target of ``shape`` and ``dtype`` (numeric, 2-D, non-empty, the chain's
+    shape, within ``limit``, a working copy within memory) before any entry is read."""
+    if dtype.kind not in "biufc":  # timedelta64 is a NumPy number, but not one
+        what = _NON_NUMERIC.get(dtype.kind, "non-numeric values")
+        raise TypeError(f"the target must hold real or complex numbers, got {what} (dtype {dtype})")
+    if len(shape) != 2:
+        raise ValueError(f"the target must be a 2-D matrix, got shape {shape}")
+    if 0 in shape:
+        raise ValueError(f"the target must have at least one row and one column, got {shape}")
+    if chain is not None and shape != chain.shape:
+        raise ValueError(
+            f"the target has shape {shape} but the chain is {chain.shape[0]} x {chain.shape[1]}"
+        )
+    if any(not isinstance(size, (int, np.integer)) for size in shape):  # a Dask array's nan
+        raise ValueError(f"the target's shape {shape} is not known; compute its chunk sizes")
+    size = shape[0] * shape[1]
+    if limit is not None and size > limit[0]:
+        raise ValueError(
+            f"the target has {size} entries, more than {limit[1]} accepts ({limit[0]})"
+        )
+    working = working_dtype(dtype)
+    check_fits_in_memory(
+        size * working.itemsize,
+        f"a working copy of the {shape[0]} x {shape[1]} target in {working}",
+        "fit a smaller target, or one larger than memory with pydebut.dask.fit_hierarchical",
+    )
 
 
 def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -49,7 +49,13 @@ def dense_target(target: Any) -> Any:
             stop = min(start + BLOCK, n)
             columns = np.zeros((n, stop - start), dtype=out.dtype)
             columns[np.arange(start, stop), np.arange(stop - start)] = 1
-            out[:, start:stop] = target.matmat(columns)
+            block = np.asarray(target.matmat(columns))
+            if out.dtype.kind != "c" and np.iscomplexobj(block) and np.any(block.imag):
+                raise TypeError(
+                    f"the LinearOperator target declares dtype {dtype} but returns complex "
+                    f"values ({block.dtype}): declare its dtype complex"
+                )
+            out[:, start:stop] = block.real if out.dtype.kind != "c" else block
         return out
     return target
 

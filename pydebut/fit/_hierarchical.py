@@ -20,7 +20,7 @@ import numpy as np
 from .._memory import check_fits_in_memory
 from .._permutation import candidate_permutations, check_permutation, unpermute
 from ..operator import _dask_backend
-from ..spec import Chain, FactorSpec
+from ..spec import Chain, FactorSpec, shown
 from ._common import (
     FitResult,
     TargetScale,
@@ -217,13 +217,13 @@ def fit_hierarchical(
                 "a Dask array target is fitted in the left-to-right order, without permutations"
             )
         return backend.fit_hierarchical(target, Chain(chain))
-    if permutation is not None:
-        return _fit_permuted(target, Chain(chain), order, permutation)
-    start = time.perf_counter()
     chain = Chain(chain)
     if order not in ("left-to-right", "balanced"):
-        raise ValueError(f"order must be 'left-to-right' or 'balanced', got {order!r}")
+        raise ValueError(f"order must be 'left-to-right' or 'balanced', got {shown(order)}")
     ranks = hierarchy_ranks(chain)
+    if permutation is not None:
+        return _fit_permuted(target, chain, order, permutation)
+    start = time.perf_counter()
     matrix = load_target(target, chain)
     matrix = as_working(matrix, working_dtype(matrix.dtype))
     scale = TargetScale.of(matrix)
@@ -519,7 +519,8 @@ def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> 
         ]  # fmt: skip
     else:
         raise ValueError(
-            f"permutation must be None, 'auto' or a pair (row_perm, col_perm), got {permutation!r}"
+            "permutation must be None, 'auto' or a pair (row_perm, col_perm), got "
+            f"{shown(permutation)}"
         )
     matrix = load_target(target, chain)
     best = None
