@@ -46,6 +46,7 @@ NaN and Inf propagate.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import warnings
 
@@ -61,6 +62,7 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
 
 from llvmlite import ir
 from numba.core import cgutils, types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
@@ -68,6 +70,25 @@ from . import _numba_setup
 from ._memory import ALIGN_BYTES
 
 _numba_setup.choose_threading_layer()
+
+
+# A thread's first call of a kind compiles its kernel, or loads it from the cache, holding
+# Numba's process-wide compiler lock; a child forked meanwhile would inherit it held by a
+# thread it does not have, and hang at its own first call. A fork waits for the lock.
+def _fork_after_compiling() -> None:
+    global_compiler_lock.acquire()
+
+
+def _compiling_allowed_after_fork() -> None:
+    global_compiler_lock.release()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=_fork_after_compiling,
+        after_in_parent=_compiling_allowed_after_fork,
+        after_in_child=_compiling_allowed_after_fork,
+    )
 
 # Whether NUMBA_BOUNDSCHECK=1 asked for checked indexing (frozen into the kernels).
 _BOUNDSCHECK = bool(numba.config.BOUNDSCHECK)

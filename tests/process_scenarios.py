@@ -6,10 +6,12 @@ exits 0 only if every result equals the parent's. ``tests/test_processes.py``
 runs each one in a subprocess with a timeout, so a crash or a hang fails.
 """
 
+import faulthandler
 import multiprocessing
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -61,6 +63,33 @@ def in_forked_children(op: DeButOperator, expected: list[np.ndarray], busy: bool
     return statuses == [0] * len(statuses)
 
 
+def forked_while_compiling(op: DeButOperator) -> bool:
+    """``os.fork`` while another thread holds Numba's compiler lock, as a first call does
+    while it compiles or loads a kernel; the child then needs a kernel of its own."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    holding = threading.Event()
+
+    def compile_for_a_while() -> None:
+        with global_compiler_lock:
+            holding.set()
+            time.sleep(1.0)
+
+    compiler = threading.Thread(target=compile_for_a_while)
+    compiler.start()
+    holding.wait()
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.dump_traceback_later(60, exit=True)  # a hang fails, with its stack
+        single = DeButOperator(op.chain, op.weights, np.complex64)  # kernels not loaded yet
+        x = inputs(0).astype(np.complex64)
+        same = np.allclose(single @ x, op @ x, rtol=1e-4, atol=1e-4)
+        os._exit(0 if same else 3)
+    status = os.waitpid(pid, 0)[1]
+    compiler.join()
+    return status == 0
+
+
 def in_pool(op: DeButOperator, expected: list[np.ndarray], method: str) -> bool:
     with multiprocessing.get_context(method).Pool(2) as pool:
         results = pool.map(apply_in_worker, [(op, i) for i in range(len(expected))])
@@ -81,6 +110,8 @@ def main(name: str) -> int:
         ok = in_forked_children(op, expected, busy=False)
     elif name == "fork-while-busy":
         ok = in_forked_children(op, expected, busy=True)
+    elif name == "fork-while-compiling":
+        ok = forked_while_compiling(op)
     elif name in ("pool-fork", "pool-spawn"):
         ok = in_pool(op, expected, name.removeprefix("pool-"))
     elif name == "threads":

@@ -20,6 +20,7 @@ FORK = pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
     [
         pytest.param("fork", marks=FORK),
         pytest.param("fork-while-busy", marks=FORK),
+        pytest.param("fork-while-compiling", marks=FORK),
         pytest.param("pool-fork", marks=FORK),
         "pool-spawn",
         "threads",
