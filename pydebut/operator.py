@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -383,6 +384,10 @@ class DeButOperator(LinearOperator):
     after it; ``A^H = P_c^T B^H P_r^T`` gathers with ``argsort(row_perm)`` before
     and ``col_perm`` after. Each gather is ``O(m + n)`` per vector.
 
+    ``op.H`` and ``op.T`` are operators of their own, built on first use and
+    kept (their weights take the operator's memory once more); ``op.rmatvec``
+    and ``op.rmatmat`` apply ``A^H`` with the operator's own weights.
+
     Examples
     --------
     >>> import numpy as np
@@ -421,6 +426,9 @@ class DeButOperator(LinearOperator):
         # Plans by the data's dtype when the data need no conversion and no permutation: the
         # one-vector path (apply, @, matvec, rmatvec) is then a lookup and a kernel call.
         self._direct: dict[tuple[np.dtype, bool], _Plan] = {}
+        # A^T and A^H, built on first use and kept: op.H @ y in a loop costs a product
+        # (a weak reference back from them, so that no cycle keeps the weights alive)
+        self._reversals: dict[bool, DeButOperator | weakref.ref[DeButOperator]] = {}
 
     # --- construction ---------------------------------------------------------
     @classmethod
@@ -760,16 +768,29 @@ class DeButOperator(LinearOperator):
         return self._reversed(conjugate=True)
 
     def _reversed(self, conjugate: bool) -> DeButOperator:
-        """``A^T`` (or ``A^H``): the factors reversed, each block transposed (and conjugated)."""
-        blocks = [w.transpose(0, 2, 1, 3) for w in reversed(self._weights)]
-        return DeButOperator(
-            self._chain.T,
-            [w.conj() for w in blocks] if conjugate else blocks,
-            self.dtype,
-            check_finite=False,
-            row_perm=self._col_perm,
-            col_perm=self._row_perm,
-        )
+        """``A^T`` (or ``A^H``): the factors reversed, each block transposed (and conjugated).
+
+        Built once and kept (its weights take the operator's memory again), and it
+        refers back to this operator, weakly, as its own transpose (adjoint); for a
+        real operator the two are one.
+        """
+        conjugate = conjugate and self.dtype.kind == "c"
+        reversed_operator = self._reversals.get(conjugate)
+        if isinstance(reversed_operator, weakref.ref):
+            reversed_operator = reversed_operator()
+        if reversed_operator is None:
+            blocks = [w.transpose(0, 2, 1, 3) for w in reversed(self._weights)]
+            reversed_operator = DeButOperator(
+                self._chain.T,
+                [w.conj() for w in blocks] if conjugate else blocks,
+                self.dtype,
+                check_finite=False,
+                row_perm=self._col_perm,
+                col_perm=self._row_perm,
+            )
+            reversed_operator._reversals[conjugate] = weakref.ref(self)
+            self._reversals[conjugate] = reversed_operator
+        return reversed_operator
 
     def dot(self, x: Any) -> Any:
         """``self @ x``; with another ``DeButOperator`` the result is the longer chain.
