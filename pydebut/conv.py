@@ -156,8 +156,6 @@ def im2col(
     """
     _check_layout(layout)
     x = np.asarray(x)
-    if x.dtype.kind not in "biufc":
-        raise TypeError(f"x must hold real or complex numbers, got dtype {x.dtype}")
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     return geometry.unfold(x, layout)
 
@@ -176,6 +174,8 @@ class _Geometry:
     def of(
         cls, x: np.ndarray, kernel_size: Any, stride: Any, padding: Any, dilation: Any
     ) -> _Geometry:
+        if x.dtype.kind not in "biufc":
+            raise TypeError(f"x must hold real or complex numbers, got dtype {x.dtype}")
         if x.ndim != 4:
             raise ValueError(f"x must have shape (batch, channels, height, width), got {x.shape}")
         kernel = _pair(kernel_size, "kernel_size", 1)
@@ -283,8 +283,6 @@ def conv2d(
     """
     _check_layout(layout)
     x = np.asarray(x)
-    if x.dtype.kind not in "biufc":
-        raise TypeError(f"x must hold real or complex numbers, got dtype {x.dtype}")
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     if isinstance(operator, (np.ndarray, list, tuple)) and np.ndim(operator) > 2:
         raise ValueError(
