@@ -40,6 +40,17 @@ reach (one per coordinate): about two seconds and, for one output, 256 MB.
 Larger requests are refused with a ``ValueError`` before any work."""
 MAX_SUPPORT_ENTRIES = 2**30
 """Largest number of booleans :func:`product_support` and :func:`partial_supports` return."""
+MAX_NUMERIC_WORK = 2**37
+"""Most multiply-adds :func:`is_dense_numeric` spends multiplying dense factors.
+
+``m * sum(p_l * q_l for l >= 2)`` for an ``m x n`` chain: ``butterfly_chain(2048)``
+takes 8.6e10 of them, 1.9 s on a 2-core Zen 4 VM (``butterfly_chain(4096)``, 7.6e11,
+took 17-53 s and is refused). Larger requests are refused with a ``ValueError``
+before any work."""
+MAX_NUMERIC_ENTRIES = 2**27
+"""Most float64 entries (1 GiB) :func:`is_dense_numeric` holds at once: the partial
+product ``m x p_l``, the dense factor ``p_l x q_l`` and the next partial product
+``m x q_l``. ``butterfly_chain(2048)`` needs ``3 * 2048**2``."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +378,14 @@ def is_dense_numeric(
     The slow twin of :func:`is_dense` used in tests: positive weights cannot
     cancel, so the product is positive exactly where a path exists.
 
+    Notes
+    -----
+    Multiplying the dense factors of an ``m x n`` chain costs
+    ``m * sum(p_l * q_l for l >= 2)`` multiply-adds and holds up to
+    ``m * p_l + p_l * q_l + m * q_l`` floats at once; beyond ``MAX_NUMERIC_WORK``
+    or ``MAX_NUMERIC_ENTRIES`` it is refused with a ``ValueError`` before any
+    work. :func:`is_dense` decides large chains.
+
     Examples
     --------
     >>> bool(is_dense_numeric([(4, 4, 2, 2, 1), (4, 4, 2, 2, 2)], random_state=0))
@@ -375,9 +394,34 @@ def is_dense_numeric(
     from ._reference import chain_to_dense
 
     chain = _as_chain(chain)
+    _check_numeric_cost(chain)
     rng = np.random.default_rng(random_state)
     weights = [rng.uniform(0.5, 1.5, size=spec.weight_shape) for spec in chain]
-    gaps = np.argwhere(chain_to_dense(chain, weights) <= 0)
-    if gaps.size:
-        return DensityResult(False, (int(gaps[0, 0]), int(gaps[0, 1])), "numeric")
+    gaps = (chain_to_dense(chain, weights) <= 0).ravel()
+    first = int(np.argmax(gaps))
+    if gaps[first]:
+        return DensityResult(False, divmod(first, chain.shape[1]), "numeric")
     return DensityResult(True, None, "numeric")
+
+
+def _check_numeric_cost(chain: Chain) -> None:
+    """Refuse a chain whose dense product exceeds ``MAX_NUMERIC_WORK`` or ``MAX_NUMERIC_ENTRIES``.
+
+    ``F_1 (F_2 (...))`` is formed left to right: step ``l >= 2`` multiplies the
+    ``m x p_l`` partial product by the dense ``p_l x q_l`` factor.
+    """
+    m, n = chain.shape
+    first, *rest = chain.factors
+    work = m * sum(spec.p * spec.q for spec in rest)
+    held = [m * spec.p + spec.p * spec.q + m * spec.q for spec in rest]  # step l >= 2
+    entries = max([first.p * first.q, *held])
+    for amount, what, name, limit in [
+        (work, "multiply-adds", "MAX_NUMERIC_WORK", MAX_NUMERIC_WORK),
+        (entries, "float64 entries at once", "MAX_NUMERIC_ENTRIES", MAX_NUMERIC_ENTRIES),
+    ]:
+        if amount > limit:
+            raise ValueError(
+                f"multiplying the dense factors of this {m} x {n} chain takes {amount:,} "
+                f"{what}, above the limit {name} = {limit:,} of pydebut.density; "
+                "is_dense() decides density structurally at a fraction of the cost"
+            )

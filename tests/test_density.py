@@ -7,8 +7,10 @@ import pytest
 from hypothesis import given, settings
 
 from pydebut import Chain, classify, is_dense, product_support, rank_weights
+from pydebut import _reference as reference_module
 from pydebut import density as density_module
 from pydebut.density import DensityResult, is_dense_numeric, partial_supports
+from pydebut.special import butterfly_chain
 
 from .strategies_chains import chainable_chains, general_chains, rank_weighted_chains
 
@@ -180,3 +182,21 @@ def test_first_missing_pair_in_a_later_chunk_beats_earlier_chunks_gaps():
     finally:
         density_module._REACH_CHUNK_BYTES = saved
     assert is_dense_numeric(chain, random_state=0).missing == (0, 64)
+
+
+def _no_dense_product(chain, weights):
+    raise AssertionError("is_dense_numeric formed a dense product it should have refused")
+
+
+@pytest.mark.parametrize(
+    ("chain", "limit"),
+    [
+        (butterfly_chain(4096), "MAX_NUMERIC_WORK"),  # 7.6e11 multiply-adds
+        (butterfly_chain(2**20), "MAX_NUMERIC_WORK"),  # 8 TiB per dense factor
+        (Chain([(2**14, 2**14, 1, 1, 2**14)]), "MAX_NUMERIC_ENTRIES"),  # one 2 GiB factor
+    ],
+)
+def test_is_dense_numeric_refuses_large_chains_before_any_dense_work(chain, limit, monkeypatch):
+    monkeypatch.setattr(reference_module, "chain_to_dense", _no_dense_product)
+    with pytest.raises(ValueError, match=rf"{limit} = .* of pydebut\.density; is_dense\(\)"):
+        is_dense_numeric(chain, random_state=0)
