@@ -162,7 +162,7 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     True
     """
     chain = _butterfly(n, "dft")
-    if norm not in _DFT_SCALE:
+    if not (isinstance(norm, str) and norm in _DFT_SCALE):
         raise ValueError(f"norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
     if np.dtype(dtype).kind != "c":
         raise TypeError(f"the DFT is complex; dtype must be complex64 or complex128, got {dtype}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from pydebut.special import butterfly_chain, hadamard, monarch_chain
+from pydebut.special import butterfly_chain, dft, hadamard, monarch_chain
 from pydebut.testing import dottest
 
 
@@ -34,3 +34,9 @@ def test_classical_chain_shapes():
     monarch = monarch_chain(4)
     assert monarch.shape == (16, 16) and [f.r for f in monarch] == [4, 4]
     assert monarch.is_chainable
+
+
+@pytest.mark.parametrize("norm", ["unitary", None, ["ortho"], {"ortho": 1}])
+def test_dft_names_the_norms_for_any_unknown_norm(norm):
+    with pytest.raises(ValueError, match="norm must be 'backward', 'ortho' or 'forward', got"):
+        dft(8, norm=norm)
