@@ -29,6 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy
 import scipy.sparse as sp
+from _args import nonnegative_int, positive_float, positive_int
 
 import pydebut
 from pydebut import Chain, DeButOperator
@@ -452,17 +453,18 @@ def startup_costs() -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter budget")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 64, 1024])
     parser.add_argument(
         "--dtypes",
         nargs="+",
         default=["float32", "float64"],
+        choices=["float32", "float64", "complex64", "complex128"],
         help="also complex64, complex128 (GFLOP/s count 4 real multiply-adds per complex one)",
     )
     parser.add_argument("--chains", nargs="+", default=list(CHAINS), choices=list(CHAINS))
     parser.add_argument(
         "--small-rounds",
-        type=int,
+        type=nonnegative_int,
         default=45,
         help="rounds of the small layers' section, 1 and 8 vectors (0 skips it)",
     )
@@ -487,7 +489,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=positive_float,
         help="seconds of back-to-back calls per implementation per round (default 0.1 with "
         "--quick, else 0.2); a call longer than that is timed alone, after a pause (cold)",
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _args import output_file, positive_int
 from _readme import update_readme
 
 from pydebut import Chain, DeButOperator, approximate, fit_als
@@ -230,14 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="64 x 128 and fewer sweeps")
     parser.add_argument(
         "--shape",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=None,
         metavar=("M", "N"),
-        help="size of the suite (default 512 2048; --quick: 64 128)",
+        help="size of the suite, M a power of two (Hadamard and DFT are M x M) and the "
+        f"smallest budget, {min(BUDGETS) * 100:g}%% of M N, at least M + N (a rank-one "
+        "product); default 512 2048; --quick: 64 128",
     )
     parser.add_argument("--timing", action="store_true", help="only the 512 x 2048 timed case")
-    parser.add_argument("--figure", type=Path, help="save error against parameters here")
+    parser.add_argument("--figure", type=output_file, help="save error against parameters here")
     parser.add_argument(
         "--update-readme", action="store_true", help="write the table into benchmarks/README.md"
     )
@@ -247,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
         print(timed_case(options))
         return
     m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
+    if m & (m - 1) or int(min(BUDGETS) * m * n) < m + n:
+        parser.error(
+            f"--shape {m} {n}: M must be a power of two and {min(BUDGETS):.0%} of M N "
+            "at least M + N (e.g. 64 128)"
+        )
     rng = np.random.default_rng(0)
     rows = [row for target in suite(m, n, rng) for row in run_target(target, BUDGETS, options)]
     text = table(rows) + "\n\n" + checks(rows)

@@ -27,6 +27,7 @@ import warnings
 from math import prod
 
 import numpy as np
+from _args import nonnegative_float, nonnegative_int, positive_int
 
 from pydebut import Chain, DeButOperator, fit_hierarchical, hierarchy_ranks
 from pydebut.fit._common import relative_residual
@@ -173,10 +174,14 @@ def sweep(seeds: int, random_chains: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--seeds", type=positive_int, default=5)
+    parser.add_argument(
+        "--noise", type=nonnegative_float, default=0.1, help="relative Frobenius norm"
+    )
     parser.add_argument("--sweep", action="store_true", help="gap distribution over many targets")
-    parser.add_argument("--random-chains", type=int, default=30)
+    parser.add_argument(
+        "--random-chains", type=nonnegative_int, default=30, help="beside the fixed ones"
+    )
     args = parser.parse_args()
     if args.sweep:
         sweep(args.seeds, args.random_chains)

@@ -5,10 +5,11 @@ targets are two noisy random DeBut products at their own chain's budget, where a
 beam can lose the right prefix, and the smooth kernel of the issue's timed case.
 """
 
-import sys
+import argparse
 import time
 
 import numpy as np
+from _args import positive_int
 
 from pydebut import Chain, DeButOperator, approximate
 from pydebut.special import PAPER_CHAINS
@@ -45,4 +46,8 @@ def main(widths: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(w) for w in sys.argv[1:]] or [8, 16, 32])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "widths", type=positive_int, nargs="*", default=[8, 16, 32], help="beam widths"
+    )
+    main(parser.parse_args().widths)

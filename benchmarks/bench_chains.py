@@ -6,6 +6,7 @@ markdown table (the figures in benchmarks/README.md, section "Chains").
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import platform
@@ -118,4 +119,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     main()

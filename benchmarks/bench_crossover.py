@@ -35,12 +35,23 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from _args import (
+    existing_file,
+    fraction,
+    nonnegative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from _readme import update_readme
 
 #: ``w`` as multiples of ``sqrt(m n)`` (of ``n`` for a square) when ``--w`` is not given.
 W_FACTORS = (0.5, 2.0, 6.0)
 #: Budgets as multiples of the butterfly budget when ``--fractions`` is not given.
 MULTIPLES = (1.0, 2.0, 4.0)
+#: ``--permutation``: ``approximate`` tries them all, or one key of
+#: ``pydebut.candidate_permutations`` is fixed.
+PERMUTATIONS = ("auto", "identity", "bitrev-cols", "bitrev-rows", "bitrev-both")
 
 
 def kernel(m: int, n: int, w: float) -> np.ndarray:
@@ -191,7 +202,10 @@ def parse_shape(text: str) -> tuple[int, int]:
     if match is None:
         raise argparse.ArgumentTypeError(f"a size is N or MxN, got {text!r}")
     m = int(match.group(1))
-    return m, int(match.group(2) or m)
+    n = int(match.group(2) or m)
+    if min(m, n) < 2:
+        raise argparse.ArgumentTypeError(f"a size is at least 2 a side, got {text!r}")
+    return m, n
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -407,27 +421,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sizes", type=parse_shape, nargs="*", help="N (square) or MxN")
     parser.add_argument(
-        "--w", type=float, nargs="+", help="absolute w (default 0.5, 2, 6 sqrt(mn))"
+        "--w", type=positive_float, nargs="+", help="absolute w (default 0.5, 2, 6 sqrt(mn))"
     )
     parser.add_argument(
         "--multiples",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=list(MULTIPLES),
         help="budgets in butterfly budgets (default 1 2 4)",
     )
     parser.add_argument(
         "--fractions",
-        type=float,
+        type=fraction,
         nargs="+",
         help="budgets as fractions of m n instead of --multiples",
     )
     parser.add_argument("--quick", action="store_true", help="2 ALS sweeps (default 5)")
-    parser.add_argument("--sweeps", type=int, help="ALS sweeps per refined chain")
-    parser.add_argument("--beam-width", type=int, default=32)
-    parser.add_argument("--max-factors", type=int, default=10)
-    parser.add_argument("--max-splits", type=int, default=5000)
-    parser.add_argument("--refine", type=int, default=3)
+    parser.add_argument("--sweeps", type=nonnegative_int, help="ALS sweeps per refined chain")
+    parser.add_argument("--beam-width", type=positive_int, default=32)
+    parser.add_argument("--max-factors", type=positive_int, default=10)
+    parser.add_argument("--max-splits", type=positive_int, default=5000)
+    parser.add_argument("--refine", type=positive_int, default=3)
     parser.add_argument(
         "--butterflies",
         action="store_true",
@@ -436,8 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--permutation",
         default="auto",
-        help="auto (approximate tries all), or identity, bitrev-cols, bitrev-rows, "
-        "bitrev-both (fixed)",
+        choices=PERMUTATIONS,
+        help="auto (approximate tries all), or one fixed permutation",
     )
     parser.add_argument(
         "--no-spectrum",
@@ -447,9 +461,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--spectra-only", action="store_true", help="only the singular values of the kernels"
     )
-    parser.add_argument("--results", type=Path, help="append every record (JSON lines) here")
-    parser.add_argument("--report", type=Path, nargs="+", help="tabulate these result files")
-    parser.add_argument("--figure", type=Path, help="save the figure of the reported points")
+    parser.add_argument("--results", type=output_file, help="append every record (JSON lines) here")
+    parser.add_argument(
+        "--report", type=existing_file, nargs="+", help="tabulate these result files"
+    )
+    parser.add_argument("--figure", type=output_file, help="save the figure of the reported points")
     parser.add_argument(
         "--update-readme",
         action="store_true",
@@ -460,7 +476,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give sizes to measure or --report FILES")
     if args.sweeps is None:
         args.sweeps = 2 if args.quick else 5
-    records = load(args.report) if args.report else measure(args)
+    if args.report:
+        try:
+            records = load(args.report)
+        except ValueError as error:  # JSON or UTF-8
+            parser.error(f"--report: not a file of results (JSON lines): {error}")
+    else:
+        records = measure(args)
     points = with_svd(records)
 
     def key(r: dict) -> tuple:

@@ -44,6 +44,7 @@ import time
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np
+from _args import positive_int, power_of_two
 
 from pydebut import Chain, fit_als, fit_hierarchical, special
 
@@ -268,16 +269,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     stream = sub.add_parser("stream")
-    stream.add_argument("--columns", type=int, default=10**7)
-    stream.add_argument("--chunk", type=int, default=1024)
-    stream.add_argument("--workers", type=int, default=2)
+    stream.add_argument("--columns", type=positive_int, default=10**7)
+    stream.add_argument("--chunk", type=positive_int, default=1024)
+    stream.add_argument("--workers", type=positive_int, default=2)
     stream.add_argument("--fresh", action="store_true", help="copy and scale every chunk")
     fits = sub.add_parser("fits")
-    fits.add_argument("--count", type=int, default=24)
-    fits.add_argument("--sweeps", type=int, default=2)
+    fits.add_argument("--count", type=positive_int, default=24)
+    fits.add_argument("--sweeps", type=positive_int, default=2)
     ooc = sub.add_parser("out-of-core")
-    ooc.add_argument("--n", type=int, default=16384)
-    ooc.add_argument("--in-memory-n", type=int, default=8192)
+    ooc.add_argument("--n", type=power_of_two, default=16384)
+    ooc.add_argument("--in-memory-n", type=power_of_two, default=8192)
     child = sub.add_parser("fit-child")
     child.add_argument("path")
     child.add_argument("mode", choices=["in-memory", "out-of-core"])

@@ -4,6 +4,8 @@ Run from the repository root::
 
     python benchmarks/bench_fit.py [--plot benchmarks/fit_errors.png]
 
+The plot goes to ``fit_errors.png`` beside this script unless ``--plot`` names a file.
+
 Timings are the best of 3-5 identical runs (the machine may be shared); errors
 are relative Frobenius errors ``||D - D_hat|| / ||D||``. Fit times include the
 initialisation (and, for ALS, the per-chain coupling analysis, cached after
@@ -16,9 +18,11 @@ import argparse
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy
+from _args import output_file
 from scipy.linalg import hadamard
 
 from pydebut import Chain, fit_als, fit_hierarchical
@@ -105,7 +109,12 @@ def kronecker_speedup(chain, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plot", default="benchmarks/fit_errors.png", help="error-per-sweep plot")
+    parser.add_argument(
+        "--plot",
+        type=output_file,
+        default=Path(__file__).resolve().parent / "fit_errors.png",
+        help="error-per-sweep plot (default: fit_errors.png beside this script)",
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     rng = np.random.default_rng(0)
@@ -169,9 +178,8 @@ def main():
         f"brute-force lstsq {slow * 1e3:.0f} ms, speed-up {slow / fast:.0f}x."
     )
     print(f"Coupling analysis of the 512 x 2048 chain (once per chain, cached): {analysis:.3f} s.")
-    if args.plot:
-        plot(curves, args.plot)
-        print(f"Error-per-half-sweep plot: {args.plot}")
+    plot(curves, args.plot)
+    print(f"Error-per-half-sweep plot: {args.plot}")
 
 
 def plot(curves, path):

@@ -7,6 +7,7 @@ characters of its answer or of the ``ValueError`` that refuses it.
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import time
@@ -56,4 +57,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     main()

@@ -1,6 +1,9 @@
-"""The crossover benchmark's own arithmetic: the butterflies it includes and the SVD side."""
+"""The crossover benchmark's own arithmetic (the butterflies it includes and the SVD
+side), and the command lines of all benchmarks."""
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +55,63 @@ def test_svd_side_is_the_exact_truncated_svd(bench):
     assert with_spectrum["svd"] == pytest.approx(expected, rel=1e-12)
     (without,) = bench.with_svd([point])  # no spectrum: approximate's (randomized) baseline
     assert without["svd"] == 1.0 and not without["svd_exact"]
+
+
+# One nonsense value per script: each must stop at argparse (status 2, one line, no
+# traceback) before any work; --help must print the usage and stop.
+BAD_ARGUMENTS = [
+    ("bench_anatomy.py", ["bogus"]),
+    ("bench_apply.py", ["--batches", "0"]),
+    ("bench_apply.py", ["--dtypes", "float16"]),
+    ("bench_apply.py", ["--budget", "-1"]),
+    ("bench_approximate.py", ["--shape", "0", "5"]),
+    ("bench_approximate.py", ["--shape", "100", "128"]),
+    ("bench_balanced.py", ["--noise", "-1"]),
+    ("bench_balanced.py", ["--seeds", "0"]),
+    ("bench_beam_width.py", ["0"]),
+    ("bench_chains.py", ["--quick"]),
+    ("bench_crossover.py", ["0"]),
+    ("bench_crossover.py", ["64", "--w", "-1"]),
+    ("bench_crossover.py", ["64", "--permutation", "bitrev"]),
+    ("bench_crossover.py", ["--report", "/nonexistent/r.jsonl"]),
+    ("bench_crossover.py", ["64", "--results", "/nonexistent/r.jsonl"]),
+    ("bench_dask.py", ["stream", "--columns", "0"]),
+    ("bench_dask.py", ["fits", "--count", "0"]),
+    ("bench_dask.py", ["out-of-core", "--n", "1000"]),
+    ("bench_fit.py", ["--plot", "/nonexistent/fit.png"]),
+    ("bench_limits.py", ["3"]),
+    ("paper_layers.py", ["--quick"]),
+]
+SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("*.py") if not path.name.startswith("_"))
+
+
+def run_script(name: str, arguments: list[str]) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        cwd=BENCHMARKS.parent.parent,  # not the repository root: no relative defaults
+    )
+
+
+def test_every_script_is_checked():
+    assert {name for name, _ in BAD_ARGUMENTS} == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_help_prints_usage_and_stops(name):
+    run = run_script(name, ["--help"])
+    assert run.returncode == 0 and run.stdout.startswith("usage: "), run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"), BAD_ARGUMENTS, ids=[" ".join([n, *a]) for n, a in BAD_ARGUMENTS]
+)
+def test_benchmark_refuses_bad_arguments_in_one_line(name, arguments):
+    run = run_script(name, arguments)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[-1].startswith(f"{name}") and ": error: " in run.stderr
