@@ -25,7 +25,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from .spec import Chain, ChainKind, _as_positive_int
+from .spec import Chain, ChainKind, _as_positive_int, shown
 
 __all__ = [
     "ChainClass",
@@ -257,8 +257,8 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
         _as_positive_int(value, name, "graph_size")
         for name, value in (("m", m), ("n", n), ("n_factors", n_factors), ("rank", rank))
     )
-    if kind not in _KIND_FLAG_VALUES:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    if kind not in KINDS:  # a tuple: unhashable kinds are refused too
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {shown(kind)}")
     if n_factors == 1:
         return 1
     flags = _KIND_FLAG_VALUES[kind]
@@ -500,7 +500,7 @@ def _request(
             raise ValueError(f"chain request: {name} must be below 2**40, got {value}")
     counts = _factor_counts(n_factors)
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {shown(kind)}")
     if max_params is not None:
         max_params = _as_positive_int(max_params, "max_params", "chain request")
     if max_dim is not None:

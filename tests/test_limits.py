@@ -149,6 +149,7 @@ def test_graph_size_bounds_the_moves_a_search_examines(m, n, n_factors, kind, ra
     ("arguments", "error", "message"),
     [
         ((8, 8, 2), {"kind": "foo"}, "kind must be one of"),
+        ((8, 8, 2), {"kind": ["any"]}, "kind must be one of"),  # was: unhashable type
         ((-8, 8, 0), {}, "m must be"),
         ((8.5, 8, 2), {}, "m must be"),
         ((8, 8, 2), {"rank": 0}, "rank must be"),
