@@ -41,6 +41,7 @@ from .fit._common import (
     TargetScale,
     frobenius_norm,
     make_operator,
+    progress_bars,
     working_dtype,
 )
 from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
@@ -309,13 +310,7 @@ def _own_rng(options: dict) -> dict:
 
 
 def _progress_bar(total: int) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as err:  # pragma: no cover - tqdm is in the test extra
-        raise ImportError(
-            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
-        ) from err
-    return tqdm(total=total, desc="fits", unit="fit")
+    return progress_bars(True)(total=total, desc="fits", unit="fit")
 
 
 class _TaskCounter(Callback):

@@ -49,6 +49,7 @@ from ._common import (
     as_working,
     load_target,
     make_operator,
+    progress_bars,
     relative_error,
     working_dtype,
 )
@@ -639,9 +640,7 @@ def fit_als(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     init_weights = _check_init(init, chain)
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-    progress_bar = _progress_bar_class() if progress else None
+    progress_bar = progress_bars(progress)
     generator = random_generator(rng)
     matrix = load_target(target, chain)
     perms = (init.row_perm, init.col_perm) if isinstance(init, DeButOperator) else (None, None)
@@ -742,16 +741,6 @@ def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
     if init.chain != chain:
         raise ValueError(f"the initial operator's chain {init.chain!r} is not {chain!r}")
     return [np.asarray(w) for w in init.weights]
-
-
-def _progress_bar_class() -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        raise ImportError(
-            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
-        ) from None
-    return tqdm
 
 
 def _initial_weights(

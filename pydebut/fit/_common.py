@@ -47,6 +47,25 @@ def apply_factor_adjoint(spec: FactorSpec, weights: np.ndarray, y: np.ndarray) -
     return x.reshape(spec.q, batch)
 
 
+def progress_bars(progress: Any) -> Any:
+    """tqdm's progress bar class if ``progress`` is True, None if it is False.
+
+    Raises ``TypeError`` if ``progress`` is not a bool, ``ImportError`` naming the
+    install command if it is True and tqdm is missing.
+    """
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError(
+            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
+        ) from None
+    return tqdm
+
+
 def working_dtype(dtype: np.dtype) -> np.dtype:
     """Floating dtype the fit computes in: float32/complex64 stay, the rest is double."""
     if dtype in (np.float32, np.float16):

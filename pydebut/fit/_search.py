@@ -80,7 +80,7 @@ from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
 from ..spec import Chain, FactorSpec
 from ._als import CouplingLimitError, _check_tol, fit_als
-from ._common import TargetScale, as_working, load_target, working_dtype
+from ._common import TargetScale, as_working, load_target, progress_bars, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
 __all__ = [
@@ -467,8 +467,7 @@ class _Options:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
             values[name] = int(value)
         tol = _check_tol(tol)
-        if not isinstance(progress, (bool, np.bool_)):
-            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        progress_bars(progress)  # a bool, and tqdm installed if it is True
         return cls(tol=tol, progress=bool(progress), **values)
 
     def hierarchical(self) -> _Options:
@@ -1115,12 +1114,4 @@ def _flat(chain: Chain) -> list[int]:
 
 
 def _bar(enabled: bool, description: str, unit: str, total: int | None = None) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        raise ImportError(
-            "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
-        ) from None
-    return tqdm(total=total, desc=description, unit=unit)
+    return progress_bars(True)(total=total, desc=description, unit=unit) if enabled else None
