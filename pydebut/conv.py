@@ -27,6 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 from scipy.sparse.linalg import aslinearoperator
 
 from ._memory import check_fits_in_memory
+from .spec import shown
 
 __all__ = ["LAYOUTS", "conv2d", "im2col", "kernel_to_matrix", "matrix_to_kernel"]
 
@@ -295,7 +296,7 @@ def conv2d(
     except TypeError:
         raise TypeError(
             "operator must be the kernel matrix: a DeButOperator, LinearOperator, sparse "
-            f"matrix or 2-D array, got {type(operator).__name__} {operator!r:.60}"
+            f"matrix or 2-D array, got {type(operator).__name__} {shown(operator)}"
         ) from None
     n_cols = x.shape[1] * geometry.kernel[0] * geometry.kernel[1]
     if op.shape[1] != n_cols:

@@ -17,7 +17,7 @@ from scipy.sparse.linalg import LinearOperator
 from . import _batched, _kernels, _numba_setup, _sparse, _workspace
 from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
-from .spec import Chain, FactorSpec
+from .spec import Chain, FactorSpec, shown
 
 __all__ = ["DeButOperator"]
 
@@ -303,9 +303,9 @@ def random_generator(rng: Any) -> np.random.Generator:
     try:
         return np.random.default_rng(rng)
     except ValueError:
-        raise ValueError(f"{wanted}, got {rng!r:.40}") from None
+        raise ValueError(f"{wanted}, got {shown(rng)}") from None
     except TypeError:
-        raise TypeError(f"{wanted}, got {type(rng).__name__} {rng!r:.40}") from None
+        raise TypeError(f"{wanted}, got {type(rng).__name__} {shown(rng)}") from None
 
 
 class DeButOperator(LinearOperator):
@@ -1203,4 +1203,4 @@ def _refuse_sparse(x: Any, method: str, instead: str) -> None:
 
 def _refuse_text(x: Any) -> None:
     if isinstance(x, (str, bytes)):
-        raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {x!r:.40}")
+        raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {shown(x)}")

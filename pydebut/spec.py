@@ -504,7 +504,7 @@ class Chain(Sequence[FactorSpec]):
         if isinstance(tuples, (bytes, Mapping)) or not isinstance(tuples, Iterable):
             raise TypeError(
                 "from_abcd expects a list of (a, b, c, d) or (a, b, c, d, p, q) tuples, "
-                f"got {type(tuples).__name__} {tuples!r:.60}"
+                f"got {type(tuples).__name__} {shown(tuples)}"
             )
         factors = []
         for i, item in enumerate(tuples, start=1):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..spec import DECIMAL, Chain
+from ..spec import DECIMAL, Chain, shown
 
 #: Largest chain file read (bytes): a listing of a million chains is about 260 MB of JSON.
 MAX_CHAIN_FILE_BYTES = 2**28
@@ -92,7 +92,7 @@ def integer(text: str) -> int:
     ``int`` would also read other scripts' digits (``"٤"``), ``"+4"`` and ``"1_0"``.
     """
     if not DECIMAL.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"invalid integer: {text!r:.40}")
+        raise argparse.ArgumentTypeError(f"invalid integer: {shown(text)}")
     try:
         return int(text)
     except ValueError:  # more than 4,300 digits
