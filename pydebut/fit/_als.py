@@ -117,7 +117,11 @@ class _SparseFactor:
 
 
 class _Sweeper:
-    """ALS passes over a chain (cheapest with ``m <= n``); updates the list ``weights``."""
+    """ALS passes over a chain (cheapest with ``m <= n``); updates the list ``weights``.
+
+    The passes compute in the dtype of ``matrix``; each updated factor is rounded to
+    ``precision`` (the fitted operator's dtype, when it is narrower) before the next.
+    """
 
     def __init__(
         self,
@@ -125,9 +129,11 @@ class _Sweeper:
         weights: list[np.ndarray],
         matrix: np.ndarray,
         couplings: Sequence[_Coupling] | None,
+        precision: np.dtype | None = None,
     ) -> None:
         self.chain = chain
         self.weights = weights
+        self.precision = matrix.dtype if precision is None else np.dtype(precision)
         self.matrix_h = np.ascontiguousarray(matrix.conj().T)
         self.norm = float(np.linalg.norm(self.matrix_h))
         self.couplings = couplings or [_Coupling() for _ in chain]
@@ -221,6 +227,8 @@ class _Sweeper:
         for idx, h_block in zip(coupling.rectangles, right.h_rectangles, strict=True):
             g_block = _row_grams(ah, rows[idx[:, :, 0]])
             flat[idx] = _kronecker_solve(g_block, h_block, flat_rhs[idx])
+        if self.precision != weights.dtype:
+            return weights.astype(self.precision).astype(weights.dtype)
         return weights
 
 
@@ -260,28 +268,12 @@ def _lookup(gram: Gram, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Minimum-norm solutions of stacked Hermitian positive semi-definite systems.
 
-    In the eigenbasis, ``S = V diag(lam) V^H`` and ``c = V^H rhs``, the solution
-    keeps ``c_i / lam_i`` where direction ``i`` is resolved and 0 elsewhere.
-    Eigenvalues above :data:`GRAM_NOISE` ``* size * eps * max`` are resolved, and
-    those at most ``size * eps * max`` (``numpy.linalg.pinv``'s cut-off) are not.
-    Between the two, a computed zero eigenvalue and a small true one look alike,
-    and the right-hand side tells them apart: dropping direction ``i`` gives up
-    ``|c_i|^2 / lam_i`` of the fit, which for a null direction is rounding noise
-    and for a true one is not. Such a direction is kept when what it adds exceeds
-    ``GRAM_NOISE * size * eps`` times what the resolved directions give. (Dropping
-    them all, single precision fits of coupled chains lost up to 0.5 of relative
-    error in one update; keeping them all, one double precision update in 20,000
-    was not the minimum-norm one.)
+    In the eigenbasis, ``S = V diag(lam) V^H``, the solution is
+    ``V [(V^H rhs) / lam]`` over the resolved directions (eigenvalues kept as
+    in :func:`_pinv_eigen`) and 0 along the others.
     """
-    values, vectors = np.linalg.eigh(systems)
-    coefficients = np.einsum("cji,cj->ci", vectors.conj(), rhs)
-    size, eps = values.shape[-1], np.finfo(values.dtype).eps
-    noise = size * eps * np.maximum(values[..., -1:], 0)
-    resolved = values > GRAM_NOISE * noise
-    gains = abs(coefficients) ** 2 / np.where(values > noise, values, 1)
-    fit = np.sum(gains, axis=-1, keepdims=True, where=resolved)
-    kept = resolved | ((values > noise) & (gains > GRAM_NOISE * size * eps * fit))
-    coefficients = np.where(kept, coefficients / np.where(kept, values, 1), 0)
+    inverse, vectors = _pinv_eigen(systems)
+    coefficients = np.einsum("cji,cj->ci", vectors.conj(), rhs) * inverse
     return np.einsum("cij,cj->ci", vectors, coefficients)
 
 
@@ -292,7 +284,7 @@ def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarra
     pseudo-inverse is that of ``g`` times that of ``h^T``: with
     ``g = U diag(lam) U^H`` and ``h = V diag(mu) V^H``,
     ``X = g^+ rhs h^+ = U [(U^H rhs V) / (lam mu^T)] V^H``, each factor's small
-    eigenvalues dropped as in :func:`_min_norm_solve`.
+    eigenvalues dropped as in :func:`_pinv_eigen`.
     """
     lam_inverse, u = _pinv_eigen(g)
     mu_inverse, v = _pinv_eigen(h)
@@ -301,13 +293,12 @@ def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarra
     return u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
 
 
-#: Eigenvalues of a system above ``GRAM_NOISE * size * eps * max eigenvalue`` are resolved
-#: (for coupled components, smaller ones down to ``size * eps * max`` when the right-hand side
-#: needs them: :func:`_min_norm_solve`). The systems are Gram matrices, computed: forming them
-#: and ``eigh`` each leave errors of about ``size * eps`` times the largest eigenvalue, so an
-#: eigenvalue that is zero can come out above ``numpy.linalg.pinv``'s cut-off (at 1.07x it in
-#: one case), and the update then is not the minimum-norm one: one of 20,000 updates drawn as
-#: in ``tests/test_fit_als.py`` was not with the cut-off alone, none at 16x.
+#: Eigenvalues of a system above ``GRAM_NOISE * size * eps * max eigenvalue`` are resolved.
+#: The systems are Gram matrices, computed: forming them and ``eigh`` each leave errors of
+#: about ``size * eps`` times the largest eigenvalue, so an eigenvalue that is zero can come
+#: out above ``numpy.linalg.pinv``'s cut-off (at 1.07x it in one case), and the update then
+#: is not the minimum-norm one: one of 20,000 updates drawn as in ``tests/test_fit_als.py``
+#: was not with the cut-off alone, none at 16x.
 GRAM_NOISE = 16
 
 
@@ -541,8 +532,10 @@ def fit_als(
     ----------
     target : array_like or path
         The ``m x n`` matrix ``D``, real or complex; a path names a ``.npy``
-        file, which is memory-mapped. float16, float32 and complex64 targets are
-        fitted in single precision, everything else in double precision. Any array-like
+        file, which is memory-mapped. float16, float32 and complex64 targets get
+        single precision weights, everything else double precision ones (the
+        updates of coupled unknowns are solved in double precision either way).
+        Any array-like
         (``np.memmap`` too); a SciPy sparse matrix or a ``LinearOperator`` is
         made dense, up to ``2**27`` entries.
     chain : Chain
@@ -650,16 +643,21 @@ def fit_als(
     transposed = chain.shape[0] > chain.shape[1]
     work_chain = chain.T if transposed else chain
     couplings = _couplings(work_chain)  # m x m path counts: after the target's memory check
-    matrix = as_working(matrix, dtype)
+    # Coupled unknowns are solved for in double precision, single precision weights too: their
+    # float32 normal equations lost most of the fit on over-parametrised chains (docs/fitting.rst).
+    coupled = any(c.groups or c.rectangles for c in couplings)
+    solve_dtype = np.promote_types(dtype, np.float64) if coupled else dtype
+    matrix = as_working(matrix, solve_dtype)
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
     if init_weights is not None:
         init_weights = scale.normalise_weights(init_weights)
     weights = _initial_weights(init, init_weights, matrix, chain, dtype, generator)
+    weights = [w.astype(solve_dtype, copy=False) for w in weights]
     if transposed:
         matrix = matrix.T
         weights = [np.swapaxes(w, 1, 2) for w in reversed(weights)]
-    sweeper = _Sweeper(work_chain, weights, matrix, couplings)
+    sweeper = _Sweeper(work_chain, weights, matrix, couplings, precision=dtype)
     last = len(chain) - 1
     # Original left-to-right is the forward pass, or the backward pass of the transpose.
     if transposed:
@@ -671,7 +669,7 @@ def fit_als(
     times = [time.perf_counter() - start]
 
     def current_result() -> FitResult:
-        fitted = sweeper.weights
+        fitted = [w.astype(dtype, copy=False) for w in sweeper.weights]  # rounded on update
         if transposed:
             fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
         operator = make_operator(chain, scale.restore(fitted)).with_permutations(*perms)
