@@ -312,7 +312,7 @@ def _split(entries: np.ndarray, split: _Split) -> tuple[np.ndarray, np.ndarray]:
     k, _, B2, C1, S2, t, w = astuple(split)
     split.check_gram_memory(entries.dtype)
     blocks = split.blocks(entries)
-    _, vectors = np.linalg.eigh(np.matmul(blocks, np.conj(np.swapaxes(blocks, -1, -2))))
+    _, vectors = np.linalg.eigh(np.matmul(blocks, np.swapaxes(blocks, -1, -2).conj()))
     left, basis_h = _bases(vectors, split)
     kept = basis_h.shape[-2]
     right = np.zeros((k * C1, w * B2, S2, t), dtype=vectors.dtype)
@@ -328,9 +328,9 @@ def _bases(vectors: np.ndarray, split: _Split) -> tuple[np.ndarray, np.ndarray]:
     """
     k, R1, B2, C1, _, t, w = astuple(split)
     kept = min(w, R1)
-    basis_h = np.conj(np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2))
+    basis_h = np.swapaxes(vectors[..., R1 - kept :][..., ::-1], -1, -2).conj()
     left = np.zeros((k, R1, C1 * w, B2 * t), dtype=vectors.dtype)
-    split.left_blocks(left)[..., :kept] = np.conj(np.swapaxes(basis_h, -1, -2))
+    split.left_blocks(left)[..., :kept] = np.swapaxes(basis_h, -1, -2).conj()
     return left, basis_h
 
 
@@ -409,10 +409,10 @@ def _move_gauge(
         split.left_blocks(new_left)[..., :kept] = basis
         np.matmul(triangle, right_blocks, out=split.right_blocks(new_right)[..., :kept, :])
     else:
-        basis, triangle = np.linalg.qr(np.conj(np.swapaxes(right_blocks, -1, -2)))
+        basis, triangle = np.linalg.qr(np.swapaxes(right_blocks, -1, -2).conj())
         kept = basis.shape[-1]
-        split.right_blocks(new_right)[..., :kept, :] = np.conj(np.swapaxes(basis, -1, -2))
-        triangle_h = np.conj(np.swapaxes(triangle, -1, -2))
+        split.right_blocks(new_right)[..., :kept, :] = np.swapaxes(basis, -1, -2).conj()
+        triangle_h = np.swapaxes(triangle, -1, -2).conj()
         np.matmul(left_blocks, triangle_h, out=split.left_blocks(new_left)[..., :kept])
     left.entries, right.entries = new_left, new_right
 
@@ -496,7 +496,7 @@ def _times_adjoint(matrix: np.ndarray, entries: np.ndarray) -> np.ndarray:
     k, R, S, t = entries.shape
     rows = matrix.shape[0]
     blocks = matrix.reshape(rows, k, S, t)
-    product = np.einsum("ibsa,brsa->ibra", blocks, np.conj(entries), optimize=True)
+    product = np.einsum("ibsa,brsa->ibra", blocks, entries.conj(), optimize=True)
     return product.reshape(rows, k * R * t)
 
 

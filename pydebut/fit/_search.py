@@ -801,7 +801,7 @@ class _BeamSearch:
         blocks = np.ascontiguousarray(geometry.blocks(entries))
         blocks = blocks.reshape(-1, geometry.R1, geometry.S2)
         if geometry.R1 > geometry.S2:
-            blocks = np.conj(np.swapaxes(blocks, -1, -2))
+            blocks = np.swapaxes(blocks, -1, -2).conj()
         discarded = np.zeros(ranks[-1][0] + 1)
         groups: dict[int, list[int]] = {}
         for w, committed in ranks:
@@ -812,7 +812,7 @@ class _BeamSearch:
             width = group[-1] + SKETCH_MARGIN
             if exact is not None or side <= SKETCH_FACTOR * width:
                 if exact is None:
-                    gram = blocks @ np.conj(np.swapaxes(blocks, -1, -2))
+                    gram = blocks @ np.swapaxes(blocks, -1, -2).conj()
                     exact = np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
                 energies = exact
             else:
@@ -850,7 +850,7 @@ def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
     """
     rows, cols, rank = split.R1, split.S2, split.w
     blocks = np.ascontiguousarray(split.blocks(entries)).reshape(-1, rows, cols)
-    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
+    adjoint = np.swapaxes(blocks, -1, -2).conj()
     side, kept = min(rows, cols), min(rank, rows, cols)
     gram = blocks @ adjoint if rows <= cols else adjoint @ blocks
     vectors = None
@@ -869,9 +869,8 @@ def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
     basis = vectors if rows <= cols else np.linalg.qr(blocks @ vectors)[0]
     right = np.zeros((split.k * split.C1, rank * split.B2, cols, split.t), dtype=blocks.dtype)
     shape = (split.k, split.C1, split.B2, split.t, kept, cols)
-    split.right_blocks(right)[..., :kept, :] = (
-        np.conj(np.swapaxes(basis, -1, -2)) @ blocks
-    ).reshape(shape)
+    basis_h = np.swapaxes(basis, -1, -2).conj()
+    split.right_blocks(right)[..., :kept, :] = (basis_h @ blocks).reshape(shape)
     return right
 
 
@@ -881,12 +880,12 @@ def _captured_energies(
     """Energies ``sigma_i**2`` (summed over blocks, descending) of ``Q^H M`` for a range
     finder ``Q`` of ``width`` columns per ``a x b`` block ``M`` (``a <= b``)."""
     probe = generator.standard_normal((blocks.shape[-1], width)).astype(blocks.dtype)
-    adjoint = np.conj(np.swapaxes(blocks, -1, -2))
+    adjoint = np.swapaxes(blocks, -1, -2).conj()
     basis, _ = np.linalg.qr(blocks @ probe)
     for _ in range(power):
         basis, _ = np.linalg.qr(blocks @ (adjoint @ basis))
-    projected = np.conj(np.swapaxes(basis, -1, -2)) @ blocks
-    gram = projected @ np.conj(np.swapaxes(projected, -1, -2))
+    projected = np.swapaxes(basis, -1, -2).conj() @ blocks
+    gram = projected @ np.swapaxes(projected, -1, -2).conj()
     return np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
 
 
@@ -1011,9 +1010,9 @@ def _randomized_svd(
     probe = generator.standard_normal((width, n)).T.astype(matrix.dtype)
     basis, _ = np.linalg.qr(matrix @ probe)
     for _ in range(power):
-        basis, _ = np.linalg.qr(np.conj(matrix.T) @ basis)
+        basis, _ = np.linalg.qr(matrix.T.conj() @ basis)
         basis, _ = np.linalg.qr(matrix @ basis)
-    u, s, vh = _thin_svd(np.conj(basis.T) @ matrix)
+    u, s, vh = _thin_svd(basis.T.conj() @ matrix)
     return (basis @ u)[:, :rank], s[:rank], vh[:rank]
 
 
