@@ -39,6 +39,7 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
 from .fit._common import (
     FitResult,
     TargetScale,
+    check_normal_range,
     frobenius_norm,
     make_operator,
     progress_bars,
@@ -438,6 +439,7 @@ def _scale_of(target: Any) -> TargetScale:
         largest = float(np.max(dask.compute(*(abs(part).max() for part in parts))))  # NaN stays
     if not np.isfinite(largest):
         raise ValueError("the target has non-finite entries (NaN or Inf)")
+    check_normal_range(largest, target.dtype)
     return TargetScale(int(np.frexp(largest)[1]) if largest > 0 else 0)
 
 

@@ -345,6 +345,25 @@ def test_targets_that_underflow_in_the_working_precision_are_refused(fit):
         approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
 
 
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate", "dask"])
+@pytest.mark.parametrize(("dtype", "scale"), [(np.float32, 2e-44), (np.float64, 1e-322)])
+def test_targets_below_the_normal_range_are_refused(fit, dtype, scale):
+    # The fits ran on the target scaled up and scaled the weights back to subnormal numbers:
+    # approximate reported 0.033 for a true error of 0.071 (float32), above the truncated SVD
+    target = (scale * np.random.default_rng(0).standard_normal(SMALL.shape)).astype(dtype)
+    assert 0 < np.abs(target).max() < np.finfo(dtype).tiny
+    with pytest.raises(ValueError, match=f"underflow in {np.dtype(dtype)}: the largest is"):
+        if fit == "approximate":
+            approximate(target, 20)
+        elif fit == "dask":
+            da = pytest.importorskip("dask.array")
+            from pydebut.dask import fit_hierarchical as fit_out_of_core
+
+            fit_out_of_core(da.from_array(target, chunks=2), SMALL)
+        else:
+            fit(target, SMALL)
+
+
 def test_integer_targets_are_fitted_in_double_precision_whatever_holds_them():
     from scipy.sparse import csr_array
     from scipy.sparse.linalg import aslinearoperator

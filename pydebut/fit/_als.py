@@ -647,7 +647,7 @@ def fit_als(
     # float32 normal equations lost most of the fit on over-parametrised chains (docs/fitting.rst).
     coupled = any(c.groups or c.rectangles for c in couplings)
     solve_dtype = np.promote_types(dtype, np.float64) if coupled else dtype
-    matrix = as_working(matrix, solve_dtype)
+    matrix = as_working(matrix, dtype).astype(solve_dtype, copy=False)
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
     if init_weights is not None:
