@@ -138,6 +138,28 @@ def test_sort_by_factors_then_params(capsys):
     assert len(keys) == count_chains(24, 36, n_factors=range(1, 4), kind="monotonic")
 
 
+def test_sort_by_factors_lists_what_sort_by_params_lists(capsys):
+    """A factor count the kind rules out gives no rows, as in one search over all counts."""
+    listings = {}
+    for sort in ("params", "factors"):
+        status, out, err = run(capsys, "chains", "16", "16", "--kind", "other", "--sort", sort,
+                               "--format", "json", "--limit", "100000")  # fmt: skip
+        assert status == 0, err
+        listings[sort] = [(row["sup"], row["sub"]) for row in json.loads(out)["chains"]]
+    assert sorted(listings["factors"]) == sorted(listings["params"])
+    assert len(listings["params"]) == count_chains(16, 16, n_factors=range(1, 5), kind="other")
+
+
+@pytest.mark.parametrize("sort", ["params", "factors"])
+def test_a_request_too_large_is_refused_before_any_output(capsys, sort):
+    size = "963761198400"  # 2^6 3^4 5^2 7^2 11 13 17: many divisors
+    status, out, err = run(capsys, "chains", size, size, "--factors", "1-64", "--kind", "any",
+                           "--sort", sort, "--limit", "3", "--format", "json")  # fmt: skip
+    assert status == 2 and out == ""
+    assert "chain request too large" in err and "n_factors=range(1, 65)" in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("argv", "words"),
     [

@@ -134,12 +134,17 @@ def _sorted_chains(m: int, n: int, sort: str, request: dict) -> Iterator[Chain]:
         return enumerate_chains(m, n, order="params", **request)
     if sort == "max_dim":
         return enumerate_chains(m, n, order="max_dim", **request)
-    # "factors": by number of factors, then by parameters.
+    # "factors": by number of factors, then by parameters, one search per factor count.
+    # The whole request is checked first, as for "params", so that a refusal names what
+    # was asked and comes before any output; each search's graph is then part of the one
+    # checked. One factor is an m x n matrix, always monotonic: no other kind starts there.
+    enumerate_chains(m, n, order="params", **request)
     per_count = {**request}
-    counts = per_count.pop("n_factors")
+    counts = sorted(set(per_count.pop("n_factors")))
+    if request["kind"] in ("bulging", "other"):
+        counts = [count for count in counts if count > 1]
     return itertools.chain.from_iterable(
-        enumerate_chains(m, n, n_factors=count, order="params", **per_count)
-        for count in sorted(set(counts))
+        enumerate_chains(m, n, n_factors=count, order="params", **per_count) for count in counts
     )
 
 
