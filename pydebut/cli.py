@@ -10,12 +10,15 @@ unreadable or malformed files, numbers too large, input nested too deeply, a
 request that does not fit in memory) print one line and exit with status 2.
 Anything else is a bug in pydebut: one line says so and how to see the
 traceback (``pydebut --debug ...`` or the environment variable
-``PYDEBUT_DEBUG=1``), and the exit status is 3.
+``PYDEBUT_DEBUG=1``), and the exit status is 3. A closed standard output is
+refused up front (status 2), like one that cannot be written; with standard
+error closed, its messages (and progress bars) are dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import zipfile
@@ -98,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...
     0
     """
+    if sys.stderr is None:  # started with stderr closed (``2>&-``): its messages are dropped
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            return main(argv)
     parser = build_parser()
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
@@ -109,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             print(parser.format_help(), end="", file=sys.stderr)
             return EXIT_USAGE
+        if sys.stdout is None:  # started with stdout closed (``>&-``)
+            raise UsageError("standard output is closed: redirect it to a file or /dev/null")
         return int(args.func(args))
     except KeyboardInterrupt:
         print("pydebut: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -226,3 +227,25 @@ def test_no_traceback_from_the_real_entry_point(tmp_path):
     assert (
         result.stderr == f"pydebut: error: chain file {deep} is nested too deeply to be a chain\n"
     )
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_a_closed_stdout_is_one_line_and_status_2(capsys, monkeypatch, fmt):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets for a closed stdout (``>&-``)
+    status = main(["chains", "4", "4", "--format", fmt])
+    err = capsys.readouterr().err
+    assert status == EXIT_USAGE
+    assert err == "pydebut: error: standard output is closed: redirect it to a file or /dev/null\n"
+
+
+def test_a_closed_stderr_drops_messages_and_progress(capsys, monkeypatch, files):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys, "stderr", None)  # ``2>&-``
+    status = main(["chains", "4", "4", "--format", "json", "--limit", "1"])
+    assert status == 0
+    json.loads(capsys.readouterr().out)  # the note on rows left out went nowhere, not here
+    status = main(["fit", "ok.npy", *CHAIN, "--sweeps", "1", "-o", "x.npz"])  # a progress bar
+    assert status == 0 and (files / "x.npz").exists()
+    capsys.readouterr()
+    assert main(["check", "--sup", "4 4"]) == EXIT_USAGE
+    assert capsys.readouterr().out == ""  # the one-line error went nowhere, not here
