@@ -289,9 +289,15 @@ def bad_targets(tmp_path):
     paths["truncated"].write_bytes(data[:-8])  # the header whole, the data cut short
     paths["garbled"] = tmp_path / "garbled.npy"
     paths["garbled"].write_bytes(data[:10] + b"{garbage" + data[18:])
+    paths["huge"] = tmp_path / "huge.npy"  # 2**80 entries: their count overflows int64
+    with open(paths["huge"], "wb") as file:
+        header = {"descr": "<f8", "fortran_order": False, "shape": (2**40, 2**40)}
+        np.lib.format.write_array_header_1_0(file, header)
+        file.write(bytes(64))
     return paths
 
 
+@pytest.mark.filterwarnings("error")  # the one error, no warning before it
 @pytest.mark.parametrize("fit", [fit_als, fit_hierarchical])
 def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit):
     messages = {
@@ -301,6 +307,7 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
         "strings": r"must hold real or complex numbers, got strings \(dtype <U1\)",
         "truncated": r"'.*truncated.npy' is a damaged or truncated .npy file",
         "garbled": r"'.*garbled.npy' is a damaged or truncated .npy file",
+        "huge": r"'.*huge.npy' is a damaged or truncated .npy file",
     }
     for name, message in messages.items():
         with pytest.raises((ValueError, TypeError), match=message) as err:

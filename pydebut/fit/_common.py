@@ -295,7 +295,10 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
             "file with numpy.save(path, matrix)"
         )
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        # a damaged header's shape can overflow the size memmap computes; the array
+        # built on it then refuses that size with a ValueError, not a warning first
+        with np.errstate(over="ignore"):
+            return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError:
         if _holds_objects(path):  # which only unpickling could read
             raise ValueError(
