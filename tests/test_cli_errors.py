@@ -63,6 +63,7 @@ HOSTILE = {
     ),
     "factors to no name": (["fit", "ok.npy", *CHAIN, "-o", ""], "to an empty file name"),
     "plot format unknown": (["check", *CHAIN, "--plot", "x.unknownext"], "not supported"),
+    "plot to no name": (["check", *CHAIN, "--plot", ""], "the plot to an empty file name"),
     "missing target": (["fit", "missing.npy", *CHAIN, "-o", "x.npz"], "missing.npy"),
     "text target": (["fit", "text.npy", *CHAIN, "-o", "x.npz"], ""),
     "empty target": (["fit", "empty.npy", *CHAIN, "-o", "x.npz"], ""),
@@ -124,6 +125,17 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_fit(capsys, file
     assert status == EXIT_USAGE and words in err, err
     assert out == "", "the fit ran before the output was checked"
     assert not any(name.startswith(("new", "aaa")) for name in os.listdir(files))
+
+
+def test_a_plot_that_cannot_be_written_is_refused_before_the_report(capsys, files, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(check, "build_report", raising(AssertionError("the report was built")))
+    status = main(["check", *CHAIN, "--plot", "p.xyz"])
+    err = capsys.readouterr().err
+    assert status == EXIT_USAGE, err
+    assert err.startswith("pydebut: error: cannot write the plot to p.xyz: format 'xyz' is not ")
+    assert "png" in err and err.count("\n") == 1
+    assert not os.path.exists("p.xyz")
 
 
 def raising(error: BaseException):

@@ -253,6 +253,25 @@ def require_matplotlib(option: str = "--plot") -> None:
         raise UsageError(f"{option} needs matplotlib: pip install pydebut[plot]") from None
 
 
+def check_plot_file(path: str) -> None:
+    """Raise :class:`UsageError` unless ``--plot`` can save a figure to the file ``path``.
+
+    Called before any work: matplotlib is needed, the file must be writable
+    (:func:`check_output_file`) and its suffix, if any, a format matplotlib writes.
+    """
+    require_matplotlib()
+    check_output_file(path, "the plot")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix[1:].lower()  # as savefig reads it
+    if suffix and suffix not in formats:
+        raise UsageError(
+            f"cannot write the plot to {path}: format {suffix!r} is not supported "
+            f"(supported formats: {', '.join(sorted(formats))})"
+        )
+
+
 def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
     """Save ``figure`` to ``path`` and return the path of the file really written.
 

@@ -17,8 +17,7 @@ from ._common import (
     GLOSSARY,
     add_chain_arguments,
     chain_from_args,
-    check_output_file,
-    require_matplotlib,
+    check_plot_file,
     save_figure,
 )
 from ._output import count, ratio, table
@@ -51,10 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     chain = chain_from_args(args)
     assert chain is not None  # add_chain_arguments(required=True)
-    if args.plot:
-        check_output_file(args.plot, "the plot")
+    if args.plot is not None:
+        check_plot_file(args.plot)
     report = build_report(chain)
-    if args.plot:
+    if args.plot is not None:
         _save_plot(chain, args.plot)
     if args.format == "json":
         lines = ",\n".join(
@@ -120,7 +119,6 @@ def _table(chain: Chain, report: dict) -> str:
 
 
 def _save_plot(chain: Chain, path: str) -> None:
-    require_matplotlib()
     from ..plotting import plot_chain
 
     written = save_figure(plot_chain(chain), path)
