@@ -40,6 +40,7 @@ def files(tmp_path, monkeypatch):
     np.save("nan.npy", np.full((4, 4), np.nan))
     np.save("strings.npy", np.full((4, 4), "a"))
     os.symlink(tmp_path / "missing" / "x.npz", "dangling.npz")
+    os.makedirs("figures/chain_supports.png")  # a folder where demo --plot writes a figure
     return tmp_path
 
 
@@ -97,6 +98,11 @@ HOSTILE = {
     ),
     "negative demo seed": (["demo", "--seed", "-1"], "--seed must be a non-negative integer"),
     "demo plots into a file": (["demo", "--plot", "ok.npy"], "--plot ok.npy: a file of that name"),
+    "demo plots to no name": (["demo", "--plot", ""], "the figures to an empty folder name"),
+    "demo figure is a folder": (
+        ["demo", "--plot", "figures"],
+        "cannot write the figures to figures/chain_supports.png: it is a folder",
+    ),
 }
 
 

@@ -24,7 +24,7 @@ from ..fit import FitResult, approximate, fit_als, fit_hierarchical
 from ..operator import DeButOperator
 from ..spec import Chain
 from ..special import PAPER_CHAINS
-from ._common import UsageError, check_seed, integer, require_matplotlib
+from ._common import UsageError, check_output_file, check_seed, integer, require_matplotlib
 from ._output import count, duration, error, ratio, table
 
 NOISE = 0.05
@@ -33,6 +33,8 @@ RIDGE = 0.05
 BUSY_SPREAD = 0.25  # repeated timings varying more than this mark the machine busy
 #: Shape of the kernel matrix of step 5 (small: the search stays fast).
 KERNEL_SHAPE = (64, 256)
+#: The files ``--plot DIR`` writes: the chain's supports, the error per sweep.
+FIGURES = ("chain_supports.png", "fit_errors.png")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,12 +103,16 @@ def _load_average() -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
-    plot_dir = Path(args.plot) if args.plot else None
+    plot_dir = None if args.plot is None else Path(args.plot)
     if plot_dir is not None:
+        if not args.plot:
+            raise UsageError("cannot write the figures to an empty folder name")
         require_matplotlib()
         if plot_dir.exists() and not plot_dir.is_dir():
             raise UsageError(f"--plot {plot_dir}: a file of that name exists; give a folder")
         plot_dir.mkdir(parents=True, exist_ok=True)
+        for name in FIGURES:
+            check_output_file(str(plot_dir / name), "the figures")
     rng = np.random.default_rng(args.seed)
     chain = PAPER_CHAINS["resnet50-layer4"]
     choose_chain(chain)
@@ -248,7 +254,7 @@ def approximate_kernel(seed: int) -> None:
 def save_figures(directory: Path, chain: Chain, hierarchical: FitResult, als: FitResult) -> None:
     from ..plotting import plot_chain, plot_fit_history
 
-    supports = directory / "chain_supports.png"
+    supports, errors = (directory / name for name in FIGURES)
     plot_chain(chain).savefig(supports, dpi=120)
 
     axes = plot_fit_history(
@@ -263,6 +269,5 @@ def save_figures(directory: Path, chain: Chain, hierarchical: FitResult, als: Fi
     )
     axes.set_title(f"Fitting the {chain.shape[0]} x {chain.shape[1]} chain")
     axes.legend()
-    errors = directory / "fit_errors.png"
     axes.figure.savefig(errors, dpi=120)
     print(f"\nfigures saved: {supports}, {errors}")
