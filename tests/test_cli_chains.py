@@ -167,6 +167,11 @@ def test_a_request_too_large_is_refused_before_any_output(capsys, sort):
         (["chains", "8", "x"], "argument N: invalid integer: 'x'"),
         (["chains", "8", "8", "--factors", "5-2"], "the range is empty"),
         (["chains", "8", "8", "--factors", "two"], "--factors must look like"),
+        # what the integer options refuse, as int() would not
+        (["chains", "8", "8", "--factors", "\u0663"], "--factors must look like"),  # Arabic 3
+        (["chains", "8", "8", "--factors", "+3"], "--factors must look like"),
+        (["chains", "8", "8", "--factors", "1_0"], "--factors must look like"),
+        (["chains", "8", "8", "--factors", "1-+3"], "--factors must look like"),
         (["chains", "8", "8", "--factors", "99"], "at most 64"),
         (["chains", "8", "8", "--kind", "flat"], "invalid choice"),
         (["chains", "8", "8", "--max-dim", "4"], "below max(m, n) = 8"),

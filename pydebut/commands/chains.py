@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
-from ..spec import Chain
+from ..spec import Chain, shown
 from ._common import GLOSSARY, UsageError, integer
 from ._output import count, ratio, table
 
@@ -74,13 +74,13 @@ def parse_factors(text: str) -> range | list[int]:
     """``"3"``, ``"2-5"`` or ``"2,4"`` as the ``n_factors`` of :func:`enumerate_chains`."""
     try:
         if "-" in text:
-            low, high = (int(part) for part in text.split("-"))
+            low, high = (integer(part) for part in text.split("-"))
             if low > high:
                 raise UsageError(f"--factors {text}: the range is empty")
             return range(low, high + 1)
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--factors must look like 3, 2-5 or 2,4; got {text!r}") from None
+        return [integer(part) for part in text.split(",")]
+    except (ValueError, argparse.ArgumentTypeError):  # ValueError: not two ends to a range
+        raise UsageError(f"--factors must look like 3, 2-5 or 2,4; got {shown(text)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
             f"--limit {args.limit} asks for a table of {count(limit)} rows, more than "
             f"{count(MAX_TABLE_ROWS)}; --format csv or json write the rows as they are found"
         )
-    shown = itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), limit)
-    rows = (_row(i, chain) for i, chain in enumerate(shown, start=1))
+    listed = itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), limit)
+    rows = (_row(i, chain) for i, chain in enumerate(listed, start=1))
     left_out = total - limit
     if args.format == "json":
         head = {
