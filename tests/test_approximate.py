@@ -327,6 +327,21 @@ def test_an_exact_chain_above_the_budget_does_not_hide_one_within_it(chain):
     assert result.error < 1e-12
 
 
+def test_the_budget_is_checked_before_the_target_is_read(tmp_path):
+    # A .npy target was read whole (its NaN check) before the budget was refused.
+    path = tmp_path / "nan.npy"
+    np.save(path, np.full((64, 256), np.nan))
+    with pytest.raises(ValueError, match="the smallest has 320"):
+        approximate(str(path), 100, max_factors=3)
+    products = []
+    operator = spla.LinearOperator(
+        (64, 256), matvec=lambda x: products.append(x) or np.zeros(64), dtype=np.float64
+    )
+    with pytest.raises(ValueError, match="the smallest has 320"):
+        approximate(operator, 100, max_factors=3)
+    assert not products
+
+
 def test_tol_takes_any_real_number_as_fit_als_does():
     target = np.random.default_rng(0).standard_normal((8, 8))
     results = [approximate(target, 40, tol=tol, n_sweeps=1, rng=0) for tol in (0.0, np.int64(0))]

@@ -172,6 +172,19 @@ def test_auto_usage_errors(target_file, tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
+def test_auto_refuses_a_budget_below_the_smallest_chain_before_reading(tmp_path, capsys):
+    # The whole target was read (and checked for NaN) before the budget: an 8192 x 8192
+    # float64 target (512 MB) peaked at 719 MB before "the smallest has 16384".
+    path = tmp_path / "nan.npy"  # read, it would be refused for its NaN entries
+    np.save(path, np.full((64, 256), np.nan))
+    argv = ["fit", str(path), "--auto", "--max-params", "100", "--max-factors", "3"]
+    assert main([*argv, "-o", str(tmp_path / "f.npz")]) == 2
+    assert capsys.readouterr().err == (
+        "pydebut: error: no chain of at most 3 factors for a 64 x 256 matrix has at most "
+        "max_params=100 weights (the smallest has 320)\n"
+    )
+
+
 def test_auto_reports_a_narrowed_search_once_and_takes_max_splits(tmp_path, capsys):
     x = np.linspace(0, 1, 32)
     path, out = tmp_path / "kernel.npy", tmp_path / "factors.npz"

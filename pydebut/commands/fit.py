@@ -117,9 +117,8 @@ def run(args: argparse.Namespace) -> int:
         }
         with warnings.catch_warnings():  # format_approximation reports the narrowing
             warnings.simplefilter("ignore", SearchNarrowedWarning)
-            approximation = approximate(
-                load_target(args.target, None), args.max_params, **search, **options
-            )
+            # the path: approximate checks the budget from its shape before reading it
+            approximation = approximate(args.target, args.max_params, **search, **options)
         print(format_approximation(approximation))
         operator = approximation.operator
     else:

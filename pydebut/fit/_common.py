@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,10 @@ def working_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def load_target(
-    target: Any, chain: Chain | None, limit: tuple[int, str] | None = None
+    target: Any,
+    chain: Chain | None,
+    limit: tuple[int, str] | None = None,
+    shape_check: Callable[[tuple[int, int]], None] | None = None,
 ) -> np.ndarray:
     """Return ``target`` as a finite 2-D numeric array, of shape ``chain.shape`` if given.
 
@@ -86,8 +89,9 @@ def load_target(
     array-like is taken (lists, ``np.memmap``, ...); a SciPy sparse matrix or
     a ``LinearOperator`` is made dense up to ``2**27`` entries
     (:func:`~pydebut.fit._dense_target.dense_target`). Its shape is checked
-    against ``limit`` (most entries, and who sets it) and a working copy
-    against the machine's memory before any entry is read.
+    against ``limit`` (most entries, and who sets it), a working copy against
+    the machine's memory, and then by the caller's ``shape_check``, before any
+    entry is read.
 
     Raises
     ------
@@ -111,8 +115,13 @@ def load_target(
         declared = getattr(target, "dtype", None)
         declared = np.dtype(np.float64 if declared is None else declared)
         _check_shape(tuple(target.shape), declared, chain, limit)
+        if shape_check is not None:
+            shape_check(tuple(target.shape))
+            shape_check = None
     array = np.asarray(dense_target(target))
     _check_shape(array.shape, array.dtype, chain, limit)
+    if shape_check is not None:
+        shape_check(array.shape)
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     return array

@@ -358,22 +358,15 @@ def approximate(
     if permutation not in (None, "auto"):
         raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
     included = _checked_chains(include)
-    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"))  # densifies operators
+
+    def check_shape(shape: tuple[int, int]) -> None:  # before any entry is read
+        _check_shapes(included, shape)
+        _check_budget(shape, options)
+
+    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"), check_shape)
     m, n = matrix.shape
-    _check_shapes(included, (m, n))
     included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
-    smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
-    if smallest == inf:  # only a 1 x 1 target: its one factor is diagonal
-        raise ValueError(
-            f"no chain for a {m} x {n} target: a 1 x 1 matrix is a diagonal factor "
-            "(r = s = 1), which chains leave out (see enumerate_chains' allow_diagonal)"
-        )
-    if smallest > options.max_params:
-        raise ValueError(
-            f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
-            f"most max_params={options.max_params} weights (the smallest has {smallest})"
-        )
     generator = random_generator(rng)
     # one seed per purpose, drawn before any work: nothing below depends on the order of work
     sketch_seed, fit_seed, svd_seed = (int(seed) for seed in generator.integers(2**63, size=3))
@@ -542,6 +535,22 @@ def _checked_chains(chains: Iterable[Any]) -> list[Chain]:
         if not isinstance(chain, Chain):
             raise TypeError(f"include[{index}] must be a Chain, got {type(chain).__name__}")
     return checked
+
+
+def _check_budget(shape: tuple[int, int], options: _Options) -> None:
+    """Refuse a budget below the smallest chain of the shape (or a 1 x 1 shape)."""
+    m, n = shape
+    smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
+    if smallest == inf:  # only a 1 x 1 target: its one factor is diagonal
+        raise ValueError(
+            f"no chain for a {m} x {n} target: a 1 x 1 matrix is a diagonal factor "
+            "(r = s = 1), which chains leave out (see enumerate_chains' allow_diagonal)"
+        )
+    if smallest > options.max_params:
+        raise ValueError(
+            f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
+            f"most max_params={options.max_params} weights (the smallest has {smallest})"
+        )
 
 
 def _check_shapes(chains: list[Chain], shape: tuple[int, int]) -> None:
