@@ -195,3 +195,24 @@ def test_auto_reports_a_narrowed_search_once_and_takes_max_splits(tmp_path, caps
     assert "(search narrowed: approximate reached max_splits=5" in printed
     assert "--max-splits, --beam-width, --max-factors)" in printed
     assert "Warning" not in err and "max_splits" not in err
+
+
+def test_auto_lists_a_chosen_chain_the_search_did_not_meet():
+    # A butterfly candidate won on the tutorial's VGG target at 25,600 parameters and no
+    # row of the table was marked chosen: the table lists only the search's chains.
+    from pydebut import Chain, DeButOperator
+    from pydebut.commands.fit import format_approximation
+    from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
+
+    searched = Chain.from_factorizations([4, 4], [4, 4])
+    butterfly = Chain.from_factorizations([2, 2, 2, 2], [2, 2, 2, 2])
+    result = ApproximationResult(
+        DeButOperator.random(butterfly, rng=0),
+        0.25,
+        [ExploredChain(searched, 0.5, 0.4)],
+        SVDBaseline(1, 32, 0.9, False),
+        n_splits=3,
+    )
+    chosen = [line for line in format_approximation(result).splitlines() if "<- chosen" in line]
+    assert len(chosen) == 1
+    assert chosen[0].split()[:5] == [f"{butterfly.n_params}", "4", butterfly.kind, "-", "0.25"]

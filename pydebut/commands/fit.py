@@ -183,9 +183,13 @@ def format_approximation(result: ApproximationResult) -> str:
         )
         for e in sorted(shown, key=lambda e: (e.n_params, e.estimate))
     ]
+    if all(e.chain != chain for e in shown):  # a butterfly, included chain or the SVD
+        row = (count(chain.n_params), chain.n_factors, chain.kind, "-", error(result.error))
+        rows.append((*row, "<- chosen"))
     lines = [
         f"explored {count(len(result.explored))} chains ({count(result.n_splits)} split "
-        "spectra); estimate = left-to-right hierarchical error, fitted = after ALS",
+        "spectra); estimate = left-to-right hierarchical error, fitted = after ALS "
+        "(- : not from the search)",
         table(rows, ("params", "factors", "kind", "estimate", "fitted", ""), align="rrlrrl"),
     ]
     if result.narrowed:
