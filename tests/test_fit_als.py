@@ -288,6 +288,15 @@ def test_progress_bar(capsys):
     assert "ALS" in capsys.readouterr().err
 
 
+def test_progress_bar_with_standard_error_closed(monkeypatch):
+    # A process started with 2>&- has sys.stderr None: tqdm failed writing the bar
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys, "stderr", None)
+    chain = CHAINABLE[0]
+    result = fit_als(np.ones(chain.shape), chain, n_sweeps=2, init="random", progress=True)
+    assert len(result.errors) == 5
+
+
 def test_progress_without_tqdm_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # makes "from tqdm.auto import" fail
     chain = CHAINABLE[0]

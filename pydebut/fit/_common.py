@@ -6,9 +6,11 @@ for blocks of vectors ``X`` of shape ``(q, batch)`` with the batch innermost.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import stat
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +52,9 @@ def apply_factor_adjoint(spec: FactorSpec, weights: np.ndarray, y: np.ndarray) -
 def progress_bars(progress: Any) -> Any:
     """tqdm's progress bar class if ``progress`` is True, None if it is False.
 
-    Raises ``TypeError`` if ``progress`` is not a bool, ``ImportError`` naming the
-    install command if it is True and tqdm is missing.
+    With standard error closed (``sys.stderr`` is None) the bars are disabled: tqdm
+    would fail writing them. Raises ``TypeError`` if ``progress`` is not a bool,
+    ``ImportError`` naming the install command if it is True and tqdm is missing.
     """
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
@@ -63,7 +66,7 @@ def progress_bars(progress: Any) -> Any:
         raise ImportError(
             "progress=True needs tqdm: pip install pydebut[progress] (or pip install tqdm)"
         ) from None
-    return tqdm
+    return tqdm if sys.stderr is not None else functools.partial(tqdm, disable=True)
 
 
 def working_dtype(dtype: np.dtype) -> np.dtype:
