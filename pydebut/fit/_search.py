@@ -333,10 +333,11 @@ def approximate(
     The search's time grows with the target and the budget: each split
     decomposes Gram matrices of its sub-blocks, and up to ``max_splits`` of
     them run in every band of parameters. On the 2-core machine of
-    benchmarks/README.md, with one BLAS thread, smooth kernels took 20 s at
-    512 x 512 and a budget of 12,000, 70 s at 1024 x 1024 and 25,000, and
-    3 minutes at 2048 x 2048 and 50,000; a smaller ``max_splits``,
-    ``beam_width`` or ``max_factors`` bounds it. The splits are many small
+    benchmarks/README.md, with one BLAS thread, smooth kernels took 10 s at
+    512 x 512 and a budget of 12,000, 43 s at 1024 x 1024 and 25,000, and
+    5 minutes at 2048 x 2048 and 50,000 (with other work on the other core);
+    a smaller ``max_splits``, ``beam_width`` or ``max_factors`` bounds it.
+    The splits are many small
     products: on a machine busy with other work, OpenBLAS's own threads made
     the same searches up to four times slower (``OPENBLAS_NUM_THREADS=1``
     avoids that).
