@@ -337,10 +337,9 @@ def approximate(
     512 x 512 and a budget of 12,000, 43 s at 1024 x 1024 and 25,000, and
     5 minutes at 2048 x 2048 and 50,000 (with other work on the other core);
     a smaller ``max_splits``, ``beam_width`` or ``max_factors`` bounds it.
-    The splits are many small
-    products: on a machine busy with other work, OpenBLAS's own threads made
-    the same searches up to four times slower (``OPENBLAS_NUM_THREADS=1``
-    avoids that).
+    The splits are many small products: on a machine busy with other work,
+    OpenBLAS's own threads made the same searches up to four times slower
+    (``OPENBLAS_NUM_THREADS=1`` avoids that).
 
     Examples
     --------
