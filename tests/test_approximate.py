@@ -191,6 +191,16 @@ def test_budgets_with_sketched_splits_are_nested(monkeypatch):
     assert fitted_chains(small).items() <= fitted_chains(large).items()
 
 
+def test_a_budget_above_the_dense_parameters_searches_as_the_dense_one():
+    # 128 x 128 at 10**6 parameters searched up to 2**20 of them (39 s, 1.4 GB) for the
+    # exact one-factor dense chain, which has 16,384
+    target = smooth_kernel(16, 32, scale=60.0)
+    dense = approximate(target, 16 * 32, n_sweeps=1, rng=0)
+    above = approximate(target, 10**6, n_sweeps=1, rng=0)
+    assert above.error == dense.error == 0
+    assert above.chain == dense.chain and above.n_splits == dense.n_splits
+
+
 def test_include_adds_candidates():
     target = smooth_kernel(16, 32, scale=60.0)
     chain = Chain.from_factorizations([4, 4], [4, 8])

@@ -616,8 +616,10 @@ class _Node:
 
 
 class _BeamSearch:
-    """The banded beam search at the ladder point ``ladder_top(max_params)``.
+    """The banded beam search at the ladder point ``ladder_top(min(max_params, m n))``.
 
+    Above ``m n`` parameters no chain beats the one-factor dense chain, which is
+    exact: a larger budget searches as ``m n`` does (and gives the same answer).
     Every decision about a node (kept, dropped, dominated, narrowed) depends only on
     the nodes and complete chains of its band and the bands below it, never on the
     budget: see the module's notes for why this makes the answer monotone.
@@ -627,7 +629,7 @@ class _BeamSearch:
         self.m, self.n = matrix.shape
         self.seed = seed
         self.options = options
-        self.limit = ladder_top(options.max_params)
+        self.limit = ladder_top(min(options.max_params, self.m * self.n))
         self.total2 = float(np.linalg.norm(matrix)) ** 2
         self.exact2 = EXACT_RESIDUAL * self.total2
         self.completions = _Completions(self.m, self.n)
