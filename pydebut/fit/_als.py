@@ -533,9 +533,10 @@ def fit_als(
     target : array_like or path
         The ``m x n`` matrix ``D``, real or complex; a path names a ``.npy``
         file, which is memory-mapped. float16, float32 and complex64 targets get
-        single precision weights, everything else double precision ones (the
-        updates of coupled unknowns are solved in double precision either way).
-        Any array-like (``np.memmap`` too); a SciPy sparse matrix or a
+        single precision weights (unless ``init`` is a double precision
+        operator), everything else double precision ones; the updates of
+        coupled unknowns are solved in double precision either way. Any
+        array-like (``np.memmap`` too); a SciPy sparse matrix or a
         ``LinearOperator`` is made dense, up to ``2**27`` entries.
     chain : Chain
         The chain to fit, of shape ``(m, n)``; any valid chain.
