@@ -432,15 +432,21 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
 
 
 def _scale_of(target: Any) -> TargetScale:
-    """The power of two of the target's largest entry (one pass), refusing non-finite ones."""
-    target = target.astype(working_dtype(target.dtype))
+    """The power of two of the target's largest entry (one pass), refusing non-finite ones
+    and ones that over- or underflow in the working precision (as ``as_working`` does)."""
+    working = working_dtype(target.dtype)
     parts = (target.real, target.imag) if np.iscomplexobj(target) else (target,)
     with threadpool_limits(limits=1, user_api="blas"):
-        largest = float(np.max(dask.compute(*(abs(part).max() for part in parts))))  # NaN stays
+        largest = np.max(dask.compute(*(abs(part).max() for part in parts)))  # NaN stays
     if not np.isfinite(largest):
         raise ValueError("the target has non-finite entries (NaN or Inf)")
-    check_normal_range(largest, target.dtype)
-    return TargetScale(int(np.frexp(largest)[1]) if largest > 0 else 0)
+    if largest > np.finfo(working).max:
+        raise ValueError(
+            f"the target's entries overflow to infinity in {working} "
+            f"(largest {working} {np.finfo(working).max:.4g})"
+        )
+    check_normal_range(largest, working)
+    return TargetScale(int(np.frexp(float(largest))[1]) if largest > 0 else 0)
 
 
 def _normalised(block: np.ndarray, scale: TargetScale) -> np.ndarray:

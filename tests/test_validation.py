@@ -332,24 +332,26 @@ def test_a_target_read_from_a_pipe_is_refused_by_name(tmp_path):
 @pytest.mark.skipif(
     np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64"
 )
-@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate", "dask"])
 def test_targets_that_overflow_in_the_working_precision_are_refused(fit):
+    # the Dask fit said "non-finite entries" after NumPy's cast warning
     target = np.random.default_rng(0).standard_normal(SMALL.shape).astype(np.longdouble)
     target[0, 0] = np.longdouble("1e400")  # approximate searched for minutes with an inf
     with pytest.raises(ValueError, match="target's entries overflow to infinity in float64"):
-        approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
+        fit_with(fit, target)
 
 
 @pytest.mark.skipif(
     np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64"
 )
-@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate", "dask"])
 def test_targets_that_underflow_in_the_working_precision_are_refused(fit):
-    # all fitted the zero operator and reported error 0.0 (the true error is 1)
+    # all fitted the zero operator and reported error 0.0 (the true error is 1); the Dask
+    # fit still did, as its scale pass looked at the target after the cast
     target = np.random.default_rng(0).standard_normal(SMALL.shape).astype(np.longdouble)
     target *= np.longdouble("1e-400")
     with pytest.raises(ValueError, match=r"underflow in float64: the largest is .*e-40[01]"):
-        approximate(target, 20) if fit == "approximate" else fit(target, SMALL)
+        fit_with(fit, target)
 
 
 @pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate", "dask"])
@@ -360,15 +362,27 @@ def test_targets_below_the_normal_range_are_refused(fit, dtype, scale):
     target = (scale * np.random.default_rng(0).standard_normal(SMALL.shape)).astype(dtype)
     assert 0 < np.abs(target).max() < np.finfo(dtype).tiny
     with pytest.raises(ValueError, match=f"underflow in {np.dtype(dtype)}: the largest is"):
-        if fit == "approximate":
-            approximate(target, 20)
-        elif fit == "dask":
-            da = pytest.importorskip("dask.array")
-            from pydebut.dask import fit_hierarchical as fit_out_of_core
+        fit_with(fit, target)
 
-            fit_out_of_core(da.from_array(target, chunks=2), SMALL)
-        else:
-            fit(target, SMALL)
+
+def test_the_normal_range_refusal_shows_the_numbers_apart():
+    # both were shown to 4 digits: "the largest is 1.175e-38, below ... 1.175e-38"
+    tiny = np.finfo(np.float32).tiny
+    target = np.full(SMALL.shape, np.nextafter(tiny, np.float32(0)), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"is 1\.1754942e-38, below .* 1\.1754944e-38"):
+        fit_als(target, SMALL)
+
+
+def fit_with(fit, target):
+    """Fit ``target`` with ``fit``: a fitting function, "approximate" or "dask"."""
+    if fit == "approximate":
+        return approximate(target, 20)
+    if fit == "dask":
+        da = pytest.importorskip("dask.array")
+        from pydebut.dask import fit_hierarchical as fit_out_of_core
+
+        return fit_out_of_core(da.from_array(target, chunks=2), SMALL)
+    return fit(target, SMALL)
 
 
 def test_integer_targets_are_fitted_in_double_precision_whatever_holds_them():

@@ -183,11 +183,12 @@ def check_normal_range(largest: float, dtype: np.dtype) -> None:
     up by a power of two, and the weights scaled back round to subnormal numbers
     (a float32 target of largest entry 2e-44 reported 0.033 for a true 0.071).
     """
-    if 0 < largest < np.finfo(dtype).tiny:
+    tiny = np.finfo(dtype).tiny
+    if 0 < largest < tiny:  # both shown in full: they can agree to many digits
         raise ValueError(
-            f"the target's entries underflow in {dtype}: the largest is "
-            f"{np.format_float_scientific(largest, precision=3)}, "
-            f"below its smallest normal number {np.finfo(dtype).tiny:.4g}; scale the target"
+            f"the target's entries underflow in {np.dtype(dtype)}: the largest is "
+            f"{np.format_float_scientific(largest)}, below its smallest normal number "
+            f"{np.format_float_scientific(tiny)}; scale the target"
         )
 
 
