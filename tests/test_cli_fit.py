@@ -216,3 +216,23 @@ def test_auto_lists_a_chosen_chain_the_search_did_not_meet():
     chosen = [line for line in format_approximation(result).splitlines() if "<- chosen" in line]
     assert len(chosen) == 1
     assert chosen[0].split()[:5] == [f"{butterfly.n_params}", "4", butterfly.kind, "-", "0.25"]
+
+
+def test_auto_shows_the_error_of_a_chosen_chain_the_search_left_unfitted():
+    # The rank-1 SVD won as a chain the search had met but not fitted: its row was marked
+    # chosen with an empty fitted column.
+    from pydebut import Chain, DeButOperator
+    from pydebut.commands.fit import format_approximation
+    from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
+
+    rank_one = Chain([(4, 1, 4, 1, 1), (1, 8, 1, 8, 1)])
+    result = ApproximationResult(
+        DeButOperator.random(rank_one, rng=0),
+        0.75,
+        [ExploredChain(rank_one, 0.75), ExploredChain(Chain.from_factorizations([2], [8]), 0.9)],
+        SVDBaseline(1, 12, 0.75, False),
+        n_splits=3,
+    )
+    chosen = [line for line in format_approximation(result).splitlines() if "<- chosen" in line]
+    assert len(chosen) == 1
+    assert chosen[0].split()[3:5] == ["0.75", "0.75"]

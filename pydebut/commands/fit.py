@@ -15,7 +15,14 @@ import time
 import warnings
 from typing import Any
 
-from ..fit import ApproximationResult, FitResult, SearchNarrowedWarning, approximate, fit_als
+from ..fit import (
+    ApproximationResult,
+    ExploredChain,
+    FitResult,
+    SearchNarrowedWarning,
+    approximate,
+    fit_als,
+)
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
 from ..io import npz_path, save
@@ -172,13 +179,18 @@ def format_approximation(result: ApproximationResult) -> str:
     sup, sub = chain.to_sup_sub()
     shown = [e for e in result.explored if e.error is not None]
     shown += [e for e in result.explored if e.error is None][: max(0, 10 - len(shown))]
+
+    def fitted(e: ExploredChain) -> str:  # the chosen chain's is the answer's, fitted or not
+        measured = result.error if e.chain == chain else e.error
+        return "" if measured is None else error(measured)
+
     rows = [
         (
             count(e.n_params),
             e.chain.n_factors,
             e.chain.kind,
             error(e.estimate),
-            "" if e.error is None else error(e.error),
+            fitted(e),
             "<- chosen" if e.chain == chain else "",
         )
         for e in sorted(shown, key=lambda e: (e.n_params, e.estimate))
