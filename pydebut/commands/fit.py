@@ -200,8 +200,8 @@ def format_approximation(result: ApproximationResult) -> str:
         rows.append((*row, "<- chosen"))
     lines = [
         f"explored {count(len(result.explored))} chains ({count(result.n_splits)} split "
-        "spectra); estimate = left-to-right hierarchical error, fitted = after ALS "
-        "(- : not from the search)",
+        "spectra); estimate = left-to-right hierarchical error, fitted = true error "
+        "after the fit (ALS for each band's best; - : not from the search)",
         table(rows, ("params", "factors", "kind", "estimate", "fitted", ""), align="rrlrrl"),
     ]
     if result.narrowed:

@@ -605,9 +605,11 @@ def fit_als(
     largest entry into ``[0.5, 1)``; the weights are multiplied back, the
     power spread evenly over the factors (an initial operator is balanced and
     divided the same way). Fitting ``c * D`` thus gives ``c`` times the fit of
-    ``D`` for any finite scale the dtype holds, with the same errors, and no
-    Gram matrix or norm over- or underflows. Every error is measured from the
-    residual ``D - F_1 ... F_L`` of the current factors.
+    ``D``, with the same errors, for any power of two ``c`` that keeps the
+    target's entries in the dtype's normal range, and no Gram matrix or norm
+    over- or underflows; another ``c`` rounds differently, which a hierarchical
+    start can turn into a different fit (:func:`fit_hierarchical`). Every error
+    is measured from the residual ``D - F_1 ... F_L`` of the current factors.
 
     References
     ----------

@@ -201,7 +201,8 @@ class TargetScale:
     overflows or underflows. Squares of entries (Gram matrices, norms) then
     stay in range for any finite target the dtype holds, scaling by a power of
     two is exact, and fitting ``c * D`` gives ``c`` times the fit of ``D``
-    (exactly when ``c`` is a power of two, to rounding otherwise).
+    exactly when ``c`` is a power of two (another ``c`` rounds the target
+    differently, which can decide ties differently: :func:`fit_hierarchical`).
     """
 
     exponent: int

@@ -117,8 +117,9 @@ class ExploredChain:
         Its left-to-right hierarchical relative error, from the singular
         values its splits discard (no factor is built).
     error : float or None
-        The true relative error after refinement (hierarchical factorization
-        and ALS), when the chain was fitted; ``None`` otherwise.
+        The true relative error after refinement, when the chain was fitted
+        (the hierarchical factorization, then ALS for the ``refine`` best of
+        its band); ``None`` otherwise.
     """
 
     chain: Chain
@@ -318,15 +319,16 @@ def approximate(
     divided by a power of two that brings its largest entry into ``[0.5, 1)``
     (exactly, so no square over- or underflows) and its thresholds are
     relative, so ``c * D`` gives ``c`` times the answer for ``D`` for any power
-    of two ``c`` the dtype holds. Another ``c`` rounds the target differently,
-    and where the search meets ties (sub-blocks with equal singular values,
-    prefixes with equal residuals) rounding decides them: the answer can
-    differ by more than rounding (the tutorial's noisy VGG target at 3,000
+    of two ``c`` that keeps the target's entries in the dtype's normal range.
+    Another ``c`` rounds the target differently, and where the search meets
+    ties (sub-blocks with equal singular values, prefixes with equal
+    residuals) rounding decides them: the answer can differ by more than
+    rounding (a random product of the VGG conv1 chain plus 5% noise, at 3,000
     parameters: 0.3425, and 0.3450 for 7 times it; Hadamard-structured targets
-    up to 4%); a complex copy of a real target likewise. A larger
-    budget never gives a larger error, with the same ``rng`` and other
-    options: every decision of the search and every fit
-    depends only on chains with fewer parameters or of the same band, so the
+    up to 4%); a complex copy of a real target likewise. A larger budget never
+    gives a larger error, with the same ``rng`` and other options: every
+    decision of the search and every fit depends only on chains with fewer
+    parameters or of the same band, so the
     candidates at a smaller budget are candidates at a larger one (the module
     :mod:`pydebut.fit._search` gives the argument).
 
