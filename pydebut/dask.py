@@ -39,7 +39,7 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
 from .fit._common import (
     FitResult,
     TargetScale,
-    check_normal_range,
+    check_in_range,
     frobenius_norm,
     make_operator,
     progress_bars,
@@ -440,12 +440,7 @@ def _scale_of(target: Any) -> TargetScale:
         largest = np.max(dask.compute(*(abs(part).max() for part in parts)))  # NaN stays
     if not np.isfinite(largest):
         raise ValueError("the target has non-finite entries (NaN or Inf)")
-    if largest > np.finfo(working).max:
-        raise ValueError(
-            f"the target's entries overflow to infinity in {working} "
-            f"(largest {working} {np.finfo(working).max:.4g})"
-        )
-    check_normal_range(largest, working)
+    check_in_range(largest, working)
     return TargetScale(int(np.frexp(float(largest))[1]) if largest > 0 else 0)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._memory import check_fits_in_memory
-from ..operator import DeButOperator, _cast_checked
+from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
 from ._dense_target import dense_target
 
@@ -162,31 +162,35 @@ def _check_shape(
 
 
 def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``matrix`` in the working ``dtype``; ``ValueError`` if entries overflow in the cast
-    or the largest is below ``dtype``'s normal range (:func:`check_normal_range`).
-
-    Only a narrowing cast (e.g. ``longdouble`` to ``float64``) can overflow, so
-    only then are the converted entries checked.
-    """
-    narrowing = matrix.dtype.kind in "fc" and np.finfo(matrix.dtype).max > np.finfo(dtype).max
-    cast = _cast_checked(matrix, dtype, "the target's entries", narrowing)
+    """``matrix`` in the working ``dtype``; ``ValueError`` if its largest entry
+    overflows there or lies below its normal range (:func:`check_in_range`)."""
     if matrix.dtype.kind in "fc":
         parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
-        check_normal_range(max(max(part.max(), -part.min()) for part in parts), dtype)
-    return cast
+        check_in_range(max(max(part.max(), -part.min()) for part in parts), dtype)
+    return np.asarray(matrix, dtype=dtype)
 
 
-def check_normal_range(largest: float, dtype: np.dtype) -> None:
-    """Refuse a target whose largest entry ``largest`` is below ``dtype``'s normal range.
+def check_in_range(largest: Any, dtype: np.dtype) -> None:
+    """Refuse a target whose largest entry ``largest`` overflows in ``dtype`` or lies
+    below its normal range (rounding is monotone: it overflows exactly when any entry does).
 
-    Such a target would fit as zero, or with few digits: the fit runs on it scaled
-    up by a power of two, and the weights scaled back round to subnormal numbers
-    (a float32 target of largest entry 2e-44 reported 0.033 for a true 0.071).
+    A target below the normal range would fit as zero, or with few digits: the fit
+    runs on it scaled up by a power of two, and the weights scaled back round to
+    subnormal numbers (a float32 target of largest entry 2e-44 reported 0.033 for a
+    true 0.071).
     """
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        overflows = np.isinf(np.asarray(largest).astype(dtype))
+    if overflows:
+        raise ValueError(
+            f"the target's entries overflow to infinity in {dtype} "
+            f"(largest {dtype} {np.finfo(dtype).max:.4g})"
+        )
     tiny = np.finfo(dtype).tiny
     if 0 < largest < tiny:  # both shown in full: they can agree to many digits
         raise ValueError(
-            f"the target's entries underflow in {np.dtype(dtype)}: the largest is "
+            f"the target's entries underflow in {dtype}: the largest is "
             f"{np.format_float_scientific(largest)}, below its smallest normal number "
             f"{np.format_float_scientific(tiny)}; scale the target"
         )
