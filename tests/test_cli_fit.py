@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from pydebut import Chain, DeButOperator
 from pydebut.cli import main
 from pydebut.commands.demo import fit_target, noisy_target
+from pydebut.commands.fit import format_approximation
+from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
 from pydebut.io import load
 
 from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
@@ -200,10 +203,6 @@ def test_auto_reports_a_narrowed_search_once_and_takes_max_splits(tmp_path, caps
 def test_auto_lists_a_chosen_chain_the_search_did_not_meet():
     # A butterfly candidate won on the tutorial's VGG target at 25,600 parameters and no
     # row of the table was marked chosen: the table lists only the search's chains.
-    from pydebut import Chain, DeButOperator
-    from pydebut.commands.fit import format_approximation
-    from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
-
     searched = Chain.from_factorizations([4, 4], [4, 4])
     butterfly = Chain.from_factorizations([2, 2, 2, 2], [2, 2, 2, 2])
     result = ApproximationResult(
@@ -221,10 +220,6 @@ def test_auto_lists_a_chosen_chain_the_search_did_not_meet():
 def test_auto_shows_the_error_of_a_chosen_chain_the_search_left_unfitted():
     # The rank-1 SVD won as a chain the search had met but not fitted: its row was marked
     # chosen with an empty fitted column.
-    from pydebut import Chain, DeButOperator
-    from pydebut.commands.fit import format_approximation
-    from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
-
     rank_one = Chain([(4, 1, 4, 1, 1), (1, 8, 1, 8, 1)])
     result = ApproximationResult(
         DeButOperator.random(rank_one, rng=0),
