@@ -421,3 +421,15 @@ def test_butterflies_are_candidates_on_an_oscillatory_kernel():
     result = approximate(target, 768, n_sweeps=2, rng=0)
     assert result.error <= min(fit_hierarchical(target, c).error for c in butterflies)
     assert 2 * result.error < result.baseline.error
+
+
+def test_summary_and_repr_stay_one_line_however_many_chains_were_explored():
+    target = smooth_kernel(64, 64)
+    result = approximate(target, 1500, n_sweeps=1, rng=0)
+    assert len(result.explored) > 100
+    line = result.summary()
+    assert "\n" not in line and len(line) < 300
+    assert repr(result) == f"<ApproximationResult: {line}>"
+    fitted = sum(e.error is not None for e in result.explored)
+    assert f"relative error {result.error:.4g} against {result.baseline.error:.4g}" in line
+    assert f"{len(result.explored)} chains explored ({fitted} fitted)" in line

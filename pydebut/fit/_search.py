@@ -154,9 +154,12 @@ class SVDBaseline:
     randomized: bool
 
 
-@dataclass
+@dataclass(repr=False)
 class ApproximationResult:
     """Outcome of :func:`approximate`.
+
+    Its ``repr`` is :meth:`summary`'s line: ``explored`` may hold thousands
+    of chains.
 
     Attributes
     ----------
@@ -191,6 +194,34 @@ class ApproximationResult:
     def chain(self) -> Chain:
         """The chosen chain."""
         return self.operator.chain
+
+    def summary(self) -> str:
+        """One line: the chosen chain, its error beside the truncated SVD's, and the search.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pydebut import approximate
+        >>> x = np.linspace(0, 1, 32)
+        >>> result = approximate(np.exp(-30 * (x[:, None] - x) ** 2), 400, rng=0)
+        >>> print(result.summary())  # doctest: +ELLIPSIS
+        32 x 32 chain of ... factors, ... params (compression ...x): relative error ... against ...
+        """
+        chain, baseline = self.chain, self.baseline
+        m, n = chain.shape
+        svd = "randomized" if baseline.randomized else "truncated"
+        n_fitted = sum(explored.error is not None for explored in self.explored)
+        narrowed = ", search narrowed" if self.narrowed else ""
+        return (
+            f"{m} x {n} chain of {chain.n_factors} factors, {chain.n_params} params "
+            f"(compression {chain.compression_ratio:.2f}x): relative error {self.error:.4g} "
+            f"against {baseline.error:.4g} for the rank-{baseline.rank} {svd} SVD; "
+            f"{len(self.explored)} chains explored ({n_fitted} fitted), {self.n_splits} split "
+            f"spectra{narrowed} in {self.seconds:.3g} s"
+        )
+
+    def __repr__(self) -> str:
+        return f"<ApproximationResult: {self.summary()}>"
 
 
 class SearchNarrowedWarning(UserWarning):
