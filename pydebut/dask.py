@@ -40,9 +40,11 @@ from .fit._common import (
     FitResult,
     TargetScale,
     check_in_range,
-    frobenius_norm,
+    hypot_of_scaled,
     make_operator,
     progress_bars,
+    scaled_norm,
+    unscaled,
     working_dtype,
 )
 from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
@@ -468,7 +470,14 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
         Dask array of numbers.
     ValueError
         If ``target`` does not have the operator's shape (or has chunks of
-        unknown size).
+        unknown size), or holds NaN or infinity.
+
+    Notes
+    -----
+    Each panel's norms are kept apart from their powers of two, and the
+    operator's columns and the panel are scaled by one power of two before
+    they are subtracted: entries near the largest float, whose squares, sums
+    or differences overflow, give their true relative error.
 
     Examples
     --------
@@ -485,9 +494,12 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
         )
     panels, _ = _column_panels(target, operator.shape, "the operator")
     parts = _each_panel(panels, _error_pass, operator)
-    residual = math.hypot(*(part[0] for part in parts))  # no square over- or underflows
-    total = math.hypot(*(part[1] for part in parts))
-    return residual / total if total > 0 else residual
+    # norms as (f, e) for f 2**e: neither a square nor a norm over- or underflows
+    residual, residual_exponent = hypot_of_scaled(part[0] for part in parts)
+    total, total_exponent = hypot_of_scaled(part[1] for part in parts)
+    if total == 0:
+        return unscaled(residual, residual_exponent)
+    return unscaled(residual / total, residual_exponent - total_exponent)
 
 
 def _column_panels(
@@ -570,14 +582,23 @@ def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[i
     return partials
 
 
-def _error_pass(panel: Any, j0: int, operator: LinearOperator) -> tuple[float, float]:
-    """Frobenius norms of the panel's columns of ``op - D`` and of ``D``.
+def _error_pass(
+    panel: Any, j0: int, operator: LinearOperator
+) -> tuple[tuple[float, int], tuple[float, int]]:
+    """Frobenius norms of the panel's columns of ``op - D`` and of ``D``, as
+    :func:`~pydebut.fit._common.scaled_norm` gives them.
 
     The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
     so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`. Both are computed
-    in the working dtype of the panel and the operator, as in memory.
+    in the working dtype of the panel and the operator, as in memory; the columns
+    and the panel are scaled by one power of two before they are subtracted, so
+    that the difference does not overflow.
     """
     panel = np.asarray(panel, dtype=np.result_type(working_dtype(panel.dtype), operator.dtype))
+    with np.errstate(over="ignore", invalid="ignore"):  # refused just below
+        panel_norm = scaled_norm(panel)
+    if not math.isfinite(panel_norm[0]):
+        raise ValueError("the target has non-finite entries (NaN or Inf)")
     n = operator.shape[1]
     width = max(1, PANEL_BYTES // (n * operator.dtype.itemsize))
     residuals = []
@@ -587,7 +608,8 @@ def _error_pass(panel: Any, j0: int, operator: LinearOperator) -> tuple[float, f
         identity[np.arange(j0 + start, j0 + stop), np.arange(stop - start)] = 1
         columns = np.asarray(operator.matmat(identity))
         del identity
-        in_place = columns.flags.writeable and columns.dtype == np.result_type(columns, panel)
-        residual = np.subtract(columns, panel[:, start:stop], out=columns if in_place else None)
-        residuals.append(frobenius_norm(residual))
-    return math.hypot(*residuals), frobenius_norm(panel)
+        block = panel[:, start:stop]
+        scale = max(TargetScale.of(columns), TargetScale.of(block), key=lambda s: s.exponent)
+        norm, exponent = scaled_norm(scale.normalise(columns) - scale.normalise(block))
+        residuals.append((norm, exponent + scale.exponent))
+    return hypot_of_scaled(residuals), panel_norm

@@ -376,6 +376,40 @@ def test_out_of_core_fit_reports_the_true_error_at_any_scale(exponent):
     assert np.array_equal(scaled.operator.toarray(), expected)
 
 
+@pytest.mark.parametrize("chunks", [(64, 1), (64, 16), (64, 64)])
+def test_out_of_core_fit_of_a_target_near_the_largest_float_reports_the_true_error(chunks):
+    # A panel's norm, the norm of the whole target and op - D exceed the largest float: the
+    # error came out 0.0, nan, or an OverflowError, where the fit in memory reports it.
+    chain = special.butterfly_chain(64)
+    target = np.ldexp(random_target(chain.shape, np.random.default_rng(9)), 1020)
+    in_memory = fit_hierarchical(target, chain)
+    result = pydebut_dask.fit_hierarchical(da.from_array(target, chunks=chunks), chain)
+    assert result.error == pytest.approx(in_memory.error, rel=1e-12)
+    assert 0.1 < result.error < 1
+
+
+@pytest.mark.parametrize("chunks", [(16, 1), (16, 4), (16, 16)])
+def test_relative_error_of_entries_near_the_largest_float(chunks):
+    from scipy.sparse.linalg import aslinearoperator
+
+    target = np.full((16, 16), 4e307)
+    lazy = da.from_array(target, chunks=chunks)
+    assert pydebut_dask.relative_error(aslinearoperator(0.9 * target), lazy) == pytest.approx(0.1)
+    # the residual's entries themselves overflow: 4e307 + 1.5e308
+    opposite = aslinearoperator(np.full((16, 16), -1.5e308))
+    assert pydebut_dask.relative_error(opposite, lazy) == pytest.approx(1.5e308 / 4e307 + 1)
+    assert pydebut_dask.relative_error(aslinearoperator(target), lazy) == 0.0
+
+
+def test_relative_error_refuses_a_target_with_non_finite_entries():
+    from scipy.sparse.linalg import aslinearoperator
+
+    target = np.ones((8, 8))
+    target[3, 5] = np.nan
+    with pytest.raises(ValueError, match="non-finite entries"):
+        pydebut_dask.relative_error(aslinearoperator(np.ones((8, 8))), da.from_array(target))
+
+
 def test_fit_hierarchical_dispatches_a_dask_target():
     chain = special.butterfly_chain(32)
     target = random_target(chain.shape, np.random.default_rng(7))

@@ -11,7 +11,7 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,14 +245,36 @@ class TargetScale:
         return [_times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)]
 
 
-def frobenius_norm(values: np.ndarray) -> float:
-    """The Frobenius norm of ``values``, with no square over- or underflowing.
+def scaled_norm(values: np.ndarray) -> tuple[float, int]:
+    """The Frobenius norm of ``values`` as ``(f, e)``, the norm being ``f 2**e``.
 
     ``numpy.linalg.norm`` sums the squares as they are; here ``values`` are first
-    scaled by the power of two that brings the largest into ``[0.5, 1)``.
+    scaled by the power of two that brings the largest into ``[0.5, 1)``, so no
+    square over- or underflows, and the norm is kept apart from its power of two:
+    many entries near the largest float have a norm beyond it.
     """
     scale = TargetScale.of(values)
-    return math.ldexp(float(np.linalg.norm(scale.normalise(values))), scale.exponent)
+    return float(np.linalg.norm(scale.normalise(values))), scale.exponent
+
+
+def hypot_of_scaled(norms: Iterable[tuple[float, int]]) -> tuple[float, int]:
+    """``sqrt(sum of (f 2**e)**2)`` over scaled norms ``(f, e)`` (:func:`scaled_norm`), scaled."""
+    norms = [(f, e) for f, e in norms if f != 0]
+    if not norms:
+        return 0.0, 0
+    top = max(e for _, e in norms)
+    return math.hypot(*(math.ldexp(f, e - top) for f, e in norms)), top
+
+
+def unscaled(f: float, e: int) -> float:
+    """``f 2**e`` as a float: ``inf`` beyond the largest, 0 below the smallest."""
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.ldexp(f, e))
+
+
+def frobenius_norm(values: np.ndarray) -> float:
+    """The Frobenius norm of ``values`` (:func:`scaled_norm`); ``inf`` beyond the largest float."""
+    return unscaled(*scaled_norm(values))
 
 
 def _times_power_of_two(array: np.ndarray, exponent: int) -> np.ndarray:
