@@ -36,11 +36,13 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
         'pydebut.dask needs Dask and threadpoolctl: pip install "pydebut[dask]"'
     ) from err
 
+from ._memory import check_fits_in_memory
 from .fit._common import (
     FitResult,
     TargetScale,
     check_in_range,
     hypot_of_scaled,
+    load_target,
     make_operator,
     progress_bars,
     scaled_norm,
@@ -117,7 +119,7 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     """
     if not isinstance(operator, DeButOperator):
         raise TypeError(f"apply needs a DeButOperator, got {type(operator).__name__}")
-    if axis not in (0, 1):
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
         raise ValueError(f"axis must be 0 (vectors are columns) or 1 (rows), got {axis!r}")
     X = da.asarray(X)
     _check_known_size(X, axis, "the operator's axis")
@@ -209,8 +211,43 @@ def _fitting_function(method: str | Callable[..., Any]) -> Callable[..., Any]:
     return getattr(pydebut, name)
 
 
-def _fit_one(method: str | Callable[..., Any], target: Any, spec: Any, options: dict) -> Any:
-    return _fitting_function(method)(target, spec, **options)
+def _fit_one(
+    method: str | Callable[..., Any], target: Any, spec: Any, options: dict, index: int
+) -> Any:
+    try:
+        return _fitting_function(method)(target, spec, **options)
+    except (TypeError, ValueError) as err:
+        named = _naming_target(err, index)
+        if named is err:
+            raise
+        raise named from err
+
+
+def _naming_target(err: TypeError | ValueError, index: int) -> Exception:
+    """``err`` with its message prefixed by ``target {index}: `` (``err`` itself if its
+    class takes other arguments than a message)."""
+    try:
+        return type(err)(f"target {index}: {err}")
+    except TypeError:
+        return err
+
+
+def _check_targets(
+    method: str | Callable[..., Any], targets: Sequence[Any], specs: Sequence[Any]
+) -> None:
+    """Refuse, before any fit runs, a NumPy target that its named fit would refuse (its
+    dtype, shape against its chain, finiteness), naming it; other targets are checked by
+    the fit on the worker, whose error names the target too."""
+    if callable(method):
+        return
+    needs_chain = METHODS.get(method, method) != "approximate"
+    for index, (target, spec) in enumerate(zip(targets, specs)):
+        if not isinstance(target, np.ndarray):
+            continue
+        try:
+            load_target(target, Chain(spec) if needs_chain else None)
+        except (TypeError, ValueError) as err:
+            raise _naming_target(err, index) from err
 
 
 def fit_many(
@@ -240,8 +277,10 @@ def fit_many(
         the workers.
     client : dask.distributed.Client, optional
         Run on this cluster (arrays are scattered to the workers first). By
-        default the fits run on Dask's local scheduler (threads, unless
-        configured otherwise with ``dask.config.set(scheduler=...)``).
+        default, on the client Dask computes on (the last one created with
+        ``set_as_default=True``, as ``Client(...)`` is) if there is one, else on
+        Dask's local scheduler (threads, unless configured otherwise with
+        ``dask.config.set(scheduler=...)``).
     progress : bool, default False
         Show a progress bar counting finished fits (needs ``tqdm``).
     **options
@@ -260,8 +299,11 @@ def fit_many(
 
     Raises
     ------
-    ValueError
-        If ``targets`` and ``specs`` differ in length or ``method`` is unknown.
+    ValueError, TypeError
+        If ``targets`` and ``specs`` differ in length or ``method`` is unknown;
+        before any fit runs, if a NumPy target is not numeric, is not finite or
+        does not have its chain's shape; or as a fit raises them. The message
+        names the target (``target 2: ...``).
 
     Examples
     --------
@@ -276,12 +318,14 @@ def fit_many(
     if len(targets) != len(specs):
         raise ValueError(f"{len(targets)} targets but {len(specs)} chains or budgets were given")
     _fitting_function(method)  # unknown names fail here, before any work
+    _check_targets(method, targets, specs)
+    client = _default_client() if client is None else client
     bar = _progress_bar(len(targets)) if progress else None
     try:
         if client is None:
             tasks = [
-                dask.delayed(_fit_one, pure=False)(method, target, spec, _own_rng(options))
-                for target, spec in zip(targets, specs)
+                dask.delayed(_fit_one, pure=False)(method, target, spec, _own_rng(options), index)
+                for index, (target, spec) in enumerate(zip(targets, specs))
             ]
             with _TaskCounter(bar, {task.key for task in tasks}):
                 return list(dask.compute(*tasks))
@@ -292,8 +336,8 @@ def fit_many(
             for target in targets
         ]
         futures = [
-            client.submit(_fit_one, method, target, spec, options, pure=False)
-            for target, spec in zip(scattered, specs)
+            client.submit(_fit_one, method, target, spec, options, index, pure=False)
+            for index, (target, spec) in enumerate(zip(scattered, specs))
         ]
         if bar is not None:
             for _ in as_completed(futures):
@@ -302,6 +346,18 @@ def fit_many(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _default_client() -> Any:
+    """The ``dask.distributed`` client Dask computes on by default, or ``None``."""
+    if dask.config.get("scheduler", None) != "dask.distributed":
+        return None
+    from dask.distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:  # the setting outlived its client
+        return None
 
 
 def _own_rng(options: dict) -> dict:
@@ -356,8 +412,9 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
     ------
     ValueError
         If the chain does not qualify, the target does not have its shape (or
-        has chunks of unknown size), ``memory_limit`` is negative, or the
-        target holds NaN or infinity (found in the first pass).
+        has chunks of unknown size), ``memory_limit`` is negative or lets more
+        entries be gathered than this machine's memory holds (before any pass),
+        or the target holds NaN or infinity (found in the first pass).
     TypeError
         If the target is not numeric or ``memory_limit`` is not an integer.
 
@@ -398,30 +455,24 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
             f"matrix); this chain has k_1 = {chain[0].n_blocks}, t_L = {chain[-1].t}"
         )
     _, dtype = _column_panels(target, chain.shape, "the chain")  # checks it before any pass
+    splits, shape = _panel_levels(chain, ranks, memory_limit, dtype)
     scale = _scale_of(target)
     normalised = target.map_blocks(_normalised, scale, dtype=dtype)
     panels, _ = _column_panels(normalised, chain.shape, "the chain")
-    m, n = chain.shape
     levels: list[tuple[_Split, np.ndarray]] = []
     weights: list[np.ndarray] = []
-    shape = (1, m, n, 1)
-    for index, rank in enumerate(ranks):
-        if shape[1] * n * dtype.itemsize <= memory_limit:
-            break
-        split = _Split.of(shape, chain[index], chain[index + 1], rank)
-        split.check_gram_memory(dtype)
+    for split in splits:
         parts = _each_panel(panels, _gram_pass, levels, split)
-        gram = np.zeros((shape[0] * split.C1, split.B2, split.R1, split.R1), dtype=dtype)
+        gram = np.zeros((split.k * split.C1, split.B2, split.R1, split.R1), dtype=dtype)
         for part in parts:
             for group, partial in part:
                 gram[group] += partial
-        gram = gram.reshape(shape[0], split.C1, split.B2, 1, split.R1, split.R1)
+        gram = gram.reshape(split.k, split.C1, split.B2, 1, split.R1, split.R1)
         _, vectors = np.linalg.eigh(gram)
         left, basis_h = _bases(vectors, split)
         weights.append(left)
-        groups = (shape[0] * split.C1, split.B2)
+        groups = (split.k * split.C1, split.B2)
         levels.append((split, basis_h.reshape(*groups, basis_h.shape[-2], split.R1)))
-        shape = (shape[0] * split.C1, rank * split.B2, shape[2] // split.C1, 1)
     parts = _each_panel(panels, _replay, levels)
     rest = np.concatenate(parts, axis=1)
     entries = np.ascontiguousarray(rest.reshape(shape[1], shape[0], shape[2]).transpose(1, 0, 2))
@@ -431,6 +482,31 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
     operator = make_operator(chain, scale.restore(weights + rest_weights))
     error = relative_error(operator, target)  # measured, one more pass over the panels
     return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
+
+
+def _panel_levels(
+    chain: Chain, ranks: list[int], memory_limit: int, dtype: np.dtype
+) -> tuple[list[_Split], tuple[int, int, int, int]]:
+    """The splits that read the panels, and the shape ``(k, R, n / k, 1)`` of the entries
+    gathered after them: levels read the panels until ``R n`` entries fit in
+    ``memory_limit``. Refuses Gram matrices, or gathered entries, larger than memory."""
+    m, n = chain.shape
+    splits = []
+    shape = (1, m, n, 1)
+    for index, rank in enumerate(ranks):
+        if shape[1] * n * dtype.itemsize <= memory_limit:
+            break
+        split = _Split.of(shape, chain[index], chain[index + 1], rank)
+        split.check_gram_memory(dtype)
+        splits.append(split)
+        shape = (shape[0] * split.C1, rank * split.B2, shape[2] // split.C1, 1)
+    check_fits_in_memory(  # the panels' parts, then the entries in order
+        2 * shape[1] * n * dtype.itemsize,
+        f"gathering the {shape[1]} x {n} entries left after {len(splits)} levels in {dtype}",
+        f"lower memory_limit (now {memory_limit} bytes): levels read the panels until the "
+        "entries left fit in it",
+    )
+    return splits, shape
 
 
 def _scale_of(target: Any) -> TargetScale:

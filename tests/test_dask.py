@@ -197,8 +197,9 @@ def test_apply_rejects_bad_shapes_and_axes():
         op.apply_rows(da.ones((3, 4)))
     with pytest.raises(ValueError, match=r"shape \(batch, 4\)"):
         op.apply_rows(np.ones((3, 8)), adjoint=True)
-    with pytest.raises(ValueError, match="axis must be 0"):
-        pydebut_dask.apply(op, da.ones((8, 3)), axis=2)
+    for axis in [2, 1.0, True]:  # 1.0 failed later, on a float index; True ran as 1
+        with pytest.raises(ValueError, match="axis must be 0"):
+            pydebut_dask.apply(op, da.ones((8, 3)), axis=axis)
     with pytest.raises(TypeError, match="dtype"):
         op @ da.ones((8, 3), dtype=object, chunks=(8, 3))
     with pytest.raises(TypeError, match="apply needs a DeButOperator, got ndarray"):
@@ -328,6 +329,50 @@ def test_fit_many_rejects_bad_arguments():
             pydebut_dask.fit_many(targets, chains, name)
     with pytest.raises(ValueError, match="2 targets but 1 chains"):
         pydebut_dask.fit_many(targets, chains[:1])
+
+
+def test_fit_many_refuses_a_bad_numpy_target_before_any_fit_naming_it(monkeypatch):
+    import pydebut
+
+    targets, chains = fit_cases(5)
+    fits = []
+    monkeypatch.setattr(pydebut, "fit_als", lambda *args, **kwargs: fits.append(args))
+    bad = targets[2].copy()
+    bad[0, 7] = np.nan
+    with pytest.raises(ValueError, match="^target 2: the target has non-finite entries"):
+        pydebut_dask.fit_many([*targets[:2], bad, *targets[3:]], chains)
+    with pytest.raises(ValueError, match=r"^target 4: the target has shape \(16, 8\)"):
+        pydebut_dask.fit_many([*targets[:4], np.ones((16, 8))], chains)
+    with pytest.raises(TypeError, match="^target 0: the target must hold real or complex"):
+        pydebut_dask.fit_many([targets[0].astype(object)], chains[:1])
+    assert not fits
+
+
+def test_fit_many_names_the_target_a_worker_refuses(tmp_path):
+    targets, chains = fit_cases(2)
+    path = tmp_path / "bad.npy"
+    bad = targets[1].copy()
+    bad[1, 1] = np.inf
+    np.save(path, bad)
+    with pytest.raises(ValueError, match="^target 1: the target has non-finite entries"):
+        pydebut_dask.fit_many([targets[0], str(path)], chains, n_sweeps=1)
+
+
+def _on_a_worker(target, spec):
+    return distributed.get_worker().address  # ValueError outside a worker
+
+
+def test_fit_many_runs_on_the_default_client_with_progress(capsys):
+    targets, chains = fit_cases(3)
+    with (
+        distributed.LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as default,
+    ):
+        addresses = pydebut_dask.fit_many(targets, chains, _on_a_worker, progress=True)
+        assert set(addresses) == set(default.scheduler_info()["workers"])
+    assert "3/3" in capsys.readouterr().err  # the local scheduler's counter stayed at 0/3
 
 
 # --- targets larger than memory -------------------------------------------------------------
@@ -524,6 +569,20 @@ def test_out_of_core_fit_holds_a_few_panels_only(monkeypatch):
     # they come from (0.18-0.19 of the target in three runs); never the target itself.
     assert peak < target_bytes / 3, peak
     assert 0.9 < result.error < 1.0  # a random matrix is far from any butterfly
+
+
+def test_out_of_core_fit_refuses_to_gather_more_than_memory_before_any_pass(monkeypatch):
+    def unreadable(block):
+        raise AssertionError("a pass read the target")
+
+    chain = special.butterfly_chain(1024)
+    target = da.zeros(chain.shape, chunks=(1024, 64)).map_blocks(unreadable, dtype=float)
+    monkeypatch.setattr("pydebut._memory.physical_memory", lambda: 2**20)
+    with pytest.raises(ValueError, match=r"gathering the 1024 x 1024 entries left after 0 .*"
+                       r"lower memory_limit \(now 1099511627776 bytes\)"):  # fmt: skip
+        pydebut_dask.fit_hierarchical(target, chain, memory_limit=2**40)
+    with pytest.raises(ValueError, match="the 128 x 1024 entries left after 3 levels"):
+        pydebut_dask.fit_hierarchical(target, chain, memory_limit=2**20)
 
 
 def test_out_of_core_fit_rejects_bad_targets_and_chains():
