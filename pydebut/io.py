@@ -221,8 +221,14 @@ def load(
         raise FileNotFoundError(
             f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
         )
-    with open(name, "rb") as handle:
+    with open(name, "rb", opener=_open_without_waiting) as handle:
         return _load_archive(handle, name, max_bytes, check_finite)
+
+
+def _open_without_waiting(path: str, flags: int) -> int:
+    """Open ``path`` as ``open()`` does, but without blocking: a named pipe with no
+    writer would keep ``open()`` waiting for one, before :func:`_check_regular` refuses it."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def _check_regular(handle: BinaryIO, name: str | Path) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import tempfile
 import tracemalloc
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +260,22 @@ def test_running_out_of_memory_is_not_reported_as_a_damaged_file(tmp_path, monke
     monkeypatch.setattr("pydebut.io.np.empty", no_memory)
     with pytest.raises(MemoryError, match="Unable to allocate"):
         load(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    # open() of a pipe for reading waits for a writer: load() must refuse it before
+    pipe = tmp_path / "pipe.npz"
+    os.mkfifo(pipe)
+    link = tmp_path / "link.npz"
+    link.symlink_to(pipe)
+    for path in (pipe, link):
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load, path)
+            try:
+                error = loading.exception(timeout=30)
+            except FutureTimeout:
+                # a writer that opens and closes the pipe releases the blocked load()
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+                pytest.fail(f"load({path.name!r}) waited for a writer to open the pipe")
+        assert isinstance(error, ValueError) and "not a regular file" in str(error)
