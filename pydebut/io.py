@@ -64,6 +64,16 @@ def npz_path(path: str | os.PathLike[str]) -> Path:
     >>> npz_path("op").name, npz_path("op.npz").name, npz_path("op.v2").name
     ('op.npz', 'op.npz', 'op.v2.npz')
     """
+    path = _file_path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _file_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path``; ``ValueError`` if it is empty or names a folder.
+
+    ``Path`` would turn ``""`` into ``"."`` and drop a trailing separator, so
+    the text is checked first.
+    """
     text = os.fspath(path)
     if not text:
         raise ValueError("the path is empty: give a file name such as 'op.npz'")
@@ -72,8 +82,7 @@ def npz_path(path: str | os.PathLike[str]) -> Path:
             f"path {text!r} names a folder, not a file: give a file name such as "
             f"{os.path.join(text, 'op.npz')!r}"
         )
-    path = Path(text)
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    return Path(text)
 
 
 def save(
@@ -186,6 +195,7 @@ def load(
     TypeError
         If a file object is in text mode or cannot seek.
     ValueError
+        If ``path`` is empty or names a folder (as for :func:`npz_path`).
         Naming the file, if it is not a valid pydebut archive: not a zip,
         truncated or corrupted, of another format or version, with missing,
         extra or malformed arrays, with weights that do not fit the chain or
@@ -215,8 +225,8 @@ def load(
             )
         name = getattr(path, "name", f"<{type(path).__name__}>")
         return _load_archive(path, name, max_bytes, check_finite)
-    name = Path(path)
-    hint = npz_path(name) if name.name not in ("", "..") else name
+    name = _file_path(path)
+    hint = npz_path(name)
     if not name.exists() and hint != name and hint.exists():
         raise FileNotFoundError(
             f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
@@ -285,12 +295,12 @@ def _load_archive(
 ) -> DeButOperator:
     """The operator in the archive that starts at ``handle``'s position."""
     _check_regular(handle, name)
-    _check_directory(handle, name)
-    start = handle.tell()
-    if handle.read(6) == b"\x93NUMPY":
-        raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
-    handle.seek(start)
-    try:
+    try:  # reading may raise OSError: a file of /proc, for one, cannot seek to its end
+        _check_directory(handle, name)
+        start = handle.tell()
+        if handle.read(6) == b"\x93NUMPY":
+            raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
+        handle.seek(start)
         with zipfile.ZipFile(handle) as archive:
             return _read(archive, name, max_bytes, check_finite)
     except _READ_ERRORS as err:

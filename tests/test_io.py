@@ -2,6 +2,7 @@
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,18 @@ def test_save_refuses_a_path_that_names_a_folder(tmp_path, monkeypatch, path):
     with pytest.raises(ValueError, match="empty|names a folder"):
         save(path, hadamard(4))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path", ["", Path(""), ".", "sub/"])
+def test_load_refuses_a_path_that_names_no_file(tmp_path, monkeypatch, path):
+    # Path("") is Path("."): open() then raised IsADirectoryError for '.'
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="the path is empty|names a folder, not a file"):
+        load(path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="no /proc file system")
+def test_a_file_that_cannot_seek_to_its_end_is_not_a_pydebut_file():
+    # a /proc file is regular, but seeking to its end fails (EINVAL)
+    with pytest.raises(ValueError, match="/proc/self/status is not a pydebut .npz file"):
+        load("/proc/self/status")
