@@ -258,36 +258,62 @@ def _check_regular(handle: BinaryIO, name: str | Path) -> None:
 _MAX_MEMBERS = MAX_FACTORS + 5  # the weights, format, format_version, specs, permutations
 _MAX_DIRECTORY_ENTRY = 256  # bytes of one member's directory entry, with room to spare
 _END_RECORD = struct.Struct("<4s4H2LH")  # a zip archive's end of central directory record
-_END_RECORD_64 = struct.Struct("<4sQ2H2L4Q")  # its zip64 extension, just before the locator
-_LOCATOR_64 = 20  # bytes of the zip64 locator, between the two records
+_END_RECORD_64 = struct.Struct("<4sQ2H2L4Q")  # its zip64 extension
+_LOCATOR_64 = struct.Struct("<4sLQL")  # the zip64 locator, just before the end record
 
 
 def _check_directory(handle: BinaryIO, name: str | Path) -> None:
     """Refuse an archive whose directory is larger than a pydebut file's, before zipfile
     reads it (zipfile builds an entry for every member the directory lists).
 
-    The sizes come from the end record (and its zip64 extension), found where zipfile
-    looks for them; a file without one is left to zipfile, which reports the damage.
+    The sizes come from the end record, found where zipfile looks for it, and from the
+    zip64 records zipfile may take in its place (:func:`_directory_sizes`); a file
+    without an end record is left to zipfile, which reports the damage.
     """
     start = handle.tell()
     end = handle.seek(0, os.SEEK_END)
     tail_start = max(start, end - _END_RECORD.size - 0xFFFF)  # the comment is at most 64 KiB
     handle.seek(tail_start)
     tail = handle.read(end - tail_start)
-    handle.seek(start)
     at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < _END_RECORD.size:
-        return
-    members, size = _END_RECORD.unpack_from(tail, at)[4:6]
-    extended = at - _LOCATOR_64 - _END_RECORD_64.size
-    if extended >= 0 and tail[extended : extended + 4] == b"PK\x06\x06":
-        members, size = _END_RECORD_64.unpack_from(tail, extended)[7:9]
-    if members > _MAX_MEMBERS or size > _MAX_MEMBERS * _MAX_DIRECTORY_ENTRY:
-        raise ValueError(
-            f"{name} is not a pydebut .npz file: its directory lists {members:,} members in "
-            f"{size:,} bytes, and a pydebut file has at most {_MAX_MEMBERS:,} "
-            f"(MAX_FACTORS = {MAX_FACTORS:,} weights and five more arrays)"
-        )
+    sizes = []
+    if at >= 0 and len(tail) - at >= _END_RECORD.size:
+        sizes = _directory_sizes(handle, tail_start + at, tail[at : at + _END_RECORD.size])
+    handle.seek(start)
+    for members, size in sizes:
+        if members > _MAX_MEMBERS or size > _MAX_MEMBERS * _MAX_DIRECTORY_ENTRY:
+            raise ValueError(
+                f"{name} is not a pydebut .npz file: its directory lists {members:,} members "
+                f"in {size:,} bytes, and a pydebut file has at most {_MAX_MEMBERS:,} "
+                f"(MAX_FACTORS = {MAX_FACTORS:,} weights and five more arrays)"
+            )
+
+
+def _directory_sizes(handle: BinaryIO, at: int, end_record: bytes) -> list[tuple[int, int]]:
+    """The member counts and byte sizes of the directory zipfile may take from an archive
+    whose end record ``end_record`` is at ``at``.
+
+    zipfile takes a zip64 record's figures in place of the end record's only when a
+    zip64 locator directly precedes the end record, and then, depending on the Python
+    release, the record just before the locator (3.11) or first the one the locator
+    points to. Every figure a release may take is returned, so that none reads a larger
+    directory than checked.
+    """
+    sizes = [_END_RECORD.unpack(end_record)[4:6]]
+    before = at - _LOCATOR_64.size - _END_RECORD_64.size  # where the zip64 record usually is
+    if before < 0:
+        return sizes
+    handle.seek(before)
+    records = [handle.read(_END_RECORD_64.size)]
+    signature, _, pointed, _ = _LOCATOR_64.unpack(handle.read(_LOCATOR_64.size))
+    if signature != b"PK\x06\x07":
+        return sizes
+    if pointed < before:
+        handle.seek(pointed)
+        records.append(handle.read(_END_RECORD_64.size))
+    zip64 = [_END_RECORD_64.unpack(r)[7:9] for r in records if r.startswith(b"PK\x06\x06")]
+    # without a zip64 record before the locator, Python 3.11 keeps the end record's figures
+    return zip64 if records[0].startswith(b"PK\x06\x06") else sizes + zip64
 
 
 def _load_archive(

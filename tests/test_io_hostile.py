@@ -218,20 +218,60 @@ def test_a_huge_string_member_is_refused_before_it_is_inflated(tmp_path):
         assert_refused(tmp_path, archive(forged, compress=True), "more than its role allows")
 
 
-def test_a_directory_longer_than_a_pydebut_files_is_refused_before_it_is_parsed(tmp_path):
-    # one member listed 100,000 times: zipfile would build an entry for each
+def listed(count: int, last_comment: bytes = b"") -> tuple[bytes, bytes]:
+    """One member's local header, and a directory listing it ``count`` times (the last
+    entry with ``last_comment``): zipfile builds an entry for each."""
     name = b"a.npy"
     local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0)
-    entry = struct.pack(
-        "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, 0, 0, 0, 0, 0
+
+    def entry(comment: bytes = b"") -> bytes:
+        fields = (20, 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0, len(comment), 0, 0, 0, 0)
+        return struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *fields) + name + comment
+
+    return local + name, entry() * (count - 1) + entry(last_comment)
+
+
+def end_record(count: int, directory: bytes, offset: int) -> bytes:
+    return struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, count & 0xFFFF, count & 0xFFFF, len(directory), offset, 0
     )
-    directory = (entry + name) * 100_000
+
+
+def test_a_directory_longer_than_a_pydebut_files_is_refused_before_it_is_parsed(tmp_path):
+    start, directory = listed(100_000)
     # the count field has 16 bits; zipfile reads entries until the directory's size is used up
-    for count in (100_000 & 0xFFFF, 3):
-        end = struct.pack(
-            "<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(local) + 5, 0
-        )
-        assert_refused(tmp_path, local + name + directory + end, "its directory lists")
+    for count in (100_000, 3):
+        end = end_record(count, directory, len(start))
+        assert_refused(tmp_path, start + directory + end, "its directory lists")
+
+
+def test_a_zip64_record_without_its_locator_does_not_hide_the_directorys_size(tmp_path):
+    # zipfile takes a zip64 record's sizes only when the zip64 locator directly precedes
+    # the end record: a record claiming 3 members in 100 bytes, in the last entry's
+    # comment, left the end record's 12,000 members unchecked, and zipfile parsed them
+    zip64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 3, 3, 100, 0)
+    start, directory = listed(12_000, last_comment=zip64 + b"X" * 20)
+    end = end_record(12_000, directory, len(start))
+    assert_refused(tmp_path, start + directory + end, "its directory lists 12,000 members")
+
+
+def as_zip64(data: bytes) -> bytes:
+    """``data``, a zip archive without comment, with zip64 end records, the end record's
+    own figures set to "see zip64" as some writers do."""
+    count, size, offset = struct.unpack_from("<H2L", data, len(data) - 12)
+    at = len(data) - 22
+    zip64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 2**32 - 1, 2**32 - 1, 0)
+    return data[:at] + zip64 + locator + end
+
+
+def test_a_pydebut_file_with_zip64_end_records_loads(tmp_path):
+    path = tmp_path / "zip64.npz"
+    path.write_bytes(as_zip64(GOOD[True]))
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) == 5
+    assert np.array_equal(load(path).toarray(), DeButOperator.random(CHAIN, rng=0).toarray())
 
 
 def test_loading_takes_the_weights_twice_at_most(tmp_path):
