@@ -266,16 +266,18 @@ def _check_directory(handle: BinaryIO, name: str | Path) -> None:
     """Refuse an archive whose directory is larger than a pydebut file's, before zipfile
     reads it (zipfile builds an entry for every member the directory lists).
 
-    The sizes come from the end record, found where zipfile looks for it, and from the
+    The sizes come from the end record, found as zipfile finds it, and from the
     zip64 records zipfile may take in its place (:func:`_directory_sizes`); a file
     without an end record is left to zipfile, which reports the damage.
     """
     start = handle.tell()
     end = handle.seek(0, os.SEEK_END)
-    tail_start = max(start, end - _END_RECORD.size - 0xFFFF)  # the comment is at most 64 KiB
+    tail_start = max(0, end - _END_RECORD.size - (1 << 16))  # zipfile's search, over 64 KiB
     handle.seek(tail_start)
     tail = handle.read(end - tail_start)
-    at = tail.rfind(b"PK\x05\x06")
+    at = len(tail) - _END_RECORD.size  # zipfile looks first for a record without comment last
+    if at < 0 or not (tail.startswith(b"PK\x05\x06", at) and tail.endswith(b"\0\0")):
+        at = tail.rfind(b"PK\x05\x06")
     sizes = []
     if at >= 0 and len(tail) - at >= _END_RECORD.size:
         sizes = _directory_sizes(handle, tail_start + at, tail[at : at + _END_RECORD.size])

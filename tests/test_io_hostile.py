@@ -255,6 +255,20 @@ def test_a_zip64_record_without_its_locator_does_not_hide_the_directorys_size(tm
     assert_refused(tmp_path, start + directory + end, "its directory lists 12,000 members")
 
 
+@pytest.mark.parametrize("where", ["signature in its own fields", "before a 64 KiB comment"])
+def test_the_directory_guard_finds_the_end_record_zipfile_finds(tmp_path, where):
+    # zipfile first takes a record without comment ending the file, else the last
+    # signature in the last 64 KiB + 22 bytes: the guard looked only for the last
+    # signature, one byte less far, and passed the 12,000 entries to zipfile
+    start, directory = listed(12_000)
+    end = end_record(12_000, directory, len(start))
+    if where == "signature in its own fields":
+        end = end[:16] + b"PK\x05\x06" + end[20:]  # the directory's offset: zipfile ignores it
+    else:
+        end = end[:20] + struct.pack("<H", 0xFFFF) + b"X" * (1 << 16)
+    assert_refused(tmp_path, start + directory + end, "its directory lists 12,000 members")
+
+
 def as_zip64(data: bytes) -> bytes:
     """``data``, a zip archive without comment, with zip64 end records, the end record's
     own figures set to "see zip64" as some writers do."""
