@@ -107,6 +107,21 @@ def _check_weights_fit(chain: Chain, itemsize: int) -> None:
     )
 
 
+def _weights_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
+    """The dtype of an operator built from weights of ``dtypes`` without a ``dtype``.
+
+    NumPy's result type of float32 and ``dtypes`` (bool, 8- and 16-bit integers and
+    float16 give float32; 32- and 64-bit integers float64), extended precision
+    rounded to the kernels' widest, float64 or complex128.
+    """
+    dtype = np.result_type(np.float32, *dtypes)
+    if dtype == np.longdouble:
+        return np.dtype(np.float64)
+    if dtype == np.clongdouble:
+        return np.dtype(np.complex128)
+    return dtype
+
+
 def _check_weights(
     chain: Chain, weights: Any, dtype: DTypeLike | None, check_finite: bool
 ) -> tuple[tuple[np.ndarray, ...], np.dtype]:
@@ -141,11 +156,7 @@ def _check_weights(
             )
         arrays.append(w)
     if dtype is None:
-        dtype = np.result_type(np.float32, *(w.dtype for w in arrays))
-        if dtype.kind in "biu" or dtype == np.longdouble:
-            dtype = np.dtype(np.float64)
-        elif dtype == np.clongdouble:
-            dtype = np.dtype(np.complex128)
+        dtype = _weights_dtype([w.dtype for w in arrays])
     dtype = _supported_dtype(dtype, "the operator")
     owned = []
     for index, w in enumerate(arrays):
@@ -320,11 +331,12 @@ class DeButOperator(LinearOperator):
         ``(k, r, s, t)`` (see the Concepts page of the documentation). The
         arrays are copied.
     dtype : dtype, optional
-        float32, float64, complex64 or complex128. By default the result type
-        of the weights (at least float32; integers become float64, and
+        float32, float64, complex64 or complex128. By default NumPy's result
+        type of float32 and the weights: float32 for bool, 8- and 16-bit
+        integer and float16 weights, float64 for 32- and 64-bit integers;
         extended precision, ``longdouble``, is rounded to float64, or
-        ``clongdouble`` to complex128, the widest the kernels compute in;
-        weights beyond float64's range are refused).
+        ``clongdouble`` to complex128, the widest the kernels compute in
+        (weights beyond float64's range are refused).
     check_finite : bool, default True
         Reject weights that contain NaN or infinity.
     row_perm, col_perm : array_like of int, optional

@@ -251,6 +251,21 @@ def test_weights_are_copied_and_read_only():
     assert DeButOperator(chain, [w.astype(np.float16)]).dtype == np.float32
 
 
+@pytest.mark.parametrize(
+    ("weights", "dtype"),
+    [
+        *((d, np.float32) for d in (np.bool_, np.int8, np.uint8, np.int16, np.uint16)),
+        *((d, np.float32) for d in (np.float16, np.float32)),
+        *((d, np.float64) for d in (np.int32, np.uint32, np.int64, np.uint64, np.longdouble)),
+        (np.clongdouble, np.complex128),
+    ],
+)
+def test_the_operators_dtype_is_numpys_result_type_with_float32(weights, dtype):
+    # as documented: NumPy's promotion, not float64 for every integer
+    chain = Chain([(4, 4, 2, 2, 1)])
+    assert DeButOperator(chain, [np.ones(chain[0].weight_shape, weights)]).dtype == dtype
+
+
 def test_random_scaling_gives_unit_variance_entries():
     op = DeButOperator.random(PAPER_512x2048, rng=0)
     entries = op.toarray()
