@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .operator import DeButOperator
+from .operator import DeButOperator, _weights_dtype
 from .spec import Chain, _as_positive_int
 
 __all__ = ["load", "npz_path", "save"]
@@ -182,8 +182,10 @@ def load(
         A file object (opened with ``"rb"``, or an ``io.BytesIO``) is read from
         its position; it must be seekable, as a zip archive is read from its end.
     max_bytes : int, default ``MAX_LOAD_BYTES`` (4 GiB)
-        Largest total size of the weights to read; raise it to load a larger
-        operator.
+        Largest total size of the weights to read, counted in the dtype the
+        operator holds them in (see ``DeButOperator``: four bytes a weight for
+        bool, 8- and 16-bit integer and float16 weights), or in the file's where
+        it is wider (extended precision); raise it to load a larger operator.
     check_finite : bool, default True
         Refuse weights that contain NaN or infinity; False reads them, as
         saved from an operator built with ``check_finite=False``.
@@ -212,7 +214,8 @@ def load(
     ...     load(path, max_bytes=1000)
     ... except ValueError as err:
     ...     print(str(err).removeprefix(f"{path}: "))
-    the weights take 32768 bytes, above max_bytes = 1000; pass a larger max_bytes to load them
+    the weights take 32768 bytes in memory (the operator holds them in float64), above
+    max_bytes = 1000; pass a larger max_bytes to load them
     >>> load(path).shape
     (4096, 4096)
     """
@@ -397,7 +400,6 @@ def _read(
         missing, extra = sorted(expected - members.keys()), sorted(members.keys() - expected)
         raise ValueError(f"{name}: arrays missing {missing} and unexpected {extra}")
     headers = [_header(archive, members[f"weights_{i}"], name) for i in range(len(chain))]
-    total = 0
     for index, (spec, (shape, dtype, _)) in enumerate(zip(chain, headers, strict=True)):
         _check_numbers(dtype, name, f"weights_{index}")
         if shape != spec.weight_shape:
@@ -405,11 +407,14 @@ def _read(
                 f"{name}: weights_{index} has shape {shape}, but factor {index + 1} of "
                 f"{len(chain)} ({spec}) must have shape {spec.weight_shape}"
             )
-        total += prod(shape) * dtype.itemsize
+    # the operator holds the weights in its dtype, wider than the file's but for
+    # extended precision, which is rounded
+    held = _weights_dtype([dtype for _, dtype, _ in headers])
+    total = sum(prod(shape) * max(dtype.itemsize, held.itemsize) for shape, dtype, _ in headers)
     if total > max_bytes:
         raise ValueError(
-            f"{name}: the weights take {total} bytes, above max_bytes = {max_bytes}; "
-            "pass a larger max_bytes to load them"
+            f"{name}: the weights take {total} bytes in memory (the operator holds them in "
+            f"{held}), above max_bytes = {max_bytes}; pass a larger max_bytes to load them"
         )
     weights = [
         _read_array(archive, members[f"weights_{i}"], name, "biufc", max_bytes=None)

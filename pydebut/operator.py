@@ -135,8 +135,8 @@ def _check_weights(
         raise ValueError(
             f"the chain has {len(chain)} factors but {len(weights)} weight arrays were given"
         )
-    itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
-    _check_weights_fit(chain, itemsize)
+    itemsize = 4 if dtype is None else np.dtype(dtype).itemsize  # at least float32's
+    _check_weights_fit(chain, itemsize)  # before the weights are converted
     arrays = []
     for index, (spec, w) in enumerate(zip(chain, weights, strict=True)):
         label = _factor_label(chain, index)
@@ -158,6 +158,8 @@ def _check_weights(
     if dtype is None:
         dtype = _weights_dtype([w.dtype for w in arrays])
     dtype = _supported_dtype(dtype, "the operator")
+    if dtype.itemsize > itemsize:
+        _check_weights_fit(chain, dtype.itemsize)
     owned = []
     for index, w in enumerate(arrays):
         if w.dtype.kind == "c" and dtype.kind != "c" and np.any(w.imag):

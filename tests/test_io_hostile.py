@@ -208,6 +208,16 @@ def test_a_device_or_pipe_is_refused_before_reading(tmp_path):
         load(device)
 
 
+def test_max_bytes_counts_the_weights_in_the_operators_dtype(tmp_path):
+    # 1 MiB of bool weights (a kilobyte compressed) become 4 MiB of float32 in the
+    # operator: max_bytes = 2 MiB refuses them before their data is inflated
+    n = 1 << 20
+    members = header_members([(n, n, 1, 1, 1)])
+    members["weights_0"] = npy(np.ones((n, 1, 1, 1), dtype=bool))
+    words = "the weights take 4194304 bytes in memory (the operator holds them in float32)"
+    assert_refused(tmp_path, archive(members, compress=True), words, 1 << 19, max_bytes=2 << 20)
+
+
 def test_a_huge_string_member_is_refused_before_it_is_inflated(tmp_path):
     # "pydebut" padded with NULs to 40 MB compresses to a few KB; str() drops the NULs
     members = header_members([spec.as_tuple() for spec in CHAIN])

@@ -268,6 +268,15 @@ def test_the_memory_check_comes_before_the_allocation(monkeypatch):
     assert op.toarray().shape == (8, 8)
 
 
+def test_the_memory_check_counts_the_weights_in_the_operators_dtype(monkeypatch):
+    # 16 weights: 64 bytes in float32 (bool weights), 128 in float64 (int64 weights)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 100)
+    chain = [(8, 8, 2, 2, 1)]
+    assert DeButOperator(chain, [np.ones((4, 2, 2, 1), dtype=bool)]).dtype == np.float32
+    with pytest.raises(ValueError, match="needs 128 bytes, more than this machine's memory"):
+        DeButOperator(chain, [np.ones((4, 2, 2, 1), dtype=np.int64)])
+
+
 def test_hierarchical_splits_beyond_memory_are_refused_before_the_gram_matrices(monkeypatch):
     # 512 sub-blocks of 256 x 2 need 512 Gram matrices of 256 x 256 (256 MiB, and as much
     # for their eigenvectors) for a target of 2 MiB; at 4096 x 4096 it was 128 GiB.
