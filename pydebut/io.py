@@ -440,6 +440,8 @@ def _check_numbers(dtype: np.dtype, name: str | Path, member: str, kinds: str = 
         )
     if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
         raise ValueError(f"{name}: {member} has dtype {dtype}; expected kind {kinds!r}")
+    if dtype.itemsize == 0:  # its header's size says nothing: NumPy makes it one character
+        raise ValueError(f"{name}: {member} has dtype {dtype}, of zero size")
 
 
 def _header(

@@ -247,6 +247,13 @@ def end_record(count: int, directory: bytes, offset: int) -> bytes:
     )
 
 
+def test_a_string_member_of_zero_size_is_refused_before_allocation(tmp_path):
+    # 2**40 strings of dtype <U0 announce no data, but np.empty makes them <U1: 4 TiB
+    members = header_members([spec.as_tuple() for spec in CHAIN])
+    members["format"] = forged_header((2**40,), "<U0")
+    assert_refused(tmp_path, archive(members), "format has dtype <U0, of zero size")
+
+
 def test_a_directory_longer_than_a_pydebut_files_is_refused_before_it_is_parsed(tmp_path):
     start, directory = listed(100_000)
     # the count field has 16 bits; zipfile reads entries until the directory's size is used up
