@@ -170,11 +170,11 @@ def load(
     Every array's ``.npy`` header (shape and dtype, never pickle) is checked
     against the chain's expected sizes and against ``max_bytes`` before its
     data is read or decompressed, and decompression never goes past the sizes
-    the headers announce: a damaged, forged or hostile file costs at most the
-    memory of the operator it claims to hold, twice (the weights are read, then
-    copied into the operator's immutable buffers). Devices, pipes and archives
-    whose directory lists more members than a pydebut file has are refused
-    before zipfile reads them.
+    the headers announce: a damaged, forged or hostile file costs at most twice
+    the size of the weights counted against ``max_bytes`` (they are read into
+    the operator's dtype, whatever the file's dtype and layout, then copied into
+    its immutable buffers). Devices, pipes and archives whose directory lists
+    more members than a pydebut file has are refused before zipfile reads them.
 
     Parameters
     ----------
@@ -417,7 +417,7 @@ def _read(
             f"{held}), above max_bytes = {max_bytes}; pass a larger max_bytes to load them"
         )
     weights = [
-        _read_array(archive, members[f"weights_{i}"], name, "biufc", max_bytes=None)
+        _read_array(archive, members[f"weights_{i}"], name, "biufc", max_bytes=None, into=held)
         for i in range(len(chain))
     ]
     m, n = chain.shape
@@ -496,12 +496,15 @@ def _read_array(
     name: str | Path,
     kinds: str,
     max_bytes: int | None,
+    into: np.dtype | None = None,
 ) -> np.ndarray:
     """Read a member whose header has been checked, never more than it announces.
 
     ``max_bytes`` bounds the member's data for its role (None: checked by the
-    caller); the data is read in pieces of at most ``_READ_CHUNK`` bytes, so
-    reading takes no more memory than the array itself.
+    caller). The data is read in pieces of at most ``_READ_CHUNK`` bytes, converted
+    to ``into`` where it is a dtype the file's casts to safely (by default the
+    file's dtype in native byte order), so reading takes no more memory than the
+    array returned.
     """
     member = info.filename[:-4]
     with archive.open(info) as stream:
@@ -512,15 +515,30 @@ def _read_array(
                 f"{name}: {member} takes {n_bytes} bytes (shape {shape}, dtype {dtype}), "
                 f"more than its role allows ({max_bytes})"
             )
-        array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
-        view = memoryview(array.reshape(-1).view(np.uint8))
-        done = 0
-        while done < n_bytes:
-            got = stream.readinto(view[done : done + _READ_CHUNK])
-            if not got:
-                raise ValueError(f"{name}: {member} is truncated")
-            done += got
+        if into is None or not np.can_cast(dtype, into):
+            into = dtype.newbyteorder("=")
+        # an F-ordered member holds its transpose's data in C order
+        array = np.empty(shape[::-1] if fortran else shape, dtype=into)
+        flat = array.reshape(-1)
+        if into == dtype:
+            _read_into(stream, flat.view(np.uint8), name, member)
+        else:
+            piece = np.empty(max(1, min(flat.size, _READ_CHUNK // dtype.itemsize)), dtype=dtype)
+            for start in range(0, flat.size, piece.size):
+                part = piece[: flat.size - start]
+                _read_into(stream, part.view(np.uint8), name, member)
+                flat[start : start + part.size] = part
         stream.read(1)  # at the end: zipfile checks the CRC
-    if fortran:
-        array = array.T
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    return array.T if fortran else array
+
+
+def _read_into(stream: Any, buffer: np.ndarray, name: str | Path, member: str) -> None:
+    """Fill the bytes ``buffer`` from ``stream``, a piece of at most ``_READ_CHUNK`` at a time
+    (zipfile copies each read through a bytes object)."""
+    view = memoryview(buffer)
+    done = 0
+    while done < len(view):
+        got = stream.readinto(view[done : done + _READ_CHUNK])
+        if not got:
+            raise ValueError(f"{name}: {member} is truncated")
+        done += got

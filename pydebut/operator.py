@@ -188,8 +188,9 @@ def _immutable(array: np.ndarray) -> np.ndarray:
 
     Setting ``flags.writeable = True`` fails on it, on its ``base`` and on any
     view of it, so the operator's weights cannot drift from its cached plans.
+    ``tobytes`` writes the bytes in C order whatever the layout: one copy.
     """
-    frozen = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=array.dtype)
+    frozen = np.frombuffer(array.tobytes(), dtype=array.dtype)
     return frozen.reshape(array.shape)
 
 
