@@ -17,7 +17,10 @@ Threading layer
     :func:`load_environment_tbb` loads it first). A choice the user made
     (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER`` set before
     importing pydebut) is kept, once :func:`check_threading_layer` finds that
-    Numba knows it and can load it here.
+    Numba knows it and can load it here. A layer that Numba already started
+    (parallel code ran before pydebut was imported) stays in force, since Numba
+    starts one per process; if it is OpenMP and the user chose none, importing
+    pydebut warns that forked children will die (:func:`choose_threading_layer`).
 
 Kernel cache
     Compiled kernels are cached in ``$NUMBA_CACHE_DIR`` when it is set, else in
@@ -35,6 +38,7 @@ import importlib
 import os
 import site
 import sys
+import warnings
 from collections.abc import Callable
 
 import numba
@@ -55,8 +59,23 @@ def choose_threading_layer() -> str:
     The environment variable is set too, so Numba's reloads of its configuration
     from the environment keep the choice (and child processes inherit it).
     Unless the layer in force excludes TBB, :func:`load_environment_tbb` runs first.
+    A layer Numba already started (:func:`started_layer`) is the one in force:
+    ``RuntimeWarning`` if it is OpenMP and the user chose none.
     """
-    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    user_chose = "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default"
+    started = started_layer()
+    if started is not None:
+        if started == "omp" and not user_chose:
+            warnings.warn(
+                "Numba's threading layer was started before pydebut was imported, on "
+                "OpenMP, which (as GNU OpenMP) kills processes forked after a parallel "
+                "kernel ran and hangs multiprocessing's 'fork' pools: import pydebut before "
+                "running Numba parallel code, or set NUMBA_THREADING_LAYER=forksafe",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return started
+    if not user_chose:
         os.environ["NUMBA_THREADING_LAYER"] = THREADING_LAYER
         numba.config.THREADING_LAYER = THREADING_LAYER
     layer = numba.config.THREADING_LAYER
@@ -149,12 +168,23 @@ def _tbb_is_loaded() -> bool:
         return False
 
 
+def started_layer() -> str | None:
+    """The threading layer Numba has started in this process (``"tbb"``, ``"omp"`` or
+    ``"workqueue"``), or None before its first parallel launch."""
+    from numba.np.ufunc import parallel
+
+    return numba.threading_layer() if getattr(parallel, "_is_initialized", False) else None
+
+
 def launches_through_workqueue() -> bool:
     """Whether parallel kernels run on Numba's ``workqueue`` layer (no TBB installed).
 
     ``workqueue`` starts a parallel region slowly: enough for one launch per
     batched apply, too slow for one launch per factor of a single vector.
     """
+    started = started_layer()
+    if started is not None:
+        return started == "workqueue"
     layer = numba.config.THREADING_LAYER
     if layer == "workqueue":
         return True

@@ -122,6 +122,7 @@ def test_the_fork_safe_threading_layer_is_selected_by_default():
 
 
 def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: None)  # before any launch
     monkeypatch.setenv("NUMBA_THREADING_LAYER", "unset")  # so monkeypatch restores it
     monkeypatch.delenv("NUMBA_THREADING_LAYER")
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "threadsafe")
@@ -134,6 +135,46 @@ def test_a_threading_layer_chosen_by_the_user_is_kept(monkeypatch):
     monkeypatch.delenv("NUMBA_THREADING_LAYER")
     assert _numba_setup.choose_threading_layer() == "forksafe"
     assert os.environ["NUMBA_THREADING_LAYER"] == "forksafe"
+
+
+PARALLEL_CODE_FIRST = """
+    import warnings
+    import numba, numpy as np
+
+    @numba.njit(parallel=True)
+    def total(a):
+        s = 0.0
+        for i in numba.prange(a.size):
+            s += a[i]
+        return s
+
+    total(np.ones(1000))  # starts Numba's threading layer
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from pydebut import _numba_setup
+    print(numba.threading_layer(), _numba_setup.launches_through_workqueue())
+    for warning in caught:
+        if warning.category is RuntimeWarning:
+            print(warning.message)
+"""
+
+
+def test_a_started_layer_is_the_one_in_force(monkeypatch):
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "forksafe")
+    for started in ("workqueue", "tbb"):
+        monkeypatch.setattr(_numba_setup, "started_layer", lambda layer=started: layer)
+        assert _numba_setup.choose_threading_layer() == started
+        assert _numba_setup.launches_through_workqueue() is (started == "workqueue")
+
+
+@pytest.mark.skipif(not _numba_setup.library_loads("omp"), reason="needs Numba's OpenMP layer")
+def test_an_openmp_layer_started_before_the_import_is_in_force_with_a_warning():
+    # The layer in force was OpenMP, silently, while pydebut reported its own choice.
+    first, *warned = run_python(PARALLEL_CODE_FIRST, clean_env(NUMBA_NUM_THREADS="2")).splitlines()
+    assert first == "omp False"
+    assert warned and "started before pydebut was imported, on OpenMP" in warned[0]
+    chosen = clean_env(NUMBA_NUM_THREADS="2", NUMBA_THREADING_LAYER="omp")
+    assert run_python(PARALLEL_CODE_FIRST, chosen).splitlines() == ["omp False"]
 
 
 def test_a_threading_layer_numba_cannot_use_is_refused_at_import():
@@ -169,6 +210,7 @@ def test_threading_layers_are_checked_against_the_libraries_that_load(monkeypatc
     ("layer", "expected"), [("workqueue", True), ("omp", False), ("tbb", False)]
 )
 def test_workqueue_is_recognised_for_the_long_vector_choice(monkeypatch, layer, expected):
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: None)  # before any launch
     monkeypatch.setattr(numba.config, "THREADING_LAYER", layer)
     assert _numba_setup.launches_through_workqueue() is expected
 
