@@ -331,8 +331,11 @@ def fit_many(
                 return list(dask.compute(*tasks))
         from dask.distributed import as_completed
 
+        # unhashed: a key from the targets' contents would be the key of the same targets
+        # scattered by a call before, which the scheduler may still be releasing (their
+        # fits then fail as "lost dependencies"; dask/distributed#8576)
         scattered = [
-            client.scatter(target) if isinstance(target, np.ndarray) else target
+            client.scatter(target, hash=False) if isinstance(target, np.ndarray) else target
             for target in targets
         ]
         futures = [

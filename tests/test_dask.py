@@ -289,6 +289,16 @@ def test_fit_many_on_a_cluster_equals_serial(client, tmp_path):
     assert_same_fits(results, expected)
 
 
+def test_fit_many_on_a_cluster_again_with_the_same_targets(client):
+    # The second call's scattered targets had the first's keys, which the scheduler was
+    # releasing: FutureCancelledError, "lost dependencies" (3 runs of 3).
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    targets = [np.eye(4), np.ones((4, 4))]
+    for _ in range(4):
+        results = pydebut_dask.fit_many(targets, [chain, chain], "hierarchical", client=client)
+        assert [round(r.error, 12) for r in results] == [0.0, 0.0]
+
+
 def test_fit_many_local_scheduler_with_progress(capsys):
     targets, chains = fit_cases(3)
     results = pydebut_dask.fit_many(targets, chains, "hierarchical", progress=True)
