@@ -166,3 +166,16 @@ def test_tol_stops_at_the_first_sweep_that_improves_less(tol, seed, chain):
     *kept_going, last = [gain >= tol * before for gain, before in zip(gains, sweeps)]
     assert all(kept_going)
     assert not last or len(gains) == n_sweeps
+
+
+@pytest.mark.parametrize(
+    ("dtype", "working"), [("f2", np.float32), ("f4", np.float32), ("c8", np.complex64)]
+)
+def test_a_big_endian_single_precision_target_is_fitted_in_single_precision(dtype, working):
+    # working_dtype compared dtypes with ==, which sees byte order: '>f4' fitted in float64.
+    from pydebut import approximate
+
+    target = np.random.default_rng(0).standard_normal((16, 32)).astype("<" + dtype)
+    native, swapped = (approximate(t, 200, rng=0) for t in (target, target.astype(">" + dtype)))
+    assert native.operator.dtype == swapped.operator.dtype == working
+    assert swapped.error == native.error

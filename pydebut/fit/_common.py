@@ -70,10 +70,12 @@ def progress_bars(progress: Any) -> Any:
 
 
 def working_dtype(dtype: np.dtype) -> np.dtype:
-    """Floating dtype the fit computes in: float32/complex64 stay, the rest is double."""
-    if dtype in (np.float32, np.float16):
+    """Floating dtype the fit computes in: float32/complex64 stay, the rest is double
+    (whatever the byte order)."""
+    kind = np.dtype(dtype).type
+    if kind in (np.float32, np.float16):
         return np.dtype(np.float32)
-    if dtype == np.complex64:
+    if kind == np.complex64:
         return np.dtype(np.complex64)
     if np.issubdtype(dtype, np.complexfloating):
         return np.dtype(np.complex128)
