@@ -433,3 +433,27 @@ def test_summary_and_repr_stay_one_line_however_many_chains_were_explored():
     fitted = sum(e.error is not None for e in result.explored)
     assert f"relative error {result.error:.4g} against {result.baseline.error:.4g}" in line
     assert f"{len(result.explored)} chains explored ({fitted} fitted)" in line
+
+
+@pytest.mark.parametrize("shape, budget", [((64, 32), 96), ((64, 32), 127), ((12, 8), 20)])
+def test_permutation_auto_at_budgets_below_the_search_ladder_top(shape, budget):
+    # Every chain of the bit-reversed passes was skipped (over budget, or estimated above
+    # the SVD): min() of no candidates raised ValueError.
+    target = np.random.default_rng(0).standard_normal(shape)
+    plain = approximate(target, budget, rng=0)
+    auto = approximate(target, budget, permutation="auto", rng=0)
+    assert auto.error <= plain.error
+    assert auto.error == pytest.approx(true_error(auto.operator, target), rel=1e-12)
+
+
+def test_an_included_chain_no_fit_can_take_is_refused_before_the_search(monkeypatch):
+    from pydebut.fit import _search
+
+    # It was refused by fit_als after the whole search (12 s for a 128 x 128 target), unnamed.
+    target = np.random.default_rng(0).standard_normal((64, 64))
+    wide = 2048  # the target's shape, outside the hierarchical family, couples too many weights
+    chain = Chain([(64, wide, 64, wide, 1), (wide, wide, 1, 1, wide), (wide, 64, wide, 64, 1)])
+    included = [Chain.from_factorizations([8, 8], [8, 8]), chain]
+    monkeypatch.setattr(_search._BeamSearch, "run", lambda self: pytest.fail("searched"))
+    with pytest.raises(ValueError, match=r"^include\[1\]: factor 3 of the chain: .* couple"):
+        approximate(target, chain.n_params, include=included, rng=0)

@@ -79,7 +79,7 @@ from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
 from ..spec import Chain, FactorSpec
-from ._als import CouplingLimitError, _check_tol, fit_als
+from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
 from ._common import TargetScale, as_working, load_target, progress_bars, working_dtype
 from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
 
@@ -291,7 +291,9 @@ def approximate(
         records it).
     include : iterable of Chain
         Chains fitted in any case when they fit the budget and shape; they are
-        candidates like the fitted chains of the search.
+        candidates like the fitted chains of the search. One outside the
+        hierarchical family is fitted by :func:`fit_als` alone, and refused
+        before the search if ALS cannot update its factors.
     permutation : None or "auto", default None
         None searches chains for ``D`` itself. ``"auto"`` also searches, for
         each pair of :func:`candidate_permutations` (bit reversals of the rows
@@ -315,7 +317,9 @@ def approximate(
         If the target is not numeric or an option has the wrong type.
     ValueError
         If the target is not a finite 2-D matrix, is too large, or no chain of
-        at most ``max_factors`` factors has at most ``max_params`` weights.
+        at most ``max_factors`` factors has at most ``max_params`` weights,
+        or an ``include`` item within the budget can be fitted by no method
+        (the message names it).
         The options are checked before the target is read (or a sparse matrix
         or ``LinearOperator`` made dense), the rest before the search.
 
@@ -398,6 +402,7 @@ def approximate(
 
     matrix = load_target(target, None, (MAX_ENTRIES, "approximate"), check_shape)
     m, n = matrix.shape
+    _check_fittable(included, options)
     included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
     generator = random_generator(rng)
@@ -423,6 +428,8 @@ def approximate(
         candidates = [(error, chain.n_params, i) for i, (chain, (_, error)) in enumerate(fitted)]
         if best is None:
             candidates += [(error, rank * (m + n), -rank) for rank, error in svd.candidates()]
+        elif not candidates:  # a permuted pass whose every chain was estimated above the SVD
+            continue
         error, _, index = min(candidates)
         operator = fitted[index][1][0] if index >= 0 else svd.operator(-index)
         if best is None or error < best[0]:
@@ -584,6 +591,19 @@ def _check_budget(shape: tuple[int, int], options: _Options) -> None:
             f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
             f"most max_params={options.max_params} weights (the smallest has {smallest})"
         )
+
+
+def _check_fittable(chains: list[Chain], options: _Options) -> None:
+    """Refuse, before the search, an included chain within the budget that no fit can take:
+    outside the hierarchical family, it is fitted by ALS alone, which refuses factor updates
+    that couple too many weights (:class:`~pydebut.fit._als.CouplingLimitError`)."""
+    for index, chain in enumerate(chains):
+        if chain.n_params > options.max_params or _in_hierarchical_family(chain):
+            continue  # skipped, as documented; or fitted hierarchically, then by ALS if it can
+        try:
+            _couplings(chain.T if chain.shape[0] > chain.shape[1] else chain)
+        except CouplingLimitError as err:
+            raise CouplingLimitError(f"include[{index}]: {err}") from None
 
 
 def _check_shapes(chains: list[Chain], shape: tuple[int, int]) -> None:
@@ -1140,9 +1160,7 @@ def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list
     on what else is fitted.
     """
     rng = np.random.default_rng(np.random.SeedSequence((seed, *_flat(chain))))
-    try:
-        hierarchy_ranks(chain)
-    except ValueError:  # an included chain outside the family: ALS from random factors
+    if not _in_hierarchical_family(chain):  # an included chain: ALS from random factors
         return [
             fit_als(matrix, chain, n_sweeps=options.n_sweeps, tol=options.tol, rng=rng).operator
         ]
@@ -1156,6 +1174,15 @@ def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list
     except CouplingLimitError:  # ALS cannot update this chain's factors: keep the split
         return [start]
     return [start, als.operator]
+
+
+def _in_hierarchical_family(chain: Chain) -> bool:
+    """Whether :func:`fit_hierarchical` takes ``chain`` (chainable or rank-weighted)."""
+    try:
+        hierarchy_ranks(chain)
+    except ValueError:
+        return False
+    return True
 
 
 def _flat(chain: Chain) -> list[int]:
