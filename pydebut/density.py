@@ -277,7 +277,9 @@ def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
     """Boolean ``(m, n)`` support of the product ``F_1 … F_L``.
 
     Entry ``(i, j)`` is True iff some path connects output ``i`` to input ``j``;
-    with generic weights these are exactly the non-zeros of the product.
+    with generic weights these are exactly the non-zeros of the product. The
+    reach sets are packed over the smaller of ``m`` and ``n`` (the transposed
+    chain is used when ``m < n``), as in :func:`is_dense`.
 
     Examples
     --------
@@ -289,24 +291,39 @@ def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
     """
     chain = _as_chain(chain)
     _check_support_size(chain, chain.shape[0] * chain.shape[1])
+    _check_work(chain, _support_work(chain), "every output's reach")
+    return _support(chain)
+
+
+def _support_work(chain: Chain) -> int:
+    """Word operations of :func:`_support`: bits over the smaller side of the product."""
+    return -(-min(chain.shape) // 64) * _row_work(chain)
+
+
+def _support(chain: Chain) -> np.ndarray:
+    """Support of the product, the reach sets packed over its smaller side."""
+    m, n = chain.shape
+    if m < n:
+        return np.ascontiguousarray(_support(chain.T).T)
     return np.concatenate([_unpack(words, size) for _, size, words in _reach_chunks(chain)], axis=1)
 
 
 def _check_support_size(chain: Chain, entries: int) -> None:
-    m, n = chain.shape
     if entries > MAX_SUPPORT_ENTRIES:
+        m, n = chain.shape
         raise ValueError(
             f"the supports of this {m} x {n} chain hold {entries:,} booleans, above the "
             f"limit MAX_SUPPORT_ENTRIES = {MAX_SUPPORT_ENTRIES:,} of pydebut.density; "
             "ask is_dense() for the verdict, or take a smaller chain"
         )
-    _check_work(chain, -(-min(m, n) // 64) * _row_work(chain), "every output's reach")
 
 
 def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     """Supports of the partial products ``F_L``, ``F_{L-1} F_L``, …, ``F_1 … F_L``.
 
-    The densification seen while applying the chain, from the input side.
+    The densification seen while applying the chain, from the input side. Each
+    is computed as by :func:`product_support`, and the work of every one is
+    checked against ``MAX_REACH_WORK`` before any is computed.
 
     Examples
     --------
@@ -315,7 +332,10 @@ def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     """
     chain = _as_chain(chain)
     _check_support_size(chain, chain.shape[1] * sum(spec.p for spec in chain))  # p_l x n each
-    return [product_support(chain[first:]) for first in reversed(range(chain.n_factors))]
+    firsts = range(chain.n_factors - 1, -1, -1)
+    for first in firsts:
+        _check_work(chain, _support_work(chain[first:]), f"the support of F_{first + 1} ... F_L")
+    return [_support(chain[first:]) for first in firsts]
 
 
 def _input_cells(n: int, max_pixels: int) -> tuple[int, int, int]:
