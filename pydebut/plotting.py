@@ -237,12 +237,25 @@ def _pool(mask: np.ndarray, max_pixels: int) -> tuple[np.ndarray, int]:
     grid = (-(-rows // cell), -(-cols // cell))
     if cell == 1:
         return mask.astype(np.float64), 1
-    padded = np.zeros((grid[0] * cell, grid[1] * cell), dtype=bool)
-    padded[:rows, :cols] = mask
-    counts = padded.reshape(grid[0], cell, grid[1], cell).sum(axis=(1, 3), dtype=np.int64)
+    longer, shorter = (0, 1) if rows >= cols else (1, 0)  # the first sums shrink the most
+    counts = _cell_sums(_cell_sums(mask, cell, longer), cell, shorter)
     row_sizes = np.minimum(cell, rows - cell * np.arange(grid[0]))
     col_sizes = np.minimum(cell, cols - cell * np.arange(grid[1]))
     return counts / np.outer(row_sizes, col_sizes), cell
+
+
+def _cell_sums(values: np.ndarray, cell: int, axis: int) -> np.ndarray:
+    """Sums of runs of ``cell`` entries along ``axis`` (the last run may be short), as int64.
+
+    Sums views of ``values``, so no padded or widened copy of it is made.
+    """
+    runs = np.moveaxis(values, axis, 0)
+    whole = runs.shape[0] // cell * cell
+    sums = runs[:whole].reshape(whole // cell, cell, *runs.shape[1:]).sum(axis=1, dtype=np.int64)
+    if whole < runs.shape[0]:
+        rest = runs[whole:].sum(axis=0, keepdims=True, dtype=np.int64)
+        sums = np.concatenate([sums, rest])
+    return np.moveaxis(sums, 0, axis)
 
 
 #: Panels of at most this many entries are pooled exactly, as the fraction of possible

@@ -191,7 +191,29 @@ def test_fit_history_range_leaves_out_an_overflowed_error():
     assert 0.3 < bottom < 0.4 and 0.5 < top < 0.6
 
 
-@pytest.mark.parametrize("shape", [(10, 7), (7, 10), (9, 9), (3, 20)])
+@pytest.mark.parametrize("shape", [(2**16 + 5, 2), (2, 2**16 + 5)])
+def test_pooling_a_thin_support_holds_little_beyond_it(shape):
+    # A 2**20 x 2 panel was padded to 2**20 x 4096 booleans (4.3 GB for `check --plot`).
+    import tracemalloc
+
+    from pydebut.plotting import _pool
+
+    mask = np.random.default_rng(0).random(shape) < 0.3
+    tracemalloc.start()
+    try:
+        image, cell = _pool(mask, max_pixels=64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    long_axis = 0 if shape[0] > shape[1] else 1
+    assert cell == 1025 and image.shape[long_axis] == 64 and image.size == 64  # last run short
+    assert peak < mask.nbytes
+    for i in range(64):
+        run = np.take(mask, range(i * cell, min((i + 1) * cell, max(shape))), axis=long_axis)
+        assert image.flat[i] == pytest.approx(run.mean())
+
+
+@pytest.mark.parametrize("shape", [(10, 7), (7, 10), (9, 9), (3, 20), (1, 9), (13, 1)])
 def test_pooling_is_the_fraction_of_each_cell_cut_by_the_edges(shape):
     from pydebut.plotting import _pool
 
