@@ -12,6 +12,7 @@ Factor numbers in messages are 1-based, as in the product ``F_1 ... F_L``.
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 import reprlib
@@ -356,9 +357,16 @@ class Chain(Sequence[FactorSpec]):
 
     @property
     def compression_ratio(self) -> float:
-        """Dense entries per weight, ``m*n / n_params``."""
+        """Dense entries per weight, ``m*n / n_params``; ``inf`` beyond the float range.
+
+        The integers are divided exactly and rounded once, so a ratio above the
+        largest float (about ``1.8e308``) is ``inf`` rather than an error.
+        """
         m, n = self.shape
-        return m * n / self.n_params
+        try:
+            return m * n / self.n_params
+        except OverflowError:
+            return math.inf
 
     @property
     def T(self) -> Chain:  # noqa: N802 - matches numpy's ``.T``
@@ -548,7 +556,8 @@ class Chain(Sequence[FactorSpec]):
 
     # --- display -------------------------------------------------------------
     def __repr__(self) -> str:
-        return f"Chain({[f.as_tuple() for f in self._factors]!r})"
+        factors = ", ".join(f"({', '.join(map(shown, f.as_tuple()))})" for f in self._factors)
+        return f"Chain([{factors}])"
 
     def describe(self) -> str:
         """Multi-line summary: one line per factor, then totals.
@@ -562,14 +571,15 @@ class Chain(Sequence[FactorSpec]):
         """
         m, n = self.shape
         head = (
-            f"Chain {m} x {n}, {self.n_factors} factors, {self.n_params} params "
+            f"Chain {shown(m)} x {shown(n)}, {self.n_factors} factors, "
+            f"{shown(self.n_params)} params "
             f"(compression {self.compression_ratio:.2f}x), {self.kind}, "
             f"{'chainable' if self.is_chainable else 'not chainable'}"
         )
         width = len(str(self.n_factors))
         lines = [
-            f"  F_{i:<{width}}  {_describe(*f.as_tuple())}  blocks={f.n_blocks}  "
-            f"nnz={f.nnz}  density={f.density:.3f}"
+            f"  F_{i:<{width}}  {_describe(*f.as_tuple())}  blocks={shown(f.n_blocks)}  "
+            f"nnz={shown(f.nnz)}  density={f.density:.3f}"
             for i, f in enumerate(self._factors, start=1)
         ]
         return "\n".join([head, *lines])

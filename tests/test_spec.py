@@ -1,6 +1,7 @@
 """FactorSpec and Chain: structure, validation messages and interchange formats."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -156,6 +157,20 @@ def test_interchange_formats_round_trip(chain):
     assert Chain.from_sup_sub(**json.loads(json.dumps(chain.to_json()))) == chain
     assert Chain(chain) == chain and Chain(list(chain)) == chain
     assert eval(repr(chain), {"Chain": Chain}) == chain
+
+
+@pytest.mark.parametrize(
+    ("size", "digits"), [(2**1100, 332), (10**5000, 5001)], ids=["2**1100", "10**5000"]
+)
+def test_huge_chains_describe_themselves(size, digits):
+    # 10**5000 has more digits than str() converts; m*n / n_params = size overflows a float.
+    chain = Chain([(size, size, 1, 1, size)])
+    assert chain.compression_ratio == math.inf
+    shown = f"<integer of about {digits} digits>"
+    assert repr(chain) == f"Chain([({shown}, {shown}, 1, 1, {shown})])"
+    head, line = chain.describe().splitlines()
+    assert head.startswith(f"Chain {shown} x {shown}, 1 factors, {shown} params")
+    assert "(compression infx)" in head and f"nnz={shown}" in line
 
 
 def test_r_shapes_are_in_application_order():
