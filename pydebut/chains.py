@@ -226,6 +226,14 @@ def _n_divisor_pairs(x: int) -> int:
     return prod((e + 1) * (e + 2) // 2 for e in _prime_exponents(x))
 
 
+def _as_size(value: Any, name: str, where: str) -> int:
+    """``value`` as a positive int below :data:`MAX_SIZE` (``_factorize`` takes ``sqrt`` steps)."""
+    size = _as_positive_int(value, name, where)
+    if size >= MAX_SIZE:
+        raise ValueError(f"{where}: {name} must be below 2**40, got {shown(size)}")
+    return size
+
+
 _KIND_FLAG_VALUES = {"any": 1, "monotonic": 3, "bulging": 2, "other": 3}
 
 
@@ -244,7 +252,8 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
     (e_p + 1)(e_p + 2) / 2`` counts pairs of divisors ``d d' | x``, and ``F``
     is the number of kind flags a state carries (1 for ``"any"``, 2 for
     ``"bulging"``, 3 otherwise). Requests above ``MAX_GRAPH_MOVES`` are
-    refused.
+    refused. ``m`` and ``n`` must be below ``2**40`` (``MAX_SIZE``), as for
+    the searches: factorizing them is then quick.
 
     Examples
     --------
@@ -253,9 +262,10 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
     >>> graph_size(720720, 720720, 3, kind="monotonic") > MAX_GRAPH_MOVES
     True
     """
-    m, n, n_factors, rank = (
+    m, n = _as_size(m, "m", "graph_size"), _as_size(n, "n", "graph_size")
+    n_factors, rank = (
         _as_positive_int(value, name, "graph_size")
-        for name, value in (("m", m), ("n", n), ("n_factors", n_factors), ("rank", rank))
+        for name, value in (("n_factors", n_factors), ("rank", rank))
     )
     if kind not in KINDS:  # a tuple: unhashable kinds are refused too
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {shown(kind)}")
@@ -493,11 +503,8 @@ def _request(
     allow_diagonal: Any,
 ) -> _Request:
     """Validate a request and raise on contradictory filters, before any work."""
-    m = _as_positive_int(m, "m", "chain request")
-    n = _as_positive_int(n, "n", "chain request")
-    for name, value in (("m", m), ("n", n)):
-        if value >= MAX_SIZE:
-            raise ValueError(f"chain request: {name} must be below 2**40, got {value}")
+    m = _as_size(m, "m", "chain request")
+    n = _as_size(n, "n", "chain request")
     counts = _factor_counts(n_factors)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {shown(kind)}")
@@ -589,7 +596,7 @@ def enumerate_chains(
     """
     request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
     if order not in ORDERS:
-        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {order!r}")
+        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {shown(order)}")
     if order == "lex":
         request.check_first_choices()
         return _walk_lex(request, request.graph())

@@ -19,6 +19,8 @@ from pydebut import (
     product_support,
     rank_weights,
 )
+from pydebut import chains as chains_module
+from pydebut.chains import graph_size
 
 KINDS = ("any", "monotonic", "bulging", "other")
 
@@ -399,6 +401,26 @@ def test_bad_order_and_min_param_arguments():
         min_param_chain(4, 4, 2, kind="flat")
     with pytest.raises(ValueError, match="n_factors must be positive"):
         min_param_chain(4, 4, 0)
+
+
+@pytest.mark.parametrize("size", [2**61 - 1, 2**127 - 1])
+def test_graph_size_refuses_sizes_above_the_limit_before_factorizing(size, monkeypatch):
+    def factorize(x):
+        raise AssertionError(f"factorized {x}")
+
+    monkeypatch.setattr(chains_module, "_factorize", factorize)
+    with pytest.raises(ValueError, match=_escape("m must be below 2**40")):
+        graph_size(size, 4, 2)
+    with pytest.raises(ValueError, match=_escape("n must be below 2**40")):
+        graph_size(4, size, 2)
+
+
+def test_huge_arguments_are_shown_bounded_in_errors():
+    with pytest.raises(ValueError, match=r"m must be below 2\*\*40, got <integer of about"):
+        count_chains(10**5000, 4, n_factors=2)
+    with pytest.raises(ValueError, match="order must be one of") as error:
+        enumerate_chains(4, 4, n_factors=2, order=["x"] * 10000)
+    assert len(str(error.value)) < 200
 
 
 def _escape(text: str) -> str:
