@@ -94,6 +94,39 @@ def test_chain_files_are_read_up_to_a_limit(capsys, monkeypatch, tmp_path):
         assert status == 2 and "is larger than 100 bytes" in err
 
 
+def _refuse_parsing(monkeypatch):
+    from pydebut.commands import _common
+
+    def loads(text):
+        raise AssertionError(f"parsed {len(text):,} characters")
+
+    monkeypatch.setattr(_common.json, "loads", loads)
+
+
+def test_chain_files_are_refused_above_what_a_listing_needs_before_parsing(
+    capsys, monkeypatch, tmp_path
+):
+    # A table of pydebut chains holds at most 100,000 rows, about 24 MB; parsing a
+    # 256 MiB file of [[],[],...] took about 11 GB.
+    path = tmp_path / "big.json"
+    path.write_bytes(b"[" + b"[]," * (2**25 // 3) + b"[]]")
+    _refuse_parsing(monkeypatch)
+    status, _, err = run(capsys, "check", "--chain", str(path))
+    assert status == 2 and "larger than" in err and "split it" in err
+
+
+def test_chain_files_are_refused_when_parsing_would_exceed_memory(capsys, monkeypatch, tmp_path):
+    from pydebut import _memory
+
+    path = tmp_path / "chains.json"
+    path.write_text(json.dumps([{"sup": [[4, 4]] * 2, "sub": [[2, 2, 2], [2, 2, 1]]}] * 100))
+    size = path.stat().st_size
+    monkeypatch.setattr(_memory, "physical_memory", lambda: 10 * size)  # parsing takes more
+    _refuse_parsing(monkeypatch)
+    status, _, err = run(capsys, "check", "--chain", str(path), "--row", "1")
+    assert status == 2 and "more than this machine's memory" in err and "split it" in err
+
+
 def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
     status, out, err = run(capsys, "chains", "16", "12", "--factors", "2", "--format", "csv",
                            "--sort", "max_dim", "--limit", "1000")  # fmt: skip

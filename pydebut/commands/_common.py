@@ -13,10 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._memory import check_fits_in_memory
 from ..spec import DECIMAL, Chain, shown
 
-#: Largest chain file read (bytes): a listing of a million chains is about 260 MB of JSON.
-MAX_CHAIN_FILE_BYTES = 2**28
+#: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
+#: a table of ``pydebut chains`` at its most rows (100,000, about 24 MB).
+MAX_CHAIN_FILE_BYTES = 2**25
+#: Bytes of memory per byte of a chain file while it is parsed, at most: measured with
+#: tracemalloc, ``json.loads`` keeps 33 bytes per byte of ``[{},{},...]`` (``[[],...]``: 22.5,
+#: ``[0,...]``: 25, a ``pydebut chains --format json`` listing: 7), and the file's bytes and
+#: text add 2; 44 with the allocator's overhead (peak RSS of a 64 MiB ``[[],...]``: 2.9 GB).
+PARSE_BYTES_PER_FILE_BYTE = 44
 
 #: Help epilog of the commands that print these terms.
 GLOSSARY = """terms (the Concepts page of the documentation has the maths):
@@ -133,7 +140,9 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     UsageError
         If the file cannot be read, is not JSON or does not match the schema.
     ValueError, TypeError
-        If the numbers do not make a valid chain (the message names the factor).
+        If the numbers do not make a valid chain (the message names the factor);
+        ``ValueError`` too, before parsing, if parsing the file could take more
+        than this machine's memory (``PARSE_BYTES_PER_FILE_BYTE`` per byte).
 
     Examples
     --------
@@ -149,11 +158,15 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
             raw = file.read(MAX_CHAIN_FILE_BYTES + 1)  # /dev/zero ends here too
     except OSError as err:
         raise UsageError(f"cannot read chain file {path}: {err.strerror}") from None
+    narrow = "list fewer rows into it (pydebut chains --limit) or split it"
     if len(raw) > MAX_CHAIN_FILE_BYTES:
         raise UsageError(
             f"chain file {path} is larger than {MAX_CHAIN_FILE_BYTES:,} bytes "
-            "(MAX_CHAIN_FILE_BYTES of pydebut.commands._common): not a chain listing"
+            f"(MAX_CHAIN_FILE_BYTES of pydebut.commands._common): {narrow}"
         )
+    check_fits_in_memory(
+        len(raw) * PARSE_BYTES_PER_FILE_BYTE, f"parsing the chain file {path}", narrow
+    )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
