@@ -29,6 +29,7 @@ from .spec import Chain, ChainKind, _as_positive_int, shown
 
 __all__ = [
     "ChainClass",
+    "CountLimitError",
     "classify",
     "count_chains",
     "enumerate_chains",
@@ -56,13 +57,18 @@ Searches that need the graph (kinds, ``max_params``, ``max_dim``, ``rank > 1``,
 :func:`min_param_chain`, :func:`pareto_front`) refuse larger requests up front:
 their time and memory grow with it (a few microseconds and well under a kilobyte per
 move: the limit keeps a search to seconds)."""
-MAX_BUDGET_STATES = 500_000
-"""Most ``(state, remaining budget)`` pairs :func:`count_chains` visits with ``max_params``.
+MAX_BUDGET_MOVES = 2_000_000
+"""Most moves :func:`count_chains` follows with ``max_params``.
 
 Each remaining budget of a state is a sum of its own, so the graph's size does not
-bound them; about 50 microseconds each on the machine of benchmarks/README.md (a
-4096 x 65536 count with ``max_params = 2**17`` visits 406,916 in 21 s). A count
-that reaches the limit stops there with a ``ValueError``."""
+bound the work; about 2 microseconds a move on the machine of benchmarks/README.md
+(a 4096 x 65536 count with ``max_params = 2**17`` and 1 to 11 factors reaches the
+limit in 3.4 s). A count that reaches the limit stops there with a
+:class:`CountLimitError`."""
+
+
+class CountLimitError(ValueError):
+    """A count within ``max_params`` reached ``MAX_BUDGET_MOVES``: the request was valid."""
 
 
 def _as_chain(chain: Any) -> Chain:
@@ -696,8 +702,9 @@ def count_chains(
         When a search that needs the state graph (any filter but
         ``allow_diagonal``) would exceed ``MAX_GRAPH_MOVES`` moves (see
         ``pydebut.chains.graph_size``); the message says how to narrow the request.
-        With ``max_params``, also when the count reaches ``MAX_BUDGET_STATES``
-        pairs of a state and a remaining budget (in seconds, not up front).
+    CountLimitError
+        With ``max_params``, when the count reaches ``MAX_BUDGET_MOVES`` moves
+        followed (in seconds, not up front); a ``ValueError``.
 
     Notes
     -----
@@ -729,8 +736,18 @@ def count_chains(
     if request.max_params is None:
         return sum(graph.summary(root).count for root in roots)
     memo: dict[tuple[_State, int], int] = {}
+    visited = 0  # moves followed, each one call of within
 
     def within(state: _State, budget: int) -> int:
+        nonlocal visited
+        if visited == MAX_BUDGET_MOVES:
+            raise CountLimitError(
+                f"chain request too large: counting the {request.m} x {request.n} chains "
+                f"within max_params={shown(request.max_params)} reached {MAX_BUDGET_MOVES:,} "
+                "moves, the limit MAX_BUDGET_MOVES of pydebut.chains; narrow the request: "
+                "fewer factors, or no max_params (counted over the graph)"
+            )
+        visited += 1
         below = graph.summary(state)
         if below.count == 0 or below.min_params > budget:
             return 0
@@ -738,17 +755,7 @@ def count_chains(
             return below.count
         key = (state, budget)
         if key not in memo:
-            if len(memo) == MAX_BUDGET_STATES:
-                raise ValueError(
-                    f"chain request too large: counting the {request.m} x {request.n} chains "
-                    f"within max_params={request.max_params:,} reached {MAX_BUDGET_STATES:,} "
-                    "(state, remaining budget) pairs, the limit MAX_BUDGET_STATES of "
-                    "pydebut.chains; narrow the request: fewer factors, or no max_params "
-                    "(counted over the graph)"
-                )
-            memo[key] = sum(
-                within(move.child, budget - move.nnz) for move, _ in graph.live_moves(state)
-            )
+            memo[key] = sum(within(move.child, budget - move.nnz) for move in graph.moves(state))
         return memo[key]
 
     return sum(within(root, request.max_params) for root in roots)

@@ -127,6 +127,24 @@ def test_chain_files_are_refused_when_parsing_would_exceed_memory(capsys, monkey
     assert status == 2 and "more than this machine's memory" in err and "split it" in err
 
 
+@pytest.mark.parametrize("output", ["json", "csv", "table"])
+def test_chains_beyond_the_count_limit_are_listed_without_their_total(capsys, monkeypatch, output):
+    from pydebut import chains as chains_module
+
+    monkeypatch.setattr(chains_module, "MAX_BUDGET_MOVES", 1000, raising=False)
+    status, out, err = run(capsys, "chains", "64", "4096", "--factors", "1-5", "--kind", "any",
+                           "--max-params", "8000", "--limit", "3", "--format", output)  # fmt: skip
+    assert status == 0
+    note = err if output != "table" else out
+    assert "total not counted" in note and "MAX_BUDGET_MOVES" in note
+    if output == "json":
+        listing = json.loads(out)
+        assert (listing["total"], listing["shown"], listing["left_out"]) == (None, None, None)
+        assert [row["row"] for row in listing["chains"]] == [1, 2, 3]
+    elif output == "csv":
+        assert len(list(csv.reader(io.StringIO(out)))) == 4
+
+
 def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
     status, out, err = run(capsys, "chains", "16", "12", "--factors", "2", "--format", "csv",
                            "--sort", "max_dim", "--limit", "1000")  # fmt: skip

@@ -99,13 +99,28 @@ def test_a_listing_whose_first_factor_has_too_many_choices_is_refused(no_graph_w
     assert count_chains(size, size, n_factors=2) > 0  # closed form
 
 
-def test_a_count_within_a_budget_stops_at_max_budget_states(monkeypatch):
-    request = dict(n_factors=range(1, 6), kind="any", max_params=8000)  # 1,618 pairs
+def test_a_count_within_a_budget_follows_at_most_max_budget_moves(monkeypatch):
+    # Each (state, remaining budget) pair sums over up to ~1000 moves: the limit counts
+    # moves followed (summary lookups), not pairs (the 1,618 pairs of this count).
+    request = dict(n_factors=range(1, 6), kind="any", max_params=8000)
     exact = count_chains(64, 4096, **request)
-    monkeypatch.setattr(chains_module, "MAX_BUDGET_STATES", 20)
-    with pytest.raises(ValueError, match="reached 20 .state, remaining budget. pairs"):
+    lookups = 0
+    summary = chains_module._Graph.summary
+
+    def counted(self, state):
+        nonlocal lookups
+        lookups += 1
+        return summary(self, state)
+
+    monkeypatch.setattr(chains_module._Graph, "summary", counted)
+    everything = count_chains(64, 4096, **(request | dict(max_params=2**60)))  # the graph alone
+    assert everything > exact
+    graph_lookups, lookups = lookups, 0
+    monkeypatch.setattr(chains_module, "MAX_BUDGET_MOVES", 1000, raising=False)
+    with pytest.raises(ValueError, match="reached 1,000 moves") as error:
         count_chains(64, 4096, **request)
-    assert count_chains(64, 4096, n_factors=range(1, 6), kind="any") > exact  # no budget
+    assert type(error.value).__name__ == "CountLimitError"
+    assert lookups <= graph_lookups + 1000
 
 
 def test_unfiltered_requests_need_no_graph(no_graph_walk):

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Iterator
 
-from ..chains import KINDS, count_chains, enumerate_chains, rank_weights
+from ..chains import KINDS, CountLimitError, count_chains, enumerate_chains, rank_weights
 from ..spec import Chain, shown
 from ._common import GLOSSARY, UsageError, integer
 from ._output import count, ratio, table
@@ -94,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
         rank=args.rank,
         allow_diagonal=args.allow_diagonal,
     )
-    total = count_chains(args.m, args.n, **request)
-    limit = min(args.limit, total, sys.maxsize)  # islice takes at most sys.maxsize
+    try:
+        total: int | None = count_chains(args.m, args.n, **request)
+    except CountLimitError as err:  # a valid request: its rows are still listed
+        total, uncounted = None, f"total not counted: {err}"
+    limit = min(args.limit, sys.maxsize) if total is None else min(args.limit, total, sys.maxsize)
     if args.format == "table" and limit > MAX_TABLE_ROWS:
         raise UsageError(
             f"--limit {args.limit} asks for a table of {count(limit)} rows, more than "
@@ -103,15 +106,15 @@ def run(args: argparse.Namespace) -> int:
         )
     listed = itertools.islice(_sorted_chains(args.m, args.n, args.sort, request), limit)
     rows = (_row(i, chain) for i, chain in enumerate(listed, start=1))
-    left_out = total - limit
+    left_out = None if total is None else total - limit
     if args.format == "json":
         head = {
             "m": args.m,
             "n": args.n,
             "filters": {**request, "n_factors": list(request["n_factors"])},
             "sort": args.sort,
-            "total": total,
-            "shown": limit,
+            "total": total,  # these three are null when the total was not counted
+            "shown": None if total is None else limit,
             "left_out": left_out,
         }
         _write_json_lines(head, rows)
@@ -121,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows([_flat(row)[column] for column in COLUMNS] for row in rows)
     else:
         _print_table(list(rows))
-    if left_out:
+    if total is None:
+        print(uncounted, file=sys.stdout if args.format == "table" else sys.stderr)
+    elif left_out:
         note = f"{count(left_out)} of {count(total)} chains left out by --limit {args.limit}"
         print(note, file=sys.stdout if args.format == "table" else sys.stderr)
     elif args.format == "table":
