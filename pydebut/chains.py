@@ -326,11 +326,12 @@ class _Graph:
             return flags & (_LT | _GT) == _LT | _GT
         return True
 
-    def moves(self, state: _State) -> tuple[_Move, ...]:
-        """Choices ``(b_l, c_l, w_l)`` in lexicographic order, as factors.
+    def moves(self, state: _State) -> Iterator[_Move]:
+        """Choices ``(b_l, c_l, w_l)`` in lexicographic order, as factors, one at a time.
 
         Not cached: summaries are, and moves are cheap to recompute, while
-        caching them would hold the whole graph in memory.
+        caching them would hold the whole graph in memory. Lazy: a walk keeps
+        one open per level, and a state may have millions.
         """
         left, m_rest, n_done, w_in, flags = state
         n_rest = self.n // n_done
@@ -343,7 +344,6 @@ class _Graph:
                 for c in _divisors(n_rest)
                 for w in range(1, self.rank + 1)
             )
-        moves = []
         for b, c, w_out in choices:
             r, s, t = b * w_in, c * w_out, m_rest // b
             if r == s == 1 and not self.allow_diagonal:
@@ -358,8 +358,7 @@ class _Graph:
             if reduced is None:
                 continue
             child = _State(left - 1, t, n_done * c, w_out, reduced)
-            moves.append(_Move((p, q, r, s, t), p * s, child))
-        return tuple(moves)
+            yield _Move((p, q, r, s, t), p * s, child)
 
     def summary(self, state: _State) -> _Summary:
         """Count, parameter range and smallest largest dimension of the completions."""
@@ -439,17 +438,18 @@ class _Request:
     def check_first_choices(self) -> None:
         """Refuse a listing whose first factor alone has more than ``MAX_GRAPH_MOVES`` choices.
 
-        A walk holds the choices ``(b_1, c_1, w_1)`` of a state at once; a closed-form
-        graph (:meth:`graph`) is not bounded otherwise.
+        A walk may pass over all the choices ``(b_1, c_1, w_1)`` of a state (those
+        that complete to no chain) before its next chain; a closed-form graph
+        (:meth:`graph`) is not bounded otherwise.
         """
         choices = _n_divisors(self.m) * _n_divisors(self.n) * self.rank
         if choices > MAX_GRAPH_MOVES:
             raise ValueError(
                 f"chain request too large: the first factor of a {self.m} x {self.n} chain "
                 f"has {choices:,} choices (divisors of m times divisors of n), above the "
-                f"limit MAX_GRAPH_MOVES = {MAX_GRAPH_MOVES:,}, and a listing holds them at "
-                "once; count_chains counts them in closed form, or take sizes with fewer "
-                "divisors"
+                f"limit MAX_GRAPH_MOVES = {MAX_GRAPH_MOVES:,}, and a listing may pass over "
+                "all of them between two chains; count_chains counts them in closed form, "
+                "or take sizes with fewer divisors"
             )
 
     def _narrower(self) -> list[str]:

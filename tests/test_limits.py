@@ -123,6 +123,21 @@ def test_a_count_within_a_budget_follows_at_most_max_budget_moves(monkeypatch):
     assert lookups <= graph_lookups + 1000
 
 
+def test_a_lex_listing_builds_the_moves_it_follows_not_every_choice(monkeypatch):
+    # 55440 has 120 divisors: the first factor alone has 14,400 choices (b_1, c_1).
+    built = 0
+    move = chains_module._Move
+
+    def counted(*fields):
+        nonlocal built
+        built += 1
+        return move(*fields)
+
+    monkeypatch.setattr(chains_module, "_Move", counted)
+    first = next(enumerate_chains(55440, 55440, n_factors=4))
+    assert first.n_factors == 4 and built < 100
+
+
 def test_unfiltered_requests_need_no_graph(no_graph_walk):
     # closed forms: any size, any number of factors, no graph
     assert count_chains(5040, 5040, n_factors=range(1, 65)) == 4159038066048
