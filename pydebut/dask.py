@@ -670,8 +670,8 @@ def _error_pass(
     The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
     so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`. Both are computed
     in the working dtype of the panel and the operator, as in memory; the columns
-    and the panel are scaled by one power of two before they are subtracted, so
-    that the difference does not overflow.
+    and the panel are scaled by one power of two (the larger of theirs) before they
+    are subtracted, so that the difference does not overflow.
     """
     panel = np.asarray(panel, dtype=np.result_type(working_dtype(panel.dtype), operator.dtype))
     with np.errstate(over="ignore", invalid="ignore"):  # refused just below
@@ -688,7 +688,7 @@ def _error_pass(
         columns = np.asarray(operator.matmat(identity))
         del identity
         block = panel[:, start:stop]
-        scale = max(TargetScale.of(columns), TargetScale.of(block), key=lambda s: s.exponent)
+        scale = TargetScale(max(TargetScale.of(columns).exponent, panel_norm[1]))
         norm, exponent = scaled_norm(scale.normalise(columns) - scale.normalise(block))
         residuals.append((norm, exponent + scale.exponent))
     return hypot_of_scaled(residuals), panel_norm
