@@ -608,6 +608,29 @@ def test_real_radix_loops_fold_their_tails():
         assert "llvm.masked.store" in next(iter(mix.inspect_llvm().values()))
 
 
+def test_lane_loops_prefer_the_widest_vectors():
+    """A caller of a lane loop asks LLVM for 512-bit vectors (``_kernels._prefer_wide_vectors``).
+
+    LLVM's tuning for Intel server CPUs prefers 256-bit vectors even with
+    AVX-512; on an AVX-512 host the radix-4 loop must use the 512-bit registers.
+    """
+    import llvmlite.binding as llvm
+    import numba
+
+    @numba.njit
+    def mix(m, a, b, c, d, e, f, g, h):
+        _kernels._each_radix4(m, (a, b, c, d), (e, f, g, h))
+
+    m = tuple(np.full(16, 0.5))
+    rows = np.ones((8, 64))
+    mix(m, *rows)
+    np.testing.assert_array_equal(rows[4:], 1.0)
+    signature = mix.signatures[0]
+    assert _kernels.PREFER_WIDE_VECTORS in mix.inspect_llvm(signature)
+    if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
+        assert "zmm" in mix.inspect_asm(signature)
+
+
 # --- the operator's application path ------------------------------------------------
 
 
