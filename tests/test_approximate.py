@@ -201,6 +201,27 @@ def test_a_budget_above_the_dense_parameters_searches_as_the_dense_one():
     assert above.chain == dense.chain and above.n_splits == dense.n_splits
 
 
+@pytest.mark.parametrize("budget", [16 * 32, (16 + 32) * 16, 10**6], ids=["mn", "full-svd", "1e6"])
+@pytest.mark.parametrize("permutation", [None, "auto"])
+def test_a_budget_that_holds_the_dense_matrix_returns_it_without_a_search(
+    monkeypatch, budget, permutation
+):
+    # The one-factor dense chain is exact from m n weights on, yet the search ran over every
+    # band up to m n (a 256 x 256 kernel at 65,536: 20,440 split spectra, 99 s, 1.1 GB), and
+    # at 131,072 the full-rank SVD, with twice the weights of D, won on rounding.
+    from pydebut.fit import _search
+
+    monkeypatch.setattr(_search._BeamSearch, "run", lambda self: pytest.fail("searched"))
+    monkeypatch.setattr(_search, "_fit", lambda *args: pytest.fail("fitted"))
+    target = 3 * smooth_kernel(16, 32, scale=60.0)
+    result = approximate(target, budget, permutation=permutation, rng=0)
+    assert result.chain == Chain([(16, 32, 16, 32, 1)])
+    assert result.error == 0 and result.n_splits == 0
+    np.testing.assert_array_equal(result.operator.toarray(), target)
+    assert [(e.chain, e.error) for e in result.explored] == [(result.chain, 0.0)]
+    assert result.baseline.rank == min(budget // 48, 16)
+
+
 def test_include_adds_candidates():
     target = smooth_kernel(16, 32, scale=60.0)
     chain = Chain.from_factorizations([4, 4], [4, 8])

@@ -53,6 +53,9 @@ bound on the parameters of every chain through it. For budgets ``B1 < B2``:
    answer at ``B2`` is at most the answer at ``B1``, exactly, without rounding
    slack. With ``permutation="auto"`` each pair of permutations is a search of its
    own and the best pair wins: a minimum of non-increasing functions.
+5. *From ``m n`` parameters on, the answer is exact.* The one-factor dense chain
+   ``[(m, n, m, n, 1)]`` with ``D`` as its weights has error 0, which no answer at
+   a smaller budget undercuts; :func:`approximate` returns it without a search.
 
 Above ``EXACT_SVD_ENTRIES`` entries the SVD is randomized, with a range finder
 whose width follows ``L(B)``: budgets with the same ``L(B)`` share it, and for a
@@ -290,8 +293,9 @@ def approximate(
         no further (a :class:`SearchNarrowedWarning` says so and ``narrowed``
         records it).
     include : iterable of Chain
-        Chains fitted in any case when they fit the budget and shape; they are
-        candidates like the fitted chains of the search. One outside the
+        Chains fitted in any case when they fit the budget and shape (below
+        ``m n``: from there on the dense chain is exact and nothing is fitted);
+        they are candidates like the fitted chains of the search. One outside the
         hierarchical family is fitted by :func:`fit_als` alone, and refused
         before the search if ALS cannot update its factors.
     permutation : None or "auto", default None
@@ -343,7 +347,10 @@ def approximate(
     every band of committed parameters; a prefix is dropped when a complete chain
     of its band or a lower one has a lower residual. The answer is the best of the
     fitted chains within ``max_params`` and the truncated SVDs of every rank that
-    fits.
+    fits. A budget of ``m n`` weights or more holds the dense matrix: the
+    one-factor chain ``[(m, n, m, n, 1)]`` with ``D`` as its weights is exact
+    and is returned at once, with nothing searched or fitted (ask for fewer
+    weights to look for a smaller chain).
 
     The 2-factor chain ``[(m, k, m, k, 1), (k, n, k, n, 1)]`` is the
     rank-``k`` product, so the truncated SVD is in the family: it competes like
@@ -418,6 +425,11 @@ def approximate(
     svd = _TruncatedSVD(matrix, options.max_params, norm, svd_seed)
     best: tuple[float, DeButOperator, list[ExploredChain]] | None = None
     n_splits, narrowed = 0, None
+    if options.max_params >= m * n:  # the one-factor dense chain holds D itself: no search
+        dense = DeButOperator(Chain([(m, n, m, n, 1)]), [matrix.reshape(1, m, n, 1)])
+        error = _true_error(dense, matrix, norm)
+        best = (error, dense, [ExploredChain(dense.chain, 0.0, error)])
+        pairs = []
     for row_perm, col_perm in pairs:  # the identity first: the SVD competes there
         permuted = unpermute(matrix, row_perm, col_perm)
         search = _BeamSearch(permuted, options, sketch_seed)
@@ -669,10 +681,8 @@ class _Node:
 
 
 class _BeamSearch:
-    """The banded beam search at the ladder point ``ladder_top(min(max_params, m n))``.
+    """The banded beam search at the ladder point ``ladder_top(max_params)``.
 
-    Above ``m n`` parameters no chain beats the one-factor dense chain, which is
-    exact: a larger budget searches as ``m n`` does (and gives the same answer).
     Every decision about a node (kept, dropped, dominated, narrowed) depends only on
     the nodes and complete chains of its band and the bands below it, never on the
     budget: see the module's notes for why this makes the answer monotone.
@@ -682,7 +692,7 @@ class _BeamSearch:
         self.m, self.n = matrix.shape
         self.seed = seed
         self.options = options
-        self.limit = ladder_top(min(options.max_params, self.m * self.n))
+        self.limit = ladder_top(options.max_params)
         self.total2 = float(np.linalg.norm(matrix)) ** 2
         self.exact2 = EXACT_RESIDUAL * self.total2
         self.completions = _Completions(self.m, self.n)
