@@ -191,16 +191,6 @@ def test_budgets_with_sketched_splits_are_nested(monkeypatch):
     assert fitted_chains(small).items() <= fitted_chains(large).items()
 
 
-def test_a_budget_above_the_dense_parameters_searches_as_the_dense_one():
-    # A budget of 10**6 searched bands up to 2**20 parameters, where no chain can beat the
-    # exact one-factor dense chain (here 512 parameters): 2637 split spectra against 1853
-    target = smooth_kernel(16, 32, scale=60.0)
-    dense = approximate(target, 16 * 32, n_sweeps=1, rng=0)
-    above = approximate(target, 10**6, n_sweeps=1, rng=0)
-    assert above.error == dense.error == 0
-    assert above.chain == dense.chain and above.n_splits == dense.n_splits
-
-
 @pytest.mark.parametrize("budget", [16 * 32, (16 + 32) * 16, 10**6], ids=["mn", "full-svd", "1e6"])
 @pytest.mark.parametrize("permutation", [None, "auto"])
 def test_a_budget_that_holds_the_dense_matrix_returns_it_without_a_search(
