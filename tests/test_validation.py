@@ -294,6 +294,11 @@ def bad_targets(tmp_path):
         header = {"descr": "<f8", "fortran_order": False, "shape": (2**40, 2**40)}
         np.lib.format.write_array_header_1_0(file, header)
         file.write(bytes(64))
+    paths["negative"] = tmp_path / "negative.npy"  # a size below zero: memmap's OverflowError
+    with open(paths["negative"], "wb") as file:
+        header = {"descr": "<f8", "fortran_order": False, "shape": (64, -576)}
+        np.lib.format.write_array_header_1_0(file, header)
+        file.write(bytes(8))
     return paths
 
 
@@ -308,6 +313,7 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
         "truncated": r"'.*truncated.npy' is a damaged or truncated .npy file",
         "garbled": r"'.*garbled.npy' is a damaged or truncated .npy file",
         "huge": r"'.*huge.npy' is a damaged or truncated .npy file",
+        "negative": r"'.*negative.npy' is a damaged or truncated .npy file",
     }
     for name, message in messages.items():
         with pytest.raises((ValueError, TypeError), match=message) as err:

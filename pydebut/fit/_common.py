@@ -338,10 +338,11 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
         )
     try:
         # a damaged header's shape can overflow the size memmap computes; the array
-        # built on it then refuses that size with a ValueError, not a warning first
+        # built on it then refuses that size with a ValueError, not a warning first; a
+        # size below zero memmap itself refuses with an OverflowError
         with np.errstate(over="ignore"):
             return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError:
+    except (ValueError, OverflowError):
         if _holds_objects(path):  # which only unpickling could read
             raise ValueError(
                 f"the target file {os.fspath(path)!r} holds Python objects, not numbers; "
