@@ -234,8 +234,8 @@ def test_enumerated_chains_are_valid_dense_unique_and_filtered(
     for order, key in (("params", _by_params), ("max_dim", _by_dim)):
         ordered = list(itertools.islice(enumerate_chains(m, n, order=order, **arguments), 300))
         assert [key(c) for c in ordered] == sorted(key(c) for c in ordered)
-        if len(listed) < 300:
-            assert set(ordered) == set(listed)
+        if len(listed) < 300:  # ties as listed: by number of factors, then lex
+            assert ordered == sorted(listed, key=key)
 
 
 def _by_params(chain: Chain) -> tuple[int, int]:
@@ -244,6 +244,23 @@ def _by_params(chain: Chain) -> tuple[int, int]:
 
 def _by_dim(chain: Chain) -> tuple[int, int]:
     return (chain.max_dim, chain.n_params)
+
+
+@pytest.mark.parametrize(
+    "m, n, arguments",
+    [
+        (24, 36, dict(n_factors=range(1, 4))),
+        (16, 64, dict(n_factors=range(2, 5), kind="bulging", max_params=1500)),
+        (24, 36, dict(n_factors=range(1, 4), rank=2, max_dim=72)),
+        (36, 36, dict(n_factors=[3, 1], kind="other", allow_diagonal=True)),
+    ],
+)
+def test_ordered_modes_sort_the_whole_lex_listing(m, n, arguments):
+    listed = list(enumerate_chains(m, n, **arguments))
+    assert 300 < len(listed) < 3000
+    for order, key in (("params", _by_params), ("max_dim", _by_dim)):
+        # sorted is stable: ties keep the lex order (number of factors first)
+        assert list(enumerate_chains(m, n, order=order, **arguments)) == sorted(listed, key=key)
 
 
 def test_lex_order_is_by_factorizations():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import re
 import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -136,6 +138,31 @@ def test_a_lex_listing_builds_the_moves_it_follows_not_every_choice(monkeypatch)
     monkeypatch.setattr(chains_module, "_Move", counted)
     first = next(enumerate_chains(55440, 55440, n_factors=4))
     assert first.n_factors == 4 and built < 100
+
+
+@pytest.mark.parametrize("order", ["params", "max_dim"])
+def test_an_ordered_listing_adds_at_most_one_frontier_entry_per_step(monkeypatch, order):
+    # 4096 x 4096: a state has up to 13 x 13 choices (b_l, c_l); a step of the search
+    # (a pop) pushes its next sibling and its first child, not all of its choices.
+    largest, pops = 0, 0
+
+    def push(heap, item):
+        nonlocal largest
+        heapq.heappush(heap, item)
+        largest = max(largest, len(heap))
+
+    def pop(heap):
+        nonlocal pops
+        pops += 1
+        return heapq.heappop(heap)
+
+    counted = SimpleNamespace(**{**vars(heapq), "heappush": push, "heappop": pop})
+    monkeypatch.setattr(chains_module, "heapq", counted)
+    counts = range(1, 6)
+    chains = enumerate_chains(4096, 4096, n_factors=counts, order=order)
+    listed = list(itertools.islice(chains, 500))
+    assert len(listed) == 500 and pops >= 500
+    assert largest <= len(counts) + pops
 
 
 def test_unfiltered_requests_need_no_graph(no_graph_walk):
