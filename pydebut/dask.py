@@ -50,6 +50,7 @@ from .fit._common import (
     working_dtype,
 )
 from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
+from .fit._search import check_arguments as check_approximate_arguments
 from .operator import DeButOperator, _result_dtype
 from .spec import Chain, _as_positive_int
 
@@ -233,19 +234,24 @@ def _naming_target(err: TypeError | ValueError, index: int) -> Exception:
 
 
 def _check_targets(
-    method: str | Callable[..., Any], targets: Sequence[Any], specs: Sequence[Any]
+    method: str | Callable[..., Any],
+    targets: Sequence[Any],
+    specs: Sequence[Any],
+    options: dict[str, Any],
 ) -> None:
-    """Refuse, before any fit runs, a NumPy target that its named fit would refuse (its
-    dtype, shape against its chain, finiteness), naming it; other targets are checked by
-    the fit on the worker, whose error names the target too."""
+    """Refuse, before any fit runs, what a named fit would refuse, naming the target: a
+    NumPy target's dtype, finiteness and shape (against its chain); for ``approximate``,
+    every target's budget and the options, and a NumPy target's shape against them.
+    Other targets are checked by the fit on the worker, whose error names the target too."""
     if callable(method):
         return
-    needs_chain = METHODS.get(method, method) != "approximate"
+    approximating = METHODS.get(method, method) == "approximate"
     for index, (target, spec) in enumerate(zip(targets, specs)):
-        if not isinstance(target, np.ndarray):
-            continue
         try:
-            load_target(target, Chain(spec) if needs_chain else None)
+            if approximating:
+                check_approximate_arguments(target, spec, **options)
+            elif isinstance(target, np.ndarray):
+                load_target(target, Chain(spec))
         except (TypeError, ValueError) as err:
             raise _naming_target(err, index) from err
 
@@ -302,8 +308,9 @@ def fit_many(
     ValueError, TypeError
         If ``targets`` and ``specs`` differ in length or ``method`` is unknown;
         before any fit runs, if a NumPy target is not numeric, is not finite or
-        does not have its chain's shape; or as a fit raises them. The message
-        names the target (``target 2: ...``).
+        does not have its chain's shape, or, for ``"approximate"``, if a budget or
+        an option is one it refuses (for a NumPy target, against its shape too);
+        or as a fit raises them. The message names the target (``target 2: ...``).
 
     Examples
     --------
@@ -318,7 +325,7 @@ def fit_many(
     if len(targets) != len(specs):
         raise ValueError(f"{len(targets)} targets but {len(specs)} chains or budgets were given")
     _fitting_function(method)  # unknown names fail here, before any work
-    _check_targets(method, targets, specs)
+    _check_targets(method, targets, specs, options)
     client = _default_client() if client is None else client
     bar = _progress_bar(len(targets)) if progress else None
     try:

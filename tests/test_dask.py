@@ -358,6 +358,29 @@ def test_fit_many_refuses_a_bad_numpy_target_before_any_fit_naming_it(monkeypatc
     assert not fits
 
 
+def test_fit_many_refuses_a_bad_budget_before_any_approximation_naming_it(monkeypatch, tmp_path):
+    import pydebut
+
+    fits = []
+    monkeypatch.setattr(pydebut, "approximate", lambda *args, **kwargs: fits.append(args))
+    rng = np.random.default_rng(0)
+    targets = [random_target((16, 16), rng) for _ in range(3)]
+    path = tmp_path / "target.npy"
+    np.save(path, targets[0])
+    with pytest.raises(ValueError, match="^target 2: no chain of at most 10 factors for a 16 x 16"):
+        pydebut_dask.fit_many(targets, [200, 200, 10], "approximate")
+    with pytest.raises(ValueError, match="^target 3: max_params must be >= 1, got 0"):
+        pydebut_dask.fit_many([*targets, str(path)], [200, 200, 200, 0], "approximate")
+    with pytest.raises(TypeError, match="^target 1: max_params must be an int, got float"):
+        pydebut_dask.fit_many([str(path), str(path)], [200, 200.5], "approximate")
+    with pytest.raises(ValueError, match=r"^target 1: include\[0\] is 16 x 16, the target 8 x 8"):
+        include = [Chain.from_factorizations([4, 4], [4, 4])]
+        pydebut_dask.fit_many(
+            [targets[0], np.ones((8, 8))], [200, 200], "approximate", include=include
+        )
+    assert not fits
+
+
 def test_fit_many_names_the_target_a_worker_refuses(tmp_path):
     targets, chains = fit_cases(2)
     path = tmp_path / "bad.npy"

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import inspect
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -396,20 +397,20 @@ def approximate(
     (True, True)
     """
     start = time.perf_counter()
-    options = _Options.checked(
-        max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress
+    options, included = _checked_options(
+        max_params,
+        max_factors,
+        n_sweeps,
+        tol,
+        beam_width,
+        refine,
+        max_splits,
+        include,
+        permutation,
+        progress,
     )
-    if permutation not in (None, "auto"):
-        raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
-    included = _checked_chains(include)
-
-    def check_shape(shape: tuple[int, int]) -> None:  # before any entry is read
-        _check_shapes(included, shape)
-        _check_budget(shape, options)
-
-    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"), check_shape)
+    matrix = _checked_target(target, options, included)
     m, n = matrix.shape
-    _check_fittable(included, options)
     included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     pairs = candidate_permutations(m, n).values() if permutation == "auto" else [(None, None)]
     generator = random_generator(rng)
@@ -462,6 +463,60 @@ def approximate(
     return ApproximationResult(
         operator, error, explored, svd.baseline, n_splits, narrowed, time.perf_counter() - start
     )
+
+
+def _checked_options(
+    max_params: Any,
+    max_factors: Any,
+    n_sweeps: Any,
+    tol: Any,
+    beam_width: Any,
+    refine: Any,
+    max_splits: Any,
+    include: Any,
+    permutation: Any,
+    progress: Any,
+) -> tuple[_Options, list[Chain]]:
+    """:func:`approximate`'s options and included chains, checked before the target is read."""
+    options = _Options.checked(
+        max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress
+    )
+    if permutation not in (None, "auto"):
+        raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
+    return options, _checked_chains(include)
+
+
+def _checked_target(target: Any, options: _Options, included: list[Chain]) -> np.ndarray:
+    """The target, read once its shape is checked against the budget and the included
+    chains; then the included chains within the budget checked fittable."""
+
+    def check_shape(shape: tuple[int, int]) -> None:  # before any entry is read
+        _check_shapes(included, shape)
+        _check_budget(shape, options)
+
+    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"), check_shape)
+    _check_fittable(included, options)
+    return matrix
+
+
+def check_arguments(target: Any, max_params: Any, **options: Any) -> None:
+    """Refuse what ``approximate(target, max_params, **options)`` refuses before its search.
+
+    The target is read only if it is a NumPy array; another target (a path, a sparse
+    matrix, an operator) is checked by the call itself.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`approximate` would, before any work.
+    """
+    arguments = inspect.signature(approximate).bind(target, max_params, **options)
+    arguments.apply_defaults()
+    values = arguments.arguments
+    names = inspect.signature(_checked_options).parameters
+    checked, included = _checked_options(**{name: values[name] for name in names})
+    if isinstance(target, np.ndarray):
+        _checked_target(target, checked, included)
 
 
 def ladder_top(budget: int) -> int:
