@@ -283,6 +283,14 @@ class Chain(Sequence[FactorSpec]):
                 )
         self._factors = specs
 
+    @classmethod
+    def _connected(cls, factors: tuple[FactorSpec, ...]) -> Chain:
+        """The chain of ``factors``, specs that are known to connect: no checks, for code
+        that builds many chains from validated parts (the search of ``approximate``)."""
+        chain = object.__new__(cls)
+        chain._factors = factors
+        return chain
+
     def __reduce__(self) -> tuple[type[Chain], tuple[tuple[FactorSpec, ...]]]:
         # every pickle protocol (0 and 1 cannot save __slots__ by themselves)
         return Chain, (self._factors,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -228,6 +229,114 @@ def test_same_rng_same_result():
     assert first.chain == second.chain and first.error == second.error
     assert [e.chain for e in first.explored] == [e.chain for e in second.explored]
     assert np.array_equal(first.operator.toarray(), second.operator.toarray())
+
+
+def test_the_search_checks_and_sizes_chain_objects_only_for_the_chains_it_fits(monkeypatch):
+    # every chain met is recorded with its weights; a Chain is validated and its n_params summed
+    # only for the chains fitted (the explored list is built from validated factors), not once
+    # or more for each of the thousands recorded
+    from pydebut.fit import _search
+
+    counts = {"validated": 0, "n_params": 0, "fits": 0}
+    init, n_params, fit = Chain.__init__, Chain.n_params.fget, _search._fit
+
+    def validated(self, factors):
+        counts["validated"] += 1
+        init(self, factors)
+
+    def counted_n_params(self):
+        counts["n_params"] += 1
+        return n_params(self)
+
+    def counted_fit(*args):
+        counts["fits"] += 1
+        return fit(*args)
+
+    monkeypatch.setattr(Chain, "__init__", validated)
+    monkeypatch.setattr(Chain, "n_params", property(counted_n_params))
+    monkeypatch.setattr(_search, "_fit", counted_fit)
+    result = approximate(np.random.default_rng(1).standard_normal((16, 32)), 200, rng=0)
+    monkeypatch.undo()
+    assert len(result.explored) > 1000 and 0 < counts["fits"] < 20
+    assert counts["validated"] + counts["n_params"] <= 20 * counts["fits"]
+    for explored in result.explored:  # what was not checked again is a valid chain
+        assert Chain([spec.as_tuple() for spec in explored.chain]) == explored.chain
+        assert explored.n_params == sum(spec.nnz for spec in explored.chain) <= 200
+
+
+@pytest.mark.parametrize(
+    "target, budget, options, chosen, error, n_splits, n_explored, fitted_at",
+    [
+        (
+            np.random.default_rng(1).standard_normal((16, 32)),
+            200,
+            {},
+            [(16, 16, 4, 4, 4), (16, 32, 4, 8, 1)],
+            0.6720029558330479,
+            1533,
+            1448,
+            [0, 13, 41, 133, 474, 497, 876, 957, 1103],
+        ),
+        (
+            smooth_kernel(32, 64),
+            600,
+            {"n_sweeps": 2},
+            [(32, 12, 32, 12, 1), (12, 64, 3, 16, 1)],
+            0.01461952815453936,
+            2145,
+            1574,
+            [0, 2, 8, 14, 28, 38, 48, 68, 217, 231, 232, 237, 649, 683, 703, 755, 938, 1063, 1361],
+        ),
+        (
+            np.random.default_rng(6).standard_normal((32, 64)),
+            1500,
+            {"max_splits": 5},
+            [(32, 15, 32, 15, 1), (15, 64, 15, 64, 1)],
+            0.4839364348730944,
+            25,
+            51,
+            [0, 3, 4, 7, 10, 12, 16, 18, 22, 25, 27, 32, 33, 38, 43, 45, 48, 49, 50],
+        ),
+    ],
+    ids=["gaussian", "smooth", "narrowed"],
+)
+def test_fixed_seed_searches_keep_their_answers(
+    target, budget, options, chosen, error, n_splits, n_explored, fitted_at
+):
+    # pinned from the search before its records of complete chains became factor tuples with
+    # their weights (same chain, error, split count, explored list and fitted chains in it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SearchNarrowedWarning)
+        result = approximate(target, budget, rng=0, **options)
+    assert result.chain == Chain(chosen)
+    assert result.error == pytest.approx(error, rel=1e-12)
+    assert (result.n_splits, len(result.explored)) == (n_splits, n_explored)
+    assert [i for i, e in enumerate(result.explored) if e.error is not None] == fitted_at
+    keys = [(e.estimate, e.n_params) for e in result.explored]
+    assert keys == sorted(keys)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.integers(1, 5), st.integers(0, 30)),
+        max_size=16,
+        unique_by=lambda record: record[2],
+    )
+)
+def test_the_front_in_one_pass_is_the_front_by_parameters(records):
+    # _front reads the front off the estimates in their order (estimate, parameters, factors);
+    # the reference sorts by (parameters, estimate, factors) and keeps each chain whose estimate
+    # is below every earlier one's
+    from pydebut.fit._search import _Estimate, _front
+
+    estimates = sorted(_Estimate(e, p, ((k, 1, 1, 1, 1),)) for e, p, k in records)
+    expected, lowest = [], np.inf
+    for estimate in sorted(estimates, key=lambda e: (e.n_params, e.estimate, e.factors)):
+        if estimate.estimate < lowest:
+            expected.append(estimate)
+            lowest = estimate.estimate
+    assert _front(estimates) == expected
 
 
 @pytest.mark.parametrize("factor", [8.0, -0.25, 3.0])

@@ -65,7 +65,6 @@ candidates are non-increasing in exact arithmetic, i.e. up to rounding.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import inspect
 import time
@@ -74,7 +73,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from math import inf, prod
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -134,6 +133,15 @@ class ExploredChain:
     def n_params(self) -> int:
         """Number of weights of the chain."""
         return self.chain.n_params
+
+
+class _Estimate(NamedTuple):
+    """A complete chain of the search, as its factors' ``(p, q, r, s, t)``; the
+    tuples sort by estimate, then weights, then factors."""
+
+    estimate: float
+    n_params: int
+    factors: tuple[tuple[int, int, int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -448,11 +456,12 @@ def approximate(
         if best is None or error < best[0]:
             if row_perm is not None or col_perm is not None:
                 operator = operator.with_permutations(row_perm, col_perm)
-            errors = {chain: fit[1] for chain, fit in fitted}
+            errors = {_factor_tuples(chain): fit[1] for chain, fit in fitted}
+            specs: dict[tuple[int, ...], FactorSpec] = {}
             explored = [
-                ExploredChain(chain, estimate, errors.get(chain))
-                for chain, estimate in estimates
-                if chain.n_params <= options.max_params
+                ExploredChain(_chain_of(factors, specs), estimate, errors.get(factors))
+                for estimate, n_params, factors in estimates
+                if n_params <= options.max_params
             ]
             best = (error, operator, explored)
     assert best is not None
@@ -753,7 +762,11 @@ class _BeamSearch:
         self.completions = _Completions(self.m, self.n)
         root_entries = np.ascontiguousarray(matrix.reshape(1, self.m, self.n, 1))
         self.root = _Node(self.m, 1, 1, (), 0, 0.0, 0, entries=root_entries)
-        self.complete: dict[tuple[tuple[int, ...], ...], float] = {}
+        # complete chains: factors -> (weights, squared residual); and, by band of weights,
+        # the smallest score of the band's chains, and the fewest weights of an exact chain
+        self.complete: dict[tuple[tuple[int, ...], ...], tuple[int, float]] = {}
+        self.lowest_by_band: dict[int, float] = {}
+        self.fewest_exact: int | None = None
         self.splits_per_band: dict[int, int] = {}
         self.n_splits = 0
         self.narrowed: str | None = None
@@ -806,15 +819,8 @@ class _BeamSearch:
         complete to an exact chain within a budget that the other one exceeds. Only
         chains of the node's band and below take part.
         """
-        if not self.complete:
-            return nodes
-        ranked = sorted(
-            (sum(f[0] * f[3] for f in factors), self.score(residual2))
-            for factors, residual2 in self.complete.items()
-        )
-        params = [p for p, _ in ranked]
-        lowest = np.minimum.accumulate([s for _, s in ranked])
-        fewest_exact = min((p for p, score in ranked if score == 0.0), default=None)
+        fewest_exact = self.fewest_exact
+        lowest: dict[int, float] = {}  # band -> smallest score of the chains of that band or below
         kept = []
         for node in nodes:
             index = band(node.committed)
@@ -822,8 +828,11 @@ class _BeamSearch:
                 index > band(fewest_exact) or node.committed >= fewest_exact
             ):
                 continue
-            count = bisect.bisect_right(params, 1 << index)
-            if count and lowest[count - 1] * (1 + 1e-9) + self.exact2 < node.residual2:
+            if index not in lowest:
+                lowest[index] = min(
+                    (score for j, score in self.lowest_by_band.items() if j <= index), default=inf
+                )
+            if lowest[index] * (1 + 1e-9) + self.exact2 < node.residual2:
                 continue
             kept.append(node)
         return kept
@@ -836,7 +845,12 @@ class _BeamSearch:
         if r == n_rest == 1 or node.params + cost > self.limit:
             return
         factors = (*node.factors, (node.n_done * r, self.n, r, n_rest, 1))
-        self.complete[factors] = node.residual2
+        n_params, score = node.params + cost, self.score(node.residual2)
+        self.complete[factors] = (n_params, node.residual2)
+        index = band(n_params)
+        self.lowest_by_band[index] = min(self.lowest_by_band.get(index, inf), score)
+        if score == 0.0 and (self.fewest_exact is None or n_params < self.fewest_exact):
+            self.fewest_exact = n_params
 
     def _expand(self, node: _Node, depth: int) -> list[_Node]:
         budget = self.limit - node.params
@@ -955,21 +969,13 @@ class _BeamSearch:
                 discarded[w] = max(energy - captured[w - 1], 0.0)
         return discarded
 
-    def complete_chains(self) -> list[tuple[Chain, float]]:
+    def complete_chains(self) -> list[_Estimate]:
         """Complete chains by estimated relative error, then parameters, then factors."""
         scale = self.total2 if self.total2 > 0 else 1.0
-        ranked = sorted(
-            (np.sqrt(residual2 / scale), sum(f[0] * f[3] for f in factors), factors)
-            for factors, residual2 in self.complete.items()
+        return sorted(
+            _Estimate(float(np.sqrt(residual2 / scale)), n_params, factors)
+            for factors, (n_params, residual2) in self.complete.items()
         )
-        specs: dict[tuple[int, ...], FactorSpec] = {}  # chains share factors: validate each once
-        return [
-            (
-                Chain([specs.get(f) or specs.setdefault(f, FactorSpec(*f)) for f in factors]),
-                float(error),
-            )
-            for error, _, factors in ranked
-        ]
 
 
 def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
@@ -1156,7 +1162,7 @@ def _true_error(operator: DeButOperator, matrix: np.ndarray, norm: float) -> flo
 def _refine(
     matrix: np.ndarray,
     norm: float,
-    estimates: Sequence[tuple[Chain, float]],
+    estimates: Sequence[_Estimate],
     included: list[Chain],
     svd: _TruncatedSVD,
     options: _Options,
@@ -1164,8 +1170,8 @@ def _refine(
 ) -> list[tuple[Chain, tuple[DeButOperator, float]]]:
     """Fit the chosen chains of the front within the budget and the included ones.
 
-    The front: complete chains, in order of (parameters, estimate, factors), whose
-    estimate is below every earlier one's.
+    The front (:func:`_front`): complete chains, in order of (parameters, estimate,
+    factors), whose estimate is below every earlier one's.
     The ``refine`` best front chains of every band of parameters are fitted by
     ``fit_hierarchical`` and ALS; any other front chain whose estimate is below
     the best error measured with fewer parameters (fits and truncated SVDs) is
@@ -1177,27 +1183,24 @@ def _refine(
     whole of its band: the fitted set at a smaller budget is the part of the fitted
     set at a larger one within that budget.
     """
-    front: list[tuple[Chain, float]] = []
-    lowest = inf
-    for chain, estimate in sorted(
-        estimates, key=lambda pair: (pair[0].n_params, pair[1], _flat(pair[0]))
-    ):
-        if estimate < lowest:
-            front.append((chain, estimate))
-            lowest = estimate
-    by_band: dict[int, list[Chain]] = {}
-    for chain, _ in front:
-        by_band.setdefault(band(chain.n_params), []).append(chain)
-    tops = {chain for chains in by_band.values() for chain in chains[-options.refine :]}
+    front = _front(estimates)
+    by_band: dict[int, list[_Estimate]] = {}
+    for estimate in front:
+        by_band.setdefault(band(estimate.n_params), []).append(estimate)
+    tops = {e for band_front in by_band.values() for e in band_front[-options.refine :]}
 
     bar = _bar(options.progress, "fitting candidates", "chain")
     fitted: list[tuple[Chain, tuple[DeButOperator, float]]] = []
     best = inf
-    queue = [(chain, score) for chain, score in front if chain.n_params <= options.max_params]
-    queue += [(c, None) for c in included if c.n_params <= options.max_params]
-    for chain, score in queue:
+    specs: dict[tuple[int, ...], FactorSpec] = {}
+    queue: list[tuple[Chain, float | None, bool]] = [
+        (_chain_of(e.factors, specs), e.estimate, e in tops)
+        for e in front
+        if e.n_params <= options.max_params
+    ]
+    queue += [(c, None, True) for c in included if c.n_params <= options.max_params]
+    for chain, score, polish in queue:
         best = min(best, svd.best_within(chain.n_params))
-        polish = score is None or chain in tops
         if not polish and not score < best:
             continue
         fits = [
@@ -1214,6 +1217,23 @@ def _refine(
     if bar is not None:
         bar.close()
     return fitted
+
+
+def _front(estimates: Sequence[_Estimate]) -> list[_Estimate]:
+    """The complete chains, in order of (parameters, estimate, factors), whose estimate is
+    below every earlier one's, from ``estimates`` sorted by (estimate, parameters, factors).
+
+    In that order a chain is on the front exactly when it has fewer parameters than every
+    chain before it (one before it has a lower estimate, or the same estimate and comes
+    before it in the front's order too): one pass, no sort.
+    """
+    front: list[_Estimate] = []
+    fewest = inf
+    for estimate in estimates:
+        if estimate.n_params < fewest:
+            front.append(estimate)
+            fewest = estimate.n_params
+    return front[::-1]
 
 
 def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list[DeButOperator]:
@@ -1252,6 +1272,22 @@ def _in_hierarchical_family(chain: Chain) -> bool:
 
 def _flat(chain: Chain) -> list[int]:
     return [x for spec in chain for x in (spec.p, spec.q, spec.r, spec.s, spec.t)]
+
+
+def _factor_tuples(chain: Chain) -> tuple[tuple[int, int, int, int, int], ...]:
+    """The factors' ``(p, q, r, s, t)``: the search's record of a chain."""
+    return tuple(spec.as_tuple() for spec in chain)
+
+
+def _chain_of(
+    factors: tuple[tuple[int, ...], ...], specs: dict[tuple[int, ...], FactorSpec]
+) -> Chain:
+    """The chain of the search's record ``factors``; ``specs`` holds the factors made so
+    far (chains share factors: each distinct one is validated once, and the search
+    chains them so that they connect)."""
+    return Chain._connected(
+        tuple(specs.get(f) or specs.setdefault(f, FactorSpec(*f)) for f in factors)
+    )
 
 
 def _bar(enabled: bool, description: str, unit: str, total: int | None = None) -> Any:
