@@ -360,6 +360,31 @@ def assert_cross_edges_agree(chain):
     return found
 
 
+def test_cross_rectangle_candidates_are_examined_a_chunk_at_a_time(monkeypatch):
+    # The rank-weighted radix-4 butterfly of a 128 x 128 matrix has 1,161,216 candidate pairs
+    # of weights across rectangles in one factor update; both ends of all of them were held at
+    # once (18.6 MB; 38.4 million pairs and 642 MiB for the one of a 256 x 256 matrix)
+    import tracemalloc
+
+    chain = Chain(
+        [(128, 384, 4, 12, 32), (384, 384, 12, 12, 8), (384, 384, 12, 12, 2), (384, 128, 6, 2, 1)]
+    )
+    expected = _couplings.__wrapped__(chain)
+    monkeypatch.setattr(als, "PAIR_CHUNK", 1 << 12)
+    tracemalloc.start()
+    try:
+        got = _couplings.__wrapped__(chain)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_161_216 * 16 / 2
+    for mine, theirs in zip(got, expected, strict=True):
+        for ours, reference in [(mine.groups, theirs.groups), (mine.rectangles, theirs.rectangles)]:
+            assert len(ours) == len(reference)
+            for a, b in zip(ours, reference, strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_cross_rectangle_edges_agree_on_cross_coupled_chains():
     for chain in COUPLED[-2:]:
         assert assert_cross_edges_agree(chain) > 0, chain
