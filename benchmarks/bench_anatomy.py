@@ -49,7 +49,7 @@ from bench_apply import machine, time_interleaved
 
 from pydebut import Chain, DeButOperator, FactorSpec, _batched, _kernels, aligned_empty
 from pydebut._reference import apply_chain
-from pydebut.special import butterfly_chain
+from pydebut.special import PAPER_CHAINS, butterfly_chain
 
 #: Rows of the window of the steps section (16 sub-problems of 16 rows: 256 KiB in float64
 #: at 128 columns, inside the 1 MiB L2 cache of the machine in benchmarks/README.md).
@@ -217,12 +217,60 @@ def warm_section(rounds: int, budget: float) -> None:
         print(f"  {width:7d}   {same:14.2f}   {turn:17.2f}")
 
 
+#: The chains of the passes section, at PASS_COLUMNS float64 columns.
+PASS_CHAINS = {
+    "4096 butterfly": butterfly_chain(4096),
+    "ResNet 512x2048": PAPER_CHAINS["resnet50-layer4"],
+}
+PASS_COLUMNS = 64
+
+
+def pass_chains(chain: Chain) -> list[Chain]:
+    """The factors of each pass of ``chain``'s batch plan, as chains, in application order."""
+    specs = np.array([(f.p, f.q, f.r, f.s, f.t) for f in reversed(chain)], dtype=np.int64)
+    factors = list(reversed(chain))  # application order, as the plan's specs
+    return [Chain(factors[first : first + max(k, 1)][::-1]) for first, k in _batched._groups(specs)]
+
+
+def passes_section(rounds: int, budget: float) -> None:
+    """Each pass of a chain alone against the whole chain and a copy of the same data."""
+    print(f"\n## Passes alone ({PASS_COLUMNS} float64 columns, x and out the same each call)\n")
+    rng = np.random.default_rng(0)
+    print("| chain | what | time | GFLOP/s |")
+    print("| --- | --- | --- | --- |")
+    for name, chain in PASS_CHAINS.items():
+        cases, flops = {}, {}
+        for label, part in [("whole chain", chain)] + [
+            (f"pass {i}: {len(c)} x ({c[0].r}, {c[0].s}), {c[0].q} -> {c[-1].p}", c)
+            for i, c in enumerate(pass_chains(chain), start=1)
+        ]:
+            op = DeButOperator.random(part, rng=1)
+            x = aligned_empty((op.shape[1], PASS_COLUMNS))  # see docs/speed.md
+            x[...] = rng.standard_normal(x.shape)
+            out = aligned_empty((op.shape[0], PASS_COLUMNS))
+            cases[label] = lambda op=op, x=x, out=out: op.apply(x, out)
+            flops[label] = _batched.real_flops(op._plan(x.dtype, False).weights, PASS_COLUMNS)
+        source = aligned_empty((chain.shape[1], PASS_COLUMNS))
+        source[...] = rng.standard_normal(source.shape)
+        target = aligned_empty(source.shape)
+        cases["copy x"] = lambda source=source, target=target: np.copyto(target, source)
+        median, _ = time_interleaved(cases, rounds, budget)
+        for label, seconds in median.items():
+            rate = f"{flops[label] / seconds / 1e9:.1f}" if label in flops else ""
+            print(f"| {name} | {label} | {seconds * 1e6:,.0f} us | {rate} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", help="steps, memory, warm (default: all)")
+    parser.add_argument("sections", nargs="*", help="steps, memory, warm, passes (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
-    known = {"steps": steps_section, "memory": memory_section, "warm": warm_section}
+    known = {
+        "steps": steps_section,
+        "memory": memory_section,
+        "warm": warm_section,
+        "passes": passes_section,
+    }
     sections = args.sections or list(known)
     if set(sections) - set(known):
         parser.error(f"unknown sections {sorted(set(sections) - set(known))}")

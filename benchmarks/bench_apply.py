@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from _args import nonnegative_int, positive_float, positive_int
 
 import pydebut
-from pydebut import Chain, DeButOperator
+from pydebut import Chain, DeButOperator, aligned_empty
 from pydebut._reference import apply_chain as einsum_chain
 from pydebut.special import PAPER_CHAINS, butterfly_chain
 
@@ -148,10 +148,15 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
 
     out_debut = np.empty((chain.shape[0], *shape[1:]), dtype=dtype)
     out_dense = np.empty_like(out_debut)
+    # x and out on cache lines (docs/speed.md): NumPy's own arrays start 16 bytes past one
+    x_aligned = aligned_empty(x.shape, dtype)
+    x_aligned[...] = x
+    out_aligned = aligned_empty(out_debut.shape, dtype)
     functions = {
         "debut": lambda: op @ x,
         "apply": lambda: op.apply(x),
         "apply out": lambda: op.apply(x, out=out_debut),
+        "apply aligned": lambda: op.apply(x_aligned, out=out_aligned),
         "dense": lambda: dense @ x,
         "dense out": lambda: np.matmul(dense, x, out=out_dense),
         "csr": csr_chain,
@@ -182,6 +187,7 @@ def bench_chain(name: str, chain: Chain, dtype: type, batch: int, args) -> dict:
         "dense_flops_ratio": chain.n_params / (chain.shape[0] * chain.shape[1]),
         "gflops_debut": flops / times["debut"] / 1e9,
         "kernel_rate_ratio": (flops / times["apply out"]) / (dense_flops / times["dense out"]),
+        "aligned_rate_ratio": (flops / times["apply aligned"]) / (dense_flops / times["dense out"]),
         "gflops_dense": dense_flops / times["dense"] / 1e9,
     }
 
@@ -519,7 +525,7 @@ def main() -> None:
         " vs CSR chain | vs einsum |"
         + (" vs pyfaust |" if has_faust else "")
         + " DeBut GFLOP/s | dense GFLOP/s | DeBut / dense rate | same, best rounds |"
-        " same, into out |"
+        " same, into out | same, aligned |"
     )
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
@@ -543,6 +549,7 @@ def main() -> None:
             f"{row['gflops_debut'] / row['gflops_dense']:.0%}",
             f"{row['best']['dense'] / row['best']['debut'] * row['dense_flops_ratio']:.0%}",
             f"{row['kernel_rate_ratio']:.0%}",
+            f"{row['aligned_rate_ratio']:.0%}",
         ]
         print("| " + " | ".join(cells) + " |")
     print(
@@ -550,7 +557,8 @@ def main() -> None:
         "op.apply(x) / dense is a time ratio (at most 1: the direct call is as fast as dense). "
         "The rates are those of op @ x and dense @ x, which allocate their results; "
         "'into out' compares op.apply(x, out=...) with np.matmul(dense, x, out=...) "
-        "(medians), the kernels' rates without the allocation."
+        "(medians), the kernels' rates without the allocation; 'aligned' the same with x and "
+        "out from pydebut.aligned_empty, which start on a cache line."
     )
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end of the table")
     print_dtype_rates(args)
