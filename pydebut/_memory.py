@@ -31,9 +31,23 @@ def physical_memory() -> int | None:
         return None
 
 
+#: Bits from which a count is given as a power of two (:func:`format_count`): a float
+#: holds no more, and Python refuses to print an int of more than 4300 digits.
+COUNT_BITS = 1000
+
+
+def format_count(n: int) -> str:
+    """``n`` with thousands separators, e.g. ``1,536``, or ``about 2**k`` when it is huge."""
+    if n.bit_length() > COUNT_BITS:
+        return f"about 2**{n.bit_length() - 1}"
+    return f"{n:,}"
+
+
 def format_bytes(n_bytes: int) -> str:
-    """``n_bytes`` in binary units, e.g. ``16.0 TiB``."""
-    size = float(n_bytes)
+    """``n_bytes`` in binary units, e.g. ``16.0 TiB``, or ``about 2**k bytes`` when huge."""
+    if n_bytes.bit_length() > COUNT_BITS:
+        return f"{format_count(n_bytes)} bytes"
+    size = n_bytes / 1
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if size < 1024 or unit == "PiB":
             return f"{n_bytes} bytes" if unit == "bytes" else f"{size:.3g} {unit}"

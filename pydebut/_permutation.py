@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._memory import check_fits_in_memory
-from .spec import _as_positive_int
+from .spec import _as_positive_int, shown
 
 __all__ = [
     "bit_reversal",
@@ -71,7 +71,7 @@ def log2_exact(n: int, name: str, where: str, smallest: int = 2) -> int:
     if not (isinstance(n, numbers.Integral) and n < 1):  # those get the message below
         n = _as_positive_int(n, name, where)
     if n < smallest or n & (n - 1):
-        raise ValueError(f"{where}: {name} must be a power of two >= {smallest}, got {n}")
+        raise ValueError(f"{where}: {name} must be a power of two >= {smallest}, got {shown(n)}")
     return int(n).bit_length() - 1
 
 
@@ -104,7 +104,7 @@ def bit_reversal(n: int) -> np.ndarray:
     [0, 4, 2, 6, 1, 5, 3, 7]
     """
     n = 2 ** log2_exact(n, "n", "bit_reversal", smallest=1)
-    check_fits_in_memory(2 * n * 8, f"bit_reversal({n})", "ask for a smaller n")
+    check_fits_in_memory(2 * n * 8, f"bit_reversal({shown(n)})", "ask for a smaller n")
     perm = np.zeros(1, dtype=np.int64)
     while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
         perm = np.concatenate([2 * perm, 2 * perm + 1])

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from . import _batched, _kernels, _numba_setup, _sparse, _workspace
-from ._memory import check_fits_in_memory
+from ._memory import check_fits_in_memory, format_count
 from ._permutation import check_permutation, inverse_permutation
 from .spec import Chain, FactorSpec, shown
 
@@ -99,10 +99,11 @@ def _factor_label(chain: Chain, index: int) -> str:
     return f"factor {index + 1} of {len(chain)} {spec!r}".replace("FactorSpec", "", 1)
 
 
-def _check_weights_fit(chain: Chain, itemsize: int) -> None:
+def _check_weights_fit(n_params: int, itemsize: int) -> None:
+    """Refuse ``n_params`` weights of ``itemsize`` bytes beyond this machine's memory."""
     check_fits_in_memory(
-        chain.n_params * itemsize,
-        f"an operator with {chain.n_params:,} weights",
+        n_params * itemsize,
+        f"an operator with {format_count(n_params)} weights",
         "choose a smaller chain",
     )
 
@@ -136,7 +137,7 @@ def _check_weights(
             f"the chain has {len(chain)} factors but {len(weights)} weight arrays were given"
         )
     itemsize = 4 if dtype is None else np.dtype(dtype).itemsize  # at least float32's
-    _check_weights_fit(chain, itemsize)  # before the weights are converted
+    _check_weights_fit(chain.n_params, itemsize)  # before the weights are converted
     arrays = []
     for index, (spec, w) in enumerate(zip(chain, weights, strict=True)):
         label = _factor_label(chain, index)
@@ -159,7 +160,7 @@ def _check_weights(
         dtype = _weights_dtype([w.dtype for w in arrays])
     dtype = _supported_dtype(dtype, "the operator")
     if dtype.itemsize > itemsize:
-        _check_weights_fit(chain, dtype.itemsize)
+        _check_weights_fit(chain.n_params, dtype.itemsize)
     owned = []
     for index, w in enumerate(arrays):
         if w.dtype.kind == "c" and dtype.kind != "c" and np.any(w.imag):
@@ -475,7 +476,7 @@ class DeButOperator(LinearOperator):
         """
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
-        _check_weights_fit(chain, dtype.itemsize)
+        _check_weights_fit(chain.n_params, dtype.itemsize)
         generator = random_generator(rng)
         weights = []
         for spec in chain:
@@ -513,7 +514,8 @@ class DeButOperator(LinearOperator):
                     f"{_factor_label(chain, index)} is not square (r != s), so the chain "
                     "has no identity weights"
                 )
-        _check_weights_fit(chain, _supported_dtype(dtype, "DeButOperator.identity").itemsize)
+        itemsize = _supported_dtype(dtype, "DeButOperator.identity").itemsize
+        _check_weights_fit(chain.n_params, itemsize)
         weights = [np.broadcast_to(np.eye(f.r)[None, :, :, None], f.weight_shape) for f in chain]
         return cls(chain, weights, dtype)
 
@@ -729,7 +731,7 @@ class DeButOperator(LinearOperator):
         wide = m < n
         check_fits_in_memory(
             (m * m + 2 * m * n if wide else (m + n) * n) * self.dtype.itemsize,
-            f"the dense {m} x {n} product",
+            f"the dense {shown(m)} x {shown(n)} product",
             "apply the operator to vectors or blocks of columns instead",
         )
         if wide:

@@ -72,9 +72,15 @@ def butterfly_chain(n: int) -> Chain:
     return _butterfly(n, "butterfly_chain")
 
 
-def _butterfly(n: int, caller: str) -> Chain:
-    """:func:`butterfly_chain`, its errors naming ``caller``."""
+def _butterfly(n: int, caller: str, itemsize: int | None = None) -> Chain:
+    """:func:`butterfly_chain`, its errors naming ``caller``.
+
+    With ``itemsize``, refused first if its ``2 n log2(n)`` weights of that many
+    bytes would not fit in memory (before the chain's ``log2(n)`` factors are made).
+    """
     levels = log2_exact(n, "n", caller)
+    if itemsize is not None:
+        _check_weights_fit(2 * n * levels, itemsize)
     return Chain.from_factorizations([2] * levels, [2] * levels)
 
 
@@ -113,8 +119,7 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     >>> H.n_params
     48
     """
-    chain = _butterfly(n, "hadamard")
-    _check_weights_fit(chain, np.dtype(dtype).itemsize)
+    chain = _butterfly(n, "hadamard", np.dtype(dtype).itemsize)
     h2 = np.array([[1, 1], [1, -1]])
     weights = [np.broadcast_to(h2[None, :, :, None], spec.weight_shape) for spec in chain]
     return DeButOperator(chain, weights, dtype)
@@ -161,12 +166,11 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     >>> np.allclose(dft(16, norm="ortho").H @ (dft(16, norm="ortho") @ x), x)
     True
     """
-    chain = _butterfly(n, "dft")
+    chain = _butterfly(n, "dft", np.dtype(dtype).itemsize)
     if not (isinstance(norm, str) and norm in _DFT_SCALE):
         raise ValueError(f"norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
     if np.dtype(dtype).kind != "c":
         raise TypeError(f"the DFT is complex; dtype must be complex64 or complex128, got {dtype}")
-    _check_weights_fit(chain, np.dtype(dtype).itemsize)
     weights = []
     for spec in chain:
         twiddle = np.exp(-1j * np.pi * np.arange(spec.t) / spec.t)

@@ -36,7 +36,7 @@ from pydebut.chains import MAX_GRAPH_MOVES, _divisors, _request, graph_size
 from pydebut.conv import im2col
 from pydebut.density import partial_supports
 from pydebut.fit import _search as search_module
-from pydebut.special import bit_reversal, butterfly_chain, hadamard
+from pydebut.special import bit_reversal, butterfly_chain, dft, hadamard
 
 from .strategies_chains import general_chains
 
@@ -295,12 +295,35 @@ HUGE = 2**40
         (lambda: aligned_empty((HUGE, 8)), f"aligned_empty(({HUGE}, 8), float64) needs 64 TiB"),
         (lambda: bit_reversal(HUGE), f"bit_reversal({HUGE}) needs 16 TiB"),
         (lambda: candidate_permutations(HUGE, 8), f"bit_reversal({HUGE})"),
+        # sizes beyond a float's range, and counts beyond 4300 digits (Python will not print them)
+        (lambda: hadamard(2**3000), "about 2**3012 weights needs about 2**3015 bytes"),
+        (lambda: dft(2**14000), "about 2**14014 weights needs about 2**14018 bytes"),
+        (lambda: bit_reversal(2**3000), "bit_reversal(<integer of about 904 digits>)"),
+        (lambda: candidate_permutations(2**3000, 2**3000), "needs about 2**3004 bytes"),
+        (lambda: FactorSpec(2**1100, 2**1100, 1, 1, 1).support(), "needs about 2**2200 bytes"),
+        (lambda: aligned_empty((2**600, 2**600)), "needs about 2**1203 bytes"),
+        (lambda: DeButOperator.random([(2**1100,) * 2 + (1, 1, 2**1100)]), "about 2**1100 weights"),
     ],
 )
 def test_allocations_beyond_memory_are_refused_with_a_value_error(call, words):
     with pytest.raises(ValueError, match="more than this machine's memory") as info:
         call()
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("make", [hadamard, dft])
+def test_known_operators_are_refused_before_their_chain_is_made(make, monkeypatch):
+    made = []
+    monkeypatch.setattr(Chain, "from_factorizations", lambda *args: made.append(args))
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        make(2**14000)  # 14,000 factors: the chain alone took 4 s
+    assert not made
+
+
+@pytest.mark.parametrize("make", [butterfly_chain, hadamard, dft, bit_reversal])
+def test_sizes_of_more_than_4300_digits_are_named_in_the_error(make):
+    with pytest.raises(ValueError, match="n must be a power of two .* about 5001 digits"):
+        make(10**5000)
 
 
 def test_the_memory_check_comes_before_the_allocation(monkeypatch):
