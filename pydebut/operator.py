@@ -310,11 +310,13 @@ def random_generator(rng: Any) -> np.random.Generator:
     ------
     TypeError
         If ``rng`` is none of what ``default_rng`` takes: None, an integer
-        seed, a ``Generator``, a ``SeedSequence`` or a bit generator.
+        seed, a ``Generator``, a ``SeedSequence`` or a bit generator; or a bool.
     ValueError
         If it is a negative integer seed.
     """
     wanted = "rng must be None, a non-negative integer seed or a numpy.random.Generator"
+    if isinstance(rng, bool):  # NumPy takes True as the seed 1 (np.True_ it refuses)
+        raise TypeError(f"{wanted}, got bool {rng}")
     try:
         return np.random.default_rng(rng)
     except ValueError:

@@ -15,7 +15,7 @@ from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from .fit._common import frobenius_norm
-from .operator import DeButOperator
+from .operator import DeButOperator, random_generator
 from .spec import Chain, FactorSpec
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def dottest(
     >>> dottest(DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0), rng=0)
     True
     """
-    generator = np.random.default_rng(rng)
+    generator = random_generator(rng)
     m, n = op.shape
     u = _random_like(generator, (n,), op.dtype)
     v = _random_like(generator, (m,), op.dtype)

@@ -245,7 +245,9 @@ def test_npy_path_and_lists(tmp_path):
         ({"init": "svd"}, ValueError, "unknown init 'svd'"),
         ({"init": 3}, TypeError, "init must be a method name"),
         ({"tol": -1.0}, ValueError, "tol must be finite"),
+        ({"tol": 10**400}, ValueError, "tol must be finite and >= 0, got <integer of about"),
         ({"callback": 5}, TypeError, "callback must be callable"),
+        ({"init": "random", "rng": True}, TypeError, "rng must be None, .* got bool True"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):

@@ -44,6 +44,12 @@ def test_dottest_passes_the_true_adjoint_and_fails_a_perturbed_one(dtype):
         dottest(perturbed, rng=0)
 
 
+@pytest.mark.parametrize(("rng", "error"), [(True, TypeError), (-1, ValueError), ("0", TypeError)])
+def test_dottest_names_an_rng_it_cannot_take(rng, error):
+    with pytest.raises(error, match="rng must be None, a non-negative integer seed"):
+        dottest(DeButOperator.random(CHAIN, rng=1), rng=rng)
+
+
 @pytest.mark.parametrize("exponent", [600, -600])
 def test_dottest_holds_its_tolerance_at_any_scale(exponent):
     # The squares of 2**600 times the entries overflow, of 2**-600 times them underflow:

@@ -742,9 +742,13 @@ def _check_tol(tol: Any) -> float | None:
         return None
     if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real):
         raise TypeError(f"tol must be a real number or None, got {type(tol).__name__}")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be finite and >= 0, got {tol}")
-    return float(tol)
+    try:
+        value = float(tol)  # a Fraction, or an int beyond what NumPy converts
+    except OverflowError:  # an int beyond the floats
+        value = np.inf
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"tol must be finite and >= 0, got {shown(tol)}")
+    return value
 
 
 def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
