@@ -63,6 +63,8 @@ INIT_METHODS = ("auto", "random", "hierarchical")
 SPARSE_GRAM_DENSITY = 0.25
 # Candidate pairs of coupled weights are filtered this many at a time.
 PAIR_CHUNK = 1 << 18
+# Rows for the Gram blocks of coupled components are gathered about this many entries at a time.
+GATHER_CHUNK = 1 << 22
 # Largest number of coupled pairs (and of entries of the dense systems of the
 # coupled components) of one factor update that fit_als accepts.
 MAX_SYSTEM_ENTRIES = 1 << 26
@@ -242,9 +244,21 @@ def _squared_norms(rows: np.ndarray) -> np.ndarray:
 
 
 def _row_grams(vectors: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``out[c, a, b] = <vectors[index[c, a]], vectors[index[c, b]]>`` (conjugating the second)."""
-    picked = vectors[index]
-    return np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
+    """``out[c, a, b] = <vectors[index[c, a]], vectors[index[c, b]]>`` (conjugating the second).
+
+    Components with the same rows ``index[c]`` share their block, which is computed once, from
+    the rows of about ``GATHER_CHUNK`` entries at a time: memory grows with the blocks, not
+    with ``index.size`` rows (8 GiB of them for a factor of 4096 components of 64 rows each,
+    which share 64 blocks).
+    """
+    sets, inverse = np.unique(index, axis=0, return_inverse=True)
+    size, length = index.shape[1], vectors.shape[1]
+    blocks = np.empty((len(sets), size, size), dtype=vectors.dtype)
+    step = max(1, GATHER_CHUNK // (size * length))
+    for start in range(0, len(sets), step):
+        picked = vectors[sets[start : start + step]]
+        blocks[start : start + step] = np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
+    return blocks[inverse.reshape(-1)]
 
 
 def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
