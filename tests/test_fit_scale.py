@@ -108,6 +108,43 @@ def test_extreme_scales_of_the_issue(scale, dtype, method):
     assert_reports_true_error(result, scaled, scale)
 
 
+def start_error(target: np.ndarray, product: np.ndarray, exponent: int) -> float:
+    """``||D - 2**exponent P|| / ||D||`` in double precision, the larger term scaled to ``D``'s."""
+    top = max(exponent, 0)
+    residual = target * 2.0**-top - product * 2.0 ** (exponent - top)
+    return float(np.ldexp(np.linalg.norm(residual) / np.linalg.norm(target), top))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("chain", [SQUARE, TALL, COUPLED[2]], ids=repr)
+def test_an_initial_operator_far_from_the_target_s_scale(chain, dtype):
+    """The same start for ``c * D`` gives ``c`` times the fit of ``D`` after its first update,
+    and the start error at the operator's own scale. Was: 2**1000 * D fitted from a random
+    operator gave the zero operator (every Gram diagonal below tiny) and errors 1.0; an
+    operator 2**990 times too large a start error inf."""
+    rng = np.random.default_rng(8)
+    target = random_target(chain.shape, rng, dtype)
+    start = DeButOperator.random(chain, rng=9, dtype=dtype)
+    base = fit_als(target, chain, n_sweeps=2, init=start)
+    double = target.astype(np.complex128)
+    product = start.toarray().astype(np.complex128)
+    exponent = EXPONENTS[np.finfo(dtype).dtype.type]
+    for k in (exponent, -exponent):
+        result = fit_als(target * np.finfo(dtype).dtype.type(2.0**k), chain, n_sweeps=2, init=start)
+        assert result.errors[1:] == base.errors[1:]
+        got = result.operator.toarray() * np.finfo(dtype).dtype.type(2.0**-k)
+        np.testing.assert_array_equal(got, base.operator.toarray())
+        # ||2**k D - P|| / ||2**k D|| = ||D - 2**-k P|| / ||D||
+        assert result.errors[0] == pytest.approx(start_error(double, product, -k), rel=1e-5)
+    if dtype == np.float64:
+        for power in (330, -330):  # every factor: the product 2**(+-990) times the start's
+            far = DeButOperator(chain, [np.ldexp(w, power) for w in start.weights])
+            result = fit_als(target, chain, n_sweeps=2, init=far)
+            assert result.errors[1:] == base.errors[1:]
+            expected = start_error(double, product, len(chain) * power)
+            assert result.errors[0] == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("order", ["left-to-right", "balanced"])
 @pytest.mark.parametrize("chain", FREE_ENDS, ids=repr)
 def test_hierarchical_on_free_ends_reports_the_true_error(chain, order):

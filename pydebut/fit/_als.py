@@ -145,8 +145,11 @@ class _Sweeper:
         self.right: list[_RightData | None] = [None] * len(chain)
 
     # --- passes ----------------------------------------------------------------
-    def forward(self, update: bool = True, skip: int | None = None) -> float:
-        """Left-to-right pass; updates every factor but ``skip`` when ``update``."""
+    def forward(self, update: bool = True, skip: int | None = None, exponent: int = 0) -> float:
+        """Left-to-right pass; updates every factor but ``skip`` when ``update``.
+
+        Returns the relative error of the product after the pass times ``2**exponent``.
+        """
         m = self.chain.shape[0]
         ah = np.eye(m, dtype=self.matrix_h.dtype)
         for index, spec in enumerate(self.chain):
@@ -154,15 +157,19 @@ class _Sweeper:
             if update and index != skip:
                 self.weights[index] = self._solve(index, ah, self.right[index])
             ah = apply_factor_adjoint(spec, self.weights[index], ah)
-        return relative_error(ah, self.matrix_h, self.norm)
+        return relative_error(ah, self.matrix_h, self.norm, exponent)
 
     def backward(
         self,
         update: bool = True,
         skip: int | None = None,
         on_factor: Callable[[int, Gram], None] | None = None,
+        exponent: int = 0,
     ) -> float:
-        """Right-to-left pass; ``on_factor(l, H_l)`` is called before each update."""
+        """Right-to-left pass; ``on_factor(l, H_l)`` is called before each update.
+
+        Returns the relative error of the product after the pass times ``2**exponent``.
+        """
         n = self.chain.shape[1]
         nh = self.matrix_h
         gram: Gram = scipy.sparse.eye_array(n, dtype=self.matrix_h.dtype, format="csr")
@@ -181,12 +188,13 @@ class _Sweeper:
             nh = apply_factor(self.chain[index], self.weights[index], nh)
             if index:
                 gram = self._congruence(index, gram)
-        return self.error()
+        return self.error(exponent)
 
-    def error(self) -> float:
-        """Relative error of the current product, from ``F_L^H ... F_1^H I_m``."""
+    def error(self, exponent: int = 0) -> float:
+        """Relative error of the current product times ``2**exponent``, from
+        ``F_L^H ... F_1^H I_m``."""
         product_h = adjoint_product(self.chain, self.weights, self.matrix_h.dtype)
-        return relative_error(product_h, self.matrix_h, self.norm)
+        return relative_error(product_h, self.matrix_h, self.norm, exponent)
 
     def _congruence(self, index: int, gram: Gram) -> Gram:
         """``F_l H F_l^H``, sparse while the result stays sparse enough."""
@@ -640,12 +648,18 @@ def fit_als(
     The fit runs on the target divided by the power of two that brings its
     largest entry into ``[0.5, 1)``; the weights are multiplied back, the
     power spread evenly over the factors (an initial operator is balanced and
-    divided the same way). Fitting ``c * D`` thus gives ``c`` times the fit of
-    ``D``, with the same errors, for any power of two ``c`` that keeps the
-    target's entries in the dtype's normal range, and no Gram matrix or norm
-    over- or underflows; another ``c`` rounds differently, which a hierarchical
-    start can turn into a different fit (:func:`fit_hierarchical`). Every error
-    is measured from the residual ``D - F_1 ... F_L`` of the current factors.
+    divided the same way; one whose product is then still more than a quarter
+    of the dtype's exponent range from the target's scale, say ``2**300``
+    times too large in double precision, starts from its balanced factors
+    instead, each largest entry in ``[0.5, 1)``: ALS does not depend on the
+    start's scale past its first update, and the start error is measured at
+    the operator's own scale). Fitting ``c * D`` thus gives ``c`` times the fit
+    of ``D``, with the same errors, for any power of two ``c`` that keeps the
+    target's entries in the dtype's normal range (from the same initial
+    operator, the errors after the start), and no Gram matrix or norm over- or
+    underflows; another ``c`` rounds differently, which a hierarchical start
+    can turn into a different fit (:func:`fit_hierarchical`). Every error is
+    measured from the residual ``D - F_1 ... F_L`` of the current factors.
 
     References
     ----------
@@ -688,8 +702,9 @@ def fit_als(
     matrix = as_working(matrix, dtype).astype(solve_dtype, copy=False)
     scale = TargetScale.of(matrix)
     matrix = scale.normalise(matrix)
+    shift = 0  # the initial operator's product is 2**shift times the factors' product
     if init_weights is not None:
-        init_weights = scale.normalise_weights(init_weights)
+        init_weights, shift = scale.normalise_weights(init_weights, dtype)
     weights = _initial_weights(init, init_weights, matrix, chain, dtype, generator)
     weights = [w.astype(solve_dtype, copy=False) for w in weights]
     if transposed:
@@ -699,10 +714,10 @@ def fit_als(
     last = len(chain) - 1
     # Original left-to-right is the forward pass, or the backward pass of the transpose.
     if transposed:
-        errors = [sweeper.forward(update=False)]
+        errors = [sweeper.forward(update=False, exponent=shift)]
         passes = ((sweeper.backward, 0), (sweeper.forward, last))
     else:
-        errors = [sweeper.backward(update=False)]
+        errors = [sweeper.backward(update=False, exponent=shift)]
         passes = ((sweeper.forward, last), (sweeper.backward, 0))
     times = [time.perf_counter() - start]
 

@@ -234,17 +234,32 @@ class TargetScale:
         exponents = self.factor_exponents(len(weights))
         return [_times_power_of_two(w, e) for w, e in zip(weights, exponents, strict=True)]
 
-    def normalise_weights(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Weights of an operator for the original target, for the normalised one.
+    def normalise_weights(
+        self, weights: Sequence[np.ndarray], dtype: np.dtype
+    ) -> tuple[list[np.ndarray], int]:
+        """Weights of an operator for the original target, for the normalised one, and
+        ``shift``: the given product divided by ``2**exponent`` is ``2**shift`` times theirs.
 
-        The product is divided by ``2**exponent`` and the factors are balanced
-        on the way (each brought to the same power-of-two magnitude), so that
-        their Gram matrices stay in range whatever the scales of the factors
-        given. ALS does not depend on how the product's scale is shared out.
+        The factors are balanced (each brought to the same power-of-two
+        magnitude) and their product divided by ``2**exponent``, so that their
+        Gram matrices stay in range whatever the scales of the factors given;
+        ``shift`` is 0. If that product's scale (the sum of the factors' own
+        exponents, minus :attr:`exponent`) is more than ``2**(maxexp // 4)``
+        (``maxexp`` of ``dtype``) above or below the normalised target's, its
+        Gram matrices could still over- or underflow: the factors are then only
+        balanced (each largest entry in ``[0.5, 1)``), and ``shift`` is the power
+        of two left out. ALS does not depend on how the product's scale is
+        shared out, nor, after its first update, on the product's scale at all:
+        only the start error does, which is measured with ``shift``.
         """
         own = [TargetScale.of(w).exponent for w in weights]
-        shared = TargetScale(sum(own) - self.exponent).factor_exponents(len(weights))
-        return [_times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)]
+        total = sum(own) - self.exponent
+        kept = total if abs(total) <= np.finfo(dtype).maxexp // 4 else 0
+        shared = TargetScale(kept).factor_exponents(len(weights))
+        normalised = [
+            _times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)
+        ]
+        return normalised, total - kept
 
 
 def scaled_norm(values: np.ndarray) -> tuple[float, int]:
@@ -368,13 +383,27 @@ def _holds_objects(path: str | os.PathLike) -> bool:
     return header[2].hasobject
 
 
-def relative_error(approx: np.ndarray, target: np.ndarray, target_norm: float) -> float:
-    """Return ``||target - approx||_F / ||target||_F`` (the absolute error if the target is 0).
+def relative_error(
+    approx: np.ndarray, target: np.ndarray, target_norm: float, exponent: int = 0
+) -> float:
+    """Return ``||target - 2**exponent approx||_F / ||target||_F`` (the absolute error if
+    the target is 0); ``inf`` beyond the largest float.
 
-    ``approx`` is overwritten with the residual.
+    ``approx`` (C-contiguous) is overwritten with the residual, divided by a power of
+    two when ``exponent`` is not 0: by the one that brings the larger of the two
+    terms to the scale of ``target``'s largest entry, so that no square overflows
+    (a part that underflows lies below the larger term's rounding).
     """
+    top = 0
+    if exponent and approx.any():
+        top = max(0, exponent + TargetScale.of(approx).exponent - TargetScale.of(target).exponent)
+        real = approx.view(approx.real.dtype)
+        with np.errstate(under="ignore"):
+            np.ldexp(real, exponent - top, out=real)
+            if top:  # approx is the larger term: the target is scaled down too (a copy)
+                target = _times_power_of_two(target, -top)
     residual = float(np.linalg.norm(np.subtract(approx, target, out=approx)))
-    return residual / target_norm if target_norm > 0 else residual
+    return unscaled(residual / target_norm if target_norm > 0 else residual, top)
 
 
 def make_operator(chain: Chain, weights: Sequence[np.ndarray]) -> DeButOperator:
