@@ -117,11 +117,13 @@ def test_recovers_the_transpose_of_a_product_it_recovers(chain):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transposed", [False, True], ids=["as-given", "transposed"])
 @pytest.mark.parametrize("name", ["vgg16-conv1", "lenet-fc1"])
-def test_recovers_the_papers_chains_at_their_own_budget(name):
+def test_recovers_the_papers_chains_at_their_own_budget(name, transposed):
+    # transposed: a layer kept input-major, (in, out)
     chain = PAPER_CHAINS[name]
     target = DeButOperator.random(chain, rng=8).toarray()
-    result = approximate(target, chain.n_params, n_sweeps=0, rng=0)
+    result = approximate(target.T if transposed else target, chain.n_params, n_sweeps=0, rng=0)
     assert result.error < 1e-11
 
 
