@@ -49,7 +49,7 @@ from .fit._common import (
     unscaled,
     working_dtype,
 )
-from .fit._hierarchical import _bases, _peel, _Split, hierarchy_ranks
+from .fit._hierarchical import _bases, _peel, _Split, _top_eigenvectors, hierarchy_ranks
 from .fit._search import check_arguments as check_approximate_arguments
 from .operator import DeButOperator, _result_dtype
 from .spec import Chain, _as_positive_int
@@ -478,8 +478,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
             for group, partial in part:
                 gram[group] += partial
         gram = gram.reshape(split.k, split.C1, split.B2, 1, split.R1, split.R1)
-        _, vectors = np.linalg.eigh(gram)
-        left, basis_h = _bases(vectors, split)
+        left, basis_h = _bases(_top_eigenvectors(gram, split.kept), split)
         weights.append(left)
         groups = (split.k * split.C1, split.B2)
         levels.append((split, basis_h.reshape(*groups, basis_h.shape[-2], split.R1)))
@@ -507,7 +506,12 @@ def _panel_levels(
         if shape[1] * n * dtype.itemsize <= memory_limit:
             break
         split = _Split.of(shape, chain[index], chain[index + 1], rank)
-        split.check_gram_memory(dtype)
+        check_fits_in_memory(  # accumulated over the panels, and their eigenvectors
+            2 * split.groups * split.R1 * split.R1 * dtype.itemsize,
+            f"the out-of-core split into {split.groups:,} sub-blocks of {split.R1} x "
+            f"{split.S2}, with a {split.R1} x {split.R1} Gram matrix each,",
+            "choose a chain whose factors have smaller blocks (r)",
+        )
         splits.append(split)
         shape = (shape[0] * split.C1, rank * split.B2, shape[2] // split.C1, 1)
     check_fits_in_memory(  # the panels' parts, then the entries in order

@@ -357,17 +357,27 @@ def test_the_memory_check_counts_the_weights_in_the_operators_dtype(monkeypatch)
         DeButOperator(chain, [np.ones((4, 2, 2, 1), dtype=np.int64)])
 
 
-def test_hierarchical_splits_beyond_memory_are_refused_before_the_gram_matrices(monkeypatch):
-    # 512 sub-blocks of 256 x 2 need 512 Gram matrices of 256 x 256 (256 MiB, and as much
-    # for their eigenvectors) for a target of 2 MiB; at 4096 x 4096 it was 128 GiB.
+def test_hierarchical_splits_decompose_the_gram_matrices_of_the_smaller_side(monkeypatch):
+    # The 512 sub-blocks of 256 x 2 (rows 2 r + b and columns 2 c + s of the target) were
+    # decomposed through their 256 x 256 Gram matrices M M^H: 256 MiB, and as much for the
+    # eigenvectors, for a target of 2 MiB, refused on a machine of 256 MiB (1024 x 1024 on
+    # [512, 2], [512, 2]: 27 s and 4.15 GiB; 2048 x 2048 refused, "needs 32 GiB"). Their 2 x 2
+    # Gram matrices M^H M give the same rank-one approximations.
     chain = Chain.from_sup_sub("512 512 512 512", "256 256 2 2 2 1")
     target = np.random.default_rng(0).standard_normal(chain.shape)
+    blocks = target.reshape(256, 2, 256, 2).transpose(1, 2, 0, 3)
+    discarded = np.linalg.svd(blocks, compute_uv=False)[..., 1]
+    expected = np.linalg.norm(discarded) / np.linalg.norm(target)
     monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**28)
-    words = "the hierarchical split into 512 sub-blocks of 256 x 2, with a 256 x 256 Gram matrix"
+    assert fit_hierarchical(target, chain).error == pytest.approx(expected, rel=1e-12)
+    assert fit_als(target, chain, n_sweeps=0).errors[0] == pytest.approx(expected, rel=1e-12)
+    # Per sub-block: the Gram matrix and its eigenvectors (2 x 2 each), M V and its Q (256 x 1
+    # each), and its columns of the two parts (256 x 1 and 1 x 2): 3.04 MiB in all.
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 3 * 2**20)
+    words = "split into 512 sub-blocks of 256 x 2, with a 2 x 2 Gram matrix each, needs 3.04 MiB"
     for fit in (fit_hierarchical, fit_als):
         with pytest.raises(ValueError, match=re.escape(words) + ".* init='random'"):
             fit(target, chain)
-    assert fit_als(target, chain, n_sweeps=0, init="random", rng=0).operator.shape == (512, 512)
 
 
 def test_the_product_of_a_wide_operator_takes_the_memory_of_the_product(monkeypatch):
