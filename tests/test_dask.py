@@ -604,6 +604,21 @@ def test_out_of_core_fit_holds_a_few_panels_only(monkeypatch):
     assert 0.9 < result.error < 1.0  # a random matrix is far from any butterfly
 
 
+def test_out_of_core_splits_count_the_gram_matrices_they_accumulate(monkeypatch):
+    # The panels give the Gram matrices M M^H of the 256 x 2 sub-blocks, summed over the
+    # columns (the in-memory fit takes the 2 x 2 M^H M): 512 of 256 x 256, and their
+    # eigenvectors, 512 MiB. Refused before any pass.
+    def unreadable(block):
+        raise AssertionError("a pass read the target")
+
+    chain = Chain.from_sup_sub("512 512 512 512", "256 256 2 2 2 1")
+    target = da.zeros(chain.shape, chunks=(512, 64)).map_blocks(unreadable, dtype=float)
+    monkeypatch.setattr("pydebut._memory.physical_memory", lambda: 2**28)
+    words = "out-of-core split into 512 sub-blocks of 256 x 2, with a 256 x 256 Gram matrix each"
+    with pytest.raises(ValueError, match=words + ", needs 512 MiB"):
+        pydebut_dask.fit_hierarchical(target, chain, memory_limit=0)
+
+
 def test_out_of_core_fit_refuses_to_gather_more_than_memory_before_any_pass(monkeypatch):
     def unreadable(block):
         raise AssertionError("a pass read the target")
