@@ -116,6 +116,31 @@ def test_recovers_the_transpose_of_a_product_it_recovers(chain):
     np.testing.assert_allclose(result.operator.toarray(), target.T, atol=1e-11)
 
 
+def test_a_hermitian_target_is_searched_once():
+    # D^H = D: its search would repeat D's
+    from pydebut.fit import _search
+
+    searches = []
+    run = _search._BeamSearch.run
+
+    def counted(self):
+        searches.append(self)
+        return run(self)
+
+    kernel = smooth_kernel(32, 32)
+    for target, expected in [
+        (kernel, 1),
+        (kernel + 1j * np.triu(kernel, 1) - 1j * np.tril(kernel, -1), 1),
+        (kernel[:, ::-1], 2),
+    ]:
+        searches.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_search._BeamSearch, "run", counted)
+            result = approximate(target, 300, n_sweeps=1, rng=0)
+        assert len(searches) == expected
+        assert result.error <= result.baseline.error
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("transposed", [False, True], ids=["as-given", "transposed"])
 @pytest.mark.parametrize("name", ["vgg16-conv1", "lenet-fc1"])

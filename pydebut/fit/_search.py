@@ -272,8 +272,9 @@ def approximate(
     rank-weighted radix-2 and radix-4 butterflies within the budget are always
     fitted too (their error builds up evenly over the levels, which a beam
     ranking prefixes by the error so far can miss). The search runs on ``D`` and
-    again on ``D^H``: the transposes of the chains it grows are often beyond it,
-    and an answer found for ``D^H`` is returned as its adjoint.
+    again on ``D^H`` unless ``D`` is Hermitian: the transposes of the chains it
+    grows are often beyond it, and an answer found for ``D^H`` is returned as
+    its adjoint.
 
     Parameters
     ----------
@@ -392,9 +393,11 @@ def approximate(
     benchmarks/README.md, with one BLAS thread, smooth kernels took 10 s at
     512 x 512 and a budget of 12,000, 43 s at 1024 x 1024 and 25,000, and
     5 minutes at 2048 x 2048 and 50,000 (with other work on the other core)
-    searching ``D`` alone; the search of ``D^H`` doubles that (512 x 512 at
-    12,000: 21 s of CPU time on an Intel Xeon VM, 14,696 split spectra);
-    a smaller ``max_splits``, ``beam_width`` or ``max_factors`` bounds it.
+    searching ``D`` alone (these are symmetric: a Hermitian ``D`` is searched
+    once); the search of ``D^H`` doubles the time for other targets (the
+    paper's LeNet fc1 product: 14.5 s of CPU time on an Intel Xeon VM before,
+    26 s with it); a smaller ``max_splits``, ``beam_width`` or
+    ``max_factors`` bounds it.
     The splits are many small products: on a machine busy with other work,
     OpenBLAS's own threads made the same searches up to four times slower
     (``OPENBLAS_NUM_THREADS=1`` avoids that).
@@ -499,10 +502,13 @@ def _passes(
     chains are the adjoints of ``D``'s, each as given and, with
     ``permutation="auto"``, under every candidate permutation. The included
     chains are fitted to ``D``; the ``D^H`` passes fit the butterflies of its shape.
+    A Hermitian ``D`` (a covariance or a symmetric kernel) is its own ``D^H``: its
+    search would find what ``D``'s finds, and is skipped.
     """
     m, n = matrix.shape
+    hermitian = m == n and np.array_equal(matrix, matrix.conj().T)
     passes = []
-    for adjoint, (rows, cols) in ((False, (m, n)), (True, (n, m))):
+    for adjoint, (rows, cols) in ((False, (m, n)), (True, (n, m)))[: 1 if hermitian else 2]:
         fitted = butterfly_candidates(rows, cols, options) if adjoint else included
         pairs = candidate_permutations(rows, cols).values() if permutation else [(None, None)]
         passes += [(adjoint, row_perm, col_perm, fitted) for row_perm, col_perm in pairs]
