@@ -53,7 +53,7 @@ from ._common import (
     relative_error,
     working_dtype,
 )
-from ._hierarchical import fit_hierarchical, hierarchy_ranks
+from ._hierarchical import _fits_through_transpose, fit_hierarchical
 
 __all__ = ["fit_als"]
 
@@ -591,7 +591,7 @@ def fit_als(
     init : {"auto", "random", "hierarchical"} or DeButOperator, default "auto"
         Initial factors: random (seeded by ``rng``, scaled to the target's
         norm), :func:`fit_hierarchical`
-        (chainable and rank-weighted chains), ``"auto"`` (hierarchical when
+        (chainable and rank-weighted chains and their transposes), ``"auto"`` (hierarchical when
         the chain allows it, random otherwise), or an operator on ``chain`` to
         continue from; the permutations it carries are kept, the factors fitted
         to the permuted target.
@@ -789,7 +789,7 @@ def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
                 "or a DeButOperator"
             )
         if init == "hierarchical":
-            hierarchy_ranks(chain)
+            _fits_through_transpose(chain)  # the chain or its transpose qualifies
         return None
     if not isinstance(init, DeButOperator):
         raise TypeError(f"init must be a method name or a DeButOperator, got {type(init).__name__}")
@@ -810,7 +810,7 @@ def _initial_weights(
         return [w.astype(dtype, copy=True) for w in init_weights]
     if init == "auto":
         try:
-            hierarchy_ranks(chain)
+            _fits_through_transpose(chain)
             init = "hierarchical"
         except ValueError:
             init = "random"

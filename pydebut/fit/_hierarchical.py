@@ -80,6 +80,25 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     return tuple(ranks)
 
 
+def _fits_through_transpose(chain: Chain) -> bool:
+    """Whether :func:`fit_hierarchical` factors ``chain`` through its transpose.
+
+    False when its own links qualify (:func:`hierarchy_ranks`), True when only
+    those of ``chain.T`` do (the transpose of a chainable chain, as a layer
+    stored input-major takes); otherwise the ``ValueError`` naming its first
+    link that does not.
+    """
+    try:
+        hierarchy_ranks(chain)
+    except ValueError as own:
+        try:
+            hierarchy_ranks(chain.T)
+        except ValueError:
+            raise own from None
+        return True
+    return False
+
+
 def fit_hierarchical(
     target: Any, chain: Chain, *, order: Order = "left-to-right", permutation: Any = None
 ) -> FitResult:
@@ -92,7 +111,9 @@ def fit_hierarchical(
         A SciPy sparse matrix or a ``LinearOperator`` is made dense, up to
         ``2**27`` entries.
     chain : Chain
-        A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`).
+        A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`),
+        or the transpose of one (as a layer stored input-major takes): ``D^H`` is
+        then factored on ``chain.T`` and the adjoint returned.
     order : {"left-to-right", "balanced"}
         Split the chain after its first factor at every level (peeling
         ``F_1, F_2, ...`` off in turn), or in the middle. ``"balanced"`` also
@@ -115,7 +136,8 @@ def fit_hierarchical(
     Raises
     ------
     ValueError
-        If the chain does not qualify (the message suggests :func:`fit_als`), if
+        If neither the chain nor its transpose qualifies (the message names the
+        chain's first link that does not, and suggests :func:`fit_als`), if
         the target does not have the chain's shape or is not finite, if
         ``order`` is unknown, or if ``permutation`` is not None, ``"auto"`` or
         a pair of permutations of ``range(m)`` and ``range(n)``.
@@ -231,9 +253,12 @@ def fit_hierarchical(
     chain = Chain(chain)
     if order not in ("left-to-right", "balanced"):
         raise ValueError(f"order must be 'left-to-right' or 'balanced', got {shown(order)}")
-    ranks = hierarchy_ranks(chain)
+    through_transpose = _fits_through_transpose(chain)
     if permutation is not None:
         return _fit_permuted(target, chain, order, permutation)
+    if through_transpose:
+        return _fit_adjoint(target, chain, order)
+    ranks = hierarchy_ranks(chain)
     start = time.perf_counter()
     matrix = load_target(target, chain)
     matrix = as_working(matrix, working_dtype(matrix.dtype))
@@ -551,6 +576,15 @@ def _piece_spec(piece: _Piece, specs: tuple[FactorSpec, ...]) -> FactorSpec:
     """The factor whose support the product of a piece's factors has."""
     _, R, S, t = piece.entries.shape
     return FactorSpec(specs[piece.first].p, specs[piece.last].q, R, S, t)
+
+
+def _fit_adjoint(target: Any, chain: Chain, order: Order) -> FitResult:
+    """:func:`fit_hierarchical` of ``D^H`` on ``chain.T``, whose adjoint fits ``D`` on ``chain``
+    with the same error."""
+    start = time.perf_counter()
+    matrix = load_target(target, chain)
+    result = fit_hierarchical(np.ascontiguousarray(matrix.conj().T), chain.T, order=order)
+    return FitResult(result.operator.H, result.errors, [time.perf_counter() - start], result.method)
 
 
 def _fit_permuted(target: Any, chain: Chain, order: Order, permutation: Any) -> FitResult:
