@@ -301,10 +301,13 @@ def approximate(
         error measured with fewer parameters (which they may therefore improve
         on) get the hierarchical factorization.
     max_splits : int, default 5000
-        Most split spectra the search computes in one band (a split counts in the
+        Most split spectra a search computes in one band (a split counts in the
         band of its cheapest child); when a band reaches it, that band is searched
         no further (a :class:`SearchNarrowedWarning` says so and ``narrowed``
-        records it).
+        records it). Each search has its own: that of ``D`` and that of ``D^H``
+        (unless ``D`` is Hermitian), each with ``permutation="auto"`` once per
+        candidate permutation, so a call computes at most that many times
+        ``max_splits`` spectra per band (``n_splits`` counts them all).
     include : iterable of Chain
         Chains fitted in any case when they fit the budget and shape (below
         ``m n``: from there on the dense chain is exact and nothing is fitted);
@@ -389,7 +392,7 @@ def approximate(
 
     The search's time grows with the target and the budget: each split
     decomposes Gram matrices of its sub-blocks, and up to ``max_splits`` of
-    them run in every band of parameters. On the 2-core machine of
+    them run in every band of parameters of every search. On the 2-core machine of
     benchmarks/README.md, with one BLAS thread, smooth kernels took 10 s at
     512 x 512 and a budget of 12,000, 43 s at 1024 x 1024 and 25,000, and
     5 minutes at 2048 x 2048 and 50,000 (with other work on the other core)
