@@ -47,7 +47,7 @@ def format_bytes(n_bytes: int) -> str:
     """``n_bytes`` in binary units, e.g. ``16.0 TiB``, or ``about 2**k bytes`` when huge."""
     if n_bytes.bit_length() > COUNT_BITS:
         return f"{format_count(n_bytes)} bytes"
-    size = n_bytes / 1
+    size = float(n_bytes)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if size < 1024 or unit == "PiB":
             return f"{n_bytes} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
