@@ -256,6 +256,14 @@ def test_bad_arguments(kwargs, error, match):
         fit_als(np.ones(chain.shape), chain, **kwargs)
 
 
+def test_a_coupling_limit_names_the_factor_of_the_user_s_chain():
+    # fit_als works on the transpose of a tall chain: the refusal counts from the user's end
+    chain = Chain([(8, 4, 8, 4, 1), (4, 16384, 2, 8192, 1)])
+    for user_chain, factor in [(chain, 2), (chain.T, 1)]:
+        with pytest.raises(als.CouplingLimitError, match=f"^factor {factor} of the chain: about"):
+            fit_als(np.ones(user_chain.shape), user_chain, n_sweeps=1)
+
+
 def test_bad_targets():
     chain = CHAINABLE[0]
     bad = np.ones(chain.shape)

@@ -337,8 +337,11 @@ def _pinv_eigen(systems: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=16)
-def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
+def _couplings(chain: Chain, transposed: bool = False) -> tuple[_Coupling, ...]:
     """Coupled unknowns of every factor update of ``chain`` (with ``m <= n``), exactly.
+
+    ``transposed``: ``chain`` is the transpose of the user's (taller than wide), so an
+    error names a factor by its place in the user's chain, counted from the other end.
 
     With all weights set to one, ``G`` and ``H`` count paths, and with the
     target ``D = 1_chain`` (the all-ones product) the right-hand side
@@ -352,6 +355,9 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
     sweeper = _Sweeper(chain, ones, product_h.T, None)
     sweeper.forward(update=False)
 
+    def label(index: int) -> str:
+        return f"factor {len(chain) - index if transposed else index + 1} of the chain"
+
     def find_components(index: int, gram: Gram) -> None:
         ah = sweeper.left[index]
         rhs, diagonal = sweeper.normal_terms(index, ah, sweeper.right[index])
@@ -361,7 +367,7 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
             try:
                 components = _components(chain[index], ah, gram)
             except CouplingLimitError as err:
-                raise CouplingLimitError(f"factor {index + 1} of the chain: {err}") from None
+                raise CouplingLimitError(f"{label(index)}: {err}") from None
             couplings[index] = coupling = _rectangles_apart(components, rows, cols)
             entries = sum(g.shape[0] * g.shape[1] ** 2 for g in coupling.groups)
             # a rectangle of a x b weights solves with G_J (a x a) and H_J (b x b)
@@ -372,7 +378,7 @@ def _couplings(chain: Chain) -> tuple[_Coupling, ...]:
                 sizes = [g.shape[1] for g in coupling.groups]
                 largest = max(sizes + [x.shape[1] * x.shape[2] for x in coupling.rectangles])
                 raise CouplingLimitError(
-                    f"factor {index + 1} of the chain: its unknowns couple in components of "
+                    f"{label(index)}: its unknowns couple in components of "
                     f"up to {largest} weights, whose dense systems would hold {entries:,} "
                     "entries; fit_als does not support chains whose factor updates couple "
                     "this much (chainable and rank-weighted chains couple little or not at all)"
@@ -694,7 +700,7 @@ def fit_als(
     bar = None if progress_bar is None else progress_bar(total=n_sweeps, desc="ALS", unit="sweep")
     transposed = chain.shape[0] > chain.shape[1]
     work_chain = chain.T if transposed else chain
-    couplings = _couplings(work_chain)  # m x m path counts: after the target's memory check
+    couplings = _couplings(work_chain, transposed)  # m x m path counts: after the memory check
     # Coupled unknowns are solved for in double precision, single precision weights too: their
     # float32 normal equations lost most of the fit on over-parametrised chains (docs/fitting.rst).
     coupled = any(c.groups or c.rectangles for c in couplings)
