@@ -49,7 +49,14 @@ from .fit._common import (
     unscaled,
     working_dtype,
 )
-from .fit._hierarchical import _bases, _peel, _Split, _top_eigenvectors, hierarchy_ranks
+from .fit._hierarchical import (
+    _bases,
+    _fits_through_transpose,
+    _peel,
+    _Split,
+    _top_eigenvectors,
+    hierarchy_ranks,
+)
 from .fit._search import check_arguments as check_approximate_arguments
 from .operator import DeButOperator, _result_dtype
 from .spec import Chain, _as_positive_int
@@ -421,7 +428,8 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
     Raises
     ------
     ValueError
-        If the chain does not qualify, the target does not have its shape (or
+        If the chain does not qualify (a chain that qualifies only transposed is
+        named with the way to fit the adjoint), the target does not have its shape (or
         has chunks of unknown size), ``memory_limit`` is negative or lets more
         entries be gathered than this machine's memory holds (before any pass),
         or the target holds NaN or infinity (found in the first pass).
@@ -458,6 +466,12 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         memory_limit, "memory_limit", "fit_hierarchical", allow_zero=True
     )
     chain = Chain(chain)
+    if _fits_through_transpose(chain):
+        raise ValueError(
+            "the out-of-core fit reads the target's columns in panels and factors the chain "
+            "as it is, and this chain qualifies only transposed; fit the adjoint instead: "
+            "fit_hierarchical(target.conj().T, chain.T).operator.H"
+        )
     ranks = hierarchy_ranks(chain)
     if chain[0].n_blocks != 1 or chain[-1].t != 1:
         raise ValueError(

@@ -141,6 +141,18 @@ def test_a_hermitian_target_is_searched_once():
         assert result.error <= result.baseline.error
 
 
+def test_an_included_chain_that_qualifies_only_transposed_keeps_its_hierarchical_fit():
+    # ALS cannot update this chain's wide factor (coupling limit): the split is kept, as it is
+    # for the chain itself
+    chain = Chain([(8, 4, 8, 4, 1), (4, 16384, 2, 8192, 1)])
+    target = DeButOperator.random(chain, rng=0).toarray()
+    target += 0.01 * np.abs(target).mean() * np.random.default_rng(0).standard_normal(target.shape)
+    options = dict(n_sweeps=1, max_factors=2, beam_width=2, max_splits=20, rng=0)
+    as_given = approximate(target, chain.n_params, include=[chain], **options)
+    transposed = approximate(target.T, chain.n_params, include=[chain.T], **options)
+    assert transposed.error == pytest.approx(as_given.error, rel=1e-12)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("transposed", [False, True], ids=["as-given", "transposed"])
 @pytest.mark.parametrize("name", ["vgg16-conv1", "lenet-fc1"])

@@ -498,6 +498,18 @@ def test_fit_hierarchical_dispatches_a_dask_target():
         fit_hierarchical(da.from_array(target), chain, order="balanced")
 
 
+def test_a_dask_target_on_a_chain_that_qualifies_only_transposed_is_shown_the_adjoint_fit():
+    # in memory the chain is fitted through its transpose; out of core it is named, with the way
+    chain = special.butterfly_chain(32).T
+    target = DeButOperator.random(chain, rng=2).toarray()
+    assert fit_hierarchical(target, chain).error < 1e-12
+    dask_target = da.from_array(target, chunks=(32, 8))
+    with pytest.raises(ValueError, match=r"qualifies only transposed; fit the adjoint instead"):
+        fit_hierarchical(dask_target, chain)
+    adjoint = pydebut_dask.fit_hierarchical(dask_target.conj().T, chain.T).operator.H
+    np.testing.assert_allclose(adjoint.toarray(), target, atol=1e-12)
+
+
 def test_out_of_core_fit_of_targets_subnormal_in_their_own_dtype():
     # 2**-exponent overflowed the target's dtype: NaN weights, refused as such. (Targets
     # subnormal in the working precision are refused: tests/test_validation.py.)

@@ -166,6 +166,13 @@ def test_the_transpose_of_a_chain_that_qualifies_is_fitted_through_it(chain, ord
     assert fit_als(target, chain, n_sweeps=0).error < 1e-10
 
 
+def test_a_chain_that_qualifies_only_transposed_is_named_so():
+    with pytest.raises(ValueError, match=r"factors 1 and 2 .* those of the transposed chain are"):
+        hierarchy_ranks(VGG_64x576.T)
+    with pytest.raises(ValueError, match=r"factors 1 and 2 .* use fit_als"):
+        hierarchy_ranks(POINTWISE_3_TO_64.T)  # neither it nor its transpose qualifies
+
+
 def test_bad_input():
     chain = Chain.from_factorizations([2, 2], [2, 2])
     with pytest.raises(ValueError, match="order must be"):

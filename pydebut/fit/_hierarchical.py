@@ -52,7 +52,9 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     Raises
     ------
     ValueError
-        Naming the first link that does not qualify.
+        Naming the first link that does not qualify, and saying whether the
+        transposed chain's links do (:func:`fit_hierarchical` then fits the
+        chain through its transpose) or :func:`pydebut.fit_als` is the way.
 
     Examples
     --------
@@ -62,6 +64,26 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     (3,)
     """
     chain = chain if isinstance(chain, Chain) else Chain(chain)
+    ranks, broken = _link_ranks(chain)
+    if broken is not None:
+        raise ValueError(_refusal(chain, broken))
+    return ranks
+
+
+def _refusal(chain: Chain, broken: str) -> str:
+    """Why ``chain``, whose first link that does not qualify breaks the rule ``broken``,
+    is not factored as it is, and what takes it instead."""
+    if _link_ranks(chain.T)[1] is None:
+        return (
+            f"{broken}; those of the transposed chain are, and fit_hierarchical fits this "
+            "chain through it (hierarchy_ranks(chain.T) gives their ranks)"
+        )
+    return f"{broken}, so fit_hierarchical does not apply; use fit_als for this chain"
+
+
+def _link_ranks(chain: Chain) -> tuple[tuple[int, ...], str | None]:
+    """:func:`hierarchy_ranks` of ``chain``, or the rule its first link that does not
+    qualify breaks (then the ranks are those before it)."""
     ranks = []
     links = zip(chain.factors[:-1], chain.factors[1:], strict=True)
     for l, (left, right) in enumerate(links, start=1):  # noqa: E741
@@ -71,13 +93,12 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
         if c and b and left.s % c == 0 and right.r % b == 0 and left.s // c == right.r // b:
             ranks.append(left.s // c)
             continue
-        raise ValueError(
+        return tuple(ranks), (
             f"factors {l} and {l + 1} ({left!r}, {right!r}) are neither chainable nor "
             f"rank-weighted (need k_{l + 1} = k_{l} * c and t_{l} = b * t_{l + 1} with "
-            f"s_{l} / c == r_{l + 1} / b), so fit_hierarchical does not apply; "
-            "use fit_als for this chain"
+            f"s_{l} / c == r_{l + 1} / b)"
         )
-    return tuple(ranks)
+    return tuple(ranks), None
 
 
 def _fits_through_transpose(chain: Chain) -> bool:
@@ -88,15 +109,12 @@ def _fits_through_transpose(chain: Chain) -> bool:
     stored input-major takes); otherwise the ``ValueError`` naming its first
     link that does not.
     """
-    try:
-        hierarchy_ranks(chain)
-    except ValueError as own:
-        try:
-            hierarchy_ranks(chain.T)
-        except ValueError:
-            raise own from None
+    broken = _link_ranks(chain)[1]
+    if broken is None:
+        return False
+    if _link_ranks(chain.T)[1] is None:
         return True
-    return False
+    raise ValueError(_refusal(chain, broken))
 
 
 def fit_hierarchical(

@@ -84,7 +84,7 @@ from ..operator import DeButOperator, random_generator
 from ..spec import Chain, FactorSpec
 from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
 from ._common import TargetScale, as_working, load_target, progress_bars, working_dtype
-from ._hierarchical import _Split, fit_hierarchical, hierarchy_ranks
+from ._hierarchical import _fits_through_transpose, _Split, fit_hierarchical
 
 __all__ = [
     "ApproximationResult",
@@ -721,7 +721,8 @@ def _check_fittable(chains: list[Chain], options: _Options) -> None:
         if chain.n_params > options.max_params or _in_hierarchical_family(chain):
             continue  # skipped, as documented; or fitted hierarchically, then by ALS if it can
         try:
-            _couplings(chain.T if chain.shape[0] > chain.shape[1] else chain)
+            tall = chain.shape[0] > chain.shape[1]
+            _couplings(chain.T if tall else chain, tall)
         except CouplingLimitError as err:
             raise CouplingLimitError(f"include[{index}]: {err}") from None
 
@@ -1306,9 +1307,10 @@ def _fit(matrix: np.ndarray, chain: Chain, options: _Options, seed: int) -> list
 
 
 def _in_hierarchical_family(chain: Chain) -> bool:
-    """Whether :func:`fit_hierarchical` takes ``chain`` (chainable or rank-weighted)."""
+    """Whether :func:`fit_hierarchical` takes ``chain`` (chainable or rank-weighted, or the
+    transpose of such a chain)."""
     try:
-        hierarchy_ranks(chain)
+        _fits_through_transpose(chain)
     except ValueError:
         return False
     return True
