@@ -140,6 +140,15 @@ class _Sweeper:
         self.norm = float(np.linalg.norm(self.matrix_h))
         self.couplings = couplings or [_Coupling() for _ in chain]
         self.supports = [spec.support_indices() for spec in chain]
+        # the distinct row sets of each coupled component's Gram blocks (_distinct_rows), found
+        # once: a factor update only computes their blocks
+        self.row_sets = [
+            (
+                [_distinct_rows(rows[idx]) for idx in coupling.groups],
+                [_distinct_rows(rows[idx[:, :, 0]]) for idx in coupling.rectangles],
+            )
+            for coupling, (rows, _) in zip(self.couplings, self.supports, strict=True)
+        ]
         self.sparse = [_SparseFactor(spec) for spec in chain]
         self.left: list[np.ndarray] = [np.empty(0)] * len(chain)
         self.right: list[_RightData | None] = [None] * len(chain)
@@ -230,13 +239,14 @@ class _Sweeper:
         weights = np.zeros_like(rhs)
         np.divide(rhs, diagonal, out=weights, where=diagonal > tiny)
         flat_rhs, flat = rhs.reshape(-1), weights.reshape(-1)
-        rows, coupling = self.supports[index][0], self.couplings[index]
-        for idx, h_block in zip(coupling.groups, right.h_blocks, strict=True):
-            system = _row_grams(ah, rows[idx]) * np.swapaxes(h_block, -1, -2)
+        coupling, (group_rows, rectangle_rows) = self.couplings[index], self.row_sets[index]
+        for idx, h_block, sets in zip(coupling.groups, right.h_blocks, group_rows, strict=True):
+            system = _grams_of_sets(ah, *sets) * np.swapaxes(h_block, -1, -2)
             flat[idx] = _min_norm_solve(system, flat_rhs[idx])
-        for idx, h_block in zip(coupling.rectangles, right.h_rectangles, strict=True):
-            g_block = _row_grams(ah, rows[idx[:, :, 0]])
-            flat[idx] = _kronecker_solve(g_block, h_block, flat_rhs[idx])
+        for idx, h_block, sets in zip(
+            coupling.rectangles, right.h_rectangles, rectangle_rows, strict=True
+        ):
+            flat[idx] = _kronecker_solve(_grams_of_sets(ah, *sets), h_block, flat_rhs[idx])
         if self.precision != weights.dtype:
             return weights.astype(self.precision).astype(weights.dtype)
         return weights
@@ -252,21 +262,31 @@ def _squared_norms(rows: np.ndarray) -> np.ndarray:
 
 
 def _row_grams(vectors: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``out[c, a, b] = <vectors[index[c, a]], vectors[index[c, b]]>`` (conjugating the second).
+    """``out[c, a, b] = <vectors[index[c, a]], vectors[index[c, b]]>`` (conjugating the second)."""
+    return _grams_of_sets(vectors, *_distinct_rows(index))
 
-    Components with the same rows ``index[c]`` share their block, which is computed once, from
-    the rows of about ``GATHER_CHUNK`` entries at a time: memory grows with the blocks, not
-    with ``index.size`` rows (8 GiB of them for a factor of 4096 components of 64 rows each,
-    which share 64 blocks).
-    """
+
+def _distinct_rows(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows ``sets`` of ``index`` and, for each row of it, which one it is."""
     sets, inverse = np.unique(index, axis=0, return_inverse=True)
-    size, length = index.shape[1], vectors.shape[1]
+    return sets, inverse.reshape(-1)
+
+
+def _grams_of_sets(vectors: np.ndarray, sets: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """:func:`_row_grams` of the index whose distinct rows are ``sets`` (:func:`_distinct_rows`).
+
+    Components with the same rows share their block, which is computed once, from the rows of
+    about ``GATHER_CHUNK`` entries at a time: memory grows with the blocks, not with every
+    component's rows (8 GiB of them for a factor of 4096 components of 64 rows each, which
+    share 64 blocks).
+    """
+    size, length = sets.shape[1], vectors.shape[1]
     blocks = np.empty((len(sets), size, size), dtype=vectors.dtype)
     step = max(1, GATHER_CHUNK // (size * length))
     for start in range(0, len(sets), step):
         picked = vectors[sets[start : start + step]]
         blocks[start : start + step] = np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
-    return blocks[inverse.reshape(-1)]
+    return blocks[inverse]
 
 
 def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
