@@ -444,12 +444,13 @@ def approximate(
     svd = _TruncatedSVD(matrix, options.max_params, norm, svd_seed)
     best: tuple[float, DeButOperator, list[ExploredChain]] | None = None
     n_splits, narrowed = 0, None
-    passes = _passes(matrix, permutation, included, options)
     if options.max_params >= m * n:  # the one-factor dense chain holds D itself: no search
         dense = DeButOperator(Chain([(m, n, m, n, 1)]), [matrix.reshape(1, m, n, 1)])
         error = _true_error(dense, matrix, norm)
         best = (error, dense, [ExploredChain(dense.chain, 0.0, error)])
         passes = []
+    else:
+        passes = _passes(matrix, permutation, included, options)
     for adjoint, row_perm, col_perm, pass_included in passes:  # the SVD competes in the first
         oriented = np.ascontiguousarray(matrix.conj().T) if adjoint else matrix
         permuted = unpermute(oriented, row_perm, col_perm)
