@@ -1125,7 +1125,7 @@ class DeButOperator(LinearOperator):
         a Dask vector gives a lazy result."""
         if type(x) is np.ndarray and x.ndim == 1:
             return self._matvec(x)
-        lazy = self._dask_vector(x, adjoint=False)
+        lazy = self._checked_vector(x, adjoint=False)
         return super().matvec(x) if lazy is None else lazy
 
     def rmatvec(self, x: Any) -> Any:
@@ -1133,21 +1133,24 @@ class DeButOperator(LinearOperator):
         a Dask vector gives a lazy result."""
         if type(x) is np.ndarray and x.ndim == 1:
             return self._product(x, adjoint=True)
-        lazy = self._dask_vector(x, adjoint=True)
+        lazy = self._checked_vector(x, adjoint=True)
         return super().rmatvec(x) if lazy is None else lazy
 
-    def _dask_vector(self, x: Any, adjoint: bool) -> Any:
-        """The lazy product with a Dask vector ``x``, of shape ``(n,)`` or ``(n, 1)`` as
-        ``LinearOperator.matvec`` takes; None when ``x`` is not a Dask array."""
-        backend = _dask_backend(x)
-        if backend is None:
-            return None
+    def _checked_vector(self, x: Any, adjoint: bool) -> Any:
+        """Refuse what ``matvec`` (``rmatvec``) cannot take: text, ``None``, sparse input, a
+        shape other than ``(n,)`` or ``(n, 1)``. A Dask vector gives the lazy product;
+        None is returned for anything else."""
+        method, product = ("rmatvec", "op.H @ x") if adjoint else ("matvec", "op @ x")
+        _refuse_text(x)
+        _refuse_sparse(x, method, product)
         n_in = self.shape[0] if adjoint else self.shape[1]
-        if x.shape not in ((n_in,), (n_in, 1)):
+        if np.shape(x) not in ((n_in,), (n_in, 1)):
             raise ValueError(
-                f"dimension mismatch: expected ({n_in},) or ({n_in}, 1), got {x.shape}"
+                f"dimension mismatch: {method} expected ({n_in},) or ({n_in}, 1), got "
+                f"{np.shape(x)}; for ({n_in}, batch) use {product}"
             )
-        return backend.apply(self, x, adjoint=adjoint)
+        backend = _dask_backend(x)
+        return None if backend is None else backend.apply(self, x, adjoint=adjoint)
 
     def _product(self, x: Any, adjoint: bool) -> np.ndarray:
         """``A x`` (``A^H x``): the fast path where it applies, else the general one."""
@@ -1221,5 +1224,7 @@ def _refuse_sparse(x: Any, method: str, instead: str) -> None:
 
 
 def _refuse_text(x: Any) -> None:
+    if x is None:
+        raise TypeError("cannot apply a DeButOperator to None")
     if isinstance(x, (str, bytes)):
         raise TypeError(f"cannot apply a DeButOperator to {type(x).__name__} {shown(x)}")

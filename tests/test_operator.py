@@ -1,10 +1,12 @@
 """DeButOperator against dense references: apply, adjoint, dtypes, errors, interop."""
 
 import pickle
+import re
 import weakref
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from hypothesis import given
 from hypothesis import strategies as st
@@ -211,6 +213,28 @@ def test_bad_vectors(x, error, message):
         op.matmat(x) if x.ndim > 1 else op.matvec(x)
     with pytest.raises(error):
         op @ x
+
+
+@pytest.mark.parametrize("adjoint", [False, True], ids=["matvec", "rmatvec"])
+def test_matvec_names_what_it_takes(adjoint):
+    # anything but a 1-D array reached SciPy's bare "dimension mismatch", which a (16, 3)
+    # array met too, though the message for a 1-D array promised (16, batch)
+    op = DeButOperator.random([(8, 16, 1, 2, 8), (16, 16, 2, 2, 4)], rng=0)
+    call, n_in, name = (op.rmatvec, 8, "rmatvec") if adjoint else (op.matvec, 16, "matvec")
+    for shape in [(n_in, 3), (1, n_in), (n_in, 2, 2), (n_in - 1, 1)]:
+        message = f"{name} expected ({n_in},) or ({n_in}, 1), got {shape}"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call(np.ones(shape))
+    with pytest.raises(ValueError, match=re.escape(f"got ({n_in}, 3); for ({n_in}, batch) use")):
+        call([[1.0] * 3] * n_in)
+    with pytest.raises(TypeError, match=f"{name} takes dense arrays, got a SciPy sparse csr"):
+        call(sp.csr_array(np.ones((n_in, 1))))
+    with pytest.raises(TypeError, match="cannot apply a DeButOperator to None"):
+        call(None)
+    with pytest.raises(TypeError, match="cannot apply a DeButOperator to str"):
+        call("abcd")
+    np.testing.assert_array_equal(call(np.ones((n_in, 1))), call(np.ones(n_in))[:, None])
+    np.testing.assert_array_equal(call([1.0] * n_in), call(np.ones(n_in)))
 
 
 def test_bad_weights():
