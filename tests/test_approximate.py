@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from fractions import Fraction
 
@@ -20,6 +21,7 @@ from pydebut import (
     fit_als,
     fit_hierarchical,
 )
+from pydebut.fit import _search
 from pydebut.special import PAPER_CHAINS
 
 
@@ -118,14 +120,12 @@ def test_recovers_the_transpose_of_a_product_it_recovers(chain):
 
 def test_a_hermitian_target_is_searched_once():
     # D^H = D: its search would repeat D's
-    from pydebut.fit import _search
-
     searches = []
     run = _search._BeamSearch.run
 
-    def counted(self):
+    def counted(self, each):
         searches.append(self)
-        return run(self)
+        return run(self, each)
 
     kernel = smooth_kernel(32, 32)
     for target, expected in [
@@ -273,7 +273,7 @@ def test_a_budget_that_holds_the_dense_matrix_returns_it_without_a_search(
     # at 131,072 the full-rank SVD, with twice the weights of D, won on rounding.
     from pydebut.fit import _search
 
-    monkeypatch.setattr(_search._BeamSearch, "run", lambda self: pytest.fail("searched"))
+    monkeypatch.setattr(_search._BeamSearch, "run", lambda self, each: pytest.fail("searched"))
     monkeypatch.setattr(_search, "_fit", lambda *args: pytest.fail("fitted"))
     target = 3 * smooth_kernel(16, 32, scale=60.0)
     result = approximate(target, budget, permutation=permutation, rng=0)
@@ -371,15 +371,16 @@ def test_the_search_checks_and_sizes_chain_objects_only_for_the_chains_it_fits(m
     ],
     ids=["gaussian", "smooth", "narrowed"],
 )
+@pytest.mark.parametrize("workers", [1, 2])
 def test_fixed_seed_searches_keep_their_answers(
-    target, budget, options, chosen, error, n_splits, n_explored, fitted_at
+    target, budget, options, chosen, error, n_splits, n_explored, fitted_at, workers
 ):
     # pinned from the search before its records of complete chains became factor tuples with
     # their weights (same chain, error, split count, explored list and fitted chains in it);
-    # the split counts since then include the search of D^H
+    # the split counts since then include the search of D^H; the same on two threads
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SearchNarrowedWarning)
-        result = approximate(target, budget, rng=0, **options)
+        result = approximate(target, budget, rng=0, workers=workers, **options)
     assert result.chain == Chain(chosen)
     assert result.error == pytest.approx(error, rel=1e-12)
     assert (result.n_splits, len(result.explored)) == (n_splits, n_explored)
@@ -451,6 +452,29 @@ def test_complex_targets():
     assert result.error <= result.baseline.error
 
 
+def test_workers_compute_the_splits_on_threads_with_the_same_answer(monkeypatch):
+    threads = set()
+    discarded = _search._BeamSearch._discarded
+
+    def recorded(search, split):
+        threads.add(threading.current_thread().name)
+        return discarded(search, split)
+
+    monkeypatch.setattr(_search._BeamSearch, "_discarded", recorded)
+    target = smooth_kernel(32, 64) + 0.01 * np.random.default_rng(0).standard_normal((32, 64))
+    alone = approximate(target, 600, n_sweeps=1, rng=0)
+    assert threads == {threading.current_thread().name}
+    threads.clear()
+    monkeypatch.setattr(_search, "usable_cpus", lambda: 2)  # -1: two threads on any machine
+    side_by_side = approximate(target, 600, n_sweeps=1, rng=0, workers=-1)
+    assert threads and all(name.startswith("pydebut-search") for name in threads)
+    assert side_by_side.error == alone.error and side_by_side.chain == alone.chain
+    assert [(e.chain, e.estimate, e.error) for e in side_by_side.explored] == [
+        (e.chain, e.estimate, e.error) for e in alone.explored
+    ]
+    assert np.array_equal(side_by_side.operator.toarray(), alone.operator.toarray())
+
+
 def test_a_small_search_is_narrowed_with_a_warning():
     target = smooth_kernel(32, 64)
     with pytest.warns(SearchNarrowedWarning, match="max_splits=5"):
@@ -478,6 +502,10 @@ def test_a_small_search_is_narrowed_with_a_warning():
         ({"tol": -1.0}, ValueError, "tol must be finite"),
         ({"tol": "0"}, TypeError, "tol must be a real number or None"),
         ({"progress": "yes"}, TypeError, "progress must be a bool"),
+        ({"workers": 0}, ValueError, "workers must be >= 1, or -1 for every CPU"),
+        ({"workers": -2}, ValueError, "got -2"),
+        ({"workers": 2.0}, TypeError, "workers must be an int, got float"),
+        ({"workers": True}, TypeError, "workers must be an int, got bool"),
         ({"include": [[(4, 8, 4, 8, 1)]]}, TypeError, "include[0] must be a Chain"),
         ({"include": [Chain([(8, 8, 8, 8, 1)])]}, ValueError, "include[0] is 8 x 8"),
         ({"include": None}, TypeError, "include must be an iterable of Chain"),
@@ -496,6 +524,7 @@ def test_bad_input_is_refused_before_any_work(kwargs, error, message):
         {"max_params": 0},
         {"beam_width": 0},
         {"permutation": "bogus"},
+        {"workers": 0},
         {"include": [1]},
         {"include": None},
     ],
@@ -607,7 +636,7 @@ def test_butterflies_are_candidates_on_an_oscillatory_kernel():
     n = 64
     x = np.arange(n) / n
     target = np.exp(2j * n * np.outer(x, x))[bit_reversal(n)]
-    options = _Options.checked(768, 10, 2, 1e-4, 16, 1, 5000, False)
+    options = _Options.checked(768, 10, 2, 1e-4, 16, 1, 5000, False, 1)
     butterflies = butterfly_candidates(n, n, options)
     assert [len(chain) for chain in butterflies] == [6, 3]
     assert all(chain.n_params <= 768 for chain in butterflies)
@@ -647,6 +676,6 @@ def test_an_included_chain_no_fit_can_take_is_refused_before_the_search(monkeypa
     wide = 2048  # the target's shape, outside the hierarchical family, couples too many weights
     chain = Chain([(64, wide, 64, wide, 1), (wide, wide, 1, 1, wide), (wide, 64, wide, 64, 1)])
     included = [Chain.from_factorizations([8, 8], [8, 8]), chain]
-    monkeypatch.setattr(_search._BeamSearch, "run", lambda self: pytest.fail("searched"))
+    monkeypatch.setattr(_search._BeamSearch, "run", lambda self, each: pytest.fail("searched"))
     with pytest.raises(ValueError, match=r"^include\[1\]: factor 3 of the chain: .* couple"):
         approximate(target, chain.n_params, include=included, rng=0)

@@ -167,12 +167,26 @@ def test_auto_prints_the_svd_baseline_beside_the_chosen_chain(tmp_path, capsys):
         (["--sup", "8 8", "--sub", "2 2 4", "--max-splits", "9"], "--max-splits only applies"),
         (["--auto", "--max-params", "64", "--init", "random"], "--init applies to a given"),
         (["--auto", "--max-params", "64", "--max-splits", "0"], "--max-splits must be >= 1"),
+        (["--auto", "--max-params", "64", "--workers", "0"], "--workers must be >= 1 or -1"),
+        (["--sup", "8 8", "--sub", "2 2 4", "--workers", "2"], "--workers only applies"),
     ],
 )
 def test_auto_usage_errors(target_file, tmp_path, capsys, extra, message):
     _, _, path = target_file
     assert main(["fit", str(path), *extra, "-o", str(tmp_path / "f.npz")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_auto_gives_the_same_factors_on_every_cpu(tmp_path, capsys):
+    chain = CHAINABLE[1]
+    path = tmp_path / "target.npy"
+    np.save(path, dense_product(chain, random_weights(chain, np.random.default_rng(5))) + 0.1)
+    argv = ["fit", str(path), "--auto", "--max-params", "40", "--sweeps", "1", "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "one.npz")]) == 0
+    assert main([*argv, "--workers", "-1", "-o", str(tmp_path / "all.npz")]) == 0
+    one, every = load(tmp_path / "one.npz"), load(tmp_path / "all.npz")
+    assert one.chain == every.chain
+    assert all(np.array_equal(a, b) for a, b in zip(one.weights, every.weights))
 
 
 def test_auto_refuses_a_budget_below_the_smallest_chain_before_reading(tmp_path, capsys):

@@ -45,6 +45,7 @@ _SEARCH_OPTIONS = (
     ("beam-width", "K", "prefixes kept per depth in every band of parameters"),
     ("refine", "K", "best chains refined by ALS in every band of parameters"),
     ("max-splits", "S", "most split spectra computed per band of parameters"),
+    ("workers", "N", "threads computing split spectra, -1 for one per CPU"),
 )
 
 
@@ -168,8 +169,9 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
             "hierarchical factorization"
         )
     for option in given:
-        if getattr(args, _name(option)) < 1:
-            raise UsageError(f"--{option} must be >= 1")
+        value = getattr(args, _name(option))
+        if value < 1 and not (option == "workers" and value == -1):
+            raise UsageError(f"--{option} must be >= 1" + (" or -1" if option == "workers" else ""))
 
 
 def format_approximation(result: ApproximationResult) -> str:

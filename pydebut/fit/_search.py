@@ -67,9 +67,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from math import inf, prod
@@ -81,7 +84,7 @@ import scipy.linalg
 from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
-from ..spec import Chain, FactorSpec
+from ..spec import Chain, FactorSpec, shown
 from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
 from ._common import TargetScale, as_working, load_target, progress_bars, working_dtype
 from ._hierarchical import _fits_through_transpose, _Split, fit_hierarchical
@@ -259,6 +262,7 @@ def approximate(
     permutation: str | None = None,
     rng: Any = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> ApproximationResult:
     """Best chain of the DeBut family for ``target`` within ``max_params`` weights.
 
@@ -325,6 +329,12 @@ def approximate(
         Seed of the randomized SVD (large targets) and of ALS.
     progress : bool, default False
         Show progress bars (needs ``tqdm``).
+    workers : int, default 1
+        Threads that compute the splits of the search side by side (-1: one per CPU
+        this process may use; more than that run as that many). The answer is the
+        same for any number: each split is computed from its own inputs and seed,
+        and the search takes the results in its own order. Each thread holds one
+        split's arrays, up to about twice the target's size.
 
     Returns
     -------
@@ -427,6 +437,7 @@ def approximate(
         include,
         permutation,
         progress,
+        workers,
     )
     matrix = _checked_target(target, options, included)
     m, n = matrix.shape
@@ -455,7 +466,8 @@ def approximate(
         oriented = np.ascontiguousarray(matrix.conj().T) if adjoint else matrix
         permuted = unpermute(oriented, row_perm, col_perm)
         search = _BeamSearch(permuted, options, sketch_seed)
-        search.run()
+        with _threads(options.workers) as each:
+            search.run(each)
         n_splits, narrowed = n_splits + search.n_splits, narrowed or search.narrowed
         estimates = search.complete_chains()
         fitted = _refine(permuted, norm, estimates, pass_included, svd, options, fit_seed)
@@ -530,10 +542,11 @@ def _checked_options(
     include: Any,
     permutation: Any,
     progress: Any,
+    workers: Any,
 ) -> tuple[_Options, list[Chain]]:
     """:func:`approximate`'s options and included chains, checked before the target is read."""
     options = _Options.checked(
-        max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress
+        max_params, max_factors, n_sweeps, tol, beam_width, refine, max_splits, progress, workers
     )
     if permutation not in (None, "auto"):
         raise ValueError(f"permutation must be None or 'auto', got {permutation!r}")
@@ -573,6 +586,40 @@ def check_arguments(target: Any, max_params: Any, **options: Any) -> None:
         _checked_target(target, checked, included)
 
 
+#: ``each(function, items)``: ``[function(item) for item in items]``, perhaps on threads.
+_Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+
+@contextmanager
+def _threads(workers: int) -> Iterator[_Mapper]:
+    """A mapper that runs on ``workers`` threads (on this one if 1). The splits are
+    NumPy products and LAPACK decompositions, which release the GIL."""
+    if workers == 1:
+        yield lambda function, items: [function(item) for item in items]
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="pydebut-search") as pool:
+        yield lambda function, items: list(pool.map(function, items))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _checked_workers(workers: Any) -> int:
+    """``workers`` as a thread count: at most :func:`usable_cpus`, all of them for -1."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+        raise TypeError(f"workers must be an int, got {type(workers).__name__}")
+    if workers != -1 and workers < 1:
+        raise ValueError(
+            f"workers must be >= 1, or -1 for every CPU this process may use, got {shown(workers)}"
+        )
+    cpus = usable_cpus()
+    return cpus if workers == -1 else min(int(workers), cpus)
+
+
 def ladder_top(budget: int) -> int:
     """The search's budget for ``budget``: the smallest power of two at least ``budget``."""
     return 1 << (budget - 1).bit_length()
@@ -596,6 +643,7 @@ class _Options:
     refine: int
     max_splits: int
     progress: bool
+    workers: int  # threads that compute split spectra
 
     @classmethod
     def checked(
@@ -608,6 +656,7 @@ class _Options:
         refine: Any,
         max_splits: Any,
         progress: Any,
+        workers: Any,
     ) -> _Options:
         values = {}
         for name, value, least in (
@@ -625,7 +674,7 @@ class _Options:
             values[name] = int(value)
         tol = _check_tol(tol)
         progress_bars(progress)  # a bool, and tqdm installed if it is True
-        return cls(tol=tol, progress=bool(progress), **values)
+        return cls(tol=tol, progress=bool(progress), workers=_checked_workers(workers), **values)
 
     def hierarchical(self) -> _Options:
         """These options without ALS sweeps."""
@@ -790,6 +839,40 @@ class _Node:
         return self.entries
 
 
+@dataclass(frozen=True, eq=False)
+class _PlannedSplit:
+    """A split ``(b, c)`` of ``node``'s entries, its ranks ``(w, committed)`` and the
+    key that seeds its range finder; ``geometry`` has ``R1 = b w_in``, ``B2 = t``,
+    ``C1 = c`` and ``S2`` the columns of a sub-block."""
+
+    node: _Node
+    head: int  # rows of the split's factor: n_done m_rest w_in
+    energy: float  # ||entries||^2 of the node
+    geometry: _Split
+    ranks: list[tuple[int, int]]
+    key: tuple[int, ...]
+
+    def children(self, discarded: np.ndarray) -> list[_Node]:
+        """The node's children at every rank, given the split's squared residuals."""
+        node, head, geometry = self.node, self.head, self.geometry
+        rows, t, c, cols = geometry.R1, geometry.B2, geometry.C1, geometry.S2
+        return [
+            _Node(
+                t,
+                node.n_done * c,
+                w,
+                (*node.factors, (head, node.n_done * c * w * t, rows, c * w, t)),
+                node.params + head * c * w,
+                node.residual2 + discarded[w],
+                committed,
+                w < min(rows, cols),
+                node,
+                _Split(geometry.k, rows, t, c, cols, 1, w),
+            )
+            for w, committed in self.ranks
+        ]
+
+
 class _BeamSearch:
     """The banded beam search at the ladder point ``ladder_top(max_params)``.
 
@@ -818,15 +901,21 @@ class _BeamSearch:
         self.narrowed: str | None = None
         self.bar: Any = None
 
-    def run(self) -> None:
+    def run(self, each: _Mapper) -> None:
+        """Search; ``each(function, items)`` computes the splits' spectra and the kept
+        nodes' entries (in order, on the workers)."""
         self._finish(self.root)
         beam = [self.root]
         self.bar = _bar(self.options.progress, "searching chains", "split")
         try:
             for depth in range(self.options.max_factors - 1):
-                children: list[_Node] = []
-                for node in beam:
-                    children += self._expand(node, depth)
+                planned = [split for node in beam for split in self._planned(node, depth)]
+                residuals = each(self._discarded, planned)
+                children = [
+                    child
+                    for split, discarded in zip(planned, residuals)
+                    for child in split.children(discarded)
+                ]
                 for child in children:
                     self._finish(child)
                 undominated = self._undominated(children)
@@ -838,8 +927,8 @@ class _BeamSearch:
                     for index in sorted(bands)
                     for node in _select(bands[index], self.options.beam_width, self.exact2)
                 ]
-                for node in beam:  # compute the entries, then let the ancestors go
-                    node.materialise()
+                each(_Node.materialise, beam)  # compute the entries, then let the ancestors go
+                for node in beam:
                     node.parent = None
                 if not beam:
                     break
@@ -898,14 +987,15 @@ class _BeamSearch:
         if score == 0.0 and (self.fewest_exact is None or n_params < self.fewest_exact):
             self.fewest_exact = n_params
 
-    def _expand(self, node: _Node, depth: int) -> list[_Node]:
+    def _planned(self, node: _Node, depth: int) -> list[_PlannedSplit]:
+        """The splits of ``node`` that the search computes, counted against their bands."""
         budget = self.limit - node.params
         left = self.options.max_factors - depth - 1  # factors after this one
         n_rest = self.n // node.n_done
         head = node.n_done * node.m_rest * node.w_in
         entries = node.materialise()
         energy = float(np.vdot(entries, entries).real)  # ||entries||^2, shared by all splits
-        children = []
+        planned = []
         for b in _divisors(node.m_rest):
             for c in _divisors(n_rest):
                 if b == node.m_rest and c == n_rest:
@@ -929,27 +1019,9 @@ class _BeamSearch:
                 if not ranks or not self._count_split(band(ranks[0][1]), depth):
                     continue
                 geometry = _Split(entries.shape[0], rows, t, c, cols, 1, 1)
-                if ranks[0][0] >= min(rows, cols):  # every kept rank is exact
-                    discarded = np.zeros(ranks[-1][0] + 1)
-                else:
-                    key = (*(x for f in node.factors for x in f), b, c)
-                    discarded = self._discarded(entries, energy, geometry, ranks, key)
-                for w, committed in ranks:
-                    children.append(
-                        _Node(
-                            t,
-                            node.n_done * c,
-                            w,
-                            (*node.factors, (head, node.n_done * c * w * t, rows, c * w, t)),
-                            node.params + head * c * w,
-                            node.residual2 + discarded[w],
-                            committed,
-                            w < min(rows, cols),
-                            node,
-                            _Split(geometry.k, rows, t, c, cols, 1, w),
-                        )
-                    )
-        return children
+                key = (*(x for f in node.factors for x in f), b, c)
+                planned.append(_PlannedSplit(node, head, energy, geometry, ranks, key))
+        return planned
 
     def _count_split(self, index: int, depth: int) -> bool:
         """Count a split against the band of its cheapest child; False once the band
@@ -970,16 +1042,9 @@ class _BeamSearch:
             self.bar.update()
         return True
 
-    def _discarded(
-        self,
-        entries: np.ndarray,
-        energy: float,
-        geometry: _Split,
-        ranks: list[tuple[int, int]],
-        key: tuple[int, ...],
-    ) -> np.ndarray:
-        """Squared residual of the split at every rank of ``ranks`` (pairs ``(w, committed)``),
-        indexed by ``w`` (zero from ``min(R1, S2)``).
+    def _discarded(self, split: _PlannedSplit) -> np.ndarray:
+        """Squared residual of ``split`` at every rank of its ``ranks`` (pairs
+        ``(w, committed)``), indexed by ``w`` (zero from ``min(R1, S2)``).
 
         The ranks whose children fall in one band are scored together, the same way
         whatever the search's ladder point is: exactly (Gram eigenvalues) when the
@@ -989,12 +1054,16 @@ class _BeamSearch:
         search's seed, the prefix, ``b``, ``c`` and the band (``key``). A range finder
         captures at most the optimal energy: the residual is then an upper bound.
         """
+        geometry, ranks = split.geometry, split.ranks
         side = min(geometry.R1, geometry.S2)
+        discarded = np.zeros(ranks[-1][0] + 1)
+        if ranks[0][0] >= side:  # every kept rank is exact
+            return discarded
+        entries = split.node.materialise()
         blocks = np.ascontiguousarray(geometry.blocks(entries))
         blocks = blocks.reshape(-1, geometry.R1, geometry.S2)
         if geometry.R1 > geometry.S2:
             blocks = np.swapaxes(blocks, -1, -2).conj()
-        discarded = np.zeros(ranks[-1][0] + 1)
         groups: dict[int, list[int]] = {}
         for w, committed in ranks:
             if w < side:
@@ -1008,11 +1077,12 @@ class _BeamSearch:
                     exact = np.clip(np.linalg.eigvalsh(gram), 0, None).sum(axis=0)[::-1]
                 energies = exact
             else:
-                probe = np.random.default_rng(np.random.SeedSequence((self.seed, *key, index)))
+                seeds = np.random.SeedSequence((self.seed, *split.key, index))
+                probe = np.random.default_rng(seeds)
                 energies = _captured_energies(blocks, width, probe)
             captured = np.cumsum(energies)
             for w in group:
-                discarded[w] = max(energy - captured[w - 1], 0.0)
+                discarded[w] = max(split.energy - captured[w - 1], 0.0)
         return discarded
 
     def complete_chains(self) -> list[_Estimate]:
