@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .chains import _as_chain, rank_weights
+from .operator import random_generator
 from .spec import Chain
 
 __all__ = [
@@ -415,7 +416,7 @@ def is_dense_numeric(
 
     chain = _as_chain(chain)
     _check_numeric_cost(chain)
-    rng = np.random.default_rng(random_state)
+    rng = random_generator(random_state, "random_state")
     weights = [rng.uniform(0.5, 1.5, size=spec.weight_shape) for spec in chain]
     gaps = (chain_to_dense(chain, weights) <= 0).ravel()
     first = int(np.argmax(gaps))

@@ -303,8 +303,9 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_fresh_launch_lock_in_child)
 
 
-def random_generator(rng: Any) -> np.random.Generator:
-    """``numpy.random.default_rng(rng)``, with an error naming ``rng`` for what it cannot take.
+def random_generator(rng: Any, name: str = "rng") -> np.random.Generator:
+    """``numpy.random.default_rng(rng)``, with an error naming ``rng`` (the argument
+    ``name``) for what it cannot take.
 
     Raises
     ------
@@ -314,7 +315,7 @@ def random_generator(rng: Any) -> np.random.Generator:
     ValueError
         If it is a negative integer seed.
     """
-    wanted = "rng must be None, a non-negative integer seed or a numpy.random.Generator"
+    wanted = f"{name} must be None, a non-negative integer seed or a numpy.random.Generator"
     if isinstance(rng, bool):  # NumPy takes True as the seed 1 (np.True_ it refuses)
         raise TypeError(f"{wanted}, got bool {rng}")
     try:

@@ -228,3 +228,12 @@ def test_is_dense_numeric_refuses_large_chains_before_any_dense_work(chain, limi
     monkeypatch.setattr(reference_module, "chain_to_dense", _no_dense_product)
     with pytest.raises(ValueError, match=rf"{limit} = .* of pydebut\.density; is_dense\(\)"):
         is_dense_numeric(chain, random_state=0)
+
+
+def test_is_dense_numeric_names_a_bad_random_state():
+    chain = [(4, 4, 2, 2, 1), (4, 4, 2, 2, 2)]
+    # NumPy takes True as the seed 1
+    with pytest.raises(TypeError, match="random_state must be None, a non-negative integer"):
+        is_dense_numeric(chain, random_state=True)
+    with pytest.raises(ValueError, match="random_state must be .* got -1"):
+        is_dense_numeric(chain, random_state=-1)
