@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import pytest
@@ -319,6 +321,59 @@ def test_target_files_that_are_not_numeric_npy_files_are_named(bad_targets, fit)
         with pytest.raises((ValueError, TypeError), match=message) as err:
             fit(str(bad_targets[name]), SMALL)
         assert "allow_pickle" not in str(err.value)
+
+
+def _npy_file(path, header_text, data=b""):
+    """A version 1.0 .npy file whose header is ``header_text``, as written."""
+    header = header_text.encode("latin1")
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data)
+    return path
+
+
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, "approximate"])
+def test_target_files_whose_header_and_data_disagree_are_refused(tmp_path, fit):
+    fit = approximate_at_the_chains_budget if fit == "approximate" else fit
+    good = np.random.default_rng(0).standard_normal(SMALL.shape)
+    np.save(tmp_path / "good.npy", good)
+    data = (tmp_path / "good.npy").read_bytes()
+    unfinished = "{'descr': (((((\n"  # tokenize.TokenError escaped
+    cases = {
+        "unfinished": (_npy_file(tmp_path / "unfinished.npy", unfinished), "damaged or trunc"),
+        "bools": (
+            _npy_file(
+                tmp_path / "bools.npy",
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (True, 4), }\n",
+                bytes(32),
+            ),
+            "damaged or truncated",
+        ),
+        # np.load reads the first arrays' worth and ignores what follows: a second array,
+        # or the tail of a longer one whose header was rewritten
+        "trailing": (tmp_path / "trailing.npy", "header announces"),
+    }
+    (tmp_path / "trailing.npy").write_bytes(data + data)
+    for path, words in cases.values():
+        with pytest.raises(ValueError, match=f"{path.name}.*{words}"):
+            fit(str(path), SMALL)
+
+
+def approximate_at_the_chains_budget(target, chain):
+    return approximate(target, chain.n_params, n_sweeps=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_as_target_is_refused_without_waiting_for_a_writer(tmp_path):
+    # open() of a pipe for reading waits for a writer; the refusal came after it
+    pipe = tmp_path / "pipe.npy"
+    os.mkfifo(pipe)
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(fit_hierarchical, str(pipe), SMALL)
+        try:
+            error = loading.exception(timeout=30)
+        except FutureTimeout:
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # releases the waiting open()
+            pytest.fail("the fit waited for a writer to open the pipe")
+    assert isinstance(error, ValueError) and "is not a regular file" in str(error)
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")

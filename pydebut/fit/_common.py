@@ -11,6 +11,7 @@ import math
 import os
 import stat
 import sys
+import tokenize
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._memory import check_fits_in_memory
+from ..io import _open_without_waiting
 from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec
 from ._dense_target import dense_target
@@ -337,9 +339,11 @@ _NON_NUMERIC = {
 
 
 def _load_npy(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map the ``.npy`` file ``path``; ``ValueError`` naming the file if it is not one."""
-    with open(path, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # a pipe cannot be mapped
+    """Memory-map the ``.npy`` file ``path``; ``ValueError`` naming the file if it is not one,
+    or if its data is not exactly what its header announces."""
+    with open(path, "rb", opener=_open_without_waiting) as file:  # a pipe: no writer needed
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):  # a pipe cannot be mapped
             raise ValueError(
                 f"the target file {os.fspath(path)!r} is not a regular file (a pipe or a "
                 "device): save the matrix to a .npy file first"
@@ -356,8 +360,8 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
         # built on it then refuses that size with a ValueError, not a warning first; a
         # size below zero memmap itself refuses with an OverflowError
         with np.errstate(over="ignore"):
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OverflowError):
+            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except _NPY_HEADER_ERRORS:
         if _holds_objects(path):  # which only unpickling could read
             raise ValueError(
                 f"the target file {os.fspath(path)!r} holds Python objects, not numbers; "
@@ -367,6 +371,26 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
             f"the target file {os.fspath(path)!r} is a damaged or truncated .npy file: its "
             "header or its data cannot be read"
         ) from None
+    data_bytes = status.st_size - matrix.offset
+    if data_bytes != matrix.nbytes:  # more than announced: np.load ignores the rest
+        raise ValueError(
+            f"the target file {os.fspath(path)!r} holds {data_bytes:,} data bytes, but its "
+            f"header announces {matrix.nbytes:,} (shape {matrix.shape}, dtype {matrix.dtype}): "
+            "it is damaged, or holds more than one array"
+        )
+    return matrix
+
+
+#: What ``np.load`` raises on a damaged header (a Python literal) or a size that cannot be
+#: mapped: each becomes a ``ValueError`` naming the file.
+_NPY_HEADER_ERRORS = (
+    ValueError,
+    OverflowError,
+    SyntaxError,
+    TypeError,  # a shape of bools: "an integer is required"
+    tokenize.TokenError,
+    RecursionError,
+)
 
 
 def _holds_objects(path: str | os.PathLike) -> bool:
@@ -378,7 +402,7 @@ def _holds_objects(path: str | os.PathLike) -> bool:
                 header = np.lib.format.read_array_header_1_0(file)
             else:
                 header = np.lib.format.read_array_header_2_0(file)
-    except (ValueError, OSError):
+    except (*_NPY_HEADER_ERRORS, OSError):
         return False
     return header[2].hasobject
 
