@@ -123,11 +123,7 @@ def save(
     """
     if not isinstance(operator, DeButOperator):
         raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}")
-    if operator.n_factors > MAX_FACTORS:
-        raise ValueError(
-            f"the operator has {operator.n_factors:,} factors; a pydebut file holds at most "
-            f"MAX_FACTORS = {MAX_FACTORS:,} (pydebut.io), the most load() reads"
-        )
+    check_savable(operator.chain)
     permutations = {
         key: perm
         for key, perm in zip(_PERMUTATIONS, (operator.row_perm, operator.col_perm), strict=True)
@@ -147,6 +143,15 @@ def save(
         return
     with open(npz_path(path), "wb") as handle:
         writer(handle, **arrays)
+
+
+def check_savable(chain: Chain) -> None:
+    """Refuse a chain of more factors than a pydebut file holds (:data:`MAX_FACTORS`)."""
+    if chain.n_factors > MAX_FACTORS:
+        raise ValueError(
+            f"the operator has {chain.n_factors:,} factors; a pydebut file holds at most "
+            f"MAX_FACTORS = {MAX_FACTORS:,} (pydebut.io), the most load() reads"
+        )
 
 
 def _is_file(path: Any, caller: str) -> bool:

@@ -41,11 +41,15 @@ def files(tmp_path, monkeypatch):
     np.save("strings.npy", np.full((4, 4), "a"))
     os.symlink(tmp_path / "missing" / "x.npz", "dangling.npz")
     os.makedirs("figures/chain_supports.png")  # a folder where demo --plot writes a figure
+    (tmp_path / "twice.json").write_text(
+        '{"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]], "sup": [[8, 8], [8, 8]]}'
+    )
     return tmp_path
 
 
 HOSTILE = {
     "deep chain file": (["check", "--chain", "deep.json"], "nested too deeply"),
+    "key given twice": (["check", "--chain", "twice.json"], "gives 'sup' twice in one object"),
     "binary chain file": (["check", "--chain", "binary.json"], "binary.json is not text"),
     "directory as chain file": (["check", "--chain", "."], "cannot read chain file"),
     "deep --r-shapes": (["check", "--r-shapes", "[" * 5000], "nested too deeply"),

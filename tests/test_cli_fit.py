@@ -12,7 +12,7 @@ from pydebut.cli import main
 from pydebut.commands.demo import fit_target, noisy_target
 from pydebut.commands.fit import format_approximation
 from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
-from pydebut.io import load
+from pydebut.io import MAX_FACTORS, load
 
 from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
 
@@ -80,6 +80,18 @@ def test_bad_options(target_file, tmp_path, capsys, extra, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "f.npz").exists()
+
+
+def test_a_chain_too_long_to_save_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+    # the fit ran (10 s at 10,001 factors), then saving its result was refused
+    monkeypatch.setattr("pydebut.commands.fit.fit_als", lambda *a, **k: pytest.fail("fitted"))
+    n = MAX_FACTORS + 1
+    chain = tmp_path / "long.json"
+    chain.write_text(json.dumps({"sup": [[1, 1]] * n, "sub": [[1, 1, 1]] * n}))
+    np.save(tmp_path / "one.npy", np.array([[3.0]]))
+    argv = ["fit", str(tmp_path / "one.npy"), "--chain", str(chain), "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "out.npz")]) == 2
+    assert "10,001 factors; a pydebut file holds at most" in capsys.readouterr().err
 
 
 def test_bad_targets(tmp_path, capsys):

@@ -44,6 +44,19 @@ class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line, exit status 2."""
 
 
+class _RepeatedKeyError(Exception):
+    """A JSON object that gives a key twice (``json`` would keep the last one)."""
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (:class:`_RepeatedKeyError`)."""
+    result = dict(pairs)
+    if len(result) < len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKeyError(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return result
+
+
 def check_seed(seed: int | None) -> None:
     """``UsageError`` for a ``--seed`` that NumPy would refuse (a negative one)."""
     if seed is not None and seed < 0:
@@ -172,10 +185,15 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     except UnicodeDecodeError:
         raise UsageError(f"chain file {path} is not text (not UTF-8): not a JSON file") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object_without_repeats)
     except json.JSONDecodeError as err:
         raise UsageError(
             f"chain file {path} is not valid JSON: {err.msg} (line {err.lineno})"
+        ) from None
+    except _RepeatedKeyError as err:
+        raise UsageError(
+            f"chain file {path} gives {shown(err.args[0])} twice in one object (JSON keeps "
+            "the last silently): keep one"
         ) from None
     except RecursionError:
         raise UsageError(f"chain file {path} is nested too deeply to be a chain") from None

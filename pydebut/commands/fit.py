@@ -25,7 +25,7 @@ from ..fit import (
 )
 from ..fit._als import INIT_METHODS
 from ..fit._common import load_target
-from ..io import npz_path, save
+from ..io import check_savable, npz_path, save
 from ..spec import Chain
 from ._common import (
     UsageError,
@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     """Fit, print the error table, save the factors; return the exit status."""
     chain = chain_from_args(args)
     _check_options(args, chain)
+    if chain is not None:
+        check_savable(chain)  # before the fit, not when saving its result
     check_output_file(args.output, "the factors")
     output = npz_path(args.output)
     check_output_file(str(output), "the factors")
