@@ -17,7 +17,7 @@ from scipy.sparse.linalg import LinearOperator
 from . import _batched, _kernels, _numba_setup, _sparse, _workspace
 from ._memory import check_fits_in_memory, format_count
 from ._permutation import check_permutation, inverse_permutation
-from .spec import Chain, FactorSpec, shown
+from .spec import Chain, FactorSpec, refuse_masked, shown
 
 __all__ = ["DeButOperator"]
 
@@ -141,6 +141,7 @@ def _check_weights(
     arrays = []
     for index, (spec, w) in enumerate(zip(chain, weights, strict=True)):
         label = _factor_label(chain, index)
+        refuse_masked(w, f"weights[{index}]", label)
         w = np.asarray(w)
         if w.dtype.kind not in "biufc":
             raise TypeError(
@@ -367,8 +368,9 @@ class DeButOperator(LinearOperator):
         not supported.
     ValueError
         If the number or the shape of the weight arrays does not match the
-        chain, or a weight is not finite; the message names the factor. If
-        a permutation is not a 1-D permutation of ``range(m)`` (``range(n)``).
+        chain, a weight is not finite, or a weight array is a masked array with
+        masked entries; the message names the factor. If a permutation is not a
+        1-D permutation of ``range(m)`` (``range(n)``).
 
     Notes
     -----
@@ -550,6 +552,7 @@ class DeButOperator(LinearOperator):
         True
         """
         chain = Chain.from_r_shapes(r_shapes)
+        refuse_masked(vector, "the twiddle vector", "the operator")
         vector = np.asarray(vector)
         if vector.ndim != 1:
             raise ValueError(f"the twiddle vector must be 1-D, got shape {vector.shape}")
@@ -858,6 +861,7 @@ class DeButOperator(LinearOperator):
                 col_perm=x._col_perm,
             )
         _refuse_text(x)
+        refuse_masked(x, "x", "the operator")  # SciPy's dot drops the mask (np.asarray)
         shape = np.shape(x) if isinstance(x, (np.ndarray, list, tuple)) else ()
         if len(shape) > 2 or (len(shape) in (1, 2) and shape[0] != self.shape[1]):
             m, n = self.shape
@@ -870,6 +874,7 @@ class DeButOperator(LinearOperator):
     def __rmatmul__(self, x: Any) -> Any:
         if sp.issparse(x):
             return _sparse.sparse_times(x, self)
+        refuse_masked(x, "x", "the operator")  # SciPy's product drops the mask (np.asarray)
         return super().__rmatmul__(x)
 
     def __rmul__(self, x: Any) -> Any:
@@ -921,6 +926,7 @@ class DeButOperator(LinearOperator):
         if backend is not None:
             return backend.apply(self, X, adjoint=adjoint, axis=1)
         _refuse_sparse(X, "apply_rows", "X @ op.T")
+        refuse_masked(X, "X", "the operator")
         X = np.asarray(X)
         n_in = self.shape[0] if adjoint else self.shape[1]
         if X.ndim != 2 or X.shape[1] != n_in:
@@ -1073,7 +1079,9 @@ class DeButOperator(LinearOperator):
         Raises
         ------
         ValueError
-            If ``x`` or ``out`` has the wrong shape or ``out`` is read-only.
+            If ``x`` or ``out`` has the wrong shape, ``out`` is read-only, or
+            ``x`` is a masked array with masked entries (as everywhere an
+            operator meets data: fill them first, e.g. ``x.filled(0)``).
         TypeError
             If the dtypes are not supported or ``out`` has another dtype.
 
@@ -1092,6 +1100,7 @@ class DeButOperator(LinearOperator):
             if result is not None:
                 return result
         _refuse_sparse(x, "apply", "op @ x")
+        refuse_masked(x, "x", "the operator")
         if out is None:
             return self._apply_permuted(x, adjoint=False)
         x = np.asarray(x)
@@ -1153,25 +1162,27 @@ class DeButOperator(LinearOperator):
         backend = _dask_backend(x)
         return None if backend is None else backend.apply(self, x, adjoint=adjoint)
 
-    def _product(self, x: Any, adjoint: bool) -> np.ndarray:
-        """``A x`` (``A^H x``): the fast path where it applies, else the general one."""
+    def _product(self, x: Any, adjoint: bool, name: str = "x") -> np.ndarray:
+        """``A x`` (``A^H x``): the fast path where it applies, else the general one, which
+        refuses a masked ``x`` (called ``name`` in the message)."""
         if type(x) is np.ndarray:
             result = self._apply_direct(x, adjoint=adjoint)
             if result is not None:
                 return result
+        refuse_masked(x, name, "the operator")
         return self._apply_permuted(x, adjoint)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._product(x, adjoint=False)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        return self._product(X, adjoint=False)
+        return self._product(X, adjoint=False, name="X")
 
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
         return self._product(x, adjoint=True)
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._product(X, adjoint=True)
+        return self._product(X, adjoint=True, name="X")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt through __init__, so the weights are immutable again in the copy (unpickled

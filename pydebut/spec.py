@@ -64,6 +64,25 @@ def _as_positive_int(value: Any, name: str, where: str, *, allow_zero: bool = Fa
     return as_int
 
 
+def refuse_masked(array: Any, name: str, user: str) -> None:
+    """Raise ``ValueError`` if ``array`` is a NumPy masked array with masked entries.
+
+    ``numpy.asarray`` drops the mask and keeps the entries' stored values, which
+    ``user`` (what would read them, e.g. ``"a fit"``) would then take as data;
+    the message names ``name`` and the count. A masked array without masked
+    entries passes, as does anything that is not a masked array.
+    """
+    if not isinstance(array, np.ma.MaskedArray):
+        return
+    count = int(np.ma.count_masked(array))
+    if count:
+        raise ValueError(
+            f"{name} is a masked array with {count} masked entries, which {user} would take "
+            "at their stored values: fill them first (numpy.ma.filled; .filled(0) sets them "
+            "to zero)"
+        )
+
+
 def _describe(p: Any, q: Any, r: Any, s: Any, t: Any) -> str:
     return f"(p={shown(p)}, q={shown(q)}, r={shown(r)}, s={shown(s)}, t={shown(t)})"
 

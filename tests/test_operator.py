@@ -237,6 +237,54 @@ def test_matvec_names_what_it_takes(adjoint):
     np.testing.assert_array_equal(call([1.0] * n_in), call(np.ones(n_in)))
 
 
+def test_masked_data_with_masked_entries_is_refused():
+    # every product took the hidden (stored) values of masked entries and dropped the mask:
+    # op @ x gave 1e20 where np.ma.dot(np.eye(4), x) gives 0, which the fits already refuse
+    op = DeButOperator.identity(Chain.from_factorizations([2, 2], [2, 2]))
+    permuted = op.with_permutations(col_perm=[1, 0, 3, 2])
+    x = np.ma.masked_array([1.0, 2.0, 1e20, 4.0], mask=[0, 0, 1, 0])
+    X = np.ma.column_stack([x, x, x])
+    for name, count, call in [
+        ("x", 1, lambda: op @ x),
+        ("x", 1, lambda: permuted @ x),
+        ("x", 1, lambda: op.H @ x),
+        ("x", 1, lambda: op.dot(x)),
+        ("x", 1, lambda: x @ op),
+        ("x", 1, lambda: op.matvec(x)),
+        ("x", 1, lambda: op.rmatvec(x)),
+        ("x", 1, lambda: op.apply(x)),
+        ("x", 1, lambda: op.apply(x, out=np.empty(4))),
+        ("x", 3, lambda: op @ X),
+        ("X", 3, lambda: op.matmat(X)),
+        ("X", 3, lambda: op.rmatmat(X)),
+        ("X", 3, lambda: op.apply_rows(X.T)),
+        ("X", 3, lambda: op.apply_rows(X.T, adjoint=True)),
+    ]:
+        message = f"{name} is a masked array with {count} masked entries, .* fill them first"
+        with pytest.raises(ValueError, match=message):
+            call()
+    filled = x.filled(0)
+    unmasked = np.ma.masked_array(filled, mask=False)  # no masked entry: works as before
+    for call in [op.__matmul__, op.matvec, op.apply, permuted.dot, op.H.__matmul__]:
+        np.testing.assert_array_equal(call(unmasked), call(filled))
+
+
+def test_masked_weights_with_masked_entries_are_refused():
+    chain = Chain([(8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
+    good = [np.ones(f.weight_shape) for f in chain]
+    hidden = np.ma.masked_array(good[1], mask=good[1] == 1)
+    message = r"weights\[1\] is a masked array with 16 masked entries, which factor 2 of 2"
+    with pytest.raises(ValueError, match=message):
+        DeButOperator(chain, [good[0], hidden])
+    r_shapes, vector = DeButOperator(chain, good).to_twiddle()
+    with pytest.raises(ValueError, match="twiddle vector is a masked array with 32 masked"):
+        DeButOperator.from_twiddle(r_shapes, np.ma.masked_array(vector, mask=vector.size * [1]))
+    unmasked = [np.ma.masked_array(w, mask=False) for w in good]
+    np.testing.assert_array_equal(
+        DeButOperator(chain, unmasked).toarray(), DeButOperator(chain, good).toarray()
+    )
+
+
 def test_bad_weights():
     chain = Chain([(8, 8, 2, 2, 2), (8, 8, 2, 2, 1)])
     good = [np.ones(f.weight_shape) for f in chain]

@@ -21,7 +21,7 @@ import numpy as np
 from .._memory import check_fits_in_memory
 from ..io import _open_without_waiting
 from ..operator import DeButOperator
-from ..spec import Chain, FactorSpec
+from ..spec import Chain, FactorSpec, refuse_masked
 from ._dense_target import dense_target
 
 __all__ = ["FitResult"]
@@ -111,12 +111,7 @@ def load_target(
     """
     if isinstance(target, (str, os.PathLike)):
         target = _load_npy(target)
-    masked = np.ma.count_masked(target) if isinstance(target, np.ma.MaskedArray) else 0
-    if masked:
-        raise ValueError(
-            f"the target is a masked array with {masked} masked entries, which a fit would "
-            "take at their stored values: fill them first (numpy.ma.filled)"
-        )
+    refuse_masked(target, "the target", "a fit")
     if not isinstance(target, np.ndarray) and hasattr(target, "shape"):
         # a Dask array, sparse matrix or LinearOperator: checked before it is made dense
         declared = getattr(target, "dtype", None)
