@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 from scipy.sparse.linalg import aslinearoperator
 
 from ._memory import check_fits_in_memory
-from .spec import shown
+from .spec import refuse_masked, shown
 
 __all__ = ["LAYOUTS", "conv2d", "im2col", "kernel_to_matrix", "matrix_to_kernel"]
 
@@ -145,6 +145,16 @@ def im2col(
         ``(y, x)`` of image ``b``, where
         ``out_h = (height + 2 pad_h - dil_h (kh - 1) - 1) // stride_h + 1``.
 
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D, the dilated kernel does not fit the padded
+        images, a size is out of range, the patches would not fit in memory,
+        or ``x`` is a masked array with masked entries (which the unfolding
+        would take at their stored values: fill them first, e.g. ``x.filled(0)``).
+    TypeError
+        If ``x`` does not hold numbers or a size is not an int.
+
     Examples
     --------
     >>> import numpy as np
@@ -156,6 +166,7 @@ def im2col(
            [4., 5., 7., 8.]])
     """
     _check_layout(layout)
+    refuse_masked(x, "x (the images)", "im2col")
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     return geometry.unfold(x, layout)
@@ -283,6 +294,7 @@ def conv2d(
     True
     """
     _check_layout(layout)
+    refuse_masked(x, "x (the images)", "conv2d")
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     if isinstance(operator, (np.ndarray, list, tuple)) and np.ndim(operator) > 2:

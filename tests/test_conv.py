@@ -117,3 +117,16 @@ def test_bad_arguments():
         conv2d(x, np.zeros((4, 10)), 3)
     with pytest.raises(ValueError, match=r"has 27 columns, got shape \(4, 18\)"):
         matrix_to_kernel(np.zeros((4, 18)), 3, 3)
+
+
+def test_masked_images_with_masked_entries_are_refused():
+    # the images' hidden (stored) values were convolved: 1e20 behind the mask came out
+    x = np.ma.masked_array(np.ones((2, 1, 1, 4)), mask=False)
+    np.testing.assert_array_equal(conv2d(x, np.ones((1, 4)), (1, 4)), np.full((2, 1, 1, 1), 4.0))
+    x[1, 0, 0, 2] = np.ma.masked
+    x.data[1, 0, 0, 2] = 1e20
+    message = r"x \(the images\) is a masked array with 1 masked entries, which conv2d"
+    with pytest.raises(ValueError, match=message):
+        conv2d(x, np.ones((1, 4)), (1, 4))
+    with pytest.raises(ValueError, match="with 1 masked entries, which im2col"):
+        im2col(x, (1, 4))
