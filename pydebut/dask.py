@@ -59,7 +59,7 @@ from .fit._hierarchical import (
 )
 from .fit._search import check_arguments as check_approximate_arguments
 from .operator import DeButOperator, _result_dtype
-from .spec import Chain, _as_positive_int
+from .spec import Chain, _as_positive_int, refuse_masked
 
 __all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
 
@@ -95,7 +95,8 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     ------
     ValueError
         If ``X`` does not have the operator's size along ``axis``, or its size
-        there is unknown (chunks of unknown size, ``nan``).
+        there is unknown (chunks of unknown size, ``nan``); when the result is
+        computed, if a chunk of ``X`` is a masked array with masked entries.
     TypeError
         If ``operator`` is not a ``DeButOperator`` or the dtype of ``X`` is not numeric.
 
@@ -190,6 +191,7 @@ def _check_known_size(X: Any, axis: int, what: str) -> None:
 def _apply_block(
     block: np.ndarray, operator: DeButOperator, adjoint: bool, axis: int, batched: bool
 ) -> np.ndarray:
+    refuse_masked(block, "a chunk of X", "the operator")  # known only when it is computed
     columns = block if axis == 0 else block.T
     if batched and columns.shape[1] == 1:
         padded = np.concatenate([columns, np.zeros_like(columns)], axis=1)

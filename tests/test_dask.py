@@ -172,6 +172,21 @@ def test_apply_to_a_dask_vector():
     np.testing.assert_array_equal(result.compute(), op @ x)
 
 
+def test_a_masked_chunk_with_masked_entries_is_refused_when_computed():
+    # its hidden (stored) values went through the operator, the mask dropped
+    op = DeButOperator.identity(special.butterfly_chain(4))
+    X = np.ma.masked_array(np.ones((4, 3)), mask=False)
+    lazy = da.from_array(X, chunks=(4, 1), asarray=False)
+    np.testing.assert_array_equal((op @ lazy).compute(), np.ones((4, 3)))
+    X[2, 1] = np.ma.masked
+    lazy = da.from_array(X, chunks=(4, 1), asarray=False)
+    message = "a chunk of X is a masked array with 1 masked entries"
+    for call in [lambda: op @ lazy, lambda: op.apply_rows(lazy.T), lambda: op @ lazy[:, 1]]:
+        result = call()  # lazy: the mask is known when a chunk is computed
+        with pytest.raises(ValueError, match=message):
+            result.compute()
+
+
 def test_matvec_and_rmatvec_of_a_dask_vector_are_lazy():
     # they fell through to SciPy's matvec, which computed the Dask vector
     op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
