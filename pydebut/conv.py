@@ -270,7 +270,8 @@ def conv2d(
     Raises
     ------
     ValueError
-        If the operator's column count is not ``c_in * kh * kw``, or as :func:`im2col`.
+        If the operator's column count is not ``c_in * kh * kw``, it is a masked
+        array with masked entries, or as :func:`im2col`.
 
     Notes
     -----
@@ -295,6 +296,7 @@ def conv2d(
     """
     _check_layout(layout)
     refuse_masked(x, "x (the images)", "conv2d")
+    refuse_masked(operator, "operator (the kernel matrix)", "conv2d")
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
     if isinstance(operator, (np.ndarray, list, tuple)) and np.ndim(operator) > 2:

@@ -130,3 +130,14 @@ def test_masked_images_with_masked_entries_are_refused():
         conv2d(x, np.ones((1, 4)), (1, 4))
     with pytest.raises(ValueError, match="with 1 masked entries, which im2col"):
         im2col(x, (1, 4))
+
+
+def test_a_masked_kernel_matrix_with_masked_entries_is_refused():
+    # SciPy's aslinearoperator multiplied by the stored values: 1e20 behind the mask came out
+    kernel = np.ma.masked_array(np.ones((1, 4)), mask=False)
+    np.testing.assert_array_equal(conv2d(np.ones((1, 1, 1, 4)), kernel, (1, 4)), [[[[4.0]]]])
+    kernel[0, 2] = np.ma.masked
+    kernel.data[0, 2] = 1e20
+    message = r"operator \(the kernel matrix\) is a masked array with 1 masked entries"
+    with pytest.raises(ValueError, match=message):
+        conv2d(np.ones((1, 1, 1, 4)), kernel, (1, 4))
