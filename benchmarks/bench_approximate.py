@@ -10,6 +10,7 @@ chain fitted by ALS.
     python benchmarks/bench_approximate.py --quick             # small suite, Markdown
     python benchmarks/bench_approximate.py --update-readme     # rewrite the README section
     python benchmarks/bench_approximate.py --timing            # 512 x 2048 at 25,600
+    python benchmarks/bench_approximate.py --timing --workers 1 2   # the same, 1 then 2 threads
 
 ``--figure PATH`` saves error against parameters per target (DeBut best and SVD).
 The crossover on oscillatory kernels at growing sizes is ``bench_crossover.py``.
@@ -213,17 +214,27 @@ def figure(rows: list[Row], path: Path) -> None:
     print(f"figure saved: {path}")
 
 
-def timed_case(options: dict) -> str:
-    """The issue's case: the smooth kernel at 512 x 2048 and 25,600 parameters."""
+def timed_case(options: dict, workers: list[int]) -> str:
+    """The issue's case: the smooth kernel at 512 x 2048 and 25,600 parameters, searched
+    on each number of ``workers`` threads in turn (the answer must not change)."""
     x, y = np.linspace(0, 1, 512), np.linspace(0, 1, 2048)
     kernel = np.exp(-30 * (x[:, None] - y) ** 2)
-    start = time.perf_counter()
-    result = approximate(kernel, 25_600, rng=0, progress=True, **options)
-    seconds = time.perf_counter() - start
-    return (
-        f"512 x 2048 smooth kernel, 25,600 params: {seconds:.1f} s, error {result.error:.3g} "
-        f"(SVD {result.baseline.error:.3g}), chain {result.chain.to_sup_sub()}"
-    )
+    lines, first = [], None
+    for count in workers:
+        start, cpu = time.perf_counter(), time.process_time()
+        result = approximate(kernel, 25_600, rng=0, progress=True, workers=count, **options)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if first is None:
+            first = (seconds, result)
+        elif not np.array_equal(result.operator.toarray(), first[1].operator.toarray()):
+            raise AssertionError(f"workers={count} gave another answer than workers={workers[0]}")
+        lines.append(
+            f"512 x 2048 smooth kernel, 25,600 params, workers={count}: {seconds:.1f} s "
+            f"({cpu:.1f} s CPU; {first[0] / seconds:.2f}x workers={workers[0]}), error "
+            f"{result.error:.3g} (SVD {result.baseline.error:.3g}), chain "
+            f"{result.chain.to_sup_sub()}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -240,14 +251,24 @@ def main(argv: list[str] | None = None) -> None:
         "product); default 512 2048; --quick: 64 128",
     )
     parser.add_argument("--timing", action="store_true", help="only the 512 x 2048 timed case")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="with --timing: approximate's workers, each in turn (e.g. 1 2)",
+    )
     parser.add_argument("--figure", type=output_file, help="save error against parameters here")
     parser.add_argument(
         "--update-readme", action="store_true", help="write the table into benchmarks/README.md"
     )
     args = parser.parse_args(argv)
     options = {"n_sweeps": 2 if args.quick else 5}
+    if args.workers != [1] and not args.timing:
+        parser.error("--workers applies to --timing")
     if args.timing:
-        print(timed_case(options))
+        print(timed_case(options, args.workers))
         return
     m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
     if m & (m - 1) or int(min(BUDGETS) * m * n) < m + n:
