@@ -434,7 +434,8 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         named with the way to fit the adjoint), the target does not have its shape (or
         has chunks of unknown size), ``memory_limit`` is negative or lets more
         entries be gathered than this machine's memory holds (before any pass),
-        or the target holds NaN or infinity (found in the first pass).
+        or the target holds NaN or infinity, or masked entries (its chunks are
+        masked arrays), found in the first pass.
     TypeError
         If the target is not numeric or ``memory_limit`` is not an integer.
 
@@ -540,12 +541,17 @@ def _panel_levels(
 
 
 def _scale_of(target: Any) -> TargetScale:
-    """The power of two of the target's largest entry (one pass), refusing non-finite ones
+    """The power of two of the target's largest entry (one pass), refusing masked entries
+    (counted in the same pass if the target's chunks are masked arrays), non-finite ones
     and ones that over- or underflow in the working precision (as ``as_working`` does)."""
     working = working_dtype(target.dtype)
     parts = (target.real, target.imag) if np.iscomplexobj(target) else (target,)
+    masked = da.ma.getmaskarray(target).sum() if isinstance(target._meta, np.ma.MaskedArray) else 0
     with threadpool_limits(limits=1, user_api="blas"):
-        largest = np.max(dask.compute(*(abs(part).max() for part in parts)))  # NaN stays
+        masked, *largest = dask.compute(masked, *(abs(part).max() for part in parts))
+    # the largest entry and finiteness were of the others only
+    refuse_masked(target, "the target", "a fit", masked=int(masked))
+    largest = np.max(largest)  # NaN stays
     if not np.isfinite(largest):
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     check_in_range(largest, working)
@@ -576,7 +582,8 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
         Dask array of numbers.
     ValueError
         If ``target`` does not have the operator's shape (or has chunks of
-        unknown size), or holds NaN or infinity.
+        unknown size), or holds NaN or infinity or masked entries (its chunks
+        are masked arrays).
 
     Notes
     -----
@@ -647,9 +654,15 @@ def _each_panel(panels: list[tuple[int, Any]], function: Callable, *args: Any) -
         return list(dask.compute(*tasks))
 
 
+def _panel_values(panel: Any, j0: int, dtype: np.dtype) -> np.ndarray:
+    """The panel of columns ``j0, ...`` as an array of ``dtype``, refusing masked entries."""
+    refuse_masked(panel, f"the target (columns {j0} to {j0 + panel.shape[1] - 1})", "pydebut.dask")
+    return np.asarray(panel, dtype=dtype)
+
+
 def _replay(panel: Any, j0: int, levels: list) -> np.ndarray:
     """The panel's columns of the entries after ``levels``."""
-    panel = np.asarray(panel, dtype=working_dtype(panel.dtype))
+    panel = _panel_values(panel, j0, working_dtype(panel.dtype))
     for split, basis_h in levels:
         blocks = _panel_blocks(panel, split)
         out = np.zeros((split.w, split.B2, panel.shape[1]), dtype=basis_h.dtype)
@@ -700,7 +713,7 @@ def _error_pass(
     and the panel are scaled by one power of two (the larger of theirs) before they
     are subtracted, so that the difference does not overflow.
     """
-    panel = np.asarray(panel, dtype=np.result_type(working_dtype(panel.dtype), operator.dtype))
+    panel = _panel_values(panel, j0, np.result_type(working_dtype(panel.dtype), operator.dtype))
     with np.errstate(over="ignore", invalid="ignore"):  # refused just below
         panel_norm = scaled_norm(panel)
     if not math.isfinite(panel_norm[0]):

@@ -64,17 +64,18 @@ def _as_positive_int(value: Any, name: str, where: str, *, allow_zero: bool = Fa
     return as_int
 
 
-def refuse_masked(array: Any, name: str, user: str) -> None:
+def refuse_masked(array: Any, name: str, user: str, masked: int | None = None) -> None:
     """Raise ``ValueError`` if ``array`` is a NumPy masked array with masked entries.
 
     ``numpy.asarray`` drops the mask and keeps the entries' stored values, which
     ``user`` (what would read them, e.g. ``"a fit"``) would then take as data;
     the message names ``name`` and the count. A masked array without masked
-    entries passes, as does anything that is not a masked array.
+    entries passes, as does anything that is not a masked array. ``masked``, if
+    given, is the count found elsewhere (a Dask array's, in a pass over its chunks).
     """
-    if not isinstance(array, np.ma.MaskedArray):
-        return
-    count = int(np.ma.count_masked(array))
+    count = masked
+    if count is None:
+        count = int(np.ma.count_masked(array)) if isinstance(array, np.ma.MaskedArray) else 0
     if count:
         raise ValueError(
             f"{name} is a masked array with {count} masked entries, which {user} would take "

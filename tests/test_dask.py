@@ -571,6 +571,52 @@ def test_out_of_core_fit_refuses_non_finite_imaginary_parts_first(bad, monkeypat
         pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(16, 4)), chain, memory_limit=0)
 
 
+def masked_target(dtype=np.float64, hidden=1e20):
+    """An 8 x 8 masked array with entry (0, 5) masked, ``hidden`` stored under the mask."""
+    target = np.ma.masked_array(random_target((8, 8), np.random.default_rng(0), dtype))
+    target[0, 5] = np.ma.masked
+    target.data[0, 5] = hidden
+    return target
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("hidden", [1e20, np.nan])
+def test_a_dask_target_of_masked_chunks_is_refused_as_in_memory(dtype, hidden, monkeypatch):
+    # The out-of-core fit took the masked entry at its stored value (error 4e-20 on a fit of
+    # the hidden 1e20; a hidden NaN was refused after the fit as NaN weights of factor 1),
+    # and relative_error compared the operator with it (1.0 for the fit of the filled target).
+    chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    target = masked_target(dtype, hidden)
+    lazy = da.from_array(target, chunks=(8, 4))
+    words = r"masked array with 1 masked entries, .* fill them first \(numpy.ma.filled\)"
+    with pytest.raises(ValueError, match=words):
+        fit_hierarchical(target, chain)
+    filled = fit_hierarchical(target.filled(0), chain).operator
+    with pytest.raises(ValueError, match=r"the target \(columns 4 to 7\) is a masked array with 1 masked entries, which"):
+        pydebut_dask.relative_error(filled, lazy)
+    # masked chunks without masked entries are fitted as the filled target
+    unmasked = da.from_array(np.ma.masked_array(target.filled(0)), chunks=(8, 4))
+    result = pydebut_dask.fit_hierarchical(unmasked, chain)
+    expected = pydebut_dask.fit_hierarchical(da.from_array(target.filled(0), chunks=(8, 4)), chain)
+    assert result.error == expected.error
+    assert pydebut_dask.relative_error(result.operator, unmasked) == result.error
+    monkeypatch.setattr(pydebut_dask, "_each_panel", None)  # refused in the first pass
+    for fit in [fit_hierarchical, pydebut_dask.fit_hierarchical]:
+        with pytest.raises(ValueError, match=words):
+            fit(lazy, chain)
+
+
+def test_masked_chunks_are_refused_whatever_the_dask_array_declares():
+    # A Dask array declared of NumPy arrays whose chunks are masked arrays: the first pass
+    # does not count masked entries, the panels are refused as they are read.
+    chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    lazy = da.from_array(masked_target(), chunks=(8, 4), meta=np.empty((0, 0)))
+    assert not isinstance(lazy._meta, np.ma.MaskedArray)
+    for memory_limit in [0, 2**27]:  # the panels read level by level, or gathered at once
+        with pytest.raises(ValueError, match=r"\(columns 4 to 7\) is a masked array with 1 masked entries"):
+            pydebut_dask.fit_hierarchical(lazy, chain, memory_limit=memory_limit)
+
+
 def test_relative_error_of_any_linear_operator():
     # It read operator.chain: AttributeError for aslinearoperator(A).
     from scipy.sparse import random_array
