@@ -589,8 +589,10 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
     -----
     Each panel's norms are kept apart from their powers of two, and the
     operator's columns and the panel are scaled by one power of two before
-    they are subtracted: entries near the largest float, whose squares, sums
-    or differences overflow, give their true relative error.
+    they are subtracted; a ``DeButOperator``'s columns are built from its
+    factors balanced and scaled by a power of two, whose products do not
+    overflow. Entries near the largest float, whose squares, sums, differences
+    or products of factors overflow, give their true relative error.
 
     Examples
     --------
@@ -606,13 +608,38 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
             f"(aslinearoperator wraps arrays and sparse matrices), got {type(operator).__name__}"
         )
     panels, _ = _column_panels(target, operator.shape, "the operator")
-    parts = _each_panel(panels, _error_pass, operator)
+    operator, shift = _balanced(operator)
+    parts = _each_panel(panels, _error_pass, operator, shift)
     # norms as (f, e) for f 2**e: neither a square nor a norm over- or underflows
     residual, residual_exponent = hypot_of_scaled(part[0] for part in parts)
     total, total_exponent = hypot_of_scaled(part[1] for part in parts)
     if total == 0:
         return unscaled(residual, residual_exponent)
     return unscaled(residual / total, residual_exponent - total_exponent)
+
+
+def _balanced(operator: LinearOperator) -> tuple[LinearOperator, int]:
+    """``operator`` as ``2**shift`` times one whose columns do not overflow, and ``shift``.
+
+    A :class:`~pydebut.DeButOperator`'s factors are balanced, and their product
+    divided by ``2**shift`` when it lies far from 1
+    (:meth:`~pydebut.fit._common.TargetScale.normalise_weights`): an operator of
+    entries near the largest float has columns that overflow in the products of its
+    factors. Powers of two scale every product exactly (barring subnormals). Another
+    operator is taken as it is (``shift`` 0).
+    """
+    if not isinstance(operator, DeButOperator):
+        return operator, 0
+    weights, shift = TargetScale(0).normalise_weights(operator.weights, operator.dtype)
+    balanced = DeButOperator(
+        operator.chain,
+        weights,
+        operator.dtype,
+        check_finite=False,
+        row_perm=operator.row_perm,
+        col_perm=operator.col_perm,
+    )
+    return balanced, shift
 
 
 def _column_panels(
@@ -702,16 +729,16 @@ def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[i
 
 
 def _error_pass(
-    panel: Any, j0: int, operator: LinearOperator
+    panel: Any, j0: int, operator: LinearOperator, shift: int
 ) -> tuple[tuple[float, int], tuple[float, int]]:
-    """Frobenius norms of the panel's columns of ``op - D`` and of ``D``, as
+    """Frobenius norms of the panel's columns of ``2**shift op - D`` and of ``D``, as
     :func:`~pydebut.fit._common.scaled_norm` gives them.
 
     The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
     so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`. Both are computed
-    in the working dtype of the panel and the operator, as in memory; the columns
-    and the panel are scaled by one power of two (the larger of theirs) before they
-    are subtracted, so that the difference does not overflow.
+    in the working dtype of the panel and the operator, as in memory; ``2**shift``
+    times the columns and the panel are scaled by one power of two (the larger of
+    theirs) before they are subtracted, so that the difference does not overflow.
     """
     panel = _panel_values(panel, j0, np.result_type(working_dtype(panel.dtype), operator.dtype))
     with np.errstate(over="ignore", invalid="ignore"):  # refused just below
@@ -728,7 +755,8 @@ def _error_pass(
         columns = np.asarray(operator.matmat(identity))
         del identity
         block = panel[:, start:stop]
-        scale = TargetScale(max(TargetScale.of(columns).exponent, panel_norm[1]))
-        norm, exponent = scaled_norm(scale.normalise(columns) - scale.normalise(block))
-        residuals.append((norm, exponent + scale.exponent))
+        top = max(TargetScale.of(columns).exponent + shift, panel_norm[1])
+        difference = TargetScale(top - shift).normalise(columns) - TargetScale(top).normalise(block)
+        norm, exponent = scaled_norm(difference)
+        residuals.append((norm, exponent + top))
     return hypot_of_scaled(residuals), panel_norm

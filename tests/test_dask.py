@@ -494,6 +494,31 @@ def test_relative_error_of_entries_near_the_largest_float(chunks):
     assert pydebut_dask.relative_error(aslinearoperator(target), lazy) == 0.0
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_errors_of_a_target_at_the_largest_float_are_the_true_errors(dtype):
+    # The operator's columns were built at full scale: entries at the largest float overflowed
+    # in the products of the factors, and the fit and relative_error reported inf where the
+    # fit in memory reports 0.68 (float32: 0.67).
+    chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    signs = np.sign(np.random.default_rng(0).standard_normal(chain.shape))
+    target = (signs * np.finfo(dtype).max * 0.999).astype(dtype)
+    in_memory = fit_hierarchical(target, chain)
+    rel = 1e-12 if dtype == np.float64 else 1e-6
+    assert 0.5 < in_memory.error < 1
+    for chunks in [(8, 2), (8, 8)]:
+        lazy = da.from_array(target, chunks=chunks)
+        assert pydebut_dask.fit_hierarchical(lazy, chain).error == pytest.approx(
+            in_memory.error, rel=rel
+        )
+        error = pydebut_dask.relative_error(in_memory.operator, lazy)
+        assert error == pytest.approx(in_memory.error, rel=rel)
+    # the permutations stay with the operator: op.with_permutations(col_perm=p) is op[:, p]
+    p = np.random.default_rng(1).permutation(8)
+    permuted = in_memory.operator.with_permutations(col_perm=p)
+    error = pydebut_dask.relative_error(permuted, da.from_array(target[:, p], chunks=(8, 2)))
+    assert error == pytest.approx(in_memory.error, rel=rel)
+
+
 def test_relative_error_refuses_a_target_with_non_finite_entries():
     from scipy.sparse.linalg import aslinearoperator
 
