@@ -617,7 +617,10 @@ def test_a_dask_target_of_masked_chunks_is_refused_as_in_memory(dtype, hidden, m
     with pytest.raises(ValueError, match=words):
         fit_hierarchical(target, chain)
     filled = fit_hierarchical(target.filled(0), chain).operator
-    with pytest.raises(ValueError, match=r"the target \(columns 4 to 7\) is a masked array with 1 masked entries, which"):
+    with pytest.raises(
+        ValueError,
+        match=r"the target \(columns 4 to 7\) is a masked array with 1 masked entries, which",
+    ):
         pydebut_dask.relative_error(filled, lazy)
     # masked chunks without masked entries are fitted as the filled target
     unmasked = da.from_array(np.ma.masked_array(target.filled(0)), chunks=(8, 4))
@@ -631,6 +634,16 @@ def test_a_dask_target_of_masked_chunks_is_refused_as_in_memory(dtype, hidden, m
             fit(lazy, chain)
 
 
+def test_the_in_memory_fits_refuse_a_dask_target_of_masked_chunks():
+    # A Dask target was made dense with numpy.asarray, which drops the mask: fit_als and
+    # approximate fitted the hidden 1e20 (errors 4.1e-20 and 6.6e-20).
+    chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
+    lazy = da.from_array(masked_target(), chunks=(8, 4))
+    for fit in [lambda: fit_als(lazy, chain, n_sweeps=1), lambda: approximate(lazy, 40)]:
+        with pytest.raises(ValueError, match="masked array with 1 masked entries, which"):
+            fit()
+
+
 def test_masked_chunks_are_refused_whatever_the_dask_array_declares():
     # A Dask array declared of NumPy arrays whose chunks are masked arrays: the first pass
     # does not count masked entries, the panels are refused as they are read.
@@ -638,7 +651,9 @@ def test_masked_chunks_are_refused_whatever_the_dask_array_declares():
     lazy = da.from_array(masked_target(), chunks=(8, 4), meta=np.empty((0, 0)))
     assert not isinstance(lazy._meta, np.ma.MaskedArray)
     for memory_limit in [0, 2**27]:  # the panels read level by level, or gathered at once
-        with pytest.raises(ValueError, match=r"\(columns 4 to 7\) is a masked array with 1 masked entries"):
+        with pytest.raises(
+            ValueError, match=r"\(columns 4 to 7\) is a masked array with 1 masked entries"
+        ):
             pydebut_dask.fit_hierarchical(lazy, chain, memory_limit=memory_limit)
 
 

@@ -107,11 +107,10 @@ def load_target(
     ValueError
         If it is not 2-D, is empty, does not have the chain's shape, has more
         entries than ``limit`` or than memory holds, is not finite, or is a
-        masked array with masked entries.
+        masked array (or a Dask array of masked arrays) with masked entries.
     """
     if isinstance(target, (str, os.PathLike)):
         target = _load_npy(target)
-    refuse_masked(target, "the target", "a fit")
     if not isinstance(target, np.ndarray) and hasattr(target, "shape"):
         # a Dask array, sparse matrix or LinearOperator: checked before it is made dense
         declared = getattr(target, "dtype", None)
@@ -120,6 +119,9 @@ def load_target(
         if shape_check is not None:
             shape_check(tuple(target.shape))
             shape_check = None
+        if hasattr(target, "compute"):  # a Dask array: its chunks may be masked arrays
+            target = target.compute()
+    refuse_masked(target, "the target", "a fit")
     array = np.asarray(dense_target(target))
     _check_shape(array.shape, array.dtype, chain, limit)
     if shape_check is not None:
