@@ -613,7 +613,7 @@ def test_a_dask_target_of_masked_chunks_is_refused_as_in_memory(dtype, hidden, m
     chain = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
     target = masked_target(dtype, hidden)
     lazy = da.from_array(target, chunks=(8, 4))
-    words = r"masked array with 1 masked entries, .* fill them first \(numpy.ma.filled\)"
+    words = r"masked array with 1 masked entries, .* fill them first \(numpy.ma.filled"
     with pytest.raises(ValueError, match=words):
         fit_hierarchical(target, chain)
     filled = fit_hierarchical(target.filled(0), chain).operator
