@@ -874,12 +874,12 @@ class DeButOperator(LinearOperator):
     def __rmatmul__(self, x: Any) -> Any:
         if sp.issparse(x):
             return _sparse.sparse_times(x, self)
-        refuse_masked(x, "x", "the operator")  # SciPy's product drops the mask (np.asarray)
-        return super().__rmatmul__(x)
+        return super().__rmatmul__(x)  # through __rmul__
 
     def __rmul__(self, x: Any) -> Any:
         if sp.issparse(x) and not isinstance(x, sp.sparray):  # spmatrix: * is @
             return _sparse.sparse_times(x, self)
+        refuse_masked(x, "x", "the operator")  # SciPy's product drops the mask (np.asarray)
         return super().__rmul__(x)
 
     def __matmul__(self, other: Any) -> Any:

@@ -250,6 +250,7 @@ def test_masked_data_with_masked_entries_is_refused():
         ("x", 1, lambda: op.H @ x),
         ("x", 1, lambda: op.dot(x)),
         ("x", 1, lambda: x @ op),
+        ("x", 1, lambda: x * op),
         ("x", 1, lambda: op.matvec(x)),
         ("x", 1, lambda: op.rmatvec(x)),
         ("x", 1, lambda: op.apply(x)),
