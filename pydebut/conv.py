@@ -65,6 +65,7 @@ def kernel_to_matrix(kernel: Any, layout: Layout = "channel-major") -> np.ndarra
     Returns
     -------
     ndarray, shape (c_out, c_in * kh * kw)
+        A masked array, with the kernel's mask, for a masked kernel.
 
     Examples
     --------
@@ -76,7 +77,7 @@ def kernel_to_matrix(kernel: Any, layout: Layout = "channel-major") -> np.ndarra
     array([[0, 4, 1, 5, 2, 6, 3, 7]])
     """
     _check_layout(layout)
-    kernel = np.asarray(kernel)
+    kernel = _with_mask(kernel)
     if kernel.ndim != 4:
         raise ValueError(f"a kernel has shape (c_out, c_in, kh, kw), got {kernel.shape}")
     if layout == "position-major":
@@ -89,7 +90,8 @@ def matrix_to_kernel(
 ) -> np.ndarray:
     """Fold a ``c_out x (c_in kh kw)`` matrix back into a kernel ``(c_out, c_in, kh, kw)``.
 
-    The inverse of :func:`kernel_to_matrix` for the same ``layout``.
+    The inverse of :func:`kernel_to_matrix` for the same ``layout``; a masked
+    matrix gives a masked kernel.
 
     Examples
     --------
@@ -106,7 +108,7 @@ def matrix_to_kernel(
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     c_in = int(in_channels)
-    matrix = np.asarray(matrix)
+    matrix = _with_mask(matrix)
     if matrix.ndim != 2 or matrix.shape[1] != c_in * kh * kw:
         raise ValueError(
             f"a kernel matrix for {c_in} channels and a {kh} x {kw} kernel has "
@@ -115,6 +117,12 @@ def matrix_to_kernel(
     if layout == "position-major":
         return matrix.reshape(-1, kh, kw, c_in).transpose(0, 3, 1, 2)
     return matrix.reshape(-1, c_in, kh, kw)
+
+
+def _with_mask(array: Any) -> np.ndarray:
+    """``array`` as an ndarray, a masked array keeping its mask (``numpy.asarray`` drops it,
+    and a fit of the result would then take the masked entries at their stored values)."""
+    return array if isinstance(array, np.ma.MaskedArray) else np.asarray(array)
 
 
 def im2col(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pydebut import Chain
+from pydebut import Chain, fit_hierarchical
 from pydebut.conv import LAYOUTS, conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from pydebut.operator import DeButOperator
 
@@ -130,6 +130,20 @@ def test_masked_images_with_masked_entries_are_refused():
         conv2d(x, np.ones((1, 4)), (1, 4))
     with pytest.raises(ValueError, match="with 1 masked entries, which im2col"):
         im2col(x, (1, 4))
+
+
+def test_a_masked_kernel_keeps_its_mask_through_the_unfolding():
+    # numpy.asarray dropped the mask: a fit of the matrix took the masked entry's stored value
+    kernel = np.ma.masked_array(np.arange(16.0).reshape(2, 2, 2, 2), mask=False)
+    kernel[1, 0, 1, 1] = np.ma.masked
+    for layout in LAYOUTS:
+        matrix = kernel_to_matrix(kernel, layout)
+        assert np.ma.count_masked(matrix) == 1
+        np.testing.assert_array_equal(matrix.data, kernel_to_matrix(kernel.data, layout))
+        back = matrix_to_kernel(matrix, 2, 2, layout)
+        np.testing.assert_array_equal(np.ma.getmaskarray(back), np.ma.getmaskarray(kernel))
+    with pytest.raises(ValueError, match="1 masked entries, which a fit would take"):
+        fit_hierarchical(kernel_to_matrix(kernel), Chain([(2, 8, 2, 8, 1)]))
 
 
 def test_a_masked_kernel_matrix_with_masked_entries_is_refused():
