@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from math import inf, prod
 from typing import Any, NamedTuple
 
@@ -592,13 +592,20 @@ _Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 @contextmanager
 def _threads(workers: int) -> Iterator[_Mapper]:
-    """A mapper that runs on ``workers`` threads (on this one if 1). The splits are
-    NumPy products and LAPACK decompositions, which release the GIL."""
+    """A mapper that runs on ``workers`` threads (on this one if 1), under the caller's
+    ``numpy.errstate`` (which is per thread). The splits are NumPy products and LAPACK
+    decompositions, which release the GIL."""
     if workers == 1:
         yield lambda function, items: [function(item) for item in items]
         return
+    errors = np.geterr()
+
+    def under_errstate(function: Callable[[Any], Any], item: Any) -> Any:
+        with np.errstate(**errors):
+            return function(item)
+
     with ThreadPoolExecutor(workers, thread_name_prefix="pydebut-search") as pool:
-        yield lambda function, items: list(pool.map(function, items))
+        yield lambda function, items: list(pool.map(partial(under_errstate, function), items))
 
 
 def usable_cpus() -> int:
