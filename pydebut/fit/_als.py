@@ -246,7 +246,8 @@ class _Sweeper:
         for idx, h_block, sets in zip(
             coupling.rectangles, right.h_rectangles, rectangle_rows, strict=True
         ):
-            flat[idx] = _kronecker_solve(_grams_of_sets(ah, *sets), h_block, flat_rhs[idx])
+            blocks, which = sets
+            flat[idx] = _kronecker_solve(_set_grams(ah, blocks), which, h_block, flat_rhs[idx])
         if self.precision != weights.dtype:
             return weights.astype(self.precision).astype(weights.dtype)
         return weights
@@ -280,13 +281,18 @@ def _grams_of_sets(vectors: np.ndarray, sets: np.ndarray, inverse: np.ndarray) -
     component's rows (8 GiB of them for a factor of 4096 components of 64 rows each, which
     share 64 blocks).
     """
+    return _set_grams(vectors, sets)[inverse]
+
+
+def _set_grams(vectors: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """``out[s, a, b] = <vectors[sets[s, a]], vectors[sets[s, b]]>``, one block per set."""
     size, length = sets.shape[1], vectors.shape[1]
     blocks = np.empty((len(sets), size, size), dtype=vectors.dtype)
     step = max(1, GATHER_CHUNK // (size * length))
     for start in range(0, len(sets), step):
         picked = vectors[sets[start : start + step]]
         blocks[start : start + step] = np.matmul(picked, np.conj(np.swapaxes(picked, -1, -2)))
-    return blocks[inverse]
+    return blocks
 
 
 def _gram_entries(gram: Gram, index: np.ndarray) -> np.ndarray:
@@ -319,8 +325,11 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.einsum("cij,cj->ci", vectors, coefficients)
 
 
-def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Minimum-norm solutions ``X`` of stacked ``g X h = rhs`` (``g``, ``h`` Hermitian PSD).
+def _kronecker_solve(
+    g_blocks: np.ndarray, which: np.ndarray, h: np.ndarray, rhs: np.ndarray
+) -> np.ndarray:
+    """Minimum-norm solutions ``X`` of stacked ``g X h = rhs`` (``g``, ``h`` Hermitian PSD),
+    where ``g = g_blocks[which]``: components that share a block share its decomposition.
 
     The system matrix is the Kronecker product of ``g`` and ``h^T``, whose
     pseudo-inverse is that of ``g`` times that of ``h^T``: with
@@ -328,7 +337,7 @@ def _kronecker_solve(g: np.ndarray, h: np.ndarray, rhs: np.ndarray) -> np.ndarra
     ``X = g^+ rhs h^+ = U [(U^H rhs V) / (lam mu^T)] V^H``, each factor's small
     eigenvalues dropped as in :func:`_pinv_eigen`.
     """
-    lam_inverse, u = _pinv_eigen(g)
+    lam_inverse, u = (part[which] for part in _pinv_eigen(g_blocks))
     mu_inverse, v = _pinv_eigen(h)
     coefficients = np.conj(np.swapaxes(u, -1, -2)) @ rhs @ v
     coefficients *= lam_inverse[:, :, None] * mu_inverse[:, None, :]
