@@ -100,7 +100,8 @@ class _RightData:
     nh: np.ndarray
     h_diag: np.ndarray
     h_blocks: tuple[np.ndarray, ...] = ()
-    h_rectangles: tuple[np.ndarray, ...] = ()
+    # per rectangle, its distinct right blocks and which one each component has
+    h_rectangles: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
 
 class _SparseFactor:
@@ -149,6 +150,12 @@ class _Sweeper:
             )
             for coupling, (rows, _) in zip(self.couplings, self.supports, strict=True)
         ]
+        # and of the rectangles' right Gram blocks (a rectangle's blocks are Kronecker
+        # products: each side is decomposed once per distinct block)
+        self.column_sets = [
+            [_distinct_rows(cols[idx[:, 0, :]]) for idx in coupling.rectangles]
+            for coupling, (_, cols) in zip(self.couplings, self.supports, strict=True)
+        ]
         self.sparse = [_SparseFactor(spec) for spec in chain]
         self.left: list[np.ndarray] = [np.empty(0)] * len(chain)
         self.right: list[_RightData | None] = [None] * len(chain)
@@ -188,7 +195,9 @@ class _Sweeper:
                 nh,
                 gram.diagonal().real,
                 tuple(_gram_entries(gram, cols[idx]) for idx in coupling.groups),
-                tuple(_gram_entries(gram, cols[idx[:, 0, :]]) for idx in coupling.rectangles),
+                tuple(
+                    (_gram_entries(gram, sets), which) for sets, which in self.column_sets[index]
+                ),
             )
             if on_factor is not None:
                 on_factor(index, gram)
@@ -243,11 +252,11 @@ class _Sweeper:
         for idx, h_block, sets in zip(coupling.groups, right.h_blocks, group_rows, strict=True):
             system = _grams_of_sets(ah, *sets) * np.swapaxes(h_block, -1, -2)
             flat[idx] = _min_norm_solve(system, flat_rhs[idx])
-        for idx, h_block, sets in zip(
+        for idx, (h_blocks, h_which), (row_sets, g_which) in zip(
             coupling.rectangles, right.h_rectangles, rectangle_rows, strict=True
         ):
-            blocks, which = sets
-            flat[idx] = _kronecker_solve(_set_grams(ah, blocks), which, h_block, flat_rhs[idx])
+            g_blocks = _set_grams(ah, row_sets)
+            flat[idx] = _kronecker_solve(g_blocks, g_which, h_blocks, h_which, flat_rhs[idx])
         if self.precision != weights.dtype:
             return weights.astype(self.precision).astype(weights.dtype)
         return weights
@@ -326,10 +335,15 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def _kronecker_solve(
-    g_blocks: np.ndarray, which: np.ndarray, h: np.ndarray, rhs: np.ndarray
+    g_blocks: np.ndarray,
+    g_which: np.ndarray,
+    h_blocks: np.ndarray,
+    h_which: np.ndarray,
+    rhs: np.ndarray,
 ) -> np.ndarray:
     """Minimum-norm solutions ``X`` of stacked ``g X h = rhs`` (``g``, ``h`` Hermitian PSD),
-    where ``g = g_blocks[which]``: components that share a block share its decomposition.
+    where ``g = g_blocks[g_which]`` and ``h = h_blocks[h_which]``: components that share a
+    block share its decomposition.
 
     The system matrix is the Kronecker product of ``g`` and ``h^T``, whose
     pseudo-inverse is that of ``g`` times that of ``h^T``: with
@@ -337,8 +351,8 @@ def _kronecker_solve(
     ``X = g^+ rhs h^+ = U [(U^H rhs V) / (lam mu^T)] V^H``, each factor's small
     eigenvalues dropped as in :func:`_pinv_eigen`.
     """
-    lam_inverse, u = (part[which] for part in _pinv_eigen(g_blocks))
-    mu_inverse, v = _pinv_eigen(h)
+    lam_inverse, u = (part[g_which] for part in _pinv_eigen(g_blocks))
+    mu_inverse, v = (part[h_which] for part in _pinv_eigen(h_blocks))
     coefficients = np.conj(np.swapaxes(u, -1, -2)) @ rhs @ v
     coefficients *= lam_inverse[:, :, None] * mu_inverse[:, None, :]
     return u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
