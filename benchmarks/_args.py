@@ -30,6 +30,11 @@ def nonnegative_int(text: str) -> int:
     return _number(text, int, "an integer >= 0", lambda value: value >= 0)
 
 
+def thread_count(text: str) -> int:
+    """A number of threads: at least 1, or -1 for one per CPU."""
+    return _number(text, int, "a positive integer or -1", lambda value: value >= 1 or value == -1)
+
+
 def power_of_two(text: str) -> int:
     return _number(text, int, "a power of two >= 2", lambda v: v >= 2 and v & (v - 1) == 0)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _args import output_file, positive_int
+from _args import output_file, positive_int, thread_count
 from _readme import update_readme
 
 from pydebut import Chain, DeButOperator, approximate, fit_als
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timing", action="store_true", help="only the 512 x 2048 timed case")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=thread_count,
         nargs="+",
         default=[1],
         metavar="N",

@@ -261,8 +261,28 @@ def measure(args: argparse.Namespace) -> list[dict]:
     return records
 
 
+#: The kinds of record this script writes, and the keys every record of a kind has.
+RECORD_KEYS = {
+    "point": {"m", "n", "w", "budget", "permutation", "error", "baseline_error"},
+    "failure": {"m", "n", "w", "budget", "permutation", "message"},
+    "spectrum": {"m", "n", "w", "sigma2"},
+}
+
+
 def load(paths: list[Path]) -> list[dict]:
-    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line]
+    """The records of ``paths`` (JSON lines); ``ValueError`` naming the first line that is
+    not JSON or not a record this script writes."""
+    records = []
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line:
+                continue
+            record = json.loads(line)
+            kind = record.get("kind") if isinstance(record, dict) else None
+            if kind not in RECORD_KEYS or not RECORD_KEYS[kind] <= record.keys():
+                raise ValueError(f"{path}, line {number}, is not a record of this script")
+            records.append(record)
+    return records
 
 
 def with_svd(records: list[dict]) -> list[dict]:

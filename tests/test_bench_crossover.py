@@ -66,6 +66,7 @@ BAD_ARGUMENTS = [
     ("bench_apply.py", ["--budget", "-1"]),
     ("bench_approximate.py", ["--shape", "0", "5"]),
     ("bench_approximate.py", ["--shape", "100", "128"]),
+    ("bench_approximate.py", ["--timing", "--workers", "1", "0"]),  # not after the first
     ("bench_balanced.py", ["--noise", "-1"]),
     ("bench_balanced.py", ["--seeds", "0"]),
     ("bench_beam_width.py", ["0"]),
@@ -95,6 +96,15 @@ def run_script(name: str, arguments: list[str]) -> subprocess.CompletedProcess:
         env=environment,
         cwd=BENCHMARKS.parent.parent,  # not the repository root: no relative defaults
     )
+
+
+def test_a_report_of_other_records_is_refused_in_one_line(tmp_path):
+    # valid JSON, but not a record of the script: a KeyError traceback
+    results = tmp_path / "r.jsonl"
+    results.write_text('{"a": 1}\n')
+    run = run_script("bench_crossover.py", ["--report", str(results)])
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "line 1, is not a record of this script" in run.stderr
 
 
 def test_every_script_is_checked():
