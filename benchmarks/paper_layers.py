@@ -19,9 +19,8 @@ of the error after 10.
 Run from the repository root::
 
     python benchmarks/paper_layers.py                  # print the tables
-    python benchmarks/paper_layers.py --update-readme  # also rewrite the
-                                                       # "## Paper layers" section
-                                                       # of benchmarks/README.md
+    python benchmarks/paper_layers.py --update-readme  # also rewrite its marked
+                                                       # block of benchmarks/README.md
 """
 
 from __future__ import annotations
@@ -29,19 +28,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+from _readme import update_readme
 
 import pydebut
 from pydebut import Chain, fit_als, is_dense, min_param_chain
 from pydebut.special import PAPER_CHAINS
 
-README = Path(__file__).resolve().parent / "README.md"
 HEADING = "## Paper layers"
 SWEEPS = (1, 5, 10)
 AGREE_WITHIN = 0.01  # "5 sweeps suffice": e5 within 1 % of e10
@@ -252,20 +250,12 @@ def section(structure: list[str], fits: list[str], summary: list[str], total: fl
     )
 
 
-def update_readme(text: str, path: Path = README) -> None:
-    current = path.read_text() if path.exists() else ""
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + ("\n\n" if current else "") + text
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--update-readme", action="store_true", help=f"rewrite '{HEADING}' in {README.name}"
+        "--update-readme",
+        action="store_true",
+        help="rewrite the marked paper_layers block of benchmarks/README.md",
     )
     args = parser.parse_args()
     start = time.perf_counter()
@@ -276,8 +266,7 @@ def main() -> None:
     text = section(structure, fits, summary, time.perf_counter() - start)
     print(text)
     if args.update_readme:
-        update_readme(text)
-        print(f"updated {README}")
+        update_readme(text.rstrip("\n"), "paper_layers")
 
 
 if __name__ == "__main__":
