@@ -375,6 +375,9 @@ def print_long_vectors(args) -> None:
     from pydebut import _kernels
 
     threads = numba.get_num_threads()
+    if threads == 1:  # one thread against one thread: noise
+        print("\none vector on all threads: skipped, Numba has one thread (NUMBA_NUM_THREADS=1)")
+        return
     n_parts = 1 << (threads.bit_length() - 1)
     print(f"\nthreading layer {numba.threading_layer()}, load average {os.getloadavg()[0]:.1f}")
     print(

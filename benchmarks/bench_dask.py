@@ -1,6 +1,6 @@
 """Benchmark the Dask back-end: streaming, many fits, out-of-core fits; prints markdown.
 
-Run from the repository root (needs ``pip install -e ".[dask]" zarr psutil``)::
+Run from the repository root (needs ``pip install -e ".[dask]" zarr``)::
 
     python benchmarks/bench_dask.py stream [--columns 10000000] [--chunk 1024]
     python benchmarks/bench_dask.py fits [--count 24]
