@@ -291,17 +291,16 @@ class Chain(Sequence[FactorSpec]):
         items = list(factors)
         if not items:
             raise ValueError("a chain needs at least one factor")
-        specs = tuple(
-            FactorSpec._validated(item, label=f"factor {i} of {len(items)}")
-            for i, item in enumerate(items, start=1)
-        )
-        for i, (left, right) in enumerate(pairwise(specs), start=1):
-            if left.q != right.p:
+        specs: list[FactorSpec] = []  # checked in order: the first broken rule is named
+        for i, item in enumerate(items, start=1):
+            right = FactorSpec._validated(item, label=f"factor {i} of {len(items)}")
+            if specs and specs[-1].q != right.p:
                 raise ValueError(
-                    f"factors {i} and {i + 1} do not connect: q of factor {i} "
-                    f"({shown(left.q)}) != p of factor {i + 1} ({shown(right.p)})"
+                    f"factors {i - 1} and {i} do not connect: q of factor {i - 1} "
+                    f"({shown(specs[-1].q)}) != p of factor {i} ({shown(right.p)})"
                 )
-        self._factors = specs
+            specs.append(right)
+        self._factors = tuple(specs)
 
     @classmethod
     def _connected(cls, factors: tuple[FactorSpec, ...]) -> Chain:

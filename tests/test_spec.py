@@ -100,6 +100,9 @@ def test_mutating_one_field_names_the_factor(chain, data):
 def test_chain_must_connect():
     with pytest.raises(ValueError, match=r"factors 1 and 2 do not connect: q of factor 1 \(8\)"):
         Chain([(4, 8, 1, 2, 4), (4, 4, 2, 2, 1)])
+    # the first broken rule, in order: factor 3's divisibility was named before
+    with pytest.raises(ValueError, match="factors 1 and 2 do not connect"):
+        Chain([(8, 8, 2, 2, 4), (4, 8, 1, 2, 4), (8, 8, 3, 2, 2)])
     with pytest.raises(ValueError, match="at least one factor"):
         Chain([])
     with pytest.raises(TypeError, match="iterable of factors"):
