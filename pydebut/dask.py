@@ -226,14 +226,14 @@ def _fit_one(
 ) -> Any:
     try:
         return _fitting_function(method)(target, spec, **options)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OSError) as err:  # OSError: a target file it cannot read
         named = _naming_target(err, index)
         if named is err:
             raise
         raise named from err
 
 
-def _naming_target(err: TypeError | ValueError, index: int) -> Exception:
+def _naming_target(err: Exception, index: int) -> Exception:
     """``err`` with its message prefixed by ``target {index}: `` (``err`` itself if its
     class takes other arguments than a message)."""
     try:

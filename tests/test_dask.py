@@ -404,6 +404,9 @@ def test_fit_many_names_the_target_a_worker_refuses(tmp_path):
     np.save(path, bad)
     with pytest.raises(ValueError, match="^target 1: the target has non-finite entries"):
         pydebut_dask.fit_many([targets[0], str(path)], chains, n_sweeps=1)
+    # a file the worker cannot read: its OSError named no target
+    with pytest.raises(FileNotFoundError, match="^target 1: .*missing.npy"):
+        pydebut_dask.fit_many([targets[0], str(tmp_path / "missing.npy")], chains, n_sweeps=1)
 
 
 def _on_a_worker(target, spec):
