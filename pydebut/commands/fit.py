@@ -47,6 +47,8 @@ _SEARCH_OPTIONS = (
     ("max-splits", "S", "most split spectra computed per band of parameters"),
     ("workers", "N", "threads computing split spectra, -1 for one per CPU"),
 )
+#: The one value below 1 that an option of --auto takes besides those >= 1.
+_ALSO_TAKES = {"workers": -1}
 
 
 def register(subparsers: Any) -> None:
@@ -171,9 +173,9 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
             "hierarchical factorization"
         )
     for option in given:
-        value = getattr(args, _name(option))
-        if value < 1 and not (option == "workers" and value == -1):
-            raise UsageError(f"--{option} must be >= 1" + (" or -1" if option == "workers" else ""))
+        value, also = getattr(args, _name(option)), _ALSO_TAKES.get(option)
+        if value < 1 and value != also:
+            raise UsageError(f"--{option} must be >= 1" + ("" if also is None else f" or {also}"))
 
 
 def format_approximation(result: ApproximationResult) -> str:
