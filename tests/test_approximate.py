@@ -207,8 +207,6 @@ def test_a_larger_budget_is_never_worse(name, budgets, seed):
     assert second.error <= first.error
     # the mechanism, in the search of D and in that of D^H (the answer is the better of the
     # two): the smaller budget's search and fits are part of the larger one's
-    from pydebut.fit import _search
-
     passes = _search._passes
     for adjoint in (False, True):
         with pytest.MonkeyPatch.context() as patch:
@@ -271,8 +269,6 @@ def test_a_budget_that_holds_the_dense_matrix_returns_it_without_a_search(
     # The one-factor dense chain is exact from m n weights on, yet the search ran over every
     # band up to m n (a 256 x 256 kernel at 65,536: 20,440 split spectra, 99 s, 1.1 GB), and
     # at 131,072 the full-rank SVD, with twice the weights of D, won on rounding.
-    from pydebut.fit import _search
-
     monkeypatch.setattr(_search._BeamSearch, "run", lambda self, each: pytest.fail("searched"))
     monkeypatch.setattr(_search, "_fit", lambda *args: pytest.fail("fitted"))
     target = 3 * smooth_kernel(16, 32, scale=60.0)
@@ -306,8 +302,6 @@ def test_the_search_checks_and_sizes_chain_objects_only_for_the_chains_it_fits(m
     # every chain met is recorded with its weights; a Chain is validated and its n_params summed
     # only for the chains fitted (the explored list is built from validated factors), not once
     # or more for each of the thousands recorded
-    from pydebut.fit import _search
-
     counts = {"validated": 0, "n_params": 0, "fits": 0}
     init, n_params, fit = Chain.__init__, Chain.n_params.fget, _search._fit
 
@@ -615,8 +609,6 @@ def test_chains_fit_als_refuses_keep_their_hierarchical_factorization(monkeypatc
 def test_the_baseline_survives_a_divide_and_conquer_svd_failure(monkeypatch):
     # gesdd can fail to converge on finite matrices (seen single-threaded on a 256 x 256
     # bit-reversed oscillatory kernel); the baseline then comes from gesvd.
-    from pydebut.fit import _search
-
     target = smooth_kernel(32, 64)
     expected = approximate(target, 600, n_sweeps=0, rng=0).baseline
 
@@ -672,8 +664,6 @@ def test_permutation_auto_at_budgets_below_the_search_ladder_top(shape, budget):
 
 
 def test_an_included_chain_no_fit_can_take_is_refused_before_the_search(monkeypatch):
-    from pydebut.fit import _search
-
     # It was refused by fit_als after the whole search (12 s for a 128 x 128 target), unnamed.
     target = np.random.default_rng(0).standard_normal((64, 64))
     wide = 2048  # the target's shape, outside the hierarchical family, couples too many weights
