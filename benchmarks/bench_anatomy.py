@@ -3,7 +3,7 @@
 Run from the repository root, on one core for steady numbers::
 
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c 1 \\
-        python benchmarks/bench_anatomy.py [steps] [memory] [warm] [--quick]
+        python benchmarks/bench_anatomy.py [steps] [memory] [warm] [passes] [lone] [--quick]
 
 **steps.** The 2x2-group kernel (``pydebut._kernels.lanes_2x2_group``) runs
 four butterfly factors (``t = 1, 2, 4, 8``) on a 256-row window that stays in
@@ -28,6 +28,14 @@ copying 32 MiB measure the page faults and the memory bandwidth alone.
 ``bench_apply.py`` and for dense GEMM there) or :data:`WARM_BLOCKS` different
 ones in turn (read from and written to memory): the time per column says what
 memory adds to a batch that is not already in cache.
+
+**passes.** Each pass of the 4096 butterfly's and the 512 x 2048 chain's batch
+plans alone, at 64 float64 columns, beside the whole chain and a copy of ``x``.
+
+**lone.** A square 2x2 factor that joins no group, run by the batched kernel
+(``pydebut._kernels.apply_chain_chunks``, :data:`CALLS_PER_TIMING` calls from
+one compiled loop) as a group of one and alone through the general kernel, as
+the plan runs it (``pydebut._batched._groups``), in float32, float64 and complex128.
 
 Timings are interleaved round by round (``bench_apply.time_interleaved``) and
 the medians are reported; on a shared machine the differences between rows
@@ -260,9 +268,65 @@ def passes_section(rounds: int, budget: float) -> None:
             print(f"| {name} | {label} | {seconds * 1e6:,.0f} us | {rate} |")
 
 
+#: The lone 2x2 factors of the lone section, (rows, t), at these columns and dtypes.
+LONE_FACTORS = ((512, 1), (512, 256), (4096, 1), (4096, 64))
+LONE_WIDTHS = (2, 8, 16, 64, 256)
+LONE_DTYPES = ("float32", "float64", "complex128")
+
+
+@numba.njit(nogil=True)
+def repeat_chunks(repeats, *arguments):  # pragma: no cover - compiled by Numba
+    """``apply_chain_chunks(*arguments)``, ``repeats`` times in one compiled loop."""
+    for _ in range(repeats):
+        _kernels.apply_chain_chunks(*arguments)
+
+
+def lone_plans(spec: FactorSpec, weights: np.ndarray) -> dict[str, _batched.BatchPlan]:
+    """One 2x2 factor as a group of one (``k = 1``) and alone through the general kernel."""
+    specs = np.array([spec.as_tuple()], dtype=np.int64)
+    ts = specs[:, 4]
+    rows = _batched._group_rows(ts)
+    packed = _batched._pack_group(specs, [weights], rows).astype(weights.dtype)
+    group = _batched.BatchPlan(specs, np.array([[0, 1, 0, 0]]), rows, packed, {})
+    offsets = np.array([0, weights.size])
+    return {"group of one": group, "general": _batched.make_batch_plan(specs, offsets, weights)}
+
+
+def lone_section(rounds: int, budget: float) -> None:
+    """A lone square 2x2 factor as a group of one against the general kernel (why it runs alone)."""
+    print("\n## A lone 2x2 factor: group of one against the general kernel (kernel calls)\n")
+    print("| dtype | rows | t | columns | group of one | general | group / general |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    rng = np.random.default_rng(0)
+    for dtype, (p, t), width in itertools.product(LONE_DTYPES, LONE_FACTORS, LONE_WIDTHS):
+        spec = FactorSpec(p, p, 2, 2, t)
+        weights = rng.standard_normal(spec.nnz).astype(dtype)
+        x = aligned_empty((p, width), dtype)
+        x[...] = rng.standard_normal(x.shape)
+        out = aligned_empty(x.shape, dtype)
+        expected = apply_chain(Chain([spec]), [weights.reshape(spec.weight_shape)], x)
+        calls = {}
+        for name, plan in lone_plans(spec, weights).items():
+            split = _batched.layout(plan, width)
+            work = aligned_empty(split.work_shape, split.work_dtype)
+            arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work)
+            arguments += (split.width, split.part_rows, False, 0)
+            _kernels.apply_chain_chunks(*arguments)
+            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+            calls[name] = lambda arguments=arguments: repeat_chunks(CALLS_PER_TIMING, *arguments)
+        median, _ = time_interleaved(calls, rounds, budget)
+        group, general = (median[name] / CALLS_PER_TIMING for name in calls)
+        print(
+            f"| {dtype} | {p} | {t} | {width} | {group * 1e6:.2f} us | {general * 1e6:.2f} us "
+            f"| {group / general:.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", help="steps, memory, warm, passes (default: all)")
+    parser.add_argument(
+        "sections", nargs="*", help="steps, memory, warm, passes, lone (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
     known = {
@@ -270,6 +334,7 @@ def main() -> None:
         "memory": memory_section,
         "warm": warm_section,
         "passes": passes_section,
+        "lone": lone_section,
     }
     sections = args.sections or list(known)
     if set(sections) - set(known):
