@@ -1494,7 +1494,7 @@ def _pass_rows(specs, passes, index):  # pragma: no cover
     return specs[l, 1], specs[l + max(k, 1) - 1, 0]
 
 
-@_jit()
+@_jit(inline="always")
 def lanes_pass(
     specs, passes, rows, weights, index, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     stream,
@@ -1510,6 +1510,10 @@ def lanes_pass(
     and output row ``i`` row ``i - row0[1]`` of ``dst``. ``stream`` asks a
     group to write ``dst`` past the caches (:func:`lanes_2x2_group`); a lone
     factor writes it through them.
+
+    Inlined where it is called, once per part of each pass: as a compiled call
+    it cost 80-170 ns more per call (a phase of two lone 2x2 factors in 128
+    parts at 8 float64 columns took 74-104 us per window, inlined 52-60 us).
     """
     l, k, w_start, r_start = passes[index, 0], passes[index, 1], passes[index, 2], passes[index, 3]  # noqa: E741
     p, r, s, t = specs[l, 0], specs[l, 2], specs[l, 3], specs[l, 4]
