@@ -19,11 +19,11 @@ and :func:`conv2d` applies the kernel matrix to those patches with one
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from scipy.sparse.linalg import aslinearoperator
 
 from ._memory import check_fits_in_memory
@@ -152,6 +152,8 @@ def im2col(
         Column ``(b * out_h + y) * out_w + x`` is the patch of output pixel
         ``(y, x)`` of image ``b``, where
         ``out_h = (height + 2 pad_h - dil_h (kh - 1) - 1) // stride_h + 1``.
+        It is the only allocation: the padded images are never made, so a
+        large padding costs only the patches it adds.
 
     Raises
     ------
@@ -177,7 +179,9 @@ def im2col(
     refuse_masked(x, "x (the images)", "im2col")
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
-    return geometry.unfold(x, layout)
+    rows = x.shape[1] * geometry.kernel[0] * geometry.kernel[1]
+    geometry.check_fits_in_memory(x, rows * x.dtype.itemsize, f"unfolding into {rows} patch rows")
+    return geometry.unfold(x, layout, x.dtype)
 
 
 @dataclass(frozen=True)
@@ -212,41 +216,76 @@ class _Geometry:
         out = tuple(
             (p - span) // step + 1 for p, span, step in zip(padded, spans, steps, strict=True)
         )
-        batch, channels = x.shape[:2]
-        patches = channels * kernel[0] * kernel[1] * batch * out[0] * out[1]
-        check_fits_in_memory(
-            (batch * channels * padded[0] * padded[1] + patches) * x.dtype.itemsize,
-            f"unfolding {batch} x {channels} images of {padded[0]} x {padded[1]} padded "
-            f"pixels into {patches:,} patch entries",
-            "pass fewer images at a time, or less padding",
-        )
         # A stride beyond the padded input gives one output; capping it keeps the
-        # window strides within the index range.
+        # slices' steps within the index range.
         steps = tuple(min(step, p) for step, p in zip(steps, padded, strict=True))
         return cls(kernel, steps, pads, dilations, out)
 
-    def unfold(self, x: np.ndarray, layout: str) -> np.ndarray:
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-            self.kernel,
-            self.stride,
-            self.padding,
-            self.dilation,
-        )
-        out_h, out_w = self.out
+    def check_fits_in_memory(self, x: np.ndarray, bytes_per_column: int, what: str) -> None:
+        """Refuse up front when ``what`` needs more than this machine's memory.
+
+        Parameters
+        ----------
+        x : ndarray, shape (batch, c_in, height, width)
+            The images.
+        bytes_per_column : int
+            Bytes allocated per output pixel of each image.
+        what : str
+            The work, named in the refusal.
+        """
         batch, channels = x.shape[:2]
-        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        s_b, s_c, s_h, s_w = padded.strides
-        windows = as_strided(
-            padded,
-            shape=(batch, channels, out_h, out_w, kh, kw),
-            strides=(s_b, s_c, s_h * sh, s_w * sw, s_h * dh, s_w * dw),
-            writeable=False,
+        out_h, out_w = self.out
+        check_fits_in_memory(
+            batch * out_h * out_w * bytes_per_column,
+            f"{what} of {batch} x {channels} images at {out_h} x {out_w} output pixels",
+            "pass fewer images at a time, a larger stride, or less padding",
         )
+
+    def unfold(self, x: np.ndarray, layout: str, dtype: np.dtype) -> np.ndarray:
+        """The patches of ``x`` in ``dtype``, without making the padded images.
+
+        For each kernel offset ``(i, j)``, the output pixels whose tap reads inside
+        the images copy it from ``x``; the others keep the zero of the padding.
+        Allocates the patches only, which the caller checks beforehand.
+        """
+        kh, kw = self.kernel
+        out_h, out_w = self.out
+        batch, channels, height, width = x.shape
         if layout == "channel-major":
-            patches = windows.transpose(1, 4, 5, 0, 2, 3)
+            patches = np.zeros((channels, kh, kw, batch, out_h, out_w), dtype)
+            by_offset = patches.transpose(1, 2, 3, 0, 4, 5)
         else:
-            patches = windows.transpose(4, 5, 1, 0, 2, 3)
+            patches = np.zeros((kh, kw, channels, batch, out_h, out_w), dtype)
+            by_offset = patches.transpose(0, 1, 3, 2, 4, 5)
+        if patches.size:  # each offset then copies at least one entry: time ~ patches
+            column_taps = list(self._taps(1, width))
+            for i, out_rows, rows in self._taps(0, height):
+                for j, out_cols, cols in column_taps:
+                    by_offset[i, j, :, :, out_rows, out_cols] = x[:, :, rows, cols]
         return patches.reshape(channels * kh * kw, batch * out_h * out_w)
+
+    def _taps(self, axis: int, size: int) -> Iterator[tuple[int, slice, slice]]:
+        """The kernel offsets along ``axis`` that read inside images of ``size`` pixels.
+
+        Yields
+        ------
+        offset : int
+            Kernel offset ``i``; output position ``y`` reads pixel
+            ``y * stride + i * dilation - padding`` of the unpadded images.
+        out_positions : slice
+            The output positions whose pixel lies in ``0 .. size - 1``.
+        pixels : slice
+            The pixels they read, in the same order.
+        """
+        step, out = self.stride[axis], self.out[axis]
+        for i in range(self.kernel[axis]):
+            start = i * self.dilation[axis] - self.padding[axis]  # read by position 0
+            first = max(0, -(start // step))  # ceil(-start / step)
+            stop = min(out, (size - 1 - start) // step + 1)
+            if first < stop:
+                pixel = start + first * step
+                last = pixel + (stop - 1 - first) * step
+                yield i, slice(first, stop), slice(pixel, last + 1, step)
 
 
 def conv2d(
@@ -326,7 +365,14 @@ def conv2d(
             f"the kernel matrix has {op.shape[1]} columns but {x.shape[1]} channels with a "
             f"{geometry.kernel[0]} x {geometry.kernel[1]} kernel need {n_cols}"
         )
-    if x.dtype.kind in "biu" and op.dtype.kind in "biu":
-        x = x.astype(np.result_type(x.dtype, op.dtype, np.int64))
-    out = np.asarray(op.matmat(geometry.unfold(x, layout)))
+    dtype = x.dtype
+    if dtype.kind in "biu" and op.dtype.kind in "biu":
+        dtype = np.result_type(dtype, op.dtype, np.int64)
+    out_dtype = np.result_type(dtype, op.dtype)
+    geometry.check_fits_in_memory(
+        x,
+        n_cols * dtype.itemsize + op.shape[0] * out_dtype.itemsize,
+        f"unfolding into {n_cols} patch rows and convolving into {op.shape[0]} channels",
+    )
+    out = np.asarray(op.matmat(geometry.unfold(x, layout, dtype)))
     return out.reshape(op.shape[0], x.shape[0], *geometry.out).transpose(1, 0, 2, 3)

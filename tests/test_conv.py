@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,36 @@ def test_integer_images_and_kernels_are_summed_without_wrapping():
     got = conv2d(x, kernel_to_matrix(kernel), 1)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, np.full((1, 2, 3, 3), 16 * 255 * 127))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_padding_costs_the_patches_not_the_padded_images(layout):
+    # np.pad made the padded images first: 3.2 GB for the one entry of a 1 x 1 image with
+    # padding 10000 and stride 20001, here 17 MB for patches of 2 KiB
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 3, 4))
+    kernel = rng.standard_normal((2, 3, 3, 3))
+    stride, padding, dilation = (1, 601), (300, 300), (300, 300)
+    tracemalloc.start()
+    try:
+        patches = im2col(x, 3, stride, padding, dilation, layout)
+        got = conv2d(x, kernel_to_matrix(kernel, layout), 3, stride, padding, dilation, layout)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert patches.shape == (27, 6)
+    assert peak < 2**16
+    expected = direct_conv2d(x, kernel, stride, padding, dilation)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_huge_image_unfolds_in_the_size_of_its_patches():
+    # refused as 1 TiB of padded images (conv2d: 8 TiB of int64 images) for one patch entry
+    x = np.broadcast_to(np.int8(3), (1, 1, 2**20, 2**20))
+    np.testing.assert_array_equal(im2col(x, 1, stride=2**20), [[3]])
+    np.testing.assert_array_equal(conv2d(x, np.full((1, 1), 2, np.int8), 1, stride=2**20), 6)
+    with pytest.raises(ValueError, match="a larger stride, or less padding"):
+        im2col(x, 1)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
