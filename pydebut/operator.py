@@ -23,6 +23,8 @@ __all__ = ["DeButOperator"]
 
 #: The dtypes the kernels are compiled for.
 SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.complex64, np.complex128))
+#: Random weights drawn at a time by :meth:`DeButOperator.random` (1 MiB of float64).
+GAUSSIAN_BLOCK = 2**17
 
 
 def _supported_dtype(dtype: DTypeLike, what: str) -> np.dtype:
@@ -99,13 +101,30 @@ def _factor_label(chain: Chain, index: int) -> str:
     return f"factor {index + 1} of {len(chain)} {spec!r}".replace("FactorSpec", "", 1)
 
 
-def _check_weights_fit(n_params: int, itemsize: int) -> None:
-    """Refuse ``n_params`` weights of ``itemsize`` bytes beyond this machine's memory."""
+def _check_weights_fit(n_params: int, itemsize: int, spare: int = 0) -> None:
+    """Refuse ``n_params`` weights of ``itemsize`` bytes beyond this machine's memory,
+    with ``spare`` more held while they are built."""
+    held = f" (and {format_count(spare)} more while it is built)" if spare else ""
     check_fits_in_memory(
-        n_params * itemsize,
-        f"an operator with {format_count(n_params)} weights",
+        (n_params + spare) * itemsize,
+        f"an operator with {format_count(n_params)} weights{held}",
         "choose a smaller chain",
     )
+
+
+def _fill_gaussian(out: np.ndarray, generator: np.random.Generator, *factors: float) -> None:
+    """Fill the real array ``out`` with ``z * factors[0] * factors[1] ...``, ``z`` standard normal.
+
+    ``z`` is drawn in float64 in C order, a block at a time, and multiplied by the
+    factors in turn, so the values are those of ``generator.standard_normal(out.shape)``
+    times each factor, rounded to ``out.dtype``, without a temporary of ``out``'s size.
+    """
+    flat = out.reshape(-1)  # a view: ``out`` is C-ordered or the real/imag part of such
+    for start in range(0, flat.size, GAUSSIAN_BLOCK):
+        z = generator.standard_normal(min(GAUSSIAN_BLOCK, flat.size - start))
+        for factor in factors:
+            z *= factor
+        flat[start : start + z.size] = z
 
 
 def _weights_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
@@ -186,12 +205,17 @@ def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) ->
 
 
 def _immutable(array: np.ndarray) -> np.ndarray:
-    """A C-ordered copy backed by an immutable ``bytes`` buffer.
+    """A C-ordered copy backed by an immutable ``bytes`` buffer (``array`` itself if it is one).
 
     Setting ``flags.writeable = True`` fails on it, on its ``base`` and on any
     view of it, so the operator's weights cannot drift from its cached plans.
     ``tobytes`` writes the bytes in C order whatever the layout: one copy.
     """
+    base, writeable = array, False
+    while isinstance(base, np.ndarray):  # (unpickled arrays are writeable over bytes)
+        base, writeable = base.base, writeable or base.flags.writeable
+    if isinstance(base, bytes) and not writeable and array.flags.c_contiguous:
+        return array
     frozen = np.frombuffer(array.tobytes(), dtype=array.dtype)
     return frozen.reshape(array.shape)
 
@@ -481,16 +505,21 @@ class DeButOperator(LinearOperator):
         """
         chain = chain if isinstance(chain, Chain) else Chain(chain)
         dtype = _supported_dtype(dtype, "DeButOperator.random")
-        _check_weights_fit(chain.n_params, dtype.itemsize)
+        # each factor is drawn, then frozen (copied) before the next: both copies of the largest
+        _check_weights_fit(chain.n_params, dtype.itemsize, max(f.nnz for f in chain))
         generator = random_generator(rng)
         weights = []
         for spec in chain:
             scale = 1.0 / np.sqrt(spec.s)
-            w = generator.standard_normal(spec.weight_shape)
-            if dtype.kind == "c":
-                w = (w + 1j * generator.standard_normal(spec.weight_shape)) / np.sqrt(2)
-            weights.append((scale * w).astype(dtype))
-        return cls(chain, weights, dtype)
+            w = np.empty(spec.weight_shape, dtype)
+            if dtype.kind == "c":  # NumPy's (x + 1j y) / sqrt(2) multiplies by 1 / sqrt(2)
+                _fill_gaussian(w.real, generator, 1.0 / np.sqrt(2), scale)
+                _fill_gaussian(w.imag, generator, 1.0 / np.sqrt(2), scale)
+            else:
+                _fill_gaussian(w, generator, scale)
+            weights.append(_immutable(w))
+            del w
+        return cls(chain, weights, dtype, check_finite=False)
 
     @classmethod
     def identity(

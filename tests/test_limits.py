@@ -328,7 +328,7 @@ def test_sizes_of_more_than_4300_digits_are_named_in_the_error(make):
 
 def test_the_memory_check_comes_before_the_allocation(monkeypatch):
     monkeypatch.setattr(memory_module, "physical_memory", lambda: 4000)
-    chain = [(64, 64, 8, 8, 1)] * 2  # 512 weights each: 8 KiB in float64
+    chain = [(64, 64, 8, 8, 1)] * 2  # 512 weights each: 8 KiB in float64, 12 KiB while built
     calls = []
 
     class Recorder:
@@ -338,7 +338,7 @@ def test_the_memory_check_comes_before_the_allocation(monkeypatch):
 
     monkeypatch.setattr(np.random, "default_rng", lambda seed=None: Recorder())
     with pytest.raises(
-        ValueError, match=re.escape("needs 8 KiB, more than this machine's memory (3.91 KiB)")
+        ValueError, match=re.escape("needs 12 KiB, more than this machine's memory (3.91 KiB)")
     ):
         DeButOperator.random(chain)
     assert not calls

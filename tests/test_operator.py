@@ -350,6 +350,46 @@ def test_random_scaling_gives_unit_variance_entries():
     assert all(np.array_equal(a, b) for a, b in zip(op.weights, same.weights))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_random_weights_are_scaled_gaussians_drawn_factor_by_factor(dtype):
+    # the values drawn in blocks are bit for bit those of whole-array draws (seeded results
+    # depend on them); a factor of 3 * 2**16 + 1 weights spans two blocks of 2**17
+    chain = Chain([(2 * 98305, 2 * 98305, 2, 2, 98305), (2 * 98305, 4 * 98305, 1, 2, 98305)])
+    op = DeButOperator.random(chain, rng=3, dtype=dtype)
+    generator = np.random.default_rng(3)
+    for spec, got in zip(chain, op.weights, strict=True):
+        w = generator.standard_normal(spec.weight_shape)
+        if np.dtype(dtype).kind == "c":
+            w = (w + 1j * generator.standard_normal(spec.weight_shape)) / np.sqrt(2)
+        assert got.tobytes() == ((1.0 / np.sqrt(spec.s)) * w).astype(dtype).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+def test_random_holds_little_more_than_its_weights(dtype):
+    # drawn in float64 and scaled into temporaries, 16 MiB of weights peaked at 3x (float64,
+    # complex128) or 5x (float32, complex64); now: the weights, one factor's copy and a block
+    import tracemalloc
+
+    n = 2**24 // 8 // np.dtype(dtype).itemsize
+    chain = Chain([(n, n, 1, 1, n)] * 8)
+    tracemalloc.start()
+    try:
+        op = DeButOperator.random(chain, rng=0, dtype=dtype)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sum(w.nbytes for w in op.weights) == 2**24
+    assert peak < 1.3 * 2**24
+
+
+def test_random_refuses_up_front_what_it_cannot_build(monkeypatch):
+    # 1000 float64 weights fit in 12000 bytes, but each factor is drawn, then frozen (copied)
+    monkeypatch.setattr("pydebut._memory.physical_memory", lambda: 12000)
+    with pytest.raises(ValueError, match=r"1,000 weights \(and 1,000 more while it is built\) "):
+        DeButOperator.random([(1000, 1000, 1, 1, 1000)])
+    assert DeButOperator.random([(500, 500, 1, 1, 500)]).shape == (500, 500)
+
+
 def test_identity():
     chain = Chain.from_factorizations([2, 3, 2], [2, 3, 2])
     assert np.array_equal(DeButOperator.identity(chain).toarray(), np.eye(12))
