@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import warnings
@@ -287,6 +288,26 @@ def test_include_adds_candidates():
     carried = approximate(target, 240, n_sweeps=1, include=[chain], rng=0)
     assert carried.error <= plain.error
     assert carried.error <= fit_hierarchical(target, chain).error
+
+
+def test_include_is_read_up_to_a_limit_and_each_chain_fitted_once(monkeypatch):
+    target = smooth_kernel(16, 32, scale=60.0)
+    chain = Chain.from_factorizations([4, 4], [4, 8])
+    # an endless iterator was read until MemoryError
+    with pytest.raises(ValueError, match=r"more than MAX_INCLUDE=1024 chains: list each chain"):
+        approximate(target, 240, include=itertools.repeat(chain))
+    fitted = []
+    fit = _search._fit
+    monkeypatch.setattr(
+        _search, "_fit", lambda matrix, c, *args: fitted.append(c) or fit(matrix, c, *args)
+    )
+    once = approximate(target, 240, n_sweeps=1, include=[chain], rng=0)
+    times = len(fitted)
+    assert chain in fitted
+    fitted.clear()
+    repeated = approximate(target, 240, n_sweeps=1, include=[chain] * 1024, rng=0)
+    assert len(fitted) == times  # 1023 more fits of the same chain before
+    assert repeated.chain == once.chain and repeated.error == once.error
 
 
 def test_same_rng_same_result():

@@ -75,6 +75,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
+from itertools import islice
 from math import inf, prod
 from typing import Any, NamedTuple
 
@@ -109,6 +110,8 @@ MAX_ENTRIES = 1 << 28
 #: are scored by a range finder instead of Gram eigenvalues.
 SKETCH_FACTOR = 2
 SKETCH_MARGIN = 8
+#: Most chains ``include`` may give (distinct or repeated); each distinct one is fitted.
+MAX_INCLUDE = 1024
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,9 @@ def approximate(
         ``m n``: from there on the dense chain is exact and nothing is fitted);
         they are candidates like the fitted chains of the search. One outside the
         hierarchical family is fitted by :func:`fit_als` alone, and refused
-        before the search if ALS cannot update its factors.
+        before the search if ALS cannot update its factors. At most
+        ``MAX_INCLUDE`` (1024) items are read (more: ``ValueError``); a chain
+        given twice is fitted once.
     permutation : None or "auto", default None
         None searches chains for ``D`` itself. ``"auto"`` also searches, for
         each pair of :func:`candidate_permutations` (bit reversals of the rows
@@ -441,6 +446,7 @@ def approximate(
     )
     matrix = _checked_target(target, options, included)
     m, n = matrix.shape
+    included = list(dict.fromkeys(included))  # each distinct chain fitted once
     included += [c for c in butterfly_candidates(m, n, options) if c not in included]
     generator = random_generator(rng)
     # one seed per purpose, drawn before any work: nothing below depends on the order of work
@@ -742,12 +748,18 @@ def _rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) ->
 
 
 def _checked_chains(chains: Iterable[Any]) -> list[Chain]:
-    """``include`` as a list, every item a Chain (their shapes: :func:`_check_shapes`)."""
+    """``include`` as a list of at most :data:`MAX_INCLUDE` items, every one a Chain
+    (their shapes: :func:`_check_shapes`)."""
     if isinstance(chains, (Chain, str, bytes)) or not isinstance(chains, Iterable):
         raise TypeError(
             f"include must be an iterable of Chain (e.g. [chain]), got {type(chains).__name__}"
         )
-    checked = list(chains)
+    checked = list(islice(chains, MAX_INCLUDE + 1))  # an endless iterator ends here
+    if len(checked) > MAX_INCLUDE:
+        raise ValueError(
+            f"include gives more than MAX_INCLUDE={MAX_INCLUDE} chains: list each chain once, "
+            "and only those worth a fit each"
+        )
     for index, chain in enumerate(checked):
         if not isinstance(chain, Chain):
             raise TypeError(f"include[{index}] must be a Chain, got {type(chain).__name__}")
