@@ -2,7 +2,8 @@
 
 The product of a DeBut chain is dense in general (every chainable chain's is),
 so :func:`tosparse` is bounded: it refuses up front when the product, or a
-partial product on the way, could hold more than ``max_nnz`` nonzeros. A
+partial product on the way, could hold more than ``max_nnz`` nonzeros, or more
+bytes than this machine's memory. A
 product with a sparse matrix is a dense ndarray, computed a block of columns
 (or rows) at a time so that the sparse operand is never densified whole.
 """
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from ._memory import check_fits_in_memory
 
 if TYPE_CHECKING:
     from .operator import DeButOperator
@@ -57,13 +60,21 @@ def tosparse(op: DeButOperator, format: str = "csr", max_nnz: int = MAX_NNZ) -> 
     if isinstance(max_nnz, bool) or not isinstance(max_nnz, (int, np.integer)) or max_nnz < 0:
         raise ValueError(f"max_nnz must be a non-negative integer, got {max_nnz!r}")
     bound = nnz_bound(op.chain)
+    m, n = op.shape
     if bound > max_nnz:
-        m, n = op.shape
         raise ValueError(
             f"the {m} x {n} product of this chain (or a partial product on the way) may hold "
             f"up to {bound:,} nonzeros, above max_nnz={max_nnz:,}; raise max_nnz if that fits "
             "in memory, or apply the operator (op @ x) instead of forming it"
         )
+    # values and int64 indices (SciPy's above 2**31 nonzeros) of a partial product and the next
+    index = np.dtype(np.int64).itemsize
+    check_fits_in_memory(
+        2 * (bound * (op.dtype.itemsize + index) + (max(m, n) + 1) * index),
+        f"the sparse {m} x {n} product (up to {bound:,} nonzeros, formed from a partial "
+        "product as large)",
+        "apply the operator (op @ x) instead of forming it",
+    )
     factors = sparse_factors(op)
     product = factors[0]
     for factor in factors[1:]:

@@ -785,7 +785,9 @@ class DeButOperator(LinearOperator):
             Refuse (``ValueError``, before any work) when the product, or a
             partial product ``F_1 ... F_l`` formed on the way, may hold more
             nonzeros than this. A chainable chain's product is dense, so its
-            bound is ``m * n``.
+            bound is ``m * n``. Whatever ``max_nnz``, refuse also when two
+            sparse arrays of that many nonzeros (a partial product and the
+            next) would not fit in this machine's memory.
 
         Examples
         --------

@@ -75,6 +75,17 @@ def test_tosparse_refuses_huge_products_before_any_work():
             small.tosparse(**bad)
 
 
+def test_tosparse_refuses_up_front_what_memory_cannot_hold(monkeypatch):
+    # a raised max_nnz was the only bound: hadamard(2**20).tosparse(max_nnz=2**50) ran on
+    # towards 2**40 nonzeros (about 12 TiB)
+    small = DeButOperator.random(CHAINS["chainable"], rng=0)  # 144 nonzeros: 2 * 2,408 bytes
+    monkeypatch.setattr("pydebut._memory.physical_memory", lambda: 4815)
+    with pytest.raises(ValueError, match=r"12 x 12 product \(up to 144 nonzeros.* needs 4.7 KiB"):
+        small.tosparse(max_nnz=2**50)
+    monkeypatch.setattr("pydebut._memory.physical_memory", lambda: 4816)
+    assert small.tosparse(max_nnz=2**50).nnz == 144
+
+
 @pytest.mark.parametrize("name", list(CHAINS))
 @pytest.mark.parametrize("kind", [sp.csr_array, sp.csc_matrix, sp.coo_array])
 def test_products_with_sparse_matrices_are_dense_arrays(name, kind):
