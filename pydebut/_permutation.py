@@ -95,8 +95,8 @@ def bit_reversal(n: int) -> np.ndarray:
     TypeError
         If ``n`` is not an integer.
     ValueError
-        If ``n`` is not a power of two, or the permutation and its halves (``2 n``
-        int64 entries) would not fit in memory.
+        If ``n`` is not a power of two, or the permutation (``n`` int64
+        entries, built in place) would not fit in memory.
 
     Examples
     --------
@@ -104,10 +104,13 @@ def bit_reversal(n: int) -> np.ndarray:
     [0, 4, 2, 6, 1, 5, 3, 7]
     """
     n = 2 ** log2_exact(n, "n", "bit_reversal", smallest=1)
-    check_fits_in_memory(2 * n * 8, f"bit_reversal({shown(n)})", "ask for a smaller n")
-    perm = np.zeros(1, dtype=np.int64)
-    while perm.shape[0] < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
-        perm = np.concatenate([2 * perm, 2 * perm + 1])
+    check_fits_in_memory(n * 8, f"bit_reversal({shown(n)})", "ask for a smaller n")
+    perm = np.zeros(n, dtype=np.int64)
+    half = 1
+    while half < n:  # rev_{2h}(i) = 2 rev_h(i) for i < h, 2 rev_h(i - h) + 1 after
+        perm[:half] *= 2
+        np.add(perm[:half], 1, out=perm[half : 2 * half])
+        half *= 2
     return perm
 
 
@@ -132,12 +135,18 @@ def candidate_permutations(m: int, n: int) -> dict[str, PermutationPair]:
     (True, [0, 2, 1, 3])
     """
 
-    def reversal(size: int) -> np.ndarray | None:
-        return bit_reversal(size) if size > 2 and not size & (size - 1) else None
+    def reversible(size: int) -> bool:
+        return size > 2 and not size & (size - 1)
 
     m = _as_positive_int(m, "m", "candidate_permutations")
     n = _as_positive_int(n, "n", "candidate_permutations")
-    rows, cols = reversal(m), reversal(n)
+    check_fits_in_memory(  # both bit reversals are held at once, 8 bytes an entry
+        8 * (m * reversible(m) + n * reversible(n)),
+        f"candidate_permutations({shown(m)}, {shown(n)})",
+        "ask for smaller powers of two",
+    )
+    rows = bit_reversal(m) if reversible(m) else None
+    cols = bit_reversal(n) if reversible(n) else None
     candidates: dict[str, PermutationPair] = {"identity": (None, None)}
     if cols is not None:
         candidates["bitrev-cols"] = (None, cols)

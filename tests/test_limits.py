@@ -293,8 +293,8 @@ HUGE = 2**40
         (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support_indices(), "support indices"),
         (lambda: DeButOperator.random([(2**20, 2**20, 1, 1, 1)]).toarray(), "dense 1048576"),
         (lambda: aligned_empty((HUGE, 8)), f"aligned_empty(({HUGE}, 8), float64) needs 64 TiB"),
-        (lambda: bit_reversal(HUGE), f"bit_reversal({HUGE}) needs 16 TiB"),
-        (lambda: candidate_permutations(HUGE, 8), f"bit_reversal({HUGE})"),
+        (lambda: bit_reversal(HUGE), f"bit_reversal({HUGE}) needs 8 TiB"),
+        (lambda: candidate_permutations(HUGE, 8), f"candidate_permutations({HUGE}, 8) needs 8 TiB"),
         # sizes beyond a float's range, and counts beyond 4300 digits (Python will not print them)
         (lambda: hadamard(2**3000), "about 2**3012 weights needs about 2**3015 bytes"),
         (lambda: dft(2**14000), "about 2**14014 weights needs about 2**14018 bytes"),

@@ -270,6 +270,27 @@ def test_candidate_permutations():
     assert np.array_equal(rows, bit_reversal(8)) and np.array_equal(cols, bit_reversal(16))
 
 
+def test_candidate_permutations_count_both_reversals_up_front(monkeypatch):
+    # each bit reversal checked its own peak (2n entries; 2.5n measured) while the rows'
+    # was held as the columns' was built: candidate_permutations(2**30, 2**30) peaked at
+    # about 28 GiB, checked as 16 GiB. Now built in place: n entries each, both checked.
+    import tracemalloc
+
+    n = 2**16
+    tracemalloc.start()
+    try:
+        rows, cols = candidate_permutations(n, n)["bitrev-both"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows.nbytes + cols.nbytes == 16 * n and peak < 1.1 * 16 * n
+    assert np.array_equal(rows, [int(f"{i:016b}"[::-1], 2) for i in range(n)])
+    monkeypatch.setattr("pydebut._memory.physical_memory", lambda: 16 * 1024 - 1)
+    with pytest.raises(ValueError, match=r"candidate_permutations\(1024, 1024\) needs 16 KiB"):
+        candidate_permutations(1024, 1024)
+    assert list(candidate_permutations(1024, 6)) == ["identity", "bitrev-rows"]
+
+
 def test_fit_rejects_a_bad_permutation_argument():
     chain = butterfly_chain(8)
     with pytest.raises(ValueError, match="permutation must be None, 'auto' or a pair"):
