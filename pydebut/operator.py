@@ -102,8 +102,10 @@ def _factor_label(chain: Chain, index: int) -> str:
 
 
 def _check_weights_fit(n_params: int, itemsize: int, spare: int = 0) -> None:
-    """Refuse ``n_params`` weights of ``itemsize`` bytes beyond this machine's memory,
-    with ``spare`` more held while they are built."""
+    """Refuse ``n_params`` weights of ``itemsize`` bytes beyond this machine's memory.
+
+    ``spare`` more weights are held at once while they are built.
+    """
     held = f" (and {format_count(spare)} more while it is built)" if spare else ""
     check_fits_in_memory(
         (n_params + spare) * itemsize,

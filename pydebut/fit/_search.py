@@ -748,8 +748,7 @@ def _rank_weighted_chain(m: int, n: int, choices: list[tuple[int, int, int]]) ->
 
 
 def _checked_chains(chains: Iterable[Any]) -> list[Chain]:
-    """``include`` as a list of at most :data:`MAX_INCLUDE` items, every one a Chain
-    (their shapes: :func:`_check_shapes`)."""
+    """``include`` as a list of at most :data:`MAX_INCLUDE` Chains (see :func:`_check_shapes`)."""
     if isinstance(chains, (Chain, str, bytes)) or not isinstance(chains, Iterable):
         raise TypeError(
             f"include must be an iterable of Chain (e.g. [chain]), got {type(chains).__name__}"
