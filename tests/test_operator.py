@@ -2,6 +2,7 @@
 
 import pickle
 import re
+import tracemalloc
 import weakref
 
 import numpy as np
@@ -368,8 +369,6 @@ def test_random_weights_are_scaled_gaussians_drawn_factor_by_factor(dtype):
 def test_random_holds_little_more_than_its_weights(dtype):
     # drawn in float64 and scaled into temporaries, 16 MiB of weights peaked at 3x (float64,
     # complex128) or 5x (float32, complex64); now: the weights, one factor's copy and a block
-    import tracemalloc
-
     n = 2**24 // 8 // np.dtype(dtype).itemsize
     chain = Chain([(n, n, 1, 1, n)] * 8)
     tracemalloc.start()

@@ -1,5 +1,7 @@
 """Row and column permutations carried by DeButOperator, and the exact DFT."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -274,8 +276,6 @@ def test_candidate_permutations_count_both_reversals_up_front(monkeypatch):
     # each bit reversal checked its own peak (2n entries; 2.5n measured) while the rows'
     # was held as the columns' was built: candidate_permutations(2**30, 2**30) peaked at
     # about 28 GiB, checked as 16 GiB. Now built in place: n entries each, both checked.
-    import tracemalloc
-
     n = 2**16
     tracemalloc.start()
     try:
