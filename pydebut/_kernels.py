@@ -995,9 +995,31 @@ def _radix4_lane_of(radix2_lane, per_row):
     return _jit(inline="always")(radix4_lane)
 
 
+_radix4_lane = _radix4_lane_of(_radix2_lane, 1)
+
+
+@_jit(inline="always")
+def _radix8_lane(m, x):  # pragma: no cover
+    """Three radix-2 steps on eight rows: radix-4 on rows 0-3 and 4-7, then pairs ``(i, i + 4)``.
+
+    ``m[:16]`` and ``m[16:32]`` are the radix-4 steps' matrices, ``m[32:48]``
+    those of the pairs ``(0, 4)`` to ``(3, 7)``: the order in which a radix-4
+    step then a radix-2 step take them (:func:`_group_step`), so the same
+    products and sums in the same order.
+    """
+    low = _radix4_lane(m[:16], x[:4])
+    high = _radix4_lane(m[16:32], x[4:])
+    y0, y4 = _radix2_lane(m[32:36], (low[0], high[0]))
+    y1, y5 = _radix2_lane(m[36:40], (low[1], high[1]))
+    y2, y6 = _radix2_lane(m[40:44], (low[2], high[2]))
+    y3, y7 = _radix2_lane(m[44:48], (low[3], high[3]))
+    return y0, y1, y2, y3, y4, y5, y6, y7
+
+
 _each_radix2 = _lanewise(_radix2_lane, fold_tail=True)
 _each_radix2_planes = _lanewise(_radix2_planes_lane, planes=True)
-_each_radix4 = _lanewise(_radix4_lane_of(_radix2_lane, 1), fold_tail=True)
+_each_radix4 = _lanewise(_radix4_lane, fold_tail=True)
+_each_radix8 = _lanewise(_radix8_lane, fold_tail=True)
 _each_radix4_planes = _lanewise(_radix4_lane_of(_radix2_planes_lane, 2), planes=True)
 
 
@@ -1156,20 +1178,74 @@ def _group_pass(
                 _stream_rows(scratch, last_half, dst, base - row0[1], rows, n, d0, lanes)
 
 
+@_jit(inline="always")
+def _eight_rows(array, base, rows, mapped, col, lanes):  # pragma: no cover
+    """Rows ``base + rows[i]`` (``base + i`` unless ``mapped``) of ``array``, ``i < 8``."""
+    return (
+        _row(array, base + (_at(rows, 0) if mapped else 0), col, lanes),
+        _row(array, base + (_at(rows, 1) if mapped else 1), col, lanes),
+        _row(array, base + (_at(rows, 2) if mapped else 2), col, lanes),
+        _row(array, base + (_at(rows, 3) if mapped else 3), col, lanes),
+        _row(array, base + (_at(rows, 4) if mapped else 4), col, lanes),
+        _row(array, base + (_at(rows, 5) if mapped else 5), col, lanes),
+        _row(array, base + (_at(rows, 6) if mapped else 6), col, lanes),
+        _row(array, base + (_at(rows, 7) if mapped else 7), col, lanes),
+    )
+
+
+@_jit(fastmath={"contract"})
+def _radix8_pass(
+    p, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0, stream
+):  # pragma: no cover
+    """:func:`_group_pass` of three factors on real rows, as one radix-8 step per sub-problem.
+
+    The eight rows go from ``src`` to ``dst`` (to ``scratch``, then
+    :func:`_stream_rows`, with ``stream``) in one sweep over the columns,
+    where a radix-4 step and a radix-2 step through scratch loaded and
+    stored every row twice and paid the set-up of six mixes, not one.
+    Compiled on its own, not inlined into :func:`lanes_2x2_group`: inlined,
+    Numba's typing of its tuples took about 30 s more per dtype on a cold
+    cache; a call per pass costs nothing measurable.
+    """
+    n_blocks = p // (8 * t)
+    for block in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
+        for alpha in range(t):
+            j = w_start + (block * t + alpha) * 48
+            a = block * 8 * t + alpha - row0[0]
+            b = block * 8 * t + alpha - row0[1]
+            m = (
+                _matrix(weights, j) + _matrix(weights, j + 4) + _matrix(weights, j + 8)
+                + _matrix(weights, j + 12) + _matrix(weights, j + 16) + _matrix(weights, j + 20)
+                + _matrix(weights, j + 24) + _matrix(weights, j + 28) + _matrix(weights, j + 32)
+                + _matrix(weights, j + 36) + _matrix(weights, j + 40) + _matrix(weights, j + 44)
+            )  # fmt: skip
+            sources = _eight_rows(src, a, rows, True, s0, lanes)
+            if stream:
+                _each_radix8(m, sources, _eight_rows(scratch, 0, rows, False, 0, lanes))
+                _stream_rows(scratch, 0, dst, b, rows, 8, d0, lanes)
+            else:
+                _each_radix8(m, sources, _eight_rows(dst, b, rows, True, d0, lanes))
+
+
 def _group_pass_of_k(
     p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     stream,
 ):  # pragma: no cover - typed by _group_pass_of_k_typed  # fmt: skip
-    """:func:`_group_pass`, with ``k = 4`` a constant on real rows (see :func:`lanes_2x2_group`)."""
+    """:func:`_group_pass`; on real rows ``k = 4`` a constant, ``k = 3`` :func:`_radix8_pass`."""
 
 
-def _group_pass_constant_four(
+def _group_pass_real(
     p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     stream,
 ):  # pragma: no cover  # fmt: skip
     if k == 4:
         _group_pass(
             p, 4, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
+            row0, stream,
+        )  # fmt: skip
+    elif k == 3:
+        _radix8_pass(
+            p, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
             row0, stream,
         )  # fmt: skip
     else:
@@ -1186,7 +1262,7 @@ def _group_pass_of_k_typed(
 ):  # fmt: skip
     if _split_planes(weights.dtype, src.dtype):
         return _group_pass.py_func
-    return _group_pass_constant_four
+    return _group_pass_real
 
 
 @_jit(fastmath={"contract"})
@@ -1201,7 +1277,8 @@ def lanes_2x2_group(
     rows ``b n t + alpha + rows[i]`` (``i < n``), where the plan has ordered
     ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
     For each sub-problem the factors run as radix-4 steps (bits ``2j`` and
-    ``2j + 1``; a radix-2 step last when ``k`` is odd) from ``src`` through
+    ``2j + 1``; a radix-2 step last when ``k`` is odd; three factors on real
+    rows as one radix-8 step, :func:`_radix8_pass`) from ``src`` through
     the two halves of ``scratch``, of shape ``(2 MAX_GROUP_ROWS, columns)``
     with at least ``lanes`` columns, which stay in L1 (128 float64 columns take
     32 KiB), to ``dst``: the window is read and written once for all ``k``
@@ -1223,9 +1300,12 @@ def lanes_2x2_group(
     once per sub-problem, where a ``k`` known only at run time costs each
     mix about 2 ns more (the 4096 butterfly: 1.28-1.43x faster at 8 and 16
     columns, 1.12x at 64; benchmarks/README.md). The second copy of the body
-    costs 3-8 s more compile time per dtype. Split planes keep one body,
-    as do other ``k``: their copies measured 0.91-0.96x (complex128, ``k = 4``)
-    and 0.80-0.95x (real, ``k = 3``).
+    costs 3-8 s more compile time per dtype. Split planes keep one body:
+    its copy measured 0.91-0.96x (complex128, ``k = 4``). Three factors on
+    real rows took longer than four, as a radix-4 step and a radix-2 step
+    through scratch; as one radix-8 step the 512 x 2048 chain ran
+    1.10-1.22x faster at 16 to 256 float64 columns (benchmarks/README.md),
+    where a copy of the body with ``k = 3`` constant had measured 0.80-0.95x.
     """
     _group_pass_of_k(
         p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,

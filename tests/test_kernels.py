@@ -392,9 +392,13 @@ def test_chains_with_2x2_groups_match_reference(case, dtype):
     assert [(first, k) for first, k, _, _ in batch_plan(plan).passes.tolist()] == groups
     for batch, n_workers, width in [(1, 1, 1), (7, 2, 3), (37, 3, 8), (64, 2, 32), (70, 1, 64)]:
         x = random_array(rng, (p, batch), dtype)
+        outs = []
         for group, part_rows in [(True, 1), (False, 1), (True, 2 * p // 8), (False, 4 * p)]:
-            out = run_matrix(plan, x, n_workers, width, group, part_rows)
-            assert_chain_close(out, chain, weights, x)
+            outs.append(run_matrix(plan, x, n_workers, width, group, part_rows))
+            assert_chain_close(outs[-1], chain, weights, x)
+        # a group takes the same products and sums in the same order as its factors alone
+        for out in outs[1:]:
+            np.testing.assert_array_equal(out, outs[0])
     x = random_array(rng, p, dtype)
     assert_chain_close(run_vector(plan, x, dtype), chain, weights, x)
     for n_parts in (2, 3, 5):
