@@ -1,5 +1,6 @@
 """The command-line skeleton and ``pydebut demo``."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -120,6 +121,27 @@ def test_help_explains_options_and_terms(capsys, command, words):
     text = " ".join(capsys.readouterr().out.split())
     for word in words:
         assert word in text
+
+
+def test_chains_kind_help_states_the_library_defaults(capsys):
+    # Before: the help called monotonic "the default of the library's chain design",
+    # but enumerate_chains and count_chains default to any.
+    with pytest.raises(SystemExit):
+        main(["chains", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    stated = {
+        "monotonic": "monotonic, as min_param_chain and pareto_front choose",
+        "any": "enumerate_chains and count_chains default to any",
+    }
+    functions = (
+        pydebut.min_param_chain,
+        pydebut.pareto_front,
+        pydebut.enumerate_chains,
+        pydebut.count_chains,
+    )
+    for function in functions:
+        default = inspect.signature(function).parameters["kind"].default
+        assert function.__name__ in stated[default] and stated[default] in text
 
 
 def test_one_number_format_across_commands(capsys):

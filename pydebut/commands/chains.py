@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--kind",
         choices=KINDS,
         default="monotonic",
-        help="kind of chain (monotonic, the default of the library's chain design)",
+        help="kind of chain (monotonic, as min_param_chain and pareto_front choose; "
+        "enumerate_chains and count_chains default to any)",
     )
     parser.add_argument("--max-params", type=integer, metavar="P", help="largest parameter count")
     parser.add_argument("--max-dim", type=integer, metavar="D", help="largest dimension")
