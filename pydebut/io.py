@@ -237,7 +237,8 @@ def load(
     hint = npz_path(name)
     if not name.exists() and hint != name and hint.exists():
         raise FileNotFoundError(
-            f"no file {name}, but {name.name}.npz exists: load() takes the name save() returned"
+            f"no file {name}, but {hint.name} exists: load() takes the name of the file save() "
+            "wrote, pydebut.io.npz_path(path)"
         )
     with open(name, "rb", opener=_open_without_waiting) as handle:
         return _load_archive(handle, name, max_bytes, check_finite)

@@ -39,7 +39,9 @@ def test_save_adds_npz_as_numpy_does(tmp_path, name):
 def test_load_takes_the_real_name_and_says_so(tmp_path):
     op = DeButOperator.random(CHAINS["chainable"], rng=0)
     save(str(tmp_path / "op"), op)
-    with pytest.raises(FileNotFoundError, match=r"but op\.npz exists"):
+    with pytest.raises(
+        FileNotFoundError, match=r"but op\.npz exists: .* pydebut\.io\.npz_path\(path\)"
+    ):
         load(tmp_path / "op")
 
 
