@@ -92,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; by default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The command's status (0 on success; ``check`` gives 1 for a chain
+        that is not dense), ``EXIT_USAGE`` (2) for a usage or input error,
+        ``EXIT_BUG`` (3) for an internal error, 130 when interrupted and 141
+        when the reader of standard output went away.
+
     Examples
     --------
     >>> main(["check", "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1", "--format", "json"])

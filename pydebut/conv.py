@@ -93,6 +93,21 @@ def matrix_to_kernel(
     The inverse of :func:`kernel_to_matrix` for the same ``layout``; a masked
     matrix gives a masked kernel.
 
+    Parameters
+    ----------
+    matrix : array_like, shape (c_out, c_in * kh * kw)
+    in_channels : int
+        ``c_in``, at least 1.
+    kernel_size : int or (int, int)
+        ``(kh, kw)``, each at least 1; an int stands for both.
+    layout : {"channel-major", "position-major"}
+        Column order of ``matrix``, see the module notes.
+
+    Returns
+    -------
+    ndarray, shape (c_out, c_in, kh, kw)
+        A masked array, with the matrix's mask, for a masked matrix.
+
     Examples
     --------
     >>> import numpy as np

@@ -532,6 +532,12 @@ class DeButOperator(LinearOperator):
         Possible when every factor is square (``p = q``, hence ``r = s``):
         ``W[b, rho, sigma, alpha] = 1`` if ``rho == sigma`` else ``0``.
 
+        Parameters
+        ----------
+        chain : Chain or sequence of (p, q, r, s, t)
+        dtype : dtype, default float64
+            float32, float64, complex64 or complex128.
+
         Raises
         ------
         ValueError
@@ -643,7 +649,16 @@ class DeButOperator(LinearOperator):
 
     @classmethod
     def from_faust(cls, faust: Any, chain: Any = None) -> DeButOperator:
-        """Operator from a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.from_faust`."""
+        """Operator from a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.from_faust`.
+
+        Parameters
+        ----------
+        faust : pyfaust.Faust
+            Its factors must each have a DeBut support.
+        chain : Chain or sequence of (p, q, r, s, t), optional
+            The factors' shapes; by default the smallest DeBut shape holding
+            each factor's nonzeros.
+        """
         from .faust import from_faust
 
         return from_faust(faust, chain)

@@ -509,6 +509,11 @@ class Chain(Sequence[FactorSpec]):
         ``R_shapes`` lists ``[p, q, r, s, t]`` starting with the factor applied
         to the input first, i.e. right to left.
 
+        Parameters
+        ----------
+        r_shapes : sequence of [p, q, r, s, t]
+            The layer's ``R_shapes``, one row per factor, right to left.
+
         Examples
         --------
         >>> Chain.from_r_shapes([[4, 4, 2, 2, 1], [4, 4, 2, 2, 2]])

@@ -80,6 +80,38 @@ def test_api_page_lists_every_public_name_and_limit():
     assert not missing, f"docs/api.rst does not list {missing}"
 
 
+def _documented_parameters(obj: object) -> set[str]:
+    """Names listed in the numpydoc ``Parameters`` section of ``obj``'s docstring."""
+    doc = inspect.getdoc(obj) or ""
+    section = re.search(r"^Parameters\n-+\n(.*?)(?=^\w[\w ]*\n-+\n|\Z)", doc, re.S | re.M)
+    lines = section.group(1).splitlines() if section else []
+    return {
+        name.strip()
+        for line in lines
+        if line and not line[0].isspace()
+        for name in line.split(":")[0].split(",")
+    }
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("pydebut.conv", "matrix_to_kernel"),
+        ("pydebut", "DeButOperator.identity"),
+        ("pydebut", "DeButOperator.from_faust"),
+        ("pydebut", "Chain.from_r_shapes"),
+        ("pydebut.cli", "main"),
+    ],
+)
+def test_parameters_section_names_every_parameter(module, name):
+    # Before: these five had no Parameters section.
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    parameters = set(inspect.signature(obj).parameters) - {"self", "cls"}
+    assert parameters <= _documented_parameters(obj), f"{module}.{name}"
+
+
 # --- docs/check_html.py: what a reader without network sees ---------------------------
 
 _spec = importlib.util.spec_from_file_location("check_html", DOCS / "check_html.py")
