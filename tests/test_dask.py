@@ -668,7 +668,10 @@ def test_relative_error_of_any_linear_operator():
     rng = np.random.default_rng(5)
     target = random_target((24, 40), rng, np.complex128)
     lazy = da.from_array(target, chunks=(24, 7))
-    for approx in [random_target((24, 40), rng), random_array((24, 40), density=0.2, rng=rng)]:
+    for approx in [
+        random_target((24, 40), rng),
+        random_array((24, 40), density=0.2, random_state=rng),
+    ]:
         dense = approx if isinstance(approx, np.ndarray) else approx.toarray()
         exact = np.linalg.norm(target - dense) / np.linalg.norm(target)
         error = pydebut_dask.relative_error(aslinearoperator(approx), lazy)
