@@ -1304,7 +1304,7 @@ def lanes_2x2_group(
     its copy measured 0.91-0.96x (complex128, ``k = 4``). Three factors on
     real rows took longer than four, as a radix-4 step and a radix-2 step
     through scratch; as one radix-8 step the 512 x 2048 chain ran
-    1.10-1.22x faster at 16 to 256 float64 columns (benchmarks/README.md),
+    1.07-1.14x faster at 8 to 256 float64 columns (benchmarks/README.md),
     where a copy of the body with ``k = 3`` constant had measured 0.80-0.95x.
     """
     _group_pass_of_k(
