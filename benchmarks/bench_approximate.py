@@ -214,22 +214,23 @@ def figure(rows: list[Row], path: Path) -> None:
     print(f"figure saved: {path}")
 
 
-def timed_case(options: dict, workers: list[int]) -> str:
-    """The issue's case: the smooth kernel at 512 x 2048 and 25,600 parameters, searched
-    on each number of ``workers`` threads in turn (the answer must not change)."""
-    x, y = np.linspace(0, 1, 512), np.linspace(0, 1, 2048)
+def timed_case(options: dict, workers: list[int], shape: tuple[int, int], budget: int) -> str:
+    """The smooth kernel ``exp(-30 (x - y)^2)`` of ``shape`` within ``budget`` parameters,
+    searched on each number of ``workers`` threads in turn (the answer must not change)."""
+    m, n = shape
+    x, y = np.linspace(0, 1, m), np.linspace(0, 1, n)
     kernel = np.exp(-30 * (x[:, None] - y) ** 2)
     lines, first = [], None
     for count in workers:
         start, cpu = time.perf_counter(), time.process_time()
-        result = approximate(kernel, 25_600, rng=0, progress=True, workers=count, **options)
+        result = approximate(kernel, budget, rng=0, progress=True, workers=count, **options)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         if first is None:
             first = (seconds, result)
         elif not np.array_equal(result.operator.toarray(), first[1].operator.toarray()):
             raise AssertionError(f"workers={count} gave another answer than workers={workers[0]}")
         lines.append(
-            f"512 x 2048 smooth kernel, 25,600 params, workers={count}: {seconds:.1f} s "
+            f"{m} x {n} smooth kernel, {budget:,} params, workers={count}: {seconds:.1f} s "
             f"({cpu:.1f} s CPU; {first[0] / seconds:.2f}x workers={workers[0]}), error "
             f"{result.error:.3g} (SVD {result.baseline.error:.3g}), chain "
             f"{result.chain.to_sup_sub()}"
@@ -248,9 +249,22 @@ def main(argv: list[str] | None = None) -> None:
         metavar=("M", "N"),
         help="size of the suite, M a power of two (Hadamard and DFT are M x M) and the "
         f"smallest budget, {min(BUDGETS) * 100:g}%% of M N, at least M + N (a rank-one "
-        "product); default 512 2048; --quick: 64 128",
+        "product); default 512 2048; --quick: 64 128; with --timing, the kernel's size, "
+        "any M and N",
     )
-    parser.add_argument("--timing", action="store_true", help="only the 512 x 2048 timed case")
+    parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="only the timed case: the smooth kernel, 512 x 2048 (or --shape) at 25,600 "
+        "parameters (or --budget)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --timing: largest number of parameters (default 25,600)",
+    )
     parser.add_argument(
         "--workers",
         type=thread_count,
@@ -267,8 +281,11 @@ def main(argv: list[str] | None = None) -> None:
     options = {"n_sweeps": 2 if args.quick else 5}
     if args.workers != [1] and not args.timing:
         parser.error("--workers applies to --timing")
+    if args.budget is not None and not args.timing:
+        parser.error("--budget applies to --timing")
     if args.timing:
-        print(timed_case(options, args.workers))
+        shape = tuple(args.shape or (512, 2048))
+        print(timed_case(options, args.workers, shape, args.budget or 25_600))
         return
     m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
     if m & (m - 1) or int(min(BUDGETS) * m * n) < m + n:

@@ -67,6 +67,8 @@ BAD_ARGUMENTS = [
     ("bench_approximate.py", ["--shape", "0", "5"]),
     ("bench_approximate.py", ["--shape", "100", "128"]),
     ("bench_approximate.py", ["--timing", "--workers", "1", "0"]),  # not after the first
+    ("bench_approximate.py", ["--budget", "600"]),  # without --timing
+    ("bench_approximate.py", ["--timing", "--budget", "0"]),
     ("bench_balanced.py", ["--noise", "-1"]),
     ("bench_balanced.py", ["--seeds", "0"]),
     ("bench_beam_width.py", ["0"]),
