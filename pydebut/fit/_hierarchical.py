@@ -16,6 +16,7 @@ from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 import numpy as np
+import scipy.linalg
 
 from .._memory import check_fits_in_memory
 from .._permutation import candidate_permutations, check_permutation, unpermute
@@ -401,8 +402,24 @@ def _leading_vectors(blocks: np.ndarray, kept: int) -> np.ndarray:
 
 
 def _top_eigenvectors(gram: np.ndarray, kept: int) -> np.ndarray:
-    """Eigenvectors of the ``kept`` largest eigenvalues of Hermitian ``gram``, largest first."""
+    """Eigenvectors of the ``kept`` largest eigenvalues of Hermitian ``gram``, largest first.
+
+    ``gram`` has shape ``(..., side, side)``. A few large matrices of which few
+    vectors are kept (``side > 4 kept``, at most 16 matrices) have only those
+    computed, by bisection and inverse iteration (LAPACK's default subset solver,
+    MRRR, can return too few vectors where the top eigenvalues coincide, as for a
+    DFT, whose Gram matrix is a multiple of the identity); the rest, or a subset
+    that still came back short, by the full decomposition.
+    """
     side = gram.shape[-1]
+    stacked = gram.reshape(-1, side, side)
+    if 0 < kept and side > 4 * kept and len(stacked) <= 16:
+        top = [
+            scipy.linalg.eigh(g, subset_by_index=[side - kept, side - 1], driver="evx")[1]
+            for g in stacked
+        ]
+        if all(vectors.shape == (side, kept) for vectors in top):
+            return np.stack(top).reshape(*gram.shape[:-1], kept)[..., ::-1]
     return np.linalg.eigh(gram)[1][..., side - kept :][..., ::-1]
 
 

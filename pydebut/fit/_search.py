@@ -88,7 +88,7 @@ from ..operator import DeButOperator, random_generator
 from ..spec import Chain, FactorSpec, shown
 from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
 from ._common import TargetScale, as_working, load_target, progress_bars, working_dtype
-from ._hierarchical import _fits_through_transpose, _Split, fit_hierarchical
+from ._hierarchical import _fits_through_transpose, _leading_vectors, _Split, fit_hierarchical
 
 __all__ = [
     "ApproximationResult",
@@ -1122,32 +1122,18 @@ def _right_part(entries: np.ndarray, split: _Split) -> np.ndarray:
     """The right part ``U^H M`` of :func:`fit_hierarchical`'s split, up to a unitary
     mixing of the kept rows of each sub-block (which leaves later splits unchanged).
 
-    The kept subspace comes from the top eigenvectors of the smaller Gram matrix
-    (through ``M V`` and a QR when the columns are fewer); for a few large
-    blocks only the top ``w`` eigenvectors are computed.
+    ``U`` comes from :func:`~pydebut.fit._hierarchical._leading_vectors`, without the
+    phases :func:`fit_hierarchical` gives its columns (the search needs only the
+    subspace).
     """
     rows, cols, rank = split.R1, split.S2, split.w
     blocks = np.ascontiguousarray(split.blocks(entries)).reshape(-1, rows, cols)
-    adjoint = np.swapaxes(blocks, -1, -2).conj()
-    side, kept = min(rows, cols), min(rank, rows, cols)
-    gram = blocks @ adjoint if rows <= cols else adjoint @ blocks
-    vectors = None
-    if side > 4 * kept and len(gram) <= 16:
-        # LAPACK's default (MRRR) subset solver can return too few vectors when the top
-        # eigenvalues coincide (a DFT's Gram is a multiple of the identity): use bisection and
-        # inverse iteration, and the full solver if even that comes back short.
-        top = [
-            scipy.linalg.eigh(g, subset_by_index=[side - kept, side - 1], driver="evx")[1]
-            for g in gram
-        ]
-        if all(t.shape == (side, kept) for t in top):
-            vectors = np.stack(top)
-    if vectors is None:
-        vectors = np.linalg.eigh(gram)[1][..., side - kept :]
-    basis = vectors if rows <= cols else np.linalg.qr(blocks @ vectors)[0]
+    kept = min(rank, rows, cols)
+    # smallest kept singular value first, the order the search's results were pinned in
+    # (another order rounds later spectra differently: a few splits decide otherwise)
+    basis_h = np.swapaxes(_leading_vectors(blocks, kept)[..., ::-1], -1, -2).conj()
     right = np.zeros((split.k * split.C1, rank * split.B2, cols, split.t), dtype=blocks.dtype)
     shape = (split.k, split.C1, split.B2, split.t, kept, cols)
-    basis_h = np.swapaxes(basis, -1, -2).conj()
     split.right_blocks(right)[..., :kept, :] = (basis_h @ blocks).reshape(shape)
     return right
 
