@@ -126,6 +126,27 @@ def candidate_permutations(m: int, n: int) -> dict[str, PermutationPair]:
     put in bit-reversed order. Each value is ``(row_perm, col_perm)`` in the
     convention of :class:`~pydebut.DeButOperator` (None for the identity).
 
+    Parameters
+    ----------
+    m, n : int
+        Shape of the target, positive. A side of 1 or 2 gets no bit reversal:
+        there it is the identity.
+
+    Returns
+    -------
+    dict of str to (ndarray or None, ndarray or None)
+        ``"identity"`` always, then those of ``"bitrev-cols"``, ``"bitrev-rows"``
+        and ``"bitrev-both"`` that apply, in that order; the permutations are
+        int64 arrays.
+
+    Raises
+    ------
+    TypeError
+        If ``m`` or ``n`` is not an integer.
+    ValueError
+        If ``m`` or ``n`` is not positive, or the bit reversals would not fit
+        in memory.
+
     Examples
     --------
     >>> sorted(candidate_permutations(8, 6))

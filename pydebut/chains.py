@@ -93,11 +93,21 @@ def rank_weights(chain: Chain | Iterable[Any]) -> tuple[int, ...] | None:
     (``c_L = s_L``), every ``r_l = b_l w_{l-1}`` and ``s_l = c_l w_l`` for
     integers ``w_l >= 1`` (``w_0 = w_L = 1``). The weights are then unique.
 
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
     Returns
     -------
     tuple of int or None
         ``(w_1, ..., w_{L-1})``, all ones for a chainable chain; ``None``
         when the chain is not in the family.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain (as :class:`~pydebut.Chain` checks it).
 
     Examples
     --------
@@ -161,6 +171,20 @@ class ChainClass:
 
 def classify(chain: Chain | Iterable[Any]) -> ChainClass:
     """Classify a chain: chainable, kind, and membership of the rank-weighted family.
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
+    Returns
+    -------
+    ChainClass
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain (as :class:`~pydebut.Chain` checks it).
 
     Examples
     --------
@@ -267,6 +291,31 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
     ``"bulging"``, 3 otherwise). Requests above ``MAX_GRAPH_MOVES`` are
     refused. ``m`` and ``n`` must be below ``2**40`` (``MAX_SIZE``), as for
     the searches: factorizing them is then quick.
+
+    Parameters
+    ----------
+    m, n : int
+        Shape of the product, positive and below ``2**40``.
+    n_factors : int
+        Number of factors ``L``, positive (a single factor is one move).
+    kind : {"any", "monotonic", "bulging", "other"}, default "any"
+        The kind filter of the search.
+    rank : int, default 1
+        Largest rank weight ``w_l`` of the search, positive.
+
+    Returns
+    -------
+    int
+        The bound; it is not compared with ``MAX_GRAPH_MOVES`` here.
+
+    Raises
+    ------
+    TypeError
+        If ``m``, ``n``, ``n_factors`` or ``rank`` is not an integer (booleans
+        and floats are refused).
+    ValueError
+        If one of them is not positive, ``m`` or ``n`` is ``2**40`` or more, or
+        ``kind`` is none of the four.
 
     Examples
     --------

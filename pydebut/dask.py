@@ -575,6 +575,19 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
     products with unit vectors of length ``n``: for a wide target (``m < n``)
     about ``n / m`` times a pass over the target.
 
+    Parameters
+    ----------
+    operator : DeButOperator or LinearOperator, shape (m, n)
+        The approximation.
+    target : dask.array.Array, shape (m, n)
+        The matrix ``D``, of a numeric dtype, in chunks of known sizes; it is
+        rechunked into panels of whole columns and computed panel by panel.
+
+    Returns
+    -------
+    float
+        The relative Frobenius error; for a zero target, ``||op||_F``.
+
     Raises
     ------
     TypeError

@@ -282,6 +282,23 @@ def product_support(chain: Chain | Iterable[Any]) -> np.ndarray:
     reach sets are packed over the smaller of ``m`` and ``n`` (the transposed
     chain is used when ``m < n``), as in :func:`is_dense`.
 
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
+    Returns
+    -------
+    ndarray of bool, shape (m, n)
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain (as :class:`~pydebut.Chain` checks it).
+    ValueError
+        Before any work, if the support holds more than ``MAX_SUPPORT_ENTRIES``
+        booleans or computing it exceeds ``MAX_REACH_WORK``.
+
     Examples
     --------
     >>> product_support([(4, 4, 2, 2, 1), (4, 4, 2, 2, 1)]).astype(int)
@@ -325,6 +342,25 @@ def partial_supports(chain: Chain | Iterable[Any]) -> list[np.ndarray]:
     The densification seen while applying the chain, from the input side. Each
     is computed as by :func:`product_support`, and the work of every one is
     checked against ``MAX_REACH_WORK`` before any is computed.
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
+    Returns
+    -------
+    list of ndarray of bool
+        ``L`` arrays: the support of ``F_l ... F_L``, of shape ``(p_l, n)``, for
+        ``l = L`` down to 1 (the last is :func:`product_support`'s).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain (as :class:`~pydebut.Chain` checks it).
+    ValueError
+        Before any work, if the supports together hold more than
+        ``MAX_SUPPORT_ENTRIES`` booleans or one of them exceeds ``MAX_REACH_WORK``.
 
     Examples
     --------
@@ -398,6 +434,29 @@ def is_dense_numeric(
 
     The slow twin of :func:`is_dense` used in tests: positive weights cannot
     cancel, so the product is positive exactly where a path exists.
+
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+    random_state : int, Generator or None, optional
+        Seed or generator of the weights, drawn uniformly from ``[0.5, 1.5)``
+        (as ``numpy.random.default_rng`` takes it; a bool is refused).
+
+    Returns
+    -------
+    DensityResult
+        With ``method == "numeric"``; ``missing`` is the first zero
+        ``(output, input)`` entry of the product in row-major order.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain, or ``random_state`` is not a seed or
+        a generator (a negative seed is a ``ValueError``).
+    ValueError
+        Before any work, beyond ``MAX_NUMERIC_WORK`` or ``MAX_NUMERIC_ENTRIES``
+        (see the Notes).
 
     Notes
     -----

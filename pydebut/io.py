@@ -53,8 +53,20 @@ def npz_path(path: str | os.PathLike[str]) -> Path:
 
     This is ``np.savez``'s rule; :func:`load` takes the real name, as ``np.load`` does.
 
+    Parameters
+    ----------
+    path : str or os.PathLike of str
+        A file name (not a file object). The suffix test is case-sensitive:
+        ``"op.NPZ"`` becomes ``"op.NPZ.npz"``.
+
+    Returns
+    -------
+    pathlib.Path
+
     Raises
     ------
+    TypeError
+        If ``path`` is neither a string nor a path-like object giving one.
     ValueError
         If ``path`` is empty or names a folder rather than a file: it ends with
         a path separator, or its last part is ``.`` or ``..``.

@@ -581,6 +581,33 @@ class DeButOperator(LinearOperator):
         ``to_twiddle(permutations=True)``. ``dtype``, ``check_finite`` and the
         permutations are those of :class:`DeButOperator`.
 
+        Parameters
+        ----------
+        r_shapes : sequence of [p, q, r, s, t]
+            The layer's ``R_shapes``, one row per factor in application order
+            (as :meth:`Chain.from_r_shapes` reads them).
+        vector : array_like, shape (sum of p*s,)
+            The flat weights in the layout above.
+        dtype : dtype, optional
+            As for :class:`DeButOperator`; by default from the dtype of ``vector``.
+        check_finite : bool, default True
+            Reject a vector that contains NaN or infinity.
+        row_perm, col_perm : array_like of int, optional
+            Permutations of ``range(m)`` and ``range(n)``, as for
+            :class:`DeButOperator`; None (the default) for the identity.
+
+        Returns
+        -------
+        DeButOperator
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`Chain.from_r_shapes` for ``r_shapes``, and as
+            :class:`DeButOperator` for the weights, dtype and permutations;
+            ``ValueError`` too if ``vector`` is not 1-D, does not hold ``sum p*s``
+            values or is a masked array with masked entries.
+
         Examples
         --------
         >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
@@ -714,6 +741,23 @@ class DeButOperator(LinearOperator):
     ) -> DeButOperator:
         """The same chain and weights with the given permutations (replacing the present ones).
 
+        Parameters
+        ----------
+        row_perm, col_perm : array_like of int, optional
+            Permutations of ``range(m)`` and ``range(n)``, as for
+            :class:`DeButOperator` (``A = B[row_perm][:, col_perm]``). None, the
+            default, is the identity: ``op.with_permutations()`` drops both.
+
+        Returns
+        -------
+        DeButOperator
+            A new operator of the same dtype; the read-only weights are shared.
+
+        Raises
+        ------
+        ValueError
+            If a permutation is not a 1-D permutation of ``range(m)`` (``range(n)``).
+
         Examples
         --------
         >>> op = DeButOperator.identity([(4, 4, 2, 2, 1)])
@@ -756,6 +800,23 @@ class DeButOperator(LinearOperator):
         """Factor ``F_{index+1}`` (0-based, as ``chain[index]``) as a SciPy CSR array.
 
         The permutations are not part of any factor (:meth:`permutation_matrices`).
+
+        Parameters
+        ----------
+        index : int
+            Position in the chain, 0-based; negative counts from the end, as in
+            ``chain[index]``.
+
+        Returns
+        -------
+        scipy.sparse.csr_array, shape (p, q)
+            Of the operator's dtype, storing every one of the factor's ``p*s``
+            weights, zeros included.
+
+        Raises
+        ------
+        IndexError
+            If ``index`` is not in ``range(-L, L)`` for ``L`` factors.
 
         Examples
         --------
@@ -820,6 +881,26 @@ class DeButOperator(LinearOperator):
 
         Finite weights that overflow ``dtype`` are refused; an operator built with
         non-finite weights (``check_finite=False``) keeps them.
+
+        Parameters
+        ----------
+        dtype : dtype
+            float32, float64, complex64 or complex128 (any spelling NumPy reads
+            as one of them, e.g. ``"complex64"`` or ``">f8"``).
+
+        Returns
+        -------
+        DeButOperator
+            A new operator with the same chain and permutations.
+
+        Raises
+        ------
+        TypeError
+            If ``dtype`` is not one of these, or is real while the weights are
+            complex.
+        ValueError
+            If a finite weight overflows to infinity in ``dtype``; the message
+            names the factor.
         """
         finite = all(np.isfinite(w).all() for w in self._weights)
         return DeButOperator(
@@ -875,6 +956,29 @@ class DeButOperator(LinearOperator):
         ``S @ op``) the result is a dense ndarray, as a DeBut product is dense
         in general; ``S`` is densified a block of 512 columns (rows) at a time.
         For a lazy product, wrap ``S`` in ``scipy.sparse.linalg.aslinearoperator``.
+
+        Parameters
+        ----------
+        x : array_like, sparse, LinearOperator, scalar or Dask array
+            An array of shape ``(n,)`` or ``(n, batch)``; a SciPy sparse matrix or
+            array of ``n`` rows; a ``DeButOperator`` or other ``LinearOperator``
+            of ``n`` rows; a scalar (SciPy's scaled operator); or a Dask array,
+            applied lazily by :func:`pydebut.dask.apply`.
+
+        Returns
+        -------
+        ndarray, DeButOperator, LinearOperator or dask.array.Array
+            For an array, ``A x`` of shape ``(m,)`` or ``(m, batch)`` and NumPy's
+            result type of the two dtypes (a dense ndarray for sparse ``x``); for
+            an operator, the product operator described above.
+
+        Raises
+        ------
+        ValueError
+            If the shapes do not match, or ``x`` is a masked array with masked
+            entries.
+        TypeError
+            If ``x`` is None, text, or an array that is not numeric.
 
         Examples
         --------
@@ -940,12 +1044,52 @@ class DeButOperator(LinearOperator):
 
     # --- application ----------------------------------------------------------------
     def matmat(self, X: Any) -> Any:
-        """``self @ X`` for ``X`` of shape ``(n, batch)``; a Dask array gives a lazy result."""
+        """``self @ X`` for ``X`` of shape ``(n, batch)``; a Dask array gives a lazy result.
+
+        Parameters
+        ----------
+        X : array_like or Dask array, shape (n, batch)
+            A block of column vectors, of a numeric dtype (a Dask array may also
+            be one vector of length ``n``).
+
+        Returns
+        -------
+        ndarray or dask.array.Array, shape (m, batch)
+            Of NumPy's result type of the operator's and ``X``'s dtypes.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` does not have ``n`` rows or is not 2-D (but for a Dask
+            vector), or is a masked array with masked entries.
+        TypeError
+            If ``X`` is SciPy sparse (use ``op @ X``) or its dtype is not numeric.
+        """
         backend = _dask_backend(X)
         return super().matmat(X) if backend is None else backend.apply(self, X)
 
     def rmatmat(self, X: Any) -> Any:
-        """``self.H @ X`` for ``X`` of shape ``(m, batch)``; a Dask array gives a lazy result."""
+        """``self.H @ X`` for ``X`` of shape ``(m, batch)``; a Dask array gives a lazy result.
+
+        Parameters
+        ----------
+        X : array_like or Dask array, shape (m, batch)
+            A block of column vectors, of a numeric dtype (a Dask array may also
+            be one vector of length ``m``).
+
+        Returns
+        -------
+        ndarray or dask.array.Array, shape (n, batch)
+            ``A^H X``, of NumPy's result type of the operator's and ``X``'s dtypes.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` does not have ``m`` rows or is not 2-D (but for a Dask
+            vector), or is a masked array with masked entries.
+        TypeError
+            If ``X`` is SciPy sparse (use ``op.H @ X``) or its dtype is not numeric.
+        """
         backend = _dask_backend(X)
         if backend is None:
             return super().rmatmat(X)
@@ -962,6 +1106,27 @@ class DeButOperator(LinearOperator):
         array; other NumPy input is first copied into their layout, and the
         result is then a transposed (Fortran-ordered) view. A Dask array gives a
         lazy Dask array chunked along the batch axis (:func:`pydebut.dask.apply`).
+
+        Parameters
+        ----------
+        X : array_like or Dask array, shape (batch, n)
+            One input per row, of a numeric dtype; ``(batch, m)`` with ``adjoint``.
+        adjoint : bool, default False
+            Apply ``A^H``: the result is ``X @ A.conj()``, of shape ``(batch, n)``.
+
+        Returns
+        -------
+        ndarray or dask.array.Array, shape (batch, m)
+            ``(batch, n)`` with ``adjoint``; of NumPy's result type of the
+            operator's and ``X``'s dtypes.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` is not 2-D with ``n`` columns (``m`` with ``adjoint``), or is
+            a masked array with masked entries.
+        TypeError
+            If ``X`` is SciPy sparse (use ``X @ op.T``) or its dtype is not numeric.
 
         Examples
         --------
@@ -1179,16 +1344,57 @@ class DeButOperator(LinearOperator):
         return y if after is None else y[after]
 
     def matvec(self, x: Any) -> Any:
-        """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks);
-        a Dask vector gives a lazy result."""
+        """``A @ x`` for one vector, as ``LinearOperator.matvec`` (1-D arrays skip its checks).
+
+        A Dask vector gives a lazy result.
+
+        Parameters
+        ----------
+        x : array_like or Dask array, shape (n,) or (n, 1)
+            One vector, of a numeric dtype; for a block use :meth:`matmat` or ``op @ x``.
+
+        Returns
+        -------
+        ndarray or dask.array.Array, shape (m,) or (m, 1)
+            As ``x`` is shaped, of NumPy's result type of the operator's and
+            ``x``'s dtypes.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` has another shape, or is a masked array with masked entries.
+        TypeError
+            If ``x`` is None, text, SciPy sparse (use ``op @ x``) or not numeric.
+        """
         if type(x) is np.ndarray and x.ndim == 1:
             return self._matvec(x)
         lazy = self._checked_vector(x, adjoint=False)
         return super().matvec(x) if lazy is None else lazy
 
     def rmatvec(self, x: Any) -> Any:
-        """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks);
-        a Dask vector gives a lazy result."""
+        """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks).
+
+        A Dask vector gives a lazy result.
+
+        Parameters
+        ----------
+        x : array_like or Dask array, shape (m,) or (m, 1)
+            One vector, of a numeric dtype; for a block use :meth:`rmatmat` or
+            ``op.H @ x``.
+
+        Returns
+        -------
+        ndarray or dask.array.Array, shape (n,) or (n, 1)
+            As ``x`` is shaped, of NumPy's result type of the operator's and
+            ``x``'s dtypes.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` has another shape, or is a masked array with masked entries.
+        TypeError
+            If ``x`` is None, text, SciPy sparse (use ``op.H @ x``) or not numeric.
+        """
         if type(x) is np.ndarray and x.ndim == 1:
             return self._product(x, adjoint=True)
         lazy = self._checked_vector(x, adjoint=True)

@@ -534,6 +534,24 @@ class Chain(Sequence[FactorSpec]):
         (``p = q = 1`` for 4-tuples), so ``k = a``, ``r = b*p``, ``s = c*q``,
         ``t = d``. Tuples are listed left to right, as the product is written.
 
+        Parameters
+        ----------
+        tuples : sequence of (a, b, c, d) or (a, b, c, d, p, q)
+            One tuple of positive integers per factor (4- and 6-tuples may be
+            mixed), or a JSON string of that list.
+
+        Returns
+        -------
+        Chain
+
+        Raises
+        ------
+        TypeError
+            If ``tuples`` is not such a list, or an entry is not an integer.
+        ValueError
+            If a tuple has neither 4 nor 6 entries, an entry is not positive, or
+            the factors do not connect; the message names the factor.
+
         Examples
         --------
         >>> Chain.from_abcd([(1, 2, 2, 2), (2, 2, 2, 1)])

@@ -64,6 +64,23 @@ PAPER_CHAINS: Mapping[str, Chain] = MappingProxyType(
 def butterfly_chain(n: int) -> Chain:
     """The standard butterfly chain of size ``n = 2**L``: ``L`` factors with ``r = s = 2``.
 
+    Parameters
+    ----------
+    n : int
+        A power of two, at least 2.
+
+    Returns
+    -------
+    Chain
+        Left to right, ``(n, n, 2, 2, n / 2**l)`` for ``l = 1 ... L``.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is not a power of two of at least 2.
+
     Examples
     --------
     >>> butterfly_chain(8)
@@ -86,6 +103,23 @@ def _butterfly(n: int, caller: str, itemsize: int | None = None) -> Chain:
 
 def monarch_chain(b: int) -> Chain:
     """The Monarch chain of size ``b**2``: two factors with ``r = s = b``.
+
+    Parameters
+    ----------
+    b : int
+        The block size, positive.
+
+    Returns
+    -------
+    Chain
+        ``[(b**2, b**2, b, b, b), (b**2, b**2, b, b, 1)]``.
+
+    Raises
+    ------
+    TypeError
+        If ``b`` is not an integer.
+    ValueError
+        If ``b`` is not positive.
 
     Examples
     --------

@@ -39,6 +39,23 @@ def tolerance(dtype: DTypeLike) -> float:
     1e-2 in half, 1e-4 in single and 1e-10 in double precision; integer and
     boolean dtypes get double precision's, in which :func:`dottest` checks them.
 
+    Parameters
+    ----------
+    dtype : dtype
+        Anything ``numpy.dtype`` takes; a dtype that is neither floating nor
+        complex gets double precision's tolerance.
+
+    Returns
+    -------
+    float
+        ``10**-(2 * precision // 3)``, ``precision`` the decimal digits of
+        ``numpy.finfo``.
+
+    Raises
+    ------
+    TypeError
+        If ``numpy.dtype`` cannot read ``dtype``.
+
     Examples
     --------
     >>> tolerance(np.float16), tolerance(np.complex64), tolerance(np.float64), tolerance(int)
@@ -125,6 +142,24 @@ def assert_debut_close(
 ) -> None:
     """Assert that ``op.toarray()`` equals ``expected``, relative to ``expected``'s largest entry.
 
+    Parameters
+    ----------
+    op : DeButOperator
+        The operator to check; its dense product is formed.
+    expected : array_like, shape (m, n)
+        The matrix it should equal.
+    rtol : float, optional
+        Relative tolerance, times the largest ``|expected|`` entry;
+        :func:`tolerance` of the operator's dtype by default.
+    atol : float, default 0.0
+        Absolute tolerance added to that bound.
+
+    Raises
+    ------
+    AssertionError
+        If the shapes differ, or the largest entry of ``|op.toarray() - expected|``
+        exceeds ``rtol * max|expected| + atol`` (or is NaN).
+
     Examples
     --------
     >>> import numpy as np
@@ -174,6 +209,25 @@ def chainable_chains(
     """Strategy for chainable chains: ordered factorizations ``m = prod r_l``, ``n = prod s_l``.
 
     Every draw is valid and has ``m, n <= max_dim``.
+
+    Parameters
+    ----------
+    max_dim : int, default 64
+        Largest ``m`` and ``n``, at least 1; intermediate dimensions may exceed it.
+    max_factors : int, default 4
+        Largest number of factors, at least 1 (each draw has 1 to ``max_factors``).
+    max_radix : int, default 4
+        Largest ``r_l`` and ``s_l``, at least 1.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy of Chain
+
+    Raises
+    ------
+    ValueError
+        When called, if a bound is below its least value (given above): no
+        draw could keep it.
     """
     from hypothesis import strategies as st
 
@@ -202,6 +256,27 @@ def rank_weighted_chains(
     Factor ``l`` is ``(a_l, b_l, c_l, d_l, w_{l-1}, w_l)`` with ``a_l = prod_{i<l} c_i``,
     ``d_l = prod_{i>l} b_i``, ``w_0 = w_L = 1``; intermediate dimensions are
     kept at most ``max_dim``.
+
+    Parameters
+    ----------
+    max_dim : int, default 96
+        Largest dimension of the chain, inputs and outputs included; at least 1.
+    max_factors : int, default 4
+        Largest number of factors, at least 2 (each draw has 2 to ``max_factors``).
+    max_radix : int, default 3
+        Largest ``b_l`` and ``c_l``, at least 1.
+    max_rank : int, default 3
+        Largest rank weight ``w_l``, at least 1.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy of Chain
+
+    Raises
+    ------
+    ValueError
+        When called, if a bound is below its least value (given above): no
+        draw could keep it.
     """
     from hypothesis import assume
     from hypothesis import strategies as st
@@ -237,6 +312,23 @@ def dense_chains(max_dim: int = 64, max_factors: int = 5) -> SearchStrategy[Chai
     A chainable chain with square factors (``r = s``, arbitrary ``k`` and
     ``t``) inserted: such a factor's support holds the identity, so the
     product's support contains that of the chainable chain, which is full.
+
+    Parameters
+    ----------
+    max_dim : int, default 64
+        Largest ``m`` and ``n`` (as for :func:`chainable_chains`), at least 1.
+    max_factors : int, default 5
+        Largest number of factors, square ones included; at least 2.
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy of Chain
+
+    Raises
+    ------
+    ValueError
+        When called, if a bound is below its least value (given above): no
+        draw could keep it.
     """
     from hypothesis import strategies as st
 
@@ -267,6 +359,23 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
 
     Dimensions ``d_0, ..., d_L`` are drawn first; factor ``l`` then takes
     ``k*t`` among the divisors of ``gcd(d_{l-1}, d_l)``.
+
+    Parameters
+    ----------
+    max_dim : int, default 48
+        Largest dimension ``d_l``, at least 1.
+    max_factors : int, default 4
+        Largest number of factors, at least 1 (each draw has 1 to ``max_factors``).
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy of Chain
+
+    Raises
+    ------
+    ValueError
+        When called, if a bound is below its least value (given above): no
+        draw could keep it.
     """
     from hypothesis import strategies as st
 
@@ -296,7 +405,22 @@ def operators(
     chain_strategy: SearchStrategy[Chain] | None = None,
     dtypes: tuple[DTypeLike, ...] = (np.float32, np.float64, np.complex64, np.complex128),
 ) -> SearchStrategy[DeButOperator]:
-    """Strategy for ``DeButOperator`` instances with random weights on drawn chains and dtypes."""
+    """Strategy for ``DeButOperator`` instances with random weights on drawn chains and dtypes.
+
+    Parameters
+    ----------
+    chain_strategy : SearchStrategy of Chain, optional
+        Where the chains come from; :func:`chains` by default.
+    dtypes : sequence of dtype
+        The dtypes to draw from, among float32, float64, complex64 and
+        complex128 (all four by default).
+
+    Returns
+    -------
+    hypothesis.strategies.SearchStrategy of DeButOperator
+        Each draw is ``DeButOperator.random(chain, rng=seed, dtype=dtype)``
+        with a drawn seed in ``[0, 2**32)``.
+    """
     from hypothesis import strategies as st
 
     chain_strategy = chains() if chain_strategy is None else chain_strategy

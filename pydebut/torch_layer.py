@@ -132,6 +132,27 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
 def from_torch_layer(layer: Any) -> DeButOperator:
     """The ``DeButOperator`` of a module made by :func:`to_torch_layer` (its bias is left out).
 
+    Parameters
+    ----------
+    layer : torch.nn.Module
+        A module with the attributes ``r_shapes`` and ``twiddle`` (a torch tensor
+        in the layout of :meth:`DeButOperator.to_twiddle`), as
+        :func:`to_torch_layer` makes it, trained or not. The weights are read
+        through ``twiddle.detach().cpu()``, wherever the tensor lives.
+
+    Returns
+    -------
+    DeButOperator
+        Of the dtype :meth:`DeButOperator.from_twiddle` gives the tensor's
+        values, with no permutations.
+
+    Raises
+    ------
+    TypeError
+        If ``layer`` lacks these attributes or ``twiddle`` is not a tensor.
+    ValueError
+        If the weights do not fit ``r_shapes`` or are not finite.
+
     Examples
     --------
     >>> op = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0)

@@ -7,6 +7,7 @@ come from running code. (The Sphinx build itself is a separate CI step:
 ``python docs/check_html.py docs/_build/html --browser chromium``.)
 """
 
+import dataclasses
 import doctest
 import importlib
 import importlib.util
@@ -14,6 +15,7 @@ import inspect
 import pkgutil
 import re
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -81,35 +83,85 @@ def test_api_page_lists_every_public_name_and_limit():
 
 
 def _documented_parameters(obj: object) -> set[str]:
-    """Names listed in the numpydoc ``Parameters`` section of ``obj``'s docstring."""
+    """Names listed in the numpydoc ``Parameters`` section of ``obj``'s docstring.
+
+    A line such as ``x, y : int`` names two; ``*args`` and ``**options`` are given
+    without their stars, as the signature names them.
+    """
     doc = inspect.getdoc(obj) or ""
     section = re.search(r"^Parameters\n-+\n(.*?)(?=^\w[\w ]*\n-+\n|\Z)", doc, re.S | re.M)
     lines = section.group(1).splitlines() if section else []
     return {
-        name.strip()
+        name.strip().lstrip("*")
         for line in lines
         if line and not line[0].isspace()
         for name in line.split(":")[0].split(",")
     }
 
 
-@pytest.mark.parametrize(
-    ("module", "name"),
-    [
-        ("pydebut.conv", "matrix_to_kernel"),
-        ("pydebut", "DeButOperator.identity"),
-        ("pydebut", "DeButOperator.from_faust"),
-        ("pydebut", "Chain.from_r_shapes"),
-        ("pydebut.cli", "main"),
-    ],
-)
-def test_parameters_section_names_every_parameter(module, name):
-    # Before: these five had no Parameters section.
-    obj = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
+def _is_record(cls: type) -> bool:
+    """A dataclass or named tuple that documents its fields under ``Attributes``."""
+    record = dataclasses.is_dataclass(cls) or (issubclass(cls, tuple) and hasattr(cls, "_fields"))
+    return record and re.search(r"^Attributes\n-+$", inspect.getdoc(cls) or "", re.M) is not None
+
+
+def _public_callables() -> dict[str, object]:
+    """Each public callable once, by its first qualified name.
+
+    The names in ``__all__`` of pydebut, of its public modules and of the command
+    line, and the public methods the classes among them define (properties take no
+    arguments). Exceptions, and records whose fields are their constructor's
+    arguments, are left out.
+    """
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+    for module_name in [*PUBLIC_MODULES, "pydebut.cli"]:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if id(obj) in seen or not callable(obj):
+                continue
+            seen.add(id(obj))
+            if inspect.isclass(obj) and (issubclass(obj, BaseException) or _is_record(obj)):
+                continue
+            found[f"{module_name}.{name}"] = obj
+            if inspect.isclass(obj):
+                found |= {
+                    f"{module_name}.{name}.{attr}": getattr(obj, attr)
+                    for attr, raw in vars(obj).items()
+                    if not attr.startswith("_")
+                    and isinstance(raw, (types.FunctionType, classmethod, staticmethod))
+                }
+    return found
+
+
+PUBLIC_CALLABLES = _public_callables()
+
+
+@pytest.mark.parametrize("name", PUBLIC_CALLABLES)
+def test_parameters_section_names_every_parameter(name):
+    obj = PUBLIC_CALLABLES[name]
     parameters = set(inspect.signature(obj).parameters) - {"self", "cls"}
-    assert parameters <= _documented_parameters(obj), f"{module}.{name}"
+    missing = parameters - _documented_parameters(obj)
+    assert not missing, f"{name}: the Parameters section does not name {sorted(missing)}"
+
+
+def test_public_callables_walk_the_api():
+    # The walk reaches functions, constructors, methods and classmethods of every module,
+    # and leaves out records and exceptions.
+    assert {
+        "pydebut.fit_als",
+        "pydebut.DeButOperator",
+        "pydebut.DeButOperator.matmat",
+        "pydebut.DeButOperator.identity",
+        "pydebut.Chain.from_r_shapes",
+        "pydebut.matrix_to_kernel",
+        "pydebut.testing.tolerance",
+        "pydebut.cli.main",
+    } <= set(PUBLIC_CALLABLES)
+    assert not any(".FitResult" in name or "Warning" in name for name in PUBLIC_CALLABLES)
+    fit_many = PUBLIC_CALLABLES["pydebut.dask.fit_many"]  # documents **options
+    assert {"targets", "options"} <= _documented_parameters(fit_many)
 
 
 # --- docs/check_html.py: what a reader without network sees ---------------------------

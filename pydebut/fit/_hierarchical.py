@@ -50,8 +50,20 @@ def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
     ``(k_1, R, S, t_L)``, and each of its ``k_1 * t_L`` dense ``R x S`` parts
     is factored.
 
+    Parameters
+    ----------
+    chain : Chain or iterable of (p, q, r, s, t)
+        The chain, left to right.
+
+    Returns
+    -------
+    tuple of int
+        ``(w_1, ..., w_{L-1})``; empty for a single factor.
+
     Raises
     ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain (as :class:`~pydebut.Chain` checks it).
     ValueError
         Naming the first link that does not qualify, and saying whether the
         transposed chain's links do (:func:`fit_hierarchical` then fits the
