@@ -815,6 +815,9 @@ class DeButOperator(LinearOperator):
 
         Raises
         ------
+        TypeError
+            If ``index`` is not an integer (a slice of factors is not one factor:
+            :meth:`factors` gives them all).
         IndexError
             If ``index`` is not in ``range(-L, L)`` for ``L`` factors.
 
@@ -824,6 +827,11 @@ class DeButOperator(LinearOperator):
         >>> op.factor(0).shape, op.factor(0).nnz
         ((4, 4), 8)
         """
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(
+                f"factor index must be an integer, not {type(index).__name__} "
+                "(factors() gives every factor)"
+            )
         spec = self._chain[index]
         weights = self._weights[index]
         rows, cols = spec.support_indices()

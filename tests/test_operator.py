@@ -408,6 +408,17 @@ def test_factors_as_sparse_arrays_multiply_to_the_product(chain, seed):
     assert np.allclose(product, op.toarray())
 
 
+@pytest.mark.parametrize("index", [slice(0, 1), 1.0, "0", True])
+def test_factor_index_must_be_an_integer(index):
+    # Before: a slice reached Chain.__getitem__ and failed with AttributeError
+    # ('Chain' object has no attribute 'support_indices'); 1.0 and "0" with TypeErrors
+    # from tuple indexing that did not say which call; True gave factor 1.
+    op = DeButOperator.identity([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+    with pytest.raises(TypeError, match=r"factor index must be an integer, not \w+"):
+        op.factor(index)
+    assert op.factor(np.int64(-1)).shape == (4, 4)
+
+
 def test_composition_is_a_longer_chain():
     a = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 2]), rng=0)
     b = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 3]), rng=1, dtype=np.float32)
