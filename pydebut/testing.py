@@ -182,8 +182,14 @@ def assert_debut_close(
 
 
 def _check_bounds(strategy: str, **bounds: tuple[int, int, str]) -> None:
-    """Refuse ``name=(value, least, rule)`` with ``value < least``: no draw could keep it."""
+    """Refuse ``name=(value, least, rule)`` unless ``value`` is an integer of at least ``least``.
+
+    A float or a bool bound would only fail when a value is drawn, inside hypothesis;
+    below ``least`` no draw could keep it.
+    """
     for name, (value, least, rule) in bounds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{strategy}: {name} must be an integer, not {type(value).__name__}")
         if value < least:
             raise ValueError(f"{strategy}: {name} must be at least {least} ({rule}), got {value}")
 
@@ -225,6 +231,8 @@ def chainable_chains(
 
     Raises
     ------
+    TypeError
+        When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
         draw could keep it.
@@ -274,6 +282,8 @@ def rank_weighted_chains(
 
     Raises
     ------
+    TypeError
+        When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
         draw could keep it.
@@ -326,6 +336,8 @@ def dense_chains(max_dim: int = 64, max_factors: int = 5) -> SearchStrategy[Chai
 
     Raises
     ------
+    TypeError
+        When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
         draw could keep it.
@@ -373,6 +385,8 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
 
     Raises
     ------
+    TypeError
+        When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
         draw could keep it.

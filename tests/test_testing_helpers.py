@@ -193,6 +193,15 @@ def test_strategies_refuse_bounds_that_no_chain_keeps(strategy, bounds, rule):
         strategy(**bounds)
 
 
+@pytest.mark.parametrize("strategy", [chainable_chains, rank_weighted_chains, dense_chains, chains])
+@pytest.mark.parametrize("bound", [8.5, 8.0, True, "8"])
+def test_strategies_refuse_bounds_that_are_not_integers(strategy, bound):
+    # Before: the strategy was built, and 8.5 or "8" failed only when hypothesis drew
+    # from it, with a TypeError from deep inside; True passed as max_dim 1.
+    with pytest.raises(TypeError, match=f"{strategy.__name__}: max_dim must be an integer"):
+        strategy(max_dim=bound)
+
+
 @given(
     chainable_chains(max_dim=1),
     rank_weighted_chains(max_factors=2),
