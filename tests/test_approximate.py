@@ -505,6 +505,54 @@ def test_workers_compute_the_splits_on_threads_with_the_same_answer(monkeypatch)
     assert np.array_equal(side_by_side.operator.toarray(), alone.operator.toarray())
 
 
+def test_workers_fit_later_chains_ahead_and_drop_those_an_earlier_fit_rules_out(monkeypatch):
+    # Three rank-k chains of one band for a 16 x 8 target, estimated 0.5 (k = 3),
+    # 0.3 (k = 4) and 0.2 (k = 5, the band's best: always fitted). k = 3 fits to 0.1,
+    # which rules out k = 4 (0.3 > 0.1). One thread never fits k = 4; two fit it
+    # ahead, while k = 3 is fitted, and then drop it.
+    rank_chain = {k: ((16, k, 16, k, 1), (k, 8, k, 8, 1)) for k in (3, 4, 5)}
+    estimates = sorted(
+        _search._Estimate(estimate, 24 * k, rank_chain[k])
+        for k, estimate in ((3, 0.5), (4, 0.3), (5, 0.2))
+    )
+    errors = {3: 0.1, 4: 0.05, 5: 0.2}
+    calls = []
+    rank_4_started = threading.Event()
+
+    def stub_fit(matrix, norm, chain, options, seed):
+        k = chain[0].q
+        calls.append(k)
+        if k == 4:
+            rank_4_started.set()
+        elif k == 3 and options.workers == 2:  # still fitting when k = 4 is started
+            assert rank_4_started.wait(timeout=30)
+        return f"operator of rank {k}", errors[k]
+
+    class NoSVD:
+        def best_within(self, n_params):
+            return np.inf
+
+    monkeypatch.setattr(_search, "_best_fit", stub_fit)
+    monkeypatch.setattr(_search, "usable_cpus", lambda: 2)
+    fitted = {}
+    for workers in (1, 2):
+        options, _ = _search._checked_options(
+            10**4, 10, 1, 1e-4, 16, 1, 5000, (), None, False, workers
+        )
+        calls.clear()
+        with _search._threads(workers) as threads:
+            result = _search._refine(
+                np.zeros((16, 8)), 1.0, estimates, [], NoSVD(), options, 0, threads
+            )
+        fitted[workers] = [(chain[0].q, fit) for chain, fit in result]
+        assert sorted(calls) == ([3, 5] if workers == 1 else [3, 4, 5])
+    assert (
+        fitted[1]
+        == fitted[2]
+        == [(3, ("operator of rank 3", 0.1)), (5, ("operator of rank 5", 0.2))]
+    )
+
+
 def test_a_small_search_is_narrowed_with_a_warning():
     target = smooth_kernel(32, 64)
     with pytest.warns(SearchNarrowedWarning, match="max_splits=5"):

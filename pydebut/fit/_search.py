@@ -71,7 +71,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -335,11 +335,13 @@ def approximate(
     progress : bool, default False
         Show progress bars (needs ``tqdm``).
     workers : int, default 1
-        Threads that compute the splits of the search side by side (-1: one per CPU
-        this process may use; more than that run as that many). The answer is the
-        same for any number: each split is computed from its own inputs and seed,
-        and the search takes the results in its own order. Each thread holds one
-        split's arrays, up to about twice the target's size.
+        Threads that compute the splits of the search side by side, and fit the
+        candidate chains side by side (-1: one per CPU this process may use; more
+        than that run as that many). The answer is the same for any number: each
+        split and each fit is computed from its own inputs and seed, and the search
+        takes the results in its own order (a chain fitted ahead of its turn that
+        an earlier fit then rules out is dropped). Each thread holds one split's
+        arrays, up to about twice the target's size, or one fit's.
 
     Returns
     -------
@@ -478,11 +480,13 @@ def approximate(
         oriented = np.ascontiguousarray(matrix.conj().T) if adjoint else matrix
         permuted = unpermute(oriented, row_perm, col_perm)
         search = _BeamSearch(permuted, options, sketch_seed)
-        with _threads(options.workers) as each:
-            search.run(each)
-        n_splits, narrowed = n_splits + search.n_splits, narrowed or search.narrowed
-        estimates = search.complete_chains()
-        fitted = _refine(permuted, norm, estimates, pass_included, svd, options, fit_seed)
+        with _threads(options.workers) as workers:
+            search.run(workers.map)
+            n_splits, narrowed = n_splits + search.n_splits, narrowed or search.narrowed
+            estimates = search.complete_chains()
+            fitted = _refine(
+                permuted, norm, estimates, pass_included, svd, options, fit_seed, workers
+            )
         candidates = [(error, chain.n_params, i) for i, (chain, (_, error)) in enumerate(fitted)]
         if best is None:
             candidates += [(error, rank * (m + n), -rank) for rank, error in svd.candidates()]
@@ -602,22 +606,44 @@ def check_arguments(target: Any, max_params: Any, **options: Any) -> None:
 _Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 
-@contextmanager
-def _threads(workers: int) -> Iterator[_Mapper]:
-    """A mapper that runs on ``workers`` threads (on this one if 1), under the caller's
+class _Workers:
+    """``workers`` threads (this one if 1) that run functions under the caller's
     ``numpy.errstate`` (which is per thread). The splits are NumPy products and LAPACK
-    decompositions, which release the GIL."""
+    decompositions, and the fits NumPy, LAPACK and Numba calls, which release the GIL."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, workers: int) -> None:
+        self.pool, self.count, self.errors = pool, workers, np.geterr()
+
+    def _under_errstate(self, function: Callable[..., Any], *args: Any) -> Any:
+        with np.errstate(**self.errors):
+            return function(*args)
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, on the threads."""
+        if self.pool is None:
+            return [function(item) for item in items]
+        return list(self.pool.map(partial(self._under_errstate, function), items))
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        """``function(*args)`` started on a thread; on this one, at once, if there is one."""
+        if self.pool is not None:
+            return self.pool.submit(self._under_errstate, function, *args)
+        done: Future = Future()
+        try:
+            done.set_result(function(*args))
+        except Exception as error:  # raised again by done.result(), as a thread's would be
+            done.set_exception(error)
+        return done
+
+
+@contextmanager
+def _threads(workers: int) -> Iterator[_Workers]:
+    """:class:`_Workers` on ``workers`` threads, shut down (waiting for them) on exit."""
     if workers == 1:
-        yield lambda function, items: [function(item) for item in items]
+        yield _Workers(None, 1)
         return
-    errors = np.geterr()
-
-    def under_errstate(function: Callable[[Any], Any], item: Any) -> Any:
-        with np.errstate(**errors):
-            return function(item)
-
     with ThreadPoolExecutor(workers, thread_name_prefix="pydebut-search") as pool:
-        yield lambda function, items: list(pool.map(partial(under_errstate, function), items))
+        yield _Workers(pool, workers)
 
 
 def usable_cpus() -> int:
@@ -1307,6 +1333,7 @@ def _refine(
     svd: _TruncatedSVD,
     options: _Options,
     seed: int,
+    workers: _Workers,
 ) -> list[tuple[Chain, tuple[DeButOperator, float]]]:
     """Fit the chosen chains of the front within the budget and the included ones.
 
@@ -1322,6 +1349,13 @@ def _refine(
     Both rules look only at chains with at most the chain's parameters and at the
     whole of its band: the fitted set at a smaller budget is the part of the fitted
     set at a larger one within that budget.
+
+    With more than one of ``workers``, the other threads fit the next chains that
+    may be fitted (those whose estimate is below the best error so far, which only
+    falls) while this one waits for the chain in turn; a chain that an earlier fit
+    then rules out is dropped, its fit wasted. Each fit depends only on its chain
+    and ``seed``, and the decisions are taken in the queue's order, so the answer
+    is the same for any number of threads.
     """
     front = _front(estimates)
     by_band: dict[int, list[_Estimate]] = {}
@@ -1339,24 +1373,49 @@ def _refine(
         if e.n_params <= options.max_params
     ]
     queue += [(c, None, True) for c in included if c.n_params <= options.max_params]
-    for chain, score, polish in queue:
+
+    def start(chain: Chain, polish: bool) -> Future:
+        return workers.submit(
+            _best_fit, matrix, norm, chain, options if polish else options.hierarchical(), seed
+        )
+
+    started: dict[int, Future] = {}  # fits begun ahead of their turn
+    ahead = 0  # the next chain to consider starting ahead
+    for turn, (chain, score, polish) in enumerate(queue):
         best = min(best, svd.best_within(chain.n_params))
+        fit_in_turn = started.pop(turn, None)
         if not polish and not score < best:
+            if fit_in_turn is not None:
+                fit_in_turn.cancel()
             continue
-        fits = [
-            (op, _true_error(op, matrix, norm))
-            for op in _fit(matrix, chain, options if polish else options.hierarchical(), seed)
-        ]
-        fit = min(fits, key=lambda pair: pair[1])
+        if fit_in_turn is None:
+            fit_in_turn = start(chain, polish)
+        ahead = max(ahead, turn + 1)
+        while len(started) < workers.count - 1 and ahead < len(queue):
+            later, later_score, later_polish = queue[ahead]
+            if later_polish or later_score < min(best, svd.best_within(later.n_params)):
+                started[ahead] = start(later, later_polish)
+            ahead += 1
+        fit = fit_in_turn.result()
         fitted.append((chain, fit))
         if score is not None:
             best = min(best, fit[1])
         if bar is not None:
             bar.set_postfix(params=chain.n_params, error=f"{fit[1]:.3g}")
             bar.update()
+    for unused in started.values():
+        unused.cancel()
     if bar is not None:
         bar.close()
     return fitted
+
+
+def _best_fit(
+    matrix: np.ndarray, norm: float, chain: Chain, options: _Options, seed: int
+) -> tuple[DeButOperator, float]:
+    """The fit of :func:`_fit` with the lowest true relative error, and that error."""
+    fits = [(op, _true_error(op, matrix, norm)) for op in _fit(matrix, chain, options, seed)]
+    return min(fits, key=lambda pair: pair[1])
 
 
 def _front(estimates: Sequence[_Estimate]) -> list[_Estimate]:
