@@ -416,9 +416,10 @@ def approximate(
     The search's time grows with the target and the budget: each split
     decomposes Gram matrices of its sub-blocks, and up to ``max_splits`` of
     them run in every band of parameters of every search. On the 2-core machine of
-    benchmarks/README.md, with one BLAS thread, smooth kernels took 10 s at
-    512 x 512 and a budget of 12,000, 43 s at 1024 x 1024 and 25,000, and
-    5 minutes at 2048 x 2048 and 50,000 (with other work on the other core)
+    benchmarks/README.md, with one BLAS thread and one worker, the smooth
+    kernels ``exp(-30 (x - y)^2)`` took 5 s at 512 x 512 and a budget of
+    12,000, 21 s at 1024 x 1024 and 25,000, and 108 s at 2048 x 2048 and 50,000
+    (``benchmarks/bench_approximate.py --timing --shape M N --budget K``)
     searching ``D`` alone (these are symmetric: a Hermitian ``D`` is searched
     once); the search of ``D^H`` doubles the time for other targets (the
     paper's LeNet fc1 product: 14.5 s of CPU time on an Intel Xeon VM before,
