@@ -832,6 +832,12 @@ class DeButOperator(LinearOperator):
                 f"factor index must be an integer, not {type(index).__name__} "
                 "(factors() gives every factor)"
             )
+        n_factors = len(self._chain)
+        if not -n_factors <= index < n_factors:
+            raise IndexError(
+                f"factor index {index} is out of range for {n_factors} factors "
+                f"(range(-{n_factors}, {n_factors}))"
+            )
         spec = self._chain[index]
         weights = self._weights[index]
         rows, cols = spec.support_indices()

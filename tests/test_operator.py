@@ -419,6 +419,15 @@ def test_factor_index_must_be_an_integer(index):
     assert op.factor(np.int64(-1)).shape == (4, 4)
 
 
+@pytest.mark.parametrize("index", [2, -3, 2**70])
+def test_factor_index_out_of_range_names_the_range(index):
+    # Before: "tuple index out of range", or for 2**70 "cannot fit 'int' into an
+    # index-sized integer", naming neither the index nor the factors.
+    op = DeButOperator.identity([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+    with pytest.raises(IndexError, match=rf"factor index {index} is out of range for 2 factors"):
+        op.factor(index)
+
+
 def test_composition_is_a_longer_chain():
     a = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 2]), rng=0)
     b = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 3]), rng=1, dtype=np.float32)
