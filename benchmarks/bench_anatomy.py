@@ -3,7 +3,8 @@
 Run from the repository root, on one core for steady numbers::
 
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c 1 \\
-        python benchmarks/bench_anatomy.py [steps] [memory] [warm] [passes] [lone] [--quick]
+        python benchmarks/bench_anatomy.py [steps] [memory] [warm] [passes] [lone] [sweeps] \\
+        [--quick]
 
 **steps.** The 2x2-group kernel (``pydebut._kernels.lanes_2x2_group``) runs
 four butterfly factors (``t = 1, 2, 4, 8``) on a 256-row window that stays in
@@ -36,6 +37,13 @@ plans alone, at 64 float64 columns, beside the whole chain and a copy of ``x``.
 (``pydebut._kernels.apply_chain_chunks``, :data:`CALLS_PER_TIMING` calls from
 one compiled loop) as a group of one and alone through the general kernel, as
 the plan runs it (``pydebut._batched._groups``), in float32, float64 and complex128.
+
+**sweeps.** The general kernel (``pydebut._kernels.lanes_general``) against the
+group kernel, per unit of work, at 64 float64 columns: a lone 2x2 factor and a
+``(2, 4)`` factor (one *sweep* computes two output rows over the columns) beside
+groups of three and four 2x2 factors (a *sub-problem* is 8 or 16 rows), each on
+256 and 1024 rows (in the L2 cache), from one compiled loop as in **lone**, less
+the time of a call on one row.
 
 Timings are interleaved round by round (``bench_apply.time_interleaved``) and
 the medians are reported; on a shared machine the differences between rows
@@ -281,6 +289,16 @@ def repeat_chunks(repeats, *arguments):  # pragma: no cover - compiled by Numba
         _kernels.apply_chain_chunks(*arguments)
 
 
+def repeated_chunks(plan: _batched.BatchPlan, x: np.ndarray, out: np.ndarray) -> Callable:
+    """``out = plan @ x`` once, and a call that repeats it :data:`CALLS_PER_TIMING` times."""
+    split = _batched.layout(plan, x.shape[1])
+    work = aligned_empty(split.work_shape, split.work_dtype)
+    arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work)
+    arguments += (split.width, split.part_rows, False, 0)
+    _kernels.apply_chain_chunks(*arguments)
+    return lambda: repeat_chunks(CALLS_PER_TIMING, *arguments)
+
+
 def lone_plans(spec: FactorSpec, weights: np.ndarray) -> dict[str, _batched.BatchPlan]:
     """One 2x2 factor as a group of one (``k = 1``) and alone through the general kernel."""
     specs = np.array([spec.as_tuple()], dtype=np.int64)
@@ -307,13 +325,8 @@ def lone_section(rounds: int, budget: float) -> None:
         expected = apply_chain(Chain([spec]), [weights.reshape(spec.weight_shape)], x)
         calls = {}
         for name, plan in lone_plans(spec, weights).items():
-            split = _batched.layout(plan, width)
-            work = aligned_empty(split.work_shape, split.work_dtype)
-            arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work)
-            arguments += (split.width, split.part_rows, False, 0)
-            _kernels.apply_chain_chunks(*arguments)
+            calls[name] = repeated_chunks(plan, x, out)
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-            calls[name] = lambda arguments=arguments: repeat_chunks(CALLS_PER_TIMING, *arguments)
         median, _ = time_interleaved(calls, rounds, budget)
         group, general = (median[name] / CALLS_PER_TIMING for name in calls)
         print(
@@ -322,10 +335,60 @@ def lone_section(rounds: int, budget: float) -> None:
         )
 
 
+#: The sweeps section's passes (application order) on ``rows`` input rows, each given as
+#: (label, factors of ``rows``, work units of ``rows``: sweeps or sub-problems).
+SWEEP_PASSES = (
+    ("lone (2, 2), t = 1", lambda n: [(n, n, 2, 2, 1)], lambda n: n // 2),
+    ("(2, 4), t = 8", lambda n: [(n // 2, n, 2, 4, 8)], lambda n: n // 4),
+    ("three 2x2, t = 1, 2, 4", lambda n: [(n, n, 2, 2, t) for t in (1, 2, 4)], lambda n: n // 8),
+    ("four 2x2, t = 1 to 8", lambda n: [(n, n, 2, 2, t) for t in (1, 2, 4, 8)], lambda n: n // 16),
+)
+SWEEP_ROWS = (256, 1024)
+SWEEP_COLUMNS = 64
+
+
+def _chunks_call(factors: list[tuple[int, ...]], rng: np.random.Generator) -> tuple[Callable, int]:
+    """Repeated batched-kernel calls of a pass (as its plan runs it) and its flops per call."""
+    specs = np.array(factors, dtype=np.int64)
+    weights = [rng.standard_normal(FactorSpec(*f).nnz) for f in factors]
+    offsets = np.cumsum([0] + [w.size for w in weights])
+    plan = _batched.make_batch_plan(specs, offsets, np.concatenate(weights))
+    x = aligned_empty((factors[0][1], SWEEP_COLUMNS))
+    x[...] = rng.standard_normal(x.shape)
+    out = aligned_empty((factors[-1][0], SWEEP_COLUMNS))
+    call = repeated_chunks(plan, x, out)
+    chain = Chain([FactorSpec(*f) for f in reversed(factors)])
+    expected = apply_chain(
+        chain, [w.reshape(f.weight_shape) for f, w in zip(chain, weights[::-1])], x
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    return call, _batched.real_flops(plan.weights, SWEEP_COLUMNS)
+
+
+def sweeps_section(rounds: int, budget: float) -> None:
+    """The general kernel's cost per sweep against a group's per sub-problem."""
+    print(f"\n## General sweeps and group sub-problems ({SWEEP_COLUMNS} float64 columns)\n")
+    print("| pass | rows | per call | per sweep or sub-problem | GFLOP/s |")
+    print("| --- | --- | --- | --- | --- |")
+    rng = np.random.default_rng(0)
+    calls, flops = {"one row": _chunks_call([(1, 1, 1, 1, 1)], rng)[0]}, {}
+    for (label, factors, _), rows in itertools.product(SWEEP_PASSES, SWEEP_ROWS):
+        calls[label, rows], flops[label, rows] = _chunks_call(factors(rows), rng)
+    median, _ = time_interleaved(calls, rounds, budget)
+    empty = median["one row"] / CALLS_PER_TIMING
+    for (label, _, units), rows in itertools.product(SWEEP_PASSES, SWEEP_ROWS):
+        net = median[label, rows] / CALLS_PER_TIMING - empty
+        print(
+            f"| {label} | {rows} | {net * 1e6:.2f} us | {net / units(rows) * 1e9:.1f} ns"
+            f" | {flops[label, rows] / net / 1e9:.1f} |"
+        )
+    print(f"\n(a call on one row, subtracted: {empty * 1e6:.2f} us)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "sections", nargs="*", help="steps, memory, warm, passes, lone (default: all)"
+        "sections", nargs="*", help="steps, memory, warm, passes, lone, sweeps (default: all)"
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args()
@@ -335,6 +398,7 @@ def main() -> None:
         "warm": warm_section,
         "passes": passes_section,
         "lone": lone_section,
+        "sweeps": sweeps_section,
     }
     sections = args.sections or list(known)
     if set(sections) - set(known):
