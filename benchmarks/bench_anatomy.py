@@ -42,8 +42,8 @@ the plan runs it (``pydebut._batched._groups``), in float32, float64 and complex
 group kernel, per unit of work, at 64 float64 columns: a lone 2x2 factor and a
 ``(2, 4)`` factor (one *sweep* computes two output rows over the columns) beside
 groups of three and four 2x2 factors (a *sub-problem* is 8 or 16 rows), each on
-256 and 1024 rows (in the L2 cache), from one compiled loop as in **lone**, less
-the time of a call on one row.
+32 rows (input and output in the L1 cache) and on 256 and 1024 rows (in the L2
+cache), from one compiled loop as in **lone**, less the time of a call on one row.
 
 Timings are interleaved round by round (``bench_apply.time_interleaved``) and
 the medians are reported; on a shared machine the differences between rows
@@ -343,7 +343,9 @@ SWEEP_PASSES = (
     ("three 2x2, t = 1, 2, 4", lambda n: [(n, n, 2, 2, t) for t in (1, 2, 4)], lambda n: n // 8),
     ("four 2x2, t = 1 to 8", lambda n: [(n, n, 2, 2, t) for t in (1, 2, 4, 8)], lambda n: n // 16),
 )
-SWEEP_ROWS = (256, 1024)
+#: Rows of each pass: 32 keep a pass's input and output within the 48 KiB L1 cache of the
+#: machine in benchmarks/README.md at 64 float64 columns; 256 and 1024 only within L2.
+SWEEP_ROWS = (32, 256, 1024)
 SWEEP_COLUMNS = 64
 
 
