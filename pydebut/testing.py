@@ -6,6 +6,7 @@ import hypothesis when called, so the rest of this module works without it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 from math import gcd, prod
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,8 @@ from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from .fit._common import frobenius_norm
-from .operator import DeButOperator, random_generator
-from .spec import Chain, FactorSpec
+from .operator import SUPPORTED_DTYPES, DeButOperator, _supported_dtype, random_generator
+from .spec import Chain, FactorSpec, shown
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -415,32 +416,72 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
     return draw_chain()
 
 
+def _check_dtypes(dtypes: Sequence[DTypeLike]) -> tuple[np.dtype, ...]:
+    """``dtypes`` read as the operator's dtypes, or raise naming the argument.
+
+    A draw would fail otherwise, inside hypothesis and naming no argument. A string
+    is refused: it is a sequence of one-letter type codes, not of dtypes.
+    """
+    *first, last = (d.name for d in SUPPORTED_DTYPES)
+    rule = f"operators: dtypes must be a non-empty sequence of {', '.join(first)} or {last} dtypes"
+    ordered = isinstance(dtypes, Sequence) or (isinstance(dtypes, np.ndarray) and dtypes.ndim == 1)
+    if isinstance(dtypes, (str, bytes)) or not ordered:
+        raise TypeError(f"{rule}, got {type(dtypes).__name__} {shown(dtypes)}")
+    if len(dtypes) == 0:
+        raise ValueError(f"{rule}, got {shown(dtypes)}")
+    checked = []
+    for index, dtype in enumerate(dtypes):
+        try:
+            checked.append(_supported_dtype(dtype, "operators"))
+        except TypeError:
+            raise TypeError(f"{rule}; dtypes[{index}] is {shown(dtype)}") from None
+    return tuple(checked)
+
+
 def operators(
     chain_strategy: SearchStrategy[Chain] | None = None,
-    dtypes: tuple[DTypeLike, ...] = (np.float32, np.float64, np.complex64, np.complex128),
+    dtypes: Sequence[DTypeLike] = (np.float32, np.float64, np.complex64, np.complex128),
 ) -> SearchStrategy[DeButOperator]:
     """Strategy for ``DeButOperator`` instances with random weights on drawn chains and dtypes.
 
     Parameters
     ----------
     chain_strategy : SearchStrategy of Chain, optional
-        Where the chains come from; :func:`chains` by default.
-    dtypes : sequence of dtype
+        Where the chains come from; :func:`chains` by default. For one
+        chain, pass ``hypothesis.strategies.just(chain)``.
+    dtypes : sequence of dtype, default all four
         The dtypes to draw from, among float32, float64, complex64 and
-        complex128 (all four by default).
+        complex128: anything ``numpy.dtype`` reads as one of them (a type,
+        a name such as ``"float32"``, a ``numpy.dtype``).
 
     Returns
     -------
     hypothesis.strategies.SearchStrategy of DeButOperator
         Each draw is ``DeButOperator.random(chain, rng=seed, dtype=dtype)``
         with a drawn seed in ``[0, 2**32)``.
+
+    Raises
+    ------
+    TypeError
+        When called, if ``chain_strategy`` is neither None nor a hypothesis
+        strategy, if ``dtypes`` is not a sequence (a string is not taken),
+        or if one of its items is not one of the four dtypes.
+    ValueError
+        When called, if ``dtypes`` is empty: no draw could keep it.
     """
     from hypothesis import strategies as st
 
-    chain_strategy = chains() if chain_strategy is None else chain_strategy
+    if chain_strategy is None:
+        chain_strategy = chains()
+    elif not isinstance(chain_strategy, st.SearchStrategy):
+        raise TypeError(
+            "operators: chain_strategy must be None or a hypothesis strategy of chains"
+            f" (for one chain, hypothesis.strategies.just(chain)), got"
+            f" {type(chain_strategy).__name__} {shown(chain_strategy)}"
+        )
     return st.builds(
         DeButOperator.random,
         chain_strategy,
         rng=st.integers(0, 2**32 - 1),
-        dtype=st.sampled_from(dtypes),
+        dtype=st.sampled_from(_check_dtypes(dtypes)),
     )

@@ -7,15 +7,17 @@ import re
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
-from pydebut import DeButOperator
+from pydebut import Chain, DeButOperator
 from pydebut.testing import (
     assert_debut_close,
     chainable_chains,
     chains,
     dense_chains,
     dottest,
+    operators,
     rank_weighted_chains,
     tolerance,
 )
@@ -200,6 +202,40 @@ def test_strategies_refuse_bounds_that_are_not_integers(strategy, bound):
     # from it, with a TypeError from deep inside; True passed as max_dim 1.
     with pytest.raises(TypeError, match=f"{strategy.__name__}: max_dim must be an integer"):
         strategy(max_dim=bound)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "rule"),
+    [
+        ({"dtypes": (np.int32,)}, TypeError, "dtypes[0] is <class 'numpy.int32'>"),
+        ({"dtypes": (np.float64, np.float16)}, TypeError, "dtypes[1] is <class 'numpy.float16'>"),
+        ({"dtypes": ("foo",)}, TypeError, "dtypes[0] is 'foo'"),
+        ({"dtypes": ()}, ValueError, "dtypes, got ()"),
+        ({"dtypes": np.float32}, TypeError, "dtypes, got type <class 'numpy.float32'>"),
+        ({"dtypes": "float32"}, TypeError, "dtypes, got str 'float32'"),
+        ({"dtypes": {np.float64}}, TypeError, "dtypes, got set"),
+    ],
+)
+def test_operators_refuses_dtypes_no_draw_keeps(arguments, error, rule):
+    # Before: the strategy was built; drawing failed inside hypothesis ("Cannot sample from
+    # a length-zero sequence", "not an ordered collection") or in DeButOperator.random.
+    wanted = "operators: dtypes must be a non-empty sequence of float32, float64, complex64"
+    with pytest.raises(error, match=re.escape(wanted) + ".*" + re.escape(rule)):
+        operators(**arguments)
+
+
+def test_operators_refuses_a_chain_that_is_not_a_strategy():
+    # Before: accepted; drawing failed with hypothesis's "Expected a SearchStrategy".
+    chain = Chain([(4, 4, 2, 2, 1)])
+    with pytest.raises(TypeError, match="operators: chain_strategy must be None or a hypothesis"):
+        operators(chain)
+
+
+@given(operators(st.just(CHAIN), ["float32", np.dtype(np.complex64), ">f8", complex]))
+@settings(max_examples=20, deadline=None)
+def test_operators_takes_anything_numpy_reads_as_a_supported_dtype(op):
+    assert op.shape == (8, 12)
+    assert op.dtype in (np.float32, np.complex64, np.float64, np.complex128)
 
 
 @given(
