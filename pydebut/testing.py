@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 from math import gcd, prod
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,6 +84,20 @@ def _random_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dty
     return values.astype(_computed_in(dtype))
 
 
+def _checked_tolerance(where: str, name: str, value: float) -> float:
+    """``value`` if it is a finite real number of at least 0, or raise naming ``name``.
+
+    A negative or NaN tolerance fails every operator, the correct ones too; an
+    infinite one passes every operator; a string or None fails inside NumPy.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        wanted = f"{where}: {name} must be a real number"
+        raise TypeError(f"{wanted}, got {type(value).__name__} {shown(value)}")
+    if not 0 <= value < np.inf:
+        raise ValueError(f"{where}: {name} must be finite and at least 0, got {value}")
+    return value
+
+
 def dottest(
     op: LinearOperator, rtol: float | None = None, rng: int | np.random.Generator | None = None
 ) -> bool:
@@ -105,6 +120,10 @@ def dottest(
 
     Raises
     ------
+    TypeError
+        If ``rtol`` is not a real number (a bool is not taken).
+    ValueError
+        If ``rtol`` is negative, infinite or NaN.
     AssertionError
         If the two inner products differ by more than ``rtol``.
 
@@ -114,13 +133,13 @@ def dottest(
     >>> dottest(DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0), rng=0)
     True
     """
+    rtol = tolerance(op.dtype) if rtol is None else _checked_tolerance("dottest", "rtol", rtol)
     generator = random_generator(rng)
     m, n = op.shape
     u = _random_like(generator, (n,), op.dtype)
     v = _random_like(generator, (m,), op.dtype)
     forward = _inner(v, op.matvec(u))
     adjoint = _inner(op.rmatvec(v), u)
-    rtol = tolerance(op.dtype) if rtol is None else rtol
     scale = frobenius_norm(op.matvec(u)) * frobenius_norm(v) + 1e-300
     if not abs(forward - adjoint) <= rtol * scale:  # NaN fails too
         raise AssertionError(
@@ -157,6 +176,10 @@ def assert_debut_close(
 
     Raises
     ------
+    TypeError
+        If ``rtol`` or ``atol`` is not a real number (a bool is not taken).
+    ValueError
+        If ``rtol`` or ``atol`` is negative, infinite or NaN.
     AssertionError
         If the shapes differ, or the largest entry of ``|op.toarray() - expected|``
         exceeds ``rtol * max|expected| + atol`` (or is NaN).
@@ -168,11 +191,13 @@ def assert_debut_close(
     >>> op = DeButOperator.identity([(4, 4, 2, 2, 1)])
     >>> assert_debut_close(op, np.eye(4))
     """
+    where = "assert_debut_close"
+    rtol = tolerance(op.dtype) if rtol is None else _checked_tolerance(where, "rtol", rtol)
+    atol = _checked_tolerance(where, "atol", atol)
     actual = op.toarray()
     expected = np.asarray(expected)
     if actual.shape != expected.shape:
         raise AssertionError(f"shapes differ: {actual.shape} != {expected.shape}")
-    rtol = tolerance(op.dtype) if rtol is None else rtol
     error = np.abs(actual - expected).max(initial=0.0)
     bound = rtol * np.abs(expected).max(initial=0.0) + atol
     if not error <= bound:  # NaN fails too

@@ -164,6 +164,35 @@ def test_assert_debut_close_fails_nan_shape_and_imaginary_differences():
         dottest(nan_op, rng=0)
 
 
+CHECKS = {
+    "dottest": lambda op, **tol: dottest(op, rng=0, **tol),
+    "assert_debut_close": lambda op, **tol: assert_debut_close(op, op.toarray(), **tol),
+}
+
+
+@pytest.mark.parametrize(
+    ("check", "name"),
+    [("dottest", "rtol"), ("assert_debut_close", "rtol"), ("assert_debut_close", "atol")],
+)
+@pytest.mark.parametrize(
+    ("value", "error", "rule"),
+    [
+        (-1e-6, ValueError, "must be finite and at least 0, got -1e-06"),
+        (np.nan, ValueError, "must be finite and at least 0, got nan"),
+        (np.inf, ValueError, "must be finite and at least 0, got inf"),
+        ("1e-6", TypeError, "must be a real number, got str '1e-6'"),
+        (True, TypeError, "must be a real number, got bool True"),
+    ],
+)
+def test_checks_refuse_tolerances_no_operator_could_be_judged_by(check, name, value, error, rule):
+    # Before: a negative or NaN tolerance failed the exact operator ("dot test failed",
+    # "largest difference 0.000e+00 exceeds -1.000e+00"), inf passed any operator, and a
+    # string failed inside NumPy naming no argument.
+    op = DeButOperator.random(CHAIN, rng=7)
+    with pytest.raises(error, match=re.escape(f"{check}: {name} {rule}")):
+        CHECKS[check](op, **{name: value})
+
+
 @pytest.mark.parametrize(
     ("dtype", "size"), [(np.float64, 1e-7), (np.complex128, 1e-7), (np.float32, 1e-2)]
 )
