@@ -240,10 +240,14 @@ def fit_hierarchical(
     entry into ``[0.5, 1)`` and the weights multiplied back (spread over the
     factors), so the fit of ``c * D`` is ``c`` times that of ``D`` for any
     power of two ``c`` that keeps the target's entries in the dtype's normal
-    range. Another ``c`` rounds the target differently, and where a sub-block
-    has equal singular values rounding picks the subspace kept: a row-permuted
+    range. Another ``c`` rounds the target or its products differently (a
+    unit phase such as ``1j`` keeps every entry exact, but a complex product
+    then sums its real terms in the other order), and where a sub-block has
+    equal singular values rounding picks the subspace kept: a row-permuted
     Hadamard matrix of order 64 on ``[(64, 64, 4, 4, 16), (64, 64, 4, 4, 4),
-    (64, 64, 4, 4, 1)]`` fits to 0.8927, and 0.3 times it to 0.9140. The
+    (64, 64, 4, 4, 1)]`` fits to 0.8927, and 0.3 times it to 0.9140; the
+    32-point DFT matrix ``np.fft.fft(np.eye(32))`` on the radix-2 butterfly to 0.8939,
+    and ``1j`` times it to 0.9112. The
     reported error is measured on the fitted factors: their product is formed
     and subtracted from the target.
 

@@ -404,7 +404,9 @@ def approximate(
     A float32 or complex64 target is searched in double precision (in single
     precision a split's residual, a difference of energies, is noise below about
     3e-4 of the total) and its chains are fitted in its own precision.
-    Another ``c`` rounds the target differently, and where the search meets
+    Another ``c`` rounds the target or its products differently (so does a
+    unit phase such as ``1j``: a complex product sums its real terms in the
+    other order), and where the search meets
     ties (sub-blocks with equal singular values, prefixes with equal
     residuals) rounding decides them: the answer can differ by more than
     rounding (a random product of the VGG conv1 chain plus 5% noise, at 3,000
