@@ -10,9 +10,11 @@ unreadable or malformed files, numbers too large, input nested too deeply, a
 request that does not fit in memory) print one line and exit with status 2.
 Anything else is a bug in pydebut: one line says so and how to see the
 traceback (``pydebut --debug ...`` or the environment variable
-``PYDEBUT_DEBUG=1``), and the exit status is 3. A closed standard output is
-refused up front (status 2), like one that cannot be written; with standard
-error closed, its messages (and progress bars) are dropped.
+``PYDEBUT_DEBUG=1``), and the exit status is 3; with ``--debug`` the
+traceback itself is shown, while a mistake in what was asked for still gets
+its one line and status 2. A closed standard output is refused up front
+(status 2), like one that cannot be written; with standard error closed, its
+messages (and progress bars) are dropped.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help=f"show the traceback of an internal error (as {DEBUG_VARIABLE}=1 does)",
+        help=f"show the traceback of an internal error (as {DEBUG_VARIABLE}=1 does); "
+        "invalid input still gets one line and exit status 2",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:
@@ -139,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as err:
-        if debug:
+        if debug and not isinstance(err, _INPUT_ERRORS):
             raise
         print(_one_line(err), file=sys.stderr)
         return EXIT_USAGE if isinstance(err, _INPUT_ERRORS) else EXIT_BUG

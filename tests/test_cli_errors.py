@@ -216,6 +216,24 @@ def test_debug_shows_the_traceback(capsys, monkeypatch):
     assert main(["check", *CHAIN]) == EXIT_BUG
 
 
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["check", "--sup", "4 4", "--sub", "2 2"], "not a whole number of (r, s, t) triples"),
+        (["chains", "0", "5"], "m must be positive, got 0"),
+        (["check", *CHAIN, "--format", "xml"], "invalid choice: 'xml'"),
+    ],
+)
+def test_debug_keeps_user_errors_one_line_and_status_2(capsys, monkeypatch, argv, words):
+    """Status 1 is check's 'not dense': a traceback's status would read as a verdict."""
+    monkeypatch.delenv(cli.DEBUG_VARIABLE, raising=False)
+    assert main(["--debug", *argv]) == EXIT_USAGE
+    monkeypatch.setenv(cli.DEBUG_VARIABLE, "1")
+    assert main(argv) == EXIT_USAGE
+    for err in capsys.readouterr().err.splitlines():
+        assert err.startswith("pydebut") and words in err
+
+
 def test_interrupt_is_one_line_and_status_130(capsys, monkeypatch):
     monkeypatch.setattr(check, "run", raising(KeyboardInterrupt()))
     assert main(["check", *CHAIN]) == 130
