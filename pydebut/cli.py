@@ -15,6 +15,10 @@ traceback itself is shown, while a mistake in what was asked for still gets
 its one line and status 2. A closed standard output is refused up front
 (status 2), like one that cannot be written; with standard error closed, its
 messages (and progress bars) are dropped.
+
+An option given twice is refused (status 2) rather than keeping the last
+value silently: ``--sup 64 72 --sup 72 144`` would read like one list of four
+numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .commands import COMMANDS
@@ -57,6 +62,10 @@ _INPUT_ERRORS = (
 )
 
 
+#: Attribute of the parsed namespace: the option string each argument was given with, by dest.
+_GIVEN = "_given"
+
+
 class _ArgumentError(UsageError):
     """argparse rejected the command line of ``prog``."""
 
@@ -65,7 +74,37 @@ class _ArgumentError(UsageError):
         self.prog = prog
 
 
+class _StoreOnce(argparse.Action):
+    """Store an argument's value, refusing an option given a second time.
+
+    argparse keeps the last value of a repeated option silently, which reads as
+    adding to a list option (``--sup 64 72 --sup 72 144``). Every parser of the
+    command line stores through this action (:class:`_Parser` makes it the
+    default), and it records in the namespace which arguments were given.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given = getattr(namespace, _GIVEN, {})
+        if self.dest in given:
+            raise argparse.ArgumentError(
+                self, "given twice; give it once (a repeat would replace its value, not add to it)"
+            )
+        setattr(namespace, _GIVEN, {**given, self.dest: option_string})
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)  # argument groups share the registry
+        self.register("action", "store", _StoreOnce)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise _ArgumentError(self.prog, message)
 

@@ -1,5 +1,6 @@
 """The command-line skeleton and ``pydebut demo``."""
 
+import argparse
 import inspect
 import json
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 import pydebut
-from pydebut.cli import load_chain_json, main
+from pydebut.cli import build_parser, load_chain_json, main
 
 
 def run(capsys, *argv):
@@ -61,6 +62,42 @@ def test_usage_errors_are_one_line_with_status_2(capsys, argv, start, message):
     assert status == 2
     assert err.count("\n") == 1 and err.startswith(start) and message in err
     assert "Traceback" not in err and err.count("pydebut") == 2  # prog, and the --help hint
+
+
+def test_a_repeated_list_option_is_refused_not_cut_to_its_last_value(capsys):
+    """``--sup 64 72 ... --sup 72 144`` reads as one list; argparse kept only the last."""
+    argv = ["check", "--sup", "64", "72", "--sub", "8", "9", "8", "--sup", "72", "144"]
+    status, out, err = run(capsys, *argv, "--sub", "2", "4", "4")
+    assert status == 2 and out == ""
+    assert err == (
+        "pydebut check: error: argument --sup: given twice; give it once (a repeat would "
+        "replace its value, not add to it) (see 'pydebut check --help')\n"
+    )
+
+
+def _valued_options():
+    """Every option of every command that takes a value: (command, option, value)."""
+    commands = next(
+        action for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ).choices  # fmt: skip
+    return [
+        (command, action.option_strings[-1], str(action.choices[0]) if action.choices else "1")
+        for command, parser in commands.items()
+        for action in parser._actions
+        if action.option_strings and action.nargs != 0
+    ]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), _valued_options())
+def test_every_option_given_twice_is_refused_naming_it(
+    capsys, tmp_path, monkeypatch, command, option, value
+):
+    monkeypatch.chdir(tmp_path)  # what a command given these values writes lands here
+    status, out, err = run(capsys, command, option, value, option, value)
+    assert status == 2 and out == ""
+    assert err.startswith(f"pydebut {command}: error: argument ") and err.count("\n") == 1
+    assert f"{option}: given twice" in err
 
 
 def test_no_command_prints_the_usage_once(capsys):
