@@ -18,7 +18,8 @@ messages (and progress bars) are dropped.
 
 An option given twice is refused (status 2) rather than keeping the last
 value silently: ``--sup 64 72 --sup 72 144`` would read like one list of four
-numbers.
+numbers. A required positional argument that a list option (``--sup``,
+``--sub``) took as its last value is named in the error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from . import __version__
 from .commands import COMMANDS
 from .commands._common import UsageError, load_chain_json
+from .spec import shown
 
 __all__ = ["EXIT_BUG", "EXIT_USAGE", "UsageError", "build_parser", "load_chain_json", "main"]
 
@@ -64,6 +66,8 @@ _INPUT_ERRORS = (
 
 #: Attribute of the parsed namespace: the option string each argument was given with, by dest.
 _GIVEN = "_given"
+#: What a file argument taken by a list option looks like (besides naming an existing file).
+_FILE_SUFFIXES = (".npy", ".json")
 
 
 class _ArgumentError(UsageError):
@@ -72,6 +76,7 @@ class _ArgumentError(UsageError):
     def __init__(self, prog: str, message: str) -> None:
         super().__init__(f"{message} (see '{prog} --help')")
         self.prog = prog
+        self.message = message
 
 
 class _StoreOnce(argparse.Action):
@@ -107,6 +112,43 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise _ArgumentError(self.prog, message)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace = argparse.Namespace() if namespace is None else namespace
+        try:
+            return super().parse_known_args(args, namespace)
+        except _ArgumentError as err:
+            taken = self._taken_by_a_list(namespace, err.message)
+            if taken is None:
+                raise
+            raise _ArgumentError(self.prog, f"{err.message}; {taken}") from None
+
+    def _taken_by_a_list(self, namespace: argparse.Namespace, message: str) -> str | None:
+        """Why a required positional argument is missing, if a list option took it.
+
+        A list option (``nargs="+"``) takes every value up to the next option,
+        so a file given after it is read as its last value.
+        """
+        given = getattr(namespace, _GIVEN, {})
+        missing = [
+            action.metavar or action.dest
+            for action in self._actions
+            if not action.option_strings and action.required and action.dest not in given
+        ]
+        if not missing or not message.startswith("the following arguments are required"):
+            return None
+        for action in self._actions:
+            if action.option_strings and action.nargs == "+" and action.dest in given:
+                last = str(getattr(namespace, action.dest)[-1])
+                if os.path.exists(last) or last.lower().endswith(_FILE_SUFFIXES):
+                    return (
+                        f"{shown(last)} was read as a value of {given[action.dest]}, which "
+                        f"takes every value after it: give {missing[0]} before the options, "
+                        "or last after --"
+                    )
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

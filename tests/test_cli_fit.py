@@ -82,6 +82,36 @@ def test_bad_options(target_file, tmp_path, capsys, extra, message):
     assert not (tmp_path / "f.npz").exists()
 
 
+@pytest.mark.parametrize("name", ["target.npy", "new.npy", "chain.JSON", "data"])
+def test_a_target_taken_by_sub_is_named_in_the_error(
+    target_file, tmp_path, capsys, monkeypatch, name
+):
+    """``--sub 2 2 1 target.npy`` reads the target as a number of --sub: say so."""
+    chain, _, path = target_file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").write_bytes(path.read_bytes())  # an existing file, without suffix
+    target = name
+    assert main(["fit", *chain_args(chain), target, "-o", "f.npz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pydebut fit: error: the following arguments are required: TARGET.npy;")
+    assert f"{target!r} was read as a value of --sub, which takes every value after it: " in err
+    assert "give TARGET.npy before the options, or last after --" in err
+    assert err.count("\n") == 1
+    argv = ["fit", *chain_args(chain), "-o", "f.npz", "--no-progress"]
+    assert main([*argv, "--", target]) == (0 if name in ("target.npy", "data") else 2)
+
+
+def test_a_missing_target_without_a_file_in_a_list_is_argparse_s_message(
+    target_file, tmp_path, capsys
+):
+    chain, _, _ = target_file
+    assert main(["fit", *chain_args(chain), "-o", str(tmp_path / "f.npz")]) == 2
+    assert capsys.readouterr().err == (
+        "pydebut fit: error: the following arguments are required: TARGET.npy "
+        "(see 'pydebut fit --help')\n"
+    )
+
+
 def test_a_chain_too_long_to_save_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
     # the fit ran (10 s at 10,001 factors), then saving its result was refused
     monkeypatch.setattr("pydebut.commands.fit.fit_als", lambda *a, **k: pytest.fail("fitted"))
