@@ -11,8 +11,8 @@ request that does not fit in memory) print one line and exit with status 2.
 Anything else is a bug in pydebut: one line says so and how to see the
 traceback (``pydebut --debug ...`` or the environment variable
 ``PYDEBUT_DEBUG=1``), and the exit status is 3; with ``--debug`` the
-traceback itself is shown, while a mistake in what was asked for still gets
-its one line and status 2. A closed standard output is refused up front
+traceback itself is shown instead (status 3 still), while a mistake in what was
+asked for still gets its one line and status 2. A closed standard output is refused up front
 (status 2), like one that cannot be written; with standard error closed, its
 messages (and progress bars) are dropped.
 
@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import os
 import sys
+import traceback
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -223,10 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as err:
-        if debug and not isinstance(err, _INPUT_ERRORS):
-            raise
+        if not isinstance(err, _INPUT_ERRORS):
+            if debug:  # the traceback, still with the bug's status (1 is check's verdict)
+                traceback.print_exc()
+            else:
+                print(_one_line(err), file=sys.stderr)
+            return EXIT_BUG
         print(_one_line(err), file=sys.stderr)
-        return EXIT_USAGE if isinstance(err, _INPUT_ERRORS) else EXIT_BUG
+        return EXIT_USAGE
 
 
 def _one_line(err: Exception) -> str:

@@ -205,15 +205,18 @@ def test_internal_bugs_say_so_and_how_to_see_the_traceback(capsys, monkeypatch, 
     assert "--debug" in err and f"{cli.DEBUG_VARIABLE}=1" in err
 
 
-def test_debug_shows_the_traceback(capsys, monkeypatch):
+def test_debug_shows_the_traceback_with_the_bugs_status(capsys, monkeypatch):
+    """Status 3, not the 1 of an uncaught exception, which is check's 'not dense'."""
     monkeypatch.setattr(check, "run", raising(KeyError("x")))
-    with pytest.raises(KeyError):
-        main(["--debug", "check", *CHAIN])
+    assert main(["--debug", "check", *CHAIN]) == EXIT_BUG
+    assert capsys.readouterr().err.startswith("Traceback")
     monkeypatch.setenv(cli.DEBUG_VARIABLE, "1")
-    with pytest.raises(KeyError):
-        main(["check", *CHAIN])
+    assert main(["check", *CHAIN]) == EXIT_BUG
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "KeyError: 'x'" in err
     monkeypatch.setenv(cli.DEBUG_VARIABLE, "0")
     assert main(["check", *CHAIN]) == EXIT_BUG
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
