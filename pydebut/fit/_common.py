@@ -84,6 +84,16 @@ def working_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def double_dtype(dtype: np.dtype) -> np.dtype:
+    """The double precision dtype of ``dtype``'s kind: float64, or complex128 for complex."""
+    return np.promote_types(dtype, np.float64)
+
+
+def in_double(array: np.ndarray) -> np.ndarray:
+    """``array`` in double precision (:func:`double_dtype`): itself if it already is."""
+    return array.astype(double_dtype(array.dtype), copy=False)
+
+
 def load_target(
     target: Any,
     chain: Chain | None,
