@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -456,3 +457,31 @@ def test_wide_rectangles_are_counted_against_the_coupling_limit():
     with pytest.raises(ValueError, match="factor 2 of the chain: about 268,435,472 pairs of"):
         fit_als(np.ones((4, 4)), chain, n_sweeps=1)
     _couplings.cache_clear()
+
+
+def assert_same_coupling(got, expected):
+    for ours, reference in [(got.groups, expected.groups), (got.rectangles, expected.rectangles)]:
+        assert len(ours) == len(reference)
+        for a, b in zip(ours, reference, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("factor, n_factors", [((8, 8, 8, 8, 1), 200), ((4, 4, 2, 2, 1), 550)])
+def test_couplings_of_a_long_chain_are_those_of_a_short_one(factor, n_factors):
+    # The coupling test ran the normal equations with all weights one, whose path counts
+    # (8**200) overflowed: on these chains it found no coupled weight at all. The supports
+    # of A^H and H, which decide the coupling, are the same for every factor but the ends.
+    long, short = _couplings(Chain([factor] * n_factors)), _couplings(Chain([factor] * 3))
+    for index, expected in [(0, 0), (n_factors // 2, 1), (n_factors - 1, 2)]:
+        assert_same_coupling(long[index], short[expected])
+
+
+def test_als_on_a_long_chain_never_raises_the_error():
+    # With the coupled weights of every factor missed (above), one sweep raised the error
+    # of this fit from 1.1e-14 to 3.35, with 490 RuntimeWarnings (overflow)
+    chain = Chain([(8, 8, 8, 8, 1)] * 200)
+    target = np.random.default_rng(0).standard_normal(chain.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit_als(target, chain, n_sweeps=1)
+    assert result.errors[-1] <= result.errors[0] * (1 + 1e-9) + 1e-14

@@ -205,7 +205,7 @@ class _Sweeper:
                 self.weights[index] = self._solve(index, self.left[index], self.right[index])
             nh = apply_factor(self.chain[index], self.weights[index], nh)
             if index:
-                gram = self._congruence(index, gram)
+                gram = _congruence(self.chain[index], self.weights[index], self.sparse[index], gram)
         return self.error(exponent)
 
     def error(self, exponent: int = 0) -> float:
@@ -214,36 +214,10 @@ class _Sweeper:
         product_h = adjoint_product(self.chain, self.weights, self.matrix_h.dtype)
         return relative_error(product_h, self.matrix_h, self.norm, exponent)
 
-    def _congruence(self, index: int, gram: Gram) -> Gram:
-        """``F_l H F_l^H``, sparse while the result stays sparse enough."""
-        spec, weights = self.chain[index], self.weights[index]
-        if isinstance(gram, np.ndarray):
-            half = apply_factor(spec, weights, gram)
-            return apply_factor(spec, weights, np.ascontiguousarray(half.conj().T)).conj().T
-        factor = self.sparse[index].matrix(weights)
-        result = (factor @ gram @ factor.conj().T).tocsr()
-        if result.nnz > SPARSE_GRAM_DENSITY * spec.p**2:
-            return result.toarray()
-        return result
-
     # --- one factor --------------------------------------------------------------
-    def normal_terms(
-        self, index: int, ah: np.ndarray, right: _RightData
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``E`` on the support of factor ``index`` and ``G[i, i] H[j, j]``, as ``(k, r, s, t)``."""
-        spec = self.chain[index]
-        k, r, s, t = spec.weight_shape
-        m = ah.shape[1]
-        ah_blocks = ah.reshape(k, r, t, m).transpose(0, 2, 1, 3)
-        nh_blocks = right.nh.reshape(k, s, t, m).transpose(0, 2, 3, 1).conj()
-        rhs = np.ascontiguousarray(np.matmul(ah_blocks, nh_blocks).transpose(0, 2, 3, 1))
-        g_diag = _squared_norms(ah).reshape(k, r, 1, t)
-        diagonal = g_diag * right.h_diag.reshape(k, 1, s, t)
-        return rhs, diagonal
-
     def _solve(self, index: int, ah: np.ndarray, right: _RightData) -> np.ndarray:
         """Exact least-squares weights of factor ``index`` (minimum norm if singular)."""
-        rhs, diagonal = self.normal_terms(index, ah, right)
+        rhs, diagonal = _normal_terms(self.chain[index], ah, right.nh, right.h_diag)
         tiny = np.finfo(diagonal.dtype).tiny
         weights = np.zeros_like(rhs)
         np.divide(rhs, diagonal, out=weights, where=diagonal > tiny)
@@ -260,6 +234,52 @@ class _Sweeper:
         if self.precision != weights.dtype:
             return weights.astype(self.precision).astype(weights.dtype)
         return weights
+
+
+def _congruence(spec: FactorSpec, weights: np.ndarray, factor: _SparseFactor, gram: Gram) -> Gram:
+    """``F H F^H`` for the factor ``F`` of ``spec`` (CSR pattern ``factor``), sparse while the
+    result stays sparse enough."""
+    if isinstance(gram, np.ndarray):
+        half = apply_factor(spec, weights, gram)
+        return apply_factor(spec, weights, np.ascontiguousarray(half.conj().T)).conj().T
+    matrix = factor.matrix(weights)
+    result = (matrix @ gram @ matrix.conj().T).tocsr()
+    if result.nnz > SPARSE_GRAM_DENSITY * spec.p**2:
+        return result.toarray()
+    return result
+
+
+def _normal_terms(
+    spec: FactorSpec, ah: np.ndarray, nh: np.ndarray, h_diag: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``E = ah nh^H`` on the support of ``spec`` and ``G[i, i] H[j, j]``, as ``(k, r, s, t)``.
+
+    ``ah`` is ``A^H`` (``p x m``), ``nh`` is ``B D^H`` (``q x m``), ``h_diag`` the diagonal of
+    ``H``; ``G[i, i]`` is the squared norm of row ``i`` of ``ah``.
+    """
+    k, r, s, t = spec.weight_shape
+    m = ah.shape[1]
+    ah_blocks = ah.reshape(k, r, t, m).transpose(0, 2, 1, 3)
+    nh_blocks = nh.reshape(k, s, t, m).transpose(0, 2, 3, 1).conj()
+    rhs = np.ascontiguousarray(np.matmul(ah_blocks, nh_blocks).transpose(0, 2, 3, 1))
+    g_diag = _squared_norms(ah).reshape(k, r, 1, t)
+    diagonal = g_diag * h_diag.reshape(k, 1, s, t)
+    return rhs, diagonal
+
+
+def _support(matrix: Gram) -> Gram:
+    """``matrix`` (entries >= 0, dense or sparse) with every non-zero entry set to 1, in place."""
+    values = matrix if isinstance(matrix, np.ndarray) else matrix.data
+    np.minimum(values, 1, out=values)
+    return matrix
+
+
+def _distinct_columns(matrix: np.ndarray) -> np.ndarray:
+    """The distinct columns of a 0/1 ``matrix``, in their order of first appearance."""
+    keys = np.ascontiguousarray(np.packbits(matrix.T != 0, axis=1))  # one row per column
+    keys = keys.view(np.dtype((np.void, keys.shape[1]))).reshape(-1)
+    _, first = np.unique(keys, return_index=True)
+    return matrix[:, np.sort(first)]
 
 
 def _squared_norms(rows: np.ndarray) -> np.ndarray:
@@ -386,27 +406,37 @@ def _couplings(chain: Chain, transposed: bool = False) -> tuple[_Coupling, ...]:
     ``transposed``: ``chain`` is the transpose of the user's (taller than wide), so an
     error names a factor by its place in the user's chain, counted from the other end.
 
-    With all weights set to one, ``G`` and ``H`` count paths, and with the
-    target ``D = 1_chain`` (the all-ones product) the right-hand side
-    ``P_S(A^H D B^H) = P_S(G 1_S H)`` counts, with multiplicity, the unknowns a
-    weight couples with. It exceeds the diagonal term ``G[i, i] H[j, j]``
-    exactly when the weight couples with another; only those weights enter the
-    coupling graph, whose components are returned.
+    Weights ``(i, j)`` and ``(i', j')`` of the support ``S`` couple when ``G[i, i']`` and
+    ``H[j', j]`` are structurally non-zero. With all weights set to one, ``A^H`` and ``H``
+    are products of non-negative matrices and only their supports matter: these are
+    propagated along the chain, every non-zero entry set to 1 after each factor (path
+    counts grow like ``r**L``; they lost integer precision, then overflowed, on long
+    chains). With ``ah`` the distinct columns of the support of ``A^H`` (long chains of
+    small factors have few), ``G' = ah ah^T`` has the support of ``G`` and entries at most
+    ``m``, and the right-hand side ``P_S(G' 1_S H) = ah nh^T``, with ``nh = H 1_S^T ah^T``,
+    is an exact integer (at most ``m * nnz``) that exceeds the diagonal term
+    ``G'[i, i] H[j, j]`` exactly when the weight couples with another. Only those weights
+    enter the coupling graph, whose components are returned.
     """
     ones = [np.ones(spec.weight_shape) for spec in chain]
-    product_h = adjoint_product(chain, ones, np.dtype(np.float64))
-    sweeper = _Sweeper(chain, ones, product_h.T, None)
-    sweeper.forward(update=False)
+    left = []  # the support of A_l^H, for every factor l
+    ah = np.eye(chain.shape[0])
+    for spec, weights in zip(chain, ones, strict=True):
+        left.append(ah)
+        ah = _support(apply_factor_adjoint(spec, weights, ah))
+    supports = [spec.support_indices() for spec in chain]
 
     def label(index: int) -> str:
         return f"factor {len(chain) - index if transposed else index + 1} of the chain"
 
     def find_components(index: int, gram: Gram) -> None:
-        ah = sweeper.left[index]
-        rhs, diagonal = sweeper.normal_terms(index, ah, sweeper.right[index])
+        spec, ah = chain[index], left[index]
+        outputs = _distinct_columns(ah)
+        nh = gram @ apply_factor_adjoint(spec, ones[index], outputs)
+        rhs, diagonal = _normal_terms(spec, outputs, nh, gram.diagonal())
         coupled = np.flatnonzero((rhs - diagonal).reshape(-1) > 0.5)
         if coupled.size:
-            rows, cols = sweeper.supports[index]
+            rows, cols = supports[index]
             try:
                 components = _components(chain[index], ah, gram)
             except CouplingLimitError as err:
@@ -428,7 +458,12 @@ def _couplings(chain: Chain, transposed: bool = False) -> tuple[_Coupling, ...]:
                 )
 
     couplings = [_Coupling() for _ in chain]
-    sweeper.backward(update=False, on_factor=find_components)
+    gram: Gram = scipy.sparse.eye_array(chain.shape[1], format="csr")  # the support of H_l
+    for index in reversed(range(len(chain))):
+        find_components(index, gram)
+        if index:
+            factor = _SparseFactor(chain[index])
+            gram = _support(_congruence(chain[index], ones[index], factor, gram))
     return tuple(couplings)
 
 
@@ -461,7 +496,7 @@ def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarra
 
     Weights ``(i, j)`` and ``(i', j')`` couple when ``G[i, i'] != 0`` (their
     columns of ``A``, rows of ``ah``, share an output) and ``H[j, j'] != 0``
-    (``gram`` is ``H`` with path counts). The support is a union of
+    (``gram`` is the support of ``H``). The support is a union of
     rectangles, one per ``(b, alpha)``: rows ``(b, ., alpha)`` times columns
     ``(b, ., alpha)``. Within one rectangle the graph is generated by the
     edges along rows and along columns (a diagonal edge ``(i, j) - (i', j')``
@@ -743,7 +778,7 @@ def fit_als(
     bar = None if progress_bar is None else progress_bar(total=n_sweeps, desc="ALS", unit="sweep")
     transposed = chain.shape[0] > chain.shape[1]
     work_chain = chain.T if transposed else chain
-    couplings = _couplings(work_chain, transposed)  # m x m path counts: after the memory check
+    couplings = _couplings(work_chain, transposed)  # p_l x m supports: after the memory check
     # Coupled unknowns are solved for in double precision, single precision weights too: their
     # float32 normal equations lost most of the fit on over-parametrised chains (docs/fitting.rst).
     coupled = any(c.groups or c.rectangles for c in couplings)
