@@ -485,3 +485,13 @@ def test_als_on_a_long_chain_never_raises_the_error():
         warnings.simplefilter("error")
         result = fit_als(target, chain, n_sweeps=1)
     assert result.errors[-1] <= result.errors[0] * (1 + 1e-9) + 1e-14
+
+
+def test_a_random_start_on_a_long_chain_is_balanced():
+    # The product of 600 random scalars is about e**-380 (2**-548): its Gram terms left the
+    # doubles, every update gave 0, and ALS stayed at error 1.0 on a 1 x 1 target
+    chain = Chain([(1, 1, 1, 1, 1)] * 600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit_als(np.array([[3.0]]), chain, n_sweeps=1, init="random", rng=0)
+    assert result.errors[-1] < 1e-12
