@@ -23,9 +23,7 @@ from itertools import pairwise
 from math import comb, inf, prod
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-
-from .spec import Chain, ChainKind, _as_positive_int, shown
+from .spec import Chain, ChainKind, _as_bool, _as_positive_int, shown
 
 __all__ = [
     "ChainClass",
@@ -577,15 +575,14 @@ def _request(
         if max_dim < max(m, n):
             raise ValueError(f"max_dim={max_dim} is below max(m, n) = {max(m, n)}: no chain fits")
     rank = _as_positive_int(rank, "rank", "chain request")
-    if not isinstance(allow_diagonal, (bool, np.bool_)):
-        raise TypeError(f"allow_diagonal must be a bool, got {type(allow_diagonal).__name__}")
+    allow_diagonal = _as_bool(allow_diagonal, "allow_diagonal")
     if kind in ("bulging", "other") and counts[-1] == 1:
         raise ValueError(f'kind="{kind}" needs at least 2 factors, but n_factors is 1')
     if kind == "bulging" and max_dim is not None and max_dim <= max(m, n):
         raise ValueError(
             f'kind="bulging" needs a dimension above max(m, n) = {max(m, n)}, but max_dim={max_dim}'
         )
-    return _Request(m, n, counts, kind, max_params, max_dim, rank, bool(allow_diagonal))
+    return _Request(m, n, counts, kind, max_params, max_dim, rank, allow_diagonal)
 
 
 def enumerate_chains(

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .operator import DeButOperator, _weights_dtype
-from .spec import Chain, _as_positive_int
+from .spec import Chain, _as_bool, _as_positive_int
 
 __all__ = ["load", "npz_path", "save"]
 
@@ -116,7 +116,8 @@ def save(
     Raises
     ------
     TypeError
-        If ``operator`` is not a ``DeButOperator``, or ``path`` is a file in text mode.
+        If ``operator`` is not a ``DeButOperator``, ``path`` is a file in text mode
+        or ``compress`` is not a bool.
     ValueError
         If the operator has more than :data:`MAX_FACTORS` factors, which
         :func:`load` would refuse to read.
@@ -149,7 +150,7 @@ def save(
     }
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
-    writer = np.savez_compressed if compress else np.savez
+    writer = np.savez_compressed if _as_bool(compress, "compress") else np.savez
     if _is_file(path, "save"):
         writer(path, **arrays)
         return
@@ -212,7 +213,8 @@ def load(
     OSError
         If the file cannot be opened.
     TypeError
-        If a file object is in text mode or cannot seek.
+        If a file object is in text mode or cannot seek, or ``check_finite`` is
+        not a bool.
     ValueError
         If ``path`` is empty or names a folder (as for :func:`npz_path`).
         Naming the file, if it is not a valid pydebut archive: not a zip,
@@ -237,6 +239,7 @@ def load(
     (4096, 4096)
     """
     max_bytes = _as_positive_int(max_bytes, "max_bytes", "load")
+    check_finite = _as_bool(check_finite, "check_finite")
     if _is_file(path, "load"):
         if not (hasattr(path, "seekable") and path.seekable()):
             raise TypeError(

@@ -17,7 +17,7 @@ from scipy.sparse.linalg import LinearOperator
 from . import _batched, _kernels, _numba_setup, _sparse, _workspace
 from ._memory import check_fits_in_memory, format_count
 from ._permutation import check_permutation, inverse_permutation
-from .spec import Chain, FactorSpec, refuse_masked, shown
+from .spec import Chain, FactorSpec, _as_bool, refuse_masked, shown
 
 __all__ = ["DeButOperator"]
 
@@ -390,8 +390,8 @@ class DeButOperator(LinearOperator):
     Raises
     ------
     TypeError
-        If ``weights`` is not a sequence of numeric arrays or the dtype is
-        not supported.
+        If ``weights`` is not a sequence of numeric arrays, the dtype is
+        not supported or ``check_finite`` is not a bool.
     ValueError
         If the number or the shape of the weight arrays does not match the
         chain, a weight is not finite, or a weight array is a masked array with
@@ -459,6 +459,7 @@ class DeButOperator(LinearOperator):
         col_perm: ArrayLike | None = None,
     ) -> None:
         chain = chain if isinstance(chain, Chain) else Chain(chain)
+        check_finite = _as_bool(check_finite, "check_finite")
         owned, dtype = _check_weights(chain, weights, dtype, check_finite)
         m, n = chain.shape
         self._row_perm = check_permutation(row_perm, m, "row_perm")
@@ -655,6 +656,8 @@ class DeButOperator(LinearOperator):
         ValueError
             If the operator carries a permutation and ``permutations`` is False:
             the reference layer cannot hold it, and dropping it would change the matrix.
+        TypeError
+            If ``permutations`` is not a bool.
 
         Examples
         --------
@@ -663,6 +666,7 @@ class DeButOperator(LinearOperator):
         >>> row_perm is None, col_perm.tolist()
         (True, [1, 0, 2, 3])
         """
+        permutations = _as_bool(permutations, "permutations")
         pieces = [w.transpose(0, 3, 1, 2).ravel() for w in reversed(self._weights)]
         r_shapes, vector = self._chain.to_r_shapes(), np.concatenate(pieces)
         if permutations:
@@ -1140,7 +1144,8 @@ class DeButOperator(LinearOperator):
             If ``X`` is not 2-D with ``n`` columns (``m`` with ``adjoint``), or is
             a masked array with masked entries.
         TypeError
-            If ``X`` is SciPy sparse (use ``X @ op.T``) or its dtype is not numeric.
+            If ``X`` is SciPy sparse (use ``X @ op.T``) or its dtype is not numeric, or
+            ``adjoint`` is not a bool.
 
         Examples
         --------
@@ -1149,6 +1154,7 @@ class DeButOperator(LinearOperator):
         >>> np.allclose(op.apply_rows(rows), rows @ op.toarray().T)
         True
         """
+        adjoint = _as_bool(adjoint, "adjoint")
         backend = _dask_backend(X)
         if backend is not None:
             return backend.apply(self, X, adjoint=adjoint, axis=1)

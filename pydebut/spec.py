@@ -43,6 +43,14 @@ class _BoundedRepr(reprlib.Repr):
 shown = _BoundedRepr().repr
 
 
+def _as_bool(value: Any, name: str) -> bool:
+    """Return ``value`` (a bool or NumPy bool) as a Python bool; otherwise ``TypeError``
+    naming ``name``: a flag given ``None``, ``0`` or ``"no"`` would be read by its truth."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 def _as_positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
     """Return ``value`` as a positive (or, ``allow_zero``, non-negative) Python int.
 

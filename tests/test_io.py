@@ -12,6 +12,7 @@ from pydebut.io import MAX_FACTORS
 from pydebut.special import hadamard
 
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
+CHAIN_NAN = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
@@ -68,6 +69,33 @@ def test_operators_with_non_finite_weights_round_trip_on_request(tmp_path):
             np.testing.assert_array_equal(mine, theirs)
     with pytest.raises(ValueError, match="overflow to infinity in float32"):
         DeButOperator([(2, 2, 2, 2, 1)], [np.full((1, 2, 2, 1), 1e300)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("flag", [None, 0, 1, [], "no", np.float64(1.0)])
+def test_boolean_flags_refuse_what_is_not_a_bool(tmp_path, flag):
+    # each was read by its truth: check_finite=None loaded NaN weights, compress="no"
+    # deflated the archive
+    weights = [np.ones((1, 2, 2, 2)), np.full((2, 2, 2, 1), np.nan)]
+    op = DeButOperator(CHAIN_NAN, weights, check_finite=False)
+    save(tmp_path / "nan.npz", op)
+    name = type(flag).__name__
+    calls = [
+        ("compress", lambda: save(tmp_path / "op.npz", op, compress=flag)),
+        ("check_finite", lambda: load(tmp_path / "nan.npz", check_finite=flag)),
+        ("check_finite", lambda: DeButOperator(CHAIN_NAN, weights, check_finite=flag)),
+        ("permutations", lambda: op.to_twiddle(permutations=flag)),
+        ("adjoint", lambda: op.apply_rows(np.ones((3, 4)), adjoint=flag)),
+    ]
+    for argument, call in calls:
+        with pytest.raises(TypeError, match=f"^{argument} must be a bool, got {name}$"):
+            call()
+    assert not (tmp_path / "op.npz").exists()
+    for flag in (True, np.True_):  # NumPy's bools are bools, as for progress and allow_diagonal
+        save(tmp_path / "op.npz", op, compress=flag)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            load(tmp_path / "nan.npz", check_finite=flag)
+        assert len(op.to_twiddle(permutations=flag)) == 4
+        assert op.apply_rows(np.ones((3, 4)), adjoint=flag).shape == (3, 4)
 
 
 def test_file_objects_in_text_mode_or_unseekable_are_refused(tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 from .._memory import check_fits_in_memory
 from ..io import _open_without_waiting
 from ..operator import DeButOperator
-from ..spec import Chain, FactorSpec, refuse_masked
+from ..spec import Chain, FactorSpec, _as_bool, refuse_masked
 from ._dense_target import dense_target
 
 __all__ = ["FitResult"]
@@ -58,9 +58,7 @@ def progress_bars(progress: Any) -> Any:
     would fail writing them. Raises ``TypeError`` if ``progress`` is not a bool,
     ``ImportError`` naming the install command if it is True and tqdm is missing.
     """
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-    if not progress:
+    if not _as_bool(progress, "progress"):
         return None
     try:
         from tqdm.auto import tqdm
