@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 import zlib
 
@@ -135,6 +136,61 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_fit(capsys, file
     assert status == EXIT_USAGE and words in err, err
     assert out == "", "the fit ran before the output was checked"
     assert not any(name.startswith(("new", "aaa")) for name in os.listdir(files))
+
+
+def run_cli(argv, cwd, **options):
+    """Run ``pydebut argv`` in a subprocess, killed after 20 s: a regression cannot hang."""
+    return subprocess.run(
+        [sys.executable, "-m", "pydebut", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, cli.DEBUG_VARIABLE: ""},
+        **options,
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["check", "--chain", "fifo"], "chain file fifo is empty (or a named pipe that nothing"),
+        (["fit", "ok.npy", *CHAIN, "-o", "f.npz"], "cannot write the factors to f.npz: it is not"),
+        (["check", *CHAIN, "--plot", "fifo.png"], "cannot write the plot to fifo.png: it is not"),
+    ],
+)
+def test_a_named_pipe_nothing_reads_or_writes_is_refused_without_waiting(files, argv, line):
+    # open() waited forever for the pipe's other end: --chain for a writer, -o for a reader
+    if "--plot" in argv:
+        pytest.importorskip("matplotlib")
+    os.mkfifo(files / argv[-1])
+    result = run_cli(argv, files)
+    assert result.returncode == EXIT_USAGE and result.stdout == ""
+    assert result.stderr.startswith(f"pydebut: error: {line}") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_a_chain_file_from_a_pipe_with_a_writer_is_read_whole(files):
+    # as --chain <(pydebut chains ... --format json): the writer may be slow to start
+    read, write = os.pipe()
+    try:
+        writer = threading.Timer(0.5, _write_and_close, (write, CHAIN_JSON))
+        writer.start()
+        result = run_cli(["check", "--chain", f"/dev/fd/{read}"], files, pass_fds=(read,))
+        writer.join()
+    finally:
+        os.close(read)
+    assert result.returncode == 0, result.stderr
+    assert "shape 4 x 4, 2 factors" in result.stdout
+
+
+CHAIN_JSON = b'{"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]]}'
+
+
+def _write_and_close(fd, data):
+    os.write(fd, data)
+    os.close(fd)
 
 
 def test_a_plot_that_cannot_be_written_is_refused_before_the_report(capsys, files, monkeypatch):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._memory import check_fits_in_memory
+from ..io import _open_without_waiting
 from ..spec import DECIMAL, Chain, shown
 
 #: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
@@ -167,7 +168,10 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     >>> os.remove(f.name)
     """
     try:
-        with open(path, "rb") as file:
+        # a named pipe: opened without waiting for a writer (without one it reads as empty),
+        # then read as usual, so <(pydebut chains ...) is read whole
+        with open(path, "rb", opener=_open_without_waiting) as file:
+            os.set_blocking(file.fileno(), True)
             raw = file.read(MAX_CHAIN_FILE_BYTES + 1)  # /dev/zero ends here too
     except OSError as err:
         raise UsageError(f"cannot read chain file {path}: {err.strerror}") from None
@@ -177,6 +181,8 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
             f"chain file {path} is larger than {MAX_CHAIN_FILE_BYTES:,} bytes "
             f"(MAX_CHAIN_FILE_BYTES of pydebut.commands._common): {narrow}"
         )
+    if not raw:
+        raise UsageError(f"chain file {path} is empty (or a named pipe that nothing writes to)")
     check_fits_in_memory(
         len(raw) * PARSE_BYTES_PER_FILE_BYTE, f"parsing the chain file {path}", narrow
     )
@@ -250,10 +256,11 @@ def _pick_row(rows: list, row: int | None, path: str | Path) -> object:
 def check_output_file(path: str, what: str) -> None:
     """Raise :class:`UsageError` if ``what`` cannot be written to the file ``path``.
 
-    Called before any work: an empty path, a folder, a missing or read-only folder,
-    and anything else that stops the file from being opened for writing (a name too
-    long, a link to a missing folder), found by opening it; a file that did not exist
-    is removed again.
+    Called before any work: an empty path, a folder, a missing or read-only folder, a
+    path that is not a regular file (opening a named pipe waits for a reader), and
+    anything else that stops the file from being opened for writing (a name too long,
+    a link to a missing folder), found by opening it; a file that did not exist is
+    removed again.
     """
     if not path:
         raise UsageError(f"cannot write {what} to an empty file name")
@@ -266,9 +273,13 @@ def check_output_file(path: str, what: str) -> None:
             else f"folder {folder} is not writable"
         )  # fmt: skip
         raise UsageError(f"cannot write {what} to {path}: {problem}")
+    if os.path.exists(path) and not os.path.isfile(path):  # open() waits for a pipe's reader
+        raise UsageError(
+            f"cannot write {what} to {path}: it is not a regular file (a pipe, device or socket)"
+        )
     existed = os.path.lexists(path)
-    try:
-        with open(path, "ab"):  # appends nothing: an existing file is left as it is
+    try:  # without waiting all the same: the path may have become a pipe since
+        with open(path, "ab", opener=_open_without_waiting):  # appends nothing to a file
             pass
     except OSError as err:
         raise UsageError(f"cannot write {what} to {path}: {err.strerror}") from None
