@@ -134,9 +134,9 @@ np.save(
 )
 
 # %%
-# With the chain given, it prints the error after the initialisation and after
-# every sweep, then saves the factors (``--no-progress`` turns off the progress
-# bar, which needs tqdm):
+# With the chain given, it fits, saves the factors and prints the error after
+# the initialisation and after every sweep (``--no-progress`` turns off the
+# progress bar, which needs tqdm):
 
 run(
     "pydebut fit ./target.npy --sup 64 72 72 144 144 288 288 576 "

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -45,6 +48,44 @@ def test_fit_saves_factors_and_prints_the_table(target_file, tmp_path, capsys):
     error = np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
     final = float(printed.split("error      ")[1].split()[0])
     assert error == pytest.approx(final, rel=1e-4, abs=1e-12)
+
+
+def run_fit(target_file, tmp_path, output, **options):
+    """``pydebut fit`` in a subprocess (killed after 20 s) saving to ``output``."""
+    chain, _, path = target_file
+    argv = ["fit", str(path), *chain_args(chain), "--sweeps", "1", "--no-progress"]
+    return subprocess.run(
+        [sys.executable, "-m", "pydebut", *argv, "-o", output],
+        cwd=tmp_path,
+        text=True,
+        timeout=20,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", "PYDEBUT_DEBUG": ""},
+        **options,
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file names are text on Windows")
+def test_fit_reports_a_saved_file_whose_name_is_not_utf8(target_file, tmp_path):
+    # printing the name with a strict stdout failed (exit 2) after the file was saved
+    result = run_fit(target_file, tmp_path, os.fsdecode(b"\xfc"), stdout=subprocess.PIPE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f"saved {target_file[0].n_factors} factors to \\xfc.npz\n")
+    assert os.path.exists(os.path.join(os.fsencode(tmp_path), b"\xfc.npz"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_fit_saves_the_factors_when_stdout_cannot_be_written(target_file, tmp_path):
+    # the report failed to print and the factors were never saved, with a message that
+    # did not say which file could not be written
+    with open("/dev/full", "w") as full:
+        result = run_fit(target_file, tmp_path, "out", stdout=full)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pydebut: error: saved {target_file[0].n_factors} factors to out.npz, but cannot write "
+        "to standard output: No space left on device\n"
+    )
+    assert load(tmp_path / "out.npz").chain == target_file[0]
 
 
 def test_fit_with_a_chain_file_and_hierarchical_init(target_file, tmp_path, capsys):

@@ -9,11 +9,13 @@ decimals and an ``x``, durations with a unit.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Sequence
 
 from tabulate import tabulate
 
-__all__ = ["count", "duration", "error", "ratio", "table"]
+__all__ = ["count", "duration", "error", "path_text", "ratio", "table"]
 
 
 def table(
@@ -81,3 +83,15 @@ def duration(seconds: float) -> str:
             value = seconds / scale
             return f"{value:,.0f} {unit}" if value >= 1000 else f"{value:.3g} {unit}"
     return f"{seconds * 1e6:.3g} us"
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    """``path`` as text standard output can print, whatever its encoding's error handler.
+
+    Bytes of the name that the file system's encoding does not decode (held by
+    ``os.fsdecode`` as lone surrogates) and characters standard output's encoding
+    lacks are written as backslash escapes: ``b"\\xfc.npz"`` prints as ``\\xfc.npz``.
+    """
+    text = os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)

@@ -35,7 +35,7 @@ from ._common import (
     check_seed,
     integer,
 )
-from ._output import count, duration, error, ratio, table
+from ._output import count, duration, error, path_text, ratio, table
 
 HELP = "fit DeBut factors to a matrix (ALS and/or hierarchical factorization)"
 
@@ -58,8 +58,8 @@ def register(subparsers: Any) -> None:
         help=HELP,
         description=(
             f"{HELP}. The target is a 2-D .npy file; the chain is given left to right, or "
-            "chosen with --auto --max-params N. Prints the error after the initialisation "
-            "and after every sweep, then saves the factors."
+            "chosen with --auto --max-params N. Saves the factors, then prints the error "
+            "after the initialisation and after every sweep."
         ),
     )
     parser.add_argument("target", metavar="TARGET.npy", help="matrix to fit (2-D .npy)")
@@ -131,15 +131,19 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", SearchNarrowedWarning)
             # the path: approximate checks the budget from its shape before reading it
             approximation = approximate(args.target, args.max_params, **search, **options)
-        print(format_approximation(approximation))
-        operator = approximation.operator
+        report, operator = format_approximation(approximation), approximation.operator
     else:
         target = load_target(args.target, chain)
         result = fit_als(target, chain, init=args.init or "auto", **options)
-        print(format_report(result, time.perf_counter() - start))
-        operator = result.operator
-    save(args.output, operator)
-    print(f"saved {operator.chain.n_factors} factors to {output}")
+        report, operator = format_report(result, time.perf_counter() - start), result.operator
+    save(args.output, operator)  # before the report: a failing standard output loses no fit
+    saved = f"saved {operator.chain.n_factors} factors to {path_text(output)}"
+    try:
+        print(f"{report}\n{saved}", flush=True)
+    except BrokenPipeError:  # the reader went away: main() stops quietly
+        raise
+    except OSError as err:
+        raise UsageError(f"{saved}, but cannot write to standard output: {err.strerror}") from None
     return 0
 
 
