@@ -173,7 +173,7 @@ def _check_weights(
                 f"weights of {label} must have shape (k, r, s, t) = {spec.weight_shape}, "
                 f"got {w.shape}"
             )
-        if check_finite and w.dtype.kind in "fc" and not np.isfinite(w).all():
+        if check_finite and w.dtype.kind in "fc" and not _all_finite(w):
             raise ValueError(
                 f"weights of {label} contain NaN or infinity (check_finite=False accepts them)"
             )
@@ -199,11 +199,22 @@ def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) ->
     """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it overflows."""
     with np.errstate(over="ignore"):
         cast = np.asarray(array, dtype=dtype)
-    if check and not np.isfinite(cast).all():
+    if check and not _all_finite(cast):
         raise ValueError(
             f"{what} overflow to infinity in {dtype} (largest {dtype} {np.finfo(dtype).max:.4g})"
         )
     return cast
+
+
+_FINITE_PIECE = 1 << 16  # entries _all_finite checks at once
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether ``array`` holds no NaN or infinity, checked ``_FINITE_PIECE`` entries at a
+    time: ``np.isfinite(array)`` whole would take one more byte per entry."""
+    flags = ["external_loop", "buffered", "zerosize_ok"]
+    pieces = np.nditer(array, flags=flags, buffersize=_FINITE_PIECE)
+    return all(np.isfinite(piece).all() for piece in pieces)
 
 
 def _immutable(array: np.ndarray) -> np.ndarray:
