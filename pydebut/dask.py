@@ -61,7 +61,7 @@ from .fit._hierarchical import (
 )
 from .fit._search import check_arguments as check_approximate_arguments
 from .operator import DeButOperator, _result_dtype
-from .spec import Chain, _as_positive_int, refuse_masked
+from .spec import Chain, _as_bool, _as_positive_int, refuse_masked
 
 __all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
 
@@ -100,7 +100,8 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
         there is unknown (chunks of unknown size, ``nan``); when the result is
         computed, if a chunk of ``X`` is a masked array with masked entries.
     TypeError
-        If ``operator`` is not a ``DeButOperator`` or the dtype of ``X`` is not numeric.
+        If ``operator`` is not a ``DeButOperator``, ``adjoint`` is not a bool or
+        the dtype of ``X`` is not numeric.
 
     Notes
     -----
@@ -132,6 +133,7 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
         raise TypeError(f"apply needs a DeButOperator, got {type(operator).__name__}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
         raise ValueError(f"axis must be 0 (vectors are columns) or 1 (rows), got {axis!r}")
+    adjoint = _as_bool(adjoint, "adjoint")
     X = da.asarray(X)
     _check_known_size(X, axis, "the operator's axis")
     dtype = _result_dtype(operator.dtype, X.dtype)

@@ -219,6 +219,11 @@ def test_apply_rejects_bad_shapes_and_axes():
         op @ da.ones((8, 3), dtype=object, chunks=(8, 3))
     with pytest.raises(TypeError, match="apply needs a DeButOperator, got ndarray"):
         pydebut_dask.apply(np.eye(8), da.ones((8, 3)))
+    for adjoint in [None, 0, "no"]:  # read by their truth, "no" applied the adjoint
+        with pytest.raises(
+            TypeError, match=f"^adjoint must be a bool, got {type(adjoint).__name__}$"
+        ):
+            pydebut_dask.apply(op, da.ones((4, 3)), adjoint=adjoint)
 
 
 def test_unknown_sizes_along_the_operator_axis_are_named():
