@@ -87,7 +87,14 @@ from ..chains import _divisors
 from ..operator import DeButOperator, random_generator
 from ..spec import Chain, FactorSpec, shown
 from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
-from ._common import TargetScale, as_working, load_target, progress_bars, working_dtype
+from ._common import (
+    TargetScale,
+    as_working,
+    in_double,
+    load_target,
+    progress_bars,
+    working_dtype,
+)
 from ._hierarchical import _fits_through_transpose, _leading_vectors, _Split, fit_hierarchical
 
 __all__ = [
@@ -941,7 +948,7 @@ class _BeamSearch:
         # A split's residual is the node's energy less what its kept vectors capture: in
         # single precision that difference carries noise near 1e-7 of the total, which
         # would rank every chain below about 3e-4 on noise. The search runs in double.
-        matrix = matrix.astype(np.promote_types(matrix.dtype, np.float64), copy=False)
+        matrix = in_double(matrix)
         self.m, self.n = matrix.shape
         self.seed = seed
         self.options = options
