@@ -196,10 +196,14 @@ def _check_weights(
 
 
 def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) -> np.ndarray:
-    """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it overflows."""
+    """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it overflows.
+
+    ``array`` itself was checked finite already (:func:`_check_weights`): only a
+    cast to another dtype can overflow, so one to the same dtype is not checked again.
+    """
     with np.errstate(over="ignore"):
         cast = np.asarray(array, dtype=dtype)
-    if check and not _all_finite(cast):
+    if check and cast.dtype != array.dtype and not _all_finite(cast):
         raise ValueError(
             f"{what} overflow to infinity in {dtype} (largest {dtype} {np.finfo(dtype).max:.4g})"
         )
