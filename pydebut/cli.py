@@ -13,8 +13,8 @@ traceback (``pydebut --debug ...`` or the environment variable
 ``PYDEBUT_DEBUG=1``), and the exit status is 3; with ``--debug`` the
 traceback itself is shown instead (status 3 still), while a mistake in what was
 asked for still gets its one line and status 2. A closed standard output is refused up front
-(status 2), like one that cannot be written; with standard error closed, its
-messages (and progress bars) are dropped.
+(status 2); one that cannot be written (a full disk) is named in the error, status 2
+too; with standard error closed, its messages (and progress bars) are dropped.
 
 An option given twice is refused (status 2) rather than keeping the last
 value silently: ``--sup 64 72 --sup 72 144`` would read like one list of four
@@ -31,8 +31,8 @@ import sys
 import traceback
 import zipfile
 import zlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 from . import __version__
 from .commands import COMMANDS
@@ -69,6 +69,55 @@ _INPUT_ERRORS = (
 _GIVEN = "_given"
 #: What a file argument taken by a list option looks like (besides naming an existing file).
 _FILE_SUFFIXES = (".npy", ".json")
+
+
+class _StandardOutputError(OSError):
+    """Standard output could not be written (a full disk, a terminal gone)."""
+
+    def __str__(self) -> str:
+        return f"cannot write to standard output: {self.strerror}"
+
+
+@contextlib.contextmanager
+def _naming_standard_output() -> Iterator[None]:
+    """Raise an error in writing to standard output as :class:`_StandardOutputError`.
+
+    A reader that went away (:class:`BrokenPipeError`) is left to :func:`main`,
+    which stops quietly.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise _StandardOutputError(err.errno, err.strerror) from None
+
+
+class _NamedStandardOutput:
+    """``sys.stdout`` while a command runs: its write errors name standard output.
+
+    Without it a full disk under ``pydebut chains ... > file`` reported a bare
+    ``[Errno 28] No space left on device``, as if an input file had failed.
+    Everything but writing is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        with _naming_standard_output():
+            return self._stream.write(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        with _naming_standard_output():
+            self._stream.writelines(lines)
+
+    def flush(self) -> None:
+        with _naming_standard_output():
+            self._stream.flush()
 
 
 class _ArgumentError(UsageError):
@@ -215,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         if sys.stdout is None:  # started with stdout closed (``>&-``)
             raise UsageError("standard output is closed: redirect it to a file or /dev/null")
-        return int(args.func(args))
+        with contextlib.redirect_stdout(_NamedStandardOutput(sys.stdout)):
+            status = int(args.func(args))
+            sys.stdout.flush()  # what the buffer holds fails here, not at exit
+        return status
     except KeyboardInterrupt:
         print("pydebut: interrupted", file=sys.stderr)
         return 130

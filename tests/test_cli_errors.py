@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import subprocess
@@ -335,6 +337,50 @@ def test_a_closed_stdout_is_one_line_and_status_2(capsys, monkeypatch, fmt):
     err = capsys.readouterr().err
     assert status == EXIT_USAGE
     assert err == "pydebut: error: standard output is closed: redirect it to a file or /dev/null\n"
+
+
+class _FullDisk(io.StringIO):
+    """A standard output on a full disk: every write fails."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chains", "4", "4", "--format", "table"],
+        ["chains", "4", "4", "--format", "json"],
+        ["chains", "4", "4", "--format", "csv"],
+        ["check", "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1"],
+    ],
+)
+def test_an_stdout_that_cannot_be_written_is_named(capsys, monkeypatch, argv):
+    # reported as a bare "[Errno 28] No space left on device", as if an input had failed
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    status = main(argv)
+    assert status == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "pydebut: error: cannot write to standard output: No space left on device\n"
+    )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_stdout_on_a_full_disk_is_named_from_the_real_entry_point(tmp_path):
+    # the table sits in the buffer until the end: the error comes from the last flush
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "pydebut", "chains", "64", "64"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=20,
+            env={**os.environ, cli.DEBUG_VARIABLE: ""},
+        )
+    assert result.returncode == EXIT_USAGE
+    assert result.stderr == (
+        "pydebut: error: cannot write to standard output: No space left on device\n"
+    )
 
 
 def test_a_closed_stderr_drops_messages_and_progress(capsys, monkeypatch, files):
