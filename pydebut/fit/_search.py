@@ -977,7 +977,14 @@ class _BeamSearch:
         try:
             for depth in range(self.options.max_factors - 1):
                 planned = [split for node in beam for split in self._planned(node, depth)]
-                residuals = each(self._discarded, planned)
+                if self.bar is not None:  # the splits planned so far, this depth's to come
+                    self.bar.set_description(
+                        f"searching chains, factor {depth + 1} of {self.options.max_factors}",
+                        refresh=False,
+                    )
+                    self.bar.total = self.n_splits
+                    self.bar.refresh()
+                residuals = each(self._counted_discarded, planned)
                 children = [
                     child
                     for split, discarded in zip(planned, residuals)
@@ -1105,9 +1112,14 @@ class _BeamSearch:
             return False
         self.splits_per_band[index] = used + 1
         self.n_splits += 1
+        return True
+
+    def _counted_discarded(self, split: _PlannedSplit) -> np.ndarray:
+        """:meth:`_discarded`, counted on the progress bar once computed."""
+        discarded = self._discarded(split)
         if self.bar is not None:
             self.bar.update()
-        return True
+        return discarded
 
     def _discarded(self, split: _PlannedSplit) -> np.ndarray:
         """Squared residual of ``split`` at every rank of its ``ranks`` (pairs
