@@ -56,15 +56,15 @@ def test_result_reports_the_true_error_and_the_search():
     assert result.baseline.error == pytest.approx(svd_error(target, 6), rel=1e-10)
 
 
-def test_the_search_bar_counts_the_splits_as_they_are_computed(capsys):
-    # the bar counted splits as they were planned, with no total and no depth: it jumped
-    # ahead of the work, then stood still while the spectra were computed
+def test_the_bars_count_the_splits_and_fits_as_they_are_done(capsys):
+    # the search's bar counted splits as they were planned, with no total and no depth:
+    # it jumped ahead of the work, then stood still while the spectra were computed; the
+    # fits' bar had no total either
     pytest.importorskip("tqdm")
     target = smooth_kernel(16, 32)
     result = approximate(target, 300, n_sweeps=1, max_factors=4, rng=0, progress=True)
-    shown = re.findall(
-        r"searching chains, factor (\d) of 4: +\d+%\|[^|]*\| (\d+)/(\d+) ", capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    shown = re.findall(r"searching chains, factor (\d) of 4: +\d+%\|[^|]*\| (\d+)/(\d+) ", err)
     bars = []  # (factor, done, total) of each bar: one per pass (the target, its adjoint)
     for factor, done, total in ((int(a), int(b), int(c)) for a, b, c in shown):
         if factor == 1 and done == 0:
@@ -75,6 +75,15 @@ def test_the_search_bar_counts_the_splits_as_they_are_computed(capsys):
         assert bar == sorted(bar) and all(done <= total for _, done, total in bar)
         assert bar[-1][0] == 3 and bar[-1][1] == bar[-1][2]
     assert sum(bar[-1][1] for bar in bars) == result.n_splits
+    fits = re.findall(r"fitting candidates: +\d+%\|[^|]*\| (\d+)/(\d+) ", err)
+    fit_bars = []  # (done, total) of each bar: one per pass
+    for done, total in ((int(a), int(b)) for a, b in fits):
+        if done == 0:
+            fit_bars.append([])
+        fit_bars[-1].append((done, total))
+    assert len(fit_bars) == 2 and all(bar[-1][0] == bar[-1][1] > 1 for bar in fit_bars)
+    fitted = sum(e.error is not None for e in result.explored)
+    assert sum(bar[-1][0] for bar in fit_bars) >= fitted
 
 
 def test_estimates_are_the_left_to_right_hierarchical_errors():

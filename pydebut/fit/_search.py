@@ -1392,7 +1392,6 @@ def _refine(
         by_band.setdefault(band(estimate.n_params), []).append(estimate)
     tops = {e for band_front in by_band.values() for e in band_front[-options.refine :]}
 
-    bar = _bar(options.progress, "fitting candidates", "chain")
     fitted: list[tuple[Chain, tuple[DeButOperator, float]]] = []
     best = inf
     specs: dict[tuple[int, ...], FactorSpec] = {}
@@ -1402,6 +1401,7 @@ def _refine(
         if e.n_params <= options.max_params
     ]
     queue += [(c, None, True) for c in included if c.n_params <= options.max_params]
+    bar = _bar(options.progress, "fitting candidates", "chain", total=len(queue))
 
     def start(chain: Chain, polish: bool) -> Future:
         return workers.submit(
@@ -1416,6 +1416,8 @@ def _refine(
         if not polish and not score < best:
             if fit_in_turn is not None:
                 fit_in_turn.cancel()
+            if bar is not None:
+                bar.update()  # ruled out by a better fit, not fitted
             continue
         if fit_in_turn is None:
             fit_in_turn = start(chain, polish)
