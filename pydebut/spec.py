@@ -481,7 +481,8 @@ class Chain(Sequence[FactorSpec]):
         sup : sequence or str
             The ``(p, q)`` pairs, flat (``512 512 512 1024``) or nested
             (``[[512, 512], [512, 1024]]``); a string may be space/comma
-            separated or JSON.
+            separated or JSON, the nested rows also side by side
+            (``[512, 512] [512, 1024]``).
         sub : sequence or str
             The ``(r, s, t)`` triples, flat or nested.
 
@@ -657,7 +658,7 @@ def _parse_list(value: Any, name: str) -> list[Any]:
             except ValueError as err:  # more than 4,300 digits
                 raise ValueError(f"{name}: unreadable integer: {err}") from None
         try:
-            value = json.loads(text)
+            value = _json_lists(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{name}: malformed JSON list: {err.msg}") from None
         except RecursionError:
@@ -669,6 +670,21 @@ def _parse_list(value: Any, name: str) -> list[Any]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise TypeError(f"{name}: expected a list of integers, got {type(value).__name__}")
     return list(value)
+
+
+def _json_lists(text: str) -> Any:
+    """The JSON value ``text`` holds; several side by side (``[4, 4] [4, 4]``, as a shell
+    passes ``--sup [4,4] [4,4]``), separated by spaces or commas, as the list of them."""
+    decoder = json.JSONDecoder()
+    values, end = [], 0
+    while end < len(text):
+        value, end = decoder.raw_decode(text, end)
+        values.append(value)
+        end = _BETWEEN_LISTS.match(text, end).end()
+    return values[0] if len(values) == 1 else values
+
+
+_BETWEEN_LISTS = re.compile(r"\s*,?\s*")
 
 
 #: An integer as chain text and the command line write it: ``int`` also reads other

@@ -193,6 +193,21 @@ def test_one_number_format_across_commands(capsys):
     assert [duration(t) for t in (2e-5, 0.5, 3.0)] == ["20 us", "500 ms", "3 s"]
 
 
+def test_counts_too_long_for_text_are_powers_of_two_or_refused(capsys):
+    # a chain of 2,500-digit sizes was read, then its 5,000-digit parameter count failed
+    # to print with Python's own advice: "use sys.set_int_max_str_digits()"
+    size = str(10**2500)
+    argv = ["check", "--sup", size, size, "--sub", size, size, "1"]
+    assert main(argv) == 0
+    assert "about 2**16609 params" in capsys.readouterr().out
+    assert main([*argv, "--format", "json"]) == 2
+    assert capsys.readouterr().err == (
+        "pydebut: error: a count of this chain (params about 2**16609) has more than 4,300 "
+        "digits, more than Python writes as text: --format table gives such counts as powers "
+        "of two\n"
+    )
+
+
 def test_the_commands_do_not_import_the_cli():
     """cli.py imports the commands; the commands take what they share from commands._common."""
     code = (

@@ -139,6 +139,18 @@ def test_flat_and_nested_sup_sub_give_the_same_chain():
     assert nested == Chain.from_sup_sub("4 4 4 4", "2 2 2 2 2 1") == SMALL
 
 
+@pytest.mark.parametrize("spelling", [" ", ", ", ","])
+def test_nested_rows_may_be_given_side_by_side(capsys, spelling):
+    # a shell passes --sup [4,4] [4,4] as two words, joined into "[4,4] [4,4]", which was
+    # refused as "sup: malformed JSON list: Extra data"
+    sup, sub = spelling.join(["[4,4]", "[4,4]"]), spelling.join(["[2,2,2]", "[2,2,1]"])
+    assert Chain.from_sup_sub(sup, sub) == SMALL
+    assert main(["check", "--sup", *sup.split(" "), "--sub", *sub.split(" ")]) == 0
+    assert "dense" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="sup: malformed JSON list: Expecting value"):
+        Chain.from_sup_sub("[4,4] [4,", sub)
+
+
 def test_deeply_nested_chain_file_is_a_usage_error(tmp_path, capsys):
     path = tmp_path / "chain.json"
     path.write_text('{"sup": ' + "[" * 100_000 + "]" * 100_000 + "}")

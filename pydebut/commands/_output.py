@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 from tabulate import tabulate
 
+from .._memory import format_count
+
 __all__ = ["count", "duration", "error", "path_text", "ratio", "table"]
 
 
@@ -56,8 +58,18 @@ def table(
 
 
 def count(value: int) -> str:
-    """A count (parameters, flops, entries) with thousands separators: ``25,600``."""
-    return f"{value:,}"
+    """A count (parameters, flops, entries) with thousands separators: ``25,600``.
+
+    A count of more than a thousand bits reads ``about 2**k``, as
+    :func:`pydebut._memory.format_count` gives it (Python refuses to convert an
+    integer of more than 4,300 digits to text).
+
+    Examples
+    --------
+    >>> count(25600), count(10**400)
+    ('25,600', 'about 2**1328')
+    """
+    return format_count(value)
 
 
 def error(value: float) -> str:

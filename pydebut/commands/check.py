@@ -15,6 +15,7 @@ from ..density import DensityResult, is_dense
 from ..spec import Chain
 from ._common import (
     GLOSSARY,
+    UsageError,
     add_chain_arguments,
     chain_from_args,
     check_plot_file,
@@ -56,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _save_plot(chain, args.plot)
     if args.format == "json":
-        lines = ",\n".join(
-            f" {json.dumps(key)}: {json.dumps(value)}" for key, value in report.items()
-        )
-        print(f"{{\n{lines}\n}}")
+        print(_json(report))
     else:
         print(_table(chain, report))
     return EXIT_DENSE if report["dense"] else EXIT_NOT_DENSE
@@ -92,6 +90,21 @@ def build_report(chain: Chain) -> dict:
             for f in chain
         ],
     }
+
+
+def _json(report: dict) -> str:
+    """``report`` as JSON, one key per line; refused if a count is too long to write."""
+    try:
+        lines = ",\n".join(
+            f" {json.dumps(key)}: {json.dumps(value)}" for key, value in report.items()
+        )
+    except ValueError:  # the only one json.dumps raises for ints: too many digits
+        raise UsageError(
+            f"a count of this chain (params {count(report['params'])}) has more than "
+            f"{sys.get_int_max_str_digits():,} digits, more than Python writes as text: "
+            "--format table gives such counts as powers of two"
+        ) from None
+    return f"{{\n{lines}\n}}"
 
 
 def _table(chain: Chain, report: dict) -> str:
