@@ -130,15 +130,17 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
 
 
 def from_torch_layer(layer: Any) -> DeButOperator:
-    """The ``DeButOperator`` of a module made by :func:`to_torch_layer` (its bias is left out).
+    """The ``DeButOperator`` of a DeBut PyTorch module (its bias is left out).
 
     Parameters
     ----------
     layer : torch.nn.Module
         A module with the attributes ``r_shapes`` and ``twiddle`` (a torch tensor
         in the layout of :meth:`DeButOperator.to_twiddle`), as
-        :func:`to_torch_layer` makes it, trained or not. The weights are read
-        through ``twiddle.detach().cpu()``, wherever the tensor lives.
+        :func:`to_torch_layer` makes it, trained or not; or the DeBut authors'
+        layer, whose ``R_shapes`` and ``twiddle`` have the same layout. The
+        weights are read through ``twiddle.detach().cpu()``, wherever the tensor
+        lives.
 
     Returns
     -------
@@ -159,10 +161,11 @@ def from_torch_layer(layer: Any) -> DeButOperator:
     >>> np.array_equal(from_torch_layer(to_torch_layer(op)).toarray(), op.toarray())
     True
     """
-    if not (hasattr(layer, "twiddle") and hasattr(layer, "r_shapes")):
+    r_shapes = getattr(layer, "r_shapes", getattr(layer, "R_shapes", None))
+    if not hasattr(layer, "twiddle") or r_shapes is None:
         raise TypeError(
-            "from_torch_layer() needs a module made by to_torch_layer(), "
-            f"got {type(layer).__name__}"
+            "from_torch_layer() needs a module with a twiddle and r_shapes (made by "
+            f"to_torch_layer()) or R_shapes (the DeBut authors' layer), got {type(layer).__name__}"
         )
     if not hasattr(layer.twiddle, "detach"):
         raise TypeError(
@@ -171,7 +174,7 @@ def from_torch_layer(layer: Any) -> DeButOperator:
             "reads a NumPy vector"
         )
     vector = layer.twiddle.detach().cpu().numpy()
-    return DeButOperator.from_twiddle(layer.r_shapes, vector)
+    return DeButOperator.from_twiddle(r_shapes, vector)
 
 
 @functools.cache

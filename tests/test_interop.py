@@ -82,6 +82,38 @@ def test_twiddle_forward_and_torch_import_name_wrong_types():
         from_torch_layer(NumpyLayer())
 
 
+class _Tensor:
+    """What from_torch_layer reads of a torch tensor, without PyTorch."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def detach(self) -> _Tensor:
+        return self
+
+    def cpu(self) -> _Tensor:
+        return self
+
+    def numpy(self) -> np.ndarray:
+        return self.values
+
+
+def test_the_authors_layer_is_read_by_its_r_shapes():
+    # their module names the shapes R_shapes: refused as not made by to_torch_layer()
+    from pydebut.torch_layer import from_torch_layer
+
+    op = DeButOperator.random(special.PAPER_CHAINS["lenet-fc1"], rng=0)
+    r_shapes, vector = op.to_twiddle()
+
+    class AuthorsLayer:  # the attributes of the DeBut authors' layer
+        def __init__(self) -> None:
+            self.R_shapes, self.twiddle = r_shapes, _Tensor(vector)
+
+    assert np.array_equal(from_torch_layer(AuthorsLayer()).toarray(), op.toarray())
+    with pytest.raises(TypeError, match=r"twiddle and r_shapes .* or R_shapes .*, got object"):
+        from_torch_layer(object())
+
+
 # --- PyTorch -----------------------------------------------------------------------------
 
 
