@@ -62,7 +62,7 @@ def choose_threading_layer() -> str:
     A layer Numba already started (:func:`started_layer`) is the one in force:
     ``RuntimeWarning`` if it is OpenMP and the user chose none.
     """
-    user_chose = "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default"
+    user_chose = "NUMBA_THREADING_LAYER" in os.environ or configured_layer() != "default"
     started = started_layer()
     if started is not None:
         if started == "omp" and not user_chose:
@@ -78,7 +78,7 @@ def choose_threading_layer() -> str:
     if not user_chose:
         os.environ["NUMBA_THREADING_LAYER"] = THREADING_LAYER
         numba.config.THREADING_LAYER = THREADING_LAYER
-    layer = numba.config.THREADING_LAYER
+    layer = configured_layer()
     if layer not in ("workqueue", "omp"):
         load_environment_tbb()
     check_threading_layer(layer)
@@ -96,6 +96,11 @@ LAYER_LIBRARIES = {
     "omp": ("omp",),
     "workqueue": ("workqueue",),
 }
+
+
+def configured_layer() -> str:
+    """The threading layer Numba is configured to start, as Numba reads it (any case)."""
+    return str(numba.config.THREADING_LAYER).lower()
 
 
 def check_threading_layer(layer: str) -> None:
@@ -185,7 +190,7 @@ def launches_through_workqueue() -> bool:
     started = started_layer()
     if started is not None:
         return started == "workqueue"
-    layer = numba.config.THREADING_LAYER
+    layer = configured_layer()
     if layer == "workqueue":
         return True
     if layer not in ("forksafe", "safe"):

@@ -206,6 +206,15 @@ def test_threading_layers_are_checked_against_the_libraries_that_load(monkeypatc
     assert _numba_setup.library_loads("workqueue")
 
 
+def test_a_threading_layer_is_read_in_any_case_as_numba_reads_it(monkeypatch):
+    # NUMBA_THREADING_LAYER=WORKQUEUE, which Numba runs, made import pydebut fail
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: None)  # before any launch
+    for layer in ("WORKQUEUE", "Workqueue"):
+        monkeypatch.setattr(numba.config, "THREADING_LAYER", layer)
+        assert _numba_setup.choose_threading_layer() == "workqueue"
+        assert _numba_setup.launches_through_workqueue()
+
+
 @pytest.mark.parametrize(
     ("layer", "expected"), [("workqueue", True), ("omp", False), ("tbb", False)]
 )
