@@ -18,6 +18,7 @@ a truncated, tampered or hostile file raises ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -197,8 +198,11 @@ def load(
     Parameters
     ----------
     path : str, path-like or binary file
-        A file object (opened with ``"rb"``, or an ``io.BytesIO``) is read from
-        its position; it must be seekable, as a zip archive is read from its end.
+        The archive must start the file, or a file object (opened with ``"rb"``,
+        or an ``io.BytesIO``) at its position; a file object must be seekable, as
+        a zip archive is read from its end. Other archives may follow it, as
+        :func:`save` leaves a stream it writes several to: up to 100, holding
+        ``MAX_FACTORS + 5`` arrays in all, are looked back through.
     max_bytes : int, default ``MAX_LOAD_BYTES`` (4 GiB)
         Largest total size of the weights to read, counted in the dtype the
         operator holds them in (see ``DeButOperator``: four bytes a weight for
@@ -221,7 +225,9 @@ def load(
         truncated or corrupted, of another format or version, with missing,
         extra or malformed arrays, with weights that do not fit the chain or
         are not finite (unless ``check_finite`` is False), with a row or column
-        permutation that is not a permutation, or larger than ``max_bytes``.
+        permutation that is not a permutation, or larger than ``max_bytes``;
+        or if no archive starts the file or the file object's position (other
+        data comes first, or the position is past an archive's start).
 
     Examples
     --------
@@ -348,15 +354,116 @@ def _load_archive(
     """The operator in the archive that starts at ``handle``'s position."""
     _check_regular(handle, name)
     try:  # reading may raise OSError: a file of /proc, for one, cannot seek to its end
-        _check_directory(handle, name)
         start = handle.tell()
         if handle.read(6) == b"\x93NUMPY":
             raise ValueError(f"{name} is a single .npy array, not a pydebut .npz file")
-        handle.seek(start)
-        with zipfile.ZipFile(handle) as archive:
+        with _archive_at(handle, start, name) as archive:
             return _read(archive, name, max_bytes, check_finite)
     except _READ_ERRORS as err:
         raise ValueError(f"{name} is not a pydebut .npz file, or is damaged: {err}") from None
+
+
+_MAX_ARCHIVES = 100
+"""Most archives :func:`load` looks back through for the one at a stream's position."""
+
+
+def _archive_at(handle: BinaryIO, start: int, name: str | Path) -> zipfile.ZipFile:
+    """The zip archive whose first byte is ``start``, the position of ``handle``.
+
+    zipfile reads the archive that ends a stream, wherever that archive starts.
+    When it starts after ``start``, the bytes before it are read the same way,
+    as a stream of their own, and so on back to an archive that starts at
+    ``start``, which is returned: it is followed by the others (and by any bytes
+    after the last), as :func:`save` leaves a stream it writes several archives
+    to. Anything else is refused, and so are more than :data:`_MAX_ARCHIVES`
+    archives after the position, or more than ``_MAX_MEMBERS`` members in them
+    (a pydebut file's most): each has its directory read.
+    """
+    archive = _last_archive(handle, name)
+    first = _first_byte(archive)
+    if first < start:
+        archive.close()
+        raise ValueError(
+            f"{name}: its position, byte {start:,}, is inside or after the zip archive that "
+            f"starts at byte {first:,}; load() reads the archive at the position: seek to "
+            f"byte {first:,} to read that one"
+        )
+    skipped = []  # the members of each archive after the position
+    while first != start:
+        skipped.append(len(archive.infolist()))
+        archive.close()
+        if len(skipped) > _MAX_ARCHIVES or sum(skipped) > _MAX_MEMBERS:
+            raise ValueError(
+                f"{name}: more than {_MAX_ARCHIVES} zip archives, or {_MAX_MEMBERS:,} members "
+                f"in all, follow its position, byte {start:,}, the most load() looks back "
+                "through from the end for the archive at the position; read that archive's "
+                "bytes into io.BytesIO, or save one archive per file"
+            )
+        archive = _archive_ending(handle, first, start, name)
+        if archive is None:
+            raise ValueError(
+                f"{name}: the data at its position, byte {start:,}, is followed by a zip "
+                f"archive, at byte {first:,}, that zipfile (which reads the archive that ends "
+                "a stream) would read in its place, and is not itself an archive that ends "
+                "there. To read the archive at the position, read its own bytes into "
+                f"io.BytesIO or save one archive per file; seek to byte {first:,} to read the "
+                "later one"
+            )
+        first = _first_byte(archive)
+    return archive
+
+
+def _archive_ending(
+    handle: BinaryIO, end: int, start: int, name: str | Path
+) -> zipfile.ZipFile | None:
+    """The zip archive that ends the first ``end`` bytes of ``handle``, if there is one
+    and it starts at ``start`` or after."""
+    try:
+        archive = _last_archive(_Head(handle, end), name)
+    except _READ_ERRORS:
+        return None
+    if _first_byte(archive) >= start:
+        return archive
+    archive.close()
+    return None
+
+
+def _last_archive(stream: BinaryIO, name: str | Path) -> zipfile.ZipFile:
+    """The zip archive that ends ``stream``, as zipfile reads it, once its directory's
+    size has been checked."""
+    _check_directory(stream, name)
+    return zipfile.ZipFile(stream)
+
+
+def _first_byte(archive: zipfile.ZipFile) -> int:
+    """Where ``archive`` starts in its stream: its first member's header, or its directory
+    if it has no member."""
+    return min([info.header_offset for info in archive.infolist()] + [archive.start_dir])
+
+
+class _Head:
+    """The first ``end`` bytes of a seekable binary file, as a file of their own: zipfile
+    finds the archive that ends them as it finds the one that ends the file."""
+
+    def __init__(self, handle: BinaryIO, end: int) -> None:
+        self._handle, self._end = handle, end
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            offset, whence = self._end + offset, os.SEEK_SET
+        if whence == os.SEEK_SET and offset < 0:  # refused as a file refuses it
+            raise OSError(errno.EINVAL, f"cannot seek to byte {offset}")
+        return self._handle.seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = max(0, self._end - self._handle.tell())
+        return self._handle.read(left if size is None or size < 0 else min(size, left))
 
 
 # What a damaged or hostile archive can raise from zipfile, zlib and the .npy

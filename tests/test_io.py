@@ -44,6 +44,50 @@ def test_round_trip_through_file_objects(tmp_path, compress):
         assert np.array_equal(load(file).toarray(), op.toarray())
 
 
+def saved_bytes(op, compress=False):
+    buffer = io.BytesIO()
+    save(buffer, op, compress=compress)
+    return buffer.getvalue()
+
+
+def test_each_archive_of_a_stream_is_read_at_its_position(tmp_path):
+    # zipfile reads the archive that ends a stream: load() of a stream holding the
+    # archives of an (8, 8) and a (4, 4) operator returned the (4, 4) one from position 0
+    ops = [DeButOperator.random(CHAIN, rng=0), hadamard(4), DeButOperator.random(CHAIN_NAN, rng=1)]
+    buffer = io.BytesIO(b"head")
+    starts = []
+    for op, compress in zip(ops, (False, True, False), strict=True):
+        starts.append(buffer.tell())
+        save(buffer, op, compress=compress)
+    buffer.write(b"tail")  # bytes after the last archive, as after a single one
+    for start, op in zip(starts, ops, strict=True):
+        buffer.seek(start)
+        assert np.array_equal(load(buffer).toarray(), op.toarray())
+    path = tmp_path / "two.npz"
+    path.write_bytes(saved_bytes(ops[0]) + saved_bytes(ops[1]))
+    assert np.array_equal(load(path).toarray(), ops[0].toarray())
+    buffer = io.BytesIO(saved_bytes(ops[0]) + b"gap" * 10 + saved_bytes(ops[1]))
+    assert load(buffer).shape == (8, 12)  # the bytes after an archive are read past
+
+
+@pytest.mark.parametrize(
+    ("data", "position", "message"),
+    [
+        (b"head" + saved_bytes(hadamard(4)), 0, "byte 0, is followed by a zip archive, at byte 4,"),
+        (saved_bytes(hadamard(8))[:-30] + saved_bytes(hadamard(4)), 0, "archive, at byte [0-9,]+,"),
+        (saved_bytes(hadamard(4)), 10, "position, byte 10, is inside or after the zip archive"),
+        (saved_bytes(hadamard(4)), len(saved_bytes(hadamard(4))), "seek to byte 0"),
+        (saved_bytes(hadamard(4)) + saved_bytes(hadamard(2)) * 101, 0, "more than 100 zip"),
+    ],
+)
+def test_a_stream_without_an_archive_at_its_position_is_refused(data, position, message):
+    # a cut archive followed by another was read as the other, as were bytes before one
+    buffer = io.BytesIO(data)
+    buffer.seek(position)
+    with pytest.raises(ValueError, match=f"^<BytesIO>: .*{message}"):
+        load(buffer)
+
+
 def test_save_refuses_what_load_would_not_read(tmp_path):
     long = DeButOperator.identity([(2, 2, 2, 2, 1)] * (MAX_FACTORS + 1))
     with pytest.raises(ValueError, match="10,001 factors; a pydebut file holds at most"):

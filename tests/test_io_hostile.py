@@ -286,6 +286,14 @@ def test_the_directory_guard_finds_the_end_record_zipfile_finds(tmp_path, where)
     assert_refused(tmp_path, start + directory + end, "its directory lists 12,000 members")
 
 
+def test_the_archives_after_the_position_are_looked_back_through_in_bounds(tmp_path):
+    # load() reads the directory of each archive after the position, back to the one
+    # there: two of 5,100 members are more than a pydebut file's most, and are refused
+    start, directory = listed(5_100)
+    later = start + directory + end_record(5_100, directory, len(start))
+    assert_refused(tmp_path, GOOD[False] + later * 2, "or 10,005 members in all, follow")
+
+
 def as_zip64(data: bytes) -> bytes:
     """``data``, a zip archive without comment, with zip64 end records, the end record's
     own figures set to "see zip64" as some writers do."""
