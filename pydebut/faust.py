@@ -85,7 +85,8 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
     ------
     ValueError
         If a factor has a nonzero outside its DeBut support, or the factors
-        do not match ``chain``; the message names the factor.
+        do not match ``chain``; the message names the factor (the Faust's, and
+        the chain's), under each reading of the ends tried (see Notes).
 
     Notes
     -----
@@ -97,6 +98,13 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
     ends ``pyfaust.dft(n)`` then costs ``n`` indices instead of a dense
     ``n x n`` factor, and the permutations of an operator come back from
     :func:`to_faust`.
+
+    With ``chain``, as many ends are read so as the Faust has factors more
+    than the chain. When that is one and both ends are permutations (an
+    operator with only a ``col_perm`` whose first factor is a permutation
+    matrix, say), the first end is read as ``row_perm`` if the other factors
+    fit the chain, else the last as ``col_perm``: if both readings fit, they
+    give the same product.
 
     Examples
     --------
@@ -111,40 +119,90 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
     if not isinstance(faust, pyfaust.Faust):
         raise TypeError(f"from_faust() needs a pyfaust.Faust, got {type(faust).__name__}")
     factors = [sp.coo_array(faust.factors(i)) for i in range(faust.numfactors())]
-    kept = 1 if chain is None else len(chain)
-    row_perm, row_scale = _scaled_permutation(factors[0]) if len(factors) > kept else (None, 1)
-    if row_perm is not None:
-        factors = factors[1:]
-    col_perm, col_scale = _scaled_permutation(factors[-1]) if len(factors) > kept else (None, 1)
-    if col_perm is not None:
-        col_perm = np.argsort(col_perm)  # the row of column j's one, not the column of row i's
-        factors = factors[:-1]
-    if chain is None:
-        specs = [_smallest_spec(factor) for factor in factors]
-        chain = Chain(specs)
+    row_perm, row_scale = _scaled_permutation(factors[0])
+    col_perm, col_scale = _scaled_permutation(factors[-1])
+    if chain is None:  # each end that is a permutation, while a factor remains
+        first = row_perm is not None and len(factors) > 1
+        last = col_perm is not None and len(factors) > 1 + first
+        chain = Chain([_smallest_spec(factor) for factor in factors[first : len(factors) - last]])
     else:
         chain = chain if isinstance(chain, Chain) else Chain(chain)
-        if len(chain) != len(factors):
-            raise ValueError(f"the Faust has {len(factors)} factors but the chain has {len(chain)}")
+        first, last = _permutation_ends(factors, chain, row_perm is not None, col_perm is not None)
+    if not first:
+        row_perm, row_scale = None, 1
+    if not last:
+        col_perm, col_scale = None, 1
     weights = []
-    for index, (spec, factor) in enumerate(zip(chain, factors)):
-        if factor.shape != spec.shape:
-            raise ValueError(
-                f"factor {index + 1} of the Faust is {factor.shape[0]} x {factor.shape[1]}, "
-                f"but the chain's factor {index + 1} is (p, q, r, s, t) = {spec.as_tuple()}"
-            )
-        if not _fits(spec, factor):
-            raise ValueError(
-                f"factor {index + 1} of the Faust has nonzeros outside the support of "
-                f"(p, q, r, s, t) = {spec.as_tuple()}"
-            )
+    for spec, factor in zip(chain, factors[first : len(factors) - last], strict=True):
         rows, cols = spec.support_indices()
         values = sp.csr_array(factor)[rows, cols]
         weights.append(np.asarray(values).reshape(spec.weight_shape))
     for end, scale in ((0, row_scale), (-1, col_scale)):
         if scale != 1:  # a scaled permutation's scale joins its neighbour
             weights[end] = weights[end] * scale
+    if col_perm is not None:
+        col_perm = np.argsort(col_perm)  # the row of column j's one, not the column of row i's
     return DeButOperator(chain, weights, row_perm=row_perm, col_perm=col_perm)
+
+
+def _permutation_ends(
+    factors: list[sp.coo_array], chain: Chain, first_is_perm: bool, last_is_perm: bool
+) -> tuple[bool, bool]:
+    """Which ends of ``factors`` to read as the row and column permutations for the others
+    to fit ``chain``, given which ends are permutation matrices (``c P``, ``P`` not ``I``).
+
+    As many ends are read as there are factors more than ``chain`` has. With one to
+    read and both ends permutations, the first is read if the others then fit, else
+    the last. ``ValueError`` naming the factor that does not fit, under each reading.
+    """
+    extra = len(factors) - len(chain)
+    readings = [
+        (row, col)
+        for row, col in ((True, True), (True, False), (False, True), (False, False))
+        if row + col == extra and (first_is_perm or not row) and (last_is_perm or not col)
+    ]
+    if not readings:
+        message = f"the Faust has {len(factors)} factors but the chain has {len(chain)}"
+        if extra == 1:
+            message += (
+                ", and neither end factor is a permutation matrix (other than the identity) "
+                "to read as the operator's row or column permutation"
+            )
+        elif extra == 2:
+            message += (
+                ", and its end factors are not both permutation matrices (other than the "
+                "identity) to read as the operator's row and column permutations"
+            )
+        raise ValueError(message)
+    conflicts = []
+    for row, col in readings:
+        conflict = _misfit(factors[row : len(factors) - col], chain, offset=row)
+        if conflict is None:
+            return row, col
+        ends = [
+            f"factor {number} of the Faust as the {side} permutation"
+            for number, side, read in ((1, "row", row), (len(factors), "column", col))
+            if read
+        ]
+        conflicts.append(f"reading {' and '.join(ends)}, {conflict}" if ends else conflict)
+    raise ValueError("; ".join(conflicts))
+
+
+def _misfit(factors: list[sp.coo_array], chain: Chain, offset: int) -> str | None:
+    """Why ``factors``, factors ``offset + 1`` on of the Faust, do not fit ``chain``, if not."""
+    for index, (spec, factor) in enumerate(zip(chain, factors, strict=True)):
+        if factor.shape != spec.shape:
+            return (
+                f"factor {offset + index + 1} of the Faust is {factor.shape[0]} x "
+                f"{factor.shape[1]}, but the chain's factor {index + 1} is (p, q, r, s, t) = "
+                f"{spec.as_tuple()}"
+            )
+        if not _fits(spec, factor):
+            return (
+                f"factor {offset + index + 1} of the Faust has nonzeros outside the support of "
+                f"the chain's factor {index + 1}, (p, q, r, s, t) = {spec.as_tuple()}"
+            )
+    return None
 
 
 def _scaled_permutation(factor: sp.coo_array) -> tuple[np.ndarray | None, Any]:

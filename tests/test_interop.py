@@ -218,6 +218,48 @@ def test_faust_permutations_at_the_ends_come_back_as_permutations():
     assert DeButOperator.from_faust(swap).n_factors == 1
 
 
+def test_faust_ends_are_read_as_permutations_where_the_chain_needs_them():
+    # with a chain, a first factor that is a permutation matrix was always read as
+    # row_perm: an operator with only a col_perm whose F_1 swaps neighbours came back as
+    # "factor 2 of the Faust has nonzeros outside the support", its innocent F_2
+    pyfaust = pytest.importorskip("pyfaust")
+    from pydebut.faust import from_faust, to_faust
+
+    swap = np.zeros((2, 2, 2, 1))
+    swap[:, 0, 1] = swap[:, 1, 0] = 1  # F_1 = kron(I_2, [[0, 1], [1, 0]])
+    chain = Chain([(4, 4, 2, 2, 1)] * 2)
+    plain = DeButOperator(chain, [swap, np.random.default_rng(0).standard_normal((2, 2, 2, 1))])
+    for row_perm, col_perm in [
+        (None, [2, 0, 3, 1]),
+        ([3, 1, 0, 2], None),
+        ([3, 1, 0, 2], [2, 0, 3, 1]),
+    ]:
+        op = plain.with_permutations(row_perm, col_perm)
+        back = from_faust(to_faust(op), chain)
+        assert back.chain == chain
+        for mine, theirs in ((back.row_perm, row_perm), (back.col_perm, col_perm)):
+            assert (mine is None) == (theirs is None)
+            np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_array_equal(back.toarray(), op.toarray())
+    # when both readings fit, the first end is the row permutation: the product is the same
+    op = plain.with_permutations(col_perm=[1, 0, 3, 2])  # P_c fits the last factor's support
+    back = from_faust(to_faust(op), chain)
+    np.testing.assert_array_equal(back.row_perm, [1, 0, 3, 2])
+    assert back.col_perm is None
+    np.testing.assert_array_equal(back.toarray(), op.toarray())
+    # when neither fits, both conflicts are named: here factor 2, dense
+    faust = to_faust(op)
+    factors = [faust.factors(i) for i in range(faust.numfactors())]
+    factors[1] = sp.csr_matrix(np.ones((4, 4)))
+    with pytest.raises(
+        ValueError,
+        match=r"^reading factor 1 of the Faust as the row permutation, factor 2 of the Faust "
+        r"has nonzeros outside the support of the chain's factor 1, .*; reading factor 3 of "
+        r"the Faust as the column permutation, factor 2 .* the chain's factor 2, ",
+    ):
+        from_faust(pyfaust.Faust(factors), chain)
+
+
 def test_faust_factors_may_be_dense_and_diagonal_factors_read_as_one_block():
     pyfaust = pytest.importorskip("pyfaust")
     from pydebut.faust import from_faust
