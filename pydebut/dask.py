@@ -295,7 +295,9 @@ def fit_many(
         or a callable ``method(target, spec, **options)``. Names are resolved on
         the workers.
     client : dask.distributed.Client, optional
-        Run on this cluster (arrays are scattered to the workers first). By
+        Run on this cluster: an array travels in its fit's task, which the
+        scheduler holds until the call returns, so that a fit lost with its
+        worker runs again on another one (a path is read by the worker). By
         default, on the client Dask computes on (the last one created with
         ``set_as_default=True``, as ``Client(...)`` is) if there is one, else on
         Dask's local scheduler (threads, unless configured otherwise with
@@ -351,16 +353,9 @@ def fit_many(
                 return list(dask.compute(*tasks))
         from dask.distributed import as_completed
 
-        # unhashed: a key from the targets' contents would be the key of the same targets
-        # scattered by a call before, which the scheduler may still be releasing (their
-        # fits then fail as "lost dependencies"; dask/distributed#8576)
-        scattered = [
-            client.scatter(target, hash=False) if isinstance(target, np.ndarray) else target
-            for target in targets
-        ]
         futures = [
-            client.submit(_fit_one, method, target, spec, options, index, pure=False)
-            for index, (target, spec) in enumerate(zip(scattered, specs))
+            _submit_fit(client, method, target, spec, options, index)
+            for index, (target, spec) in enumerate(zip(targets, specs))
         ]
         if bar is not None:
             for _ in as_completed(futures):
@@ -369,6 +364,25 @@ def fit_many(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _submit_fit(
+    client: Any, method: str | Callable[..., Any], target: Any, spec: Any, options: dict, index: int
+) -> Any:
+    """The future of one fit on ``client``, its target an argument of its task.
+
+    The scheduler keeps a task's arguments, so a fit lost with its worker runs again on
+    another one; a scattered target would be lost with its worker, and every fit needing
+    it with it. Only the worker running the fit receives the target, which the scheduler
+    holds until the result is released; Dask's warning about graphs larger than
+    ``distributed.admin.large-graph-warning-threshold`` counts what else the task holds.
+    """
+    threshold = parse_bytes(dask.config.get("distributed.admin.large-graph-warning-threshold"))
+    target_bytes = target.nbytes if isinstance(target, np.ndarray) else 0
+    with dask.config.set(
+        {"distributed.admin.large-graph-warning-threshold": threshold + target_bytes}
+    ):
+        return client.submit(_fit_one, method, target, spec, options, index, pure=False)
 
 
 def _default_client() -> Any:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -317,6 +322,60 @@ def test_fit_many_on_a_cluster_again_with_the_same_targets(client):
     for _ in range(4):
         results = pydebut_dask.fit_many(targets, [chain, chain], "hierarchical", client=client)
         assert [round(r.error, 12) for r in results] == [0.0, 0.0]
+
+
+def _fit_als_once_allowed(target, spec, *, go, **options):
+    """fit_als, once the file ``go`` exists (at most 60 s later)."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return fit_als(target, spec, **options)
+
+
+def _kill_a_busy_worker(client, go):
+    """SIGKILL a worker processing a fit, then let the fits run (create the file ``go``)."""
+    pids = client.run(os.getpid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = [address for address, keys in client.processing().items() if keys]
+        if busy:
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    open(go, "w").close()
+
+
+def test_fit_many_on_a_cluster_survives_a_lost_worker(client, tmp_path):
+    # Scattered targets were lost with the worker holding them, and with them every fit
+    # needing them, finished or not: FutureCancelledError, "already forgotten".
+    chain = Chain.from_factorizations([4, 4, 4], [8, 4, 2])
+    rng = np.random.default_rng(4)
+    targets, chains = [random_target(chain.shape, rng) for _ in range(4)], [chain] * 4
+    go = str(tmp_path / "go")
+    killer = threading.Thread(target=_kill_a_busy_worker, args=(client, go))
+    killer.start()
+    try:
+        results = pydebut_dask.fit_many(
+            targets, chains, _fit_als_once_allowed, client=client, go=go, n_sweeps=2
+        )
+    finally:
+        killer.join()
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts it, for the next tests
+    with threadpool_limits(1):
+        expected = [fit_als(t, c, n_sweeps=2) for t, c in zip(targets, chains)]
+    assert_same_fits(results, expected)
+
+
+def _shape_of(target, spec):
+    return target.shape
+
+
+def test_fit_many_sends_a_large_target_without_a_warning(client):
+    # A target travels in its fit's task, whose size Dask warns about past 10 MB.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shapes = pydebut_dask.fit_many([np.zeros((1200, 1200))], [None], _shape_of, client=client)
+    assert shapes == [(1200, 1200)]
 
 
 def test_fit_many_local_scheduler_with_progress(capsys):
