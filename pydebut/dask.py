@@ -575,6 +575,7 @@ def _scale_of(target: Any) -> TargetScale:
     (counted in the same pass if the target's chunks are masked arrays), non-finite ones
     and ones that over- or underflow in the working precision (as ``as_working`` does)."""
     working = working_dtype(target.dtype)
+    target = _as_panels(target)  # the max of a Dask array with an empty chunk fails
     parts = (target.real, target.imag) if np.iscomplexobj(target) else (target,)
     masked = da.ma.getmaskarray(target).sum() if isinstance(target._meta, np.ma.MaskedArray) else 0
     with threadpool_limits(limits=1, user_api="blas"):
@@ -704,13 +705,18 @@ def _column_panels(
             f"the target has shape {target.shape} but {owner} is {shape[0]} x {shape[1]}"
         )
     dtype = working_dtype(target.dtype)
-    m = target.shape[0]
-    width = max(1, PANEL_BYTES // (m * dtype.itemsize))
-    widest = max(target.chunks[1])
-    panels = target.rechunk({0: -1} if widest <= width else {0: -1, 1: width})
+    panels = _as_panels(target)
     starts = np.cumsum((0, *panels.chunks[1][:-1]))
     delayed = panels.to_delayed().ravel()
     return [(int(j0), block) for j0, block in zip(starts, delayed)], dtype
+
+
+def _as_panels(target: Any) -> Any:
+    """The Dask ``target`` in chunks of whole columns, of :data:`PANEL_BYTES` at most where
+    its chunks are wider."""
+    width = max(1, PANEL_BYTES // (target.shape[0] * working_dtype(target.dtype).itemsize))
+    widest = max(target.chunks[1])
+    return target.rechunk({0: -1} if widest <= width else {0: -1, 1: width})
 
 
 def _each_panel(panels: list[tuple[int, Any]], function: Callable, *args: Any) -> list[Any]:

@@ -616,6 +616,19 @@ def test_errors_of_a_target_at_the_largest_float_are_the_true_errors(dtype):
     assert error == pytest.approx(in_memory.error, rel=rel)
 
 
+def test_out_of_core_fit_of_a_target_with_empty_chunks():
+    # An empty row chunk failed in the first pass (the target's largest entry) with NumPy's
+    # "all the input array dimensions except for the concatenation axis must match".
+    chain = special.butterfly_chain(16)
+    target = random_target(chain.shape, np.random.default_rng(3))
+    expected = pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(16, 8)), chain)
+    lazy = da.from_array(target, chunks=((0, 7, 0, 9), (0, 8, 0, 8)))
+    result = pydebut_dask.fit_hierarchical(lazy, chain, memory_limit=0)
+    assert result.errors == expected.errors
+    for w, w_ref in zip(result.operator.weights, expected.operator.weights):
+        np.testing.assert_array_equal(w, w_ref)
+
+
 def test_relative_error_refuses_a_target_with_non_finite_entries():
     from scipy.sparse.linalg import aslinearoperator
 
