@@ -67,6 +67,8 @@ __all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
 
 #: Bytes of one column panel of the target read by the out-of-core fit.
 PANEL_BYTES = 2**25
+#: Bytes below which a column panel takes in the target's next chunks.
+MIN_PANEL_BYTES = 2**20
 
 
 # --- lazy application -------------------------------------------------------------------
@@ -712,11 +714,24 @@ def _column_panels(
 
 
 def _as_panels(target: Any) -> Any:
-    """The Dask ``target`` in chunks of whole columns, of :data:`PANEL_BYTES` at most where
-    its chunks are wider."""
-    width = max(1, PANEL_BYTES // (target.shape[0] * working_dtype(target.dtype).itemsize))
-    widest = max(target.chunks[1])
-    return target.rechunk({0: -1} if widest <= width else {0: -1, 1: width})
+    """The Dask ``target`` in panels of whole columns, of :data:`PANEL_BYTES` at most.
+
+    Chunks wider than that are split into panels. Narrower chunks are panels, except
+    that a panel of less than :data:`MIN_PANEL_BYTES` takes in the next chunks while it
+    stays within :data:`PANEL_BYTES`: every panel costs a task, with fixed costs, in
+    each pass.
+    """
+    column_bytes = target.shape[0] * working_dtype(target.dtype).itemsize
+    width = max(1, PANEL_BYTES // column_bytes)
+    if max(target.chunks[1]) > width:
+        return target.rechunk({0: -1, 1: width})
+    panels: list[int] = []
+    for chunk in target.chunks[1]:
+        if panels and panels[-1] * column_bytes < MIN_PANEL_BYTES and panels[-1] + chunk <= width:
+            panels[-1] += chunk
+        else:
+            panels.append(chunk)
+    return target.rechunk({0: -1, 1: tuple(panels)})
 
 
 def _each_panel(panels: list[tuple[int, Any]], function: Callable, *args: Any) -> list[Any]:
@@ -725,7 +740,9 @@ def _each_panel(panels: list[tuple[int, Any]], function: Callable, *args: Any) -
     Panels run in parallel, so BLAS runs on one thread in this process (Dask's
     workers already do), as stacked BLAS threads slow each other down.
     """
-    tasks = [dask.delayed(function, pure=True)(block, j0, *args) for j0, block in panels]
+    # Dask objects once: as plain arguments, Dask would tokenize them for every task
+    shared = [dask.delayed(arg, traverse=False) for arg in args]
+    tasks = [dask.delayed(function, pure=True)(block, j0, *shared) for j0, block in panels]
     with threadpool_limits(limits=1, user_api="blas"):
         return list(dask.compute(*tasks))
 
