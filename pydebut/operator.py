@@ -1099,7 +1099,10 @@ class DeButOperator(LinearOperator):
             If ``X`` is SciPy sparse (use ``op @ X``) or its dtype is not numeric.
         """
         backend = _dask_backend(X)
-        return super().matmat(X) if backend is None else backend.apply(self, X)
+        if backend is not None:
+            return backend.apply(self, X)
+        self._check_block(X, adjoint=False)
+        return super().matmat(X)
 
     def rmatmat(self, X: Any) -> Any:
         """``self.H @ X`` for ``X`` of shape ``(m, batch)``; a Dask array gives a lazy result.
@@ -1124,9 +1127,26 @@ class DeButOperator(LinearOperator):
             If ``X`` is SciPy sparse (use ``op.H @ X``) or its dtype is not numeric.
         """
         backend = _dask_backend(X)
-        if backend is None:
-            return super().rmatmat(X)
-        return backend.apply(self, X, adjoint=True)
+        if backend is not None:
+            return backend.apply(self, X, adjoint=True)
+        self._check_block(X, adjoint=True)
+        return super().rmatmat(X)
+
+    def _check_block(self, X: Any, adjoint: bool) -> None:
+        """Refuse a block ``X`` (not Dask) that is not 2-D with the rows ``matmat``
+        (``rmatmat``) takes, in pydebut's words, not SciPy's (which change between
+        releases). Sparse blocks are left to SciPy, which refuses them."""
+        if sp.issparse(X):
+            return
+        method = "rmatmat" if adjoint else "matmat"
+        n_in = self.shape[0] if adjoint else self.shape[1]
+        shape = np.shape(X)
+        if len(shape) != 2:
+            raise ValueError(
+                f"{method} expected 2-d X of shape ({n_in}, batch), got {len(shape)}-d {shape}"
+            )
+        if shape[0] != n_in:
+            raise ValueError(f"dimension mismatch: {method} expected ({n_in}, batch), got {shape}")
 
     def apply_rows(self, X: Any, *, adjoint: bool = False) -> Any:
         """Apply the operator (or its adjoint) to every row of ``X``, of shape ``(batch, n)``.
@@ -1404,7 +1424,10 @@ class DeButOperator(LinearOperator):
         if type(x) is np.ndarray and x.ndim == 1:
             return self._matvec(x)
         lazy = self._checked_vector(x, adjoint=False)
-        return super().matvec(x) if lazy is None else lazy
+        if lazy is not None:
+            return lazy
+        # a column (n, 1) as a block of one: SciPy deprecates it in matvec from 1.18 on
+        return super().matmat(x) if np.ndim(x) == 2 else super().matvec(x)
 
     def rmatvec(self, x: Any) -> Any:
         """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks).
@@ -1433,7 +1456,9 @@ class DeButOperator(LinearOperator):
         if type(x) is np.ndarray and x.ndim == 1:
             return self._product(x, adjoint=True)
         lazy = self._checked_vector(x, adjoint=True)
-        return super().rmatvec(x) if lazy is None else lazy
+        if lazy is not None:
+            return lazy
+        return super().rmatmat(x) if np.ndim(x) == 2 else super().rmatvec(x)
 
     def _checked_vector(self, x: Any, adjoint: bool) -> Any:
         """Refuse what ``matvec`` (``rmatvec``) cannot take: text, ``None``, sparse input, a

@@ -216,6 +216,31 @@ def test_bad_vectors(x, error, message):
         op @ x
 
 
+def test_bad_blocks_are_named_in_pydebuts_words():
+    # matmat and rmatmat left the message to SciPy, whose 1.18 words it "Dimension
+    # mismatch: (6, 8), (8, 2, 2)" for a 3-d block, without the rule
+    op = DeButOperator.random([(6, 8, 3, 4, 2)], rng=0)
+    with pytest.raises(ValueError, match=r"^matmat expected 2-d X of shape \(8, batch\), got 3-d"):
+        op.matmat(np.ones((8, 2, 2)))
+    with pytest.raises(ValueError, match=r"^dimension mismatch: rmatmat expected \(6, batch\)"):
+        op.rmatmat(np.ones((8, 2)))
+
+
+def test_a_column_goes_through_matvec_as_a_block_of_one(monkeypatch):
+    # SciPy 1.18 deprecates (and 1.20 refuses) LinearOperator.matvec of a column (n, 1),
+    # through which DeButOperator.matvec passed one
+    def one_dimensional_only(self, x):
+        if np.ndim(x) != 1:
+            raise AssertionError("LinearOperator.matvec given a column")
+
+    monkeypatch.setattr(spla.LinearOperator, "matvec", one_dimensional_only)
+    monkeypatch.setattr(spla.LinearOperator, "rmatvec", one_dimensional_only)
+    op = DeButOperator.random([(6, 8, 3, 4, 2)], rng=0)
+    x, y = np.arange(8.0).reshape(8, 1), np.arange(6.0).reshape(6, 1)
+    np.testing.assert_array_equal(op.matvec(x), op.matvec(x[:, 0])[:, None])
+    np.testing.assert_array_equal(op.rmatvec(y), op.rmatvec(y[:, 0])[:, None])
+
+
 @pytest.mark.parametrize("adjoint", [False, True], ids=["matvec", "rmatvec"])
 def test_matvec_names_what_it_takes(adjoint):
     # anything but a 1-D array reached SciPy's bare "dimension mismatch", which a (16, 3)
