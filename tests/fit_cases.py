@@ -47,3 +47,9 @@ def random_target(shape, rng, dtype=np.float64):
 def dense_product(chain, weights):
     """``F_1 ... F_L`` as a dense array (through the operator's kernels)."""
     return DeButOperator(chain, weights).toarray()
+
+
+def svd_error(target, rank):
+    """The relative error of the best rank-``rank`` approximation of ``target``."""
+    s = np.linalg.svd(target, compute_uv=False)
+    return np.sqrt(np.sum(s[rank:] ** 2) / np.sum(s**2))

@@ -25,6 +25,8 @@ from pydebut import (
 from pydebut.fit import _search
 from pydebut.special import PAPER_CHAINS
 
+from .fit_cases import svd_error
+
 
 def smooth_kernel(m, n, scale=30.0):
     x, y = np.linspace(0, 1, m), np.linspace(0, 1, n)
@@ -33,11 +35,6 @@ def smooth_kernel(m, n, scale=30.0):
 
 def true_error(op, target):
     return np.linalg.norm(op.toarray() - target) / np.linalg.norm(target)
-
-
-def svd_error(target, rank):
-    s = np.linalg.svd(target, compute_uv=False)
-    return np.sqrt(np.sum(s[rank:] ** 2) / np.sum(s**2))
 
 
 def test_result_reports_the_true_error_and_the_search():
