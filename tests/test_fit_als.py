@@ -125,6 +125,22 @@ def test_all_zero_start_gives_zero_not_nan():
     assert result.errors == [1.0] * 5
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_targets_spanning_hundreds_of_orders_of_magnitude_fit_without_overflow(dtype):
+    # Entries from 1 down to 1e-219: the Gram blocks of the weights that carry the tiny
+    # entries are subnormal, and their reciprocal eigenvalues (and products of two in a
+    # coupled rectangle's Kronecker solve) overflowed: NaN weights and a ValueError.
+    target = np.diag(np.exp(-8.0 * np.arange(64))).astype(dtype)
+    chain = Chain([(64, 128, 4, 8, 16), (128, 128, 8, 8, 4), (128, 64, 8, 4, 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit_als(target, chain, n_sweeps=2, rng=0)
+    dense = result.operator.toarray()
+    assert np.all(np.isfinite(dense))
+    true_error = np.linalg.norm(dense - target) / np.linalg.norm(target)
+    assert result.error == pytest.approx(true_error, rel=1e-9) and result.error < 1e-12
+
+
 @pytest.mark.parametrize(
     "chain", [*CHAINABLE, *COUPLED, POINTWISE_3_TO_64, POINTWISE_3_TO_64.T], ids=repr
 )

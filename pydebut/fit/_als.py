@@ -350,9 +350,10 @@ def _min_norm_solve(systems: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     ``V [(V^H rhs) / lam]`` over the resolved directions (eigenvalues kept as
     in :func:`_pinv_eigen`) and 0 along the others.
     """
-    inverse, vectors = _pinv_eigen(systems)
+    inverse, vectors, exponents = _pinv_eigen(systems)
     coefficients = np.einsum("cji,cj->ci", vectors.conj(), rhs) * inverse
-    return np.einsum("cij,cj->ci", vectors, coefficients)
+    solutions = np.einsum("cij,cj->ci", vectors, coefficients)
+    return _times_power_of_two(solutions, -exponents)
 
 
 def _kronecker_solve(
@@ -372,11 +373,12 @@ def _kronecker_solve(
     ``X = g^+ rhs h^+ = U [(U^H rhs V) / (lam mu^T)] V^H``, each factor's small
     eigenvalues dropped as in :func:`_pinv_eigen`.
     """
-    lam_inverse, u = (part[g_which] for part in _pinv_eigen(g_blocks))
-    mu_inverse, v = (part[h_which] for part in _pinv_eigen(h_blocks))
+    lam_inverse, u, g_exponents = (part[g_which] for part in _pinv_eigen(g_blocks))
+    mu_inverse, v, h_exponents = (part[h_which] for part in _pinv_eigen(h_blocks))
     coefficients = np.conj(np.swapaxes(u, -1, -2)) @ rhs @ v
     coefficients *= lam_inverse[:, :, None] * mu_inverse[:, None, :]
-    return u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
+    solutions = u @ coefficients @ np.conj(np.swapaxes(v, -1, -2))
+    return _times_power_of_two(solutions, -(g_exponents + h_exponents)[:, :, None])
 
 
 #: Eigenvalues of a system above ``GRAM_NOISE * size * eps * max eigenvalue`` are resolved.
@@ -388,16 +390,23 @@ def _kronecker_solve(
 GRAM_NOISE = 16
 
 
-def _pinv_eigen(systems: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvectors of stacked Hermitian PSD matrices and their pseudo-inverse eigenvalues.
+def _pinv_eigen(systems: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvectors of stacked Hermitian PSD matrices and their pseudo-inverse eigenvalues,
+    the latter as ``inverse * 2**-e`` with ``e`` (shape ``(c, 1)``) the exponent that puts
+    the system's largest eigenvalue in ``[0.5, 1)``.
 
     Eigenvalues below :data:`GRAM_NOISE` ``* size * eps * max eigenvalue`` count as zero.
+    The Gram blocks of tiny weights (a target whose entries span hundreds of orders of
+    magnitude) have eigenvalues whose reciprocals, or products of two in
+    :func:`_kronecker_solve`, overflow; scaled by ``2**-e`` they cannot.
     """
     values, vectors = np.linalg.eigh(systems)
+    exponents = np.frexp(np.maximum(values[..., -1:], 0))[1]
+    values = np.ldexp(values, -exponents)
     largest = np.maximum(values[..., -1:], 0)
     cutoff = GRAM_NOISE * systems.shape[-1] * np.finfo(values.dtype).eps * largest
     inverse = np.where(values > cutoff, 1 / np.where(values > cutoff, values, 1), 0)
-    return inverse, vectors
+    return inverse, vectors, exponents
 
 
 @functools.lru_cache(maxsize=16)

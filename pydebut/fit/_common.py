@@ -301,8 +301,12 @@ def frobenius_norm(values: np.ndarray) -> float:
     return unscaled(*scaled_norm(values))
 
 
-def _times_power_of_two(array: np.ndarray, exponent: int) -> np.ndarray:
-    """``array * 2**exponent`` exactly (barring subnormals), for real or complex arrays."""
+def _times_power_of_two(array: np.ndarray, exponent: int | np.ndarray) -> np.ndarray:
+    """``array * 2**exponent`` exactly (barring subnormals), for real or complex arrays.
+
+    ``exponent`` is an integer or an integer array that broadcasts against ``array``
+    along all but its last axis (where a complex array's parts lie side by side).
+    """
     array = np.ascontiguousarray(array)
     if np.iscomplexobj(array):
         return np.ldexp(array.view(array.real.dtype), exponent).view(array.dtype)
