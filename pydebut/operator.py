@@ -50,7 +50,14 @@ def _result_dtype(operator_dtype: np.dtype, data_dtype: np.dtype) -> np.dtype:
     """NumPy's result type of operator and data, checked to be supported."""
     if data_dtype.kind not in "biufc":
         raise TypeError(f"cannot apply a DeButOperator to an array of dtype {data_dtype}")
-    return _supported_dtype(np.result_type(operator_dtype, data_dtype), "the result")
+    result = np.result_type(operator_dtype, data_dtype)
+    if result not in SUPPORTED_DTYPES:
+        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        raise TypeError(
+            f"the product of a {operator_dtype} DeButOperator and {data_dtype} data would be "
+            f"{result}; pydebut supports {names}: cast the data to one of these first"
+        )
+    return result
 
 
 def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -1011,7 +1018,8 @@ class DeButOperator(LinearOperator):
             If the shapes do not match, or ``x`` is a masked array with masked
             entries.
         TypeError
-            If ``x`` is None, text, or an array that is not numeric.
+            If ``x`` is None, text, or an array that is not numeric or is of
+            ``longdouble`` precision (cast it to float64 or complex128).
 
         Examples
         --------
@@ -1096,13 +1104,14 @@ class DeButOperator(LinearOperator):
             If ``X`` does not have ``n`` rows or is not 2-D (but for a Dask
             vector), or is a masked array with masked entries.
         TypeError
-            If ``X`` is SciPy sparse (use ``op @ X``) or its dtype is not numeric.
+            If ``X`` is SciPy sparse (use ``op @ X``), or its dtype is not numeric or
+            is of ``longdouble`` precision (cast it to float64 or complex128).
         """
         backend = _dask_backend(X)
         if backend is not None:
             return backend.apply(self, X)
         self._check_block(X, adjoint=False)
-        return super().matmat(X)
+        return _matrix_if_matrix(X, super().matmat(X))
 
     def rmatmat(self, X: Any) -> Any:
         """``self.H @ X`` for ``X`` of shape ``(m, batch)``; a Dask array gives a lazy result.
@@ -1124,13 +1133,14 @@ class DeButOperator(LinearOperator):
             If ``X`` does not have ``m`` rows or is not 2-D (but for a Dask
             vector), or is a masked array with masked entries.
         TypeError
-            If ``X`` is SciPy sparse (use ``op.H @ X``) or its dtype is not numeric.
+            If ``X`` is SciPy sparse (use ``op.H @ X``), or its dtype is not numeric or
+            is of ``longdouble`` precision (cast it to float64 or complex128).
         """
         backend = _dask_backend(X)
         if backend is not None:
             return backend.apply(self, X, adjoint=True)
         self._check_block(X, adjoint=True)
-        return super().rmatmat(X)
+        return _matrix_if_matrix(X, super().rmatmat(X))
 
     def _check_block(self, X: Any, adjoint: bool) -> None:
         """Refuse a block ``X`` (not Dask) that is not 2-D with the rows ``matmat``
@@ -1179,7 +1189,8 @@ class DeButOperator(LinearOperator):
             If ``X`` is not 2-D with ``n`` columns (``m`` with ``adjoint``), or is
             a masked array with masked entries.
         TypeError
-            If ``X`` is SciPy sparse (use ``X @ op.T``) or its dtype is not numeric, or
+            If ``X`` is SciPy sparse (use ``X @ op.T``), its dtype is not numeric or
+            is of ``longdouble`` precision (cast it to float64 or complex128), or
             ``adjoint`` is not a bool.
 
         Examples
@@ -1419,7 +1430,8 @@ class DeButOperator(LinearOperator):
         ValueError
             If ``x`` has another shape, or is a masked array with masked entries.
         TypeError
-            If ``x`` is None, text, SciPy sparse (use ``op @ x``) or not numeric.
+            If ``x`` is None, text, SciPy sparse (use ``op @ x``), not numeric or of
+            ``longdouble`` precision (cast it to float64 or complex128).
         """
         if type(x) is np.ndarray and x.ndim == 1:
             return self._matvec(x)
@@ -1427,7 +1439,7 @@ class DeButOperator(LinearOperator):
         if lazy is not None:
             return lazy
         # a column (n, 1) as a block of one: SciPy deprecates it in matvec from 1.18 on
-        return super().matmat(x) if np.ndim(x) == 2 else super().matvec(x)
+        return _matrix_if_matrix(x, super().matmat(x) if np.ndim(x) == 2 else super().matvec(x))
 
     def rmatvec(self, x: Any) -> Any:
         """``A^H @ x`` for one vector, as ``LinearOperator.rmatvec`` (1-D arrays skip checks).
@@ -1451,14 +1463,15 @@ class DeButOperator(LinearOperator):
         ValueError
             If ``x`` has another shape, or is a masked array with masked entries.
         TypeError
-            If ``x`` is None, text, SciPy sparse (use ``op.H @ x``) or not numeric.
+            If ``x`` is None, text, SciPy sparse (use ``op.H @ x``), not numeric or of
+            ``longdouble`` precision (cast it to float64 or complex128).
         """
         if type(x) is np.ndarray and x.ndim == 1:
             return self._product(x, adjoint=True)
         lazy = self._checked_vector(x, adjoint=True)
         if lazy is not None:
             return lazy
-        return super().rmatmat(x) if np.ndim(x) == 2 else super().rmatvec(x)
+        return _matrix_if_matrix(x, super().rmatmat(x) if np.ndim(x) == 2 else super().rmatvec(x))
 
     def _checked_vector(self, x: Any, adjoint: bool) -> Any:
         """Refuse what ``matvec`` (``rmatvec``) cannot take: text, ``None``, sparse input, a
@@ -1539,6 +1552,12 @@ def _rebuild(
     return DeButOperator(
         chain, weights, dtype, check_finite=False, row_perm=row_perm, col_perm=col_perm
     )
+
+
+def _matrix_if_matrix(x: Any, result: Any) -> Any:
+    """``result`` as an ``np.matrix`` when ``x`` is one: SciPy's ``matvec`` contract, which
+    its ``matmat`` keeps for operators defined by their columns."""
+    return np.asmatrix(result) if isinstance(x, np.matrix) else result
 
 
 def _refuse_sparse(x: Any, method: str, instead: str) -> None:

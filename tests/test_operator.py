@@ -197,6 +197,31 @@ def test_apply_rows_reads_and_writes_rows_in_place(dtype, adjoint):
     np.testing.assert_array_equal(out, op @ np.ascontiguousarray(columns))
 
 
+@pytest.mark.parametrize("method", ["matvec", "rmatvec", "matmat", "rmatmat"])
+@pytest.mark.parametrize("permuted", [False, True])
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_np_matrix_in_gives_np_matrix_out_as_in_scipy(method, permuted):
+    op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+    if permuted:
+        op = op.with_permutations(row_perm=[3, 1, 0, 2], col_perm=np.arange(8)[::-1])
+    reference = spla.aslinearoperator(op.toarray())
+    rows = op.shape[0] if method.startswith("r") else op.shape[1]
+    x = np.asmatrix(np.arange(rows * (1 if method.endswith("vec") else 3), dtype=float))
+    x = x.reshape(rows, -1)
+    got, expected = getattr(op, method)(x), getattr(reference, method)(x)
+    assert type(got) is type(expected) is np.matrix
+    np.testing.assert_allclose(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.longdouble, np.clongdouble])
+def test_longdouble_data_is_refused_with_the_cast_to_make(dtype):
+    op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+    for apply in (op.matvec, op.__matmul__, op.apply, op.rmatvec):
+        rows = op.shape[0] if apply == op.rmatvec else op.shape[1]
+        with pytest.raises(TypeError, match=r"would be .*; pydebut supports .*: cast the data"):
+            apply(np.ones(rows, dtype=dtype))
+
+
 @pytest.mark.parametrize(
     ("x", "error", "message"),
     [
