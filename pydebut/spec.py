@@ -161,7 +161,13 @@ class FactorSpec:
         return spec
 
     def as_tuple(self) -> tuple[int, int, int, int, int]:
-        """Return ``(p, q, r, s, t)``."""
+        """Return ``(p, q, r, s, t)``.
+
+        Examples
+        --------
+        >>> FactorSpec(8, 8, 2, 2, 4).as_tuple()
+        (8, 8, 2, 2, 4)
+        """
         return (self.p, self.q, self.r, self.s, self.t)
 
     @property
@@ -532,7 +538,19 @@ class Chain(Sequence[FactorSpec]):
         return cls(reversed(rows))
 
     def to_r_shapes(self) -> list[list[int]]:
-        """Return ``R_shapes``: ``[p, q, r, s, t]`` per factor in application order."""
+        """Return ``R_shapes``: ``[p, q, r, s, t]`` per factor in application order.
+
+        That is the DeBut authors' order (the rightmost factor first), the reverse
+        of pydebut's; :meth:`from_r_shapes` reads it back.
+
+        Examples
+        --------
+        >>> chain = Chain([(4, 8, 2, 4, 1), (8, 8, 2, 2, 4)])
+        >>> chain.to_r_shapes()
+        [[8, 8, 2, 2, 4], [4, 8, 2, 4, 1]]
+        >>> Chain.from_r_shapes(chain.to_r_shapes()) == chain
+        True
+        """
         return [list(f.as_tuple()) for f in reversed(self._factors)]
 
     @classmethod
@@ -596,7 +614,18 @@ class Chain(Sequence[FactorSpec]):
         return cls(factors)
 
     def to_abcd(self) -> list[tuple[int, int, int, int]]:
-        """Return the ``(a, b, c, d) = (k, r, s, t)`` tuple of each factor, left to right."""
+        """Return the ``(a, b, c, d) = (k, r, s, t)`` tuple of each factor, left to right.
+
+        Le et al.'s description of the supports; :meth:`from_abcd` reads it back.
+
+        Examples
+        --------
+        >>> chain = Chain([(4, 8, 2, 4, 1), (8, 8, 2, 2, 4)])
+        >>> chain.to_abcd()
+        [(2, 2, 4, 1), (1, 2, 2, 4)]
+        >>> Chain.from_abcd(chain.to_abcd()) == chain
+        True
+        """
         return [(f.n_blocks, f.r, f.s, f.t) for f in self._factors]
 
     def to_json(self) -> dict[str, Any]:
