@@ -870,7 +870,19 @@ class DeButOperator(LinearOperator):
         return sp.csr_array((weights.ravel(), (rows, cols)), shape=spec.shape)
 
     def factors(self) -> list[sp.csr_array]:
-        """All factors as SciPy CSR arrays, left to right."""
+        """All factors as SciPy CSR arrays, left to right.
+
+        Without the permutations (see :meth:`permutation_matrices`).
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0)
+        >>> [f.shape for f in op.factors()]
+        [(4, 8), (8, 8)]
+        >>> first, second = op.factors()
+        >>> bool(np.allclose((first @ second).toarray(), op.toarray()))
+        True
+        """
         return [self.factor(i) for i in range(len(self._chain))]
 
     def toarray(self) -> np.ndarray:
@@ -878,7 +890,14 @@ class DeButOperator(LinearOperator):
 
         It is the operator applied to the identity of its shorter side: ``A I_n``,
         or ``(A^H I_m)^H`` for a wide operator (``m < n``), so that the work and
-        memory are those of the product, not ``n x n``.
+        memory are those of the product, not ``n x n``. ``todense`` is the same.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+        >>> dense = op.toarray()
+        >>> dense.shape, int(np.count_nonzero(dense)) == op.n_params
+        ((4, 8), True)
         """
         m, n = self.shape
         wide = m < n
@@ -941,6 +960,13 @@ class DeButOperator(LinearOperator):
         ValueError
             If a finite weight overflows to infinity in ``dtype``; the message
             names the factor.
+
+        Examples
+        --------
+        >>> op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
+        >>> single = op.astype(np.float32)
+        >>> single.dtype, bool(np.allclose(single.toarray(), op.toarray(), rtol=1e-6))
+        (dtype('float32'), True)
         """
         finite = all(np.isfinite(w).all() for w in self._weights)
         return DeButOperator(
