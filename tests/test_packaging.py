@@ -1,8 +1,10 @@
-"""Import-time behaviour: a clear message when Numba is missing."""
+"""Packaging and import-time behaviour: the typing marker, a clear message when Numba is missing."""
 
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def test_missing_numba_gives_an_actionable_import_error():
@@ -37,3 +39,16 @@ def test_ci_runs_both_readme_commands_verbatim_in_order_then_the_cli_elsewhere()
     assert ci.index(demo) < ci.index(tests) < ci.index(help_elsewhere)
     # the README commands must run with the user's cache location, not a NUMBA_CACHE_DIR
     assert "unset NUMBA_CACHE_DIR" in ci[: ci.index(demo)]
+
+
+def test_the_wheel_ships_a_py_typed_marker_so_type_checkers_read_the_hints():
+    # PEP 561: without pydebut/py.typed in the wheel, mypy ignored every annotation of an
+    # installed pydebut ("module is installed, but missing library stubs or py.typed marker")
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    assert (root / "pydebut" / "py.typed").is_file()
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["pydebut"]
+    assert "Typing :: Typed" in config["project"]["classifiers"]
