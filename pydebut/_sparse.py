@@ -53,7 +53,9 @@ def nnz_bound(chain: Chain) -> int:
     return bound
 
 
-def tosparse(op: DeButOperator, format: str = "csr", max_nnz: int = MAX_NNZ) -> sp.sparray:
+def tosparse(
+    op: DeButOperator, format: str = "csr", max_nnz: int = MAX_NNZ
+) -> sp.csr_array | sp.csc_array:
     """The product of ``op``'s factors as a SciPy sparse array; see ``DeButOperator.tosparse``."""
     if format not in FORMATS:
         raise ValueError(f"format must be 'csr' or 'csc', got {format!r}")

@@ -912,7 +912,9 @@ class DeButOperator(LinearOperator):
 
     todense = toarray
 
-    def tosparse(self, format: str = "csr", *, max_nnz: int = _sparse.MAX_NNZ) -> sp.sparray:
+    def tosparse(
+        self, format: str = "csr", *, max_nnz: int = _sparse.MAX_NNZ
+    ) -> sp.csr_array | sp.csc_array:
         """Return the product as a SciPy sparse array (CSR or CSC), refusing huge ones.
 
         Parameters
@@ -925,6 +927,11 @@ class DeButOperator(LinearOperator):
             bound is ``m * n``. Whatever ``max_nnz``, refuse also when two
             sparse arrays of that many nonzeros (a partial product and the
             next) would not fit in this machine's memory.
+
+        Returns
+        -------
+        scipy.sparse.csr_array or scipy.sparse.csc_array
+            The ``m x n`` product, in ``format``.
 
         Examples
         --------
@@ -979,6 +986,24 @@ class DeButOperator(LinearOperator):
         )
 
     # --- algebra ------------------------------------------------------------------
+    # SciPy's T and transpose() are typed as returning its _TransposedLinearOperator;
+    # these say what they return here: the transpose as a DeButOperator.
+    @property
+    def T(self) -> DeButOperator:  # type: ignore[override]  # noqa: N802
+        """The transpose ``A^T``, a ``DeButOperator``; see :meth:`transpose`."""
+        return self._transpose()
+
+    def transpose(self) -> DeButOperator:  # type: ignore[override]
+        """Return the transpose ``A^T``, not conjugated (``adjoint()`` and ``.H`` give ``A^H``).
+
+        Returns
+        -------
+        DeButOperator
+            The factors reversed, each block transposed, and the permutations
+            swapped; built once and kept, as ``.H`` is.
+        """
+        return self._transpose()
+
     def _transpose(self) -> DeButOperator:
         return self._reversed(conjugate=False)
 

@@ -497,6 +497,7 @@ def test_adjoint_and_transpose_are_debut_operators():
         (op.T, op.toarray().T),
         (op.H.H, op.toarray()),
         (op.adjoint(), op.toarray().conj().T),
+        (op.transpose(), op.toarray().T),
     ]:
         assert isinstance(other, DeButOperator)
         assert np.allclose(other.toarray(), expected)
