@@ -589,7 +589,7 @@ def enumerate_chains(
     m: int,
     n: int,
     *,
-    n_factors: int | range,
+    n_factors: int | Iterable[int],
     kind: KindFilter = "any",
     max_params: int | None = None,
     max_dim: int | None = None,
@@ -603,8 +603,8 @@ def enumerate_chains(
     ----------
     m, n : int
         Shape of the product, below ``2**40``.
-    n_factors : int or range
-        Number of factors ``L`` (at most 64), or a range of them.
+    n_factors : int or iterable of int
+        Number of factors ``L`` (at most 64), or several: a range, a list, ...
     kind : {"any", "monotonic", "bulging", "other"}
         Keep only chains of this kind (see the Concepts page of the documentation).
     max_params : int, optional
@@ -759,7 +759,7 @@ def count_chains(
     m: int,
     n: int,
     *,
-    n_factors: int | range,
+    n_factors: int | Iterable[int],
     kind: KindFilter = "any",
     max_params: int | None = None,
     max_dim: int | None = None,
@@ -772,8 +772,8 @@ def count_chains(
     ----------
     m, n : int
         Shape of the product, below ``2**40``.
-    n_factors : int or range
-        Number of factors ``L`` (at most 64), or a range of them.
+    n_factors : int or iterable of int
+        Number of factors ``L`` (at most 64), or several: a range, a list, ...
     kind : {"any", "monotonic", "bulging", "other"}
         Keep only chains of this kind (see the Concepts page of the documentation).
     max_params : int, optional
@@ -879,7 +879,7 @@ def _count_factorization_pairs(m: int, n: int, n_factors: int, allow_diagonal: b
 def min_param_chain(
     m: int,
     n: int,
-    n_factors: int | range,
+    n_factors: int | Iterable[int],
     kind: KindFilter = "monotonic",
     rank: int = 1,
     *,
@@ -892,8 +892,8 @@ def min_param_chain(
     ----------
     m, n : int
         Shape of the product.
-    n_factors : int or range
-        Number of factors, or a range of them (the best over all).
+    n_factors : int or iterable of int
+        Number of factors, or several: a range, a list, ... (the best over all).
     kind : {"monotonic", "any", "bulging", "other"}
         Kind of chain to search.
     rank : int
@@ -951,7 +951,7 @@ def pareto_front(
     m: int,
     n: int,
     *,
-    n_factors: int | range,
+    n_factors: int | Iterable[int],
     kind: KindFilter = "monotonic",
     max_params: int | None = None,
     max_dim: int | None = None,
@@ -973,8 +973,8 @@ def pareto_front(
     ----------
     m, n : int
         Shape of the product, below ``2**40``.
-    n_factors : int or range
-        Number of factors ``L`` (at most 64), or a range of them.
+    n_factors : int or iterable of int
+        Number of factors ``L`` (at most 64), or several: a range, a list, ...
     kind : {"any", "monotonic", "bulging", "other"}
         Keep only chains of this kind (see the Concepts page of the documentation).
     max_params : int, optional

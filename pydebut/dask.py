@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -424,7 +424,9 @@ class _TaskCounter(Callback):
 
 
 # --- targets larger than memory ---------------------------------------------------------
-def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) -> FitResult:
+def fit_hierarchical(
+    target: Any, chain: Chain | Iterable[Any], *, memory_limit: int = 2**27
+) -> FitResult:
     """Hierarchical factorization (left to right) of a target read panel by panel.
 
     Parameters
@@ -433,7 +435,7 @@ def fit_hierarchical(target: Any, chain: Chain, *, memory_limit: int = 2**27) ->
         The ``m x n`` matrix, e.g. ``dask.array.from_zarr(path)``. It is read in
         column panels holding every row (store it in chunks of whole columns,
         ``chunks=(m, width)``, to read every byte once per pass).
-    chain : Chain
+    chain : Chain or iterable of (p, q, r, s, t)
         Chainable or rank-weighted (:func:`~pydebut.hierarchy_ranks`), with
         ``k_1 = 1`` and ``t_L = 1`` (the product's support is the whole matrix).
     memory_limit : int, default 2**27

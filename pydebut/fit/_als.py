@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -650,7 +650,7 @@ def _in_chunks(
 
 def fit_als(
     target: Any,
-    chain: Chain,
+    chain: Chain | Iterable[Any],
     *,
     n_sweeps: int = 5,
     tol: float | None = None,
@@ -676,7 +676,7 @@ def fit_als(
         coupled unknowns are solved in double precision either way. Any
         array-like (``np.memmap`` too); a SciPy sparse matrix or a
         ``LinearOperator`` is made dense, up to ``2**27`` entries.
-    chain : Chain
+    chain : Chain or iterable of (p, q, r, s, t)
         The chain to fit, of shape ``(m, n)``; any valid chain.
     n_sweeps : int, default 5
         Number of sweeps (the paper's scripts count 2 iterations per sweep).

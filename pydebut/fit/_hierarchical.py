@@ -12,6 +12,7 @@ independent rank-``w_l`` approximations of ``R1 x S2`` sub-blocks of ``T``
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ __all__ = ["candidate_permutations", "fit_hierarchical", "hierarchy_ranks"]
 Order = Literal["left-to-right", "balanced"]
 
 
-def hierarchy_ranks(chain: Chain) -> tuple[int, ...]:
+def hierarchy_ranks(chain: Chain | Iterable[Any]) -> tuple[int, ...]:
     """Ranks ``w_1 … w_{L-1}`` of the links of a chainable or rank-weighted chain.
 
     Link ``l`` (between ``F_l`` and ``F_{l+1}``) qualifies when ``k_{l+1} = k_l c_l``
@@ -133,7 +134,11 @@ def _fits_through_transpose(chain: Chain) -> bool:
 
 
 def fit_hierarchical(
-    target: Any, chain: Chain, *, order: Order = "left-to-right", permutation: Any = None
+    target: Any,
+    chain: Chain | Iterable[Any],
+    *,
+    order: Order = "left-to-right",
+    permutation: Any = None,
 ) -> FitResult:
     """Factor ``target`` on a chainable or rank-weighted chain by hierarchical block SVDs.
 
@@ -143,7 +148,7 @@ def fit_hierarchical(
         The ``m x n`` matrix ``D``; a path names a ``.npy`` file (memory-mapped).
         A SciPy sparse matrix or a ``LinearOperator`` is made dense, up to
         ``2**27`` entries.
-    chain : Chain
+    chain : Chain or iterable of (p, q, r, s, t)
         A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`),
         or the transpose of one (as a layer stored input-major takes): ``D^H`` is
         then factored on ``chain.T`` and the adjoint returned.
