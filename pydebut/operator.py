@@ -352,7 +352,13 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_fresh_launch_lock_in_child)
 
 
-def random_generator(rng: Any, name: str = "rng") -> np.random.Generator:
+#: What every ``rng`` argument takes: what :func:`numpy.random.default_rng` takes.
+SeedLike = (
+    int | np.integer | np.random.SeedSequence | np.random.BitGenerator | np.random.Generator | None
+)
+
+
+def random_generator(rng: SeedLike, name: str = "rng") -> np.random.Generator:
     """``numpy.random.default_rng(rng)``, with an error naming ``rng`` (the argument
     ``name``) for what it cannot take.
 
@@ -505,7 +511,7 @@ class DeButOperator(LinearOperator):
     def random(
         cls,
         chain: Chain | Sequence[FactorSpec | Sequence[int]],
-        rng: int | np.random.Generator | None = None,
+        rng: SeedLike = None,
         dtype: DTypeLike = np.float64,
     ) -> DeButOperator:
         """Operator with independent Gaussian weights of variance ``1/s_l``.

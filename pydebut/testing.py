@@ -17,7 +17,7 @@ from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from .fit._common import frobenius_norm
-from .operator import SUPPORTED_DTYPES, DeButOperator, _supported_dtype, random_generator
+from .operator import SUPPORTED_DTYPES, DeButOperator, SeedLike, _supported_dtype, random_generator
 from .spec import Chain, FactorSpec, shown
 
 if TYPE_CHECKING:
@@ -98,9 +98,7 @@ def _checked_tolerance(where: str, name: str, value: float) -> float:
     return value
 
 
-def dottest(
-    op: LinearOperator, rtol: float | None = None, rng: int | np.random.Generator | None = None
-) -> bool:
+def dottest(op: LinearOperator, rtol: float | None = None, rng: SeedLike = None) -> bool:
     """Check ``<A u, v> == <u, A^H v>`` for random ``u`` and ``v``.
 
     ``u`` and ``v`` are standard normal in the operator's dtype, or in float64

@@ -12,7 +12,8 @@ import pytest
 import pydebut
 
 # Each line uses the API as its docstrings allow; mypy had rejected (or lost the type of)
-# op.T, op.transpose(), tosparse() and lists given for a chain or for n_factors.
+# op.T, op.transpose(), tosparse(), lists given for a chain or for n_factors, and a
+# SeedSequence or bit generator given as rng.
 USER_CODE = textwrap.dedent(
     """
     import dask.array as da
@@ -34,6 +35,8 @@ USER_CODE = textwrap.dedent(
     target = op.toarray()
     print(hierarchy_ranks(factors), fit_hierarchical(target, factors).error)
     print(fit_als(target, factors, n_sweeps=1).error)
+    seeded = DeButOperator.random(factors, rng=np.random.SeedSequence(0))
+    print(seeded.n_params, fit_als(target, factors, rng=np.random.PCG64(1)).error)
     print(fit_panels(da.from_array(target), tuple(factors)).error)
     print(count_chains(64, 576, n_factors=[2, 3]), min_param_chain(64, 576, (2, 3)))
     print(list(enumerate_chains(8, 8, n_factors=[2])), pareto_front(8, 8, n_factors=[2, 3]))

@@ -38,7 +38,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from .._permutation import unpermute
-from ..operator import DeButOperator, random_generator
+from ..operator import DeButOperator, SeedLike, random_generator
 from ..spec import Chain, FactorSpec, shown
 from ._common import (
     FitResult,
@@ -655,7 +655,7 @@ def fit_als(
     n_sweeps: int = 5,
     tol: float | None = None,
     init: str | DeButOperator = "auto",
-    rng: Any = None,
+    rng: SeedLike = None,
     callback: Callable[[FitResult], bool | None] | None = None,
     progress: bool = False,
 ) -> FitResult:

@@ -84,7 +84,7 @@ import scipy.linalg
 
 from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
-from ..operator import DeButOperator, random_generator
+from ..operator import DeButOperator, SeedLike, random_generator
 from ..spec import Chain, FactorSpec, shown
 from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
 from ._common import (
@@ -270,7 +270,7 @@ def approximate(
     max_splits: int = 5000,
     include: Iterable[Chain] = (),
     permutation: str | None = None,
-    rng: Any = None,
+    rng: SeedLike = None,
     progress: bool = False,
     workers: int = 1,
 ) -> ApproximationResult:
