@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.linalg import hadamard
 
-from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical, hierarchy_ranks
+from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical, hierarchy_ranks
 
 from .fit_cases import COUPLED, random_target
 
@@ -108,6 +109,31 @@ def test_extreme_scales_of_the_issue(scale, dtype, method):
     assert_reports_true_error(result, scaled, scale)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "method", "chain"),
+    [
+        (np.float64, "als-random", Chain.from_factorizations([2, 4], [2, 4])),  # 16 inf entries
+        (np.complex128, "ltr", Chain.from_factorizations([4, 4], [4, 4])),  # 128 inf entries
+    ],
+)
+def test_a_target_of_the_largest_float_is_fitted_by_a_finite_operator(dtype, method, chain):
+    # the fit of the target scaled to [0.5, 1) rounds a hair above 1 in places, which
+    # scaled back was infinity while the error reported was 1e-16
+    largest = np.finfo(dtype).max
+    target = np.full(chain.shape, largest, dtype=dtype) * (1j if dtype == np.complex128 else 1)
+    result = fit(method, target, chain)
+    assert np.isfinite(result.operator.toarray()).all()
+    assert result.error < 1e-15
+    assert_reports_true_error(result, target, float(largest))
+
+
+def test_approximate_fits_a_target_of_the_largest_float_by_a_finite_operator():
+    target = hadamard(16) * np.finfo(np.float64).max  # 3 entries of its fit were infinite
+    result = approximate(target, 40, rng=0)
+    assert np.isfinite(result.operator.toarray()).all()
+    assert_reports_true_error(result, target, np.finfo(np.float64).max)
+
+
 def start_error(target: np.ndarray, product: np.ndarray, exponent: int) -> float:
     """``||D - 2**exponent P|| / ||D||`` in double precision, the larger term scaled to ``D``'s."""
     top = max(exponent, 0)
@@ -162,8 +188,6 @@ def test_hierarchical_on_free_ends_reports_the_true_error(chain, order):
 
 
 def test_hadamard_reports_the_error_of_its_factors():
-    from scipy.linalg import hadamard
-
     chain = Chain.from_factorizations([2] * 10, [2] * 10)
     target = hadamard(1024).astype(np.float64)
     result = fit_hierarchical(target, chain)

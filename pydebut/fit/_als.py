@@ -819,8 +819,12 @@ def fit_als(
         fitted = [w.astype(dtype, copy=False) for w in sweeper.weights]  # rounded on update
         if transposed:
             fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
-        operator = make_operator(chain, scale.restore(fitted)).with_permutations(*perms)
-        return FitResult(operator, list(errors), list(times), "als")
+        operator, error = scale.restore_operator(
+            make_operator(chain, fitted), matrix.T if transposed else matrix, errors[-1]
+        )
+        return FitResult(
+            operator.with_permutations(*perms), [*errors[:-1], error], list(times), "als"
+        )
 
     skip = None
     try:

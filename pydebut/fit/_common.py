@@ -174,9 +174,14 @@ def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``matrix`` in the working ``dtype``; ``ValueError`` if its largest entry
     overflows there or lies below its normal range (:func:`check_in_range`)."""
     if matrix.dtype.kind in "fc":
-        parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
-        check_in_range(max(max(part.max(), -part.min()) for part in parts), dtype)
+        check_in_range(largest_part(matrix), dtype)
     return np.asarray(matrix, dtype=dtype)
+
+
+def largest_part(matrix: np.ndarray) -> Any:
+    """The largest magnitude of a real entry, or of a real or imaginary part (0 if empty)."""
+    parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
+    return max((max(part.max(), -part.min()) for part in parts if part.size), default=0)
 
 
 def check_in_range(largest: Any, dtype: np.dtype) -> None:
@@ -223,8 +228,7 @@ class TargetScale:
     @classmethod
     def of(cls, matrix: np.ndarray) -> TargetScale:
         """The scale of a finite ``matrix`` (exponent 0 for a zero matrix)."""
-        parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
-        largest = max((max(part.max(), -part.min()) for part in parts if part.size), default=0)
+        largest = largest_part(matrix)
         return cls(int(np.frexp(largest)[1]) if largest > 0 else 0)
 
     def normalise(self, matrix: np.ndarray) -> np.ndarray:
@@ -240,6 +244,39 @@ class TargetScale:
         """Weights fitted to the normalised target, scaled to fit the original one."""
         exponents = self.factor_exponents(len(weights))
         return [_times_power_of_two(w, e) for w, e in zip(weights, exponents, strict=True)]
+
+    def restore_operator(
+        self, operator: DeButOperator, matrix: np.ndarray, error: float
+    ) -> tuple[DeButOperator, float]:
+        """``operator``, fitted with relative error ``error`` to the normalised target
+        ``matrix``, scaled to fit the original target, and the error of the one returned.
+
+        A target whose largest entries lie near the largest float can be fitted by a
+        product a hair above them, which would overflow to infinity once scaled back
+        (every entry of a 16 x 16 target of the largest double, fitted with error
+        1e-16). That product is then shrunk, by a factor on its last weights a few
+        roundings below 1, until its largest entry scales back into range, and the
+        error given is measured again, on the product returned. The fits' products
+        are no larger than about the normalised target's Frobenius norm, at most
+        ``sqrt(m n)``: only a target of largest entry within ``sqrt(m n)`` of the
+        largest float is checked.
+        """
+        dtype = np.dtype(operator.dtype)
+        m, n = operator.shape
+        if self.exponent > np.finfo(dtype).maxexp - (m * n).bit_length():
+            limit = np.ldexp(np.finfo(dtype).max, -self.exponent)
+            product = operator.toarray()
+            if largest_part(product) > limit:
+                operator, product = _shrunk_below(operator, product, limit)
+                product = product.astype(np.result_type(product, matrix))
+                error = relative_error(product, matrix, float(np.linalg.norm(matrix)))
+        restored = DeButOperator(
+            operator.chain,
+            self.restore(operator.weights),
+            row_perm=operator.row_perm,
+            col_perm=operator.col_perm,
+        )
+        return restored, error
 
     def normalise_weights(
         self, weights: Sequence[np.ndarray], dtype: np.dtype
@@ -267,6 +304,26 @@ class TargetScale:
             _times_power_of_two(w, e - o) for w, o, e in zip(weights, own, shared, strict=True)
         ]
         return normalised, total - kept
+
+
+def _shrunk_below(
+    operator: DeButOperator, product: np.ndarray, limit: float
+) -> tuple[DeButOperator, np.ndarray]:
+    """``operator`` with its last weights shrunk until the largest part of its dense
+    ``product`` is at most ``limit``, and that product.
+
+    Each try takes the ratio measured a rounding further below 1, as the product
+    shrunk rounds anew.
+    """
+    weights, below_one = list(operator.weights), 1.0
+    while (largest := largest_part(product)) > limit:
+        below_one -= np.finfo(operator.dtype).eps
+        weights[-1] = weights[-1] * (limit / largest * below_one)
+        operator = DeButOperator(operator.chain, weights).with_permutations(
+            operator.row_perm, operator.col_perm
+        )
+        product = operator.toarray()
+    return operator, product
 
 
 def scaled_norm(values: np.ndarray) -> tuple[float, int]:

@@ -324,7 +324,7 @@ def fit_hierarchical(
         balanced_error = relative_residual(chain, balanced, matrix)
         if balanced_error <= error:
             weights, error = balanced, balanced_error
-    operator = make_operator(chain, scale.restore(weights))
+    operator, error = scale.restore_operator(make_operator(chain, weights), matrix, error)
     return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
 
 

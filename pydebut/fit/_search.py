@@ -527,9 +527,7 @@ def approximate(
             best = (error, operator, explored)
     assert best is not None
     error, found, explored = best
-    operator = DeButOperator(
-        found.chain, scale.restore(found.weights), row_perm=found.row_perm, col_perm=found.col_perm
-    )
+    operator, error = scale.restore_operator(found, matrix, error)
     return ApproximationResult(
         operator, error, explored, svd.baseline, n_splits, narrowed, time.perf_counter() - start
     )
