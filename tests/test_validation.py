@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -543,6 +544,25 @@ def test_an_operator_declared_real_that_returns_complex_values_is_refused():
     twist.dtype = np.dtype(np.float64)
     with pytest.raises(TypeError, match="declares dtype float64 but returns complex"):
         fit_als(twist, butterfly_chain(16))
+
+
+def test_an_operator_declared_single_whose_values_overflow_there_is_refused_by_name():
+    # NumPy warned "overflow encountered in cast", then the fit blamed non-finite entries
+    # the operator never returned
+    big = 1e39 * np.random.default_rng(0).standard_normal((16, 16))
+    operator = LinearOperator((16, 16), matvec=big.dot, matmat=big.dot, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="overflow to infinity in float32 .* declare its dt"):
+            fit_hierarchical(operator, butterfly_chain(16))
+
+
+def test_an_operator_whose_matmat_returns_the_wrong_shape_is_refused_by_name():
+    # NumPy's "could not broadcast input array from shape (8,16) into shape (16,16)"
+    half = np.random.default_rng(0).standard_normal((8, 16))
+    operator = LinearOperator((16, 16), matvec=half.dot, matmat=half.dot, dtype=float)
+    with pytest.raises(ValueError, match=r"shape \(16, 16\), but its matmat .* shape \(8, 16\)"):
+        fit_als(operator, butterfly_chain(16))
 
 
 def test_a_callback_answers_true_false_or_none():

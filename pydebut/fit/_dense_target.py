@@ -50,14 +50,33 @@ def dense_target(target: Any) -> Any:
             columns = np.zeros((n, stop - start), dtype=out.dtype)
             columns[np.arange(start, stop), np.arange(stop - start)] = 1
             block = np.asarray(target.matmat(columns))
+            if block.shape != (m, stop - start):
+                raise ValueError(
+                    f"the LinearOperator target has shape ({m}, {n}), but its matmat of a "
+                    f"block of {stop - start} columns returned shape {block.shape}, not "
+                    f"({m}, {stop - start})"
+                )
             if out.dtype.kind != "c" and np.iscomplexobj(block) and np.any(block.imag):
                 raise TypeError(
                     f"the LinearOperator target declares dtype {dtype} but returns complex "
                     f"values ({block.dtype}): declare its dtype complex"
                 )
-            out[:, start:stop] = block.real if out.dtype.kind != "c" else block
+            _store(block.real if out.dtype.kind != "c" else block, out[:, start:stop], dtype)
         return out
     return target
+
+
+def _store(block: np.ndarray, out: np.ndarray, declared: np.dtype) -> None:
+    """Write the values ``block`` a LinearOperator of dtype ``declared`` returned into
+    ``out``; ``ValueError`` if finite values overflow to infinity there."""
+    with np.errstate(over="ignore"):
+        out[...] = block
+    if not np.can_cast(block.dtype, out.dtype) and np.any(np.isinf(out) & np.isfinite(block)):
+        raise ValueError(
+            f"the target's entries overflow to infinity in {out.dtype} (largest {out.dtype} "
+            f"{np.finfo(out.dtype).max:.4g}): the LinearOperator declares dtype {declared} "
+            f"but returns {block.dtype} values beyond it; declare its dtype {block.dtype}"
+        )
 
 
 def _check_size(shape: tuple[int, ...], what: str) -> None:
