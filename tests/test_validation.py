@@ -565,6 +565,22 @@ def test_an_operator_whose_matmat_returns_the_wrong_shape_is_refused_by_name():
         fit_als(operator, butterfly_chain(16))
 
 
+@pytest.mark.parametrize("target", [[[1.0, 2.0], [3.0]], ([1.0, [2.0, 3.0]], [3.0, 4.0])])
+def test_a_ragged_nested_list_target_is_refused_by_name(target):
+    # NumPy's "setting an array element with a sequence ... inhomogeneous shape"
+    with pytest.raises(ValueError, match="target is a nested .* all of the same length"):
+        fit_hierarchical(target, Chain.from_factorizations([2], [2]))
+
+
+@pytest.mark.parametrize("dtype", ["Float64", "Int64"])
+def test_a_dataframe_of_nullable_columns_is_refused_with_the_conversion(dtype):
+    # "the target must hold real or complex numbers, got Python objects" named no cause
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(np.arange(16.0).reshape(4, 4)).astype(dtype)
+    with pytest.raises(TypeError, match=r"nullable .* target\.to_numpy\(dtype=float\)"):
+        fit_hierarchical(frame, butterfly_chain(4))
+
+
 def test_a_callback_answers_true_false_or_none():
     with pytest.raises(TypeError, match="callback must return True"):
         fit_als(np.ones((16, 16)), butterfly_chain(16), callback=lambda r: np.array(r.errors))

@@ -130,13 +130,32 @@ def load_target(
         if hasattr(target, "compute"):  # a Dask array: its chunks may be masked arrays
             target = target.compute()
     refuse_masked(target, "the target", "a fit")
-    array = np.asarray(dense_target(target))
+    array = _as_array(dense_target(target))
+    if array.dtype == object and hasattr(target, "to_numpy"):
+        raise TypeError(
+            f"the target {type(target).__name__} gives Python objects (dtype object), as "
+            "a pandas DataFrame of nullable or extension dtypes (Float64, Int64) does: "
+            "convert it first, e.g. with target.to_numpy(dtype=float)"
+        )
     _check_shape(array.shape, array.dtype, chain, limit)
     if shape_check is not None:
         shape_check(array.shape)
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
         raise ValueError("the target has non-finite entries (NaN or Inf)")
     return array
+
+
+def _as_array(target: Any) -> np.ndarray:
+    """``np.asarray(target)``; ``ValueError`` naming the rule for a ragged nested sequence."""
+    try:
+        return np.asarray(target)
+    except ValueError as error:
+        if not isinstance(target, (list, tuple)):
+            raise
+        raise ValueError(
+            f"the target is a nested {type(target).__name__} that is not a matrix: its rows "
+            "must be sequences of numbers, all of the same length"
+        ) from error
 
 
 def _check_shape(
