@@ -318,6 +318,18 @@ def test_a_budget_that_holds_the_dense_matrix_returns_it_without_a_search(
     assert result.baseline.rank == min(budget // 48, 16)
 
 
+@pytest.mark.parametrize("target", [[[2.5]], [[1.0, -2.0, 3.0]], [[1.0], [-2.0], [3.0]]])
+def test_a_scalar_or_vector_target_within_the_budget_is_its_dense_chain(target):
+    # a 1 x 1 target was refused ("no chain for a 1 x 1 target ... which chains leave
+    # out") at any budget, though from m n weights on the dense chain holds it
+    target = np.array(target)
+    m, n = target.shape
+    for budget in (m * n, 100):
+        result = approximate(target, budget, rng=0)
+        assert result.chain == Chain([(m, n, m, n, 1)]) and result.error == 0
+        np.testing.assert_array_equal(result.operator.toarray(), target)
+
+
 def test_include_adds_candidates():
     target = smooth_kernel(16, 32, scale=60.0)
     chain = Chain.from_factorizations([4, 4], [4, 8])
@@ -623,7 +635,6 @@ def test_a_small_search_is_narrowed_with_a_warning():
         ({"target": np.array([["a"]])}, TypeError, "numbers"),
         ({"target": np.ones((0, 8))}, ValueError, "at least one row and one column, got (0, 8)"),
         ({"target": np.ma.masked_equal(np.eye(4), 0)}, ValueError, "12 masked entries"),
-        ({"target": np.ones((1, 1))}, ValueError, "no chain for a 1 x 1 target"),
         ({"max_params": 5}, ValueError, "the smallest has 12"),
         ({"max_params": 10.5}, TypeError, "max_params must be an int"),
         ({"max_factors": 0}, ValueError, "max_factors must be >= 1"),

@@ -809,14 +809,12 @@ def _checked_chains(chains: Iterable[Any]) -> list[Chain]:
 
 
 def _check_budget(shape: tuple[int, int], options: _Options) -> None:
-    """Refuse a budget below the smallest chain of the shape (or a 1 x 1 shape)."""
+    """Refuse a budget below the smallest chain of the shape: from ``m n`` weights on, the
+    one-factor dense chain holds the target (a 1 x 1 one too, whose factor is diagonal)."""
     m, n = shape
+    if options.max_params >= m * n:
+        return
     smallest = _Completions(m, n).cheapest(options.max_factors, m, 1, 1)
-    if smallest == inf:  # only a 1 x 1 target: its one factor is diagonal
-        raise ValueError(
-            f"no chain for a {m} x {n} target: a 1 x 1 matrix is a diagonal factor "
-            "(r = s = 1), which chains leave out (see enumerate_chains' allow_diagonal)"
-        )
     if smallest > options.max_params:
         raise ValueError(
             f"no chain of at most {options.max_factors} factors for a {m} x {n} matrix has at "
