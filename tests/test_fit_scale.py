@@ -171,6 +171,20 @@ def test_an_initial_operator_far_from_the_target_s_scale(chain, dtype):
             assert result.errors[0] == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("power", [600, -600])
+def test_no_sweep_from_an_operator_far_from_the_target_s_scale_returns_it(power):
+    # the factors of a start 2**600 times the target's scale are divided by 2**600 (shift)
+    # to be fitted; with no update they were returned so, the start error (1.3e180) reported
+    target = random_target(SQUARE.shape, np.random.default_rng(1))
+    start = DeButOperator.random(SQUARE, rng=0)
+    far = DeButOperator(SQUARE, [np.ldexp(start.weights[0], power), *start.weights[1:]])
+    result = fit_als(target, SQUARE, n_sweeps=0, init=far)
+    product = result.operator.toarray()
+    np.testing.assert_allclose(product, far.toarray(), rtol=1e-13, atol=0)
+    expected = start_error(target, np.ldexp(product, -power), power)
+    assert result.error == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("order", ["left-to-right", "balanced"])
 @pytest.mark.parametrize("chain", FREE_ENDS, ids=repr)
 def test_hierarchical_on_free_ends_reports_the_true_error(chain, order):

@@ -819,7 +819,9 @@ def fit_als(
         fitted = [w.astype(dtype, copy=False) for w in sweeper.weights]  # rounded on update
         if transposed:
             fitted = [np.swapaxes(w, 1, 2) for w in reversed(fitted)]
-        operator, error = scale.restore_operator(
+        # before the first update, the factors are the start's divided by 2**shift too
+        restoring = TargetScale(scale.exponent + shift) if len(errors) == 1 else scale
+        operator, error = restoring.restore_operator(
             make_operator(chain, fitted), matrix.T if transposed else matrix, errors[-1]
         )
         return FitResult(
