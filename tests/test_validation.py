@@ -555,6 +555,14 @@ def test_an_operator_declared_single_whose_values_overflow_there_is_refused_by_n
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="overflow to infinity in float32 .* declare its dt"):
             fit_hierarchical(operator, butterfly_chain(16))
+        small = big / 1e39  # values of no float dtype are converted as they were
+        objects = LinearOperator(
+            (16, 16),
+            matvec=small.dot,
+            matmat=lambda x: small.dot(x).astype(object),
+            dtype=np.float32,
+        )
+        assert fit_hierarchical(objects, butterfly_chain(16)).error < 1
 
 
 def test_an_operator_whose_matmat_returns_the_wrong_shape_is_refused_by_name():

@@ -71,7 +71,8 @@ def _store(block: np.ndarray, out: np.ndarray, declared: np.dtype) -> None:
     ``out``; ``ValueError`` if finite values overflow to infinity there."""
     with np.errstate(over="ignore"):
         out[...] = block
-    if not np.can_cast(block.dtype, out.dtype) and np.any(np.isinf(out) & np.isfinite(block)):
+    narrowed = block.dtype.kind in "fc" and not np.can_cast(block.dtype, out.dtype)
+    if narrowed and np.any(np.isinf(out) & np.isfinite(block)):
         raise ValueError(
             f"the target's entries overflow to infinity in {out.dtype} (largest {out.dtype} "
             f"{np.finfo(out.dtype).max:.4g}): the LinearOperator declares dtype {declared} "
