@@ -239,7 +239,8 @@ class TargetScale:
     stay in range for any finite target the dtype holds, scaling by a power of
     two is exact, and fitting ``c * D`` gives ``c`` times the fit of ``D``
     exactly when ``c`` is a power of two (another ``c`` rounds the target
-    differently, which can decide ties differently: :func:`fit_hierarchical`).
+    differently, which can decide ties differently: :func:`fit_hierarchical`), barring
+    a product shrunk at the top of the range (:meth:`restore_operator`).
     """
 
     exponent: int
