@@ -539,7 +539,9 @@ def fit_hierarchical(
     del rest, parts
     done = len(levels)
     rest_weights = _peel(entries[..., None], chain.factors[done:], ranks[done:])
-    operator = make_operator(chain, scale.restore(weights + rest_weights))
+    # a product a hair above the largest float would overflow once scaled back
+    fitted = scale.shrunk_into_range(make_operator(chain, weights + rest_weights))
+    operator = make_operator(chain, scale.restore(fitted.weights))
     error = relative_error(operator, target)  # measured, one more pass over the panels
     return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
 

@@ -616,6 +616,17 @@ def test_errors_of_a_target_at_the_largest_float_are_the_true_errors(dtype):
     assert error == pytest.approx(in_memory.error, rel=rel)
 
 
+def test_out_of_core_fit_of_a_target_of_the_largest_float_is_a_finite_operator():
+    # the fit scaled back rounded a hair above the largest float: 128 infinite entries,
+    # reported error 9.6e-17 (the fit in memory likewise)
+    chain = Chain.from_factorizations([4, 4], [4, 4])
+    target = 1j * np.full(chain.shape, np.finfo(np.float64).max)
+    result = pydebut_dask.fit_hierarchical(da.from_array(target, chunks=(16, 8)), chain)
+    assert np.isfinite(result.operator.toarray()).all()
+    assert result.error < 1e-15
+    assert result.error == pytest.approx(fit_hierarchical(target, chain).error, rel=1e-6)
+
+
 def test_out_of_core_fit_of_a_target_with_empty_chunks():
     # An empty row chunk failed in the first pass (the target's largest entry) with NumPy's
     # "all the input array dimensions except for the concatenation axis must match".

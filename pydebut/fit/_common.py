@@ -269,34 +269,49 @@ class TargetScale:
         self, operator: DeButOperator, matrix: np.ndarray, error: float
     ) -> tuple[DeButOperator, float]:
         """``operator``, fitted with relative error ``error`` to the normalised target
-        ``matrix``, scaled to fit the original target, and the error of the one returned.
+        ``matrix``, scaled to fit the original target, and the error of the one returned:
+        measured again on its product if it had to be shrunk (:meth:`shrunk_into_range`).
+        """
+        shrunk = self.shrunk_into_range(operator)
+        if shrunk is not operator:
+            product = shrunk.toarray()
+            product = product.astype(np.result_type(product, matrix))
+            error = relative_error(product, matrix, float(np.linalg.norm(matrix)))
+        restored = DeButOperator(
+            shrunk.chain,
+            self.restore(shrunk.weights),
+            row_perm=shrunk.row_perm,
+            col_perm=shrunk.col_perm,
+        )
+        return restored, error
+
+    def shrunk_into_range(self, operator: DeButOperator) -> DeButOperator:
+        """``operator``, fitted to the normalised target, with its last weights shrunk
+        until its product scaled back by ``2**exponent`` holds no entry beyond the
+        largest float; ``operator`` itself if it holds none.
 
         A target whose largest entries lie near the largest float can be fitted by a
         product a hair above them, which would overflow to infinity once scaled back
         (every entry of a 16 x 16 target of the largest double, fitted with error
-        1e-16). That product is then shrunk, by a factor on its last weights a few
-        roundings below 1, until its largest entry scales back into range, and the
-        error given is measured again, on the product returned. The fits' products
-        are no larger than about the normalised target's Frobenius norm, at most
-        ``sqrt(m n)``: only a target of largest entry within ``sqrt(m n)`` of the
-        largest float is checked.
+        1e-16). Each try shrinks by the ratio of the largest float to the product's
+        largest entry, a rounding further below 1, as the product shrunk rounds anew.
+        The fits' products are no larger than about the normalised target's Frobenius
+        norm, at most ``sqrt(m n)``: only a target of largest entry within ``sqrt(m n)``
+        of the largest float is checked.
         """
-        dtype = np.dtype(operator.dtype)
+        finfo = np.finfo(operator.dtype)
         m, n = operator.shape
-        if self.exponent > np.finfo(dtype).maxexp - (m * n).bit_length():
-            limit = np.ldexp(np.finfo(dtype).max, -self.exponent)
-            product = operator.toarray()
-            if largest_part(product) > limit:
-                operator, product = _shrunk_below(operator, product, limit)
-                product = product.astype(np.result_type(product, matrix))
-                error = relative_error(product, matrix, float(np.linalg.norm(matrix)))
-        restored = DeButOperator(
-            operator.chain,
-            self.restore(operator.weights),
-            row_perm=operator.row_perm,
-            col_perm=operator.col_perm,
-        )
-        return restored, error
+        if self.exponent <= finfo.maxexp - (m * n).bit_length():
+            return operator
+        limit = np.ldexp(finfo.max, -self.exponent)
+        weights, below_one = list(operator.weights), 1.0
+        while (largest := _largest_of_product(operator)) > limit:
+            below_one -= finfo.eps
+            weights[-1] = weights[-1] * (limit / largest * below_one)
+            operator = DeButOperator(operator.chain, weights).with_permutations(
+                operator.row_perm, operator.col_perm
+            )
+        return operator
 
     def normalise_weights(
         self, weights: Sequence[np.ndarray], dtype: np.dtype
@@ -326,24 +341,19 @@ class TargetScale:
         return normalised, total - kept
 
 
-def _shrunk_below(
-    operator: DeButOperator, product: np.ndarray, limit: float
-) -> tuple[DeButOperator, np.ndarray]:
-    """``operator`` with its last weights shrunk until the largest part of its dense
-    ``product`` is at most ``limit``, and that product.
+#: Entries of the product formed at a time by :func:`_largest_of_product` (32 MiB of float64).
+PRODUCT_PANEL = 2**22
 
-    Each try takes the ratio measured a rounding further below 1, as the product
-    shrunk rounds anew.
-    """
-    weights, below_one = list(operator.weights), 1.0
-    while (largest := largest_part(product)) > limit:
-        below_one -= np.finfo(operator.dtype).eps
-        weights[-1] = weights[-1] * (limit / largest * below_one)
-        operator = DeButOperator(operator.chain, weights).with_permutations(
-            operator.row_perm, operator.col_perm
-        )
-        product = operator.toarray()
-    return operator, product
+
+def _largest_of_product(operator: DeButOperator) -> Any:
+    """:func:`largest_part` of the dense product of ``operator``, formed a panel of
+    columns (at most :data:`PRODUCT_PANEL` entries) at a time."""
+    m, n = operator.shape
+    width = max(1, PRODUCT_PANEL // m)
+    return max(
+        largest_part(operator.matmat(np.eye(n, min(width, n - start), -start, operator.dtype)))
+        for start in range(0, n, width)
+    )
 
 
 def scaled_norm(values: np.ndarray) -> tuple[float, int]:
