@@ -67,8 +67,10 @@ class DensityResult:
         connects; ``None`` when dense.
     method : str
         How it was decided: ``"chainable"``, ``"rank-weighted"`` (dense by
-        structure, O(L)), ``"reachability"`` (boolean propagation) or
-        ``"numeric"`` (:func:`is_dense_numeric`).
+        structure, O(L)), ``"transpose chainable"``, ``"transpose rank-weighted"``
+        (the transposed chain is, so its product, and this one, are dense),
+        ``"reachability"`` (boolean propagation) or ``"numeric"``
+        (:func:`is_dense_numeric`).
     """
 
     dense: bool
@@ -105,7 +107,9 @@ def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
 
     Notes
     -----
-    Chainable and rank-weighted chains are recognised in O(L) and are dense.
+    Chainable and rank-weighted chains are recognised in O(L) and are dense,
+    and so are chains whose transpose (:attr:`Chain.T`) is one: a product is
+    dense exactly when its transpose is.
     Any other chain is decided by propagating, from the input side, the set of
     inputs each intermediate coordinate reaches, as packed bits. Factor ``l``
     maps the reach sets ``R`` of its ``q`` columns, viewed as ``(k, s, t)``, to
@@ -137,11 +141,20 @@ def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
     not dense: output 0 is not connected to input 2 (reachability)
     """
     chain = _as_chain(chain)
-    if chain.is_chainable:
-        return DensityResult(True, None, "chainable")
-    if rank_weights(chain) is not None:
-        return DensityResult(True, None, "rank-weighted")
+    for candidate, prefix in ((chain, ""), (chain.T, "transpose ")):
+        family = _dense_family(candidate)
+        if family is not None:
+            return DensityResult(True, None, prefix + family)
     return DensityResult(*_decide(chain), "reachability")
+
+
+def _dense_family(chain: Chain) -> str | None:
+    """``"chainable"`` or ``"rank-weighted"`` when the chain is dense by structure."""
+    if chain.is_chainable:
+        return "chainable"
+    if rank_weights(chain) is not None:
+        return "rank-weighted"
+    return None
 
 
 def _decide(chain: Chain) -> tuple[bool, tuple[int, int] | None]:
@@ -188,8 +201,9 @@ def _check_work(chain: Chain, work: int, what: str) -> None:
         m, n = chain.shape
         raise ValueError(
             f"computing {what} for this {m} x {n} chain takes about {work:,} operations, "
-            f"above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of pydebut.density; "
-            "use a smaller chain (fewer or smaller factors)"
+            f"above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of pydebut.density: "
+            f"the chain is valid, but {what} is not computed beyond that limit, so this "
+            "test cannot decide it (fewer or smaller factors stay within the limit)"
         )
 
 

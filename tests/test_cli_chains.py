@@ -301,6 +301,17 @@ def test_check_table_for_a_non_chainable_dense_chain(capsys):
     assert out.rstrip().endswith("density: dense (reachability)")
 
 
+def test_check_reports_a_large_chain_whose_transpose_is_chainable(capsys, tmp_path):
+    # Before: only the MAX_REACH_WORK error, exit status 2, for this valid 65536 x 65536 chain
+    size = 2**16
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"r_shapes": [(size, size, 2, 2, 2**i) for i in range(16)][::-1]}))
+    status, out, _ = run(capsys, "check", "--chain", str(path))
+    assert status == 0
+    assert "16 factors" in out
+    assert out.rstrip().endswith("density: dense (transpose chainable)")
+
+
 def test_check_reports_rank_weights(capsys):
     chain = Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)])
     status, out, _ = run(capsys, "check", *sup_sub_arguments(chain))

@@ -120,6 +120,18 @@ def test_butterfly_stages_in_reverse_order_are_dense_not_chainable():
     assert is_dense(chain).dense
 
 
+def test_a_chain_whose_transpose_is_chainable_is_dense_at_once(monkeypatch):
+    # Before: butterfly_chain(2**16).T asked every output's reach, 2,147,483,648 word
+    # operations, and was refused above MAX_REACH_WORK while butterfly_chain(2**16) answered.
+    monkeypatch.setattr(density_module, "_decide", None)  # must not be reached
+    result = is_dense(butterfly_chain(2**16).T)
+    assert result.dense and result.method == "transpose chainable"
+    assert str(result) == "dense (transpose chainable)"
+    assert is_dense(butterfly_chain(2**16)).method == "chainable"
+    weighted = Chain.from_abcd([(1, 2, 2, 2, 1, 3), (2, 2, 2, 1, 3, 1)])
+    assert is_dense(weighted.T).method == "transpose rank-weighted"
+
+
 def test_butterfly_missing_a_bit_reports_first_unreachable_input():
     strides = [0, 1, 2, 3, 4, 5, 6, 6]  # bit 7 is never toggled
     chain = radix2_stages(8, strides)

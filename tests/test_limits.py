@@ -254,12 +254,15 @@ def test_block_and_residue_reductions_agree_with_reachability(chain, blocks, res
 
 
 def test_density_beyond_the_work_limit_is_refused_up_front(monkeypatch):
-    # 16 radix-2 stages in reverse order: not chainable, nothing to reduce, dense.
-    chain = Chain([(2**16, 2**16, 2, 2, 2**b) for b in range(16)])
+    # 16 radix-2 stages, strides alternating from both ends: neither the chain nor its
+    # transpose is chainable, nothing to reduce, dense.
+    strides = [15, 0, 14, 1, 13, 2, 12, 3, 11, 4, 10, 5, 9, 6, 8, 7]
+    chain = Chain([(2**16, 2**16, 2, 2, 2**b) for b in strides])
     monkeypatch.setattr(density_module, "_first_missing", None)  # must not be reached
     with pytest.raises(ValueError, match="MAX_REACH_WORK") as info:
         is_dense(chain)
     assert "every output's reach" in str(info.value)
+    assert "cannot decide" in str(info.value)
     with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
         product_support([(2**16, 2**16, 2, 2, 1)])
     with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
