@@ -54,7 +54,10 @@ MAX_GRAPH_MOVES = 2_000_000
 Searches that need the graph (kinds, ``max_params``, ``max_dim``, ``rank > 1``,
 :func:`min_param_chain`, :func:`pareto_front`) refuse larger requests up front:
 their time and memory grow with it (a few microseconds and well under a kilobyte per
-move: the limit keeps a search to seconds)."""
+move: the limit keeps a search to seconds). Only the factor counts a chain can have
+are counted: at rank 1 without ``allow_diagonal``, at most ``Omega(m) + Omega(n)``
+(prime factors with multiplicity), so ``n_factors=range(1, 65)`` costs what
+``range(1, 13)`` does for a 64 x 64 product."""
 FIRST_SIBLINGS = 4
 """Children an ordered listing takes from its first scan of a state's moves.
 
@@ -467,6 +470,22 @@ class _Request:
         """Only ``allow_diagonal`` is set: counts have a closed form."""
         return (self.kind, self.max_params, self.max_dim, self.rank) == ("any", None, None, 1)
 
+    @property
+    def possible_counts(self) -> tuple[int, ...]:
+        """The requested factor counts that some chain can have.
+
+        At rank 1 without ``allow_diagonal`` every factor has ``r_l = b_l > 1`` or
+        ``s_l = c_l > 1``, where ``b_1 ... b_L = m`` and ``c_1 ... c_L = n``: each
+        takes at least one of the ``Omega(m) + Omega(n)`` prime factors (counted
+        with multiplicity), so no chain has more factors. Diagonal factors, or
+        rank weights ``w_l > 1`` (``r_l = b_l w_{l-1}``, ``s_l = c_l w_l``), make
+        chains of any length.
+        """
+        if self.rank > 1 or self.allow_diagonal:
+            return self.n_factors
+        longest = sum(_prime_exponents(self.m)) + sum(_prime_exponents(self.n))
+        return tuple(count for count in self.n_factors if count <= longest)
+
     def graph(self, exact: bool = False) -> _Graph:
         """The request's state graph, refused up front when it would be too large.
 
@@ -477,7 +496,7 @@ class _Request:
             return _Graph(self.m, self.n, "any", None, 1, self.allow_diagonal, counts_only=True)
         size = sum(
             graph_size(self.m, self.n, count, kind=self.kind, rank=self.rank)
-            for count in self.n_factors
+            for count in self.possible_counts
         )
         if size > MAX_GRAPH_MOVES:
             raise ValueError(
@@ -508,11 +527,11 @@ class _Request:
 
     def _narrower(self) -> list[str]:
         """The changes that would shrink this request's state graph; fewer divisors always do."""
-        ways = ["fewer factors"] if max(self.n_factors) > 1 else []
+        ways = ["fewer factors"] if max(self.possible_counts) > 1 else []
         ways += ["a smaller rank"] if self.rank > 1 else []
         as_any = sum(
             graph_size(self.m, self.n, count, kind="any", rank=self.rank)
-            for count in self.n_factors
+            for count in self.possible_counts
         )
         ways += ['kind "any"'] if self.kind != "any" and as_any <= MAX_GRAPH_MOVES else []
         return [*ways, "or sizes with fewer divisors" if ways else "sizes with fewer divisors"]
@@ -665,7 +684,7 @@ def enumerate_chains(
 
 def _walk_lex(request: _Request, graph: _Graph) -> Iterator[Chain]:
     budget = inf if request.max_params is None else request.max_params
-    for n_factors in request.n_factors:
+    for n_factors in request.possible_counts:
         root = graph.root(n_factors)
         if graph.summary(root).count:
             yield from _descend(graph, root, budget, [])
@@ -736,7 +755,7 @@ def _walk_best_first(request: _Request, graph: _Graph, by_dim: bool) -> Iterator
             child = _Partial(move.child, path, params, dim, (*parent.factors, move.factor))
             heapq.heappush(frontier, (*place[:-1], path, child, parent, place, later, size))
 
-    for n_factors in request.n_factors:
+    for n_factors in request.possible_counts:
         root = graph.root(n_factors)
         top = graph.summary(root)
         if top.count and top.min_params <= budget:
@@ -825,10 +844,10 @@ def count_chains(
     if request.unfiltered:
         return sum(
             _count_factorization_pairs(request.m, request.n, count, request.allow_diagonal)
-            for count in request.n_factors
+            for count in request.possible_counts
         )
     graph = request.graph()
-    roots = [graph.root(n_factors) for n_factors in request.n_factors]
+    roots = [graph.root(n_factors) for n_factors in request.possible_counts]
     if request.max_params is None:
         return sum(graph.summary(root).count for root in roots)
     memo: dict[tuple[_State, int], int] = {}
@@ -932,9 +951,9 @@ def min_param_chain(
     """
     request = _request(m, n, n_factors, kind, None, max_dim, rank, allow_diagonal)
     graph = request.graph(exact=True)
-    roots = [graph.root(count) for count in request.n_factors]
-    best = min(roots, key=lambda root: graph.summary(root).min_params)
-    if not graph.summary(best).count:
+    roots = [graph.root(count) for count in request.possible_counts]
+    best = min(roots, key=lambda root: graph.summary(root).min_params, default=None)
+    if best is None or not graph.summary(best).count:
         return None
     factors, state = [], best
     while state.left:
@@ -1032,7 +1051,7 @@ def pareto_front(
 
     candidates = [
         (params, count, max(request.m, request.n, dim), factors)
-        for count in request.n_factors
+        for count in request.possible_counts
         for params, dim, factors in front(graph.root(count))
         if params <= budget
     ]

@@ -308,6 +308,28 @@ def test_min_param_chain_over_a_range_and_with_rank():
     assert ranked == next(c for c in listed if c.n_params == ranked.n_params)
 
 
+def test_factor_counts_no_chain_can_have_cost_nothing():
+    # Before: range(1, 65) for 64 x 64 was refused, a state graph of up to 4,605,805 moves
+    # above MAX_GRAPH_MOVES, though no chain of it has more than Omega(64) + Omega(64) = 12
+    # factors (each non-diagonal rank-1 factor takes a prime of m or n).
+    best = min_param_chain(64, 64, range(1, 65))
+    assert best == min_param_chain(64, 64, range(1, 13))
+    assert best.n_params == 768
+    assert count_chains(64, 64, n_factors=range(1, 65), kind="monotonic") == 32
+    assert pareto_front(64, 64, n_factors=range(1, 65)) == pareto_front(
+        64, 64, n_factors=range(1, 13)
+    )
+    assert list(enumerate_chains(64, 64, n_factors=[13, 40], max_dim=64)) == []
+    # The bound is exact: the closed form has chains of Omega(m) + Omega(n) factors, none more.
+    for m, n in itertools.product(range(1, 13), repeat=2):
+        longest = sum(e for _, e in chains_module._factorize(m * n))
+        pairs = [chains_module._count_factorization_pairs(m, n, L, False) for L in (1, 2, 3, 4, 5)]
+        assert [count > 0 for count in pairs] == [0 < L <= longest for L in (1, 2, 3, 4, 5)]
+    # Diagonal factors or rank weights make chains of any length: no cap then.
+    assert count_chains(1, 1, n_factors=64, allow_diagonal=True, max_dim=1) == 1
+    assert count_chains(1, 1, n_factors=range(1, 6), rank=2) == 7
+
+
 @pytest.mark.parametrize(("m", "n", "kind"), [(24, 36, "monotonic"), (16, 12, "any"),
                                               (18, 8, "bulging")])  # fmt: skip
 def test_pareto_front_is_exactly_the_non_dominated_set(m, n, kind):

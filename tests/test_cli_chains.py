@@ -181,6 +181,15 @@ def test_limit_says_how_many_rows_it_left_out(capsys):
     assert len(out.splitlines()) == 3 + every  # header, rule, rows, count
 
 
+def test_more_factors_than_any_chain_has_are_not_refused(capsys):
+    # Before: refused, a state graph of up to 4,605,805 moves above MAX_GRAPH_MOVES
+    for sort in ("params", "factors"):
+        status, out, _ = run(capsys, "chains", "64", "64", "--factors", "1-64", "--sort", sort,
+                             "--limit", "1")  # fmt: skip
+        assert status == 0
+        assert out.splitlines()[-1] == "31 of 32 chains left out by --limit 1"
+
+
 def test_sort_by_factors_then_params(capsys):
     _, out, _ = run(capsys, "chains", "24", "36", "--factors", "1-3", "--sort", "factors",
                          "--format", "json", "--limit", "100000")  # fmt: skip
