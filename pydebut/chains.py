@@ -635,7 +635,9 @@ def enumerate_chains(
         Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
         rank-weighted chains.
     allow_diagonal : bool
-        Allow factors with ``r = s = 1`` (plain diagonal scalings).
+        Allow factors with ``r = s = 1`` (plain diagonal scalings). Without them a
+        ``1 x 1`` product has no chain, and at rank 1 no chain has more than
+        ``Omega(m) + Omega(n)`` factors (prime factors with multiplicity).
     order : {"lex", "params", "max_dim"}
         ``"lex"``: by number of factors, then lexicographically by
         ``(b_1, c_1, w_1, b_2, ...)`` (for ``rank=1``, by
@@ -804,7 +806,9 @@ def count_chains(
         Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
         rank-weighted chains.
     allow_diagonal : bool
-        Allow factors with ``r = s = 1`` (plain diagonal scalings).
+        Allow factors with ``r = s = 1`` (plain diagonal scalings). Without them a
+        ``1 x 1`` product has no chain, and at rank 1 no chain has more than
+        ``Omega(m) + Omega(n)`` factors (prime factors with multiplicity).
 
     Returns
     -------
@@ -920,7 +924,9 @@ def min_param_chain(
     max_dim : int, optional
         Largest allowed dimension.
     allow_diagonal : bool
-        Allow factors with ``r = s = 1``.
+        Allow factors with ``r = s = 1`` (plain diagonal scalings). Without them a
+        ``1 x 1`` product has no chain, and at rank 1 no chain has more than
+        ``Omega(m) + Omega(n)`` factors (prime factors with multiplicity).
 
     Returns
     -------
@@ -948,6 +954,8 @@ def min_param_chain(
     (11264, 'monotonic')
     >>> min_param_chain(7, 7, 3) is None
     True
+    >>> min_param_chain(1, 1, 2) is None, min_param_chain(1, 1, 2, allow_diagonal=True)
+    (True, Chain([(1, 1, 1, 1, 1), (1, 1, 1, 1, 1)]))
     """
     request = _request(m, n, n_factors, kind, None, max_dim, rank, allow_diagonal)
     graph = request.graph(exact=True)
@@ -1005,7 +1013,9 @@ def pareto_front(
         Largest rank weight ``w_l``; ``rank > 1`` adds Le et al.'s
         rank-weighted chains.
     allow_diagonal : bool
-        Allow factors with ``r = s = 1`` (plain diagonal scalings).
+        Allow factors with ``r = s = 1`` (plain diagonal scalings). Without them a
+        ``1 x 1`` product has no chain, and at rank 1 no chain has more than
+        ``Omega(m) + Omega(n)`` factors (prime factors with multiplicity).
 
     Returns
     -------

@@ -190,6 +190,23 @@ def test_more_factors_than_any_chain_has_are_not_refused(capsys):
         assert out.splitlines()[-1] == "31 of 32 chains left out by --limit 1"
 
 
+def test_an_empty_listing_names_allow_diagonal_when_only_diagonal_factors_fit(capsys):
+    # Before: "0 chains" and nothing else, while check called the 1 x 1 chain dense
+    status, out, err = run(capsys, "chains", "1", "1")
+    assert (status, out) == (0, "0 chains\n")
+    assert err == (
+        "no chain fits without a diagonal factor (r = s = 1); --allow-diagonal admits them: "
+        "4 chains\n"
+    )
+    status, out, err = run(capsys, "chains", "1", "1", "--factors", "1", "--allow-diagonal")
+    assert status == 0 and not err
+    assert out.splitlines()[-1] == "1 chain"  # before: "1 chains"
+    _, _, err = run(capsys, "chains", "64", "64", "--factors", "13-14", "--format", "csv")
+    assert "--allow-diagonal admits them" in err
+    _, out, err = run(capsys, "chains", "1", "1", "--factors", "2-3", "--kind", "other")
+    assert (out, err) == ("0 chains\n", "")  # none, with or without diagonal factors
+
+
 def test_sort_by_factors_then_params(capsys):
     _, out, _ = run(capsys, "chains", "24", "36", "--factors", "1-3", "--sort", "factors",
                          "--format", "json", "--limit", "100000")  # fmt: skip
@@ -319,6 +336,12 @@ def test_check_reports_a_large_chain_whose_transpose_is_chainable(capsys, tmp_pa
     assert status == 0
     assert "16 factors" in out
     assert out.rstrip().endswith("density: dense (transpose chainable)")
+
+
+def test_check_counts_one_factor_in_the_singular(capsys):
+    status, out, _ = run(capsys, "check", "--sup", "1 1", "--sub", "1 1 1")
+    assert status == 0
+    assert "shape 1 x 1, 1 factor, 1 params (compression 1.00x), 2 flops per vector" in out
 
 
 def test_check_reports_rank_weights(capsys):

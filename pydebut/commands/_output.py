@@ -72,6 +72,17 @@ def count(value: int) -> str:
     return format_count(value)
 
 
+def counted(value: int, noun: str) -> str:
+    """A count of things, the noun singular for one: ``1 chain``, ``1,024 chains``.
+
+    Examples
+    --------
+    >>> counted(1, "chain"), counted(1024, "factor")
+    ('1 chain', '1,024 factors')
+    """
+    return f"{count(value)} {noun}{'' if value == 1 else 's'}"
+
+
 def error(value: float) -> str:
     """A relative error with 6 significant digits: ``0.0498132``, ``1.9e-15``."""
     return f"{value:.6g}"

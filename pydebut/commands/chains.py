@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from ..chains import KINDS, CountLimitError, count_chains, enumerate_chains, rank_weights
 from ..spec import Chain, shown
 from ._common import GLOSSARY, UsageError, integer
-from ._output import count, ratio, table
+from ._output import count, counted, ratio, table
 
 SORTS = ("params", "flops", "max_dim", "factors")
 #: Most rows of a table (all rows are formatted before the first is printed, to align them).
@@ -128,11 +128,31 @@ def run(args: argparse.Namespace) -> int:
     if total is None:
         print(uncounted, file=sys.stdout if args.format == "table" else sys.stderr)
     elif left_out:
-        note = f"{count(left_out)} of {count(total)} chains left out by --limit {args.limit}"
+        note = f"{count(left_out)} of {counted(total, 'chain')} left out by --limit {args.limit}"
         print(note, file=sys.stdout if args.format == "table" else sys.stderr)
     elif args.format == "table":
-        print(f"{count(total)} chains")
+        print(counted(total, "chain"))
+    if total == 0 and not args.allow_diagonal:
+        _note_diagonal_chains(args.m, args.n, request)
     return 0
+
+
+def _note_diagonal_chains(m: int, n: int, request: dict) -> None:
+    """Say on standard error when only chains with a factor ``r = s = 1`` fit the request.
+
+    A ``1 x 1`` product has no other chain, nor has a product of more factors than
+    the primes of ``m`` and ``n``. Nothing is said when that count is refused.
+    """
+    try:
+        with_diagonal = count_chains(m, n, **{**request, "allow_diagonal": True})
+    except ValueError:  # beyond a limit the listing did not reach
+        return
+    if with_diagonal:
+        print(
+            "no chain fits without a diagonal factor (r = s = 1); --allow-diagonal "
+            f"admits them: {counted(with_diagonal, 'chain')}",
+            file=sys.stderr,
+        )
 
 
 def _sorted_chains(m: int, n: int, sort: str, request: dict) -> Iterator[Chain]:

@@ -21,7 +21,7 @@ from ._common import (
     check_plot_file,
     save_figure,
 )
-from ._output import count, ratio, table
+from ._output import count, counted, ratio, table
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
 
@@ -121,9 +121,9 @@ def _table(chain: Chain, report: dict) -> str:
     lines = [
         table(cells, ("factor", *keys)),
         "",
-        f"shape {count(m)} x {count(n)}, {chain.n_factors} factors, {count(chain.n_params)} "
-        f"params (compression {ratio(chain.compression_ratio)}), {count(chain.flops)} flops "
-        "per vector",
+        f"shape {count(m)} x {count(n)}, {counted(chain.n_factors, 'factor')}, "
+        f"{count(chain.n_params)} params (compression {ratio(chain.compression_ratio)}), "
+        f"{count(chain.flops)} flops per vector",
         f"kind {report['kind']}, largest dimension {count(chain.max_dim)}, "
         f"{'chainable' if report['chainable'] else 'not chainable'}, family {family}",
         f"density: {DensityResult(report['dense'], missing, report['density_method'])}",
