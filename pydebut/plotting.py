@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .density import (
-    _check_work,
+    MAX_REACH_WORK,
     _pooled_partial_supports,
     _pooled_work,
     _support_fraction,
@@ -99,8 +99,14 @@ def plot_chain(
     ValueError
         If ``ax`` holds a number of axes other than ``2 * chain.n_factors``,
         ``max_pixels`` is not positive, the chain has more than
-        :data:`MAX_PLOT_FACTORS` factors, or its images would hold more than
-        :data:`MAX_PLOT_PIXELS` pixels.
+        :data:`MAX_PLOT_FACTORS` factors, its images would hold more than
+        :data:`MAX_PLOT_PIXELS` pixels, or drawing the supports of a large chain
+        from its structure would take more than
+        :data:`pydebut.density.MAX_REACH_WORK` operations: about
+        ``ceil(min(n, max_pixels) / 64)`` words for each of the ``sum(p_l + q_l)``
+        rows and columns of the factors, so a smaller ``max_pixels`` (down to
+        64) or fewer or smaller factors narrow it. The check comes before anything
+        is drawn, and the message says what to change.
 
     Examples
     --------
@@ -118,21 +124,11 @@ def plot_chain(
     Figure = _matplotlib_figure()
     chain = chain if isinstance(chain, Chain) else Chain(chain)
     max_pixels = _as_positive_int(max_pixels, "max_pixels", "plot_chain")
+    refusal = _refusal(chain, max_pixels)
+    if refusal is not None:
+        reason, remedy = refusal
+        raise ValueError(f"plot_chain cannot draw this chain: {reason}: {remedy}")
     n_factors = chain.n_factors
-    if n_factors > MAX_PLOT_FACTORS:
-        raise ValueError(
-            f"plot_chain draws two panels per factor; this chain has {n_factors} factors, "
-            f"more than MAX_PLOT_FACTORS = {MAX_PLOT_FACTORS} of pydebut.plotting: plot a part "
-            f"of it, e.g. Chain(chain.factors[:{MAX_PLOT_FACTORS}])"
-        )
-    pixels = _image_pixels(chain, max_pixels)
-    if pixels > MAX_PLOT_PIXELS:
-        raise ValueError(
-            f"plot_chain's {2 * n_factors} images would hold up to {pixels:,} pixels at "
-            f"max_pixels = {max_pixels}, more than MAX_PLOT_PIXELS = {MAX_PLOT_PIXELS:,} of "
-            f"pydebut.plotting: pass a smaller max_pixels, e.g. "
-            f"{math.isqrt(MAX_PLOT_PIXELS // (2 * n_factors))}"
-        )
     # Both panels of column l have p_l rows; the wider of them (q_l or n columns) sets
     # the column's width for a common panel height (at most 2 inches, less when the
     # panels would be over 14 inches wide); a title needs 1.7 inches.
@@ -140,7 +136,6 @@ def plot_chain(
     height = min(2.0, 14.0 / aspects.sum())
     widths = np.maximum(height * aspects, 1.7)
     axes = None if ax is None or isinstance(ax, Figure) else _axes_grid(ax, n_factors)
-    # the images first: a chain beyond the work limit is refused before anything is drawn
     panels = _panel_images(chain, max_pixels)
     fractions = _product_fractions(chain)
     if ax is None:
@@ -175,6 +170,58 @@ def plot_chain(
             f"{tail}  ${spec.p} \\times {chain.shape[1]}$\n{share}",
         )
     return figure
+
+
+def _refusal(chain: Chain, max_pixels: int) -> tuple[str, str] | None:
+    """Which limit of :func:`plot_chain` ``chain`` is beyond at ``max_pixels``, or None.
+
+    Returns the reason and how to narrow the request in Python (the command
+    line gives its own advice), checked from the chain's structure alone.
+    """
+    n_factors = chain.n_factors
+    if n_factors > MAX_PLOT_FACTORS:
+        return (
+            f"it draws two panels per factor, and this chain has {n_factors} factors, more than "
+            f"MAX_PLOT_FACTORS = {MAX_PLOT_FACTORS} of pydebut.plotting",
+            f"plot a part of it, e.g. Chain(chain.factors[:{MAX_PLOT_FACTORS}])",
+        )
+    pixels = _image_pixels(chain, max_pixels)
+    if pixels > MAX_PLOT_PIXELS:
+        return (
+            f"its {2 * n_factors} images would hold up to {pixels:,} pixels at max_pixels = "
+            f"{max_pixels}, more than MAX_PLOT_PIXELS = {MAX_PLOT_PIXELS:,} of pydebut.plotting",
+            f"pass a smaller max_pixels, e.g. {math.isqrt(MAX_PLOT_PIXELS // (2 * n_factors))}",
+        )
+    work = _structure_work(chain, max_pixels)
+    if work <= MAX_REACH_WORK:
+        return None
+    rows = sum(spec.p + spec.q for spec in chain)
+    reason = (
+        f"drawing the supports of its factors and partial products, at most {max_pixels} cells "
+        f"a side, from the structure takes about {work:,} operations (up to "
+        f"{-(-max_pixels // 64)} words of 64 bits for each of the sum(p_l + q_l) = {rows:,} rows "
+        f"and columns of the factors), above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of "
+        "pydebut.density"
+    )
+    if max_pixels > 64 and _structure_work(chain, 64) <= MAX_REACH_WORK:
+        return reason, "pass max_pixels=64 (one word for each row and column)"
+    at_64 = " at max_pixels=64" if max_pixels > 64 else ""
+    return reason, f"plot a chain whose sum(p_l + q_l) is at most {MAX_REACH_WORK:,}{at_64}"
+
+
+def _structure_work(chain: Chain, max_pixels: int) -> int:
+    """Operations of :func:`_panel_images` drawing ``chain`` from its structure; 0 if it
+    pools the exact supports instead (bounded by :data:`EXACT_POOL_ENTRIES`)."""
+    if _max_panel_entries(chain) <= EXACT_POOL_ENTRIES:
+        return 0
+    factors = (_pooled_work(Chain([spec]), max_pixels) for spec in chain)
+    return max(_pooled_work(chain, max_pixels), *factors)
+
+
+def _max_panel_entries(chain: Chain) -> int:
+    """Entries of the largest panel: ``F_l`` (``p_l x q_l``) or ``F_l ... F_L`` (``p_l x n``)."""
+    n = chain.shape[1]
+    return max(spec.p * max(spec.q, n) for spec in chain)
 
 
 def _image_pixels(chain: Chain, max_pixels: int) -> int:
@@ -274,7 +321,7 @@ def _panel_images(
     no full support is ever built for it.
     """
     n = chain.shape[1]
-    if max(spec.p * max(spec.q, n) for spec in chain) <= EXACT_POOL_ENTRIES:
+    if _max_panel_entries(chain) <= EXACT_POOL_ENTRIES:
         products = partial_supports(chain)[::-1]
         return [
             (_square(_pool(spec.support(), max_pixels)), _square(_pool(product, max_pixels)))
@@ -307,13 +354,10 @@ def _pooled_images(chain: Chain, max_pixels: int) -> tuple[list[np.ndarray], lis
 
     Returns, for ``l = 1 ... L``, the pooled support of ``F_l`` and of
     ``F_l ... F_L`` (at most ``max_pixels`` cells a side, a cell True when any
-    entry inside may be non-zero). Full supports are never built, and the work
-    of every image is checked against ``MAX_REACH_WORK`` before any is computed.
+    entry inside may be non-zero). Full supports are never built; :func:`plot_chain`
+    has checked the work of every image (:func:`_structure_work`) before.
     """
     factors = [Chain([spec]) for spec in chain]
-    _check_work(chain, _pooled_work(chain, max_pixels), "the pooled supports")
-    for l, factor in enumerate(factors, 1):  # noqa: E741
-        _check_work(chain, _pooled_work(factor, max_pixels), f"the pooled support of F_{l}")
     products = _pooled_partial_supports(chain, max_pixels)[::-1]
     return [_pooled_partial_supports(factor, max_pixels)[0] for factor in factors], products
 

@@ -23,6 +23,7 @@ import pytest
 from pydebut import cli
 from pydebut.cli import EXIT_BUG, EXIT_USAGE, main
 from pydebut.commands import check
+from pydebut.special import butterfly_chain
 
 CHAIN = ["--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1"]
 
@@ -205,6 +206,31 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_report(capsys, file
     assert err.startswith("pydebut: error: cannot write the plot to p.xyz: format 'xyz' is not ")
     assert "png" in err and err.count("\n") == 1
     assert not os.path.exists("p.xyz")
+
+
+@pytest.mark.parametrize(
+    ("chain", "limit"),
+    [(butterfly_chain(2**30), "MAX_REACH_WORK"), (butterfly_chain(2**65), "MAX_PLOT_FACTORS")],
+    ids=["work", "factors"],
+)
+def test_a_plot_beyond_its_limits_is_refused_before_the_report_naming_the_plot(
+    capsys, tmp_path, monkeypatch, chain, limit
+):
+    # Before: butterfly_chain(2**30) printed the table (density: dense) only without --plot;
+    # with it, nothing on stdout and the density test's "so this test cannot decide it".
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chain.json").write_text(json.dumps(chain.to_json()))
+    monkeypatch.setattr(check, "build_report", raising(AssertionError("the report was built")))
+    status = main(["check", "--chain", "chain.json", "--plot", "p.png"])
+    out, err = capsys.readouterr()
+    assert status == EXIT_USAGE and not out
+    assert err.startswith("pydebut: error: --plot cannot draw this chain: ")
+    assert limit in err and err.endswith(
+        "without --plot, check gives its table and density verdict\n"
+    )
+    assert "cannot decide" not in err and "Chain(" not in err  # no Python for a shell user
+    assert err.count("\n") == 1 and not os.path.exists("p.png")
 
 
 def raising(error: BaseException):

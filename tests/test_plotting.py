@@ -1,5 +1,7 @@
 """Pictures: true aspect ratios, drawing into given axes, labels, bounded images."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -95,9 +97,9 @@ WIDE = 3 * 2**24  # F_1 alone pools 4 words of input cells per coordinate: 4 * 2
 @pytest.mark.parametrize(
     ("chain", "what"),
     [
-        (butterfly_chain(2**25), "the pooled supports for this 33554432 x 33554432 chain"),
+        (butterfly_chain(2**25), "6,710,886,400 operations .* 1,677,721,600 rows"),
         # the product (n = 1) is within the limit, its first factor alone is not
-        (Chain([(WIDE, WIDE, 1, 1, WIDE), (WIDE, 1, WIDE, 1, 1)]), "the pooled support of F_1"),
+        (Chain([(WIDE, WIDE, 1, 1, WIDE), (WIDE, 1, WIDE, 1, 1)]), "402,653,184 operations"),
     ],
     ids=["product", "factor"],
 )
@@ -109,9 +111,30 @@ def test_work_beyond_the_limit_is_refused_before_any_image_or_panel(chain, what,
 
     monkeypatch.setattr(plotting, "_pooled_partial_supports", unexpected)
     figure = Figure()
-    with pytest.raises(ValueError, match=f"computing {what} .* MAX_REACH_WORK"):
+    with pytest.raises(ValueError, match=f"^plot_chain cannot draw this chain: .*{what}"):
         plot_chain(chain, ax=figure)
     assert not figure.axes
+
+
+@pytest.mark.parametrize(
+    ("chain", "advice"),
+    [
+        (butterfly_chain(2**22), "pass max_pixels=64 "),
+        (butterfly_chain(2**30), "plot a chain whose sum.p_l . q_l. is at most 268,435,456 at"),
+    ],
+    ids=["fewer pixels", "smaller chain"],
+)
+def test_work_beyond_the_limit_names_the_plot_and_what_narrows_it(chain, advice):
+    # Before: "computing the pooled supports ... so this test cannot decide it", as if the
+    # chain's density were in doubt, and no way to narrow the plot.
+    with pytest.raises(ValueError, match="MAX_REACH_WORK") as refused:
+        plot_chain(chain)
+    message = str(refused.value)
+    assert message.startswith("plot_chain cannot draw this chain: drawing the supports")
+    assert "decide" not in message
+    assert re.search(f": {advice}", message)
+    if "max_pixels=64" in advice:
+        assert plotting._structure_work(chain, 64) <= plotting.MAX_REACH_WORK
 
 
 def test_images_beyond_the_pixel_limit_are_refused_before_any_image(monkeypatch):

@@ -24,6 +24,8 @@ from ._common import (
 from ._output import count, counted, ratio, table
 
 EXIT_DENSE, EXIT_NOT_DENSE = 0, 1
+#: Most cells a side of each image ``--plot`` draws (plot_chain's default).
+PLOT_MAX_PIXELS = 256
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     assert chain is not None  # add_chain_arguments(required=True)
     if args.plot is not None:
         check_plot_file(args.plot)
+        _check_plottable(chain)
     report = build_report(chain)
     if args.plot is not None:
         _save_plot(chain, args.plot)
@@ -131,8 +134,20 @@ def _table(chain: Chain, report: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_plottable(chain: Chain) -> None:
+    """Refuse ``--plot`` before any work, naming the plot, if it cannot draw ``chain``."""
+    from ..plotting import _refusal
+
+    refusal = _refusal(chain, PLOT_MAX_PIXELS)
+    if refusal is not None:
+        raise UsageError(
+            f"--plot cannot draw this chain: {refusal[0]}; without --plot, check gives its "
+            "table and density verdict"
+        )
+
+
 def _save_plot(chain: Chain, path: str) -> None:
     from ..plotting import plot_chain
 
-    written = save_figure(plot_chain(chain), path)
+    written = save_figure(plot_chain(chain, max_pixels=PLOT_MAX_PIXELS), path)
     print(f"wrote {written}", file=sys.stderr)
