@@ -373,7 +373,8 @@ def plot_fit_history(
     """Plot a fit's relative error after the start and after every half-sweep.
 
     The error axis is logarithmic and fitted to the data (every line drawn in
-    ``ax`` so far, and the baseline), so the gain of the ALS sweeps stays
+    ``ax`` so far whose heights are data, as the baseline's and ``ax.axhline``'s
+    but not ``ax.axvline``'s), so the gain of the ALS sweeps stays
     visible even when it is small next to the error itself. Half-sweeps are
     counted with integer ticks.
 
@@ -436,8 +437,8 @@ def plot_fit_history(
     if baseline is not None:
         ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label=baseline_label)
     ax.set_yscale("log")
-    values = np.concatenate([np.asarray(each.get_ydata(), float) for each in ax.lines])
-    values = values[(values > 0) & (values < np.inf)]  # every line drawn into ax so far
+    values = _data_heights(ax)
+    values = values[(values > 0) & (values < np.inf)]
     low, high = np.log10(values.min()), np.log10(values.max())
     margin = 0.08 * max(high - low, 0.02)
     ax.set_ylim(10 ** (low - margin), 10 ** (high + margin))
@@ -448,3 +449,13 @@ def plot_fit_history(
     ax.set_xlabel("half-sweep (0: start)")
     ax.set_ylabel("relative error")
     return ax
+
+
+def _data_heights(ax: Axes) -> np.ndarray:
+    """Heights of the lines in ``ax`` whose y coordinates are data (not ``axvline``'s)."""
+    heights = [
+        np.asarray(line.get_ydata(), float).ravel()
+        for line in ax.lines
+        if line.get_transform().contains_branch_seperately(ax.transData)[1]
+    ]
+    return np.concatenate(heights)

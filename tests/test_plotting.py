@@ -182,6 +182,17 @@ def test_fit_history_baseline_and_several_fits_share_the_range():
     assert bottom < 1e-4 and top > max(shifted.errors)
 
 
+def test_fit_history_range_leaves_out_lines_whose_heights_are_not_data():
+    # Before: ax.axvline(1) (heights 0 and 1 in axes coordinates) stretched the range
+    # of errors 1e-8 ... 1e-9 to (1.9e-10, 5.25).
+    result = _fit()
+    small = FitResult(result.operator, [1e-8, 3e-9, 1e-9], result.times[:3], "als")
+    ax = Figure().subplots()
+    ax.axvline(1)
+    bottom, top = plot_fit_history(small, ax=ax).get_ylim()
+    assert 5e-10 < bottom < 1e-9 and 1e-8 < top < 2e-8
+
+
 def test_fit_history_line_keywords_override_the_default_style():
     # Before: markersize= (documented as passed to ax.plot) clashed with the default's.
     def style(line):
