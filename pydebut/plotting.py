@@ -362,6 +362,12 @@ def _pooled_images(chain: Chain, max_pixels: int) -> tuple[list[np.ndarray], lis
     return [_pooled_partial_supports(factor, max_pixels)[0] for factor in factors], products
 
 
+#: ``gid`` of the markers of exact zeros, which a logarithmic axis cannot show.
+EXACT_ZEROS = "pydebut-exact-zeros"
+#: Fewest decades the error axis spans: ticks labelled with 3 significant digits stay apart.
+MIN_HISTORY_DECADES = 0.2
+
+
 def plot_fit_history(
     result: FitResult,
     *,
@@ -375,14 +381,20 @@ def plot_fit_history(
     The error axis is logarithmic and fitted to the data (every line drawn in
     ``ax`` so far whose heights are data, as the baseline's and ``ax.axhline``'s
     but not ``ax.axvline``'s), so the gain of the ALS sweeps stays
-    visible even when it is small next to the error itself. Half-sweeps are
-    counted with integer ticks.
+    visible even when it is small next to the error itself; it spans at least
+    ``MIN_HISTORY_DECADES`` (0.2), so that its tick labels stay apart. Errors of
+    exactly 0, which a logarithmic axis cannot show, are marked with a triangle
+    on its bottom edge (in the history's colour, labelled ``"<label>: exactly
+    0"``, the axis label saying so), at least a decade below the other errors;
+    the history's line leaves them out. Half-sweeps are counted with integer
+    ticks.
 
     Parameters
     ----------
     result : FitResult
         A result of :func:`pydebut.fit_als` (or of
-        :func:`pydebut.fit_hierarchical`: one point, its single error).
+        :func:`pydebut.fit_hierarchical`: one point, its single error, which
+        may be exactly 0).
     ax : matplotlib Axes, optional
         Where to draw; by default a new figure that is not attached to pyplot.
         Call again with the same ``ax`` to compare several fits.
@@ -406,8 +418,8 @@ def plot_fit_history(
     ImportError
         If matplotlib is not installed.
     ValueError
-        If ``result`` has no positive finite error to show, or ``baseline`` is not
-        positive and finite (a logarithmic axis cannot show it).
+        If ``result`` has no finite error or a negative one, or ``baseline`` is
+        not positive and finite (a logarithmic axis cannot show it).
 
     Examples
     --------
@@ -426,28 +438,43 @@ def plot_fit_history(
     from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
     errors = np.asarray(result.errors, dtype=np.float64)
-    if not np.any((errors > 0) & (errors < np.inf)):
-        raise ValueError("result.errors has no positive finite error to show on a logarithmic axis")
+    if not np.any(errors < np.inf):
+        raise ValueError("result.errors has no finite error to show")
+    if np.any(errors < 0):
+        raise ValueError(f"result.errors must be relative errors, at least 0; got {errors.min()}")
     if baseline is not None and not 0 < baseline < np.inf:
         raise ValueError(f"baseline must be a positive finite relative error, got {baseline}")
     if ax is None:
         ax = Figure(figsize=(5.5, 3.4), layout="constrained").subplots()
     style = {"marker": "o", "linestyle": "-", "markersize": 3}
-    ax.plot(np.arange(errors.size), errors, **style | normalize_kwargs(line, Line2D))
+    steps, exact = np.arange(errors.size), errors == 0
+    (history,) = ax.plot(
+        steps, np.where(exact, np.nan, errors), **style | normalize_kwargs(line, Line2D)
+    )
+    if exact.any():  # at the bottom edge, in the history's colour, not clipped by the axes
+        ax.plot(steps[exact], np.zeros(exact.sum()), transform=ax.get_xaxis_transform(),
+                linestyle="none", marker="v", color=history.get_color(), clip_on=False,
+                label=f"{history.get_label()}: exactly 0", gid=EXACT_ZEROS)  # fmt: skip
     if baseline is not None:
         ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label=baseline_label)
     ax.set_yscale("log")
     values = _data_heights(ax)
     values = values[(values > 0) & (values < np.inf)]
-    low, high = np.log10(values.min()), np.log10(values.max())
-    margin = 0.08 * max(high - low, 0.02)
+    if values.size:
+        low, high = np.log10(values.min()), np.log10(values.max())
+    else:  # only exact zeros: the range of relative errors in float64
+        low, high = np.log10(np.finfo(np.float64).eps), 0.0
+    zeros = any(each.get_gid() == EXACT_ZEROS for each in ax.lines)
+    if zeros:  # the exact zeros, marked at the bottom, are at least a decade below the rest
+        low = min(low, high - 1)
+    margin = max(0.08 * (high - low), (MIN_HISTORY_DECADES - (high - low)) / 2)
     ax.set_ylim(10 ** (low - margin), 10 ** (high + margin))
     if high - low < 1:  # within a decade, label the minor ticks plainly, not as 9.3 x 10^-1
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
         ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:.3g}"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("half-sweep (0: start)")
-    ax.set_ylabel("relative error")
+    ax.set_ylabel("relative error" + (" (\u25bc: exactly 0)" if zeros else ""))
     return ax
 
 

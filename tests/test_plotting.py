@@ -10,7 +10,7 @@ pytest.importorskip("matplotlib")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from pydebut import Chain, FitResult, fit_als, plotting
+from pydebut import Chain, FitResult, fit_als, fit_hierarchical, plotting
 from pydebut.plotting import plot_chain, plot_fit_history
 from pydebut.special import butterfly_chain
 
@@ -212,9 +212,57 @@ def test_fit_history_rejects_what_a_log_axis_cannot_show():
         with pytest.raises(ValueError, match="baseline must be a positive"):
             plot_fit_history(result, ax=ax, baseline=baseline)
         assert not ax.lines
-    zero = FitResult(result.operator, [0.0, 0.0], result.times[:2], "als")
-    with pytest.raises(ValueError, match="no positive finite error"):
-        plot_fit_history(zero)
+    for errors, message in [([np.inf, np.nan], "no finite error"), ([0.5, -0.1], "at least 0")]:
+        wrong = FitResult(result.operator, errors, result.times[:2], "als")
+        with pytest.raises(ValueError, match=message):
+            plot_fit_history(wrong)
+
+
+def _tick_labels(ax):
+    """The y tick labels that a saved figure shows."""
+    ax.figure.canvas.draw()
+    bottom, top = ax.get_ylim()
+    ticks = ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels()
+    return [t.get_text() for t in ticks if bottom <= t.get_position()[1] <= top and t.get_text()]
+
+
+def test_fit_history_marks_exact_zeros_at_the_bottom_a_decade_below():
+    # Before: the zeros of [1.4355, 0, 0, 0, 0] were not drawn, the line dropped off the
+    # bottom and the range was (1.4302, 1.4408) with labels 1.43, 1.43, 1.44, 1.44, 1.44.
+    result = _fit()
+    exact = FitResult(result.operator, [1.4355, 0.0, 0.0, 0.0, 0.0], result.times[:5], "als")
+    ax = plot_fit_history(exact, label="ALS")
+    history, zeros = ax.lines
+    np.testing.assert_array_equal(history.get_ydata(), [1.4355] + [np.nan] * 4)
+    np.testing.assert_array_equal(zeros.get_xdata(), [1, 2, 3, 4])
+    np.testing.assert_array_equal(zeros.get_ydata(), [0, 0, 0, 0])  # the bottom edge
+    assert zeros.get_transform() == ax.get_xaxis_transform() and not zeros.get_clip_on()
+    assert zeros.get_label() == "ALS: exactly 0" and zeros.get_color() == history.get_color()
+    assert "exactly 0" in ax.get_ylabel()
+    bottom, top = ax.get_ylim()
+    assert bottom < 0.14355 and 1.4355 < top < 2
+    labels = _tick_labels(ax)
+    assert len(labels) == len(set(labels)) >= 2
+
+
+def test_fit_history_of_one_error_has_distinct_tick_labels():
+    # Before: a 0-sweep fit's one error 1.2547 gave the range (1.2501, 1.2594), labelled
+    # 1.25, 1.25, 1.26, 1.26; a hierarchical fit's exact 0.0 was refused.
+    result = _fit()
+    for error in (1.2547, 1e-7):
+        one = FitResult(result.operator, [error], result.times[:1], "als")
+        ax = plot_fit_history(one)
+        bottom, top = ax.get_ylim()
+        assert np.log10(top / bottom) >= plotting.MIN_HISTORY_DECADES - 1e-9
+        labels = _tick_labels(ax)
+        assert len(labels) == len(set(labels)) >= 2
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    hierarchical = fit_hierarchical(np.eye(4), chain)
+    assert hierarchical.errors == [0.0]
+    ax = plot_fit_history(hierarchical)
+    assert ax.lines[1].get_gid() == plotting.EXACT_ZEROS
+    labels = _tick_labels(ax)
+    assert len(labels) == len(set(labels)) >= 2
 
 
 def test_fit_history_range_leaves_out_an_overflowed_error():
