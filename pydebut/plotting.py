@@ -10,6 +10,7 @@ layout of your own.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -371,7 +372,7 @@ MIN_HISTORY_DECADES = 0.2
 def plot_fit_history(
     result: FitResult,
     *,
-    ax: Axes | None = None,
+    ax: Axes | Figure | None = None,
     baseline: float | None = None,
     baseline_label: str = "baseline",
     **line: Any,
@@ -395,9 +396,10 @@ def plot_fit_history(
         A result of :func:`pydebut.fit_als` (or of
         :func:`pydebut.fit_hierarchical`: one point, its single error, which
         may be exactly 0).
-    ax : matplotlib Axes, optional
-        Where to draw; by default a new figure that is not attached to pyplot.
-        Call again with the same ``ax`` to compare several fits.
+    ax : Axes, Figure or None
+        Where to draw: axes, or a figure's only axes (made if it has none);
+        ``None`` makes a new figure that is not attached to pyplot. Call again
+        with the same ``ax`` to compare several fits.
     baseline : float, optional
         A relative error to draw as a horizontal dashed line for comparison,
         e.g. that of a truncated SVD with as many parameters as the chain, or
@@ -417,9 +419,13 @@ def plot_fit_history(
     ------
     ImportError
         If matplotlib is not installed.
+    TypeError
+        If ``result`` is not a :class:`~pydebut.FitResult`, ``ax`` is neither
+        axes nor a figure, or ``baseline`` is not a real number (a bool is not).
     ValueError
-        If ``result`` has no finite error or a negative one, or ``baseline`` is
-        not positive and finite (a logarithmic axis cannot show it).
+        If ``ax`` is a figure with several axes, ``result`` has no finite error
+        or a negative one, or ``baseline`` is not positive and finite (a
+        logarithmic axis cannot show it).
 
     Examples
     --------
@@ -437,6 +443,19 @@ def plot_fit_history(
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
+    from .fit import FitResult
+
+    if not isinstance(result, FitResult):
+        raise TypeError(
+            "result must be a FitResult (of fit_als or fit_hierarchical), "
+            f"got {type(result).__name__}"
+        )
+    if baseline is not None and (
+        isinstance(baseline, bool) or not isinstance(baseline, numbers.Real)
+    ):
+        raise TypeError(
+            f"baseline must be a real number (a relative error), got {type(baseline).__name__}"
+        )
     errors = np.asarray(result.errors, dtype=np.float64)
     if not np.any(errors < np.inf):
         raise ValueError("result.errors has no finite error to show")
@@ -444,8 +463,7 @@ def plot_fit_history(
         raise ValueError(f"result.errors must be relative errors, at least 0; got {errors.min()}")
     if baseline is not None and not 0 < baseline < np.inf:
         raise ValueError(f"baseline must be a positive finite relative error, got {baseline}")
-    if ax is None:
-        ax = Figure(figsize=(5.5, 3.4), layout="constrained").subplots()
+    ax = _history_axes(Figure(figsize=(5.5, 3.4), layout="constrained") if ax is None else ax)
     style = {"marker": "o", "linestyle": "-", "markersize": 3}
     steps, exact = np.arange(errors.size), errors == 0
     (history,) = ax.plot(
@@ -476,6 +494,22 @@ def plot_fit_history(
     ax.set_xlabel("half-sweep (0: start)")
     ax.set_ylabel("relative error" + (" (\u25bc: exactly 0)" if zeros else ""))
     return ax
+
+
+def _history_axes(ax: Any) -> Axes:
+    """The axes ``ax`` names: itself, or a figure's only axes (new if it has none)."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    if isinstance(ax, Axes):
+        return ax
+    if not isinstance(ax, Figure):
+        raise TypeError(f"ax must be a matplotlib Axes or Figure, got {type(ax).__name__}")
+    if len(ax.axes) > 1:
+        raise ValueError(
+            f"ax is a figure with {len(ax.axes)} axes: pass the one to draw into as ax"
+        )
+    return ax.axes[0] if ax.axes else ax.subplots()
 
 
 def _data_heights(ax: Axes) -> np.ndarray:

@@ -265,6 +265,37 @@ def test_fit_history_of_one_error_has_distinct_tick_labels():
     assert len(labels) == len(set(labels)) >= 2
 
 
+def test_fit_history_draws_into_a_figure_as_plot_chain_does():
+    # Before: ax=Figure() raised AttributeError: 'Figure' object has no attribute 'plot'.
+    result = _fit()
+    figure = Figure()
+    ax = plot_fit_history(result, ax=figure, label="first")
+    assert figure.axes == [ax] and ax.get_yscale() == "log"
+    assert plot_fit_history(result, ax=figure, label="second") is ax  # its only axes again
+    assert len(ax.lines) == 2
+    crowded = Figure()
+    crowded.subplots(1, 2)
+    with pytest.raises(ValueError, match="ax is a figure with 2 axes: pass the one"):
+        plot_fit_history(result, ax=crowded)
+
+
+def test_fit_history_names_the_argument_of_the_wrong_type():
+    # Before: baseline="0.5" raised "'<' not supported between 'int' and 'str'",
+    # baseline=True drew a baseline at 1, and a list as result or a list as ax raised
+    # AttributeError.
+    result = _fit()
+    for baseline in ("0.5", True, np.bool_(True)):
+        ax = Figure().subplots()
+        with pytest.raises(TypeError, match="baseline must be a real number"):
+            plot_fit_history(result, ax=ax, baseline=baseline)
+        assert not ax.lines
+    assert plot_fit_history(result, baseline=np.float32(0.5)).lines[1].get_ydata()[0] == 0.5
+    with pytest.raises(TypeError, match="result must be a FitResult .*, got list"):
+        plot_fit_history(result.errors)
+    with pytest.raises(TypeError, match="ax must be a matplotlib Axes or Figure, got list"):
+        plot_fit_history(result, ax=[Figure().subplots()])
+
+
 def test_fit_history_range_leaves_out_an_overflowed_error():
     # Before: matplotlib refused the infinite axis limit after the history was drawn.
     result = _fit()
