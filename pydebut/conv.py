@@ -380,13 +380,14 @@ def conv2d(
             f"the kernel matrix has {op.shape[1]} columns but {x.shape[1]} channels with a "
             f"{geometry.kernel[0]} x {geometry.kernel[1]} kernel need {n_cols}"
         )
-    dtype = x.dtype
-    if dtype.kind in "biu" and op.dtype.kind in "biu":
-        dtype = np.result_type(dtype, op.dtype, np.int64)
-    out_dtype = np.result_type(dtype, op.dtype)
+    # The patches are unfolded in the product's dtype: in the images' dtype, the
+    # operator would copy them into its own, a second block of patches.
+    dtype = np.result_type(x.dtype, op.dtype)
+    if dtype.kind in "biu":
+        dtype = np.result_type(dtype, np.int64)
     geometry.check_fits_in_memory(
         x,
-        n_cols * dtype.itemsize + op.shape[0] * out_dtype.itemsize,
+        (n_cols + op.shape[0]) * dtype.itemsize,
         f"unfolding into {n_cols} patch rows and convolving into {op.shape[0]} channels",
     )
     out = np.asarray(op.matmat(geometry.unfold(x, layout, dtype)))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pydebut import Chain, fit_hierarchical
+from pydebut import conv as conv_module
 from pydebut.conv import LAYOUTS, conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from pydebut.operator import DeButOperator
 
@@ -92,6 +93,42 @@ def test_a_huge_image_unfolds_in_the_size_of_its_patches():
     np.testing.assert_array_equal(conv2d(x, np.full((1, 1), 2, np.int8), 1, stride=2**20), 6)
     with pytest.raises(ValueError, match="a larger stride, or less padding"):
         im2col(x, 1)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize(
+    ("x_dtype", "op_dtype"),
+    [
+        (np.uint8, np.float64),
+        (np.float32, np.float64),
+        (np.float64, np.complex128),
+        (np.int16, np.float32),
+        (np.float64, np.float64),
+        (np.complex128, np.float64),
+    ],
+)
+def test_the_memory_check_counts_what_conv2d_allocates(x_dtype, op_dtype, dense, monkeypatch):
+    # the patches were unfolded and counted in the images' dtype, then copied into the
+    # operator's: uint8 images through a float64 operator peaked at 5.2x the count
+    rng = np.random.default_rng(5)
+    chain = Chain.from_factorizations([2, 4], [6, 3])  # 8 output channels, 2 x 3 x 3 inputs
+    op = DeButOperator(chain, random_weights(chain, rng, np.dtype(op_dtype)))
+    kernel = op.toarray() if dense else op
+    x = (10 * rng.random((4, 2, 16, 16))).astype(x_dtype)
+    conv2d(x, kernel, 3, padding=1)  # compiles and sizes the kernels' work buffers
+    counted = []
+    monkeypatch.setattr(
+        conv_module, "check_fits_in_memory", lambda n_bytes, *_: counted.append(n_bytes)
+    )
+    tracemalloc.start()
+    try:
+        got = conv2d(x, kernel, 3, padding=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.dtype == np.result_type(x_dtype, op_dtype)
+    assert peak <= counted[0] + 2**12
+    assert counted == [4 * 16 * 16 * (18 + 8) * got.dtype.itemsize]  # patches and output
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
