@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.sparse.linalg import aslinearoperator
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from ._memory import check_fits_in_memory
+from .operator import DeButOperator
 from .spec import refuse_masked, shown
 
 __all__ = ["LAYOUTS", "conv2d", "im2col", "kernel_to_matrix", "matrix_to_kernel"]
@@ -67,6 +69,15 @@ def kernel_to_matrix(kernel: Any, layout: Layout = "channel-major") -> np.ndarra
     ndarray, shape (c_out, c_in * kh * kw)
         A masked array, with the kernel's mask, for a masked kernel.
 
+    Raises
+    ------
+    ValueError
+        If ``kernel`` is not 4-D or ``layout`` is unknown.
+    TypeError
+        If ``kernel`` is a linear operator or a sparse matrix: that is a kernel
+        matrix already (which :func:`conv2d` takes and :func:`matrix_to_kernel`
+        folds).
+
     Examples
     --------
     >>> import numpy as np
@@ -77,6 +88,12 @@ def kernel_to_matrix(kernel: Any, layout: Layout = "channel-major") -> np.ndarra
     array([[0, 4, 1, 5, 2, 6, 3, 7]])
     """
     _check_layout(layout)
+    if _is_operator(kernel):
+        raise TypeError(
+            f"kernel must be a 4-D array (c_out, c_in, kh, kw), got a {type(kernel).__name__} "
+            f"of shape {kernel.shape}, a kernel matrix already: conv2d takes it as it is, "
+            "matrix_to_kernel folds it into a kernel"
+        )
     kernel = _with_mask(kernel)
     if kernel.ndim != 4:
         raise ValueError(f"a kernel has shape (c_out, c_in, kh, kw), got {kernel.shape}")
@@ -95,7 +112,10 @@ def matrix_to_kernel(
 
     Parameters
     ----------
-    matrix : array_like, shape (c_out, c_in * kh * kw)
+    matrix : array_like, DeButOperator, LinearOperator or sparse matrix
+        The kernel matrix, of shape ``(c_out, c_in * kh * kw)``; an operator
+        (such as a fit's) or a sparse matrix is made dense, the size of the
+        kernel.
     in_channels : int
         ``c_in``, at least 1.
     kernel_size : int or (int, int)
@@ -108,6 +128,14 @@ def matrix_to_kernel(
     ndarray, shape (c_out, c_in, kh, kw)
         A masked array, with the matrix's mask, for a masked matrix.
 
+    Raises
+    ------
+    ValueError
+        If ``matrix`` does not have the shape above, its dense matrix would not
+        fit in memory, or a size is out of range.
+    TypeError
+        If a size is not an int.
+
     Examples
     --------
     >>> import numpy as np
@@ -115,6 +143,13 @@ def matrix_to_kernel(
     >>> matrix = kernel_to_matrix(kernel, "position-major")
     >>> np.array_equal(matrix_to_kernel(matrix, 3, (3, 2), "position-major"), kernel)
     True
+
+    An operator, such as a fitted one, folds the same way:
+
+    >>> from pydebut import DeButOperator
+    >>> op = DeButOperator.random([(4, 18, 2, 9, 2)], rng=0)
+    >>> matrix_to_kernel(op, 2, 3).shape
+    (4, 2, 3, 3)
     """
     _check_layout(layout)
     kh, kw = _pair(kernel_size, "kernel_size", 1)
@@ -123,15 +158,45 @@ def matrix_to_kernel(
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     c_in = int(in_channels)
-    matrix = _with_mask(matrix)
-    if matrix.ndim != 2 or matrix.shape[1] != c_in * kh * kw:
+    operator = _is_operator(matrix)
+    if not operator:
+        matrix = _with_mask(matrix)
+    if len(matrix.shape) != 2 or matrix.shape[1] != c_in * kh * kw:
         raise ValueError(
             f"a kernel matrix for {c_in} channels and a {kh} x {kw} kernel has "
             f"{c_in * kh * kw} columns, got shape {matrix.shape}"
         )
+    if operator:
+        matrix = _dense(matrix)
     if layout == "position-major":
         return matrix.reshape(-1, kh, kw, c_in).transpose(0, 3, 1, 2)
     return matrix.reshape(-1, c_in, kh, kw)
+
+
+def _is_operator(matrix: Any) -> bool:
+    """Whether ``matrix`` is a linear operator or a sparse matrix, not array-like."""
+    return isinstance(matrix, LinearOperator) or sp.issparse(matrix)
+
+
+def _dense(operator: LinearOperator | sp.sparray | sp.spmatrix) -> np.ndarray:
+    """The dense matrix of ``operator`` (a sparse matrix or a linear operator).
+
+    A ``DeButOperator`` checks its own product; another linear operator is
+    applied to the identity of its columns.
+    """
+    if isinstance(operator, DeButOperator):
+        return operator.toarray()  # checks the memory of its own product
+    m, n = operator.shape
+    sparse = sp.issparse(operator)
+    entries = m * n if sparse else (m + n) * n  # the product and the identity
+    check_fits_in_memory(
+        entries * np.dtype(operator.dtype).itemsize,
+        f"the dense {m} x {n} kernel matrix",
+        "the kernel it folds into would not fit either",
+    )
+    if sparse:
+        return operator.toarray()
+    return np.asarray(operator.matmat(np.eye(n, dtype=operator.dtype)))
 
 
 def _with_mask(array: Any) -> np.ndarray:

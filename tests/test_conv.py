@@ -6,8 +6,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from scipy.sparse.linalg import aslinearoperator
 
 from pydebut import Chain, fit_hierarchical
+from pydebut import _memory as memory_module
 from pydebut import conv as conv_module
 from pydebut.conv import LAYOUTS, conv2d, im2col, kernel_to_matrix, matrix_to_kernel
 from pydebut.operator import DeButOperator
@@ -156,6 +159,27 @@ def test_layouts_are_the_documented_column_orders():
     for layout in LAYOUTS:
         matrix = kernel_to_matrix(kernel, layout)
         assert np.array_equal(matrix_to_kernel(matrix, c_in, (kh, kw), layout), kernel)
+
+
+def test_operators_fold_into_kernels_and_do_not_unfold(monkeypatch):
+    # a fitted DeButOperator or a sparse matrix was taken as a 0-d object array: "a kernel
+    # matrix for 2 channels and a 3 x 3 kernel has 18 columns, got shape ()"
+    chain = Chain.from_factorizations([2, 4], [6, 3])  # 8 output channels, 2 x 3 x 3 inputs
+    op = DeButOperator(chain, random_weights(chain, np.random.default_rng(6)))
+    dense = op.toarray()
+    for matrix in (op, sp.csr_array(dense), sp.csr_matrix(dense), aslinearoperator(dense)):
+        for layout in LAYOUTS:
+            got = matrix_to_kernel(matrix, 2, 3, layout)
+            assert type(got) is np.ndarray
+            np.testing.assert_array_equal(got, matrix_to_kernel(dense, 2, 3, layout))
+        with pytest.raises(ValueError, match=r"has 27 columns, got shape \(8, 18\)"):
+            matrix_to_kernel(matrix, 3, 3)
+        with pytest.raises(TypeError, match=r"kernel must be a 4-D array .* shape \(8, 18\)"):
+            kernel_to_matrix(matrix)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 1000)
+    for matrix in (op, sp.csr_array(dense), aslinearoperator(dense)):
+        with pytest.raises(ValueError, match="more than this machine's memory"):
+            matrix_to_kernel(matrix, 2, 3)
 
 
 def test_im2col_rows_follow_the_layout():
