@@ -399,6 +399,9 @@ def conv2d(
     ValueError
         If the operator's column count is not ``c_in * kh * kw``, it is a masked
         array with masked entries, or as :func:`im2col`.
+    TypeError
+        If the operator is not a kernel matrix or does not hold numbers, or as
+        :func:`im2col`.
 
     Notes
     -----
@@ -439,6 +442,10 @@ def conv2d(
             "operator must be the kernel matrix: a DeButOperator, LinearOperator, sparse "
             f"matrix or 2-D array, got {type(operator).__name__} {shown(operator)}"
         ) from None
+    if np.dtype(op.dtype).kind not in "biufc":
+        raise TypeError(
+            f"operator (the kernel matrix) must hold real or complex numbers, got dtype {op.dtype}"
+        )
     n_cols = x.shape[1] * geometry.kernel[0] * geometry.kernel[1]
     if op.shape[1] != n_cols:
         raise ValueError(

@@ -212,6 +212,15 @@ def test_bad_arguments():
         matrix_to_kernel(np.zeros((4, 18)), 3, 3)
 
 
+@pytest.mark.parametrize("dtype", ["<U3", "object"])
+def test_kernel_matrices_must_hold_numbers(dtype):
+    # a string matrix failed after the whole unfold with NumPy's "data type must provide an
+    # itemsize"; an object matrix gave object output while object images were refused
+    x = np.ones((1, 2, 5, 5))
+    with pytest.raises(TypeError, match=f"must hold real or complex numbers, got dtype {dtype}"):
+        conv2d(x, np.ones((4, 18), dtype=dtype), 3)
+
+
 def test_masked_images_with_masked_entries_are_refused():
     # the images' hidden (stored) values were convolved: 1e20 behind the mask came out
     x = np.ma.masked_array(np.ones((2, 1, 1, 4)), mask=False)
