@@ -390,9 +390,12 @@ def conv2d(
     Returns
     -------
     ndarray, shape (batch, c_out, out_h, out_w)
-        Integer images through an integer kernel matrix are summed in 64-bit
-        integers, as ``numpy.sum`` sums them (NumPy's product of ``uint8`` and
-        ``int8`` arrays would wrap around at ``2**15``).
+        Of NumPy's result type of the images and the kernel matrix, at least
+        ``int64`` for integers: integer images through an integer kernel matrix
+        are summed in 64-bit integers (NumPy's product of ``uint8`` and ``int8``
+        arrays would wrap around at ``2**15``). Where either is ``uint64``, whose
+        values ``int64`` does not hold, that type is ``float64``, as in NumPy,
+        and values beyond ``2**53`` are rounded.
 
     Raises
     ------

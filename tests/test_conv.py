@@ -68,6 +68,26 @@ def test_integer_images_and_kernels_are_summed_without_wrapping():
     np.testing.assert_array_equal(got, np.full((1, 2, 3, 3), 16 * 255 * 127))
 
 
+@pytest.mark.parametrize(
+    ("x_dtype", "op_dtype", "sum_dtype"),
+    [
+        (np.bool_, np.bool_, np.int64),
+        (np.uint32, np.uint8, np.int64),
+        (np.uint64, np.int64, np.float64),
+        (np.uint64, np.uint8, np.float64),
+        (np.int8, np.uint64, np.float64),
+    ],
+)
+def test_integer_sums_are_int64_but_with_uint64(x_dtype, op_dtype, sum_dtype):
+    # the docstring said integers were always summed in 64-bit integers: uint64 images
+    # through an int64 matrix were summed in float64, 2**60 + 1 came out as 2**60
+    value = 2**60 + 1 if np.dtype(x_dtype).itemsize == 8 else 1
+    x = np.full((1, 1, 2, 2), value, dtype=x_dtype)
+    got = conv2d(x, np.ones((1, 1), dtype=op_dtype), 1)
+    assert got.dtype == sum_dtype
+    np.testing.assert_array_equal(got, np.full((1, 1, 2, 2), sum_dtype(value)))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_padding_costs_the_patches_not_the_padded_images(layout):
     # np.pad made the padded images first: 3.2 GB for the one entry of a 1 x 1 image with
