@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import density
 from .density import (
-    MAX_REACH_WORK,
     _pooled_partial_supports,
     _pooled_work,
     _support_fraction,
@@ -194,20 +194,20 @@ def _refusal(chain: Chain, max_pixels: int) -> tuple[str, str] | None:
             f"pass a smaller max_pixels, e.g. {math.isqrt(MAX_PLOT_PIXELS // (2 * n_factors))}",
         )
     work = _structure_work(chain, max_pixels)
-    if work <= MAX_REACH_WORK:
+    if work <= density.MAX_REACH_WORK:
         return None
     rows = sum(spec.p + spec.q for spec in chain)
     reason = (
         f"drawing the supports of its factors and partial products, at most {max_pixels} cells "
         f"a side, from the structure takes about {work:,} operations (up to "
         f"{-(-max_pixels // 64)} words of 64 bits for each of the sum(p_l + q_l) = {rows:,} rows "
-        f"and columns of the factors), above the limit MAX_REACH_WORK = {MAX_REACH_WORK:,} of "
-        "pydebut.density"
+        f"and columns of the factors), above the limit MAX_REACH_WORK = "
+        f"{density.MAX_REACH_WORK:,} of pydebut.density"
     )
-    if max_pixels > 64 and _structure_work(chain, 64) <= MAX_REACH_WORK:
+    if max_pixels > 64 and _structure_work(chain, 64) <= density.MAX_REACH_WORK:
         return reason, "pass max_pixels=64 (one word for each row and column)"
     at_64 = " at max_pixels=64" if max_pixels > 64 else ""
-    return reason, f"plot a chain whose sum(p_l + q_l) is at most {MAX_REACH_WORK:,}{at_64}"
+    return reason, f"plot a chain whose sum(p_l + q_l) is at most {density.MAX_REACH_WORK:,}{at_64}"
 
 
 def _structure_work(chain: Chain, max_pixels: int) -> int:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from pydebut import Chain, FitResult, fit_als, fit_hierarchical, plotting
+from pydebut.density import MAX_REACH_WORK
 from pydebut.plotting import plot_chain, plot_fit_history
 from pydebut.special import butterfly_chain
 
@@ -134,7 +135,7 @@ def test_work_beyond_the_limit_names_the_plot_and_what_narrows_it(chain, advice)
     assert "decide" not in message
     assert re.search(f": {advice}", message)
     if "max_pixels=64" in advice:
-        assert plotting._structure_work(chain, 64) <= plotting.MAX_REACH_WORK
+        assert plotting._structure_work(chain, 64) <= MAX_REACH_WORK
 
 
 def test_images_beyond_the_pixel_limit_are_refused_before_any_image(monkeypatch):
