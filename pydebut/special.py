@@ -8,9 +8,10 @@ from types import MappingProxyType
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._memory import check_fits_in_memory, format_count
 from ._permutation import bit_reversal, log2_exact
-from .operator import DeButOperator, _check_weights_fit
-from .spec import Chain, _as_positive_int
+from .operator import DeButOperator
+from .spec import Chain, _as_positive_int, shown
 
 __all__ = ["PAPER_CHAINS", "bit_reversal", "butterfly_chain", "dft", "hadamard", "monarch_chain"]
 
@@ -96,8 +97,14 @@ def _butterfly(n: int, caller: str, itemsize: int | None = None) -> Chain:
     bytes would not fit in memory (before the chain's ``log2(n)`` factors are made).
     """
     levels = log2_exact(n, "n", caller)
+    n = 2**levels  # a Python int: a NumPy one would overflow in the count below
     if itemsize is not None:
-        _check_weights_fit(2 * n * levels, itemsize)
+        n_params = 2 * n * levels
+        check_fits_in_memory(
+            n_params * itemsize,
+            f"{caller}(n) with n = 2**{levels} ({format_count(n_params)} weights)",
+            "ask for a smaller n",
+        )
     return Chain.from_factorizations([2] * levels, [2] * levels)
 
 
@@ -141,8 +148,16 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     Parameters
     ----------
     n : int
-        A power of two, at least 2.
+        A power of two, at least 2 (a Python or NumPy integer).
     dtype : dtype, default float64
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer.
+    ValueError
+        If ``n`` is not a power of two >= 2, or the ``2 n log2 n`` weights
+        would not fit in this machine's memory.
 
     Examples
     --------
@@ -188,7 +203,8 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     TypeError
         If ``n`` is not an integer or ``dtype`` is not complex.
     ValueError
-        If ``n`` is not a power of two >= 2 or ``norm`` is unknown.
+        If ``n`` is not a power of two >= 2, ``norm`` is unknown, or the
+        ``2 n log2 n`` weights would not fit in this machine's memory.
 
     Examples
     --------
@@ -200,11 +216,12 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     >>> np.allclose(dft(16, norm="ortho").H @ (dft(16, norm="ortho") @ x), x)
     True
     """
-    chain = _butterfly(n, "dft", np.dtype(dtype).itemsize)
     if not (isinstance(norm, str) and norm in _DFT_SCALE):
-        raise ValueError(f"norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
+        raise ValueError(f"dft: norm must be 'backward', 'ortho' or 'forward', got {shown(norm)}")
     if np.dtype(dtype).kind != "c":
-        raise TypeError(f"the DFT is complex; dtype must be complex64 or complex128, got {dtype}")
+        wanted = "dft: the DFT is complex; dtype must be complex64 or complex128"
+        raise TypeError(f"{wanted}, got {np.dtype(dtype).name}")
+    chain = _butterfly(n, "dft", np.dtype(dtype).itemsize)
     weights = []
     for spec in chain:
         twiddle = np.exp(-1j * np.pi * np.arange(spec.t) / spec.t)

@@ -38,5 +38,28 @@ def test_classical_chain_shapes():
 
 @pytest.mark.parametrize("norm", ["unitary", None, ["ortho"], {"ortho": 1}])
 def test_dft_names_the_norms_for_any_unknown_norm(norm):
-    with pytest.raises(ValueError, match="norm must be 'backward', 'ortho' or 'forward', got"):
+    message = "^dft: norm must be 'backward', 'ortho' or 'forward', got"
+    with pytest.raises(ValueError, match=message):
         dft(8, norm=norm)
+
+
+@pytest.mark.parametrize("make", [hadamard, dft])
+@pytest.mark.parametrize("n", [np.int64(8), np.uint8(128), np.int32(16)])
+def test_numpy_integer_sizes_are_taken(make, n):
+    # they used to fail with "'numpy.int64' object has no attribute 'bit_length'"
+    with np.errstate(over="raise"):
+        op = make(n)
+    assert op.shape == (int(n), int(n)) and op.n_params == make(int(n)).n_params
+    assert np.array_equal(op.toarray(), make(int(n)).toarray())
+
+
+@pytest.mark.parametrize("make", [hadamard, dft])
+def test_a_size_beyond_memory_is_refused_naming_the_call_and_n(make):
+    with pytest.raises(ValueError, match=rf"^{make.__name__}\(n\) with n = 2\*\*40 .*smaller n$"):
+        make(2**40)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_dft_names_itself_for_a_real_dtype_before_the_size(dtype):
+    with pytest.raises(TypeError, match=r"^dft: .*dtype must be complex64 or complex128, got"):
+        dft(2**40, dtype=dtype)
