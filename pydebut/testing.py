@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
+from .chains import MAX_SIZE, _divisors
 from .fit._common import frobenius_norm
 from .operator import SUPPORTED_DTYPES, DeButOperator, SeedLike, _supported_dtype, random_generator
 from .spec import Chain, FactorSpec, shown
@@ -218,10 +219,6 @@ def _check_bounds(strategy: str, **bounds: tuple[int, int, str]) -> None:
             raise ValueError(f"{strategy}: {name} must be at least {least} ({rule}), got {value}")
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _radices(draw: Any, n_factors: int, max_product: int, max_radix: int) -> list[int]:
     """Draw ``n_factors`` integers in ``[1, max_radix]`` with product at most ``max_product``."""
     from hypothesis import strategies as st
@@ -394,12 +391,14 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
     """Strategy for arbitrary valid chains (dense or not) with dimensions up to ``max_dim``.
 
     Dimensions ``d_0, ..., d_L`` are drawn first; factor ``l`` then takes
-    ``k*t`` among the divisors of ``gcd(d_{l-1}, d_l)``.
+    ``k*t`` among the divisors of ``gcd(d_{l-1}, d_l)``, found by trial division
+    (up to ``sqrt(max_dim)`` steps).
 
     Parameters
     ----------
     max_dim : int, default 48
-        Largest dimension ``d_l``, at least 1.
+        Largest dimension ``d_l``, at least 1 and below ``2**40``
+        (:data:`pydebut.chains.MAX_SIZE`, as for the chain searches).
     max_factors : int, default 4
         Largest number of factors, at least 1 (each draw has 1 to ``max_factors``).
 
@@ -413,7 +412,8 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
         When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
-        draw could keep it.
+        draw could keep it; or if ``max_dim`` is ``2**40`` or more: a draw
+        could then take seconds.
     """
     from hypothesis import strategies as st
 
@@ -422,6 +422,11 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
         max_dim=(max_dim, 1, "dimensions are >= 1"),
         max_factors=(max_factors, 1, "a chain has a factor"),
     )
+    if max_dim >= MAX_SIZE:
+        raise ValueError(
+            "chains: max_dim must be below 2**40 (pydebut.chains.MAX_SIZE): the divisors"
+            f" of each drawn dimension are found by trial division; got {max_dim}"
+        )
 
     @st.composite
     def draw_chain(draw: Any) -> Chain:
