@@ -180,8 +180,10 @@ def assert_debut_close(
     ValueError
         If ``rtol`` or ``atol`` is negative, infinite or NaN.
     AssertionError
-        If the shapes differ, or the largest entry of ``|op.toarray() - expected|``
-        exceeds ``rtol * max|expected| + atol`` (or is NaN).
+        If the shapes differ (checked before the dense product is formed), or
+        the largest entry of ``|op.toarray() - expected|`` exceeds
+        ``rtol * max|expected| + atol`` (or is NaN); the message gives its
+        row and column and both values there.
 
     Examples
     --------
@@ -193,14 +195,20 @@ def assert_debut_close(
     where = "assert_debut_close"
     rtol = tolerance(op.dtype) if rtol is None else _checked_tolerance(where, "rtol", rtol)
     atol = _checked_tolerance(where, "atol", atol)
-    actual = op.toarray()
     expected = np.asarray(expected)
-    if actual.shape != expected.shape:
-        raise AssertionError(f"shapes differ: {actual.shape} != {expected.shape}")
-    error = np.abs(actual - expected).max(initial=0.0)
+    if op.shape != expected.shape:  # before the dense product is formed
+        raise AssertionError(f"shapes differ: {op.shape} != {expected.shape}")
+    actual = op.toarray()
+    difference = np.abs(actual - expected)
+    error = difference.max(initial=0.0)
     bound = rtol * np.abs(expected).max(initial=0.0) + atol
-    if not error <= bound:  # NaN fails too
-        raise AssertionError(f"largest difference {error:.3e} exceeds {bound:.3e}")
+    if not error <= bound:  # NaN fails too; argmax finds the first NaN
+        row, column = np.unravel_index(np.argmax(difference), difference.shape)
+        raise AssertionError(
+            f"largest difference {error:.3e} exceeds {bound:.3e}, at row {row}, column"
+            f" {column}: op.toarray() has {actual[row, column].item()!r}, expected"
+            f" {expected[row, column].item()!r}"
+        )
 
 
 # --- hypothesis strategies --------------------------------------------------------

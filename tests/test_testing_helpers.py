@@ -165,6 +165,39 @@ def test_assert_debut_close_fails_nan_shape_and_imaginary_differences():
         dottest(nan_op, rng=0)
 
 
+def test_assert_debut_close_compares_shapes_before_forming_the_product(monkeypatch):
+    # Before: hadamard(2**13) was made dense (1.3 s; 8 GiB at 2**15) to say "shapes differ".
+    op = DeButOperator.random(CHAIN, rng=5)
+
+    def refuse():
+        raise AssertionError("toarray called")
+
+    monkeypatch.setattr(op, "toarray", refuse)
+    for wrong in (np.eye(3), np.ones(8 * 12), np.ones((12, 8))):
+        with pytest.raises(
+            AssertionError, match=re.escape(f"shapes differ: (8, 12) != {wrong.shape}")
+        ):
+            assert_debut_close(op, wrong)
+
+
+def test_assert_debut_close_says_where_the_largest_difference_is():
+    # Before: only "largest difference 1.000e+00 exceeds 1.256e-10".
+    op = DeButOperator.random(CHAIN, rng=5, dtype=np.complex128)
+    dense = op.toarray()
+    wrong = dense.copy()
+    wrong[6, 9] += 0.5j
+    actual, expected = dense[6, 9].item(), wrong[6, 9].item()
+    there = f"at row 6, column 9: op.toarray() has {actual!r}, expected {expected!r}"
+    with pytest.raises(
+        AssertionError, match="largest difference 5.000e-01 exceeds .*, " + re.escape(there)
+    ):
+        assert_debut_close(op, wrong)
+    wrong = dense.copy()
+    wrong[3, 2] = wrong[5, 1] = np.nan
+    with pytest.raises(AssertionError, match=re.escape("at row 3, column 2: op.toarray() has")):
+        assert_debut_close(op, wrong)
+
+
 CHECKS = {
     "dottest": lambda op, **tol: dottest(op, rng=0, **tol),
     "assert_debut_close": lambda op, **tol: assert_debut_close(op, op.toarray(), **tol),
