@@ -291,8 +291,9 @@ def rank_weighted_chains(
     """Strategy for Le et al.'s rank-weighted chainable chains ``(a, b, c, d, p, q)``.
 
     Factor ``l`` is ``(a_l, b_l, c_l, d_l, w_{l-1}, w_l)`` with ``a_l = prod_{i<l} c_i``,
-    ``d_l = prod_{i>l} b_i``, ``w_0 = w_L = 1``; intermediate dimensions are
-    kept at most ``max_dim``.
+    ``d_l = prod_{i>l} b_i``, ``w_0 = w_L = 1``. Dimension ``j`` of the chain is
+    ``prod_{i<=j} c_i * prod_{i>j} b_i * w_j``; each ``c_l`` and ``w_l`` is drawn
+    small enough to keep it at most ``max_dim``, so no draw is filtered out.
 
     Parameters
     ----------
@@ -317,7 +318,6 @@ def rank_weighted_chains(
         When called, if a bound is below its least value (given above): no
         draw could keep it.
     """
-    from hypothesis import assume
     from hypothesis import strategies as st
 
     _check_bounds(
@@ -332,15 +332,23 @@ def rank_weighted_chains(
     def draw_chain(draw: Any) -> Chain:
         n_factors = draw(st.integers(2, max_factors))
         bs = _radices(draw, n_factors, max_dim, max_radix)
-        cs = _radices(draw, n_factors, max_dim, max_radix)
-        ranks = [1, *(draw(st.integers(1, max_rank)) for _ in range(n_factors - 1)), 1]
+        # Dimension j is prod(cs[:j]) * prod(bs[j:]) * ranks[j]. At rank 1 it is at most
+        # max_dim for j = 0 (the bs' product) and stays so as each cs[j - 1] is drawn;
+        # ranks[j] then takes the room left, at least 1.
+        cs: list[int] = []
+        for l in range(n_factors):  # noqa: E741
+            room = max_dim // (prod(cs) * prod(bs[l + 1 :]))
+            cs.append(draw(st.integers(1, min(max_radix, room))))
+        ranks = [1]
+        for j in range(1, n_factors):
+            room = max_dim // (prod(cs[:j]) * prod(bs[j:]))
+            ranks.append(draw(st.integers(1, min(max_rank, room))))
+        ranks.append(1)
         tuples = [
             (prod(cs[:l]), bs[l], cs[l], prod(bs[l + 1 :]), ranks[l], ranks[l + 1])
             for l in range(n_factors)  # noqa: E741
         ]
-        chain = Chain.from_abcd(tuples)
-        assume(chain.max_dim <= max_dim)
-        return chain
+        return Chain.from_abcd(tuples)
 
     return draw_chain()
 

@@ -275,6 +275,30 @@ def test_chains_refuses_a_max_dim_it_cannot_draw_quickly():
         chains(max_dim=2**40)
 
 
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"max_dim": 1, "max_factors": 6, "max_rank": 10},
+        {"max_dim": 2, "max_factors": 8},
+        {"max_dim": 3, "max_rank": 50},
+        {"max_dim": 12, "max_factors": 6, "max_radix": 4, "max_rank": 12},
+    ],
+)
+def test_rank_weighted_chains_keep_max_dim_without_filtering(bounds):
+    # Before: drawn, then filtered by assume(chain.max_dim <= max_dim), and hypothesis
+    # failed its health check ("filtering out a lot of inputs") at these bounds.
+    bounds = {"max_factors": 4, "max_radix": 3, "max_rank": 3, **bounds}
+
+    @given(rank_weighted_chains(**bounds))
+    @settings(max_examples=30, deadline=None, database=None)
+    def check(chain):
+        assert chain.max_dim <= bounds["max_dim"]
+        assert 2 <= chain.n_factors <= bounds["max_factors"]
+        assert all(max(f.r, f.s) <= bounds["max_radix"] * bounds["max_rank"] for f in chain)
+
+    check()
+
+
 @pytest.mark.parametrize("strategy", [chainable_chains, rank_weighted_chains, dense_chains, chains])
 @pytest.mark.parametrize("bound", [8.5, 8.0, True, "8"])
 def test_strategies_refuse_bounds_that_are_not_integers(strategy, bound):
