@@ -291,7 +291,10 @@ HUGE = 2**40
     [
         (lambda: DeButOperator.random([(HUGE, HUGE, 2, 2, 1)]), "2,199,023,255,552 weights"),
         (lambda: DeButOperator.identity([(HUGE, HUGE, 2, 2, 1)]), "weights needs 16 TiB"),
-        (lambda: hadamard(HUGE), "weights needs 640 TiB"),
+        (
+            lambda: hadamard(HUGE),
+            "hadamard(n) with n = 2**40 (87,960,930,222,080 weights) needs 640 TiB",
+        ),
         (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support(), "the support of FactorSpec"),
         (lambda: FactorSpec(HUGE, HUGE, 2, 2, 1).support_indices(), "support indices"),
         (lambda: DeButOperator.random([(2**20, 2**20, 1, 1, 1)]).toarray(), "dense 1048576"),
@@ -299,8 +302,11 @@ HUGE = 2**40
         (lambda: bit_reversal(HUGE), f"bit_reversal({HUGE}) needs 8 TiB"),
         (lambda: candidate_permutations(HUGE, 8), f"candidate_permutations({HUGE}, 8) needs 8 TiB"),
         # sizes beyond a float's range, and counts beyond 4300 digits (Python will not print them)
-        (lambda: hadamard(2**3000), "about 2**3012 weights needs about 2**3015 bytes"),
-        (lambda: dft(2**14000), "about 2**14014 weights needs about 2**14018 bytes"),
+        (
+            lambda: hadamard(2**3000),
+            "n = 2**3000 (about 2**3012 weights) needs about 2**3015 bytes",
+        ),
+        (lambda: dft(2**14000), "n = 2**14000 (about 2**14014 weights) needs about 2**14018 bytes"),
         (lambda: bit_reversal(2**3000), "bit_reversal(<integer of about 904 digits>)"),
         (lambda: candidate_permutations(2**3000, 2**3000), "needs about 2**3004 bytes"),
         (lambda: FactorSpec(2**1100, 2**1100, 1, 1, 1).support(), "needs about 2**2200 bytes"),
