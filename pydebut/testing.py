@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
-from .chains import MAX_SIZE, _divisors
+from .chains import MAX_SIZE as _MAX_SIZE
+from .chains import _divisors
 from .fit._common import frobenius_norm
 from .operator import SUPPORTED_DTYPES, DeButOperator, SeedLike, _supported_dtype, random_generator
 from .spec import Chain, FactorSpec, shown
@@ -438,7 +439,7 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
         max_dim=(max_dim, 1, "dimensions are >= 1"),
         max_factors=(max_factors, 1, "a chain has a factor"),
     )
-    if max_dim >= MAX_SIZE:
+    if max_dim >= _MAX_SIZE:
         raise ValueError(
             "chains: max_dim must be below 2**40 (pydebut.chains.MAX_SIZE): the divisors"
             f" of each drawn dimension are found by trial division; got {max_dim}"
