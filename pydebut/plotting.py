@@ -470,9 +470,17 @@ def plot_fit_history(
         steps, np.where(exact, np.nan, errors), **style | normalize_kwargs(line, Line2D)
     )
     if exact.any():  # at the bottom edge, in the history's colour, not clipped by the axes
-        ax.plot(steps[exact], np.zeros(exact.sum()), transform=ax.get_xaxis_transform(),
-                linestyle="none", marker="v", color=history.get_color(), clip_on=False,
-                label=f"{history.get_label()}: exactly 0", gid=EXACT_ZEROS)  # fmt: skip
+        ax.plot(
+            steps[exact],
+            np.zeros(exact.sum()),
+            transform=ax.get_xaxis_transform(),
+            linestyle="none",
+            marker="v",
+            color=history.get_color(),
+            clip_on=False,
+            label=f"{history.get_label()}: exactly 0",
+            gid=EXACT_ZEROS,
+        )
     if baseline is not None:
         ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label=baseline_label)
     ax.set_yscale("log")
