@@ -61,7 +61,7 @@ except ImportError as err:  # pragma: no cover - exercised only without numba
     ) from err
 
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import cgutils, codegen, types
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
@@ -92,6 +92,27 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 # Whether NUMBA_BOUNDSCHECK=1 asked for checked indexing (frozen into the kernels).
 _BOUNDSCHECK = bool(numba.config.BOUNDSCHECK)
+
+
+def _target_features() -> str:
+    """The CPU features Numba compiles for, as LLVM spells them (``+avx2,-avx512f,...``):
+    ``NUMBA_CPU_FEATURES`` when set, else the host's as Numba reads them."""
+    if numba.config.CPU_FEATURES is not None:
+        return numba.config.CPU_FEATURES
+    return codegen.get_host_cpu_features()
+
+
+def _has_native_masks(features: str) -> bool:
+    """Whether ``features`` (:func:`_target_features`) include AVX-512's mask registers."""
+    return "+avx512f" in features.split(",")
+
+
+#: Whether the real radix loops fold their tails into masked iterations (:func:`_fold_tail`):
+#: only where masks are native. LLVM's folded loop masks every iteration, not only the last;
+#: with AVX2's masked moves (``vmaskmovpd``) the 4096 butterfly ran 2.5x slower at 64
+#: vectors on AMD Zen 3 (benchmarks/README.md). Numba keys its cache by the CPU features,
+#: so kernels compiled either way are never loaded on the other kind of CPU.
+FOLD_TAILS = _has_native_masks(_target_features())
 
 # Whether stores asked to stream (:func:`_stream_store`) bypass the caches: on x86-64 only,
 # where an ``sfence`` (:func:`_store_fence`) orders them; elsewhere they are plain stores.
@@ -255,7 +276,7 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
 
     With ``fold_tail`` LLVM runs the lanes left over after the last whole
     SIMD register as a masked SIMD iteration instead of one lane at a time
-    (:func:`_fold_tail`).
+    (:func:`_fold_tail`), where the CPU has native masks (:data:`FOLD_TAILS`).
 
     The function the loop lands in is marked to vectorise with 512-bit
     registers where the CPU has them (:func:`_prefer_wide_vectors`).
@@ -409,7 +430,7 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail):
         _inline_call(builder.block, fndesc.mangled_name)
         for j, row in enumerate(targets):
             builder.store(builder.extract_value(results, j), builder.gep(row, [lanes.index]))
-    if fold_tail:
+    if fold_tail and FOLD_TAILS:
         _fold_tail(module, loop)
     builder.ret_void()
     return loop
