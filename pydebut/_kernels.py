@@ -102,17 +102,26 @@ def _target_features() -> str:
     return codegen.get_host_cpu_features()
 
 
-def _has_native_masks(features: str) -> bool:
-    """Whether ``features`` (:func:`_target_features`) include AVX-512's mask registers."""
+def _has_avx512(features: str) -> bool:
+    """Whether ``features`` (:func:`_target_features`) include AVX-512: native mask
+    registers, and 32 vector registers where AVX2 has 16."""
     return "+avx512f" in features.split(",")
 
 
+_AVX512 = _has_avx512(_target_features())
+
 #: Whether the real radix loops fold their tails into masked iterations (:func:`_fold_tail`):
 #: only where masks are native. LLVM's folded loop masks every iteration, not only the last;
-#: with AVX2's masked moves (``vmaskmovpd``) the 4096 butterfly ran 2.5x slower at 64
+#: with AVX2's masked moves (``vmaskmovpd``) the 4096 butterfly ran 2.5-3.1x slower at 64
 #: vectors on AMD Zen 3 (benchmarks/README.md). Numba keys its cache by the CPU features,
 #: so kernels compiled either way are never loaded on the other kind of CPU.
-FOLD_TAILS = _has_native_masks(_target_features())
+FOLD_TAILS = _AVX512
+
+#: Whether three 2x2 factors on real rows run as one radix-8 step (:func:`_radix8_pass`):
+#: where its eight rows and 48 weights fit AVX-512's 32 vector registers. With AVX2's 16
+#: they spill, and a radix-4 step and a radix-2 step through scratch ran the 512 x 2048
+#: chain 1.2-1.4x faster at 64 to 1024 columns on AMD Zen 3 (benchmarks/README.md).
+RADIX8_STEP = _AVX512
 
 # Whether stores asked to stream (:func:`_stream_store`) bypass the caches: on x86-64 only,
 # where an ``sfence`` (:func:`_store_fence`) orders them; elsewhere they are plain stores.
@@ -1252,7 +1261,8 @@ def _group_pass_of_k(
     p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
     stream,
 ):  # pragma: no cover - typed by _group_pass_of_k_typed  # fmt: skip
-    """:func:`_group_pass`; on real rows ``k = 4`` a constant, ``k = 3`` :func:`_radix8_pass`."""
+    """:func:`_group_pass`; on real rows ``k = 4`` a constant, ``k = 3`` :func:`_radix8_pass`
+    where :data:`RADIX8_STEP`."""
 
 
 def _group_pass_real(
@@ -1264,7 +1274,7 @@ def _group_pass_real(
             p, 4, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
             row0, stream,
         )  # fmt: skip
-    elif k == 3:
+    elif k == 3 and RADIX8_STEP:
         _radix8_pass(
             p, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts,
             row0, stream,
@@ -1299,7 +1309,7 @@ def lanes_2x2_group(
     ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
     For each sub-problem the factors run as radix-4 steps (bits ``2j`` and
     ``2j + 1``; a radix-2 step last when ``k`` is odd; three factors on real
-    rows as one radix-8 step, :func:`_radix8_pass`) from ``src`` through
+    rows as one radix-8 step, :func:`_radix8_pass`, where :data:`RADIX8_STEP`) from ``src`` through
     the two halves of ``scratch``, of shape ``(2 MAX_GROUP_ROWS, columns)``
     with at least ``lanes`` columns, which stay in L1 (128 float64 columns take
     32 KiB), to ``dst``: the window is read and written once for all ``k``
@@ -1325,8 +1335,9 @@ def lanes_2x2_group(
     its copy measured 0.91-0.96x (complex128, ``k = 4``). Three factors on
     real rows took longer than four, as a radix-4 step and a radix-2 step
     through scratch; as one radix-8 step the 512 x 2048 chain ran
-    1.07-1.14x faster at 8 to 256 float64 columns (benchmarks/README.md),
-    where a copy of the body with ``k = 3`` constant had measured 0.80-0.95x.
+    1.07-1.14x faster at 8 to 256 float64 columns with AVX-512 (benchmarks/README.md),
+    where a copy of the body with ``k = 3`` constant had measured 0.80-0.95x;
+    with AVX2 it ran 1.2-1.4x slower, so there three factors run as two steps.
     """
     _group_pass_of_k(
         p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,

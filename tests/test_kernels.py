@@ -619,7 +619,7 @@ def test_real_radix_loops_fold_their_tails_where_masks_are_native():
     [("+avx2,+fma,-avx512f,-avx512vl", False), ("+avx2,+avx512f,+avx512vl", True), ("", False)],
 )
 def test_only_avx512_counts_as_native_masks(features, native):
-    assert _kernels._has_native_masks(features) is native
+    assert _kernels._has_avx512(features) is native
 
 
 def test_lane_loops_prefer_the_widest_vectors():
