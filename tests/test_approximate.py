@@ -416,8 +416,13 @@ def _pinned_host() -> str | None:
         return None
     if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
         return "avx512"
-    openblas = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"]
-    return "haswell" if [i.get("architecture") for i in openblas] == ["Haswell"] else None
+    # NumPy's and SciPy's OpenBLAS, each listed once it is loaded
+    kernels = {
+        i.get("architecture")
+        for i in threadpoolctl.threadpool_info()
+        if i["internal_api"] == "openblas"
+    }
+    return "haswell" if kernels == {"Haswell"} else None
 
 
 PINNED_HOST = _pinned_host()
