@@ -31,7 +31,10 @@ ones in turn (read from and written to memory): the time per column says what
 memory adds to a batch that is not already in cache.
 
 **passes.** Each pass of the 4096 butterfly's and the 512 x 2048 chain's batch
-plans alone, at 64 float64 columns, beside the whole chain and a copy of ``x``.
+plans alone, beside the whole chain and a copy of ``x``, in float64 and float32
+(interleaved, with float32's rate over float64's), at 64 columns or
+``--pass-columns``: at 1024 the 4096 butterfly's ``x`` and ``out`` leave the caches, and
+a pass alone shows what reading the one and writing the other costs.
 
 **lone.** A square 2x2 factor that joins no group, run by the batched kernel
 (``pydebut._kernels.apply_chain_chunks``, :data:`CALLS_PER_TIMING` calls from
@@ -53,6 +56,7 @@ mean more than the times themselves.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import sys
@@ -233,12 +237,14 @@ def warm_section(rounds: int, budget: float) -> None:
         print(f"  {width:7d}   {same:14.2f}   {turn:17.2f}")
 
 
-#: The chains of the passes section, at PASS_COLUMNS float64 columns.
+#: The chains of the passes section, at PASS_COLUMNS columns (unless --pass-columns) of each
+#: of PASS_DTYPES.
 PASS_CHAINS = {
     "4096 butterfly": butterfly_chain(4096),
     "ResNet 512x2048": PAPER_CHAINS["resnet50-layer4"],
 }
 PASS_COLUMNS = 64
+PASS_DTYPES = ("float64", "float32")
 
 
 def pass_chains(chain: Chain) -> list[Chain]:
@@ -248,32 +254,39 @@ def pass_chains(chain: Chain) -> list[Chain]:
     return [Chain(factors[first : first + max(k, 1)][::-1]) for first, k in _batched._groups(specs)]
 
 
-def passes_section(rounds: int, budget: float) -> None:
+def passes_section(rounds: int, budget: float, columns: int = PASS_COLUMNS) -> None:
     """Each pass of a chain alone against the whole chain and a copy of the same data."""
-    print(f"\n## Passes alone ({PASS_COLUMNS} float64 columns, x and out the same each call)\n")
+    print(f"\n## Passes alone ({columns} columns, x and out the same each call)\n")
     rng = np.random.default_rng(0)
-    print("| chain | what | time | GFLOP/s |")
-    print("| --- | --- | --- | --- |")
+    wide, narrow = PASS_DTYPES
+    print(f"| chain | what | {wide} | GFLOP/s | {narrow} | GFLOP/s | {narrow} rate over {wide} |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, chain in PASS_CHAINS.items():
         cases, flops = {}, {}
         for label, part in [("whole chain", chain)] + [
             (f"pass {i}: {len(c)} x ({c[0].r}, {c[0].s}), {c[0].q} -> {c[-1].p}", c)
             for i, c in enumerate(pass_chains(chain), start=1)
         ]:
-            op = DeButOperator.random(part, rng=1)
-            x = aligned_empty((op.shape[1], PASS_COLUMNS))  # see docs/speed.md
-            x[...] = rng.standard_normal(x.shape)
-            out = aligned_empty((op.shape[0], PASS_COLUMNS))
-            cases[label] = lambda op=op, x=x, out=out: op.apply(x, out)
-            flops[label] = _batched.real_flops(op._plan(x.dtype, False).weights, PASS_COLUMNS)
-        source = aligned_empty((chain.shape[1], PASS_COLUMNS))
-        source[...] = rng.standard_normal(source.shape)
-        target = aligned_empty(source.shape)
-        cases["copy x"] = lambda source=source, target=target: np.copyto(target, source)
+            for dtype in PASS_DTYPES:
+                op = DeButOperator.random(part, rng=1, dtype=dtype)
+                x = aligned_empty((op.shape[1], columns), dtype)  # see docs/speed.md
+                x[...] = rng.standard_normal(x.shape)
+                out = aligned_empty((op.shape[0], columns), dtype)
+                cases[label, dtype] = lambda op=op, x=x, out=out: op.apply(x, out)
+            flops[label] = _batched.real_flops(op._plan(x.dtype, False).weights, columns)
+        for dtype in PASS_DTYPES:
+            source = aligned_empty((chain.shape[1], columns), dtype)
+            source[...] = rng.standard_normal(source.shape)
+            target = aligned_empty(source.shape, dtype)
+            cases["copy x", dtype] = lambda source=source, target=target: np.copyto(target, source)
         median, _ = time_interleaved(cases, rounds, budget)
-        for label, seconds in median.items():
-            rate = f"{flops[label] / seconds / 1e9:.1f}" if label in flops else ""
-            print(f"| {name} | {label} | {seconds * 1e6:,.0f} us | {rate} |")
+        for label in dict.fromkeys(label for label, _ in cases):
+            times = [median[label, dtype] for dtype in PASS_DTYPES]
+            rates = [f"{flops[label] / t / 1e9:.1f}" if label in flops else "" for t in times]
+            print(
+                f"| {name} | {label} | {times[0] * 1e6:,.0f} us | {rates[0]} "
+                f"| {times[1] * 1e6:,.0f} us | {rates[1]} | {times[0] / times[1]:.2f} |"
+            )
 
 
 #: The lone 2x2 factors of the lone section, (rows, t), at these columns and dtypes.
@@ -393,12 +406,20 @@ def main() -> None:
         "sections", nargs="*", help="steps, memory, warm, passes, lone, sweeps (default: all)"
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument(
+        "--pass-columns",
+        type=int,
+        default=PASS_COLUMNS,
+        help=f"columns of the passes section (default {PASS_COLUMNS})",
+    )
     args = parser.parse_args()
+    if args.pass_columns < 1:
+        parser.error("--pass-columns must be at least 1")
     known = {
         "steps": steps_section,
         "memory": memory_section,
         "warm": warm_section,
-        "passes": passes_section,
+        "passes": functools.partial(passes_section, columns=args.pass_columns),
         "lone": lone_section,
         "sweeps": sweeps_section,
     }

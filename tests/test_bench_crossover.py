@@ -61,6 +61,7 @@ def test_svd_side_is_the_exact_truncated_svd(bench):
 # traceback) before any work; --help must print the usage and stop.
 BAD_ARGUMENTS = [
     ("bench_anatomy.py", ["bogus"]),
+    ("bench_anatomy.py", ["passes", "--pass-columns", "0"]),
     ("bench_apply.py", ["--batches", "0"]),
     ("bench_apply.py", ["--dtypes", "float16"]),
     ("bench_apply.py", ["--budget", "-1"]),
