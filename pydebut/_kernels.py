@@ -1309,11 +1309,11 @@ def lanes_2x2_group(
     ``rows`` so that the ``j``-th factor applied mixes bit ``j`` of ``i``.
     For each sub-problem the factors run as radix-4 steps (bits ``2j`` and
     ``2j + 1``; a radix-2 step last when ``k`` is odd; three factors on real
-    rows as one radix-8 step, :func:`_radix8_pass`, where :data:`RADIX8_STEP`) from ``src`` through
-    the two halves of ``scratch``, of shape ``(2 MAX_GROUP_ROWS, columns)``
-    with at least ``lanes`` columns, which stay in L1 (128 float64 columns take
-    32 KiB), to ``dst``: the window is read and written once for all ``k``
-    factors. Sub-problem ``q`` uses
+    rows as one radix-8 step, :func:`_radix8_pass`, where :data:`RADIX8_STEP`)
+    from ``src`` through the two halves of ``scratch``, of shape
+    ``(2 MAX_GROUP_ROWS, columns)`` with at least ``lanes`` columns, which stay
+    in L1 (128 float64 columns take 32 KiB), to ``dst``: the window is read and
+    written once for all ``k`` factors. Sub-problem ``q`` uses
     ``weights[w_start + 2kn q : w_start + 2kn (q + 1)]``, 2x2 matrices in the
     order the steps take them (see :func:`_mix4`). Only part ``part`` of
     ``n_parts`` equal runs of the ``p / (n t)`` blocks is computed; row ``i``
@@ -1335,9 +1335,10 @@ def lanes_2x2_group(
     its copy measured 0.91-0.96x (complex128, ``k = 4``). Three factors on
     real rows took longer than four, as a radix-4 step and a radix-2 step
     through scratch; as one radix-8 step the 512 x 2048 chain ran
-    1.07-1.14x faster at 8 to 256 float64 columns with AVX-512 (benchmarks/README.md),
-    where a copy of the body with ``k = 3`` constant had measured 0.80-0.95x;
-    with AVX2 it ran 1.2-1.4x slower, so there three factors run as two steps.
+    1.07-1.14x faster at 8 to 256 float64 columns with AVX-512
+    (benchmarks/README.md), where a copy of the body with ``k = 3`` constant had
+    measured 0.80-0.95x; with AVX2 it ran 1.2-1.4x slower, so there three
+    factors run as two steps.
     """
     _group_pass_of_k(
         p, k, t, rows, weights, w_start, src, s0, dst, d0, lanes, scratch, part, n_parts, row0,
