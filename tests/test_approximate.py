@@ -679,6 +679,7 @@ def test_a_small_search_is_narrowed_with_a_warning():
         ({"max_factors": 0}, ValueError, "max_factors must be >= 1"),
         ({"beam_width": True}, TypeError, "beam_width must be an int"),
         ({"n_sweeps": -1}, ValueError, "n_sweeps must be >= 0"),
+        ({"n_sweeps": 100_001}, ValueError, "n_sweeps must be at most MAX_SWEEPS = 100,000"),
         ({"tol": -1.0}, ValueError, "tol must be finite"),
         ({"tol": "0"}, TypeError, "tol must be a real number or None"),
         ({"progress": "yes"}, TypeError, "progress must be a bool"),

@@ -110,7 +110,8 @@ def test_progress_bar_goes_to_stderr(target_file, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--sweeps", "-1"], "--sweeps must be >= 0"),
+        (["--sweeps", "-1"], "--sweeps must be from 0 to 100,000, got -1"),
+        (["--sweeps", str(10**30)], f"--sweeps must be from 0 to 100,000, got {10**30}"),
         (["--init", "svd"], "invalid choice: 'svd'"),
         (["--tol", "-1"], "tol must be finite and >= 0"),
     ],

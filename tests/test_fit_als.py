@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pydebut import Chain, fit_als, fit_hierarchical
 from pydebut._reference import factor_to_dense
+from pydebut.fit import MAX_SWEEPS
 from pydebut.fit import _als as als
 from pydebut.fit._als import _across_from_columns, _across_from_rows, _couplings, _Sweeper
 from pydebut.testing import chains, dense_chains
@@ -224,6 +225,8 @@ def test_tol_and_callback_stop_early():
     chain = CHAINABLE[1]
     target = np.random.default_rng(11).standard_normal(chain.shape)
     assert len(fit_als(target, chain, n_sweeps=50, tol=1e30, init="random").errors) == 3
+    # the most sweeps allowed, as a bound for tol to stop within
+    assert len(fit_als(target, chain, n_sweeps=MAX_SWEEPS, tol=1e30, init="random").errors) == 3
     seen = []
 
     def stop_after_two(result):
@@ -257,6 +260,7 @@ def test_npy_path_and_lists(tmp_path):
     ("kwargs", "error", "match"),
     [
         ({"n_sweeps": -1}, ValueError, "n_sweeps must be >= 0"),
+        ({"n_sweeps": 10**30}, ValueError, "n_sweeps must be at most MAX_SWEEPS = 100,000"),
         ({"n_sweeps": 2.0}, TypeError, "n_sweeps must be an integer"),
         ({"n_sweeps": True}, TypeError, "n_sweeps must be an integer"),
         ({"init": "svd"}, ValueError, "unknown init 'svd'"),

@@ -16,6 +16,7 @@ import warnings
 from typing import Any
 
 from ..fit import (
+    MAX_SWEEPS,
     ApproximationResult,
     ExploredChain,
     FitResult,
@@ -75,7 +76,10 @@ def register(subparsers: Any) -> None:
         default = inspect.signature(approximate).parameters[_name(option)].default
         auto.add_argument(f"--{option}", type=integer, metavar=metavar, help=f"{text} ({default})")
     parser.add_argument(
-        "--sweeps", type=integer, default=5, help="ALS sweeps (left to right and back); default 5"
+        "--sweeps",
+        type=integer,
+        default=5,
+        help=f"ALS sweeps (left to right and back), at most {MAX_SWEEPS:,}; default 5",
     )
     parser.add_argument(
         "--init",
@@ -153,8 +157,8 @@ def _name(option: str) -> str:
 
 
 def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
-    if args.sweeps < 0:
-        raise UsageError(f"--sweeps must be >= 0, got {args.sweeps}")
+    if not 0 <= args.sweeps <= MAX_SWEEPS:
+        raise UsageError(f"--sweeps must be from 0 to {MAX_SWEEPS:,}, got {args.sweeps}")
     check_seed(args.seed)
     search = ["max-params"] + [option for option, _, _ in _SEARCH_OPTIONS]
     given = [option for option in search if getattr(args, _name(option)) is not None]

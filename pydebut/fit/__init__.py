@@ -1,6 +1,6 @@
 """Fitting DeBut chains to a matrix: ALS and hierarchical factorization."""
 
-from ._als import fit_als
+from ._als import MAX_SWEEPS, fit_als
 from ._common import FitResult
 from ._hierarchical import candidate_permutations, fit_hierarchical, hierarchy_ranks
 from ._search import (
@@ -12,6 +12,7 @@ from ._search import (
 )
 
 __all__ = [
+    "MAX_SWEEPS",
     "ApproximationResult",
     "ExploredChain",
     "FitResult",

@@ -60,6 +60,12 @@ __all__ = ["fit_als"]
 
 INIT_METHODS = ("auto", "random", "hierarchical")
 
+#: Most ALS sweeps one fit runs (:func:`fit_als`, :func:`~pydebut.approximate`): a sweep of
+#: the smallest chains takes about half a millisecond, so their fits end within about a
+#: minute even where the error never settles, and a history holds at most
+#: ``2 MAX_SWEEPS + 1`` errors.
+MAX_SWEEPS = 100_000
+
 # H_l is kept sparse while at most this fraction of its entries is stored.
 SPARSE_GRAM_DENSITY = 0.25
 # Candidate pairs of coupled weights are filtered this many at a time.
@@ -679,7 +685,8 @@ def fit_als(
     chain : Chain or iterable of (p, q, r, s, t)
         The chain to fit, of shape ``(m, n)``; any valid chain.
     n_sweeps : int, default 5
-        Number of sweeps (the paper's scripts count 2 iterations per sweep).
+        Number of sweeps (the paper's scripts count 2 iterations per sweep), at
+        most :data:`MAX_SWEEPS` (100,000).
     tol : float, optional
         Stop when a sweep improves the error by less than ``tol`` relatively.
     init : {"auto", "random", "hierarchical"} or DeButOperator, default "auto"
@@ -710,10 +717,10 @@ def fit_als(
         If the target is not numeric, or an argument has the wrong type.
     ValueError
         If the target is not finite or does not have the chain's shape, if
-        ``n_sweeps`` is negative, ``tol`` negative, ``init`` unknown, an
-        initial operator has another chain, or the chain's factor updates
-        couple too many unknowns for dense solves. All checks happen before
-        any work.
+        ``n_sweeps`` is negative or above :data:`MAX_SWEEPS`, ``tol``
+        negative, ``init`` unknown, an initial operator has another chain, or
+        the chain's factor updates couple too many unknowns for dense solves.
+        All checks happen before any work.
     ImportError
         If ``progress=True`` and tqdm is not installed.
 
@@ -850,12 +857,18 @@ def fit_als(
 
 
 def _check_sweeps(n_sweeps: Any) -> int:
+    """``n_sweeps`` as an int in ``[0, MAX_SWEEPS]``."""
     if isinstance(n_sweeps, (bool, np.bool_)) or not isinstance(n_sweeps, numbers.Integral):
         raise TypeError(
             f"n_sweeps must be an integer, got {type(n_sweeps).__name__} {shown(n_sweeps)}"
         )
     if n_sweeps < 0:
         raise ValueError(f"n_sweeps must be >= 0, got {n_sweeps}")
+    if n_sweeps > MAX_SWEEPS:
+        raise ValueError(
+            f"n_sweeps must be at most MAX_SWEEPS = {MAX_SWEEPS:,} (pydebut.fit), got "
+            f"{shown(n_sweeps)}: to run until the error settles, pass tol with fewer sweeps"
+        )
     return int(n_sweeps)
 
 

@@ -86,7 +86,7 @@ from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator, SeedLike, random_generator
 from ..spec import Chain, FactorSpec, shown
-from ._als import CouplingLimitError, _check_tol, _couplings, fit_als
+from ._als import CouplingLimitError, _check_sweeps, _check_tol, _couplings, fit_als
 from ._common import (
     TargetScale,
     as_working,
@@ -299,7 +299,8 @@ def approximate(
     max_factors : int, default 10
         Largest number of factors.
     n_sweeps : int, default 5
-        ALS sweeps for each refined chain (0: hierarchical factorization only).
+        ALS sweeps for each refined chain (0: hierarchical factorization only),
+        at most :data:`~pydebut.fit.MAX_SWEEPS`.
     tol : float or None, default 1e-4
         ALS stops when a sweep improves the error by less than this, relatively.
     beam_width : int, default 16
@@ -360,8 +361,9 @@ def approximate(
     TypeError
         If the target is not numeric or an option has the wrong type.
     ValueError
-        If the target is not a finite 2-D matrix, is too large, or no chain of
-        at most ``max_factors`` factors has at most ``max_params`` weights,
+        If the target is not a finite 2-D matrix, is too large, ``n_sweeps``
+        is above :data:`~pydebut.fit.MAX_SWEEPS`, or no chain of at most
+        ``max_factors`` factors has at most ``max_params`` weights,
         or an ``include`` item within the budget can be fitted by no method
         (the message names it).
         The options are checked before the target is read (or a sparse matrix
@@ -728,6 +730,7 @@ class _Options:
             if value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
             values[name] = int(value)
+        _check_sweeps(n_sweeps)  # at most MAX_SWEEPS
         tol = _check_tol(tol)
         progress_bars(progress)  # a bool, and tqdm installed if it is True
         return cls(tol=tol, progress=bool(progress), workers=_checked_workers(workers), **values)
