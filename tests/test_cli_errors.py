@@ -67,6 +67,10 @@ HOSTILE = {
         "cannot write the plot to no/such/dir/x.png: folder",
     ),
     "plot into a folder": (["check", *CHAIN, "--plot", "."], "the plot to .: it is a folder"),
+    "plot whose file, with the suffix savefig adds, is a folder": (
+        ["check", *CHAIN, "--plot", "figures/chain_supports"],
+        "cannot write the plot to figures/chain_supports.png: it is a folder",
+    ),
     "factors into a folder": (
         ["fit", "ok.npy", *CHAIN, "-o", "."],
         "cannot write the factors to .: it is a folder",

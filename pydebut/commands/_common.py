@@ -298,11 +298,12 @@ def require_matplotlib(option: str = "--plot") -> None:
 def check_plot_file(path: str) -> None:
     """Raise :class:`UsageError` unless ``--plot`` can save a figure to the file ``path``.
 
-    Called before any work: matplotlib is needed, the file must be writable
-    (:func:`check_output_file`) and its suffix, if any, a format matplotlib writes.
+    Called before any work: matplotlib is needed, the suffix of ``path``, if
+    any, must be a format matplotlib writes, and both ``path`` and the file the
+    figure lands in (:func:`figure_path`) must be writable
+    (:func:`check_output_file`).
     """
     require_matplotlib()
-    check_output_file(path, "the plot")
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = FigureCanvasBase.get_supported_filetypes()
@@ -312,10 +313,14 @@ def check_plot_file(path: str) -> None:
             f"cannot write the plot to {path}: format {suffix!r} is not supported "
             f"(supported formats: {', '.join(sorted(formats))})"
         )
+    check_output_file(path, "the plot")  # as given: a folder is refused, not written beside
+    written = str(figure_path(path))
+    if written != path:
+        check_output_file(written, "the plot")
 
 
-def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``figure`` to ``path`` and return the path of the file really written.
+def figure_path(path: str | Path) -> Path:
+    """The file a figure saved to ``path`` lands in.
 
     A path without a suffix gets matplotlib's default format as suffix
     (``noext`` becomes ``noext.png``), which is what ``savefig`` writes.
@@ -323,7 +328,14 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
     import matplotlib
 
     written = Path(path)
-    if not written.suffix:
-        written = written.with_name(f"{written.name}.{matplotlib.rcParams['savefig.format']}")
+    if written.suffix:
+        return written
+    return written.with_name(f"{written.name}.{matplotlib.rcParams['savefig.format']}")
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Save ``figure`` to ``path`` and return the path of the file really written
+    (:func:`figure_path`)."""
+    written = figure_path(path)
     figure.savefig(written, dpi=dpi)
     return written
