@@ -98,26 +98,65 @@ class _NamedStandardOutput:
 
     Without it a full disk under ``pydebut chains ... > file`` reported a bare
     ``[Errno 28] No space left on device``, as if an input file had failed.
-    Everything but writing is the wrapped stream's.
+    The first error in writing (a reader gone too) is kept in ``failure``, for
+    callers that swallow it (argparse's ``--help`` and ``--version``). Everything but writing is the
+    wrapped stream's.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self.failure: OSError | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[None]:
+        try:
+            with _naming_standard_output():
+                yield
+        except OSError as err:  # _StandardOutputError or BrokenPipeError
+            self.failure = self.failure or err
+            raise
+
     def write(self, text: str) -> int:
-        with _naming_standard_output():
+        with self._recording():
             return self._stream.write(text)
 
     def writelines(self, lines: Iterable[str]) -> None:
-        with _naming_standard_output():
+        with self._recording():
             self._stream.writelines(lines)
 
     def flush(self) -> None:
-        with _naming_standard_output():
+        with self._recording():
             self._stream.flush()
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_known_args(argv)``, unknown arguments refused.
+
+    ``--help`` and ``--version`` print to standard output and raise
+    :class:`SystemExit` (status 0); argparse drops an error in that writing,
+    so a full disk went unreported with status 0. Here it is raised instead
+    (:class:`_StandardOutputError`, or :class:`BrokenPipeError` for a reader
+    gone), as for a command's output.
+    """
+    if sys.stdout is None:  # argparse prints to stderr then
+        args, unknown = parser.parse_known_args(argv)
+    else:
+        standard_output = _NamedStandardOutput(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(standard_output):
+                args, unknown = parser.parse_known_args(argv)
+        except SystemExit:
+            standard_output.flush()  # what the buffer holds fails here, not at exit
+            if standard_output.failure is not None:
+                raise standard_output.failure from None
+            raise
+    if unknown:  # named with the command they were given to
+        prog = f"{parser.prog} {args.command}" if args.command else parser.prog
+        raise _ArgumentError(prog, f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 class _ArgumentError(UsageError):
@@ -254,10 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
-        args, unknown = parser.parse_known_args(argv)
-        if unknown:  # named with the command they were given to
-            prog = f"{parser.prog} {args.command}" if args.command else parser.prog
-            raise _ArgumentError(prog, f"unrecognized arguments: {' '.join(unknown)}")
+        args = _parse(parser, argv)
         debug = debug or args.debug
         if args.command is None:
             print(parser.format_help(), end="", file=sys.stderr)

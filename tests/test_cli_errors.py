@@ -397,11 +397,15 @@ def test_an_stdout_that_cannot_be_written_is_named(capsys, monkeypatch, argv):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_an_stdout_on_a_full_disk_is_named_from_the_real_entry_point(tmp_path):
-    # the table sits in the buffer until the end: the error comes from the last flush
+@pytest.mark.parametrize(
+    "argv", [["chains", "64", "64"], ["--help"], ["--version"], ["chains", "--help"]]
+)
+def test_an_stdout_on_a_full_disk_is_named_from_the_real_entry_point(tmp_path, argv):
+    # the table sits in the buffer until the end: the error comes from the last flush;
+    # argparse dropped the error of --help and --version, with status 0
     with open("/dev/full", "w") as full:
         result = subprocess.run(
-            [sys.executable, "-m", "pydebut", "chains", "64", "64"],
+            [sys.executable, "-m", "pydebut", *argv],
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
@@ -412,6 +416,25 @@ def test_an_stdout_on_a_full_disk_is_named_from_the_real_entry_point(tmp_path):
     assert result.stderr == (
         "pydebut: error: cannot write to standard output: No space left on device\n"
     )
+
+
+@pytest.mark.parametrize("argv", [["chains", "64", "64"], ["--help"], ["--version"]])
+def test_a_reader_gone_stops_quietly_with_status_141(argv):
+    # as ``pydebut ... | head`` once head has exited; --help's error was dropped (status 0)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pydebut", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=20,
+            env={**os.environ, cli.DEBUG_VARIABLE: ""},
+        )
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
 
 
 def test_a_closed_stderr_drops_messages_and_progress(capsys, monkeypatch, files):
