@@ -3,6 +3,9 @@
 import argparse
 import inspect
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -217,3 +220,22 @@ def test_the_commands_do_not_import_the_cli():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_command_lines_run_in_order(tmp_path):
+    # its last line fitted target.npy and chain.json, which nothing before it made
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.DOTALL)
+    block = next(block for block in blocks if "pydebut fit" in block)
+    folder = os.path.dirname(sys.executable)  # this Python's scripts: pydebut, python
+    if shutil.which("pydebut", path=folder) is None:
+        pytest.skip("pydebut's script is not installed beside this Python")
+    environment = {**os.environ, "PATH": os.pathsep.join([folder, os.environ.get("PATH", "")])}
+    for line in block.splitlines():
+        result = subprocess.run(
+            line, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True
+        )
+        assert result.returncode == 0, (line, result.stderr)
+    assert (tmp_path / "factors.npz").is_file()
