@@ -239,3 +239,12 @@ def test_the_readme_command_lines_run_in_order(tmp_path):
         )
         assert result.returncode == 0, (line, result.stderr)
     assert (tmp_path / "factors.npz").is_file()
+
+
+def test_a_chain_file_of_max_factors_is_read(tmp_path):
+    # one more is refused before the chain is built (test_cli_errors.py)
+    from pydebut.io import MAX_FACTORS
+
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"sup": [[1, 1]] * MAX_FACTORS, "sub": [1, 1, 1] * MAX_FACTORS}))
+    assert load_chain_json(path).n_factors == MAX_FACTORS

@@ -45,6 +45,11 @@ def files(tmp_path, monkeypatch):
     np.save("strings.npy", np.full((4, 4), "a"))
     os.symlink(tmp_path / "missing" / "x.npz", "dangling.npz")
     os.makedirs("figures/chain_supports.png")  # a folder where demo --plot writes a figure
+    too_many = 10_001  # factors: one more than pydebut.io.MAX_FACTORS
+    (tmp_path / "long.json").write_text(json.dumps({"r_shapes": [[1, 1, 1, 1, 1]] * too_many}))
+    (tmp_path / "long_flat.json").write_text(
+        json.dumps({"sup": [1, 1] * too_many, "sub": [1, 1, 1] * too_many})
+    )
     (tmp_path / "twice.json").write_text(
         '{"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]], "sup": [[8, 8], [8, 8]]}'
     )
@@ -55,6 +60,15 @@ HOSTILE = {
     "deep chain file": (["check", "--chain", "deep.json"], "nested too deeply"),
     "key given twice": (["check", "--chain", "twice.json"], "gives 'sup' twice in one object"),
     "binary chain file": (["check", "--chain", "binary.json"], "binary.json is not text"),
+    # built a million factors (16 s, 550 MB) before the check's report took 2 GB
+    "chain file of too many factors": (
+        ["check", "--chain", "long.json"],
+        "long.json gives 10,001 factors in 'r_shapes': a chain has at most MAX_FACTORS = 10,000",
+    ),
+    "flat chain file of too many factors": (
+        ["check", "--chain", "long_flat.json"],
+        "gives 10,001 factors in 'sup': a chain has at most MAX_FACTORS = 10,000",
+    ),
     "directory as chain file": (["check", "--chain", "."], "cannot read chain file"),
     # deep enough for Python 3.13's json, which decodes 5,000 levels and then finds no value
     "deep --r-shapes": (["check", "--r-shapes", "[" * 100_000], "nested too deeply"),
