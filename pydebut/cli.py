@@ -99,8 +99,8 @@ class _NamedStandardOutput:
     Without it a full disk under ``pydebut chains ... > file`` reported a bare
     ``[Errno 28] No space left on device``, as if an input file had failed.
     The first error in writing (a reader gone too) is kept in ``failure``, for
-    callers that swallow it (argparse's ``--help`` and ``--version``). Everything but writing is the
-    wrapped stream's.
+    callers that swallow it (argparse's ``--help`` and ``--version``).
+    Everything but writing is the wrapped stream's.
     """
 
     def __init__(self, stream: TextIO) -> None:
