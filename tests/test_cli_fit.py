@@ -157,11 +157,11 @@ def test_a_missing_target_without_a_file_in_a_list_is_argparse_s_message(
 def test_a_chain_too_long_to_save_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
     # the fit ran (10 s at 10,001 factors), then saving its result was refused
     monkeypatch.setattr("pydebut.commands.fit.fit_als", lambda *a, **k: pytest.fail("fitted"))
+    # (a chain file that long is refused as it is read: test_cli_errors.py)
     n = MAX_FACTORS + 1
-    chain = tmp_path / "long.json"
-    chain.write_text(json.dumps({"sup": [[1, 1]] * n, "sub": [[1, 1, 1]] * n}))
+    chain = ["--sup", " ".join(["1 1"] * n), "--sub", " ".join(["1 1 1"] * n)]
     np.save(tmp_path / "one.npy", np.array([[3.0]]))
-    argv = ["fit", str(tmp_path / "one.npy"), "--chain", str(chain), "--no-progress"]
+    argv = ["fit", str(tmp_path / "one.npy"), *chain, "--no-progress"]
     assert main([*argv, "-o", str(tmp_path / "out.npz")]) == 2
     assert "10,001 factors; a pydebut file holds at most" in capsys.readouterr().err
 
