@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -607,10 +607,14 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
     ``LinearOperator`` of the target's shape (e.g.
     ``scipy.sparse.linalg.aslinearoperator(A)``). Each panel of ``D`` is
     compared with the same columns of the operator, ``op @ I[:, j0:j1]`` (a
-    block of unit vectors at a time, at most :data:`PANEL_BYTES`); nothing of
-    size ``m x n`` is held in memory. The operator's columns cost ``n``
-    products with unit vectors of length ``n``: for a wide target (``m < n``)
-    about ``n / m`` times a pass over the target.
+    block of unit vectors at a time, at most :data:`PANEL_BYTES`), or, where
+    the operator has fewer rows than the panel has columns, with the panel's
+    entries of its rows, ``op^H @ I[:, i0:i1]`` (an operator without an
+    adjoint takes the columns); nothing of size ``m x n`` is held in memory.
+    A panel of ``w`` columns thus costs ``min(m, w)`` products of the
+    operator with unit vectors: ``n`` in all for a square or tall target,
+    ``m`` a panel for a wide one (a 4 x 2**18 target in one panel: 4, not
+    262,144).
 
     Parameters
     ----------
@@ -659,7 +663,7 @@ def relative_error(operator: LinearOperator, target: Any) -> float:
         )
     panels, _ = _column_panels(target, operator.shape, "the operator")
     operator, shift = _balanced(operator)
-    parts = _each_panel(panels, _error_pass, operator, shift)
+    parts = _each_panel(panels, _error_pass, operator, shift, _has_adjoint(operator))
     # norms as (f, e) for f 2**e: neither a square nor a norm over- or underflows
     residual, residual_exponent = hypot_of_scaled(part[0] for part in parts)
     total, total_exponent = hypot_of_scaled(part[1] for part in parts)
@@ -800,13 +804,12 @@ def _gram_pass(panel: Any, j0: int, levels: list, split: _Split) -> list[tuple[i
 
 
 def _error_pass(
-    panel: Any, j0: int, operator: LinearOperator, shift: int
+    panel: Any, j0: int, operator: LinearOperator, shift: int, has_adjoint: bool
 ) -> tuple[tuple[float, int], tuple[float, int]]:
     """Frobenius norms of the panel's columns of ``2**shift op - D`` and of ``D``, as
     :func:`~pydebut.fit._common.scaled_norm` gives them.
 
-    The operator's columns are ``op @ I[:, j:j + w]`` for ``w`` columns at a time,
-    so that the ``n x w`` identity takes at most :data:`PANEL_BYTES`. Both are computed
+    The operator's columns come from :func:`_operator_columns`. Both are computed
     in the working dtype of the panel and the operator, as in memory; ``2**shift``
     times the columns and the panel are scaled by one power of two (the larger of
     theirs) before they are subtracted, so that the difference does not overflow.
@@ -816,18 +819,64 @@ def _error_pass(
         panel_norm = scaled_norm(panel)
     if not math.isfinite(panel_norm[0]):
         raise ValueError("the target has non-finite entries (NaN or Inf)")
-    n = operator.shape[1]
-    width = max(1, PANEL_BYTES // (n * operator.dtype.itemsize))
     residuals = []
-    for start in range(0, panel.shape[1], width):
-        stop = min(start + width, panel.shape[1])
-        identity = np.zeros((n, stop - start), dtype=operator.dtype)
-        identity[np.arange(j0 + start, j0 + stop), np.arange(stop - start)] = 1
-        columns = np.asarray(operator.matmat(identity))
-        del identity
+    for start, stop, columns in _operator_columns(operator, j0, panel.shape[1], has_adjoint):
         block = panel[:, start:stop]
         top = max(TargetScale.of(columns).exponent + shift, panel_norm[1])
         difference = TargetScale(top - shift).normalise(columns) - TargetScale(top).normalise(block)
         norm, exponent = scaled_norm(difference)
         residuals.append((norm, exponent + top))
     return hypot_of_scaled(residuals), panel_norm
+
+
+def _operator_columns(
+    operator: LinearOperator, j0: int, width: int, has_adjoint: bool
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Columns ``j0 + start`` to ``j0 + stop - 1`` of ``operator``, as ``(start, stop, columns)``
+    blocks that cover ``width`` columns.
+
+    From unit vectors, ``op @ I[:, j:j + w]``, ``w`` columns at a time so that the
+    ``n x w`` identity takes at most :data:`PANEL_BYTES`: ``width`` products of the
+    operator. Where the operator has fewer rows ``m`` than that and an adjoint
+    (``has_adjoint``), its rows instead, ``op^H @ I[:, i:i + h]`` with ``n x h`` within
+    :data:`PANEL_BYTES`, of which the panel's entries are kept: ``m`` products. A wide
+    target's panels thus cost ``m`` products each, where unit columns cost ``n`` in
+    all (a 4 x 2**18 target took 34 s, most of it filling identity columns).
+    """
+    m, n = operator.shape
+    itemsize = operator.dtype.itemsize
+    if has_adjoint and m < width:
+        height = max(1, PANEL_BYTES // (n * itemsize))
+        columns = np.empty((m, width), dtype=operator.dtype)
+        for i0 in range(0, m, height):
+            i1 = min(i0 + height, m)
+            rows = np.asarray(operator.rmatmat(_unit_columns(m, i0, i1, operator.dtype)))
+            columns[i0:i1] = rows[j0 : j0 + width].conj().T
+            del rows
+        yield 0, width, columns
+        return
+    step = max(1, PANEL_BYTES // (n * itemsize))
+    for start in range(0, width, step):
+        stop = min(start + step, width)
+        identity = _unit_columns(n, j0 + start, j0 + stop, operator.dtype)
+        columns = np.asarray(operator.matmat(identity))
+        del identity
+        yield start, stop, columns
+
+
+def _unit_columns(size: int, start: int, stop: int, dtype: np.dtype) -> np.ndarray:
+    """Columns ``start`` to ``stop - 1`` of the ``size x size`` identity."""
+    identity = np.zeros((size, stop - start), dtype=dtype)
+    identity[np.arange(start, stop), np.arange(stop - start)] = 1
+    return identity
+
+
+def _has_adjoint(operator: LinearOperator) -> bool:
+    """Whether ``operator`` applies its adjoint (a ``LinearOperator`` may give ``matvec`` only)."""
+    if isinstance(operator, DeButOperator):
+        return True
+    try:
+        operator.rmatvec(np.zeros(operator.shape[0], dtype=operator.dtype))
+    except NotImplementedError:
+        return False
+    return True

@@ -836,6 +836,7 @@ def test_relative_error_of_any_linear_operator():
     lazy = da.from_array(target, chunks=(24, 7))
     for approx in [
         random_target((24, 40), rng),
+        random_target((24, 40), rng, np.complex128),  # its rows: conjugated back
         random_array((24, 40), density=0.2, random_state=rng),
     ]:
         dense = approx if isinstance(approx, np.ndarray) else approx.toarray()
@@ -848,21 +849,44 @@ def test_relative_error_of_any_linear_operator():
         pydebut_dask.relative_error(aslinearoperator(target.T), lazy)
 
 
-def test_the_error_pass_of_a_wide_target_holds_a_panel_of_identity_columns(monkeypatch):
-    # The identity columns were n x (panel width): 32 GiB for a 4 x 65536 target.
+def test_the_error_pass_of_a_wide_target_takes_the_operator_s_rows(monkeypatch):
+    # From unit columns, a 4 x 2**18 target took 34 s (0.2 s in memory): n products with
+    # unit vectors and n x n zeros to fill; the operator's rows cost m = 4 products a panel.
+    # (Before that, the unit columns were n x (panel width): 32 GiB for a 4 x 65536 target.)
     chain = Chain.from_factorizations([2, 2], [64, 64])  # 4 x 4096
     op = DeButOperator.random(chain, rng=0)
     target = da.from_array(op.toarray(), chunks=(4, 4096))
-    monkeypatch.setattr(pydebut_dask, "PANEL_BYTES", 2**16)  # 2 identity columns of 4096
+    monkeypatch.setattr(pydebut_dask, "PANEL_BYTES", 2**16)  # 2,048 columns; 2 rows of op^H
     calls = []
-    real_matmat = DeButOperator.matmat
+    for name in ("matmat", "rmatmat"):
+        real = getattr(DeButOperator, name)
 
-    def recording_matmat(self, X):
-        calls.append(X.shape)
-        return real_matmat(self, X)
+        def recording(self, X, name=name, real=real):
+            calls.append((name, X.shape))
+            return real(self, X)
 
-    monkeypatch.setattr(DeButOperator, "matmat", recording_matmat)
+        monkeypatch.setattr(DeButOperator, name, recording)
     assert pydebut_dask.relative_error(op, target) < 1e-15
+    assert calls == [("rmatmat", (4, 2))] * 4  # two panels, two blocks of rows each
+
+
+def test_the_error_pass_of_an_operator_without_adjoint_holds_a_few_unit_columns(monkeypatch):
+    # A LinearOperator may give matvec only: its columns come from unit vectors, n x w of
+    # them at a time (they were n x (panel width): 32 GiB for a 4 x 65536 target).
+    from scipy.sparse.linalg import LinearOperator
+
+    chain = Chain.from_factorizations([2, 2], [64, 64])  # 4 x 4096
+    op = DeButOperator.random(chain, rng=0)
+    target = da.from_array(op.toarray(), chunks=(4, 4096))
+    monkeypatch.setattr(pydebut_dask, "PANEL_BYTES", 2**16)  # 2 unit columns of 4096
+    calls = []
+
+    def recording_matmat(X):
+        calls.append(X.shape)
+        return op @ X
+
+    forward_only = LinearOperator(op.shape, matvec=op.matvec, matmat=recording_matmat, dtype=float)
+    assert pydebut_dask.relative_error(forward_only, target) < 1e-15
     assert set(calls) == {(4096, 2)} and len(calls) == 2048
 
 
