@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from ._sparse import sparse_factors
 from .operator import DeButOperator
-from .spec import Chain, FactorSpec
+from .spec import Chain, FactorSpec, _as_bool
 
 __all__ = ["from_faust", "to_faust"]
 
@@ -64,7 +64,9 @@ def to_faust(op: DeButOperator) -> Any:
     return pyfaust.Faust([sp.csr_matrix(factor, dtype=dtype) for factor in sparse_factors(op)])
 
 
-def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
+def from_faust(
+    faust: Any, chain: Chain | Any | None = None, *, check_finite: bool = True
+) -> DeButOperator:
     """A ``DeButOperator`` from the factors of a ``pyfaust.Faust``.
 
     Parameters
@@ -76,6 +78,9 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
         the fewest weights whose support holds the factor's nonzeros (among
         equally small ones, the largest ``t``: a diagonal factor reads as
         ``(p, p, 1, 1, p)``).
+    check_finite : bool, default True
+        Refuse factors holding NaN or infinity (ValueError), as
+        :class:`~pydebut.DeButOperator` does; False keeps them.
 
     Returns
     -------
@@ -83,10 +88,13 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
 
     Raises
     ------
+    TypeError
+        If ``faust`` is not a ``pyfaust.Faust`` or ``check_finite`` not a bool.
     ValueError
         If a factor has a nonzero outside its DeBut support, or the factors
         do not match ``chain``; the message names the factor (the Faust's, and
-        the chain's), under each reading of the ends tried (see Notes).
+        the chain's), under each reading of the ends tried (see Notes). If
+        ``check_finite`` and a factor holds NaN or infinity.
 
     Notes
     -----
@@ -118,6 +126,7 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
     pyfaust = _pyfaust()
     if not isinstance(faust, pyfaust.Faust):
         raise TypeError(f"from_faust() needs a pyfaust.Faust, got {type(faust).__name__}")
+    check_finite = _as_bool(check_finite, "check_finite")
     factors = [sp.coo_array(faust.factors(i)) for i in range(faust.numfactors())]
     row_perm, row_scale = _scaled_permutation(factors[0])
     col_perm, col_scale = _scaled_permutation(factors[-1])
@@ -142,7 +151,9 @@ def from_faust(faust: Any, chain: Chain | Any | None = None) -> DeButOperator:
             weights[end] = weights[end] * scale
     if col_perm is not None:
         col_perm = np.argsort(col_perm)  # the row of column j's one, not the column of row i's
-    return DeButOperator(chain, weights, row_perm=row_perm, col_perm=col_perm)
+    return DeButOperator(
+        chain, weights, check_finite=check_finite, row_perm=row_perm, col_perm=col_perm
+    )
 
 
 def _permutation_ends(

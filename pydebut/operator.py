@@ -707,7 +707,9 @@ class DeButOperator(LinearOperator):
         return r_shapes, vector
 
     @classmethod
-    def from_faust(cls, faust: Any, chain: Any = None) -> DeButOperator:
+    def from_faust(
+        cls, faust: Any, chain: Any = None, *, check_finite: bool = True
+    ) -> DeButOperator:
         """Operator from a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.from_faust`.
 
         Parameters
@@ -717,10 +719,12 @@ class DeButOperator(LinearOperator):
         chain : Chain or sequence of (p, q, r, s, t), optional
             The factors' shapes; by default the smallest DeBut shape holding
             each factor's nonzeros.
+        check_finite : bool, default True
+            Refuse factors holding NaN or infinity; False keeps them.
         """
         from .faust import from_faust
 
-        return from_faust(faust, chain)
+        return from_faust(faust, chain, check_finite=check_finite)
 
     def to_faust(self) -> Any:
         """The operator as a ``pyfaust.Faust`` (pyfaust needed): :func:`pydebut.faust.to_faust`."""

@@ -298,6 +298,23 @@ def test_faust_messages_name_the_factor():
         to_faust(op.toarray())
 
 
+def test_faust_factors_with_nan_are_refused_unless_check_finite_is_false():
+    # the refusal suggested check_finite=False, which from_faust did not take
+    pyfaust = pytest.importorskip("pyfaust")
+    from pydebut.faust import from_faust
+
+    op = DeButOperator.random(CHAINS["chainable"], rng=8)
+    factors = [factor.toarray() for factor in op.factors()]
+    factors[1][np.nonzero(factors[1])[0][0], np.nonzero(factors[1])[1][0]] = np.nan
+    faust = pyfaust.Faust(factors)
+    with pytest.raises(ValueError, match=r"contain NaN or infinity \(check_finite=False"):
+        from_faust(faust)
+    kept = DeButOperator.from_faust(faust, check_finite=False)
+    assert np.isnan(kept.weights[1]).sum() == 1
+    with pytest.raises(TypeError, match="check_finite must be a bool"):
+        from_faust(faust, check_finite="no")
+
+
 def test_faust_without_pyfaust_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyfaust", None)
     with pytest.raises(ImportError, match=r"pip install pydebut\[faust\]"):
