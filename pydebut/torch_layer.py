@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .operator import DeButOperator
-from .spec import Chain
+from .spec import Chain, refuse_masked
 
 __all__ = ["forward_from_twiddle", "from_torch_layer", "to_torch_layer"]
 
@@ -46,6 +46,14 @@ def forward_from_twiddle(r_shapes: Any, vector: Any, x: Any) -> np.ndarray:
     -------
     ndarray, shape (..., m)
 
+    Raises
+    ------
+    ValueError
+        If ``r_shapes`` is not a valid chain, ``vector`` or ``x`` has the wrong
+        shape, or either is a masked array with masked entries.
+    TypeError
+        If ``vector`` or ``x`` does not hold real or complex numbers.
+
     Examples
     --------
     >>> op = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0)
@@ -55,6 +63,8 @@ def forward_from_twiddle(r_shapes: Any, vector: Any, x: Any) -> np.ndarray:
     True
     """
     chain = Chain.from_r_shapes(r_shapes)
+    refuse_masked(vector, "the twiddle vector", "the forward pass")
+    refuse_masked(x, "x", "the forward pass")
     vector = np.asarray(vector)
     if vector.shape != (chain.n_params,):
         raise ValueError(

@@ -58,6 +58,14 @@ def test_twiddle_forward_reads_the_application_order_layout():
         forward_from_twiddle(r_shapes, vector[:-1], x)
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 4\)"):
         forward_from_twiddle(r_shapes, vector, x[:3])
+    # masked entries were read at their stored values
+    hidden = np.ma.masked_array(vector, mask=[True] + [False] * 7)
+    with pytest.raises(ValueError, match="the twiddle vector is a masked array with 1 masked"):
+        forward_from_twiddle(r_shapes, hidden, x)
+    with pytest.raises(ValueError, match="x is a masked array with 2 masked entries"):
+        forward_from_twiddle(r_shapes, vector, np.ma.masked_greater(x, 50))
+    unmasked = np.ma.masked_array(x)  # a mask with nothing masked: the values
+    np.testing.assert_array_equal(forward_from_twiddle(r_shapes, vector, unmasked), expected)
 
 
 def test_twiddle_forward_of_integers_is_exact():
