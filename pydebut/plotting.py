@@ -367,6 +367,10 @@ def _pooled_images(chain: Chain, max_pixels: int) -> tuple[list[np.ndarray], lis
 EXACT_ZEROS = "pydebut-exact-zeros"
 #: Fewest decades the error axis spans: ticks labelled with 3 significant digits stay apart.
 MIN_HISTORY_DECADES = 0.2
+#: Decades of the error axis, ``10**-HISTORY_DECADES`` to ``10**HISTORY_DECADES`` at most
+#: (errors and baselines beyond are refused): axes spanning 1e-250 to 1e250 overflowed in
+#: matplotlib's logarithmic ticks.
+HISTORY_DECADES = 200
 
 
 def plot_fit_history(
@@ -425,7 +429,9 @@ def plot_fit_history(
     ValueError
         If ``ax`` is a figure with several axes, ``result`` has no finite error
         or a negative one, or ``baseline`` is not positive and finite (a
-        logarithmic axis cannot show it).
+        logarithmic axis cannot show it); or an error other than 0 or a
+        baseline lies beyond ``10**-HISTORY_DECADES`` to ``10**HISTORY_DECADES``
+        (200).
 
     Examples
     --------
@@ -463,6 +469,16 @@ def plot_fit_history(
         raise ValueError(f"result.errors must be relative errors, at least 0; got {errors.min()}")
     if baseline is not None and not 0 < baseline < np.inf:
         raise ValueError(f"baseline must be a positive finite relative error, got {baseline}")
+    lowest, highest = 10.0**-HISTORY_DECADES, 10.0**HISTORY_DECADES
+    drawn = errors[(errors > 0) & (errors < np.inf)]
+    baselines = [] if baseline is None else [float(baseline)]  # a float32 did not reach 1e200
+    for name, values in (("result.errors", drawn), ("baseline", baselines)):
+        outside = [value for value in values if not lowest <= value <= highest]
+        if outside:
+            raise ValueError(
+                f"{name} holds {outside[0]:.3g}, beyond the errors a logarithmic axis draws "
+                f"(1e-{HISTORY_DECADES} to 1e{HISTORY_DECADES}, HISTORY_DECADES)"
+            )
     ax = _history_axes(Figure(figsize=(5.5, 3.4), layout="constrained") if ax is None else ax)
     style = {"marker": "o", "linestyle": "-", "markersize": 3}
     steps, exact = np.arange(errors.size), errors == 0
@@ -494,7 +510,9 @@ def plot_fit_history(
     if zeros:  # the exact zeros, marked at the bottom, are at least a decade below the rest
         low = min(low, high - 1)
     margin = max(0.08 * (high - low), (MIN_HISTORY_DECADES - (high - low)) / 2)
-    ax.set_ylim(10 ** (low - margin), 10 ** (high + margin))
+    # within HISTORY_DECADES, whatever else ax holds
+    bottom, top = max(low - margin, -HISTORY_DECADES), min(high + margin, HISTORY_DECADES)
+    ax.set_ylim(10.0**bottom, 10.0**top)
     if high - low < 1:  # within a decade, label the minor ticks plainly, not as 9.3 x 10^-1
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
         ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:.3g}"))

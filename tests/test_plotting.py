@@ -217,6 +217,26 @@ def test_fit_history_rejects_what_a_log_axis_cannot_show():
         wrong = FitResult(result.operator, errors, result.times[:2], "als")
         with pytest.raises(ValueError, match=message):
             plot_fit_history(wrong)
+    # Before: a baseline of 1e300 passed, drew the history, then overflowed in matplotlib
+    beyond = "beyond the errors a logarithmic axis draws (1e-200 to 1e200, HISTORY_DECADES)"
+    for errors, baseline, name in [
+        ([0.5, 0.4], 1e201, "baseline holds 1e+201"),
+        ([1.7e308, 0.5], None, "result.errors holds 1.7e+308"),
+        ([0.5, 1e-320], None, "result.errors holds 1e-320"),
+    ]:
+        ax = Figure().subplots()
+        outside = FitResult(result.operator, errors, result.times[:2], "als")
+        with pytest.raises(ValueError, match=re.escape(f"{name}, {beyond}")):
+            plot_fit_history(outside, ax=ax, baseline=baseline)
+        assert not ax.lines
+
+
+def test_fit_history_draws_errors_at_the_ends_of_its_range():
+    result = _fit()
+    edges = FitResult(result.operator, [1e200, 1e-200, 0.0], result.times[:3], "als")
+    ax = plot_fit_history(edges, baseline=1e200)
+    ax.figure.canvas.draw()  # overflowed in matplotlib's ticks from about 1e-250 to 1e250
+    assert ax.get_ylim() == (1e-200, 1e200)
 
 
 def _tick_labels(ax):
