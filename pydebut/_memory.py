@@ -94,7 +94,8 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
     shape : int or tuple of int
         The array's shape.
     dtype : data-type, default float64
-        Any dtype without Python objects.
+        Any dtype without Python objects; a subarray dtype such as
+        ``("f8", (2,))`` appends its shape, as in :func:`numpy.empty`.
 
     Returns
     -------
@@ -108,7 +109,8 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
     ValueError
         For a negative dimension, or a size beyond this machine's memory.
     TypeError
-        For a dtype that holds Python objects.
+        For a shape that is not an int or a tuple of ints, or a dtype that
+        holds Python objects.
 
     Examples
     --------
@@ -117,9 +119,17 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
     >>> x.ctypes.data % 64, x.shape, x.dtype, x.flags.c_contiguous
     (0, (4096, 64), dtype('float64'), True)
     """
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    shape = tuple(operator.index(extent) for extent in shape)
+    try:
+        extents = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        shape = tuple(operator.index(extent) for extent in extents)
+    except TypeError:
+        raise TypeError(
+            f"aligned_empty: shape must be an int or a tuple of ints, got {type(shape).__name__}"
+        ) from None
     dtype = np.dtype(dtype)
+    if dtype.subdtype is not None:  # ("f8", (2,)): its shape joins the array's, as np.empty does
+        dtype, extra = dtype.subdtype
+        shape += extra
     if any(extent < 0 for extent in shape):
         raise ValueError(f"aligned_empty: negative dimensions are not allowed, got shape {shape}")
     if dtype.hasobject:

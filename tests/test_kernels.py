@@ -1280,8 +1280,20 @@ def test_aligned_empty_refuses_what_it_cannot_make():
         aligned_empty((4, -1))
     with pytest.raises(TypeError, match="holds Python objects; use np.empty"):
         aligned_empty(4, object)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="shape must be an int or a tuple of ints, got float"):
         aligned_empty(2.5)
+    with pytest.raises(TypeError, match="shape must be an int or a tuple of ints, got tuple"):
+        aligned_empty((2, 2.0))
+
+
+def test_aligned_empty_of_a_subarray_dtype_appends_its_shape():
+    # NumPy's internal "changing the dtype to a subarray type" error, where np.empty gives (3, 2)
+    from pydebut import aligned_empty
+
+    array = aligned_empty(3, ("f8", (2,)))
+    expected = np.empty(3, ("f8", (2,)))
+    assert (array.shape, array.dtype) == (expected.shape, expected.dtype) == ((3, 2), np.float64)
+    assert array.ctypes.data % 64 == 0
 
 
 def test_blocks_on_cache_lines_give_the_same_products():
