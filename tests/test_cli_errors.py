@@ -160,16 +160,18 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_fit(capsys, file
     assert not any(name.startswith(("new", "aaa")) for name in os.listdir(files))
 
 
-def run_cli(argv, cwd, **options):
-    """Run ``pydebut argv`` in a subprocess, killed after 20 s: a regression cannot hang."""
+def run_cli(argv, cwd=None, **options):
+    """Run ``pydebut argv`` in a subprocess, killed after 20 s: a regression cannot hang.
+
+    Its standard output and error are captured, unless ``options`` give them elsewhere.
+    """
     return subprocess.run(
         [sys.executable, "-m", "pydebut", *argv],
         cwd=cwd,
-        capture_output=True,
         text=True,
         timeout=20,
         env={**os.environ, cli.DEBUG_VARIABLE: ""},
-        **options,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options},
     )
 
 
@@ -418,14 +420,7 @@ def test_an_stdout_on_a_full_disk_is_named_from_the_real_entry_point(tmp_path, a
     # the table sits in the buffer until the end: the error comes from the last flush;
     # argparse dropped the error of --help and --version, with status 0
     with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [sys.executable, "-m", "pydebut", *argv],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=20,
-            env={**os.environ, cli.DEBUG_VARIABLE: ""},
-        )
+        result = run_cli(argv, stdout=full)
     assert result.returncode == EXIT_USAGE
     assert result.stderr == (
         "pydebut: error: cannot write to standard output: No space left on device\n"
@@ -438,14 +433,7 @@ def test_a_reader_gone_stops_quietly_with_status_141(argv):
     read, write = os.pipe()
     os.close(read)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pydebut", *argv],
-            stdout=write,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=20,
-            env={**os.environ, cli.DEBUG_VARIABLE: ""},
-        )
+        result = run_cli(argv, stdout=write)
     finally:
         os.close(write)
     assert (result.returncode, result.stderr) == (141, "")
