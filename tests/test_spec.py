@@ -220,6 +220,15 @@ def test_from_factorizations_matches_formula():
         Chain.from_factorizations([2, 2], [2, 0])
 
 
+def test_from_factorizations_of_numpy_ints_does_not_wrap():
+    # uint8 radices 16 x 16 gave p = 0 ("p must be positive"), int8 8 x 16 p = -128
+    expected = Chain.from_factorizations([16, 16], [16, 16])
+    assert Chain.from_factorizations(np.array([16, 16], np.uint8), [np.uint8(16)] * 2) == expected
+    assert Chain.from_factorizations([np.int8(8), np.int8(16)], [1, 1]).shape == (128, 1)
+    huge = Chain.from_factorizations([np.int64(2**40)] * 2, [np.int64(1)] * 2)
+    assert huge == Chain.from_factorizations([2**40] * 2, [1, 1]) and huge.shape == (2**80, 1)
+
+
 def test_describe_and_slicing():
     text = PAPER_VGG.describe()
     assert text.splitlines()[0].startswith("Chain 64 x 576, 4 factors")
