@@ -471,14 +471,15 @@ class Chain(Sequence[FactorSpec]):
             raise ValueError(f"rs and ss must have equal lengths, got {len(rs)} and {len(ss)}")
         if not rs:
             raise ValueError("a chain needs at least one factor")
-        # as Python ints: products of NumPy's fixed-width ints wrap (uint8 16 * 16 gave p = 0)
-        rs, ss = (
-            [
-                _as_positive_int(value, f"{name}[{i - 1}]", f"factor {i} of {len(rs)}")
-                for i, value in enumerate(values, start=1)
+
+        def checked(values: list, name: str) -> list[int]:
+            # Python ints: products of NumPy's fixed-width ints wrap (uint8 16 * 16 gave p = 0)
+            return [
+                _as_positive_int(value, f"{name}[{i}]", f"factor {i + 1} of {len(values)}")
+                for i, value in enumerate(values)
             ]
-            for name, values in (("rs", rs), ("ss", ss))
-        )
+
+        rs, ss = checked(rs, "rs"), checked(ss, "ss")
         ts = list(accumulate(reversed(rs[1:]), operator.mul, initial=1))[::-1]  # prod rs[l+1:]
         ks = accumulate(ss[:-1], operator.mul, initial=1)  # prod ss[:l]
         return cls((k * r * t, k * s * t, r, s, t) for k, r, s, t in zip(ks, rs, ss, ts))
