@@ -95,9 +95,20 @@ def _checked_tolerance(where: str, name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         wanted = f"{where}: {name} must be a real number"
         raise TypeError(f"{wanted}, got {type(value).__name__} {shown(value)}")
-    if not 0 <= value < np.inf:
-        raise ValueError(f"{where}: {name} must be finite and at least 0, got {value}")
+    try:
+        finite = 0 <= float(value) < np.inf
+    except OverflowError:  # an int beyond the largest float
+        finite = False
+    if not finite:
+        given = shown(value) if isinstance(value, int) else value  # digits of a huge int cut
+        raise ValueError(f"{where}: {name} must be finite and at least 0, got {given}")
     return value
+
+
+def _checked_operator(where: str, op: Any, kind: type) -> None:
+    """Raise ``TypeError`` unless ``op`` is a ``kind`` (a method it lacks would fail later)."""
+    if not isinstance(op, kind):
+        raise TypeError(f"{where}: op must be a {kind.__name__}, got {type(op).__name__}")
 
 
 def dottest(op: LinearOperator, rtol: float | None = None, rng: SeedLike = None) -> bool:
@@ -121,7 +132,8 @@ def dottest(op: LinearOperator, rtol: float | None = None, rng: SeedLike = None)
     Raises
     ------
     TypeError
-        If ``rtol`` is not a real number (a bool is not taken).
+        If ``op`` is not a ``LinearOperator``, or ``rtol`` is not a real
+        number (a bool is not taken).
     ValueError
         If ``rtol`` is negative, infinite or NaN.
     AssertionError
@@ -133,6 +145,7 @@ def dottest(op: LinearOperator, rtol: float | None = None, rng: SeedLike = None)
     >>> dottest(DeButOperator.random([(4, 8, 1, 2, 4), (8, 8, 2, 2, 2)], rng=0), rng=0)
     True
     """
+    _checked_operator("dottest", op, LinearOperator)
     rtol = tolerance(op.dtype) if rtol is None else _checked_tolerance("dottest", "rtol", rtol)
     generator = random_generator(rng)
     m, n = op.shape
@@ -177,14 +190,18 @@ def assert_debut_close(
     Raises
     ------
     TypeError
-        If ``rtol`` or ``atol`` is not a real number (a bool is not taken).
+        If ``op`` is not a :class:`~pydebut.DeButOperator`, ``expected`` does
+        not hold real or complex numbers, or ``rtol`` or ``atol`` is not a
+        real number (a bool is not taken).
     ValueError
         If ``rtol`` or ``atol`` is negative, infinite or NaN.
     AssertionError
-        If the shapes differ (checked before the dense product is formed), or
-        the largest entry of ``|op.toarray() - expected|`` exceeds
-        ``rtol * max|expected| + atol`` (or is NaN); the message gives its
-        row and column and both values there.
+        If the shapes differ or ``expected`` has an infinite entry (both
+        checked before the dense product is formed: an infinite entry would
+        make the bound infinite and pass every operator), or the largest
+        entry of ``|op.toarray() - expected|`` exceeds ``rtol * max|expected|
+        + atol`` (or is NaN); the message gives its row and column and both
+        values there.
 
     Examples
     --------
@@ -194,11 +211,22 @@ def assert_debut_close(
     >>> assert_debut_close(op, np.eye(4))
     """
     where = "assert_debut_close"
+    _checked_operator(where, op, DeButOperator)
     rtol = tolerance(op.dtype) if rtol is None else _checked_tolerance(where, "rtol", rtol)
     atol = _checked_tolerance(where, "atol", atol)
     expected = np.asarray(expected)
+    if expected.dtype.kind not in "biufc":
+        wanted = f"{where}: expected must hold real or complex numbers"
+        raise TypeError(f"{wanted}, not {expected.dtype}")
     if op.shape != expected.shape:  # before the dense product is formed
         raise AssertionError(f"shapes differ: {op.shape} != {expected.shape}")
+    infinite = np.argwhere(np.isinf(expected))
+    if infinite.size:
+        row, column = infinite[0]
+        raise AssertionError(
+            f"expected has {expected[row, column].item()!r} at row {row}, column {column}: "
+            "an operator is compared only with a finite matrix"
+        )
     actual = op.toarray()
     difference = np.abs(actual - expected)
     error = difference.max(initial=0.0)

@@ -165,6 +165,38 @@ def test_assert_debut_close_fails_nan_shape_and_imaginary_differences():
         dottest(nan_op, rng=0)
 
 
+def test_assert_debut_close_fails_an_infinite_expected_entry_whatever_the_operator():
+    # Before: an infinite entry made the bound infinite, and any operator passed.
+    op = DeButOperator.random(CHAIN, rng=5)
+    for value in (np.inf, -np.inf):
+        expected = op.toarray()
+        expected[1, 2] = value
+        with pytest.raises(AssertionError, match=f"expected has {value!r} at row 1, column 2"):
+            assert_debut_close(op, expected)
+
+
+@pytest.mark.parametrize(
+    ("call", "rule"),
+    [
+        (lambda op: dottest(None), "dottest: op must be a LinearOperator, got NoneType"),
+        (lambda op: dottest(np.eye(4)), "dottest: op must be a LinearOperator, got ndarray"),
+        (
+            lambda op: assert_debut_close(np.eye(4), np.eye(4)),
+            "assert_debut_close: op must be a DeButOperator, got ndarray",
+        ),
+        (
+            lambda op: assert_debut_close(op, op.toarray().astype(str)),
+            "assert_debut_close: expected must hold real or complex numbers, not <U",
+        ),
+    ],
+)
+def test_checks_refuse_what_they_cannot_compare_by_type(call, rule):
+    # Before: AttributeError ('NoneType' object has no attribute 'dtype'; no 'matvec', no
+    # 'toarray') and NumPy's UFuncTypeError from the subtraction of strings.
+    with pytest.raises(TypeError, match=re.escape(rule)):
+        call(DeButOperator.random(CHAIN, rng=5))
+
+
 def test_assert_debut_close_compares_shapes_before_forming_the_product(monkeypatch):
     # Before: hadamard(2**13) was made dense (1.3 s; 8 GiB at 2**15) to say "shapes differ".
     op = DeButOperator.random(CHAIN, rng=5)
@@ -214,6 +246,12 @@ CHECKS = {
         (-1e-6, ValueError, "must be finite and at least 0, got -1e-06"),
         (np.nan, ValueError, "must be finite and at least 0, got nan"),
         (np.inf, ValueError, "must be finite and at least 0, got inf"),
+        pytest.param(
+            10**400,
+            ValueError,
+            "must be finite and at least 0, got <integer of about 401",
+            id="huge-int",
+        ),
         ("1e-6", TypeError, "must be a real number, got str '1e-6'"),
         (True, TypeError, "must be a real number, got bool True"),
     ],
@@ -221,7 +259,8 @@ CHECKS = {
 def test_checks_refuse_tolerances_no_operator_could_be_judged_by(check, name, value, error, rule):
     # Before: a negative or NaN tolerance failed the exact operator ("dot test failed",
     # "largest difference 0.000e+00 exceeds -1.000e+00"), inf passed any operator, and a
-    # string failed inside NumPy naming no argument.
+    # string failed inside NumPy naming no argument; an int beyond the largest float passed
+    # the range check and overflowed in the comparison (OverflowError).
     op = DeButOperator.random(CHAIN, rng=7)
     with pytest.raises(error, match=re.escape(f"{check}: {name} {rule}")):
         CHECKS[check](op, **{name: value})
