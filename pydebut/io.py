@@ -220,8 +220,8 @@ def load(
         If a file object is in text mode or cannot seek, or ``check_finite`` is
         not a bool.
     ValueError
-        If ``path`` is empty or names a folder (as for :func:`npz_path`).
-        Naming the file, if it is not a valid pydebut archive: not a zip,
+        If ``path`` is empty or names a folder (as for :func:`npz_path`, or
+        an existing folder). Naming the file, if it is not a valid pydebut archive: not a zip,
         truncated or corrupted, of another format or version, with missing,
         extra or malformed arrays, with weights that do not fit the chain or
         are not finite (unless ``check_finite`` is False), with a row or column
@@ -255,6 +255,10 @@ def load(
         name = getattr(path, "name", f"<{type(path).__name__}>")
         return _load_archive(path, name, max_bytes, check_finite)
     name = _file_path(path)
+    if name.is_dir():
+        raise ValueError(
+            f"{name} is a folder, not a file: load() takes the name of the file save() wrote"
+        )
     hint = npz_path(name)
     if not name.exists() and hint != name and hint.exists():
         raise FileNotFoundError(

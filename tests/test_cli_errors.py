@@ -101,7 +101,7 @@ HOSTILE = {
     "3-D target": (["fit", "cube.npy", *CHAIN, "-o", "x.npz"], "2-D"),
     "NaN target": (["fit", "nan.npy", *CHAIN, "-o", "x.npz"], "non-finite"),
     "string target": (["fit", "strings.npy", *CHAIN, "-o", "x.npz"], "numbers"),
-    "directory target": (["fit", ".", *CHAIN, "-o", "x.npz"], "Is a directory"),
+    "directory target": (["fit", ".", *CHAIN, "-o", "x.npz"], "the target file '.' is a folder"),
     "output into a missing directory": (
         ["fit", "ok.npy", *CHAIN, "--no-progress", "-o", "no/such/dir/x.npz"],
         "no/such/dir",

@@ -278,6 +278,12 @@ def test_load_refuses_a_path_that_names_no_file(tmp_path, monkeypatch, path):
         load(path)
 
 
+def test_load_refuses_an_existing_folder_by_name(tmp_path):
+    # Before: IsADirectoryError from open() for a folder named without a trailing separator
+    with pytest.raises(ValueError, match=f"{tmp_path} is a folder, not a file"):
+        load(tmp_path)
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="no /proc file system")
 def test_a_file_that_cannot_seek_to_its_end_is_not_a_pydebut_file():
     # a /proc file is regular, but seeking to its end fails (EINVAL)

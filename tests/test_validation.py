@@ -602,3 +602,12 @@ def test_a_dataframe_of_nullable_columns_is_refused_with_the_conversion(dtype):
 def test_a_callback_answers_true_false_or_none():
     with pytest.raises(TypeError, match="callback must return True"):
         fit_als(np.ones((16, 16)), butterfly_chain(16), callback=lambda r: np.array(r.errors))
+
+
+@pytest.mark.parametrize("fit", [fit_als, fit_hierarchical, approximate_at_the_chains_budget])
+def test_a_folder_as_target_is_refused_by_name(tmp_path, fit):
+    # Before: IsADirectoryError from open(); a missing file stays an OSError (documented)
+    with pytest.raises(ValueError, match=f"the target file '{tmp_path}' is a folder"):
+        fit(str(tmp_path), SMALL)
+    with pytest.raises(FileNotFoundError):
+        fit(str(tmp_path / "missing.npy"), SMALL)

@@ -721,6 +721,8 @@ def fit_als(
         negative, ``init`` unknown, an initial operator has another chain, or
         the chain's factor updates couple too many unknowns for dense solves.
         All checks happen before any work.
+    OSError
+        If the target is the path of a file that cannot be opened (none there).
     ImportError
         If ``progress=True`` and tqdm is not installed.
 

@@ -437,6 +437,10 @@ _NON_NUMERIC = {
 def _load_npy(path: str | os.PathLike) -> np.ndarray:
     """Memory-map the ``.npy`` file ``path``; ``ValueError`` naming the file if it is not one,
     or if its data is not exactly what its header announces."""
+    if os.path.isdir(path):
+        raise ValueError(
+            f"the target file {os.fspath(path)!r} is a folder: give the name of a .npy file"
+        )
     with open(path, "rb", opener=_open_without_waiting) as file:  # a pipe: no writer needed
         status = os.fstat(file.fileno())
         if not stat.S_ISREG(status.st_mode):  # a pipe cannot be mapped

@@ -181,6 +181,8 @@ def fit_hierarchical(
         a pair of permutations of ``range(m)`` and ``range(n)``.
     TypeError
         If the target is not numeric.
+    OSError
+        If the target is the path of a file that cannot be opened (none there).
 
     Notes
     -----

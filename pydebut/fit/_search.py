@@ -368,6 +368,8 @@ def approximate(
         (the message names it).
         The options are checked before the target is read (or a sparse matrix
         or ``LinearOperator`` made dense), the rest before the search.
+    OSError
+        If the target is the path of a file that cannot be opened (none there).
 
     Notes
     -----
