@@ -21,6 +21,7 @@ the module is tested against. PyTorch is imported only by
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import numpy as np
@@ -104,14 +105,25 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
     op : DeButOperator
     bias : bool, default False
     dtype : torch.dtype, optional
-        By default the dtype matching the operator's.
+        A floating-point or complex ``torch.dtype``, complex for a complex
+        operator; by default the dtype matching the operator's.
 
     Returns
     -------
     torch.nn.Module
+        Of the class ``pydebut.torch_layer.DeButLayer``, which pickles as any
+        module does (``torch.save`` of a whole model).
 
     Raises
     ------
+    TypeError
+        If ``op`` is not a :class:`~pydebut.DeButOperator`, ``dtype`` is not a
+        floating-point or complex ``torch.dtype``, or it is real and the
+        operator complex (the imaginary parts would be dropped).
+    ValueError
+        If the operator carries a row or column permutation, which the
+        layer's single twiddle cannot hold (the message says how to apply
+        the layer of ``op.with_permutations()`` between them).
     ImportError
         If PyTorch is not installed.
 
@@ -134,9 +146,34 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
         raise ImportError(
             "to_torch_layer() needs PyTorch: install it with pip install torch (or pydebut[torch])"
         ) from None
+    _check_layer_dtype(torch, dtype, op.dtype)
+    if op.row_perm is not None or op.col_perm is not None:
+        raise ValueError(
+            "to_torch_layer(): the operator carries a row or column permutation, which the "
+            "layer's twiddle cannot hold; make the layer of op.with_permutations() and apply "
+            "it between them: layer(x[..., numpy.argsort(op.col_perm)])[..., op.row_perm] "
+            "(each index where that permutation is not None)"
+        )
     r_shapes, vector = op.to_twiddle()
     layer = _layer_class(torch)(r_shapes, torch.from_numpy(np.ascontiguousarray(vector)), bias)
     return layer if dtype is None else layer.to(dtype)
+
+
+def _check_layer_dtype(torch: Any, dtype: Any, weights: np.dtype) -> None:
+    """Refuse a ``dtype`` that is not a floating-point or complex ``torch.dtype``, or is
+    real for complex ``weights`` (``Module.to`` would drop their imaginary parts)."""
+    if dtype is None:
+        return
+    if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype.is_complex):
+        raise TypeError(
+            "to_torch_layer(): dtype must be a floating-point or complex torch.dtype such as "
+            f"torch.float32, got {type(dtype).__name__} {dtype!r}"
+        )
+    if weights.kind == "c" and not dtype.is_complex:
+        raise TypeError(
+            f"to_torch_layer(): the operator's weights are complex but dtype {dtype} is real, "
+            "which would drop their imaginary parts; pass a complex dtype"
+        )
 
 
 def from_torch_layer(layer: Any) -> DeButOperator:
@@ -165,6 +202,12 @@ def from_torch_layer(layer: Any) -> DeButOperator:
     ValueError
         If the weights do not fit ``r_shapes`` or are not finite.
 
+    Notes
+    -----
+    Weights of a dtype NumPy lacks (``torch.bfloat16``, ``torch.complex32``,
+    the 8-bit floats) are read in float32 or complex64, which hold each of
+    their values exactly.
+
     Examples
     --------
     >>> op = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0)
@@ -183,8 +226,20 @@ def from_torch_layer(layer: Any) -> DeButOperator:
             f"{type(layer.twiddle).__name__}; DeButOperator.from_twiddle(r_shapes, vector) "
             "reads a NumPy vector"
         )
-    vector = layer.twiddle.detach().cpu().numpy()
-    return DeButOperator.from_twiddle(r_shapes, vector)
+    return DeButOperator.from_twiddle(r_shapes, _tensor_values(layer.twiddle))
+
+
+def _tensor_values(tensor: Any) -> np.ndarray:
+    """A tensor's values as a NumPy array, its lazy conjugate or negation applied, in a
+    dtype NumPy has: bfloat16 and the 8-bit floats as float32, complex32 as complex64."""
+    values = tensor.detach().cpu()
+    torch = sys.modules.get("torch")  # imported wherever a torch tensor exists
+    if torch is not None and isinstance(values, torch.Tensor):
+        values = values.resolve_conj().resolve_neg()
+        numpy_has = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+        if (values.is_floating_point() or values.is_complex()) and values.dtype not in numpy_has:
+            values = values.to(torch.complex64 if values.is_complex() else torch.float32)
+    return values.numpy()
 
 
 @functools.cache
@@ -210,6 +265,11 @@ def _layer_class(torch: Any) -> Any:
             )
 
         def forward(self, x: Any) -> Any:
+            if x.ndim == 0 or x.shape[-1] != self.in_features:
+                raise ValueError(
+                    f"DeButLayer: x must have shape (..., {self.in_features}) (row vectors), "
+                    f"got {tuple(x.shape)}"
+                )
             lead = x.shape[:-1]
             out = x.reshape(-1, self.in_features)
             offset = 0
@@ -228,4 +288,15 @@ def _layer_class(torch: Any) -> Any:
                 f"bias={self.bias is not None}"
             )
 
+    DeButLayer.__qualname__ = "DeButLayer"  # as pickle finds it: the module's __getattr__
     return DeButLayer
+
+
+def __getattr__(name: str) -> Any:
+    """``DeButLayer``, the class of :func:`to_torch_layer`'s modules, made when first asked
+    for (importing PyTorch): pickle finds a saved module's class by this name."""
+    if name == "DeButLayer":
+        import torch
+
+        return _layer_class(torch)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -168,6 +168,93 @@ def test_torch_layer_trains_and_hands_back():
     )
 
 
+def test_torch_layer_refuses_dtypes_that_are_no_layer_dtype_or_drop_imaginary_parts():
+    # Before: dtype=torch.float32 on a complex operator dropped the imaginary parts (torch
+    # warned only), and "float32" or np.float32 failed inside Module.to
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    op = DeButOperator.random(CHAINS["chainable"], rng=0, dtype=np.complex128)
+    with pytest.raises(TypeError, match="complex but dtype torch.float32 is real"):
+        to_torch_layer(op, dtype=torch.float32)
+    for dtype in ("float32", np.float32, torch.int64):
+        with pytest.raises(TypeError, match="dtype must be a floating-point or complex"):
+            to_torch_layer(op, dtype=dtype)
+    assert to_torch_layer(op, dtype=torch.complex64).twiddle.dtype == torch.complex64
+
+
+def test_a_model_holding_a_torch_layer_saves_and_pickles_whole():
+    # Before: the class was local to a function, so torch.save(model) and pickle failed
+    # ("Can't pickle local object '_layer_class.<locals>.DeButLayer'")
+    import io
+    import pickle
+
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import DeButLayer, to_torch_layer
+
+    layer = to_torch_layer(DeButOperator.random(CHAINS["chainable"], rng=1), bias=True)
+    model = torch.nn.Sequential(layer, torch.nn.ReLU())
+    saved = io.BytesIO()
+    torch.save(model, saved)
+    saved.seek(0)
+    loaded = torch.load(saved, weights_only=False)
+    x = torch.randn(3, layer.in_features, dtype=torch.float64)
+    assert isinstance(loaded[0], DeButLayer) and torch.equal(loaded(x), model(x))
+    assert torch.equal(pickle.loads(pickle.dumps(layer))(x), layer(x))
+
+
+def test_torch_layers_read_back_from_dtypes_numpy_lacks_and_lazy_conjugates():
+    # Before: "Got unsupported ScalarType BFloat16" for a layer to_torch_layer made, and
+    # "Can't call numpy() on Tensor that has conjugate bit set"
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import from_torch_layer, to_torch_layer
+
+    op = DeButOperator.random(CHAINS["chainable"], rng=2)
+    layer = to_torch_layer(op, dtype=torch.bfloat16)
+    back = from_torch_layer(layer)
+    expected = layer.twiddle.detach().to(torch.float32).numpy()
+    np.testing.assert_array_equal(back.to_twiddle()[1], expected)
+    complex_op = DeButOperator.random(CHAINS["chainable"], rng=3, dtype=np.complex128)
+    conjugated = to_torch_layer(complex_op)
+    conjugated.twiddle = torch.nn.Parameter(conjugated.twiddle.detach().conj())
+    assert conjugated.twiddle.is_conj()
+    np.testing.assert_array_equal(
+        from_torch_layer(conjugated).toarray(), complex_op.toarray().conj()
+    )
+
+
+def test_torch_layer_of_a_permuted_operator_says_how_to_apply_the_permutations():
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    rng = np.random.default_rng(4)
+    op = DeButOperator.random(CHAINS["chainable"], rng=4).with_permutations(
+        rng.permutation(CHAINS["chainable"].shape[0]), rng.permutation(CHAINS["chainable"].shape[1])
+    )
+    with pytest.raises(ValueError, match="permutation") as refused:
+        to_torch_layer(op)
+    recipe = "layer(x[..., numpy.argsort(op.col_perm)])[..., op.row_perm]"
+    assert recipe in str(refused.value)
+    layer = to_torch_layer(op.with_permutations())
+    x = rng.standard_normal((3, op.shape[1]))
+    y = layer(torch.from_numpy(x[..., np.argsort(op.col_perm)])).detach().numpy()[..., op.row_perm]
+    np.testing.assert_allclose(y, x @ op.toarray().T, atol=1e-12)
+
+
+def test_torch_layer_names_an_input_of_the_wrong_width():
+    # Before: (0, 5) into a 6-input layer returned (0, m); (3, 4) and a 0-d tensor failed in
+    # a reshape ("shape '[3, 4]' is invalid for input of size 8")
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    layer = to_torch_layer(DeButOperator.random(CHAINS["chainable"], rng=5))
+    n = layer.in_features
+    for shape in [(0, n - 1), (3, n + 1), ()]:
+        with pytest.raises(ValueError, match=rf"x must have shape \(\.\.\., {n}\)"):
+            layer(torch.zeros(shape, dtype=torch.float64))
+    assert layer(torch.zeros((0, n), dtype=torch.float64)).shape == (0, layer.out_features)
+
+
 def test_torch_layer_without_torch_says_how_to_install(monkeypatch):
     from pydebut.torch_layer import to_torch_layer
 
