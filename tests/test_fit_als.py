@@ -11,7 +11,7 @@ import scipy.sparse.csgraph
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pydebut import Chain, fit_als, fit_hierarchical
+from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical
 from pydebut._reference import factor_to_dense
 from pydebut.fit import MAX_SWEEPS
 from pydebut.fit import _als as als
@@ -310,6 +310,18 @@ def test_init_operator_with_another_chain():
     other = Chain.from_factorizations([3, 2], [2, 3])
     with pytest.raises(ValueError, match="initial operator's chain"):
         fit_als(np.ones(other.shape), other, init=op)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_init_operator_with_weights_that_are_not_finite(bad):
+    # Before: accepted; errors began with nan and the fit returned all-zero weights, silently
+    chain = CHAINABLE[0]
+    op = DeButOperator.random(chain, rng=0)
+    weights = [w.copy() for w in op.weights]
+    weights[1][0, 0, 0, 0] = bad
+    init = DeButOperator(chain, weights, check_finite=False)
+    with pytest.raises(ValueError, match="initial operator's factor F_2 has infinite or NaN"):
+        fit_als(np.ones(chain.shape), chain, init=init)
 
 
 def test_progress_bar(capsys):

@@ -718,9 +718,9 @@ def fit_als(
     ValueError
         If the target is not finite or does not have the chain's shape, if
         ``n_sweeps`` is negative or above :data:`MAX_SWEEPS`, ``tol``
-        negative, ``init`` unknown, an initial operator has another chain, or
-        the chain's factor updates couple too many unknowns for dense solves.
-        All checks happen before any work.
+        negative, ``init`` unknown, an initial operator has another chain or
+        weights that are not finite, or the chain's factor updates couple too
+        many unknowns for dense solves. All checks happen before any work.
     OSError
         If the target is the path of a file that cannot be opened (none there).
     ImportError
@@ -910,6 +910,12 @@ def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:
         raise TypeError(f"init must be a method name or a DeButOperator, got {type(init).__name__}")
     if init.chain != chain:
         raise ValueError(f"the initial operator's chain {init.chain!r} is not {chain!r}")
+    for l, w in enumerate(init.weights, start=1):  # noqa: E741 (F_l)
+        if not np.isfinite(w).all():  # an operator built with check_finite=False
+            raise ValueError(
+                f"the initial operator's factor F_{l} has infinite or NaN weights; a fit "
+                "starts from finite ones"
+            )
     return [np.asarray(w) for w in init.weights]
 
 
