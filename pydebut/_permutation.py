@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._memory import check_fits_in_memory
-from .spec import _as_positive_int, shown
+from .spec import _as_positive_int, refuse_masked, shown
 
 __all__ = [
     "bit_reversal",
@@ -28,10 +28,12 @@ def check_permutation(perm: Any, n: int, name: str) -> np.ndarray | None:
     TypeError
         If ``perm`` is not an array of integers.
     ValueError
-        If it is not 1-D of length ``n`` or does not hold every index of ``range(n)`` once.
+        If it is not 1-D of length ``n``, does not hold every index of ``range(n)`` once,
+        or is a masked array with masked entries.
     """
     if perm is None:
         return None
+    refuse_masked(perm, name, "the operator")
     array = np.asarray(perm)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an array of integers, got dtype {array.dtype}")
@@ -68,7 +70,7 @@ def unpermute(
 
 def log2_exact(n: int, name: str, where: str, smallest: int = 2) -> int:
     """``log2(n)`` of a power of two ``n >= smallest``; TypeError or ValueError naming ``where``."""
-    if not (isinstance(n, numbers.Integral) and n < 1):  # those get the message below
+    if isinstance(n, bool) or not (isinstance(n, numbers.Integral) and n < 1):  # < 1: below
         n = _as_positive_int(n, name, where)
     if n < smallest or n & (n - 1):
         raise ValueError(f"{where}: {name} must be a power of two >= {smallest}, got {shown(n)}")

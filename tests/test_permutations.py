@@ -348,6 +348,17 @@ def test_torch_hand_off_refuses_a_permutation_it_cannot_hold():
         to_torch_layer(op)
 
 
+@pytest.mark.parametrize("which", ["row_perm", "col_perm"])
+def test_a_masked_permutation_is_refused(which):
+    # Before: the mask was dropped and the stored values taken, as for no other input
+    op = DeButOperator.random(butterfly_chain(8), rng=0)
+    perm = np.ma.masked_array(np.arange(8)[::-1], mask=[1] + [0] * 7)
+    with pytest.raises(ValueError, match=f"{which} is a masked array with 1 masked entries"):
+        op.with_permutations(**{which: perm})
+    unmasked = np.ma.masked_array(np.arange(8)[::-1])
+    assert op.with_permutations(**{which: unmasked}).toarray().shape == (8, 8)
+
+
 def test_pickle_keeps_the_permutations():
     import pickle
 

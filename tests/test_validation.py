@@ -203,6 +203,9 @@ def test_messages_echo_a_bounded_part_of_the_input(call):
         (lambda: butterfly_chain(8.0), TypeError, "butterfly_chain: n must be an integer, got"),
         (lambda: hadamard("8"), TypeError, "hadamard: n must be an integer, got str '8'"),
         (lambda: hadamard(6), ValueError, "hadamard: n must be a power of two >= 2, got 6"),
+        # False was a ValueError (not a power of two), True a TypeError
+        (lambda: hadamard(False), TypeError, "hadamard: n must be an integer, got a boolean F"),
+        (lambda: dft(True), TypeError, "dft: n must be an integer, got a boolean True"),
         (lambda: dft(3), ValueError, "dft: n must be a power of two >= 2, got 3"),
         (
             lambda: dft(2**40),
