@@ -323,7 +323,8 @@ def fit_many(
     Raises
     ------
     ValueError, TypeError
-        If ``targets`` and ``specs`` differ in length or ``method`` is unknown;
+        If ``targets`` and ``specs`` differ in length, ``method`` is unknown,
+        ``client`` is not a client or ``progress`` not a bool;
         before any fit runs, if a NumPy target is not numeric, is not finite or
         does not have its chain's shape, or, for ``"approximate"``, if a budget or
         an option is one it refuses (for a NumPy target, against its shape too);
@@ -341,6 +342,11 @@ def fit_many(
     """
     if len(targets) != len(specs):
         raise ValueError(f"{len(targets)} targets but {len(specs)} chains or budgets were given")
+    progress = _as_bool(progress, "progress")
+    if client is not None and not (hasattr(client, "submit") and hasattr(client, "gather")):
+        raise TypeError(
+            f"client must be a dask.distributed.Client (or None), got {type(client).__name__}"
+        )
     _fitting_function(method)  # unknown names fail here, before any work
     _check_targets(method, targets, specs, options)
     client = _default_client() if client is None else client

@@ -418,6 +418,12 @@ def test_fit_many_rejects_bad_arguments():
             pydebut_dask.fit_many(targets, chains, name)
     with pytest.raises(ValueError, match="2 targets but 1 chains"):
         pydebut_dask.fit_many(targets, chains[:1])
+    # Before: progress="no" showed a bar (read by its truth); client=5 failed in submit
+    for progress in ["no", 1, None]:
+        with pytest.raises(TypeError, match="progress must be a bool"):
+            pydebut_dask.fit_many(targets, chains, progress=progress)
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client .*, got int"):
+        pydebut_dask.fit_many(targets, chains, client=5)
 
 
 def test_fit_many_refuses_a_bad_numpy_target_before_any_fit_naming_it(monkeypatch):
