@@ -18,6 +18,7 @@ and :func:`conv2d` applies the kernel matrix to those patches with one
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,7 +100,8 @@ def kernel_to_matrix(kernel: Any, layout: Layout = "channel-major") -> np.ndarra
         raise ValueError(f"a kernel has shape (c_out, c_in, kh, kw), got {kernel.shape}")
     if layout == "position-major":
         kernel = kernel.transpose(0, 2, 3, 1)
-    return kernel.reshape(kernel.shape[0], -1)
+    c_out, *patch = kernel.shape
+    return kernel.reshape(c_out, math.prod(patch))  # -1 is undefined for c_out = 0
 
 
 def matrix_to_kernel(

@@ -202,6 +202,14 @@ def test_operators_fold_into_kernels_and_do_not_unfold(monkeypatch):
             matrix_to_kernel(matrix, 2, 3)
 
 
+@pytest.mark.parametrize("layout", ["channel-major", "position-major"])
+def test_a_kernel_without_output_channels_unfolds_and_folds_back(layout):
+    # Before: NumPy's reshape failed (-1 is undefined for an array of size 0)
+    matrix = kernel_to_matrix(np.zeros((0, 3, 5, 5)), layout)
+    assert matrix.shape == (0, 75)
+    assert matrix_to_kernel(matrix, 3, 5, layout).shape == (0, 3, 5, 5)
+
+
 def test_im2col_rows_follow_the_layout():
     x = np.random.default_rng(3).standard_normal((1, 2, 4, 4))
     channel = im2col(x, 3)
