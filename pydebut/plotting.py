@@ -462,7 +462,13 @@ def plot_fit_history(
         raise TypeError(
             f"baseline must be a real number (a relative error), got {type(baseline).__name__}"
         )
-    errors = np.asarray(result.errors, dtype=np.float64)
+    try:  # a Python int beyond the largest float
+        errors = np.asarray(result.errors, dtype=np.float64)
+        baseline = None if baseline is None else float(baseline)
+    except OverflowError:
+        raise ValueError(
+            "result.errors and baseline must be relative errors within the float range"
+        ) from None
     if not np.any(errors < np.inf):
         raise ValueError("result.errors has no finite error to show")
     if np.any(errors < 0):
@@ -471,7 +477,7 @@ def plot_fit_history(
         raise ValueError(f"baseline must be a positive finite relative error, got {baseline}")
     lowest, highest = 10.0**-HISTORY_DECADES, 10.0**HISTORY_DECADES
     drawn = errors[(errors > 0) & (errors < np.inf)]
-    baselines = [] if baseline is None else [float(baseline)]  # a float32 did not reach 1e200
+    baselines = [] if baseline is None else [baseline]
     for name, values in (("result.errors", drawn), ("baseline", baselines)):
         outside = [value for value in values if not lowest <= value <= highest]
         if outside:

@@ -229,6 +229,11 @@ def test_fit_history_rejects_what_a_log_axis_cannot_show():
         with pytest.raises(ValueError, match=re.escape(f"{name}, {beyond}")):
             plot_fit_history(outside, ax=ax, baseline=baseline)
         assert not ax.lines
+    # Before: Python ints beyond the largest float passed the range checks (OverflowError)
+    for errors, baseline in [([0.5, 0.4], 10**400), ([10**400, 0.5], None)]:
+        outside = FitResult(result.operator, errors, result.times[:2], "als")
+        with pytest.raises(ValueError, match="relative errors within the float range"):
+            plot_fit_history(outside, baseline=baseline)
 
 
 def test_fit_history_draws_errors_at_the_ends_of_its_range():
