@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
+from .chains import MAX_FACTORS as _MAX_FACTORS
 from .chains import MAX_SIZE as _MAX_SIZE
 from .chains import _divisors
 from .fit._common import frobenius_norm
@@ -244,7 +245,8 @@ def assert_debut_close(
 
 
 def _check_bounds(strategy: str, **bounds: tuple[int, int, str]) -> None:
-    """Refuse ``name=(value, least, rule)`` unless ``value`` is an integer of at least ``least``.
+    """Refuse ``name=(value, least, rule)`` unless ``value`` is an integer of at least ``least``,
+    and ``max_factors`` above ``pydebut.chains.MAX_FACTORS``.
 
     A float or a bool bound would only fail when a value is drawn, inside hypothesis;
     below ``least`` no draw could keep it.
@@ -254,6 +256,12 @@ def _check_bounds(strategy: str, **bounds: tuple[int, int, str]) -> None:
             raise TypeError(f"{strategy}: {name} must be an integer, not {type(value).__name__}")
         if value < least:
             raise ValueError(f"{strategy}: {name} must be at least {least} ({rule}), got {value}")
+    most_factors = bounds["max_factors"][0]
+    if most_factors > _MAX_FACTORS:  # a draw of many more failed in hypothesis, or hung
+        raise ValueError(
+            f"{strategy}: max_factors must be at most {_MAX_FACTORS} (pydebut.chains.MAX_FACTORS, "
+            f"the longest chains pydebut searches), got {shown(most_factors)}"
+        )
 
 
 def _radices(draw: Any, n_factors: int, max_product: int, max_radix: int) -> list[int]:
@@ -262,7 +270,7 @@ def _radices(draw: Any, n_factors: int, max_product: int, max_radix: int) -> lis
 
     values: list[int] = []
     for _ in range(n_factors):
-        room = max(1, min(max_radix, max_product // max(1, prod(values))))
+        room = max(1, min(max_radix, max_product // prod(values)))
         values.append(draw(st.integers(1, room)))
     return values
 
@@ -293,7 +301,8 @@ def chainable_chains(
         When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
-        draw could keep it.
+        draw could keep it; or if ``max_factors`` is above
+        ``pydebut.chains.MAX_FACTORS`` (64).
     """
     from hypothesis import strategies as st
 
@@ -345,7 +354,8 @@ def rank_weighted_chains(
         When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
-        draw could keep it.
+        draw could keep it; or if ``max_factors`` is above
+        ``pydebut.chains.MAX_FACTORS`` (64).
     """
     from hypothesis import strategies as st
 
@@ -406,7 +416,8 @@ def dense_chains(max_dim: int = 64, max_factors: int = 5) -> SearchStrategy[Chai
         When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
-        draw could keep it.
+        draw could keep it; or if ``max_factors`` is above
+        ``pydebut.chains.MAX_FACTORS`` (64).
     """
     from hypothesis import strategies as st
 
@@ -457,8 +468,9 @@ def chains(max_dim: int = 48, max_factors: int = 4) -> SearchStrategy[Chain]:
         When called, if a bound is not an integer.
     ValueError
         When called, if a bound is below its least value (given above): no
-        draw could keep it; or if ``max_dim`` is ``2**40`` or more: a draw
-        could then take seconds.
+        draw could keep it; if ``max_dim`` is ``2**40`` or more: a draw
+        could then take seconds; or if ``max_factors`` is above
+        ``pydebut.chains.MAX_FACTORS`` (64).
     """
     from hypothesis import strategies as st
 

@@ -278,6 +278,15 @@ def test_default_tolerances_see_errors_far_above_rounding(dtype, size):
         assert_debut_close(op, op.toarray() * (1 + size))
 
 
+@pytest.mark.parametrize("strategy", [chainable_chains, rank_weighted_chains, dense_chains, chains])
+def test_strategies_refuse_more_factors_than_the_searches_take(strategy):
+    # Before: chains() failed inside hypothesis at the first draw (a list of 8,193 or more
+    # factors), dense_chains() hung for minutes, chainable_chains() took 20 s for 20 draws.
+    with pytest.raises(ValueError, match=r"max_factors must be at most 64 \(pydebut.chains"):
+        strategy(max_factors=10**6)
+    strategy(max_factors=64)
+
+
 @pytest.mark.parametrize(
     ("strategy", "bounds", "rule"),
     [
