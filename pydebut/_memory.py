@@ -102,15 +102,16 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
     numpy.ndarray
         Uninitialised, C-contiguous and writeable, a view of a slightly
         larger array (its ``base``): NumPy has no aligned allocation of its own.
-        An empty array holds no data to align.
+        An empty array holds no data to align, nor does one of a dtype of no
+        bytes (``"V0"``, ``"S0"``), which is :func:`numpy.empty`'s.
 
     Raises
     ------
     ValueError
         For a negative dimension, or a size beyond this machine's memory.
     TypeError
-        For a shape that is not an int or a tuple of ints, or a dtype that
-        holds Python objects.
+        For a shape that is not an int or a tuple of ints (a bool is not
+        taken), or a dtype that holds Python objects.
 
     Examples
     --------
@@ -121,6 +122,8 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
     """
     try:
         extents = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        if any(isinstance(extent, (bool, np.bool_)) for extent in extents):
+            raise TypeError  # True would be 1, as no other size of pydebut takes it
         shape = tuple(operator.index(extent) for extent in extents)
     except TypeError:
         raise TypeError(
@@ -134,6 +137,8 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -
         raise ValueError(f"aligned_empty: negative dimensions are not allowed, got shape {shape}")
     if dtype.hasobject:
         raise TypeError(f"aligned_empty: dtype {dtype} holds Python objects; use np.empty")
+    if dtype.itemsize == 0:  # "V0", "S0": no data to align, and no view of bytes gives it
+        return np.empty(shape, dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     check_fits_in_memory(nbytes, f"aligned_empty({shape}, {dtype})", "ask for a smaller shape")
     storage = np.empty(aligned_storage_bytes(nbytes), dtype=np.uint8)

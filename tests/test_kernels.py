@@ -1284,6 +1284,19 @@ def test_aligned_empty_refuses_what_it_cannot_make():
         aligned_empty(2.5)
     with pytest.raises(TypeError, match="shape must be an int or a tuple of ints, got tuple"):
         aligned_empty((2, 2.0))
+    # Before: True made shape (1,), where np.empty refuses it
+    for shape in (True, (2, np.True_)):
+        with pytest.raises(TypeError, match="shape must be an int or a tuple of ints"):
+            aligned_empty(shape)
+
+
+@pytest.mark.parametrize("dtype", ["V0", "S0", "U0"])
+def test_aligned_empty_of_a_dtype_without_bytes_is_numpys(dtype):
+    # Before: NumPy's "cannot reshape array of size 0" or "changing to a smaller dtype"
+    from pydebut import aligned_empty
+
+    array, expected = aligned_empty((3, 2), dtype), np.empty((3, 2), dtype)
+    assert (array.shape, array.dtype) == (expected.shape, expected.dtype)
 
 
 def test_aligned_empty_of_a_subarray_dtype_appends_its_shape():
