@@ -137,6 +137,12 @@ def test_chain_json_files(tmp_path):
             load_chain_json(path)
     with pytest.raises(Exception, match="cannot read chain file"):
         load_chain_json(tmp_path / "missing.json")
+    # Before: row=True and row=1.0 read row 1
+    path.write_text(json.dumps([{"sup": [[4, 4]], "sub": [[2, 2, 2]]}] * 2))
+    assert load_chain_json(path, row=2) == pydebut.Chain([(4, 4, 2, 2, 2)])
+    for row, error in [(True, TypeError), (1.0, TypeError), (0, ValueError)]:
+        with pytest.raises(error, match="load_chain_json: row must be"):
+            load_chain_json(path, row=row)
 
 
 def test_console_script_entry_point():

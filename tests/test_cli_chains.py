@@ -68,6 +68,8 @@ def test_listing_needs_a_row(capsys, tmp_path):
     assert "choose one with --row (its rows: 1, 2" in err
     status, _, err = run(capsys, "check", "--chain", str(path), "--row", "999")
     assert status == 2 and "has no row 999" in err
+    status, _, err = run(capsys, "check", "--chain", str(path), "--row", "0")
+    assert status == 2 and "--row must be at least 1 (rows count from 1), got 0" in err
 
 
 def test_row_picks_the_row_of_that_number_in_a_part_of_a_listing(capsys, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._memory import check_fits_in_memory
 from ..io import MAX_FACTORS, _open_without_waiting
-from ..spec import DECIMAL, Chain, shown
+from ..spec import DECIMAL, Chain, _as_positive_int, shown
 
 #: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
 #: a table of ``pydebut chains`` at its most rows (100,000, about 24 MB).
@@ -94,6 +94,8 @@ def chain_from_args(args: argparse.Namespace) -> Chain | None:
         raise UsageError(f"give the chain once, not with {' and '.join(given)}")
     if args.row is not None and not args.chain:
         raise UsageError("--row only applies to --chain FILE.json")
+    if args.row is not None and args.row < 1:
+        raise UsageError(f"--row must be at least 1 (rows count from 1), got {args.row}")
     if not given:
         if args._chain_required:
             raise UsageError("no chain given: use --sup/--sub, --chain FILE.json or --r-shapes")
@@ -156,7 +158,8 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
         or its chain has more than :data:`pydebut.io.MAX_FACTORS` factors
         (refused before the chain is built).
     ValueError, TypeError
-        If the numbers do not make a valid chain (the message names the factor);
+        If ``row`` is not a positive int (a bool or a float is not taken), or
+        the numbers do not make a valid chain (the message names the factor);
         ``ValueError`` too, before parsing, if parsing the file could take more
         than this machine's memory (``PARSE_BYTES_PER_FILE_BYTE`` per byte).
 
@@ -169,6 +172,8 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
     >>> os.remove(f.name)
     """
+    if row is not None:  # True or 1.0 would pick row 1
+        row = _as_positive_int(row, "row", "load_chain_json")
     try:
         # a named pipe: opened without waiting for a writer (without one it reads as empty),
         # then read as usual, so <(pydebut chains ...) is read whole
