@@ -32,7 +32,7 @@ from .fit import (
     hierarchy_ranks,
 )
 from .io import load, save
-from .operator import DeButOperator
+from .operator import DeButOperator, parallel_launch_lock
 from .spec import Chain, FactorSpec
 
 __version__ = "0.1.0"
@@ -64,6 +64,7 @@ __all__ = [
     "load",
     "matrix_to_kernel",
     "min_param_chain",
+    "parallel_launch_lock",
     "pareto_front",
     "product_support",
     "rank_weights",

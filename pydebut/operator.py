@@ -336,20 +336,50 @@ def _dask_backend(x: Any) -> Any:
     return backend
 
 
-# Numba's fork-safe threading layer "workqueue" (see pydebut._numba_setup) aborts the
-# process when two threads launch parallel kernels at once; the parallel kernel already
-# uses every core, so serialising its launches costs little and makes operators safe to
-# share. A child forked while another thread held the lock gets a fresh one.
-_parallel_launch = threading.Lock()
+class _LaunchLock:
+    """A re-entrant lock, used as a context manager, that a forked child gets afresh.
+
+    A child forked while another thread of its parent held the lock would
+    otherwise wait for a thread it does not have.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> _LaunchLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def __repr__(self) -> str:
+        return "pydebut.parallel_launch_lock"
+
+    def renew(self) -> None:
+        self._lock = threading.RLock()
 
 
-def _fresh_launch_lock_in_child() -> None:
-    global _parallel_launch
-    _parallel_launch = threading.Lock()
+parallel_launch_lock = _LaunchLock()
+"""The lock around every launch of pydebut's parallel kernels; hold it around yours.
 
+Numba's fork-safe threading layer ``workqueue``, which importing pydebut
+selects where TBB is not installed (see "Threads" in ``docs/speed.md``), ends
+the process when two threads launch parallel kernels at once: pydebut's, your
+own ``parallel=True`` functions, or another library's. pydebut launches its
+own under this lock (the kernel already uses every core, so waiting costs
+little), so operators may be shared between threads; call your parallel
+functions under it too::
+
+    with pydebut.parallel_launch_lock:
+        my_parallel_function(x)
+
+It is re-entrant (pydebut's operators may be applied inside the ``with``),
+and a child forked while a thread of its parent held it starts with it free.
+"""
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_fresh_launch_lock_in_child)
+    os.register_at_fork(after_in_child=parallel_launch_lock.renew)
 
 
 #: What every ``rng`` argument takes: what :func:`numpy.random.default_rng` takes.
@@ -1368,7 +1398,7 @@ class DeButOperator(LinearOperator):
         if not _splits_vector(plan):
             _kernels.apply_chain_vector(plan.specs, plan.weights, x, out)
             return
-        with _parallel_launch:
+        with parallel_launch_lock:
             n_parts = _kernels.numba.get_num_threads()
             size = _kernels.vector_parallel_work(plan.specs, n_parts)
             work = _workspace.workspace.get((size,), out.dtype)
@@ -1385,7 +1415,7 @@ class DeButOperator(LinearOperator):
             return
         if not plan.batched:
             plan.batched.append(_batched.make_batch_plan(plan.specs, plan.offsets, plan.weights))
-        _batched.apply(plan.batched[0], x, out, _parallel_launch)
+        _batched.apply(plan.batched[0], x, out, parallel_launch_lock)
 
     def apply(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """The product ``A @ x`` with little Python between the caller and the kernel.

@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+import pydebut
 from pydebut import DeButOperator
+from pydebut.special import butterfly_chain
 
 CHAIN = [(64, 64, 2, 2, 16), (64, 64, 2, 2, 8), (64, 32, 2, 1, 4), (32, 32, 2, 2, 1)]
 
@@ -103,6 +105,42 @@ def in_threads(op: DeButOperator, expected: list[np.ndarray]) -> bool:
     return all(np.array_equal(r, expected[s]) for r, s in zip(results, seeds))
 
 
+def beside_parallel_code_of_ones_own(op: DeButOperator) -> bool:
+    """A ``parallel=True`` function of the user's, under ``pydebut.parallel_launch_lock``, in
+    one thread while another applies an operator through pydebut's parallel kernels: on
+    Numba's workqueue layer two launches at once end the process. Operators are applied
+    inside the lock too (it is re-entrant)."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def row_sums(a: np.ndarray) -> np.ndarray:
+        sums = np.empty(a.shape[0])
+        for i in numba.prange(a.shape[0]):
+            sums[i] = a[i].sum()
+        return sums
+
+    large = DeButOperator.random(butterfly_chain(4096), rng=0)
+    block = np.random.default_rng(0).standard_normal((4096, 512))  # split among the threads
+    expected = large @ block
+    ones = np.ones((2048, 64))
+    stop, wrong = threading.Event(), []
+
+    def applying() -> None:
+        while not stop.is_set():
+            wrong.extend([] if np.array_equal(large @ block, expected) else ["operator"])
+
+    applier = threading.Thread(target=applying)
+    applier.start()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with pydebut.parallel_launch_lock:
+            wrong.extend([] if np.array_equal(row_sums(ones), ones.sum(axis=1)) else ["own"])
+            wrong.extend([] if np.array_equal(op @ inputs(0), op @ inputs(0)) else ["inside"])
+    stop.set()
+    applier.join()
+    return not wrong
+
+
 def main(name: str) -> int:
     op = operator()
     expected = [apply(op, seed) for seed in range(4)]
@@ -116,6 +154,8 @@ def main(name: str) -> int:
         ok = in_pool(op, expected, name.removeprefix("pool-"))
     elif name == "threads":
         ok = in_threads(op, expected)
+    elif name == "own-parallel-code":
+        ok = beside_parallel_code_of_ones_own(op)
     else:
         raise SystemExit(f"unknown scenario {name!r}")
     print(name, "ok" if ok else "WRONG RESULTS")
