@@ -21,11 +21,13 @@ from __future__ import annotations
 import errno
 import io
 import os
+import secrets
 import stat
 import struct
 import tokenize
 import zipfile
 import zlib
+from collections.abc import Callable
 from math import prod
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -108,8 +110,10 @@ def save(
     path : str, path-like or binary file
         Where to write; ``"op"`` writes ``op.npz`` (``pydebut.io.npz_path``).
         :func:`load` takes the real name, as ``np.load`` does (``load("op")``
-        does not look for ``op.npz``). A file opened for binary writing (or an
-        ``io.BytesIO``) receives the archive at its position.
+        does not look for ``op.npz``). A file there is replaced in one step:
+        a reader sees the old file or the new one, and a save that fails leaves
+        the old one. A file opened for binary writing (or an ``io.BytesIO``)
+        receives the archive at its position.
     operator : DeButOperator
     compress : bool, default False
         Use ``np.savez_compressed``.
@@ -155,8 +159,44 @@ def save(
     if _is_file(path, "save"):
         writer(path, **arrays)
         return
-    with open(npz_path(path), "wb") as handle:
-        writer(handle, **arrays)
+    _write_in_one_step(npz_path(path), lambda handle: writer(handle, **arrays))
+
+
+def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file at ``path`` with ``write``, replacing any file there in one step.
+
+    The data goes to a new file beside it, which then takes its place
+    (``os.replace``): a reader sees the old file or the new one, never a part,
+    and a write that fails (a full disk, an interrupt) leaves the old file and
+    no other. A symbolic link is followed, as ``open`` does; the file keeps the
+    old file's permissions, or a new one gets those ``open`` would give it. A
+    device or pipe at ``path`` is written as it is.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        mode: int | None = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "wb") as handle:
+            write(handle)
+        return
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.part")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:  # named as the file asked for, not the temporary one
+        raise type(err)(err.errno, err.strerror, os.fspath(path)) from None
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temporary, stat.S_IMODE(mode))
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def check_savable(chain: Chain) -> None:
@@ -488,6 +528,7 @@ _READ_ERRORS = (
     tokenize.TokenError,
     UnicodeDecodeError,
     OverflowError,
+    struct.error,  # a record read short: the file ended, or shrank while read
 )
 
 
