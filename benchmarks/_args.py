@@ -7,9 +7,12 @@ so that argparse prints a one-line usage error and exits with status 2 before an
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
+
+from pydebut._memory import check_fits_in_memory
 
 
 def _number(text: str, convert: Callable[[str], float], what: str, accept: Callable) -> float:
@@ -66,3 +69,29 @@ def output_file(text: str) -> Path:
     if not path.resolve().parent.is_dir():
         raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
     return path
+
+
+def at_most(most: int, least: int = 1) -> Callable[[str], int]:
+    """An integer from ``least`` to ``most`` (beyond it a run would not end in a day)."""
+
+    def bounded(text: str) -> int:
+        wanted = f"an integer from {least} to {most:,}"
+        return _number(text, int, wanted, lambda value: least <= value <= most)
+
+    bounded.__name__ = f"integer up to {most:,}"
+    return bounded
+
+
+def require_modules(parser: argparse.ArgumentParser, why: str, *modules: str) -> None:
+    """``parser.error`` before any work if one of ``modules`` is not installed."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        parser.error(f"{why} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def require_memory(parser: argparse.ArgumentParser, nbytes: int, what: str) -> None:
+    """``parser.error`` before any work if ``what`` needs more than this machine's memory."""
+    try:
+        check_fits_in_memory(nbytes, what, "ask for less")
+    except ValueError as err:
+        parser.error(str(err))

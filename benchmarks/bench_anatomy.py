@@ -65,6 +65,7 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
+from _args import require_memory
 from bench_apply import machine, time_interleaved
 
 from pydebut import Chain, DeButOperator, FactorSpec, _batched, _kernels, aligned_empty
@@ -415,6 +416,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pass_columns < 1:
         parser.error("--pass-columns must be at least 1")
+    require_memory(parser, 4 * 4096 * args.pass_columns * 8, f"{args.pass_columns} columns")
     known = {
         "steps": steps_section,
         "memory": memory_section,

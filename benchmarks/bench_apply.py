@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy
 import scipy.sparse as sp
-from _args import nonnegative_int, positive_float, positive_int
+from _args import nonnegative_int, positive_float, positive_int, require_memory
 
 import pydebut
 from pydebut import Chain, DeButOperator, aligned_empty
@@ -503,6 +503,8 @@ def main() -> None:
         "--quick, else 0.2); a call longer than that is timed alone, after a pause (cold)",
     )
     args = parser.parse_args()
+    # x, out and their copies for the 4096 butterfly, complex128 at most
+    require_memory(parser, 4 * 4096 * max(args.batches) * 16, f"{max(args.batches)} vectors")
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     args.rounds = 3 if args.quick else 7

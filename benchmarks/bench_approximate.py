@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _args import output_file, positive_int, thread_count
+from _args import output_file, positive_int, require_memory, require_modules, thread_count
 from _readme import update_readme
 
 from pydebut import Chain, DeButOperator, approximate, fit_als
@@ -248,9 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         metavar=("M", "N"),
         help="size of the suite, M a power of two (Hadamard and DFT are M x M) and the "
-        f"smallest budget, {min(BUDGETS) * 100:g}%% of M N, at least M + N (a rank-one "
-        "product); default 512 2048; --quick: 64 128; with --timing, the kernel's size, "
-        "any M and N",
+        f"smallest budget, {min(BUDGETS) * 100:g}%% of M N and of M M, at least M + N and 2 M "
+        "(a rank-one product; M at least 64); default 512 2048; --quick: 64 128; with "
+        "--timing, the kernel's size, any M and N",
     )
     parser.add_argument(
         "--timing",
@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         "--update-readme", action="store_true", help="write the table into benchmarks/README.md"
     )
     args = parser.parse_args(argv)
+    if args.figure:
+        require_modules(parser, "--figure", "matplotlib")
     options = {"n_sweeps": 2 if args.quick else 5}
     if args.workers != [1] and not args.timing:
         parser.error("--workers applies to --timing")
@@ -285,14 +287,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget applies to --timing")
     if args.timing:
         shape = tuple(args.shape or (512, 2048))
+        require_memory(parser, 8 * shape[0] * shape[1], f"a {shape[0]} x {shape[1]} target")
         print(timed_case(options, args.workers, shape, args.budget or 25_600))
         return
     m, n = args.shape or ((64, 128) if args.quick else (512, 2048))
-    if m & (m - 1) or int(min(BUDGETS) * m * n) < m + n:
+    # the smallest budget holds a rank-one product of every target, M x N and M x M ones
+    if m & (m - 1) or int(min(BUDGETS) * m * min(m, n)) < m + min(m, n):
         parser.error(
-            f"--shape {m} {n}: M must be a power of two and {min(BUDGETS):.0%} of M N "
-            "at least M + N (e.g. 64 128)"
+            f"--shape {m} {n}: M must be a power of two and {min(BUDGETS):.0%} of M N and "
+            "of M M at least M + N and 2 M (M at least 64; e.g. 64 128)"
         )
+    require_memory(parser, 8 * m * max(m, n) * 4, f"the {m} x {n} targets")
     rng = np.random.default_rng(0)
     rows = [row for target in suite(m, n, rng) for row in run_target(target, BUDGETS, options)]
     text = table(rows) + "\n\n" + checks(rows)

@@ -27,7 +27,7 @@ import warnings
 from math import prod
 
 import numpy as np
-from _args import nonnegative_float, nonnegative_int, positive_int
+from _args import at_most, nonnegative_float, positive_int
 
 from pydebut import Chain, DeButOperator, fit_hierarchical, hierarchy_ranks
 from pydebut.fit._common import relative_residual
@@ -180,7 +180,10 @@ def main() -> None:
     )
     parser.add_argument("--sweep", action="store_true", help="gap distribution over many targets")
     parser.add_argument(
-        "--random-chains", type=nonnegative_int, default=30, help="beside the fixed ones"
+        "--random-chains",
+        type=at_most(200, least=0),
+        default=30,
+        help="beside the fixed ones (distinct chains drawn; at most 200)",
     )
     args = parser.parse_args()
     if args.sweep:

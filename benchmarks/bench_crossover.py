@@ -42,6 +42,8 @@ from _args import (
     output_file,
     positive_float,
     positive_int,
+    require_memory,
+    require_modules,
 )
 from _readme import update_readme
 
@@ -494,6 +496,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.sizes and not args.report:
         parser.error("give sizes to measure or --report FILES")
+    if args.figure:
+        require_modules(parser, "--figure", "matplotlib")
+    for m, n in args.sizes:
+        require_memory(parser, 8 * m * n * 4, f"a {m} x {n} target and its SVD")
+        if not args.fractions and max(args.multiples) * butterfly_budget(m, n) > m * n:
+            parser.error(f"--multiples: a budget above {m} x {n} weights is the dense matrix")
     if args.sweeps is None:
         args.sweeps = 2 if args.quick else 5
     if args.report:

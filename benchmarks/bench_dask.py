@@ -44,7 +44,7 @@ import time
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np
-from _args import positive_int, power_of_two
+from _args import at_most, positive_int, power_of_two, require_memory, require_modules
 
 from pydebut import Chain, fit_als, fit_hierarchical, special
 
@@ -274,7 +274,7 @@ def main() -> None:
     stream.add_argument("--workers", type=positive_int, default=2)
     stream.add_argument("--fresh", action="store_true", help="copy and scale every chunk")
     fits = sub.add_parser("fits")
-    fits.add_argument("--count", type=positive_int, default=24)
+    fits.add_argument("--count", type=at_most(10_000), default=24)
     fits.add_argument("--sweeps", type=positive_int, default=2)
     ooc = sub.add_parser("out-of-core")
     ooc.add_argument("--n", type=power_of_two, default=16384)
@@ -283,7 +283,10 @@ def main() -> None:
     child.add_argument("path")
     child.add_argument("mode", choices=["in-memory", "out-of-core"])
     args = parser.parse_args()
+    needs = {"fits": ("dask", "distributed"), "out-of-core": ("dask", "zarr")}
+    require_modules(parser, f"bench_dask.py {args.what}", *needs.get(args.what, ("dask",)))
     if args.what == "stream":
+        require_memory(parser, 4 * 4096 * args.chunk * 4, f"chunks of {args.chunk} columns")
         bench_stream(args.columns, args.chunk, args.workers, args.fresh)
     elif args.what == "fits":
         bench_fits(args.count, args.sweeps)

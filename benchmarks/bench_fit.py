@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from _args import output_file
+from _args import output_file, require_modules
 from scipy.linalg import hadamard
 
 from pydebut import Chain, fit_als, fit_hierarchical
@@ -116,6 +116,7 @@ def main():
         help="error-per-sweep plot (default: fit_errors.png beside this script)",
     )
     args = parser.parse_args()
+    require_modules(parser, "the error-per-sweep plot (--plot)", "matplotlib")
     load = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     rows = []

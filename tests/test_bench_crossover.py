@@ -62,6 +62,17 @@ def test_svd_side_is_the_exact_truncated_svd(bench):
 BAD_ARGUMENTS = [
     ("bench_anatomy.py", ["bogus"]),
     ("bench_anatomy.py", ["passes", "--pass-columns", "0"]),
+    # Sizes beyond memory, or counts that never end: tracebacks (MemoryError, OverflowError)
+    # after minutes of work, or hangs, before the bounds
+    ("bench_anatomy.py", ["passes", "--pass-columns", "1000000000"]),
+    ("bench_apply.py", ["--batches", "1000000000"]),
+    ("bench_approximate.py", ["--timing", "--shape", "1000000000", "1000000000"]),
+    ("bench_approximate.py", ["--shape", "32", "64"]),  # 5% of 32 x 32 is below any chain
+    ("bench_balanced.py", ["--sweep", "--random-chains", "1000000000"]),
+    ("bench_crossover.py", ["1000000000", "--spectra-only"]),
+    ("bench_crossover.py", ["4", "--multiples", "1e308", "--no-spectrum"]),
+    ("bench_dask.py", ["fits", "--count", "1000000000"]),
+    ("bench_dask.py", ["stream", "--chunk", "1000000000"]),
     ("bench_apply.py", ["--batches", "0"]),
     ("bench_apply.py", ["--dtypes", "float16"]),
     ("bench_apply.py", ["--budget", "-1"]),
@@ -128,3 +139,27 @@ def test_benchmark_refuses_bad_arguments_in_one_line(name, arguments):
     assert run.returncode == 2, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
     assert run.stderr.splitlines()[-1].startswith(f"{name}") and ": error: " in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [("bench_fit.py", []), ("bench_approximate.py", ["--quick", "--figure", "errors.png"])],
+)
+def test_a_plot_without_matplotlib_is_refused_before_any_work(name, arguments, tmp_path):
+    # Before: the table was computed for minutes, then "No module named 'matplotlib'"
+    hide = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "
+        f"sys.argv = [{name!r}, *{arguments!r}]; "
+        f"runpy.run_path({str(BENCHMARKS / name)!r}, run_name='__main__')"
+    )
+    environment = {**os.environ, "PYTHONPATH": f"{BENCHMARKS.parent}{os.pathsep}{BENCHMARKS}"}
+    run = subprocess.run(
+        [sys.executable, "-c", hide],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "needs matplotlib: pip install matplotlib" in run.stderr
