@@ -183,7 +183,8 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
         return
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.part")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows
+        descriptor = os.open(temporary, flags, 0o666)
     except OSError as err:  # named as the file asked for, not the temporary one
         raise type(err)(err.errno, err.strerror, os.fspath(path)) from None
     try:
@@ -261,13 +262,14 @@ def load(
         not a bool.
     ValueError
         If ``path`` is empty or names a folder (as for :func:`npz_path`, or
-        an existing folder). Naming the file, if it is not a valid pydebut archive: not a zip,
-        truncated or corrupted, of another format or version, with missing,
-        extra or malformed arrays, with weights that do not fit the chain or
-        are not finite (unless ``check_finite`` is False), with a row or column
-        permutation that is not a permutation, or larger than ``max_bytes``;
-        or if no archive starts the file or the file object's position (other
-        data comes first, or the position is past an archive's start).
+        an existing folder). Naming the file, if it is not a valid pydebut
+        archive: not a zip, truncated or corrupted, of another format or
+        version, with missing, extra or malformed arrays, with weights that do
+        not fit the chain or are not finite (unless ``check_finite`` is
+        False), with a row or column permutation that is not a permutation, or
+        larger than ``max_bytes``; or if no archive starts the file or the file
+        object's position (other data comes first, or the position is past an
+        archive's start).
 
     Examples
     --------
