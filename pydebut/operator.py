@@ -1256,9 +1256,10 @@ class DeButOperator(LinearOperator):
         ``A = self.toarray()`` the result is ``X @ A.T`` (``X @ A.conj()`` for the
         adjoint), of shape ``(batch, m)``, computed without forming any matrix.
         The kernels read the rows of a C-ordered real ``X`` of the operator's
-        dtype where they are and write the result row by row, a C-ordered
-        array; other NumPy input is first copied into their layout, and the
-        result is then a transposed (Fortran-ordered) view. A Dask array gives a
+        dtype, of one row or at least six, where they are and write the result
+        row by row, a C-ordered array; other NumPy input (two to five rows
+        too) is first copied into their layout, and the result is then a
+        transposed (Fortran-ordered) view. A Dask array gives a
         lazy Dask array chunked along the batch axis (:func:`pydebut.dask.apply`).
 
         Parameters
