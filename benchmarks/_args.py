@@ -78,7 +78,6 @@ def at_most(most: int, least: int = 1) -> Callable[[str], int]:
         wanted = f"an integer from {least} to {most:,}"
         return _number(text, int, wanted, lambda value: least <= value <= most)
 
-    bounded.__name__ = f"integer up to {most:,}"
     return bounded
 
 

@@ -246,7 +246,7 @@ def assert_debut_close(
 
 def _check_bounds(strategy: str, **bounds: tuple[int, int, str]) -> None:
     """Refuse ``name=(value, least, rule)`` unless ``value`` is an integer of at least ``least``,
-    and ``max_factors`` above ``pydebut.chains.MAX_FACTORS``.
+    and ``max_factors`` (a bound of every strategy) above ``pydebut.chains.MAX_FACTORS``.
 
     A float or a bool bound would only fail when a value is drawn, inside hypothesis;
     below ``least`` no draw could keep it.
