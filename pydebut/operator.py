@@ -203,18 +203,38 @@ def _check_weights(
 
 
 def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) -> np.ndarray:
-    """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it overflows.
+    """``array`` as ``dtype``; with ``check``, ``ValueError`` naming ``what`` if it
+    overflows, or if its largest entry lies below the normal range of ``dtype``.
 
     ``array`` itself was checked finite already (:func:`_check_weights`): only a
     cast to another dtype can overflow, so one to the same dtype is not checked again.
+    Below the normal range every weight rounds to a subnormal number or zero (weights
+    of 1e-46 cast to float32 are all zero), where a factor of normal largest weight
+    loses no more than a rounding of it on any other.
     """
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         cast = np.asarray(array, dtype=dtype)
-    if check and cast.dtype != array.dtype and not _all_finite(cast):
+    if not check or cast.dtype == array.dtype:
+        return cast
+    finfo = np.finfo(dtype)
+    if not _all_finite(cast):
         raise ValueError(
-            f"{what} overflow to infinity in {dtype} (largest {dtype} {np.finfo(dtype).max:.4g})"
+            f"{what} overflow to infinity in {dtype} (largest {dtype} {finfo.max:.4g})"
+        )
+    largest = _largest_magnitude(array) if array.dtype.kind in "fc" else 1
+    if 0 < largest < finfo.tiny:
+        raise ValueError(
+            f"{what} lie below the normal range of {dtype} (largest {float(largest):.4g}, "
+            f"smallest normal {finfo.tiny:.4g}): they would round to subnormal numbers or "
+            "zero; move a power of two into them from another factor (the product stays)"
         )
     return cast
+
+
+def _largest_magnitude(array: np.ndarray) -> Any:
+    """The largest magnitude of a real entry, or of a real or imaginary part (0 if empty)."""
+    parts = (array.real, array.imag) if array.dtype.kind == "c" else (array,)
+    return max((max(part.max(), -part.min()) for part in parts if part.size), default=0)
 
 
 _FINITE_PIECE = 1 << 16  # entries _all_finite checks at once
@@ -430,7 +450,9 @@ class DeButOperator(LinearOperator):
         ``clongdouble`` to complex128, the widest the kernels compute in
         (weights beyond float64's range are refused).
     check_finite : bool, default True
-        Reject weights that contain NaN or infinity.
+        Reject weights that contain NaN or infinity, and finite weights that the
+        cast to ``dtype`` would take to infinity, or, for a factor whose largest
+        weight lies below the normal range of ``dtype``, to subnormal numbers or zero.
     row_perm, col_perm : array_like of int, optional
         Permutations of ``range(m)`` and ``range(n)`` applied to the rows and
         the columns of the product ``B = F_1 ... F_L``: the operator is
@@ -452,8 +474,9 @@ class DeButOperator(LinearOperator):
         not supported or ``check_finite`` is not a bool.
     ValueError
         If the number or the shape of the weight arrays does not match the
-        chain, a weight is not finite, or a weight array is a masked array with
-        masked entries; the message names the factor. If a permutation is not a
+        chain, a weight is not finite or leaves the range of ``dtype`` (with
+        ``check_finite``), or a weight array is a masked array with masked
+        entries; the message names the factor. If a permutation is not a
         1-D permutation of ``range(m)`` (``range(n)``).
 
     Notes
@@ -985,8 +1008,10 @@ class DeButOperator(LinearOperator):
     def astype(self, dtype: DTypeLike) -> DeButOperator:
         """Copy of the operator with weights cast to ``dtype``.
 
-        Finite weights that overflow ``dtype`` are refused; an operator built with
-        non-finite weights (``check_finite=False``) keeps them.
+        Finite weights that overflow ``dtype`` are refused, as are a factor's
+        weights whose largest lies below the normal range of ``dtype`` (they would
+        round to subnormal numbers or zero); an operator built with non-finite
+        weights (``check_finite=False``) keeps them.
 
         Parameters
         ----------
@@ -1005,8 +1030,8 @@ class DeButOperator(LinearOperator):
             If ``dtype`` is not one of these, or is real while the weights are
             complex.
         ValueError
-            If a finite weight overflows to infinity in ``dtype``; the message
-            names the factor.
+            If a finite weight overflows to infinity in ``dtype``, or a factor's
+            largest weight lies below its normal range; the message names the factor.
 
         Examples
         --------

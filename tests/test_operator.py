@@ -376,6 +376,26 @@ def test_weights_are_copied_and_read_only():
     assert DeButOperator(chain, [w.astype(np.float16)]).dtype == np.float32
 
 
+def test_weights_that_a_cast_would_take_below_the_normal_range_are_refused_by_name():
+    # a product of 3e-8 cast to float32 came back all zero, silently: its first
+    # factor's weights of 1e-46 had rounded to zero (of 1e-41, to subnormal numbers)
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    w1, w2 = (np.random.default_rng(0).standard_normal(f.weight_shape) for f in chain)
+    message = r"factor 1 of 2 .* below the normal range of (float32|complex64) \(largest 1\.3"
+    for tiny, large in ((1e-46, 1e38), (1e-41, 1e33)):
+        op = DeButOperator(chain, [w1 * tiny, w2 * large])
+        with pytest.raises(ValueError, match=message):
+            op.astype(np.float32)
+        with pytest.raises(ValueError, match=message):
+            DeButOperator(chain, [w1 * tiny, w2 * large], dtype=np.complex64)
+    # a factor of normal largest weight keeps its smaller ones to within a rounding of it
+    kept = DeButOperator(chain, [w1 * 1e-37, w2 * 1e30])
+    reference = kept.toarray()
+    single = kept.astype(np.float32).toarray()
+    bound = 4 * np.finfo(np.float32).eps * np.abs(reference).max()
+    assert np.abs(single - reference).max() <= bound
+
+
 @pytest.mark.parametrize(
     ("weights", "dtype"),
     [
