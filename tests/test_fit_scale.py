@@ -134,6 +134,24 @@ def test_approximate_fits_a_target_of_the_largest_float_by_a_finite_operator():
     assert_reports_true_error(result, target, np.finfo(np.float64).max)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fit_whose_sums_overflow_at_the_largest_float_is_shrunk_until_it_evaluates(dtype):
+    # docs/fitting.rst's coupled chain: its factors' partial products cancel, and scaled
+    # back to a target of largest entry 0.99 times the largest float, the operator's
+    # product held 156 infinities or NaNs in 192 entries while the error reported was
+    # 9e-10 (float64)
+    chain = Chain([(24, 24, 8, 8, 1), (24, 16, 12, 8, 1), (16, 24, 8, 12, 1), (24, 8, 24, 8, 1)])
+    noise = np.random.default_rng(4).standard_normal(chain.shape)
+    largest = np.finfo(dtype).max * 0.99
+    target = (noise / np.abs(noise).max() * largest).astype(dtype)
+    result = fit_als(target, chain, n_sweeps=4, rng=0)
+    m, n = chain.shape
+    columns = result.operator @ np.eye(n, dtype=dtype)
+    rows = result.operator.H @ np.eye(m, dtype=dtype)
+    assert np.isfinite(columns).all() and np.isfinite(rows).all()
+    assert_reports_true_error(result, target, float(largest))
+
+
 def start_error(target: np.ndarray, product: np.ndarray, exponent: int) -> float:
     """``||D - 2**exponent P|| / ||D||`` in double precision, the larger term scaled to ``D``'s."""
     top = max(exponent, 0)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._memory import check_fits_in_memory
 from ..io import _open_without_waiting
-from ..operator import DeButOperator
+from ..operator import DeButOperator, _largest_magnitude
 from ..spec import Chain, FactorSpec, _as_bool, refuse_masked
 from ._dense_target import dense_target
 
@@ -193,14 +193,8 @@ def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``matrix`` in the working ``dtype``; ``ValueError`` if its largest entry
     overflows there or lies below its normal range (:func:`check_in_range`)."""
     if matrix.dtype.kind in "fc":
-        check_in_range(largest_part(matrix), dtype)
+        check_in_range(_largest_magnitude(matrix), dtype)
     return np.asarray(matrix, dtype=dtype)
-
-
-def largest_part(matrix: np.ndarray) -> Any:
-    """The largest magnitude of a real entry, or of a real or imaginary part (0 if empty)."""
-    parts = (matrix.real, matrix.imag) if np.iscomplexobj(matrix) else (matrix,)
-    return max((max(part.max(), -part.min()) for part in parts if part.size), default=0)
 
 
 def check_in_range(largest: Any, dtype: np.dtype) -> None:
@@ -248,7 +242,7 @@ class TargetScale:
     @classmethod
     def of(cls, matrix: np.ndarray) -> TargetScale:
         """The scale of a finite ``matrix`` (exponent 0 for a zero matrix)."""
-        largest = largest_part(matrix)
+        largest = _largest_magnitude(matrix)
         return cls(int(np.frexp(largest)[1]) if largest > 0 else 0)
 
     def normalise(self, matrix: np.ndarray) -> np.ndarray:
@@ -286,32 +280,59 @@ class TargetScale:
         return restored, error
 
     def shrunk_into_range(self, operator: DeButOperator) -> DeButOperator:
-        """``operator``, fitted to the normalised target, with its last weights shrunk
-        until its product scaled back by ``2**exponent`` holds no entry beyond the
-        largest float; ``operator`` itself if it holds none.
+        """``operator``, fitted to the normalised target, with an end factor shrunk
+        until, scaled back by ``2**exponent``, it evaluates without overflow;
+        ``operator`` itself if it does.
 
-        A target whose largest entries lie near the largest float can be fitted by a
-        product a hair above them, which would overflow to infinity once scaled back
-        (every entry of a 16 x 16 target of the largest double, fitted with error
-        1e-16). Each try shrinks by the ratio of the largest float to the product's
-        largest entry, a rounding further below 1, as the product shrunk rounds anew.
-        The fits' products are no larger than about the normalised target's Frobenius
-        norm, at most ``sqrt(m n)``: only a target of largest entry within ``sqrt(m n)``
-        of the largest float is checked.
+        Two things can overflow once scaled back. The product: a target whose
+        largest entries lie near the largest float can be fitted by a product a hair
+        above them (every entry of a 16 x 16 target of the largest double, fitted
+        with error 1e-16). The last factor is then shrunk by the ratio of the largest
+        float to the product's largest entry, a rounding further below 1 each try,
+        as the product shrunk rounds anew. And the sums that evaluate the product,
+        where the factors' partial products cancel: a coupled chain fitted to a
+        target of largest entry 0.99 times the largest double overflowed in 156 of
+        its 192 entries. The last factor is then halved until the
+        product's columns evaluate in range (``matmat`` of the identity, the last
+        factor applied first), and the first until its rows do (``rmatmat``): the
+        fewest halvings, found by bisection.
+
+        Nothing is evaluated when the factors' norms bound every such sum below the
+        largest float (:func:`_log2_evaluation_bound`), as they do but for targets
+        near it.
         """
         finfo = np.finfo(operator.dtype)
-        m, n = operator.shape
-        if self.exponent <= finfo.maxexp - (m * n).bit_length():
+        bound = _log2_evaluation_bound(operator.weights, self.factor_exponents(operator.n_factors))
+        if bound < finfo.maxexp - 1:
             return operator
         limit = np.ldexp(finfo.max, -self.exponent)
         weights, below_one = list(operator.weights), 1.0
         while (largest := _largest_of_product(operator)) > limit:
             below_one -= finfo.eps
             weights[-1] = weights[-1] * (limit / largest * below_one)
-            operator = DeButOperator(operator.chain, weights).with_permutations(
-                operator.row_perm, operator.col_perm
-            )
+            operator = _with_weights(operator, weights)
+        most = math.ceil(bound - (finfo.maxexp - 2))
+        for end, evaluate in ((-1, "matmat"), (0, "rmatmat")):
+            operator = self._halved_until_finite(operator, end, evaluate, most)
         return operator
+
+    def _halved_until_finite(
+        self, operator: DeButOperator, end: int, evaluate: str, most: int
+    ) -> DeButOperator:
+        """``operator`` with its factor ``end`` halved the fewest times (at most
+        ``most``) for its ``evaluate`` of the identity, scaled back, to hold no overflow."""
+
+        def halved(halvings: int) -> list[np.ndarray]:
+            weights = list(operator.weights)
+            weights[end] = _times_power_of_two(weights[end], -halvings)
+            return weights
+
+        def overflows(halvings: int) -> bool:
+            restored = DeButOperator(operator.chain, self.restore(halved(halvings)))
+            return not _evaluates_finitely(restored, evaluate)
+
+        halvings = _fewest(overflows, most)
+        return _with_weights(operator, halved(halvings)) if halvings else operator
 
     def normalise_weights(
         self, weights: Sequence[np.ndarray], dtype: np.dtype
@@ -346,13 +367,74 @@ PRODUCT_PANEL = 2**22
 
 
 def _largest_of_product(operator: DeButOperator) -> Any:
-    """:func:`largest_part` of the dense product of ``operator``, formed a panel of
+    """The largest magnitude (of a part) in the dense product of ``operator``, formed a panel of
     columns (at most :data:`PRODUCT_PANEL` entries) at a time."""
     m, n = operator.shape
-    width = max(1, PRODUCT_PANEL // m)
+    width, dtype = max(1, PRODUCT_PANEL // m), operator.dtype
     return max(
-        largest_part(operator.matmat(np.eye(n, min(width, n - start), -start, operator.dtype)))
+        _largest_magnitude(operator.matmat(np.eye(n, min(width, n - start), -start, dtype)))
         for start in range(0, n, width)
+    )
+
+
+def _evaluates_finitely(operator: DeButOperator, evaluate: str) -> bool:
+    """Whether ``operator.matmat`` of the identity's columns (``evaluate="matmat"``) or
+    ``operator.rmatmat`` of its rows (``"rmatmat"``) holds no infinity or NaN, a panel
+    (at most :data:`PRODUCT_PANEL` entries) at a time.
+
+    An overflow anywhere in the evaluation reaches its result: the kernels multiply
+    every entry of the support, so an infinity meets a zero weight as NaN.
+    """
+    m, n = operator.shape
+    size, height = (n, m) if evaluate == "matmat" else (m, n)
+    width = max(1, PRODUCT_PANEL // height)
+    apply = getattr(operator, evaluate)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(
+            np.isfinite(apply(np.eye(size, min(width, size - start), -start, operator.dtype))).all()
+            for start in range(0, size, width)
+        )
+
+
+def _log2_evaluation_bound(weights: Sequence[np.ndarray], exponents: Sequence[int]) -> float:
+    """``log2`` of a bound on every magnitude (of a real or imaginary part) met while
+    the factors of ``weights``, each scaled by ``2**exponent``, are applied to a
+    vector of magnitudes at most 1, in either direction; ``-inf`` for a zero factor.
+
+    Applied from the last factor, the vector after factors ``l, ..., L`` and each
+    sum forming it are bounded by the product of their largest absolute row sums
+    (the infinity norms); applied adjoint from the first, by that of their largest
+    absolute column sums. A part of a complex product is no larger than the
+    product's magnitude, so magnitudes bound both parts.
+    """
+    with np.errstate(divide="ignore"):
+        rows = [np.log2(np.abs(w).sum(axis=2).max(initial=0)) for w in weights]
+        columns = [np.log2(np.abs(w).sum(axis=1).max(initial=0)) for w in weights]
+    from_last = np.cumsum(np.add(rows, exponents)[::-1])
+    from_first = np.cumsum(np.add(columns, exponents))
+    return float(max(from_last.max(), from_first.max()))
+
+
+def _fewest(overflows: Callable[[int], bool], most: int) -> int:
+    """The least ``h`` in ``[0, most]`` with ``overflows(h)`` false, for ``overflows``
+    true below it and false from it on (``most`` if ``overflows(0)`` is true), by bisection.
+
+    Halving an end factor ``most`` times brings the bound of
+    :func:`_log2_evaluation_bound` under a quarter of the largest float.
+    """
+    if not overflows(0):
+        return 0
+    low, high = 0, most
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if overflows(middle) else (low, middle)
+    return high
+
+
+def _with_weights(operator: DeButOperator, weights: Sequence[np.ndarray]) -> DeButOperator:
+    """An operator of the chain and permutations of ``operator`` with ``weights``."""
+    return DeButOperator(operator.chain, weights).with_permutations(
+        operator.row_perm, operator.col_perm
     )
 
 
