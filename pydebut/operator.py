@@ -485,7 +485,11 @@ class DeButOperator(LinearOperator):
     for each factor, from ``F_L`` to ``F_1``. Adjoint:
     :math:`x_{b\sigma\alpha} = \sum_\rho \overline{W_{b\rho\sigma\alpha}}\, y_{b\rho\alpha}`
     for each factor, from ``F_1`` to ``F_L``. Both cost ``sum_l p_l s_l``
-    multiply-adds per vector. The whole chain runs in one Numba call; blocks
+    multiply-adds per vector. Each factor's result is rounded in NumPy's result
+    type of the operator's and the data's dtypes, so where the partial products
+    are far larger than the product (factors of weights 1e-200 and 1e200),
+    applying the factors in turn can overflow, or underflow, where
+    ``op.toarray() @ x`` would not. The whole chain runs in one Numba call; blocks
     of vectors are split into chunks of columns processed in parallel by
     ``numba.get_num_threads()`` threads (a block of fewer than
     :data:`COLUMNS_ALONE` columns goes column by column through the one-vector
