@@ -1122,15 +1122,21 @@ class DeButOperator(LinearOperator):
         x : array_like, sparse, LinearOperator, scalar or Dask array
             An array of shape ``(n,)`` or ``(n, batch)``; a SciPy sparse matrix or
             array of ``n`` rows; a ``DeButOperator`` or other ``LinearOperator``
-            of ``n`` rows; a scalar (SciPy's scaled operator); or a Dask array,
-            applied lazily by :func:`pydebut.dask.apply`.
+            of ``n`` rows; a number, which scales the operator (its first factor's
+            weights, in NumPy's result type: a Python float keeps float32, as do
+            ``op * c``, ``c * op``, ``op / c`` and ``-op``); or a Dask array, applied
+            lazily by :func:`pydebut.dask.apply`. Sums and powers (``op + B``,
+            ``op - B``, ``op ** k``) are SciPy's operators, which read data with
+            ``np.asarray`` as any SciPy operator does: a masked array's mask is lost
+            there.
 
         Returns
         -------
         ndarray, DeButOperator, LinearOperator or dask.array.Array
             For an array, ``A x`` of shape ``(m,)`` or ``(m, batch)`` and NumPy's
             result type of the two dtypes (a dense ndarray for sparse ``x``); for
-            an operator, the product operator described above.
+            an operator, the product operator described above; for a number, the
+            scaled ``DeButOperator``.
 
         Raises
         ------
@@ -1159,6 +1165,8 @@ class DeButOperator(LinearOperator):
         backend = _dask_backend(x)
         if backend is not None:
             return backend.apply(self, x)
+        if _is_number(x):
+            return self._scaled(x)
         if isinstance(x, DeButOperator):
             if self.shape[1] != x.shape[0]:
                 raise ValueError(f"cannot multiply operators of shapes {self.shape} and {x.shape}")
@@ -1184,6 +1192,37 @@ class DeButOperator(LinearOperator):
             )
         return super().dot(x)
 
+    def __neg__(self) -> DeButOperator:
+        return self._scaled(-1)
+
+    def __truediv__(self, x: Any) -> DeButOperator:
+        if not _is_number(x):
+            raise TypeError(f"a DeButOperator can be divided by a number, not {shown(x)}")
+        return self._scaled(x, np.divide)
+
+    def _scaled(self, number: Any, operation: np.ufunc = np.multiply) -> DeButOperator:
+        """The operator times (``operation=np.divide``: divided by) ``number``: its first
+        factor's weights scaled, in NumPy's result type of the operator's dtype and
+        ``number`` (a Python float keeps float32)."""
+        dtype = _supported_dtype(np.result_type(self.dtype, number), "the scaled operator")
+        finite = _all_finite(self._weights[0])
+        with np.errstate(all="ignore"):
+            first = operation(self._weights[0], number, dtype=dtype)
+        if finite and not _all_finite(first):
+            raise ValueError(
+                f"{'dividing' if operation is np.divide else 'multiplying'} the operator by "
+                f"{shown(number)} takes weights of "
+                f"{_factor_label(self._chain, 0)} to infinity or NaN"
+            )
+        return DeButOperator(
+            self._chain,
+            [first, *self._weights[1:]],
+            dtype,
+            check_finite=False,
+            row_perm=self._row_perm,
+            col_perm=self._col_perm,
+        )
+
     def __rmatmul__(self, x: Any) -> Any:
         if sp.issparse(x):
             return _sparse.sparse_times(x, self)
@@ -1192,6 +1231,8 @@ class DeButOperator(LinearOperator):
     def __rmul__(self, x: Any) -> Any:
         if sp.issparse(x) and not isinstance(x, sp.sparray):  # spmatrix: * is @
             return _sparse.sparse_times(x, self)
+        if _is_number(x):
+            return self._scaled(x)
         refuse_masked(x, "x", "the operator")  # SciPy's product drops the mask (np.asarray)
         return super().__rmul__(x)
 
@@ -1687,6 +1728,11 @@ def _refuse_sparse(x: Any, method: str, instead: str) -> None:
             f"{method} takes dense arrays, got a SciPy sparse {type(x).__name__}: use "
             f"{instead}, which takes sparse operands, or convert with .toarray()"
         )
+
+
+def _is_number(x: Any) -> bool:
+    """Whether ``x`` is a boolean, integer, real or complex scalar (Python's or NumPy's)."""
+    return np.isscalar(x) and np.asarray(x).dtype.kind in "biufc"
 
 
 def _refuse_text(x: Any) -> None:

@@ -305,6 +305,10 @@ def test_masked_data_with_masked_entries_is_refused():
         ("x", 1, lambda: x * op),
         ("x", 1, lambda: op.matvec(x)),
         ("x", 1, lambda: op.rmatvec(x)),
+        ("x", 1, lambda: (3 * op) @ x),  # SciPy's scaled operators took 1e20
+        ("x", 1, lambda: (op * 3) @ x),
+        ("x", 1, lambda: (-op) @ x),
+        ("x", 1, lambda: (op / 3) @ x),
         ("x", 1, lambda: op.apply(x)),
         ("x", 1, lambda: op.apply(x, out=np.empty(4))),
         ("x", 3, lambda: op @ X),
@@ -320,6 +324,33 @@ def test_masked_data_with_masked_entries_is_refused():
     unmasked = np.ma.masked_array(filled, mask=False)  # no masked entry: works as before
     for call in [op.__matmul__, op.matvec, op.apply, permuted.dot, op.H.__matmul__]:
         np.testing.assert_array_equal(call(unmasked), call(filled))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.float64])
+def test_a_scaled_operator_is_a_debut_operator_of_numpys_result_type(dtype):
+    # SciPy's -op and op * 3 said float64 for a float32 operator (their products were
+    # float32), so gmres, eigs and svds changed precision on a negated operator
+    op = special.dft(16, dtype=np.result_type(dtype, np.complex64))
+    op = op if np.dtype(dtype).kind == "c" else special.hadamard(16, dtype=dtype)
+    dense = op.toarray()
+    for scaled, expected in [
+        (-op, -dense),
+        (op * 3, 3 * dense),
+        (2.5 * op, 2.5 * dense),
+        (op / 3, dense / 3),
+        (op.dot(-2), -2 * dense),
+        (op * True, dense),
+    ]:
+        assert type(scaled) is DeButOperator and scaled.dtype == op.dtype
+        np.testing.assert_allclose(scaled.toarray(), expected, rtol=1e-6, atol=1e-6)
+    assert (op * 2j).dtype == np.result_type(op.dtype, np.complex64)
+    assert (op * np.float64(2)).dtype == np.result_type(op.dtype, np.float64)
+    with pytest.raises(ValueError, match="multiplying the operator by inf takes weights of fa"):
+        op * np.inf
+    with pytest.raises(ValueError, match="dividing the operator by 0 takes weights of factor 1"):
+        op / 0
+    with pytest.raises(TypeError, match="can be divided by a number, not 'a'"):
+        op / "a"
 
 
 def test_masked_weights_with_masked_entries_are_refused():
