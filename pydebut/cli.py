@@ -12,7 +12,9 @@ Anything else is a bug in pydebut: one line says so and how to see the
 traceback (``pydebut --debug ...`` or the environment variable
 ``PYDEBUT_DEBUG=1``), and the exit status is 3; with ``--debug`` the
 traceback itself is shown instead (status 3 still), while a mistake in what was
-asked for still gets its one line and status 2. A closed standard output is refused up front
+asked for still gets its one line and status 2. Ctrl-C ends a command with one line
+and status 130; SIGTERM and SIGHUP too, with 143 and 129, once the file being saved
+is removed. A closed standard output is refused up front
 (status 2); one that cannot be written (a full disk) is named in the error, status 2
 too; with standard error closed, its messages (and progress bars) are dropped.
 
@@ -27,7 +29,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import zipfile
 import zlib
@@ -69,6 +73,43 @@ _INPUT_ERRORS = (
 _GIVEN = "_given"
 #: What a file argument taken by a list option looks like (besides naming an existing file).
 _FILE_SUFFIXES = (".npy", ".json")
+
+
+class _Terminated(BaseException):
+    """The process was asked to end (SIGTERM, SIGHUP): raised where it runs, so that
+    what it was writing is cleaned up as for an interrupt (no half-written file)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+@contextlib.contextmanager
+def _terminations_raised() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`_Terminated` while the command runs.
+
+    Their default ends the process at once: a save killed by ``timeout`` or
+    ``kill`` left its temporary file (``.NAME.HEX.part``, as large as the
+    output) beside the output. Only signals left at their default are taken,
+    and only from the main thread (where Python runs handlers); they are put
+    back afterwards.
+    """
+    names = ("SIGTERM", "SIGHUP")
+    taken = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        taken = []
+    taken = [number for number in taken if signal.getsignal(number) == signal.SIG_DFL]
+
+    def raise_terminated(number: int, frame: object) -> None:
+        raise _Terminated(number)
+
+    for number in taken:
+        signal.signal(number, raise_terminated)
+    try:
+        yield
+    finally:
+        for number in taken:
+            signal.signal(number, signal.SIG_DFL)
 
 
 class _StandardOutputError(OSError):
@@ -275,8 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         The command's status (0 on success; ``check`` gives 1 for a chain
         that is not dense), ``EXIT_USAGE`` (2) for a usage or input error,
-        ``EXIT_BUG`` (3) for an internal error, 130 when interrupted and 141
-        when the reader of standard output went away.
+        ``EXIT_BUG`` (3) for an internal error, 130 when interrupted, 141
+        when the reader of standard output went away, and 128 plus the signal's
+        number when ended by SIGTERM (143) or SIGHUP (129).
 
     Examples
     --------
@@ -290,6 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stderr is None:  # started with stderr closed (``2>&-``): its messages are dropped
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             return main(argv)
+    with _terminations_raised():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """:func:`main` once standard error is open and SIGTERM raises."""
     parser = build_parser()
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
@@ -307,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pydebut: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as ended:
+        print(f"pydebut: ended by {signal.Signals(ended.signal_number).name}", file=sys.stderr)
+        return 128 + ended.signal_number
     except BrokenPipeError:
         # The reader went away (``pydebut chains ... | head``): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -112,7 +112,9 @@ def save(
         :func:`load` takes the real name, as ``np.load`` does (``load("op")``
         does not look for ``op.npz``). A file there is replaced in one step:
         a reader sees the old file or the new one, and a save that fails leaves
-        the old one. A file opened for binary writing (or an ``io.BytesIO``)
+        the old one (and, only if the process is killed outright, by SIGKILL or
+        a SIGTERM Python does not handle, the new one's part beside it as
+        ``.NAME.HEX.part``). A file opened for binary writing (or an ``io.BytesIO``)
         receives the archive at its position.
     operator : DeButOperator
     compress : bool, default False
@@ -168,7 +170,9 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
     The data goes to a new file beside it, which then takes its place
     (``os.replace``): a reader sees the old file or the new one, never a part,
     and a write that fails (a full disk, an interrupt) leaves the old file and
-    no other. A symbolic link is followed, as ``open`` does; the file keeps the
+    no other; a process killed outright (SIGKILL, or SIGTERM at its default,
+    which the command line turns into an exception) leaves the new file's part.
+    A symbolic link is followed, as ``open`` does; the file keeps the
     old file's permissions, or a new one gets those ``open`` would give it. A
     device or pipe at ``path`` is written as it is.
     """

@@ -11,6 +11,7 @@ import errno
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -346,6 +347,36 @@ def test_interrupt_is_one_line_and_status_130(capsys, monkeypatch):
     monkeypatch.setattr(check, "run", raising(KeyboardInterrupt()))
     assert main(["check", *CHAIN]) == 130
     assert capsys.readouterr().err == "pydebut: interrupted\n"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGTERM handling to test")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_a_fit_ended_by_a_signal_while_saving_leaves_the_old_file_and_no_other(tmp_path, name):
+    # killed by timeout's SIGTERM while saving, it left .NAME.HEX.part as large as the output
+    target = tmp_path / "target.npy"
+    np.save(target, np.random.default_rng(0).standard_normal((8, 8)))
+    output = tmp_path / "out.npz"
+    output.write_bytes(b"the last good file")
+    script = f"""
+import os, signal, sys
+from pydebut import cli
+def ended_while_saving(descriptor):
+    os.kill(os.getpid(), signal.{name})
+os.fsync = ended_while_saving
+sys.exit(cli.main(sys.argv[1:]))
+"""
+    argv = ["fit", str(target), "--sup", "8 8 8 8", "--sub", "2 2 4 2 2 2", "--no-progress"]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv, "-o", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, cli.DEBUG_VARIABLE: ""},
+    )
+    assert result.returncode == 128 + getattr(signal, name), result.stderr
+    assert result.stderr == f"pydebut: ended by {name}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.npz", "target.npy"]
+    assert output.read_bytes() == b"the last good file"
 
 
 def test_demo_plot_without_matplotlib_is_the_check_message(capsys, monkeypatch, tmp_path):
