@@ -199,6 +199,11 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
         if mode is not None:
             os.chmod(temporary, stat.S_IMODE(mode))
         os.replace(temporary, target)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        if err.errno is None or err.filename not in (None, os.fspath(temporary)):
+            raise
+        raise type(err)(err.errno, err.strerror, os.fspath(path)) from None  # the file asked for
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
