@@ -18,6 +18,7 @@ is removed. A closed standard output is refused up front
 (status 2); one that cannot be written (a full disk) is named in the error, status 2
 too; with standard error closed, its messages (and progress bars) are dropped.
 
+Options are taken as spelled, not abbreviated (``--sw`` is not ``--sweeps``).
 An option given twice is refused (status 2) rather than keeping the last
 value silently: ``--sup 64 72 --sup 72 144`` would read like one list of four
 numbers. A required positional argument that a list option (``--sup``,
@@ -235,8 +236,13 @@ class _StoreOnce(argparse.Action):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with options stored once (:class:`_StoreOnce`), errors raised
+    (:class:`_ArgumentError`), and options taken only as spelled: argparse's default
+    takes any unambiguous prefix (``--sw 3`` for ``--sweeps``), which an option added
+    later would make ambiguous, breaking the scripts that used it."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
         self.register("action", None, _StoreOnce)  # argument groups share the registry
         self.register("action", "store", _StoreOnce)
 

@@ -103,6 +103,26 @@ def test_every_option_given_twice_is_refused_naming_it(
     assert f"{option}: given twice" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "abbreviation"),
+    [
+        (["chains", "64", "64", "--lim", "3"], "--lim 3"),
+        (["check", "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1", "--form", "json"], "--form json"),
+        (
+            ["fit", "t.npy", "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1", "--sw", "1", "-o", "o"],
+            "--sw 1",
+        ),
+        (["demo", "--se", "1"], "--se 1"),
+    ],
+)
+def test_options_are_taken_only_as_spelled(capsys, argv, abbreviation):
+    # argparse took any unambiguous prefix: "--sw 1" was --sweeps, until an option
+    # added with the same start would have made the scripts that used it fail
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert f"unrecognized arguments: {abbreviation}" in err
+
+
 def test_no_command_prints_the_usage_once(capsys):
     status, out, err = run(capsys)
     assert status == 2 and out == ""
