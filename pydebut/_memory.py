@@ -55,8 +55,27 @@ def format_bytes(n_bytes: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def address_space_limit() -> tuple[int, int] | None:
+    """The process's address-space limit (``ulimit -v``, ``RLIMIT_AS``) and the bytes
+    of address space it already uses (0 where unknown); ``None`` without a limit."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/statm", "rb") as statm:  # Linux: pages of address space
+            used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        used = 0
+    return limit, used
+
+
 def check_fits_in_memory(n_bytes: int, what: str, narrow: str) -> None:
-    """Raise ``ValueError`` if ``what`` needs more than this machine's memory.
+    """Raise ``ValueError`` if ``what`` needs more than this machine's memory, or more
+    address space than the process's limit (``ulimit -v``) leaves it.
 
     ``narrow`` tells the caller how to ask for less.
     """
@@ -65,6 +84,23 @@ def check_fits_in_memory(n_bytes: int, what: str, narrow: str) -> None:
         raise ValueError(
             f"{what} needs {format_bytes(n_bytes)}, more than this machine's memory "
             f"({format_bytes(available)}); {narrow}"
+        )
+    check_address_space(n_bytes, what, narrow)
+
+
+def check_address_space(n_bytes: int, what: str, narrow: str) -> None:
+    """Raise ``ValueError`` if ``what`` needs more address space than the process's
+    limit (``ulimit -v``) leaves it: memory, or a file mapped into memory.
+
+    ``narrow`` tells the caller how to ask for less.
+    """
+    address_space = address_space_limit()
+    if address_space is not None and n_bytes > address_space[0] - address_space[1]:
+        limit, used = address_space
+        raise ValueError(
+            f"{what} needs {format_bytes(n_bytes)}, more than the process's address-space "
+            f"limit (ulimit -v, {format_bytes(limit)}) leaves it ({format_bytes(used)} in "
+            f"use); {narrow}"
         )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
+import subprocess
+import sys
 import tracemalloc
 from types import SimpleNamespace
 
@@ -428,3 +430,41 @@ def test_unfolding_beyond_memory_is_refused_and_huge_strides_work():
     with pytest.raises(ValueError, match="more than this machine's memory"):
         im2col(np.broadcast_to(np.float32(0), (1, 2**10, 2**10, 2**10)), 32)
     np.testing.assert_array_equal(im2col(x, 3, stride=2**62), im2col(x, 3, stride=2))
+
+
+ADDRESS_SPACE_SCRIPT = """
+import resource, sys
+from pydebut import DeButOperator, fit_hierarchical
+from pydebut.special import butterfly_chain
+with open("/proc/self/statm", "rb") as statm:
+    used = int(statm.read().split()[0]) * resource.getpagesize()
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+resource.setrlimit(resource.RLIMIT_AS, (used + 2**26, hard))  # 64 MiB more
+for request in (
+    lambda: DeButOperator.random([(4096, 4096, 4096, 4096, 1)], rng=0),  # 128 MiB of weights
+    lambda: fit_hierarchical(sys.argv[1], butterfly_chain(4096)),  # a target of 128 MiB
+):
+    try:
+        request()
+    except ValueError as refused:
+        print(refused)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS, /proc/self/statm")
+def test_requests_beyond_the_address_space_limit_are_refused_naming_it(tmp_path):
+    # only the machine's memory was checked: under ulimit -v, a fit of a target file
+    # ended in "[Errno 12] Cannot allocate memory", an operator in NumPy's MemoryError
+    target = tmp_path / "target.npy"
+    np.lib.format.open_memmap(target, mode="w+", shape=(4096, 4096)).flush()  # sparse
+    result = subprocess.run(
+        [sys.executable, "-c", ADDRESS_SPACE_SCRIPT, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    limit = r"more than the process's address-space limit \(ulimit -v, .*\) leaves it"
+    operator, fit = result.stdout.splitlines()
+    assert re.match(rf"an operator with 16,777,216 weights .* needs 256 MiB, {limit}", operator)
+    assert re.match(rf"memory-mapping the target file '{re.escape(str(target))}' .*{limit}", fit)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._memory import check_fits_in_memory
+from .._memory import check_address_space, check_fits_in_memory
 from ..io import _open_without_waiting
 from ..operator import DeButOperator, _largest_magnitude
 from ..spec import Chain, FactorSpec, _as_bool, refuse_masked
@@ -531,6 +531,11 @@ def _load_npy(path: str | os.PathLike) -> np.ndarray:
                 "device): save the matrix to a .npy file first"
             )
         magic = file.read(6)
+    check_address_space(
+        status.st_size,
+        f"memory-mapping the target file {os.fspath(path)!r}",
+        "raise the limit, or fit a smaller target",
+    )
     if magic != b"\x93NUMPY":
         kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
         raise ValueError(
