@@ -291,3 +291,11 @@ def test_partial_supports_either_way_are_the_boolean_products(monkeypatch, chain
         support = supports[chain.n_factors - 1 - first]
         np.testing.assert_array_equal(support, boolean_product(chain[first:]))
         assert support.flags.c_contiguous
+
+
+def test_a_wide_chain_whose_first_gap_is_past_row_0_reports_it():
+    # m < n reads the reach sets bit by bit; a test never reached a gap past row 0 there
+    chain = Chain([(8, 24, 1, 3, 1), (24, 12, 2, 1, 4), (12, 24, 4, 8, 3)])
+    assert is_dense(chain).missing == (1, 2)
+    assert_agrees(chain)
+    assert_agrees(chain.T)

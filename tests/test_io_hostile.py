@@ -7,6 +7,7 @@ import os
 import struct
 import tempfile
 import tracemalloc
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -364,3 +365,46 @@ def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
                 os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
                 pytest.fail(f"load({path.name!r}) waited for a writer to open the pipe")
         assert isinstance(error, ValueError) and "not a regular file" in str(error)
+
+
+def rewritten(change: dict[str, bytes], extra: dict[str, bytes] | None = None) -> bytes:
+    """A saved file of CHAIN with the members of ``change`` replaced and ``extra`` appended
+    (a name already in the archive then appears twice)."""
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(GOOD[False])) as source,
+        zipfile.ZipFile(buffer, "w") as target,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+        for info in source.infolist():
+            target.writestr(info.filename, change.get(info.filename, source.read(info)))
+        for name, data in (extra or {}).items():
+            target.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        # the last of two members of one name won: weights all 7.0 behind the real ones
+        (
+            lambda: rewritten({}, {"weights_0.npy": npy(np.full((2, 2, 2, 2), 7.0))}),
+            "unexpected archive member 'weights_0.npy'",
+        ),
+        # bytes beyond what the member's header announces
+        (
+            lambda: rewritten({"weights_0.npy": npy(np.ones((2, 2, 2, 2))) + b"more"}),
+            "weights_0.npy holds 132 data bytes, but its header announces 128",
+        ),
+        # permutations belong to format version 2 on
+        (
+            lambda: rewritten(
+                {"format_version.npy": npy(np.array(1))}, {"row_perm.npy": npy(np.arange(8))}
+            ),
+            "unexpected ['row_perm']",
+        ),
+    ],
+)
+def test_tampered_members_are_refused(tmp_path, make, words):
+    assert_refused(tmp_path, make(), words)

@@ -63,6 +63,8 @@ def test_support_indices_follow_weight_order():
         ((4, 4, "2", 2, 1), TypeError, "r must be an integer, got str"),
         ((6, 4, 4, 2, 1), ValueError, "p is not divisible by r*t = 4"),
         ((4, 6, 2, 4, 1), ValueError, "q is not divisible by s*t = 4"),
+        ((6, 4, 2, 2, 2), ValueError, "p is not divisible by r*t = 4"),  # r alone divides p
+        ((4, 6, 2, 2, 2), ValueError, "q is not divisible by s*t = 4"),
         ((8, 4, 2, 2, 1), ValueError, "block counts differ, p/(r*t) = 4 but q/(s*t) = 2"),
     ],
 )
@@ -109,6 +111,8 @@ def test_chain_must_connect():
         Chain(5)
     with pytest.raises(ValueError, match="expected 5 integers"):
         Chain([(4, 4, 2, 2)])
+    with pytest.raises(ValueError, match=r"factor 1 of 1: expected 5 integers .*, got 6"):
+        Chain([(4, 4, 2, 2, 1, 7)])
 
 
 def test_paper_chains_structure():
