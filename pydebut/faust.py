@@ -235,21 +235,49 @@ def _scaled_permutation(factor: sp.coo_array) -> tuple[np.ndarray | None, Any]:
 
 def _fits(spec: FactorSpec, factor: sp.coo_array) -> bool:
     """Whether every stored nonzero of ``factor`` lies in the support of ``spec``."""
+    rows, columns = _nonzeros(factor)
+    return bool(np.all(rows % spec.t == columns % spec.t)) and _in_blocks(spec, rows, columns)
+
+
+def _nonzeros(factor: sp.coo_array) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices (int64) of the stored nonzeros of ``factor``."""
     nonzero = factor.data != 0
-    i, j = factor.row[nonzero], factor.col[nonzero]
-    same_block = i // (spec.r * spec.t) == j // (spec.s * spec.t)
-    return bool(np.all(same_block) and np.all(i % spec.t == j % spec.t))
+    return factor.row[nonzero].astype(np.int64), factor.col[nonzero].astype(np.int64)
+
+
+#: Nonzeros :func:`_in_blocks` checks at a time, stopping at the first outside.
+_BLOCK_CHECK = 1 << 14
+
+
+def _in_blocks(spec: FactorSpec, rows: np.ndarray, columns: np.ndarray) -> bool:
+    """Whether each nonzero ``(rows[i], columns[i])`` lies in a diagonal block of ``spec``
+    (``r t`` rows by ``s t`` columns), checked :data:`_BLOCK_CHECK` at a time."""
+    row_block, column_block = spec.r * spec.t, spec.s * spec.t
+    return not any(
+        np.any(rows[start : start + _BLOCK_CHECK] // row_block
+               != columns[start : start + _BLOCK_CHECK] // column_block)
+        for start in range(0, rows.size, _BLOCK_CHECK)
+    )  # fmt: skip
 
 
 def _smallest_spec(factor: sp.coo_array) -> FactorSpec:
-    """The DeBut shape with the fewest weights (then the largest ``t``) holding ``factor``."""
+    """The DeBut shape with the fewest weights (then the largest ``t``) holding ``factor``.
+
+    With ``d = k t`` (blocks times diagonal), a shape holds ``p q / d`` weights: the
+    largest ``d`` dividing ``gcd(p, q)`` whose blocks hold every nonzero wins. For a
+    given ``d``, ``t`` must divide every ``i - j`` of a nonzero ``(i, j)``, so it is at
+    most ``gcd(d, g)`` for ``g`` their gcd; and a smaller ``t`` only cuts the blocks
+    finer: one ``t`` is tried for each ``d``, each nonzero read until the first outside
+    (a dense 5040 x 5040 factor ran 810 full checks of its 25 million nonzeros).
+    """
     p, q = factor.shape
-    candidates = (
-        FactorSpec(p, q, p // d, q // d, t)
-        for d in reversed(_divisors(math.gcd(p, q)))  # d = k*t blocks times diagonal; nnz = pq/d
-        for t in reversed(_divisors(d))
-    )
-    return next(spec for spec in candidates if _fits(spec, factor))  # d = 1 is dense: fits
+    rows, columns = _nonzeros(factor)
+    offsets = int(np.gcd.reduce(np.abs(rows - columns))) if rows.size else 0  # 0: diagonal
+    for d in reversed(_divisors(math.gcd(p, q))):
+        spec = FactorSpec(p, q, p // d, q // d, math.gcd(d, offsets))
+        if _in_blocks(spec, rows, columns):
+            return spec
+    raise AssertionError("unreachable: d = 1 is one dense block")  # pragma: no cover
 
 
 def _divisors(x: int) -> list[int]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pydebut import Chain, DeButOperator, special
+from pydebut import Chain, DeButOperator, FactorSpec, special
 from pydebut.torch_layer import forward_from_twiddle
 
 CHAINS = {
@@ -414,3 +414,38 @@ def test_faust_without_pyfaust_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyfaust", None)
     with pytest.raises(ImportError, match=r"pip install pydebut\[faust\]"):
         DeButOperator.random(CHAINS["chainable"], rng=0).to_faust()
+
+
+def smallest_spec_by_trying_all(factor: sp.coo_array):
+    """Every (d, t) in turn, fewest weights then largest t first: the definition."""
+    from pydebut.faust import _divisors, _fits
+
+    p, q = factor.shape
+    for d in reversed(_divisors(np.gcd(p, q))):
+        for t in reversed(_divisors(d)):
+            spec = FactorSpec(p, q, p // d, q // d, t)
+            if _fits(spec, factor):
+                return spec
+    raise AssertionError("d = 1 fits every factor")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_smallest_shape_of_a_faust_factor_is_the_one_trying_every_shape_finds(seed):
+    # trying every shape on every nonzero took minutes on a dense 5040 x 5040 factor
+    from pydebut.faust import _smallest_spec
+
+    rng = np.random.default_rng(seed)
+    chain = Chain.from_factorizations(
+        [int(rng.choice([1, 2, 3])), int(rng.choice([2, 4, 6]))],
+        [int(rng.choice([1, 2, 4])), int(rng.choice([3, 4]))],
+    )
+    for spec in chain:
+        rows, columns = spec.support_indices()
+        kept = rng.random(rows.size) < rng.choice([0.3, 0.8, 1.0])
+        factor = sp.coo_array((np.ones(kept.sum()), (rows[kept], columns[kept])), shape=spec.shape)
+        assert _smallest_spec(factor) == smallest_spec_by_trying_all(factor)
+    dense = sp.coo_array(np.ones((12, 18)))
+    assert _smallest_spec(dense) == FactorSpec(12, 18, 12, 18, 1)
+    assert _smallest_spec(sp.coo_array((12, 18))) == smallest_spec_by_trying_all(
+        sp.coo_array((12, 18))
+    )
