@@ -25,19 +25,24 @@ Threading layer
 Kernel cache
     Compiled kernels are cached in ``$NUMBA_CACHE_DIR`` when it is set, else in
     a per-user folder (``$XDG_CACHE_HOME/pydebut`` or ``~/.cache/pydebut`` on
-    Linux, the platform's cache folder elsewhere), never inside the installed
-    package: Numba's default writes ``.nbi``/``.nbc`` files into
+    Linux, the platform's cache folder elsewhere), else, where neither can be
+    written (a read-only home), in a private folder under the system's temporary
+    one (:func:`temporary_cache_dir`), never inside the installed package:
+    Numba's default writes ``.nbi``/``.nbc`` files into
     ``site-packages/pydebut/__pycache__``, which ``pip uninstall`` leaves
     behind as a namespace package that shadows a later editable install.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import os
 import site
+import stat
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 
@@ -211,9 +216,50 @@ class _PerUserCacheLocator(caching.UserWideCacheLocator):
         self._cache_path = os.path.join(user_cache_dir(), self.get_suitable_cache_subpath(py_file))
 
 
+def temporary_cache_dir() -> str | None:
+    """The folder for compiled kernels when the per-user one cannot be written (a
+    read-only home, ``HOME=/nonexistent``): ``pydebut-cache-UID`` in the system's
+    temporary folder, or None where there are no user ids (Windows).
+
+    Numba's cache index is unpickled, so the folder must be this user's alone: it is
+    made with mode 0700, and one found there owned by another user, or open to
+    others, is not used (:class:`_TemporaryCacheLocator`).
+    """
+    if not hasattr(os, "getuid"):
+        return None
+    return os.path.join(tempfile.gettempdir(), f"pydebut-cache-{os.getuid()}")
+
+
+class _TemporaryCacheLocator(caching.UserWideCacheLocator):
+    """Numba's user-wide locator in :func:`temporary_cache_dir`, if it is this user's alone."""
+
+    def __init__(self, py_func: Callable, py_file: str) -> None:
+        super().__init__(py_func, py_file)
+        folder = temporary_cache_dir()
+        self._cache_path = os.path.join(folder or "", self.get_suitable_cache_subpath(py_file))
+
+    def ensure_cache_path(self) -> None:
+        folder = temporary_cache_dir()
+        if folder is None:
+            raise OSError("no user ids to keep a shared temporary folder private")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        status = os.lstat(folder)
+        if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid():
+            raise OSError(f"{folder} is not a folder of this user's")
+        if stat.S_IMODE(status.st_mode) & 0o077:
+            raise OSError(f"{folder} is open to other users")
+        super().ensure_cache_path()
+
+
 class _KernelCacheImpl(caching.CompileResultCacheImpl):
-    # NUMBA_CACHE_DIR first, then the per-user folder; never the package's __pycache__.
-    _locator_classes = (caching.UserProvidedCacheLocator, _PerUserCacheLocator)
+    # NUMBA_CACHE_DIR first, then the per-user folder, then a private temporary one;
+    # never the package's __pycache__.
+    _locator_classes = (
+        caching.UserProvidedCacheLocator,
+        _PerUserCacheLocator,
+        _TemporaryCacheLocator,
+    )
 
 
 class _KernelCache(caching.FunctionCache):
@@ -226,6 +272,7 @@ def enable_kernel_cache(dispatcher: numba.core.dispatcher.Dispatcher) -> None:
     Raises
     ------
     RuntimeError
-        If neither ``NUMBA_CACHE_DIR`` nor the per-user folder is writable.
+        If none of ``NUMBA_CACHE_DIR``, the per-user folder and the private
+        temporary one (:func:`temporary_cache_dir`) is writable.
     """
     dispatcher._cache = _KernelCache(dispatcher.py_func)

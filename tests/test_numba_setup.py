@@ -2,8 +2,10 @@
 
 import ctypes
 import os
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -83,6 +85,7 @@ def test_unwritable_cache_folders_fall_back_to_uncached_kernels_with_one_warning
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder / "cache"))
     monkeypatch.setenv("HOME", str(not_a_folder / "home"))
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder / "tmp"))
     with pytest.raises(RuntimeError, match="no locator available"):
         _numba_setup._KernelCache(add)
     monkeypatch.setattr(_kernels, "_cache_warning_issued", False)
@@ -95,6 +98,27 @@ def test_unwritable_cache_folders_fall_back_to_uncached_kernels_with_one_warning
     assert caught[0].category is RuntimeWarning
     assert "cannot cache compiled kernels" in str(caught[0].message)
     assert "NUMBA_CACHE_DIR" in str(caught[0].message)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no user ids")
+def test_without_a_writable_home_kernels_are_cached_in_a_private_temporary_folder(
+    tmp_path, monkeypatch
+):
+    # a read-only home (HOME=/nonexistent, nobody's) compiled every kernel in every
+    # process, about 40 s of CPU before the first block product
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder / "cache"))
+    monkeypatch.setenv("HOME", str(not_a_folder / "home"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    private = tmp_path / f"pydebut-cache-{os.getuid()}"
+    cache = _numba_setup._KernelCache(add)
+    assert Path(cache.cache_path).is_relative_to(private)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    private.chmod(0o755)  # open to others: another user could plant a pickled index there
+    with pytest.raises(RuntimeError, match="no locator available"):
+        _numba_setup._KernelCache(add)
 
 
 def test_every_kernel_is_cached_outside_the_package():
