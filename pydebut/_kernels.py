@@ -69,6 +69,7 @@ from numba.np.arrayobj import make_array, populate_array
 from . import _numba_setup
 from ._memory import ALIGN_BYTES
 
+_numba_setup.check_jit_enabled()
 _numba_setup.choose_threading_layer()
 
 

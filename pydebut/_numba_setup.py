@@ -58,6 +58,20 @@ THREADING_LAYER = "forksafe"
 TBB_LIBRARY = "libtbb.so.12"
 
 
+def check_jit_enabled() -> None:
+    """Raise ImportError if Numba's JIT compiler is turned off (``NUMBA_DISABLE_JIT``).
+
+    The kernels reach below Python (LLVM intrinsics, Numba's array internals) and
+    cannot run as Python functions: ``import pydebut`` failed inside the cache setup
+    with an AttributeError, and without it the first product failed inside a kernel.
+    """
+    if numba.config.DISABLE_JIT:
+        raise ImportError(
+            "pydebut's kernels need Numba's JIT compiler, which NUMBA_DISABLE_JIT "
+            "(numba.config.DISABLE_JIT) turns off: unset it to use pydebut"
+        )
+
+
 def choose_threading_layer() -> str:
     """Select :data:`THREADING_LAYER` unless the user chose a layer; return the layer in force.
 

@@ -121,6 +121,22 @@ def test_without_a_writable_home_kernels_are_cached_in_a_private_temporary_folde
         _numba_setup._KernelCache(add)
 
 
+def test_import_refuses_a_turned_off_jit_naming_the_setting():
+    # it failed inside the cache setup: "'function' object has no attribute 'py_func'"
+    result = subprocess.run(
+        [sys.executable, "-c", "import pydebut"],
+        capture_output=True,
+        text=True,
+        env=clean_env(NUMBA_DISABLE_JIT="1"),
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: pydebut's kernels need Numba's JIT compiler, which NUMBA_DISABLE_JIT "
+        "(numba.config.DISABLE_JIT) turns off: unset it to use pydebut"
+    )
+
+
 def test_every_kernel_is_cached_outside_the_package():
     assert len(KERNELS) >= 8
     for kernel in KERNELS:
