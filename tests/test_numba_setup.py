@@ -77,15 +77,22 @@ def test_numba_cache_dir_wins_when_set(tmp_path, monkeypatch):
     assert Path(cache.cache_path).is_relative_to(tmp_path)
 
 
-def test_unwritable_cache_folders_fall_back_to_uncached_kernels_with_one_warning(
-    tmp_path, monkeypatch
-):
+def no_cache_folders(tmp_path, monkeypatch, temporary: str) -> None:
+    """No NUMBA_CACHE_DIR, and XDG_CACHE_HOME and HOME below a file (so unwritable);
+    the system's temporary folder ``tmp_path`` itself if ``temporary`` is "writable"."""
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder / "cache"))
     monkeypatch.setenv("HOME", str(not_a_folder / "home"))
-    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder / "tmp"))
+    writable = temporary == "writable"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path if writable else not_a_folder / "tmp"))
+
+
+def test_unwritable_cache_folders_fall_back_to_uncached_kernels_with_one_warning(
+    tmp_path, monkeypatch
+):
+    no_cache_folders(tmp_path, monkeypatch, temporary="unwritable")
     with pytest.raises(RuntimeError, match="no locator available"):
         _numba_setup._KernelCache(add)
     monkeypatch.setattr(_kernels, "_cache_warning_issued", False)
@@ -106,12 +113,7 @@ def test_without_a_writable_home_kernels_are_cached_in_a_private_temporary_folde
 ):
     # a read-only home (HOME=/nonexistent, nobody's) compiled every kernel in every
     # process, about 40 s of CPU before the first block product
-    not_a_folder = tmp_path / "file"
-    not_a_folder.write_text("")
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_folder / "cache"))
-    monkeypatch.setenv("HOME", str(not_a_folder / "home"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    no_cache_folders(tmp_path, monkeypatch, temporary="writable")
     private = tmp_path / f"pydebut-cache-{os.getuid()}"
     cache = _numba_setup._KernelCache(add)
     assert Path(cache.cache_path).is_relative_to(private)
