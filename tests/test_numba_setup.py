@@ -45,6 +45,17 @@ def clean_env(*drop: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def import_pydebut(**extra: str) -> subprocess.CompletedProcess:
+    """``import pydebut`` in a new interpreter, in :func:`clean_env` with ``extra``."""
+    return subprocess.run(
+        [sys.executable, "-c", "import pydebut"],
+        capture_output=True,
+        text=True,
+        env=clean_env(**extra),
+        timeout=120,
+    )
+
+
 def add(x, y):  # a function in a real source file, for Numba's cache locators
     return x + y
 
@@ -125,13 +136,7 @@ def test_without_a_writable_home_kernels_are_cached_in_a_private_temporary_folde
 
 def test_import_refuses_a_turned_off_jit_naming_the_setting():
     # it failed inside the cache setup: "'function' object has no attribute 'py_func'"
-    result = subprocess.run(
-        [sys.executable, "-c", "import pydebut"],
-        capture_output=True,
-        text=True,
-        env=clean_env(NUMBA_DISABLE_JIT="1"),
-        timeout=120,
-    )
+    result = import_pydebut(NUMBA_DISABLE_JIT="1")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "ImportError: pydebut's kernels need Numba's JIT compiler, which NUMBA_DISABLE_JIT "
@@ -220,13 +225,7 @@ def test_an_openmp_layer_started_before_the_import_is_in_force_with_a_warning():
 
 
 def test_a_threading_layer_numba_cannot_use_is_refused_at_import():
-    result = subprocess.run(
-        [sys.executable, "-c", "import pydebut"],
-        capture_output=True,
-        text=True,
-        env=clean_env(NUMBA_THREADING_LAYER="tbbb"),
-        timeout=120,
-    )
+    result = import_pydebut(NUMBA_THREADING_LAYER="tbbb")
     assert result.returncode != 0
     assert "ValueError: the Numba threading layer 'tbbb' (NUMBA_THREADING_LAYER" in result.stderr
 
