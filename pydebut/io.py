@@ -189,8 +189,8 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows
         descriptor = os.open(temporary, flags, 0o666)
-    except OSError as err:  # named as the file asked for, not the temporary one
-        raise type(err)(err.errno, err.strerror, os.fspath(path)) from None
+    except OSError as err:
+        raise _naming_the_file_asked_for(err, temporary, path) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -199,14 +199,18 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
         if mode is not None:
             os.chmod(temporary, stat.S_IMODE(mode))
         os.replace(temporary, target)
-    except OSError as err:
+    except BaseException as err:
         temporary.unlink(missing_ok=True)
-        if err.errno is None or err.filename not in (None, os.fspath(temporary)):
-            raise
-        raise type(err)(err.errno, err.strerror, os.fspath(path)) from None  # the file asked for
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _naming_the_file_asked_for(err, temporary, path) from None
         raise
+
+
+def _naming_the_file_asked_for(err: OSError, temporary: Path, path: Path) -> OSError:
+    """``err`` naming ``path`` where it named the ``temporary`` file or no file."""
+    if err.errno is None or err.filename not in (None, os.fspath(temporary)):
+        return err
+    return type(err)(err.errno, err.strerror, os.fspath(path))
 
 
 def check_savable(chain: Chain) -> None:

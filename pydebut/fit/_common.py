@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 import tokenize
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -367,33 +367,31 @@ PRODUCT_PANEL = 2**22
 
 
 def _largest_of_product(operator: DeButOperator) -> Any:
-    """The largest magnitude (of a part) in the dense product of ``operator``, formed a panel of
-    columns (at most :data:`PRODUCT_PANEL` entries) at a time."""
-    m, n = operator.shape
-    width, dtype = max(1, PRODUCT_PANEL // m), operator.dtype
-    return max(
-        _largest_magnitude(operator.matmat(np.eye(n, min(width, n - start), -start, dtype)))
-        for start in range(0, n, width)
-    )
+    """The largest magnitude (of a part) in the dense product of ``operator``, formed a
+    panel of columns at a time (:func:`_identity_panels`)."""
+    return max(_largest_magnitude(panel) for panel in _identity_panels(operator, "matmat"))
 
 
 def _evaluates_finitely(operator: DeButOperator, evaluate: str) -> bool:
     """Whether ``operator.matmat`` of the identity's columns (``evaluate="matmat"``) or
-    ``operator.rmatmat`` of its rows (``"rmatmat"``) holds no infinity or NaN, a panel
-    (at most :data:`PRODUCT_PANEL` entries) at a time.
+    ``operator.rmatmat`` of its rows (``"rmatmat"``) holds no infinity or NaN.
 
     An overflow anywhere in the evaluation reaches its result: the kernels multiply
     every entry of the support, so an infinity meets a zero weight as NaN.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(np.isfinite(panel).all() for panel in _identity_panels(operator, evaluate))
+
+
+def _identity_panels(operator: DeButOperator, evaluate: str) -> Iterator[np.ndarray]:
+    """``operator.matmat`` (``evaluate="matmat"``) or ``operator.rmatmat`` of the
+    identity, a panel of at most :data:`PRODUCT_PANEL` entries at a time."""
     m, n = operator.shape
     size, height = (n, m) if evaluate == "matmat" else (m, n)
     width = max(1, PRODUCT_PANEL // height)
     apply = getattr(operator, evaluate)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return all(
-            np.isfinite(apply(np.eye(size, min(width, size - start), -start, operator.dtype))).all()
-            for start in range(0, size, width)
-        )
+    for start in range(0, size, width):
+        yield apply(np.eye(size, min(width, size - start), -start, operator.dtype))
 
 
 def _log2_evaluation_bound(weights: Sequence[np.ndarray], exponents: Sequence[int]) -> float:
