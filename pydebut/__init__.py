@@ -5,69 +5,59 @@ grids of diagonal matrices (Lin et al., NeurIPS 2021). pydebut describes such
 chains (:class:`FactorSpec`, :class:`Chain`), helps choose them
 (:func:`enumerate_chains`, :func:`min_param_chain`, :func:`is_dense`) and
 applies them as a SciPy ``LinearOperator`` (:class:`DeButOperator`).
+
+Each public name is imported from its module when it is first used (Scientific
+Python's SPEC 1), from the list in ``__init__.pyi``, which type checkers read:
+``import pydebut`` does not compile or load the kernels. It does select Numba's
+threading layer (``pydebut._numba_setup``), so Numba parallel code run after it
+is fork-safe too; a Numba setting the kernels cannot run under
+(``NUMBA_DISABLE_JIT``, a threading layer that does not load here) is refused
+where they are first needed, which lets the command line report it in one line.
 """
 
-from . import special
-from ._memory import aligned_empty
-from .chains import (
-    ChainClass,
-    classify,
-    count_chains,
-    enumerate_chains,
-    min_param_chain,
-    pareto_front,
-    rank_weights,
-)
-from .conv import conv2d, im2col, kernel_to_matrix, matrix_to_kernel
-from .density import DensityResult, is_dense, product_support
-from .fit import (
-    ApproximationResult,
-    FitResult,
-    SearchNarrowedWarning,
-    SVDBaseline,
-    approximate,
-    candidate_permutations,
-    fit_als,
-    fit_hierarchical,
-    hierarchy_ranks,
-)
-from .io import load, save
-from .operator import DeButOperator, parallel_launch_lock
-from .spec import Chain, FactorSpec
+import ast
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import _numba_setup
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ApproximationResult",
-    "Chain",
-    "ChainClass",
-    "DeButOperator",
-    "DensityResult",
-    "FactorSpec",
-    "FitResult",
-    "SVDBaseline",
-    "SearchNarrowedWarning",
-    "__version__",
-    "aligned_empty",
-    "approximate",
-    "candidate_permutations",
-    "classify",
-    "conv2d",
-    "count_chains",
-    "enumerate_chains",
-    "fit_als",
-    "fit_hierarchical",
-    "hierarchy_ranks",
-    "im2col",
-    "is_dense",
-    "kernel_to_matrix",
-    "load",
-    "matrix_to_kernel",
-    "min_param_chain",
-    "parallel_launch_lock",
-    "pareto_front",
-    "product_support",
-    "rank_weights",
-    "save",
-    "special",
-]
+_numba_setup.choose_threading_layer()  # before any Numba parallel code runs
+
+
+def _read_stub() -> tuple[dict[str, str | None], list[str]]:
+    """The public names of ``__init__.pyi``, each with its module (None for a
+    submodule), and its ``__all__``."""
+    stub = ast.parse(Path(__file__).with_suffix(".pyi").read_text(encoding="utf-8"))
+    modules: dict[str, str | None] = {}
+    public: list[str] = []
+    for statement in stub.body:
+        if isinstance(statement, ast.ImportFrom):
+            modules.update((alias.name, statement.module) for alias in statement.names)
+        elif isinstance(statement, ast.Assign) and ast.unparse(statement.targets) == "__all__":
+            public = ast.literal_eval(statement.value)
+    return modules, public
+
+
+_MODULE_OF, __all__ = _read_stub()
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public ``name`` from its module, once (PEP 562)."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _MODULE_OF[name]
+    value: ModuleType | Any
+    if module is None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -50,16 +50,8 @@ import os
 import platform
 import warnings
 
+import numba
 import numpy as np
-
-try:
-    import numba
-except ImportError as err:  # pragma: no cover - exercised only without numba
-    raise ImportError(
-        "pydebut needs numba for its kernels; install it with 'pip install numba' "
-        f"(import failed: {err})"
-    ) from err
-
 from llvmlite import ir
 from numba.core import cgutils, codegen, types
 from numba.core.compiler_lock import global_compiler_lock
@@ -70,7 +62,7 @@ from . import _numba_setup
 from ._memory import ALIGN_BYTES
 
 _numba_setup.check_jit_enabled()
-_numba_setup.choose_threading_layer()
+_numba_setup.check_layer_in_force()
 
 
 # A thread's first call of a kind compiles its kernel, or loads it from the cache, holding

@@ -46,7 +46,13 @@ import tempfile
 import warnings
 from collections.abc import Callable
 
-import numba
+try:
+    import numba
+except ImportError as err:  # pragma: no cover - exercised only without numba
+    raise ImportError(
+        "pydebut needs numba for its kernels; install it with 'pip install numba' "
+        f"(import failed: {err})"
+    ) from err
 from numba.core import caching
 from numba.misc.appdirs import AppDirs
 
@@ -79,7 +85,9 @@ def choose_threading_layer() -> str:
     from the environment keep the choice (and child processes inherit it).
     Unless the layer in force excludes TBB, :func:`load_environment_tbb` runs first.
     A layer Numba already started (:func:`started_layer`) is the one in force:
-    ``RuntimeWarning`` if it is OpenMP and the user chose none.
+    ``RuntimeWarning`` if it is OpenMP and the user chose none. ``import pydebut``
+    runs this; whether the layer can load is checked later, by
+    :func:`check_layer_in_force`, so that refusing it does not fail the import.
     """
     user_chose = "NUMBA_THREADING_LAYER" in os.environ or configured_layer() != "default"
     started = started_layer()
@@ -100,8 +108,13 @@ def choose_threading_layer() -> str:
     layer = configured_layer()
     if layer not in ("workqueue", "omp"):
         load_environment_tbb()
-    check_threading_layer(layer)
     return layer
+
+
+def check_layer_in_force() -> None:
+    """Raise ValueError unless the threading layer in force can load here
+    (:func:`check_threading_layer`); the kernels run it when they are imported."""
+    check_threading_layer(started_layer() or configured_layer())
 
 
 #: The libraries each threading layer of Numba may run on (its ``forksafe`` excludes GNU

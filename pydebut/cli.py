@@ -7,7 +7,8 @@ dispatches; what the subcommands share lives in :mod:`pydebut.commands._common`.
 
 No traceback reaches the user. Mistakes in what was asked for (bad options,
 unreadable or malformed files, numbers too large, input nested too deeply, a
-request that does not fit in memory) print one line and exit with status 2.
+request that does not fit in memory, a Numba setting the kernels refuse, such
+as ``NUMBA_DISABLE_JIT``) print one line and exit with status 2.
 Anything else is a bug in pydebut: one line says so and how to see the
 traceback (``pydebut --debug ...`` or the environment variable
 ``PYDEBUT_DEBUG=1``), and the exit status is 3; with ``--debug`` the
@@ -37,12 +38,14 @@ import traceback
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
-from .commands import COMMANDS
-from .commands._common import UsageError, load_chain_json
+from .commands import UsageError, command_modules
 from .spec import shown
+
+if TYPE_CHECKING:
+    from .commands._common import load_chain_json
 
 __all__ = ["EXIT_BUG", "EXIT_USAGE", "UsageError", "build_parser", "load_chain_json", "main"]
 
@@ -67,6 +70,7 @@ _INPUT_ERRORS = (
     zlib.error,
     RecursionError,  # input nested too deeply (JSON, chain lists)
     MemoryError,  # a request too large for this machine
+    ImportError,  # the environment: NUMBA_DISABLE_JIT set, a dependency missing
 )
 
 
@@ -304,9 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
         "invalid input still gets one line and exit status 2",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in COMMANDS:
+    for module in command_modules():
         module.register(subparsers)
     return parser
+
+
+def __getattr__(name: str) -> Any:
+    """:func:`load_chain_json`, imported on first use (PEP 562): the subcommands'
+    modules load the kernels, whose refusal of a Numba setting :func:`main`
+    reports in one line only once it is running."""
+    if name == "load_chain_json":
+        from .commands._common import load_chain_json
+
+        return load_chain_json
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -344,9 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     """:func:`main` once standard error is open and SIGTERM raises."""
-    parser = build_parser()
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
+        parser = build_parser()
         args = _parse(parser, argv)
         debug = debug or args.debug
         if args.command is None:

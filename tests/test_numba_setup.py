@@ -46,9 +46,10 @@ def clean_env(*drop: str, **extra: str) -> dict[str, str]:
 
 
 def import_pydebut(**extra: str) -> subprocess.CompletedProcess:
-    """``import pydebut`` in a new interpreter, in :func:`clean_env` with ``extra``."""
+    """``import pydebut`` and the kernels (``DeButOperator``) in a new interpreter, in
+    :func:`clean_env` with ``extra``."""
     return subprocess.run(
-        [sys.executable, "-c", "import pydebut"],
+        [sys.executable, "-c", "import pydebut; pydebut.DeButOperator"],
         capture_output=True,
         text=True,
         env=clean_env(**extra),
@@ -134,7 +135,7 @@ def test_without_a_writable_home_kernels_are_cached_in_a_private_temporary_folde
         _numba_setup._KernelCache(add)
 
 
-def test_import_refuses_a_turned_off_jit_naming_the_setting():
+def test_the_kernels_refuse_a_turned_off_jit_naming_the_setting():
     # it failed inside the cache setup: "'function' object has no attribute 'py_func'"
     result = import_pydebut(NUMBA_DISABLE_JIT="1")
     assert result.returncode == 1
@@ -224,10 +225,45 @@ def test_an_openmp_layer_started_before_the_import_is_in_force_with_a_warning():
     assert run_python(PARALLEL_CODE_FIRST, chosen).splitlines() == ["omp False"]
 
 
-def test_a_threading_layer_numba_cannot_use_is_refused_at_import():
+def test_a_threading_layer_numba_cannot_use_is_refused_by_the_kernels():
     result = import_pydebut(NUMBA_THREADING_LAYER="tbbb")
     assert result.returncode != 0
     assert "ValueError: the Numba threading layer 'tbbb' (NUMBA_THREADING_LAYER" in result.stderr
+
+
+def test_import_pydebut_selects_the_layer_and_leaves_the_kernels_unloaded():
+    # a setting the kernels refuse failed "import pydebut" itself, so every pydebut command
+    # printed a traceback; the layer is still selected at import, before Numba code runs
+    out = run_python(
+        """
+        import os, sys
+        import pydebut
+        print(os.environ["NUMBA_THREADING_LAYER"], "pydebut._kernels" in sys.modules)
+        print(pydebut.Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)]).n_params)
+        """,
+        clean_env(NUMBA_DISABLE_JIT="1"),
+    )
+    assert out.split() == ["forksafe", "False", "16"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"NUMBA_DISABLE_JIT": "1"}, "pydebut's kernels need Numba's JIT compiler"),
+        ({"NUMBA_THREADING_LAYER": "tbbb"}, "the Numba threading layer 'tbbb'"),
+    ],
+)
+def test_the_command_line_reports_a_refused_numba_setting_in_one_line(setting, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "pydebut", "chains", "8", "8"],
+        capture_output=True,
+        text=True,
+        env=clean_env(**setting),
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pydebut: error: {message}")
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
 
 
 def test_threading_layers_are_checked_against_the_libraries_that_load(monkeypatch):

@@ -50,5 +50,31 @@ def test_the_wheel_ships_a_py_typed_marker_so_type_checkers_read_the_hints():
     root = Path(__file__).resolve().parent.parent
     config = tomllib.loads((root / "pyproject.toml").read_text())
     assert (root / "pydebut" / "py.typed").is_file()
-    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["pydebut"]
+    shipped = set(config["tool"]["setuptools"]["package-data"]["pydebut"])
+    assert {"py.typed", "__init__.pyi"} <= shipped  # the stub lists the public names
     assert "Typing :: Typed" in config["project"]["classifiers"]
+
+
+def test_every_public_name_is_imported_on_first_use_from_the_stub():
+    import ast
+    from pathlib import Path
+
+    import pydebut
+
+    stub = Path(pydebut.__file__).with_suffix(".pyi")
+    imported = {
+        alias.name
+        for statement in ast.parse(stub.read_text()).body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
+    assert imported == set(pydebut.__all__) - {"__version__"}
+    assert set(pydebut.__all__) <= set(dir(pydebut))
+    for name in pydebut.__all__:
+        assert getattr(pydebut, name) is not None
+    from pydebut.operator import DeButOperator
+
+    assert pydebut.DeButOperator is DeButOperator
+    assert pydebut.special is sys.modules["pydebut.special"]
+    with pytest.raises(AttributeError, match="module 'pydebut' has no attribute 'Operator'"):
+        pydebut.Operator  # noqa: B018

@@ -1,4 +1,4 @@
-"""What several subcommands share: the user-error type, chain arguments, glossary, plots.
+"""What several subcommands share: chain arguments, glossary, plots, the user-error type.
 
 The subcommands import from here, and :mod:`pydebut.cli` imports the
 subcommands, so nothing here may import :mod:`pydebut.cli`.
@@ -16,6 +16,7 @@ from typing import Any
 from .._memory import check_fits_in_memory
 from ..io import MAX_FACTORS, _open_without_waiting
 from ..spec import DECIMAL, Chain, _as_positive_int, shown
+from . import UsageError
 
 #: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
 #: a table of ``pydebut chains`` at its most rows (100,000, about 24 MB).
@@ -39,10 +40,6 @@ GLOSSARY = """terms (the Concepts page of the documentation has the maths):
   kind           monotonic (dimensions never change direction), bulging (an
                  inner dimension exceeds max(m, n)) or other
   dense          every output depends on every input"""
-
-
-class UsageError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
 
 
 class _RepeatedKeyError(Exception):
