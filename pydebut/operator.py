@@ -1503,6 +1503,8 @@ class DeButOperator(LinearOperator):
         Parameters
         ----------
         x : array_like, shape (n,) or (n, batch)
+            A Dask array is applied lazily, as by ``op @ x``
+            (:func:`pydebut.dask.apply`), without ``out``.
         out : ndarray, optional
             Array for the result: of shape ``(m,)`` or ``(m, batch)`` as ``x``,
             of the result dtype (that of the operator and ``x`` together),
@@ -1514,8 +1516,9 @@ class DeButOperator(LinearOperator):
 
         Returns
         -------
-        ndarray
-            ``out`` if given, else a new array in the kernel's layout.
+        ndarray or dask.array.Array
+            ``out`` if given, else a new array in the kernel's layout (for a
+            Dask ``x``, the lazy product).
 
         Raises
         ------
@@ -1524,7 +1527,8 @@ class DeButOperator(LinearOperator):
             ``x`` is a masked array with masked entries (as everywhere an
             operator meets data: fill them first, e.g. ``x.filled(0)``).
         TypeError
-            If the dtypes are not supported or ``out`` has another dtype.
+            If the dtypes are not supported, ``out`` has another dtype, ``x`` is
+            sparse, or ``out`` is given for a Dask ``x``.
 
         Examples
         --------
@@ -1541,6 +1545,15 @@ class DeButOperator(LinearOperator):
             if result is not None:
                 return result
         _refuse_sparse(x, "apply", "op @ x")
+        backend = _dask_backend(x)
+        if backend is not None:
+            if out is not None:  # np.asarray(x) computed all of x into memory
+                raise TypeError(
+                    "apply(x, out=...) takes an array in memory, got a Dask array: "
+                    "op.apply(x) or op @ x is its lazy product (store it with "
+                    "dask.array.store), or compute x first"
+                )
+            return backend.apply(self, x)
         refuse_masked(x, "x", "the operator")
         if out is None:
             return self._apply_permuted(x, adjoint=False)

@@ -209,6 +209,19 @@ def test_matvec_and_rmatvec_of_a_dask_vector_are_lazy():
         op.matvec(da.ones((8, 2)))
 
 
+def test_the_direct_apply_of_a_dask_array_is_lazy_and_refuses_out():
+    # apply() ran np.asarray(x), computing all of a Dask x into memory ("Unable to allocate
+    # 15.3 GiB" for docs/scaling.md's 4096 x 10**6 example), where op @ x stays lazy
+    op = DeButOperator.random(special.butterfly_chain(16), rng=0)
+    X = np.arange(16.0 * 6).reshape(16, 6)
+    for data in (X, X[:, 0]):
+        result = op.apply(da.from_array(data, chunks=4))
+        assert isinstance(result, da.Array)
+        np.testing.assert_array_equal(result.compute(), op @ data)
+    with pytest.raises(TypeError, match=r"apply\(x, out=...\) takes an array in memory"):
+        op.apply(da.from_array(X, chunks=4), out=np.empty((16, 6)))
+
+
 def test_apply_rejects_bad_shapes_and_axes():
     op = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0)
     with pytest.raises(ValueError, match=r"shape \(8,\) or \(8, batch\)"):
