@@ -113,7 +113,8 @@ def test_progress_bar_goes_to_stderr(target_file, tmp_path, capsys):
         (["--sweeps", "-1"], "--sweeps must be from 0 to 100,000, got -1"),
         (["--sweeps", str(10**30)], f"--sweeps must be from 0 to 100,000, got {10**30}"),
         (["--init", "svd"], "invalid choice: 'svd'"),
-        (["--tol", "-1"], "tol must be finite and >= 0"),
+        (["--tol", "-1"], "--tol must be finite and >= 0, got -1.0"),
+        (["--tol", "nan"], "--tol must be finite and >= 0, got nan"),
     ],
 )
 def test_bad_options(target_file, tmp_path, capsys, extra, message):

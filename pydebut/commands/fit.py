@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import sys
 import time
 import warnings
@@ -88,7 +89,9 @@ def register(subparsers: Any) -> None:
         "it; the default), random, hierarchical; with --sweeps 0 the result is the "
         "initialisation",
     )
-    parser.add_argument("--seed", type=integer, default=None, help="seed for --init random")
+    parser.add_argument(
+        "--seed", type=integer, default=None, help="seed for --init random and for --auto's search"
+    )
     parser.add_argument(
         "--tol",
         type=float,
@@ -160,6 +163,8 @@ def _check_options(args: argparse.Namespace, chain: Chain | None) -> None:
     if not 0 <= args.sweeps <= MAX_SWEEPS:
         raise UsageError(f"--sweeps must be from 0 to {MAX_SWEEPS:,}, got {args.sweeps}")
     check_seed(args.seed)
+    if args.tol is not None and not 0 <= args.tol < math.inf:
+        raise UsageError(f"--tol must be finite and >= 0, got {args.tol}")
     search = ["max-params"] + [option for option, _, _ in _SEARCH_OPTIONS]
     given = [option for option in search if getattr(args, _name(option)) is not None]
     if not args.auto:
