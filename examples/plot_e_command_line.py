@@ -172,7 +172,8 @@ for name in ("factors.npz", "auto.npz"):
 # The tour
 # --------
 # ``pydebut demo`` is the first command of the README: a short tour that
-# chooses a chain, fits it, compares it with the dense matrix and solves a
-# least-squares problem with it.
+# chooses a chain, fits it, compares it with the dense matrix, solves a
+# least-squares problem with it and lets ``approximate`` choose the chain for a
+# small smooth kernel.
 
 run("pydebut demo")

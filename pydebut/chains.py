@@ -47,7 +47,7 @@ MAX_FACTORS = 64
 MAX_FACTOR_VALUES = 1024
 """Most values an ``n_factors`` iterable may give (distinct or repeated)."""
 MAX_SIZE = 2**40
-"""Largest accepted ``m`` or ``n``."""
+"""Bound on ``m`` and ``n``: each must be below it."""
 MAX_GRAPH_MOVES = 2_000_000
 """Largest accepted bound on the moves of a request's state graph (``graph_size``).
 
@@ -991,10 +991,11 @@ def pareto_front(
     parameters, at most as many factors and at most as large a largest
     dimension (:attr:`Chain.max_dim`), with at least one strictly smaller.
     Flops are ``2 * params`` (:attr:`Chain.flops`), so they order chains as
-    parameters do. ``kind`` defaults to ``"monotonic"``: among all chains, the
-    two factors through a bottleneck of dimension 1 (``r = (m, 1)``,
-    ``s = (1, n)``, ``m + n`` parameters, a rank-one product) beat every other
-    chain on all three counts.
+    parameters do. ``kind`` defaults to ``"monotonic"``: among all chains of
+    two factors or more, the two factors through a bottleneck of dimension 1
+    (``r = (m, 1)``, ``s = (1, n)``, ``m + n`` parameters, a rank-one product)
+    beat every other chain on all three counts (with one factor allowed, the
+    dense chain is on the front too, for its one factor).
 
     Parameters
     ----------

@@ -143,7 +143,7 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     Every ``2 x 2`` block of every factor of :func:`butterfly_chain` is
     ``[[1, 1], [1, -1]]``, so the product is ``H_2 ⊗ H_2 ⊗ ... ⊗ H_2``, the
     matrix of :func:`scipy.linalg.hadamard`. Applying it costs ``2 n log2 n``
-    operations instead of ``2 n**2``.
+    multiply-adds (one a weight) instead of ``n**2``.
 
     Parameters
     ----------

@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="tour: choose, fit, apply and solve with a 512 x 2048 DeBut chain",
         description="Choose a DeBut chain for a 512 x 2048 layer, fit the paper's chain to a "
-        "noisy matrix, compare the fitted operator with the dense matrix and solve a ridge "
-        "least-squares problem with scipy's lsqr.",
+        "noisy matrix, compare the fitted operator with the dense matrix, solve a ridge "
+        "least-squares problem with scipy's lsqr, then let approximate() choose the chain "
+        f"for a {KERNEL_SHAPE[0]} x {KERNEL_SHAPE[1]} smooth kernel.",
     )
     parser.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     parser.add_argument(

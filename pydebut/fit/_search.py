@@ -324,7 +324,7 @@ def approximate(
         candidate permutation, so a call computes at most that many times
         ``max_splits`` spectra per band (``n_splits`` counts them all).
     include : iterable of Chain
-        Chains fitted in any case when they fit the budget and shape (below
+        Chains of the target's shape fitted in any case when they fit the budget (below
         ``m n``: from there on the dense chain is exact and nothing is fitted);
         they are candidates like the fitted chains of the search. One outside the
         hierarchical family is fitted by :func:`fit_als` alone, and refused
@@ -364,8 +364,8 @@ def approximate(
         If the target is not a finite 2-D matrix, is too large, ``n_sweeps``
         is above :data:`~pydebut.fit.MAX_SWEEPS`, or no chain of at most
         ``max_factors`` factors has at most ``max_params`` weights,
-        or an ``include`` item within the budget can be fitted by no method
-        (the message names it).
+        or an ``include`` item is not of the target's shape, or within the
+        budget can be fitted by no method (the message names it).
         The options are checked before the target is read (or a sparse matrix
         or ``LinearOperator`` made dense), the rest before the search.
     OSError
