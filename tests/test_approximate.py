@@ -61,18 +61,27 @@ def test_the_bars_count_the_splits_and_fits_as_they_are_done(capsys):
     target = smooth_kernel(16, 32)
     result = approximate(target, 300, n_sweeps=1, max_factors=4, rng=0, progress=True)
     err = capsys.readouterr().err
-    shown = re.findall(r"searching chains, factor (\d) of 4: +\d+%\|[^|]*\| (\d+)/(\d+) ", err)
+    shown = re.findall(
+        r"pass (\d) of 2 \((D|D\^H)\): searching chains, factor (\d) of 4: +\d+%\|[^|]*\| "
+        r"(\d+)/(\d+) ",
+        err,
+    )
     bars = []  # (factor, done, total) of each bar: one per pass (the target, its adjoint)
-    for factor, done, total in ((int(a), int(b), int(c)) for a, b, c in shown):
+    passes = []  # the label of each bar: the target, then its adjoint
+    for index, matrix, *counts in shown:
+        factor, done, total = map(int, counts)
         if factor == 1 and done == 0:
             bars.append([])
+            passes.append((index, matrix))
         bars[-1].append((factor, done, total))
-    assert len(bars) == 2
+    assert passes == [("1", "D"), ("2", "D^H")]
     for bar in bars:
         assert bar == sorted(bar) and all(done <= total for _, done, total in bar)
         assert bar[-1][0] == 3 and bar[-1][1] == bar[-1][2]
     assert sum(bar[-1][1] for bar in bars) == result.n_splits
-    fits = re.findall(r"fitting candidates: +\d+%\|[^|]*\| (\d+)/(\d+) ", err)
+    fits = re.findall(
+        r"pass \d of 2 \(D(?:\^H)?\): fitting candidates: +\d+%\|[^|]*\| (\d+)/(\d+) ", err
+    )
     fit_bars = []  # (done, total) of each bar: one per pass
     for done, total in ((int(a), int(b)) for a, b in fits):
         if done == 0:

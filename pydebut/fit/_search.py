@@ -341,7 +341,9 @@ def approximate(
     rng : None, int or numpy.random.Generator
         Seed of the randomized SVD (large targets) and of ALS.
     progress : bool, default False
-        Show progress bars (needs ``tqdm``).
+        Show progress bars (needs ``tqdm``): a search and its fits for each pass,
+        labelled ``pass i of N (D)`` or ``(D^H)``; the search's total grows as each
+        factor's splits are planned.
     workers : int, default 1
         Threads that compute the splits of the search side by side, and fit the
         candidate chains side by side (-1: one per CPU this process may use; more
@@ -497,16 +499,18 @@ def approximate(
         passes = []
     else:
         passes = _passes(matrix, permutation, included, options)
-    for adjoint, row_perm, col_perm, pass_included in passes:  # the SVD competes in the first
+    for index, (adjoint, row_perm, col_perm, pass_included) in enumerate(passes):
         oriented = np.ascontiguousarray(matrix.conj().T) if adjoint else matrix
         permuted = unpermute(oriented, row_perm, col_perm)
-        search = _BeamSearch(permuted, options, sketch_seed)
+        # the progress bars' label: each pass searches and fits anew
+        label = f"pass {index + 1} of {len(passes)} ({'D^H' if adjoint else 'D'})"
+        search = _BeamSearch(permuted, options, sketch_seed, label)
         with _threads(options.workers) as workers:
             search.run(workers.map)
             n_splits, narrowed = n_splits + search.n_splits, narrowed or search.narrowed
             estimates = search.complete_chains()
             fitted = _refine(
-                permuted, norm, estimates, pass_included, svd, options, fit_seed, workers
+                permuted, norm, estimates, pass_included, svd, options, fit_seed, workers, label
             )
         candidates = [(error, chain.n_params, i) for i, (chain, (_, error)) in enumerate(fitted)]
         if best is None:
@@ -949,7 +953,7 @@ class _BeamSearch:
     budget: see the module's notes for why this makes the answer monotone.
     """
 
-    def __init__(self, matrix: np.ndarray, options: _Options, seed: int) -> None:
+    def __init__(self, matrix: np.ndarray, options: _Options, seed: int, label: str) -> None:
         # A split's residual is the node's energy less what its kept vectors capture: in
         # single precision that difference carries noise near 1e-7 of the total, which
         # would rank every chain below about 3e-4 on noise. The search runs in double.
@@ -957,6 +961,7 @@ class _BeamSearch:
         self.m, self.n = matrix.shape
         self.seed = seed
         self.options = options
+        self.label = label
         self.limit = ladder_top(options.max_params)
         self.total2 = float(np.linalg.norm(matrix)) ** 2
         self.exact2 = EXACT_RESIDUAL * self.total2
@@ -978,13 +983,14 @@ class _BeamSearch:
         nodes' entries (in order, on the workers)."""
         self._finish(self.root)
         beam = [self.root]
-        self.bar = _bar(self.options.progress, "searching chains", "split")
+        self.bar = _bar(self.options.progress, f"{self.label}: searching chains", "split")
         try:
             for depth in range(self.options.max_factors - 1):
                 planned = [split for node in beam for split in self._planned(node, depth)]
                 if self.bar is not None:  # the splits planned so far, this depth's to come
                     self.bar.set_description(
-                        f"searching chains, factor {depth + 1} of {self.options.max_factors}",
+                        f"{self.label}: searching chains, factor {depth + 1} of "
+                        f"{self.options.max_factors}",
                         refresh=False,
                     )
                     self.bar.total = self.n_splits
@@ -1368,6 +1374,7 @@ def _refine(
     options: _Options,
     seed: int,
     workers: _Workers,
+    label: str,
 ) -> list[tuple[Chain, tuple[DeButOperator, float]]]:
     """Fit the chosen chains of the front within the budget and the included ones.
 
@@ -1406,7 +1413,7 @@ def _refine(
         if e.n_params <= options.max_params
     ]
     queue += [(c, None, True) for c in included if c.n_params <= options.max_params]
-    bar = _bar(options.progress, "fitting candidates", "chain", total=len(queue))
+    bar = _bar(options.progress, f"{label}: fitting candidates", "chain", total=len(queue))
 
     def start(chain: Chain, polish: bool) -> Future:
         return workers.submit(
