@@ -526,15 +526,24 @@ class _Request:
             )
 
     def _narrower(self) -> list[str]:
-        """The changes that would shrink this request's state graph; fewer divisors always do."""
+        """The changes that would shrink this request's state graph; fewer divisors always do.
+
+        The last may widen the request instead: kind ``"any"``, whose graph carries
+        no kind flags, where that graph is within the limit.
+        """
         ways = ["fewer factors"] if max(self.possible_counts) > 1 else []
         ways += ["a smaller rank"] if self.rank > 1 else []
+        ways += ["or sizes with fewer divisors" if ways else "sizes with fewer divisors"]
         as_any = sum(
             graph_size(self.m, self.n, count, kind="any", rank=self.rank)
             for count in self.possible_counts
         )
-        ways += ['kind "any"'] if self.kind != "any" and as_any <= MAX_GRAPH_MOVES else []
-        return [*ways, "or sizes with fewer divisors" if ways else "sizes with fewer divisors"]
+        if self.kind != "any" and as_any <= MAX_GRAPH_MOVES:
+            ways[-1] += (
+                f'; or widen it to kind "any", whose graph is smaller ({as_any:,} moves; '
+                f"pydebut.classify tells the {self.kind} chains among those it gives)"
+            )
+        return ways
 
 
 def _describe_counts(counts: tuple[int, ...]) -> str:
@@ -607,8 +616,8 @@ def _request(
 def enumerate_chains(
     m: int,
     n: int,
-    *,
     n_factors: int | Iterable[int],
+    *,
     kind: KindFilter = "any",
     max_params: int | None = None,
     max_dim: int | None = None,
@@ -779,8 +788,8 @@ def _walk_best_first(request: _Request, graph: _Graph, by_dim: bool) -> Iterator
 def count_chains(
     m: int,
     n: int,
-    *,
     n_factors: int | Iterable[int],
+    *,
     kind: KindFilter = "any",
     max_params: int | None = None,
     max_dim: int | None = None,
@@ -977,8 +986,8 @@ def min_param_chain(
 def pareto_front(
     m: int,
     n: int,
-    *,
     n_factors: int | Iterable[int],
+    *,
     kind: KindFilter = "monotonic",
     max_params: int | None = None,
     max_dim: int | None = None,

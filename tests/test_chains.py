@@ -480,3 +480,13 @@ def test_closed_form_count_equals_the_state_graph(m, n, n_factors, allow_diagona
     closed = count_chains(m, n, n_factors=n_factors, allow_diagonal=allow_diagonal)
     walked = count_chains(m, n, n_factors=n_factors, allow_diagonal=allow_diagonal, max_dim=m * n)
     assert closed == walked
+
+
+def test_every_chain_function_takes_n_factors_in_the_same_place():
+    # min_param_chain took it positionally, as the README does; the others refused that
+    # ("pareto_front() takes 2 positional arguments but 3 were given")
+    chains = list(enumerate_chains(16, 16, 2))
+    assert chains == list(enumerate_chains(16, 16, n_factors=2))
+    assert count_chains(16, 16, 2) == len(chains) == count_chains(16, 16, n_factors=2)
+    assert pareto_front(16, 16, 2) == pareto_front(16, 16, n_factors=2)
+    assert min_param_chain(16, 16, 2) == min_param_chain(16, 16, n_factors=2)
