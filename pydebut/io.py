@@ -142,7 +142,13 @@ def save(
     True
     """
     if not isinstance(operator, DeButOperator):
-        raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}")
+        hint = (
+            ": a Chain has no weights; write chain.to_json() as JSON (Chain.from_sup_sub(**data) "
+            "and the command line's --chain read it back), or save an operator of the chain"
+            if isinstance(operator, Chain)
+            else ""
+        )
+        raise TypeError(f"save() needs a DeButOperator, got {type(operator).__name__}{hint}")
     check_savable(operator.chain)
     permutations = {
         key: perm

@@ -249,8 +249,12 @@ def test_truncated_and_foreign_files(tmp_path):
         load(single)
     with pytest.raises(OSError):
         load(tmp_path / "missing.npz")
-    with pytest.raises(TypeError, match="needs a DeButOperator"):
+    with pytest.raises(TypeError, match="needs a DeButOperator, got ndarray$"):
         save(tmp_path / "x.npz", np.eye(3))
+    # a chain has no weights: the error said only "got Chain"
+    with pytest.raises(TypeError, match=r"got Chain: a Chain has no weights; write chain.to_json"):
+        save(tmp_path / "x.npz", Chain([(4, 4, 2, 2, 2)]))
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_corrupted_member_is_reported(tmp_path):
