@@ -654,7 +654,7 @@ def test_workers_fit_later_chains_ahead_and_drop_those_an_earlier_fit_rules_out(
         calls.clear()
         with _search._threads(workers) as threads:
             result = _search._refine(
-                np.zeros((16, 8)), 1.0, estimates, [], NoSVD(), options, 0, threads
+                np.zeros((16, 8)), 1.0, estimates, [], NoSVD(), options, 0, threads, "pass 1 of 1"
             )
         fitted[workers] = [(chain[0].q, fit) for chain, fit in result]
         assert sorted(calls) == ([3, 5] if workers == 1 else [3, 4, 5])
