@@ -18,7 +18,6 @@ where they are first needed, which lets the command line report it in one line.
 import ast
 import importlib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from . import _numba_setup
@@ -50,7 +49,7 @@ def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = _MODULE_OF[name]
-    value: ModuleType | Any
+    value: Any
     if module is None:
         value = importlib.import_module(f".{name}", __name__)
     else:
@@ -60,4 +59,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The public names (what tab completion offers), not the helpers of this module."""
+    return list(__all__)
