@@ -431,8 +431,8 @@ def _fewest(overflows: Callable[[int], bool], most: int) -> int:
 
 def _with_weights(operator: DeButOperator, weights: Sequence[np.ndarray]) -> DeButOperator:
     """An operator of the chain and permutations of ``operator`` with ``weights``."""
-    return DeButOperator(operator.chain, weights).with_permutations(
-        operator.row_perm, operator.col_perm
+    return DeButOperator(
+        operator.chain, weights, row_perm=operator.row_perm, col_perm=operator.col_perm
     )
 
 
