@@ -117,7 +117,9 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     the operator. Each vector is computed by the same kernel and
     the same arithmetic as in memory, so results equal ``operator @ X.compute()``
     bit for bit, whatever the chunks. The operator travels to workers as its
-    chain, weights and permutations only (it pickles to about the weights' size).
+    chain, weights and permutations only (it pickles to about the weights' size),
+    as one key of the graph: a worker process receives it once, not once per task,
+    and keeps the plans it builds for its first chunk.
 
     Examples
     --------
@@ -153,9 +155,12 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     # of one vector out of many is padded so that it runs the block kernel too.
     batched = X.ndim == 2 and X.shape[1 - axis] > 1
     name = "debut-adjoint" if adjoint else "debut-apply"
+    # The operator as one key of the graph: as a plain argument it would be part of every
+    # task, sent (and rebuilt, its plans too) once per task rather than once per worker
+    shared_operator = dask.delayed(operator, traverse=False)
     return X.map_blocks(
         _apply_block,
-        operator,
+        shared_operator,
         adjoint,
         axis,
         batched,
