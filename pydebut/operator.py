@@ -1233,6 +1233,9 @@ class DeButOperator(LinearOperator):
             return _sparse.sparse_times(x, self)
         if _is_number(x):
             return self._scaled(x)
+        backend = _dask_backend(x)
+        if backend is not None:  # x @ A = (A^T x^T)^T, lazily (SciPy would compute x)
+            return backend.apply(self.T, x, axis=0 if x.ndim == 1 else 1)
         refuse_masked(x, "x", "the operator")  # SciPy's product drops the mask (np.asarray)
         return super().__rmul__(x)
 

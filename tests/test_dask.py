@@ -152,6 +152,28 @@ def test_apply_rows_numpy_and_dask(adjoint, dtype):
     np.testing.assert_array_equal(by_single_rows.compute(), in_memory)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+def test_products_from_the_left_of_a_dask_array_are_lazy(dtype):
+    # SciPy's product from the left ran np.asarray on X: the whole Dask array in memory
+    rng = np.random.default_rng(5)
+    op = DeButOperator.random(PAPER_512, rng=0, dtype=dtype).with_permutations(
+        rng.permutation(512), None
+    )
+    rows = random_data(rng, (30, 512), dtype)
+    lazy_rows = da.from_array(rows, chunks=(7, 512))
+    for product, expected in [
+        (lazy_rows @ op, rows @ op),
+        (lazy_rows[:1] @ op, rows[:1] @ op),
+        (lazy_rows[0] @ op, rows[0] @ op),
+    ]:
+        assert isinstance(product, da.Array)
+        np.testing.assert_array_equal(product.compute(), expected)
+    columns = da.from_array(random_data(rng, (5, 2048), dtype), chunks=(2, 2048))
+    np.testing.assert_array_equal((columns @ op.T).compute(), columns.compute() @ op.T)
+    with pytest.raises(ValueError, match=r"shape \(batch, 512\), got \(2, 3, 512\)"):
+        da.ones((2, 3, 512)) @ op
+
+
 def test_permutations_travel_with_the_operator():
     rng = np.random.default_rng(9)
     chain = special.butterfly_chain(16)
