@@ -667,9 +667,14 @@ def test_workers_fit_later_chains_ahead_and_drop_those_an_earlier_fit_rules_out(
 
 def test_a_small_search_is_narrowed_with_a_warning():
     target = smooth_kernel(32, 64)
-    with pytest.warns(SearchNarrowedWarning, match="max_splits=5"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = approximate(target, 600, n_sweeps=0, max_splits=5, rng=0)
-    assert "max_splits=5" in result.narrowed
+    # one warning a pass, each naming its pass
+    messages = [str(w.message) for w in caught if w.category is SearchNarrowedWarning]
+    assert len(messages) == 2 and messages[0] == result.narrowed
+    assert "of its pass 2 of 2 (D^H);" in messages[1]
+    assert "max_splits=5" in result.narrowed and "of its pass 1 of 2 (D);" in result.narrowed
     # at most 5 per band of committed parameters; the search runs at 1024 (10 bands)
     assert 0 < result.n_splits <= 5 * 10
     assert result.error <= result.baseline.error

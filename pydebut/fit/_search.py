@@ -1122,8 +1122,8 @@ class _BeamSearch:
                 self.narrowed = (
                     f"approximate reached max_splits={self.options.max_splits} split spectra "
                     f"in the band of {1 << (index - 1)} to {1 << index} parameters at depth "
-                    f"{depth + 1}; raise max_splits or lower beam_width/max_factors to search "
-                    "further"
+                    f"{depth + 1} of its {self.label}; raise max_splits or lower "
+                    "beam_width/max_factors to search further"
                 )
             return False
         self.splits_per_band[index] = used + 1
