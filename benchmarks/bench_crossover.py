@@ -210,6 +210,13 @@ def parse_shape(text: str) -> tuple[int, int]:
     return m, n
 
 
+def budgets_of(args: argparse.Namespace, m: int, n: int) -> list[int]:
+    """The budgets of ``--fractions`` (of ``m n``) or ``--multiples`` (of the butterfly's)."""
+    if args.fractions:
+        return [int(f * m * n) for f in args.fractions]
+    return [int(k * butterfly_budget(m, n)) for k in args.multiples]
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     """Every (shape, w, budget) of the command line; records appended to ``--results``."""
     records = []
@@ -223,10 +230,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     for m, n in args.sizes:
         scale = np.sqrt(m * n)
         ws = args.w or [round(factor * scale) for factor in W_FACTORS]
-        if args.fractions:
-            budgets = [int(f * m * n) for f in args.fractions]
-        else:
-            budgets = [int(k * butterfly_budget(m, n)) for k in args.multiples]
+        budgets = budgets_of(args, m, n)
         for w in ws:
             if not args.no_spectrum:
                 spectrum = in_fresh_process(run_spectrum, m, n, w)
@@ -500,8 +504,11 @@ def main(argv: list[str] | None = None) -> None:
         require_modules(parser, "--figure", "matplotlib")
     for m, n in args.sizes:
         require_memory(parser, 8 * m * n * 4, f"a {m} x {n} target and its SVD")
+        option = "--fractions" if args.fractions else "--multiples"
         if not args.fractions and max(args.multiples) * butterfly_budget(m, n) > m * n:
-            parser.error(f"--multiples: a budget above {m} x {n} weights is the dense matrix")
+            parser.error(f"{option}: a budget above {m} x {n} weights is the dense matrix")
+        if min(budgets_of(args, m, n)) < 1:
+            parser.error(f"{option}: a budget of {m} x {n} rounds down to 0 weights")
     if args.sweeps is None:
         args.sweeps = 2 if args.quick else 5
     if args.report:

@@ -71,6 +71,8 @@ BAD_ARGUMENTS = [
     ("bench_balanced.py", ["--sweep", "--random-chains", "1000000000"]),
     ("bench_crossover.py", ["1000000000", "--spectra-only"]),
     ("bench_crossover.py", ["4", "--multiples", "1e308", "--no-spectrum"]),
+    ("bench_crossover.py", ["64", "--fractions", "1e-9", "--quick"]),  # 0 weights
+    ("bench_crossover.py", ["64", "--multiples", "1e-9", "--quick"]),
     ("bench_dask.py", ["fits", "--count", "1000000000"]),
     ("bench_dask.py", ["stream", "--chunk", "1000000000"]),
     ("bench_apply.py", ["--batches", "0"]),
