@@ -30,7 +30,8 @@ import numpy as np
 from pydebut import Chain, DeButOperator, load
 from pydebut.cli import main
 
-workdir = Path(tempfile.mkdtemp())
+scratch = tempfile.TemporaryDirectory()  # removed at the end of the tour
+workdir = Path(scratch.name)
 
 
 def run(command):
@@ -177,3 +178,8 @@ for name in ("factors.npz", "auto.npz"):
 # small smooth kernel.
 
 run("pydebut demo")
+
+# %%
+# The scratch folder goes, with every file the commands wrote.
+
+scratch.cleanup()

@@ -23,7 +23,9 @@ def test_examples_found():
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[path.stem for path in SCRIPTS])
 def test_example_runs(script, tmp_path):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    temporary = tmp_path / "tmp"  # where the script's temporary files go: it must empty it
+    temporary.mkdir()
+    env = {**os.environ, "MPLBACKEND": "Agg", "TMPDIR": str(temporary)}
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
@@ -34,3 +36,5 @@ def test_example_runs(script, tmp_path):
     )
     assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{script.name} printed nothing"
+    left = sorted(path.name for path in temporary.iterdir())
+    assert not left, f"{script.name} left {left} in the temporary folder"
