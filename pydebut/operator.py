@@ -956,8 +956,9 @@ class DeButOperator(LinearOperator):
         """Return the dense ``m x n`` product (for tests and small sizes).
 
         It is the operator applied to the identity of its shorter side: ``A I_n``,
-        or ``(A^H I_m)^H`` for a wide operator (``m < n``), so that the work and
-        memory are those of the product, not ``n x n``. ``todense`` is the same.
+        or for a wide operator (``m < n``) the rows ``I_m A^H``, conjugated, so
+        that the work and memory are those of the product, not ``n x n``; the
+        result is C-ordered. ``todense`` is the same.
 
         Examples
         --------
@@ -973,9 +974,10 @@ class DeButOperator(LinearOperator):
             f"the dense {shown(m)} x {shown(n)} product",
             "apply the operator to vectors or blocks of columns instead",
         )
-        if wide:
-            return np.ascontiguousarray(self.rmatmat(np.eye(m, dtype=self.dtype)).conj().T)
-        return self.matmat(np.eye(n, dtype=self.dtype))
+        if wide:  # the rows of conj(A): I_m times A^H, row by row
+            rows = np.ascontiguousarray(self.apply_rows(np.eye(m, dtype=self.dtype), adjoint=True))
+            return np.conjugate(rows, out=rows) if np.iscomplexobj(rows) else rows
+        return np.ascontiguousarray(self.matmat(np.eye(n, dtype=self.dtype)))
 
     todense = toarray
 

@@ -272,3 +272,25 @@ def test_a_big_endian_single_precision_target_is_fitted_in_single_precision(dtyp
     native, swapped = (approximate(t, 200, rng=0) for t in (target, target.astype(">" + dtype)))
     assert native.operator.dtype == swapped.operator.dtype == working
     assert swapped.error == native.error
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_scaling_by_a_power_of_two_is_ldexp_bit_for_bit(dtype):
+    # by a product where the power of two is a normal number, else by ldexp itself
+    from pydebut.fit._common import _times_power_of_two
+
+    rng = np.random.default_rng(0)
+    real = np.empty(0, dtype).real.dtype
+    info = np.finfo(real)
+    magnitudes = np.array([1, info.tiny * 3, info.max / 8], real).reshape(3, 1, 1)
+    values = rng.uniform(-4, 4, (3, 40, 2)).astype(real) * magnitudes
+    values[0, 0] = [info.smallest_subnormal, -info.max]
+    array = values.view(dtype)  # complex: the pairs are its parts
+    exponents = [0, 1, -1, 77, -77, info.maxexp - 1, info.maxexp, info.minexp, info.minexp - 1]
+    exponents += [-3 * info.maxexp, 3 * info.maxexp]
+    for exponent in [*exponents, rng.integers(-70, 70, size=(3, 1, 1))]:
+        with np.errstate(over="ignore", under="ignore"):
+            scaled = _times_power_of_two(array, exponent)
+            expected = np.ldexp(array.view(real), exponent).view(dtype)
+        assert scaled.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(scaled, expected)
