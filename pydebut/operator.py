@@ -969,8 +969,8 @@ class DeButOperator(LinearOperator):
         """
         m, n = self.shape
         wide = m < n
-        check_fits_in_memory(
-            (m * m + 2 * m * n if wide else (m + n) * n) * self.dtype.itemsize,
+        check_fits_in_memory(  # wide and complex: I_m copied into the rows' layout, the result too
+            (2 * m * m + 2 * m * n if wide else (m + n) * n) * self.dtype.itemsize,
             f"the dense {shown(m)} x {shown(n)} product",
             "apply the operator to vectors or blocks of columns instead",
         )
