@@ -535,13 +535,32 @@ class Chain(Sequence[FactorSpec]):
         r_shapes : sequence of [p, q, r, s, t]
             The layer's ``R_shapes``, one row per factor, right to left.
 
+        Raises
+        ------
+        ValueError
+            If a row is malformed or two rows do not connect; the message names
+            the rows as given (row 1 is the factor applied first).
+
         Examples
         --------
         >>> Chain.from_r_shapes([[4, 4, 2, 2, 1], [4, 4, 2, 2, 2]])
         Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
         """
         rows = _rows(r_shapes, 5, "R_shapes", "[p, q, r, s, t] rows")
-        return cls(reversed(rows))
+        count = len(rows)
+        specs: list[FactorSpec] = []  # in the rows' order, checked as Chain() checks factors
+        for i, row in enumerate(rows, start=1):
+            spec = FactorSpec._validated(
+                row, label=f"R_shapes row {i} of {count} (F_{count - i + 1})"
+            )
+            if specs and spec.q != specs[-1].p:  # row i is applied to row i - 1's output
+                raise ValueError(
+                    f"R_shapes rows {i - 1} and {i} do not connect: row {i} takes "
+                    f"q = {shown(spec.q)} inputs, row {i - 1} gives p = {shown(specs[-1].p)} "
+                    "outputs"
+                )
+            specs.append(spec)
+        return cls._connected(tuple(reversed(specs)))
 
     def to_r_shapes(self) -> list[list[int]]:
         """Return ``R_shapes``: ``[p, q, r, s, t]`` per factor in application order.

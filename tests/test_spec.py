@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -183,6 +184,26 @@ def test_huge_chains_describe_themselves(size, digits):
 def test_r_shapes_are_in_application_order():
     assert PAPER_VGG.to_r_shapes()[0] == [288, 576, 4, 8, 1]
     assert Chain.from_r_shapes(PAPER_VGG.to_r_shapes())[0] == FactorSpec(64, 72, 8, 9, 8)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [[4, 4, 2, 2, 1], [4, 4, 2, 3, 1]],
+            "R_shapes row 2 of 2 (F_1) (p=4, q=4, r=2, s=3, t=1): q is not divisible by s*t = 3",
+        ),
+        (
+            [[4, 4, 2, 2, 1], [4, 4, 2, 2, 2], [8, 8, 2, 2, 4]],
+            "R_shapes rows 2 and 3 do not connect: row 3 takes q = 8 inputs, row 2 gives p = 4",
+        ),
+    ],
+)
+def test_r_shapes_errors_name_the_rows_as_given(rows, message):
+    # the rows are reversed into pydebut's order: the messages named factors counted from
+    # the other end of the user's list
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Chain.from_r_shapes(rows)
 
 
 def test_abcd_with_rank_weights():
