@@ -149,12 +149,13 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     ----------
     n : int
         A power of two, at least 2 (a Python or NumPy integer).
-    dtype : dtype, default float64
+    dtype : {float32, float64, complex64, complex128}, default float64
 
     Raises
     ------
     TypeError
-        If ``n`` is not an integer.
+        If ``n`` is not an integer, or ``dtype`` is not float32, float64,
+        complex64 or complex128.
     ValueError
         If ``n`` is not a power of two >= 2, or the ``2 n log2 n`` weights
         would not fit in this machine's memory.
@@ -168,10 +169,29 @@ def hadamard(n: int, dtype: DTypeLike = np.float64) -> DeButOperator:
     >>> H.n_params
     48
     """
-    chain = _butterfly(n, "hadamard", np.dtype(dtype).itemsize)
+    dtype = _checked_dtype(dtype, "hadamard", ("float32", "float64", "complex64", "complex128"))
+    chain = _butterfly(n, "hadamard", dtype.itemsize)
     h2 = np.array([[1, 1], [1, -1]])
     weights = [np.broadcast_to(h2[None, :, :, None], spec.weight_shape) for spec in chain]
     return DeButOperator(chain, weights, dtype)
+
+
+def _checked_dtype(
+    dtype: DTypeLike, function: str, allowed: tuple[str, ...], reason: str = ""
+) -> np.dtype:
+    """``dtype`` (any byte order) as one of the dtypes named ``allowed``, or ``TypeError``
+    naming ``function`` and the dtypes it builds."""
+    try:
+        checked = np.dtype(dtype)  # None is NumPy's default, float64
+    except TypeError:
+        checked = None
+    if checked is not None and not checked.isnative:
+        checked = checked.newbyteorder("=")
+    if checked is None or checked.name not in allowed:
+        got = shown(dtype) if checked is None or dtype is None else checked.name
+        names = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+        raise TypeError(f"{function}: {reason}dtype must be {names}, got {got}")
+    return checked
 
 
 _DFT_SCALE = {"backward": 1.0, "ortho": np.sqrt(0.5), "forward": 0.5}
@@ -201,7 +221,7 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     Raises
     ------
     TypeError
-        If ``n`` is not an integer or ``dtype`` is not complex.
+        If ``n`` is not an integer or ``dtype`` is not complex64 or complex128.
     ValueError
         If ``n`` is not a power of two >= 2, ``norm`` is unknown, or the
         ``2 n log2 n`` weights would not fit in this machine's memory.
@@ -218,10 +238,8 @@ def dft(n: int, dtype: DTypeLike = np.complex128, *, norm: str = "backward") -> 
     """
     if not (isinstance(norm, str) and norm in _DFT_SCALE):
         raise ValueError(f"dft: norm must be 'backward', 'ortho' or 'forward', got {shown(norm)}")
-    if np.dtype(dtype).kind != "c":
-        wanted = "dft: the DFT is complex; dtype must be complex64 or complex128"
-        raise TypeError(f"{wanted}, got {np.dtype(dtype).name}")
-    chain = _butterfly(n, "dft", np.dtype(dtype).itemsize)
+    dtype = _checked_dtype(dtype, "dft", ("complex64", "complex128"), "the DFT is complex; ")
+    chain = _butterfly(n, "dft", dtype.itemsize)
     weights = []
     for spec in chain:
         twiddle = np.exp(-1j * np.pi * np.arange(spec.t) / spec.t)

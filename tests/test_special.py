@@ -59,7 +59,15 @@ def test_a_size_beyond_memory_is_refused_naming_the_call_and_n(make):
         make(2**40)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.clongdouble, None, "no dtype"])
 def test_dft_names_itself_for_a_real_dtype_before_the_size(dtype):
     with pytest.raises(TypeError, match=r"^dft: .*dtype must be complex64 or complex128, got"):
         dft(2**40, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.longdouble, np.clongdouble, "no"])
+def test_hadamard_names_itself_for_a_dtype_it_does_not_build_before_the_size(dtype):
+    # the operator's generic message came after the chain was built, naming neither
+    wanted = r"^hadamard: dtype must be float32, float64, complex64 or complex128, got"
+    with pytest.raises(TypeError, match=wanted):
+        hadamard(2**40, dtype=dtype)
