@@ -335,7 +335,13 @@ class Chain(Sequence[FactorSpec]):
     def __getitem__(self, index: slice) -> Chain: ...
     def __getitem__(self, index: int | slice) -> FactorSpec | Chain:
         if isinstance(index, slice):
-            return Chain(self._factors[index])
+            factors = self._factors[index]
+            if not factors:
+                raise ValueError(
+                    f"the slice {_slice_text(index)} of a chain of {len(self)} factors selects "
+                    "none: a chain needs at least one factor"
+                )
+            return Chain(factors)
         return self._factors[index]
 
     def __len__(self) -> int:
@@ -744,6 +750,12 @@ _BETWEEN_LISTS = re.compile(r"\s*,?\s*")
 #: An integer as chain text and the command line write it: ``int`` also reads other
 #: scripts' digits, ``+`` and ``_``.
 DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def _slice_text(index: slice) -> str:
+    """``index`` as written in brackets: ``[5:]``, ``[1:3:2]``."""
+    parts = ["" if part is None else shown(part) for part in (index.start, index.stop, index.step)]
+    return f"[{':'.join(parts if index.step is not None else parts[:2])}]"
 
 
 def _rows(value: Any, size: int, name: str, what: str) -> list[list[Any]]:

@@ -186,6 +186,20 @@ def test_r_shapes_are_in_application_order():
     assert Chain.from_r_shapes(PAPER_VGG.to_r_shapes())[0] == FactorSpec(64, 72, 8, 9, 8)
 
 
+def test_an_empty_slice_of_a_chain_is_refused_naming_the_slice():
+    chain = Chain([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)])
+    assert chain[1:] == Chain([(4, 4, 2, 2, 1)]) and chain[:] == chain
+    for index, written in [
+        (slice(5, None), "[5:]"),
+        (slice(2, 0), "[2:0]"),
+        (slice(0, 2, -1), "[0:2:-1]"),
+    ]:
+        with pytest.raises(
+            ValueError, match=re.escape(f"the slice {written} of a chain of 2 factors selects none")
+        ):
+            chain[index]
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
