@@ -1054,25 +1054,26 @@ def pareto_front(
     request = _request(m, n, n_factors, kind, max_params, max_dim, rank, allow_diagonal)
     graph = request.graph(exact=True)
     budget = inf if request.max_params is None else request.max_params
-    fronts: dict[_State, list[tuple[float, float, tuple[tuple[int, ...], ...]]]] = {}
+    # a point: (parameters, largest q, the moves' indices (enumeration order), factors)
+    fronts: dict[_State, list[tuple[float, float, tuple[int, ...], tuple[Any, ...]]]] = {}
 
-    def front(state: _State) -> list[tuple[float, float, tuple[tuple[int, ...], ...]]]:
+    def front(state: _State) -> list[tuple[float, float, tuple[int, ...], tuple[Any, ...]]]:
         if state not in fronts:
             if state.left == 0:
-                fronts[state] = [(0, 0, ())]
+                fronts[state] = [(0, 0, (), ())]
             else:
                 points = [
-                    (move.nnz + params, max(move.factor[1], dim), (move.factor, *rest))
-                    for move, _ in graph.live_moves(state)
-                    for params, dim, rest in front(move.child)
+                    (move.nnz + params, max(move.factor[1], dim), (i, *path), (move.factor, *rest))
+                    for i, (move, _) in enumerate(graph.live_moves(state))
+                    for params, dim, path, rest in front(move.child)
                 ]
                 fronts[state] = _nondominated(points)
         return fronts[state]
 
     candidates = [
-        (params, count, max(request.m, request.n, dim), factors)
+        (params, count, max(request.m, request.n, dim), path, factors)
         for count in request.possible_counts
-        for params, dim, factors in front(graph.root(count))
+        for params, dim, path, factors in front(graph.root(count))
         if params <= budget
     ]
     kept = [
@@ -1080,10 +1081,11 @@ def pareto_front(
         for point in candidates
         if not any(_dominates(other[:3], point[:3]) for other in candidates)
     ]
-    unique: dict[tuple[float, ...], Any] = {}
-    for params, count, dim, factors in kept:
-        unique.setdefault((params, count, dim), factors)
-    return [Chain(unique[key]) for key in sorted(unique)]
+    first: dict[tuple[float, ...], tuple[tuple[int, ...], Any]] = {}
+    for params, count, dim, path, factors in kept:  # equals: the first in enumeration order
+        if (params, count, dim) not in first or path < first[params, count, dim][0]:
+            first[params, count, dim] = (path, factors)
+    return [Chain(first[key][1]) for key in sorted(first)]
 
 
 def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -1091,11 +1093,26 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 def _nondominated(points: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Front of ``(params, dim, payload)`` points; the first point wins among equals."""
+    """The points ``(params, dim, path, payload)`` that some parent may take.
+
+    A parent's move of largest dimension ``q`` maps ``dim`` to ``max(q, dim)``: a point
+    is dropped only when another has fewer parameters and no larger ``dim``, or as
+    many parameters, no larger ``dim`` and an earlier ``path`` (enumeration order),
+    which it then is at every parent, or ties with and precedes there.
+    """
     front: list[tuple[Any, ...]] = []
-    best_dim = inf
-    for point in sorted(points, key=operator.itemgetter(0, 1)):
-        if point[1] < best_dim:
-            front.append(point)
-            best_dim = point[1]
+    best_dim = inf  # the smallest dim of the points with fewer parameters
+    ordered = sorted(points, key=operator.itemgetter(0, 1, 2))
+    for start, point in enumerate(ordered):
+        if start and ordered[start - 1][0] == point[0]:
+            continue  # a group of equal parameters, taken from its first point below
+        earliest = None  # the earliest path kept in the group, its dims increasing
+        group_dim = inf
+        for params, dim, path, payload in ordered[start:]:
+            if params != point[0]:
+                break
+            if dim < best_dim and (earliest is None or path < earliest):
+                front.append((params, dim, path, payload))
+                earliest, group_dim = path, min(group_dim, dim)
+        best_dim = min(best_dim, group_dim)
     return front

@@ -345,8 +345,20 @@ def test_pareto_front_is_exactly_the_non_dominated_set(m, n, kind):
     points = {point(c) for c in listed}
     expected = sorted(p for p in points if not any(dominates(o, p) for o in points))
     assert [point(c) for c in front] == expected
-    assert all(c in listed for c in front)
+    # each point's chain is the first in enumerate_chains order among its equals
+    assert front == [next(c for c in listed if point(c) == p) for p in expected]
     assert all(c.flops == 2 * c.n_params for c in front)
+
+
+@pytest.mark.parametrize(("m", "n", "n_factors"), [(8, 1, 3), (8, 2, 4), (12, 2, 3), (12, 1, 4)])
+def test_pareto_front_takes_the_first_chain_among_equals_at_rank_two(m, n, n_factors):
+    # A state kept only its own front: a completion that lost there on dimension alone,
+    # the earlier one, tied at the parent (max(q, dim)) but was already gone.
+    front = pareto_front(m, n, n_factors, rank=2)
+    listed = list(enumerate_chains(m, n, n_factors, kind="monotonic", rank=2))
+    for chain in front:
+        point = (chain.n_params, chain.max_dim)
+        assert chain == next(c for c in listed if (c.n_params, c.max_dim) == point)
 
 
 def test_pareto_front_respects_the_budget():
