@@ -1097,8 +1097,9 @@ def _nondominated(points: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
     A parent's move of largest dimension ``q`` maps ``dim`` to ``max(q, dim)``: a point
     is dropped only when another has fewer parameters and no larger ``dim``, or as
-    many parameters, no larger ``dim`` and an earlier ``path`` (enumeration order),
-    which it then is at every parent, or ties with and precedes there.
+    many parameters, no larger ``dim`` and an earlier ``path`` (enumeration order).
+    That other point is then at least as good at every parent, and comes first
+    wherever the two tie.
     """
     front: list[tuple[Any, ...]] = []
     best_dim = inf  # the smallest dim of the points with fewer parameters
