@@ -162,7 +162,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_fit(capsys, file
 
 
 def run_cli(argv, cwd=None, **options):
-    """Run ``pydebut argv`` in a subprocess, killed after 20 s: a regression cannot hang.
+    """Run ``pydebut argv`` in a subprocess, killed after 300 s: a regression cannot hang
+    (a fit on a cold Numba cache compiles the kernels of its true error first).
 
     Its standard output and error are captured, unless ``options`` give them elsewhere.
     """
@@ -170,7 +171,7 @@ def run_cli(argv, cwd=None, **options):
         [sys.executable, "-m", "pydebut", *argv],
         cwd=cwd,
         text=True,
-        timeout=20,
+        timeout=300,
         env={**os.environ, cli.DEBUG_VARIABLE: ""},
         **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options},
     )
