@@ -19,7 +19,7 @@ import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import groupby, pairwise
 from math import comb, inf, prod
 from typing import Any, Literal, NamedTuple
 
@@ -1104,16 +1104,13 @@ def _nondominated(points: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     front: list[tuple[Any, ...]] = []
     best_dim = inf  # the smallest dim of the points with fewer parameters
     ordered = sorted(points, key=operator.itemgetter(0, 1, 2))
-    for start, point in enumerate(ordered):
-        if start and ordered[start - 1][0] == point[0]:
-            continue  # a group of equal parameters, taken from its first point below
-        earliest = None  # the earliest path kept in the group, its dims increasing
-        group_dim = inf
-        for params, dim, path, payload in ordered[start:]:
-            if params != point[0]:
-                break
-            if dim < best_dim and (earliest is None or path < earliest):
-                front.append((params, dim, path, payload))
-                earliest, group_dim = path, min(group_dim, dim)
-        best_dim = min(best_dim, group_dim)
+    for _, group in groupby(ordered, key=operator.itemgetter(0)):  # dims increasing
+        kept = [point for point in group if point[1] < best_dim]
+        earliest = None  # the earliest path kept so far in the group
+        for point in kept:
+            if earliest is None or point[2] < earliest:
+                front.append(point)
+                earliest = point[2]
+        if kept:
+            best_dim = kept[0][1]
     return front
