@@ -392,9 +392,31 @@ def test_hierarchical_splits_decompose_the_gram_matrices_of_the_smaller_side(mon
     # each), and its columns of the two parts (256 x 1 and 1 x 2): 3.04 MiB in all.
     monkeypatch.setattr(memory_module, "physical_memory", lambda: 3 * 2**20)
     words = "split into 512 sub-blocks of 256 x 2, with a 2 x 2 Gram matrix each, needs 3.04 MiB"
-    for fit in (fit_hierarchical, fit_als):
-        with pytest.raises(ValueError, match=re.escape(words) + ".* init='random'"):
-            fit(target, chain)
+    with pytest.raises(ValueError, match=re.escape(words) + ".* init='random'"):
+        fit_hierarchical(target, chain)
+    # fit_als keeps more than the split: its partial products and the target's copies
+    with pytest.raises(ValueError, match=re.escape("fit_als on this 2-factor chain")):
+        fit_als(target, chain)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fit_als_refuses_partial_products_beyond_memory_before_any_work(monkeypatch, dtype):
+    # A sweep keeps p_l x m and q_l x m partial products for every factor: a 32 MiB target on
+    # the 11-factor butterfly grew memory by 0.96 GiB and died mid-fit with a MemoryError.
+    # Here, 64 x (6 x 128 + 2 x 128 + 2 x 64) entries in the target's dtype (chainable: no
+    # coupled unknowns are solved for in double precision).
+    chain = butterfly_chain(64)
+    target = np.random.default_rng(0).standard_normal((64, 64)).astype(dtype)
+    needed = 73_728 * np.dtype(dtype).itemsize
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: needed - 1)
+    words = (
+        f"fit_als on this 6-factor chain (the partial products of every factor and the "
+        f"target's working copies, 73,728 entries in {np.dtype(dtype)})"
+    )
+    with pytest.raises(ValueError, match=re.escape(words) + ".* fit_hierarchical"):
+        fit_als(target, chain, init="random", rng=0)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: needed)
+    assert fit_als(target, chain, n_sweeps=1, init="random", rng=0).error < 1
 
 
 def test_the_product_of_a_wide_operator_takes_the_memory_of_the_product(monkeypatch):
