@@ -447,7 +447,9 @@ def conv2d(
     refuse_masked(operator, "operator (the kernel matrix)", "conv2d")
     x = np.asarray(x)
     geometry = _Geometry.of(x, kernel_size, stride, padding, dilation)
-    if isinstance(operator, (np.ndarray, list, tuple)) and np.ndim(operator) > 2:
+    if isinstance(operator, (list, tuple)):
+        operator = np.asarray(operator)  # a nested list of numbers, as the images may be
+    if isinstance(operator, np.ndarray) and operator.ndim > 2:
         raise ValueError(
             f"operator must be the 2-D kernel matrix, got an array of shape "
             f"{np.shape(operator)}; kernel_to_matrix(kernel, layout) makes one of a "

@@ -167,6 +167,17 @@ def test_conv2d_with_a_debut_kernel(layout):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_a_kernel_matrix_may_be_a_nested_list_as_the_images_may():
+    # a 2-D list was refused as "not a 2-D array"; a deeper one names its shape
+    rng = np.random.default_rng(2)
+    x, matrix = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 8))
+    expected = conv2d(x, matrix, 2)
+    np.testing.assert_array_equal(conv2d(x, matrix.tolist(), 2), expected)
+    np.testing.assert_array_equal(conv2d(x.tolist(), tuple(map(tuple, matrix)), 2), expected)
+    with pytest.raises(ValueError, match=r"2-D kernel matrix, got an array of shape \(3, 8, 1\)"):
+        conv2d(x, matrix[..., None].tolist(), 2)
+
+
 def test_layouts_are_the_documented_column_orders():
     c_out, c_in, kh, kw = 2, 3, 2, 4
     kernel = np.random.default_rng(2).standard_normal((c_out, c_in, kh, kw))
