@@ -17,6 +17,7 @@ page of the documentation:
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,7 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
     ) from err
 
 from ._memory import check_fits_in_memory
+from .fit._als import OPTION_CHECKS as ALS_OPTION_CHECKS
 from .fit._common import (
     FitResult,
     TargetScale,
@@ -51,6 +53,7 @@ from .fit._common import (
     unscaled,
     working_dtype,
 )
+from .fit._hierarchical import OPTION_CHECKS as HIERARCHICAL_OPTION_CHECKS
 from .fit._hierarchical import (
     _bases,
     _fits_through_transpose,
@@ -261,11 +264,15 @@ def _check_targets(
 ) -> None:
     """Refuse, before any fit runs, what a named fit would refuse, naming the target: a
     NumPy target's dtype, finiteness and shape (against its chain); for ``approximate``,
-    every target's budget and the options, and a NumPy target's shape against them.
-    Other targets are checked by the fit on the worker, whose error names the target too."""
+    every target's budget and the options, and a NumPy target's shape against them. The
+    other fits' options that depend on no target are checked once, naming none. Other
+    targets are checked by the fit on the worker, whose error names the target too."""
     if callable(method):
         return
-    approximating = METHODS.get(method, method) == "approximate"
+    name = METHODS.get(method, method)
+    approximating = name == "approximate"
+    if not approximating:
+        _check_shared_options(name, options)
     for index, (target, spec) in enumerate(zip(targets, specs)):
         try:
             if approximating:
@@ -274,6 +281,19 @@ def _check_targets(
                 load_target(target, Chain(spec))
         except (TypeError, ValueError) as err:
             raise _naming_target(err, index) from err
+
+
+def _check_shared_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse, naming no target, what ``fit_als`` or ``fit_hierarchical`` (``name``) would
+    refuse whatever the target and chain: an unknown option, or an option's value."""
+    try:
+        inspect.signature(_fitting_function(name)).bind_partial(**options)
+    except TypeError as err:
+        raise TypeError(f"{name}: {err}") from None
+    checks = ALS_OPTION_CHECKS if name == "fit_als" else HIERARCHICAL_OPTION_CHECKS
+    for option, value in options.items():
+        if option in checks:
+            checks[option](value)
 
 
 def fit_many(
@@ -330,10 +350,12 @@ def fit_many(
     ValueError, TypeError
         If ``targets`` and ``specs`` differ in length, ``method`` is unknown,
         ``client`` is not a client or ``progress`` not a bool;
-        before any fit runs, if a NumPy target is not numeric, is not finite or
+        before any fit runs, if an option is unknown to the fit or has a value it
+        refuses whatever the target, if a NumPy target is not numeric, is not finite or
         does not have its chain's shape, or, for ``"approximate"``, if a budget or
         an option is one it refuses (for a NumPy target, against its shape too);
-        or as a fit raises them. The message names the target (``target 2: ...``).
+        or as a fit raises them. The message names the target (``target 2: ...``)
+        where one is to blame.
 
     Examples
     --------

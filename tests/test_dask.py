@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -493,6 +495,34 @@ def test_fit_many_refuses_a_bad_numpy_target_before_any_fit_naming_it(monkeypatc
         pydebut_dask.fit_many([*targets[:4], np.ones((16, 8))], chains)
     with pytest.raises(TypeError, match="^target 0: the target must hold real or complex"):
         pydebut_dask.fit_many([targets[0].astype(object)], chains[:1])
+    assert not fits
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "error", "words"),
+    [
+        ("als", {"n_sweeps": -1}, ValueError, "n_sweeps must be >= 0, got -1"),
+        ("als", {"tol": float("nan")}, ValueError, "tol must be finite and >= 0"),
+        ("als", {"callback": 3}, TypeError, "callback must be callable, got int"),
+        ("als", {"rng": "x"}, TypeError, "rng must be None, a non-negative integer seed"),
+        ("als", {"sweeps": 3}, TypeError, "fit_als: got an unexpected keyword argument 'sweeps'"),
+        ("hierarchical", {"order": "x"}, ValueError, "order must be 'left-to-right' or"),
+        ("fit_hierarchical", {"n_sweeps": 2}, TypeError, "fit_hierarchical: got an unexpected"),
+    ],
+)
+def test_fit_many_refuses_a_bad_option_before_any_fit_naming_no_target(
+    monkeypatch, method, options, error, words
+):
+    # The workers' errors named whichever target failed first ("target 0", "target 5", ...)
+    import pydebut
+
+    targets, chains = fit_cases(4)
+    fits = []
+    for name in ("fit_als", "fit_hierarchical"):
+        fit = getattr(pydebut, name)
+        monkeypatch.setattr(pydebut, name, functools.wraps(fit)(lambda *a, **k: fits.append(a)))
+    with pytest.raises(error, match="^" + re.escape(words)):
+        pydebut_dask.fit_many(targets, chains, method, **options)
     assert not fits
 
 

@@ -809,8 +809,7 @@ def fit_als(
     chain = Chain(chain)
     n_sweeps = _check_sweeps(n_sweeps)
     tol = _check_tol(tol)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    _check_callback(callback)
     init_weights = _check_init(init, chain)
     progress_bar = progress_bars(progress)
     generator = random_generator(rng)
@@ -901,6 +900,11 @@ def _check_sweeps(n_sweeps: Any) -> int:
     return int(n_sweeps)
 
 
+def _check_callback(callback: Any) -> None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+
+
 def _stop_requested(answer: Any) -> bool:
     """A callback's answer: True stops the fit; False or None goes on."""
     if answer is None or isinstance(answer, (bool, np.bool_)):
@@ -920,6 +924,17 @@ def _check_tol(tol: Any) -> float | None:
     if not (np.isfinite(value) and value >= 0):
         raise ValueError(f"tol must be finite and >= 0, got {shown(tol)}")
     return value
+
+
+#: fit_als's checks of the options that depend on neither the target nor the chain
+#: (``fit_many`` runs them once, before any fit, naming no target).
+OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "n_sweeps": _check_sweeps,
+    "tol": _check_tol,
+    "callback": _check_callback,
+    "progress": progress_bars,
+    "rng": random_generator,
+}
 
 
 def _check_init(init: Any, chain: Chain) -> list[np.ndarray] | None:

@@ -12,7 +12,7 @@ independent rank-``w_l`` approximations of ``R1 x S2`` sub-blocks of ``T``
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
@@ -131,6 +131,16 @@ def _fits_through_transpose(chain: Chain) -> bool:
     if _link_ranks(chain.T)[1] is None:
         return True
     raise ValueError(_refusal(chain, broken))
+
+
+def _check_order(order: Any) -> None:
+    if order not in ("left-to-right", "balanced"):
+        raise ValueError(f"order must be 'left-to-right' or 'balanced', got {shown(order)}")
+
+
+#: fit_hierarchical's checks of the options that depend on neither the target nor the chain
+#: (``fit_many`` runs them once, before any fit, naming no target).
+OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {"order": _check_order}
 
 
 def fit_hierarchical(
@@ -305,8 +315,7 @@ def fit_hierarchical(
             )
         return backend.fit_hierarchical(target, Chain(chain))
     chain = Chain(chain)
-    if order not in ("left-to-right", "balanced"):
-        raise ValueError(f"order must be 'left-to-right' or 'balanced', got {shown(order)}")
+    _check_order(order)
     through_transpose = _fits_through_transpose(chain)
     if permutation is not None:
         return _fit_permuted(target, chain, order, permutation)
