@@ -237,6 +237,18 @@ def test_tol_and_callback_stop_early():
     assert seen == [3, 5] and len(result.errors) == 5
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-200, 2.0**-1070, 1e300])
+def test_a_zero_target_reports_the_start_operators_norm_at_any_scale(scale):
+    # ||F||_F of a start of norm 1.9e-200 was reported as 0: its squares underflowed
+    chain = CHAINABLE[0]
+    start = DeButOperator.random(chain, rng=4)
+    start = DeButOperator(chain, [start.weights[0] * scale, *start.weights[1:]])
+    expected = np.linalg.norm(start.toarray() / scale) * scale
+    result = fit_als(np.zeros(chain.shape), chain, n_sweeps=1, init=start)
+    assert result.errors[0] == pytest.approx(expected, rel=1e-14, abs=0)
+    assert result.errors[1:] == [0.0, 0.0] and not result.operator.toarray().any()
+
+
 def test_zero_sweeps_reports_the_initial_error():
     chain = CHAINABLE[0]
     target = np.random.default_rng(12).standard_normal(chain.shape)

@@ -603,13 +603,16 @@ def relative_error(
     approx: np.ndarray, target: np.ndarray, target_norm: float, exponent: int = 0
 ) -> float:
     """Return ``||target - 2**exponent approx||_F / ||target||_F`` (the absolute error if
-    the target is 0); ``inf`` beyond the largest float.
+    the target is 0, measured without over- or underflow); ``inf`` beyond the largest float.
 
-    ``approx`` (C-contiguous) is overwritten with the residual, divided by a power of
-    two when ``exponent`` is not 0: by the one that brings the larger of the two
+    ``approx`` (C-contiguous) may be overwritten with the residual, divided by a power
+    of two when ``exponent`` is not 0: by the one that brings the larger of the two
     terms to the scale of ``target``'s largest entry, so that no square overflows
     (a part that underflows lies below the larger term's rounding).
     """
+    if target_norm == 0:
+        norm, scale = scaled_norm(approx)
+        return unscaled(norm, scale + exponent)
     top = 0
     if exponent and approx.any():
         top = max(0, exponent + TargetScale.of(approx).exponent - TargetScale.of(target).exponent)
@@ -619,7 +622,7 @@ def relative_error(
             if top:  # approx is the larger term: the target is scaled down too (a copy)
                 target = _times_power_of_two(target, -top)
     residual = float(np.linalg.norm(np.subtract(approx, target, out=approx)))
-    return unscaled(residual / target_norm if target_norm > 0 else residual, top)
+    return unscaled(residual / target_norm, top)
 
 
 def make_operator(chain: Chain, weights: Sequence[np.ndarray]) -> DeButOperator:
@@ -636,8 +639,9 @@ class FitResult:
     operator : DeButOperator
         The fitted chain and weights.
     errors : list of float
-        Relative Frobenius error ``||D - D_hat||_F / ||D||_F``: after the
-        initialisation, then after every half-sweep (ALS) or once (hierarchical).
+        Relative Frobenius error ``||D - D_hat||_F / ||D||_F`` (``||D_hat||_F``
+        if ``D`` is zero): after the initialisation, then after every
+        half-sweep (ALS) or once (hierarchical).
     times : list of float
         Seconds since the fit started, at the moment of each entry of ``errors``.
     method : str
