@@ -15,7 +15,7 @@ from typing import Any
 
 from .._memory import check_fits_in_memory
 from ..io import MAX_FACTORS, _open_without_waiting
-from ..spec import DECIMAL, Chain, _as_positive_int, shown
+from ..spec import DECIMAL, Chain, _as_positive_int, _parse_list, shown
 from . import UsageError
 
 #: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
@@ -241,11 +241,14 @@ def _check_factor_count(data: dict, keys: tuple[str, ...], path: str | Path) -> 
     """Refuse a chain of more than :data:`pydebut.io.MAX_FACTORS` factors before building it.
 
     A list of lists gives a factor per item, a flat list one per
-    ``_NUMBERS_PER_FACTOR[key]`` numbers. Building a chain of a million
-    factors from a 17 MB file took 16 s and 550 MB, and ``check`` 2 GB.
+    ``_NUMBERS_PER_FACTOR[key]`` numbers; a string is read as Chain reads it
+    first. Building a chain of a million factors from a 17 MB file took 16 s
+    and 550 MB, and ``check`` 2 GB.
     """
     for key in keys:
         items = data[key]
+        if isinstance(items, str):
+            items = _parse_list(items, key)
         if not isinstance(items, list):
             continue  # Chain's own error names the key
         nested = bool(items) and isinstance(items[0], list)
