@@ -45,6 +45,7 @@ _PERMUTATIONS = ("row_perm", "col_perm")
 MAX_FACTORS = 10_000
 """Most factors a pydebut file holds: :func:`save` refuses more, :func:`load` reads no more."""
 _MAX_HEADER = 10_000  # bytes of a .npy header, numpy's own default
+_NAME_MAX_BYTES = 255  # of a file name, on the usual file systems
 _MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this
 _READ_CHUNK = 1 << 20  # bytes read at once: zipfile copies each read through a bytes object
 MAX_LOAD_BYTES = 2**32
@@ -80,7 +81,7 @@ def npz_path(path: str | os.PathLike[str]) -> Path:
     ('op.npz', 'op.npz', 'op.v2.npz')
     """
     path = _file_path(path)
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    return path if path.name.endswith(".npz") else path.with_name(path.name + ".npz")
 
 
 def _file_path(path: str | os.PathLike[str]) -> Path:
@@ -114,8 +115,10 @@ def save(
         a reader sees the old file or the new one, and a save that fails leaves
         the old one (and, only if the process is killed outright, by SIGKILL or
         a SIGTERM Python does not handle, the new one's part beside it as
-        ``.NAME.HEX.part``). A file opened for binary writing (or an ``io.BytesIO``)
-        receives the archive at its position.
+        ``.NAME.HEX.part``, ``NAME`` cut short where the name would be too long).
+        A read-only file there is refused, as ``open`` refuses it. A file opened
+        for binary writing (or an ``io.BytesIO``) receives the archive at its
+        position.
     operator : DeButOperator
     compress : bool, default False
         Use ``np.savez_compressed``.
@@ -191,7 +194,9 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with open(target, "wb") as handle:
             write(handle)
         return
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.part")
+    if mode is not None and not os.access(target, os.W_OK):  # open() would refuse it too
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+    temporary = _temporary_beside(target)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows
         descriptor = os.open(temporary, flags, 0o666)
@@ -210,6 +215,14 @@ def _write_in_one_step(path: Path, write: Callable[[BinaryIO], None]) -> None:
         if isinstance(err, OSError):
             raise _naming_the_file_asked_for(err, temporary, path) from None
         raise
+
+
+def _temporary_beside(target: Path) -> Path:
+    """A new name beside ``target``, ``.NAME.HEX.part``, with ``NAME`` cut short where the
+    whole would pass the 255 bytes of a file name (``target``'s own may have them all)."""
+    suffix = f".{secrets.token_hex(8)}.part"
+    name = os.fsencode(target.name)[: _NAME_MAX_BYTES - 1 - len(suffix)]
+    return target.with_name("." + os.fsdecode(name) + suffix)
 
 
 def _naming_the_file_asked_for(err: OSError, temporary: Path, path: Path) -> OSError:

@@ -22,7 +22,7 @@ CHAINS = {
 }
 
 
-@pytest.mark.parametrize("name", ["op", "op.npz", "op.v2", "dir.d/op"])
+@pytest.mark.parametrize("name", ["op", "op.npz", "op.v2", "dir.d/op", ".npz", "dir.d/.npz"])
 def test_save_adds_npz_as_numpy_does(tmp_path, name):
     op = DeButOperator.random(CHAINS["chainable"], rng=0)
     (tmp_path / "dir.d").mkdir()

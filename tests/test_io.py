@@ -373,6 +373,31 @@ def test_a_save_keeps_permissions_follows_links_and_names_the_path(tmp_path):
     assert refused.value.filename == str(missing)
 
 
+@pytest.mark.parametrize("name", ["w" * 251 + ".npz", "\u00e9" * 125 + ".npz"])
+def test_a_save_takes_a_file_name_of_every_length_a_file_may_have(tmp_path, name):
+    # the temporary name added 23 characters: a name of 233-255 bytes was "too long"
+    assert len(os.fsencode(name)) in (254, 255)
+    op = DeButOperator.random([(8, 8, 2, 2, 1)], rng=0)
+    save(tmp_path / name, op)
+    assert same_operator(load(tmp_path / name), op)
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_a_save_refuses_a_file_open_would_refuse(tmp_path, monkeypatch):
+    # it wrote a new file beside the read-only one, swapped it in and made it read-only
+    op = DeButOperator.random([(8, 8, 2, 2, 1)], rng=0)
+    kept = tmp_path / "kept.npz"
+    save(kept, op)
+    kept.chmod(0o444)
+    if os.geteuid() == 0:  # root may write it, with open() as with save(): as another user
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and access(p, mode))
+    with pytest.raises(PermissionError) as refused:
+        save(kept, DeButOperator.random([(8, 8, 2, 2, 1)], rng=1))
+    assert refused.value.filename == str(kept)
+    assert same_operator(load(kept), op) and os.listdir(tmp_path) == ["kept.npz"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
 def test_a_save_into_a_named_pipe_writes_through_it(tmp_path):
     pipe = tmp_path / "pipe.npz"
