@@ -101,6 +101,19 @@ def test_fit_with_a_chain_file_and_hierarchical_init(target_file, tmp_path, caps
     assert "sweep 1" not in capsys.readouterr().out
 
 
+def test_the_output_checked_is_the_file_written(target_file, tmp_path, capsys):
+    # -o results was refused for a folder called results, though results.npz is written
+    chain, target, path = target_file
+    (tmp_path / "results").mkdir()
+    argv = ["fit", str(path), *chain_args(chain), "--sweeps", "0", "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "results")]) == 0
+    assert load(tmp_path / "results.npz").shape == target.shape
+    (tmp_path / "results.npz").unlink()
+    (tmp_path / "results.npz").mkdir()
+    assert main([*argv, "-o", str(tmp_path / "results")]) == 2
+    assert "results.npz: it is a folder" in capsys.readouterr().err
+
+
 def test_progress_bar_goes_to_stderr(target_file, tmp_path, capsys):
     pytest.importorskip("tqdm")
     chain, _, path = target_file

@@ -118,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args, chain)
     if chain is not None:
         check_savable(chain)  # before the fit, not when saving its result
-    check_output_file(args.output, "the factors")
-    output = npz_path(args.output)
-    check_output_file(str(output), "the factors")
+    try:
+        output = npz_path(args.output)
+    except ValueError:  # no file name in it: the check says why in the command's words
+        check_output_file(args.output, "the factors")
+        raise
+    check_output_file(str(output), "the factors")  # the file written, not args.output
     start = time.perf_counter()
     options = {
         "n_sweeps": args.sweeps,
