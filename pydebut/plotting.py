@@ -514,7 +514,7 @@ def plot_fit_history(
         low, high = np.log10(np.finfo(np.float64).eps), 0.0
     zeros = any(each.get_gid() == EXACT_ZEROS for each in ax.lines)
     if zeros:  # the exact zeros, marked at the bottom, are at least a decade below the rest
-        low = min(low, high - 1)
+        low -= 1
     margin = max(0.08 * (high - low), (MIN_HISTORY_DECADES - (high - low)) / 2)
     # within HISTORY_DECADES, whatever else ax holds
     bottom, top = max(low - margin, -HISTORY_DECADES), min(high + margin, HISTORY_DECADES)

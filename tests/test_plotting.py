@@ -269,6 +269,11 @@ def test_fit_history_marks_exact_zeros_at_the_bottom_a_decade_below():
     assert bottom < 0.14355 and 1.4355 < top < 2
     labels = _tick_labels(ax)
     assert len(labels) == len(set(labels)) >= 2
+    # a decade below the lowest error, not the highest: at 0.0069 under 0.01 they read as
+    # a plateau
+    for errors in ([0.5, 0.1, 0.0], [1.0, 0.3, 0.05, 0.01, 0.0, 0.0]):
+        ax = plot_fit_history(FitResult(result.operator, errors, [0.0] * len(errors), "als"))
+        assert ax.get_ylim()[0] < min(e for e in errors if e > 0) / 10
 
 
 def test_fit_history_of_one_error_has_distinct_tick_labels():
