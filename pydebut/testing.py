@@ -21,7 +21,7 @@ from .chains import MAX_SIZE as _MAX_SIZE
 from .chains import _divisors
 from .fit._common import frobenius_norm
 from .operator import SUPPORTED_DTYPES, DeButOperator, SeedLike, _supported_dtype, random_generator
-from .spec import Chain, FactorSpec, shown
+from .spec import Chain, FactorSpec, refuse_masked, shown
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -195,7 +195,8 @@ def assert_debut_close(
         not hold real or complex numbers, or ``rtol`` or ``atol`` is not a
         real number (a bool is not taken).
     ValueError
-        If ``rtol`` or ``atol`` is negative, infinite or NaN.
+        If ``rtol`` or ``atol`` is negative, infinite or NaN, or ``expected``
+        is a masked array with masked entries (fill them first).
     AssertionError
         If the shapes differ or ``expected`` has an infinite entry (both
         checked before the dense product is formed: an infinite entry would
@@ -215,6 +216,7 @@ def assert_debut_close(
     _checked_operator(where, op, DeButOperator)
     rtol = tolerance(op.dtype) if rtol is None else _checked_tolerance(where, "rtol", rtol)
     atol = _checked_tolerance(where, "atol", atol)
+    refuse_masked(expected, "expected", where)
     expected = np.asarray(expected)
     if expected.dtype.kind not in "biufc":
         wanted = f"{where}: expected must hold real or complex numbers"

@@ -175,6 +175,17 @@ def test_assert_debut_close_fails_an_infinite_expected_entry_whatever_the_operat
             assert_debut_close(op, expected)
 
 
+def test_assert_debut_close_refuses_masked_entries_and_takes_an_unmasked_masked_array():
+    # Before: the mask was dropped and the hidden values compared, setting the bound too
+    op = DeButOperator.random(CHAIN, rng=5)
+    hidden = op.toarray()
+    hidden[1, 2] = 1e6
+    expected = np.ma.masked_array(hidden, mask=hidden == 1e6)
+    with pytest.raises(ValueError, match="expected is a masked array with 1 masked entries"):
+        assert_debut_close(op, expected)
+    assert_debut_close(op, np.ma.masked_array(op.toarray()))
+
+
 @pytest.mark.parametrize(
     ("call", "rule"),
     [
