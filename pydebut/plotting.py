@@ -98,11 +98,11 @@ def plot_chain(
         If ``ax`` is neither a figure nor a sequence of axes, or ``max_pixels``
         is not an integer.
     ValueError
-        If ``ax`` holds a number of axes other than ``2 * chain.n_factors``,
-        ``max_pixels`` is not positive, the chain has more than
-        :data:`MAX_PLOT_FACTORS` factors, its images would hold more than
-        :data:`MAX_PLOT_PIXELS` pixels, or drawing the supports of a large chain
-        from its structure would take more than
+        If ``ax`` holds a number of axes other than ``2 * chain.n_factors``
+        or is a grid of another shape than ``(2, L)``, ``max_pixels`` is not
+        positive, the chain has more than :data:`MAX_PLOT_FACTORS` factors,
+        its images would hold more than :data:`MAX_PLOT_PIXELS` pixels, or
+        drawing the supports of a large chain from its structure would take more than
         :data:`pydebut.density.MAX_REACH_WORK` operations: about
         ``ceil(min(n, max_pixels) / 64)`` words for each of the ``sum(p_l + q_l)``
         rows and columns of the factors, so a smaller ``max_pixels`` (down to
@@ -237,10 +237,17 @@ def _axes_grid(ax: Any, n_factors: int) -> np.ndarray:
     """The ``(2, L)`` array of axes in ``ax``, or an error naming what is wrong."""
     from matplotlib.axes import Axes
 
-    flat = np.asarray(ax, dtype=object).ravel() if np.iterable(ax) else np.array([ax], object)
+    grid = np.asarray(ax, dtype=object) if np.iterable(ax) else np.array([ax], object)
+    flat = grid.ravel()
     if not all(isinstance(each, Axes) for each in flat):
         raise TypeError(
             f"ax must be a matplotlib Figure or a sequence of Axes, got {type(ax).__name__}"
+        )
+    if grid.ndim > 1 and sorted(grid.shape)[-2] > 1 and grid.shape != (2, n_factors):
+        raise ValueError(  # filled row by row, an (L, 2) grid would mix factors and products
+            f"ax is a grid of {' x '.join(map(str, grid.shape))} axes: it must be 2 x "
+            f"{n_factors} (factors, then partial products, as plt.subplots(2, {n_factors}) "
+            "gives) or a flat sequence"
         )
     if flat.size != 2 * n_factors:
         raise ValueError(

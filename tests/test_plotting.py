@@ -80,6 +80,10 @@ def test_rejects_wrong_axes_before_drawing():
     chain = Chain.from_factorizations([2, 2], [2, 2])
     with pytest.raises(ValueError, match=r"ax must hold 2 \* n_factors = 4 axes.*got 3"):
         plot_chain(chain, ax=Figure().subplots(1, 3))
+    # an (L, 2) grid, one row per factor, was filled row by row: factors and products mixed
+    three = Chain.from_factorizations([4, 2, 8], [3, 3, 4])
+    with pytest.raises(ValueError, match=r"grid of 3 x 2 axes: it must be 2 x 3 \(factors"):
+        plot_chain(three, ax=Figure().subplots(3, 2))
     with pytest.raises(TypeError, match="ax must be a matplotlib Figure or a sequence of Axes"):
         plot_chain(chain, ax="left")
     with pytest.raises(ValueError, match="max_pixels must be positive"):
