@@ -124,10 +124,11 @@ _STREAMING = platform.machine().lower() in ("x86_64", "amd64")
 def _jit(**options):
     """``numba.njit(nogil=True, ...)``, cached outside the package, uncached where it cannot be.
 
-    :func:`_numba_setup.enable_kernel_cache` raises ``RuntimeError`` when
-    neither ``NUMBA_CACHE_DIR`` nor the per-user cache folder is writable
-    (e.g. a read-only home); the kernels then compile on first use instead,
-    and one ``RuntimeWarning`` says so.
+    :func:`_numba_setup.enable_kernel_cache` caches them in ``NUMBA_CACHE_DIR``,
+    else the per-user cache folder, else (e.g. a read-only home) a private folder
+    under the system's temporary one; it raises ``RuntimeError`` when none of the
+    three is writable, and the kernels then compile on first use instead, and one
+    ``RuntimeWarning`` says so.
     """
 
     def decorate(function):
