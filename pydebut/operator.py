@@ -216,19 +216,30 @@ def _cast_checked(array: np.ndarray, dtype: np.dtype, what: str, check: bool) ->
         cast = np.asarray(array, dtype=dtype)
     if not check or cast.dtype == array.dtype:
         return cast
-    finfo = np.finfo(dtype)
-    if not _all_finite(cast):
-        raise ValueError(
+    largest = _largest_magnitude(array) if array.dtype.kind in "fc" else 1
+    error = _cast_range_error(what, dtype, np.finfo(dtype), _all_finite(cast), largest)
+    if error is not None:
+        raise error
+    return cast
+
+
+def _cast_range_error(
+    what: str, dtype: Any, finfo: Any, cast_finite: bool, largest: Any
+) -> ValueError | None:
+    """The error of finite weights ``what`` cast to ``dtype`` (``finfo`` its ``numpy.finfo``
+    or ``torch.finfo``): they overflowed (the cast is not finite), or their ``largest``
+    magnitude lies below the normal range; None if neither."""
+    if not cast_finite:
+        return ValueError(
             f"{what} overflow to infinity in {dtype} (largest {dtype} {finfo.max:.4g})"
         )
-    largest = _largest_magnitude(array) if array.dtype.kind in "fc" else 1
     if 0 < largest < finfo.tiny:
-        raise ValueError(
+        return ValueError(
             f"{what} lie below the normal range of {dtype} (largest {float(largest):.4g}, "
             f"smallest normal {finfo.tiny:.4g}): they would round to subnormal numbers or "
             "zero; move a power of two into them from another factor (the product stays)"
         )
-    return cast
+    return None
 
 
 def _largest_magnitude(array: np.ndarray) -> Any:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .operator import DeButOperator
-from .spec import Chain, refuse_masked
+from .operator import DeButOperator, _cast_range_error, _factor_label, _largest_magnitude
+from .spec import Chain, _as_bool, refuse_masked
 
 __all__ = ["forward_from_twiddle", "from_torch_layer", "to_torch_layer"]
 
@@ -154,9 +154,31 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
             "it between them: layer(x[..., numpy.argsort(op.col_perm)])[..., op.row_perm] "
             "(each index where that permutation is not None)"
         )
+    bias = _as_bool(bias, "to_torch_layer(): bias")
+    if dtype is not None:
+        _check_cast(torch, op, dtype)
     r_shapes, vector = op.to_twiddle()
     layer = _layer_class(torch)(r_shapes, torch.from_numpy(np.ascontiguousarray(vector)), bias)
     return layer if dtype is None else layer.to(dtype)
+
+
+def _check_cast(torch: Any, op: DeButOperator, dtype: Any) -> None:
+    """Refuse, naming the factor, finite weights that ``dtype`` cannot hold, as
+    :meth:`DeButOperator.astype` does (``Module.to`` makes them infinite or zero)."""
+    if not all(np.isfinite(w).all() for w in op.weights):  # built with check_finite=False
+        return
+    finfo = torch.finfo(dtype)
+    for index, weights in enumerate(op.weights):
+        cast = torch.from_numpy(np.array(weights)).to(dtype)  # a writable copy, as torch wants
+        error = _cast_range_error(
+            f"to_torch_layer(): weights of {_factor_label(op.chain, index)}",
+            dtype,
+            finfo,
+            bool(torch.isfinite(cast).all()),
+            _largest_magnitude(weights),
+        )
+        if error is not None:
+            raise error
 
 
 def _check_layer_dtype(torch: Any, dtype: Any, weights: np.dtype) -> None:
@@ -176,7 +198,7 @@ def _check_layer_dtype(torch: Any, dtype: Any, weights: np.dtype) -> None:
         )
 
 
-def from_torch_layer(layer: Any) -> DeButOperator:
+def from_torch_layer(layer: Any, *, check_finite: bool = True) -> DeButOperator:
     """The ``DeButOperator`` of a DeBut PyTorch module (its bias is left out).
 
     Parameters
@@ -187,7 +209,10 @@ def from_torch_layer(layer: Any) -> DeButOperator:
         :func:`to_torch_layer` makes it, trained or not; or the DeBut authors'
         layer, whose ``R_shapes`` and ``twiddle`` have the same layout. The
         weights are read through ``twiddle.detach().cpu()``, wherever the tensor
-        lives.
+        lives; ``r_shapes`` may be a list or a tensor (a buffer), flat or ``(L, 5)``.
+    check_finite : bool, default True
+        Refuse weights that are NaN or infinite (a diverged training); False
+        reads them as they are, as :meth:`DeButOperator.from_twiddle` does.
 
     Returns
     -------
@@ -200,7 +225,8 @@ def from_torch_layer(layer: Any) -> DeButOperator:
     TypeError
         If ``layer`` lacks these attributes or ``twiddle`` is not a tensor.
     ValueError
-        If the weights do not fit ``r_shapes`` or are not finite.
+        If the weights do not fit ``r_shapes``, or are not finite and
+        ``check_finite`` is True.
 
     Notes
     -----
@@ -226,7 +252,11 @@ def from_torch_layer(layer: Any) -> DeButOperator:
             f"{type(layer.twiddle).__name__}; DeButOperator.from_twiddle(r_shapes, vector) "
             "reads a NumPy vector"
         )
-    return DeButOperator.from_twiddle(r_shapes, _tensor_values(layer.twiddle))
+    if hasattr(r_shapes, "detach"):  # a tensor, kept as a buffer: its rows as lists
+        r_shapes = r_shapes.detach().cpu().tolist()
+    return DeButOperator.from_twiddle(
+        r_shapes, _tensor_values(layer.twiddle), check_finite=check_finite
+    )
 
 
 def _tensor_values(tensor: Any) -> np.ndarray:

@@ -105,6 +105,9 @@ class _Tensor:
     def numpy(self) -> np.ndarray:
         return self.values
 
+    def tolist(self) -> list:
+        return self.values.tolist()
+
 
 def test_the_authors_layer_is_read_by_its_r_shapes():
     # their module names the shapes R_shapes: refused as not made by to_torch_layer()
@@ -120,6 +123,29 @@ def test_the_authors_layer_is_read_by_its_r_shapes():
     assert np.array_equal(from_torch_layer(AuthorsLayer()).toarray(), op.toarray())
     with pytest.raises(TypeError, match=r"twiddle and r_shapes .* or R_shapes .*, got object"):
         from_torch_layer(object())
+
+
+def test_from_torch_layer_reads_r_shapes_as_a_tensor_and_non_finite_weights_on_request():
+    # R_shapes kept as an (L, 5) tensor (a buffer) was "R_shapes has 2 numbers"; the NaN
+    # weights of a diverged layer were refused with a hint at a check_finite it did not take
+    from pydebut.torch_layer import from_torch_layer
+
+    op = DeButOperator.random(CHAINS["chainable"], rng=0)
+    r_shapes, vector = op.to_twiddle()
+
+    class Layer:
+        def __init__(self, shapes: object, weights: np.ndarray) -> None:
+            self.R_shapes, self.twiddle = shapes, _Tensor(weights)
+
+    for shapes in (np.array(r_shapes), np.array(r_shapes).ravel()):
+        read = from_torch_layer(Layer(_Tensor(shapes), vector))
+        assert np.array_equal(read.toarray(), op.toarray())
+    diverged = vector.copy()
+    diverged[3] = np.nan
+    with pytest.raises(ValueError, match=r"contain NaN or infinity \(check_finite=False"):
+        from_torch_layer(Layer(r_shapes, diverged))
+    read = from_torch_layer(Layer(r_shapes, diverged), check_finite=False)
+    assert np.array_equal(read.to_twiddle()[1], diverged, equal_nan=True)
 
 
 # --- PyTorch -----------------------------------------------------------------------------
@@ -181,6 +207,30 @@ def test_torch_layer_refuses_dtypes_that_are_no_layer_dtype_or_drop_imaginary_pa
         with pytest.raises(TypeError, match="dtype must be a floating-point or complex"):
             to_torch_layer(op, dtype=dtype)
     assert to_torch_layer(op, dtype=torch.complex64).twiddle.dtype == torch.complex64
+
+
+def test_torch_layer_refuses_weights_its_dtype_cannot_hold_and_a_bias_that_is_no_bool():
+    # Module.to made weights of 1e5 infinite and of 1e-9 zero in float16, silently (the
+    # product fits); bias="no" added a bias
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    r_shapes = [[4, 4, 2, 2, 1], [4, 4, 2, 2, 2]]  # application order: factor 2, then 1
+    cases = [
+        (1e5, 1e-3, torch.float16, "weights of factor 2 of 2 .* overflow to infinity in "),
+        (1e-9, 1e4, torch.float16, "weights of factor 2 of 2 .* lie below the normal range of "),
+        (1.0, 1e39, torch.float32, "weights of factor 1 of 2 .* overflow to infinity in "),
+    ]
+    for first, second, dtype, words in cases:
+        vector = np.concatenate([np.full(8, first), np.full(8, second)])
+        op = DeButOperator.from_twiddle(r_shapes, vector)
+        with pytest.raises(ValueError, match="^to_torch_layer\\(\\): " + words + str(dtype)):
+            to_torch_layer(op, dtype=dtype)
+    layer = to_torch_layer(DeButOperator.from_twiddle(r_shapes, np.ones(16)), dtype=torch.float16)
+    assert layer.twiddle.dtype == torch.float16 and torch.all(layer.twiddle == 1)
+    for flag in ("no", 0, None):
+        with pytest.raises(TypeError, match="to_torch_layer\\(\\): bias must be a bool"):
+            to_torch_layer(op, bias=flag)
 
 
 def test_a_model_holding_a_torch_layer_saves_and_pickles_whole():
