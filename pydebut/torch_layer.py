@@ -119,11 +119,14 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
     TypeError
         If ``op`` is not a :class:`~pydebut.DeButOperator`, ``dtype`` is not a
         floating-point or complex ``torch.dtype``, or it is real and the
-        operator complex (the imaginary parts would be dropped).
+        operator complex (the imaginary parts would be dropped), or ``bias``
+        is not a bool.
     ValueError
         If the operator carries a row or column permutation, which the
         layer's single twiddle cannot hold (the message says how to apply
-        the layer of ``op.with_permutations()`` between them).
+        the layer of ``op.with_permutations()`` between them), or a factor's
+        finite weights overflow ``dtype`` or lie below its normal range, as
+        :meth:`DeButOperator.astype` refuses them (the message names the factor).
     ImportError
         If PyTorch is not installed.
 
