@@ -438,3 +438,43 @@ def test_long_listings_stream_and_tables_are_bounded(capsys, monkeypatch):
     monkeypatch.setattr(chains_command, "MAX_TABLE_ROWS", 1)
     status, _, err = run(capsys, "chains", "8", "8", "--factors", "2", "--limit", "2")
     assert status == 2 and "a table of 2 rows, more than 1; --format csv or json" in err
+
+
+@pytest.mark.parametrize("sort", ["params", "flops", "max_dim", "factors"])
+def test_every_sort_orders_the_rows_by_its_column(capsys, sort):
+    # --sort max_dim could have listed by factors unnoticed: only params and factors were pinned
+    _, out, _ = run(capsys, "chains", "16", "16", "--kind", "any", "--sort", sort,
+                    "--format", "json", "--limit", "100000")  # fmt: skip
+    column = [row[sort] for row in json.loads(out)["chains"]]
+    assert len(column) == count_chains(16, 16, n_factors=range(1, 5), kind="any")
+    assert column == sorted(column) and len(set(column)) > 1
+
+
+def test_a_factor_range_of_one_count_lists_that_count(capsys):
+    _, out, _ = run(capsys, "chains", "16", "16", "--factors", "2-2", "--format", "json")
+    rows = json.loads(out)["chains"]
+    assert rows and {row["factors"] for row in rows} == {2}
+
+
+def test_row_does_not_apply_to_a_file_of_one_chain(capsys, tmp_path):
+    # --row 2 on a file of one chain was ignored, and that chain checked, unnoticed
+    path = tmp_path / "chain.json"
+    sup, sub = Chain.from_factorizations([2, 2], [2, 2]).to_sup_sub()
+    path.write_text(json.dumps({"sup": sup, "sub": sub}))
+    status, _, err = run(capsys, "check", "--chain", str(path), "--row", "2")
+    assert status == 2 and "holds one chain, so --row does not apply" in err
+
+
+def test_a_chain_file_of_exactly_the_size_limit_is_read(capsys, tmp_path, monkeypatch):
+    from pydebut.commands import _common
+
+    sup, sub = Chain.from_factorizations([2, 2], [2, 2]).to_sup_sub()
+    text = json.dumps({"sup": sup, "sub": sub})
+    monkeypatch.setattr(_common, "MAX_CHAIN_FILE_BYTES", len(text))
+    path = tmp_path / "chain.json"
+    path.write_text(text)
+    status, out, _ = run(capsys, "check", "--chain", str(path))
+    assert status == 0 and "dense" in out
+    path.write_text(text + " ")
+    status, _, err = run(capsys, "check", "--chain", str(path))
+    assert status == 2 and "is larger than" in err

@@ -13,8 +13,8 @@ import pytest
 from pydebut import Chain, DeButOperator
 from pydebut.cli import main
 from pydebut.commands.demo import fit_target, noisy_target
-from pydebut.commands.fit import format_approximation
-from pydebut.fit import ApproximationResult, ExploredChain, SVDBaseline
+from pydebut.commands.fit import format_approximation, format_report
+from pydebut.fit import MAX_SWEEPS, ApproximationResult, ExploredChain, FitResult, SVDBaseline
 from pydebut.io import MAX_FACTORS, load
 
 from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
@@ -345,3 +345,36 @@ def test_auto_shows_the_error_of_a_chosen_chain_the_search_left_unfitted():
     chosen = [line for line in format_approximation(result).splitlines() if "<- chosen" in line]
     assert len(chosen) == 1
     assert chosen[0].split()[3:5] == ["0.75", "0.75"]
+
+
+# --- what a one-line change of the command went unnoticed by (a mutation audit) -----------
+
+
+def test_the_sweep_rows_show_the_error_after_each_whole_sweep():
+    # errors hold the start, then one entry per half-sweep: sweep i is entry 2 i
+    op = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 2]), rng=0)
+    result = FitResult(op, [0.9, 0.5, 0.4, 0.3, 0.2], [0.0, 1.0, 2.0, 3.0, 4.0], "als")
+    rows = [line.split() for line in format_report(result, 1.0).splitlines()]
+    sweeps = {f"{row[0]} {row[1]}": float(row[2]) for row in rows if row[:1] == ["sweep"]}
+    assert sweeps == {"sweep 1": 0.4, "sweep 2": 0.2}
+
+
+def test_the_limits_of_sweeps_and_tol_are_taken(target_file, tmp_path):
+    chain, _, path = target_file
+    argv = ["fit", str(path), *chain_args(chain), "--no-progress", "-o", str(tmp_path / "f")]
+    assert main([*argv, "--sweeps", "1", "--tol", "0"]) == 0
+    # the most sweeps allowed, stopped after the first by a huge tol
+    assert main([*argv, "--sweeps", str(MAX_SWEEPS), "--tol", "1e9"]) == 0
+    assert load(tmp_path / "f.npz").shape == chain.shape
+
+
+def test_fit_without_tqdm_fits_without_a_bar(target_file, tmp_path, capsys, monkeypatch):
+    # tqdm is an optional extra: without it the command fits and says how to get a bar
+    for name in [name for name in sys.modules if name == "tqdm" or name.startswith("tqdm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    chain, _, path = target_file
+    argv = ["fit", str(path), *chain_args(chain), "--sweeps", "1", "-o", str(tmp_path / "f")]
+    assert main(argv) == 0
+    assert "install tqdm" in capsys.readouterr().err

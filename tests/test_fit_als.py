@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pydebut import Chain, DeButOperator, fit_als, fit_hierarchical
 from pydebut._reference import factor_to_dense
-from pydebut.fit import MAX_SWEEPS
+from pydebut.fit import MAX_SWEEPS, FitResult
 from pydebut.fit import _als as als
 from pydebut.fit._als import _across_from_columns, _across_from_rows, _couplings, _Sweeper
 from pydebut.testing import chains, dense_chains
@@ -247,6 +247,29 @@ def test_a_zero_target_reports_the_start_operators_norm_at_any_scale(scale):
     result = fit_als(np.zeros(chain.shape), chain, n_sweeps=1, init=start)
     assert result.errors[0] == pytest.approx(expected, rel=1e-14, abs=0)
     assert result.errors[1:] == [0.0, 0.0] and not result.operator.toarray().any()
+
+
+def test_a_complex_target_with_nan_is_refused_before_any_work():
+    # every non-finite target of the tests was real: a complex NaN could have run the fit
+    target = np.eye(4, dtype=complex)
+    target[0, 1] = complex(np.nan, 0)
+    with pytest.raises(ValueError, match="the target has non-finite entries"):
+        fit_als(target, Chain.from_factorizations([2, 2], [2, 2]), n_sweeps=1)
+
+
+def test_a_numpy_true_from_the_callback_stops_and_a_bool_tol_is_refused():
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    target = np.random.default_rng(0).standard_normal((4, 4))
+    result = fit_als(target, chain, n_sweeps=5, init="random", rng=0, callback=lambda r: np.True_)
+    assert result.n_sweeps == 1
+    with pytest.raises(TypeError, match="tol must be a real number or None, got bool"):
+        fit_als(target, chain, tol=True)
+
+
+def test_the_summary_gives_the_whole_fits_time():
+    op = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 2]), rng=0)
+    summary = FitResult(op, [0.9, 0.5, 0.4], [0.25, 1.0, 4.0], "als").summary()
+    assert summary.endswith("after 1 sweeps in 4 s")
 
 
 def test_zero_sweeps_reports_the_initial_error():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pydebut import Chain, DeButOperator, load, save
-from pydebut.io import MAX_FACTORS
+from pydebut.io import MAX_FACTORS, npz_path
 from pydebut.special import hadamard
 
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
@@ -371,6 +371,24 @@ def test_a_save_keeps_permissions_follows_links_and_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError) as refused:
         save(missing, op)
     assert refused.value.filename == str(missing)
+
+
+def test_compress_deflates_every_member_and_its_absence_stores_them(tmp_path):
+    op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    for compress, method in ((True, zipfile.ZIP_DEFLATED), (False, zipfile.ZIP_STORED)):
+        save(tmp_path / "op.npz", op, compress=compress)
+        with zipfile.ZipFile(tmp_path / "op.npz") as zf:
+            assert {info.compress_type for info in zf.infolist()} == {method}
+        assert same_operator(load(tmp_path / "op.npz"), op)
+
+
+def test_the_npz_suffix_is_matched_as_numpy_matches_it():
+    # case-sensitive, as np.savez: "op.NPZ" gets the suffix added
+    assert [npz_path(name).name for name in ("op.NPZ", "op.npz", "op.npz.v2")] == [
+        "op.NPZ.npz",
+        "op.npz",
+        "op.npz.v2.npz",
+    ]
 
 
 @pytest.mark.parametrize("name", ["w" * 251 + ".npz", "\u00e9" * 125 + ".npz"])

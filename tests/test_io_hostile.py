@@ -408,3 +408,38 @@ def rewritten(change: dict[str, bytes], extra: dict[str, bytes] | None = None) -
 )
 def test_tampered_members_are_refused(tmp_path, make, words):
     assert_refused(tmp_path, make(), words)
+
+
+def test_a_permutation_larger_than_its_role_is_refused_before_it_is_inflated(tmp_path):
+    # the size check of the permutations was not pinned by any forged file
+    op = DeButOperator.random(CHAIN, rng=0).with_permutations(np.arange(8)[::-1], None)
+    buffer = io.BytesIO()
+    save(buffer, op)
+    with zipfile.ZipFile(buffer) as zf:
+        members = {info.filename[: -len(".npy")]: zf.read(info) for info in zf.infolist()}
+    members["row_perm"] = npy(np.zeros(1 << 22, dtype=np.int64))  # 32 MiB, a few KB deflated
+    words = "row_perm takes 33554432 bytes"
+    assert_refused(tmp_path, archive(members, compress=True), words, 1 << 22)
+
+
+def test_max_bytes_takes_weights_of_exactly_that_size(tmp_path):
+    op = DeButOperator.identity([(64, 64, 1, 1, 1)])  # 64 float64 weights: 512 bytes
+    path = tmp_path / "op.npz"
+    save(path, op)
+    assert np.array_equal(load(path, max_bytes=512).toarray(), op.toarray())
+    assert_refused(tmp_path, path.read_bytes(), "max_bytes", max_bytes=511)
+
+
+def test_load_looks_back_through_at_most_100_archives():
+    # archives written one after another into a stream: the first is read from the start
+    op = DeButOperator.random([(2, 2, 2, 2, 1)], rng=0)
+    for count, readable in ((101, True), (102, False)):
+        stream = io.BytesIO()
+        for _ in range(count):
+            save(stream, op)
+        stream.seek(0)
+        if readable:
+            assert np.array_equal(load(stream).toarray(), op.toarray())
+        else:
+            with pytest.raises(ValueError, match="more than 100 zip archives"):
+                load(stream)

@@ -419,6 +419,17 @@ def test_fit_als_refuses_partial_products_beyond_memory_before_any_work(monkeypa
     assert fit_als(target, chain, n_sweeps=1, init="random", rng=0).error < 1
 
 
+def test_fit_als_counts_coupled_single_precision_fits_in_double(monkeypatch):
+    # coupled unknowns are solved for in float64: 4 x (20 + 2 x 12 + 2 x 8) entries of 8 bytes
+    chain = Chain([(4, 4, 2, 2, 1), (4, 8, 2, 4, 1)])
+    target = np.random.default_rng(0).standard_normal(chain.shape).astype(np.float32)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 240 * 8 - 1)
+    with pytest.raises(ValueError, match=re.escape("240 entries in float64)")):
+        fit_als(target, chain, init="random", rng=0)
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 240 * 8)
+    assert fit_als(target, chain, n_sweeps=1, init="random", rng=0).operator.dtype == np.float32
+
+
 def test_the_product_of_a_wide_operator_takes_the_memory_of_the_product(monkeypatch):
     # Built as A @ I_n it needed an n x n identity: 32 GiB for 4 x 65536 (2 MiB).
     monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**24)
