@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -310,3 +311,16 @@ def test_a_wide_linear_operator_folds_without_the_identity_of_its_columns():
         tracemalloc.stop()
     np.testing.assert_array_equal(kernel, matrix_to_kernel(dense, 512, 4))
     assert peak < 3 * dense.nbytes  # the kernel, an identity block no larger, little else
+
+
+def test_a_kernel_matrix_keeps_the_complex_products_of_an_operator_declared_real():
+    # matrix_to_kernel widens to the products' dtype: dropping that lost the imaginary parts
+    # with only NumPy's ComplexWarning (a mutation audit found it unpinned)
+    from scipy.sparse.linalg import LinearOperator
+
+    matrix = np.arange(8).reshape(2, 4) * (1 + 1j)
+    op = LinearOperator((2, 4), matvec=matrix.__matmul__, matmat=matrix.__matmul__, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kernel = matrix_to_kernel(op, 1, 2)
+    np.testing.assert_array_equal(kernel, matrix.reshape(2, 1, 2, 2))

@@ -373,3 +373,25 @@ def test_pooling_is_the_fraction_of_each_cell_cut_by_the_edges(shape):
     for i, j in np.ndindex(image.shape):
         block = mask[i * cell : (i + 1) * cell, j * cell : (j + 1) * cell]
         assert image[i, j] == pytest.approx(block.mean())
+
+
+# --- limits a one-line change of the module went unnoticed by (a mutation audit) -----------
+
+
+def test_a_chain_of_exactly_max_plot_factors_is_drawn(monkeypatch):
+    monkeypatch.setattr(plotting, "MAX_PLOT_FACTORS", 2)
+    assert len(plot_chain(Chain([(4, 4, 2, 2, 1)] * 2)).axes) == 4
+    with pytest.raises(ValueError, match="MAX_PLOT_FACTORS"):
+        plot_chain(Chain([(4, 4, 2, 2, 1)] * 3))
+
+
+def test_pooling_by_two_keeps_every_image_within_max_pixels():
+    figure = plot_chain(Chain.from_factorizations([2] * 6, [2] * 6), max_pixels=32)
+    assert all(max(ax.images[0].get_array().shape) <= 32 for ax in figure.axes)
+
+
+def test_the_pixel_limit_counts_the_panels_of_the_products(monkeypatch):
+    # factor panels 16 + 256 pixels, product panels 2 x 256: over 600 only with the products
+    monkeypatch.setattr(plotting, "MAX_PLOT_PIXELS", 600)
+    with pytest.raises(ValueError, match="MAX_PLOT_PIXELS"):
+        plot_chain(Chain([(4, 4, 1, 1, 1), (4, 64, 1, 16, 1)]))

@@ -275,3 +275,8 @@ def test_describe_and_slicing():
     assert PAPER_VGG[1:3] == Chain([(72, 144, 2, 4, 4), (144, 288, 1, 2, 4)])
     assert PAPER_VGG[:2] + PAPER_VGG[2:] == PAPER_VGG
     assert len(PAPER_VGG) == PAPER_VGG.n_factors == 4
+
+
+def test_from_abcd_refuses_a_five_tuple_naming_the_factor():
+    with pytest.raises(ValueError, match=r"^factor 2: expected \(a, b, c, d\) or"):
+        Chain.from_abcd([(1, 2, 2, 2), (2, 2, 2, 1, 1)])

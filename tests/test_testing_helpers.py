@@ -411,3 +411,50 @@ def test_strategies_keep_the_tightest_bounds(chainable, rank_weighted, dense):
     assert chainable.shape == (1, 1)
     assert rank_weighted.n_factors == dense.n_factors == 2
     assert max(dense.shape) <= 6
+
+
+# --- what a one-line change of the module went unnoticed by (a mutation audit) -------------
+
+
+def test_assert_debut_close_bounds_the_difference_by_the_expected_matrix():
+    # a bound from max|actual| would pass 3 I against I at rtol 1
+    op = DeButOperator.identity([(4, 4, 2, 2, 1)]) * 3.0
+    with pytest.raises(AssertionError, match="largest difference"):
+        assert_debut_close(op, np.eye(4), rtol=1.0)
+
+
+@pytest.mark.parametrize("dtype", [int, np.uint8, bool])
+def test_assert_debut_close_takes_integer_and_boolean_expected_matrices(dtype):
+    assert_debut_close(DeButOperator.identity([(4, 4, 2, 2, 1)]), np.eye(4, dtype=dtype))
+
+
+def test_dottest_catches_an_adjoint_that_conjugates_its_input():
+    # checked with real vectors, a complex operator's conjugated input would pass
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((5, 4)) + 1j * rng.standard_normal((5, 4))
+    wrong = LinearOperator(
+        (5, 4),
+        matvec=lambda u: matrix @ u,
+        rmatvec=lambda v: matrix.conj().T @ v.conj(),
+        dtype=complex,
+    )
+    with pytest.raises(AssertionError, match="dot test failed"):
+        dottest(wrong, rng=0)
+
+
+@settings(max_examples=60, derandomize=True, database=None)
+@given(chainable_chains(max_dim=64, max_factors=2, max_radix=2))
+def test_chainable_chains_keep_every_radix_within_max_radix(chain):
+    assert all(spec.r <= 2 and spec.s <= 2 for spec in chain), chain
+
+
+def test_operators_draw_their_weights_anew():
+    seen = set()
+
+    @settings(max_examples=30, derandomize=True, database=None)
+    @given(operators(st.just(Chain([(4, 4, 2, 2, 1)])), dtypes=["float64"]))
+    def collect(op):
+        seen.add(op.toarray().tobytes())
+
+    collect()
+    assert len(seen) > 1
