@@ -38,6 +38,7 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
     ) from err
 
 from ._memory import check_fits_in_memory
+from ._weights import result_dtype
 from .fit._als import OPTION_CHECKS as ALS_OPTION_CHECKS
 from .fit._common import (
     FitResult,
@@ -63,7 +64,7 @@ from .fit._hierarchical import (
     hierarchy_ranks,
 )
 from .fit._search import check_arguments as check_approximate_arguments
-from .operator import DeButOperator, _result_dtype
+from .operator import DeButOperator
 from .spec import Chain, _as_bool, _as_positive_int, refuse_masked
 
 __all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
@@ -143,7 +144,7 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     adjoint = _as_bool(adjoint, "adjoint")
     X = da.asarray(X)
     _check_known_size(X, axis, "the operator's axis")
-    dtype = _result_dtype(operator.dtype, X.dtype)
+    dtype = result_dtype(operator.dtype, X.dtype)
     n_out, n_in = operator.shape[::-1] if adjoint else operator.shape
     if axis == 0 and (X.ndim not in (1, 2) or X.shape[0] != n_in):
         raise ValueError(

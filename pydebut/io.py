@@ -34,7 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .operator import DeButOperator, _weights_dtype
+from ._weights import weights_dtype
+from .operator import DeButOperator
 from .spec import Chain, _as_bool, _as_positive_int
 
 __all__ = ["load", "npz_path", "save"]
@@ -616,7 +617,7 @@ def _read(
             )
     # the operator holds the weights in its dtype, wider than the file's but for
     # extended precision, which is rounded
-    held = _weights_dtype([dtype for _, dtype, _ in headers])
+    held = weights_dtype([dtype for _, dtype, _ in headers])
     total = sum(prod(shape) * max(dtype.itemsize, held.itemsize) for shape, dtype, _ in headers)
     if total > max_bytes:
         raise ValueError(

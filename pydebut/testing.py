@@ -16,11 +16,12 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
+from ._weights import SUPPORTED_DTYPES, supported_dtype
 from .chains import MAX_FACTORS as _MAX_FACTORS
 from .chains import MAX_SIZE as _MAX_SIZE
 from .chains import _divisors
 from .fit._common import frobenius_norm
-from .operator import SUPPORTED_DTYPES, DeButOperator, SeedLike, _supported_dtype, random_generator
+from .operator import DeButOperator, SeedLike, random_generator
 from .spec import Chain, FactorSpec, refuse_masked, shown
 
 if TYPE_CHECKING:
@@ -519,7 +520,7 @@ def _check_dtypes(dtypes: Sequence[DTypeLike]) -> tuple[np.dtype, ...]:
     checked = []
     for index, dtype in enumerate(dtypes):
         try:
-            checked.append(_supported_dtype(dtype, "operators"))
+            checked.append(supported_dtype(dtype, "operators"))
         except TypeError:
             raise TypeError(f"{rule}; dtypes[{index}] is {shown(dtype)}") from None
     return tuple(checked)

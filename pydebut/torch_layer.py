@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .operator import DeButOperator, _cast_range_error, _factor_label, _largest_magnitude
+from ._weights import cast_range_error, factor_label, largest_magnitude
+from .operator import DeButOperator
 from .spec import Chain, _as_bool, refuse_masked
 
 __all__ = ["forward_from_twiddle", "from_torch_layer", "to_torch_layer"]
@@ -173,12 +174,12 @@ def _check_cast(torch: Any, op: DeButOperator, dtype: Any) -> None:
     finfo = torch.finfo(dtype)
     for index, weights in enumerate(op.weights):
         cast = torch.from_numpy(np.array(weights)).to(dtype)  # a writable copy, as torch wants
-        error = _cast_range_error(
-            f"to_torch_layer(): weights of {_factor_label(op.chain, index)}",
+        error = cast_range_error(
+            f"to_torch_layer(): weights of {factor_label(op.chain, index)}",
             dtype,
             finfo,
             bool(torch.isfinite(cast).all()),
-            _largest_magnitude(weights),
+            largest_magnitude(weights),
         )
         if error is not None:
             raise error

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from .._memory import check_address_space, check_fits_in_memory
+from .._weights import largest_magnitude
 from ..io import _open_without_waiting
-from ..operator import DeButOperator, _largest_magnitude
+from ..operator import DeButOperator
 from ..spec import Chain, FactorSpec, _as_bool, refuse_masked
 from ._dense_target import dense_target
 
@@ -193,7 +194,7 @@ def as_working(matrix: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``matrix`` in the working ``dtype``; ``ValueError`` if its largest entry
     overflows there or lies below its normal range (:func:`check_in_range`)."""
     if matrix.dtype.kind in "fc":
-        check_in_range(_largest_magnitude(matrix), dtype)
+        check_in_range(largest_magnitude(matrix), dtype)
     return np.asarray(matrix, dtype=dtype)
 
 
@@ -242,7 +243,7 @@ class TargetScale:
     @classmethod
     def of(cls, matrix: np.ndarray) -> TargetScale:
         """The scale of a finite ``matrix`` (exponent 0 for a zero matrix)."""
-        largest = _largest_magnitude(matrix)
+        largest = largest_magnitude(matrix)
         return cls(int(np.frexp(largest)[1]) if largest > 0 else 0)
 
     def normalise(self, matrix: np.ndarray) -> np.ndarray:
@@ -369,7 +370,7 @@ PRODUCT_PANEL = 2**22
 def _largest_of_product(operator: DeButOperator) -> Any:
     """The largest magnitude (of a part) in the dense product of ``operator``, formed a
     panel of columns at a time (:func:`_identity_panels`)."""
-    return max(_largest_magnitude(panel) for panel in _identity_panels(operator, "matmat"))
+    return max(largest_magnitude(panel) for panel in _identity_panels(operator, "matmat"))
 
 
 def _evaluates_finitely(operator: DeButOperator, evaluate: str) -> bool:
