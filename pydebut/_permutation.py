@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ._arguments import as_positive_int, refuse_masked, shown
 from ._memory import check_fits_in_memory
-from .spec import _as_positive_int, refuse_masked, shown
 
 __all__ = [
     "bit_reversal",
@@ -71,7 +71,7 @@ def unpermute(
 def log2_exact(n: int, name: str, where: str, smallest: int = 2) -> int:
     """``log2(n)`` of a power of two ``n >= smallest``; TypeError or ValueError naming ``where``."""
     if isinstance(n, bool) or not (isinstance(n, numbers.Integral) and n < 1):  # < 1: below
-        n = _as_positive_int(n, name, where)
+        n = as_positive_int(n, name, where)
     if n < smallest or n & (n - 1):
         raise ValueError(f"{where}: {name} must be a power of two >= {smallest}, got {shown(n)}")
     return int(n).bit_length() - 1
@@ -161,8 +161,8 @@ def candidate_permutations(m: int, n: int) -> dict[str, PermutationPair]:
     def reversible(size: int) -> bool:
         return size > 2 and not size & (size - 1)
 
-    m = _as_positive_int(m, "m", "candidate_permutations")
-    n = _as_positive_int(n, "n", "candidate_permutations")
+    m = as_positive_int(m, "m", "candidate_permutations")
+    n = as_positive_int(n, "n", "candidate_permutations")
     check_fits_in_memory(  # both bit reversals are held at once, 8 bytes an entry
         8 * (m * reversible(m) + n * reversible(n)),
         f"candidate_permutations({shown(m)}, {shown(n)})",

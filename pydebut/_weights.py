@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._arguments import refuse_masked
 from ._memory import check_fits_in_memory, format_count
-from .spec import Chain, refuse_masked
+from .spec import Chain
 
 #: The dtypes the kernels are compiled for.
 SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.complex64, np.complex128))

@@ -23,7 +23,8 @@ from itertools import groupby, pairwise
 from math import comb, inf, prod
 from typing import Any, Literal, NamedTuple
 
-from .spec import Chain, ChainKind, _as_bool, _as_positive_int, shown
+from ._arguments import as_bool, as_positive_int, shown
+from .spec import Chain, ChainKind
 
 __all__ = [
     "ChainClass",
@@ -266,7 +267,7 @@ def _n_divisor_pairs(x: int) -> int:
 
 def _as_size(value: Any, name: str, where: str) -> int:
     """``value`` as a positive int below :data:`MAX_SIZE` (``_factorize`` takes ``sqrt`` steps)."""
-    size = _as_positive_int(value, name, where)
+    size = as_positive_int(value, name, where)
     if size >= MAX_SIZE:
         raise ValueError(f"{where}: {name} must be below 2**40, got {shown(size)}")
     return size
@@ -327,7 +328,7 @@ def graph_size(m: int, n: int, n_factors: int, *, kind: str = "any", rank: int =
     """
     m, n = _as_size(m, "m", "graph_size"), _as_size(n, "n", "graph_size")
     n_factors, rank = (
-        _as_positive_int(value, name, "graph_size")
+        as_positive_int(value, name, "graph_size")
         for name, value in (("n_factors", n_factors), ("rank", rank))
     )
     if kind not in KINDS:  # a tuple: unhashable kinds are refused too
@@ -571,7 +572,7 @@ def _factor_counts(n_factors: Any) -> tuple[int, ...]:
                 f"n_factors gives more than {MAX_FACTOR_VALUES} values: list each factor "
                 "count once (at most MAX_FACTORS of them are distinct)"
             )
-        count = _as_positive_int(value, "n_factors", "chain request")
+        count = as_positive_int(value, "n_factors", "chain request")
         if count > MAX_FACTORS:
             raise ValueError(f"n_factors must be at most {MAX_FACTORS}, got {count}")
         counts.add(count)
@@ -597,13 +598,13 @@ def _request(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {shown(kind)}")
     if max_params is not None:
-        max_params = _as_positive_int(max_params, "max_params", "chain request")
+        max_params = as_positive_int(max_params, "max_params", "chain request")
     if max_dim is not None:
-        max_dim = _as_positive_int(max_dim, "max_dim", "chain request")
+        max_dim = as_positive_int(max_dim, "max_dim", "chain request")
         if max_dim < max(m, n):
             raise ValueError(f"max_dim={max_dim} is below max(m, n) = {max(m, n)}: no chain fits")
-    rank = _as_positive_int(rank, "rank", "chain request")
-    allow_diagonal = _as_bool(allow_diagonal, "allow_diagonal")
+    rank = as_positive_int(rank, "rank", "chain request")
+    allow_diagonal = as_bool(allow_diagonal, "allow_diagonal")
     if kind in ("bulging", "other") and counts[-1] == 1:
         raise ValueError(f'kind="{kind}" needs at least 2 factors, but n_factors is 1')
     if kind == "bulging" and max_dim is not None and max_dim <= max(m, n):

@@ -41,8 +41,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+from ._arguments import shown
 from .commands import UsageError, command_modules
-from .spec import shown
 
 if TYPE_CHECKING:
     from .commands._common import load_chain_json

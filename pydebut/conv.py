@@ -28,9 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
+from ._arguments import refuse_masked, shown
 from ._memory import check_fits_in_memory
 from .operator import DeButOperator
-from .spec import refuse_masked, shown
 
 __all__ = ["LAYOUTS", "conv2d", "im2col", "kernel_to_matrix", "matrix_to_kernel"]
 

@@ -37,6 +37,7 @@ except ImportError as err:  # pragma: no cover - exercised only without Dask
         'pydebut.dask needs Dask and threadpoolctl: pip install "pydebut[dask]"'
     ) from err
 
+from ._arguments import as_bool, as_positive_int, refuse_masked
 from ._memory import check_fits_in_memory
 from ._weights import result_dtype
 from .fit._als import OPTION_CHECKS as ALS_OPTION_CHECKS
@@ -65,7 +66,7 @@ from .fit._hierarchical import (
 )
 from .fit._search import check_arguments as check_approximate_arguments
 from .operator import DeButOperator
-from .spec import Chain, _as_bool, _as_positive_int, refuse_masked
+from .spec import Chain
 
 __all__ = ["apply", "fit_hierarchical", "fit_many", "relative_error"]
 
@@ -141,7 +142,7 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
         raise TypeError(f"apply needs a DeButOperator, got {type(operator).__name__}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
         raise ValueError(f"axis must be 0 (vectors are columns) or 1 (rows), got {axis!r}")
-    adjoint = _as_bool(adjoint, "adjoint")
+    adjoint = as_bool(adjoint, "adjoint")
     X = da.asarray(X)
     _check_known_size(X, axis, "the operator's axis")
     dtype = result_dtype(operator.dtype, X.dtype)
@@ -370,7 +371,7 @@ def fit_many(
     """
     if len(targets) != len(specs):
         raise ValueError(f"{len(targets)} targets but {len(specs)} chains or budgets were given")
-    progress = _as_bool(progress, "progress")
+    progress = as_bool(progress, "progress")
     if client is not None and not (hasattr(client, "submit") and hasattr(client, "gather")):
         raise TypeError(
             f"client must be a dask.distributed.Client (or None), got {type(client).__name__}"
@@ -531,7 +532,7 @@ def fit_hierarchical(
     True
     """
     start = time.perf_counter()
-    memory_limit = _as_positive_int(
+    memory_limit = as_positive_int(
         memory_limit, "memory_limit", "fit_hierarchical", allow_zero=True
     )
     chain = Chain(chain)

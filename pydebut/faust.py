@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._arguments import as_bool
 from ._sparse import sparse_factors
 from .operator import DeButOperator
-from .spec import Chain, FactorSpec, _as_bool
+from .spec import Chain, FactorSpec
 
 __all__ = ["from_faust", "to_faust"]
 
@@ -126,7 +127,7 @@ def from_faust(
     pyfaust = _pyfaust()
     if not isinstance(faust, pyfaust.Faust):
         raise TypeError(f"from_faust() needs a pyfaust.Faust, got {type(faust).__name__}")
-    check_finite = _as_bool(check_finite, "check_finite")
+    check_finite = as_bool(check_finite, "check_finite")
     factors = [sp.coo_array(faust.factors(i)) for i in range(faust.numfactors())]
     row_perm, row_scale = _scaled_permutation(factors[0])
     col_perm, col_scale = _scaled_permutation(factors[-1])

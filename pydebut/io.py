@@ -34,9 +34,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._arguments import as_bool, as_positive_int
 from ._weights import weights_dtype
 from .operator import DeButOperator
-from .spec import Chain, _as_bool, _as_positive_int
+from .spec import Chain
 
 __all__ = ["load", "npz_path", "save"]
 
@@ -167,7 +168,7 @@ def save(
     }
     for index, weights in enumerate(operator.weights):
         arrays[f"weights_{index}"] = weights
-    writer = np.savez_compressed if _as_bool(compress, "compress") else np.savez
+    writer = np.savez_compressed if as_bool(compress, "compress") else np.savez
     if _is_file(path, "save"):
         writer(path, **arrays)
         return
@@ -319,8 +320,8 @@ def load(
     >>> load(path).shape
     (4096, 4096)
     """
-    max_bytes = _as_positive_int(max_bytes, "max_bytes", "load")
-    check_finite = _as_bool(check_finite, "check_finite")
+    max_bytes = as_positive_int(max_bytes, "max_bytes", "load")
+    check_finite = as_bool(check_finite, "check_finite")
     if _is_file(path, "load"):
         if not (hasattr(path, "seekable") and path.seekable()):
             raise TypeError(

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
 from . import _batched, _kernels, _numba_setup, _sparse, _workspace
+from ._arguments import as_bool, refuse_masked, shown
 from ._memory import check_fits_in_memory
 from ._permutation import check_permutation, inverse_permutation
 from ._weights import (
@@ -26,7 +27,7 @@ from ._weights import (
     result_dtype,
     supported_dtype,
 )
-from .spec import Chain, FactorSpec, _as_bool, refuse_masked, shown
+from .spec import Chain, FactorSpec
 
 __all__ = ["DeButOperator"]
 
@@ -354,7 +355,7 @@ class DeButOperator(LinearOperator):
         col_perm: ArrayLike | None = None,
     ) -> None:
         chain = chain if isinstance(chain, Chain) else Chain(chain)
-        check_finite = _as_bool(check_finite, "check_finite")
+        check_finite = as_bool(check_finite, "check_finite")
         owned, dtype = check_weights(chain, weights, dtype, check_finite)
         m, n = chain.shape
         self._row_perm = check_permutation(row_perm, m, "row_perm")
@@ -561,7 +562,7 @@ class DeButOperator(LinearOperator):
         >>> row_perm is None, col_perm.tolist()
         (True, [1, 0, 2, 3])
         """
-        permutations = _as_bool(permutations, "permutations")
+        permutations = as_bool(permutations, "permutations")
         pieces = [w.transpose(0, 3, 1, 2).ravel() for w in reversed(self._weights)]
         r_shapes, vector = self._chain.to_r_shapes(), np.concatenate(pieces)
         if permutations:
@@ -1177,7 +1178,7 @@ class DeButOperator(LinearOperator):
         >>> np.allclose(op.apply_rows(rows), rows @ op.toarray().T)
         True
         """
-        adjoint = _as_bool(adjoint, "adjoint")
+        adjoint = as_bool(adjoint, "adjoint")
         backend = _dask_backend(X)
         if backend is not None:
             return backend.apply(self, X, adjoint=adjoint, axis=1)

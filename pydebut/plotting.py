@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import density
+from ._arguments import as_positive_int
 from .density import (
     _pooled_partial_supports,
     _pooled_work,
     _support_fraction,
     partial_supports,
 )
-from .spec import Chain, _as_positive_int
+from .spec import Chain
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -124,7 +125,7 @@ def plot_chain(
     """
     Figure = _matplotlib_figure()
     chain = chain if isinstance(chain, Chain) else Chain(chain)
-    max_pixels = _as_positive_int(max_pixels, "max_pixels", "plot_chain")
+    max_pixels = as_positive_int(max_pixels, "max_pixels", "plot_chain")
     refusal = _refusal(chain, max_pixels)
     if refusal is not None:
         reason, remedy = refusal

@@ -15,7 +15,6 @@ import json
 import math
 import operator
 import re
-import reprlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
@@ -23,73 +22,12 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from ._arguments import as_positive_int, shown
 from ._memory import check_fits_in_memory
 
 __all__ = ["Chain", "FactorSpec"]
 
 ChainKind = Literal["monotonic", "bulging", "other"]
-
-
-class _BoundedRepr(reprlib.Repr):
-    """``repr`` cut to a few items and characters: error messages echo user input."""
-
-    def repr_int(self, x: int, level: int) -> str:
-        digits = int(x.bit_length() * 0.30103) + 1  # about; str() of huge ints is refused
-        if digits > self.maxlong:
-            return f"<{'negative ' if x < 0 else ''}integer of about {digits} digits>"
-        return super().repr_int(x, level)
-
-
-shown = _BoundedRepr().repr
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    """Return ``value`` (a bool or NumPy bool) as a Python bool; otherwise ``TypeError``
-    naming ``name``: a flag given ``None``, ``0`` or ``"no"`` would be read by its truth."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def _as_positive_int(value: Any, name: str, where: str, *, allow_zero: bool = False) -> int:
-    """Return ``value`` as a positive (or, ``allow_zero``, non-negative) Python int.
-
-    Otherwise raise ``TypeError`` or ``ValueError`` naming ``where`` and ``name``.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: {name} must be an integer, got a boolean {shown(value)}")
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        raise TypeError(f"{where}: {name} must be an integer, got the float {shown(value)}")
-    try:
-        as_int = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{where}: {name} must be an integer, got {type(value).__name__} {shown(value)}"
-        ) from None
-    if as_int < (0 if allow_zero else 1):
-        wanted = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{where}: {name} must be {wanted}, got {shown(as_int)}")
-    return as_int
-
-
-def refuse_masked(array: Any, name: str, user: str, masked: int | None = None) -> None:
-    """Raise ``ValueError`` if ``array`` is a NumPy masked array with masked entries.
-
-    ``numpy.asarray`` drops the mask and keeps the entries' stored values, which
-    ``user`` (what would read them, e.g. ``"a fit"``) would then take as data;
-    the message names ``name`` and the count. A masked array without masked
-    entries passes, as does anything that is not a masked array. ``masked``, if
-    given, is the count found elsewhere (a Dask array's, in a pass over its chunks).
-    """
-    count = masked
-    if count is None:
-        count = int(np.ma.count_masked(array)) if isinstance(array, np.ma.MaskedArray) else 0
-    if count:
-        raise ValueError(
-            f"{name} is a masked array with {count} masked entries, which {user} would take "
-            "at their stored values: fill them first (numpy.ma.filled; .filled(0) sets them "
-            "to zero)"
-        )
 
 
 def _describe(p: Any, q: Any, r: Any, s: Any, t: Any) -> str:
@@ -247,7 +185,7 @@ class FactorSpec:
 def _check_factor(spec: FactorSpec, label: str) -> None:
     """Validate the five fields of ``spec`` in place, naming ``label`` on error."""
     for name in "pqrst":
-        object.__setattr__(spec, name, _as_positive_int(getattr(spec, name), name, label))
+        object.__setattr__(spec, name, as_positive_int(getattr(spec, name), name, label))
     p, q, r, s, t = spec.as_tuple()
     if p % (r * t):
         raise ValueError(f"{label}: p is not divisible by r*t = {shown(r * t)}")
@@ -481,7 +419,7 @@ class Chain(Sequence[FactorSpec]):
         def checked(values: list, name: str) -> list[int]:
             # Python ints: products of NumPy's fixed-width ints wrap (uint8 16 * 16 gave p = 0)
             return [
-                _as_positive_int(value, f"{name}[{i}]", f"factor {i + 1} of {len(values)}")
+                as_positive_int(value, f"{name}[{i}]", f"factor {i + 1} of {len(values)}")
                 for i, value in enumerate(values)
             ]
 
@@ -637,7 +575,7 @@ class Chain(Sequence[FactorSpec]):
             where = f"factor {i} (a, b, c, d{', p, q' if len(values) == 6 else ''})"
             names = ("a", "b", "c", "d", "p", "q")[: len(values)]
             a, b, c, d, *ranks = (
-                _as_positive_int(v, n, where) for v, n in zip(values, names, strict=True)
+                as_positive_int(v, n, where) for v, n in zip(values, names, strict=True)
             )
             rank_out, rank_in = ranks or (1, 1)
             r, s = b * rank_out, c * rank_in

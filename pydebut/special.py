@@ -8,10 +8,11 @@ from types import MappingProxyType
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._arguments import as_positive_int, shown
 from ._memory import check_fits_in_memory, format_count
 from ._permutation import bit_reversal, log2_exact
 from .operator import DeButOperator
-from .spec import Chain, _as_positive_int, shown
+from .spec import Chain
 
 __all__ = ["PAPER_CHAINS", "bit_reversal", "butterfly_chain", "dft", "hadamard", "monarch_chain"]
 
@@ -133,7 +134,7 @@ def monarch_chain(b: int) -> Chain:
     >>> monarch_chain(3)
     Chain([(9, 9, 3, 3, 3), (9, 9, 3, 3, 1)])
     """
-    b = _as_positive_int(b, "b", "monarch_chain")
+    b = as_positive_int(b, "b", "monarch_chain")
     return Chain.from_factorizations([b, b], [b, b])
 
 

@@ -16,13 +16,14 @@ import numpy as np
 from numpy.typing import DTypeLike
 from scipy.sparse.linalg import LinearOperator
 
+from ._arguments import refuse_masked, shown
 from ._weights import SUPPORTED_DTYPES, supported_dtype
 from .chains import MAX_FACTORS as _MAX_FACTORS
 from .chains import MAX_SIZE as _MAX_SIZE
 from .chains import _divisors
 from .fit._common import frobenius_norm
 from .operator import DeButOperator, SeedLike, random_generator
-from .spec import Chain, FactorSpec, refuse_masked, shown
+from .spec import Chain, FactorSpec
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ._arguments import as_bool, refuse_masked
 from ._weights import cast_range_error, factor_label, largest_magnitude
 from .operator import DeButOperator
-from .spec import Chain, _as_bool, refuse_masked
+from .spec import Chain
 
 __all__ = ["forward_from_twiddle", "from_torch_layer", "to_torch_layer"]
 
@@ -158,7 +159,7 @@ def to_torch_layer(op: DeButOperator, *, bias: bool = False, dtype: Any = None) 
             "it between them: layer(x[..., numpy.argsort(op.col_perm)])[..., op.row_perm] "
             "(each index where that permutation is not None)"
         )
-    bias = _as_bool(bias, "to_torch_layer(): bias")
+    bias = as_bool(bias, "to_torch_layer(): bias")
     if dtype is not None:
         _check_cast(torch, op, dtype)
     r_shapes, vector = op.to_twiddle()

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._arguments import as_positive_int, shown
 from .._memory import check_fits_in_memory
 from ..io import MAX_FACTORS, _open_without_waiting
-from ..spec import DECIMAL, Chain, _as_positive_int, _parse_list, shown
+from ..spec import DECIMAL, Chain, _parse_list
 from . import UsageError
 
 #: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
@@ -170,7 +171,7 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     >>> os.remove(f.name)
     """
     if row is not None:  # True or 1.0 would pick row 1
-        row = _as_positive_int(row, "row", "load_chain_json")
+        row = as_positive_int(row, "row", "load_chain_json")
     try:
         # a named pipe: opened without waiting for a writer (without one it reads as empty),
         # then read as usual, so <(pydebut chains ...) is read whole

@@ -9,8 +9,9 @@ import json
 import sys
 from collections.abc import Iterator
 
+from .._arguments import shown
 from ..chains import KINDS, CountLimitError, count_chains, enumerate_chains, rank_weights
-from ..spec import Chain, shown
+from ..spec import Chain
 from ._common import GLOSSARY, UsageError, integer
 from ._output import count, counted, ratio, table
 

@@ -37,10 +37,11 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
+from .._arguments import shown
 from .._memory import check_fits_in_memory
 from .._permutation import unpermute
 from ..operator import DeButOperator, SeedLike, random_generator
-from ..spec import Chain, FactorSpec, shown
+from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
     TargetScale,

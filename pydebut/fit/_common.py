@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .._arguments import as_bool, refuse_masked
 from .._memory import check_address_space, check_fits_in_memory
 from .._weights import largest_magnitude
 from ..io import _open_without_waiting
 from ..operator import DeButOperator
-from ..spec import Chain, FactorSpec, _as_bool, refuse_masked
+from ..spec import Chain, FactorSpec
 from ._dense_target import dense_target
 
 __all__ = ["FitResult"]
@@ -59,7 +60,7 @@ def progress_bars(progress: Any) -> Any:
     would fail writing them. Raises ``TypeError`` if ``progress`` is not a bool,
     ``ImportError`` naming the install command if it is True and tqdm is missing.
     """
-    if not _as_bool(progress, "progress"):
+    if not as_bool(progress, "progress"):
         return None
     try:
         from tqdm.auto import tqdm

@@ -19,10 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import scipy.linalg
 
+from .._arguments import shown
 from .._memory import check_fits_in_memory
 from .._permutation import candidate_permutations, check_permutation, unpermute
 from ..operator import _dask_backend
-from ..spec import Chain, FactorSpec, shown
+from ..spec import Chain, FactorSpec
 from ._common import (
     FitResult,
     TargetScale,

@@ -82,10 +82,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.linalg
 
+from .._arguments import shown
 from .._permutation import candidate_permutations, unpermute
 from ..chains import _divisors
 from ..operator import DeButOperator, SeedLike, random_generator
-from ..spec import Chain, FactorSpec, shown
+from ..spec import Chain, FactorSpec
 from ._als import CouplingLimitError, _check_sweeps, _check_tol, _couplings, fit_als
 from ._common import (
     TargetScale,
