@@ -541,6 +541,8 @@ def test_fit_many_refuses_a_bad_budget_before_any_approximation_naming_it(monkey
         pydebut_dask.fit_many([*targets, str(path)], [200, 200, 200, 0], "approximate")
     with pytest.raises(TypeError, match="^target 1: max_params must be an int, got float"):
         pydebut_dask.fit_many([str(path), str(path)], [200, 200.5], "approximate")
+    with pytest.raises(TypeError, match="^target 0: rng must be None, a non-negative integer"):
+        pydebut_dask.fit_many(targets, [200, 200, 200], "approximate", rng=1.5)
     with pytest.raises(ValueError, match=r"^target 1: include\[0\] is 16 x 16, the target 8 x 8"):
         include = [Chain.from_factorizations([4, 4], [4, 4])]
         pydebut_dask.fit_many(

@@ -481,11 +481,11 @@ def approximate(
         progress,
         workers,
     )
+    generator = random_generator(rng)
     matrix = _checked_target(target, options, included)
     m, n = matrix.shape
     included = list(dict.fromkeys(included))  # each distinct chain fitted once
     included += [c for c in butterfly_candidates(m, n, options) if c not in included]
-    generator = random_generator(rng)
     # one seed per purpose, drawn before any work: nothing below depends on the order of work
     sketch_seed, fit_seed, svd_seed = (int(seed) for seed in generator.integers(2**63, size=3))
     matrix = as_working(matrix, working_dtype(matrix.dtype))
@@ -501,7 +501,9 @@ def approximate(
     if options.max_params >= m * n:  # the one-factor dense chain holds D itself: no search
         dense = DeButOperator(Chain([(m, n, m, n, 1)]), [matrix.reshape(1, m, n, 1)])
         error = _true_error(dense, matrix, norm)
-        best = (error, dense, [ExploredChain(dense.chain, 0.0, error)])
+        explored = [ExploredChain(dense.chain, 0.0, error)]
+        dense, error = scale.restore_operator(dense, matrix, error)
+        best = (error, dense, explored)
         passes = []
     else:
         passes = _passes(matrix, permutation, included, options)
@@ -523,11 +525,9 @@ def approximate(
             candidates += [(error, rank * (m + n), -rank) for rank, error in svd.candidates()]
         elif not candidates:  # a pass whose every chain was estimated above the SVD
             continue
-        error, _, index = min(candidates)
-        operator = fitted[index][1][0] if index >= 0 else svd.operator(-index)
+        of_target = partial(_candidate_of_target, fitted, svd, adjoint, row_perm, col_perm)
+        error, operator = _lowest_restored(candidates, of_target, scale, matrix)
         if best is None or error < best[0]:
-            if row_perm is not None or col_perm is not None:
-                operator = operator.with_permutations(row_perm, col_perm)
             errors = {_factor_tuples(chain): fit[1] for chain, fit in fitted}
             records = [
                 (factors, estimate, errors.get(factors))
@@ -535,7 +535,6 @@ def approximate(
                 if n_params <= options.max_params
             ]
             if adjoint:  # chains of D^H: their adjoints are chains of D
-                operator = operator.H
                 records = [(_transposed(factors), *rest) for factors, *rest in records]
             specs: dict[tuple[int, ...], FactorSpec] = {}
             explored = [
@@ -544,8 +543,7 @@ def approximate(
             ]
             best = (error, operator, explored)
     assert best is not None
-    error, found, explored = best
-    operator, error = scale.restore_operator(found, matrix, error)
+    error, operator, explored = best
     return ApproximationResult(
         operator, error, explored, svd.baseline, n_splits, narrowed, time.perf_counter() - start
     )
@@ -627,6 +625,7 @@ def check_arguments(target: Any, max_params: Any, **options: Any) -> None:
     values = arguments.arguments
     names = inspect.signature(_checked_options).parameters
     checked, included = _checked_options(**{name: values[name] for name in names})
+    random_generator(values["rng"])
     if isinstance(target, np.ndarray):
         _checked_target(target, checked, included)
 
@@ -1364,6 +1363,49 @@ def _randomized_svd(
         basis, _ = np.linalg.qr(matrix @ basis)
     u, s, vh = _thin_svd(basis.T.conj() @ matrix)
     return (basis @ u)[:, :rank], s[:rank], vh[:rank]
+
+
+def _candidate_of_target(
+    fitted: list[tuple[Chain, tuple[DeButOperator, float]]],
+    svd: _TruncatedSVD,
+    adjoint: bool,
+    row_perm: np.ndarray | None,
+    col_perm: np.ndarray | None,
+    index: int,
+) -> DeButOperator:
+    """A pass's candidate as an operator of ``D``: fitted chain ``index``, or the
+    truncated SVD of rank ``-index``, with the pass's permutations, adjoint if the pass
+    searched ``D^H``."""
+    operator = fitted[index][1][0] if index >= 0 else svd.operator(-index)
+    if row_perm is not None or col_perm is not None:
+        operator = operator.with_permutations(row_perm, col_perm)
+    return operator.H if adjoint else operator
+
+
+def _lowest_restored(
+    candidates: list[tuple[float, int, int]],
+    of_target: Callable[[int], DeButOperator],
+    scale: TargetScale,
+    matrix: np.ndarray,
+) -> tuple[float, DeButOperator]:
+    """Of the ``candidates`` ``(error, n_params, index)`` (errors on the normalised
+    ``matrix``), the operator of the lowest error once scaled back, and that error.
+
+    Scaling back shrinks an operator whose product would overflow (targets near the
+    largest float, :meth:`~pydebut.fit._common.TargetScale.shrunk_into_range`), which
+    raises its error: the next candidates are scaled back too, in order of their
+    errors, until one's error before scaling exceeds the lowest after. Elsewhere the
+    first candidate is the answer, its error unchanged.
+    """
+    best: tuple[float, DeButOperator] | None = None
+    for error, _, index in sorted(candidates):
+        if best is not None and error > best[0]:
+            break
+        operator, restored_error = scale.restore_operator(of_target(index), matrix, error)
+        if best is None or restored_error < best[0]:
+            best = (restored_error, operator)
+    assert best is not None
+    return best
 
 
 def _true_error(operator: DeButOperator, matrix: np.ndarray, norm: float) -> float:
