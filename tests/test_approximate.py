@@ -19,6 +19,7 @@ from pydebut import (
     DeButOperator,
     SearchNarrowedWarning,
     approximate,
+    classify,
     fit_als,
     fit_hierarchical,
 )
@@ -893,3 +894,85 @@ def test_an_included_chain_no_fit_can_take_is_refused_before_the_search(monkeypa
     monkeypatch.setattr(_search._BeamSearch, "run", lambda self, each: pytest.fail("searched"))
     with pytest.raises(ValueError, match=r"^include\[1\]: factor 3 of the chain: .* couple"):
         approximate(target, chain.n_params, include=included, rng=0)
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        Chain.from_factorizations([2, 2, 2, 2], [2, 2, 4, 2]),
+        Chain.from_abcd([(1, 4, 4, 4, 1, 2), (4, 4, 8, 1, 2, 1)]),
+        Chain.from_factorizations([2, 4, 4], [8, 4, 2]),
+    ],
+    ids=["butterfly", "monarch-like", "bulging"],
+)
+def test_explored_chains_are_chains_of_the_target(chain):
+    # the search of D^H wins on these transposed products: its chains come back as D's
+    target = DeButOperator.random(chain, rng=7).toarray().T
+    result = approximate(target, chain.n_params, n_sweeps=0, rng=0)
+    assert result.error < 1e-11
+    assert {e.chain.shape for e in result.explored} == {target.shape}
+    assert result.chain in {e.chain for e in result.explored}
+
+
+def test_the_baseline_rank_of_a_tall_target_is_at_most_its_columns():
+    target = np.random.default_rng(0).standard_normal((32, 16))
+    result = approximate(target, 10**6, rng=0)
+    assert (result.baseline.rank, result.baseline.n_params) == (16, 16 * 48)
+
+
+def test_workers_beyond_the_usable_cpus_run_as_that_many(monkeypatch):
+    sizes = []
+    pool = _search.ThreadPoolExecutor
+
+    def recorded(workers, **kwargs):
+        sizes.append(workers)
+        return pool(workers, **kwargs)
+
+    monkeypatch.setattr(_search, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(_search, "ThreadPoolExecutor", recorded)
+    target = np.random.default_rng(0).standard_normal((8, 16))
+    approximate(target, 60, n_sweeps=0, max_factors=3, rng=0, workers=64)
+    assert sizes and set(sizes) == {2}
+
+
+def test_an_included_chain_above_the_budget_is_skipped_not_refused(monkeypatch):
+    # outside the hierarchical family and far above the budget: its ALS updates would
+    # couple too many weights, but no fit is asked of it
+    target = np.random.default_rng(0).standard_normal((64, 64))
+    wide = 2048
+    chain = Chain([(64, wide, 64, wide, 1), (wide, wide, 1, 1, wide), (wide, 64, wide, 64, 1)])
+    monkeypatch.setattr(_search._BeamSearch, "run", lambda self, each: None)
+    result = approximate(target, 400, include=[chain], n_sweeps=0, rng=0)
+    assert chain not in {e.chain for e in result.explored}
+    assert result.error <= result.baseline.error
+
+
+def test_an_included_chain_with_exactly_the_budget_is_fitted(monkeypatch):
+    # shuffled strides: outside the hierarchical family, the search cannot find it
+    chain = Chain([(16, 16, 2, 2, t) for t in (2, 8, 1, 4)])
+    assert classify(chain).family == "general" and classify(chain.T).family == "general"
+    fitted = []
+    fit = _search._fit
+    monkeypatch.setattr(
+        _search, "_fit", lambda matrix, c, *args: fitted.append(c) or fit(matrix, c, *args)
+    )
+    target = np.random.default_rng(0).standard_normal((16, 16))
+    approximate(target, chain.n_params, include=[chain], n_sweeps=1, max_factors=3, rng=0)
+    assert chain in fitted
+
+
+def test_the_best_estimated_chain_of_a_band_is_polished_by_als(monkeypatch):
+    # the refine best front chains of a band (lowest estimates) get ALS, not the worst
+    polished = {}
+    best_fit = _search._best_fit
+
+    def recorded(matrix, norm, chain, options, seed):
+        polished[chain] = options.n_sweeps > 0
+        return best_fit(matrix, norm, chain, options, seed)
+
+    monkeypatch.setattr(_search, "_best_fit", recorded)
+    x = np.linspace(0, 1, 32)
+    target = np.exp(-30 * (x[:, None] - np.linspace(0, 1, 64)) ** 2)
+    result = approximate(target, 512, n_sweeps=1, rng=0)  # a power of two: no chain beyond
+    best = min(result.explored, key=lambda e: (e.estimate, e.chain.n_params))
+    assert polished.get(best.chain) is True

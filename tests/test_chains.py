@@ -502,3 +502,40 @@ def test_every_chain_function_takes_n_factors_in_the_same_place():
     assert count_chains(16, 16, 2) == len(chains) == count_chains(16, 16, n_factors=2)
     assert pareto_front(16, 16, 2) == pareto_front(16, 16, n_factors=2)
     assert min_param_chain(16, 16, 2) == min_param_chain(16, 16, n_factors=2)
+
+
+def test_n_factors_takes_exactly_max_factor_values_values():
+    assert chains_module.MAX_FACTOR_VALUES == 1024
+    assert count_chains(4, 4, [2] * 1024) == count_chains(4, 4, 2)
+    with pytest.raises(ValueError, match="more than 1024 values"):
+        count_chains(4, 4, [2] * 1025)
+
+
+@pytest.mark.parametrize(
+    ("kind", "flags"), [("any", 1), ("bulging", 2), ("monotonic", 3), ("other", 3)]
+)
+def test_graph_size_is_the_documented_formula(kind, flags):
+    # d(m) d(n) rank + (L - 2) P(m) P(n) rank**2 F + d(m) d(n) rank F, F the kind's flags;
+    # 64 = 2**6: d = 7, P = 28; 576 = 2**6 3**2: d = 21, P = 28 * 6 = 168
+    divisors, pairs = 7 * 21, 28 * 168
+    for n_factors, rank in [(2, 1), (4, 1), (3, 2)]:
+        expected = (
+            divisors * rank + (n_factors - 2) * pairs * rank**2 * flags + divisors * rank * flags
+        )
+        assert graph_size(64, 576, n_factors, kind=kind, rank=rank) == expected
+
+
+def test_min_param_chain_prefers_fewer_factors_among_equals():
+    # "the first in enumerate_chains order among equals", which takes fewer factors first:
+    # 8 x 8 has 128 weights at best with 2 and with 3 factors, 4 x 4 16 with 1 and 2
+    two, three = min_param_chain(8, 8, 2), min_param_chain(8, 8, 3)
+    assert two.n_params == three.n_params
+    assert min_param_chain(8, 8, [2, 3]) == two
+    assert min_param_chain(4, 4, [1, 2]) == Chain([(4, 4, 4, 4, 1)])
+
+
+def test_pareto_front_keeps_chains_for_their_smaller_largest_dimension():
+    # (30, 4, 9) and (33, 3, 9) are on the front only for their largest dimension
+    front = pareto_front(6, 6, range(1, 5), kind="bulging")
+    points = [(c.n_params, c.n_factors, c.max_dim) for c in front]
+    assert points == [(30, 3, 12), (30, 4, 9), (33, 3, 9), (36, 2, 9)]

@@ -299,3 +299,55 @@ def test_a_wide_chain_whose_first_gap_is_past_row_0_reports_it():
     assert is_dense(chain).missing == (1, 2)
     assert_agrees(chain)
     assert_agrees(chain.T)
+
+
+#: Radix-2 stages of the 128 x 128 butterfly in a shuffled order: dense, neither it nor its
+#: transpose chainable or rank-weighted, and gcd(k_l) = gcd(t_l) = 1.
+SHUFFLED_BUTTERFLY = Chain([(128, 128, 2, 2, t) for t in (8, 1, 64, 2, 32, 4, 16)])
+
+
+def test_every_outputs_reach_is_refused_beyond_max_reach_work(monkeypatch):
+    # output 0's reach costs sum(p + q) = 1792 word operations, every output's twice that
+    assert is_dense(SHUFFLED_BUTTERFLY).method == "reachability"
+    monkeypatch.setattr(density_module, "MAX_REACH_WORK", 2 * 1792)
+    assert is_dense(SHUFFLED_BUTTERFLY).dense  # at the limit: computed
+    monkeypatch.setattr(density_module, "MAX_REACH_WORK", 2 * 1792 - 1)
+    with pytest.raises(ValueError, match="every output's reach"):
+        is_dense(SHUFFLED_BUTTERFLY)
+
+
+def test_a_common_diagonal_stride_is_decided_from_the_reduced_chain():
+    # gcd(t_l) = h > 1: the product keeps i mod h and the chain shrunk by h decides, at
+    # once, where the 2**30 x 2**30 chain itself is beyond MAX_REACH_WORK
+    n = 2**30
+    result = is_dense([(n, n, 2, 2, n // 2), (n, n, 2, 2, n // 4)])
+    assert (result.dense, result.missing) == (False, (0, 1))
+
+
+def test_product_support_limit_is_inclusive(monkeypatch):
+    chain = [(4, 4, 2, 2, 1), (4, 4, 2, 2, 2)]  # a 4 x 4 support: 16 booleans
+    monkeypatch.setattr(density_module, "MAX_SUPPORT_ENTRIES", 16)
+    assert product_support(chain).shape == (4, 4)
+    monkeypatch.setattr(density_module, "MAX_SUPPORT_ENTRIES", 15)
+    with pytest.raises(ValueError, match="MAX_SUPPORT_ENTRIES"):
+        product_support(chain)
+
+
+def test_partial_supports_are_refused_only_when_the_cheaper_way_is_too_costly(monkeypatch):
+    # each partial product alone costs 32,776 word operations, one pass through the
+    # chain 278,912
+    chain = Chain([(2, 2, 2, 2, 1), (2, 4096, 1, 2048, 2)])
+    monkeypatch.setattr(density_module, "MAX_REACH_WORK", 100_000)
+    assert [s.shape for s in partial_supports(chain)] == [(2, 4096), (2, 4096)]
+    monkeypatch.setattr(density_module, "MAX_REACH_WORK", 32_775)
+    with pytest.raises(ValueError, match="MAX_REACH_WORK"):
+        partial_supports(chain)
+
+
+def test_is_dense_numeric_limit_counts_every_product(monkeypatch):
+    chain = [(4, 4, 2, 2, 1), (4, 4, 2, 2, 2)]  # m * p_2 * q_2 = 64 multiply-adds
+    monkeypatch.setattr(density_module, "MAX_NUMERIC_WORK", 64)
+    assert is_dense_numeric(chain, random_state=0)
+    monkeypatch.setattr(density_module, "MAX_NUMERIC_WORK", 63)
+    with pytest.raises(ValueError, match="MAX_NUMERIC_WORK"):
+        is_dense_numeric(chain, random_state=0)
