@@ -334,6 +334,29 @@ def test_faust_round_trip(name, dtype):
     np.testing.assert_array_equal(given.toarray(), back.toarray())
 
 
+def test_from_faust_reads_a_weighted_permutation_as_a_factor():
+    # D P, a permutation's support with different values, is no scaled permutation c P
+    pyfaust = pytest.importorskip("pyfaust")
+    weighted = sp.csr_matrix(np.diag([1.0, 2.0, 3.0, 4.0])[[1, 2, 3, 0]])
+    dense = sp.csr_matrix(np.random.default_rng(0).standard_normal((4, 4)))
+    faust = pyfaust.Faust([weighted, dense])
+    np.testing.assert_allclose(
+        DeButOperator.from_faust(faust).toarray(), faust.toarray(), rtol=1e-12
+    )
+
+
+def test_from_faust_reads_ones_down_one_column_as_a_factor():
+    # one nonzero per row, all in one column: no permutation matrix
+    pyfaust = pytest.importorskip("pyfaust")
+    column = np.zeros((4, 4))
+    column[:, 0] = 1.0
+    dense = np.random.default_rng(0).standard_normal((4, 4))
+    faust = pyfaust.Faust([sp.csr_matrix(column), sp.csr_matrix(dense)])
+    np.testing.assert_allclose(
+        DeButOperator.from_faust(faust).toarray(), column @ dense, rtol=1e-12
+    )
+
+
 def test_faust_permutations_at_the_ends_come_back_as_permutations():
     pyfaust = pytest.importorskip("pyfaust")
     chain = CHAINS["chainable"]

@@ -1349,3 +1349,26 @@ def test_work_buffers_kept_between_calls_are_bounded(monkeypatch):
     small = op @ x
     assert _workspace.workspace.nbytes > 0, "small work buffers are kept for the next call"
     assert_chain_close(small, op.chain, op.weights, x)
+
+
+def test_a_remembered_layout_follows_a_change_of_threads(monkeypatch):
+    """numba.set_num_threads between two calls of one batch size is obeyed."""
+    import numba
+
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    monkeypatch.setattr(_batched, "MIN_WORKER_FLOPS", 1)  # workers by the bytes rule alone
+    op = DeButOperator.random(butterfly_chain(64), rng=0)
+    x = np.random.default_rng(0).standard_normal((64, 64))
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in (1, 2, 1):
+            numba.set_num_threads(n_threads)
+            assert_chain_close(op @ x, op.chain, op.weights, x)
+            plan = op._plan(np.dtype(np.float64), False).batched[0]
+            assert plan.layouts[64].n_workers == n_threads
+    finally:
+        numba.set_num_threads(threads)

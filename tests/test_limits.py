@@ -507,3 +507,12 @@ def test_requests_beyond_the_address_space_limit_are_refused_naming_it(tmp_path)
     operator, fit = result.stdout.splitlines()
     assert re.match(rf"an operator with 16,777,216 weights .* needs 256 MiB, {limit}", operator)
     assert re.match(rf"memory-mapping the target file '{re.escape(str(target))}' .*{limit}", fit)
+
+
+@pytest.mark.parametrize(
+    ("n_bytes", "shown"),
+    [(1023, "1023 bytes"), (1024, "1 KiB"), (2**20, "1 MiB"), (2**30, "1 GiB"), (2**40, "1 TiB")],
+)
+def test_format_bytes_at_exact_powers_of_1024(n_bytes, shown):
+    # a ulimit -v of 1 GiB reads "1 GiB", not "1.02e+03 MiB"
+    assert memory_module.format_bytes(n_bytes) == shown

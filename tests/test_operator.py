@@ -644,3 +644,100 @@ def test_transpose_and_adjoint_are_built_once():
     adjoint = weakref.ref(complex_op.H)
     del complex_op
     assert adjoint() is None
+
+
+@pytest.mark.parametrize("bad", [complex(np.nan, 0), complex(0, np.inf), complex(np.inf, 1)])
+def test_complex_weights_with_nan_or_infinity_are_refused(bad):
+    # complex128 weights are not cast, so only the finiteness check sees them
+    chain = Chain([(4, 4, 2, 2, 1)])
+    w = np.ones(chain[0].weight_shape, complex)
+    w[0, 1, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"factor 1 of 1 .* contain NaN or infinity"):
+        DeButOperator(chain, [w])
+    assert DeButOperator(chain, [w], check_finite=False).dtype == np.complex128
+
+
+def test_an_all_zero_factor_casts_to_single_precision():
+    # a zero factor has no weight below the normal range to lose
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    zero = DeButOperator(chain, [np.zeros(f.weight_shape) for f in chain])
+    assert not zero.astype(np.float32).toarray().any()
+    assert DeButOperator(chain, [np.zeros(f.weight_shape) for f in chain], dtype=np.complex64)
+
+
+def test_negative_weights_below_the_normal_range_are_refused_too():
+    # the largest magnitude of all-negative weights is -min, not max
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    rng = np.random.default_rng(0)
+    w1, w2 = (np.abs(rng.standard_normal(f.weight_shape)) + 0.5 for f in chain)
+    op = DeButOperator(chain, [-w1 * 1e-46, w2 * 1e38])
+    with pytest.raises(ValueError, match=r"factor 1 of 2 .* below the normal range of float32"):
+        op.astype(np.float32)
+
+
+def test_to_twiddle_refuses_a_column_permutation_alone():
+    op = DeButOperator.identity([(4, 4, 2, 2, 1)]).with_permutations(col_perm=[1, 2, 3, 0])
+    with pytest.raises(ValueError, match="permutations=True"):
+        op.to_twiddle()
+
+
+def test_factor_takes_the_most_negative_index():
+    op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    assert (op.factor(-2) != op.factor(0)).nnz == 0
+    with pytest.raises(IndexError, match=re.escape("range(-2, 2)")):
+        op.factor(-3)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "result"),
+    [
+        (np.float32, np.complex64, np.complex64),
+        (np.float32, np.float64, np.float64),
+        (np.complex64, np.float64, np.complex128),
+    ],
+)
+def test_a_composition_has_numpys_result_type(first, second, result):
+    a = DeButOperator.random([(4, 8, 1, 2, 4)], rng=0, dtype=first)
+    b = DeButOperator.random([(8, 8, 2, 2, 4)], rng=1, dtype=second)
+    product = a @ b
+    assert isinstance(product, DeButOperator) and product.dtype == result
+    expected = a.toarray().astype(result) @ b.toarray().astype(result)
+    np.testing.assert_allclose(product.toarray(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [2, 3, 8])
+def test_apply_into_an_out_that_overlaps_x_shifted_by_a_column(batch):
+    op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 8, 2, 2, 1)], rng=0)
+    buffer = np.random.default_rng(1).standard_normal(8 * batch + 1)
+    x, out = buffer[:-1].reshape(8, batch), buffer[1:].reshape(8, batch)
+    expected = op.toarray() @ x
+    assert op.apply(x, out=out) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_tosparse_bounds_a_partial_product_larger_than_the_product():
+    # F_1 is 4 x 64 and dense (256 nonzeros); the 4 x 4 product has 16
+    op = DeButOperator.random([(4, 64, 4, 64, 1), (64, 4, 64, 4, 1)], rng=0)
+    assert op.tosparse(max_nnz=256).nnz <= 16
+    with pytest.raises(ValueError, match="partial product"):
+        op.tosparse(max_nnz=100)
+
+
+def test_tosparse_refuses_a_bool_max_nnz():
+    op = DeButOperator.random([(4, 4, 2, 2, 1)], rng=0)
+    with pytest.raises(ValueError, match="max_nnz must be a non-negative integer"):
+        op.tosparse(max_nnz=True)
+
+
+def test_tosparse_keeps_a_row_permutation():
+    op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    op = op.with_permutations(row_perm=[1, 2, 3, 0])
+    np.testing.assert_allclose(op.tosparse().toarray(), op.toarray(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("width", [1, 513])
+def test_a_product_with_a_sparse_matrix_computes_every_column(width):
+    # the last block of columns (a column alone) is computed too
+    op = DeButOperator.random([(8, 8, 2, 2, 4), (8, 8, 2, 2, 1)], rng=0)
+    S = sp.random_array((8, width), density=0.5, rng=1, format="csr")
+    np.testing.assert_allclose(op @ S, op.toarray() @ S.toarray(), rtol=1e-10, atol=1e-12)

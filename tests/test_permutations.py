@@ -376,3 +376,23 @@ def test_pickle_keeps_the_permutations():
 def test_candidate_permutations_check_the_sizes(m, error, words):
     with pytest.raises(error, match=f"candidate_permutations: m must be .*{words}"):
         candidate_permutations(m, 4)
+
+
+def test_a_bool_permutation_is_refused_as_not_integers():
+    # [True, False] would read as the swap [1, 0]
+    op = DeButOperator.identity([(2, 2, 2, 2, 1)])
+    with pytest.raises(TypeError, match="row_perm must be an array of integers"):
+        op.with_permutations(row_perm=np.array([True, False]))
+
+
+def test_a_two_dimensional_permutation_is_refused_by_name():
+    op = DeButOperator.identity([(4, 4, 2, 2, 1)])
+    with pytest.raises(ValueError, match=r"col_perm must be a 1-D array of length 4"):
+        op.with_permutations(col_perm=np.array([[1], [0], [3], [2]]))
+
+
+def test_a_side_of_two_gets_no_bit_reversal():
+    # as documented: the bit reversal of 1 or 2 items is the identity
+    assert list(candidate_permutations(2, 8)) == ["identity", "bitrev-cols"]
+    assert list(candidate_permutations(8, 2)) == ["identity", "bitrev-rows"]
+    assert list(candidate_permutations(2, 2)) == ["identity"]
