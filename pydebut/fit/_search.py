@@ -52,7 +52,10 @@ bound on the parameters of every chain through it. For budgets ``B1 < B2``:
    candidates at ``B1`` are candidates at ``B2`` with the same errors, so the
    answer at ``B2`` is at most the answer at ``B1``, exactly, without rounding
    slack. With ``permutation="auto"`` each pair of permutations is a search of its
-   own and the best pair wins: a minimum of non-increasing functions.
+   own and the best pair wins: a minimum of non-increasing functions. (Near the
+   largest float a product that would overflow once scaled back is shrunk, which
+   changes its error: candidates are then compared after scaling back
+   (:func:`_lowest_restored`), and this step holds only where nothing is shrunk.)
 5. *From ``m n`` parameters on, the answer is exact.* The one-factor dense chain
    ``[(m, n, m, n, 1)]`` with ``D`` as its weights has error 0, which no answer at
    a smaller budget undercuts; :func:`approximate` returns it without a search.
@@ -426,7 +429,8 @@ def approximate(
     rounding (a random product of the VGG conv1 chain plus 5% noise, at 3,000
     parameters: 0.3425, and 0.3450 for 7 times it; Hadamard-structured targets
     up to 4%); a complex copy of a real target likewise. A larger budget never
-    gives a larger error, with the same ``rng`` and other options: every
+    gives a larger error, with the same ``rng`` and other options (below the top of
+    the float range, where a product may be shrunk to evaluate): every
     decision of the search and every fit depends only on chains with fewer
     parameters or of the same band, so the
     candidates at a smaller budget are candidates at a larger one (the module
