@@ -331,12 +331,14 @@ def fit_hierarchical(
     entries = _support_entries(matrix, _product_shape(chain[0], chain[-1]))
     weights = _peel(entries, chain.factors, ranks)
     error = relative_residual(chain, weights, matrix)
+    operator, error = scale.restore_operator(make_operator(chain, weights), matrix, error)
     if order == "balanced" and _balanced_links(0, len(chain) - 1) != list(range(len(ranks))):
         balanced = _bisect(matrix, entries, chain.factors, ranks)
         balanced_error = relative_residual(chain, balanced, matrix)
-        if balanced_error <= error:
-            weights, error = balanced, balanced_error
-    operator, error = scale.restore_operator(make_operator(chain, weights), matrix, error)
+        # compared once scaled back: near the largest float either may have been shrunk
+        restored = scale.restore_operator(make_operator(chain, balanced), matrix, balanced_error)
+        if restored[1] <= error:
+            operator, error = restored
     return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
 
 
