@@ -1057,3 +1057,99 @@ def test_out_of_core_fit_rejects_bad_targets_and_chains():
     for limit, error in bad_limits:
         with pytest.raises(error, match="fit_hierarchical: memory_limit must be"):
             pydebut_dask.fit_hierarchical(da.ones(chain.shape), chain, memory_limit=limit)
+
+
+def _fit_many_cases(count):
+    chain = Chain.from_factorizations([4, 4], [4, 4])
+    targets = [np.random.default_rng(seed).standard_normal((16, 16)) for seed in range(count)]
+    return targets, [chain] * count
+
+
+def test_relative_error_of_a_zero_target_is_the_operator_norm():
+    op = DeButOperator.random(special.butterfly_chain(8), rng=0)
+    error = pydebut_dask.relative_error(op, da.zeros((8, 8), chunks=(8, 4)))
+    assert error == pytest.approx(np.linalg.norm(op.toarray()), rel=1e-14)
+
+
+def test_relative_error_of_a_tiny_panel_against_large_operator_columns_is_finite(monkeypatch):
+    from scipy.sparse.linalg import aslinearoperator
+
+    monkeypatch.setattr(pydebut_dask, "MIN_PANEL_BYTES", 0)  # one panel per chunk
+    target = np.ones((8, 8))
+    target[:, :4] = 1e-300
+    approx = np.ones((8, 8))
+    approx[:, :4] = 1e10  # far off on the tiny panel: an error of about 1e10, not inf
+    exact = np.linalg.norm(approx - target) / np.linalg.norm(target)
+    lazy = da.from_array(target, chunks=(8, 4))
+    assert pydebut_dask.relative_error(aslinearoperator(approx), lazy) == pytest.approx(
+        exact, rel=1e-13
+    )
+
+
+def test_fit_many_refuses_more_chains_than_targets():
+    targets, chains = _fit_many_cases(2)
+    with pytest.raises(ValueError, match="1 targets but 2 chains"):
+        pydebut_dask.fit_many(targets[:1], chains, n_sweeps=1)
+
+
+def test_fit_many_gives_each_fit_a_copy_of_a_bit_generator():
+    targets, chains = _fit_many_cases(3)
+    options = {"n_sweeps": 1, "init": "random"}
+    expected = [fit_als(t, c, rng=np.random.PCG64(5), **options) for t, c in zip(targets, chains)]
+    results = pydebut_dask.fit_many(targets, chains, rng=np.random.PCG64(5), **options)
+    for result, reference in zip(results, expected, strict=True):
+        assert result.errors == reference.errors
+        for weights, reference_weights in zip(result.operator.weights, reference.operator.weights):
+            np.testing.assert_array_equal(weights, reference_weights)
+
+
+def test_fit_many_refuses_an_executor_as_client_before_any_fit(monkeypatch):
+    import concurrent.futures
+
+    import pydebut
+
+    fits = []
+    monkeypatch.setattr(pydebut, "fit_als", lambda *args, **kwargs: fits.append(args))
+    targets, chains = _fit_many_cases(2)
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as executor,  # submit, but no gather
+        pytest.raises(TypeError, match="client must be a dask.distributed.Client"),
+    ):
+        pydebut_dask.fit_many(targets, chains, client=executor)
+    assert not fits
+
+
+def test_fit_many_progress_counts_fits_not_the_chunks_of_a_dask_target(capsys):
+    # a Dask target's chunks are tasks of the fits' graph, not fits
+    chain = special.butterfly_chain(16)
+    lazy = da.from_array(np.random.default_rng(0).standard_normal((16, 16)), chunks=(16, 4))
+    pydebut_dask.fit_many([lazy, lazy], [chain, chain], "hierarchical", progress=True)
+    counts = re.findall(r"(\d+)/2", capsys.readouterr().err)
+    assert counts and counts[-1] == "2", counts
+
+
+def test_out_of_core_fit_names_t_L_of_a_chain_with_k_1_equal_to_1():
+    chain = Chain([(4, 4, 2, 2, 2)])  # k_1 = 1, t_L = 2
+    with pytest.raises(ValueError, match="k_1 = 1 and t_L = 1.*k_1 = 1, t_L = 2"):
+        pydebut_dask.fit_hierarchical(da.ones((4, 4), chunks=(4, 2)), chain)
+
+
+def test_apply_refuses_a_3d_dask_array_before_computing():
+    op = DeButOperator.random(special.butterfly_chain(8), rng=0)
+    with pytest.raises(ValueError, match=re.escape("shape (8,) or (8, batch), got (8, 2, 3)")):
+        pydebut_dask.apply(op, da.ones((8, 2, 3)))  # refused as the graph is built
+
+
+def test_a_dask_vector_of_unknown_size_is_named():
+    op = DeButOperator.random(special.butterfly_chain(16), rng=0)
+    x = da.from_array(np.arange(16.0), chunks=4)
+    with pytest.raises(ValueError, match=r"unknown .*compute_chunk_sizes\(\)"):
+        op @ x[x > -1]  # the same 16 entries, in chunks of unknown size
+
+
+def test_a_narrow_chunk_is_not_merged_into_a_panel_beyond_panel_bytes(monkeypatch):
+    column_bytes = 8 * 8  # 8 rows of float64
+    monkeypatch.setattr(pydebut_dask, "PANEL_BYTES", 100 * column_bytes)
+    monkeypatch.setattr(pydebut_dask, "MIN_PANEL_BYTES", 10 * column_bytes)
+    panels = pydebut_dask._as_panels(da.zeros((8, 200), chunks=(8, (1, 100, 99))))
+    assert max(panels.chunks[1]) <= 100, panels.chunks[1]
