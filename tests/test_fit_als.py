@@ -85,8 +85,10 @@ def test_error_never_increases_on_drawn_dense_chains(chain, seed):
     errors = np.array(fit_als(target, chain, n_sweeps=3, init="random", rng=seed).errors)
     # Over-parametrised drawn chains fit the target exactly; the error then only
     # wanders at the rounding level of the coupled normal equations, which act on
-    # the squared error: a change of eps * cond(K) there is sqrt of it in the error.
-    assert np.all(np.diff(errors**2) <= 1e-10)
+    # the squared error: a change of eps * cond(K) there is sqrt of it in the error
+    # ([(12, 12, 3, 3, 4), (12, 12, 4, 4, 1), (12, 12, 1, 1, 1), (12, 12, 12, 12, 1)],
+    # seed 3: errors of 3.4e-9 and 5.6e-5 alternate, squares rising by 3.1e-9).
+    assert np.all(np.diff(errors**2) <= 1e-8)
 
 
 def test_coupled_chains_have_coupled_components():
@@ -562,3 +564,142 @@ def test_a_random_start_on_a_long_chain_is_balanced():
         warnings.simplefilter("error")
         result = fit_als(np.array([[3.0]]), chain, n_sweeps=1, init="random", rng=0)
     assert result.errors[-1] < 1e-12
+
+
+def _support_dense(spec, weights):
+    rows, cols = spec.support_indices()
+    matrix = np.zeros(spec.shape, dtype=weights.dtype)
+    matrix[rows, cols] = weights.reshape(-1)
+    return matrix
+
+
+def _product(chain, weights, first, last, size):
+    product = np.eye(size)
+    for spec, w in zip(chain.factors[first:last], weights[first:last], strict=True):
+        product = product @ _support_dense(spec, w)
+    return product
+
+
+def _lstsq_als_errors(chain, weights, target, n_sweeps):
+    """Errors of ALS as documented (left to right, then right to left, each factor the
+    dense least-squares solution with the others fixed), skipping nothing."""
+    weights = [np.array(w, dtype=np.float64) for w in weights]
+    m = chain.shape[0]
+
+    def error():
+        residual = target - _product(chain, weights, 0, len(chain), m)
+        return np.linalg.norm(residual) / np.linalg.norm(target)
+
+    errors = [error()]
+    for _ in range(n_sweeps):
+        for order in (range(len(chain)), reversed(range(len(chain)))):
+            for index in order:
+                spec = chain[index]
+                left = _product(chain, weights, 0, index, m)
+                right = _product(chain, weights, index + 1, len(chain), spec.q)
+                rows, cols = spec.support_indices()
+                system = np.stack(
+                    [np.outer(left[:, i], right[j]).ravel() for i, j in zip(rows, cols)], axis=1
+                )
+                solution = np.linalg.lstsq(system, target.ravel(), rcond=None)[0]
+                weights[index] = solution.reshape(spec.weight_shape)
+            errors.append(error())
+    return errors
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        Chain.from_factorizations([2, 2, 2], [2, 2, 2]),
+        Chain.from_factorizations([2, 2], [2, 4]),
+        Chain.from_factorizations([2, 4], [2, 2]),  # tall: solved through the transpose
+    ],
+    ids=["square", "wide", "tall"],
+)
+def test_als_updates_every_factor_in_the_documented_order(chain):
+    # a pass that skipped the wrong factor left one factor out of every later half-sweep,
+    # and the error still never rose
+    rng = np.random.default_rng(5)
+    target = rng.standard_normal(chain.shape)
+    init = DeButOperator.random(chain, rng=rng)
+    result = fit_als(target, chain, init=init, n_sweeps=2)
+    expected = _lstsq_als_errors(chain, init.weights, target, 2)
+    np.testing.assert_allclose(result.errors, expected, rtol=1e-7)
+
+
+def test_a_double_precision_initial_operator_gives_double_weights_to_a_single_target():
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    target = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    result = fit_als(target, chain, init=DeButOperator.random(chain, rng=1), n_sweeps=1)
+    assert result.operator.dtype == np.float64
+
+
+def test_tol_stops_a_fit_whose_error_is_already_zero():
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    identity = DeButOperator.identity(chain)
+    result = fit_als(np.eye(4), chain, init=identity, n_sweeps=50, tol=1e-6)
+    assert result.errors[0] == 0 and result.error == 0
+    assert result.n_sweeps == 1
+
+
+def test_a_callbacks_results_keep_the_history_they_were_given():
+    # a result handed to the callback shared the fit's list of times, which grew after it
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    target = np.random.default_rng(0).standard_normal((4, 4))
+    seen = []
+    fit_als(target, chain, n_sweeps=3, init="random", rng=0, callback=seen.append)
+    assert [len(r.errors) for r in seen] == [3, 5, 7]
+    assert [len(r.times) for r in seen] == [3, 5, 7]
+
+
+def test_a_random_start_matches_the_norm_of_a_wide_target():
+    # "scaled to the target's norm": a 4 x 64 target's start had a quarter of it
+    chain = Chain.from_factorizations([2, 2], [8, 8])
+    target = np.random.default_rng(0).standard_normal(chain.shape)
+    starts = [
+        fit_als(target, chain, n_sweeps=0, init="random", rng=seed).operator.toarray()
+        for seed in range(20)
+    ]
+    ratios = [np.linalg.norm(start) / np.linalg.norm(target) for start in starts]
+    assert 0.5 < np.mean(ratios) < 2
+
+
+def test_a_complex_target_below_the_normal_range_is_refused():
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    with pytest.raises(ValueError, match="underflow"):
+        fit_als(np.full((4, 4), 1e-310 + 1e-310j), chain, n_sweeps=1)
+
+
+def test_the_memory_check_of_an_integer_target_counts_its_double_working_copy(monkeypatch):
+    import pydebut.fit._common as common
+
+    asked = []
+    monkeypatch.setattr(
+        common, "check_fits_in_memory", lambda n, what, hint: asked.append((n, what))
+    )
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    fit_als(np.eye(4, dtype=np.int8), chain, n_sweeps=0)
+    copies = [(n, what) for n, what in asked if "working copy" in what]
+    assert copies and all(n == 4 * 4 * 8 and what.endswith("float64") for n, what in copies)
+
+
+def test_an_operator_declared_real_may_return_complex_values_of_zero_imaginary_part():
+    from scipy.sparse.linalg import LinearOperator
+
+    matrix = np.random.default_rng(0).standard_normal((4, 4)).astype(complex)
+    op = LinearOperator((4, 4), matvec=matrix.__matmul__, matmat=matrix.__matmul__, dtype=float)
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    result = fit_als(op, chain, n_sweeps=1, init="random", rng=0)
+    assert result.operator.dtype == np.float64
+
+
+def test_a_sparse_target_of_exactly_max_entries_is_made_dense(monkeypatch):
+    import scipy.sparse as sp
+
+    import pydebut.fit._dense_target as dense_target
+
+    monkeypatch.setattr(dense_target, "MAX_ENTRIES", 16)
+    chain = Chain.from_factorizations([2, 2], [2, 2])
+    assert fit_als(sp.eye_array(4).tocsr(), chain, n_sweeps=1).operator.shape == (4, 4)
+    with pytest.raises(ValueError, match="at most 16 entries"):
+        fit_als(sp.eye_array(4, 8).tocsr(), Chain.from_factorizations([2, 2], [2, 4]))

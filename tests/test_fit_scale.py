@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scipy.linalg import hadamard
 
 from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical, hierarchy_ranks
+from pydebut.fit import _common as fit_common
 
 from .fit_cases import COUPLED, random_target
 
@@ -134,12 +135,18 @@ def test_approximate_fits_a_target_of_the_largest_float_by_a_finite_operator():
     assert_reports_true_error(result, target, np.finfo(np.float64).max)
 
 
+@pytest.mark.parametrize("panel", [None, 24], ids=["whole", "column by column"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_fit_whose_sums_overflow_at_the_largest_float_is_shrunk_until_it_evaluates(dtype):
+def test_a_fit_whose_sums_overflow_at_the_largest_float_is_shrunk_until_it_evaluates(
+    dtype, panel, monkeypatch
+):
     # docs/fitting.rst's coupled chain: its factors' partial products cancel, and scaled
     # back to a target of largest entry 0.99 times the largest float, the operator's
     # product held 156 infinities or NaNs in 192 entries while the error reported was
-    # 9e-10 (float64)
+    # 9e-10 (float64). The product checked a panel of columns (rows) at a time must see
+    # every panel.
+    if panel is not None:
+        monkeypatch.setattr(fit_common, "PRODUCT_PANEL", panel)
     chain = Chain([(24, 24, 8, 8, 1), (24, 16, 12, 8, 1), (16, 24, 8, 12, 1), (24, 8, 24, 8, 1)])
     noise = np.random.default_rng(4).standard_normal(chain.shape)
     largest = np.finfo(dtype).max * 0.99

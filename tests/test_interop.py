@@ -8,6 +8,7 @@ tested always.
 from __future__ import annotations
 
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -313,6 +314,92 @@ def test_torch_layer_without_torch_says_how_to_install(monkeypatch):
         to_torch_layer(DeButOperator.random(CHAINS["chainable"], rng=0))
     with pytest.raises(TypeError, match="needs a DeButOperator, got str"):  # checked first
         to_torch_layer("layer")
+
+
+TWIDDLE_CHAIN = Chain([(4, 8, 2, 4, 1), (8, 8, 2, 2, 2)])
+
+
+def test_forward_from_twiddle_refuses_a_vector_that_is_not_flat():
+    # a (1, n_params) vector is no flat vector, even for a one-factor chain
+    r_shapes, vector = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0).to_twiddle()
+    with pytest.raises(ValueError, match="R_shapes needs 16 weights"):
+        forward_from_twiddle(r_shapes, vector.reshape(1, -1), np.ones((2, 8)))
+
+
+def test_forward_from_twiddle_names_a_0d_x():
+    # named, not a bare IndexError
+    r_shapes, vector = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0).to_twiddle()
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 8\)"):
+        forward_from_twiddle(r_shapes, vector, np.float64(1.0))
+
+
+def test_forward_from_twiddle_refuses_object_arrays():
+    r_shapes, vector = DeButOperator.random([(4, 8, 2, 4, 1)], rng=0).to_twiddle()
+    with pytest.raises(TypeError, match="vector must hold real or complex numbers"):
+        forward_from_twiddle(r_shapes, vector.astype(object), np.ones((2, 8)))
+
+
+@pytest.mark.parametrize("side", ["rows", "cols"])
+def test_torch_layer_refuses_an_operator_with_one_permutation(side):
+    # one permutation is refused as two are, with the layer recipe (not the message of
+    # to_twiddle, which points to to_twiddle(permutations=True))
+    pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    perm = np.random.default_rng(0).permutation(TWIDDLE_CHAIN.shape[0 if side == "rows" else 1])
+    op = DeButOperator.random(TWIDDLE_CHAIN, rng=1)
+    op = op.with_permutations(perm, None) if side == "rows" else op.with_permutations(None, perm)
+    with pytest.raises(ValueError, match=r"to_torch_layer\(\): the operator carries") as refused:
+        to_torch_layer(op)
+    assert "layer(x[..., numpy.argsort(op.col_perm)])[..., op.row_perm]" in str(refused.value)
+
+
+def test_torch_layer_of_non_finite_weights_in_another_dtype_keeps_them():
+    # NaN weights of an operator built with check_finite=False are no range error
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    weights = [np.array(w) for w in DeButOperator.random(TWIDDLE_CHAIN, rng=2).weights]
+    weights[0].reshape(-1)[0] = np.nan
+    op = DeButOperator(TWIDDLE_CHAIN, weights, check_finite=False)
+    layer = to_torch_layer(op, dtype=torch.float32)
+    assert torch.isnan(layer.twiddle).sum() == 1
+
+
+def test_from_torch_layer_reads_a_lazily_negated_tensor():
+    # else "Can't call numpy() on Tensor that has negative bit set"
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import from_torch_layer
+
+    r_shapes, vector = DeButOperator.random(TWIDDLE_CHAIN, rng=3).to_twiddle()
+    negated = torch._neg_view(torch.from_numpy(vector))
+    assert negated.is_neg()
+    back = from_torch_layer(types.SimpleNamespace(r_shapes=r_shapes, twiddle=negated))
+    np.testing.assert_array_equal(back.to_twiddle()[1], -vector)
+
+
+def test_from_torch_layer_reads_complex32_as_complex64():
+    torch = pytest.importorskip("torch")
+    from pydebut.torch_layer import from_torch_layer, to_torch_layer
+
+    op = DeButOperator.random(TWIDDLE_CHAIN, rng=5, dtype=np.complex64)
+    layer = to_torch_layer(op, dtype=torch.complex32)
+    back = from_torch_layer(layer)
+    assert back.dtype == np.complex64
+    expected = layer.twiddle.detach().to(torch.complex64).numpy()
+    np.testing.assert_array_equal(back.to_twiddle()[1], expected)
+    assert np.any(back.to_twiddle()[1].imag)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_torch_layer_bias_has_the_layer_dtype(dtype):
+    # a complex layer's bias is complex (a real one cannot train its imaginary part), a
+    # double layer's double
+    pytest.importorskip("torch")
+    from pydebut.torch_layer import to_torch_layer
+
+    layer = to_torch_layer(DeButOperator.random(TWIDDLE_CHAIN, rng=6, dtype=dtype), bias=True)
+    assert layer.bias.dtype == layer.twiddle.dtype
 
 
 # --- pyfaust -------------------------------------------------------------------------------
