@@ -336,9 +336,11 @@ def fit_hierarchical(
         balanced = _bisect(matrix, entries, chain.factors, ranks)
         balanced_error = relative_residual(chain, balanced, matrix)
         # compared once scaled back: near the largest float either may have been shrunk
-        restored = scale.restore_operator(make_operator(chain, balanced), matrix, balanced_error)
-        if restored[1] <= error:
-            operator, error = restored
+        balanced_operator, balanced_error = scale.restore_operator(
+            make_operator(chain, balanced), matrix, balanced_error
+        )
+        if balanced_error <= error:
+            operator, error = balanced_operator, balanced_error
     return FitResult(operator, [error], [time.perf_counter() - start], "hierarchical")
 
 
