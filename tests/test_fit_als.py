@@ -566,43 +566,20 @@ def test_a_random_start_on_a_long_chain_is_balanced():
     assert result.errors[-1] < 1e-12
 
 
-def _support_dense(spec, weights):
-    rows, cols = spec.support_indices()
-    matrix = np.zeros(spec.shape, dtype=weights.dtype)
-    matrix[rows, cols] = weights.reshape(-1)
-    return matrix
-
-
-def _product(chain, weights, first, last, size):
-    product = np.eye(size)
-    for spec, w in zip(chain.factors[first:last], weights[first:last], strict=True):
-        product = product @ _support_dense(spec, w)
-    return product
-
-
 def _lstsq_als_errors(chain, weights, target, n_sweeps):
     """Errors of ALS as documented (left to right, then right to left, each factor the
     dense least-squares solution with the others fixed), skipping nothing."""
     weights = [np.array(w, dtype=np.float64) for w in weights]
-    m = chain.shape[0]
 
     def error():
-        residual = target - _product(chain, weights, 0, len(chain), m)
+        residual = target - dense_product(chain, weights)
         return np.linalg.norm(residual) / np.linalg.norm(target)
 
     errors = [error()]
     for _ in range(n_sweeps):
         for order in (range(len(chain)), reversed(range(len(chain)))):
             for index in order:
-                spec = chain[index]
-                left = _product(chain, weights, 0, index, m)
-                right = _product(chain, weights, index + 1, len(chain), spec.q)
-                rows, cols = spec.support_indices()
-                system = np.stack(
-                    [np.outer(left[:, i], right[j]).ravel() for i, j in zip(rows, cols)], axis=1
-                )
-                solution = np.linalg.lstsq(system, target.ravel(), rcond=None)[0]
-                weights[index] = solution.reshape(spec.weight_shape)
+                weights[index] = kronecker_update(chain, weights, target, index)
             errors.append(error())
     return errors
 
