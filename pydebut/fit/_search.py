@@ -1397,7 +1397,7 @@ def _lowest_restored(
 
     Scaling back shrinks an operator whose product would overflow (targets near the
     largest float, :meth:`~pydebut.fit._common.TargetScale.shrunk_into_range`), which
-    raises its error: the next candidates are scaled back too, in order of their
+    changes its error: the next candidates are scaled back too, in order of their
     errors, until one's error before scaling exceeds the lowest after. Elsewhere the
     first candidate is the answer, its error unchanged.
     """
