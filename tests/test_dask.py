@@ -1059,12 +1059,6 @@ def test_out_of_core_fit_rejects_bad_targets_and_chains():
             pydebut_dask.fit_hierarchical(da.ones(chain.shape), chain, memory_limit=limit)
 
 
-def _fit_many_cases(count):
-    chain = Chain.from_factorizations([4, 4], [4, 4])
-    targets = [np.random.default_rng(seed).standard_normal((16, 16)) for seed in range(count)]
-    return targets, [chain] * count
-
-
 def test_relative_error_of_a_zero_target_is_the_operator_norm():
     op = DeButOperator.random(special.butterfly_chain(8), rng=0)
     error = pydebut_dask.relative_error(op, da.zeros((8, 8), chunks=(8, 4)))
@@ -1087,20 +1081,17 @@ def test_relative_error_of_a_tiny_panel_against_large_operator_columns_is_finite
 
 
 def test_fit_many_refuses_more_chains_than_targets():
-    targets, chains = _fit_many_cases(2)
+    targets, chains = fit_cases(2)
     with pytest.raises(ValueError, match="1 targets but 2 chains"):
         pydebut_dask.fit_many(targets[:1], chains, n_sweeps=1)
 
 
 def test_fit_many_gives_each_fit_a_copy_of_a_bit_generator():
-    targets, chains = _fit_many_cases(3)
+    targets, chains = fit_cases(3)
     options = {"n_sweeps": 1, "init": "random"}
     expected = [fit_als(t, c, rng=np.random.PCG64(5), **options) for t, c in zip(targets, chains)]
     results = pydebut_dask.fit_many(targets, chains, rng=np.random.PCG64(5), **options)
-    for result, reference in zip(results, expected, strict=True):
-        assert result.errors == reference.errors
-        for weights, reference_weights in zip(result.operator.weights, reference.operator.weights):
-            np.testing.assert_array_equal(weights, reference_weights)
+    assert_same_fits(results, expected)
 
 
 def test_fit_many_refuses_an_executor_as_client_before_any_fit(monkeypatch):
@@ -1110,7 +1101,7 @@ def test_fit_many_refuses_an_executor_as_client_before_any_fit(monkeypatch):
 
     fits = []
     monkeypatch.setattr(pydebut, "fit_als", lambda *args, **kwargs: fits.append(args))
-    targets, chains = _fit_many_cases(2)
+    targets, chains = fit_cases(2)
     with (
         concurrent.futures.ThreadPoolExecutor(1) as executor,  # submit, but no gather
         pytest.raises(TypeError, match="client must be a dask.distributed.Client"),
