@@ -898,11 +898,7 @@ def test_an_included_chain_no_fit_can_take_is_refused_before_the_search(monkeypa
 
 @pytest.mark.parametrize(
     "chain",
-    [
-        Chain.from_factorizations([2, 2, 2, 2], [2, 2, 4, 2]),
-        Chain.from_abcd([(1, 4, 4, 4, 1, 2), (4, 4, 8, 1, 2, 1)]),
-        Chain.from_factorizations([2, 4, 4], [8, 4, 2]),
-    ],
+    [RECOVERABLE[0], RECOVERABLE[3], RECOVERABLE[5]],
     ids=["butterfly", "monarch-like", "bulging"],
 )
 def test_explored_chains_are_chains_of_the_target(chain):
