@@ -145,7 +145,10 @@ class _NamedStandardOutput:
     Without it a full disk under ``pydebut chains ... > file`` reported a bare
     ``[Errno 28] No space left on device``, as if an input file had failed.
     The first error in writing (a reader gone too) is kept in ``failure``, for
-    callers that swallow it (argparse's ``--help`` and ``--version``).
+    callers that swallow it (argparse's ``--help`` and ``--version``), and the
+    stream's file is then pointed at the null device: what its buffer still holds
+    goes there at exit, instead of failing the interpreter's last flush again
+    (status 120 and an "Exception ignored" message after the one-line error).
     Everything but writing is the wrapped stream's.
     """
 
@@ -163,7 +166,18 @@ class _NamedStandardOutput:
                 yield
         except OSError as err:  # _StandardOutputError or BrokenPipeError
             self.failure = self.failure or err
+            self._discard_file()
             raise
+
+    def _discard_file(self) -> None:
+        """Point the stream's file at the null device (a stream with no file is left)."""
+        try:
+            descriptor = self._stream.fileno()
+        except (OSError, ValueError):  # not a file: a StringIO
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, descriptor)
+        os.close(null)
 
     def write(self, text: str) -> int:
         with self._recording():
@@ -379,10 +393,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except _Terminated as ended:
         print(f"pydebut: ended by {signal.Signals(ended.signal_number).name}", file=sys.stderr)
         return 128 + ended.signal_number
-    except BrokenPipeError:
-        # The reader went away (``pydebut chains ... | head``): stop quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError:  # the reader went away (``pydebut chains ... | head``)
+        return 141  # quietly: _NamedStandardOutput pointed standard output at the null device
     except Exception as err:
         if not isinstance(err, _INPUT_ERRORS):
             if debug:  # the traceback, still with the bug's status (1 is check's verdict)

@@ -174,13 +174,17 @@ def run_cli(argv, cwd=None, **options):
     (a fit on a cold Numba cache compiles the kernels of its true error first).
 
     Its standard output and error are captured, unless ``options`` give them elsewhere.
+    Its output is block-buffered, as a shell's user has it, whatever this process's
+    ``PYTHONUNBUFFERED``: unbuffered, a write fails before the flushes that catch a full disk.
     """
+    environment = {**os.environ, cli.DEBUG_VARIABLE: ""}
+    environment.pop("PYTHONUNBUFFERED", None)
     return subprocess.run(
         [sys.executable, "-m", "pydebut", *argv],
         cwd=cwd,
         text=True,
         timeout=300,
-        env={**os.environ, cli.DEBUG_VARIABLE: ""},
+        env=environment,
         **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options},
     )
 
@@ -298,6 +302,8 @@ def test_unknown_options_name_the_command_they_were_given_to(capsys, argv, line)
         (zlib.error("Error -3 while decompressing data"), "Error -3"),
         (zipfile.BadZipFile("File is not a zip file"), "not a zip file"),
         (ValueError("first line\nsecond line"), "first line second line"),
+        (ImportError("NUMBA_DISABLE_JIT is set"), "NUMBA_DISABLE_JIT is set"),
+        (EOFError(), "pydebut: error: EOFError\n"),  # no message: named by its class
     ],
 )
 def test_input_error_classes_are_one_line_and_status_2(capsys, monkeypatch, error, words):
@@ -426,13 +432,31 @@ def test_a_closed_stdout_is_one_line_and_status_2(capsys, monkeypatch, fmt):
     assert err == "pydebut: error: standard output is closed: redirect it to a file or /dev/null\n"
 
 
+def test_help_with_stdout_closed_goes_to_stderr(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # ``pydebut --help >&-``
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().err.startswith("usage: pydebut")
+
+
+def _no_space_left(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 class _FullDisk(io.StringIO):
     """A standard output on a full disk: every write fails."""
 
-    def write(self, text):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    write = _no_space_left
 
 
+class _BufferedFullDisk(io.StringIO):
+    """A block-buffered standard output on a full disk: writes are kept, the flush fails."""
+
+    flush = _no_space_left
+
+
+@pytest.mark.parametrize("full_disk", [_FullDisk, _BufferedFullDisk])
 @pytest.mark.parametrize(
     "argv",
     [
@@ -440,11 +464,15 @@ class _FullDisk(io.StringIO):
         ["chains", "4", "4", "--format", "json"],
         ["chains", "4", "4", "--format", "csv"],
         ["check", "--sup", "4 4 4 4", "--sub", "2 2 2 2 2 1"],
+        ["--help"],
+        ["--version"],
+        ["chains", "--help"],
     ],
 )
-def test_an_stdout_that_cannot_be_written_is_named(capsys, monkeypatch, argv):
-    # reported as a bare "[Errno 28] No space left on device", as if an input had failed
-    monkeypatch.setattr(sys, "stdout", _FullDisk())
+def test_an_stdout_that_cannot_be_written_is_named(capsys, monkeypatch, full_disk, argv):
+    # reported as a bare "[Errno 28] No space left on device", as if an input had failed;
+    # buffered, it comes from the flush after the output (else at exit, after status 0)
+    monkeypatch.setattr(sys, "stdout", full_disk())
     status = main(argv)
     assert status == EXIT_USAGE
     assert capsys.readouterr().err == (

@@ -53,16 +53,18 @@ def test_fit_saves_factors_and_prints_the_table(target_file, tmp_path, capsys):
 def run_fit(target_file, tmp_path, output, **options):
     """``pydebut fit`` in a subprocess (killed after 300 s: a cold Numba cache compiles the
     kernels that compute the fit's true error, up to a minute on two busy cores) saving to
-    ``output``."""
+    ``output``, its output block-buffered as a shell's user has it."""
     chain, _, path = target_file
     argv = ["fit", str(path), *chain_args(chain), "--sweeps", "1", "--no-progress"]
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYDEBUT_DEBUG": ""}
+    environment.pop("PYTHONUNBUFFERED", None)
     return subprocess.run(
         [sys.executable, "-m", "pydebut", *argv, "-o", output],
         cwd=tmp_path,
         text=True,
         timeout=300,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8", "PYDEBUT_DEBUG": ""},
+        env=environment,
         **options,
     )
 
