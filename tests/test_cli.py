@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import pydebut
@@ -50,6 +51,55 @@ def test_demo_chooses_fits_applies_and_solves(capsys, tmp_path):
     assert "--sup '[[64, " in out
     for name in ("chain_supports.png", "fit_errors.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
+
+
+def test_demo_load_note_calls_a_load_reaching_the_cores_busy():
+    from pydebut.commands.demo import load_note
+
+    assert load_note([0.0], 2.0, 2).startswith("the machine is busy")
+    assert load_note([0.0], 1.9, 2).startswith("timings steady")
+
+
+def test_demo_speed_up_is_dense_time_over_debut_time(capsys, monkeypatch):
+    from pydebut.commands import demo
+
+    op = pydebut.DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    times = iter([[1e-3] * 7, [4e-3] * 7] * 2)  # DeBut's, then dense @'s, for each batch
+    monkeypatch.setattr(demo, "repeat_times", lambda function: next(times))
+    demo.compare_with_dense(op, op.toarray(), np.random.default_rng(0))
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [(row[0], row[-1]) for row in rows if row[:1] in (["1"], ["64"])] == [
+        ("1", "4.00x"),
+        ("64", "4.00x"),
+    ]
+
+
+def test_demo_ridge_difference_is_relative(capsys, monkeypatch):
+    # an lsqr answer of zero is 100% off, whatever the size of the solution
+    from pydebut.commands import demo
+
+    op = pydebut.DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=0)
+    monkeypatch.setattr(demo.spla, "lsqr", lambda *args, **kwargs: (np.zeros(4), 0, 0, 0.0))
+    demo.solve_ridge(op, op.toarray(), np.random.default_rng(0))
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("relative difference from the dense normal-equations solution: 1")
+
+
+def test_demo_plot_makes_the_folders_it_names(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    from pydebut.commands import demo
+
+    # the steps are stubbed: only --plot's folder matters here
+    for step in ("choose_chain", "compare_with_dense", "solve_ridge", "approximate_kernel"):
+        monkeypatch.setattr(demo, step, lambda *args: None)
+    monkeypatch.setattr(demo, "noisy_target", lambda *args: None)
+    fitted = type("Fitted", (), {"operator": None})()
+    monkeypatch.setattr(demo, "fit_target", lambda *args: (fitted, fitted))
+    monkeypatch.setattr(demo, "save_figures", lambda folder, *args: print(f"to {folder}"))
+    folder = tmp_path / "out" / "figures"
+    status, out, err = run(capsys, "demo", "--plot", str(folder))
+    assert status == 0, err
+    assert folder.is_dir() and out == f"to {folder}\n"
 
 
 @pytest.mark.parametrize(
@@ -211,7 +261,7 @@ def test_chains_kind_help_states_the_library_defaults(capsys):
 
 
 def test_one_number_format_across_commands(capsys):
-    from pydebut.commands._output import count, duration, ratio
+    from pydebut.commands._output import count, duration, error, ratio, table
 
     chain = pydebut.special.PAPER_CHAINS["resnet50-layer4"]
     sup, sub = chain.to_sup_sub()
@@ -219,7 +269,20 @@ def test_one_number_format_across_commands(capsys):
     out = capsys.readouterr().out
     assert f"{count(chain.n_params)} params (compression {ratio(chain.compression_ratio)})" in out
     assert "25,600 params (compression 40.96x)" in out
-    assert [duration(t) for t in (2e-5, 0.5, 3.0)] == ["20 us", "500 ms", "3 s"]
+    assert main(["check", "--sup", "4096 4096", "--sub", "1 1 1"]) == 1  # diagonal: not dense
+    assert "4,096 params (compression 4,096.00x)" in capsys.readouterr().out
+    assert [duration(t) for t in (2e-5, 1e-3, 0.5, 1.0, 3.0, 999.0, 1000.0)] == [
+        "20 us", "1 ms", "500 ms", "1 s", "3 s", "999 s", "1,000 s"
+    ]  # fmt: skip
+    assert [error(e) for e in (0.04981321, 1.9e-15, 0.123456789)] == [
+        "0.0498132", "1.9e-15", "0.123457"
+    ]  # fmt: skip
+    assert table([["1", "0.5"], ["64", "12.25"]], ["batch", "rel. error"]).splitlines() == [
+        "  batch    rel. error",
+        "-------  ------------",
+        "      1           0.5",
+        "     64         12.25",
+    ]
 
 
 def test_counts_too_long_for_text_are_powers_of_two_or_refused(capsys):

@@ -150,13 +150,16 @@ def test_chains_beyond_the_count_limit_are_listed_without_their_total(capsys, mo
 def test_csv_and_table_carry_the_sup_sub_spelling(capsys):
     status, out, err = run(capsys, "chains", "16", "12", "--factors", "2", "--format", "csv",
                            "--sort", "max_dim", "--limit", "1000")  # fmt: skip
-    assert status == 0 and err == ""
+    assert status == 0 and err == "" and "\r" not in out
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == count_chains(16, 12, n_factors=2, kind="monotonic")
     dims = [int(row["max_dim"]) for row in rows]
     assert dims == sorted(dims)
     for row in rows:
         chain = Chain.from_sup_sub(row["sup"], row["sub"])
+        sup, sub = chain.to_sup_sub()  # flat, as --sup and --sub take them
+        assert row["sup"] == " ".join(str(x) for pair in sup for x in pair)
+        assert row["sub"] == " ".join(str(x) for triple in sub for x in triple)
         assert (chain.n_params, chain.flops) == (int(row["params"]), int(row["flops"]))
         assert chain.compression_ratio == pytest.approx(float(row["compression"]), abs=1e-3)
     status, out, _ = run(capsys, "chains", "16", "12", "--factors", "2", "--limit", "1000")
@@ -285,6 +288,9 @@ def test_malformed_chain_files(capsys, tmp_path):
         '{"sup": [[4, 4]], "r_shapes": [[4, 4, 2, 2, 2]]}': "chain twice",
         '[{"row": 1, "sup": [[4, 4]], "sub": [[4, 4, 1]]}, {"row": 1, "sup": [[4, 4]], '
         '"sub": [[2, 2, 2]]}]': "numbers two chains as row 1",
+        '{"sup": [[4, 4], [4, 4]], "sub": [[2, 2, 2], [2, 2, 1]], "sub": [2, 2, 1]}': (
+            "gives 'sub' twice in one object"
+        ),
         '{"sup": [[4, 4]], "sub": [[4, 4, 1]]}': None,
     }
     for i, (text, words) in enumerate(cases.items()):
@@ -352,11 +358,25 @@ def test_check_reports_rank_weights(capsys):
     assert status == 0
     assert "family rank-weighted (weights 3)" in out
     assert "density: dense (rank-weighted)" in out
+    # 8 x 8 through a 16-wide inside: every weight, in order
+    unequal = ["--sup", "[[8, 16], [16, 8], [8, 8]]", "--sub", "[[1, 2, 8], [2, 1, 8], [8, 8, 1]]"]
+    status, out, _ = run(capsys, "check", *unequal, "--format", "json")
+    assert status == 0 and json.loads(out)["rank_weights"] == [2, 1]
+    status, out, _ = run(capsys, "check", *unequal)
+    assert status == 0 and "family rank-weighted (weights 2, 1)" in out
 
 
-def test_check_plot_writes_a_png(capsys, tmp_path):
+def test_check_states_the_shape_rows_by_columns(capsys):
+    status, out, _ = run(capsys, "check", "--sup", "16 12", "--sub", "16 12 1")
+    assert status == 0
+    line = "shape 16 x 12, 1 factor, 192 params (compression 1.00x), 384 flops per vector"
+    assert f"\n{line}\n" in out
+
+
+@pytest.mark.parametrize("name", ["lenet.png", "lenet.PNG"])  # any case, as savefig takes it
+def test_check_plot_writes_a_png(capsys, tmp_path, name):
     pytest.importorskip("matplotlib")
-    path = tmp_path / "lenet.png"
+    path = tmp_path / name
     status, _, err = run(capsys, "check", *sup_sub_arguments(LENET), "--plot", str(path))
     assert status == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -397,6 +417,13 @@ def test_rank_column_shows_the_largest_weight(capsys):
     for row in rows:
         chain = Chain.from_sup_sub(row["sup"], row["sub"])
         assert row["rank"] == max(rank_weights(chain))
+    # three factors have two weights: the largest, also where they differ
+    status, out, _ = run(capsys, "chains", "8", "8", "--factors", "3", "--rank", "2",
+                         "--kind", "any", "--format", "json", "--limit", "1000")  # fmt: skip
+    rows = json.loads(out)["chains"]
+    weights = [rank_weights(Chain.from_sup_sub(row["sup"], row["sub"])) for row in rows]
+    assert status == 0 and any(len(set(w)) > 1 for w in weights)
+    assert [row["rank"] for row in rows] == [max(w) for w in weights]
 
 
 def test_chains_default_to_the_library_kind(capsys):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pydebut import Chain, DeButOperator
+from pydebut import Chain, DeButOperator, enumerate_chains
 from pydebut.cli import main
 from pydebut.commands.demo import fit_target, noisy_target
 from pydebut.commands.fit import format_approximation, format_report
@@ -352,13 +352,44 @@ def test_auto_shows_the_error_of_a_chosen_chain_the_search_left_unfitted():
 # --- what a one-line change of the command went unnoticed by (a mutation audit) -----------
 
 
-def test_the_sweep_rows_show_the_error_after_each_whole_sweep():
-    # errors hold the start, then one entry per half-sweep: sweep i is entry 2 i
+def test_the_sweep_rows_show_the_error_and_time_after_each_whole_sweep():
+    # errors and times hold the start, then one entry per half-sweep: sweep i is entry 2 i;
+    # the last line's time is the whole command's, loading the target included
     op = DeButOperator.random(Chain.from_factorizations([2, 2], [2, 2]), rng=0)
-    result = FitResult(op, [0.9, 0.5, 0.4, 0.3, 0.2], [0.0, 1.0, 2.0, 3.0, 4.0], "als")
-    rows = [line.split() for line in format_report(result, 1.0).splitlines()]
-    sweeps = {f"{row[0]} {row[1]}": float(row[2]) for row in rows if row[:1] == ["sweep"]}
-    assert sweeps == {"sweep 1": 0.4, "sweep 2": 0.2}
+    result = FitResult(op, [0.9, 0.5, 0.4, 0.3, 0.2], [0.25, 1.0, 2.0, 3.0, 4.0], "als")
+    lines = format_report(result, 7.0).splitlines()
+    rows = [line.rsplit(maxsplit=3) for line in lines[2:5]]
+    assert rows == [
+        ["init", "0.9", "250", "ms"],
+        ["sweep 1", "0.4", "2", "s"],
+        ["sweep 2", "0.2", "4", "s"],
+    ]
+    assert lines[-1] == "time       7 s"
+
+
+def test_auto_report_names_the_shape_the_dense_size_and_every_chain_explored():
+    # the count is of every chain explored, not of the 10 unfitted ones the table shows
+    chosen = Chain.from_factorizations([4, 4], [3, 4])  # 16 x 12
+    others = [c for c in enumerate_chains(16, 12, range(1, 5), kind="any") if c != chosen][:15]
+    explored = [ExploredChain(chain, 0.5 + i / 100) for i, chain in enumerate(others)]
+    result = ApproximationResult(
+        DeButOperator.random(chosen, rng=0), 0.25, explored, SVDBaseline(1, 28, 0.9, False), 3
+    )
+    lines = format_approximation(result).splitlines()
+    assert lines[0].startswith("explored 15 chains (3 split spectra)")
+    assert "chain      16 x 12, 2 factors, monotonic" in lines
+    assert any(line.startswith(f"params     {chosen.n_params} (dense 192,") for line in lines)
+
+
+def test_auto_table_is_ordered_by_params_then_estimate():
+    small = Chain.from_factorizations([2, 2], [2, 2])  # 4 x 4, 16 params
+    bigger = Chain.from_factorizations([4, 2], [2, 4])  # 8 x 8
+    explored = [ExploredChain(bigger, 0.1, 0.1), ExploredChain(small, 0.7, 0.6)]
+    result = ApproximationResult(
+        DeButOperator.random(bigger, rng=0), 0.1, explored, SVDBaseline(1, 16, 0.9, False), 3
+    )
+    rows = [line.split() for line in format_approximation(result).splitlines()[3:5]]
+    assert [int(row[0]) for row in rows] == [small.n_params, bigger.n_params]
 
 
 def test_the_limits_of_sweeps_and_tol_are_taken(target_file, tmp_path):
