@@ -3,7 +3,8 @@
 The ``ci`` profile, the default, is deterministic and has no deadline: every run of
 the suite draws the same examples, so the README's test command passes or fails the
 same way on every machine. ``HYPOTHESIS_PROFILE=dev`` (or ``thorough``) draws new
-examples each run, to explore.
+examples each run, to explore; tests that set their own count scale it with
+``tests/example_counts.py``.
 """
 
 import importlib.util

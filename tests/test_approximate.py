@@ -26,6 +26,7 @@ from pydebut import (
 from pydebut.fit import _search
 from pydebut.special import PAPER_CHAINS
 
+from .example_counts import examples
 from .fit_cases import svd_error
 
 
@@ -239,7 +240,7 @@ def fitted_chains(result):
     return {e.chain: e.error for e in result.explored if e.error is not None}
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(
     name=st.sampled_from(sorted(MONOTONE_TARGETS)),
     budgets=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
@@ -511,7 +512,7 @@ def test_fixed_seed_searches_keep_their_answers(
     assert keys == sorted(keys)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.integers(1, 5), st.integers(0, 30)),

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical, special
 from pydebut.testing import chainable_chains
 
+from .example_counts import examples
 from .fit_cases import COUPLED, PAPER_512, random_target, random_weights
 
 dask = pytest.importorskip("dask")
@@ -631,7 +632,7 @@ def test_out_of_core_fit_of_a_float32_target_is_as_accurate_as_in_memory(chain, 
     assert max(result.error, in_memory.error) < 1.05 * max(double, floor)
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(chainable_chains(max_dim=64), st.integers(0, 2**32 - 1))
 def test_out_of_core_recovers_any_chainable_product(chain, seed):
     target = DeButOperator(chain, random_weights(chain, np.random.default_rng(seed))).toarray()

@@ -18,6 +18,7 @@ from pydebut.fit import _als as als
 from pydebut.fit._als import _across_from_columns, _across_from_rows, _couplings, _Sweeper
 from pydebut.testing import chains, dense_chains
 
+from .example_counts import examples
 from .fit_cases import (
     CHAINABLE,
     COUPLED,
@@ -59,7 +60,7 @@ def test_update_equals_kronecker_lstsq(chain, dtype):
         np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     chain=chains(max_dim=12, max_factors=3),
     seed=st.integers(0, 2**32 - 1),
@@ -78,7 +79,7 @@ def test_update_equals_kronecker_lstsq_on_drawn_chains(chain, seed, dtype):
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(chain=dense_chains(max_dim=16, max_factors=4), seed=st.integers(0, 2**32 - 1))
 def test_error_never_increases_on_drawn_dense_chains(chain, seed):
     target = random_target(chain.shape, np.random.default_rng(seed))
@@ -407,7 +408,7 @@ def partition_from(coupling, nnz):
     return labels
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(chain=chains(max_dim=12, max_factors=4))
 def test_coupling_components_match_a_brute_force_graph(chain):
     for index, coupling in enumerate(_couplings(chain)):
@@ -502,7 +503,7 @@ def test_cross_rectangle_edges_agree_on_cross_coupled_chains():
         assert assert_cross_edges_agree(chain) > 0, chain
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(chain=chains(max_dim=12, max_factors=4))
 def test_cross_rectangle_edges_agree_from_rows_and_from_columns(chain):
     assert_cross_edges_agree(chain)

@@ -23,6 +23,7 @@ from pydebut.fit._hierarchical import (
 from pydebut.special import PAPER_CHAINS
 from pydebut.testing import chainable_chains, rank_weighted_chains
 
+from .example_counts import examples
 from .fit_cases import (
     PAPER_512,
     POINTWISE_3_TO_64,
@@ -67,7 +68,7 @@ def test_exact_recovery_paper_512x2048(order):
     assert relative_error(PAPER_512, result.operator.weights, target) < 1e-10
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     chain=st.one_of(chainable_chains(max_dim=48), rank_weighted_chains(max_dim=48)),
     seed=st.integers(0, 2**32 - 1),
@@ -236,7 +237,7 @@ def four_or_more_factors(chain):
     return len(chain) >= 4  # with 2 or 3 factors both orders split the same links
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     chain=st.one_of(
         chainable_chains(max_dim=48, max_factors=6),
@@ -255,7 +256,7 @@ def test_balanced_order_is_never_worse_than_left_to_right(chain, seed, noise, dt
     assert balanced.error == pytest.approx(measured, rel=1e-10, abs=1e-14)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     chain=st.one_of(
         chainable_chains(max_dim=32, max_factors=5),

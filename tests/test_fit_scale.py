@@ -18,6 +18,7 @@ from scipy.linalg import hadamard
 from pydebut import Chain, DeButOperator, approximate, fit_als, fit_hierarchical, hierarchy_ranks
 from pydebut.fit import _common as fit_common
 
+from .example_counts import examples
 from .fit_cases import COUPLED, random_target
 
 SQUARE = Chain.from_factorizations([2, 2, 2], [2, 2, 2])
@@ -61,7 +62,7 @@ def assert_reports_true_error(result, target: np.ndarray, scale: float = 1.0) ->
     assert abs(result.error - measured) <= 1e-5 * measured + 100 * eps, (result.error, measured)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     dtype=st.sampled_from([np.float32, np.float64]),
     fraction=st.floats(-1, 1),
@@ -250,7 +251,7 @@ def test_complex_tall_fit_from_a_given_operator(chain, dtype):
     assert_reports_true_error(result, target)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     tol=st.one_of(st.just(0.0), st.floats(1e-6, 0.5)),
     seed=st.integers(0, 2**16),

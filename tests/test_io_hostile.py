@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from pydebut import Chain, DeButOperator, load, save
 
+from .example_counts import examples
+
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
 
 
@@ -94,7 +96,9 @@ def assert_refused(tmp_path, data: bytes, words: str = "", max_peak: int = 8 << 
 
 @given(compress=st.booleans(), data=st.data())
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_truncations_and_bit_flips_load_or_raise_value_error(tmp_path, compress, data):
     good = GOOD[compress]
@@ -120,7 +124,9 @@ def test_truncations_and_bit_flips_load_or_raise_value_error(tmp_path, compress,
     descr=st.sampled_from(["<f8", ">c16", "|O", "<U3", "|V8", "<f4", "[('a', '<f8')]"]),
 )
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_forged_headers_are_refused_before_reading(tmp_path, shape, descr):
     members = header_members([spec.as_tuple() for spec in CHAIN])

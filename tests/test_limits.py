@@ -40,6 +40,7 @@ from pydebut.density import partial_supports
 from pydebut.fit import _search as search_module
 from pydebut.special import bit_reversal, butterfly_chain, dft, hadamard
 
+from .example_counts import examples
 from .strategies_chains import general_chains
 
 
@@ -193,7 +194,7 @@ def test_unfiltered_enumeration_starts_at_once_on_composite_sizes():
     kind=st.sampled_from(["any", "monotonic", "bulging", "other"]),
     rank=st.integers(1, 3),
 )
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=examples(40))
 def test_graph_size_bounds_the_moves_a_search_examines(m, n, n_factors, kind, rank):
     if kind in ("bulging", "other") and n_factors == 1:
         return
@@ -247,7 +248,7 @@ def test_block_diagonal_chains_are_decided_from_their_structure(exponent):
 
 
 @given(general_chains(max_dim=96, max_factors=3), st.integers(2, 3), st.integers(1, 3))
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=examples(40))
 def test_block_and_residue_reductions_agree_with_reachability(chain, blocks, residues):
     # Widen a chain into `blocks` diagonal copies, each interleaving `residues` copies.
     widened = Chain(

@@ -19,6 +19,8 @@ from pydebut import (
 from pydebut.special import bit_reversal, butterfly_chain, dft, hadamard
 from pydebut.testing import chains, dottest, operators
 
+from .example_counts import examples
+
 CHAIN = Chain([(8, 8, 2, 2, 2), (8, 12, 2, 3, 1)])
 ROWS = np.array([3, 0, 7, 1, 6, 2, 5, 4])
 COLS = np.array([11, 2, 5, 0, 9, 1, 4, 10, 3, 8, 7, 6])
@@ -314,7 +316,7 @@ def test_als_keeps_the_permutations_of_its_initial_operator():
     assert result.error == pytest.approx(true_error, rel=1e-6)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(op=operators(chains(max_dim=24, max_factors=3)), seed=st.integers(0, 2**32 - 1))
 def test_drawn_permuted_operators_match_their_dense_matrix(op, seed):
     rng = np.random.default_rng(seed)

@@ -13,6 +13,7 @@ from pydebut import Chain
 from pydebut.density import partial_supports
 from pydebut.plotting import _pooled_images, _product_fractions
 
+from .example_counts import examples
 from .strategies_chains import general_chains
 
 
@@ -26,7 +27,7 @@ def pool(mask: np.ndarray, max_pixels: int) -> np.ndarray:
 
 
 @given(general_chains(max_dim=96, max_factors=3), st.integers(1, 40))
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=examples(60))
 def test_pooled_images_equal_pooled_full_supports(chain, max_pixels):
     factors, products = _pooled_images(chain, max_pixels)
     fractions = _product_fractions(chain)

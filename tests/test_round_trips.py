@@ -13,6 +13,8 @@ from pydebut import DeButOperator, load, save
 from pydebut.conv import conv2d, kernel_to_matrix, matrix_to_kernel
 from pydebut.testing import chains, operators
 
+from .example_counts import examples
+
 DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
 
 
@@ -24,7 +26,7 @@ def assert_same_operator(back: DeButOperator, op: DeButOperator) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(op=operators(chains(max_dim=24, max_factors=4), DTYPES))
 def test_twiddle_round_trip(op):
     r_shapes, vector = op.to_twiddle()
@@ -37,7 +39,7 @@ def test_twiddle_round_trip(op):
     np.testing.assert_array_equal(again, vector)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(op=operators(chains(max_dim=24, max_factors=4), DTYPES), compress=st.booleans())
 def test_save_load_round_trip(tmp_path_factory, op, compress):
     path = tmp_path_factory.mktemp("io") / "op.npz"
@@ -59,7 +61,7 @@ def kernels(draw):
     return kernel.astype(dtype)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(kernel=kernels(), layout=st.sampled_from(["channel-major", "position-major"]))
 def test_kernel_folding_round_trip(kernel, layout):
     c_out, c_in, kh, kw = kernel.shape
@@ -71,7 +73,7 @@ def test_kernel_folding_round_trip(kernel, layout):
     np.testing.assert_array_equal(kernel_to_matrix(folded, layout), matrix)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(kernel=kernels(), seed=st.integers(0, 2**16))
 def test_both_layouts_give_the_same_convolution(kernel, seed):
     _, c_in, kh, kw = kernel.shape

@@ -23,6 +23,8 @@ from pydebut.testing import (
     tolerance,
 )
 
+from .example_counts import examples
+
 CHAIN = [(8, 8, 2, 2, 4), (8, 8, 2, 2, 2), (8, 12, 2, 3, 1)]
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 
@@ -395,7 +397,7 @@ def test_operators_refuses_a_chain_that_is_not_a_strategy():
 
 
 @given(operators(st.just(CHAIN), ["float32", np.dtype(np.complex64), ">f8", complex]))
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 def test_operators_takes_anything_numpy_reads_as_a_supported_dtype(op):
     assert op.shape == (8, 12)
     assert op.dtype in (np.float32, np.complex64, np.float64, np.complex128)
@@ -406,7 +408,7 @@ def test_operators_takes_anything_numpy_reads_as_a_supported_dtype(op):
     rank_weighted_chains(max_factors=2),
     dense_chains(max_dim=6, max_factors=2),
 )
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 def test_strategies_keep_the_tightest_bounds(chainable, rank_weighted, dense):
     assert chainable.shape == (1, 1)
     assert rank_weighted.n_factors == dense.n_factors == 2
@@ -458,3 +460,19 @@ def test_operators_draw_their_weights_anew():
 
     collect()
     assert len(seen) > 1
+
+
+@pytest.mark.parametrize(
+    ("profile", "counts"),
+    [("ci", [1, 12, 40, 200]), ("dev", [2, 18, 60, 200]), ("thorough", [25, 300, 1000, 1000])],
+)
+def test_the_profiles_scale_the_counts_tests_set_for_ci(profile, counts):
+    # Before: a test's own max_examples overrode every profile's, so "thorough" drew the
+    # 12 to 60 examples of 25 of the 41 property tests
+    default = settings.default
+    settings.load_profile(profile)
+    try:
+        assert [examples(count) for count in (1, 12, 40, 200)] == counts
+    finally:
+        settings.register_profile("restored", default)
+        settings.load_profile("restored")
