@@ -1211,6 +1211,46 @@ def test_four_threads_share_one_operator(monkeypatch, long_vectors):
                 assert_chain_close(y, chain, op.weights, x)
 
 
+def test_threads_applying_blocks_at_once_each_get_their_own_work_buffers():
+    # A block on one worker runs without the launch lock: threads sharing one work buffer
+    # would overwrite each other's intermediate rows (15 of 120 products came out wrong).
+    # The test above applies vectors (no work buffer) too short for threads to overlap.
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    op = DeButOperator.random(butterfly_chain(4096), rng=0)  # about 2 ms a block of 64
+    inputs = [np.random.default_rng(i).standard_normal((4096, 64)) for i in range(4)]
+    expected = [op @ x for x in inputs]  # in one thread
+
+    def apply_many(worker):
+        numba.set_num_threads(1)  # in this thread: one worker, no parallel launch, no lock
+        return [
+            np.array_equal(op.apply(inputs[(worker + i) % 4]), expected[(worker + i) % 4])
+            for i in range(30)
+        ]
+
+    with ThreadPoolExecutor(4) as pool:
+        agree = [same for results in pool.map(apply_many, range(4)) for same in results]
+    assert all(agree), f"{agree.count(False)} of {len(agree)} products differ"
+
+
+def test_every_kernel_releases_the_gil():
+    # holding it, threads sharing an operator would run its products one at a time
+    import numba
+
+    kernels = {
+        name: value
+        for name, value in vars(_kernels).items()
+        if isinstance(value, numba.core.registry.CPUDispatcher)
+    }
+    assert {"apply_chain_vector", "apply_chain_matrix"} <= kernels.keys()
+    assert [name for name, k in kernels.items() if not k.targetoptions.get("nogil")] == []
+
+
 def test_apply_names_what_is_wrong_with_out():
     from pydebut import DeButOperator
 
@@ -1258,6 +1298,21 @@ def test_workspace_hands_out_its_last_view_again(monkeypatch):
     for view in (first, other, wider, again, large):
         assert view.ctypes.data % ALIGN_BYTES == 0
         assert view.flags.c_contiguous and view.flags.writeable
+    assert space.get((4, 4, 16), np.dtype(np.float64)).shape == (4, 4, 16)  # first's size
+
+
+def test_workspace_grows_for_a_request_within_the_alignment_slack():
+    # a request up to 64 bytes larger than the last found too little room past the
+    # buffer's first cache line ("cannot reshape"), wherever that line fell
+    from pydebut import _workspace
+    from pydebut._memory import ALIGN_BYTES
+
+    for n in range(8, 80, 8):
+        space = _workspace.Workspace()
+        space.get((n,), np.dtype(np.float64))
+        for grown in range(n + 1, n + 9):
+            view = space.get((grown,), np.dtype(np.float64))
+            assert view.shape == (grown,) and view.ctypes.data % ALIGN_BYTES == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int8, np.bool_])

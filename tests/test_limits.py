@@ -373,6 +373,18 @@ def test_the_memory_check_counts_the_weights_in_the_operators_dtype(monkeypatch)
     assert DeButOperator(chain, [np.ones((4, 2, 2, 1), dtype=bool)]).dtype == np.float32
     with pytest.raises(ValueError, match="needs 128 bytes, more than this machine's memory"):
         DeButOperator(chain, [np.ones((4, 2, 2, 1), dtype=np.int64)])
+    # weights that are no array yet are counted at the least, float32, before converting
+    monkeypatch.setattr(memory_module, "physical_memory", lambda: 40)
+    converted = []
+
+    class Lazy:
+        def __array__(self, dtype=None, copy=None):
+            converted.append(dtype)
+            return np.ones((4, 2, 2, 1))
+
+    with pytest.raises(ValueError, match="needs 64 bytes, more than this machine's memory"):
+        DeButOperator(chain, [Lazy()])
+    assert not converted
 
 
 def test_hierarchical_splits_decompose_the_gram_matrices_of_the_smaller_side(monkeypatch):

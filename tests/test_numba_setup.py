@@ -1,6 +1,7 @@
 """Where compiled kernels are cached, and which threading layer pydebut selects."""
 
 import ctypes
+import importlib
 import os
 import stat
 import subprocess
@@ -130,9 +131,35 @@ def test_without_a_writable_home_kernels_are_cached_in_a_private_temporary_folde
     cache = _numba_setup._KernelCache(add)
     assert Path(cache.cache_path).is_relative_to(private)
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
-    private.chmod(0o755)  # open to others: another user could plant a pickled index there
+    for mode in (0o755, 0o750):  # open to others or the group: one could plant a pickled index
+        private.chmod(mode)
+        with pytest.raises(RuntimeError, match="no locator available"):
+            _numba_setup._KernelCache(add)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no user ids")
+def test_a_temporary_cache_folder_of_another_user_is_not_used(tmp_path, monkeypatch):
+    # a folder of that name planted by another user, private to them, would hold the
+    # pickled index this user's processes unpickle
+    no_cache_folders(tmp_path, monkeypatch, temporary="writable")
+    other = os.getuid() + 1
+    (tmp_path / f"pydebut-cache-{other}").mkdir(mode=0o700)  # this user's, named for other
+    monkeypatch.setattr(os, "getuid", lambda: other)
     with pytest.raises(RuntimeError, match="no locator available"):
         _numba_setup._KernelCache(add)
+
+
+def test_per_user_kernel_caches_are_kept_apart_by_source_folder(tmp_path, monkeypatch):
+    # one folder for every installation (two virtual environments, an editable checkout)
+    # would let each overwrite the others' index files
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    locator = _numba_setup._PerUserCacheLocator
+    kernels = locator(_kernels.largest_dim.py_func, _kernels.__file__).get_cache_path()
+    here = locator(add, __file__).get_cache_path()
+    root = str(tmp_path / "xdg" / "pydebut")
+    assert kernels.startswith(root) and here.startswith(root)
+    assert kernels != here and root not in (kernels, here)
 
 
 def test_the_kernels_refuse_a_turned_off_jit_naming_the_setting():
@@ -301,6 +328,64 @@ def test_workqueue_is_recognised_for_the_long_vector_choice(monkeypatch, layer, 
     assert _numba_setup.launches_through_workqueue() is expected
 
 
+@pytest.mark.parametrize("tbb_loads", [False, True])
+def test_the_fork_safe_layer_launches_through_workqueue_only_without_tbb(monkeypatch, tbb_loads):
+    # taken for a fast layer without TBB, it split blocks and long vectors among threads
+    # from 2**21 operations, where workqueue's slow launches need 2**25
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: None)  # before any launch
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "forksafe")
+    monkeypatch.setattr(_numba_setup, "library_loads", lambda lib: tbb_loads or lib != "tbb")
+    assert _numba_setup.launches_through_workqueue() is (not tbb_loads)
+
+
+def test_the_default_layer_loads_a_tbb_that_pip_installed_first(monkeypatch):
+    # test_a_tbb_that_pip_installed_is_the_layer_in_force needs TBB installed; here the
+    # loading is stubbed: the default layer tries it, a layer that excludes TBB does not
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: None)  # before any launch
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
+    loaded = []
+    monkeypatch.setattr(_numba_setup, "load_environment_tbb", lambda: loaded.append(True))
+    assert _numba_setup.choose_threading_layer() == "forksafe"
+    assert loaded == [True]
+    for layer in ("workqueue", "omp"):
+        monkeypatch.setattr(numba.config, "THREADING_LAYER", layer)
+        monkeypatch.setenv("NUMBA_THREADING_LAYER", layer)
+        assert _numba_setup.choose_threading_layer() == layer
+    assert loaded == [True]
+
+
+def test_a_started_layer_is_checked_instead_of_the_configured_one(monkeypatch):
+    # a "tbb" setting that cannot load failed the import although workqueue was in force
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "tbb")
+    monkeypatch.setattr(_numba_setup, "library_loads", lambda library: library == "workqueue")
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: "workqueue")
+    _numba_setup.check_layer_in_force()
+    monkeypatch.setattr(_numba_setup, "started_layer", lambda: None)
+    with pytest.raises(ValueError, match="layer 'tbb' .* cannot be loaded here"):
+        _numba_setup.check_layer_in_force()
+
+
+@pytest.mark.parametrize("error", [ImportError, OSError])
+@pytest.mark.parametrize("library", ["tbb", "omp"])
+def test_a_threading_library_that_fails_to_import_does_not_load(monkeypatch, library, error):
+    # OpenMP was taken to load like workqueue (NUMBA_THREADING_LAYER=omp without it failed
+    # at the first large product), and a library there that fails to load (OSError)
+    # failed import pydebut
+    real_import = importlib.import_module
+
+    def failing(name, *args):
+        if name == f"numba.np.ufunc.{library}pool":
+            raise error(f"no {library} here")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", failing)
+    assert not _numba_setup.library_loads(library)
+    assert _numba_setup.library_loads("workqueue")
+    with pytest.raises(ValueError, match=f"layer '{library}' .* needs {library}, which cannot"):
+        _numba_setup.check_threading_layer(library)
+
+
 ENVIRONMENT_TBB = Path(sys.prefix, "lib", _numba_setup.TBB_LIBRARY)
 
 
@@ -349,3 +434,22 @@ def test_environment_tbb_is_loaded_only_where_it_can_be(tmp_path, monkeypatch):
     monkeypatch.setattr(_numba_setup, "_tbb_is_loaded", lambda: False)
     monkeypatch.setattr(sys, "platform", "darwin")
     assert _numba_setup.load_environment_tbb(prefixes) is None  # Linux only
+
+
+def test_a_tbb_that_fails_to_load_is_passed_over_for_the_next_prefix(tmp_path, monkeypatch):
+    # a broken libtbb in sys.prefix hid a working one in the user base
+    monkeypatch.setattr(_numba_setup, "_tbb_is_loaded", lambda: False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    broken, working = tmp_path / "broken", tmp_path / "working"
+    for prefix in (broken, working):
+        (prefix / "lib").mkdir(parents=True)
+        (prefix / "lib" / _numba_setup.TBB_LIBRARY).write_text("a library")
+
+    def load(path, mode):
+        if path.startswith(str(broken)):
+            raise OSError("invalid ELF header")
+        return path
+
+    monkeypatch.setattr(ctypes, "CDLL", load)
+    loaded = _numba_setup.load_environment_tbb((str(broken), str(working)))
+    assert loaded == str(working / "lib" / _numba_setup.TBB_LIBRARY)

@@ -3,6 +3,7 @@
 import pickle
 import re
 import tracemalloc
+import warnings
 import weakref
 
 import numpy as np
@@ -389,8 +390,14 @@ def test_bad_weights():
     with pytest.raises(ValueError, match="factor 2 of 2 .* contain NaN or infinity"):
         DeButOperator(chain, [good[0], bad])
     assert not np.isfinite(DeButOperator(chain, [good[0], bad], check_finite=False).toarray()).all()
-    with pytest.raises(TypeError, match="are complex but dtype float64 is real"):
-        DeButOperator(chain, [good[0] * 1j, good[1]], dtype=np.float64)
+    for complex_dtype in (np.complex64, np.complex128):
+        for dtype in (np.float32, np.float64):
+            with pytest.raises(TypeError, match=f"are complex but dtype {dtype.__name__} is real"):
+                DeButOperator(chain, [(good[0] * 1j).astype(complex_dtype), good[1]], dtype=dtype)
+    with warnings.catch_warnings():  # a zero imaginary part is dropped, without ComplexWarning
+        warnings.simplefilter("error")
+        real = DeButOperator(chain, [good[0] + 0j, good[1]], dtype=np.float64)
+    assert real.dtype == np.float64 and np.array_equal(real.weights[0], good[0])
     with pytest.raises(TypeError, match="pydebut supports"):
         DeButOperator(chain, good, dtype=np.int32)
 
@@ -419,6 +426,9 @@ def test_weights_that_a_cast_would_take_below_the_normal_range_are_refused_by_na
             op.astype(np.float32)
         with pytest.raises(ValueError, match=message):
             DeButOperator(chain, [w1 * tiny, w2 * large], dtype=np.complex64)
+        imaginary = DeButOperator(chain, [w1 * tiny * 1j, w2 * large + 0j])  # parts' magnitudes
+        with pytest.raises(ValueError, match=message):
+            imaginary.astype(np.complex64)
     # a factor of normal largest weight keeps its smaller ones to within a rounding of it
     kept = DeButOperator(chain, [w1 * 1e-37, w2 * 1e30])
     reference = kept.toarray()
@@ -454,10 +464,17 @@ def test_random_scaling_gives_unit_variance_entries():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
-def test_random_weights_are_scaled_gaussians_drawn_factor_by_factor(dtype):
+@pytest.mark.parametrize(
+    "chain",
+    [
+        # a factor of 3 * 2**16 + 1 weights spans two blocks of 2**17
+        Chain([(2 * 98305, 2 * 98305, 2, 2, 98305), (2 * 98305, 4 * 98305, 1, 2, 98305)]),
+        Chain([(1, 1, 1, 1, 1)]),  # one weight: one block of one
+    ],
+)
+def test_random_weights_are_scaled_gaussians_drawn_factor_by_factor(dtype, chain):
     # the values drawn in blocks are bit for bit those of whole-array draws (seeded results
-    # depend on them); a factor of 3 * 2**16 + 1 weights spans two blocks of 2**17
-    chain = Chain([(2 * 98305, 2 * 98305, 2, 2, 98305), (2 * 98305, 4 * 98305, 1, 2, 98305)])
+    # depend on them)
     op = DeButOperator.random(chain, rng=3, dtype=dtype)
     generator = np.random.default_rng(3)
     for spec, got in zip(chain, op.weights, strict=True):
