@@ -169,15 +169,16 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_fit(capsys, file
     assert not any(name.startswith(("new", "aaa")) for name in os.listdir(files))
 
 
-def run_cli(argv, cwd=None, **options):
+def run_cli(argv, cwd=None, variables=(), **options):
     """Run ``pydebut argv`` in a subprocess, killed after 300 s: a regression cannot hang
     (a fit on a cold Numba cache compiles the kernels of its true error first).
 
-    Its standard output and error are captured, unless ``options`` give them elsewhere.
-    Its output is block-buffered, as a shell's user has it, whatever this process's
-    ``PYTHONUNBUFFERED``: unbuffered, a write fails before the flushes that catch a full disk.
+    Its standard output and error are captured, unless ``options`` give them elsewhere;
+    ``variables`` are environment variables set for it. Its output is block-buffered, as a
+    shell's user has it, whatever this process's ``PYTHONUNBUFFERED``: unbuffered, a write
+    fails before the flushes that catch a full disk.
     """
-    environment = {**os.environ, cli.DEBUG_VARIABLE: ""}
+    environment = {**os.environ, cli.DEBUG_VARIABLE: "", **dict(variables)}
     environment.pop("PYTHONUNBUFFERED", None)
     return subprocess.run(
         [sys.executable, "-m", "pydebut", *argv],

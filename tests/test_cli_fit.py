@@ -18,6 +18,7 @@ from pydebut.fit import MAX_SWEEPS, ApproximationResult, ExploredChain, FitResul
 from pydebut.io import MAX_FACTORS, load
 
 from .fit_cases import CHAINABLE, POINTWISE_3_TO_64, dense_product, random_weights
+from .test_cli_errors import run_cli
 
 
 @pytest.fixture
@@ -51,21 +52,12 @@ def test_fit_saves_factors_and_prints_the_table(target_file, tmp_path, capsys):
 
 
 def run_fit(target_file, tmp_path, output, **options):
-    """``pydebut fit`` in a subprocess (killed after 300 s: a cold Numba cache compiles the
-    kernels that compute the fit's true error, up to a minute on two busy cores) saving to
-    ``output``, its output block-buffered as a shell's user has it."""
+    """``pydebut fit`` in a subprocess (:func:`run_cli`) saving to ``output``, its output
+    encoded as strict UTF-8."""
     chain, _, path = target_file
     argv = ["fit", str(path), *chain_args(chain), "--sweeps", "1", "--no-progress"]
-    environment = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYDEBUT_DEBUG": ""}
-    environment.pop("PYTHONUNBUFFERED", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pydebut", *argv, "-o", output],
-        cwd=tmp_path,
-        text=True,
-        timeout=300,
-        stderr=subprocess.PIPE,
-        env=environment,
-        **options,
+    return run_cli(
+        [*argv, "-o", output], cwd=tmp_path, variables={"PYTHONIOENCODING": "utf-8"}, **options
     )
 
 
