@@ -266,15 +266,14 @@ def _check_targets(
 ) -> None:
     """Refuse, before any fit runs, what a named fit would refuse, naming the target: a
     NumPy target's dtype, finiteness and shape (against its chain); for ``approximate``,
-    every target's budget and the options, and a NumPy target's shape against them. The
-    other fits' options that depend on no target are checked once, naming none. Other
-    targets are checked by the fit on the worker, whose error names the target too."""
+    every target's budget, and a NumPy target's shape against it and the options. Options
+    that depend on no target are checked once, naming none. Other targets are checked by
+    the fit on the worker, whose error names the target too."""
     if callable(method):
         return
     name = METHODS.get(method, method)
     approximating = name == "approximate"
-    if not approximating:
-        _check_shared_options(name, options)
+    _check_shared_options(name, options)
     for index, (target, spec) in enumerate(zip(targets, specs)):
         try:
             if approximating:
@@ -286,12 +285,15 @@ def _check_targets(
 
 
 def _check_shared_options(name: str, options: dict[str, Any]) -> None:
-    """Refuse, naming no target, what ``fit_als`` or ``fit_hierarchical`` (``name``) would
-    refuse whatever the target and chain: an unknown option, or an option's value."""
-    try:
-        inspect.signature(_fitting_function(name)).bind_partial(**options)
+    """Refuse, naming no target, what the fit ``name`` would refuse whatever the target and
+    its chain or budget: an unknown option, one given twice, or an option's value."""
+    try:  # the target and the chain (or budget) come first, as fit_many passes them
+        inspect.signature(_fitting_function(name)).bind_partial(None, None, **options)
     except TypeError as err:
         raise TypeError(f"{name}: {err}") from None
+    if name == "approximate":
+        check_approximate_arguments(None, 1, **options)  # 1: a budget no option refuses
+        return
     checks = ALS_OPTION_CHECKS if name == "fit_als" else HIERARCHICAL_OPTION_CHECKS
     for option, value in options.items():
         if option in checks:
@@ -352,11 +354,11 @@ def fit_many(
     ValueError, TypeError
         If ``targets`` and ``specs`` differ in length, ``method`` is unknown,
         ``client`` is not a client or ``progress`` not a bool;
-        before any fit runs, if an option is unknown to the fit or has a value it
-        refuses whatever the target, if a NumPy target is not numeric, is not finite or
-        does not have its chain's shape, or, for ``"approximate"``, if a budget or
-        an option is one it refuses (for a NumPy target, against its shape too);
-        or as a fit raises them. The message names the target (``target 2: ...``)
+        before any fit runs, if an option is unknown to the fit, is given twice or has
+        a value it refuses whatever the target, if a NumPy target is not numeric, is not
+        finite or does not have its chain's shape, or, for ``"approximate"``, if a
+        budget is one it refuses (for a NumPy target, against its shape and the options
+        too); or as a fit raises them. The message names the target (``target 2: ...``)
         where one is to blame.
 
     Examples

@@ -509,6 +509,13 @@ def test_fit_many_refuses_a_bad_numpy_target_before_any_fit_naming_it(monkeypatc
         ("als", {"sweeps": 3}, TypeError, "fit_als: got an unexpected keyword argument 'sweeps'"),
         ("hierarchical", {"order": "x"}, ValueError, "order must be 'left-to-right' or"),
         ("fit_hierarchical", {"n_sweeps": 2}, TypeError, "fit_hierarchical: got an unexpected"),
+        ("als", {"chain": None}, TypeError, "fit_als: multiple values for argument 'chain'"),
+        # approximate's options named target 0, as they were checked with its budget
+        ("approximate", {"rng": 1.5}, TypeError, "rng must be None, a non-negative integer"),
+        ("approximate", {"beam_width": 0}, ValueError, "beam_width must be >= 1, got 0"),
+        ("approximate", {"include": [3]}, TypeError, "include[0] must be a Chain"),
+        ("approximate", {"beam": 2}, TypeError, "approximate: got an unexpected keyword"),
+        ("approximate", {"max_params": 9}, TypeError, "approximate: multiple values for"),
     ],
 )
 def test_fit_many_refuses_a_bad_option_before_any_fit_naming_no_target(
@@ -518,12 +525,13 @@ def test_fit_many_refuses_a_bad_option_before_any_fit_naming_no_target(
     import pydebut
 
     targets, chains = fit_cases(4)
+    specs = [200] * len(targets) if method == "approximate" else chains
     fits = []
-    for name in ("fit_als", "fit_hierarchical"):
+    for name in ("fit_als", "fit_hierarchical", "approximate"):
         fit = getattr(pydebut, name)
         monkeypatch.setattr(pydebut, name, functools.wraps(fit)(lambda *a, **k: fits.append(a)))
     with pytest.raises(error, match="^" + re.escape(words)):
-        pydebut_dask.fit_many(targets, chains, method, **options)
+        pydebut_dask.fit_many(targets, specs, method, **options)
     assert not fits
 
 
@@ -542,8 +550,6 @@ def test_fit_many_refuses_a_bad_budget_before_any_approximation_naming_it(monkey
         pydebut_dask.fit_many([*targets, str(path)], [200, 200, 200, 0], "approximate")
     with pytest.raises(TypeError, match="^target 1: max_params must be an int, got float"):
         pydebut_dask.fit_many([str(path), str(path)], [200, 200.5], "approximate")
-    with pytest.raises(TypeError, match="^target 0: rng must be None, a non-negative integer"):
-        pydebut_dask.fit_many(targets, [200, 200, 200], "approximate", rng=1.5)
     with pytest.raises(ValueError, match=r"^target 1: include\[0\] is 16 x 16, the target 8 x 8"):
         include = [Chain.from_factorizations([4, 4], [4, 4])]
         pydebut_dask.fit_many(
