@@ -47,10 +47,23 @@ from .commands import UsageError, command_modules
 if TYPE_CHECKING:
     from .commands._common import load_chain_json
 
-__all__ = ["EXIT_BUG", "EXIT_USAGE", "UsageError", "build_parser", "load_chain_json", "main"]
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_USAGE",
+    "MAX_CHAIN_FILE_BYTES",
+    "UsageError",
+    "build_parser",
+    "load_chain_json",
+    "main",
+]
 
+#: Exit status of a mistake in what the user asked for (one line on standard error).
 EXIT_USAGE = 2
+#: Exit status of a bug in pydebut (``--debug`` shows its traceback).
 EXIT_BUG = 3
+#: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
+#: a table of ``pydebut chains`` at its most rows (100,000, about 24 MB).
+MAX_CHAIN_FILE_BYTES = 2**25
 DEBUG_VARIABLE = "PYDEBUT_DEBUG"
 
 EPILOG = f"""exit status: 0 success; 1 'check': the chain is valid but its product is not

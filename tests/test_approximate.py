@@ -354,7 +354,8 @@ def test_include_is_read_up_to_a_limit_and_each_chain_fitted_once(monkeypatch):
     target = smooth_kernel(16, 32, scale=60.0)
     chain = Chain.from_factorizations([4, 4], [4, 8])
     # an endless iterator was read until MemoryError
-    with pytest.raises(ValueError, match=r"more than MAX_INCLUDE=1024 chains: list each chain"):
+    words = r"more than MAX_INCLUDE = 1,024 chains \(pydebut.fit\): list each chain once"
+    with pytest.raises(ValueError, match=words):
         approximate(target, 240, include=itertools.repeat(chain))
     fitted = []
     fit = _search._fit

@@ -35,11 +35,11 @@ def test_page_doctests(page):
 
 
 # Modules whose ``__all__`` and ``MAX_*`` limits docs/api.rst documents: every public one
-# but the command line (its ``--help`` is its reference; api.rst lists load_chain_json).
+# but the subcommands' own modules (``pydebut COMMAND --help`` is their reference).
 PUBLIC_MODULES = ["pydebut"] + [
     f"pydebut.{info.name}"
     for info in pkgutil.iter_modules(pydebut.__path__)
-    if not info.name.startswith("_") and info.name not in {"cli", "commands"}
+    if not info.name.startswith("_") and info.name != "commands"
 ]
 
 
@@ -108,14 +108,14 @@ def _is_record(cls: type) -> bool:
 def _public_callables() -> dict[str, object]:
     """Each public callable once, by its first qualified name.
 
-    The names in ``__all__`` of pydebut, of its public modules and of the command
-    line, and the public methods the classes among them define (properties take no
+    The names in ``__all__`` of pydebut and of its public modules (the command line's
+    too), and the public methods the classes among them define (properties take no
     arguments). Exceptions, and records whose fields are their constructor's
     arguments, are left out.
     """
     found: dict[str, object] = {}
     seen: set[int] = set()
-    for module_name in [*PUBLIC_MODULES, "pydebut.cli"]:
+    for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)

@@ -676,8 +676,8 @@ def test_a_sparse_target_of_exactly_max_entries_is_made_dense(monkeypatch):
 
     import pydebut.fit._dense_target as dense_target
 
-    monkeypatch.setattr(dense_target, "MAX_ENTRIES", 16)
+    monkeypatch.setattr(dense_target, "MAX_DENSE_ENTRIES", 16)
     chain = Chain.from_factorizations([2, 2], [2, 2])
     assert fit_als(sp.eye_array(4).tocsr(), chain, n_sweeps=1).operator.shape == (4, 4)
-    with pytest.raises(ValueError, match="at most 16 entries"):
+    with pytest.raises(ValueError, match=r"at most MAX_DENSE_ENTRIES = 16 entries \(pydebut.fit\)"):
         fit_als(sp.eye_array(4, 8).tocsr(), Chain.from_factorizations([2, 2], [2, 4]))

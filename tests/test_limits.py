@@ -470,8 +470,9 @@ def test_targets_beyond_memory_or_the_search_limit_are_refused_before_being_read
         with pytest.raises(ValueError, match=re.escape(words)):
             fit(path, chain)
     monkeypatch.setattr(memory_module, "physical_memory", lambda: 2**40)
-    monkeypatch.setattr(search_module, "MAX_ENTRIES", 100)
-    with pytest.raises(ValueError, match=re.escape("4096 entries, more than approximate accepts")):
+    monkeypatch.setattr(search_module, "MAX_APPROXIMATE_ENTRIES", 100)
+    words = "4,096 entries, more than approximate accepts, MAX_APPROXIMATE_ENTRIES = 100 (pydebut"
+    with pytest.raises(ValueError, match=re.escape(words)):
         approximate(path, 1000)
 
 

@@ -15,13 +15,11 @@ from typing import Any
 
 from .._arguments import as_positive_int, shown
 from .._memory import check_fits_in_memory
+from ..cli import MAX_CHAIN_FILE_BYTES
 from ..io import MAX_FACTORS, _open_without_waiting
 from ..spec import DECIMAL, Chain, _parse_list
 from . import UsageError
 
-#: Largest chain file read (bytes): a listing's row is about 245 bytes of JSON, so this holds
-#: a table of ``pydebut chains`` at its most rows (100,000, about 24 MB).
-MAX_CHAIN_FILE_BYTES = 2**25
 #: Bytes of memory per byte of a chain file while it is parsed, at most: measured with
 #: tracemalloc, ``json.loads`` keeps 33 bytes per byte of ``[{},{},...]`` (``[[],...]``: 22.5,
 #: ``[0,...]``: 25, a ``pydebut chains --format json`` listing: 7), and the file's bytes and
@@ -184,7 +182,7 @@ def load_chain_json(path: str | Path, row: int | None = None) -> Chain:
     if len(raw) > MAX_CHAIN_FILE_BYTES:
         raise UsageError(
             f"chain file {path} is larger than {MAX_CHAIN_FILE_BYTES:,} bytes "
-            f"(MAX_CHAIN_FILE_BYTES of pydebut.commands._common): {narrow}"
+            f"(MAX_CHAIN_FILE_BYTES of pydebut.cli): {narrow}"
         )
     if not raw:
         raise UsageError(f"chain file {path} is empty (or a named pipe that nothing writes to)")

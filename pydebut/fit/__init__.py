@@ -2,8 +2,11 @@
 
 from ._als import MAX_SWEEPS, fit_als
 from ._common import FitResult
+from ._dense_target import MAX_DENSE_ENTRIES
 from ._hierarchical import candidate_permutations, fit_hierarchical, hierarchy_ranks
 from ._search import (
+    MAX_APPROXIMATE_ENTRIES,
+    MAX_INCLUDE,
     ApproximationResult,
     ExploredChain,
     SearchNarrowedWarning,
@@ -12,6 +15,9 @@ from ._search import (
 )
 
 __all__ = [
+    "MAX_APPROXIMATE_ENTRIES",
+    "MAX_DENSE_ENTRIES",
+    "MAX_INCLUDE",
     "MAX_SWEEPS",
     "ApproximationResult",
     "ExploredChain",

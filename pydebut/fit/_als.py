@@ -703,7 +703,8 @@ def fit_als(
         operator), everything else double precision ones; the updates of
         coupled unknowns are solved in double precision either way. Any
         array-like (``np.memmap`` too); a SciPy sparse matrix or a
-        ``LinearOperator`` is made dense, up to ``2**27`` entries.
+        ``LinearOperator`` is made dense, up to :data:`~pydebut.fit.MAX_DENSE_ENTRIES`
+        entries.
     chain : Chain or iterable of (p, q, r, s, t)
         The chain to fit, of shape ``(m, n)``; any valid chain.
     n_sweeps : int, default 5

@@ -103,12 +103,12 @@ def load_target(
     """Return ``target`` as a finite 2-D numeric array, of shape ``chain.shape`` if given.
 
     A ``str`` or path names a ``.npy`` file, which is memory-mapped. Any
-    array-like is taken (lists, ``np.memmap``, ...); a SciPy sparse matrix or
-    a ``LinearOperator`` is made dense up to ``2**27`` entries
-    (:func:`~pydebut.fit._dense_target.dense_target`). Its shape is checked
-    against ``limit`` (most entries, and who sets it), a working copy against
-    the machine's memory, and then by the caller's ``shape_check``, before any
-    entry is read.
+    array-like is taken (lists, ``np.memmap``, ...); a SciPy sparse matrix or a
+    ``LinearOperator`` is made dense up to :data:`~pydebut.fit.MAX_DENSE_ENTRIES`
+    entries (:func:`~pydebut.fit._dense_target.dense_target`). Its shape is
+    checked against ``limit`` (most entries, and the end of the message that
+    refuses more), a working copy against the machine's memory, and then by the
+    caller's ``shape_check``, before any entry is read.
 
     Raises
     ------
@@ -180,9 +180,7 @@ def _check_shape(
         raise ValueError(f"the target's shape {shape} is not known; compute its chunk sizes")
     size = shape[0] * shape[1]
     if limit is not None and size > limit[0]:
-        raise ValueError(
-            f"the target has {size} entries, more than {limit[1]} accepts ({limit[0]})"
-        )
+        raise ValueError(f"the target has {size:,} entries, more than {limit[1]}")
     working = working_dtype(dtype)
     check_fits_in_memory(
         size * working.itemsize,

@@ -2,7 +2,7 @@
 
 Fitting works on the dense ``m x n`` target, so a sparse matrix is densified
 and a ``LinearOperator`` is sampled by applying it to the identity, a block of
-columns at a time, both only up to :data:`MAX_ENTRIES` entries; beyond that
+columns at a time, both only up to :data:`MAX_DENSE_ENTRIES` entries; beyond that
 the caller gets a ``ValueError`` naming the limit, before anything is
 allocated.
 """
@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
 #: Largest ``m * n`` a sparse or LinearOperator target is made dense for (1 GiB of float64).
-MAX_ENTRIES = 2**27
+MAX_DENSE_ENTRIES = 2**27
 
 #: Columns of the identity applied to a LinearOperator target at a time.
 BLOCK = 256
@@ -84,9 +84,9 @@ def _check_size(shape: tuple[int, ...], what: str) -> None:
     if len(shape) != 2:
         raise ValueError(f"the target must be a 2-D matrix, got a {what} of shape {shape}")
     m, n = shape
-    if m * n > MAX_ENTRIES:
+    if m * n > MAX_DENSE_ENTRIES:
         raise ValueError(
             f"the target is a {m} x {n} {what}; fitting needs it dense, and pydebut densifies "
-            f"at most {MAX_ENTRIES:,} entries (pydebut.fit._dense_target.MAX_ENTRIES); "
+            f"at most MAX_DENSE_ENTRIES = {MAX_DENSE_ENTRIES:,} entries (pydebut.fit); "
             "pass a dense array if it fits in memory"
         )

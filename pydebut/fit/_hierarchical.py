@@ -158,7 +158,7 @@ def fit_hierarchical(
     target : array_like or path
         The ``m x n`` matrix ``D``; a path names a ``.npy`` file (memory-mapped).
         A SciPy sparse matrix or a ``LinearOperator`` is made dense, up to
-        ``2**27`` entries.
+        :data:`~pydebut.fit.MAX_DENSE_ENTRIES` entries.
     chain : Chain or iterable of (p, q, r, s, t)
         A chain whose links are chainable or rank-weighted (:func:`hierarchy_ranks`),
         or the transpose of one (as a layer stored input-major takes): ``D^H`` is

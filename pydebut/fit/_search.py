@@ -115,8 +115,8 @@ __all__ = [
 EXACT_RESIDUAL = 1e-13
 #: Targets with more entries than this use a randomized SVD for the baseline.
 EXACT_SVD_ENTRIES = 1 << 22
-#: Largest target accepted (entries); beyond it one split alone is too slow.
-MAX_ENTRIES = 1 << 28
+#: Largest target :func:`approximate` accepts (entries); beyond it one split alone is too slow.
+MAX_APPROXIMATE_ENTRIES = 1 << 28
 #: Splits whose blocks' smaller side exceeds ``SKETCH_FACTOR * (rank + SKETCH_MARGIN)``
 #: are scored by a range finder instead of Gram eigenvalues.
 SKETCH_FACTOR = 2
@@ -297,7 +297,8 @@ def approximate(
     Parameters
     ----------
     target : array_like or path
-        The ``m x n`` matrix ``D`` (real or complex); a path names a ``.npy`` file.
+        The ``m x n`` matrix ``D`` (real or complex); a path names a ``.npy`` file. At
+        most :data:`~pydebut.fit.MAX_APPROXIMATE_ENTRIES` entries (``m n``).
     max_params : int
         Largest number of weights ``sum_l p_l s_l`` of the chain.
     max_factors : int, default 10
@@ -333,7 +334,7 @@ def approximate(
         they are candidates like the fitted chains of the search. One outside the
         hierarchical family is fitted by :func:`fit_als` alone, and refused
         before the search if ALS cannot update its factors. At most
-        ``MAX_INCLUDE`` (1024) items are read (more: ``ValueError``); a chain
+        :data:`~pydebut.fit.MAX_INCLUDE` items are read (more: ``ValueError``); a chain
         given twice is fitted once.
     permutation : None or "auto", default None
         None searches chains for ``D`` itself. ``"auto"`` also searches, for
@@ -608,7 +609,11 @@ def _checked_target(target: Any, options: _Options, included: list[Chain]) -> np
         _check_shapes(included, shape)
         _check_budget(shape, options)
 
-    matrix = load_target(target, None, (MAX_ENTRIES, "approximate"), check_shape)
+    limit = (
+        f"approximate accepts, MAX_APPROXIMATE_ENTRIES = {MAX_APPROXIMATE_ENTRIES:,} "
+        "(pydebut.fit): choose a chain and fit it with pydebut.dask.fit_hierarchical"
+    )
+    matrix = load_target(target, None, (MAX_APPROXIMATE_ENTRIES, limit), check_shape)
     _check_fittable(included, options)
     return matrix
 
@@ -821,8 +826,8 @@ def _checked_chains(chains: Iterable[Any]) -> list[Chain]:
     checked = list(islice(chains, MAX_INCLUDE + 1))  # an endless iterator ends here
     if len(checked) > MAX_INCLUDE:
         raise ValueError(
-            f"include gives more than MAX_INCLUDE={MAX_INCLUDE} chains: list each chain once, "
-            "and only those worth a fit each"
+            f"include gives more than MAX_INCLUDE = {MAX_INCLUDE:,} chains (pydebut.fit): list "
+            "each chain once, and only those worth a fit each"
         )
     for index, chain in enumerate(checked):
         if not isinstance(chain, Chain):
