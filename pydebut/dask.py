@@ -103,9 +103,10 @@ def apply(operator: DeButOperator, X: Any, *, adjoint: bool = False, axis: int =
     Raises
     ------
     ValueError
-        If ``X`` does not have the operator's size along ``axis``, or its size
-        there is unknown (chunks of unknown size, ``nan``); when the result is
-        computed, if a chunk of ``X`` is a masked array with masked entries.
+        If ``axis`` is neither 0 nor 1, ``X`` does not have the operator's size
+        along ``axis``, or its size there is unknown (chunks of unknown size,
+        ``nan``); when the result is computed, if a chunk of ``X`` is a masked
+        array with masked entries.
     TypeError
         If ``operator`` is not a ``DeButOperator``, ``adjoint`` is not a bool or
         the dtype of ``X`` is not numeric.
@@ -497,7 +498,8 @@ def fit_hierarchical(
         or the target holds NaN or infinity, or masked entries (its chunks are
         masked arrays), found in the first pass.
     TypeError
-        If the target is not numeric or ``memory_limit`` is not an integer.
+        If the target is not a Dask array or not numeric, or ``memory_limit`` is not
+        an integer.
 
     Notes
     -----

@@ -131,8 +131,9 @@ def save(
         If ``operator`` is not a ``DeButOperator``, ``path`` is a file in text mode
         or ``compress`` is not a bool.
     ValueError
-        If the operator has more than :data:`MAX_FACTORS` factors, which
-        :func:`load` would refuse to read.
+        If ``path`` is empty or names a folder (as for :func:`npz_path`), or the
+        operator has more than :data:`MAX_FACTORS` factors, which :func:`load`
+        would refuse to read.
 
     Examples
     --------
@@ -292,18 +293,17 @@ def load(
     OSError
         If the file cannot be opened.
     TypeError
-        If a file object is in text mode or cannot seek, or ``check_finite`` is
-        not a bool.
+        If a file object is in text mode or cannot seek, ``check_finite`` is
+        not a bool or ``max_bytes`` not an integer.
     ValueError
-        If ``path`` is empty or names a folder (as for :func:`npz_path`, or
-        an existing folder). Naming the file, if it is not a valid pydebut
-        archive: not a zip, truncated or corrupted, of another format or
-        version, with missing, extra or malformed arrays, with weights that do
-        not fit the chain or are not finite (unless ``check_finite`` is
-        False), with a row or column permutation that is not a permutation, or
-        larger than ``max_bytes``; or if no archive starts the file or the file
-        object's position (other data comes first, or the position is past an
-        archive's start).
+        If ``max_bytes`` is not positive, or ``path`` is empty or names a folder (as for
+        :func:`npz_path`, or an existing folder). Naming the file, if it is not a valid
+        pydebut archive: not a zip, truncated or corrupted, of another format or
+        version, with missing, extra or malformed arrays, with weights that do not fit
+        the chain or are not finite (unless ``check_finite`` is False), with a row or
+        column permutation that is not a permutation, or larger than ``max_bytes``; or
+        if no archive starts the file or the file object's position (other data comes
+        first, or the position is past an archive's start).
 
     Examples
     --------
