@@ -83,7 +83,10 @@ def plot_chain(
         Larger matrices are shown pooled into square cells, at most this many a
         side; a cell's grey level grows with the fraction of its entries that
         may be non-zero (as its square root, so that sparse structure stays
-        visible; black: all of them). The ``2 L`` images together hold at most
+        visible; black: all of them). A chain with a panel (``F_l`` or
+        ``F_l ... F_L``) of more than ``2**22`` entries is drawn from its
+        structure, without building a support: a cell is black where any of its
+        entries may be non-zero. The ``2 L`` images together hold at most
         :data:`MAX_PLOT_PIXELS` pixels.
 
     Returns
