@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._arguments import as_positive_int
 from ._memory import check_fits_in_memory
 
 if TYPE_CHECKING:
@@ -59,8 +60,7 @@ def tosparse(
     """The product of ``op``'s factors as a SciPy sparse array; see ``DeButOperator.tosparse``."""
     if format not in FORMATS:
         raise ValueError(f"format must be 'csr' or 'csc', got {format!r}")
-    if isinstance(max_nnz, bool) or not isinstance(max_nnz, (int, np.integer)) or max_nnz < 0:
-        raise ValueError(f"max_nnz must be a non-negative integer, got {max_nnz!r}")
+    max_nnz = as_positive_int(max_nnz, "max_nnz", "tosparse", allow_zero=True)
     bound = nnz_bound(op.chain)
     m, n = op.shape
     if bound > max_nnz:

@@ -827,6 +827,8 @@ def count_chains(
 
     Raises
     ------
+    TypeError, ValueError
+        On malformed or contradictory arguments, as :func:`enumerate_chains`.
     ValueError
         When a search that needs the state graph (any filter but
         ``allow_diagonal``) would exceed ``MAX_GRAPH_MOVES`` moves (see
@@ -946,6 +948,8 @@ def min_param_chain(
 
     Raises
     ------
+    TypeError, ValueError
+        On malformed or contradictory arguments, as :func:`enumerate_chains`.
     ValueError
         When the state graph would exceed ``MAX_GRAPH_MOVES`` moves (see
         ``pydebut.chains.graph_size``); the message says how to narrow the request.
@@ -1036,6 +1040,8 @@ def pareto_front(
 
     Raises
     ------
+    TypeError, ValueError
+        On malformed or contradictory arguments, as :func:`enumerate_chains`.
     ValueError
         When the state graph would exceed ``MAX_GRAPH_MOVES`` moves (see
         ``pydebut.chains.graph_size``); the message says how to narrow the request.

@@ -108,6 +108,14 @@ def is_dense(chain: Chain | Iterable[Any]) -> DensityResult:
         True in a boolean context when dense; otherwise ``missing`` is the
         first disconnected ``(output, input)`` pair in row-major order.
 
+    Raises
+    ------
+    TypeError, ValueError
+        If ``chain`` is not a valid chain (as :class:`~pydebut.Chain` checks it).
+    ValueError
+        If deciding would take more than ``MAX_REACH_WORK`` word operations
+        (see Notes), before any of them.
+
     Notes
     -----
     Chainable and rank-weighted chains are recognised in O(L) and are dense,

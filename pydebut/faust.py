@@ -46,6 +46,8 @@ def to_faust(op: DeButOperator) -> Any:
 
     Raises
     ------
+    TypeError
+        If ``op`` is not a :class:`~pydebut.DeButOperator`.
     ImportError
         If pyfaust is not installed.
 

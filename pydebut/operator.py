@@ -282,10 +282,13 @@ class DeButOperator(LinearOperator):
     ------
     TypeError
         If ``weights`` is not a sequence of numeric arrays, the dtype is
-        not supported or ``check_finite`` is not a bool.
+        not supported, ``dtype`` is real while a weight is complex,
+        ``check_finite`` is not a bool, a permutation is not an array of
+        integers, or ``chain`` is malformed (as for :class:`Chain`).
     ValueError
-        If the number or the shape of the weight arrays does not match the
-        chain, a weight is not finite or leaves the range of ``dtype`` (with
+        If ``chain`` is invalid (as for :class:`Chain`), the number or the
+        shape of the weight arrays does not match the chain, a weight is not
+        finite or leaves the range of ``dtype`` (with
         ``check_finite``), or a weight array is a masked array with masked
         entries; the message names the factor. If a permutation is not a
         1-D permutation of ``range(m)`` (``range(n)``).
@@ -396,6 +399,16 @@ class DeButOperator(LinearOperator):
         dtype : dtype, default float64
             Complex dtypes draw real and imaginary parts of variance ``1/(2 s_l)``.
 
+        Raises
+        ------
+        TypeError
+            If ``chain`` is malformed (as for :class:`Chain`), ``dtype`` is not
+            float32, float64, complex64 or complex128, or ``rng`` is none of what
+            ``np.random.default_rng`` takes.
+        ValueError
+            If ``chain`` is invalid (as for :class:`Chain`), or ``rng`` is a
+            negative seed.
+
         Examples
         --------
         >>> op = DeButOperator.random([(4, 4, 2, 2, 2), (4, 4, 2, 2, 1)], rng=1)
@@ -437,8 +450,12 @@ class DeButOperator(LinearOperator):
 
         Raises
         ------
+        TypeError
+            If ``dtype`` is not one of those four, or ``chain`` is malformed
+            (as for :class:`Chain`).
         ValueError
-            Naming the first factor that is not square.
+            If ``chain`` is invalid (as for :class:`Chain`); naming the first
+            factor that is not square.
 
         Examples
         --------
@@ -659,6 +676,8 @@ class DeButOperator(LinearOperator):
 
         Raises
         ------
+        TypeError
+            If a permutation is not an array of integers.
         ValueError
             If a permutation is not a 1-D permutation of ``range(m)`` (``range(n)``).
 
@@ -813,6 +832,14 @@ class DeButOperator(LinearOperator):
         scipy.sparse.csr_array or scipy.sparse.csc_array
             The ``m x n`` product, in ``format``.
 
+        Raises
+        ------
+        TypeError
+            If ``max_nnz`` is not an integer.
+        ValueError
+            If ``format`` is neither ``"csr"`` nor ``"csc"``, ``max_nnz`` is
+            negative, or the product is refused as above.
+
         Examples
         --------
         >>> op = DeButOperator.random([(8, 8, 1, 1, 8), (8, 8, 2, 2, 1)], rng=0)
@@ -954,8 +981,8 @@ class DeButOperator(LinearOperator):
         Raises
         ------
         ValueError
-            If the shapes do not match, or ``x`` is a masked array with masked
-            entries.
+            If the shapes do not match, ``x`` is a masked array with masked
+            entries, or ``x`` is a number that takes a weight to infinity or NaN.
         TypeError
             If ``x`` is None, text, or an array that is not numeric or is of
             ``longdouble`` precision (cast it to float64 or complex128).
@@ -1343,8 +1370,8 @@ class DeButOperator(LinearOperator):
             ``x`` is a masked array with masked entries (as everywhere an
             operator meets data: fill them first, e.g. ``x.filled(0)``).
         TypeError
-            If the dtypes are not supported, ``out`` has another dtype, ``x`` is
-            sparse, or ``out`` is given for a Dask ``x``.
+            If the dtypes are not supported, ``out`` is not a NumPy array or has
+            another dtype, ``x`` is sparse, or ``out`` is given for a Dask ``x``.
 
         Examples
         --------

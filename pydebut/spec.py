@@ -212,8 +212,10 @@ class Chain(Sequence[FactorSpec]):
     Raises
     ------
     TypeError, ValueError
-        If a factor is malformed or two neighbours do not connect; the message
-        names the factor (1-based, as ``F_l``) and the broken rule.
+        If ``factors`` is not an iterable (``TypeError``) or is empty
+        (``ValueError``), a factor is malformed or two neighbours do not
+        connect; the message names the factor (1-based, as ``F_l``) and the
+        broken rule.
 
     Examples
     --------
@@ -399,6 +401,14 @@ class Chain(Sequence[FactorSpec]):
         rs, ss : sequence of int
             ``r_l`` and ``s_l`` of each factor, left to right; equal lengths.
 
+        Raises
+        ------
+        TypeError
+            If ``rs`` or ``ss`` is not a sequence of integers (floats such as
+            ``2.0`` are refused).
+        ValueError
+            If they are empty, differ in length, or hold a number below 1.
+
         Examples
         --------
         >>> Chain.from_factorizations([2, 2], [2, 2])
@@ -442,6 +452,13 @@ class Chain(Sequence[FactorSpec]):
         sub : sequence or str
             The ``(r, s, t)`` triples, flat or nested.
 
+        Raises
+        ------
+        TypeError, ValueError
+            If a list is malformed (ragged, not of integers, of the wrong
+            length), ``sup`` and ``sub`` give different numbers of factors, or
+            the chain is invalid (as for :class:`Chain`).
+
         Examples
         --------
         >>> Chain.from_sup_sub("4 4 4 4", [[2, 2, 2], [2, 2, 1]]).shape
@@ -481,6 +498,9 @@ class Chain(Sequence[FactorSpec]):
 
         Raises
         ------
+        TypeError
+            If ``R_shapes`` is not a list (or array) of rows, or an entry is not
+            an integer (floats such as ``4.0`` are refused).
         ValueError
             If a row is malformed or two rows do not connect; the message names
             the rows as given (row 1 is the factor applied first).

@@ -135,10 +135,10 @@ def dottest(op: LinearOperator, rtol: float | None = None, rng: SeedLike = None)
     Raises
     ------
     TypeError
-        If ``op`` is not a ``LinearOperator``, or ``rtol`` is not a real
-        number (a bool is not taken).
+        If ``op`` is not a ``LinearOperator``, ``rtol`` is not a real number
+        (a bool is not taken), or ``rng`` is none of what it takes.
     ValueError
-        If ``rtol`` is negative, infinite or NaN.
+        If ``rtol`` is negative, infinite or NaN, or ``rng`` a negative seed.
     AssertionError
         If the two inner products differ by more than ``rtol``.
 

@@ -55,7 +55,8 @@ def forward_from_twiddle(r_shapes: Any, vector: Any, x: Any) -> np.ndarray:
         If ``r_shapes`` is not a valid chain, ``vector`` or ``x`` has the wrong
         shape, or either is a masked array with masked entries.
     TypeError
-        If ``vector`` or ``x`` does not hold real or complex numbers.
+        If ``vector`` or ``x`` does not hold real or complex numbers, or
+        ``r_shapes`` is not a list (or array) of integer rows.
 
     Examples
     --------

@@ -76,6 +76,9 @@ def test_tosparse_refuses_huge_products_before_any_work():
     for bad, words in [({"format": "coo"}, "'csr' or 'csc'"), ({"max_nnz": -1}, "max_nnz")]:
         with pytest.raises(ValueError, match=words):
             small.tosparse(**bad)
+    for bad in (1e6, None, "100"):  # a wrong type was a ValueError
+        with pytest.raises(TypeError, match="tosparse: max_nnz must be an integer"):
+            small.tosparse(max_nnz=bad)
 
 
 def test_tosparse_refuses_up_front_what_memory_cannot_hold(monkeypatch):
@@ -197,7 +200,8 @@ def test_large_sparse_and_operator_targets_are_refused_before_densifying():
 
     chain = Chain.from_factorizations([2] * 14, [2] * 14)  # 16384 x 16384 > 2**27 entries
     huge = sp.eye_array(2**14, format="csr")
-    with pytest.raises(ValueError, match=r"16384 x 16384 sparse matrix.*at most 134,217,728"):
+    words = r"16384 x 16384 sparse matrix.*at most MAX_DENSE_ENTRIES = 134,217,728 entries \(pyd"
+    with pytest.raises(ValueError, match=words):
         fit_als(huge, chain)
     operator = sp.linalg.aslinearoperator(huge)
     with pytest.raises(ValueError, match="16384 x 16384 LinearOperator"):

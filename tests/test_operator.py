@@ -742,7 +742,7 @@ def test_tosparse_bounds_a_partial_product_larger_than_the_product():
 
 def test_tosparse_refuses_a_bool_max_nnz():
     op = DeButOperator.random([(4, 4, 2, 2, 1)], rng=0)
-    with pytest.raises(ValueError, match="max_nnz must be a non-negative integer"):
+    with pytest.raises(TypeError, match="max_nnz must be an integer, got a boolean"):
         op.tosparse(max_nnz=True)
 
 

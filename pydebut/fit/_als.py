@@ -739,14 +739,16 @@ def fit_als(
     TypeError
         If the target is not numeric, or an argument has the wrong type.
     ValueError
-        If the target is not finite or does not have the chain's shape, if
-        ``n_sweeps`` is negative or above :data:`MAX_SWEEPS`, ``tol``
-        negative, ``init`` unknown, an initial operator has another chain or
-        weights that are not finite, the chain's factor updates couple too
-        many unknowns for dense solves, or memory cannot hold the target's
-        working copies and the partial products a sweep keeps (``p_l x m`` and
-        ``q_l x m`` for every factor, ``m <= n`` the smaller side: about
-        ``2 L`` times a square target). All checks happen before any work.
+        If the target is not finite, does not have the chain's shape, is a masked array
+        with masked entries or a path that names no ``.npy`` file of a matrix (an
+        ``.npz`` archive, a folder, a damaged file), if ``n_sweeps`` is negative or
+        above :data:`MAX_SWEEPS`, ``tol`` negative, ``init`` unknown (or
+        ``"hierarchical"`` for a chain :func:`fit_hierarchical` does not fit), ``rng`` a
+        negative seed, an initial operator has another chain or weights that are not
+        finite, the chain's factor updates couple too many unknowns for dense solves, or
+        memory cannot hold the target's working copies and the partial products a sweep
+        keeps (``p_l x m`` and ``q_l x m`` for every factor, ``m <= n`` the smaller
+        side: about ``2 L`` times a square target). All checks happen before any work.
     OSError
         If the target is the path of a file that cannot be opened (none there).
     ImportError

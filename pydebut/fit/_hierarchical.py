@@ -187,11 +187,14 @@ def fit_hierarchical(
     ValueError
         If neither the chain nor its transpose qualifies (the message names the
         chain's first link that does not, and suggests :func:`fit_als`), if
-        the target does not have the chain's shape or is not finite, if
-        ``order`` is unknown, or if ``permutation`` is not None, ``"auto"`` or
-        a pair of permutations of ``range(m)`` and ``range(n)``.
+        the target does not have the chain's shape, is not finite, is a masked
+        array with masked entries or a path that names no ``.npy`` file of a
+        matrix (an ``.npz`` archive, a folder, a damaged file), if ``order`` is
+        unknown, or if ``permutation`` is not None, ``"auto"`` or a pair of
+        permutations of ``range(m)`` and ``range(n)`` (a Dask array target
+        takes neither: it is fitted left to right, unpermuted).
     TypeError
-        If the target is not numeric.
+        If the target is not numeric, or a permutation is not an array of integers.
     OSError
         If the target is the path of a file that cannot be opened (none there).
 

@@ -368,8 +368,15 @@ def approximate(
     TypeError
         If the target is not numeric or an option has the wrong type.
     ValueError
-        If the target is not a finite 2-D matrix, is too large, ``n_sweeps``
-        is above :data:`~pydebut.fit.MAX_SWEEPS`, or no chain of at most
+        If the target is not a finite 2-D matrix, has more than
+        :data:`~pydebut.fit.MAX_APPROXIMATE_ENTRIES` entries, is a masked
+        array with masked entries or a path that names no ``.npy`` file of a
+        matrix (an ``.npz`` archive, a folder, a damaged file), an option is
+        below its least value (``max_params``, ``max_factors``, ``beam_width``,
+        ``refine`` and ``max_splits`` at least 1, ``n_sweeps``, ``tol`` and a
+        ``rng`` seed at least 0, ``workers`` at least 1 or -1), ``n_sweeps``
+        is above :data:`~pydebut.fit.MAX_SWEEPS`, ``permutation`` is neither
+        None nor ``"auto"``, or no chain of at most
         ``max_factors`` factors has at most ``max_params`` weights,
         or an ``include`` item is not of the target's shape, or within the
         budget can be fitted by no method (the message names it).
@@ -377,6 +384,8 @@ def approximate(
         or ``LinearOperator`` made dense), the rest before the search.
     OSError
         If the target is the path of a file that cannot be opened (none there).
+    ImportError
+        If ``progress=True`` and tqdm is not installed.
 
     Notes
     -----
