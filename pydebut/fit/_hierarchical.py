@@ -191,8 +191,9 @@ def fit_hierarchical(
         array with masked entries or a path that names no ``.npy`` file of a
         matrix (an ``.npz`` archive, a folder, a damaged file), if ``order`` is
         unknown, or if ``permutation`` is not None, ``"auto"`` or a pair of
-        permutations of ``range(m)`` and ``range(n)`` (a Dask array target
-        takes neither: it is fitted left to right, unpermuted).
+        permutations of ``range(m)`` and ``range(n)``; for a Dask array target
+        (fitted left to right, unpermuted), if ``order`` is ``"balanced"`` or
+        ``permutation`` is not None.
     TypeError
         If the target is not numeric, or a permutation is not an array of integers.
     OSError

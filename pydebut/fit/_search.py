@@ -620,7 +620,8 @@ def _checked_target(target: Any, options: _Options, included: list[Chain]) -> np
 
     limit = (
         f"approximate accepts, MAX_APPROXIMATE_ENTRIES = {MAX_APPROXIMATE_ENTRIES:,} "
-        "(pydebut.fit): choose a chain and fit it with pydebut.dask.fit_hierarchical"
+        "(pydebut.fit): choose a chain (pydebut.min_param_chain) and fit it with "
+        "fit_hierarchical, or pydebut.dask.fit_hierarchical beyond memory"
     )
     matrix = load_target(target, None, (MAX_APPROXIMATE_ENTRIES, limit), check_shape)
     _check_fittable(included, options)
