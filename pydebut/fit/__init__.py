@@ -1,6 +1,6 @@
 """Fitting DeBut chains to a matrix: ALS and hierarchical factorization."""
 
-from ._als import MAX_SWEEPS, fit_als
+from ._als import MAX_SWEEPS, MAX_SYSTEM_ENTRIES, fit_als
 from ._common import FitResult
 from ._dense_target import MAX_DENSE_ENTRIES
 from ._hierarchical import candidate_permutations, fit_hierarchical, hierarchy_ranks
@@ -19,6 +19,7 @@ __all__ = [
     "MAX_DENSE_ENTRIES",
     "MAX_INCLUDE",
     "MAX_SWEEPS",
+    "MAX_SYSTEM_ENTRIES",
     "ApproximationResult",
     "ExploredChain",
     "FitResult",

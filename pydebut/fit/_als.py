@@ -74,8 +74,8 @@ SPARSE_GRAM_DENSITY = 0.25
 PAIR_CHUNK = 1 << 18
 # Rows for the Gram blocks of coupled components are gathered about this many entries at a time.
 GATHER_CHUNK = 1 << 22
-# Largest number of coupled pairs (and of entries of the dense systems of the
-# coupled components) of one factor update that fit_als accepts.
+#: Largest number of coupled pairs (and of entries of the dense systems of the
+#: coupled components) of one factor update that :func:`fit_als` accepts.
 MAX_SYSTEM_ENTRIES = 1 << 26
 
 Gram = np.ndarray | scipy.sparse.csr_array
@@ -470,8 +470,10 @@ def _couplings(chain: Chain, transposed: bool = False) -> tuple[_Coupling, ...]:
                 raise CouplingLimitError(
                     f"{label(index)}: its unknowns couple in components of "
                     f"up to {largest} weights, whose dense systems would hold {entries:,} "
-                    "entries; fit_als does not support chains whose factor updates couple "
-                    "this much (chainable and rank-weighted chains couple little or not at all)"
+                    f"entries, more than MAX_SYSTEM_ENTRIES = {MAX_SYSTEM_ENTRIES:,} "
+                    "(pydebut.fit): fit_als does not support chains whose factor updates "
+                    "couple this much (chainable and rank-weighted chains couple little or not "
+                    "at all)"
                 )
 
     couplings = [_Coupling() for _ in chain]
@@ -557,8 +559,9 @@ def _check_pairs(count: int, what: str) -> None:
     """Raise :class:`CouplingLimitError` if ``count`` ``what`` exceed ``MAX_SYSTEM_ENTRIES``."""
     if count > MAX_SYSTEM_ENTRIES:
         raise CouplingLimitError(
-            f"about {count:,} {what}: fit_als does not support chains whose factor updates "
-            "couple this much (chainable and rank-weighted chains couple little or not at all)"
+            f"about {count:,} {what}, more than MAX_SYSTEM_ENTRIES = {MAX_SYSTEM_ENTRIES:,} "
+            "(pydebut.fit): fit_als does not support chains whose factor updates couple this "
+            "much (chainable and rank-weighted chains couple little or not at all)"
         )
 
 
