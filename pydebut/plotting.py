@@ -458,7 +458,7 @@ def plot_fit_history(
     Figure = _matplotlib_figure()
     from matplotlib.cbook import normalize_kwargs
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+    from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator, StrMethodFormatter
 
     from .fit import FitResult
 
@@ -533,6 +533,11 @@ def plot_fit_history(
     if high - low < 1:  # within a decade, label the minor ticks plainly, not as 9.3 x 10^-1
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
         ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:.3g}"))
+    elif math.floor(top) == math.ceil(bottom):  # one power of ten on the axis: label 2, 3, 4
+        # and 6 times the powers too (matplotlib before 3.11 labelled the power alone)
+        ax.yaxis.set_minor_formatter(
+            LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.4))
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("half-sweep (0: start)")
     ax.set_ylabel("relative error" + (" (\u25bc: exactly 0)" if zeros else ""))
