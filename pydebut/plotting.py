@@ -398,7 +398,8 @@ def plot_fit_history(
     ``ax`` so far whose heights are data, as the baseline's and ``ax.axhline``'s
     but not ``ax.axvline``'s), so the gain of the ALS sweeps stays
     visible even when it is small next to the error itself; it spans at least
-    ``MIN_HISTORY_DECADES`` (0.2), so that its tick labels stay apart. Errors of
+    ``MIN_HISTORY_DECADES`` (0.2), so that its tick labels stay apart, and an
+    axis with a single power of ten labels 2, 3, 4 and 6 times it too. Errors of
     exactly 0, which a logarithmic axis cannot show, are marked with a triangle
     on its bottom edge (in the history's colour, labelled ``"<label>: exactly
     0"``, the axis label saying so), at least a decade below the other errors;
@@ -533,8 +534,8 @@ def plot_fit_history(
     if high - low < 1:  # within a decade, label the minor ticks plainly, not as 9.3 x 10^-1
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
         ax.yaxis.set_minor_formatter(StrMethodFormatter("{x:.3g}"))
-    elif math.floor(top) == math.ceil(bottom):  # one power of ten on the axis: label 2, 3, 4
-        # and 6 times the powers too (matplotlib before 3.11 labelled the power alone)
+    elif math.floor(top) == math.ceil(bottom):  # one power of ten on the axis: label 2, 3,
+        # 4 and 6 times it as well (matplotlib before 3.11 labelled the power alone)
         ax.yaxis.set_minor_formatter(
             LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.4))
         )
