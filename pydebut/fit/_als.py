@@ -467,13 +467,10 @@ def _couplings(chain: Chain, transposed: bool = False) -> tuple[_Coupling, ...]:
             if entries > MAX_SYSTEM_ENTRIES:
                 sizes = [g.shape[1] for g in coupling.groups]
                 largest = max(sizes + [x.shape[1] * x.shape[2] for x in coupling.rectangles])
-                raise CouplingLimitError(
+                raise _beyond_limit(
                     f"{label(index)}: its unknowns couple in components of "
                     f"up to {largest} weights, whose dense systems would hold {entries:,} "
-                    f"entries, more than MAX_SYSTEM_ENTRIES = {MAX_SYSTEM_ENTRIES:,} "
-                    "(pydebut.fit): fit_als does not support chains whose factor updates "
-                    "couple this much (chainable and rank-weighted chains couple little or not "
-                    "at all)"
+                    "entries"
                 )
 
     couplings = [_Coupling() for _ in chain]
@@ -555,14 +552,19 @@ def _components(spec: FactorSpec, ah: np.ndarray, gram: Gram) -> tuple[np.ndarra
     return tuple(groups)
 
 
+def _beyond_limit(amount: str) -> CouplingLimitError:
+    """The refusal of a factor update that would hold ``amount`` (beyond MAX_SYSTEM_ENTRIES)."""
+    return CouplingLimitError(
+        f"{amount}, more than MAX_SYSTEM_ENTRIES = {MAX_SYSTEM_ENTRIES:,} (pydebut.fit): "
+        "fit_als does not support chains whose factor updates couple this much "
+        "(chainable and rank-weighted chains couple little or not at all)"
+    )
+
+
 def _check_pairs(count: int, what: str) -> None:
     """Raise :class:`CouplingLimitError` if ``count`` ``what`` exceed ``MAX_SYSTEM_ENTRIES``."""
     if count > MAX_SYSTEM_ENTRIES:
-        raise CouplingLimitError(
-            f"about {count:,} {what}, more than MAX_SYSTEM_ENTRIES = {MAX_SYSTEM_ENTRIES:,} "
-            "(pydebut.fit): fit_als does not support chains whose factor updates couple this "
-            "much (chainable and rank-weighted chains couple little or not at all)"
-        )
+        raise _beyond_limit(f"about {count:,} {what}")
 
 
 def _along(weights: np.ndarray, related: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
