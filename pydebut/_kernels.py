@@ -45,6 +45,7 @@ NaN and Inf propagate.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -103,7 +104,7 @@ def _has_avx512(features: str) -> bool:
 
 _AVX512 = _has_avx512(_target_features())
 
-#: Whether the real radix loops fold their tails into masked iterations (:func:`_fold_tail`):
+#: Whether the real radix loops fold their tails into masked iterations (:func:`_lanewise_loop`):
 #: only where masks are native. LLVM's folded loop masks every iteration, not only the last;
 #: with AVX2's masked moves (``vmaskmovpd``) the 4096 butterfly ran 2.5-3.1x slower at 64
 #: vectors on AMD Zen 3 (benchmarks/README.md). Numba keys its cache by the CPU features,
@@ -111,9 +112,10 @@ _AVX512 = _has_avx512(_target_features())
 FOLD_TAILS = _AVX512
 
 #: Whether three 2x2 factors on real rows run as one radix-8 step (:func:`_radix8_pass`):
-#: where its eight rows and 48 weights fit AVX-512's 32 vector registers. With AVX2's 16
-#: they spill, and a radix-4 step and a radix-2 step through scratch ran the 512 x 2048
-#: chain 1.2-1.4x faster at 64 to 1024 columns on AMD Zen 3 (benchmarks/README.md).
+#: where its eight rows and their sums fit AVX-512's 32 vector registers (its 48 weights
+#: are read as operands, :func:`_lanewise_loop`). With AVX2's 16 they spill, and a radix-4
+#: step and a radix-2 step through scratch ran the 512 x 2048 chain 1.2-1.4x faster at 64
+#: to 1024 columns on AMD Zen 3 (benchmarks/README.md).
 RADIX8_STEP = _AVX512
 
 # Whether stores asked to stream (:func:`_stream_store`) bypass the caches: on x86-64 only,
@@ -255,7 +257,7 @@ def _store_fence(typingctx):  # pragma: no cover - lowered by Numba
     return types.void(), codegen
 
 
-def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
+def _lanewise(lane_values, updates=False, planes=False, fold_tail=False, read_weights=0):
     """An intrinsic ``each(weights, sources, targets)`` that maps rows lane by lane.
 
     ``sources`` and ``targets`` are tuples of 1-D C-ordered rows of one
@@ -279,15 +281,27 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
 
     With ``fold_tail`` LLVM runs the lanes left over after the last whole
     SIMD register as a masked SIMD iteration instead of one lane at a time
-    (:func:`_fold_tail`), where the CPU has native masks (:data:`FOLD_TAILS`).
+    (:func:`_lanewise_loop`), where the CPU has native masks (:data:`FOLD_TAILS`).
+
+    With ``read_weights = n`` the intrinsic is ``each(weights, start,
+    sources, targets)``: ``lane_values`` takes the tuple ``weights[start:start
+    + n]`` of a 1-D C-ordered array, which the loop reads again for each
+    register of lanes (:func:`_lanewise_loop`), for weights too many to stay
+    in registers.
 
     The function the loop lands in is marked to vectorise with 512-bit
     registers where the CPU has them (:func:`_prefer_wide_vectors`).
     """
 
-    @intrinsic
-    def each(typingctx, weights, sources, targets):
+    def typer(typingctx, weights, start, sources, targets):
         rows = (sources, targets)
+        lane_weights = weights
+        if read_weights:
+            if not (isinstance(weights, types.Array) and weights.ndim == 1):
+                return None
+            if weights.layout != "C" or not isinstance(start, types.Integer):
+                return None
+            lane_weights = types.UniTuple(weights.dtype, read_weights)
         mixed = not planes and _rows(sources) and not _rows_of_one_dtype(sources)
         if not (mixed or _rows_of_one_dtype(sources)) or not _rows_of_one_dtype(targets):
             return None
@@ -298,7 +312,7 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
         ]
         if mixed:
             values[0] = types.Tuple([row.dtype for row in sources])
-        arguments = (weights, values[1], values[0]) if updates else (weights, values[0])
+        arguments = (lane_weights, values[1], values[0]) if updates else (lane_weights, values[0])
         lane_signature = typingctx.resolve_function_type(
             types.Dispatcher(lane_values), arguments, {}
         )
@@ -306,9 +320,12 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
             return None
 
         def codegen(context, builder, signature, args):
+            first, row_values = args[0], args[-2:]
+            if read_weights:
+                first = _weights_at(context, builder, signature.args[:2], args[:2], read_weights)
             arrays = [
                 (make_array(row_type)(context, builder, row), split)
-                for kind, value, split in zip(rows, args[1:], splits, strict=True)
+                for kind, value, split in zip(rows, row_values, splits, strict=True)
                 for row_type, row in zip(kind, cgutils.unpack_tuple(builder, value), strict=True)
             ]
             counts = []  # lanes of each row
@@ -329,15 +346,55 @@ def _lanewise(lane_values, updates=False, planes=False, fold_tail=False):
                 builder, lane_values.py_func, lane_signature.as_function()
             )
             loop = _lanewise_loop(
-                context, builder.module, compiled.fndesc, lane_signature, updates, fold_tail
+                context,
+                builder.module,
+                compiled.fndesc,
+                lane_signature,
+                updates,
+                fold_tail,
+                read_weights,
             )
-            builder.call(loop, [args[0], *pointers, counts[0]])
+            builder.call(loop, [first, *pointers, counts[0]])
             _prefer_wide_vectors(builder.function)
             return context.get_dummy_value()
 
-        return types.void(weights, sources, targets), codegen
+        arguments = (weights, sources, targets) if start is None else (weights, start, *rows)
+        return types.void(*arguments), codegen
+
+    if read_weights:
+
+        @intrinsic
+        def each_reading(typingctx, weights, start, sources, targets):
+            return typer(typingctx, weights, start, sources, targets)
+
+        return each_reading
+
+    @intrinsic
+    def each(typingctx, weights, sources, targets):
+        return typer(typingctx, weights, None, sources, targets)
 
     return each
+
+
+def _weights_at(context, builder, kinds, values, n):
+    """A pointer to ``array[start]``, where ``n`` weights start; ``values = (array, start)``.
+
+    Under ``NUMBA_BOUNDSCHECK=1`` an ``IndexError`` unless ``0 <= start``
+    and ``start + n <= len(array)``.
+    """
+    array = make_array(kinds[0])(context, builder, values[0])
+    start = context.cast(builder, values[1], kinds[1], types.intp)
+    if _BOUNDSCHECK:
+        length = cgutils.unpack_tuple(builder, array.shape)[0]
+        outside = builder.or_(
+            builder.icmp_signed("<", start, start.type(0)),
+            builder.icmp_signed(">", builder.add(start, start.type(n)), length),
+        )
+        with cgutils.if_unlikely(builder, outside):
+            context.call_conv.return_user_exc(
+                builder, IndexError, ("lanewise weights out of bounds",)
+            )
+    return builder.gep(array.data, [start])
 
 
 #: The LLVM function attribute that lets the loop vectoriser use the widest registers.
@@ -395,18 +452,56 @@ def _rows_of_one_dtype(kind: types.Type) -> bool:
     return _rows(kind) and all(row.dtype == kind[0].dtype for row in kind)
 
 
-def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail):
+#: Bytes of lanes per reading of the weights in a loop that reads them (``read_weights``):
+#: one AVX-512 register.
+READ_BYTES = 64
+
+
+def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail, read_weights):
     """The LLVM function ``loop(weights, *noalias rows, count)`` of :func:`_lanewise`.
 
-    One per module, lane function and ``fold_tail``; LLVM inlines it
-    (``alwaysinline``), keeping what ``noalias`` says as scoped alias metadata.
+    One per module, lane function, ``fold_tail`` and ``read_weights``; LLVM
+    inlines it (``alwaysinline``), keeping what ``noalias`` says as scoped
+    alias metadata.
+
+    With ``fold_tail`` (where :data:`FOLD_TAILS`) the loop carries LLVM's
+    tail-folding hint (``llvm.loop.vectorize.predicate.enable``): it is then
+    vectorised with masked loads and stores and no scalar remainder, so a
+    window whose width is not a multiple of the SIMD width runs its last
+    lanes in one masked iteration. A lane's arithmetic is the same either way
+    (the FMAs are spelled out), so results do not change. On the real radix-2
+    and radix-4 loops this measured 1.06-1.14x faster at 12 columns and
+    1.20-1.65x at 15, and within noise where the width is a multiple of the
+    SIMD width; on the general sweeps and on split planes it measured up to
+    1.9x slower (benchmarks/README.md), so only the real radix loops take it.
+
+    With ``read_weights``, ``weights`` points to the weights, and each
+    :data:`READ_BYTES` of lanes first reads them through a pointer LLVM cannot
+    prove the same from one register to the next (offset by ``register &
+    (count >> 62)``, zero for any array), then runs as one SIMD iteration (a
+    loop of one register's lanes, vectorised and not unrolled); the lanes left
+    over read them once, as the loop without ``read_weights`` does. Read once
+    for all lanes, LLVM broadcasts every weight into a register before the
+    loop: the radix-8 step's 48 weights and eight rows overflow even
+    AVX-512's 32 registers, and the broadcasts were spilled to the stack and
+    reloaded from it, a set-up per sub-problem as long as four iterations of
+    the loop. Read per register, each weight is a broadcast operand of its
+    multiply or FMA (``{1to8}``, ``{1to16}``), and nothing is spilled.
+
+    The loops are built rotated (the test at the end): LLVM's loop rotation
+    dropped the hints of a loop whose lanes do not start at zero.
     """
-    name = f"pydebut.lanewise{'.folded' if fold_tail else ''}.{fndesc.mangled_name}"
+    flavour = ".folded" * fold_tail + f".reading{read_weights}" * bool(read_weights)
+    name = f"pydebut.lanewise{flavour}.{fndesc.mangled_name}"
     if name in module.globals:
         return module.globals[name]
+    weight_values = lane_signature.args[0]
     source_values, target_values = lane_signature.args[-1], lane_signature.return_type
     n_sources = len(source_values)
-    argument_types = [context.get_value_type(lane_signature.args[0])]
+    if read_weights:
+        argument_types = [context.get_data_type(weight_values.dtype).as_pointer()]
+    else:
+        argument_types = [context.get_value_type(weight_values)]
     argument_types += [
         context.get_data_type(value).as_pointer()
         for value in (*source_values.types, *target_values.types)
@@ -420,47 +515,86 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail):
     builder = ir.IRBuilder(loop.append_basic_block("entry"))
     weights, *rows, count = loop.args
     sources, targets = rows[:n_sources], rows[n_sources:]
-    with cgutils.for_range(builder, count) as lanes:
 
+    def read(pointer):
+        loaded = [builder.load(builder.gep(pointer, [count.type(i)])) for i in range(read_weights)]
+        return context.make_tuple(builder, weight_values, loaded)
+
+    def lane(lane_weights, index):
         def load(kind, pointers):
-            loaded = [builder.load(builder.gep(row, [lanes.index])) for row in pointers]
+            loaded = [builder.load(builder.gep(row, [index])) for row in pointers]
             return context.make_tuple(builder, kind, loaded)
 
-        arguments = [weights, load(source_values, sources)]
+        arguments = [lane_weights, load(source_values, sources)]
         if updates:
             arguments.insert(1, load(target_values, targets))
         _, results = context.call_internal_no_propagate(builder, fndesc, lane_signature, arguments)
         _inline_call(builder.block, fndesc.mangled_name)
         for j, row in enumerate(targets):
-            builder.store(builder.extract_value(results, j), builder.gep(row, [lanes.index]))
-    if fold_tail and FOLD_TAILS:
-        _fold_tail(module, loop)
+            builder.store(builder.extract_value(results, j), builder.gep(row, [index]))
+
+    first_left = count.type(0)
+    if read_weights:
+        itemsize = context.get_abi_sizeof(context.get_data_type(target_values.types[0]))
+        width = READ_BYTES // itemsize
+        n_registers = builder.udiv(count, count.type(width))
+        opaque_zero = builder.lshr(count, count.type(62))
+        one_register = [
+            ("llvm.loop.unroll.disable",),
+            ("llvm.loop.vectorize.enable", ir.IntType(1)(1)),
+            ("llvm.loop.vectorize.width", ir.IntType(32)(width)),
+            ("llvm.loop.interleave.count", ir.IntType(32)(1)),
+        ]
+        with cgutils.for_range(builder, n_registers) as register:
+            register_weights = read(
+                builder.gep(weights, [builder.and_(register.index, opaque_zero)])
+            )
+            first = builder.mul(register.index, count.type(width))
+            with _rotated_loop(
+                module, builder, count.type(0), count.type(width), one_register
+            ) as i:
+                lane(register_weights, builder.add(first, i))
+        first_left = builder.mul(n_registers, count.type(width))
+        weights = read(weights)
+    hints = (
+        [("llvm.loop.vectorize.predicate.enable", ir.IntType(1)(1))]
+        if fold_tail and FOLD_TAILS
+        else []
+    )
+    any_left = builder.icmp_signed("<", first_left, count)
+    with builder.if_then(any_left), _rotated_loop(module, builder, first_left, count, hints) as i:
+        lane(weights, i)
     builder.ret_void()
     return loop
 
 
-def _fold_tail(module, loop):
-    """Mark the loop of ``loop`` for tail folding (``llvm.loop.vectorize.predicate.enable``).
+@contextlib.contextmanager
+def _rotated_loop(module, builder, start, stop, hints):
+    """A loop over ``index`` from ``start`` to ``stop > start``, its test at the end.
 
-    LLVM then vectorises it with masked loads and stores and no scalar
-    remainder, so a window whose width is not a multiple of the SIMD width
-    runs its last lanes in one masked iteration. A lane's arithmetic is the
-    same either way (the FMAs are spelled out), so results do not change. On
-    the real radix-2 and radix-4 loops this measured 1.06-1.14x faster at 12
-    columns and 1.20-1.65x at 15, and within noise where the width is a
-    multiple of the SIMD width; on the general sweeps and on split planes it
-    measured up to 1.9x slower (benchmarks/README.md), so only the real radix
-    loops take it.
+    ``hints`` are LLVM's loop hints, ``(name, *values)`` each, attached to
+    the branch back (``llvm.loop``).
     """
-    option = module.add_metadata(
-        [ir.MetaDataString(module, "llvm.loop.vectorize.predicate.enable"), ir.IntType(1)(1)]
-    )
-    for block in loop.blocks:
-        latch = block.terminator
-        if isinstance(latch, ir.Branch) and latch.operands[0].name.startswith("for.cond"):
-            loop_id = ir.values.MDValue(module, [], str(len(module.metadata)))
-            loop_id.operands = (loop_id, option)  # a loop's id refers to itself
-            latch.set_metadata("llvm.loop", loop_id)
+    entry = builder.basic_block
+    body = builder.append_basic_block("lanes.body")
+    end = builder.append_basic_block("lanes.end")
+    builder.branch(body)
+    builder.position_at_end(body)
+    index = builder.phi(start.type, name="lane")
+    index.add_incoming(start, entry)
+    yield index
+    following = builder.add(index, start.type(1), flags=["nsw"])
+    index.add_incoming(following, builder.basic_block)
+    back = builder.cbranch(builder.icmp_signed("<", following, stop), body, end)
+    if hints:
+        nodes = [
+            module.add_metadata([ir.MetaDataString(module, name), *values])
+            for name, *values in hints
+        ]
+        loop_id = ir.values.MDValue(module, [], str(len(module.metadata)))
+        loop_id.operands = (loop_id, *nodes)  # a loop's id refers to itself
+        back.set_metadata("llvm.loop", loop_id)
+    builder.position_at_end(end)
 
 
 @_jit(inline="always")
@@ -1043,7 +1177,7 @@ def _radix8_lane(m, x):  # pragma: no cover
 _each_radix2 = _lanewise(_radix2_lane, fold_tail=True)
 _each_radix2_planes = _lanewise(_radix2_planes_lane, planes=True)
 _each_radix4 = _lanewise(_radix4_lane, fold_tail=True)
-_each_radix8 = _lanewise(_radix8_lane, fold_tail=True)
+_each_radix8 = _lanewise(_radix8_lane, fold_tail=True, read_weights=48)
 _each_radix4_planes = _lanewise(_radix4_lane_of(_radix2_planes_lane, 2), planes=True)
 
 
@@ -1237,18 +1371,12 @@ def _radix8_pass(
             j = w_start + (block * t + alpha) * 48
             a = block * 8 * t + alpha - row0[0]
             b = block * 8 * t + alpha - row0[1]
-            m = (
-                _matrix(weights, j) + _matrix(weights, j + 4) + _matrix(weights, j + 8)
-                + _matrix(weights, j + 12) + _matrix(weights, j + 16) + _matrix(weights, j + 20)
-                + _matrix(weights, j + 24) + _matrix(weights, j + 28) + _matrix(weights, j + 32)
-                + _matrix(weights, j + 36) + _matrix(weights, j + 40) + _matrix(weights, j + 44)
-            )  # fmt: skip
             sources = _eight_rows(src, a, rows, True, s0, lanes)
             if stream:
-                _each_radix8(m, sources, _eight_rows(scratch, 0, rows, False, 0, lanes))
+                _each_radix8(weights, j, sources, _eight_rows(scratch, 0, rows, False, 0, lanes))
                 _stream_rows(scratch, 0, dst, b, rows, 8, d0, lanes)
             else:
-                _each_radix8(m, sources, _eight_rows(dst, b, rows, True, d0, lanes))
+                _each_radix8(weights, j, sources, _eight_rows(dst, b, rows, True, d0, lanes))
 
 
 def _group_pass_of_k(

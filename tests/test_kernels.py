@@ -584,7 +584,7 @@ def test_adjoint_reference_matches_dense():
 def test_real_radix_loops_fold_their_tails_where_masks_are_native():
     """A 2x2 mix gives each lane the same bits at any width; on AVX-512 the tail is masked.
 
-    There the real radix loops carry LLVM's tail-folding hint (``_kernels._fold_tail``),
+    There the real radix loops carry LLVM's tail-folding hint (``_kernels._lanewise_loop``),
     so the lanes past the last whole SIMD register run as one masked iteration
     rather than a scalar remainder. Elsewhere they must not: LLVM masks every
     iteration of a folded loop, and AVX2's masked moves made the batched kernels
@@ -850,6 +850,79 @@ def test_lanewise_rows_of_different_lengths_fail_under_boundscheck(lanewise_call
     rows = np.zeros((4, 8))
     with pytest.raises(IndexError, match="lanewise rows"):
         sums_onto((1.0, 1.0), (1.0, 1.0), rows[0], rows[1, :7], rows[2], rows[3])
+
+
+@pytest.fixture(scope="module")
+def radix8_reading():
+    """A jitted radix-8 step that reads its 48 weights in its loop (``read_weights``)."""
+    import numba
+
+    @numba.njit
+    def radix8(weights, start, rows, out, width):
+        x = [_kernels._row(rows, i, 0, width) for i in range(8)]
+        y = [_kernels._row(out, i, 0, width) for i in range(8)]
+        sources = (x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7])
+        _kernels._each_radix8(
+            weights, start, sources, (y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7])
+        )
+
+    return radix8
+
+
+def radix8_reference(m, x):
+    """:func:`_kernels._radix8_lane` in NumPy: its 12 2x2 matrices ``m`` (48 weights) in turn."""
+    pairs = [(0, 1), (2, 3), (0, 2), (1, 3), (4, 5), (6, 7), (4, 6), (5, 7),
+             (0, 4), (1, 5), (2, 6), (3, 7)]  # fmt: skip
+    y = x.astype(np.float64)
+    for pair, matrix in zip(pairs, np.reshape(m, (12, 2, 2)), strict=True):
+        y[list(pair)] = matrix @ y[list(pair)]
+    return y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_radix8_reading_its_weights_matches_numpy_at_every_width(radix8_reading, dtype):
+    """Whole registers (weights read per register) and the lanes left over agree, lane by lane.
+
+    The weights start inside a longer array; widths cover no lane, fewer than
+    a register, whole registers and registers with lanes left over.
+    """
+    rng = np.random.default_rng(8)
+    weights = rng.standard_normal(60).astype(dtype)
+    x = rng.standard_normal((8, 70)).astype(dtype)
+    expected = radix8_reference(weights[5:53], x)
+    full = np.full((8, 70), np.nan, dtype=dtype)
+    radix8_reading(weights, 5, x, full, 70)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(full, expected, rtol=tolerance, atol=tolerance)
+    for width in (0, 1, 7, 8, 9, 15, 16, 17, 33, 64):
+        out = np.full((8, width + 1), np.nan, dtype=dtype)
+        radix8_reading(weights, 5, x, out, width)
+        np.testing.assert_array_equal(out[:, :width], full[:, :width])  # the same bits
+        assert np.isnan(out[:, width]).all()
+
+
+def test_radix8_reads_its_weights_as_broadcast_operands(radix8_reading):
+    """On AVX-512 each weight is a broadcast operand of its product (``{1to8}``), not spilled.
+
+    Read once before the loop, LLVM broadcast all 48 into registers and spilled them.
+    """
+    import llvmlite.binding as llvm
+
+    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("AVX-512 only")
+    rows = np.ones((8, 16))
+    radix8_reading(np.ones(48), 0, rows, np.empty_like(rows), 16)
+    for assembly in radix8_reading.inspect_asm().values():  # {1to8} or {1to16}
+        assert assembly.count("{1to") >= 48
+
+
+@pytest.mark.skipif(not _kernels._BOUNDSCHECK, reason="checked only under NUMBA_BOUNDSCHECK=1")
+def test_lanewise_weights_past_the_end_fail_under_boundscheck(radix8_reading):
+    rows, weights = np.ones((8, 4)), np.ones(50)
+    radix8_reading(weights, 2, rows, np.empty_like(rows), 4)  # the last 48
+    for start in (3, -1):
+        with pytest.raises(IndexError, match="lanewise weights"):
+            radix8_reading(weights, start, rows, np.empty_like(rows), 4)
 
 
 @pytest.fixture(scope="module")
