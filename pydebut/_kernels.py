@@ -486,7 +486,11 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail, 
     AVX-512's 32 registers, and the broadcasts were spilled to the stack and
     reloaded from it, a set-up per sub-problem as long as four iterations of
     the loop. Read per register, each weight is a broadcast operand of its
-    multiply or FMA (``{1to8}``, ``{1to16}``), and nothing is spilled.
+    multiply or FMA (``{1to8}``, ``{1to16}``), and nothing is spilled. A
+    radix-4 step on split planes has 32 real and imaginary parts beside its
+    eight planes, each used twice per lane: read per register, they are
+    broadcast from the weights there, with 8 stack accesses left in the loop
+    where it had 20 and the set-up.
 
     The loops are built rotated (the test at the end): LLVM's loop rotation
     dropped the hints of a loop whose lanes do not start at zero.
@@ -1178,7 +1182,9 @@ _each_radix2 = _lanewise(_radix2_lane, fold_tail=True)
 _each_radix2_planes = _lanewise(_radix2_planes_lane, planes=True)
 _each_radix4 = _lanewise(_radix4_lane, fold_tail=True)
 _each_radix8 = _lanewise(_radix8_lane, fold_tail=True, read_weights=48)
-_each_radix4_planes = _lanewise(_radix4_lane_of(_radix2_planes_lane, 2), planes=True)
+_each_radix4_planes = _lanewise(
+    _radix4_lane_of(_radix2_planes_lane, 2), planes=True, read_weights=16
+)
 
 
 def _mix2(w, j, x0, x1, y0, y1):  # pragma: no cover - typed by _mix2_typed
@@ -1213,8 +1219,7 @@ def _mix4_same(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
 
 
 def _mix4_planes(w, j, x0, x1, x2, x3, y0, y1, y2, y3):  # pragma: no cover
-    m = _matrix(w, j) + _matrix(w, j + 4) + _matrix(w, j + 8) + _matrix(w, j + 12)
-    _each_radix4_planes(m, (x0, x1, x2, x3), (y0, y1, y2, y3))
+    _each_radix4_planes(w, j, (x0, x1, x2, x3), (y0, y1, y2, y3))
 
 
 @overload(_mix2, inline="always", jit_options={"fastmath": {"contract"}})

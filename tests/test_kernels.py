@@ -916,6 +916,38 @@ def test_radix8_reads_its_weights_as_broadcast_operands(radix8_reading):
         assert assembly.count("{1to") >= 48
 
 
+@pytest.fixture(scope="module")
+def radix4_planes_reading():
+    """A jitted radix-4 step on split planes that reads its 16 complex weights in its loop."""
+    import numba
+
+    @numba.njit
+    def radix4_planes(weights, start, rows, out, lanes):
+        x = [_kernels._row(rows, i, 0, 2 * lanes) for i in range(4)]
+        y = [_kernels._row(out, i, 0, 2 * lanes) for i in range(4)]
+        _kernels._each_radix4_planes(
+            weights, start, (x[0], x[1], x[2], x[3]), (y[0], y[1], y[2], y[3])
+        )
+
+    return radix4_planes
+
+
+@pytest.mark.parametrize("lanes", [0, 1, 7, 8, 9, 17, 64])
+def test_radix4_planes_reading_their_weights_match_numpy(radix4_planes_reading, lanes):
+    """Complex weights on rows of split planes (real parts, then imaginary), at every width."""
+    rng = np.random.default_rng(lanes)
+    weights = rng.standard_normal(20) + 1j * rng.standard_normal(20)
+    x = rng.standard_normal((4, lanes)) + 1j * rng.standard_normal((4, lanes))
+    out = np.full((4, 2 * lanes + 1), np.nan)
+    radix4_planes_reading(weights, 3, np.hstack([x.real, x.imag]), out, lanes)
+    expected = x.copy()
+    for pair, matrix in zip([(0, 1), (2, 3), (0, 2), (1, 3)], weights[3:19].reshape(4, 2, 2)):
+        expected[list(pair)] = matrix @ expected[list(pair)]
+    mixed = out[:, :lanes] + 1j * out[:, lanes : 2 * lanes]
+    np.testing.assert_allclose(mixed, expected, rtol=1e-13, atol=1e-13)
+    assert np.isnan(out[:, 2 * lanes]).all()
+
+
 @pytest.mark.skipif(not _kernels._BOUNDSCHECK, reason="checked only under NUMBA_BOUNDSCHECK=1")
 def test_lanewise_weights_past_the_end_fail_under_boundscheck(radix8_reading):
     rows, weights = np.ones((8, 4)), np.ones(50)
