@@ -492,8 +492,9 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail, 
     broadcast from the weights there, with 8 stack accesses left in the loop
     where it had 20 and the set-up.
 
-    The loops are built rotated (the test at the end): LLVM's loop rotation
-    dropped the hints of a loop whose lanes do not start at zero.
+    The loops are built rotated (the test at the end), their hints on the
+    branch back: built with the test at the top, both loops of a function
+    with ``read_weights`` lost their hints in LLVM's loop rotation.
     """
     flavour = ".folded" * fold_tail + f".reading{read_weights}" * bool(read_weights)
     name = f"pydebut.lanewise{flavour}.{fndesc.mangled_name}"
