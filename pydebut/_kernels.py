@@ -560,15 +560,15 @@ def _lanewise_loop(context, module, fndesc, lane_signature, updates, fold_tail, 
             ) as i:
                 lane(register_weights, builder.add(first, i))
         first_left = builder.mul(n_registers, count.type(width))
-        weights = read(weights)
     hints = (
         [("llvm.loop.vectorize.predicate.enable", ir.IntType(1)(1))]
         if fold_tail and FOLD_TAILS
         else []
     )
-    any_left = builder.icmp_signed("<", first_left, count)
-    with builder.if_then(any_left), _rotated_loop(module, builder, first_left, count, hints) as i:
-        lane(weights, i)
+    with builder.if_then(builder.icmp_signed("<", first_left, count)):
+        left_weights = read(weights) if read_weights else weights  # read only if lanes are left
+        with _rotated_loop(module, builder, first_left, count, hints) as i:
+            lane(left_weights, i)
     builder.ret_void()
     return loop
 

@@ -869,12 +869,16 @@ def radix8_reading():
     return radix8
 
 
-def radix8_reference(m, x):
-    """:func:`_kernels._radix8_lane` in NumPy: its 12 2x2 matrices ``m`` (48 weights) in turn."""
-    pairs = [(0, 1), (2, 3), (0, 2), (1, 3), (4, 5), (6, 7), (4, 6), (5, 7),
-             (0, 4), (1, 5), (2, 6), (3, 7)]  # fmt: skip
-    y = x.astype(np.float64)
-    for pair, matrix in zip(pairs, np.reshape(m, (12, 2, 2)), strict=True):
+#: The row pairs a radix-8 step mixes, in the order of its 12 2x2 matrices; the first four
+#: are a radix-4 step's (``_kernels._radix4_lane_of``).
+RADIX8_PAIRS = [(0, 1), (2, 3), (0, 2), (1, 3), (4, 5), (6, 7), (4, 6), (5, 7),
+                (0, 4), (1, 5), (2, 6), (3, 7)]  # fmt: skip
+
+
+def mixed_in_turn(x, weights, pairs):
+    """``x``'s rows mixed pair by pair, the 2x2 matrices (row major) ``weights`` in turn."""
+    y = x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
+    for pair, matrix in zip(pairs, np.reshape(weights, (len(pairs), 2, 2)), strict=True):
         y[list(pair)] = matrix @ y[list(pair)]
     return y
 
@@ -889,7 +893,7 @@ def test_radix8_reading_its_weights_matches_numpy_at_every_width(radix8_reading,
     rng = np.random.default_rng(8)
     weights = rng.standard_normal(60).astype(dtype)
     x = rng.standard_normal((8, 70)).astype(dtype)
-    expected = radix8_reference(weights[5:53], x)
+    expected = mixed_in_turn(x, weights[5:53], RADIX8_PAIRS)
     full = np.full((8, 70), np.nan, dtype=dtype)
     radix8_reading(weights, 5, x, full, 70)
     tolerance = 1e-5 if dtype == np.float32 else 1e-13
@@ -940,9 +944,7 @@ def test_radix4_planes_reading_their_weights_match_numpy(radix4_planes_reading, 
     x = rng.standard_normal((4, lanes)) + 1j * rng.standard_normal((4, lanes))
     out = np.full((4, 2 * lanes + 1), np.nan)
     radix4_planes_reading(weights, 3, np.hstack([x.real, x.imag]), out, lanes)
-    expected = x.copy()
-    for pair, matrix in zip([(0, 1), (2, 3), (0, 2), (1, 3)], weights[3:19].reshape(4, 2, 2)):
-        expected[list(pair)] = matrix @ expected[list(pair)]
+    expected = mixed_in_turn(x, weights[3:19], RADIX8_PAIRS[:4])
     mixed = out[:, :lanes] + 1j * out[:, lanes : 2 * lanes]
     np.testing.assert_allclose(mixed, expected, rtol=1e-13, atol=1e-13)
     assert np.isnan(out[:, 2 * lanes]).all()
