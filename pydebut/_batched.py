@@ -25,6 +25,12 @@ from ._memory import ALIGN_BYTES
 #: whole chain before the next starts; fewer vectors use narrower windows, one per worker.
 LANE_BYTES = 1024
 
+#: Complex weights run on split planes, whose windows narrow on tall chains so that a
+#: window of the chain's largest dimension takes at most this many bytes, down to
+#: :data:`PLANES_MIN_LANE_BYTES` per row (:func:`lane_bytes`).
+PLANES_WINDOW_BYTES = 2**21
+PLANES_MIN_LANE_BYTES = 256
+
 # The fewest columns of a window when a long chain narrows it to keep the work buffers
 # within _workspace.KEEP_BYTES (one 64-byte cache line of float64).
 _MIN_LANES = 8
@@ -210,20 +216,47 @@ def streams_output(plan: BatchPlan, out: np.ndarray) -> bool:
     )
 
 
-def _new_layout(plan: BatchPlan, batch: int, most_workers: int, n_workers: int) -> Layout:
-    """:func:`layout` worked out for ``n_workers`` workers."""
+def planes_lane_bytes(plan: BatchPlan) -> int:
+    """Bytes of each row of a narrow window of ``plan`` (both planes of complex data).
+
+    :data:`LANE_BYTES` for real weights; for complex ones (split planes) the
+    largest power of two from :data:`PLANES_MIN_LANE_BYTES` to
+    :data:`LANE_BYTES` that keeps a window of the chain's largest dimension within
+    :data:`PLANES_WINDOW_BYTES`: 512 bytes (32 complex128 columns) from 4096
+    rows, 256 from 8192. :func:`layout` takes it when a worker would run
+    several windows of :data:`LANE_BYTES` anyway.
+    """
+    if plan.weights.dtype.kind != "c":
+        return LANE_BYTES
+    fitting = PLANES_WINDOW_BYTES // int(_kernels.largest_dim(plan.specs))
+    return min(LANE_BYTES, max(PLANES_MIN_LANE_BYTES, 1 << (fitting.bit_length() - 1)))
+
+
+def _kept_window(plan: BatchPlan, width: int, n_workers: int) -> tuple[int, int, tuple]:
+    """``(width, part_rows, work_shape)``: ``width`` columns, or fewer, by whole cache
+    lines, so that the work buffers of ``n_workers`` stay within ``_workspace.KEEP_BYTES``."""
     dtype = plan.weights.dtype
     planes = 2 if dtype.kind == "c" else 1
     real = np.finfo(dtype).dtype
     line = ALIGN_BYTES // real.itemsize  # real columns of a cache line
-    width = min(LANE_BYTES // dtype.itemsize, -(-batch // n_workers))
     while True:
         part_rows = max(1, PART_BYTES // (width * dtype.itemsize))
         work_shape = (n_workers, _kernels.work_rows(plan.specs, part_rows), planes * width)
         if width <= _MIN_LANES or _workspace.kept(math.prod(work_shape) * real.itemsize):
-            break
+            return width, part_rows, work_shape
         # narrower, by whole cache lines: the work buffers' rows stay on lines (_workspace)
         width = max(_MIN_LANES, (width - 1) // line * line)
+
+
+def _new_layout(plan: BatchPlan, batch: int, most_workers: int, n_workers: int) -> Layout:
+    """:func:`layout` worked out for ``n_workers`` workers."""
+    itemsize = plan.weights.dtype.itemsize
+    widest = min(LANE_BYTES // itemsize, -(-batch // n_workers))
+    width, part_rows, work_shape = _kept_window(plan, widest, n_workers)
+    narrow = planes_lane_bytes(plan) // itemsize
+    if narrow < width and -(-batch // width) > n_workers:  # several windows a worker anyway
+        width, part_rows, work_shape = _kept_window(plan, narrow, n_workers)
+    real = np.finfo(plan.weights.dtype).dtype
     return Layout(most_workers, n_workers, width, part_rows, work_shape, real)
 
 
@@ -234,7 +267,12 @@ def layout(plan: BatchPlan, batch: int) -> Layout:
     least :data:`MIN_WORKER_BYTES` of columns and :data:`MIN_WORKER_FLOPS` of
     work. A window has :data:`LANE_BYTES` per row, or fewer columns so that
     each worker gets one and the work buffers stay within
-    ``_workspace.KEEP_BYTES`` (narrower by whole cache lines). The layout is
+    ``_workspace.KEEP_BYTES`` (narrower by whole cache lines). Where a worker
+    then runs several windows of complex data on a tall chain, they take
+    :func:`planes_lane_bytes` per row: on complex128 butterflies of 4096 to
+    16384 rows that ran 1.1-1.5x as fast at 96 to 1024 vectors, where narrower
+    windows for a batch that one window holds ran 0.83-0.97x
+    (benchmarks/README.md). The layout is
     remembered per batch size, and the number of threads read again only where
     the block could use more than one worker (it costs half a microsecond).
     """

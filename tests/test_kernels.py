@@ -1235,10 +1235,41 @@ def test_block_layouts_are_remembered_per_batch_and_follow_the_threads(monkeypat
         numba.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_split_plane_windows_narrow_on_tall_chains_for_several_windows(dtype):
+    """Complex windows of a tall chain narrow to PLANES_WINDOW_BYTES over the largest
+    dimension (a power of two from PLANES_MIN_LANE_BYTES) where a worker runs several
+    windows of LANE_BYTES; a batch that one such window holds keeps it; real ones never."""
+    from pydebut import DeButOperator
+    from pydebut.special import butterfly_chain
+
+    # a butterfly of n rows, and one 2x2 factor of 6144 rows (2 MiB / 6144 = 341 bytes)
+    chains = {n: butterfly_chain(n) for n in (2**10, 2**11, 2**12, 2**13)}
+    chains[6144] = [(6144, 6144, 2, 2, 1)]
+    expected = {2**10: 1024, 2**11: 1024, 2**12: 512, 2**13: 256, 6144: 256}
+    itemsize = np.dtype(dtype).itemsize
+    widest = _batched.LANE_BYTES // itemsize
+    for n, chain in chains.items():
+        op = DeButOperator.random(chain, rng=0, dtype=dtype)
+        kernels = op._plan(np.dtype(dtype), False)
+        plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+        narrow = expected[n] if np.dtype(dtype).kind == "c" else _batched.LANE_BYTES
+        assert _batched.planes_lane_bytes(plan) == narrow
+        for n_workers in (1, 2) if n <= 2**12 else (1,):  # 2 x 8192 rows narrow to keep
+            one_each = _batched._new_layout(plan, n_workers * widest, n_workers, n_workers)
+            assert one_each.width == widest
+            several = _batched._new_layout(plan, n_workers * widest + 1, n_workers, n_workers)
+            assert several.width * itemsize == narrow
+        for batch in (widest, 3 * widest):
+            x = random_array(np.random.default_rng(batch), (n, batch), dtype)
+            assert_chain_close(op @ x, op.chain, op.weights, x)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
-def test_windows_are_as_wide_as_the_kept_work_buffers_allow(dtype):
+def test_windows_are_as_wide_as_the_kept_work_buffers_allow(dtype, monkeypatch):
     """Work buffers fit in what a thread keeps; a window narrowed to fit is whole cache
     lines wide, and one line more would not fit."""
+    monkeypatch.setattr(_batched, "PLANES_WINDOW_BYTES", 2**40)  # complex as wide as real
     import math
 
     from pydebut import DeButOperator, _workspace
