@@ -4,7 +4,7 @@ Run from the repository root, on one core for steady numbers::
 
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c 1 \\
         python benchmarks/bench_anatomy.py [steps] [memory] [warm] [passes] [lone] [sweeps] \\
-        [--quick]
+        [windows] [--quick]
 
 **steps.** The 2x2-group kernel (``pydebut._kernels.lanes_2x2_group``) runs
 four butterfly factors (``t = 1, 2, 4, 8``) on a 256-row window that stays in
@@ -47,6 +47,12 @@ group kernel, per unit of work, at 64 float64 columns: a lone 2x2 factor and a
 groups of three and four 2x2 factors (a *sub-problem* is 8 or 16 rows), each on
 32 rows (input and output in the L1 cache) and on 256 and 1024 rows (in the L2
 cache), from one compiled loop as in **lone**, less the time of a call on one row.
+
+**windows.** Complex butterflies of 4096 to 16384 rows, complex64 and
+complex128, on one worker: windows as the plan lays them out
+(``pydebut._batched.layout``: narrower on tall chains where a worker runs
+several windows, :func:`pydebut._batched.planes_lane_bytes`) against windows of
+``LANE_BYTES`` per row, with the same results bit for bit.
 
 Timings are interleaved round by round (``bench_apply.time_interleaved``) and
 the medians are reported; on a shared machine the differences between rows
@@ -303,14 +309,24 @@ def repeat_chunks(repeats, *arguments):  # pragma: no cover - compiled by Numba
         _kernels.apply_chain_chunks(*arguments)
 
 
-def repeated_chunks(plan: _batched.BatchPlan, x: np.ndarray, out: np.ndarray) -> Callable:
-    """``out = plan @ x`` once, and a call that repeats it :data:`CALLS_PER_TIMING` times."""
-    split = _batched.layout(plan, x.shape[1])
+def repeated_chunks(
+    plan: _batched.BatchPlan,
+    x: np.ndarray,
+    out: np.ndarray,
+    split: _batched.Layout | None = None,
+    repeats: int = CALLS_PER_TIMING,
+) -> Callable:
+    """``out = plan @ x`` once, and a call that repeats it ``repeats`` times.
+
+    The block runs on one worker in the windows of ``split`` (by default the
+    plan's :func:`pydebut._batched.layout`).
+    """
+    split = split or _batched.layout(plan, x.shape[1])
     work = aligned_empty(split.work_shape, split.work_dtype)
     arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, out, work)
     arguments += (split.width, split.part_rows, False, 0)
     _kernels.apply_chain_chunks(*arguments)
-    return lambda: repeat_chunks(CALLS_PER_TIMING, *arguments)
+    return lambda: repeat_chunks(repeats, *arguments)
 
 
 def lone_plans(spec: FactorSpec, weights: np.ndarray) -> dict[str, _batched.BatchPlan]:
@@ -401,10 +417,50 @@ def sweeps_section(rounds: int, budget: float) -> None:
     print(f"\n(a call on one row, subtracted: {empty * 1e6:.2f} us)")
 
 
+#: The windows section's complex butterflies: (rows, columns).
+WINDOW_CASES = ((4096, 64), (4096, 256), (4096, 1024), (8192, 64), (8192, 256), (16384, 64))
+WINDOW_DTYPES = ("complex64", "complex128")
+
+
+def windows_section(rounds: int, budget: float) -> None:
+    """Complex windows as the plan lays them out against windows of LANE_BYTES per row."""
+    print("\n## Complex windows: the plan's against LANE_BYTES per row (one worker)\n")
+    print("| rows | dtype | columns | windows | time | LANE_BYTES windows | time | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rng = np.random.default_rng(0)
+    for (n, columns), dtype in itertools.product(WINDOW_CASES, WINDOW_DTYPES):
+        op = DeButOperator.random(butterfly_chain(n), rng=0, dtype=dtype)
+        kernels = op._plan(np.dtype(dtype), False)
+        plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+        x = aligned_empty((n, columns), dtype)
+        x[...] = rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape)
+        outs = {"plan": aligned_empty(x.shape, dtype), "wide": aligned_empty(x.shape, dtype)}
+        itemsize = np.dtype(dtype).itemsize
+        width, part_rows, work_shape = _batched._kept_window(
+            plan, min(_batched.LANE_BYTES // itemsize, columns), 1
+        )
+        splits = {
+            "plan": _batched._new_layout(plan, columns, 1, 1),
+            "wide": _batched.Layout(1, 1, width, part_rows, work_shape, np.finfo(dtype).dtype),
+        }
+        calls = {how: repeated_chunks(plan, x, outs[how], splits[how], 1) for how in splits}
+        np.testing.assert_array_equal(outs["plan"], outs["wide"])  # each column as before
+        median, _ = time_interleaved(calls, rounds, budget)
+        cells = [
+            f"{-(-columns // splits[how].width)} of {splits[how].width} | "
+            f"{median[how] * 1e6:,.0f} us"
+            for how in ("plan", "wide")
+        ]
+        speed_up = median["wide"] / median["plan"]
+        print(f"| {n} | {dtype} | {columns} | " + " | ".join(cells) + f" | {speed_up:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "sections", nargs="*", help="steps, memory, warm, passes, lone, sweeps (default: all)"
+        "sections",
+        nargs="*",
+        help="steps, memory, warm, passes, lone, sweeps, windows (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument(
@@ -424,6 +480,7 @@ def main() -> None:
         "passes": functools.partial(passes_section, columns=args.pass_columns),
         "lone": lone_section,
         "sweeps": sweeps_section,
+        "windows": windows_section,
     }
     sections = args.sections or list(known)
     if set(sections) - set(known):

@@ -269,9 +269,9 @@ def layout(plan: BatchPlan, batch: int) -> Layout:
     each worker gets one and the work buffers stay within
     ``_workspace.KEEP_BYTES`` (narrower by whole cache lines). Where a worker
     then runs several windows of complex data on a tall chain, they take
-    :func:`planes_lane_bytes` per row: on complex128 butterflies of 4096 to
-    16384 rows that ran 1.1-1.5x as fast at 96 to 1024 vectors, where narrower
-    windows for a batch that one window holds ran 0.83-0.97x
+    :func:`planes_lane_bytes` per row: complex128 butterflies ran 1.1-1.5x as
+    fast so (96 to 1024 vectors of 4096 rows, 256 of 8192, 64 of 16384), where
+    narrower windows for a batch that one window holds ran 0.83-0.97x
     (benchmarks/README.md). The layout is
     remembered per batch size, and the number of threads read again only where
     the block could use more than one worker (it costs half a microsecond).
