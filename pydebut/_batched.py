@@ -27,7 +27,7 @@ LANE_BYTES = 1024
 
 #: Complex weights run on split planes, whose windows narrow on tall chains so that a
 #: window of the chain's largest dimension takes at most this many bytes, down to
-#: :data:`PLANES_MIN_LANE_BYTES` per row (:func:`lane_bytes`).
+#: :data:`PLANES_MIN_LANE_BYTES` per row (:func:`planes_lane_bytes`).
 PLANES_WINDOW_BYTES = 2**21
 PLANES_MIN_LANE_BYTES = 256
 
@@ -220,9 +220,9 @@ def planes_lane_bytes(plan: BatchPlan) -> int:
     """Bytes of each row of a narrow window of ``plan`` (both planes of complex data).
 
     :data:`LANE_BYTES` for real weights; for complex ones (split planes) the
-    largest power of two from :data:`PLANES_MIN_LANE_BYTES` to
-    :data:`LANE_BYTES` that keeps a window of the chain's largest dimension within
-    :data:`PLANES_WINDOW_BYTES`: 512 bytes (32 complex128 columns) from 4096
+    largest power of two up to :data:`LANE_BYTES` that keeps a window of the
+    chain's largest dimension within :data:`PLANES_WINDOW_BYTES`, but at least
+    :data:`PLANES_MIN_LANE_BYTES`: 512 bytes (32 complex128 columns) from 4096
     rows, 256 from 8192. :func:`layout` takes it when a worker would run
     several windows of :data:`LANE_BYTES` anyway.
     """
@@ -232,7 +232,9 @@ def planes_lane_bytes(plan: BatchPlan) -> int:
     return min(LANE_BYTES, max(PLANES_MIN_LANE_BYTES, 1 << (fitting.bit_length() - 1)))
 
 
-def _kept_window(plan: BatchPlan, width: int, n_workers: int) -> tuple[int, int, tuple]:
+def _kept_window(
+    plan: BatchPlan, width: int, n_workers: int
+) -> tuple[int, int, tuple[int, int, int]]:
     """``(width, part_rows, work_shape)``: ``width`` columns, or fewer, by whole cache
     lines, so that the work buffers of ``n_workers`` stay within ``_workspace.KEEP_BYTES``."""
     dtype = plan.weights.dtype
@@ -269,8 +271,8 @@ def layout(plan: BatchPlan, batch: int) -> Layout:
     each worker gets one and the work buffers stay within
     ``_workspace.KEEP_BYTES`` (narrower by whole cache lines). Where a worker
     then runs several windows of complex data on a tall chain, they take
-    :func:`planes_lane_bytes` per row: complex128 butterflies ran 1.1-1.5x as
-    fast so (96 to 1024 vectors of 4096 rows, 256 of 8192, 64 of 16384), where
+    :func:`planes_lane_bytes` per row: complex128 butterflies ran 1.1-1.5x
+    faster so (96 to 1024 vectors of 4096 rows, 256 of 8192, 64 of 16384), where
     narrower windows for a batch that one window holds ran 0.83-0.97x
     (benchmarks/README.md). The layout is
     remembered per batch size, and the number of threads read again only where

@@ -1269,12 +1269,13 @@ def test_split_plane_windows_narrow_on_tall_chains_for_several_windows(dtype):
 def test_windows_are_as_wide_as_the_kept_work_buffers_allow(dtype, monkeypatch):
     """Work buffers fit in what a thread keeps; a window narrowed to fit is whole cache
     lines wide, and one line more would not fit."""
-    monkeypatch.setattr(_batched, "PLANES_WINDOW_BYTES", 2**40)  # complex as wide as real
     import math
 
     from pydebut import DeButOperator, _workspace
     from pydebut._memory import ALIGN_BYTES
     from pydebut.special import butterfly_chain
+
+    monkeypatch.setattr(_batched, "PLANES_WINDOW_BYTES", 2**40)  # complex as wide as real
 
     def work_bytes(plan, width, n_workers):
         part_rows = max(1, _batched.PART_BYTES // (width * plan.weights.itemsize))
