@@ -114,11 +114,14 @@ PARALLEL_VECTOR_SIZE = 2**16
 #: ... when each thread gets at least this many floating-point operations. On Numba's
 #: ``workqueue`` layer (the fork-safe choice when TBB is not installed) a launch wakes
 #: sleeping threads, 40-490 us on the 2-core VM of benchmarks/README.md, where the phases
-#: (two launches for a butterfly) measured 0.65-1.2x one thread at 2**16 and 1.05-1.7x at
-#: 2**20 (medians of runs minutes apart): there a vector is split under the rule that blocks
-#: of vectors follow (:data:`_batched.MIN_WORKER_FLOPS`, about 2 ms of one core per thread),
-#: which a butterfly meets from 2**20. Other layers launch in microseconds.
-VECTOR_WORKER_FLOPS = _batched.MIN_WORKER_FLOPS if _numba_setup.launches_through_workqueue() else 0
+#: (two launches for a butterfly) measured 0.65-1.35x one thread at 2**16. One vector
+#: streams its weights from memory at 2-4 GFLOP/s, so 2**22 operations per thread are
+#: about 1 ms of one core: from there (a butterfly from 2**17) the split measured
+#: 1.28-1.52x one thread (medians; tight loops and calls after a pause, forty-third
+#: session), where the rule of blocks of vectors (:data:`_batched.MIN_WORKER_FLOPS`,
+#: 2**25, about 2 ms of the batched kernels) had kept vectors up to 2**19 on one thread.
+#: Other layers launch in microseconds.
+VECTOR_WORKER_FLOPS = 2**22 if _numba_setup.launches_through_workqueue() else 0
 
 
 #: A block of fewer columns runs column by column through the one-vector kernel
@@ -309,8 +312,8 @@ class DeButOperator(LinearOperator):
     :data:`COLUMNS_ALONE` columns goes column by column through the one-vector
     kernel), and one vector of length at least
     :data:`PARALLEL_VECTOR_SIZE` (``2**16``; on Numba's slow-launching
-    ``workqueue`` layer only with about 2 ms of work per thread, see
-    :data:`VECTOR_WORKER_FLOPS`) is split between them in phases, one
+    ``workqueue`` layer only with about 1 ms of work per thread, a butterfly
+    from ``2**17``, see :data:`VECTOR_WORKER_FLOPS`) is split between them in phases, one
     parallel launch each (two for a butterfly chain).
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
