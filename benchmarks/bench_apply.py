@@ -360,7 +360,7 @@ def _independent_parts(n_parts: int) -> Callable:
 
 
 def print_long_vectors(args) -> None:
-    """One vector through 2^16, 2^18 and 2^20 butterflies: one thread against all threads.
+    """One vector through 2^16 to 2^20 butterflies: one thread against all threads.
 
     Times the one-thread kernel, the split kernel on all Numba threads and
     ``op.apply(x, out)`` (which picks one of the two by
@@ -386,7 +386,7 @@ def print_long_vectors(args) -> None:
     )
     print("| --- | --- | --- | --- | --- | --- |")
     parts = _independent_parts(n_parts)
-    for size in (2**16, 2**18, 2**20):
+    for size in (2**k for k in range(16, 21)):
         op = DeButOperator.random(butterfly_chain(size), rng=0)
         x = np.random.default_rng(0).standard_normal(size)
         out = np.empty(size)
