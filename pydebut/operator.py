@@ -313,8 +313,8 @@ class DeButOperator(LinearOperator):
     kernel), and one vector of length at least
     :data:`PARALLEL_VECTOR_SIZE` (``2**16``; on Numba's slow-launching
     ``workqueue`` layer only with about 1 ms of work per thread, a butterfly
-    from ``2**17``, see :data:`VECTOR_WORKER_FLOPS`) is split between them in phases, one
-    parallel launch each (two for a butterfly chain).
+    from ``2**17``, see :data:`VECTOR_WORKER_FLOPS`) is split between them in
+    phases, one parallel launch each (two for a butterfly chain).
     For small layers, where a call's Python overhead rivals the arithmetic,
     :meth:`apply` skips ``LinearOperator``'s dispatch. A thread keeps at most
     32 MiB of work buffers between calls (``pydebut._workspace``). On a
