@@ -4,7 +4,7 @@ Run from the repository root, on one core for steady numbers::
 
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 taskset -c 1 \\
         python benchmarks/bench_anatomy.py [steps] [memory] [warm] [passes] [lone] [sweeps] \\
-        [windows] [--quick]
+        [windows] [columns] [--quick]
 
 **steps.** The 2x2-group kernel (``pydebut._kernels.lanes_2x2_group``) runs
 four butterfly factors (``t = 1, 2, 4, 8``) on a 256-row window that stays in
@@ -53,6 +53,14 @@ complex128, on one worker: windows as the plan lays them out
 (``pydebut._batched.layout``: narrower on tall chains where a worker runs
 several windows, :func:`pydebut._batched.planes_lane_bytes`) against windows of
 ``LANE_BYTES`` per row, with the same results bit for bit.
+
+**columns.** A block of fewer than ``pydebut.operator.COLUMNS_ALONE`` columns runs
+column by column through the one-vector kernel
+(``pydebut._kernels.apply_chain_columns``) unless one vector is split between
+threads; here both ways, and the batched kernels on one worker
+(``pydebut._batched.apply``), at 2 to 6 columns of the paper's chains and of
+butterflies of 4096 to ``2**16`` rows (whose weights outgrow the caches), in
+float32, float64 and complex128, with the same results bit for bit.
 
 Timings are interleaved round by round (``bench_apply.time_interleaved``) and
 the medians are reported; on a shared machine the differences between rows
@@ -455,12 +463,63 @@ def windows_section(rounds: int, budget: float) -> None:
         print(f"| {n} | {dtype} | {columns} | " + " | ".join(cells) + f" | {speed_up:.2f} |")
 
 
+#: Chains and columns of the columns section.
+COLUMN_CHAINS = {
+    **PAPER_CHAINS,
+    **{f"butterfly 2^{k}": butterfly_chain(2**k) for k in (12, 14, 16)},
+}
+FEW_COLUMNS = (2, 3, 4, 5, 6)
+COLUMN_DTYPES = ("float32", "float64", "complex128")
+
+
+def columns_section(rounds: int, budget: float) -> None:
+    """A few columns: column by column against the batched kernels on one worker."""
+    print("\n## A few columns: column by column over the batched kernels' time (one worker)\n")
+    print("| chain | dtype | " + " | ".join(f"{c} columns" for c in FEW_COLUMNS) + " |")
+    print("| --- | --- |" + " --- |" * len(FEW_COLUMNS))
+    rng = np.random.default_rng(0)
+    for name, dtype in itertools.product(COLUMN_CHAINS, COLUMN_DTYPES):
+        op = DeButOperator.random(COLUMN_CHAINS[name], rng=0, dtype=dtype)
+        kernels = op._plan(np.dtype(dtype), False)
+        plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+        calls = {}
+        for columns in FEW_COLUMNS:
+            x = rng.standard_normal((op.shape[1], columns)).astype(dtype)
+            if np.dtype(dtype).kind == "c":
+                x += 1j * rng.standard_normal(x.shape)
+            outs = [np.empty((op.shape[0], columns), dtype) for _ in range(2)]
+            split = _batched.Layout(
+                1, 1, *_batched._kept_window(plan, columns, 1), np.finfo(dtype).dtype
+            )
+            work = aligned_empty(split.work_shape, split.work_dtype)
+            arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, outs[1], work)
+            arguments += (split.width, split.part_rows, False, 0)
+
+            def alone(x=x, out=outs[0], kernels=kernels):
+                _kernels.apply_chain_columns(kernels.specs, kernels.weights, x, out)
+
+            def batched(arguments=arguments):
+                _kernels.apply_chain_chunks(*arguments)
+
+            alone()
+            batched()
+            np.testing.assert_array_equal(outs[0], outs[1])
+            calls["alone", columns], calls["batched", columns] = alone, batched
+        median, _ = time_interleaved(calls, rounds, budget / 10)
+        ratios = [median["alone", c] / median["batched", c] for c in FEW_COLUMNS]
+        print(f"| {name} | {dtype} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    print(
+        "\n(above 1 the batched kernels are faster; blocks of fewer than"
+        " COLUMNS_ALONE columns run column by column unless one vector is split)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "sections",
         nargs="*",
-        help="steps, memory, warm, passes, lone, sweeps, windows (default: all)",
+        help="steps, memory, warm, passes, lone, sweeps, windows, columns (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument(
@@ -481,6 +540,7 @@ def main() -> None:
         "lone": lone_section,
         "sweeps": sweeps_section,
         "windows": windows_section,
+        "columns": columns_section,
     }
     sections = args.sections or list(known)
     if set(sections) - set(known):
