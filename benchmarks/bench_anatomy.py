@@ -425,6 +425,18 @@ def sweeps_section(rounds: int, budget: float) -> None:
     print(f"\n(a call on one row, subtracted: {empty * 1e6:.2f} us)")
 
 
+def operator_plan(op: DeButOperator, dtype: str) -> _batched.BatchPlan:
+    """The batch plan ``op`` runs blocks of ``dtype`` through."""
+    kernels = op._plan(np.dtype(dtype), False)
+    return _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+
+
+def one_worker(plan: _batched.BatchPlan, width: int) -> _batched.Layout:
+    """One worker's windows of ``width`` columns (fewer where its buffers would not be kept)."""
+    kept = _batched._kept_window(plan, width, 1)
+    return _batched.Layout(1, 1, *kept, np.finfo(plan.weights.dtype).dtype)
+
+
 #: The windows section's complex butterflies: (rows, columns).
 WINDOW_CASES = ((4096, 64), (4096, 256), (4096, 1024), (8192, 64), (8192, 256), (16384, 64))
 WINDOW_DTYPES = ("complex64", "complex128")
@@ -437,19 +449,14 @@ def windows_section(rounds: int, budget: float) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rng = np.random.default_rng(0)
     for (n, columns), dtype in itertools.product(WINDOW_CASES, WINDOW_DTYPES):
-        op = DeButOperator.random(butterfly_chain(n), rng=0, dtype=dtype)
-        kernels = op._plan(np.dtype(dtype), False)
-        plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+        plan = operator_plan(DeButOperator.random(butterfly_chain(n), rng=0, dtype=dtype), dtype)
         x = aligned_empty((n, columns), dtype)
         x[...] = rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape)
         outs = {"plan": aligned_empty(x.shape, dtype), "wide": aligned_empty(x.shape, dtype)}
-        itemsize = np.dtype(dtype).itemsize
-        width, part_rows, work_shape = _batched._kept_window(
-            plan, min(_batched.LANE_BYTES // itemsize, columns), 1
-        )
+        widest = _batched.LANE_BYTES // np.dtype(dtype).itemsize
         splits = {
             "plan": _batched._new_layout(plan, columns, 1, 1),
-            "wide": _batched.Layout(1, 1, width, part_rows, work_shape, np.finfo(dtype).dtype),
+            "wide": one_worker(plan, min(widest, columns)),
         }
         calls = {how: repeated_chunks(plan, x, outs[how], splits[how], 1) for how in splits}
         np.testing.assert_array_equal(outs["plan"], outs["wide"])  # each column as before
@@ -481,30 +488,23 @@ def columns_section(rounds: int, budget: float) -> None:
     for name, dtype in itertools.product(COLUMN_CHAINS, COLUMN_DTYPES):
         op = DeButOperator.random(COLUMN_CHAINS[name], rng=0, dtype=dtype)
         kernels = op._plan(np.dtype(dtype), False)
-        plan = _batched.make_batch_plan(kernels.specs, kernels.offsets, kernels.weights)
+        plan = operator_plan(op, dtype)
         calls = {}
         for columns in FEW_COLUMNS:
             x = rng.standard_normal((op.shape[1], columns)).astype(dtype)
             if np.dtype(dtype).kind == "c":
                 x += 1j * rng.standard_normal(x.shape)
             outs = [np.empty((op.shape[0], columns), dtype) for _ in range(2)]
-            split = _batched.Layout(
-                1, 1, *_batched._kept_window(plan, columns, 1), np.finfo(dtype).dtype
-            )
-            work = aligned_empty(split.work_shape, split.work_dtype)
-            arguments = (plan.specs, plan.passes, plan.rows, plan.weights, x, outs[1], work)
-            arguments += (split.width, split.part_rows, False, 0)
 
             def alone(x=x, out=outs[0], kernels=kernels):
                 _kernels.apply_chain_columns(kernels.specs, kernels.weights, x, out)
 
-            def batched(arguments=arguments):
-                _kernels.apply_chain_chunks(*arguments)
-
             alone()
-            batched()
+            calls["alone", columns] = alone
+            calls["batched", columns] = repeated_chunks(
+                plan, x, outs[1], one_worker(plan, columns), 1
+            )
             np.testing.assert_array_equal(outs[0], outs[1])
-            calls["alone", columns], calls["batched", columns] = alone, batched
         median, _ = time_interleaved(calls, rounds, budget / 10)
         ratios = [median["alone", c] / median["batched", c] for c in FEW_COLUMNS]
         print(f"| {name} | {dtype} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
